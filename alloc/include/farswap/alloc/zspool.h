@@ -1,0 +1,243 @@
+// zspool.h: a user-space zsmalloc, the pool a memory node keeps compressed
+// pages in.
+//
+//   absl::StatusOr<std::unique_ptr<ZsPool>> pool = ZsPool::Create({.mem_limit = 1 << 30});
+//   absl::StatusOr<ZsHandle> h = (*pool)->Malloc(compressed_len);
+//   if (!h.ok()) ...                        // RESOURCE_EXHAUSTED when full
+//   (*pool)->Write(*h, compressed, compressed_len);
+//   {
+//     ZsPool::ReadGuard g = (*pool)->Read(*h).value();   // pins against compaction
+//     Decompress(g.data(), g.size(), out);
+//   }
+//   (*pool)->Free(*h);
+//
+// Objects are 1..4096 bytes, kept in size classes (size_classes.h) inside
+// zspages. Callers hold opaque handles that stay valid while compaction moves
+// the object. The pool knows nothing about keys, LRUs, tenants or I/O.
+//
+// Thread safety: a ZsPool is safe for concurrent use from any number of
+// threads. The caller must not Free() a handle while another thread reads,
+// writes or frees the same handle (the page store's per-key lock ensures
+// this); any other combination, including Compact() at any time, is safe.
+#ifndef FARSWAP_ALLOC_ZSPOOL_H_
+#define FARSWAP_ALLOC_ZSPOOL_H_
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "farswap/alloc/size_classes.h"
+
+namespace farswap::alloc {
+
+// ZsHandle names one pool object. 0 is never a valid handle.
+struct ZsHandle {
+  uint64_t value = 0;
+  explicit operator bool() const { return value != 0; }
+  friend bool operator==(ZsHandle a, ZsHandle b) { return a.value == b.value; }
+  friend bool operator!=(ZsHandle a, ZsHandle b) { return a.value != b.value; }
+};
+
+struct ZsPoolOptions {
+  // mem_limit: the most bytes of memory (4 KiB pages committed from the OS)
+  // the pool may hold; 0 means no limit. Malloc beyond it fails with
+  // RESOURCE_EXHAUSTED. Changeable later with SetMemLimit().
+  size_t mem_limit = 0;
+  // max_pages_per_zspage: the longest zspage chain (kernel default 8).
+  uint32_t max_pages_per_zspage = 8;
+  // arena_bytes: virtual address space reserved for zspages (MAP_NORESERVE:
+  // costs no memory). 0 picks max(8 x mem_limit, 1 GiB), or 64 GiB without a
+  // limit. Every zspage gets a max_pages_per_zspage-page slot of it.
+  size_t arena_bytes = 0;
+  // release_batch_pages: pages emptied by Free() are returned to the OS in
+  // batches of this many per class (they stay counted in mem_used_total
+  // until they are), to keep madvise() off most frees. Compact() releases
+  // every pending page.
+  uint32_t release_batch_pages = 64;
+};
+
+// ZsPoolStats uses zram's mm_stat names (Documentation/admin-guide/
+// blockdev/zram.rst). orig_data_size and same_pages describe data the pool
+// never sees; the caller reports them with AddCallerCounters().
+struct ZsPoolStats {
+  uint64_t orig_data_size = 0;   // caller-reported: uncompressed bytes stored
+  uint64_t compr_data_size = 0;  // sum of live objects' lengths
+  uint64_t mem_used_total = 0;   // bytes of 4 KiB pages held from the OS
+  uint64_t mem_limit = 0;
+  uint64_t mem_used_max = 0;
+  uint64_t same_pages = 0;       // caller-reported: pages stored as a fill value
+  uint64_t pages_compacted = 0;  // pages freed by Compact(), cumulative
+  uint64_t huge_pages = 0;       // live objects in the huge class
+  uint64_t objects = 0;          // live objects
+  uint64_t zspages = 0;          // live zspages
+  // metadata_bytes: bookkeeping outside mem_used_total: the handle table,
+  // zspage descriptors and per-object back-pointers.
+  uint64_t metadata_bytes = 0;
+};
+
+// ZsClassStats is one row of the per-class table (zsmalloc's debugfs
+// "classes" file).
+struct ZsClassStats {
+  uint32_t size = 0;
+  uint32_t pages_per_zspage = 0;
+  uint32_t objs_per_zspage = 0;
+  uint64_t zspages = 0;
+  uint64_t obj_allocated = 0;  // zspages x objs_per_zspage
+  uint64_t obj_used = 0;
+  uint64_t pages_used = 0;     // pages committed (including pending release)
+  uint64_t freeable = 0;       // pages Compact() could free (zs_can_compact)
+  uint64_t fullness[12] = {};  // zspages per fullness group: 0%, <10%, ..., 100%
+};
+
+class ZsPool {
+ public:
+  class ReadGuard;
+
+  // Create reserves the arena. INVALID_ARGUMENT for bad options,
+  // RESOURCE_EXHAUSTED when the address space cannot be reserved.
+  static absl::StatusOr<std::unique_ptr<ZsPool>> Create(const ZsPoolOptions& options);
+  ~ZsPool();
+  ZsPool(const ZsPool&) = delete;
+  ZsPool& operator=(const ZsPool&) = delete;
+
+  // Malloc allocates an object of exactly `len` bytes (1..4096).
+  // INVALID_ARGUMENT for a bad length; RESOURCE_EXHAUSTED when the memory
+  // limit (or the arena, or the handle table) would be exceeded. Never
+  // aborts.
+  absl::StatusOr<ZsHandle> Malloc(size_t len);
+
+  // Free releases the object. A handle that is not live is ignored in
+  // release builds and asserts in debug builds.
+  void Free(ZsHandle handle);
+
+  // Write copies `len` bytes into the object. INVALID_ARGUMENT, with nothing
+  // written, when `len` exceeds the length the object was allocated with —
+  // the check that keeps a re-compressed, longer page from overrunning its
+  // slot (shared/seeds: the 2017 zram crash). NOT_FOUND for a dead handle.
+  absl::Status Write(ZsHandle handle, const void* src, size_t len);
+
+  // Read pins the object's zspage against compaction for the life of the
+  // guard. NOT_FOUND for a dead handle.
+  absl::StatusOr<ReadGuard> Read(ZsHandle handle) const;
+
+  // Compact moves objects from the emptiest zspages of each class into the
+  // fullest, frees what empties, and returns every page emptied by frees to
+  // the OS. Zspages that readers hold are skipped (the relocator only
+  // try-locks). Returns the pages freed. One compaction runs at a time; a
+  // concurrent call returns 0 at once.
+  uint64_t Compact();
+
+  void SetMemLimit(size_t bytes);
+  void AddCallerCounters(int64_t orig_data_size_delta, int64_t same_pages_delta);
+
+  ZsPoolStats GetStats() const;
+  std::vector<ZsClassStats> GetClassStats() const;
+
+  const SizeClassTable& classes() const { return table_; }
+  // huge_class_size: objects this long or longer take a whole page; a
+  // compressed page that does not get below it is better stored raw.
+  uint32_t huge_class_size() const { return table_.huge_class_size(); }
+
+  // The arena, for registering it once with an RDMA device.
+  const void* arena_base() const { return arena_; }
+  size_t arena_size() const { return arena_bytes_; }
+
+  // ReadGuard gives read access to one object; movable, not copyable.
+  class ReadGuard {
+   public:
+    ReadGuard(ReadGuard&& other) noexcept;
+    ReadGuard& operator=(ReadGuard&& other) noexcept;
+    ~ReadGuard();
+    const uint8_t* data() const { return data_; }
+    size_t size() const { return size_; }
+
+   private:
+    friend class ZsPool;
+    ReadGuard(std::atomic<int32_t>* pin, const uint8_t* data, size_t size)
+        : pin_(pin), data_(data), size_(size) {}
+    std::atomic<int32_t>* pin_ = nullptr;
+    const uint8_t* data_ = nullptr;
+    size_t size_ = 0;
+  };
+
+ private:
+  struct Zspage;
+  struct Class;
+  struct Location;
+
+  explicit ZsPool(const ZsPoolOptions& options);
+  absl::Status Init();
+
+  // Handle table: chunks of words, each holding an object's location.
+  absl::StatusOr<uint32_t> AllocHandleSlot();
+  void FreeHandleSlot(uint32_t slot);
+  std::atomic<uint64_t>* HandleWordOrNull(uint32_t slot) const;
+  std::atomic<uint64_t>& HandleWord(uint32_t slot) const { return *HandleWordOrNull(slot); }
+
+  // PinObject pins the zspage holding handle slot `slot`'s object (readers
+  // bump Zspage::pin; relocation and zspage freeing try-lock it from 0 to -1)
+  // and returns it with the location, consistent with the handle table.
+  // nullptr for a dead handle.
+  Zspage* PinObject(uint32_t slot, Location* loc) const;
+  Zspage* ZspageAt(uint64_t id) const;
+  absl::StatusOr<uint32_t> TakeZspageId();
+  void ReturnZspageId(uint32_t id);
+  uint64_t CompactClass(Class& c);
+
+  bool ChargePages(uint64_t pages, bool enforce_limit);
+  void UnchargePages(uint64_t pages);
+
+  const ZsPoolOptions options_;
+  const SizeClassTable table_;
+  std::vector<std::unique_ptr<Class>> classes_;  // parallel to table_.classes()
+
+  uint8_t* arena_ = nullptr;
+  size_t arena_bytes_ = 0;
+  uint32_t slot_pages_ = 0;  // pages of arena per zspage slot
+  uint32_t max_zspages_ = 0;
+  // zspage_table_[id]: the descriptor of arena slot `id`, created on the
+  // slot's first use and reused after (mmap'd, so untouched entries cost no
+  // memory). Published with release stores; readers load with acquire.
+  std::atomic<Zspage*>* zspage_table_ = nullptr;
+  std::atomic<uint64_t> descriptors_{0};
+
+  // Lock order (written here, as in mm/zsmalloc.c):
+  //   compact_mu_ -> Class::mu -> Zspage::pin (try-lock only, never waits
+  //   while holding it) -> arena_mu_ -> handle_mu_
+  // Readers take no mutex: they pin the zspage (an atomic count) and
+  // re-validate the handle word.
+  absl::Mutex compact_mu_;
+  mutable absl::Mutex arena_mu_;
+  std::vector<uint32_t> free_zspage_ids_ ABSL_GUARDED_BY(arena_mu_);
+  uint32_t next_zspage_id_ ABSL_GUARDED_BY(arena_mu_) = 0;
+
+  mutable absl::Mutex handle_mu_;
+  std::vector<uint32_t> free_handle_slots_ ABSL_GUARDED_BY(handle_mu_);
+  uint32_t next_handle_slot_ ABSL_GUARDED_BY(handle_mu_) = 1;  // 0 is "no handle"
+  static constexpr uint32_t kHandleChunkBits = 12;      // 32 KiB chunks
+  static constexpr uint32_t kHandleChunks = 1u << 16;  // 2^28 handles at most
+  std::unique_ptr<std::atomic<std::atomic<uint64_t>*>[]> handle_chunks_;
+  std::atomic<uint64_t> handle_chunks_used_{0};
+
+  std::atomic<uint64_t> mem_limit_pages_{0};  // 0 = unlimited
+  std::atomic<uint64_t> pages_used_{0};
+  std::atomic<uint64_t> pages_used_max_{0};
+  std::atomic<uint64_t> compr_data_size_{0};
+  std::atomic<uint64_t> objects_{0};
+  std::atomic<uint64_t> huge_objects_{0};
+  std::atomic<uint64_t> live_zspages_{0};
+  std::atomic<uint64_t> pages_compacted_{0};
+  std::atomic<uint64_t> backptr_bytes_{0};
+  std::atomic<int64_t> orig_data_size_{0};
+  std::atomic<int64_t> same_pages_{0};
+};
+
+}  // namespace farswap::alloc
+
+#endif  // FARSWAP_ALLOC_ZSPOOL_H_

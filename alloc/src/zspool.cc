@@ -1,0 +1,731 @@
+// zspool.cc: the zspool, a user-space zsmalloc.
+//
+// Why it exists. A memory node keeps many compressed pages of arbitrary
+// length (32..4096 bytes). malloc() would scatter them and fragment without
+// bound; zsmalloc packs objects of similar size into size classes of
+// "zspages" (chains of 4 KiB pages), relocates them with compaction, and so
+// keeps mem_used_total close to the sum of compressed lengths. This file
+// follows the kernel's geometry and protocols (mm/zsmalloc.c; see
+// shared/reference/zsmalloc-notes.md) and spends the freedoms user space has
+// on the places the kernel loses bytes:
+//
+//  1. No in-object header. The kernel prefixes every object with its 8-byte
+//     handle (ZS_HANDLE_SIZE) so compaction can find live objects. Here a
+//     zspage's descriptor keeps a bitmap of used slots and a back-pointer
+//     array outside the pool pages, so slots are exactly class-sized. That
+//     bookkeeping is reported as metadata_bytes.
+//  2. Pages are committed as objects land in them. Each zspage owns a
+//     virtually contiguous slot of an mmap'd MAP_NORESERVE arena, so objects
+//     may cross 4 KiB boundaries without bounce buffers, and a page costs
+//     memory only once an object touches it. Allocation takes the lowest free
+//     slot, so a partial zspage costs its filled prefix, not its whole chain
+//     (the kernel's partially filled zspage per class is most of its
+//     overhead on small pools). A page whose last object is freed goes back
+//     to the OS (madvise(MADV_DONTNEED), batched per class).
+//  3. Empty zspages go back to the OS at once.
+//
+// Units. A "page" is 4 KiB; mem_used_total counts committed pages x 4096,
+// as zram's mm_stat does. An object's "slot" is class-size bytes at
+// idx * size within its zspage.
+//
+// Handles. A handle is an index into a chunked table of 64-bit words; a word
+// holds the object's location [class id:8 | zspage id:40 | object index:16]
+// (the newest kernel also encodes the class so zs_free() needs no pool
+// lock). Compaction rewrites words; callers' handles never change.
+//
+// Locking (the order is written in zspool.h):
+//  - Class::mu guards a class's zspages: lists, bitmaps, counts, back-
+//    pointers; Malloc, Free and relocation of that class take it.
+//  - Zspage::pin is the kernel's v6.15 zspage lock: readers increment it
+//    without any mutex and never block relocation for long; relocation and
+//    freeing take it from 0 to -1 with a compare-and-swap, and relocation
+//    skips a zspage it cannot take (it backs off from readers). A reader
+//    that finds -1 waits for the move to finish and re-resolves its handle.
+//  - A reader validates its pin by re-reading the handle word: if the word
+//    still names the pinned zspage, the object cannot move until unpinned.
+#include "farswap/alloc/zspool.h"
+
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <bit>
+#include <cassert>
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "farswap/common/sync_point.h"
+
+namespace farswap::alloc {
+namespace {
+
+constexpr uint32_t kNone = UINT32_MAX;
+constexpr uint64_t kFreeWord = ~uint64_t{0};
+constexpr int kFullnessGroups = 12;  // 0%, <10% ... <100% (1..10), 100% (11)
+constexpr int kFullGroup = 11;
+constexpr uint32_t kHandleChunkEntries = 1u << 12;
+constexpr uint64_t kMaxZspageId = (uint64_t{1} << 40) - 1;
+static_assert(kMaxObjsPerZspage <= 0xFFFF, "object index is 16 bits in a handle word");
+
+uint64_t EncodeLocation(uint32_t class_id, uint64_t zspage_id, uint32_t idx) {
+  return (uint64_t{class_id} << 56) | (zspage_id << 16) | idx;
+}
+
+int FullnessGroup(uint32_t inuse, uint32_t objs) {
+  if (inuse == 0) return 0;
+  if (inuse == objs) return kFullGroup;
+  return int(100 * inuse / objs) / 10 + 1;  // get_fullness_group(): 1/127 lands in 10%
+}
+
+}  // namespace
+
+struct ZsPool::Location {
+  uint32_t class_id;
+  uint64_t zspage_id;
+  uint32_t idx;
+  static Location Decode(uint64_t w) {
+    return Location{uint32_t(w >> 56), (w >> 16) & kMaxZspageId, uint32_t(w & 0xFFFF)};
+  }
+};
+
+// Zspage is the descriptor of one zspage. Its fields are guarded by the
+// owning class's mutex, except `pin` (atomic) and the per-object `len` and
+// `handle` entries, which readers read only after pinning and validating.
+struct ZsPool::Zspage {
+  std::atomic<int32_t> pin{-1};  // >= 0 readers; -1 locked (relocating or free)
+  uint64_t id = 0;
+  uint8_t* base = nullptr;
+  uint32_t class_id = 0;
+  uint32_t inuse = 0;
+  int fullness = -1;  // -1: on no list
+  uint32_t prev = kNone, next = kNone;
+  bool in_pending = false;
+  uint32_t pending_release = 0;  // bitmask: pages emptied, still committed
+  uint16_t page_objs[kMaxChainPages] = {};  // objects overlapping each page
+  std::unique_ptr<uint64_t[]> used;         // bitmap of used slots
+  std::unique_ptr<uint32_t[]> handle;       // back-pointer: slot -> handle slot
+  std::unique_ptr<uint16_t[]> len;          // slot -> object length
+
+  // CommittedPages: pages holding objects plus those pending release.
+  uint32_t CommittedPages(uint32_t pages) const {
+    uint32_t n = std::popcount(pending_release);
+    for (uint32_t p = 0; p < pages; ++p) n += page_objs[p] != 0;
+    return n;
+  }
+};
+
+// Class is one real size class.
+struct ZsPool::Class {
+  Class(ZsPool* owner, uint32_t class_id, const SizeClass& geometry)
+      : pool(owner), id(class_id), geo(geometry), bitmap_words((geometry.objs_per_zspage + 63) / 64) {
+    std::fill(std::begin(head), std::end(head), kNone);
+  }
+
+  ZsPool* const pool;
+  const uint32_t id;
+  const SizeClass geo;
+  const uint32_t bitmap_words;
+
+  absl::Mutex mu;
+  uint32_t head[kFullnessGroups] ABSL_GUARDED_BY(mu);
+  uint64_t zspages ABSL_GUARDED_BY(mu) = 0;
+  uint64_t objs_used ABSL_GUARDED_BY(mu) = 0;
+  uint64_t pages_committed ABSL_GUARDED_BY(mu) = 0;
+  uint64_t zspages_in_group[kFullnessGroups] ABSL_GUARDED_BY(mu) = {};
+  uint32_t pending_pages ABSL_GUARDED_BY(mu) = 0;
+  std::vector<uint32_t> pending ABSL_GUARDED_BY(mu);  // zspage ids with pending pages
+
+  void Unlink(Zspage* z) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (z->fullness < 0) return;
+    if (z->prev != kNone) pool->ZspageAt(z->prev)->next = z->next;
+    else head[z->fullness] = z->next;
+    if (z->next != kNone) pool->ZspageAt(z->next)->prev = z->prev;
+    zspages_in_group[z->fullness]--;
+    z->prev = z->next = kNone;
+    z->fullness = -1;
+  }
+
+  // Relink puts z on the list of its current fullness group.
+  void Relink(Zspage* z) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    int g = FullnessGroup(z->inuse, geo.objs_per_zspage);
+    if (g == z->fullness) return;
+    Unlink(z);
+    z->fullness = g;
+    z->prev = kNone;
+    z->next = head[g];
+    if (z->next != kNone) pool->ZspageAt(z->next)->prev = uint32_t(z->id);
+    head[g] = uint32_t(z->id);
+    zspages_in_group[g]++;
+  }
+
+  // First returns the first zspage in groups from..to (either direction),
+  // skipping `except`.
+  Zspage* First(int from, int to, const Zspage* except = nullptr)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    int step = from <= to ? 1 : -1;
+    for (int g = from;; g += step) {
+      for (uint32_t zid = head[g]; zid != kNone;) {
+        Zspage* z = pool->ZspageAt(zid);
+        if (z != except) return z;
+        zid = z->next;
+      }
+      if (g == to) return nullptr;
+    }
+  }
+
+  absl::StatusOr<Zspage*> NewZspage() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    absl::StatusOr<uint32_t> zid = pool->TakeZspageId();
+    if (!zid.ok()) return zid.status();
+    Zspage* z = pool->ZspageAt(*zid);
+    if (z == nullptr) {
+      z = new Zspage;
+      z->id = *zid;
+      z->base = pool->arena_ + uint64_t{*zid} * pool->slot_pages_ * kZsPageBytes;
+      pool->zspage_table_[*zid].store(z, std::memory_order_release);
+      pool->descriptors_.fetch_add(1, std::memory_order_relaxed);
+    }
+    z->class_id = id_value();
+    z->inuse = 0;
+    z->fullness = -1;
+    z->prev = z->next = kNone;
+    z->in_pending = false;
+    z->pending_release = 0;
+    std::fill(std::begin(z->page_objs), std::end(z->page_objs), 0);
+    z->used.reset(new uint64_t[bitmap_words]());
+    z->handle.reset(new uint32_t[geo.objs_per_zspage]);
+    z->len.reset(new uint16_t[geo.objs_per_zspage]);
+    pool->backptr_bytes_.fetch_add(BackptrBytes(), std::memory_order_relaxed);
+    zspages++;
+    pool->live_zspages_.fetch_add(1, std::memory_order_relaxed);
+    z->pin.store(0, std::memory_order_release);  // open for readers
+    return z;
+  }
+
+  uint32_t id_value() const { return id; }
+  uint64_t BackptrBytes() const {
+    return bitmap_words * 8 + uint64_t{geo.objs_per_zspage} * (sizeof(uint32_t) + sizeof(uint16_t));
+  }
+
+  // FreeZspage returns an empty zspage's pages and arena slot. `locked`: the
+  // caller already holds z->pin at -1 (relocation). Returns pages released.
+  uint32_t FreeZspage(Zspage* z, bool locked) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    assert(z->inuse == 0);
+    Unlink(z);
+    if (z->in_pending) {
+      pending.erase(std::find(pending.begin(), pending.end(), uint32_t(z->id)));
+      z->in_pending = false;
+    }
+    if (!locked) {
+      // Only transient pins can exist (a reader that resolved a handle just
+      // before its object moved away); they drop without blocking.
+      int32_t expected = 0;
+      while (!z->pin.compare_exchange_weak(expected, -1, std::memory_order_acquire)) {
+        expected = 0;
+        std::this_thread::yield();
+      }
+    }
+    uint32_t released = z->CommittedPages(geo.pages_per_zspage);
+    if (released != 0) {
+      madvise(z->base, size_t{geo.pages_per_zspage} * kZsPageBytes, MADV_DONTNEED);
+      pending_pages -= std::popcount(z->pending_release);
+      pages_committed -= released;
+      pool->UnchargePages(released);
+    }
+    z->pending_release = 0;
+    z->used.reset();
+    z->handle.reset();
+    z->len.reset();
+    pool->backptr_bytes_.fetch_sub(BackptrBytes(), std::memory_order_relaxed);
+    zspages--;
+    pool->live_zspages_.fetch_sub(1, std::memory_order_relaxed);
+    pool->ReturnZspageId(uint32_t(z->id));
+    return released;
+  }
+
+  // TakeSlot allocates the lowest free slot of z for an object of `len`
+  // bytes owned by handle slot `handle_slot`, committing the pages it
+  // touches. RESOURCE_EXHAUSTED when that would pass the memory limit and
+  // `enforce_limit` is set.
+  absl::StatusOr<uint32_t> TakeSlot(Zspage* z, uint32_t len, uint32_t handle_slot,
+                                    bool enforce_limit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    uint32_t idx = kNone;
+    for (uint32_t w = 0; w < bitmap_words; ++w) {
+      if (~z->used[w] != 0) {
+        idx = w * 64 + std::countr_one(z->used[w]);
+        break;
+      }
+    }
+    assert(idx != kNone && idx < geo.objs_per_zspage);
+    uint64_t off = uint64_t{idx} * geo.size;
+    uint32_t first = uint32_t(off / kZsPageBytes);
+    uint32_t last = uint32_t((off + geo.size - 1) / kZsPageBytes);
+    uint32_t new_pages = 0;
+    for (uint32_t p = first; p <= last; ++p) {
+      new_pages += z->page_objs[p] == 0 && !(z->pending_release & (1u << p));
+    }
+    if (new_pages != 0 && !pool->ChargePages(new_pages, enforce_limit)) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("zspool memory limit reached (", pool->mem_limit_pages_.load() * 4096,
+                       " bytes)"));
+    }
+    pages_committed += new_pages;
+    for (uint32_t p = first; p <= last; ++p) {
+      if (z->page_objs[p] == 0 && (z->pending_release & (1u << p))) {
+        z->pending_release &= ~(1u << p);  // reused before release: still committed
+        pending_pages--;
+      }
+      z->page_objs[p]++;
+    }
+    z->used[idx / 64] |= uint64_t{1} << (idx % 64);
+    z->handle[idx] = handle_slot;
+    z->len[idx] = uint16_t(len == kZsPageBytes ? 0 : len);  // 4096 stored as 0
+    z->inuse++;
+    objs_used++;
+    Relink(z);
+    return idx;
+  }
+
+  // ReleaseSlot frees slot idx of z; pages it leaves empty become pending
+  // release. The caller frees z if it is now empty.
+  void ReleaseSlot(Zspage* z, uint32_t idx) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    assert(z->used[idx / 64] & (uint64_t{1} << (idx % 64)));
+    uint64_t off = uint64_t{idx} * geo.size;
+    uint32_t first = uint32_t(off / kZsPageBytes);
+    uint32_t last = uint32_t((off + geo.size - 1) / kZsPageBytes);
+    for (uint32_t p = first; p <= last; ++p) {
+      if (--z->page_objs[p] == 0) {
+        z->pending_release |= 1u << p;
+        pending_pages++;
+        if (!z->in_pending) {
+          z->in_pending = true;
+          pending.push_back(uint32_t(z->id));
+        }
+      }
+    }
+    z->used[idx / 64] &= ~(uint64_t{1} << (idx % 64));
+    z->inuse--;
+    objs_used--;
+  }
+
+  static uint32_t ObjectLen(const Zspage* z, uint32_t idx) {
+    return z->len[idx] == 0 ? kZsPageBytes : z->len[idx];
+  }
+
+  // ReleasePendingPages returns every emptied page of this class to the OS.
+  uint32_t ReleasePendingPages() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    uint32_t released = 0;
+    for (uint32_t zid : pending) {
+      Zspage* z = pool->ZspageAt(zid);
+      uint32_t mask = z->pending_release;
+      while (mask != 0) {  // one madvise per run of adjacent pages
+        uint32_t p = std::countr_zero(mask);
+        uint32_t run = std::countr_one(mask >> p);
+        madvise(z->base + size_t{p} * kZsPageBytes, size_t{run} * kZsPageBytes, MADV_DONTNEED);
+        mask &= ~(((uint32_t{1} << run) - 1) << p);
+        released += run;
+      }
+      z->pending_release = 0;
+      z->in_pending = false;
+    }
+    pending.clear();
+    pending_pages = 0;
+    pages_committed -= released;
+    pool->UnchargePages(released);
+    return released;
+  }
+};
+
+// ---------------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<ZsPool>> ZsPool::Create(const ZsPoolOptions& options) {
+  if (options.max_pages_per_zspage < 1 || options.max_pages_per_zspage > kMaxChainPages) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_pages_per_zspage must be 1..", kMaxChainPages));
+  }
+  std::unique_ptr<ZsPool> pool(new ZsPool(options));
+  absl::Status s = pool->Init();
+  if (!s.ok()) return s;
+  return pool;
+}
+
+ZsPool::ZsPool(const ZsPoolOptions& options)
+    : options_(options),
+      table_(SizeClassTable::Build({.max_pages_per_zspage = options.max_pages_per_zspage})) {}
+
+absl::Status ZsPool::Init() {
+  slot_pages_ = options_.max_pages_per_zspage;
+  arena_bytes_ = options_.arena_bytes;
+  if (arena_bytes_ == 0) {
+    arena_bytes_ = options_.mem_limit == 0
+                       ? size_t{64} << 30
+                       : std::max<size_t>(options_.mem_limit * 8, size_t{1} << 30);
+  }
+  const size_t slot_bytes = size_t{slot_pages_} * kZsPageBytes;
+  arena_bytes_ = std::max(arena_bytes_ / slot_bytes, size_t{1}) * slot_bytes;
+  max_zspages_ = uint32_t(std::min<size_t>(arena_bytes_ / slot_bytes, kNone - 1));
+  void* a = mmap(nullptr, arena_bytes_, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (a == MAP_FAILED) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot reserve a ", arena_bytes_, "-byte zspool arena"));
+  }
+  arena_ = static_cast<uint8_t*>(a);
+  void* t = mmap(nullptr, sizeof(std::atomic<Zspage*>) * max_zspages_, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (t == MAP_FAILED) return absl::ResourceExhaustedError("cannot reserve the zspage table");
+  zspage_table_ = static_cast<std::atomic<Zspage*>*>(t);  // zero pages: all nullptr
+  handle_chunks_.reset(new std::atomic<std::atomic<uint64_t>*>[kHandleChunks]);
+  for (uint32_t i = 0; i < kHandleChunks; ++i) handle_chunks_[i].store(nullptr);
+  const auto& geometry = table_.classes();
+  for (uint32_t i = 0; i < geometry.size(); ++i) {
+    classes_.push_back(std::make_unique<Class>(this, i, geometry[i]));
+  }
+  SetMemLimit(options_.mem_limit);
+  return absl::OkStatus();
+}
+
+ZsPool::~ZsPool() {
+  if (zspage_table_ != nullptr) {
+    absl::MutexLock l(&arena_mu_);
+    for (uint32_t i = 0; i < next_zspage_id_; ++i) delete zspage_table_[i].load();
+    munmap(zspage_table_, sizeof(std::atomic<Zspage*>) * max_zspages_);
+  }
+  if (arena_ != nullptr) munmap(arena_, arena_bytes_);
+  if (handle_chunks_) {
+    for (uint32_t i = 0; i < kHandleChunks; ++i) delete[] handle_chunks_[i].load();
+  }
+}
+
+ZsPool::Zspage* ZsPool::ZspageAt(uint64_t id) const {
+  return zspage_table_[id].load(std::memory_order_acquire);
+}
+
+absl::StatusOr<uint32_t> ZsPool::TakeZspageId() {
+  absl::MutexLock l(&arena_mu_);
+  if (!free_zspage_ids_.empty()) {
+    uint32_t id = free_zspage_ids_.back();
+    free_zspage_ids_.pop_back();
+    return id;
+  }
+  if (next_zspage_id_ >= max_zspages_) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("zspool arena exhausted (", max_zspages_, " zspages)"));
+  }
+  return next_zspage_id_++;
+}
+
+void ZsPool::ReturnZspageId(uint32_t id) {
+  absl::MutexLock l(&arena_mu_);
+  free_zspage_ids_.push_back(id);
+}
+
+// --- handles ----------------------------------------------------------------
+
+std::atomic<uint64_t>* ZsPool::HandleWordOrNull(uint32_t slot) const {
+  uint32_t chunk = slot >> kHandleChunkBits;
+  if (chunk >= kHandleChunks) return nullptr;
+  std::atomic<uint64_t>* words = handle_chunks_[chunk].load(std::memory_order_acquire);
+  return words == nullptr ? nullptr : &words[slot & (kHandleChunkEntries - 1)];
+}
+
+absl::StatusOr<uint32_t> ZsPool::AllocHandleSlot() {
+  absl::MutexLock l(&handle_mu_);
+  if (!free_handle_slots_.empty()) {
+    uint32_t s = free_handle_slots_.back();
+    free_handle_slots_.pop_back();
+    return s;
+  }
+  uint32_t s = next_handle_slot_;
+  uint32_t chunk = s >> kHandleChunkBits;
+  if (chunk >= kHandleChunks) return absl::ResourceExhaustedError("zspool handle table full");
+  if (handle_chunks_[chunk].load(std::memory_order_relaxed) == nullptr) {
+    auto* words = new std::atomic<uint64_t>[kHandleChunkEntries];
+    for (uint32_t i = 0; i < kHandleChunkEntries; ++i) words[i].store(kFreeWord);
+    handle_chunks_[chunk].store(words, std::memory_order_release);
+    handle_chunks_used_.fetch_add(1, std::memory_order_relaxed);
+  }
+  next_handle_slot_++;
+  return s;
+}
+
+void ZsPool::FreeHandleSlot(uint32_t slot) {
+  absl::MutexLock l(&handle_mu_);
+  free_handle_slots_.push_back(slot);
+}
+
+// --- accounting ---------------------------------------------------------------
+
+bool ZsPool::ChargePages(uint64_t pages, bool enforce_limit) {
+  uint64_t limit = mem_limit_pages_.load(std::memory_order_relaxed);
+  uint64_t cur = pages_used_.load(std::memory_order_relaxed);
+  do {
+    if (enforce_limit && limit != 0 && cur + pages > limit) return false;
+  } while (!pages_used_.compare_exchange_weak(cur, cur + pages, std::memory_order_relaxed));
+  uint64_t now = cur + pages;
+  uint64_t max = pages_used_max_.load(std::memory_order_relaxed);
+  while (now > max && !pages_used_max_.compare_exchange_weak(max, now)) {
+  }
+  return true;
+}
+
+void ZsPool::UnchargePages(uint64_t pages) {
+  pages_used_.fetch_sub(pages, std::memory_order_relaxed);
+}
+
+void ZsPool::SetMemLimit(size_t bytes) {
+  mem_limit_pages_.store(bytes / kZsPageBytes, std::memory_order_relaxed);
+}
+
+void ZsPool::AddCallerCounters(int64_t orig_data_size_delta, int64_t same_pages_delta) {
+  orig_data_size_.fetch_add(orig_data_size_delta, std::memory_order_relaxed);
+  same_pages_.fetch_add(same_pages_delta, std::memory_order_relaxed);
+}
+
+// --- allocation -----------------------------------------------------------------
+
+absl::StatusOr<ZsHandle> ZsPool::Malloc(size_t len) {
+  if (len == 0 || len > kMaxObjectSize) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("zspool object length ", len, " is outside 1..", kMaxObjectSize));
+  }
+  absl::StatusOr<uint32_t> handle_slot = AllocHandleSlot();
+  if (!handle_slot.ok()) return handle_slot.status();
+  Class& c = *classes_[table_.ClassIdForSlot(SizeClassTable::SlotForSize(uint32_t(len)))];
+  {
+    absl::MutexLock l(&c.mu);
+    Zspage* z = c.First(kFullGroup - 1, 0);  // the fullest zspage with room
+    bool fresh = false;
+    if (z == nullptr) {
+      absl::StatusOr<Zspage*> n = c.NewZspage();
+      if (!n.ok()) {
+        FreeHandleSlot(*handle_slot);
+        return n.status();
+      }
+      z = *n;
+      fresh = true;
+    }
+    absl::StatusOr<uint32_t> idx = c.TakeSlot(z, uint32_t(len), *handle_slot, true);
+    if (!idx.ok()) {
+      if (fresh) c.FreeZspage(z, false);
+      FreeHandleSlot(*handle_slot);
+      return idx.status();
+    }
+    HandleWord(*handle_slot).store(EncodeLocation(c.id, z->id, *idx), std::memory_order_release);
+  }
+  compr_data_size_.fetch_add(len, std::memory_order_relaxed);
+  objects_.fetch_add(1, std::memory_order_relaxed);
+  if (c.geo.huge) huge_objects_.fetch_add(1, std::memory_order_relaxed);
+  return ZsHandle{*handle_slot};
+}
+
+void ZsPool::Free(ZsHandle handle) {
+  const uint32_t slot = uint32_t(handle.value);
+  std::atomic<uint64_t>* word = handle.value > kNone ? nullptr : HandleWordOrNull(slot);
+  uint64_t w = word == nullptr ? kFreeWord : word->load(std::memory_order_acquire);
+  assert(w != kFreeWord && "ZsPool::Free of a handle that is not live");
+  if (w == kFreeWord) return;
+  // The class never changes while the object lives; under its lock the
+  // location is stable (relocation holds the same lock).
+  Class& c = *classes_[Location::Decode(w).class_id];
+  // Sync point: resolved, class lock not yet taken; relocation may move the
+  // object now. No locks held.
+  FARSWAP_SYNC_POINT("ZsPool::Free:resolved");
+  uint32_t len;
+  {
+    absl::MutexLock l(&c.mu);
+    Location loc = Location::Decode(word->load(std::memory_order_acquire));
+    Zspage* z = ZspageAt(loc.zspage_id);
+    len = Class::ObjectLen(z, loc.idx);
+    c.ReleaseSlot(z, loc.idx);
+    if (z->inuse == 0) {
+      c.FreeZspage(z, false);
+    } else {
+      c.Relink(z);
+    }
+    if (c.pending_pages >= options_.release_batch_pages) c.ReleasePendingPages();
+    word->store(kFreeWord, std::memory_order_release);
+  }
+  FreeHandleSlot(slot);
+  compr_data_size_.fetch_sub(len, std::memory_order_relaxed);
+  objects_.fetch_sub(1, std::memory_order_relaxed);
+  if (c.geo.huge) huge_objects_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+// --- access -------------------------------------------------------------------
+
+ZsPool::Zspage* ZsPool::PinObject(uint32_t slot, Location* loc) const {
+  std::atomic<uint64_t>* word = HandleWordOrNull(slot);
+  if (word == nullptr) return nullptr;
+  for (;;) {
+    uint64_t w = word->load(std::memory_order_acquire);
+    if (w == kFreeWord) return nullptr;
+    // Sync point: the handle is resolved, the zspage not yet pinned; the
+    // object may move away now. No locks held.
+    FARSWAP_SYNC_POINT("ZsPool::PinObject:resolved");
+    Zspage* z = ZspageAt(Location::Decode(w).zspage_id);
+    int32_t pins = z->pin.load(std::memory_order_relaxed);
+    if (pins < 0) {  // being relocated: wait for the move, then re-resolve
+      std::this_thread::yield();
+      continue;
+    }
+    if (!z->pin.compare_exchange_weak(pins, pins + 1, std::memory_order_acquire)) continue;
+    if (word->load(std::memory_order_acquire) == w) {
+      *loc = Location::Decode(w);
+      return z;
+    }
+    z->pin.fetch_sub(1, std::memory_order_release);  // moved meanwhile: retry
+  }
+}
+
+absl::StatusOr<ZsPool::ReadGuard> ZsPool::Read(ZsHandle handle) const {
+  Location loc;
+  Zspage* z = handle.value > kNone ? nullptr : PinObject(uint32_t(handle.value), &loc);
+  if (z == nullptr) return absl::NotFoundError("zspool handle is not live");
+  const Class& c = *classes_[loc.class_id];
+  return ReadGuard(&z->pin, z->base + uint64_t{loc.idx} * c.geo.size,
+                   Class::ObjectLen(z, loc.idx));
+}
+
+absl::Status ZsPool::Write(ZsHandle handle, const void* src, size_t len) {
+  Location loc;
+  Zspage* z = handle.value > kNone ? nullptr : PinObject(uint32_t(handle.value), &loc);
+  if (z == nullptr) return absl::NotFoundError("zspool handle is not live");
+  const Class& c = *classes_[loc.class_id];
+  const uint32_t capacity = Class::ObjectLen(z, loc.idx);
+  absl::Status status = absl::OkStatus();
+  if (len > capacity) {
+    status = absl::InvalidArgumentError(absl::StrCat(
+        "write of ", len, " bytes into a ", capacity, "-byte zspool object refused"));
+  } else {
+    std::memcpy(z->base + uint64_t{loc.idx} * c.geo.size, src, len);
+  }
+  z->pin.fetch_sub(1, std::memory_order_release);
+  return status;
+}
+
+ZsPool::ReadGuard::ReadGuard(ReadGuard&& other) noexcept
+    : pin_(std::exchange(other.pin_, nullptr)), data_(other.data_), size_(other.size_) {}
+
+ZsPool::ReadGuard& ZsPool::ReadGuard::operator=(ReadGuard&& other) noexcept {
+  if (this != &other) {
+    if (pin_ != nullptr) pin_->fetch_sub(1, std::memory_order_release);
+    pin_ = std::exchange(other.pin_, nullptr);
+    data_ = other.data_;
+    size_ = other.size_;
+  }
+  return *this;
+}
+
+ZsPool::ReadGuard::~ReadGuard() {
+  if (pin_ != nullptr) pin_->fetch_sub(1, std::memory_order_release);
+}
+
+// --- compaction -------------------------------------------------------------------
+
+uint64_t ZsPool::Compact() {
+  if (!compact_mu_.TryLock()) return 0;  // compaction_in_progress
+  uint64_t freed = 0;
+  for (auto& c : classes_) freed += CompactClass(*c);  // largest class first
+  compact_mu_.Unlock();
+  pages_compacted_.fetch_add(freed, std::memory_order_relaxed);
+  return freed;
+}
+
+uint64_t ZsPool::CompactClass(Class& c) {
+  uint64_t freed = 0;
+  for (;;) {
+    // One source zspage per lock hold, so allocations in this class wait at
+    // most one zspage's worth of copying.
+    absl::MutexLock l(&c.mu);
+    // zs_can_compact(): stop when the free slots could not empty a zspage.
+    uint64_t allocated = c.zspages * c.geo.objs_per_zspage;
+    if (allocated - c.objs_used < c.geo.objs_per_zspage) break;
+    Zspage* src = c.First(1, kFullGroup - 1);  // the emptiest
+    if (src == nullptr) break;
+    Zspage* dst = c.First(kFullGroup - 1, 1, src);  // the fullest other
+    if (dst == nullptr) break;
+    int32_t expected = 0;
+    if (!src->pin.compare_exchange_strong(expected, -1, std::memory_order_acquire)) {
+      break;  // readers hold it: back off (zspage_write_trylock)
+    }
+    for (uint32_t w = 0; w < c.bitmap_words && dst != nullptr; ++w) {
+      while (src->used[w] != 0) {
+        uint32_t i = w * 64 + std::countr_zero(src->used[w]);
+        uint32_t len = Class::ObjectLen(src, i);
+        uint32_t handle_slot = src->handle[i];
+        // Relocation obeys the memory limit too: a move that needs a fresh
+        // page first returns the pages already emptied, then gives up.
+        absl::StatusOr<uint32_t> taken = c.TakeSlot(dst, len, handle_slot, true);
+        if (!taken.ok()) {
+          c.ReleasePendingPages();
+          taken = c.TakeSlot(dst, len, handle_slot, true);
+        }
+        if (!taken.ok()) {
+          dst = nullptr;
+          break;
+        }
+        uint32_t j = *taken;
+        std::memcpy(dst->base + uint64_t{j} * c.geo.size, src->base + uint64_t{i} * c.geo.size,
+                    len);
+        HandleWord(handle_slot).store(EncodeLocation(c.id, dst->id, j), std::memory_order_release);
+        c.ReleaseSlot(src, i);
+        if (dst->inuse == c.geo.objs_per_zspage) {
+          dst = c.First(kFullGroup - 1, 1, src);
+          if (dst == nullptr) break;
+        }
+      }
+    }
+    if (src->inuse == 0) {
+      freed += c.FreeZspage(src, true);
+    } else {
+      c.Relink(src);
+      src->pin.store(0, std::memory_order_release);
+      if (dst == nullptr) break;
+    }
+  }
+  absl::MutexLock l(&c.mu);
+  freed += c.ReleasePendingPages();
+  return freed;
+}
+
+// --- stats ------------------------------------------------------------------------
+
+ZsPoolStats ZsPool::GetStats() const {
+  ZsPoolStats s;
+  s.orig_data_size = uint64_t(std::max<int64_t>(orig_data_size_.load(), 0));
+  s.compr_data_size = compr_data_size_.load();
+  s.mem_used_total = pages_used_.load() * kZsPageBytes;
+  s.mem_limit = mem_limit_pages_.load() * kZsPageBytes;
+  s.mem_used_max = pages_used_max_.load() * kZsPageBytes;
+  s.same_pages = uint64_t(std::max<int64_t>(same_pages_.load(), 0));
+  s.pages_compacted = pages_compacted_.load();
+  s.huge_pages = huge_objects_.load();
+  s.objects = objects_.load();
+  s.zspages = live_zspages_.load();
+  s.metadata_bytes = handle_chunks_used_.load() * kHandleChunkEntries * sizeof(uint64_t) +
+                     descriptors_.load() * (sizeof(Zspage) + sizeof(std::atomic<Zspage*>)) +
+                     backptr_bytes_.load() + classes_.size() * sizeof(Class);
+  return s;
+}
+
+std::vector<ZsClassStats> ZsPool::GetClassStats() const {
+  std::vector<ZsClassStats> out;
+  for (const auto& cp : classes_) {
+    Class& c = *cp;
+    absl::MutexLock l(&c.mu);
+    ZsClassStats s;
+    s.size = c.geo.size;
+    s.pages_per_zspage = c.geo.pages_per_zspage;
+    s.objs_per_zspage = c.geo.objs_per_zspage;
+    s.zspages = c.zspages;
+    s.obj_allocated = c.zspages * c.geo.objs_per_zspage;
+    s.obj_used = c.objs_used;
+    s.pages_used = c.pages_committed;
+    s.freeable = (s.obj_allocated - s.obj_used) / c.geo.objs_per_zspage * c.geo.pages_per_zspage;
+    for (int g = 0; g < kFullnessGroups; ++g) s.fullness[g] = c.zspages_in_group[g];
+    out.push_back(s);
+  }
+  return out;
+}
+
+}  // namespace farswap::alloc

@@ -1,0 +1,22 @@
+# Every dependency comes from a Debian 12 package (scripts/install-deps).
+find_package(PkgConfig REQUIRED)
+find_package(Threads REQUIRED)
+find_package(absl CONFIG REQUIRED)
+find_package(GTest CONFIG REQUIRED)
+find_package(benchmark CONFIG REQUIRED)
+find_package(spdlog CONFIG REQUIRED)
+pkg_check_modules(LZ4 REQUIRED IMPORTED_TARGET liblz4)
+pkg_check_modules(ZSTD REQUIRED IMPORTED_TARGET libzstd)
+pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
+pkg_check_modules(URING REQUIRED IMPORTED_TARGET liburing)
+pkg_check_modules(IBVERBS REQUIRED IMPORTED_TARGET libibverbs)
+pkg_check_modules(RDMACM REQUIRED IMPORTED_TARGET librdmacm)
+if(NOT FARSWAP_TSAN_ONLY)
+  # Debian's gRPC is not TSan-instrumented: the TSan build leaves it out.
+  find_package(Protobuf REQUIRED)
+  find_package(gRPC CONFIG REQUIRED)
+endif()
+
+# The shared page corpora live beside the checkout (../shared/corpus).
+set(FARSWAP_CORPUS_DIR "${CMAKE_CURRENT_SOURCE_DIR}/../shared/corpus"
+    CACHE PATH "Folder of *.pages.zst page corpora used by tests")

@@ -1,0 +1,49 @@
+# Helpers shared by every module's CMakeLists: one call per target, as in
+# abseil-cpp's per-module CMake.
+
+set(FARSWAP_WARNINGS -Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor
+    -Wno-unused-parameter -Wno-missing-field-initializers)
+if(CMAKE_CXX_COMPILER_ID MATCHES "Clang")
+  # The clang build checks the ABSL_GUARDED_BY / lock annotations.
+  list(APPEND FARSWAP_WARNINGS -Wthread-safety)
+endif()
+if(FARSWAP_WERROR)
+  list(APPEND FARSWAP_WARNINGS -Werror)
+endif()
+
+if(FARSWAP_SANITIZE STREQUAL "address")
+  add_compile_options(-fsanitize=address,undefined -fno-omit-frame-pointer
+                      -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
+elseif(FARSWAP_SANITIZE STREQUAL "thread")
+  add_compile_options(-fsanitize=thread -fno-omit-frame-pointer)
+  add_link_options(-fsanitize=thread)
+elseif(NOT FARSWAP_SANITIZE STREQUAL "")
+  message(FATAL_ERROR "FARSWAP_SANITIZE must be '', 'address' or 'thread'")
+endif()
+
+# farswap_library(NAME name SRCS ... DEPS ... [PRIVATE_DEPS ...])
+# A module library: public headers in include/, private code in src/.
+function(farswap_library)
+  cmake_parse_arguments(A "" "NAME" "SRCS;DEPS;PRIVATE_DEPS" ${ARGN})
+  add_library(${A_NAME} ${A_SRCS})
+  target_include_directories(${A_NAME} PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include
+                             PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+  target_compile_options(${A_NAME} PRIVATE ${FARSWAP_WARNINGS})
+  target_link_libraries(${A_NAME} PUBLIC ${A_DEPS} PRIVATE ${A_PRIVATE_DEPS})
+endfunction()
+
+# farswap_test(NAME name SRCS ... DEPS ... [LABELS ...])
+# A GoogleTest binary registered with ctest. LABELS: "tsan" marks the
+# concurrency tests that the ThreadSanitizer CI build runs.
+function(farswap_test)
+  cmake_parse_arguments(A "" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
+  add_executable(${A_NAME} ${A_SRCS})
+  target_compile_options(${A_NAME} PRIVATE ${FARSWAP_WARNINGS})
+  target_link_libraries(${A_NAME} PRIVATE ${A_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
+  target_compile_definitions(${A_NAME} PRIVATE
+    FARSWAP_CORPUS_DIR="${FARSWAP_CORPUS_DIR}"
+    FARSWAP_BINARY_DIR="${CMAKE_BINARY_DIR}")
+  add_test(NAME ${A_NAME} COMMAND ${A_NAME})
+  set_tests_properties(${A_NAME} PROPERTIES LABELS "${A_LABELS}" TIMEOUT 600)
+endfunction()

@@ -1,0 +1,313 @@
+#include "farswap/alloc/zspool.h"
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+
+#include <map>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "farswap/common/sync_point.h"
+
+namespace farswap::alloc {
+namespace {
+
+std::unique_ptr<ZsPool> NewPool(ZsPoolOptions options = {}) {
+  if (options.arena_bytes == 0) options.arena_bytes = size_t{256} << 20;
+  auto pool = ZsPool::Create(options);
+  EXPECT_TRUE(pool.ok()) << pool.status();
+  return std::move(pool).value();
+}
+
+// Content of object `id`: a pattern no other object shares.
+std::vector<uint8_t> Pattern(uint64_t id, size_t len) {
+  std::vector<uint8_t> v(len);
+  uint64_t x = id * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < len; ++i) {
+    x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    v[i] = uint8_t(x);
+  }
+  return v;
+}
+
+ZsHandle Put(ZsPool& pool, const std::vector<uint8_t>& data) {
+  absl::StatusOr<ZsHandle> h = pool.Malloc(data.size());
+  EXPECT_TRUE(h.ok()) << h.status();
+  EXPECT_TRUE(pool.Write(*h, data.data(), data.size()).ok());
+  return *h;
+}
+
+std::vector<uint8_t> Get(const ZsPool& pool, ZsHandle h) {
+  absl::StatusOr<ZsPool::ReadGuard> g = pool.Read(h);
+  EXPECT_TRUE(g.ok()) << g.status();
+  if (!g.ok()) return {};
+  return std::vector<uint8_t>(g->data(), g->data() + g->size());
+}
+
+// ResidentArenaPages counts the arena's pages the kernel has resident.
+uint64_t ResidentArenaPages(const ZsPool& pool) {
+  std::vector<unsigned char> vec(pool.arena_size() / 4096);
+  EXPECT_EQ(mincore(const_cast<void*>(pool.arena_base()), pool.arena_size(), vec.data()), 0);
+  uint64_t n = 0;
+  for (unsigned char c : vec) n += c & 1;
+  return n;
+}
+
+TEST(ZsPoolTest, EveryLengthRoundTrips) {
+  auto pool = NewPool();
+  std::vector<std::pair<ZsHandle, std::vector<uint8_t>>> objs;
+  for (size_t len = 1; len <= 4096; len += 7) objs.emplace_back(ZsHandle{}, Pattern(len, len));
+  objs.emplace_back(ZsHandle{}, Pattern(4096, 4096));
+  for (auto& [h, data] : objs) h = Put(*pool, data);
+  for (auto& [h, data] : objs) EXPECT_EQ(Get(*pool, h), data);
+  ZsPoolStats s = pool->GetStats();
+  uint64_t total = 0;
+  for (auto& [h, data] : objs) total += data.size();
+  EXPECT_EQ(s.compr_data_size, total);
+  EXPECT_EQ(s.objects, objs.size());
+  EXPECT_GE(s.mem_used_total, total);
+  for (auto& [h, data] : objs) pool->Free(h);
+  s = pool->GetStats();
+  EXPECT_EQ(s.compr_data_size, 0u);
+  EXPECT_EQ(s.objects, 0u);
+  EXPECT_EQ(s.mem_used_total, 0u);
+  EXPECT_EQ(s.zspages, 0u);
+}
+
+TEST(ZsPoolTest, BadLengthsAreInvalidArgument) {
+  auto pool = NewPool();
+  EXPECT_EQ(pool->Malloc(0).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(pool->Malloc(4097).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(ZsPoolTest, WriteLongerThanTheAllocationIsRefusedAndOverrunsNothing) {
+  // The 2017 zram crash: a page re-compressed after it changed was written
+  // into a slot sized by the first compression, overrunning the next slot.
+  auto pool = NewPool();
+  std::vector<uint8_t> a = Pattern(1, 100), b = Pattern(2, 100);
+  ZsHandle ha = Put(*pool, a);
+  ZsHandle hb = Put(*pool, b);  // the neighbouring slot of the same class
+  std::vector<uint8_t> longer = Pattern(3, 120);
+  absl::Status s = pool->Write(ha, longer.data(), longer.size());
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(Get(*pool, ha), a);
+  EXPECT_EQ(Get(*pool, hb), b);
+}
+
+TEST(ZsPoolTest, DeadHandlesAreNotFound) {
+  auto pool = NewPool();
+  ZsHandle h = Put(*pool, Pattern(1, 500));
+  pool->Free(h);
+  EXPECT_EQ(pool->Read(h).status().code(), absl::StatusCode::kNotFound);
+  uint8_t byte = 0;
+  EXPECT_EQ(pool->Write(h, &byte, 1).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(pool->Read(ZsHandle{123456789}).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(ZsPoolTest, MemoryLimitGivesResourceExhaustedAndKeepsEverything) {
+  auto pool = NewPool({.mem_limit = 64 * 4096});
+  std::vector<std::pair<ZsHandle, std::vector<uint8_t>>> objs;
+  absl::Status last;
+  for (uint64_t i = 0; i < 10000; ++i) {
+    std::vector<uint8_t> d = Pattern(i, 1000 + i % 2000);
+    absl::StatusOr<ZsHandle> h = pool->Malloc(d.size());
+    if (!h.ok()) {
+      last = h.status();
+      break;
+    }
+    ASSERT_TRUE(pool->Write(*h, d.data(), d.size()).ok());
+    objs.emplace_back(*h, std::move(d));
+  }
+  EXPECT_EQ(last.code(), absl::StatusCode::kResourceExhausted) << last;
+  EXPECT_LE(pool->GetStats().mem_used_total, 64u * 4096);
+  EXPECT_GT(objs.size(), 64u);
+  for (auto& [h, d] : objs) EXPECT_EQ(Get(*pool, h), d);  // nothing lost
+  // Freeing makes room again; raising the limit does too.
+  for (size_t i = 0; i < objs.size() / 2; ++i) pool->Free(objs[i].first);
+  pool->Compact();
+  EXPECT_TRUE(pool->Malloc(3000).ok());
+  pool->SetMemLimit(0);
+  for (int i = 0; i < 100; ++i) EXPECT_TRUE(pool->Malloc(2000).ok());
+}
+
+TEST(ZsPoolTest, HandlesSurviveCompactionAndPagesGoBackToTheOs) {
+  auto pool = NewPool();
+  std::mt19937_64 rng(42);
+  std::map<uint64_t, std::pair<ZsHandle, std::vector<uint8_t>>> live;
+  for (uint64_t i = 0; i < 20000; ++i) {
+    auto d = Pattern(i, 64 + rng() % 3000);
+    live[i] = {Put(*pool, d), d};
+  }
+  EXPECT_EQ(ResidentArenaPages(*pool) * 4096, pool->GetStats().mem_used_total);
+  for (auto it = live.begin(); it != live.end();) {
+    if (rng() % 2) {
+      pool->Free(it->second.first);
+      it = live.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  ZsPoolStats before = pool->GetStats();
+  uint64_t freed = pool->Compact();
+  ZsPoolStats after = pool->GetStats();
+  EXPECT_GT(freed, 0u);
+  EXPECT_EQ(after.pages_compacted, freed);
+  EXPECT_LT(after.mem_used_total, before.mem_used_total);
+  // Half freed + compacted: close to the live bytes again.
+  EXPECT_LT(double(after.mem_used_total) / after.compr_data_size, 1.10);
+  // mem_used_total is what the OS really gave: the kernel's residency of
+  // the arena agrees page for page.
+  EXPECT_EQ(ResidentArenaPages(*pool) * 4096, after.mem_used_total);
+  for (auto& [id, hd] : live) ASSERT_EQ(Get(*pool, hd.first), hd.second) << id;
+}
+
+TEST(ZsPoolTest, HugeObjectsTakeOnePageEach) {
+  auto pool = NewPool();
+  ZsHandle h = Put(*pool, Pattern(9, 4096));
+  ZsHandle g = Put(*pool, Pattern(10, pool->huge_class_size()));
+  ZsPoolStats s = pool->GetStats();
+  EXPECT_EQ(s.huge_pages, 2u);
+  EXPECT_EQ(s.mem_used_total, 2u * 4096);
+  pool->Free(h);
+  pool->Free(g);
+  EXPECT_EQ(pool->GetStats().huge_pages, 0u);
+}
+
+// Fills two zspages of one class, then leaves `keep` alone in the first and
+// half of the second, so that Compact() must move `keep`.
+struct MovableSetup {
+  ZsHandle keep;
+  std::vector<uint8_t> keep_data;
+  std::vector<std::pair<ZsHandle, std::vector<uint8_t>>> others;
+};
+MovableSetup MakeMovable(ZsPool& pool, size_t len) {
+  MovableSetup m;
+  uint32_t objs = pool.classes().ForSize(uint32_t(len)).objs_per_zspage;
+  std::vector<std::pair<ZsHandle, std::vector<uint8_t>>> all;
+  for (uint32_t i = 0; i < 2 * objs; ++i) {
+    auto d = Pattern(1000 + i, len);
+    all.emplace_back(Put(pool, d), d);
+  }
+  m.keep = all[0].first;
+  m.keep_data = all[0].second;
+  for (uint32_t i = 1; i < objs; ++i) pool.Free(all[i].first);
+  for (uint32_t i = objs; i < 2 * objs; ++i) {
+    if (i % 2) {
+      pool.Free(all[i].first);
+    } else {
+      m.others.push_back(all[i]);
+    }
+  }
+  return m;
+}
+
+TEST(ZsPoolTest, CompactionBacksOffFromAPinnedZspage) {
+  auto pool = NewPool();
+  MovableSetup m = MakeMovable(*pool, 1000);
+  {
+    auto guard = pool->Read(m.keep);
+    ASSERT_TRUE(guard.ok());
+    const uint8_t* where = guard->data();
+    pool->Compact();  // must not move the pinned object
+    EXPECT_EQ(guard->data(), where);
+    EXPECT_EQ(std::vector<uint8_t>(guard->data(), guard->data() + guard->size()), m.keep_data);
+  }
+  uint64_t zspages = pool->GetStats().zspages;
+  EXPECT_GT(pool->Compact(), 0u);  // unpinned: now it moves and a zspage is freed
+  EXPECT_EQ(pool->GetStats().zspages, zspages - 1);
+  EXPECT_EQ(Get(*pool, m.keep), m.keep_data);
+}
+
+class ZsPoolSyncPointTest : public ::testing::Test {
+ protected:
+  void TearDown() override { SyncPoints::ClearAll(); }
+};
+
+TEST_F(ZsPoolSyncPointTest, ReaderThatResolvedBeforeRelocationReadsTheMovedObject) {
+  auto pool = NewPool();
+  MovableSetup m = MakeMovable(*pool, 1000);
+  const void* old_place = Get(*pool, m.keep).data();  // (copy; address unused)
+  (void)old_place;
+  uint64_t freed = 0;
+  // The reader has resolved the handle to the old zspage; relocation moves
+  // the object and frees that zspage before the reader pins it.
+  SyncPoints::SetOnce("ZsPool::PinObject:resolved", [&] { freed = pool->Compact(); });
+  EXPECT_EQ(Get(*pool, m.keep), m.keep_data);
+  EXPECT_GT(freed, 0u);
+  for (auto& [h, d] : m.others) EXPECT_EQ(Get(*pool, h), d);
+}
+
+TEST_F(ZsPoolSyncPointTest, FreeRacingRelocationFreesTheMovedObject) {
+  auto pool = NewPool();
+  MovableSetup m = MakeMovable(*pool, 1000);
+  uint64_t objects = pool->GetStats().objects;
+  // Free resolved the handle (old location); relocation moves the object
+  // before Free takes the class lock. Free must release the new slot.
+  SyncPoints::SetOnce("ZsPool::Free:resolved", [&] { EXPECT_GT(pool->Compact(), 0u); });
+  pool->Free(m.keep);
+  ZsPoolStats s = pool->GetStats();
+  EXPECT_EQ(s.objects, objects - 1);
+  EXPECT_EQ(s.compr_data_size, m.others.size() * 1000);
+  for (auto& [h, d] : m.others) EXPECT_EQ(Get(*pool, h), d);
+  EXPECT_EQ(pool->Read(m.keep).status().code(), absl::StatusCode::kNotFound);
+  for (auto& [h, d] : m.others) pool->Free(h);
+  EXPECT_EQ(pool->GetStats().mem_used_total, 0u);
+}
+
+// The model test: random malloc / write / free / compact / read against a
+// std::map, seeded so a failure reproduces.
+TEST(ZsPoolModelTest, MatchesAMapThroughRandomOperations) {
+  for (uint64_t seed : {1u, 2u, 3u}) {
+    SCOPED_TRACE(seed);
+    auto pool = NewPool({.mem_limit = 2 << 20});
+    std::mt19937_64 rng(seed);
+    std::map<uint64_t, std::pair<ZsHandle, std::vector<uint8_t>>> model;
+    uint64_t next_id = 0, sum = 0;
+    for (int step = 0; step < 60000; ++step) {
+      uint64_t op = rng() % 100;
+      if (op < 50) {
+        size_t len = rng() % 8 == 0 ? 4096 : 1 + rng() % 3800;
+        auto d = Pattern(next_id, len);
+        absl::StatusOr<ZsHandle> h = pool->Malloc(len);
+        if (!h.ok()) {
+          ASSERT_EQ(h.status().code(), absl::StatusCode::kResourceExhausted);
+          continue;
+        }
+        ASSERT_TRUE(pool->Write(*h, d.data(), len).ok());
+        model[next_id++] = {*h, d};
+        sum += len;
+      } else if (op < 85 && !model.empty()) {
+        auto it = model.lower_bound(rng() % next_id);
+        if (it == model.end()) it = model.begin();
+        if (op < 75) {
+          pool->Free(it->second.first);
+          sum -= it->second.second.size();
+          model.erase(it);
+        } else {  // rewrite in place with a shorter-or-equal new content
+          auto d = Pattern(next_id++, it->second.second.size());
+          ASSERT_TRUE(pool->Write(it->second.first, d.data(), d.size()).ok());
+          it->second.second = d;
+        }
+      } else if (op < 87) {
+        pool->Compact();
+      } else if (!model.empty()) {
+        auto it = model.lower_bound(rng() % next_id);
+        if (it == model.end()) it = model.begin();
+        ASSERT_EQ(Get(*pool, it->second.first), it->second.second);
+      }
+    }
+    ZsPoolStats s = pool->GetStats();
+    EXPECT_EQ(s.objects, model.size());
+    EXPECT_EQ(s.compr_data_size, sum);
+    EXPECT_LE(s.mem_used_max, 2u << 20);
+    for (auto& [id, hd] : model) ASSERT_EQ(Get(*pool, hd.first), hd.second);
+    pool->Compact();
+    EXPECT_EQ(ResidentArenaPages(*pool) * 4096, pool->GetStats().mem_used_total);
+    for (auto& [id, hd] : model) pool->Free(hd.first);
+    EXPECT_EQ(pool->GetStats().mem_used_total, 0u);
+  }
+}
+
+}  // namespace
+}  // namespace farswap::alloc
