@@ -311,6 +311,46 @@ struct ZsPool::Class {
     return z->len[idx] == 0 ? kZsPageBytes : z->len[idx];
   }
 
+  // MoveObject relocates src's highest object into dst's lowest free slot
+  // (src may equal dst: packing in place). The caller holds src->pin at -1.
+  // Returns false when there is nothing useful to move or the memory limit
+  // forbids the page the move would commit.
+  bool MoveObject(Zspage* src, Zspage* dst) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (src->inuse == 0 || dst->inuse == geo.objs_per_zspage) return false;
+    uint32_t i = kNone;
+    for (uint32_t w = bitmap_words; w-- > 0;) {
+      if (src->used[w] != 0) {
+        i = w * 64 + 63 - std::countl_zero(src->used[w]);
+        break;
+      }
+    }
+    if (src == dst) {  // in place: only worth it if a lower slot is free
+      uint32_t lo = kNone;
+      for (uint32_t w = 0; w < bitmap_words; ++w) {
+        if (~src->used[w] != 0) {
+          lo = w * 64 + std::countr_one(src->used[w]);
+          break;
+        }
+      }
+      if (lo >= i) return false;
+    }
+    const uint32_t len = ObjectLen(src, i);
+    const uint32_t handle_slot = src->handle[i];
+    // Relocation obeys the memory limit too: a move that needs a fresh page
+    // first returns the pages already emptied, then gives up.
+    absl::StatusOr<uint32_t> j = TakeSlot(dst, len, handle_slot, true);
+    if (!j.ok()) {
+      ReleasePendingPages();
+      j = TakeSlot(dst, len, handle_slot, true);
+      if (!j.ok()) return false;
+    }
+    std::memcpy(dst->base + uint64_t{*j} * geo.size, src->base + uint64_t{i} * geo.size, len);
+    pool->HandleWord(handle_slot)
+        .store(EncodeLocation(id, dst->id, *j), std::memory_order_release);
+    ReleaseSlot(src, i);
+    return true;
+  }
+
   // ReleasePendingPages returns every emptied page of this class to the OS.
   uint32_t ReleasePendingPages() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     uint32_t released = 0;
@@ -631,56 +671,44 @@ uint64_t ZsPool::Compact() {
   return freed;
 }
 
+// CompactClass packs one class. The kernel moves objects from the emptiest
+// zspage into the fullest until no zspage could be emptied (zs_can_compact).
+// Because the zspool holds memory per page, not per zspage, it goes on: it
+// moves objects from the emptiest zspage's highest slots into the fullest
+// zspage's lowest free slots until one partial zspage is left, then packs
+// that one towards its start, so every page past its last object goes back
+// to the OS. Each source zspage is try-locked; a zspage readers hold ends
+// the pass for this class (the relocator backs off).
 uint64_t ZsPool::CompactClass(Class& c) {
   uint64_t freed = 0;
   for (;;) {
     // One source zspage per lock hold, so allocations in this class wait at
     // most one zspage's worth of copying.
     absl::MutexLock l(&c.mu);
-    // zs_can_compact(): stop when the free slots could not empty a zspage.
-    uint64_t allocated = c.zspages * c.geo.objs_per_zspage;
-    if (allocated - c.objs_used < c.geo.objs_per_zspage) break;
-    Zspage* src = c.First(1, kFullGroup - 1);  // the emptiest
+    Zspage* src = c.First(1, kFullGroup - 1);  // the emptiest partial zspage
     if (src == nullptr) break;
-    Zspage* dst = c.First(kFullGroup - 1, 1, src);  // the fullest other
-    if (dst == nullptr) break;
+    Zspage* dst = c.First(kFullGroup - 1, 1, src);  // the fullest other one
     int32_t expected = 0;
     if (!src->pin.compare_exchange_strong(expected, -1, std::memory_order_acquire)) {
       break;  // readers hold it: back off (zspage_write_trylock)
     }
-    for (uint32_t w = 0; w < c.bitmap_words && dst != nullptr; ++w) {
-      while (src->used[w] != 0) {
-        uint32_t i = w * 64 + std::countr_zero(src->used[w]);
-        uint32_t len = Class::ObjectLen(src, i);
-        uint32_t handle_slot = src->handle[i];
-        // Relocation obeys the memory limit too: a move that needs a fresh
-        // page first returns the pages already emptied, then gives up.
-        absl::StatusOr<uint32_t> taken = c.TakeSlot(dst, len, handle_slot, true);
-        if (!taken.ok()) {
-          c.ReleasePendingPages();
-          taken = c.TakeSlot(dst, len, handle_slot, true);
-        }
-        if (!taken.ok()) {
-          dst = nullptr;
-          break;
-        }
-        uint32_t j = *taken;
-        std::memcpy(dst->base + uint64_t{j} * c.geo.size, src->base + uint64_t{i} * c.geo.size,
-                    len);
-        HandleWord(handle_slot).store(EncodeLocation(c.id, dst->id, j), std::memory_order_release);
-        c.ReleaseSlot(src, i);
-        if (dst->inuse == c.geo.objs_per_zspage) {
-          dst = c.First(kFullGroup - 1, 1, src);
-          if (dst == nullptr) break;
-        }
+    if (dst == nullptr) {  // the last partial zspage: pack it in place
+      while (c.MoveObject(src, src)) {
       }
+      c.Relink(src);
+      src->pin.store(0, std::memory_order_release);
+      break;
+    }
+    while (src->inuse > 0 && dst != nullptr) {
+      if (!c.MoveObject(src, dst)) break;
+      if (dst->inuse == c.geo.objs_per_zspage) dst = c.First(kFullGroup - 1, 1, src);
     }
     if (src->inuse == 0) {
       freed += c.FreeZspage(src, true);
     } else {
       c.Relink(src);
       src->pin.store(0, std::memory_order_release);
-      if (dst == nullptr) break;
+      if (dst != nullptr) break;  // a move failed (memory limit): stop here
     }
   }
   absl::MutexLock l(&c.mu);

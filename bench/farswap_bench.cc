@@ -1,0 +1,31 @@
+// farswap-bench: the benchmark driver. Every subcommand prints one JSON
+// object on stdout; errors go to stderr with a non-zero exit.
+//
+//   farswap-bench pool --corpus FILE[,FILE...] [--codec lz4|zstd|none]
+//                      [--churn FRACTION] [--seed N] [--json]
+#include <cstring>
+#include <iostream>
+
+namespace farswap::bench {
+int PoolMain(int argc, char** argv);
+}
+
+namespace {
+void Usage() {
+  std::cerr << "usage: farswap-bench SUBCOMMAND [flags]\n"
+               "  pool --corpus FILE[,FILE...] [--codec lz4|zstd|none] [--churn FRACTION]\n"
+               "       [--seed N] [--max-pages-per-zspage N] [--zstd-level N] [--classes] [--json]\n"
+               "See README.md for the JSON fields.\n";
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    Usage();
+    return argc < 2 ? 2 : 0;
+  }
+  if (!std::strcmp(argv[1], "pool")) return farswap::bench::PoolMain(argc - 2, argv + 2);
+  std::cerr << "farswap-bench: unknown subcommand '" << argv[1] << "'\n";
+  Usage();
+  return 2;
+}
