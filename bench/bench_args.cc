@@ -28,7 +28,8 @@ absl::StatusOr<Args> Args::Parse(int argc, char** argv, const std::set<std::stri
     } else {
       return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
     }
-    if (!known.count(name)) return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
+    if (!known.count(name))
+      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
     a.values_[name] = value;
   }
   return a;
@@ -52,7 +53,8 @@ absl::StatusOr<uint64_t> Args::GetUint(const std::string& name, uint64_t fallbac
   if (!Has(name)) return fallback;
   uint64_t v;
   if (!absl::SimpleAtoi(Get(name), &v)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": not a whole number: ", Get(name)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, ": not a whole number: ", Get(name)));
   }
   return v;
 }
@@ -63,10 +65,20 @@ absl::StatusOr<uint64_t> Args::GetBytes(const std::string& name, uint64_t fallba
   uint64_t mult = 1;
   if (!s.empty()) {
     switch (s.back()) {
-      case 'K': case 'k': mult = uint64_t{1} << 10; break;
-      case 'M': case 'm': mult = uint64_t{1} << 20; break;
-      case 'G': case 'g': mult = uint64_t{1} << 30; break;
-      default: break;
+      case 'K':
+      case 'k':
+        mult = uint64_t{1} << 10;
+        break;
+      case 'M':
+      case 'm':
+        mult = uint64_t{1} << 20;
+        break;
+      case 'G':
+      case 'g':
+        mult = uint64_t{1} << 30;
+        break;
+      default:
+        break;
     }
     if (mult != 1) s.pop_back();
   }

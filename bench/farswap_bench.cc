@@ -14,7 +14,8 @@ namespace {
 void Usage() {
   std::cerr << "usage: farswap-bench SUBCOMMAND [flags]\n"
                "  pool --corpus FILE[,FILE...] [--codec lz4|zstd|none] [--churn FRACTION]\n"
-               "       [--seed N] [--max-pages-per-zspage N] [--zstd-level N] [--classes] [--json]\n"
+               "       [--seed N] [--max-pages-per-zspage N] [--zstd-level N] [--classes]\n"
+               "       [--victims-out FILE] [--json]\n"
                "See README.md for the JSON fields.\n";
 }
 }  // namespace

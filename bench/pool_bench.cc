@@ -75,7 +75,7 @@ absl::Status Run(int argc, char** argv) {
   FARSWAP_ASSIGN_OR_RETURN(
       Args args, Args::Parse(argc, argv,
                              {"corpus", "codec", "churn", "seed", "json", "max-pages-per-zspage",
-                              "zstd-level", "classes"},
+                              "zstd-level", "classes", "victims-out"},
                              {"json", "classes"}));
   if (!args.Has("corpus")) return absl::InvalidArgumentError("--corpus FILE[,FILE...] is required");
   FARSWAP_ASSIGN_OR_RETURN(Codec codec_kind, ParseCodec(args.Get("codec", "lz4")));
@@ -145,6 +145,14 @@ absl::Status Run(int argc, char** argv) {
     std::mt19937_64 rng(seed);
     std::shuffle(order.begin(), order.end(), rng);
     size_t victims = size_t(double(n) * churn);
+    if (args.Has("victims-out")) {
+      // The freed page indices, one a line, so bench/compare-zram can
+      // discard exactly these pages from a zram device.
+      std::FILE* f = std::fopen(args.Get("victims-out").c_str(), "w");
+      if (f == nullptr) return absl::NotFoundError("cannot write --victims-out file");
+      for (size_t k = 0; k < victims; ++k) std::fprintf(f, "%zu\n", order[k]);
+      std::fclose(f);
+    }
     for (size_t k = 0; k < victims; ++k) {
       StoredPage& s = stored[order[k]];
       s.live = false;

@@ -100,7 +100,7 @@ struct ZsPool::Zspage {
   int fullness = -1;  // -1: on no list
   uint32_t prev = kNone, next = kNone;
   bool in_pending = false;
-  uint32_t pending_release = 0;  // bitmask: pages emptied, still committed
+  uint32_t pending_release = 0;             // bitmask: pages emptied, still committed
   uint16_t page_objs[kMaxChainPages] = {};  // objects overlapping each page
   std::unique_ptr<uint64_t[]> used;         // bitmap of used slots
   std::unique_ptr<uint32_t[]> handle;       // back-pointer: slot -> handle slot
@@ -117,7 +117,10 @@ struct ZsPool::Zspage {
 // Class is one real size class.
 struct ZsPool::Class {
   Class(ZsPool* owner, uint32_t class_id, const SizeClass& geometry)
-      : pool(owner), id(class_id), geo(geometry), bitmap_words((geometry.objs_per_zspage + 63) / 64) {
+      : pool(owner),
+        id(class_id),
+        geo(geometry),
+        bitmap_words((geometry.objs_per_zspage + 63) / 64) {
     std::fill(std::begin(head), std::end(head), kNone);
   }
 
@@ -137,8 +140,10 @@ struct ZsPool::Class {
 
   void Unlink(Zspage* z) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (z->fullness < 0) return;
-    if (z->prev != kNone) pool->ZspageAt(z->prev)->next = z->next;
-    else head[z->fullness] = z->next;
+    if (z->prev != kNone)
+      pool->ZspageAt(z->prev)->next = z->next;
+    else
+      head[z->fullness] = z->next;
     if (z->next != kNone) pool->ZspageAt(z->next)->prev = z->prev;
     zspages_in_group[z->fullness]--;
     z->prev = z->next = kNone;
@@ -264,9 +269,8 @@ struct ZsPool::Class {
       new_pages += z->page_objs[p] == 0 && !(z->pending_release & (1u << p));
     }
     if (new_pages != 0 && !pool->ChargePages(new_pages, enforce_limit)) {
-      return absl::ResourceExhaustedError(
-          absl::StrCat("zspool memory limit reached (", pool->mem_limit_pages_.load() * 4096,
-                       " bytes)"));
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "zspool memory limit reached (", pool->mem_limit_pages_.load() * 4096, " bytes)"));
     }
     pages_committed += new_pages;
     for (uint32_t p = first; p <= last; ++p) {
@@ -345,8 +349,7 @@ struct ZsPool::Class {
       if (!j.ok()) return false;
     }
     std::memcpy(dst->base + uint64_t{*j} * geo.size, src->base + uint64_t{i} * geo.size, len);
-    pool->HandleWord(handle_slot)
-        .store(EncodeLocation(id, dst->id, *j), std::memory_order_release);
+    pool->HandleWord(handle_slot).store(EncodeLocation(id, dst->id, *j), std::memory_order_release);
     ReleaseSlot(src, i);
     return true;
   }
@@ -622,8 +625,7 @@ absl::StatusOr<ZsPool::ReadGuard> ZsPool::Read(ZsHandle handle) const {
   Zspage* z = handle.value > kNone ? nullptr : PinObject(uint32_t(handle.value), &loc);
   if (z == nullptr) return absl::NotFoundError("zspool handle is not live");
   const Class& c = *classes_[loc.class_id];
-  return ReadGuard(&z->pin, z->base + uint64_t{loc.idx} * c.geo.size,
-                   Class::ObjectLen(z, loc.idx));
+  return ReadGuard(&z->pin, z->base + uint64_t{loc.idx} * c.geo.size, Class::ObjectLen(z, loc.idx));
 }
 
 absl::Status ZsPool::Write(ZsHandle handle, const void* src, size_t len) {
@@ -634,8 +636,8 @@ absl::Status ZsPool::Write(ZsHandle handle, const void* src, size_t len) {
   const uint32_t capacity = Class::ObjectLen(z, loc.idx);
   absl::Status status = absl::OkStatus();
   if (len > capacity) {
-    status = absl::InvalidArgumentError(absl::StrCat(
-        "write of ", len, " bytes into a ", capacity, "-byte zspool object refused"));
+    status = absl::InvalidArgumentError(
+        absl::StrCat("write of ", len, " bytes into a ", capacity, "-byte zspool object refused"));
   } else {
     std::memcpy(z->base + uint64_t{loc.idx} * c.geo.size, src, len);
   }

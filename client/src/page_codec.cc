@@ -94,17 +94,19 @@ absl::Status PageCodec::Decode(Codec codec, const uint8_t* in, size_t len, uint8
       int n = LZ4_decompress_safe(reinterpret_cast<const char*>(in),
                                   reinterpret_cast<char*>(page_out), int(len), int(kPageSize));
       if (n != int(kPageSize)) {
-        return absl::DataLossError(absl::StrCat("lz4 payload of ", len, " bytes did not decode "
-                                                "to one page (", n, ")"));
+        return absl::DataLossError(absl::StrCat("lz4 payload of ", len,
+                                                " bytes did not decode "
+                                                "to one page (",
+                                                n, ")"));
       }
       return absl::OkStatus();
     }
     case Codec::kZstd: {
       size_t n = ZSTD_decompressDCtx(zstd_d_, page_out, kPageSize, in, len);
       if (ZSTD_isError(n) || n != kPageSize) {
-        return absl::DataLossError(absl::StrCat(
-            "zstd payload of ", len, " bytes did not decode to one page: ",
-            ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong length"));
+        return absl::DataLossError(
+            absl::StrCat("zstd payload of ", len, " bytes did not decode to one page: ",
+                         ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong length"));
       }
       return absl::OkStatus();
     }

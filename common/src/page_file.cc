@@ -52,8 +52,7 @@ void PageFile::Append(const PageFile& other) {
 absl::StatusOr<PageFile> ReadPageFile(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::vector<uint8_t> raw((std::istreambuf_iterator<char>(f)),
-                           std::istreambuf_iterator<char>());
+  std::vector<uint8_t> raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   PageFile file;
   if (EndsWith(path, ".zst")) {
     FARSWAP_ASSIGN_OR_RETURN(file.bytes_, Decompress(path, raw));

@@ -41,8 +41,8 @@ TEST(SizeClassTableTest, EverySizeFitsItsClassAndMergedClassesShareGeometry) {
       ASSERT_LE(c.pages_per_zspage, chain);
       // The class the slot would have on its own spends the same memory
       // per object as the class it is merged into.
-      uint32_t slot_size = std::min(kMinObjectSize + SizeClassTable::SlotForSize(len) * kClassDelta,
-                                    kMaxObjectSize);
+      uint32_t slot_size =
+          std::min(kMinObjectSize + SizeClassTable::SlotForSize(len) * kClassDelta, kMaxObjectSize);
       uint32_t pages = SizeClassTable::ChainPages(slot_size, chain);
       EXPECT_EQ(pages, c.pages_per_zspage);
       EXPECT_EQ(pages * kZsPageBytes / slot_size, c.objs_per_zspage);

@@ -50,8 +50,8 @@ struct SizeClassOptions {
 
 // SizeClass is one real (unmerged) class.
 struct SizeClass {
-  uint32_t index = 0;           // index of the real class (its largest slot)
-  uint32_t size = 0;            // slot size in bytes
+  uint32_t index = 0;  // index of the real class (its largest slot)
+  uint32_t size = 0;   // slot size in bytes
   uint32_t pages_per_zspage = 0;
   uint32_t objs_per_zspage = 0;
   bool huge = false;  // one object per one-page zspage: stored whole

@@ -220,8 +220,8 @@ class ZsPool {
   mutable absl::Mutex handle_mu_;
   std::vector<uint32_t> free_handle_slots_ ABSL_GUARDED_BY(handle_mu_);
   uint32_t next_handle_slot_ ABSL_GUARDED_BY(handle_mu_) = 1;  // 0 is "no handle"
-  static constexpr uint32_t kHandleChunkBits = 12;      // 32 KiB chunks
-  static constexpr uint32_t kHandleChunks = 1u << 16;  // 2^28 handles at most
+  static constexpr uint32_t kHandleChunkBits = 12;             // 32 KiB chunks
+  static constexpr uint32_t kHandleChunks = 1u << 16;          // 2^28 handles at most
   std::unique_ptr<std::atomic<std::atomic<uint64_t>*>[]> handle_chunks_;
   std::atomic<uint64_t> handle_chunks_used_{0};
 

@@ -14,10 +14,10 @@
 
 // FARSWAP_RETURN_IF_ERROR evaluates `expr` (an absl::Status) once and returns
 // it from the enclosing function when it is not OK.
-#define FARSWAP_RETURN_IF_ERROR(expr)                       \
-  do {                                                      \
-    ::absl::Status farswap_status_ = (expr);                \
-    if (!farswap_status_.ok()) return farswap_status_;      \
+#define FARSWAP_RETURN_IF_ERROR(expr)                  \
+  do {                                                 \
+    ::absl::Status farswap_status_ = (expr);           \
+    if (!farswap_status_.ok()) return farswap_status_; \
   } while (0)
 
 #define FARSWAP_STATUS_CONCAT_INNER_(a, b) a##b
@@ -26,9 +26,8 @@
 // FARSWAP_ASSIGN_OR_RETURN(lhs, expr) evaluates `expr` (an absl::StatusOr<T>)
 // once; on error returns its status, otherwise move-assigns the value to
 // `lhs`, which may be a declaration.
-#define FARSWAP_ASSIGN_OR_RETURN(lhs, expr)                                   \
-  FARSWAP_ASSIGN_OR_RETURN_IMPL_(                                             \
-      FARSWAP_STATUS_CONCAT_(farswap_statusor_, __LINE__), lhs, expr)
+#define FARSWAP_ASSIGN_OR_RETURN(lhs, expr) \
+  FARSWAP_ASSIGN_OR_RETURN_IMPL_(FARSWAP_STATUS_CONCAT_(farswap_statusor_, __LINE__), lhs, expr)
 #define FARSWAP_ASSIGN_OR_RETURN_IMPL_(statusor, lhs, expr) \
   auto statusor = (expr);                                   \
   if (!statusor.ok()) return std::move(statusor).status();  \

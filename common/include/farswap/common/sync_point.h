@@ -40,8 +40,8 @@ class SyncPoints {
 
 }  // namespace farswap
 
-#define FARSWAP_SYNC_POINT(name)                                     \
-  do {                                                               \
+#define FARSWAP_SYNC_POINT(name)                                            \
+  do {                                                                      \
     if (::farswap::SyncPoints::enabled()) ::farswap::SyncPoints::Hit(name); \
   } while (0)
 
