@@ -129,7 +129,7 @@ struct ZsPool::Class {
   const SizeClass geo;
   const uint32_t bitmap_words;
 
-  absl::Mutex mu;
+  Mutex mu;
   uint32_t head[kFullnessGroups] ABSL_GUARDED_BY(mu);
   uint64_t zspages ABSL_GUARDED_BY(mu) = 0;
   uint64_t objs_used ABSL_GUARDED_BY(mu) = 0;
@@ -429,7 +429,7 @@ absl::Status ZsPool::Init() {
 
 ZsPool::~ZsPool() {
   if (zspage_table_ != nullptr) {
-    absl::MutexLock l(&arena_mu_);
+    MutexLock l(&arena_mu_);
     for (uint32_t i = 0; i < next_zspage_id_; ++i) delete zspage_table_[i].load();
     munmap(zspage_table_, sizeof(std::atomic<Zspage*>) * max_zspages_);
   }
@@ -444,7 +444,7 @@ ZsPool::Zspage* ZsPool::ZspageAt(uint64_t id) const {
 }
 
 absl::StatusOr<uint32_t> ZsPool::TakeZspageId() {
-  absl::MutexLock l(&arena_mu_);
+  MutexLock l(&arena_mu_);
   if (!free_zspage_ids_.empty()) {
     uint32_t id = free_zspage_ids_.back();
     free_zspage_ids_.pop_back();
@@ -458,7 +458,7 @@ absl::StatusOr<uint32_t> ZsPool::TakeZspageId() {
 }
 
 void ZsPool::ReturnZspageId(uint32_t id) {
-  absl::MutexLock l(&arena_mu_);
+  MutexLock l(&arena_mu_);
   free_zspage_ids_.push_back(id);
 }
 
@@ -472,7 +472,7 @@ std::atomic<uint64_t>* ZsPool::HandleWordOrNull(uint32_t slot) const {
 }
 
 absl::StatusOr<uint32_t> ZsPool::AllocHandleSlot() {
-  absl::MutexLock l(&handle_mu_);
+  MutexLock l(&handle_mu_);
   if (!free_handle_slots_.empty()) {
     uint32_t s = free_handle_slots_.back();
     free_handle_slots_.pop_back();
@@ -492,7 +492,7 @@ absl::StatusOr<uint32_t> ZsPool::AllocHandleSlot() {
 }
 
 void ZsPool::FreeHandleSlot(uint32_t slot) {
-  absl::MutexLock l(&handle_mu_);
+  MutexLock l(&handle_mu_);
   free_handle_slots_.push_back(slot);
 }
 
@@ -535,7 +535,7 @@ absl::StatusOr<ZsHandle> ZsPool::Malloc(size_t len) {
   if (!handle_slot.ok()) return handle_slot.status();
   Class& c = *classes_[table_.ClassIdForSlot(SizeClassTable::SlotForSize(uint32_t(len)))];
   {
-    absl::MutexLock l(&c.mu);
+    MutexLock l(&c.mu);
     Zspage* z = c.First(kFullGroup - 1, 0);  // the fullest zspage with room
     bool fresh = false;
     if (z == nullptr) {
@@ -575,7 +575,7 @@ void ZsPool::Free(ZsHandle handle) {
   FARSWAP_SYNC_POINT("ZsPool::Free:resolved");
   uint32_t len;
   {
-    absl::MutexLock l(&c.mu);
+    MutexLock l(&c.mu);
     Location loc = Location::Decode(word->load(std::memory_order_acquire));
     Zspage* z = ZspageAt(loc.zspage_id);
     len = Class::ObjectLen(z, loc.idx);
@@ -686,7 +686,7 @@ uint64_t ZsPool::CompactClass(Class& c) {
   for (;;) {
     // One source zspage per lock hold, so allocations in this class wait at
     // most one zspage's worth of copying.
-    absl::MutexLock l(&c.mu);
+    MutexLock l(&c.mu);
     Zspage* src = c.First(1, kFullGroup - 1);  // the emptiest partial zspage
     if (src == nullptr) break;
     Zspage* dst = c.First(kFullGroup - 1, 1, src);  // the fullest other one
@@ -713,7 +713,7 @@ uint64_t ZsPool::CompactClass(Class& c) {
       if (dst != nullptr) break;  // a move failed (memory limit): stop here
     }
   }
-  absl::MutexLock l(&c.mu);
+  MutexLock l(&c.mu);
   freed += c.ReleasePendingPages();
   return freed;
 }
@@ -742,7 +742,7 @@ std::vector<ZsClassStats> ZsPool::GetClassStats() const {
   std::vector<ZsClassStats> out;
   for (const auto& cp : classes_) {
     Class& c = *cp;
-    absl::MutexLock l(&c.mu);
+    MutexLock l(&c.mu);
     ZsClassStats s;
     s.size = c.geo.size;
     s.pages_per_zspage = c.geo.pages_per_zspage;

@@ -4,7 +4,7 @@
 #include <memory>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "farswap/common/mutex.h"
 
 namespace farswap {
 namespace {
@@ -15,7 +15,7 @@ struct Entry {
 };
 
 struct Registry {
-  absl::Mutex mu;
+  Mutex mu;
   std::map<std::string, Entry> callbacks ABSL_GUARDED_BY(mu);
 };
 
@@ -30,28 +30,28 @@ std::atomic<bool> SyncPoints::enabled_{false};
 
 void SyncPoints::Set(const std::string& name, std::function<void()> callback) {
   Registry& r = registry();
-  absl::MutexLock l(&r.mu);
+  MutexLock l(&r.mu);
   r.callbacks[name] = Entry{std::make_shared<std::function<void()>>(std::move(callback)), false};
   enabled_.store(true);
 }
 
 void SyncPoints::SetOnce(const std::string& name, std::function<void()> callback) {
   Registry& r = registry();
-  absl::MutexLock l(&r.mu);
+  MutexLock l(&r.mu);
   r.callbacks[name] = Entry{std::make_shared<std::function<void()>>(std::move(callback)), true};
   enabled_.store(true);
 }
 
 void SyncPoints::Clear(const std::string& name) {
   Registry& r = registry();
-  absl::MutexLock l(&r.mu);
+  MutexLock l(&r.mu);
   r.callbacks.erase(name);
   enabled_.store(!r.callbacks.empty());
 }
 
 void SyncPoints::ClearAll() {
   Registry& r = registry();
-  absl::MutexLock l(&r.mu);
+  MutexLock l(&r.mu);
   r.callbacks.clear();
   enabled_.store(false);
 }
@@ -60,7 +60,7 @@ void SyncPoints::Hit(const char* name) {
   Registry& r = registry();
   std::shared_ptr<std::function<void()>> cb;
   {
-    absl::MutexLock l(&r.mu);
+    MutexLock l(&r.mu);
     auto it = r.callbacks.find(name);
     if (it == r.callbacks.end()) return;
     cb = it->second.callback;

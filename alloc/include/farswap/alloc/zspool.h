@@ -31,8 +31,8 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
 #include "farswap/alloc/size_classes.h"
+#include "farswap/common/mutex.h"
 
 namespace farswap::alloc {
 
@@ -212,12 +212,12 @@ class ZsPool {
   //   while holding it) -> arena_mu_ -> handle_mu_
   // Readers take no mutex: they pin the zspage (an atomic count) and
   // re-validate the handle word.
-  absl::Mutex compact_mu_;
-  mutable absl::Mutex arena_mu_;
+  Mutex compact_mu_;
+  mutable Mutex arena_mu_;
   std::vector<uint32_t> free_zspage_ids_ ABSL_GUARDED_BY(arena_mu_);
   uint32_t next_zspage_id_ ABSL_GUARDED_BY(arena_mu_) = 0;
 
-  mutable absl::Mutex handle_mu_;
+  mutable Mutex handle_mu_;
   std::vector<uint32_t> free_handle_slots_ ABSL_GUARDED_BY(handle_mu_);
   uint32_t next_handle_slot_ ABSL_GUARDED_BY(handle_mu_) = 1;  // 0 is "no handle"
   static constexpr uint32_t kHandleChunkBits = 12;             // 32 KiB chunks
