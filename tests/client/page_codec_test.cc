@@ -78,9 +78,11 @@ TEST(PageCodecTest, PagesAtTheRawThresholdAreStoredRaw) {
   std::vector<uint8_t> out(kPageSize);
   uint32_t len = PageCodec({.codec = Codec::kLz4}).Encode(page.data(), out.data()).length;
   ASSERT_LT(len, kPageSize);
-  EXPECT_EQ(PageCodec({.codec = Codec::kLz4, .raw_threshold = len}).Encode(page.data(), out.data()).kind,
-            EncodedPage::Kind::kRaw);
-  EncodedPage e = PageCodec({.codec = Codec::kLz4, .raw_threshold = len + 1}).Encode(page.data(), out.data());
+  EXPECT_EQ(
+      PageCodec({.codec = Codec::kLz4, .raw_threshold = len}).Encode(page.data(), out.data()).kind,
+      EncodedPage::Kind::kRaw);
+  EncodedPage e =
+      PageCodec({.codec = Codec::kLz4, .raw_threshold = len + 1}).Encode(page.data(), out.data());
   EXPECT_EQ(e.kind, EncodedPage::Kind::kCompressed);
   EXPECT_EQ(e.length, len);
 }
