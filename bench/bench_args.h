@@ -1,5 +1,5 @@
-// bench_args.h: the flag parser and JSON writer farswap-bench's subcommands
-// share. Flags are "--name value", "--name=value" or a bare "--name" (true).
+// bench_args.h: the JSON writer and statistics farswap-bench's subcommands
+// share (flags: farswap/common/cli.h).
 #ifndef FARSWAP_BENCH_BENCH_ARGS_H_
 #define FARSWAP_BENCH_BENCH_ARGS_H_
 
@@ -11,25 +11,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "farswap/common/cli.h"
 
 namespace farswap::bench {
 
-class Args {
- public:
-  // Parse reads argv; every flag must be in `known`. INVALID_ARGUMENT names
-  // the offending flag.
-  static absl::StatusOr<Args> Parse(int argc, char** argv, const std::set<std::string>& known,
-                                    const std::set<std::string>& boolean_flags);
-  bool Has(const std::string& name) const { return values_.count(name) != 0; }
-  std::string Get(const std::string& name, const std::string& fallback = "") const;
-  absl::StatusOr<double> GetDouble(const std::string& name, double fallback) const;
-  absl::StatusOr<uint64_t> GetUint(const std::string& name, uint64_t fallback) const;
-  // GetBytes accepts K/M/G suffixes (powers of 1024).
-  absl::StatusOr<uint64_t> GetBytes(const std::string& name, uint64_t fallback) const;
-
- private:
-  std::map<std::string, std::string> values_;
-};
+using ::farswap::Args;
 
 // Json builds one JSON object (flat, or with nested objects) as text.
 class Json {
