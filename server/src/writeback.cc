@@ -82,10 +82,14 @@ uint64_t PageStore::RunWritebackPass() {
     if (last == WritebackOutcome::kAborted && ++aborts < kMaxConsecutiveAborts) continue;
     break;
   }
-  if (written > 0 && AboveLowWatermark()) pool_->Compact();
-  if (written > 0 && last == WritebackOutcome::kNothingToWrite) {
-    last = WritebackOutcome::kWrittenBack;  // made progress, then ran out
-  }
+  // Writeback frees objects, but pool memory only drops when whole pages
+  // empty; entries freed by invalidates leave holes too. Compaction turns
+  // the holes into free pages, and may be all it takes when the LRU has
+  // nothing (or nothing cold) left.
+  if (AboveLowWatermark()) pool_->Compact();
+  // A pass that ends at or below the low watermark made room, whatever its
+  // last attempt did; otherwise its last attempt says what stopped it.
+  if (!AboveLowWatermark()) last = WritebackOutcome::kWrittenBack;
   last_pass_outcome_.store(int(last), std::memory_order_relaxed);
   return written;
 }
