@@ -227,8 +227,6 @@ class ZsPoolSyncPointTest : public ::testing::Test {
 TEST_F(ZsPoolSyncPointTest, ReaderThatResolvedBeforeRelocationReadsTheMovedObject) {
   auto pool = NewPool();
   MovableSetup m = MakeMovable(*pool, 1000);
-  const void* old_place = Get(*pool, m.keep).data();  // (copy; address unused)
-  (void)old_place;
   uint64_t freed = 0;
   // The reader has resolved the handle to the old zspage; relocation moves
   // the object and frees that zspage before the reader pins it.
