@@ -39,6 +39,12 @@ endfunction()
 function(farswap_test)
   cmake_parse_arguments(A "" "NAME" "SRCS;DEPS;LABELS" ${ARGN})
   add_executable(${A_NAME} ${A_SRCS})
+  if(FARSWAP_SANITIZE STREQUAL "thread")
+    # Debian's Abseil is not built for TSan; this teaches TSan about
+    # absl::Mutex (see the file's comment).
+    target_sources(${A_NAME} PRIVATE ${PROJECT_SOURCE_DIR}/common/src/tsan_absl_mutex.cc)
+    target_link_libraries(${A_NAME} PRIVATE absl::time ${CMAKE_DL_LIBS})
+  endif()
   target_compile_options(${A_NAME} PRIVATE ${FARSWAP_WARNINGS})
   target_link_libraries(${A_NAME} PRIVATE ${A_DEPS} GTest::gtest GTest::gmock GTest::gtest_main)
   target_compile_definitions(${A_NAME} PRIVATE

@@ -30,7 +30,7 @@ using testing::Payload;
 #endif
 
 #ifdef FARSWAP_UNDER_TSAN
-constexpr int kOpsPerThread = 6000;  // TSan is ~10x slower
+constexpr int kOpsPerThread = 20000;  // TSan is ~10x slower
 #else
 constexpr int kOpsPerThread = 60000;
 #endif
