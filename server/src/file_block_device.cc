@@ -124,10 +124,25 @@ absl::StatusOr<std::unique_ptr<FileBlockDevice>> FileBlockDevice::Open(
                                                      " exceeds block device ", options.path, " (",
                                                      device_bytes, " bytes)"));
     }
-  } else if (::ftruncate(fd, off_t(size / kBlockSize * kBlockSize)) != 0) {
-    absl::Status s = ErrnoStatus(errno, absl::StrCat("truncate ", options.path, " to ", size));
-    ::close(fd);
-    return s;
+  } else {
+    const off_t bytes = off_t(size / kBlockSize * kBlockSize);
+    if (::ftruncate(fd, bytes) != 0) {
+      absl::Status s = ErrnoStatus(errno, absl::StrCat("truncate ", options.path, " to ", size));
+      ::close(fd);
+      return s;
+    }
+    // Reserve the space now, so a full filesystem fails here, with a clear
+    // message, rather than as write errors during writeback. Filesystems
+    // without fallocate keep the sparse file.
+    int err = ::posix_fallocate(fd, 0, bytes);
+    if (err == ENOSPC || err == EDQUOT) {
+      ::close(fd);
+      return ErrnoStatus(err, absl::StrCat("reserve ", size, " bytes for ", options.path));
+    }
+    if (err != 0) {
+      spdlog::info("backing store {}: cannot preallocate ({}), keeping a sparse file", options.path,
+                   std::strerror(err));
+    }
   }
   if (direct && !ProbeDirectIo(fd)) {
     spdlog::info("backing store {}: O_DIRECT I/O refused (EINVAL), using buffered I/O",

@@ -156,12 +156,10 @@ absl::Status PageStore::Store(uint32_t tenant, uint64_t page, const StoreRequest
   }
   const size_t len = request.same_filled ? 0 : request.payload.size();
   if (!request.same_filled && (len == 0 || len > kBlockSize)) {
-    absl::Status status =
+    return FailStore(
+        tenant, page,
         absl::InvalidArgumentError(absl::StrCat("store of ", KeyName(tenant, page), ": payload of ",
-                                                len, " bytes is outside 1..", kBlockSize));
-    absl::MutexLock kl(&key_locks_->For({tenant, page}));
-    EraseLocked(tenant, page);
-    return status;
+                                                len, " bytes is outside 1..", kBlockSize)));
   }
 
   // Allocate exactly the payload's length and copy it once (DESIGN.md §3.3).
@@ -170,7 +168,9 @@ absl::Status PageStore::Store(uint32_t tenant, uint64_t page, const StoreRequest
     RejectReason reason = RejectReason::kPoolFull;
     absl::StatusOr<alloc::ZsHandle> h = AllocateInPool(len, &reason);
     if (!h.ok()) {
-      if (h.status().code() != absl::StatusCode::kResourceExhausted) return h.status();
+      if (h.status().code() != absl::StatusCode::kResourceExhausted) {
+        return FailStore(tenant, page, h.status());
+      }
       return Reject(tenant, page, reason,
                     absl::ResourceExhaustedError(
                         absl::StrCat("store of ", KeyName(tenant, page), " refused (",
@@ -179,8 +179,9 @@ absl::Status PageStore::Store(uint32_t tenant, uint64_t page, const StoreRequest
     handle = *h;
     if (absl::Status s = pool_->Write(handle, request.payload.data(), len); !s.ok()) {
       pool_->Free(handle);
-      return absl::InternalError(
-          absl::StrCat("store of ", KeyName(tenant, page), ": ", s.message()));
+      return FailStore(
+          tenant, page,
+          absl::InternalError(absl::StrCat("store of ", KeyName(tenant, page), ": ", s.message())));
     }
   }
 
@@ -252,10 +253,16 @@ uint64_t PageStore::TenantQuotaLocked(const TenantState& t) const {
 absl::Status PageStore::Reject(uint32_t tenant, uint64_t page, RejectReason reason,
                                absl::Status status) {
   counters_.rejects[int(reason)].fetch_add(1, std::memory_order_relaxed);
+  {
+    absl::MutexLock tl(&tenants_mu_);
+    ++tenants_[tenant].rejects[int(reason)];
+  }
+  return FailStore(tenant, page, std::move(status));
+}
+
+absl::Status PageStore::FailStore(uint32_t tenant, uint64_t page, absl::Status status) {
   absl::MutexLock kl(&key_locks_->For({tenant, page}));
   EraseLocked(tenant, page);  // the client got no ack: leave no older version behind
-  absl::MutexLock tl(&tenants_mu_);
-  ++tenants_[tenant].rejects[int(reason)];
   return status;
 }
 

@@ -26,6 +26,9 @@
 //     between wins: the block is freed and nothing is published — a block
 //     is never resurrected over newer data.
 //
+// Lock order is page_store.cc's: key stripe -> index shard -> LRU ->
+// BlockAllocator -> pool; the LRU lock is dropped before any key lock.
+//
 // Every abort undoes what the attempt started: a reserved block is freed,
 // and WRITEBACK_PENDING (when still ours) goes back to IN_POOL. A failed
 // write is recorded as the store's sticky backing error; the page stays in

@@ -4,9 +4,12 @@
 #include "farswap/server/page_store.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
+#include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "page_test_util.h"
 
 namespace farswap::server {
@@ -250,6 +253,29 @@ TEST(PageStoreWorkerTest, StoresBeyondThePoolWaitForWriteback) {
   EXPECT_LE(st.pool.mem_used_total, 128u << 10);
   EXPECT_TRUE(store->Health().ok());
   EXPECT_GE(store->Compact(), 0u);
+}
+
+// The same path with a real file as the backing store (O_DIRECT where the
+// filesystem allows it).
+TEST(PageStoreFileTest, WrittenBackPagesReadBackFromAFile) {
+  const std::string path = absl::StrCat(FARSWAP_BINARY_DIR, "/page_store_test.", getpid());
+  absl::StatusOr<std::unique_ptr<FileBlockDevice>> file =
+      FileBlockDevice::Open({.path = path, .size_bytes = 256 * kBlockSize});
+  ASSERT_TRUE(file.ok()) << file.status();
+  {
+    auto store = NewStore({.backing = file->get(), .start_writeback_worker = false});
+    for (uint64_t p = 0; p < 20; ++p) {
+      ASSERT_TRUE(StorePayload(*store, 1, p, Payload(p, 100 + p * 200), p).ok());
+    }
+    for (int i = 0; i < 20; ++i)
+      ASSERT_EQ(store->RunWritebackOnce(), WritebackOutcome::kWrittenBack);
+    EXPECT_EQ(store->GetStats().pages_on_disk, 20u);
+    EXPECT_EQ(store->GetStats().pool.objects, 0u);
+    for (uint64_t p = 0; p < 20; ++p) ExpectPage(*store, 1, p, Payload(p, 100 + p * 200), p);
+    EXPECT_EQ(store->GetStats().backing_reads, 20u);
+  }
+  file->reset();
+  ::unlink(path.c_str());
 }
 
 }  // namespace

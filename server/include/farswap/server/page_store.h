@@ -21,9 +21,11 @@
 //    elsewhere; keeping the older version here could later hand it out as if
 //    it were current. So a Load returns the newest acknowledged version or
 //    NOT_FOUND, never an older one.
-//  - Backing-store I/O errors are sticky (Health()); after one, writeback
-//    stops, pages stay in the pool, and only pages whose own read fails are
-//    lost (DATA_LOSS).
+//  - Backing-store errors (a failed read or write, or a block that does not
+//    read back what was written) are sticky (Health()); after one,
+//    writeback stops, pages stay in the pool, stores that need room are
+//    refused (io_error), and only pages whose own read fails are lost
+//    (DATA_LOSS).
 //
 // Internals are split by concern: page_index.h (entries, the sharded index,
 // the striped key locks), lru_list.h, page_store.cc (store, load,
@@ -245,9 +247,11 @@ class PageStore {
   // AllocateInPool mallocs `len` bytes, waiting for (or running) writeback
   // while the pool is full. On RESOURCE_EXHAUSTED sets *reason.
   absl::StatusOr<alloc::ZsHandle> AllocateInPool(size_t len, RejectReason* reason);
-  // Reject counts a refusal, erases the key (see the file comment) and
-  // returns the status to give the client.
+  // Reject counts a refusal by reason, then FailStore()s.
   absl::Status Reject(uint32_t tenant, uint64_t page, RejectReason reason, absl::Status status);
+  // FailStore erases the key (see the file comment) and returns `status`,
+  // the answer the client gets. The caller holds no lock.
+  absl::Status FailStore(uint32_t tenant, uint64_t page, absl::Status status);
   // EraseLocked removes the key's entry, if any; the caller holds the key lock.
   bool EraseLocked(uint32_t tenant, uint64_t page);
   // ReleaseEntryResources frees what an entry holds (LRU link, pool object,
