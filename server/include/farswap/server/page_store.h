@@ -1,0 +1,308 @@
+// page_store.h: the memory node's page store — compressed pages of many
+// tenants kept in a zspool, the coldest written back to a block device.
+//
+//   MemoryBlockDevice ssd(1 << 20);
+//   absl::StatusOr<std::unique_ptr<PageStore>> store = PageStore::Create(
+//       {.limits = {.pool_limit_bytes = 1 << 30}, .backing = &ssd});
+//   FARSWAP_RETURN_IF_ERROR((*store)->Store(tenant, page_no,
+//       {.payload = compressed, .codec = kLz4, .checksum = xxh3_of_page}));
+//   absl::StatusOr<LoadedPage> p = (*store)->Load(tenant, page_no);
+//
+// The rules (DESIGN.md §3, shared/reference/zsmalloc-notes.md §5.2):
+//  - A key is (tenant, page number); tenants never see each other's pages.
+//  - Store allocates exactly the payload length, copies it once, then under
+//    the key's lock publishes the entry and links it into the LRU last.
+//    Loads never touch the LRU; they only set the entry's referenced bit.
+//  - A writeback thread keeps pool memory between two watermarks by writing
+//    the coldest entries' compressed bytes to the backing store, giving a
+//    referenced entry a second chance first.
+//  - A failed Store leaves nothing behind for its key: any older version is
+//    erased, because the client got no acknowledgement and will put the page
+//    elsewhere; keeping the older version here could later hand it out as if
+//    it were current. So a Load returns the newest acknowledged version or
+//    NOT_FOUND, never an older one.
+//  - Backing-store errors (a failed read or write, or a block that does not
+//    read back what was written) are sticky (Health()); after one,
+//    writeback stops, pages stay in the pool, stores that need room are
+//    refused (io_error), and only pages whose own read fails are lost
+//    (DATA_LOSS).
+//
+// Internals are split by concern: page_index.h (entries, the sharded index,
+// the striped key locks), lru_list.h, page_store.cc (store, load,
+// invalidate, limits, stats), writeback.cc (the writeback protocol),
+// writeback_worker.h (the thread).
+#ifndef FARSWAP_SERVER_PAGE_STORE_H_
+#define FARSWAP_SERVER_PAGE_STORE_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "farswap/alloc/zspool.h"
+#include "farswap/common/mutex.h"
+#include "farswap/server/block_allocator.h"
+#include "farswap/server/block_device.h"
+
+namespace farswap::server {
+
+namespace internal {
+struct Entry;
+class PageIndex;
+class KeyLockTable;
+class LruList;
+}  // namespace internal
+class WritebackWorker;
+
+// StoreRequest is one page as the client sent it.
+struct StoreRequest {
+  // payload: the compressed (or raw, when incompressible) page, 1..4096
+  // bytes. Ignored for a same-filled page. Copied before Store returns.
+  absl::Span<const uint8_t> payload;
+  uint8_t codec = 0;      // opaque to the store; returned with loads
+  uint64_t checksum = 0;  // the client's checksum of the page; returned with loads
+  // same_filled: the page is one 8-byte value repeated; it costs no pool
+  // memory and is never written back.
+  bool same_filled = false;
+  uint64_t fill = 0;
+};
+
+// LoadedPage is what Load returns: the bytes and metadata the client stored.
+struct LoadedPage {
+  std::vector<uint8_t> payload;  // empty for a same-filled page
+  uint8_t codec = 0;
+  uint64_t checksum = 0;
+  bool same_filled = false;
+  uint64_t fill = 0;
+};
+
+// RejectReason says why a Store was refused.
+enum class RejectReason : int {
+  kPoolFull = 0,     // pool at its limit and writeback could not make room
+  kQuota = 1,        // the tenant is at its page quota
+  kBackingFull = 2,  // pool full and every backing block in use
+  kDraining = 3,     // the node is draining
+  kIoError = 4,      // pool full and the backing store has failed (sticky)
+};
+inline constexpr int kRejectReasonCount = 5;
+const char* RejectReasonName(RejectReason reason);
+
+// PageStoreLimits can be changed at run time with SetLimits().
+struct PageStoreLimits {
+  // pool_limit_bytes: memory the zspool may hold (mem_used_total); 0 means
+  // unlimited (and no writeback).
+  uint64_t pool_limit_bytes = 0;
+  // Writeback starts when pool memory passes high_watermark x limit and
+  // stops at low_watermark x limit (zswap's accept_threshold hysteresis).
+  // 0 < low_watermark < high_watermark <= 1.
+  double high_watermark = 0.9;
+  double low_watermark = 0.8;
+  // default_tenant_quota_pages: pages (of any kind: in the pool, same-filled
+  // or on disk) a tenant may keep without a quota of its own; 0 = unlimited.
+  // Quotas count pages, not bytes: a page costs the client one slot whatever
+  // it compresses to, and it keeps costing a block after writeback.
+  uint64_t default_tenant_quota_pages = 0;
+};
+
+struct PageStoreOptions {
+  PageStoreLimits limits;
+  // backing: where writeback puts cold pages; nullptr means no writeback.
+  // Not owned; must outlive the store.
+  BlockDevice* backing = nullptr;
+  // start_writeback_worker: run the writeback thread. Tests that drive
+  // writeback step by step turn it off and call RunWritebackOnce(); a Store
+  // that finds the pool full then runs writeback itself (direct reclaim).
+  bool start_writeback_worker = true;
+  // store_retries: how many writeback passes a Store waits for when the
+  // pool is full before it gives up with RESOURCE_EXHAUSTED.
+  int store_retries = 4;
+  // pool_release_batch_pages: see ZsPoolOptions. Small, so that memory freed
+  // by writeback shows up in mem_used_total (which the watermarks watch)
+  // soon.
+  uint32_t pool_release_batch_pages = 4;
+  // pool_arena_bytes: see ZsPoolOptions::arena_bytes (0 = default).
+  size_t pool_arena_bytes = 0;
+};
+
+// TenantStats: one tenant's pages and refusals.
+struct TenantStats {
+  uint32_t tenant = 0;
+  uint64_t stored_pages = 0;
+  uint64_t stored_bytes = 0;  // payload bytes (0 for same-filled pages)
+  uint64_t quota_pages = 0;   // 0 = unlimited
+  std::array<uint64_t, kRejectReasonCount> rejects{};
+};
+
+// PageStoreStats: zswap/zram-style counters for the node. Counters are read
+// without a global lock, so they may be mutually inconsistent by a few
+// in-flight operations.
+struct PageStoreStats {
+  alloc::ZsPoolStats pool;          // mm_stat fields
+  uint64_t stored_pages = 0;        // every live entry
+  uint64_t same_filled_pages = 0;   // of which same-filled
+  uint64_t huge_pages = 0;          // of which in the pool's huge class
+  uint64_t pages_on_disk = 0;       // of which written back now
+  uint64_t written_back_pages = 0;  // cumulative
+  uint64_t writeback_aborted = 0;   // lost a race with store/invalidate/load
+  uint64_t writeback_second_chances = 0;
+  uint64_t backing_reads = 0;
+  uint64_t backing_writes = 0;
+  uint64_t backing_read_errors = 0;
+  uint64_t backing_write_errors = 0;
+  uint64_t backing_used_blocks = 0;
+  uint64_t backing_total_blocks = 0;
+  uint64_t stores = 0;  // Store calls, accepted or not
+  uint64_t loads = 0;
+  uint64_t load_misses = 0;
+  uint64_t invalidates = 0;  // entries removed by Invalidate / InvalidateRange
+  std::array<uint64_t, kRejectReasonCount> rejects{};
+  bool draining = false;
+  absl::Status health;               // first backing-store error, or OK
+  std::vector<TenantStats> tenants;  // sorted by tenant id
+};
+
+// WritebackOutcome is the result of one writeback attempt.
+enum class WritebackOutcome {
+  kWrittenBack,     // one entry moved to the backing store
+  kAborted,         // the entry changed while unlocked; nothing published
+  kNothingToWrite,  // the LRU had no candidate
+  kBackingFull,     // no free block
+  kIoError,         // the write failed (now sticky) or an earlier error was
+  kNoBackingStore,  // writeback is not configured
+};
+
+// PageStore is safe for concurrent use from any number of threads without
+// external synchronisation. Operations on one key are serialised by the
+// key's lock; operations on different keys run in parallel.
+class PageStore {
+ public:
+  // Create builds the pool and starts the writeback thread.
+  // INVALID_ARGUMENT for bad limits.
+  static absl::StatusOr<std::unique_ptr<PageStore>> Create(const PageStoreOptions& options);
+  ~PageStore();
+  PageStore(const PageStore&) = delete;
+  PageStore& operator=(const PageStore&) = delete;
+
+  // Store keeps a copy of the page, replacing any older version wherever it
+  // lives. INVALID_ARGUMENT for a bad payload length; RESOURCE_EXHAUSTED
+  // (message names the reason: pool_full, quota, backing_full, io_error) when
+  // there is no room; FAILED_PRECONDITION while draining (the node will not
+  // take pages again: place the page on another node, do not retry here).
+  // On any error the key holds no data afterwards (see the file comment).
+  absl::Status Store(uint32_t tenant, uint64_t page, const StoreRequest& request);
+
+  // Load returns the page. NOT_FOUND when it is not stored; DATA_LOSS when
+  // it was written back and the backing store cannot return it intact.
+  absl::StatusOr<LoadedPage> Load(uint32_t tenant, uint64_t page);
+
+  // Invalidate drops the page; a page that is not stored is not an error.
+  absl::Status Invalidate(uint32_t tenant, uint64_t page);
+  // InvalidateRange drops pages first..first+count-1 and returns how many
+  // were stored. INVALID_ARGUMENT when the range wraps.
+  absl::StatusOr<uint64_t> InvalidateRange(uint32_t tenant, uint64_t first, uint64_t count);
+
+  // SetLimits changes the pool limit, watermarks and default quota.
+  // INVALID_ARGUMENT (nothing changed) for bad watermarks.
+  absl::Status SetLimits(const PageStoreLimits& limits);
+  // SetTenantQuota sets one tenant's page quota (0 = unlimited). Pages
+  // already stored above a lowered quota stay; new pages are refused.
+  void SetTenantQuota(uint32_t tenant, uint64_t quota_pages);
+  // SetDraining: a draining store refuses stores and still serves loads and
+  // invalidates.
+  void SetDraining(bool draining);
+  bool draining() const { return draining_.load(std::memory_order_relaxed); }
+
+  // Compact compacts the pool; returns the pages freed.
+  uint64_t Compact();
+
+  // Health returns the first backing-store I/O error, or OK.
+  absl::Status Health() const;
+  PageStoreStats GetStats() const;
+
+  // RunWritebackOnce writes back the coldest eligible entry (after giving
+  // referenced ones their second chance), ignoring the watermarks. For tests
+  // and operators; the worker uses the same code.
+  WritebackOutcome RunWritebackOnce();
+  // RunWritebackPass writes back until pool memory is at or below the low
+  // watermark, or nothing more can be written; returns the pages written.
+  uint64_t RunWritebackPass();
+
+ private:
+  explicit PageStore(const PageStoreOptions& options);
+
+  struct TenantState {
+    uint64_t stored_pages = 0;
+    uint64_t stored_bytes = 0;
+    bool has_quota = false;
+    uint64_t quota_pages = 0;
+    std::array<uint64_t, kRejectReasonCount> rejects{};
+  };
+
+  // AllocateInPool mallocs `len` bytes, waiting for (or running) writeback
+  // while the pool is full. On RESOURCE_EXHAUSTED sets *reason.
+  absl::StatusOr<alloc::ZsHandle> AllocateInPool(size_t len, RejectReason* reason);
+  // Reject counts a refusal by reason, then FailStore()s.
+  absl::Status Reject(uint32_t tenant, uint64_t page, RejectReason reason, absl::Status status);
+  // FailStore erases the key (see the file comment) and returns `status`,
+  // the answer the client gets. The caller holds no lock.
+  absl::Status FailStore(uint32_t tenant, uint64_t page, absl::Status status);
+  // EraseLocked removes the key's entry, if any; the caller holds the key lock.
+  bool EraseLocked(uint32_t tenant, uint64_t page);
+  // ReleaseEntryResources frees what an entry holds (LRU link, pool object,
+  // backing block) and updates node counters; the caller holds the key lock
+  // and has already taken the entry out of the index.
+  void ReleaseEntryResources(internal::Entry& entry);
+  void MaybeKickWriteback();
+  WritebackOutcome WritebackOne();
+  void RecordBackingError(const absl::Status& status);
+  bool AboveLowWatermark() const;
+  uint64_t TenantQuotaLocked(const TenantState& t) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(tenants_mu_);
+
+  const PageStoreOptions options_;
+  std::unique_ptr<alloc::ZsPool> pool_;
+  BlockDevice* const backing_;
+  std::unique_ptr<BlockAllocator> blocks_;  // null without a backing store
+  std::unique_ptr<internal::KeyLockTable> key_locks_;
+  std::unique_ptr<internal::PageIndex> index_;
+  std::unique_ptr<internal::LruList> lru_;
+  std::unique_ptr<WritebackWorker> worker_;
+
+  std::atomic<uint64_t> next_gen_{1};
+  std::atomic<uint64_t> next_writeback_ticket_{1};
+  std::atomic<bool> draining_{false};
+  // Watermarks in bytes of pool memory; 0 = no writeback by watermark.
+  std::atomic<uint64_t> high_watermark_bytes_{0};
+  std::atomic<uint64_t> low_watermark_bytes_{0};
+  // The outcome that ended the most recent writeback pass, for a Store that
+  // waited on it to name its reject reason.
+  std::atomic<int> last_pass_outcome_{int(WritebackOutcome::kNothingToWrite)};
+
+  // Lock order: see page_store.cc. tenants_mu_ and error_mu_ are leaves.
+  mutable Mutex tenants_mu_;
+  absl::flat_hash_map<uint32_t, TenantState> tenants_ ABSL_GUARDED_BY(tenants_mu_);
+  uint64_t default_quota_pages_ ABSL_GUARDED_BY(tenants_mu_) = 0;
+
+  mutable Mutex error_mu_;
+  absl::Status backing_error_ ABSL_GUARDED_BY(error_mu_);
+  std::atomic<bool> backing_failed_{false};
+
+  struct Counters {
+    std::atomic<uint64_t> stored_pages{0}, same_filled_pages{0}, pages_on_disk{0};
+    std::atomic<uint64_t> written_back_pages{0}, writeback_aborted{0}, second_chances{0};
+    std::atomic<uint64_t> backing_reads{0}, backing_writes{0};
+    std::atomic<uint64_t> backing_read_errors{0}, backing_write_errors{0};
+    std::atomic<uint64_t> stores{0}, loads{0}, load_misses{0}, invalidates{0};
+    std::array<std::atomic<uint64_t>, kRejectReasonCount> rejects{};
+  };
+  Counters counters_;
+};
+
+}  // namespace farswap::server
+
+#endif  // FARSWAP_SERVER_PAGE_STORE_H_

@@ -1,0 +1,106 @@
+// lru_list.h: the page store's LRU of pool-resident entries. Private to
+// server/.
+//
+// An intrusive doubly linked list of Entry (page_index.h), hot end at the
+// head, cold end at the tail, with one mutex. The rules that keep it sane
+// (DESIGN.md §3.1, the 2023 zsmalloc LRU crash in shared/seeds/):
+//  - An entry is linked once, as the last step of publishing a Store, and
+//    unlinked only when it is freed or written back. Loads never touch the
+//    list; they set the entry's referenced bit.
+//  - The writeback scan (PickColdest) never unlinks: it rotates the entry it
+//    picks to the head before dropping the lock, so if writeback fails the
+//    entry is still where a free will find it (zswap's shrink_memcg_cb).
+//  - The LRU lock is innermost of the page store's locks: it is taken under
+//    a key lock (link / unlink) or alone (PickColdest), and no key lock is
+//    ever taken while it is held.
+#ifndef FARSWAP_SERVER_LRU_LIST_H_
+#define FARSWAP_SERVER_LRU_LIST_H_
+
+#include <cstdint>
+#include <optional>
+
+#include "absl/base/thread_annotations.h"
+#include "farswap/common/mutex.h"
+#include "page_index.h"
+
+namespace farswap::server::internal {
+
+// WritebackCandidate is what the scan hands to writeback: enough to find
+// and re-validate the entry later, copied while the LRU lock was held. The
+// entry pointer must not be dereferenced until it has been validated
+// against the index under the key lock.
+struct WritebackCandidate {
+  PageKey key;
+  const Entry* entry = nullptr;
+  uint64_t gen = 0;
+};
+
+// LruList is safe for concurrent use from any number of threads.
+class LruList {
+ public:
+  // Link puts the entry at the hot end. The entry must not be linked.
+  void Link(Entry* e) {
+    MutexLock l(&mu_);
+    PushHeadLocked(e);
+    ++size_;
+  }
+
+  // Unlink removes the entry if it is linked.
+  void Unlink(Entry* e) {
+    MutexLock l(&mu_);
+    if (!e->on_lru) return;
+    RemoveLocked(e);
+    --size_;
+  }
+
+  // PickColdest walks from the cold end: a referenced entry has its bit
+  // cleared and moves to the head (second chance, counted in
+  // *second_chances); the first unreferenced entry also moves to the head
+  // and is returned. nullopt when the list is empty or every entry it
+  // looked at (one more than the list holds) was referenced.
+  std::optional<WritebackCandidate> PickColdest(uint64_t* second_chances) {
+    MutexLock l(&mu_);
+    for (uint64_t scanned = 0; scanned <= size_ && tail_ != nullptr; ++scanned) {
+      Entry* e = tail_;
+      RemoveLocked(e);
+      PushHeadLocked(e);
+      if (e->referenced.exchange(false, std::memory_order_relaxed)) {
+        ++*second_chances;
+        continue;
+      }
+      return WritebackCandidate{e->key, e, e->gen};
+    }
+    return std::nullopt;
+  }
+
+  uint64_t size() const {
+    MutexLock l(&mu_);
+    return size_;
+  }
+
+ private:
+  void PushHeadLocked(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    e->lru_prev = nullptr;
+    e->lru_next = head_;
+    if (head_ != nullptr) head_->lru_prev = e;
+    head_ = e;
+    if (tail_ == nullptr) tail_ = e;
+    e->on_lru = true;
+  }
+
+  void RemoveLocked(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    (e->lru_prev != nullptr ? e->lru_prev->lru_next : head_) = e->lru_next;
+    (e->lru_next != nullptr ? e->lru_next->lru_prev : tail_) = e->lru_prev;
+    e->lru_prev = e->lru_next = nullptr;
+    e->on_lru = false;
+  }
+
+  mutable Mutex mu_;
+  Entry* head_ ABSL_GUARDED_BY(mu_) = nullptr;  // hottest
+  Entry* tail_ ABSL_GUARDED_BY(mu_) = nullptr;  // coldest
+  uint64_t size_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace farswap::server::internal
+
+#endif  // FARSWAP_SERVER_LRU_LIST_H_

@@ -1,0 +1,148 @@
+// page_index.h: the page store's entries, its sharded index and its striped
+// per-key locks. Private to server/.
+//
+// Entry. One per stored page. Its identity is (key, gen): gen is a 64-bit
+// number assigned at publish and never reused, so a thread that dropped its
+// locks and comes back with a remembered Entry* validates it by
+// `index.Find(key) == entry && entry->gen == gen` under the key lock — the
+// pointer alone could name a new entry that happens to reuse the address
+// (zsmalloc-notes §5.2: user space has no locked swapcache folio to stop a
+// slot from being recycled). A stored entry's payload never changes: a new
+// version of a page is a new Entry.
+//
+// Which lock guards what (clang cannot check a lock picked by hashing, so it
+// is written here):
+//  - key, gen: immutable once published (written before the entry becomes
+//    visible through the index shard lock or the LRU lock).
+//  - state, length, codec, checksum, fill, handle, block, disk_checksum,
+//    writeback_ticket: the key's stripe lock (KeyLockTable::For(key)).
+//  - referenced: atomic; set by loads under the key lock, cleared by the LRU
+//    scan under the LRU lock.
+//  - lru_prev, lru_next, on_lru: LruList's lock.
+// An entry is deleted only under its key lock, after it has left the index
+// and the LRU.
+#ifndef FARSWAP_SERVER_PAGE_INDEX_H_
+#define FARSWAP_SERVER_PAGE_INDEX_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/hash/hash.h"
+#include "farswap/alloc/zspool.h"
+#include "farswap/common/mutex.h"
+
+namespace farswap::server::internal {
+
+// PageKey names one page of one tenant.
+struct PageKey {
+  uint32_t tenant = 0;
+  uint64_t page = 0;
+  friend bool operator==(const PageKey& a, const PageKey& b) {
+    return a.tenant == b.tenant && a.page == b.page;
+  }
+  template <typename H>
+  friend H AbslHashValue(H h, const PageKey& k) {
+    return H::combine(std::move(h), k.tenant, k.page);
+  }
+};
+
+enum class EntryState : uint8_t {
+  kInPool,            // payload in the pool (handle); on the LRU
+  kSameFilled,        // payload is `fill` repeated; no pool memory, not on the LRU
+  kWritebackPending,  // in the pool and on the LRU, being written to `block`
+  kOnDisk,            // payload in backing block `block`; not on the LRU
+};
+
+// Entry: see the file comment for which lock guards which field.
+struct Entry {
+  Entry(PageKey k, uint64_t g) : key(k), gen(g) {}
+
+  const PageKey key;
+  const uint64_t gen;
+
+  EntryState state = EntryState::kInPool;
+  uint32_t length = 0;  // payload bytes (0 when same-filled)
+  uint8_t codec = 0;
+  uint64_t checksum = 0;       // the client's, returned with loads
+  uint64_t fill = 0;           // kSameFilled
+  alloc::ZsHandle handle;      // kInPool, kWritebackPending
+  uint64_t block = 0;          // kOnDisk
+  uint64_t disk_checksum = 0;  // kOnDisk: xxh3 of the payload as written
+  // writeback_ticket: which writeback attempt owns kWritebackPending, so an
+  // attempt that lost the entry to another attempt never publishes or undoes
+  // the other's work.
+  uint64_t writeback_ticket = 0;
+
+  std::atomic<bool> referenced{true};  // second chance, as zswap sets at store
+
+  Entry* lru_prev = nullptr;
+  Entry* lru_next = nullptr;
+  bool on_lru = false;
+};
+
+// KeyLockTable: a fixed array of mutexes; a key's lock is the stripe its
+// hash picks. Two keys may share a stripe, which only costs parallelism.
+// It plays the part of zswap's folio lock and zram's slot lock. Thread-safe.
+class KeyLockTable {
+ public:
+  // kStripes: enough that two of a few dozen concurrent operations rarely
+  // share a stripe (birthday bound: 32 ops, 4096 stripes -> ~12%), small
+  // enough to stay in cache (4096 x 8-byte Mutex = 32 KiB).
+  static constexpr size_t kStripes = 4096;
+  static_assert((kStripes & (kStripes - 1)) == 0, "stripe count is a power of two");
+
+  Mutex& For(const PageKey& key) {
+    // Mix differently from the index shards so one hot shard does not
+    // concentrate on a few stripes.
+    uint64_t h = absl::HashOf(key.page, key.tenant, uint8_t{0x5a});
+    return stripes_[h & (kStripes - 1)].mu;
+  }
+
+ private:
+  struct alignas(64) PaddedMutex {
+    Mutex mu;
+  };
+  std::array<PaddedMutex, kStripes> stripes_;
+};
+
+// PageIndex maps keys to entries: hash-sharded flat_hash_maps, each with its
+// own mutex (held only for the map operation itself). Callers hold the
+// key's lock around every call that reads or changes that key, so a Find()
+// result stays valid until they drop it. Thread-safe.
+class PageIndex {
+ public:
+  // kShards: enough to keep index-lock contention below key-lock contention
+  // on a few dozen cores.
+  static constexpr size_t kShards = 64;
+
+  // Find returns the key's entry or nullptr.
+  Entry* Find(const PageKey& key);
+  // Replace installs `entry` and returns the entry it replaced, if any.
+  std::unique_ptr<Entry> Replace(std::unique_ptr<Entry> entry);
+  // Erase removes and returns the key's entry, if any.
+  std::unique_ptr<Entry> Erase(const PageKey& key);
+  // KeysInRange lists the tenant's stored pages in [first, last].
+  std::vector<PageKey> KeysInRange(uint32_t tenant, uint64_t first, uint64_t last);
+  uint64_t size() const { return size_.load(std::memory_order_relaxed); }
+  // Clear deletes every entry; only for the store's destructor.
+  void Clear();
+
+ private:
+  struct alignas(64) Shard {
+    Mutex mu;
+    absl::flat_hash_map<PageKey, std::unique_ptr<Entry>> map ABSL_GUARDED_BY(mu);
+  };
+  Shard& ShardFor(const PageKey& key) { return shards_[absl::HashOf(key) % kShards]; }
+
+  std::array<Shard, kShards> shards_;
+  std::atomic<uint64_t> size_{0};
+};
+
+}  // namespace farswap::server::internal
+
+#endif  // FARSWAP_SERVER_PAGE_INDEX_H_

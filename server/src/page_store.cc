@@ -1,0 +1,474 @@
+// page_store.cc: PageStore's store, load and invalidate paths, limits,
+// tenants and stats. The writeback protocol is in writeback.cc.
+//
+// Lock order (each lock may be taken while holding the ones before it,
+// never the other way round):
+//
+//   key stripe (KeyLockTable) -> index shard (PageIndex) -> LRU (LruList)
+//     -> tenants_mu_ / error_mu_ -> BlockAllocator -> zspool locks
+//
+// - The LRU lock is never held while a key lock is taken: the writeback scan
+//   copies (key, entry, gen) and drops it first (writeback.cc).
+// - Index shard locks are held only inside PageIndex calls.
+// - A thread holds at most one key stripe at a time (InvalidateRange takes
+//   them one key after another).
+// - The writeback worker's mutex (writeback_worker.h) is never held with
+//   any of these; a Store waiting for writeback holds no lock.
+// - Backing-store reads for Load run with the key lock held (see Load).
+#include "farswap/server/page_store.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "farswap/common/page_file.h"
+#include "farswap/common/sync_point.h"
+#include "lru_list.h"
+#include "page_index.h"
+#include "writeback_worker.h"
+
+namespace farswap::server {
+
+using internal::Entry;
+using internal::EntryState;
+using internal::PageKey;
+
+const char* RejectReasonName(RejectReason reason) {
+  switch (reason) {
+    case RejectReason::kPoolFull:
+      return "pool_full";
+    case RejectReason::kQuota:
+      return "quota";
+    case RejectReason::kBackingFull:
+      return "backing_full";
+    case RejectReason::kDraining:
+      return "draining";
+    case RejectReason::kIoError:
+      return "io_error";
+  }
+  return "unknown";
+}
+
+namespace {
+
+absl::Status ValidateLimits(const PageStoreLimits& limits) {
+  if (!(limits.low_watermark > 0 && limits.low_watermark < limits.high_watermark &&
+        limits.high_watermark <= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("watermarks must satisfy 0 < low < high <= 1; got low=", limits.low_watermark,
+                     " high=", limits.high_watermark));
+  }
+  return absl::OkStatus();
+}
+
+std::string KeyName(uint32_t tenant, uint64_t page) {
+  return absl::StrCat("tenant ", tenant, " page ", page);
+}
+
+}  // namespace
+
+// --- construction ------------------------------------------------------------------
+
+absl::StatusOr<std::unique_ptr<PageStore>> PageStore::Create(const PageStoreOptions& options) {
+  if (absl::Status s = ValidateLimits(options.limits); !s.ok()) return s;
+  if (options.backing != nullptr && options.backing->block_count() == 0) {
+    return absl::InvalidArgumentError("backing store has no blocks");
+  }
+  std::unique_ptr<PageStore> store(new PageStore(options));
+  absl::StatusOr<std::unique_ptr<alloc::ZsPool>> pool = alloc::ZsPool::Create({
+      .mem_limit = options.limits.pool_limit_bytes,
+      .arena_bytes = options.pool_arena_bytes,
+      .release_batch_pages = options.pool_release_batch_pages,
+  });
+  if (!pool.ok()) return pool.status();
+  store->pool_ = std::move(*pool);
+  if (absl::Status s = store->SetLimits(options.limits); !s.ok()) return s;
+  if (options.start_writeback_worker && store->backing_ != nullptr) {
+    PageStore* self = store.get();
+    store->worker_ = std::make_unique<WritebackWorker>([self] { self->RunWritebackPass(); });
+  }
+  return store;
+}
+
+PageStore::PageStore(const PageStoreOptions& options)
+    : options_(options),
+      backing_(options.backing),
+      blocks_(options.backing != nullptr
+                  ? std::make_unique<BlockAllocator>(options.backing->block_count())
+                  : nullptr),
+      key_locks_(std::make_unique<internal::KeyLockTable>()),
+      index_(std::make_unique<internal::PageIndex>()),
+      lru_(std::make_unique<internal::LruList>()) {}
+
+PageStore::~PageStore() {
+  worker_.reset();  // joins the thread before the entries go away
+  index_->Clear();  // the pool and block allocator are discarded whole
+}
+
+// --- store ----------------------------------------------------------------------------
+
+absl::StatusOr<alloc::ZsHandle> PageStore::AllocateInPool(size_t len, RejectReason* reason) {
+  *reason = RejectReason::kPoolFull;
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<alloc::ZsHandle> h = pool_->Malloc(len);
+    if (h.ok() || h.status().code() != absl::StatusCode::kResourceExhausted) return h;
+    // The pool is at its limit; writeback is the only way to make room.
+    if (backing_ == nullptr) return h.status();
+    if (backing_failed_.load(std::memory_order_acquire)) {
+      *reason = RejectReason::kIoError;
+      return h.status();
+    }
+    if (attempt >= options_.store_retries) return h.status();
+    if (worker_ != nullptr) {
+      // Block until a whole pass that started after this request has
+      // finished: a condition signalled by writeback progress, not a sleep.
+      if (!worker_->WaitForPass()) return h.status();
+    } else {
+      RunWritebackPass();  // direct reclaim, as zswap's shrink_memcg()
+    }
+    switch (WritebackOutcome(last_pass_outcome_.load(std::memory_order_relaxed))) {
+      case WritebackOutcome::kWrittenBack:
+      case WritebackOutcome::kAborted:
+        continue;  // progress, or a race: the next pass may find room
+      case WritebackOutcome::kBackingFull:
+        *reason = RejectReason::kBackingFull;
+        break;
+      case WritebackOutcome::kIoError:
+        *reason = RejectReason::kIoError;
+        break;
+      case WritebackOutcome::kNothingToWrite:
+      case WritebackOutcome::kNoBackingStore:
+        break;
+    }
+    return pool_->Malloc(len);  // a last try: invalidates may have made room meanwhile
+  }
+}
+
+absl::Status PageStore::Store(uint32_t tenant, uint64_t page, const StoreRequest& request) {
+  counters_.stores.fetch_add(1, std::memory_order_relaxed);
+  if (draining_.load(std::memory_order_relaxed)) {
+    return Reject(tenant, page, RejectReason::kDraining,
+                  absl::FailedPreconditionError(
+                      absl::StrCat("store of ", KeyName(tenant, page),
+                                   " refused: memory node is draining; place the page elsewhere")));
+  }
+  const size_t len = request.same_filled ? 0 : request.payload.size();
+  if (!request.same_filled && (len == 0 || len > kBlockSize)) {
+    return FailStore(
+        tenant, page,
+        absl::InvalidArgumentError(absl::StrCat("store of ", KeyName(tenant, page), ": payload of ",
+                                                len, " bytes is outside 1..", kBlockSize)));
+  }
+
+  // Allocate exactly the payload's length and copy it once (DESIGN.md §3.3).
+  alloc::ZsHandle handle;
+  if (!request.same_filled) {
+    RejectReason reason = RejectReason::kPoolFull;
+    absl::StatusOr<alloc::ZsHandle> h = AllocateInPool(len, &reason);
+    if (!h.ok()) {
+      if (h.status().code() != absl::StatusCode::kResourceExhausted) {
+        return FailStore(tenant, page, h.status());
+      }
+      return Reject(tenant, page, reason,
+                    absl::ResourceExhaustedError(
+                        absl::StrCat("store of ", KeyName(tenant, page), " refused (",
+                                     RejectReasonName(reason), "): ", h.status().message())));
+    }
+    handle = *h;
+    if (absl::Status s = pool_->Write(handle, request.payload.data(), len); !s.ok()) {
+      pool_->Free(handle);
+      return FailStore(
+          tenant, page,
+          absl::InternalError(absl::StrCat("store of ", KeyName(tenant, page), ": ", s.message())));
+    }
+  }
+
+  // Sync point: allocated and copied, not yet published. No locks held.
+  FARSWAP_SYNC_POINT("PageStore::Store:before-publish");
+
+  const PageKey key{tenant, page};
+  {
+    MutexLock kl(&key_locks_->For(key));
+    const Entry* old = index_->Find(key);
+    bool over_quota = false;
+    {
+      MutexLock tl(&tenants_mu_);
+      TenantState& t = tenants_[tenant];
+      const uint64_t quota = TenantQuotaLocked(t);
+      // Only a new key adds a page; replacing a stored one never exceeds.
+      over_quota = old == nullptr && quota != 0 && t.stored_pages >= quota;
+      if (over_quota) {
+        ++t.rejects[int(RejectReason::kQuota)];
+      } else {
+        t.stored_pages += old == nullptr ? 1 : 0;
+        t.stored_bytes += len - (old != nullptr ? old->length : 0);
+      }
+    }
+    if (over_quota) {
+      counters_.rejects[int(RejectReason::kQuota)].fetch_add(1, std::memory_order_relaxed);
+      if (handle) pool_->Free(handle);
+      return absl::ResourceExhaustedError(absl::StrCat("store of ", KeyName(tenant, page),
+                                                       " refused (quota): tenant ", tenant,
+                                                       " is at its page quota"));
+    }
+
+    auto entry = std::make_unique<Entry>(key, next_gen_.fetch_add(1, std::memory_order_relaxed));
+    Entry* e = entry.get();
+    e->length = uint32_t(len);
+    e->codec = request.codec;
+    e->checksum = request.checksum;
+    if (request.same_filled) {
+      e->state = EntryState::kSameFilled;
+      e->fill = request.fill;
+    } else {
+      e->state = EntryState::kInPool;
+      e->handle = handle;
+    }
+    std::unique_ptr<Entry> replaced = index_->Replace(std::move(entry));
+    if (replaced != nullptr) {
+      // Wherever the old version lives (pool, disk, or mid-writeback: the
+      // writeback will fail its re-validation and free its block), it goes.
+      ReleaseEntryResources(*replaced);
+    }
+    counters_.stored_pages.fetch_add(1, std::memory_order_relaxed);
+    if (request.same_filled) {
+      counters_.same_filled_pages.fetch_add(1, std::memory_order_relaxed);
+      pool_->AddCallerCounters(int64_t(farswap::kPageSize), 1);
+    } else {
+      pool_->AddCallerCounters(int64_t(farswap::kPageSize), 0);
+      lru_->Link(e);  // last: writeback must never see a half-published entry
+    }
+  }
+  MaybeKickWriteback();
+  return absl::OkStatus();
+}
+
+uint64_t PageStore::TenantQuotaLocked(const TenantState& t) const {
+  tenants_mu_.AssertHeld();
+  return t.has_quota ? t.quota_pages : default_quota_pages_;
+}
+
+absl::Status PageStore::Reject(uint32_t tenant, uint64_t page, RejectReason reason,
+                               absl::Status status) {
+  counters_.rejects[int(reason)].fetch_add(1, std::memory_order_relaxed);
+  {
+    MutexLock tl(&tenants_mu_);
+    ++tenants_[tenant].rejects[int(reason)];
+  }
+  return FailStore(tenant, page, std::move(status));
+}
+
+absl::Status PageStore::FailStore(uint32_t tenant, uint64_t page, absl::Status status) {
+  MutexLock kl(&key_locks_->For({tenant, page}));
+  EraseLocked(tenant, page);  // the client got no ack: leave no older version behind
+  return status;
+}
+
+bool PageStore::EraseLocked(uint32_t tenant, uint64_t page) {
+  std::unique_ptr<Entry> e = index_->Erase({tenant, page});
+  if (e == nullptr) return false;
+  {
+    MutexLock tl(&tenants_mu_);
+    TenantState& t = tenants_[tenant];
+    --t.stored_pages;
+    t.stored_bytes -= e->length;
+  }
+  ReleaseEntryResources(*e);
+  return true;
+}
+
+void PageStore::ReleaseEntryResources(Entry& e) {
+  lru_->Unlink(&e);
+  counters_.stored_pages.fetch_sub(1, std::memory_order_relaxed);
+  switch (e.state) {
+    case EntryState::kInPool:
+    case EntryState::kWritebackPending:
+      pool_->Free(e.handle);
+      pool_->AddCallerCounters(-int64_t(farswap::kPageSize), 0);
+      break;
+    case EntryState::kSameFilled:
+      counters_.same_filled_pages.fetch_sub(1, std::memory_order_relaxed);
+      pool_->AddCallerCounters(-int64_t(farswap::kPageSize), -1);
+      break;
+    case EntryState::kOnDisk:
+      blocks_->Free(e.block);
+      counters_.pages_on_disk.fetch_sub(1, std::memory_order_relaxed);
+      break;
+  }
+}
+
+// --- load -------------------------------------------------------------------------------
+
+absl::StatusOr<LoadedPage> PageStore::Load(uint32_t tenant, uint64_t page) {
+  counters_.loads.fetch_add(1, std::memory_order_relaxed);
+  const PageKey key{tenant, page};
+  // The key lock is held across a backing-store read: the block cannot be
+  // freed or reused under us, so nothing needs re-validating, at the price
+  // of delaying other keys on the same stripe for one 4 KiB read.
+  MutexLock kl(&key_locks_->For(key));
+  Entry* e = index_->Find(key);
+  if (e == nullptr) {
+    counters_.load_misses.fetch_add(1, std::memory_order_relaxed);
+    return absl::NotFoundError(absl::StrCat(KeyName(tenant, page), " is not stored"));
+  }
+  e->referenced.store(true, std::memory_order_relaxed);  // never the LRU itself
+  LoadedPage out;
+  out.codec = e->codec;
+  out.checksum = e->checksum;
+  switch (e->state) {
+    case EntryState::kSameFilled:
+      out.same_filled = true;
+      out.fill = e->fill;
+      return out;
+    case EntryState::kWritebackPending:
+      // The page is hot after all: cancel the writeback (zram clears
+      // ZRAM_PP_SLOT on access). The writeback sees the state change when
+      // it comes back and releases its block.
+      e->state = EntryState::kInPool;
+      [[fallthrough]];
+    case EntryState::kInPool: {
+      absl::StatusOr<alloc::ZsPool::ReadGuard> g = pool_->Read(e->handle);
+      if (!g.ok()) {
+        return absl::InternalError(
+            absl::StrCat(KeyName(tenant, page), ": pool object lost: ", g.status().message()));
+      }
+      out.payload.assign(g->data(), g->data() + e->length);
+      return out;
+    }
+    case EntryState::kOnDisk: {
+      alignas(kBlockSize) uint8_t buf[kBlockSize];
+      counters_.backing_reads.fetch_add(1, std::memory_order_relaxed);
+      absl::Status s = backing_->ReadBlock(e->block, buf);
+      if (!s.ok()) {
+        counters_.backing_read_errors.fetch_add(1, std::memory_order_relaxed);
+        RecordBackingError(s);
+        return absl::DataLossError(absl::StrCat(KeyName(tenant, page), ": reading backing block ",
+                                                e->block, " failed: ", s.message()));
+      }
+      if (XXH3_64bits(buf, e->length) != e->disk_checksum) {
+        counters_.backing_read_errors.fetch_add(1, std::memory_order_relaxed);
+        return absl::DataLossError(absl::StrCat(KeyName(tenant, page), ": backing block ", e->block,
+                                                " does not hold what was written"));
+      }
+      out.payload.assign(buf, buf + e->length);
+      return out;
+    }
+  }
+  return absl::InternalError("unreachable entry state");
+}
+
+// --- invalidate -------------------------------------------------------------------------
+
+absl::Status PageStore::Invalidate(uint32_t tenant, uint64_t page) {
+  MutexLock kl(&key_locks_->For({tenant, page}));
+  if (EraseLocked(tenant, page)) counters_.invalidates.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> PageStore::InvalidateRange(uint32_t tenant, uint64_t first,
+                                                    uint64_t count) {
+  if (count == 0) return 0;
+  if (first + (count - 1) < first) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalidate range of ", count, " pages from ", first, " wraps around"));
+  }
+  const uint64_t last = first + (count - 1);
+  // Small ranges: visit each key. Large ones: ask the index which keys
+  // exist (a key stored meanwhile may be missed, as it would be had the
+  // store come a moment later).
+  constexpr uint64_t kVisitEachKeyBelow = 4096;
+  std::vector<PageKey> keys;
+  if (count < kVisitEachKeyBelow) {
+    for (uint64_t p = first; p <= last; ++p) keys.push_back({tenant, p});
+  } else {
+    keys = index_->KeysInRange(tenant, first, last);
+  }
+  uint64_t removed = 0;
+  for (const PageKey& k : keys) {
+    MutexLock kl(&key_locks_->For(k));
+    removed += EraseLocked(k.tenant, k.page) ? 1 : 0;
+  }
+  counters_.invalidates.fetch_add(removed, std::memory_order_relaxed);
+  return removed;
+}
+
+// --- limits, control, stats -----------------------------------------------------------
+
+absl::Status PageStore::SetLimits(const PageStoreLimits& limits) {
+  if (absl::Status s = ValidateLimits(limits); !s.ok()) return s;
+  pool_->SetMemLimit(limits.pool_limit_bytes);
+  high_watermark_bytes_.store(uint64_t(double(limits.pool_limit_bytes) * limits.high_watermark));
+  low_watermark_bytes_.store(uint64_t(double(limits.pool_limit_bytes) * limits.low_watermark));
+  {
+    MutexLock tl(&tenants_mu_);
+    default_quota_pages_ = limits.default_tenant_quota_pages;
+  }
+  MaybeKickWriteback();
+  return absl::OkStatus();
+}
+
+void PageStore::SetTenantQuota(uint32_t tenant, uint64_t quota_pages) {
+  MutexLock tl(&tenants_mu_);
+  TenantState& t = tenants_[tenant];
+  t.has_quota = true;
+  t.quota_pages = quota_pages;
+}
+
+void PageStore::SetDraining(bool draining) { draining_.store(draining); }
+
+uint64_t PageStore::Compact() { return pool_->Compact(); }
+
+void PageStore::RecordBackingError(const absl::Status& status) {
+  MutexLock l(&error_mu_);
+  if (backing_error_.ok()) {
+    backing_error_ =
+        absl::Status(status.code(),
+                     absl::StrCat("backing store ", backing_->Describe(), ": ", status.message()));
+    backing_failed_.store(true, std::memory_order_release);
+  }
+}
+
+absl::Status PageStore::Health() const {
+  MutexLock l(&error_mu_);
+  return backing_error_;
+}
+
+PageStoreStats PageStore::GetStats() const {
+  PageStoreStats s;
+  s.pool = pool_->GetStats();
+  s.stored_pages = counters_.stored_pages.load();
+  s.same_filled_pages = counters_.same_filled_pages.load();
+  s.huge_pages = s.pool.huge_pages;
+  s.pages_on_disk = counters_.pages_on_disk.load();
+  s.written_back_pages = counters_.written_back_pages.load();
+  s.writeback_aborted = counters_.writeback_aborted.load();
+  s.writeback_second_chances = counters_.second_chances.load();
+  s.backing_reads = counters_.backing_reads.load();
+  s.backing_writes = counters_.backing_writes.load();
+  s.backing_read_errors = counters_.backing_read_errors.load();
+  s.backing_write_errors = counters_.backing_write_errors.load();
+  s.backing_used_blocks = blocks_ != nullptr ? blocks_->used() : 0;
+  s.backing_total_blocks = blocks_ != nullptr ? blocks_->capacity() : 0;
+  s.stores = counters_.stores.load();
+  s.loads = counters_.loads.load();
+  s.load_misses = counters_.load_misses.load();
+  s.invalidates = counters_.invalidates.load();
+  for (int r = 0; r < kRejectReasonCount; ++r) s.rejects[r] = counters_.rejects[r].load();
+  s.draining = draining();
+  s.health = Health();
+  MutexLock tl(&tenants_mu_);
+  for (const auto& [id, t] : tenants_) {
+    s.tenants.push_back({.tenant = id,
+                         .stored_pages = t.stored_pages,
+                         .stored_bytes = t.stored_bytes,
+                         .quota_pages = TenantQuotaLocked(t),
+                         .rejects = t.rejects});
+  }
+  std::sort(s.tenants.begin(), s.tenants.end(),
+            [](const TenantStats& a, const TenantStats& b) { return a.tenant < b.tenant; });
+  return s;
+}
+
+}  // namespace farswap::server

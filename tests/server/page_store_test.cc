@@ -1,0 +1,282 @@
+// PageStore: store / load / invalidate, tenants, quotas, limits, drain,
+// stats. Writeback is driven directly (no worker) unless a test says
+// otherwise.
+#include "farswap/server/page_store.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "page_test_util.h"
+
+namespace farswap::server {
+namespace {
+
+using testing::ExpectPage;
+using testing::Payload;
+using testing::StorePayload;
+
+std::unique_ptr<PageStore> NewStore(PageStoreOptions options) {
+  absl::StatusOr<std::unique_ptr<PageStore>> s = PageStore::Create(options);
+  EXPECT_TRUE(s.ok()) << s.status();
+  return std::move(*s);
+}
+
+TEST(PageStoreTest, StoreLoadReplaceInvalidate) {
+  auto store = NewStore({});
+  std::vector<uint8_t> v1 = Payload(1, 1000), v2 = Payload(2, 37);
+  ASSERT_TRUE(StorePayload(*store, 1, 42, v1, 111).ok());
+  ExpectPage(*store, 1, 42, v1, 111);
+  ASSERT_TRUE(StorePayload(*store, 1, 42, v2, 222).ok());
+  ExpectPage(*store, 1, 42, v2, 222);
+  PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.stored_pages, 1u);
+  EXPECT_EQ(st.pool.objects, 1u);
+  EXPECT_EQ(st.pool.compr_data_size, 37u);
+  EXPECT_EQ(st.pool.orig_data_size, 4096u);
+
+  ASSERT_TRUE(store->Invalidate(1, 42).ok());
+  EXPECT_EQ(store->Load(1, 42).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store->Invalidate(1, 42).ok());  // idempotent
+  st = store->GetStats();
+  EXPECT_EQ(st.stored_pages, 0u);
+  EXPECT_EQ(st.pool.objects, 0u);
+  EXPECT_EQ(st.invalidates, 1u);
+  EXPECT_EQ(st.load_misses, 1u);
+}
+
+TEST(PageStoreTest, RejectsBadPayloadLengthAndLeavesNoOlderVersion) {
+  auto store = NewStore({});
+  ASSERT_TRUE(StorePayload(*store, 1, 1, Payload(1, 100), 1).ok());
+  absl::Status s = StorePayload(*store, 1, 1, Payload(2, 4097), 2);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_EQ(store->Load(1, 1).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(StorePayload(*store, 1, 2, {}, 3).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(PageStoreTest, SameFilledPagesCostNoPoolMemoryAndAreNeverWrittenBack) {
+  MemoryBlockDevice ssd(16);
+  auto store = NewStore({.backing = &ssd, .start_writeback_worker = false});
+  ASSERT_TRUE(store->Store(3, 9, {.checksum = 77, .same_filled = true, .fill = 0xABAB}).ok());
+  absl::StatusOr<LoadedPage> p = store->Load(3, 9);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_TRUE(p->same_filled);
+  EXPECT_EQ(p->fill, 0xABABu);
+  EXPECT_EQ(p->checksum, 77u);
+  EXPECT_TRUE(p->payload.empty());
+  PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.same_filled_pages, 1u);
+  EXPECT_EQ(st.pool.same_pages, 1u);
+  EXPECT_EQ(st.pool.objects, 0u);
+  EXPECT_EQ(store->RunWritebackOnce(), WritebackOutcome::kNothingToWrite);
+  // Replacing a same-filled page with a real one and back.
+  ASSERT_TRUE(StorePayload(*store, 3, 9, Payload(5, 300), 5).ok());
+  ExpectPage(*store, 3, 9, Payload(5, 300), 5);
+  EXPECT_EQ(store->GetStats().same_filled_pages, 0u);
+}
+
+TEST(PageStoreTest, TenantsCannotSeeEachOthersPages) {
+  auto store = NewStore({});
+  ASSERT_TRUE(StorePayload(*store, 1, 5, Payload(1, 500), 1).ok());
+  ASSERT_TRUE(StorePayload(*store, 2, 5, Payload(2, 600), 2).ok());
+  ExpectPage(*store, 1, 5, Payload(1, 500), 1);
+  ExpectPage(*store, 2, 5, Payload(2, 600), 2);
+  EXPECT_EQ(store->Load(3, 5).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(store->Invalidate(1, 5).ok());
+  ExpectPage(*store, 2, 5, Payload(2, 600), 2);
+  ASSERT_TRUE(StorePayload(*store, 1, 6, Payload(3, 10), 3).ok());
+  absl::StatusOr<uint64_t> n = store->InvalidateRange(1, 0, 100);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 1u);
+  ExpectPage(*store, 2, 5, Payload(2, 600), 2);
+  PageStoreStats st = store->GetStats();
+  ASSERT_EQ(st.tenants.size(), 2u);
+  EXPECT_EQ(st.tenants[0].stored_pages, 0u);
+  EXPECT_EQ(st.tenants[1].stored_pages, 1u);
+  EXPECT_EQ(st.tenants[1].stored_bytes, 600u);
+}
+
+TEST(PageStoreTest, InvalidateRangeSmallLargeAndWrapping) {
+  auto store = NewStore({});
+  for (uint64_t p : {10u, 11u, 12u, 5000u, 1000000u}) {
+    ASSERT_TRUE(StorePayload(*store, 1, p, Payload(p, 64), p).ok());
+  }
+  absl::StatusOr<uint64_t> n = store->InvalidateRange(1, 11, 2);
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 2u);
+  ExpectPage(*store, 1, 10, Payload(10, 64), 10);
+  n = store->InvalidateRange(1, 4000, uint64_t{1} << 40);  // uses the index, not a loop
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 2u);
+  ExpectPage(*store, 1, 10, Payload(10, 64), 10);
+  EXPECT_EQ(store->InvalidateRange(1, UINT64_MAX, 2).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->GetStats().stored_pages, 1u);
+}
+
+TEST(PageStoreTest, QuotaIsPerTenantAndCountsPages) {
+  auto store = NewStore({.limits = {.default_tenant_quota_pages = 100}});
+  store->SetTenantQuota(7, 3);
+  for (uint64_t p = 0; p < 3; ++p) {
+    ASSERT_TRUE(StorePayload(*store, 7, p, Payload(p, 200), p).ok());
+  }
+  absl::Status s = StorePayload(*store, 7, 3, Payload(3, 200), 3);
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_NE(s.message().find("quota"), std::string::npos) << s;
+  // Replacing a stored page adds no page; another tenant is not affected.
+  ASSERT_TRUE(StorePayload(*store, 7, 0, Payload(10, 300), 10).ok());
+  ASSERT_TRUE(StorePayload(*store, 8, 3, Payload(3, 200), 3).ok());
+  ASSERT_TRUE(store->Invalidate(7, 1).ok());
+  ASSERT_TRUE(StorePayload(*store, 7, 3, Payload(3, 200), 3).ok());
+  ExpectPage(*store, 7, 0, Payload(10, 300), 10);
+  ExpectPage(*store, 7, 2, Payload(2, 200), 2);
+  ExpectPage(*store, 7, 3, Payload(3, 200), 3);
+
+  PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.rejects[int(RejectReason::kQuota)], 1u);
+  ASSERT_EQ(st.tenants.size(), 2u);
+  EXPECT_EQ(st.tenants[0].tenant, 7u);
+  EXPECT_EQ(st.tenants[0].quota_pages, 3u);
+  EXPECT_EQ(st.tenants[0].stored_pages, 3u);
+  EXPECT_EQ(st.tenants[0].rejects[int(RejectReason::kQuota)], 1u);
+  EXPECT_EQ(st.tenants[1].quota_pages, 100u);
+}
+
+TEST(PageStoreTest, DrainingRefusesStoresAndServesLoads) {
+  auto store = NewStore({});
+  ASSERT_TRUE(StorePayload(*store, 1, 1, Payload(1, 100), 1).ok());
+  store->SetDraining(true);
+  absl::Status s = StorePayload(*store, 1, 2, Payload(2, 100), 2);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_NE(s.message().find("draining"), std::string::npos) << s;
+  ExpectPage(*store, 1, 1, Payload(1, 100), 1);
+  PageStoreStats st = store->GetStats();
+  EXPECT_TRUE(st.draining);
+  EXPECT_EQ(st.rejects[int(RejectReason::kDraining)], 1u);
+  store->SetDraining(false);
+  EXPECT_TRUE(StorePayload(*store, 1, 2, Payload(2, 100), 2).ok());
+}
+
+TEST(PageStoreTest, SetLimitsValidatesWatermarks) {
+  auto store = NewStore({});
+  EXPECT_EQ(store->SetLimits({.high_watermark = 0.5, .low_watermark = 0.6}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store->SetLimits({.high_watermark = 1.5, .low_watermark = 0.6}).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(store->SetLimits({.pool_limit_bytes = 1 << 20}).ok());
+  EXPECT_EQ(store->GetStats().pool.mem_limit, uint64_t{1} << 20);
+  EXPECT_EQ(PageStore::Create({.limits = {.low_watermark = 0}}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// Fills a small pool whose writeback target is also small: every store up
+// to the point where both are full is acknowledged and loads back intact;
+// then stores are refused and counted as backing_full.
+TEST(PageStoreLimitsTest, PoolAndBackingFullRejectsAndKeepsAcknowledgedPages) {
+  MemoryBlockDevice ssd(8);
+  auto store = NewStore(
+      {.limits = {.pool_limit_bytes = 64 << 10}, .backing = &ssd, .start_writeback_worker = false});
+  std::vector<uint64_t> acked;
+  absl::Status refused;
+  for (uint64_t p = 0; p < 200; ++p) {
+    absl::Status s = StorePayload(*store, 1, p, Payload(p, 2000), p);
+    if (!s.ok()) {
+      refused = s;
+      break;
+    }
+    acked.push_back(p);
+  }
+  ASSERT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_NE(refused.message().find("backing_full"), std::string::npos) << refused;
+  EXPECT_GT(acked.size(), 8u);  // more than the backing store alone holds
+  PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.rejects[int(RejectReason::kBackingFull)], 1u);
+  EXPECT_EQ(st.backing_used_blocks, 8u);
+  EXPECT_EQ(st.pages_on_disk, 8u);
+  EXPECT_EQ(st.written_back_pages, 8u);
+  EXPECT_EQ(st.stored_pages, acked.size());
+  EXPECT_LE(st.pool.mem_used_total, 64u << 10);
+  for (uint64_t p : acked) ExpectPage(*store, 1, p, Payload(p, 2000), p);
+
+  // Freeing a disk page makes room for one more writeback, and so one more store.
+  ASSERT_TRUE(store->Invalidate(1, acked.front()).ok());
+  uint64_t next = acked.back() + 1;
+  EXPECT_TRUE(StorePayload(*store, 1, next, Payload(next, 2000), next).ok());
+  ExpectPage(*store, 1, next, Payload(next, 2000), next);
+}
+
+TEST(PageStoreLimitsTest, PoolFullWithoutBackingStoreIsPoolFull) {
+  auto store = NewStore({.limits = {.pool_limit_bytes = 32 << 10}});
+  absl::Status refused;
+  uint64_t p = 0;
+  for (; p < 100 && refused.ok(); ++p) refused = StorePayload(*store, 1, p, Payload(p, 3000), p);
+  ASSERT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_NE(refused.message().find("pool_full"), std::string::npos) << refused;
+  EXPECT_EQ(store->GetStats().rejects[int(RejectReason::kPoolFull)], 1u);
+  for (uint64_t q = 0; q + 1 < p; ++q) ExpectPage(*store, 1, q, Payload(q, 3000), q);
+}
+
+// zswap's check_old: a refused store of a page that had an older version
+// leaves the page absent, never the older version.
+TEST(PageStoreLimitsTest, FailedStoreErasesTheOlderVersion) {
+  auto store = NewStore({.limits = {.pool_limit_bytes = 32 << 10}});
+  ASSERT_TRUE(StorePayload(*store, 1, 0, Payload(0, 100), 100).ok());
+  absl::Status refused;
+  for (uint64_t p = 1; p < 100 && refused.ok(); ++p) {
+    refused = StorePayload(*store, 1, p, Payload(p, 3000), p);
+  }
+  ASSERT_FALSE(refused.ok());
+  // The pool is full: a bigger version of page 0 cannot be stored either.
+  absl::Status s = StorePayload(*store, 1, 0, Payload(1000, 4000), 101);
+  ASSERT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_EQ(store->Load(1, 0).status().code(), absl::StatusCode::kNotFound);
+}
+
+// With the worker running, stores far beyond the pool limit all succeed:
+// a store that finds the pool full waits for writeback to make room.
+TEST(PageStoreWorkerTest, StoresBeyondThePoolWaitForWriteback) {
+  MemoryBlockDevice ssd(1024);
+  auto store = NewStore({.limits = {.pool_limit_bytes = 128 << 10}, .backing = &ssd});
+  constexpr uint64_t kPages = 400;  // ~800 KiB of payload through a 128 KiB pool
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ASSERT_TRUE(StorePayload(*store, 2, p, Payload(p, 1000 + p * 7 % 3000), p).ok()) << p;
+  }
+  for (uint64_t p = 0; p < kPages; ++p)
+    ExpectPage(*store, 2, p, Payload(p, 1000 + p * 7 % 3000), p);
+  PageStoreStats st = store->GetStats();
+  EXPECT_GT(st.written_back_pages, 0u);
+  EXPECT_EQ(st.pages_on_disk, st.backing_used_blocks);
+  EXPECT_EQ(st.stored_pages, kPages);
+  EXPECT_LE(st.pool.mem_used_total, 128u << 10);
+  EXPECT_TRUE(store->Health().ok());
+  EXPECT_GE(store->Compact(), 0u);
+}
+
+// The same path with a real file as the backing store (O_DIRECT where the
+// filesystem allows it).
+TEST(PageStoreFileTest, WrittenBackPagesReadBackFromAFile) {
+  const std::string path = absl::StrCat(FARSWAP_BINARY_DIR, "/page_store_test.", getpid());
+  absl::StatusOr<std::unique_ptr<FileBlockDevice>> file =
+      FileBlockDevice::Open({.path = path, .size_bytes = 256 * kBlockSize});
+  ASSERT_TRUE(file.ok()) << file.status();
+  {
+    auto store = NewStore({.backing = file->get(), .start_writeback_worker = false});
+    for (uint64_t p = 0; p < 20; ++p) {
+      ASSERT_TRUE(StorePayload(*store, 1, p, Payload(p, 100 + p * 200), p).ok());
+    }
+    for (int i = 0; i < 20; ++i)
+      ASSERT_EQ(store->RunWritebackOnce(), WritebackOutcome::kWrittenBack);
+    EXPECT_EQ(store->GetStats().pages_on_disk, 20u);
+    EXPECT_EQ(store->GetStats().pool.objects, 0u);
+    for (uint64_t p = 0; p < 20; ++p) ExpectPage(*store, 1, p, Payload(p, 100 + p * 200), p);
+    EXPECT_EQ(store->GetStats().backing_reads, 20u);
+  }
+  file->reset();
+  ::unlink(path.c_str());
+}
+
+}  // namespace
+}  // namespace farswap::server

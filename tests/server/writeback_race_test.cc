@@ -1,0 +1,261 @@
+// The seed interleavings (DESIGN.md §3.1-3.2): a store, invalidate or load
+// of a key lands at each step of that key's writeback. Each is forced with a
+// sync point whose callback runs on the writeback thread itself at a moment
+// when it holds no lock, so no test sleeps or races.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "farswap/common/sync_point.h"
+#include "farswap/server/page_store.h"
+#include "page_test_util.h"
+
+namespace farswap::server {
+namespace {
+
+using testing::ExpectPage;
+using testing::Payload;
+using testing::ScopedSyncPoints;
+using testing::StorePayload;
+
+constexpr uint32_t kTenant = 4;
+constexpr uint64_t kPage = 77;
+
+// Every writeback step at which the writeback thread holds no lock.
+const char* const kWritebackPoints[] = {
+    "PageStore::Writeback:after-lru-unlock",
+    "PageStore::Writeback:pending-unlocked",
+    "PageStore::Writeback:after-io",
+};
+
+class WritebackRaceTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<PageStore>> s =
+        PageStore::Create({.backing = &ssd_, .start_writeback_worker = false});
+    ASSERT_TRUE(s.ok()) << s.status();
+    store_ = std::move(*s);
+    ASSERT_TRUE(StorePayload(*store_, kTenant, kPage, v1_, 1).ok());
+  }
+
+  // Writeback of a page that was not written back meanwhile.
+  bool StepIsBeforeValidation() const {
+    return std::string(GetParam()) == "PageStore::Writeback:after-lru-unlock";
+  }
+
+  ScopedSyncPoints clear_sync_points_;
+  MemoryBlockDevice ssd_{64};
+  std::unique_ptr<PageStore> store_;
+  std::vector<uint8_t> v1_ = Payload(1, 1500);
+  std::vector<uint8_t> v2_ = Payload(2, 900);
+};
+
+TEST_P(WritebackRaceTest, StoreDuringWritebackKeepsNewestData) {
+  SyncPoints::SetOnce(GetParam(),
+                      [&] { ASSERT_TRUE(StorePayload(*store_, kTenant, kPage, v2_, 2).ok()); });
+  EXPECT_EQ(store_->RunWritebackOnce(), WritebackOutcome::kAborted);
+  ExpectPage(*store_, kTenant, kPage, v2_, 2);
+  PageStoreStats st = store_->GetStats();
+  EXPECT_EQ(st.backing_used_blocks, 0u) << "the aborted writeback's block was not freed";
+  EXPECT_EQ(st.pages_on_disk, 0u);
+  EXPECT_EQ(st.stored_pages, 1u);
+  EXPECT_EQ(st.pool.objects, 1u);
+  EXPECT_EQ(st.pool.compr_data_size, v2_.size());
+
+  // The newest version itself can then be written back and read from disk.
+  EXPECT_EQ(store_->RunWritebackOnce(), WritebackOutcome::kWrittenBack);
+  ExpectPage(*store_, kTenant, kPage, v2_, 2);
+  EXPECT_EQ(store_->GetStats().pages_on_disk, 1u);
+  EXPECT_EQ(store_->GetStats().pool.objects, 0u);
+}
+
+TEST_P(WritebackRaceTest, InvalidateDuringWritebackLeavesNothing) {
+  SyncPoints::SetOnce(GetParam(), [&] { ASSERT_TRUE(store_->Invalidate(kTenant, kPage).ok()); });
+  EXPECT_EQ(store_->RunWritebackOnce(), WritebackOutcome::kAborted);
+  EXPECT_EQ(store_->Load(kTenant, kPage).status().code(), absl::StatusCode::kNotFound);
+  PageStoreStats st = store_->GetStats();
+  EXPECT_EQ(st.backing_used_blocks, 0u) << "the aborted writeback's block was not freed";
+  EXPECT_EQ(st.stored_pages, 0u);
+  EXPECT_EQ(st.pages_on_disk, 0u);
+  EXPECT_EQ(st.pool.objects, 0u);
+  EXPECT_EQ(store_->RunWritebackOnce(), WritebackOutcome::kNothingToWrite);
+}
+
+TEST_P(WritebackRaceTest, LoadDuringWritebackReturnsTheData) {
+  SyncPoints::SetOnce(GetParam(), [&] { ExpectPage(*store_, kTenant, kPage, v1_, 1); });
+  WritebackOutcome outcome = store_->RunWritebackOnce();
+  // Before the entry is marked, a load only sets its referenced bit and the
+  // writeback goes ahead; once it is pending, a load cancels it (the page is
+  // hot) and the writeback gives its block back.
+  EXPECT_EQ(outcome,
+            StepIsBeforeValidation() ? WritebackOutcome::kWrittenBack : WritebackOutcome::kAborted);
+  ExpectPage(*store_, kTenant, kPage, v1_, 1);
+  PageStoreStats st = store_->GetStats();
+  EXPECT_EQ(st.backing_used_blocks, st.pages_on_disk);
+  EXPECT_EQ(st.stored_pages, 1u);
+}
+
+// The ABA case: the page is invalidated and stored again with new data
+// while writeback holds a pointer to the old entry. The new entry may well
+// reuse the old one's address; only the generation tells them apart.
+TEST_P(WritebackRaceTest, WritebackRacingAReplaceDoesNotPublishTheOldGeneration) {
+  SyncPoints::SetOnce(GetParam(), [&] {
+    ASSERT_TRUE(store_->Invalidate(kTenant, kPage).ok());
+    ASSERT_TRUE(StorePayload(*store_, kTenant, kPage, v2_, 2).ok());
+  });
+  EXPECT_EQ(store_->RunWritebackOnce(), WritebackOutcome::kAborted);
+  ExpectPage(*store_, kTenant, kPage, v2_, 2);
+  PageStoreStats st = store_->GetStats();
+  EXPECT_EQ(st.backing_used_blocks, 0u);
+  EXPECT_EQ(st.pages_on_disk, 0u);
+  EXPECT_EQ(st.written_back_pages, 0u);
+}
+
+std::string StepName(const ::testing::TestParamInfo<const char*>& step) {
+  static const char* const kNames[] = {"AfterLruUnlock", "PendingUnlocked", "AfterIo"};
+  return kNames[step.index];
+}
+
+INSTANTIATE_TEST_SUITE_P(AtEachWritebackStep, WritebackRaceTest,
+                         ::testing::ValuesIn(kWritebackPoints), StepName);
+
+// Two writebacks of the same entry: a load cancels the first while it is
+// writing, a second one writes the page back completely, then the first
+// comes back. It must neither publish nor undo the second one's work.
+TEST(WritebackTicketTest, CancelledWritebackDoesNotUndoALaterOne) {
+  ScopedSyncPoints clear;
+  MemoryBlockDevice ssd(8);
+  auto store = *PageStore::Create({.backing = &ssd, .start_writeback_worker = false});
+  std::vector<uint8_t> v1 = Payload(1, 2500);
+  ASSERT_TRUE(StorePayload(*store, 1, 1, v1, 1).ok());
+  WritebackOutcome inner = WritebackOutcome::kNothingToWrite;
+  SyncPoints::SetOnce("PageStore::Writeback:after-io", [&] {
+    ExpectPage(*store, 1, 1, v1, 1);  // cancels the pending writeback
+    inner = store->RunWritebackOnce();
+  });
+  EXPECT_EQ(store->RunWritebackOnce(), WritebackOutcome::kAborted);
+  EXPECT_EQ(inner, WritebackOutcome::kWrittenBack);
+  PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.pages_on_disk, 1u);
+  EXPECT_EQ(st.backing_used_blocks, 1u) << "the outer writeback's block leaked";
+  EXPECT_EQ(st.pool.objects, 0u);
+  ExpectPage(*store, 1, 1, v1, 1);
+}
+
+// Store between allocation and publish: a concurrent writeback cannot see
+// the half-published entry (it is not on the LRU yet), and the store that
+// publishes last wins.
+TEST(StorePublishTest, WritebackBeforePublishSeesOnlyTheOldVersion) {
+  ScopedSyncPoints clear;
+  MemoryBlockDevice ssd(8);
+  auto store = *PageStore::Create({.backing = &ssd, .start_writeback_worker = false});
+  std::vector<uint8_t> v1 = Payload(1, 700), v2 = Payload(2, 800);
+  ASSERT_TRUE(StorePayload(*store, 1, 1, v1, 1).ok());
+  WritebackOutcome during = WritebackOutcome::kNothingToWrite;
+  SyncPoints::SetOnce("PageStore::Store:before-publish",
+                      [&] { during = store->RunWritebackOnce(); });
+  ASSERT_TRUE(StorePayload(*store, 1, 1, v2, 2).ok());
+  EXPECT_EQ(during, WritebackOutcome::kWrittenBack);  // v1 went to disk...
+  ExpectPage(*store, 1, 1, v2, 2);                    // ...and v2 replaced it
+  PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.backing_used_blocks, 0u) << "the replaced version's block was not freed";
+  EXPECT_EQ(st.pages_on_disk, 0u);
+  EXPECT_EQ(st.pool.objects, 1u);
+}
+
+TEST(WritebackIoErrorTest, FailedWriteKeepsThePageLoadableAndTheErrorSticky) {
+  MemoryBlockDevice mem(16);
+  FaultInjectingBlockDevice ssd(&mem);
+  auto store = *PageStore::Create({.backing = &ssd, .start_writeback_worker = false});
+  std::vector<uint8_t> v1 = Payload(1, 3000), v2 = Payload(2, 3000);
+  ASSERT_TRUE(StorePayload(*store, 1, 1, v1, 1).ok());
+  ASSERT_TRUE(StorePayload(*store, 1, 2, v2, 2).ok());
+  ssd.FailWrites(0, 1, absl::DataLossError("EIO (injected)"));
+
+  EXPECT_EQ(store->RunWritebackOnce(), WritebackOutcome::kIoError);
+  ExpectPage(*store, 1, 1, v1, 1);
+  ExpectPage(*store, 1, 2, v2, 2);
+  absl::Status health = store->Health();
+  EXPECT_EQ(health.code(), absl::StatusCode::kDataLoss) << health;
+  EXPECT_NE(health.message().find("EIO"), std::string::npos) << health;
+
+  // Sticky: the device would work again, but writeback stays off and the
+  // first error stays reported.
+  EXPECT_EQ(store->RunWritebackOnce(), WritebackOutcome::kIoError);
+  EXPECT_EQ(ssd.writes(), 1u);
+  PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.backing_write_errors, 1u);
+  EXPECT_EQ(st.backing_used_blocks, 0u);
+  EXPECT_EQ(st.pages_on_disk, 0u);
+  EXPECT_EQ(st.pool.objects, 2u);
+  EXPECT_EQ(st.health.code(), absl::StatusCode::kDataLoss);
+  ExpectPage(*store, 1, 1, v1, 1);
+}
+
+TEST(WritebackIoErrorTest, PoolFullAfterAnIoErrorIsRejectedAsIoError) {
+  MemoryBlockDevice mem(64);
+  FaultInjectingBlockDevice ssd(&mem);
+  auto store = *PageStore::Create(
+      {.limits = {.pool_limit_bytes = 32 << 10}, .backing = &ssd, .start_writeback_worker = false});
+  ssd.FailWrites(0, FaultInjectingBlockDevice::kForever, absl::DataLossError("EIO"));
+  absl::Status refused;
+  uint64_t p = 0;
+  for (; p < 100 && refused.ok(); ++p) refused = StorePayload(*store, 1, p, Payload(p, 3000), p);
+  ASSERT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_NE(refused.message().find("io_error"), std::string::npos) << refused;
+  EXPECT_EQ(store->GetStats().rejects[int(RejectReason::kIoError)], 1u);
+  for (uint64_t q = 0; q + 1 < p; ++q) ExpectPage(*store, 1, q, Payload(q, 3000), q);
+}
+
+TEST(WritebackIoErrorTest, FailedDiskReadIsDataLossForThatPageOnly) {
+  MemoryBlockDevice mem(16);
+  FaultInjectingBlockDevice ssd(&mem);
+  auto store = *PageStore::Create({.backing = &ssd, .start_writeback_worker = false});
+  std::vector<uint8_t> a = Payload(1, 1234), b = Payload(2, 4096);
+  ASSERT_TRUE(StorePayload(*store, 1, 10, a, 1).ok());
+  ASSERT_TRUE(StorePayload(*store, 1, 11, b, 2).ok());
+  ASSERT_EQ(store->RunWritebackOnce(), WritebackOutcome::kWrittenBack);
+  ASSERT_EQ(store->RunWritebackOnce(), WritebackOutcome::kWrittenBack);
+  ASSERT_EQ(store->GetStats().pages_on_disk, 2u);
+
+  ssd.FailReads(0, 1, absl::DataLossError("EIO (injected)"));
+  absl::StatusOr<LoadedPage> lost = store->Load(1, 10);
+  EXPECT_EQ(lost.status().code(), absl::StatusCode::kDataLoss) << lost.status();
+  EXPECT_NE(lost.status().message().find("page 10"), std::string::npos) << lost.status();
+  ExpectPage(*store, 1, 11, b, 2);
+  EXPECT_EQ(store->Health().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store->GetStats().backing_read_errors, 1u);
+  // The entry was kept: once the device reads again, so does the page.
+  ExpectPage(*store, 1, 10, a, 1);
+}
+
+TEST(WritebackIoErrorTest, CorruptBlockIsDataLoss) {
+  MemoryBlockDevice ssd(4);
+  auto store = *PageStore::Create({.backing = &ssd, .start_writeback_worker = false});
+  ASSERT_TRUE(StorePayload(*store, 1, 1, Payload(1, 100), 1).ok());
+  ASSERT_EQ(store->RunWritebackOnce(), WritebackOutcome::kWrittenBack);
+  std::vector<uint8_t> junk(kBlockSize, 0xEE);
+  for (uint64_t blk = 0; blk < 4; ++blk) ASSERT_TRUE(ssd.WriteBlock(blk, junk.data()).ok());
+  EXPECT_EQ(store->Load(1, 1).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(WritebackSecondChanceTest, ReferencedPagesAreWrittenBackLast) {
+  MemoryBlockDevice ssd(8);
+  auto store = *PageStore::Create({.backing = &ssd, .start_writeback_worker = false});
+  for (uint64_t p = 0; p < 3; ++p) ASSERT_TRUE(StorePayload(*store, 1, p, Payload(p, 500), p).ok());
+  // One sweep clears every referenced bit; page 0 (the oldest) goes first.
+  ASSERT_EQ(store->RunWritebackOnce(), WritebackOutcome::kWrittenBack);
+  ExpectPage(*store, 1, 1, Payload(1, 500), 1);  // page 1 is referenced again
+  ASSERT_EQ(store->RunWritebackOnce(), WritebackOutcome::kWrittenBack);
+  // Page 2 went before page 1: loading 2 now reads the disk, loading 1 does not.
+  uint64_t reads = store->GetStats().backing_reads;
+  ExpectPage(*store, 1, 2, Payload(2, 500), 2);
+  EXPECT_EQ(store->GetStats().backing_reads, reads + 1);
+  ExpectPage(*store, 1, 1, Payload(1, 500), 1);
+  EXPECT_EQ(store->GetStats().backing_reads, reads + 1);
+  EXPECT_GT(store->GetStats().writeback_second_chances, 0u);
+}
+
+}  // namespace
+}  // namespace farswap::server
