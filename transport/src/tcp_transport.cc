@@ -411,10 +411,13 @@ class TcpConnection final : public Connection,
     }
   }
 
+  // HandleReadable reads, decodes and delivers frames. After each read's
+  // frames are delivered, replies are flushed and back-pressure applied, so
+  // a paused connection overshoots its limit by at most one read.
   void HandleReadable() {
     std::vector<IncomingMessage> messages;
     size_t budget = kReadBudget;
-    while (budget > 0 && !reading_paused_) {
+    while (budget > 0 && !reading_paused_ && fd_ >= 0) {
       // Make room: compact consumed bytes, then grow to fit the frame in
       // progress (never beyond one maximal frame plus a chunk).
       if (in_begin_ > 0) {
@@ -428,28 +431,29 @@ class TcpConnection final : public Connection,
       if (n < 0) {
         if (errno == EINTR) continue;
         if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-        Deliver(messages);
         CloseNow(ErrnoUnavailable(absl::StrCat("read from ", peer_, " failed")));
         return;
       }
       if (n == 0) {
-        Deliver(messages);
         CloseNow(absl::UnavailableError(absl::StrCat("peer ", peer_, " closed the connection")));
         return;
       }
       bytes_received_.fetch_add(uint64_t(n), std::memory_order_relaxed);
       in_end_ += size_t(n);
       budget -= std::min(budget, size_t(n));
-      if (absl::Status s = DecodeBuffered(messages); !s.ok()) {
+      absl::Status decoded = DecodeBuffered(messages);
+      Deliver(messages);  // the good frames before a bad one still count
+      if (!decoded.ok()) {
         spdlog::warn("farswap transport: closing connection from {}: malformed frame: {}", peer_,
-                     std::string(s.message()));
-        Deliver(messages);
-        CloseNow(absl::InvalidArgumentError(absl::StrCat("malformed frame: ", s.message())));
+                     std::string(decoded.message()));
+        CloseNow(absl::InvalidArgumentError(absl::StrCat("malformed frame: ", decoded.message())));
         return;
       }
+      if (accepted_) {
+        FlushOutput();  // replies sent by on_receive
+        if (fd_ >= 0) ApplyBackPressure();
+      }
     }
-    Deliver(messages);
-    if (fd_ >= 0 && accepted_) FlushOutput();  // replies sent by on_receive
   }
 
   // DecodeBuffered moves every complete frame out of the input buffer.
