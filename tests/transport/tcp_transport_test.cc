@@ -7,6 +7,7 @@
 #include <atomic>
 #include <future>
 #include <map>
+#include <mutex>
 #include <thread>
 
 #include "farswap/transport/rpc_channel.h"
@@ -69,7 +70,7 @@ TEST(TcpTransportTest, ManyInFlightCompleteOutOfOrderByRequestId) {
   auto client = CreateTcpTransport({}).value();
   auto channel = RpcChannel::Connect(*client, server.address()).value();
 
-  absl::Mutex mu;
+  std::mutex mu;
   std::vector<int> order;  // call index in completion order
   std::vector<std::future<absl::StatusOr<IncomingMessage>>> futures;
   for (int i = 0; i < kCalls; ++i) {
@@ -78,7 +79,7 @@ TEST(TcpTransportTest, ManyInFlightCompleteOutOfOrderByRequestId) {
     channel->Call(OwnedMessage({.opcode = Opcode::kPing}, Pattern(100 + i, i)), kLongTimeout,
                   [&, i, promise](absl::StatusOr<IncomingMessage> r) {
                     {
-                      absl::MutexLock lock(&mu);
+                      std::lock_guard<std::mutex> lock(mu);
                       order.push_back(i);
                     }
                     promise->set_value(std::move(r));
@@ -89,7 +90,7 @@ TEST(TcpTransportTest, ManyInFlightCompleteOutOfOrderByRequestId) {
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->payload, Pattern(100 + i, i)) << "call " << i << " got another call's reply";
   }
-  absl::MutexLock lock(&mu);
+  std::lock_guard<std::mutex> lock(mu);
   ASSERT_EQ(order.size(), size_t{kCalls});
   for (int i = 0; i < kCalls; ++i) EXPECT_EQ(order[i], kCalls - 1 - i);
   EXPECT_EQ(channel->stats().in_flight, 0u);
@@ -287,14 +288,14 @@ TEST(TcpTransportTest, ServerCloseFailsEveryOutstandingCallWithUnavailable) {
 
 TEST(TcpTransportTest, SilentServerGivesDeadlineExceededAndLateReplyIsDropped) {
   // The server answers PINGs at once but holds LOADs until the test says so.
-  absl::Mutex mu;
+  std::mutex mu;
   std::shared_ptr<Connection> held_conn;
   std::vector<FrameHeader> held;
   std::promise<void> load_arrived;
   TestServer server([&](Connection& c, std::span<IncomingMessage> in) {
     for (IncomingMessage& m : in) {
       if (m.header.opcode == Opcode::kLoad) {
-        absl::MutexLock lock(&mu);
+        std::lock_guard<std::mutex> lock(mu);
         held.push_back(m.header);
         load_arrived.set_value();
       } else {
@@ -321,7 +322,7 @@ TEST(TcpTransportTest, SilentServerGivesDeadlineExceededAndLateReplyIsDropped) {
             std::future_status::ready);
   FrameHeader late;
   {
-    absl::MutexLock lock(&mu);
+    std::lock_guard<std::mutex> lock(mu);
     late = ReplyHeader(held[0]);
   }
   late.status = absl::StatusCode::kNotFound;

@@ -10,7 +10,6 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/notification.h"
 #include "spdlog/spdlog.h"
 
 namespace farswap::transport {
@@ -65,7 +64,7 @@ void IoLoop::Wake() {
 
 bool IoLoop::Post(std::function<void()> task) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (stopped_) return false;
     tasks_.push_back(std::move(task));
   }
@@ -78,20 +77,26 @@ bool IoLoop::RunSync(std::function<void()> task) {
     task();
     return true;
   }
-  absl::Notification done;
+  Mutex mu;
+  CondVar cv;
+  bool done = false;  // guarded by mu (a local: not annotatable)
   if (!Post([&] {
         task();
-        done.Notify();
+        MutexLock lock(&mu);
+        done = true;
+        cv.Signal();
       })) {
     return false;
   }
-  done.WaitForNotification();  // queued tasks always run, even when stopping
+  // Queued tasks always run, even when the loop is stopping.
+  MutexLock lock(&mu);
+  while (!done) cv.Wait(&mu);
   return true;
 }
 
 void IoLoop::Stop() {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stop_requested_ = true;
   }
   Wake();
@@ -147,7 +152,7 @@ void IoLoop::Run() {
     }
     bool stop;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       tasks.swap(tasks_);
       stop = stop_requested_;
     }
@@ -157,7 +162,7 @@ void IoLoop::Run() {
   }
   // Refuse new tasks, run those already accepted, then close every target.
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stopped_ = true;
     tasks.swap(tasks_);
   }

@@ -23,7 +23,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "mutex.h"
 
 namespace farswap::transport {
 
@@ -77,7 +77,7 @@ class IoLoop {
   const int wake_fd_;  // eventfd
   std::thread thread_;
 
-  absl::Mutex mu_;
+  Mutex mu_;
   std::vector<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
   bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;  // no more tasks accepted

@@ -21,7 +21,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
+#include "mutex.h"
 
 namespace farswap::transport {
 
@@ -41,7 +41,7 @@ class RpcChannel::Core {
     std::vector<std::pair<Call, IncomingMessage>> ready;
     bool protocol_error = false;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       for (IncomingMessage& m : messages) {
         if (!m.header.is_reply()) {
           protocol_error = true;
@@ -75,7 +75,7 @@ class RpcChannel::Core {
     std::unordered_map<uint64_t, Call> failed;
     absl::Status sticky;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (closed_.ok()) closed_ = status;
       sticky = closed_;
       failed.swap(pending_);
@@ -97,7 +97,7 @@ class RpcChannel::Core {
     const absl::Time deadline =
         timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + timeout;
     if (refused.ok()) {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (!closed_.ok()) {
         refused = closed_;
       } else {
@@ -121,7 +121,7 @@ class RpcChannel::Core {
     if (!sent.ok()) {
       std::vector<Call> failed;
       {
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         for (uint64_t id : ids) {
           auto it = pending_.find(id);
           if (it == pending_.end()) continue;
@@ -170,13 +170,13 @@ class RpcChannel::Core {
   }
 
   void StopTimer() {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     stop_timer_ = true;
     timer_cv_.Signal();
   }
 
   RpcChannelStats stats() const {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return {calls_, replies_, timeouts_, late_replies_, pending_.size()};
   }
 
@@ -196,8 +196,8 @@ class RpcChannel::Core {
     }
   }
 
-  mutable absl::Mutex mu_;
-  absl::CondVar timer_cv_;
+  mutable Mutex mu_;
+  CondVar timer_cv_;
   std::unordered_map<uint64_t, Call> pending_ ABSL_GUARDED_BY(mu_);
   std::set<std::pair<absl::Time, uint64_t>> deadlines_ ABSL_GUARDED_BY(mu_);
   absl::Status closed_ ABSL_GUARDED_BY(mu_);  // OK while open; sticky

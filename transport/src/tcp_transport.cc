@@ -56,6 +56,7 @@
 #include "farswap/common/sync_point.h"
 #include "farswap/transport/transport.h"
 #include "io_loop.h"
+#include "mutex.h"
 #include "spdlog/spdlog.h"
 
 namespace farswap::transport {
@@ -208,7 +209,7 @@ class TcpConnection final : public Connection,
     }
     bool post;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (closed_) {
         return absl::UnavailableError(absl::StrCat("connection to ", peer_, " is closed"));
       }
@@ -234,7 +235,7 @@ class TcpConnection final : public Connection,
       // fails the frames just queued.
       loop_->Post([self] {
         {
-          absl::MutexLock lock(&self->mu_);
+          MutexLock lock(&self->mu_);
           self->flush_posted_ = false;
         }
         self->FlushOutput();
@@ -246,7 +247,7 @@ class TcpConnection final : public Connection,
 
   void Close(absl::Status reason) override {
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (closed_ || close_posted_) return;
       close_posted_ = true;
     }
@@ -257,7 +258,7 @@ class TcpConnection final : public Connection,
   }
 
   bool is_open() const override {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     return !closed_;
   }
   const std::string& peer_address() const override { return peer_; }
@@ -269,7 +270,7 @@ class TcpConnection final : public Connection,
     s.bytes_sent = bytes_sent_.load(std::memory_order_relaxed);
     s.bytes_received = bytes_received_.load(std::memory_order_relaxed);
     s.read_pauses = read_pauses_.load(std::memory_order_relaxed);
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     s.queued_bytes = queued_bytes_;
     return s;
   }
@@ -316,7 +317,7 @@ class TcpConnection final : public Connection,
       {
         // Queue elements stay put while unlocked: Send only appends to the
         // deque (which keeps references valid) and only this thread pops.
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         for (auto it = out_.begin(); it != out_.end() && iovcnt < kMaxIovecs; ++it) {
           size_t skip = it->written;
           auto add = [&](const uint8_t* p, size_t n) {
@@ -347,7 +348,7 @@ class TcpConnection final : public Connection,
       }
       bytes_sent_.fetch_add(uint64_t(n), std::memory_order_relaxed);
       {
-        absl::MutexLock lock(&mu_);
+        MutexLock lock(&mu_);
         size_t left = size_t(n);
         queued_bytes_ -= left;
         while (left > 0) {
@@ -367,7 +368,7 @@ class TcpConnection final : public Connection,
     RunCallbacks(done, absl::OkStatus());
     bool pending;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       pending = !out_.empty();
     }
     if (pending != want_write_) {
@@ -387,7 +388,7 @@ class TcpConnection final : public Connection,
     if (!accepted_ || fd_ < 0 || !registered_) return;
     uint64_t queued;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       queued = queued_bytes_;
     }
     if (!reading_paused_ && queued > max_queue_bytes_) {
@@ -487,7 +488,7 @@ class TcpConnection final : public Connection,
   void CloseNow(const absl::Status& reason) {
     std::deque<PendingWrite> failed;
     {
-      absl::MutexLock lock(&mu_);
+      MutexLock lock(&mu_);
       if (fd_ < 0) return;
       closed_ = true;
       failed.swap(out_);
@@ -516,7 +517,7 @@ class TcpConnection final : public Connection,
   const bool accepted_;
   const size_t max_queue_bytes_;
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::deque<PendingWrite> out_ ABSL_GUARDED_BY(mu_);
   uint64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
