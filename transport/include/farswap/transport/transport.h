@@ -25,8 +25,9 @@
 // call Send and Close (both are non-blocking) but must not wait for a reply.
 //
 // Thread safety: Transport, Listener and Connection are safe for concurrent
-// use from any thread; ordering of frames is preserved per connection for
-// concurrent Send calls only in the order the calls were serialised.
+// use from any thread. Frames passed to one Send go out in order and
+// contiguously; frames from concurrent Sends on one connection go out in the
+// order the calls took the connection's lock.
 #ifndef FARSWAP_TRANSPORT_TRANSPORT_H_
 #define FARSWAP_TRANSPORT_TRANSPORT_H_
 
