@@ -46,6 +46,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -723,7 +724,11 @@ class TcpTransport final : public Transport {
         return s;
       }
       pollfd pfd{fd, POLLOUT, 0};
-      int ms = int(absl::ToInt64Milliseconds(options_.connect_timeout));
+      const absl::Duration timeout = options_.connect_timeout;
+      const int ms =
+          timeout == absl::InfiniteDuration()
+              ? -1
+              : int(std::clamp<int64_t>(absl::ToInt64Milliseconds(timeout), 0, INT32_MAX));
       int rc;
       do {
         rc = poll(&pfd, 1, ms);

@@ -80,8 +80,10 @@ struct ConnectionStats {
   uint64_t read_pauses = 0;   // times reading stopped for back-pressure
 };
 
-// Connection is one end of a data-plane connection, client or server side.
-// Thread-safe; shared_ptr-owned, the transport keeps it alive while open.
+// Connection is one end of a data-plane connection: Connect returns the
+// client side, AcceptHandler receives the server side (the same type; only
+// the back-pressure policy differs). Thread-safe; shared_ptr-owned, the
+// transport keeps it alive while open.
 class Connection {
  public:
   virtual ~Connection() = default;
@@ -153,7 +155,8 @@ class Transport {
  public:
   virtual ~Transport() = default;
 
-  // Connect opens a connection to `address`. INVALID_ARGUMENT for an
+  // Connect opens a connection to `address`, blocking the calling thread
+  // for name resolution and the handshake. INVALID_ARGUMENT for an
   // unparsable address, UNAVAILABLE when the peer cannot be reached,
   // DEADLINE_EXCEEDED after connect_timeout.
   virtual absl::StatusOr<std::shared_ptr<Connection>> Connect(const std::string& address,
