@@ -392,6 +392,70 @@ TEST(TcpTransportTest, ConnectFailuresAreClear) {
   EXPECT_EQ(client->Connect(address, {}).status().code(), absl::StatusCode::kUnavailable);
 }
 
+TEST(TcpTransportTest, CallManySendsOneBurstAndMatchesEachReply) {
+  // The server answers each request with an empty OK, but labels the
+  // INVALIDATE_RANGE reply as a PING: the channel must refuse to hand a
+  // mismatched reply to the caller.
+  TestServer server([](Connection& c, std::span<IncomingMessage> in) {
+    std::vector<OutgoingMessage> out;
+    for (IncomingMessage& m : in) {
+      FrameHeader h = ReplyHeader(m.header);
+      if (m.header.opcode == Opcode::kInvalidateRange) {
+        h.opcode = Opcode::kPing;  // wrong opcode on purpose: must be caught
+      }
+      out.push_back(OwnedMessage(h, {}));
+    }
+    ASSERT_TRUE(c.Send(out).ok());
+  });
+  auto client = CreateTcpTransport({}).value();
+  auto channel = RpcChannel::Connect(*client, server.address()).value();
+  auto count = EncodeU64Payload(10);
+  std::vector<OutgoingMessage> requests(3);
+  requests[0].header = {.opcode = Opcode::kInvalidate, .page = 1};
+  requests[1].header = {.opcode = Opcode::kInvalidateRange, .page = 5};
+  requests[1].payload = {count};
+  requests[2].header = {.opcode = Opcode::kPing};
+  std::vector<std::promise<absl::StatusOr<IncomingMessage>>> promises(3);
+  std::vector<ReplyCallback> done;
+  for (auto& p : promises) {
+    done.push_back([&p](absl::StatusOr<IncomingMessage> r) { p.set_value(std::move(r)); });
+  }
+  std::vector<uint64_t> ids = channel->CallMany(requests, kLongTimeout, std::move(done));
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_NE(ids[0], ids[1]);
+  EXPECT_NE(ids[1], ids[2]);
+  auto f0 = promises[0].get_future();
+  auto f1 = promises[1].get_future();
+  auto f2 = promises[2].get_future();
+  auto r0 = Await(f0);
+  ASSERT_TRUE(r0.ok()) << r0.status();
+  EXPECT_EQ(r0->header.request_id, ids[0]);
+  auto r1 = Await(f1);
+  EXPECT_EQ(r1.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(std::string(r1.status().message()), HasSubstr("INVALIDATE_RANGE"));
+  auto r2 = Await(f2);
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  EXPECT_EQ(r2->header.request_id, ids[2]);
+}
+
+TEST(TcpTransportTest, ClosedListenerAcceptsNoMore) {
+  auto server = CreateTcpTransport({}).value();
+  std::atomic<int> accepted{0};
+  auto listener = server
+                      ->Listen("tcp://127.0.0.1:0",
+                               [&](std::shared_ptr<Connection>) {
+                                 accepted++;
+                                 return ConnectionHandler{};
+                               })
+                      .value();
+  const std::string address = listener->address();
+  listener->Close();
+  auto client = CreateTcpTransport({}).value();
+  auto conn = client->Connect(address, {});
+  EXPECT_EQ(conn.status().code(), absl::StatusCode::kUnavailable) << conn.status();
+  EXPECT_EQ(accepted.load(), 0);
+}
+
 TEST(TcpTransportTest, ManyClientsOnSeveralIoThreads) {
   TestServer server(EchoPing, {.io_threads = 2});
   auto client = CreateTcpTransport({.io_threads = 2}).value();
