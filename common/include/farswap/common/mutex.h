@@ -102,6 +102,13 @@ class CondVar {
     l.release();
     return timed_out;
   }
+  // WaitWithDeadline is Wait bounded by `deadline`; true if it passed.
+  bool WaitWithDeadline(Mutex* mu, absl::Time deadline) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    std::unique_lock<std::mutex> l(mu->mu_, std::adopt_lock);
+    bool timed_out = cv_.wait_until(l, absl::ToChronoTime(deadline)) == std::cv_status::timeout;
+    l.release();
+    return timed_out;
+  }
   void Signal() { cv_.notify_one(); }
   void SignalAll() { cv_.notify_all(); }
 

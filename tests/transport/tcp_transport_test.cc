@@ -1,0 +1,496 @@
+// TCP backend + RpcChannel behaviour over loopback: pipelining with
+// out-of-order completion, batches, malformed peers, closes and timeouts.
+// Runs under ThreadSanitizer in CI.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <future>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "farswap/transport/rpc_channel.h"
+#include "farswap/transport/transport.h"
+#include "test_util.h"
+
+namespace farswap::transport {
+namespace {
+
+using ::testing::HasSubstr;
+using namespace ::farswap::transport::testing;  // NOLINT
+
+constexpr absl::Duration kLongTimeout = absl::Seconds(60);
+
+// EchoPing replies to every PING with its payload.
+void EchoPing(Connection& c, std::span<IncomingMessage> in) {
+  std::vector<OutgoingMessage> out;
+  for (IncomingMessage& m : in) {
+    out.push_back(OwnedMessage(ReplyHeader(m.header), std::move(m.payload)));
+  }
+  ASSERT_TRUE(c.Send(out).ok());
+}
+
+absl::StatusOr<IncomingMessage> Await(std::future<absl::StatusOr<IncomingMessage>>& f) {
+  if (f.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
+    return absl::InternalError("test: call did not complete within 60 s (hang)");
+  }
+  return f.get();
+}
+
+TEST(TcpTransportTest, ListenerReportsBoundPortAndPingRoundTrips) {
+  TestServer server(EchoPing);
+  EXPECT_THAT(server.address(), HasSubstr("tcp://127.0.0.1:"));
+  EXPECT_GT(server.port(), 0);
+  auto client = CreateTransport(server.address(), {}).value();
+  EXPECT_EQ(client->scheme(), "tcp");
+  auto channel = RpcChannel::Connect(*client, server.address()).value();
+  std::vector<uint8_t> body = Pattern(4096, 7);
+  auto f = channel->Call({.opcode = Opcode::kPing}, body, kLongTimeout);
+  absl::StatusOr<IncomingMessage> r = Await(f);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(r->header.is_reply());
+  EXPECT_EQ(r->payload, body);
+}
+
+TEST(TcpTransportTest, ManyInFlightCompleteOutOfOrderByRequestId) {
+  constexpr int kCalls = 64;
+  // The handler holds requests until all have arrived, then answers them
+  // newest first, in one Send.
+  std::vector<IncomingMessage> held;  // I/O thread only (one connection)
+  TestServer server([&](Connection& c, std::span<IncomingMessage> in) {
+    for (IncomingMessage& m : in) held.push_back(std::move(m));
+    if (held.size() < kCalls) return;
+    std::vector<OutgoingMessage> out;
+    for (auto it = held.rbegin(); it != held.rend(); ++it) {
+      out.push_back(OwnedMessage(ReplyHeader(it->header), it->payload));
+    }
+    ASSERT_TRUE(c.Send(out).ok());
+  });
+  auto client = CreateTcpTransport({}).value();
+  auto channel = RpcChannel::Connect(*client, server.address()).value();
+
+  std::mutex mu;
+  std::vector<int> order;  // call index in completion order
+  std::vector<std::future<absl::StatusOr<IncomingMessage>>> futures;
+  for (int i = 0; i < kCalls; ++i) {
+    auto promise = std::make_shared<std::promise<absl::StatusOr<IncomingMessage>>>();
+    futures.push_back(promise->get_future());
+    channel->Call(OwnedMessage({.opcode = Opcode::kPing}, Pattern(100 + i, i)), kLongTimeout,
+                  [&, i, promise](absl::StatusOr<IncomingMessage> r) {
+                    {
+                      std::lock_guard<std::mutex> lock(mu);
+                      order.push_back(i);
+                    }
+                    promise->set_value(std::move(r));
+                  });
+  }
+  for (int i = 0; i < kCalls; ++i) {
+    absl::StatusOr<IncomingMessage> r = Await(futures[i]);
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_EQ(r->payload, Pattern(100 + i, i)) << "call " << i << " got another call's reply";
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(order.size(), size_t{kCalls});
+  for (int i = 0; i < kCalls; ++i) EXPECT_EQ(order[i], kCalls - 1 - i);
+  EXPECT_EQ(channel->stats().in_flight, 0u);
+  EXPECT_EQ(channel->stats().replies, uint64_t{kCalls});
+}
+
+// A toy page store: enough to carry real pages through BATCH both ways.
+// on_receive runs on the server's single I/O thread, so no lock.
+class ToyPageStore {
+ public:
+  void Handle(Connection& c, std::span<IncomingMessage> in) {
+    std::vector<OutgoingMessage> out;
+    for (IncomingMessage& m : in) {
+      ASSERT_EQ(m.header.opcode, Opcode::kBatch);
+      FrameView view{m.header, m.payload};
+      auto subs = DecodeBatch(view);
+      ASSERT_TRUE(subs.ok()) << subs.status();
+      auto reply = std::make_shared<Reply>();
+      for (const FrameView& sub : *subs) {
+        FrameHeader h = ReplyHeader(sub.header);
+        h.page = sub.header.page;
+        std::vector<std::span<const uint8_t>> pieces;
+        if (sub.header.opcode == Opcode::kStore) {
+          pages_[sub.header.page] = {sub.header,
+                                     std::vector<uint8_t>(sub.payload.begin(), sub.payload.end())};
+        } else if (auto it = pages_.find(sub.header.page); it == pages_.end()) {
+          h.status = absl::StatusCode::kNotFound;
+          h.page = 0;
+        } else {
+          h.codec = it->second.header.codec;
+          h.checksum = it->second.header.checksum;
+          h.flags |= it->second.header.flags & kFlagSameFilled;
+          pieces.push_back(it->second.bytes);  // zero-copy from the store
+        }
+        ASSERT_TRUE(reply->batch.Add(h, pieces).ok());
+      }
+      OutgoingMessage o;
+      o.header = reply->batch.Header(m.header.request_id);
+      o.payload.assign(reply->batch.pieces().begin(), reply->batch.pieces().end());
+      o.on_sent = [reply](absl::Status) {};
+      out.push_back(std::move(o));
+    }
+    ASSERT_TRUE(c.Send(out).ok());
+  }
+
+ private:
+  struct Reply {
+    BatchEncoder batch;
+  };
+  struct Stored {
+    FrameHeader header;
+    std::vector<uint8_t> bytes;
+  };
+  std::map<uint64_t, Stored> pages_;  // never erased while tests run: views stay valid
+};
+
+TEST(TcpTransportTest, FullBatchOfPagesStoresAndLoadsBack) {
+  ToyPageStore store;
+  TestServer server([&](Connection& c, std::span<IncomingMessage> in) { store.Handle(c, in); });
+  auto client = CreateTcpTransport({}).value();
+  auto channel = RpcChannel::Connect(*client, server.address()).value();
+
+  std::vector<std::vector<uint8_t>> pages;
+  auto fill = EncodeU64Payload(0x0101010101010101);
+  BatchEncoder stores;
+  for (uint64_t i = 0; i < kMaxBatchEntries; ++i) {
+    pages.push_back(Pattern(i % 3 == 0 ? kMaxPagePayload : 100 + i * 13, i));
+  }
+  for (uint64_t i = 0; i < kMaxBatchEntries; ++i) {
+    if (i == 7) {
+      std::vector<std::span<const uint8_t>> p{fill};
+      ASSERT_TRUE(
+          stores
+              .Add({.opcode = Opcode::kStore, .flags = kFlagSameFilled, .page = i, .checksum = 77},
+                   p)
+              .ok());
+      continue;
+    }
+    std::vector<std::span<const uint8_t>> p{pages[i]};
+    ASSERT_TRUE(stores
+                    .Add({.opcode = Opcode::kStore,
+                          .page = i,
+                          .codec = i % 2 ? Codec::kLz4 : Codec::kZstd,
+                          .checksum = 1000 + i},
+                         p)
+                    .ok());
+  }
+  std::promise<absl::StatusOr<IncomingMessage>> stored;
+  auto stored_future = stored.get_future();
+  OutgoingMessage m{.header = stores.Header(0),
+                    .payload = {stores.pieces().begin(), stores.pieces().end()}};
+  channel->Call(std::move(m), kLongTimeout,
+                [&](absl::StatusOr<IncomingMessage> r) { stored.set_value(std::move(r)); });
+  auto store_reply = Await(stored_future);
+  ASSERT_TRUE(store_reply.ok()) << store_reply.status();
+  EXPECT_EQ(store_reply->header.page, kMaxBatchEntries);
+
+  BatchEncoder loads;
+  for (uint64_t i = 0; i < kMaxBatchEntries - 1; ++i) {
+    ASSERT_TRUE(loads.Add({.opcode = Opcode::kLoad, .page = i}).ok());
+  }
+  ASSERT_TRUE(loads.Add({.opcode = Opcode::kLoad, .page = 5000}).ok());  // never stored
+  std::vector<uint8_t> load_payload;
+  for (auto p : loads.pieces()) load_payload.insert(load_payload.end(), p.begin(), p.end());
+  auto loaded_future = channel->Call(loads.Header(0), load_payload, kLongTimeout);
+  auto loaded = Await(loaded_future);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  auto subs = DecodeBatch({loaded->header, loaded->payload});
+  ASSERT_TRUE(subs.ok()) << subs.status();
+  ASSERT_EQ(subs->size(), kMaxBatchEntries);
+  for (uint64_t i = 0; i < kMaxBatchEntries - 1; ++i) {
+    const FrameView& s = (*subs)[i];
+    ASSERT_EQ(s.header.status, absl::StatusCode::kOk) << i;
+    EXPECT_EQ(s.header.page, i);
+    std::vector<uint8_t> got(s.payload.begin(), s.payload.end());
+    if (i == 7) {
+      EXPECT_TRUE(s.header.same_filled());
+      EXPECT_EQ(got, std::vector<uint8_t>(fill.begin(), fill.end()));
+      EXPECT_EQ(s.header.checksum, 77u);
+      continue;
+    }
+    EXPECT_EQ(got, pages[i]) << "page " << i;
+    EXPECT_EQ(s.header.checksum, 1000 + i) << "checksum must be carried end to end";
+    EXPECT_EQ(s.header.codec, i % 2 ? Codec::kLz4 : Codec::kZstd);
+  }
+  EXPECT_EQ((*subs)[kMaxBatchEntries - 1].header.status, absl::StatusCode::kNotFound);
+}
+
+TEST(TcpTransportTest, GarbageClosesOnlyThatConnection) {
+  TestServer server(EchoPing);
+  auto client = CreateTcpTransport({}).value();
+  auto channel = RpcChannel::Connect(*client, server.address()).value();
+  auto before = channel->Call({.opcode = Opcode::kPing}, {1, 2, 3}, kLongTimeout);
+  ASSERT_TRUE(Await(before).ok());
+
+  // Peer 1: an HTTP request. Peer 2: a well-formed header announcing a
+  // 1 MiB STORE, rejected before any payload is buffered.
+  int http = RawConnect(server.port());
+  std::string get = "GET /metrics HTTP/1.1\r\nHost: farswap\r\nAccept: */*\r\n\r\n";
+  ASSERT_TRUE(WriteAll(http, get.data(), get.size()));
+  int oversized = RawConnect(server.port());
+  FrameHeader h{.opcode = Opcode::kStore, .page = 1};
+  h.payload_length = 1 << 20;
+  auto wire = EncodeHeader(h);
+  ASSERT_TRUE(WriteAll(oversized, wire.data(), wire.size()));
+
+  // Both are closed: a blocking read sees EOF (or a reset).
+  uint8_t byte;
+  EXPECT_LE(read(http, &byte, 1), 0);
+  EXPECT_LE(read(oversized, &byte, 1), 0);
+  std::vector<absl::Status> reasons = server.WaitForCloses(2);
+  ASSERT_EQ(reasons.size(), 2u);
+  std::string all = reasons[0].ToString() + " | " + reasons[1].ToString();
+  EXPECT_THAT(all, HasSubstr("bad magic"));
+  EXPECT_THAT(all, HasSubstr("payload length 1048576 outside 1..4096"));
+  for (const absl::Status& s : reasons) EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  close(http);
+  close(oversized);
+
+  // The well-behaved connection is untouched.
+  auto after = channel->Call({.opcode = Opcode::kPing}, {4, 5, 6}, kLongTimeout);
+  auto r = Await(after);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->payload, (std::vector<uint8_t>{4, 5, 6}));
+}
+
+TEST(TcpTransportTest, ServerCloseFailsEveryOutstandingCallWithUnavailable) {
+  constexpr int kCalls = 20;
+  std::promise<void> all_arrived;
+  int arrived = 0;  // server I/O thread only
+  auto server = std::make_unique<TestServer>([&](Connection&, std::span<IncomingMessage> in) {
+    arrived += int(in.size());  // never replies
+    if (arrived == kCalls) all_arrived.set_value();
+  });
+  auto client = CreateTcpTransport({}).value();
+  auto channel = RpcChannel::Connect(*client, server->address()).value();
+  std::vector<std::future<absl::StatusOr<IncomingMessage>>> futures;
+  for (int i = 0; i < kCalls; ++i) {
+    futures.push_back(
+        channel->Call({.opcode = Opcode::kLoad, .page = uint64_t(i)}, {}, kLongTimeout));
+  }
+  ASSERT_EQ(all_arrived.get_future().wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  EXPECT_EQ(channel->stats().in_flight, uint64_t{kCalls});
+  server.reset();  // shuts the server transport down, closing the connection
+  for (auto& f : futures) {
+    auto r = Await(f);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable) << r.status();
+    EXPECT_THAT(std::string(r.status().message()), HasSubstr("closed"));
+  }
+  // The failure is sticky: a new call fails at once, without hanging.
+  auto later = channel->Call({.opcode = Opcode::kPing}, {}, kLongTimeout);
+  EXPECT_EQ(Await(later).status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(TcpTransportTest, SilentServerGivesDeadlineExceededAndLateReplyIsDropped) {
+  // The server answers PINGs at once but holds LOADs until the test says so.
+  std::mutex mu;
+  std::shared_ptr<Connection> held_conn;
+  std::vector<FrameHeader> held;
+  std::promise<void> load_arrived;
+  TestServer server([&](Connection& c, std::span<IncomingMessage> in) {
+    for (IncomingMessage& m : in) {
+      if (m.header.opcode == Opcode::kLoad) {
+        std::lock_guard<std::mutex> lock(mu);
+        held.push_back(m.header);
+        load_arrived.set_value();
+      } else {
+        OutgoingMessage reply = OwnedMessage(ReplyHeader(m.header), {});
+        ASSERT_TRUE(c.Send({&reply, 1}).ok());
+      }
+    }
+  });
+  auto client = CreateTcpTransport({}).value();
+  auto channel = RpcChannel::Connect(*client, server.address()).value();
+  const absl::Time start = absl::Now();
+  auto f = channel->Call({.opcode = Opcode::kLoad, .page = 9}, {}, absl::Milliseconds(100));
+  auto r = Await(f);
+  const absl::Duration took = absl::Now() - start;
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+  EXPECT_GE(took, absl::Milliseconds(100));
+  EXPECT_LT(took, absl::Seconds(30));
+  EXPECT_EQ(channel->stats().timeouts, 1u);
+
+  // Now the server replies late; then a PING on the same connection, whose
+  // reply arrives after the late one (TCP keeps order).
+  ASSERT_EQ(load_arrived.get_future().wait_for(std::chrono::seconds(60)),
+            std::future_status::ready);
+  FrameHeader late;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    late = ReplyHeader(held[0]);
+  }
+  late.status = absl::StatusCode::kNotFound;
+  OutgoingMessage late_reply = OwnedMessage(late, {});
+  ASSERT_TRUE(server.connections().at(0)->Send({&late_reply, 1}).ok());
+  auto ping = channel->Call({.opcode = Opcode::kPing}, {}, kLongTimeout);
+  ASSERT_TRUE(Await(ping).ok());
+  EXPECT_EQ(channel->stats().late_replies, 1u);
+  EXPECT_EQ(channel->stats().in_flight, 0u);
+}
+
+TEST(TcpTransportTest, ErrorReplyBecomesTheCallStatus) {
+  TestServer server([](Connection& c, std::span<IncomingMessage> in) {
+    for (IncomingMessage& m : in) {
+      FrameHeader h = ReplyHeader(m.header);
+      h.status = absl::StatusCode::kNotFound;
+      std::string msg = "page 12 is not stored";
+      OutgoingMessage reply = OwnedMessage(h, std::vector<uint8_t>(msg.begin(), msg.end()));
+      ASSERT_TRUE(c.Send({&reply, 1}).ok());
+    }
+  });
+  auto client = CreateTcpTransport({}).value();
+  auto channel = RpcChannel::Connect(*client, server.address()).value();
+  auto f = channel->Call({.opcode = Opcode::kLoad, .page = 12}, {}, kLongTimeout);
+  auto r = Await(f);
+  EXPECT_EQ(r.status(), absl::NotFoundError("page 12 is not stored"));
+}
+
+TEST(TcpTransportTest, ChannelCloseCancelsOutstandingCalls) {
+  TestServer server([](Connection&, std::span<IncomingMessage>) {});
+  auto client = CreateTcpTransport({}).value();
+  auto channel = RpcChannel::Connect(*client, server.address()).value();
+  auto f = channel->Call({.opcode = Opcode::kLoad, .page = 1}, {}, kLongTimeout);
+  channel->Close();
+  EXPECT_EQ(Await(f).status().code(), absl::StatusCode::kCancelled);
+  auto g = channel->Call({.opcode = Opcode::kLoad, .page = 1}, {}, kLongTimeout);
+  EXPECT_EQ(Await(g).status().code(), absl::StatusCode::kCancelled);
+}
+
+TEST(TcpTransportTest, SendRejectsInvalidHeadersBeforeTheWire) {
+  TestServer server(EchoPing);
+  auto client = CreateTcpTransport({}).value();
+  auto conn = client->Connect(server.address(), {}).value();
+  std::vector<uint8_t> big(5000);
+  OutgoingMessage m{.header = {.opcode = Opcode::kStore, .page = 1}, .payload = {big}};
+  absl::Status s = conn->Send({&m, 1});
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("payload length 5000 outside 1..4096"));
+}
+
+TEST(TcpTransportTest, ConnectFailuresAreClear) {
+  auto client = CreateTcpTransport({}).value();
+  EXPECT_EQ(client->Connect("no-port-here", {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // A port nobody listens on: take one from a listener, then close it.
+  std::string address;
+  {
+    TestServer gone(EchoPing);
+    address = gone.address();
+  }
+  EXPECT_EQ(client->Connect(address, {}).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(CreateTransport("carrier-pigeon://x:1", {}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(CreateTcpTransport({.io_threads = 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  client->Shutdown();
+  EXPECT_EQ(client->Connect(address, {}).status().code(), absl::StatusCode::kUnavailable);
+}
+
+TEST(TcpTransportTest, CallManySendsOneBurstAndMatchesEachReply) {
+  // The server answers each request with an empty OK, but labels the
+  // INVALIDATE_RANGE reply as a PING: the channel must refuse to hand a
+  // mismatched reply to the caller.
+  TestServer server([](Connection& c, std::span<IncomingMessage> in) {
+    std::vector<OutgoingMessage> out;
+    for (IncomingMessage& m : in) {
+      FrameHeader h = ReplyHeader(m.header);
+      if (m.header.opcode == Opcode::kInvalidateRange) {
+        h.opcode = Opcode::kPing;  // wrong opcode on purpose: must be caught
+      }
+      out.push_back(OwnedMessage(h, {}));
+    }
+    ASSERT_TRUE(c.Send(out).ok());
+  });
+  auto client = CreateTcpTransport({}).value();
+  auto channel = RpcChannel::Connect(*client, server.address()).value();
+  auto count = EncodeU64Payload(10);
+  std::vector<OutgoingMessage> requests(3);
+  requests[0].header = {.opcode = Opcode::kInvalidate, .page = 1};
+  requests[1].header = {.opcode = Opcode::kInvalidateRange, .page = 5};
+  requests[1].payload = {count};
+  requests[2].header = {.opcode = Opcode::kPing};
+  std::vector<std::promise<absl::StatusOr<IncomingMessage>>> promises(3);
+  std::vector<ReplyCallback> done;
+  for (auto& p : promises) {
+    done.push_back([&p](absl::StatusOr<IncomingMessage> r) { p.set_value(std::move(r)); });
+  }
+  std::vector<uint64_t> ids = channel->CallMany(requests, kLongTimeout, std::move(done));
+  ASSERT_EQ(ids.size(), 3u);
+  EXPECT_NE(ids[0], ids[1]);
+  EXPECT_NE(ids[1], ids[2]);
+  auto f0 = promises[0].get_future();
+  auto f1 = promises[1].get_future();
+  auto f2 = promises[2].get_future();
+  auto r0 = Await(f0);
+  ASSERT_TRUE(r0.ok()) << r0.status();
+  EXPECT_EQ(r0->header.request_id, ids[0]);
+  auto r1 = Await(f1);
+  EXPECT_EQ(r1.status().code(), absl::StatusCode::kInternal);
+  EXPECT_THAT(std::string(r1.status().message()), HasSubstr("INVALIDATE_RANGE"));
+  auto r2 = Await(f2);
+  ASSERT_TRUE(r2.ok()) << r2.status();
+  EXPECT_EQ(r2->header.request_id, ids[2]);
+}
+
+TEST(TcpTransportTest, ClosedListenerAcceptsNoMore) {
+  auto server = CreateTcpTransport({}).value();
+  std::atomic<int> accepted{0};
+  auto listener = server
+                      ->Listen("tcp://127.0.0.1:0",
+                               [&](std::shared_ptr<Connection>) {
+                                 accepted++;
+                                 return ConnectionHandler{};
+                               })
+                      .value();
+  const std::string address = listener->address();
+  listener->Close();
+  auto client = CreateTcpTransport({}).value();
+  auto conn = client->Connect(address, {});
+  EXPECT_EQ(conn.status().code(), absl::StatusCode::kUnavailable) << conn.status();
+  EXPECT_EQ(accepted.load(), 0);
+}
+
+TEST(TcpTransportTest, ManyClientsOnSeveralIoThreads) {
+  TestServer server(EchoPing, {.io_threads = 2});
+  auto client = CreateTcpTransport({.io_threads = 2}).value();
+  constexpr int kThreads = 4;
+  constexpr int kCallsPerThread = 300;
+  constexpr int kWindow = 16;
+  std::atomic<int> bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      auto channel = RpcChannel::Connect(*client, server.address());
+      if (!channel.ok()) {
+        bad++;
+        return;
+      }
+      std::vector<std::pair<int, std::future<absl::StatusOr<IncomingMessage>>>> window;
+      auto check = [&](std::pair<int, std::future<absl::StatusOr<IncomingMessage>>>& w) {
+        auto r = Await(w.second);
+        if (!r.ok() || r->payload != Pattern(64 + w.first % 512, t * 100000 + w.first)) bad++;
+      };
+      for (int i = 0; i < kCallsPerThread; ++i) {
+        window.emplace_back(
+            i, (*channel)->Call({.opcode = Opcode::kPing}, Pattern(64 + i % 512, t * 100000 + i),
+                                kLongTimeout));
+        if (window.size() == kWindow) {
+          for (auto& w : window) check(w);
+          window.clear();
+        }
+      }
+      for (auto& w : window) check(w);
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+}
+
+}  // namespace
+}  // namespace farswap::transport

@@ -1,0 +1,196 @@
+// transport.h: the data-plane transport contract, in the spirit of eRPC's
+// src/transport.h: small enough to read in a minute, batch-oriented, with
+// explicit buffer ownership and opaque peer addresses.
+//
+//   auto transport = CreateTransport("tcp://127.0.0.1:0", {.io_threads = 2}).value();
+//   auto listener = transport->Listen("127.0.0.1:0", [](std::shared_ptr<Connection> c) {
+//     return ConnectionHandler{.on_receive = [](Connection& c, std::span<IncomingMessage> in) {
+//       ... c.Send(replies) ...
+//     }};
+//   }).value();
+//   auto conn = transport->Connect(listener->address(), {...}).value();
+//   OutgoingMessage m{.header = {...}, .payload = {page_bytes}, .on_sent = release_page};
+//   conn->Send({&m, 1});
+//
+// Ownership. An OutgoingMessage's payload pieces belong to the caller, who
+// keeps them alive and unchanged until that message's `on_sent` runs (the
+// bytes are gathered straight from them: writev for TCP, a scatter-gather
+// SEND for RDMA). Received frames arrive as IncomingMessage values that own
+// their bytes. Nothing here knows what the frames mean.
+//
+// Addresses are opaque strings: "tcp://host:port", "rdma://host:port", or
+// "host:port" (TCP). CreateTransport picks the backend by scheme.
+//
+// Callbacks run on the transport's I/O threads and must not block: they may
+// call Send and Close (both are non-blocking) but must not wait for a reply.
+//
+// Thread safety: Transport, Listener and Connection are safe for concurrent
+// use from any thread. Frames passed to one Send go out in order and
+// contiguously; frames from concurrent Sends on one connection go out in the
+// order the calls took the connection's lock.
+#ifndef FARSWAP_TRANSPORT_TRANSPORT_H_
+#define FARSWAP_TRANSPORT_TRANSPORT_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/time.h"
+#include "farswap/transport/frame.h"
+
+namespace farswap::transport {
+
+// PayloadPiece is one scatter-gather entry: caller-owned bytes.
+using PayloadPiece = std::span<const uint8_t>;
+
+// SendCallback runs once per OutgoingMessage: OK when the transport no
+// longer needs the payload (the bytes were handed to the kernel or NIC),
+// UNAVAILABLE when the connection closed first. Either way, the payload may
+// then be reused or freed. It runs on an I/O thread.
+using SendCallback = std::function<void(absl::Status)>;
+
+// OutgoingMessage is one frame to send: a header (Send fills in
+// payload_length) and the payload as a list of caller-owned pieces.
+struct OutgoingMessage {
+  FrameHeader header;
+  std::vector<PayloadPiece> payload;
+  SendCallback on_sent;  // may be empty
+};
+
+// IncomingMessage is one received, fully validated frame; it owns its bytes.
+struct IncomingMessage {
+  FrameHeader header;
+  std::vector<uint8_t> payload;
+};
+
+// ConnectionStats are cumulative counters for one connection.
+struct ConnectionStats {
+  uint64_t frames_sent = 0;
+  uint64_t frames_received = 0;
+  uint64_t bytes_sent = 0;
+  uint64_t bytes_received = 0;
+  uint64_t queued_bytes = 0;  // accepted by Send, not yet written
+  uint64_t read_pauses = 0;   // times reading stopped for back-pressure
+};
+
+// Connection is one end of a data-plane connection: Connect returns the
+// client side, AcceptHandler receives the server side (the same type; only
+// the back-pressure policy differs). Thread-safe; shared_ptr-owned, the
+// transport keeps it alive while open.
+class Connection {
+ public:
+  virtual ~Connection() = default;
+
+  // Send queues `messages` in order, moving each one's callback out. All or
+  // nothing: on an error status none was queued and no on_sent will run.
+  //  - INVALID_ARGUMENT: a header fails ValidateHeader (for the payload
+  //    length given) — the sender's bug, reported before it hits the wire.
+  //  - UNAVAILABLE: the connection is closed.
+  //  - RESOURCE_EXHAUSTED (connections made with Connect only): the output
+  //    queue already holds more than TransportOptions::max_output_queue_bytes
+  //    because the peer is not reading. Accepted (server-side) connections
+  //    never refuse a reply; they stop reading new requests instead (see
+  //    README "Back-pressure").
+  virtual absl::Status Send(std::span<OutgoingMessage> messages) = 0;
+
+  // Close closes the connection asynchronously: queued messages' on_sent
+  // run with UNAVAILABLE, then the handler's on_close runs with `reason`
+  // (once, whatever closed the connection). Idempotent.
+  virtual void Close(absl::Status reason) = 0;
+
+  virtual bool is_open() const = 0;
+  // peer_address: the remote end, "tcp://ip:port".
+  virtual const std::string& peer_address() const = 0;
+  virtual ConnectionStats stats() const = 0;
+};
+
+// ConnectionHandler receives a connection's events on its I/O thread.
+// on_receive gets every frame decoded from one read, in arrival order; the
+// callee may move the messages out. After on_close no callback runs again.
+struct ConnectionHandler {
+  std::function<void(Connection& connection, std::span<IncomingMessage> messages)> on_receive;
+  std::function<void(const absl::Status& reason)> on_close;
+};
+
+// AcceptHandler is called once per accepted connection, before any frame is
+// read from it, and returns the handler for that connection.
+using AcceptHandler = std::function<ConnectionHandler(std::shared_ptr<Connection>)>;
+
+// Listener accepts connections until closed or destroyed. Thread-safe.
+class Listener {
+ public:
+  virtual ~Listener() = default;
+  // address: the bound address with the real port ("tcp://127.0.0.1:41234"
+  // after listening on "127.0.0.1:0").
+  virtual std::string address() const = 0;
+  // Close stops accepting; after it returns, on_accept is not called again.
+  // Connections already accepted stay open. Idempotent.
+  virtual void Close() = 0;
+};
+
+struct TransportOptions {
+  // io_threads: event-loop threads; connections are spread round-robin.
+  int io_threads = 1;
+  // max_output_queue_bytes: the back-pressure threshold per connection
+  // (header + payload bytes accepted by Send and not yet written).
+  size_t max_output_queue_bytes = size_t{8} << 20;
+  // connect_timeout: bound on Connect's TCP handshake.
+  absl::Duration connect_timeout = absl::Seconds(5);
+  // socket_buffer_bytes: SO_SNDBUF/SO_RCVBUF for every socket; 0 leaves the
+  // kernel's autotuning alone. Tests set it small to reach back-pressure.
+  int socket_buffer_bytes = 0;
+};
+
+// Transport creates connections and listeners of one backend. Destroying it
+// (or Shutdown) closes every connection and listener and stops its threads.
+// Thread-safe.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+
+  // Connect opens a connection to `address`, blocking the calling thread
+  // for name resolution and the handshake. INVALID_ARGUMENT for an
+  // unparsable address, UNAVAILABLE when the peer cannot be reached,
+  // DEADLINE_EXCEEDED after connect_timeout.
+  virtual absl::StatusOr<std::shared_ptr<Connection>> Connect(const std::string& address,
+                                                              ConnectionHandler handler) = 0;
+
+  // Listen binds `address` ("host:0" picks a port; Listener::address says
+  // which) and calls on_accept for each new connection.
+  virtual absl::StatusOr<std::unique_ptr<Listener>> Listen(const std::string& address,
+                                                           AcceptHandler on_accept) = 0;
+
+  // Shutdown closes everything and joins the I/O threads. Idempotent; later
+  // Connect/Listen calls fail with UNAVAILABLE. Must not be called from an
+  // I/O thread (a callback).
+  virtual void Shutdown() = 0;
+
+  // scheme: "tcp" or "rdma".
+  virtual absl::string_view scheme() const = 0;
+};
+
+// AddressScheme returns the scheme of `address` ("tcp" when it has none),
+// and StripScheme the rest.
+absl::string_view AddressScheme(absl::string_view address);
+absl::string_view StripScheme(absl::string_view address);
+
+// CreateTransport chooses the backend by the scheme of `address_or_scheme`
+// ("tcp", "rdma", "tcp://h:p", "h:p"). INVALID_ARGUMENT for an unknown
+// scheme; UNAVAILABLE when the backend cannot run here (RDMA without a
+// device).
+absl::StatusOr<std::unique_ptr<Transport>> CreateTransport(absl::string_view address_or_scheme,
+                                                           const TransportOptions& options);
+
+absl::StatusOr<std::unique_ptr<Transport>> CreateTcpTransport(const TransportOptions& options);
+absl::StatusOr<std::unique_ptr<Transport>> CreateRdmaTransport(const TransportOptions& options);
+
+}  // namespace farswap::transport
+
+#endif  // FARSWAP_TRANSPORT_TRANSPORT_H_

@@ -1,0 +1,275 @@
+// rpc_channel.cc: request ids, out-of-order completion and deadlines over a
+// Connection (rpc_channel.h).
+//
+// State. Core::pending_ maps request id -> the call's callback; deadlines_
+// orders the same calls by deadline for the timer thread. A call leaves
+// both exactly once — by its reply, its deadline, a failed Send, the
+// connection closing, or Close — and whoever removes it completes it, after
+// dropping the lock. That is the whole exactly-once argument.
+//
+// Threads. Replies and close notices arrive on the transport's I/O thread;
+// deadlines fire on the channel's timer thread, which sleeps on a CondVar
+// until the earliest deadline or until a call with an earlier one arrives.
+//
+// Locking: one mutex, Core::mu_. Send and callbacks run without it.
+#include "farswap/transport/rpc_channel.h"
+
+#include <cassert>
+#include <set>
+#include <unordered_map>
+#include <utility>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/strings/str_cat.h"
+#include "farswap/common/mutex.h"
+
+namespace farswap::transport {
+
+class RpcChannel::Core {
+ public:
+  struct Call {
+    ReplyCallback done;
+    Opcode opcode;
+    absl::Time deadline;
+  };
+
+  // conn_ is set once in Connect, before the channel is returned, and never
+  // changes; the I/O thread does not read it.
+  std::shared_ptr<Connection> conn_;
+
+  void OnReceive(Connection& conn, std::span<IncomingMessage> messages) {
+    std::vector<std::pair<Call, IncomingMessage>> ready;
+    bool protocol_error = false;
+    {
+      MutexLock lock(&mu_);
+      for (IncomingMessage& m : messages) {
+        if (!m.header.is_reply()) {
+          protocol_error = true;
+          break;
+        }
+        auto it = pending_.find(m.header.request_id);
+        if (it == pending_.end()) {
+          ++late_replies_;
+          continue;
+        }
+        ++replies_;
+        deadlines_.erase({it->second.deadline, it->first});
+        ready.emplace_back(std::move(it->second), std::move(m));
+        pending_.erase(it);
+      }
+    }
+    for (auto& [call, reply] : ready) Complete(call, std::move(reply));
+    if (protocol_error) {
+      conn.Close(absl::InvalidArgumentError("peer sent a request on a client connection"));
+    }
+  }
+
+  void OnClose(const absl::Status& reason) {
+    FailAll(absl::UnavailableError(
+        absl::StrCat("connection to ", conn_peer_, " closed: ", reason.message())));
+  }
+
+  // FailAll completes every outstanding call with `status` and makes later
+  // calls fail with it (the first such status sticks).
+  void FailAll(const absl::Status& status) {
+    std::unordered_map<uint64_t, Call> failed;
+    absl::Status sticky;
+    {
+      MutexLock lock(&mu_);
+      if (closed_.ok()) closed_ = status;
+      sticky = closed_;
+      failed.swap(pending_);
+      deadlines_.clear();
+    }
+    for (auto& [id, call] : failed) call.done(sticky);
+  }
+
+  std::vector<uint64_t> CallMany(std::span<OutgoingMessage> requests, absl::Duration timeout,
+                                 std::vector<ReplyCallback> done) {
+    assert(done.size() == requests.size());
+    std::vector<uint64_t> ids(requests.size(), 0);
+    absl::Status refused;
+    for (const OutgoingMessage& r : requests) {
+      if (r.header.is_reply()) {
+        refused = absl::InvalidArgumentError("RpcChannel sends requests; a message has REPLY set");
+      }
+    }
+    const absl::Time deadline =
+        timeout == absl::InfiniteDuration() ? absl::InfiniteFuture() : absl::Now() + timeout;
+    if (refused.ok()) {
+      MutexLock lock(&mu_);
+      if (!closed_.ok()) {
+        refused = closed_;
+      } else {
+        for (size_t i = 0; i < requests.size(); ++i) {
+          ids[i] = next_id_++;
+          requests[i].header.request_id = ids[i];
+          pending_.emplace(ids[i], Call{std::move(done[i]), requests[i].header.opcode, deadline});
+          if (deadline != absl::InfiniteFuture()) deadlines_.insert({deadline, ids[i]});
+          ++calls_;
+        }
+        timer_cv_.Signal();  // the earliest deadline may have changed
+      }
+    }
+    if (!refused.ok()) {
+      for (ReplyCallback& cb : done) cb(refused);
+      return ids;
+    }
+    // A reply may complete a call before Send returns; that is fine, the
+    // call has left pending_ by then.
+    absl::Status sent = conn_->Send(requests);
+    if (!sent.ok()) {
+      std::vector<Call> failed;
+      {
+        MutexLock lock(&mu_);
+        for (uint64_t id : ids) {
+          auto it = pending_.find(id);
+          if (it == pending_.end()) continue;
+          deadlines_.erase({it->second.deadline, id});
+          failed.push_back(std::move(it->second));
+          pending_.erase(it);
+        }
+      }
+      for (Call& call : failed) call.done(sent);
+    }
+    return ids;
+  }
+
+  // TimerLoop completes calls whose deadline has passed, until Stop.
+  void TimerLoop() {
+    mu_.Lock();
+    while (!stop_timer_) {
+      if (deadlines_.empty()) {
+        timer_cv_.Wait(&mu_);
+        continue;
+      }
+      const absl::Time first = deadlines_.begin()->first;
+      const absl::Time now = absl::Now();
+      if (first > now) {
+        timer_cv_.WaitWithDeadline(&mu_, first);
+        continue;
+      }
+      std::vector<std::pair<uint64_t, Call>> expired;
+      while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
+        const uint64_t id = deadlines_.begin()->second;
+        deadlines_.erase(deadlines_.begin());
+        auto it = pending_.find(id);
+        expired.emplace_back(id, std::move(it->second));
+        pending_.erase(it);
+        ++timeouts_;
+      }
+      mu_.Unlock();
+      for (auto& [id, call] : expired) {
+        call.done(
+            absl::DeadlineExceededError(absl::StrCat(OpcodeName(call.opcode), " request ", id,
+                                                     " to ", conn_peer_, " got no reply in time")));
+      }
+      mu_.Lock();
+    }
+    mu_.Unlock();
+  }
+
+  void StopTimer() {
+    MutexLock lock(&mu_);
+    stop_timer_ = true;
+    timer_cv_.Signal();
+  }
+
+  RpcChannelStats stats() const {
+    MutexLock lock(&mu_);
+    return {calls_, replies_, timeouts_, late_replies_, pending_.size()};
+  }
+
+  std::string conn_peer_;  // set once with conn_
+
+ private:
+  static void Complete(Call& call, IncomingMessage reply) {
+    if (reply.header.opcode != call.opcode) {
+      call.done(absl::InternalError(absl::StrCat("reply to a ", OpcodeName(call.opcode),
+                                                 " request has opcode ",
+                                                 OpcodeName(reply.header.opcode))));
+    } else if (reply.header.status != absl::StatusCode::kOk) {
+      call.done(absl::Status(reply.header.status,
+                             std::string(reply.payload.begin(), reply.payload.end())));
+    } else {
+      call.done(std::move(reply));
+    }
+  }
+
+  mutable Mutex mu_;
+  CondVar timer_cv_;
+  std::unordered_map<uint64_t, Call> pending_ ABSL_GUARDED_BY(mu_);
+  std::set<std::pair<absl::Time, uint64_t>> deadlines_ ABSL_GUARDED_BY(mu_);
+  absl::Status closed_ ABSL_GUARDED_BY(mu_);  // OK while open; sticky
+  bool stop_timer_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t calls_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t replies_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t timeouts_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t late_replies_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+absl::StatusOr<std::unique_ptr<RpcChannel>> RpcChannel::Connect(Transport& transport,
+                                                                const std::string& address) {
+  auto core = std::make_shared<Core>();
+  core->conn_peer_ = address;
+  std::weak_ptr<Core> weak = core;
+  ConnectionHandler handler;
+  handler.on_receive = [weak](Connection& conn, std::span<IncomingMessage> messages) {
+    if (auto c = weak.lock()) c->OnReceive(conn, messages);
+  };
+  handler.on_close = [weak](const absl::Status& reason) {
+    if (auto c = weak.lock()) c->OnClose(reason);
+  };
+  absl::StatusOr<std::shared_ptr<Connection>> conn = transport.Connect(address, std::move(handler));
+  if (!conn.ok()) return conn.status();
+  core->conn_ = *std::move(conn);
+  return std::unique_ptr<RpcChannel>(new RpcChannel(std::move(core)));
+}
+
+RpcChannel::RpcChannel(std::shared_ptr<Core> core)
+    : core_(std::move(core)), timer_([core = core_] { core->TimerLoop(); }) {}
+
+RpcChannel::~RpcChannel() {
+  Close();
+  core_->StopTimer();
+  timer_.join();
+}
+
+std::vector<uint64_t> RpcChannel::CallMany(std::span<OutgoingMessage> requests,
+                                           absl::Duration timeout,
+                                           std::vector<ReplyCallback> done) {
+  return core_->CallMany(requests, timeout, std::move(done));
+}
+
+uint64_t RpcChannel::Call(OutgoingMessage request, absl::Duration timeout, ReplyCallback done) {
+  std::vector<ReplyCallback> callbacks;
+  callbacks.push_back(std::move(done));
+  return core_->CallMany({&request, 1}, timeout, std::move(callbacks))[0];
+}
+
+std::future<absl::StatusOr<IncomingMessage>> RpcChannel::Call(const FrameHeader& header,
+                                                              std::vector<uint8_t> payload,
+                                                              absl::Duration timeout) {
+  auto promise = std::make_shared<std::promise<absl::StatusOr<IncomingMessage>>>();
+  auto owned = std::make_shared<std::vector<uint8_t>>(std::move(payload));
+  OutgoingMessage m;
+  m.header = header;
+  if (!owned->empty()) m.payload.push_back(*owned);
+  m.on_sent = [owned](absl::Status) {};  // keeps the payload alive until written
+  auto future = promise->get_future();
+  Call(std::move(m), timeout,
+       [promise](absl::StatusOr<IncomingMessage> r) { promise->set_value(std::move(r)); });
+  return future;
+}
+
+void RpcChannel::Close() {
+  core_->FailAll(absl::CancelledError("RPC channel closed"));
+  core_->conn_->Close(absl::CancelledError("RPC channel closed"));
+}
+
+RpcChannelStats RpcChannel::stats() const { return core_->stats(); }
+
+const std::string& RpcChannel::peer_address() const { return core_->conn_->peer_address(); }
+
+}  // namespace farswap::transport

@@ -1,0 +1,392 @@
+// tcp_connection.cc: one TCP data-plane connection (tcp_connection.h).
+//
+// Sending. Send (any thread) validates the headers, encodes them into the
+// connection's output queue next to the caller's payload pieces, and posts a
+// flush to the loop (one post per burst: flush_posted_). The loop gathers up
+// to kMaxIovecs pieces across queued frames into one sendmsg (writev with
+// MSG_NOSIGNAL), keeps partial progress per frame, and waits for EPOLLOUT
+// when the kernel buffer is full. A frame's on_sent runs once its last byte
+// is written. Replies sent from inside on_receive are flushed before the
+// loop reads again, so a request/reply exchange costs no extra wakeup.
+//
+// Receiving. The loop reads into a per-connection buffer (at most
+// kReadBudget bytes per readiness event, for fairness between connections),
+// decodes each complete frame with DecodeHeader as soon as its 40 header
+// bytes arrive — so an absurd length is rejected before anything is
+// buffered for it — then ValidatePayload once it is whole, and hands the
+// frames decoded from each read to on_receive in one call. A malformed
+// frame closes that connection only, with the reason logged and passed to
+// on_close.
+//
+// Back-pressure (README "Back-pressure"). Connections made with Connect
+// refuse Send with RESOURCE_EXHAUSTED while more than
+// max_output_queue_bytes are queued: the caller (the RPC client) fails or
+// retries that request. Accepted connections never refuse a reply: when
+// their queue passes the limit they stop reading requests from that peer
+// (EPOLLIN off) and resume when it drains to half. So a peer that sends but
+// never reads costs the server at most one read beyond the limit,
+// and cannot slow any other connection.
+//
+// Locking. Each TcpConnection has one mutex, mu_, guarding its output queue
+// and closed state; IoLoop::mu_ guards the loop's task queue. No code holds
+// two of these at once (Send releases mu_ before IoLoop::Post), so there is
+// no lock order to keep. Callbacks run with no lock held.
+#include "tcp_connection.h"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "farswap/common/status_macros.h"
+#include "farswap/common/sync_point.h"
+#include "spdlog/spdlog.h"
+
+namespace farswap::transport {
+namespace {
+
+// kReadChunk: the smallest read; kReadBudget: the most bytes one readiness
+// event reads before the loop serves other connections (one maximal BATCH).
+constexpr size_t kReadChunk = 64 * 1024;
+constexpr size_t kReadBudget = kMaxFrameSize;
+// kMaxIovecs: pieces per sendmsg, well under IOV_MAX (1024).
+constexpr int kMaxIovecs = 256;
+
+}  // namespace
+
+absl::Status ErrnoUnavailable(absl::string_view what) {
+  return absl::UnavailableError(absl::StrCat(what, ": ", std::strerror(errno)));
+}
+
+TcpConnection::TcpConnection(std::shared_ptr<IoLoop> loop, int fd, std::string peer, bool accepted,
+                             const TransportOptions& options)
+    : loop_(std::move(loop)),
+      fd_(fd),
+      peer_(std::move(peer)),
+      accepted_(accepted),
+      max_queue_bytes_(options.max_output_queue_bytes) {}
+
+TcpConnection::~TcpConnection() {
+  if (fd_ >= 0) close(fd_);  // never registered (its loop stopped first)
+}
+
+void TcpConnection::Register() {
+  absl::StatusOr<IoLoop::Registration> reg = loop_->Add(fd_, EPOLLIN, shared_from_this());
+  if (!reg.ok()) {
+    CloseNow(absl::UnavailableError(absl::StrCat("cannot watch socket: ", reg.status().message())));
+    return;
+  }
+  registration_ = *reg;
+  registered_ = true;
+  FlushOutput();  // frames sent before registration
+}
+
+void TcpConnection::PostRegister() {
+  auto self = shared_from_this();
+  if (!loop_->Post([self] { self->Register(); })) {
+    CloseNow(absl::UnavailableError("transport is shutting down"));
+  }
+}
+
+absl::Status TcpConnection::Send(std::span<OutgoingMessage> messages) {
+  std::vector<size_t> sizes(messages.size());
+  size_t total = 0;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    size_t len = 0;
+    for (const PayloadPiece& piece : messages[i].payload) len += piece.size();
+    if (len > kMaxBatchPayload) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("message ", i, ": payload of ", len, " bytes exceeds ", kMaxBatchPayload));
+    }
+    messages[i].header.payload_length = uint32_t(len);
+    if (absl::Status s = ValidateHeader(messages[i].header); !s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("message ", i, ": ", s.message()));
+    }
+    sizes[i] = kFrameHeaderSize + len;
+    total += sizes[i];
+  }
+  bool post;
+  {
+    MutexLock lock(&mu_);
+    if (closed_) {
+      return absl::UnavailableError(absl::StrCat("connection to ", peer_, " is closed"));
+    }
+    if (!accepted_ && queued_bytes_ > max_queue_bytes_) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("output queue to ", peer_, " holds ", queued_bytes_, " bytes (limit ",
+                       max_queue_bytes_, "): the peer is not reading"));
+    }
+    for (size_t i = 0; i < messages.size(); ++i) {
+      PendingWrite& w = out_.emplace_back();
+      w.header = EncodeHeader(messages[i].header);
+      w.payload = std::move(messages[i].payload);
+      w.on_sent = std::move(messages[i].on_sent);
+      w.size = sizes[i];
+    }
+    queued_bytes_ += total;
+    post = !flush_posted_;
+    flush_posted_ = true;
+  }
+  if (post) {
+    auto self = shared_from_this();
+    // If the loop has stopped, its shutdown closes this connection and
+    // fails the frames just queued.
+    loop_->Post([self] {
+      {
+        MutexLock lock(&self->mu_);
+        self->flush_posted_ = false;
+      }
+      self->FlushOutput();
+      self->ApplyBackPressure();
+    });
+  }
+  return absl::OkStatus();
+}
+
+void TcpConnection::Close(absl::Status reason) {
+  {
+    MutexLock lock(&mu_);
+    if (closed_ || close_posted_) return;
+    close_posted_ = true;
+  }
+  auto self = shared_from_this();
+  // Always deferred, never inline: Close may be called from inside this
+  // connection's own callbacks, which CloseNow destroys.
+  loop_->Post([self, reason = std::move(reason)] { self->CloseNow(reason); });
+}
+
+bool TcpConnection::is_open() const {
+  MutexLock lock(&mu_);
+  return !closed_;
+}
+
+ConnectionStats TcpConnection::stats() const {
+  ConnectionStats s;
+  s.frames_sent = frames_sent_.load(std::memory_order_relaxed);
+  s.frames_received = frames_received_.load(std::memory_order_relaxed);
+  s.bytes_sent = bytes_sent_.load(std::memory_order_relaxed);
+  s.bytes_received = bytes_received_.load(std::memory_order_relaxed);
+  s.read_pauses = read_pauses_.load(std::memory_order_relaxed);
+  MutexLock lock(&mu_);
+  s.queued_bytes = queued_bytes_;
+  return s;
+}
+
+void TcpConnection::OnEvents(uint32_t events) {
+  if (events & (EPOLLERR | EPOLLHUP)) {
+    int err = 0;
+    socklen_t len = sizeof(err);
+    getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (!(events & EPOLLIN) || err != 0) {  // else drain what is readable first
+      CloseNow(absl::UnavailableError(absl::StrCat(
+          "connection to ", peer_, " failed: ", err ? std::strerror(err) : "hang-up")));
+      return;
+    }
+  }
+  if (events & EPOLLOUT) {
+    FlushOutput();
+    if (fd_ < 0) return;
+  }
+  if (events & EPOLLIN) HandleReadable();
+  if (fd_ >= 0) ApplyBackPressure();
+}
+
+void TcpConnection::FlushOutput() {
+  if (fd_ < 0 || !registered_) return;
+  std::vector<SendCallback> done;
+  for (;;) {
+    iovec iov[kMaxIovecs];
+    int iovcnt = 0;
+    size_t gathered = 0;
+    {
+      // Queue elements stay put while unlocked: Send only appends to the
+      // deque (which keeps references valid) and only this thread pops.
+      MutexLock lock(&mu_);
+      for (auto it = out_.begin(); it != out_.end() && iovcnt < kMaxIovecs; ++it) {
+        size_t skip = it->written;
+        auto add = [&](const uint8_t* p, size_t n) {
+          if (skip >= n) {
+            skip -= n;
+            return;
+          }
+          if (iovcnt == kMaxIovecs) return;
+          iov[iovcnt++] = {const_cast<uint8_t*>(p + skip), n - skip};
+          gathered += n - skip;
+          skip = 0;
+        };
+        add(it->header.data(), it->header.size());
+        for (const PayloadPiece& piece : it->payload) add(piece.data(), piece.size());
+      }
+    }
+    if (iovcnt == 0) break;
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = size_t(iovcnt);
+    ssize_t n = sendmsg(fd_, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      RunCallbacks(done, absl::OkStatus());
+      CloseNow(ErrnoUnavailable(absl::StrCat("write to ", peer_, " failed")));
+      return;
+    }
+    bytes_sent_.fetch_add(uint64_t(n), std::memory_order_relaxed);
+    {
+      MutexLock lock(&mu_);
+      size_t left = size_t(n);
+      queued_bytes_ -= left;
+      while (left > 0) {
+        PendingWrite& w = out_.front();
+        size_t take = std::min(left, w.size - w.written);
+        w.written += take;
+        left -= take;
+        if (w.written == w.size) {
+          if (w.on_sent) done.push_back(std::move(w.on_sent));
+          out_.pop_front();
+          frames_sent_.fetch_add(1, std::memory_order_relaxed);
+        }
+      }
+    }
+    if (size_t(n) < gathered) break;  // the kernel buffer is full
+  }
+  RunCallbacks(done, absl::OkStatus());
+  bool pending;
+  {
+    MutexLock lock(&mu_);
+    pending = !out_.empty();
+  }
+  if (pending != want_write_) {
+    want_write_ = pending;
+    UpdateInterest();
+  }
+}
+
+void TcpConnection::RunCallbacks(std::vector<SendCallback>& callbacks, const absl::Status& status) {
+  for (SendCallback& cb : callbacks) cb(status);
+  callbacks.clear();
+}
+
+void TcpConnection::ApplyBackPressure() {
+  if (!accepted_ || fd_ < 0 || !registered_) return;
+  uint64_t queued;
+  {
+    MutexLock lock(&mu_);
+    queued = queued_bytes_;
+  }
+  if (!reading_paused_ && queued > max_queue_bytes_) {
+    reading_paused_ = true;
+    read_pauses_.fetch_add(1, std::memory_order_relaxed);
+    UpdateInterest();
+    spdlog::debug("farswap transport: pausing reads from {}: {} bytes queued", peer_, queued);
+    FARSWAP_SYNC_POINT("TcpConnection::PauseReading");
+  } else if (reading_paused_ && queued <= max_queue_bytes_ / 2) {
+    reading_paused_ = false;
+    UpdateInterest();
+    FARSWAP_SYNC_POINT("TcpConnection::ResumeReading");
+  }
+}
+
+void TcpConnection::UpdateInterest() {
+  uint32_t events =
+      (reading_paused_ ? 0u : uint32_t{EPOLLIN}) | (want_write_ ? uint32_t{EPOLLOUT} : 0u);
+  if (absl::Status s = loop_->Modify(registration_, fd_, events); !s.ok()) {
+    CloseNow(absl::UnavailableError(s.message()));
+  }
+}
+
+void TcpConnection::HandleReadable() {
+  std::vector<IncomingMessage> messages;
+  size_t budget = kReadBudget;
+  while (budget > 0 && !reading_paused_ && fd_ >= 0) {
+    // Make room: compact consumed bytes, then grow to fit the frame in
+    // progress (never beyond one maximal frame plus a chunk).
+    if (in_begin_ > 0) {
+      std::memmove(in_.data(), in_.data() + in_begin_, in_end_ - in_begin_);
+      in_end_ -= in_begin_;
+      in_begin_ = 0;
+    }
+    size_t want = std::max(in_end_ + kReadChunk, frame_need_);
+    if (in_.size() < want) in_.resize(want);
+    ssize_t n = read(fd_, in_.data() + in_end_, in_.size() - in_end_);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      CloseNow(ErrnoUnavailable(absl::StrCat("read from ", peer_, " failed")));
+      return;
+    }
+    if (n == 0) {
+      CloseNow(absl::UnavailableError(absl::StrCat("peer ", peer_, " closed the connection")));
+      return;
+    }
+    bytes_received_.fetch_add(uint64_t(n), std::memory_order_relaxed);
+    in_end_ += size_t(n);
+    budget -= std::min(budget, size_t(n));
+    absl::Status decoded = DecodeBuffered(messages);
+    Deliver(messages);  // the good frames before a bad one still count
+    if (!decoded.ok()) {
+      spdlog::warn("farswap transport: closing connection from {}: malformed frame: {}", peer_,
+                   std::string(decoded.message()));
+      CloseNow(absl::InvalidArgumentError(absl::StrCat("malformed frame: ", decoded.message())));
+      return;
+    }
+    if (accepted_) {
+      FlushOutput();  // replies sent by on_receive
+      if (fd_ >= 0) ApplyBackPressure();
+    }
+  }
+}
+
+absl::Status TcpConnection::DecodeBuffered(std::vector<IncomingMessage>& out) {
+  for (;;) {
+    std::span<const uint8_t> avail(in_.data() + in_begin_, in_end_ - in_begin_);
+    if (avail.size() < kFrameHeaderSize) return absl::OkStatus();
+    FARSWAP_ASSIGN_OR_RETURN(FrameHeader h, DecodeHeader(avail));
+    const size_t size = kFrameHeaderSize + h.payload_length;
+    if (avail.size() < size) {
+      frame_need_ = size;
+      return absl::OkStatus();
+    }
+    std::span<const uint8_t> payload = avail.subspan(kFrameHeaderSize, h.payload_length);
+    FARSWAP_RETURN_IF_ERROR(ValidatePayload(h, payload));
+    out.push_back({h, std::vector<uint8_t>(payload.begin(), payload.end())});
+    in_begin_ += size;
+    frame_need_ = 0;
+    frames_received_.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+void TcpConnection::Deliver(std::vector<IncomingMessage>& messages) {
+  if (messages.empty() || !handler_.on_receive) return;
+  handler_.on_receive(*this, std::span<IncomingMessage>(messages));
+  messages.clear();
+}
+
+void TcpConnection::CloseNow(const absl::Status& reason) {
+  std::deque<PendingWrite> failed;
+  {
+    MutexLock lock(&mu_);
+    if (fd_ < 0) return;
+    closed_ = true;
+    failed.swap(out_);
+    queued_bytes_ = 0;
+  }
+  if (registered_) loop_->Remove(registration_, fd_);
+  registered_ = false;
+  close(fd_);
+  fd_ = -1;
+  const absl::Status unavailable = absl::UnavailableError(absl::StrCat(
+      "connection to ", peer_, " closed before the frame was sent: ", reason.message()));
+  for (PendingWrite& w : failed) {
+    if (w.on_sent) w.on_sent(unavailable);
+  }
+  ConnectionHandler handler = std::move(handler_);
+  handler_ = {};
+  if (handler.on_close) handler.on_close(reason);
+}
+
+}  // namespace farswap::transport

@@ -1,0 +1,131 @@
+// tcp_connection.h: one TCP data-plane connection (private to transport/).
+// tcp_connection.cc explains sending, receiving and back-pressure.
+#ifndef FARSWAP_TRANSPORT_SRC_TCP_CONNECTION_H_
+#define FARSWAP_TRANSPORT_SRC_TCP_CONNECTION_H_
+
+#include <array>
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/strings/string_view.h"
+#include "farswap/common/mutex.h"
+#include "farswap/transport/transport.h"
+#include "io_loop.h"
+
+namespace farswap::transport {
+
+// ErrnoUnavailable returns UNAVAILABLE "<what>: <strerror(errno)>".
+absl::Status ErrnoUnavailable(absl::string_view what);
+
+// TcpConnection is one TCP data-plane connection. Thread-safe (Connection's
+// promise): Send, Close and the accessors may be called from any thread;
+// everything that touches the socket runs on the owning loop's thread.
+class TcpConnection final : public Connection,
+                            public EpollTarget,
+                            public std::enable_shared_from_this<TcpConnection> {
+ public:
+  TcpConnection(std::shared_ptr<IoLoop> loop, int fd, std::string peer, bool accepted,
+                const TransportOptions& options);
+
+  ~TcpConnection() override;
+
+  // set_handler runs before Register, on whatever thread creates the
+  // connection; the post to the loop orders it before any callback.
+  void set_handler(ConnectionHandler handler) { handler_ = std::move(handler); }
+
+  // Register starts watching the socket (loop thread).
+  void Register();
+
+  // PostRegister hands the connection to its loop; if the loop has stopped,
+  // closes it here (it was never registered, so no other thread touches it).
+  void PostRegister();
+
+  absl::Status Send(std::span<OutgoingMessage> messages) override;
+
+  void Close(absl::Status reason) override;
+
+  bool is_open() const override;
+  const std::string& peer_address() const override { return peer_; }
+
+  ConnectionStats stats() const override;
+
+  void OnEvents(uint32_t events) override;
+
+  void OnLoopShutdown() override { CloseNow(absl::UnavailableError("transport shut down")); }
+
+ private:
+  struct PendingWrite {
+    std::array<uint8_t, kFrameHeaderSize> header;
+    std::vector<PayloadPiece> payload;
+    SendCallback on_sent;
+    size_t size = 0;     // header + payload bytes
+    size_t written = 0;  // bytes already handed to the kernel
+  };
+
+  // FlushOutput writes as much of the output queue as the socket takes
+  // (loop thread).
+  void FlushOutput();
+
+  static void RunCallbacks(std::vector<SendCallback>& callbacks, const absl::Status& status);
+
+  // ApplyBackPressure pauses or resumes reading on accepted connections
+  // (loop thread); see the file comment.
+  void ApplyBackPressure();
+
+  void UpdateInterest();
+
+  // HandleReadable reads, decodes and delivers frames. After each read's
+  // frames are delivered, replies are flushed and back-pressure applied, so
+  // a paused connection overshoots its limit by at most one read.
+  void HandleReadable();
+
+  // DecodeBuffered moves every complete frame out of the input buffer.
+  absl::Status DecodeBuffered(std::vector<IncomingMessage>& out);
+
+  void Deliver(std::vector<IncomingMessage>& messages);
+
+  // CloseNow closes the socket, fails queued frames and tells the handler
+  // (loop thread, or any thread for a never-registered connection).
+  void CloseNow(const absl::Status& reason);
+
+  const std::shared_ptr<IoLoop> loop_;
+  // fd_: the socket; -1 once closed. Written only by the loop thread (or by
+  // the creating thread before registration); read under mu_ in CloseNow's
+  // check only for idempotence, so it is not itself guarded.
+  int fd_;
+  const std::string peer_;
+  const bool accepted_;
+  const size_t max_queue_bytes_;
+
+  mutable Mutex mu_;
+  std::deque<PendingWrite> out_ ABSL_GUARDED_BY(mu_);
+  uint64_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  bool close_posted_ ABSL_GUARDED_BY(mu_) = false;
+  bool flush_posted_ ABSL_GUARDED_BY(mu_) = false;
+
+  // Loop thread only.
+  ConnectionHandler handler_;
+  IoLoop::Registration registration_ = 0;
+  bool registered_ = false;
+  bool reading_paused_ = false;
+  bool want_write_ = false;
+  std::vector<uint8_t> in_;
+  size_t in_begin_ = 0;
+  size_t in_end_ = 0;
+  size_t frame_need_ = 0;  // size of the frame being buffered, once known
+
+  std::atomic<uint64_t> frames_sent_{0}, frames_received_{0}, bytes_sent_{0}, bytes_received_{0},
+      read_pauses_{0};
+};
+
+}  // namespace farswap::transport
+
+#endif  // FARSWAP_TRANSPORT_SRC_TCP_CONNECTION_H_
