@@ -1,0 +1,65 @@
+// node_service.h: the gRPC control plane of a memory node
+// (proto/farswap/v1/memory_node.proto), on the callback server API.
+//
+//   MemoryNodeService service(&store, &tenants, {.node_id = "node-a", .data_addr = dp.address()});
+//   builder.RegisterService(&service);
+//
+// absl::Status codes map 1:1 onto gRPC's at this edge.
+//
+// Thread safety: safe for concurrent calls (gRPC calls it from its threads).
+#ifndef FARSWAP_SERVER_NODE_SERVICE_H_
+#define FARSWAP_SERVER_NODE_SERVICE_H_
+
+#include <string>
+
+#include "farswap/common/mutex.h"
+#include "farswap/server/page_store.h"
+#include "farswap/server/tenant_registry.h"
+#include "farswap/v1/memory_node.grpc.pb.h"
+
+namespace farswap::server {
+
+struct NodeServiceOptions {
+  std::string node_id;
+  std::string data_addr;   // what Attach tells clients to connect to
+  PageStoreLimits limits;  // the limits the store was created with
+};
+
+class MemoryNodeService final : public v1::MemoryNode::CallbackService {
+ public:
+  // store and tenants are not owned and must outlive the service.
+  MemoryNodeService(PageStore* store, TenantRegistry* tenants, const NodeServiceOptions& options);
+
+  grpc::ServerUnaryReactor* Attach(grpc::CallbackServerContext* ctx, const v1::AttachRequest* req,
+                                   v1::AttachResponse* resp) override;
+  grpc::ServerUnaryReactor* Detach(grpc::CallbackServerContext* ctx, const v1::DetachRequest* req,
+                                   v1::DetachResponse* resp) override;
+  grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* ctx,
+                                     const v1::GetStatsRequest* req,
+                                     v1::GetStatsResponse* resp) override;
+  grpc::ServerUnaryReactor* SetLimits(grpc::CallbackServerContext* ctx,
+                                      const v1::SetLimitsRequest* req,
+                                      v1::SetLimitsResponse* resp) override;
+  grpc::ServerUnaryReactor* Compact(grpc::CallbackServerContext* ctx, const v1::CompactRequest* req,
+                                    v1::CompactResponse* resp) override;
+  grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* ctx, const v1::DrainRequest* req,
+                                  v1::DrainResponse* resp) override;
+
+  // FillStats is GetStats without gRPC, for the server's own logging.
+  absl::Status FillStats(const std::string& tenant_filter, v1::GetStatsResponse* resp) const;
+
+ private:
+  PageStore* const store_;
+  TenantRegistry* const tenants_;
+  const std::string node_id_;
+  const std::string data_addr_;
+  Mutex mu_;
+  PageStoreLimits limits_ ABSL_GUARDED_BY(mu_);
+};
+
+// ToGrpcStatus maps an absl::Status onto the same gRPC code and message.
+grpc::Status ToGrpcStatus(const absl::Status& s);
+
+}  // namespace farswap::server
+
+#endif  // FARSWAP_SERVER_NODE_SERVICE_H_

@@ -1,0 +1,180 @@
+#include "farswap/server/node_service.h"
+
+#include <spdlog/spdlog.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace farswap::server {
+namespace {
+
+grpc::ServerUnaryReactor* Finish(grpc::CallbackServerContext* ctx, const absl::Status& s) {
+  grpc::ServerUnaryReactor* r = ctx->DefaultReactor();
+  r->Finish(ToGrpcStatus(s));
+  return r;
+}
+
+void FillRejects(const std::array<uint64_t, kRejectReasonCount>& r, v1::RejectStats* out) {
+  out->set_pool_full(r[int(RejectReason::kPoolFull)]);
+  out->set_quota(r[int(RejectReason::kQuota)]);
+  out->set_backing_full(r[int(RejectReason::kBackingFull)]);
+  out->set_draining(r[int(RejectReason::kDraining)]);
+  out->set_io_error(r[int(RejectReason::kIoError)]);
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& s) {
+  if (s.ok()) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode(int(s.code())), std::string(s.message()));
+}
+
+MemoryNodeService::MemoryNodeService(PageStore* store, TenantRegistry* tenants,
+                                     const NodeServiceOptions& options)
+    : store_(store),
+      tenants_(tenants),
+      node_id_(options.node_id),
+      data_addr_(options.data_addr),
+      limits_(options.limits) {}
+
+grpc::ServerUnaryReactor* MemoryNodeService::Attach(grpc::CallbackServerContext* ctx,
+                                                    const v1::AttachRequest* req,
+                                                    v1::AttachResponse* resp) {
+  if (store_->draining()) {
+    return Finish(ctx, absl::FailedPreconditionError(
+                           absl::StrCat("node ", node_id_, " is draining: attach elsewhere")));
+  }
+  absl::StatusOr<Session> s = tenants_->Attach(req->tenant_id(), req->secret());
+  if (!s.ok()) {
+    spdlog::warn("attach refused for tenant '{}' ({}): {}", req->tenant_id(), req->client_name(),
+                 s.status().ToString());
+    return Finish(ctx, s.status());
+  }
+  const Tenant& t = tenants_->tenants()[s->tenant_index];
+  resp->set_session_token(s->token);
+  resp->set_quota_bytes(t.quota_bytes);
+  resp->set_data_addr(data_addr_);
+  resp->set_node_id(node_id_);
+  spdlog::info("session opened: tenant '{}' client '{}' ({} sessions)", t.id, req->client_name(),
+               tenants_->session_count());
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* MemoryNodeService::Detach(grpc::CallbackServerContext* ctx,
+                                                    const v1::DetachRequest* req,
+                                                    v1::DetachResponse*) {
+  absl::Status s = tenants_->Detach(req->session_token());
+  if (s.ok()) spdlog::info("session closed ({} sessions)", tenants_->session_count());
+  return Finish(ctx, s);
+}
+
+absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
+                                          v1::GetStatsResponse* resp) const {
+  if (!tenant_filter.empty()) {
+    absl::StatusOr<Tenant> t = tenants_->Find(tenant_filter);
+    if (!t.ok()) return t.status();
+  }
+  PageStoreStats s = store_->GetStats();
+  resp->set_node_id(node_id_);
+  v1::NodeStats* n = resp->mutable_node();
+  v1::PoolStats* p = n->mutable_pool();
+  p->set_orig_data_size(s.pool.orig_data_size);
+  p->set_compr_data_size(s.pool.compr_data_size);
+  p->set_mem_used_total(s.pool.mem_used_total);
+  p->set_mem_limit(s.pool.mem_limit);
+  p->set_mem_used_max(s.pool.mem_used_max);
+  p->set_same_pages(s.pool.same_pages);
+  p->set_pages_compacted(s.pool.pages_compacted);
+  p->set_huge_pages(s.pool.huge_pages);
+  p->set_metadata_bytes(s.pool.metadata_bytes);
+  v1::BackingStats* b = n->mutable_backing();
+  b->set_size_bytes(s.backing_total_blocks * kBlockSize);
+  b->set_used_bytes(s.backing_used_blocks * kBlockSize);
+  b->set_reads(s.backing_reads);
+  b->set_writes(s.backing_writes);
+  if (!s.health.ok()) b->set_io_error(s.health.ToString());
+  FillRejects(s.rejects, n->mutable_rejects());
+  n->set_stored_pages(s.stored_pages);
+  n->set_same_pages(s.same_filled_pages);
+  n->set_huge_pages(s.huge_pages);
+  n->set_written_back_pages(s.written_back_pages);
+  n->set_pages_on_backing(s.pages_on_disk);
+  n->set_stores(s.stores);
+  n->set_loads(s.loads);
+  n->set_load_misses(s.load_misses);
+  n->set_invalidates(s.invalidates);
+  n->set_draining(s.draining);
+  n->set_sessions(uint32_t(tenants_->session_count()));
+  const std::vector<Tenant>& all = tenants_->tenants();
+  for (const TenantStats& ts : s.tenants) {
+    if (ts.tenant >= all.size()) continue;
+    const Tenant& t = all[ts.tenant];
+    if (!tenant_filter.empty() && t.id != tenant_filter) continue;
+    v1::TenantStats* out = resp->add_tenants();
+    out->set_tenant_id(t.id);
+    out->set_stored_pages(ts.stored_pages);
+    out->set_stored_bytes(ts.stored_bytes);
+    out->set_quota_bytes(ts.quota_pages * kBlockSize);
+    FillRejects(ts.rejects, out->mutable_rejects());
+  }
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* MemoryNodeService::GetStats(grpc::CallbackServerContext* ctx,
+                                                      const v1::GetStatsRequest* req,
+                                                      v1::GetStatsResponse* resp) {
+  return Finish(ctx, FillStats(req->tenant_id(), resp));
+}
+
+grpc::ServerUnaryReactor* MemoryNodeService::SetLimits(grpc::CallbackServerContext* ctx,
+                                                       const v1::SetLimitsRequest* req,
+                                                       v1::SetLimitsResponse*) {
+  if (req->has_tenant_quota_bytes()) {
+    absl::StatusOr<Tenant> t = tenants_->Find(req->tenant_id());
+    if (!t.ok()) return Finish(ctx, t.status());
+  } else if (!req->tenant_id().empty()) {
+    return Finish(ctx, absl::InvalidArgumentError("tenant_id given without tenant_quota_bytes"));
+  }
+  PageStoreLimits next;
+  {
+    MutexLock l(&mu_);
+    next = limits_;
+  }
+  if (req->has_pool_limit_bytes()) next.pool_limit_bytes = req->pool_limit_bytes();
+  if (req->has_high_watermark()) next.high_watermark = req->high_watermark();
+  if (req->has_low_watermark()) next.low_watermark = req->low_watermark();
+  absl::Status s = store_->SetLimits(next);
+  if (!s.ok()) return Finish(ctx, s);
+  {
+    MutexLock l(&mu_);
+    limits_ = next;
+  }
+  if (req->has_tenant_quota_bytes()) {
+    uint32_t index = tenants_->Find(req->tenant_id())->index;
+    store_->SetTenantQuota(index, req->tenant_quota_bytes() / kBlockSize);
+    spdlog::info("tenant '{}' quota set to {} bytes", req->tenant_id(), req->tenant_quota_bytes());
+  }
+  spdlog::info("limits set: pool {} bytes, watermarks {:.2f}/{:.2f}", next.pool_limit_bytes,
+               next.high_watermark, next.low_watermark);
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* MemoryNodeService::Compact(grpc::CallbackServerContext* ctx,
+                                                     const v1::CompactRequest*,
+                                                     v1::CompactResponse* resp) {
+  resp->set_pages_freed(store_->Compact());
+  spdlog::info("compaction freed {} pages", resp->pages_freed());
+  return Finish(ctx, absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* MemoryNodeService::Drain(grpc::CallbackServerContext* ctx,
+                                                   const v1::DrainRequest* req,
+                                                   v1::DrainResponse* resp) {
+  store_->SetDraining(req->drain());
+  spdlog::info(req->drain() ? "draining: new stores refused, loads served"
+                            : "drain ended: accepting stores");
+  resp->set_draining(store_->draining());
+  resp->set_stored_pages(store_->GetStats().stored_pages);
+  return Finish(ctx, absl::OkStatus());
+}
+
+}  // namespace farswap::server

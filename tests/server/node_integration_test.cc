@@ -1,0 +1,264 @@
+// The real farswap-server process, driven through the data plane and the
+// gRPC control plane: pages stored past the pool limit are written back to
+// the backing file and all load back intact; sessions, tenants and bad input
+// behave as documented.
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_split.h"
+#include "farswap/client/page_codec.h"
+#include "farswap/common/page_file.h"
+#include "farswap/transport/rpc_channel.h"
+#include "farswap/transport/transport.h"
+#include "farswap/v1/memory_node.grpc.pb.h"
+#include "server_process.h"
+
+namespace farswap {
+namespace {
+
+using testing::ServerProcess;
+using transport::FrameHeader;
+using transport::IncomingMessage;
+using transport::Opcode;
+using transport::RpcChannel;
+
+constexpr absl::Duration kTimeout = absl::Seconds(20);
+
+struct Attached {
+  std::string token;
+  std::string data_addr;
+};
+
+absl::StatusOr<Attached> Attach(const std::string& grpc_addr, const std::string& tenant,
+                                const std::string& secret) {
+  auto stub =
+      v1::MemoryNode::NewStub(grpc::CreateChannel(grpc_addr, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  v1::AttachRequest req;
+  req.set_tenant_id(tenant);
+  req.set_secret(secret);
+  req.set_client_name("node_integration_test");
+  v1::AttachResponse resp;
+  grpc::Status s = stub->Attach(&ctx, req, &resp);
+  if (!s.ok()) return absl::Status(absl::StatusCode(s.error_code()), s.error_message());
+  return Attached{resp.session_token(), resp.data_addr()};
+}
+
+absl::StatusOr<v1::GetStatsResponse> Stats(const std::string& grpc_addr) {
+  auto stub =
+      v1::MemoryNode::NewStub(grpc::CreateChannel(grpc_addr, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::GetStatsResponse resp;
+  grpc::Status s = stub->GetStats(&ctx, v1::GetStatsRequest(), &resp);
+  if (!s.ok()) return absl::Status(absl::StatusCode(s.error_code()), s.error_message());
+  return resp;
+}
+
+absl::StatusOr<IncomingMessage> Call(RpcChannel& ch, FrameHeader h, std::vector<uint8_t> payload) {
+  return ch.Call(h, std::move(payload), kTimeout).get();
+}
+
+absl::Status Hello(RpcChannel& ch, const std::string& token) {
+  FrameHeader h{.opcode = Opcode::kHello};
+  return Call(ch, h, std::vector<uint8_t>(token.begin(), token.end())).status();
+}
+
+class NodeIntegrationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto t = transport::CreateTransport("tcp", {.io_threads = 1});
+    ASSERT_TRUE(t.ok()) << t.status();
+    transport_ = std::move(*t);
+  }
+  void TearDown() override { transport_->Shutdown(); }
+  std::unique_ptr<transport::Transport> transport_;
+};
+
+TEST_F(NodeIntegrationTest, PagesPastThePoolLimitAreWrittenBackAndAllLoadBack) {
+  auto node = ServerProcess::Start(
+      {.pool_limit = "1M", .backing_size = "64M", .high_watermark = "0.8", .low_watermark = "0.6"});
+  ASSERT_TRUE(node.ok()) << node.status();
+  auto session = Attach((*node)->grpc_addr(), "default", "");
+  ASSERT_TRUE(session.ok()) << session.status();
+  EXPECT_EQ(session->data_addr, (*node)->data_addr());
+  auto ch = RpcChannel::Connect(*transport_, session->data_addr);
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  ASSERT_TRUE(Hello(**ch, session->token).ok());
+
+  auto pages = ReadPageFile(FARSWAP_CORPUS_DIR "/node.pages.zst");
+  ASSERT_TRUE(pages.ok()) << pages.status();
+  constexpr size_t kPages = 1500;  // ~3 MiB compressed: three times the pool limit
+  PageCodec codec({.codec = Codec::kLz4, .raw_threshold = 3633});
+  std::vector<uint8_t> buf(kPageSize);
+  size_t same = 0;
+  for (size_t i = 0; i < kPages; ++i) {
+    const uint8_t* page = pages->page(i);
+    EncodedPage e = codec.Encode(page, buf.data());
+    FrameHeader h{.opcode = Opcode::kStore, .page = i, .checksum = XXH3_64bits(page, kPageSize)};
+    std::vector<uint8_t> payload;
+    if (e.kind == EncodedPage::Kind::kSameFilled) {
+      h.flags = transport::kFlagSameFilled;
+      auto fill = transport::EncodeU64Payload(e.fill);
+      payload.assign(fill.begin(), fill.end());
+      same++;
+    } else {
+      h.codec = transport::Codec(e.codec);
+      payload.assign(buf.begin(), buf.begin() + e.length);
+    }
+    absl::StatusOr<IncomingMessage> r = Call(**ch, h, payload);
+    ASSERT_TRUE(r.ok()) << "page " << i << ": " << r.status();
+  }
+  std::vector<uint8_t> out(kPageSize);
+  for (size_t i = 0; i < kPages; ++i) {
+    absl::StatusOr<IncomingMessage> r = Call(**ch, {.opcode = Opcode::kLoad, .page = i}, {});
+    ASSERT_TRUE(r.ok()) << "page " << i << ": " << r.status();
+    if (r->header.same_filled()) {
+      PageCodec::DecodeSameFilled(*transport::DecodeU64Payload(r->payload), out.data());
+    } else {
+      ASSERT_TRUE(
+          codec.Decode(Codec(r->header.codec), r->payload.data(), r->payload.size(), out.data())
+              .ok());
+    }
+    ASSERT_EQ(XXH3_64bits(out.data(), kPageSize), r->header.checksum) << i;
+    ASSERT_EQ(std::memcmp(out.data(), pages->page(i), kPageSize), 0) << i;
+  }
+  auto stats = Stats((*node)->grpc_addr());
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  const v1::NodeStats& n = stats->node();
+  EXPECT_EQ(n.stored_pages(), kPages);
+  EXPECT_EQ(n.same_pages(), same);
+  EXPECT_GT(n.written_back_pages(), 0u);
+  EXPECT_GT(n.backing().writes(), 0u);
+  EXPECT_GT(n.backing().reads(), 0u);  // the loads of written-back pages
+  EXPECT_LE(n.pool().mem_used_max(), 1u << 20);
+  EXPECT_EQ(n.loads(), kPages);
+  EXPECT_EQ(n.sessions(), 1u);
+  EXPECT_EQ(n.rejects().pool_full() + n.rejects().backing_full(), 0u);
+
+  // INVALIDATE_RANGE drops them, and the backing blocks come back.
+  FrameHeader inv{.opcode = Opcode::kInvalidateRange, .page = 0};
+  auto count = transport::EncodeU64Payload(kPages);
+  ASSERT_TRUE(Call(**ch, inv, std::vector<uint8_t>(count.begin(), count.end())).ok());
+  EXPECT_EQ(Call(**ch, {.opcode = Opcode::kLoad, .page = 7}, {}).status().code(),
+            absl::StatusCode::kNotFound);
+  stats = Stats((*node)->grpc_addr());
+  EXPECT_EQ(stats->node().stored_pages(), 0u);
+  EXPECT_EQ(stats->node().backing().used_bytes(), 0u);
+  EXPECT_EQ((*node)->Terminate().value_or(-1), 0);  // clean SIGTERM shutdown
+}
+
+TEST_F(NodeIntegrationTest, SessionsAreEnforcedAndTenantsIsolated) {
+  auto node =
+      ServerProcess::Start({.pool_limit = "4M", .tenants = "alice:a-secret:0\nbob:b-secret:0\n"});
+  ASSERT_TRUE(node.ok()) << node.status();
+  EXPECT_EQ(Attach((*node)->grpc_addr(), "alice", "wrong").status().code(),
+            absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(Attach((*node)->grpc_addr(), "carol", "x").status().code(),
+            absl::StatusCode::kNotFound);
+  auto alice = Attach((*node)->grpc_addr(), "alice", "a-secret");
+  auto bob = Attach((*node)->grpc_addr(), "bob", "b-secret");
+  ASSERT_TRUE(alice.ok() && bob.ok());
+
+  auto a = RpcChannel::Connect(*transport_, alice->data_addr);
+  auto b = RpcChannel::Connect(*transport_, bob->data_addr);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE(Hello(**a, alice->token).ok());
+  ASSERT_TRUE(Hello(**b, bob->token).ok());
+  std::vector<uint8_t> page(100, 0xAB);
+  FrameHeader store{
+      .opcode = Opcode::kStore, .page = 42, .codec = transport::Codec::kLz4, .checksum = 1234};
+  ASSERT_TRUE(Call(**a, store, page).ok());
+  // Bob names the same page number: his own (empty) page 42, not Alice's.
+  EXPECT_EQ(Call(**b, {.opcode = Opcode::kLoad, .page = 42}, {}).status().code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(Call(**b, {.opcode = Opcode::kInvalidate, .page = 42}, {}).ok());
+  auto mine = Call(**a, {.opcode = Opcode::kLoad, .page = 42}, {});
+  ASSERT_TRUE(mine.ok());
+  EXPECT_EQ(mine->payload, page);
+  EXPECT_EQ(mine->header.checksum, 1234u);
+
+  // STORE without HELLO: refused with the reason, connection closed.
+  auto anon = RpcChannel::Connect(*transport_, (*node)->data_addr());
+  ASSERT_TRUE(anon.ok());
+  absl::Status s = Call(**anon, store, page).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated) << s;
+  EXPECT_NE(std::string(s.message()).find("HELLO"), std::string::npos) << s;
+  EXPECT_EQ(Call(**anon, {.opcode = Opcode::kPing}, {}).status().code(),
+            absl::StatusCode::kUnavailable);
+  // A wrong token: refused, closed.
+  auto wrong = RpcChannel::Connect(*transport_, (*node)->data_addr());
+  ASSERT_TRUE(wrong.ok());
+  EXPECT_EQ(Hello(**wrong, "not-a-token").code(), absl::StatusCode::kUnauthenticated);
+  // A detached session's token no longer works.
+  auto stub = v1::MemoryNode::NewStub(
+      grpc::CreateChannel((*node)->grpc_addr(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::DetachRequest det;
+  det.set_session_token(bob->token);
+  v1::DetachResponse det_resp;
+  ASSERT_TRUE(stub->Detach(&ctx, det, &det_resp).ok());
+  auto late = RpcChannel::Connect(*transport_, bob->data_addr);
+  ASSERT_TRUE(late.ok());
+  EXPECT_EQ(Hello(**late, bob->token).code(), absl::StatusCode::kUnauthenticated);
+
+  // Garbage on a raw socket closes that connection only.
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  std::vector<std::string> hp = absl::StrSplit((*node)->data_addr(), ':');
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(std::stoi(hp[1])));
+  inet_pton(AF_INET, hp[0].c_str(), &addr.sin_addr);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  // Longer than one frame header, so the node has a whole header to reject.
+  const char junk[] = "GET / HTTP/1.1\r\nHost: farswap.example\r\nAccept: */*\r\n\r\n";
+  ASSERT_GT(write(fd, junk, sizeof junk), 0);
+  char c;
+  EXPECT_EQ(read(fd, &c, 1), 0);  // EOF: the node closed it
+  close(fd);
+  // Alice's connection is unharmed.
+  auto again = Call(**a, {.opcode = Opcode::kLoad, .page = 42}, {});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->payload, page);
+}
+
+TEST_F(NodeIntegrationTest, DrainRefusesStoresAndServesLoads) {
+  auto node = ServerProcess::Start({.pool_limit = "4M"});
+  ASSERT_TRUE(node.ok()) << node.status();
+  auto session = Attach((*node)->grpc_addr(), "default", "");
+  ASSERT_TRUE(session.ok());
+  auto ch = RpcChannel::Connect(*transport_, session->data_addr);
+  ASSERT_TRUE(ch.ok());
+  ASSERT_TRUE(Hello(**ch, session->token).ok());
+  std::vector<uint8_t> page(300, 7);
+  FrameHeader store{.opcode = Opcode::kStore, .page = 1, .codec = transport::Codec::kLz4};
+  ASSERT_TRUE(Call(**ch, store, page).ok());
+  auto stub = v1::MemoryNode::NewStub(
+      grpc::CreateChannel((*node)->grpc_addr(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  v1::DrainRequest req;
+  req.set_drain(true);
+  v1::DrainResponse resp;
+  ASSERT_TRUE(stub->Drain(&ctx, req, &resp).ok());
+  EXPECT_TRUE(resp.draining());
+  store.page = 2;
+  EXPECT_EQ(Call(**ch, store, page).status().code(), absl::StatusCode::kFailedPrecondition);
+  auto loaded = Call(**ch, {.opcode = Opcode::kLoad, .page = 1}, {});
+  ASSERT_TRUE(loaded.ok());
+  EXPECT_EQ(loaded->payload, page);
+  EXPECT_EQ(Attach((*node)->grpc_addr(), "default", "").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  auto stats = Stats((*node)->grpc_addr());
+  EXPECT_EQ(stats->node().rejects().draining(), 1u);
+}
+
+}  // namespace
+}  // namespace farswap

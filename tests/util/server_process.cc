@@ -1,0 +1,173 @@
+#include "server_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/inotify.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+
+namespace farswap::testing {
+namespace {
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+std::string JsonField(const std::string& json, const std::string& key) {
+  std::smatch m;
+  std::regex re("\"" + key + "\"\\s*:\\s*\"([^\"]*)\"");
+  return std::regex_search(json, m, re) ? m[1].str() : std::string();
+}
+
+}  // namespace
+
+std::string FarswapBinary(const std::string& relative_path) {
+  return std::string(FARSWAP_BINARY_DIR) + "/" + relative_path;
+}
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
+    const ServerProcessOptions& options) {
+  std::unique_ptr<ServerProcess> p(new ServerProcess(options));
+  char tmpl[] = "/tmp/farswap-test-node-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
+  p->dir_ = tmpl;
+  if (!options.tenants.empty()) {
+    std::ofstream(p->dir_ + "/tenants") << options.tenants;
+  }
+  absl::Status s = p->Launch();
+  if (!s.ok()) return s;
+  return p;
+}
+
+absl::Status ServerProcess::Launch() {
+  const std::string ready = dir_ + "/ready.json";
+  std::remove(ready.c_str());
+  std::vector<std::string> args = {
+      options_.binary.empty() ? FarswapBinary("server/farswap-server") : options_.binary,
+      "--data-addr",
+      "127.0.0.1:0",
+      "--grpc-addr",
+      "127.0.0.1:0",
+      "--pool-limit",
+      options_.pool_limit,
+      "--high-watermark",
+      options_.high_watermark,
+      "--low-watermark",
+      options_.low_watermark,
+      "--ready-file",
+      ready,
+      "--node-id",
+      absl::StrCat("test-node-", launches_)};
+  if (!options_.backing_size.empty()) {
+    args.insert(args.end(),
+                {"--backing-file", dir_ + "/backing", "--backing-size", options_.backing_size});
+  }
+  if (!options_.tenants.empty()) args.insert(args.end(), {"--tenants-file", dir_ + "/tenants"});
+  args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
+
+  int inotify = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);
+  if (inotify < 0) return absl::InternalError("inotify_init1 failed");
+  inotify_add_watch(inotify, dir_.c_str(), IN_MOVED_TO | IN_CLOSE_WRITE);
+
+  const std::string log = dir_ + "/server.log";
+  pid_t pid = fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  pid_ = pid;
+  launches_++;
+  // Wait for the ready file: inotify wakes us on every write or rename in
+  // the folder; the process exiting early is checked each time.
+  const absl::Time deadline = absl::Now() + options_.ready_timeout;
+  absl::Status result = absl::DeadlineExceededError(absl::StrCat(
+      "farswap-server did not become ready within ", absl::FormatDuration(options_.ready_timeout)));
+  for (;;) {
+    std::string json = ReadFile(ready);
+    if (!json.empty()) {
+      data_addr_ = JsonField(json, "data_addr");
+      grpc_addr_ = JsonField(json, "grpc_addr");
+      result = absl::OkStatus();
+      break;
+    }
+    int status;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      pid_ = -1;
+      result = absl::InternalError(
+          absl::StrCat("farswap-server exited before it was ready: ", ReadFile(log)));
+      break;
+    }
+    absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) break;
+    pollfd pfd{inotify, POLLIN, 0};
+    // Bounded wait for the next file event (the child's exit produces none,
+    // so the bound also paces that check).
+    poll(&pfd, 1, int(std::min<int64_t>(absl::ToInt64Milliseconds(left), 200)));
+    char buf[4096];
+    while (read(inotify, buf, sizeof buf) > 0) {
+    }
+  }
+  close(inotify);
+  if (!result.ok() && pid_ > 0) Kill();
+  return result;
+}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0) Kill();
+  std::error_code ec;
+  std::filesystem::remove_all(dir_, ec);
+}
+
+void ServerProcess::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGCONT);  // a paused process still dies, but be tidy
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+absl::StatusOr<int> ServerProcess::Terminate() {
+  if (pid_ <= 0) return absl::FailedPreconditionError("not running");
+  kill(pid_, SIGTERM);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  if (!WIFEXITED(status)) return absl::InternalError("farswap-server did not exit cleanly");
+  return WEXITSTATUS(status);
+}
+
+void ServerProcess::Pause() {
+  if (pid_ > 0) kill(pid_, SIGSTOP);
+}
+
+void ServerProcess::Resume() {
+  if (pid_ > 0) kill(pid_, SIGCONT);
+}
+
+absl::Status ServerProcess::Restart() {
+  Kill();
+  return Launch();
+}
+
+std::string ServerProcess::Log() const { return ReadFile(dir_ + "/server.log"); }
+
+}  // namespace farswap::testing
