@@ -1,14 +1,16 @@
 // farswap-bench: the benchmark driver. Every subcommand prints one JSON
 // object on stdout; errors go to stderr with a non-zero exit.
 //
-//   farswap-bench pool --corpus FILE[,FILE...] [--codec lz4|zstd|none]
-//                      [--churn FRACTION] [--seed N] [--json]
+//   farswap-bench pool ...   a corpus through an in-process zspool
+//   farswap-bench node ...   a corpus through one memory node (data plane)
+// README.md documents every flag and JSON field.
 #include <cstring>
 #include <iostream>
 
 namespace farswap::bench {
 int PoolMain(int argc, char** argv);
-}
+int NodeMain(int argc, char** argv);
+}  // namespace farswap::bench
 
 namespace {
 void Usage() {
@@ -16,6 +18,9 @@ void Usage() {
                "  pool --corpus FILE[,FILE...] [--codec lz4|zstd|none] [--churn FRACTION]\n"
                "       [--seed N] [--max-pages-per-zspage N] [--zstd-level N] [--classes]\n"
                "       [--victims-out FILE] [--json]\n"
+               "  node --corpus FILE[,FILE...] (--node GRPC_ADDR | --spawn) [--pool-limit BYTES]\n"
+               "       [--backing-size BYTES] [--connections N] [--depth D] [--codec lz4|zstd]\n"
+               "       [--tenant ID] [--secret S] [--json]\n"
                "See README.md for the JSON fields.\n";
 }
 }  // namespace
@@ -26,6 +31,7 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!std::strcmp(argv[1], "pool")) return farswap::bench::PoolMain(argc - 2, argv + 2);
+  if (!std::strcmp(argv[1], "node")) return farswap::bench::NodeMain(argc - 2, argv + 2);
   std::cerr << "farswap-bench: unknown subcommand '" << argv[1] << "'\n";
   Usage();
   return 2;

@@ -1,0 +1,365 @@
+// farswap-bench node: STORE then LOAD of a corpus' compressed pages against
+// one memory node, over N data-plane connections with D requests in flight
+// on each. Prints one JSON object (see README.md).
+//
+// --spawn starts a farswap-server (this build's) on loopback port 0 with
+// --pool-limit and a temporary backing file, and stops it at exit; --node
+// names a running node's gRPC address instead.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "bench_args.h"
+#include "farswap/client/page_codec.h"
+#include "farswap/common/mutex.h"
+#include "farswap/common/page_file.h"
+#include "farswap/common/status_macros.h"
+#include "farswap/transport/rpc_channel.h"
+#include "farswap/v1/memory_node.grpc.pb.h"
+
+namespace farswap::bench {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using transport::FrameHeader;
+using transport::IncomingMessage;
+using transport::Opcode;
+
+// SpawnedNode is a farswap-server child process with its temporary folder.
+class SpawnedNode {
+ public:
+  static absl::StatusOr<std::unique_ptr<SpawnedNode>> Start(const std::string& pool_limit,
+                                                            const std::string& backing_size) {
+    auto n = std::unique_ptr<SpawnedNode>(new SpawnedNode);
+    char tmpl[] = "/tmp/farswap-bench-node-XXXXXX";
+    if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
+    n->dir_ = tmpl;
+    std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+    std::string server =
+        std::filesystem::path(self).parent_path().parent_path() / "server" / "farswap-server";
+    if (!std::filesystem::exists(server)) {
+      return absl::NotFoundError(absl::StrCat("--spawn: no farswap-server at ", server));
+    }
+    std::string ready = n->dir_ + "/ready.json", log = n->dir_ + "/server.log";
+    std::vector<std::string> args = {server,
+                                     "--data-addr",
+                                     "127.0.0.1:0",
+                                     "--grpc-addr",
+                                     "127.0.0.1:0",
+                                     "--pool-limit",
+                                     pool_limit,
+                                     "--backing-file",
+                                     n->dir_ + "/backing",
+                                     "--backing-size",
+                                     backing_size,
+                                     "--ready-file",
+                                     ready,
+                                     "--log-level",
+                                     "warn"};
+    n->pid_ = fork();
+    if (n->pid_ == 0) {
+      FILE* f = std::fopen(log.c_str(), "w");
+      dup2(fileno(f), 1);
+      dup2(fileno(f), 2);
+      std::vector<char*> argv;
+      for (auto& a : args) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    // Poll for the ready file: a child process's readiness has no other
+    // signal here; bounded to 30 s.
+    for (int i = 0; i < 3000; ++i) {
+      std::ifstream f(ready);
+      std::stringstream s;
+      s << f.rdbuf();
+      std::smatch m;
+      std::string json = s.str();
+      if (std::regex_search(json, m, std::regex("\"grpc_addr\": \"([^\"]+)\""))) {
+        n->grpc_addr_ = m[1];
+        return n;
+      }
+      int status;
+      if (waitpid(n->pid_, &status, WNOHANG) == n->pid_) {
+        n->pid_ = -1;
+        return absl::InternalError("farswap-server exited at start; see its log in " + n->dir_);
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // external process poll
+    }
+    return absl::DeadlineExceededError("farswap-server did not become ready in 30 s");
+  }
+  ~SpawnedNode() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      waitpid(pid_, nullptr, 0);
+    }
+    std::error_code ec;
+    std::filesystem::remove_all(dir_, ec);
+  }
+  const std::string& grpc_addr() const { return grpc_addr_; }
+
+ private:
+  SpawnedNode() = default;
+  std::string dir_, grpc_addr_;
+  pid_t pid_ = -1;
+};
+
+struct Prepared {
+  FrameHeader header;  // STORE header (page, codec, checksum, flags)
+  std::vector<uint8_t> payload;
+};
+
+// Window runs `count` calls on one channel with at most `depth` in flight;
+// issue(i, done) starts call i. It returns when all have completed.
+class Window {
+ public:
+  explicit Window(size_t depth) : depth_(depth) {}
+  void Acquire() {
+    MutexLock l(&mu_);
+    while (in_flight_ >= depth_) cv_.Wait(&mu_);
+    in_flight_++;
+  }
+  void Release() {
+    MutexLock l(&mu_);
+    in_flight_--;
+    cv_.SignalAll();
+  }
+  void Drain() {
+    MutexLock l(&mu_);
+    while (in_flight_ > 0) cv_.Wait(&mu_);
+  }
+
+ private:
+  Mutex mu_;
+  CondVar cv_;
+  size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  const size_t depth_;
+};
+
+absl::StatusOr<v1::GetStatsResponse> NodeStats(v1::MemoryNode::Stub& stub) {
+  grpc::ClientContext ctx;
+  v1::GetStatsResponse resp;
+  grpc::Status s = stub.GetStats(&ctx, v1::GetStatsRequest(), &resp);
+  if (!s.ok()) return absl::UnavailableError(s.error_message());
+  return resp;
+}
+
+absl::Status Run(int argc, char** argv) {
+  FARSWAP_ASSIGN_OR_RETURN(
+      Args args, Args::Parse(argc, argv,
+                             {"corpus", "node", "spawn", "pool-limit", "backing-size",
+                              "connections", "depth", "codec", "tenant", "secret", "json"},
+                             {"spawn", "json"}));
+  if (!args.Has("corpus")) return absl::InvalidArgumentError("--corpus FILE[,FILE...] is required");
+  if (args.Has("node") == args.Has("spawn")) {
+    return absl::InvalidArgumentError("give exactly one of --node GRPC_ADDR or --spawn");
+  }
+  FARSWAP_ASSIGN_OR_RETURN(uint64_t connections, args.GetUint("connections", 2));
+  FARSWAP_ASSIGN_OR_RETURN(uint64_t depth, args.GetUint("depth", 16));
+  if (connections < 1 || depth < 1) {
+    return absl::InvalidArgumentError("--connections and --depth must be >= 1");
+  }
+  FARSWAP_ASSIGN_OR_RETURN(Codec codec_kind, ParseCodec(args.Get("codec", "lz4")));
+  FARSWAP_ASSIGN_OR_RETURN(PageFile pages, ReadPageFiles(args.Get("corpus")));
+
+  std::unique_ptr<SpawnedNode> spawned;
+  std::string grpc_addr = args.Get("node");
+  if (args.Has("spawn")) {
+    FARSWAP_ASSIGN_OR_RETURN(spawned, SpawnedNode::Start(args.Get("pool-limit", "256M"),
+                                                         args.Get("backing-size", "1G")));
+    grpc_addr = spawned->grpc_addr();
+  }
+  auto stub =
+      v1::MemoryNode::NewStub(grpc::CreateChannel(grpc_addr, grpc::InsecureChannelCredentials()));
+  v1::AttachResponse session;
+  {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+    v1::AttachRequest req;
+    req.set_tenant_id(args.Get("tenant", "default"));
+    req.set_secret(args.Get("secret"));
+    req.set_client_name("farswap-bench node");
+    grpc::Status s = stub->Attach(&ctx, req, &session);
+    if (!s.ok()) {
+      return absl::Status(absl::StatusCode(s.error_code()),
+                          absl::StrCat("attach to ", grpc_addr, ": ", s.error_message()));
+    }
+  }
+
+  // Encode every page once, up front: the benchmark measures the node.
+  const size_t n = pages.page_count();
+  std::vector<Prepared> prepared(n);
+  {
+    PageCodec codec({.codec = codec_kind, .raw_threshold = 3633});
+    std::vector<uint8_t> buf(kPageSize);
+    for (size_t i = 0; i < n; ++i) {
+      EncodedPage e = codec.Encode(pages.page(i), buf.data());
+      Prepared& p = prepared[i];
+      p.header = FrameHeader{.opcode = Opcode::kStore,
+                             .page = i,
+                             .codec = transport::Codec(e.codec),
+                             .checksum = XXH3_64bits(pages.page(i), kPageSize)};
+      if (e.kind == EncodedPage::Kind::kSameFilled) {
+        p.header.flags = transport::kFlagSameFilled;
+        p.header.codec = transport::Codec::kNone;
+        auto fill = transport::EncodeU64Payload(e.fill);
+        p.payload.assign(fill.begin(), fill.end());
+      } else {
+        p.payload.assign(buf.begin(), buf.begin() + e.length);
+      }
+    }
+  }
+
+  FARSWAP_ASSIGN_OR_RETURN(auto transport,
+                           transport::CreateTransport("tcp", {.io_threads = int(connections)}));
+  std::vector<std::unique_ptr<transport::RpcChannel>> channels;
+  for (uint64_t c = 0; c < connections; ++c) {
+    FARSWAP_ASSIGN_OR_RETURN(auto ch,
+                             transport::RpcChannel::Connect(*transport, session.data_addr()));
+    std::string token = session.session_token();
+    absl::StatusOr<IncomingMessage> hello =
+        ch->Call({.opcode = Opcode::kHello}, std::vector<uint8_t>(token.begin(), token.end()),
+                 absl::Seconds(10))
+            .get();
+    if (!hello.ok()) return hello.status();
+    channels.push_back(std::move(ch));
+  }
+  const absl::Duration timeout = absl::Seconds(60);
+  std::atomic<uint64_t> store_errors{0}, load_errors{0};
+  absl::Status first_error;
+  Mutex error_mu;
+  auto note_error = [&](const absl::Status& s) {
+    MutexLock l(&error_mu);
+    if (first_error.ok()) first_error = s;
+  };
+
+  // Phase 1: STORE every page; connection c takes pages c, c+N, c+2N, ...
+  auto t0 = Clock::now();
+  {
+    std::vector<std::thread> threads;
+    for (uint64_t c = 0; c < connections; ++c) {
+      threads.emplace_back([&, c] {
+        Window window(depth);
+        for (size_t i = c; i < n; i += connections) {
+          window.Acquire();
+          transport::OutgoingMessage m;
+          m.header = prepared[i].header;
+          m.payload.push_back(prepared[i].payload);
+          channels[c]->Call(std::move(m), timeout, [&](absl::StatusOr<IncomingMessage> r) {
+            if (!r.ok()) {
+              store_errors++;
+              note_error(r.status());
+            }
+            window.Release();
+          });
+        }
+        window.Drain();
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  auto t1 = Clock::now();
+  // Phase 2: LOAD every page back, timing each.
+  std::vector<std::vector<uint8_t>> loaded(n);
+  std::vector<FrameHeader> loaded_headers(n);
+  std::vector<double> load_us(n);
+  {
+    std::vector<std::thread> threads;
+    for (uint64_t c = 0; c < connections; ++c) {
+      threads.emplace_back([&, c] {
+        Window window(depth);
+        for (size_t i = c; i < n; i += connections) {
+          window.Acquire();
+          auto sent = Clock::now();
+          transport::OutgoingMessage m;
+          m.header = FrameHeader{.opcode = Opcode::kLoad, .page = i};
+          channels[c]->Call(std::move(m), timeout, [&, i, sent](absl::StatusOr<IncomingMessage> r) {
+            load_us[i] = std::chrono::duration<double, std::micro>(Clock::now() - sent).count();
+            if (r.ok()) {
+              loaded_headers[i] = r->header;
+              loaded[i] = std::move(r->payload);
+            } else {
+              load_errors++;
+              note_error(r.status());
+            }
+            window.Release();
+          });
+        }
+        window.Drain();
+      });
+    }
+    for (auto& t : threads) t.join();
+  }
+  auto t2 = Clock::now();
+
+  // Verify every page against the corpus (after decompression).
+  bool verified = store_errors == 0 && load_errors == 0;
+  {
+    PageCodec codec({.codec = codec_kind});
+    std::vector<uint8_t> out(kPageSize);
+    for (size_t i = 0; i < n && verified; ++i) {
+      const FrameHeader& h = loaded_headers[i];
+      if (h.same_filled()) {
+        absl::StatusOr<uint64_t> fill = transport::DecodeU64Payload(loaded[i]);
+        if (!fill.ok()) verified = false;
+        PageCodec::DecodeSameFilled(fill.value_or(0), out.data());
+      } else if (!codec.Decode(Codec(h.codec), loaded[i].data(), loaded[i].size(), out.data())
+                      .ok()) {
+        verified = false;
+      }
+      verified = verified && XXH3_64bits(out.data(), kPageSize) == h.checksum &&
+                 std::memcmp(out.data(), pages.page(i), kPageSize) == 0;
+    }
+  }
+  FARSWAP_ASSIGN_OR_RETURN(v1::GetStatsResponse stats, NodeStats(*stub));
+  for (auto& ch : channels) ch->Close();
+  transport->Shutdown();
+
+  const double store_s = std::chrono::duration<double>(t1 - t0).count();
+  const double load_s = std::chrono::duration<double>(t2 - t1).count();
+  Json out;
+  out.Int("pages", n)
+      .Int("connections", connections)
+      .Int("depth", depth)
+      .Str("codec", CodecName(codec_kind))
+      .Num("store_pages_per_s", double(n) / store_s)
+      .Num("load_pages_per_s", double(n) / load_s)
+      .Num("load_us_p50", Percentile(load_us, 50))
+      .Num("load_us_p99", Percentile(load_us, 99))
+      .Int("written_back_pages", stats.node().written_back_pages())
+      .Int("backing_reads", stats.node().backing().reads())
+      .Int("pool_limit", stats.node().pool().mem_limit())
+      .Int("mem_used_max", stats.node().pool().mem_used_max())
+      .Int("store_errors", store_errors.load())
+      .Int("load_errors", load_errors.load())
+      .Bool("verified", verified);
+  std::cout << out.ToString() << std::endl;
+  if (!first_error.ok()) std::cerr << "farswap-bench node: first error: " << first_error << "\n";
+  if (!verified) return absl::DataLossError("not every page loaded back equal");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int NodeMain(int argc, char** argv) {
+  absl::Status s = Run(argc, argv);
+  if (!s.ok()) {
+    std::cerr << "farswap-bench node: " << s << std::endl;
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace farswap::bench
