@@ -80,11 +80,13 @@ void PrintHuman(const v1::GetStatsResponse& r) {
       (unsigned long long)j.backing_full(), (unsigned long long)j.draining(),
       (unsigned long long)j.io_error());
   for (const v1::TenantStats& t : r.tenants()) {
-    std::printf("  tenant %s: %llu pages, %s compressed, quota %s, stores %llu, loads %llu\n",
+    const v1::RejectStats& tr = t.rejects();
+    std::printf("  tenant %s: %llu pages, %s compressed, quota %s, rejects %llu\n",
                 t.tenant_id().c_str(), (unsigned long long)t.stored_pages(),
                 Mib(t.stored_bytes()).c_str(),
                 t.quota_bytes() ? Mib(t.quota_bytes()).c_str() : "none",
-                (unsigned long long)t.stores(), (unsigned long long)t.loads());
+                (unsigned long long)(tr.pool_full() + tr.quota() + tr.backing_full() +
+                                     tr.draining() + tr.io_error()));
   }
 }
 
