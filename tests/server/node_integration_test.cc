@@ -192,8 +192,11 @@ TEST_F(NodeIntegrationTest, SessionsAreEnforcedAndTenantsIsolated) {
   absl::Status s = Call(**anon, store, page).status();
   EXPECT_EQ(s.code(), absl::StatusCode::kUnauthenticated) << s;
   EXPECT_NE(std::string(s.message()).find("HELLO"), std::string::npos) << s;
-  EXPECT_EQ(Call(**anon, {.opcode = Opcode::kPing}, {}).status().code(),
-            absl::StatusCode::kUnavailable);
+  // The connection is closing: a request that races the close is refused
+  // again or finds the connection gone, never served.
+  absl::StatusCode next = Call(**anon, {.opcode = Opcode::kPing}, {}).status().code();
+  EXPECT_TRUE(next == absl::StatusCode::kUnavailable || next == absl::StatusCode::kUnauthenticated)
+      << absl::StatusCodeToString(next);
   // A wrong token: refused, closed.
   auto wrong = RpcChannel::Connect(*transport_, (*node)->data_addr());
   ASSERT_TRUE(wrong.ok());

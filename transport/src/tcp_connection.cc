@@ -162,7 +162,7 @@ void TcpConnection::Close(absl::Status reason) {
 
 bool TcpConnection::is_open() const {
   MutexLock lock(&mu_);
-  return !closed_;
+  return !closed_ && !close_posted_;  // closing counts as closed for callers
 }
 
 ConnectionStats TcpConnection::stats() const {

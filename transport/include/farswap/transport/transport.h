@@ -105,6 +105,7 @@ class Connection {
   // (once, whatever closed the connection). Idempotent.
   virtual void Close(absl::Status reason) = 0;
 
+  // is_open: false once Close has been called (even before it completes).
   virtual bool is_open() const = 0;
   // peer_address: the remote end, "tcp://ip:port".
   virtual const std::string& peer_address() const = 0;
