@@ -3,12 +3,14 @@
 //
 //   farswap-bench pool --corpus FILE[,FILE...] [--codec lz4|zstd|none]
 //                      [--churn FRACTION] [--seed N] [--json]
+//   farswap-bench e2e  --spawn N | --nodes ADDR,... --corpus FILE[,FILE...] [--json] ...
 #include <cstring>
 #include <iostream>
 
 namespace farswap::bench {
 int PoolMain(int argc, char** argv);
-}
+int E2eMain(int argc, char** argv);
+}  // namespace farswap::bench
 
 namespace {
 void Usage() {
@@ -16,6 +18,9 @@ void Usage() {
                "  pool --corpus FILE[,FILE...] [--codec lz4|zstd|none] [--churn FRACTION]\n"
                "       [--seed N] [--max-pages-per-zspage N] [--zstd-level N] [--classes]\n"
                "       [--victims-out FILE] [--json]\n"
+               "  e2e  --spawn N | --nodes ADDR,... --corpus FILE[,FILE...] [--replicas R]\n"
+               "       [--codec lz4|zstd] [--threads T] [--depth D] [--kill-one-after FRACTION]\n"
+               "       [--compare memcached] [--pool-limit BYTES] [--json]\n"
                "See README.md for the JSON fields.\n";
 }
 }  // namespace
@@ -26,6 +31,9 @@ int main(int argc, char** argv) {
     return argc < 2 ? 2 : 0;
   }
   if (!std::strcmp(argv[1], "pool")) return farswap::bench::PoolMain(argc - 2, argv + 2);
+#ifndef FARSWAP_BENCH_NO_E2E
+  if (!std::strcmp(argv[1], "e2e")) return farswap::bench::E2eMain(argc - 2, argv + 2);
+#endif
   std::cerr << "farswap-bench: unknown subcommand '" << argv[1] << "'\n";
   Usage();
   return 2;
