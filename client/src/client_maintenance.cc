@@ -98,8 +98,12 @@ Client::Impl::~Impl() {
   // Outstanding operations complete with CANCELLED (no retries: stopping_).
   for (Channel c : channels) c->Close();
   transport_->Shutdown();
-  MutexLock l(&mu_);
-  owned_channels_.clear();
+  std::vector<std::unique_ptr<transport::RpcChannel>> owned;
+  {
+    MutexLock l(&mu_);
+    owned.swap(owned_channels_);
+  }
+  owned.clear();  // joins the channels' timer threads, without mu_ held
 }
 
 absl::Status Client::Impl::AttachNode(int node) {

@@ -248,5 +248,20 @@ TEST_F(ClientClusterTest, AsyncStoresInvalidateRangeAndMissingPages) {
   EXPECT_EQ(c->stats().invalidates, 101u);
 }
 
+TEST_F(ClientClusterTest, DnsNameResolvesToTheNodes) {
+  StartNodes(1);
+  const std::string grpc = nodes_[0]->grpc_addr();
+  ClientOptions o = Options();
+  o.nodes.clear();
+  // "localhost" may also resolve to ::1, where nothing listens: that
+  // address stays down and the client works with the one that answers.
+  o.dns_name = "localhost" + grpc.substr(grpc.rfind(':'));
+  std::unique_ptr<Client> c = Connect(o);
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->WaitUntilNodeUp(grpc, kWait).ok());
+  StoreRange(*c, 0, 100);
+  LoadAndVerify(*c, 0, 100);
+}
+
 }  // namespace
 }  // namespace farswap
