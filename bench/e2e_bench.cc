@@ -3,6 +3,8 @@
 // verified — optionally with one node SIGKILLed part-way, and optionally
 // side by side with memcached. Prints one JSON object (README.md).
 #include <grpcpp/grpcpp.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <chrono>
@@ -264,6 +266,8 @@ absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
 }  // namespace
 
 int E2eMain(int argc, char** argv) {
+  // stdout carries exactly one JSON object; the client's logs go to stderr.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("farswap-bench"));
   absl::StatusOr<E2eFlags> f = ParseE2e(argc, argv);
   if (!f.ok()) {
     std::cerr << "farswap-bench e2e: " << f.status().message() << "\n";
