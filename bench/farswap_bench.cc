@@ -3,6 +3,7 @@
 //
 //   farswap-bench pool ...   a corpus through an in-process zspool
 //   farswap-bench node ...   a corpus through one memory node (data plane)
+//   farswap-bench e2e  ...   a corpus through farswap::Client and N nodes
 // README.md documents every flag and JSON field.
 #include <cstring>
 #include <iostream>
@@ -10,6 +11,7 @@
 namespace farswap::bench {
 int PoolMain(int argc, char** argv);
 int NodeMain(int argc, char** argv);
+int E2eMain(int argc, char** argv);
 }  // namespace farswap::bench
 
 namespace {
@@ -21,6 +23,9 @@ void Usage() {
                "  node --corpus FILE[,FILE...] (--node GRPC_ADDR | --spawn) [--pool-limit BYTES]\n"
                "       [--backing-size BYTES] [--connections N] [--depth D] [--codec lz4|zstd]\n"
                "       [--tenant ID] [--secret S] [--json]\n"
+               "  e2e  --spawn N | --nodes ADDR,... --corpus FILE[,FILE...] [--replicas R]\n"
+               "       [--codec lz4|zstd] [--threads T] [--depth D] [--kill-one-after FRACTION]\n"
+               "       [--compare memcached] [--pool-limit BYTES] [--json]\n"
                "See README.md for the JSON fields.\n";
 }
 }  // namespace
@@ -32,6 +37,7 @@ int main(int argc, char** argv) {
   }
   if (!std::strcmp(argv[1], "pool")) return farswap::bench::PoolMain(argc - 2, argv + 2);
   if (!std::strcmp(argv[1], "node")) return farswap::bench::NodeMain(argc - 2, argv + 2);
+  if (!std::strcmp(argv[1], "e2e")) return farswap::bench::E2eMain(argc - 2, argv + 2);
   std::cerr << "farswap-bench: unknown subcommand '" << argv[1] << "'\n";
   Usage();
   return 2;

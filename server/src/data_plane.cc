@@ -272,6 +272,7 @@ FrameHeader DataPlaneServer::Handle(uint32_t tenant, const FrameHeader& request,
       } else {
         *out = std::move(p->payload);
       }
+      if (options_.test_corrupt_loads && !out->empty()) (*out)[out->size() / 2] ^= 0x10;
       h.payload_length = uint32_t(out->size());
       return h;
     }

@@ -54,7 +54,9 @@ constexpr char kUsage[] =
     "  --tenants-file PATH       id:secret:quota lines (default: tenant 'default', no secret)\n"
     "  --ready-file PATH         write {\"data_addr\",\"grpc_addr\",\"pid\"} JSON once listening\n"
     "  --node-id NAME            name in stats and logs (default: hostname)\n"
-    "  --log-level LEVEL         trace|debug|info|warn|error (default info)\n";
+    "  --log-level LEVEL         trace|debug|info|warn|error (default info)\n"
+    "  --test-corrupt-loads      TEST ONLY: flip a bit in every LOAD reply's payload, to\n"
+    "                            exercise clients' checksum verification and failover\n";
 
 struct Flags {
   std::string data_addr = "127.0.0.1:0";
@@ -70,15 +72,17 @@ struct Flags {
   std::string ready_file;
   std::string node_id;
   std::string log_level = "info";
+  bool test_corrupt_loads = false;
 };
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   FARSWAP_ASSIGN_OR_RETURN(
-      Args a, Args::Parse(argc - 1, argv + 1,
-                          {"data-addr", "grpc-addr", "pool-limit", "backing-file", "backing-size",
-                           "high-watermark", "low-watermark", "io-threads", "workers",
-                           "tenants-file", "ready-file", "node-id", "log-level"},
-                          {}));
+      Args a,
+      Args::Parse(argc - 1, argv + 1,
+                  {"data-addr", "grpc-addr", "pool-limit", "backing-file", "backing-size",
+                   "high-watermark", "low-watermark", "io-threads", "workers", "tenants-file",
+                   "ready-file", "node-id", "log-level", "test-corrupt-loads"},
+                  {"test-corrupt-loads"}));
   Flags f;
   f.data_addr = a.Get("data-addr", f.data_addr);
   f.grpc_addr = a.Get("grpc-addr", f.grpc_addr);
@@ -96,6 +100,7 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   f.tenants_file = a.Get("tenants-file");
   f.ready_file = a.Get("ready-file");
   f.log_level = a.Get("log-level", f.log_level);
+  f.test_corrupt_loads = a.Has("test-corrupt-loads");
   char host[256] = "farswap";
   gethostname(host, sizeof host - 1);
   f.node_id = a.Get("node-id", host);
@@ -173,7 +178,9 @@ int Serve(const Flags& f) {
     spdlog::error("cannot start: transport: {}", transport.status().ToString());
     return 1;
   }
-  DataPlaneServer data_plane(store->get(), &*tenants, transport->get(), {.workers = f.workers});
+  if (f.test_corrupt_loads) spdlog::warn("--test-corrupt-loads: every LOAD reply is corrupted");
+  DataPlaneServer data_plane(store->get(), &*tenants, transport->get(),
+                             {.workers = f.workers, .test_corrupt_loads = f.test_corrupt_loads});
   if (absl::Status s = data_plane.Listen(std::string(transport::StripScheme(f.data_addr)));
       !s.ok()) {
     spdlog::error("cannot start: data plane on {}: {}", f.data_addr, s.ToString());

@@ -51,6 +51,10 @@ namespace farswap::server {
 
 struct DataPlaneOptions {
   int workers = 2;  // threads running page-store operations
+  // test_corrupt_loads: TEST ONLY. Flip one bit of every OK LOAD reply's
+  // payload (the checksum is left alone), so clients' end-to-end
+  // verification and replica failover can be tested against a real node.
+  bool test_corrupt_loads = false;
 };
 
 struct DataPlaneStats {

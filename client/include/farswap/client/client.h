@@ -1,0 +1,127 @@
+// client.h: farswap::Client, the C++ API for storing 4 KiB pages in far
+// memory: compressed once from a stable snapshot, checksummed end to end,
+// placed in slabs on R memory nodes, failed over and re-replicated when a
+// node dies. This header and client_options.h are the public surface.
+//
+//   ClientOptions o;
+//   o.nodes = {"10.0.0.5:7001", "10.0.0.6:7001", "10.0.0.7:7001"};  // gRPC addresses
+//   o.tenant_id = "batch-jobs";  o.secret = "...";                      // R defaults to 2
+//   std::unique_ptr<Client> c = Client::Connect(o).value();
+//   FARSWAP_RETURN_IF_ERROR(c->Store(page_no, page));   // copies the page first
+//   FARSWAP_RETURN_IF_ERROR(c->Load(page_no, buf));     // verified, or DATA_LOSS
+//   c->StoreAsync(page_no, page, [](absl::Status s) { ... });
+//
+// Semantics.
+//  - Store returns once every live replica of the page's slab has
+//    acknowledged it. The page is copied first unless the caller passes
+//    SnapshotMode::kStable; either way the caller's buffer is no longer read
+//    once Store/StoreAsync returns (the async completion only reports).
+//  - Load decodes and verifies the xxh3-64 checksum stored with the page. A
+//    bad or unreachable replica is skipped for the next; if none answers
+//    with a valid copy it returns DATA_LOSS (some copy failed verification or
+//    every copy was lost) or UNAVAILABLE (replicas unreachable), naming the
+//    page. NOT_FOUND for a page never stored (or invalidated). Never wrong
+//    data.
+//  - Errors name the page: "page 4711: ...". Counters are in stats().
+//  - Concurrent Store/Load/Invalidate of *different* pages are independent.
+//    Concurrent operations on the *same* page have no defined order (the
+//    region serialises them per page); each still completes.
+//
+// Thread safety: a Client is safe for concurrent use from any number of
+// threads, with any number of asynchronous operations in flight.
+// Completion callbacks run on transport I/O threads (or inline, when an
+// operation fails before anything was sent): they must not block, and must
+// not call the synchronous API. Destroying the Client completes operations
+// still in flight with CANCELLED; it must not run in a callback.
+#ifndef FARSWAP_CLIENT_CLIENT_H_
+#define FARSWAP_CLIENT_CLIENT_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "farswap/client/client_options.h"
+#include "farswap/client/node_attacher.h"
+
+namespace farswap {
+
+// DoneCallback receives an asynchronous operation's result, exactly once.
+using DoneCallback = std::function<void(absl::Status)>;
+
+// PageWrite / PageRead name one page of a batch.
+struct PageWrite {
+  uint64_t page_no = 0;
+  const void* page = nullptr;  // 4096 bytes
+};
+struct PageRead {
+  uint64_t page_no = 0;
+  void* out = nullptr;  // 4096 bytes
+};
+
+class Client {
+ public:
+  // Connect attaches (gRPC Attach, then a data-plane connection and HELLO)
+  // to every node in options.nodes and options.dns_name, in parallel. It
+  // succeeds when at least one node attached; the others are retried in the
+  // background. INVALID_ARGUMENT for bad options, UNAVAILABLE (with every
+  // node's error) when no node could be attached.
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(const ClientOptions& options);
+  // Connect with a given attacher (tests; farswap_client_core users).
+  static absl::StatusOr<std::unique_ptr<Client>> Connect(const ClientOptions& options,
+                                                         std::unique_ptr<NodeAttacher> attacher);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  absl::Status Store(uint64_t page_no, const void* page, SnapshotMode mode = SnapshotMode::kCopy);
+  absl::Status Load(uint64_t page_no, void* out);
+  // Invalidate drops a page; OK whether or not it was stored.
+  absl::Status Invalidate(uint64_t page_no);
+  // InvalidateRange drops pages [first, first + count).
+  absl::Status InvalidateRange(uint64_t first, uint64_t count);
+
+  // Asynchronous variants: `done` runs exactly once. StoreAsync has read the
+  // page by the time it returns. LoadAsync writes `out` (which must stay
+  // valid until `done` runs) only with verified contents.
+  void StoreAsync(uint64_t page_no, const void* page, DoneCallback done,
+                  SnapshotMode mode = SnapshotMode::kCopy);
+  void LoadAsync(uint64_t page_no, void* out, DoneCallback done);
+  void InvalidateAsync(uint64_t page_no, DoneCallback done);
+
+  // Batched variants: every page in flight at once (pipelined on each
+  // node's connection); returns one status per entry, in order.
+  std::vector<absl::Status> StoreBatch(std::span<const PageWrite> pages,
+                                       SnapshotMode mode = SnapshotMode::kCopy);
+  std::vector<absl::Status> LoadBatch(std::span<const PageRead> pages);
+
+  // SetNodes replaces the dynamic part of the membership (what DNS
+  // re-resolution does): new addresses are attached in the background;
+  // addresses no longer listed (and not in options.nodes) are removed like
+  // failed nodes, their slabs re-replicated.
+  void SetNodes(const std::vector<std::string>& addresses);
+
+  // WaitUntilReplicated blocks until every slab holding pages has R
+  // replicas (as far as the live, non-full nodes allow), or `timeout`
+  // passes (DEADLINE_EXCEEDED with how many slabs are short).
+  absl::Status WaitUntilReplicated(absl::Duration timeout);
+  // WaitUntilNodeUp blocks until the node at `address` is attached and up.
+  absl::Status WaitUntilNodeUp(const std::string& address, absl::Duration timeout);
+
+  ClientStats stats() const;
+  int replicas() const;
+
+ private:
+  class Impl;
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace farswap
+
+#endif  // FARSWAP_CLIENT_CLIENT_H_

@@ -1,0 +1,128 @@
+// client_options.h: the value types of farswap::Client's API — options,
+// snapshot mode, statistics and the latency histogram (client.h has the
+// class and an example).
+#ifndef FARSWAP_CLIENT_CLIENT_OPTIONS_H_
+#define FARSWAP_CLIENT_CLIENT_OPTIONS_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/time/time.h"
+#include "farswap/client/page_codec.h"
+
+namespace farswap {
+
+// SnapshotMode says whether Store must copy the page before reading it.
+enum class SnapshotMode : uint8_t {
+  // kCopy (default): the page is copied into a private buffer first, so a
+  // concurrent writer can never make the checksum and the compressed bytes
+  // describe different contents (shared/DESIGN.md §3.3).
+  kCopy,
+  // kStable: the caller guarantees the page does not change until Store (or
+  // StoreAsync) returns — e.g. the region has write-protected it. Skips one
+  // 4 KiB copy.
+  kStable,
+};
+
+struct ClientOptions {
+  // nodes: gRPC control-plane addresses ("host:port") of the memory nodes.
+  std::vector<std::string> nodes;
+  // dns_name: "name:port" resolving to several addresses (a Kubernetes
+  // headless Service); used in addition to `nodes`, re-resolved every
+  // resolve_interval. Addresses that disappear are treated as failed nodes.
+  std::string dns_name;
+  absl::Duration resolve_interval = absl::Seconds(10);
+
+  std::string tenant_id = "default";
+  std::string secret;
+  std::string client_name = "farswap-client";
+
+  // replicas: copies of every slab (R). 0 picks 2 when at least two nodes
+  // are known at Connect, else 1.
+  int replicas = 0;
+  // pages_per_slab: placement unit. 1024 pages = 4 MiB: few enough slabs
+  // that the table is small (a few hundred bytes per slab), large enough
+  // that re-replication moves useful runs, small enough that a failed node's
+  // slabs spread over every survivor.
+  uint32_t pages_per_slab = 1024;
+
+  Codec codec = Codec::kLz4;
+  int zstd_level = 1;
+  // raw_threshold: encodings this long or longer are sent raw. 3633 is the
+  // zspool's huge-class boundary: such a payload costs a whole 4 KiB page on
+  // the node anyway, so compressing it only costs CPU on every load.
+  uint32_t raw_threshold = 3633;
+
+  // op_timeout: per data-plane request. A node that does not answer within
+  // it is marked down (its slabs fail over), never waited on forever.
+  absl::Duration op_timeout = absl::Seconds(2);
+  // attach_timeout: gRPC Attach and the data-plane connect + HELLO.
+  absl::Duration attach_timeout = absl::Seconds(5);
+  // health_interval: period of the background PING of every node, of
+  // re-attach attempts to down nodes, and of re-replication passes.
+  absl::Duration health_interval = absl::Milliseconds(500);
+  // io_threads: transport event-loop threads.
+  int io_threads = 2;
+  // transport: "tcp" (default) or "rdma".
+  std::string transport = "tcp";
+};
+
+// LatencyHistogram counts durations in power-of-two microsecond buckets:
+// bucket i holds [2^i, 2^(i+1)) µs (bucket 0 also holds < 1 µs). Lock-free;
+// Record and Snapshot may run concurrently.
+class LatencyHistogram {
+ public:
+  static constexpr int kBuckets = 32;  // up to 2^32 µs ≈ 71 minutes
+  void Record(absl::Duration d);
+  std::array<uint64_t, kBuckets> Snapshot() const;
+
+ private:
+  std::array<std::atomic<uint64_t>, kBuckets> buckets_{};
+};
+
+// HistogramPercentileUs estimates the p-th percentile (0..100) in µs from
+// bucket counts (the upper bound of the bucket it falls in).
+double HistogramPercentileUs(const std::array<uint64_t, LatencyHistogram::kBuckets>& b, double p);
+
+struct NodeStats {
+  std::string address;    // gRPC address
+  std::string data_addr;  // data plane, from Attach
+  std::string node_id;
+  std::string state;      // "up", "down", "removed"
+  bool full = false;      // answered RESOURCE_EXHAUSTED: no new slabs
+  bool draining = false;  // answered FAILED_PRECONDITION: no new slabs
+  uint64_t slabs = 0;     // slabs with a complete copy here
+  uint64_t requests = 0;
+  uint64_t errors = 0;
+  uint64_t times_down = 0;
+  std::array<uint64_t, LatencyHistogram::kBuckets> latency_us{};  // request latency
+};
+
+struct ClientStats {
+  uint64_t stores = 0;  // completed OK
+  uint64_t loads = 0;   // completed OK (verified)
+  uint64_t invalidates = 0;
+  uint64_t store_errors = 0;
+  uint64_t load_errors = 0;
+  uint64_t bytes_before_compression = 0;  // 4096 per stored page
+  uint64_t bytes_after_compression = 0;   // payload bytes per stored page (once, not per replica)
+  uint64_t same_pages = 0;
+  uint64_t raw_pages = 0;
+  uint64_t checksum_failures = 0;  // loads whose payload failed verification on some replica
+  uint64_t failovers = 0;          // loads answered by a replica other than the first tried
+  uint64_t rereplicated_slabs = 0;
+  uint64_t rereplicated_pages = 0;
+  uint64_t lost_pages = 0;         // pages whose every replica was lost (now)
+  uint64_t unavailable_loads = 0;  // loads refused: no surviving replica
+  uint64_t slabs = 0;
+  uint64_t under_replicated_slabs = 0;
+  int replicas = 0;
+  std::vector<NodeStats> nodes;
+};
+
+}  // namespace farswap
+
+#endif  // FARSWAP_CLIENT_CLIENT_OPTIONS_H_

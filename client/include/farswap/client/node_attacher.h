@@ -1,0 +1,42 @@
+// node_attacher.h: how the client opens a session on a memory node — the
+// control-plane step, behind an interface so the data-path core stays free
+// of gRPC (and its tests can run under ThreadSanitizer).
+#ifndef FARSWAP_CLIENT_NODE_ATTACHER_H_
+#define FARSWAP_CLIENT_NODE_ATTACHER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace farswap {
+
+// Attachment is what a node's Attach returns.
+struct Attachment {
+  std::string session_token;  // presented in the data plane's HELLO
+  std::string data_addr;      // host:port of the node's data plane
+  std::string node_id;
+};
+
+// NodeAttacher attaches to one node by its control-plane address.
+// Implementations must be safe for concurrent use.
+class NodeAttacher {
+ public:
+  virtual ~NodeAttacher() = default;
+  // Attach opens a session for `tenant_id`; the node's status on failure
+  // (UNAVAILABLE unreachable, UNAUTHENTICATED wrong secret,
+  // FAILED_PRECONDITION draining), DEADLINE_EXCEEDED after `timeout`.
+  virtual absl::StatusOr<Attachment> Attach(const std::string& address,
+                                            const std::string& tenant_id, const std::string& secret,
+                                            const std::string& client_name,
+                                            absl::Duration timeout) = 0;
+};
+
+// NewGrpcNodeAttacher calls farswap.v1.MemoryNode/Attach over gRPC. Defined
+// in the farswap_client library (the only part that links gRPC).
+std::unique_ptr<NodeAttacher> NewGrpcNodeAttacher();
+
+}  // namespace farswap
+
+#endif  // FARSWAP_CLIENT_NODE_ATTACHER_H_

@@ -1,0 +1,456 @@
+// client_maintenance.cc: membership and repair for farswap::Client —
+// attaching nodes, DNS re-resolution, health pings, re-attaching failed
+// nodes and re-replicating slabs (the copier described in slab_table.h).
+// Everything here runs on the maintenance thread (or in Start/~Impl) and
+// may block on the network; locking rules are in client_impl.h.
+#include <netdb.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <future>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "client_impl.h"
+
+namespace farswap {
+
+using transport::FrameHeader;
+using transport::IncomingMessage;
+using transport::Opcode;
+
+namespace {
+// kCopyWindow: pages a re-replication keeps in flight. 64 × 4 KiB fills a
+// loopback or datacentre round trip without flooding the survivor.
+constexpr size_t kCopyWindow = 64;
+// kMaxCopyPasses: passes over a slab's dirty pages before the copier gives
+// the slab up for this round (it is retried on the next one).
+constexpr int kMaxCopyPasses = 20;
+}  // namespace
+
+int Client::Impl::AddNodeLocked(const std::string& address, bool is_static) {
+  Node n;
+  n.address = address;
+  n.key = client_internal::NodeKey(address);
+  n.is_static = is_static;
+  nodes_.push_back(std::move(n));
+  return int(nodes_.size()) - 1;
+}
+
+absl::Status Client::Impl::Start() {
+  {
+    MutexLock l(&mu_);
+    std::set<std::string> seen;
+    for (const std::string& a : options_.nodes) {
+      if (seen.insert(a).second) AddNodeLocked(a, /*is_static=*/true);
+    }
+  }
+  if (!options_.dns_name.empty()) Resolve();
+  int count;
+  {
+    MutexLock l(&mu_);
+    count = int(nodes_.size());
+  }
+  if (count == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("no memory node: ", options_.dns_name, " resolved to no address"));
+  }
+  std::vector<std::thread> attachers;
+  for (int i = 0; i < count; ++i)
+    attachers.emplace_back([this, i] { AttachNode(i).IgnoreError(); });  // kept in last_error
+  for (std::thread& t : attachers) t.join();
+  std::vector<std::string> errors;
+  int up = 0;
+  {
+    MutexLock l(&mu_);
+    for (const Node& n : nodes_) {
+      if (n.state == NodeState::kUp) {
+        up++;
+      } else {
+        errors.push_back(absl::StrCat(n.address, ": ", n.last_error));
+      }
+    }
+    replicas_ = options_.replicas != 0 ? options_.replicas : (count >= 2 ? 2 : 1);
+  }
+  if (up == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("could not attach to any memory node: ", absl::StrJoin(errors, "; ")));
+  }
+  for (const std::string& e : errors) spdlog::warn("farswap client: will retry {}", e);
+  maintenance_ = std::thread([this] { MaintenanceLoop(); });
+  return absl::OkStatus();
+}
+
+Client::Impl::~Impl() {
+  {
+    MutexLock l(&mu_);
+    stopping_ = true;
+    changed_.SignalAll();
+  }
+  if (maintenance_.joinable()) maintenance_.join();
+  std::vector<Channel> channels;
+  {
+    MutexLock l(&mu_);
+    for (auto& c : owned_channels_) channels.push_back(c.get());
+  }
+  // Outstanding operations complete with CANCELLED (no retries: stopping_).
+  for (Channel c : channels) c->Close();
+  transport_->Shutdown();
+  std::vector<std::unique_ptr<transport::RpcChannel>> owned;
+  {
+    MutexLock l(&mu_);
+    owned.swap(owned_channels_);
+  }
+  owned.clear();  // joins the channels' timer threads, without mu_ held
+}
+
+absl::Status Client::Impl::AttachNode(int node) {
+  std::string address;
+  std::vector<uint64_t> orphans;
+  {
+    MutexLock l(&mu_);
+    address = nodes_[node].address;
+    orphans = nodes_[node].orphaned_slabs;
+  }
+  auto fail = [&](const absl::Status& s) {
+    MutexLock l(&mu_);
+    nodes_[node].last_error = s.ToString();
+    return s;
+  };
+  absl::StatusOr<Attachment> a = attacher_->Attach(address, options_.tenant_id, options_.secret,
+                                                   options_.client_name, options_.attach_timeout);
+  if (!a.ok()) return fail(a.status());
+  absl::StatusOr<std::unique_ptr<transport::RpcChannel>> ch =
+      transport::RpcChannel::Connect(*transport_, a->data_addr);
+  if (!ch.ok()) return fail(ch.status());
+  transport::RpcChannel* channel = ch->get();
+  {
+    MutexLock l(&mu_);
+    owned_channels_.push_back(std::move(*ch));
+  }
+  std::vector<uint8_t> token(a->session_token.begin(), a->session_token.end());
+  absl::Status hello =
+      channel->Call({.opcode = Opcode::kHello}, std::move(token), options_.attach_timeout)
+          .get()
+          .status();
+  if (!hello.ok()) {
+    channel->Close();
+    return fail(hello);
+  }
+  // Before it takes slabs again, drop whatever it may still hold of slabs
+  // that were moved away while it was unreachable (a stalled node resumes
+  // with its old pages; a restarted one has none and answers OK anyway).
+  std::vector<std::future<absl::StatusOr<IncomingMessage>>> cleanups;
+  for (uint64_t slab : orphans) {
+    auto count = transport::EncodeU64Payload(pages_per_slab_);
+    cleanups.push_back(
+        channel->Call({.opcode = Opcode::kInvalidateRange, .page = slab * pages_per_slab_},
+                      std::vector<uint8_t>(count.begin(), count.end()), options_.op_timeout));
+  }
+  for (auto& f : cleanups) {
+    absl::Status s = f.get().status();
+    if (!s.ok()) {
+      channel->Close();
+      return fail(absl::Status(s.code(), absl::StrCat("cleaning up moved slabs: ", s.message())));
+    }
+  }
+  MutexLock l(&mu_);
+  Node& n = nodes_[node];
+  if (stopping_ || n.state == NodeState::kRemoved) {
+    retired_.push_back(channel);
+    return absl::CancelledError("node removed while attaching");
+  }
+  n.channel = channel;
+  n.state = NodeState::kUp;
+  n.full = n.draining = false;
+  n.data_addr = a->data_addr;
+  n.node_id = a->node_id;
+  n.last_error.clear();
+  n.orphaned_slabs.erase(n.orphaned_slabs.begin(), n.orphaned_slabs.begin() + orphans.size());
+  spdlog::info("farswap client: node {} ({}, data plane {}) is up", n.address, n.node_id,
+               n.data_addr);
+  wake_ = true;
+  changed_.SignalAll();
+  return absl::OkStatus();
+}
+
+void Client::Impl::WakeMaintenance() {
+  MutexLock l(&mu_);
+  wake_ = true;
+  changed_.SignalAll();
+}
+
+void Client::Impl::SetDynamicNodes(const std::vector<std::string>& addresses) {
+  MutexLock l(&mu_);
+  std::set<std::string> want(addresses.begin(), addresses.end());
+  for (const std::string& a : want) {
+    auto it =
+        std::find_if(nodes_.begin(), nodes_.end(), [&](const Node& n) { return n.address == a; });
+    if (it == nodes_.end()) {
+      AddNodeLocked(a, /*is_static=*/false);
+    } else if (it->state == NodeState::kRemoved) {
+      it->state = NodeState::kDown;  // back in the membership: re-attach it
+    }
+  }
+  for (int i = 0; i < int(nodes_.size()); ++i) {
+    Node& n = nodes_[i];
+    if (n.is_static || want.count(n.address) != 0 || n.state == NodeState::kRemoved) continue;
+    if (n.state == NodeState::kUp) MarkDownLocked(i, "removed from the membership");
+    n.state = NodeState::kRemoved;
+  }
+  wake_ = true;
+  changed_.SignalAll();
+}
+
+void Client::Impl::Resolve() {
+  {
+    MutexLock l(&mu_);
+    next_resolve_ = absl::Now() + options_.resolve_interval;
+  }
+  const std::string& name = options_.dns_name;
+  size_t colon = name.rfind(':');
+  if (colon == std::string::npos) {
+    spdlog::error("farswap client: dns_name '{}' has no :port", name);
+    return;
+  }
+  std::string host = name.substr(0, colon), port = name.substr(colon + 1);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0) {
+    // Keep the current membership: a resolver hiccup is not a node failure.
+    spdlog::warn("farswap client: resolving {}: {}", name, gai_strerror(rc));
+    return;
+  }
+  std::vector<std::string> addresses;
+  for (addrinfo* p = res; p != nullptr; p = p->ai_next) {
+    char ip[NI_MAXHOST];
+    if (getnameinfo(p->ai_addr, p->ai_addrlen, ip, sizeof ip, nullptr, 0, NI_NUMERICHOST) != 0) {
+      continue;
+    }
+    addresses.push_back(p->ai_family == AF_INET6 ? absl::StrCat("[", ip, "]:", port)
+                                                 : absl::StrCat(ip, ":", port));
+  }
+  freeaddrinfo(res);
+  SetDynamicNodes(addresses);
+}
+
+void Client::Impl::PingNodes() {
+  std::vector<Target> targets;
+  {
+    MutexLock l(&mu_);
+    for (int i = 0; i < int(nodes_.size()); ++i) {
+      if (nodes_[i].state == NodeState::kUp) targets.push_back(TargetLocked(i));
+    }
+  }
+  std::vector<std::future<absl::StatusOr<IncomingMessage>>> replies;
+  for (const Target& t : targets) {
+    replies.push_back(t.channel->Call({.opcode = Opcode::kPing}, {}, options_.op_timeout));
+  }
+  for (size_t i = 0; i < targets.size(); ++i) {
+    absl::Status s = replies[i].get().status();
+    if (!s.ok()) {
+      HandleFailure(targets[i].node, targets[i].channel, 0, Failure::kNodeDown,
+                    absl::Status(s.code(), absl::StrCat("health check: ", s.message())));
+    }
+  }
+}
+
+void Client::Impl::ReattachDownNodes() {
+  std::vector<int> down;
+  {
+    MutexLock l(&mu_);
+    for (int i = 0; i < int(nodes_.size()); ++i) {
+      if (nodes_[i].state == NodeState::kDown) down.push_back(i);
+    }
+  }
+  std::vector<std::thread> attachers;
+  for (int i : down)
+    attachers.emplace_back([this, i] { AttachNode(i).IgnoreError(); });  // kept in last_error
+  for (std::thread& t : attachers) t.join();
+}
+
+bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
+  Target src, dst;
+  std::vector<uint32_t> pages;
+  {
+    MutexLock l(&mu_);
+    client_internal::Slab* s = table_.Find(slab);
+    if (s == nullptr || s->filling >= 0 || s->replicas.empty() ||
+        int(s->replicas.size()) >= replicas_) {
+      return false;
+    }
+    std::vector<client_internal::Candidate> c = CandidatesLocked(s->replicas);
+    if (c.empty()) return false;
+    int target = client_internal::RendezvousRank(slab, c)[0];
+    s->filling = target;
+    src = TargetLocked(s->replicas[0]);
+    dst = TargetLocked(target);
+    pages = s->present.Indices();
+    s->dirty.ClearAll();
+  }
+  auto give_up = [&](const std::string& why) {
+    spdlog::warn("farswap client: re-replicating slab {} to {}: {}", slab, dst.address, why);
+    MutexLock l(&mu_);
+    client_internal::Slab* s = table_.Find(slab);
+    if (s != nullptr && s->filling == dst.node) s->filling = -1;
+    return false;
+  };
+  uint64_t copied = 0;
+  for (int pass = 0; pass < kMaxCopyPasses; ++pass) {
+    for (size_t at = 0; at < pages.size(); at += kCopyWindow) {
+      size_t n = std::min(kCopyWindow, pages.size() - at);
+      std::vector<std::future<absl::StatusOr<IncomingMessage>>> loads, stores;
+      for (size_t k = 0; k < n; ++k) {
+        uint64_t page = slab * pages_per_slab_ + pages[at + k];
+        loads.push_back(
+            src.channel->Call({.opcode = Opcode::kLoad, .page = page}, {}, options_.op_timeout));
+      }
+      for (size_t k = 0; k < n; ++k) {
+        uint64_t page = slab * pages_per_slab_ + pages[at + k];
+        absl::StatusOr<IncomingMessage> r = loads[k].get();
+        if (!r.ok() && r.status().code() == absl::StatusCode::kNotFound) {
+          // Invalidated since: make sure the new replica does not keep it.
+          stores.push_back(dst.channel->Call({.opcode = Opcode::kInvalidate, .page = page}, {},
+                                             options_.op_timeout));
+          continue;
+        }
+        if (!r.ok()) {
+          HandleFailure(src.node, src.channel, slab, Classify(r.status()), r.status());
+          for (size_t j = k + 1; j < n; ++j) loads[j].wait();
+          for (auto& f : stores) f.wait();
+          return give_up(absl::StrCat("source ", src.address, ": ", r.status().ToString()));
+        }
+        uint8_t scratch[kPageSize];
+        absl::Status v = client_internal::DecodeVerified(
+            client_internal::ThreadCodec(codec_options_), page, r->header, r->payload, scratch);
+        if (!v.ok()) {
+          checksum_failures_++;
+          for (size_t j = k + 1; j < n; ++j) loads[j].wait();
+          for (auto& f : stores) f.wait();
+          return give_up(absl::StrCat("source ", src.address, ": ", v.ToString()));
+        }
+        // The node's bytes, codec and checksum go over unchanged: no
+        // re-encoding on the way.
+        FrameHeader h{.opcode = Opcode::kStore,
+                      .flags = uint8_t(r->header.flags & transport::kFlagSameFilled),
+                      .page = page,
+                      .codec = r->header.codec,
+                      .checksum = r->header.checksum};
+        stores.push_back(dst.channel->Call(h, std::move(r->payload), options_.op_timeout));
+      }
+      for (auto& f : stores) {
+        absl::StatusOr<IncomingMessage> r = f.get();
+        if (!r.ok() && r.status().code() != absl::StatusCode::kNotFound) {
+          HandleFailure(dst.node, dst.channel, slab, Classify(r.status()), r.status());
+          for (auto& g : stores) g.wait();
+          return give_up(absl::StrCat("target: ", r.status().ToString()));
+        }
+      }
+      copied += n;
+    }
+    MutexLock l(&mu_);
+    client_internal::Slab* s = table_.Find(slab);
+    if (s == nullptr || s->filling != dst.node) return false;  // dropped meanwhile
+    // Commit only when nothing written since the copy started is missing
+    // or stale on the new replica.
+    while (!s->dirty.Any() && s->writes_in_flight > 0 && !stopping_) {
+      changed_.WaitWithTimeout(&mu_, options_.op_timeout);
+      s = table_.Find(slab);
+      if (s == nullptr || s->filling != dst.node) return false;
+    }
+    if (!s->dirty.Any()) {
+      s->replicas.push_back(dst.node);
+      s->filling = -1;
+      rereplicated_slabs_++;
+      rereplicated_pages_ += copied;
+      changed_.SignalAll();
+      return true;
+    }
+    pages = s->dirty.Indices();
+    s->dirty.ClearAll();
+  }
+  return give_up("too many pages rewritten during the copy; retrying later");
+}
+
+void Client::Impl::MaintenanceLoop() {
+  for (;;) {
+    std::vector<Channel> retired;
+    bool resolve = false;
+    {
+      MutexLock l(&mu_);
+      absl::Time deadline = absl::Now() + options_.health_interval;
+      while (!wake_ && !stopping_) {
+        if (changed_.WaitWithDeadline(&mu_, deadline)) break;
+      }
+      if (stopping_) return;
+      wake_ = false;
+      retired.swap(retired_);
+      resolve = !options_.dns_name.empty() && absl::Now() >= next_resolve_;
+    }
+    for (Channel c : retired) c->Close();
+    if (resolve) Resolve();
+    PingNodes();
+    std::vector<uint64_t> short_slabs;
+    {
+      MutexLock l(&mu_);
+      short_slabs = table_.UnderReplicated(replicas_);
+    }
+    for (uint64_t slab : short_slabs) {
+      {
+        MutexLock l(&mu_);
+        if (stopping_) return;
+      }
+      ReplicateOneSlab(slab);
+    }
+    ReattachDownNodes();
+    MutexLock l(&mu_);
+    changed_.SignalAll();
+  }
+}
+
+absl::Status Client::Impl::WaitUntilReplicated(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  MutexLock l(&mu_);
+  wake_ = true;
+  changed_.SignalAll();
+  for (;;) {
+    int up = 0;
+    for (const Node& n : nodes_) up += n.state == NodeState::kUp;
+    const int need = std::min(replicas_, up);
+    uint64_t short_slabs = 0;
+    for (const auto& [id, s] : table_.slabs()) {
+      short_slabs += s.present.Any() && (int(s.replicas.size()) < need || s.filling >= 0);
+    }
+    if (short_slabs == 0) return absl::OkStatus();
+    if (changed_.WaitWithDeadline(&mu_, deadline)) {
+      return absl::DeadlineExceededError(absl::StrCat(short_slabs, " slabs still have fewer than ",
+                                                      need, " replicas after ",
+                                                      absl::FormatDuration(timeout)));
+    }
+  }
+}
+
+absl::Status Client::Impl::WaitUntilNodeUp(const std::string& address, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  MutexLock l(&mu_);
+  wake_ = true;
+  changed_.SignalAll();
+  for (;;) {
+    std::string last_error = "not a member";
+    for (const Node& n : nodes_) {
+      if (n.address != address) continue;
+      if (n.state == NodeState::kUp) return absl::OkStatus();
+      last_error = n.last_error;
+    }
+    if (changed_.WaitWithDeadline(&mu_, deadline)) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "node ", address, " not up after ", absl::FormatDuration(timeout), ": ", last_error));
+    }
+  }
+}
+
+}  // namespace farswap

@@ -1,0 +1,267 @@
+// farswap::Client against real farswap-server processes on loopback: R=2
+// over three nodes survives a SIGKILL mid-stream and re-replicates; a
+// SIGSTOPped node is detected by timeout; a page changed during Store is
+// stored as its snapshot; a node that corrupts payloads is failed over,
+// and DATA_LOSS is reported when every copy is bad.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "farswap/client/client.h"
+#include "farswap/common/mutex.h"
+#include "farswap/common/page_file.h"
+#include "farswap/common/sync_point.h"
+#include "server_process.h"
+
+namespace farswap {
+namespace {
+
+using testing::ServerProcess;
+
+constexpr absl::Duration kWait = absl::Seconds(30);
+
+class ClientClusterTest : public ::testing::Test {
+ protected:
+  void StartNodes(int n, std::vector<std::string> extra_args = {}) {
+    for (int i = 0; i < n; ++i) {
+      auto node =
+          ServerProcess::Start({.pool_limit = "64M", .backing_size = "", .extra_args = extra_args});
+      ASSERT_TRUE(node.ok()) << node.status();
+      nodes_.push_back(std::move(*node));
+    }
+  }
+  ClientOptions Options() const {
+    ClientOptions o;
+    for (const auto& n : nodes_) o.nodes.push_back(n->grpc_addr());
+    o.pages_per_slab = 64;  // many slabs from a few thousand pages
+    o.op_timeout = absl::Milliseconds(500);
+    o.attach_timeout = absl::Seconds(2);
+    o.health_interval = absl::Milliseconds(100);
+    return o;
+  }
+  std::unique_ptr<Client> Connect(const ClientOptions& o) {
+    auto c = Client::Connect(o);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? std::move(*c) : nullptr;
+  }
+  static const PageFile& Corpus() {
+    static PageFile* pages = [] {
+      auto p = ReadPageFile(FARSWAP_CORPUS_DIR "/node.pages.zst");
+      EXPECT_TRUE(p.ok()) << p.status();
+      return new PageFile(p.ok() ? std::move(*p) : PageFile());
+    }();
+    return *pages;
+  }
+  // StoreRange stores corpus pages [first, last) as pages of the same
+  // numbers, in batches of 64 in flight.
+  static void StoreRange(Client& c, size_t first, size_t last) {
+    for (size_t at = first; at < last; at += 64) {
+      std::vector<PageWrite> batch;
+      for (size_t i = at; i < std::min(last, at + 64); ++i) batch.push_back({i, Corpus().page(i)});
+      std::vector<absl::Status> r = c.StoreBatch(batch);
+      for (size_t k = 0; k < r.size(); ++k) ASSERT_TRUE(r[k].ok()) << r[k];
+    }
+  }
+  // LoadAndVerify loads pages [first, last) and compares them with the corpus.
+  static void LoadAndVerify(Client& c, size_t first, size_t last) {
+    std::vector<uint8_t> buf(64 * kPageSize);
+    for (size_t at = first; at < last; at += 64) {
+      std::vector<PageRead> batch;
+      for (size_t i = at; i < std::min(last, at + 64); ++i) {
+        batch.push_back({i, buf.data() + (i - at) * kPageSize});
+      }
+      std::vector<absl::Status> r = c.LoadBatch(batch);
+      for (size_t k = 0; k < r.size(); ++k) {
+        ASSERT_TRUE(r[k].ok()) << r[k];
+        ASSERT_EQ(std::memcmp(batch[k].out, Corpus().page(at + k), kPageSize), 0) << at + k;
+      }
+    }
+  }
+  static const NodeStats& Node(const ClientStats& s, const std::string& address) {
+    for (const NodeStats& n : s.nodes) {
+      if (n.address == address) return n;
+    }
+    static NodeStats none;
+    ADD_FAILURE() << "no node " << address;
+    return none;
+  }
+
+  std::vector<std::unique_ptr<ServerProcess>> nodes_;
+};
+
+TEST_F(ClientClusterTest, KilledNodeMidStreamLosesNothingAndItsSlabsRegainTwoCopies) {
+  StartNodes(3);
+  std::unique_ptr<Client> c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  EXPECT_EQ(c->replicas(), 2);
+  constexpr size_t kPages = 3000;
+  ASSERT_GE(Corpus().page_count(), kPages);
+  StoreRange(*c, 0, kPages / 2);
+  {
+    ClientStats s = c->stats();
+    EXPECT_EQ(s.under_replicated_slabs, 0u);
+    for (const NodeStats& n : s.nodes) EXPECT_GT(n.slabs, 0u) << n.address;
+  }
+  const std::string killed = nodes_[1]->grpc_addr();
+  nodes_[1]->Kill();
+  StoreRange(*c, kPages / 2, kPages);  // the stream goes on
+  LoadAndVerify(*c, 0, kPages);
+
+  ASSERT_TRUE(c->WaitUntilReplicated(kWait).ok());
+  ClientStats s = c->stats();
+  EXPECT_EQ(Node(s, killed).state, "down");
+  EXPECT_EQ(Node(s, killed).slabs, 0u);
+  EXPECT_EQ(s.under_replicated_slabs, 0u);
+  EXPECT_EQ(s.lost_pages, 0u);
+  EXPECT_GT(s.rereplicated_slabs, 0u);
+  EXPECT_EQ(s.stores, kPages);
+  EXPECT_EQ(s.store_errors, 0u);
+  // Every slab now has both copies on the two survivors: losing one more
+  // node still loses nothing, which only holds if re-replication copied.
+  const std::string survivor = nodes_[2]->grpc_addr();
+  nodes_[0]->Kill();
+  LoadAndVerify(*c, 0, kPages);
+  EXPECT_EQ(c->stats().lost_pages, 0u);
+
+  // The first node comes back (on new ports, as a pod would) and rejoins:
+  // it receives the copies the lone survivor's slabs need.
+  ASSERT_TRUE(nodes_[1]->Restart().ok());
+  c->SetNodes({nodes_[1]->grpc_addr()});
+  ASSERT_TRUE(c->WaitUntilNodeUp(nodes_[1]->grpc_addr(), kWait).ok());
+  ASSERT_TRUE(c->WaitUntilReplicated(kWait).ok());
+  s = c->stats();
+  EXPECT_GT(Node(s, nodes_[1]->grpc_addr()).slabs, 0u);
+  EXPECT_EQ(Node(s, nodes_[1]->grpc_addr()).slabs, Node(s, survivor).slabs);
+  nodes_[2]->Kill();  // only the rejoined node is left
+  LoadAndVerify(*c, 0, kPages);
+}
+
+TEST_F(ClientClusterTest, StalledNodeIsDetectedByTimeoutNotWaitedOn) {
+  StartNodes(2);
+  std::unique_ptr<Client> c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  StoreRange(*c, 0, 512);
+  nodes_[1]->Pause();  // SIGSTOP: the connection stays open, nothing answers
+  absl::Time start = absl::Now();
+  LoadAndVerify(*c, 0, 512);
+  StoreRange(*c, 512, 1024);
+  absl::Duration took = absl::Now() - start;
+  EXPECT_LT(took, absl::Seconds(10)) << "stalled node waited on";
+  ClientStats s = c->stats();
+  EXPECT_EQ(Node(s, nodes_[1]->grpc_addr()).state, "down");
+  EXPECT_GE(Node(s, nodes_[1]->grpc_addr()).times_down, 1u);
+  // Resumed, it rejoins at the same address and takes copies again.
+  nodes_[1]->Resume();
+  ASSERT_TRUE(c->WaitUntilNodeUp(nodes_[1]->grpc_addr(), kWait).ok());
+  ASSERT_TRUE(c->WaitUntilReplicated(kWait).ok());
+  nodes_[0]->Kill();
+  LoadAndVerify(*c, 0, 1024);
+}
+
+TEST_F(ClientClusterTest, PageChangedDuringStoreIsStoredAsItsSnapshot) {
+  StartNodes(2);
+  std::unique_ptr<Client> c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  std::vector<uint8_t> page(kPageSize);
+  for (size_t i = 0; i < kPageSize; ++i) page[i] = uint8_t(i / 16);
+  const std::vector<uint8_t> original = page;
+  // Between the snapshot and the compression another thread rewrites the
+  // page with incompressible bytes (which would also overrun any buffer
+  // sized from the first page's compressed length).
+  SyncPoints::SetOnce("PreparePage:after-snapshot", [&] {
+    std::thread writer([&] {
+      std::mt19937_64 rng(1);
+      for (auto& b : page) b = uint8_t(rng());
+    });
+    writer.join();
+  });
+  ASSERT_TRUE(c->Store(9, page.data()).ok());
+  SyncPoints::ClearAll();
+  ASSERT_NE(page, original);
+  std::vector<uint8_t> out(kPageSize);
+  ASSERT_TRUE(c->Load(9, out.data()).ok());
+  EXPECT_EQ(out, original);
+  ClientStats s = c->stats();
+  EXPECT_EQ(s.checksum_failures, 0u);
+  EXPECT_EQ(s.raw_pages, 0u);  // the compressible snapshot was what got encoded
+  EXPECT_LT(s.bytes_after_compression, kPageSize / 2);
+}
+
+TEST_F(ClientClusterTest, CorruptingNodeIsFailedOverThenDataLossWhenEveryCopyIsBad) {
+  StartNodes(1);
+  StartNodes(1, {"--test-corrupt-loads"});
+  {
+    std::unique_ptr<Client> c = Connect(Options());
+    ASSERT_NE(c, nullptr);
+    StoreRange(*c, 0, 256);
+    LoadAndVerify(*c, 0, 256);  // never the corrupted bytes
+    ClientStats s = c->stats();
+    EXPECT_GT(s.checksum_failures, 0u);
+    EXPECT_EQ(s.failovers, s.checksum_failures);
+    EXPECT_EQ(s.load_errors, 0u);
+  }
+  nodes_[0]->Kill();
+  nodes_.erase(nodes_.begin());
+  StartNodes(1, {"--test-corrupt-loads"});
+  std::unique_ptr<Client> c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  StoreRange(*c, 0, 8);
+  std::vector<uint8_t> out(kPageSize, 0x5a);
+  absl::Status s = c->Load(5, out.data());
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_NE(s.message().find("page 5"), std::string::npos) << s;
+  EXPECT_EQ(out, std::vector<uint8_t>(kPageSize, 0x5a));  // nothing handed over
+  EXPECT_EQ(c->stats().checksum_failures, 2u);
+}
+
+TEST_F(ClientClusterTest, AsyncStoresInvalidateRangeAndMissingPages) {
+  StartNodes(2);
+  std::unique_ptr<Client> c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  Mutex mu;
+  CondVar cv;
+  int left = 200;
+  for (size_t i = 0; i < 200; ++i) {
+    c->StoreAsync(1000 + i, Corpus().page(i), [&](absl::Status s) {
+      EXPECT_TRUE(s.ok()) << s;
+      MutexLock l(&mu);
+      if (--left == 0) cv.SignalAll();
+    });
+  }
+  {
+    MutexLock l(&mu);
+    while (left != 0) cv.Wait(&mu);
+  }
+  std::vector<uint8_t> out(kPageSize);
+  ASSERT_TRUE(c->Load(1100, out.data()).ok());
+  EXPECT_EQ(std::memcmp(out.data(), Corpus().page(100), kPageSize), 0);
+  ASSERT_TRUE(c->InvalidateRange(1050, 100).ok());  // crosses slab boundaries
+  EXPECT_EQ(c->Load(1100, out.data()).code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(c->Load(1049, out.data()).ok());
+  ASSERT_TRUE(c->Load(1150, out.data()).ok());
+  EXPECT_EQ(c->Load(5, out.data()).code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(c->Invalidate(1150).ok());
+  EXPECT_EQ(c->Load(1150, out.data()).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(c->stats().invalidates, 101u);
+}
+
+TEST_F(ClientClusterTest, DnsNameResolvesToTheNodes) {
+  StartNodes(1);
+  const std::string grpc = nodes_[0]->grpc_addr();
+  ClientOptions o = Options();
+  o.nodes.clear();
+  // "localhost" may also resolve to ::1, where nothing listens: that
+  // address stays down and the client works with the one that answers.
+  o.dns_name = "localhost" + grpc.substr(grpc.rfind(':'));
+  std::unique_ptr<Client> c = Connect(o);
+  ASSERT_NE(c, nullptr);
+  ASSERT_TRUE(c->WaitUntilNodeUp(grpc, kWait).ok());
+  StoreRange(*c, 0, 100);
+  LoadAndVerify(*c, 0, 100);
+}
+
+}  // namespace
+}  // namespace farswap
