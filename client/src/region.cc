@@ -322,8 +322,22 @@ void RegionImpl::FaultThread() {
     // Adaptive spin-then-block: right after a fault another is likely (a
     // scan, a burst); a spinning reader answers it ~50 µs sooner than one
     // woken from poll() on the other vCPU (toolchain-notes.md).
+    // Yielding while spinning: on 2 vCPUs the evictor and the prefetcher
+    // must still get a core when they have work.
+    // The spin is also when this thread helps the prefetcher: waking that
+    // thread costs as much as a fault, and this one is awake anyway.
     if (std::chrono::steady_clock::now() < spin_until) {
-      __builtin_ia32_pause();
+      uint64_t page;
+      bool have;
+      {
+        MutexLock l(&mu_);
+        have = PopPrefetch(&page);
+      }
+      if (have) {
+        PrefetchOne(page, buf);
+      } else {
+        std::this_thread::yield();
+      }
       continue;
     }
     if (poll(fds, 2, -1) < 0 && errno != EINTR) {
@@ -523,7 +537,8 @@ void RegionImpl::HandleWriteProtect(uint64_t page) {
 absl::Status RegionImpl::Advise(uint64_t first, uint64_t count, Advice advice) {
   if (advice == Advice::kWillNeed) {
     MutexLock l(&mu_);
-    QueuePrefetch(static_cast<int64_t>(first), 1, static_cast<uint32_t>(count));
+    QueuePrefetch(static_cast<int64_t>(first), 1,
+                  static_cast<uint32_t>(std::min<uint64_t>(count, budget_pages_)));
     return absl::OkStatus();
   }
   std::vector<uint64_t> targets;

@@ -22,6 +22,9 @@ constexpr size_t kMaxIov = 1024;
 }  // namespace
 
 void RegionImpl::EvictorThread() {
+  // Empty batches in a row, with faults parked, before over-committing.
+  constexpr int kStuckBatches = 64;
+  int stuck_batches = 0;
   for (;;) {
     {
       MutexLock l(&mu_);
@@ -42,14 +45,19 @@ void RegionImpl::EvictorThread() {
         MutexLock l(&mu_);
         parked = !parked_faults_.empty();
       }
-      // Nothing could be evicted (every page in flight, or stores failing):
-      // let parked faults in over the budget rather than hang their threads.
-      overcommit_.store(evicted == 0);
+      // Several batches in a row evicted nothing while faults wait (stores
+      // failing, or every page in flight): let parked faults in over the
+      // budget rather than hang their threads.
+      stuck_batches = evicted == 0 && parked ? stuck_batches + 1 : 0;
+      overcommit_.store(stuck_batches >= kStuckBatches);
       if (parked) {
         uint64_t one = 1;
         (void)!write(wake_fd_, &one, sizeof one);
       }
-      if (evicted == 0) break;
+      if (evicted == 0) {
+        if (!parked) break;
+        std::this_thread::yield();  // pages in flight settle within an ioctl
+      }
     }
   }
 }

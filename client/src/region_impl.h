@@ -115,6 +115,8 @@ class RegionImpl {
   void OnMissingFault(uint64_t page);
   void QueuePrefetch(int64_t from, int64_t stride, uint32_t count) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PrefetchOne(uint64_t page, std::vector<uint8_t>& buf);
+  // PopPrefetch takes the next page to prefetch; false if none.
+  bool PopPrefetch(uint64_t* page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   PageBackend* const backend_;
   const RegionOptions options_;
@@ -155,7 +157,13 @@ class RegionImpl {
   CondVar prefetch_cv_;  // prefetch_queue_ non-empty, or stop_
   bool evict_wanted_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<ParkedFault> parked_faults_ ABSL_GUARDED_BY(mu_);
-  std::deque<uint64_t> prefetch_queue_ ABSL_GUARDED_BY(mu_);
+  // Prefetch requests, served in order (oldest dropped when full).
+  struct PrefetchRange {
+    int64_t from;
+    int64_t stride;
+    uint32_t count;
+  };
+  std::deque<PrefetchRange> prefetch_queue_ ABSL_GUARDED_BY(mu_);
   std::vector<Stream> streams_ ABSL_GUARDED_BY(mu_);
   uint64_t stream_tick_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_error_ ABSL_GUARDED_BY(mu_);

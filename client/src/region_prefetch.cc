@@ -15,9 +15,9 @@ constexpr uint64_t kPage = 4096;
 // Largest stride (in pages) taken for a stream: beyond it two faults are
 // unrelated more often than strided.
 constexpr int64_t kMaxStride = 64;
-// Prefetch queue bound: a willneed advice over a huge range must not grow
-// it without limit (pages past the bound are simply not prefetched).
-constexpr size_t kMaxQueued = 4096;
+// Prefetch requests kept: more streams than this are not worth following,
+// and the stalest request is dropped first.
+constexpr size_t kMaxQueuedRanges = 64;
 }  // namespace
 
 void RegionImpl::OnMissingFault(uint64_t page_no) {
@@ -44,14 +44,15 @@ void RegionImpl::OnMissingFault(uint64_t page_no) {
     }
     s.last = p;
     s.used = stream_tick_;
+    // A fault inside the window already queued means the prefetcher is
+    // behind, not that the stream needs more: queue nothing new. A fault at
+    // or past its end means the window was used up: double it and queue the
+    // next one.
+    const bool behind = s.stride > 0 ? p < s.next : p > s.next;
+    if (behind) return;
     s.window = std::min(s.window * 2, options_.max_prefetch_window);
-    // Keep the window ahead of this fault.
-    int64_t from = p + s.stride;
-    if ((s.stride > 0 && s.next > from) || (s.stride < 0 && s.next < from)) from = s.next;
-    const int64_t end = p + s.stride * static_cast<int64_t>(s.window);
-    const int64_t count = (end - from) / s.stride + 1;
-    if (count > 0) QueuePrefetch(from, s.stride, static_cast<uint32_t>(count));
-    s.next = end + s.stride;
+    QueuePrefetch(p + s.stride, s.stride, s.window);
+    s.next = p + s.stride * (static_cast<int64_t>(s.window) + 1);
     return;
   }
   // 2. A candidate with the same stride twice in a row becomes a stream.
@@ -66,9 +67,8 @@ void RegionImpl::OnMissingFault(uint64_t page_no) {
       s.confirmed = true;
       s.last = p;
       s.window = options_.prefetch_window;
-      const int64_t end = p + d * static_cast<int64_t>(s.window);
       QueuePrefetch(p + d, d, s.window);
-      s.next = end + d;
+      s.next = p + d * (static_cast<int64_t>(s.window) + 1);
     } else {
       s.stride = d;
       s.last = p;
@@ -83,12 +83,27 @@ void RegionImpl::OnMissingFault(uint64_t page_no) {
 
 void RegionImpl::QueuePrefetch(int64_t from, int64_t stride, uint32_t count) {
   mu_.AssertHeld();
-  for (uint32_t i = 0; i < count && prefetch_queue_.size() < kMaxQueued; ++i) {
-    const int64_t q = from + stride * static_cast<int64_t>(i);
+  // Clip to the region.
+  uint32_t n = 0;
+  while (n < count) {
+    const int64_t q = from + stride * static_cast<int64_t>(n);
     if (q < 0 || q >= static_cast<int64_t>(pages_)) break;
-    prefetch_queue_.push_back(static_cast<uint64_t>(q));
+    ++n;
   }
+  if (n == 0) return;
+  if (prefetch_queue_.size() >= kMaxQueuedRanges) prefetch_queue_.pop_front();  // the oldest
+  prefetch_queue_.push_back({from, stride, n});
   prefetch_cv_.Signal();
+}
+
+bool RegionImpl::PopPrefetch(uint64_t* page) {
+  mu_.AssertHeld();
+  if (prefetch_queue_.empty()) return false;
+  PrefetchRange& r = prefetch_queue_.front();
+  *page = static_cast<uint64_t>(r.from);
+  r.from += r.stride;
+  if (--r.count == 0) prefetch_queue_.pop_front();
+  return true;
 }
 
 void RegionImpl::PrefetchThread() {
@@ -99,8 +114,7 @@ void RegionImpl::PrefetchThread() {
       MutexLock l(&mu_);
       while (prefetch_queue_.empty() && !stop_.load()) prefetch_cv_.Wait(&mu_);
       if (stop_.load()) return;
-      page = prefetch_queue_.front();
-      prefetch_queue_.pop_front();
+      PopPrefetch(&page);
     }
     PrefetchOne(page, buf);
   }
