@@ -3,6 +3,7 @@
 //
 //   farswap-bench pool ...   a corpus through an in-process zspool
 //   farswap-bench node ...   a corpus through one memory node (data plane)
+//   farswap-bench region ... a workload in a far-memory region vs local memory
 // README.md documents every flag and JSON field.
 #include <cstring>
 #include <iostream>
@@ -10,6 +11,7 @@
 namespace farswap::bench {
 int PoolMain(int argc, char** argv);
 int NodeMain(int argc, char** argv);
+int RegionMain(int argc, char** argv);
 }  // namespace farswap::bench
 
 namespace {
@@ -21,6 +23,10 @@ void Usage() {
                "  node --corpus FILE[,FILE...] (--node GRPC_ADDR | --spawn) [--pool-limit BYTES]\n"
                "       [--backing-size BYTES] [--connections N] [--depth D] [--codec lz4|zstd]\n"
                "       [--tenant ID] [--secret S] [--json]\n"
+               "  region --size BYTES --local FRACTION --workload seq|random|zipf [--threads T]\n"
+               "       [--backend memory] [--ops N] [--seed N] [--theta F] [--write-fraction F]\n"
+               "       [--codec lz4|zstd] [--evict-batch N] [--fault-threads N] [--spin-us N]\n"
+               "       [--no-prefetch] [--spawn N] [--replicas R] [--json]\n"
                "See README.md for the JSON fields.\n";
 }
 }  // namespace
@@ -32,6 +38,7 @@ int main(int argc, char** argv) {
   }
   if (!std::strcmp(argv[1], "pool")) return farswap::bench::PoolMain(argc - 2, argv + 2);
   if (!std::strcmp(argv[1], "node")) return farswap::bench::NodeMain(argc - 2, argv + 2);
+  if (!std::strcmp(argv[1], "region")) return farswap::bench::RegionMain(argc - 2, argv + 2);
   std::cerr << "farswap-bench: unknown subcommand '" << argv[1] << "'\n";
   Usage();
   return 2;
