@@ -186,6 +186,7 @@ RegionImpl::~RegionImpl() {
     stop_.store(true);
     evictor_cv_.SignalAll();
     prefetch_cv_.SignalAll();
+    room_cv_.SignalAll();
   }
   uint64_t one = 1;
   (void)!write(wake_fd_, &one, sizeof one);
@@ -333,9 +334,11 @@ void RegionImpl::FaultThread() {
         MutexLock l(&mu_);
         have = PopPrefetch(&page);
       }
-      if (have) {
-        PrefetchOne(page, buf);
-      } else {
+      if (have && !PrefetchOne(page, buf)) {
+        MutexLock l(&mu_);
+        RequeuePrefetch(page);  // no room; the prefetch thread may wait for it
+        prefetch_cv_.Signal();
+      } else if (!have) {
         std::this_thread::yield();
       }
       continue;

@@ -44,6 +44,7 @@ void RegionImpl::EvictorThread() {
       {
         MutexLock l(&mu_);
         parked = !parked_faults_.empty();
+        room_cv_.SignalAll();
       }
       // Several batches in a row evicted nothing while faults wait (stores
       // failing, or every page in flight): let parked faults in over the

@@ -114,7 +114,10 @@ class RegionImpl {
   void PrefetchThread();
   void OnMissingFault(uint64_t page);
   void QueuePrefetch(int64_t from, int64_t stride, uint32_t count) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void PrefetchOne(uint64_t page, std::vector<uint8_t>& buf);
+  // PrefetchOne installs `page` if it is not resident; false if there was
+  // no room under the budget (the caller may requeue it).
+  bool PrefetchOne(uint64_t page, std::vector<uint8_t>& buf);
+  void RequeuePrefetch(uint64_t page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // PopPrefetch takes the next page to prefetch; false if none.
   bool PopPrefetch(uint64_t* page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -155,6 +158,7 @@ class RegionImpl {
   mutable Mutex mu_;
   CondVar evictor_cv_;   // resident_ passed the low watermark, or stop_
   CondVar prefetch_cv_;  // prefetch_queue_ non-empty, or stop_
+  CondVar room_cv_;      // the evictor finished a batch
   bool evict_wanted_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<ParkedFault> parked_faults_ ABSL_GUARDED_BY(mu_);
   // Prefetch requests, served in order (oldest dropped when full).

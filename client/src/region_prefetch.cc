@@ -116,22 +116,28 @@ void RegionImpl::PrefetchThread() {
       if (stop_.load()) return;
       PopPrefetch(&page);
     }
-    PrefetchOne(page, buf);
+    if (!PrefetchOne(page, buf)) {
+      // No room: this thread may wait for the evictor (fault threads never
+      // do). The timeout covers a batch that ended before we waited.
+      MutexLock l(&mu_);
+      RequeuePrefetch(page);
+      if (!stop_.load()) room_cv_.WaitWithTimeout(&mu_, absl::Milliseconds(1));
+    }
   }
 }
 
-void RegionImpl::PrefetchOne(uint64_t page, std::vector<uint8_t>& buf) {
+bool RegionImpl::PrefetchOne(uint64_t page, std::vector<uint8_t>& buf) {
   uint8_t s = state_[page].load();
-  if (s != kRemote && s != kEmpty) return;  // resident or in flight already
-  // Prefetch only into free budget: it must never push out pages faults
-  // brought in, nor make faults wait.
-  if (!TryReserve(budget_pages_)) {
+  if (s != kRemote && s != kEmpty) return true;  // resident or in flight already
+  // Prefetches may use half the batch of slack over the budget, faults all
+  // of it: a prefetch never makes a fault park.
+  if (!TryReserve(budget_pages_ + evict_batch_ / 2)) {
     NoteResidentGrew();
-    return;
+    return false;
   }
   if (!state_[page].compare_exchange_strong(s, kFetching)) {
     Unreserve();
-    return;
+    return true;
   }
   uint8_t new_state = kClean;
   if (s == kEmpty) {
@@ -152,7 +158,7 @@ void RegionImpl::PrefetchOne(uint64_t page, std::vector<uint8_t>& buf) {
       Unreserve();
       state_[page].store(kRemote);
       Wake(page);
-      return;
+      return true;
     }
     pages_loaded_.fetch_add(1, std::memory_order_relaxed);
     bytes_received_.fetch_add(*got, std::memory_order_relaxed);
@@ -171,6 +177,12 @@ void RegionImpl::PrefetchOne(uint64_t page, std::vector<uint8_t>& buf) {
   prefetch_issued_.fetch_add(1, std::memory_order_relaxed);
   state_[page].store(new_state);
   NoteResidentGrew();
+  return true;
+}
+
+void RegionImpl::RequeuePrefetch(uint64_t page) {
+  mu_.AssertHeld();
+  prefetch_queue_.push_front({static_cast<int64_t>(page), 1, 1});
 }
 
 }  // namespace farswap
