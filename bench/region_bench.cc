@@ -67,8 +67,8 @@ absl::StatusOr<std::string> Run(int argc, char** argv) {
   region.reset();
 
   // 2. The same workload in local memory.
-  void* mem = mmap(nullptr, spec.pages * kPage, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* mem =
+      mmap(nullptr, spec.pages * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) return absl::ResourceExhaustedError("mmap of the local run failed");
   WorkloadResult near = RunWorkload(static_cast<uint8_t*>(mem), spec);
   const uint64_t near_sum = Checksum(static_cast<uint8_t*>(mem), spec.pages);

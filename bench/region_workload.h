@@ -25,7 +25,7 @@ namespace farswap::bench {
 struct WorkloadSpec {
   std::string kind = "zipf";  // seq | random | zipf
   uint64_t pages = 0;
-  uint64_t ops = 0;           // 0: 4 accesses per page
+  uint64_t ops = 0;  // 0: 4 accesses per page
   int threads = 1;
   uint64_t seed = 1;
   double zipf_theta = 0.99;

@@ -21,8 +21,8 @@ int main(int argc, char** argv) {
     std::cerr << "farswap-region-workload: " << spec.status().message() << "\n";
     return 2;
   }
-  void* mem = mmap(nullptr, spec->pages * 4096, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  void* mem =
+      mmap(nullptr, spec->pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) {
     std::cerr << "farswap-region-workload: mmap failed\n";
     return 1;

@@ -37,8 +37,7 @@ int OpenUserfaultfd() {
   int fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
   if (fd < 0 && errno == EPERM) {
     // Unprivileged: kernel faults are not ours to handle anyway.
-    fd = static_cast<int>(
-        syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
+    fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY));
   }
   return fd;
 }
@@ -109,14 +108,14 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(PageBackend* backend, uin
   reg.range.start = reinterpret_cast<uint64_t>(mem);
   reg.range.len = pages * kPage;
   reg.mode = UFFDIO_REGISTER_MODE_MISSING | UFFDIO_REGISTER_MODE_WP;
-  if (ioctl(uffd, UFFDIO_REGISTER, &reg) != 0 ||
-      !(reg.ioctls & (1ull << _UFFDIO_WRITEPROTECT)) || !(reg.ioctls & (1ull << _UFFDIO_COPY))) {
+  if (ioctl(uffd, UFFDIO_REGISTER, &reg) != 0 || !(reg.ioctls & (1ull << _UFFDIO_WRITEPROTECT)) ||
+      !(reg.ioctls & (1ull << _UFFDIO_COPY))) {
     int e = errno;
     munmap(mem, pages * kPage);
     close(uffd);
-    return absl::FailedPreconditionError(absl::StrCat(
-        "UFFDIO_REGISTER (missing + write-protect): ", strerror(e),
-        " (this kernel must support userfaultfd write-protect on anonymous memory)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("UFFDIO_REGISTER (missing + write-protect): ", strerror(e),
+                     " (this kernel must support userfaultfd write-protect on anonymous memory)"));
   }
   int wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (wake < 0) {
@@ -125,8 +124,8 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(PageBackend* backend, uin
     close(uffd);
     return absl::ResourceExhaustedError(absl::StrCat("eventfd: ", strerror(e)));
   }
-  auto impl = std::make_unique<RegionImpl>(backend, options, static_cast<uint8_t*>(mem), pages,
-                                           uffd, wake);
+  auto impl =
+      std::make_unique<RegionImpl>(backend, options, static_cast<uint8_t*>(mem), pages, uffd, wake);
   impl->Start();
   return std::unique_ptr<Region>(new Region(std::move(impl)));
 }
@@ -139,9 +138,8 @@ RegionStats Region::stats() const { return impl_->Stats(); }
 
 absl::Status Region::Advise(uint64_t offset, uint64_t length, Advice advice) {
   if (offset > size() || length > size() - offset) {
-    return absl::InvalidArgumentError(absl::StrCat("Advise: range [", offset, ", +", length,
-                                                   ") is outside the region of ", size(),
-                                                   " bytes"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "Advise: range [", offset, ", +", length, ") is outside the region of ", size(), " bytes"));
   }
   if (length == 0) return absl::OkStatus();
   const uint64_t first = offset / kPage;
@@ -228,8 +226,8 @@ RegionStats RegionImpl::Stats() const {
 }
 
 void RegionImpl::RecordLatency(std::chrono::steady_clock::time_point start) {
-  auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                std::chrono::steady_clock::now() - start)
+  auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() -
+                                                                  start)
                 .count();
   int b = 0;
   while (b + 1 < kFaultLatencyBuckets && (int64_t{1} << (b + 1)) <= us) ++b;
@@ -455,8 +453,7 @@ bool RegionImpl::HandleMissing(uint64_t page, bool write, uint32_t tid,
       state_[page].store(kRemote);
       sigbus_.fetch_add(1, std::memory_order_relaxed);
       RecordError(absl::StrCat("load of page ", page, " failed after ", options_.load_attempts,
-                               " attempts: ", got.status().ToString(), "; SIGBUS to thread ",
-                               tid));
+                               " attempts: ", got.status().ToString(), "; SIGBUS to thread ", tid));
       // As the kernel does for an unreadable swap page: the faulting thread
       // gets SIGBUS. The signal interrupts its wait in handle_userfault();
       // the wake covers a faulter that is not interruptible.

@@ -73,11 +73,11 @@ class RegionImpl {
   };
   struct Stream {
     int64_t last = -1;
-    int64_t stride = 0;     // 0: not yet known
+    int64_t stride = 0;  // 0: not yet known
     bool confirmed = false;
     uint32_t window = 0;
-    int64_t next = 0;       // first page along the stride not yet queued
-    uint64_t used = 0;      // for replacement (LRU)
+    int64_t next = 0;   // first page along the stride not yet queued
+    uint64_t used = 0;  // for replacement (LRU)
   };
 
   // --- region.cc: fault threads ---
@@ -113,7 +113,8 @@ class RegionImpl {
   // --- region_prefetch.cc ---
   void PrefetchThread();
   void OnMissingFault(uint64_t page);
-  void QueuePrefetch(int64_t from, int64_t stride, uint32_t count) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void QueuePrefetch(int64_t from, int64_t stride, uint32_t count)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // PrefetchOne installs `page` if it is not resident; false if there was
   // no room under the budget (the caller may requeue it).
   bool PrefetchOne(uint64_t page, std::vector<uint8_t>& buf);

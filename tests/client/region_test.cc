@@ -37,8 +37,7 @@ class RegionTest : public ::testing::Test {
 };
 
 TEST_F(RegionTest, CreateRejectsBadOptions) {
-  EXPECT_EQ(Region::Create(nullptr, kPage, {}).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Region::Create(nullptr, kPage, {}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Region::Create(&backend_, 0, {}).status().code(), absl::StatusCode::kInvalidArgument);
   RegionOptions tiny{.local_budget = 8 * kPage, .evict_batch = 32};
   EXPECT_EQ(Region::Create(&backend_, kPage * 64, tiny).status().code(),

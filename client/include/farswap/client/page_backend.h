@@ -87,16 +87,14 @@ class MemoryPageBackend final : public PageBackend {
   // Hooks run on the calling thread before the operation; set them before
   // the backend is shared between threads (not synchronised with calls).
   void set_load_hook(std::function<void(uint64_t page_no)> hook) { load_hook_ = std::move(hook); }
-  void set_store_hook(std::function<void(uint64_t page_no)> hook) {
-    store_hook_ = std::move(hook);
-  }
+  void set_store_hook(std::function<void(uint64_t page_no)> hook) { store_hook_ = std::move(hook); }
 
   struct Stats {
     uint64_t stores = 0, loads = 0, invalidates = 0;
-    uint64_t load_failures = 0;     // injected or checksum failures
-    uint64_t checksum_errors = 0;   // loads that failed the xxh3 check
-    uint64_t pages = 0;             // pages held now
-    uint64_t stored_bytes = 0;      // encoded bytes held now
+    uint64_t load_failures = 0;    // injected or checksum failures
+    uint64_t checksum_errors = 0;  // loads that failed the xxh3 check
+    uint64_t pages = 0;            // pages held now
+    uint64_t stored_bytes = 0;     // encoded bytes held now
   };
   Stats stats() const;
 

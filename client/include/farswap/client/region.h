@@ -118,23 +118,23 @@ struct RegionOptions {
 inline constexpr int kFaultLatencyBuckets = 24;
 
 struct RegionStats {
-  uint64_t missing_faults = 0;      // MISSING faults served (incl. zero-fill)
-  uint64_t zero_fills = 0;          // of which: never-written pages, no transfer
-  uint64_t wp_faults = 0;           // write-protect faults
-  uint64_t evictions = 0;           // pages dropped from local memory
-  uint64_t clean_evictions = 0;     // of which: dropped with no transfer
-  uint64_t evictions_cancelled = 0; // a write during the snapshot kept the page
+  uint64_t missing_faults = 0;       // MISSING faults served (incl. zero-fill)
+  uint64_t zero_fills = 0;           // of which: never-written pages, no transfer
+  uint64_t wp_faults = 0;            // write-protect faults
+  uint64_t evictions = 0;            // pages dropped from local memory
+  uint64_t clean_evictions = 0;      // of which: dropped with no transfer
+  uint64_t evictions_cancelled = 0;  // a write during the snapshot kept the page
   uint64_t pages_stored = 0, pages_loaded = 0;
   uint64_t bytes_sent = 0, bytes_received = 0;  // as the backend reports (encoded)
   uint64_t prefetch_issued = 0, prefetch_hits = 0, prefetch_waste = 0;
   uint64_t load_retries = 0;
-  uint64_t sigbus_delivered = 0;    // faults answered with SIGBUS
-  uint64_t store_errors = 0;        // failed stores (the page stays resident)
-  uint64_t parked_faults = 0;       // MISSING faults held while over budget
+  uint64_t sigbus_delivered = 0;  // faults answered with SIGBUS
+  uint64_t store_errors = 0;      // failed stores (the page stays resident)
+  uint64_t parked_faults = 0;     // MISSING faults held while over budget
   uint64_t resident_pages = 0, max_resident_pages = 0;
   uint64_t budget_pages = 0;
   std::array<uint64_t, kFaultLatencyBuckets> fault_latency_us_log2{};
-  std::string last_error;           // last load/store failure, "" if none
+  std::string last_error;  // last load/store failure, "" if none
 
   // FaultLatencyPercentileUs estimates the p-th percentile (0..100) of fault
   // latency in µs from the log2 histogram (geometric middle of the bucket).
