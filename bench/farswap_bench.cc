@@ -4,6 +4,7 @@
 //   farswap-bench pool ...   a corpus through an in-process zspool
 //   farswap-bench node ...   a corpus through one memory node (data plane)
 //   farswap-bench e2e  ...   a corpus through farswap::Client and N nodes
+//   farswap-bench region ... a workload in a far-memory region vs local memory
 // README.md documents every flag and JSON field.
 #include <cstring>
 #include <iostream>
@@ -12,6 +13,7 @@ namespace farswap::bench {
 int PoolMain(int argc, char** argv);
 int NodeMain(int argc, char** argv);
 int E2eMain(int argc, char** argv);
+int RegionMain(int argc, char** argv);
 }  // namespace farswap::bench
 
 namespace {
@@ -26,6 +28,10 @@ void Usage() {
                "  e2e  --spawn N | --nodes ADDR,... --corpus FILE[,FILE...] [--replicas R]\n"
                "       [--codec lz4|zstd] [--threads T] [--depth D] [--kill-one-after FRACTION]\n"
                "       [--compare memcached] [--pool-limit BYTES] [--json]\n"
+               "  region --size BYTES --local FRACTION --workload seq|random|zipf [--threads T]\n"
+               "       [--backend memory] [--ops N] [--seed N] [--theta F] [--write-fraction F]\n"
+               "       [--codec lz4|zstd] [--evict-batch N] [--fault-threads N] [--spin-us N]\n"
+               "       [--no-prefetch] [--spawn N] [--replicas R] [--json]\n"
                "See README.md for the JSON fields.\n";
 }
 }  // namespace
@@ -38,6 +44,7 @@ int main(int argc, char** argv) {
   if (!std::strcmp(argv[1], "pool")) return farswap::bench::PoolMain(argc - 2, argv + 2);
   if (!std::strcmp(argv[1], "node")) return farswap::bench::NodeMain(argc - 2, argv + 2);
   if (!std::strcmp(argv[1], "e2e")) return farswap::bench::E2eMain(argc - 2, argv + 2);
+  if (!std::strcmp(argv[1], "region")) return farswap::bench::RegionMain(argc - 2, argv + 2);
   std::cerr << "farswap-bench: unknown subcommand '" << argv[1] << "'\n";
   Usage();
   return 2;

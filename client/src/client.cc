@@ -52,6 +52,7 @@ struct Client::Impl::LoadOp {
   uint64_t page_no = 0;
   uint64_t slab = 0;
   uint8_t* out = nullptr;
+  size_t* wire_bytes = nullptr;  // optional: payload bytes of the verified reply
   DoneCallback done;
   std::vector<int> order;  // replica node ids, in the order to try
   size_t next = 0;
@@ -197,7 +198,7 @@ void Client::Impl::MarkDownLocked(int node, const std::string& why) {
 // ---------------------------------------------------------------- stores
 
 void Client::Impl::StoreAsync(uint64_t page_no, const void* page, DoneCallback done,
-                              SnapshotMode mode) {
+                              SnapshotMode mode, size_t* wire_bytes) {
   auto op = std::make_shared<StoreOp>();
   op->kind = StoreOp::Kind::kStore;
   op->first = page_no;
@@ -205,6 +206,7 @@ void Client::Impl::StoreAsync(uint64_t page_no, const void* page, DoneCallback d
   op->done = std::move(done);
   client_internal::PreparePage(client_internal::ThreadCodec(codec_options_), page_no, page, mode,
                                &op->page);
+  if (wire_bytes != nullptr) *wire_bytes = op->page.payload_bytes().size();
   IssueStore(std::move(op));
 }
 
@@ -406,9 +408,10 @@ void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
 
 // ---------------------------------------------------------------- loads
 
-void Client::Impl::LoadAsync(uint64_t page_no, void* out, DoneCallback done) {
+void Client::Impl::LoadAsync(uint64_t page_no, void* out, DoneCallback done, size_t* wire_bytes) {
   auto op = std::make_shared<LoadOp>();
   op->page_no = page_no;
+  op->wire_bytes = wire_bytes;
   op->slab = page_no / pages_per_slab_;
   op->out = static_cast<uint8_t*>(out);
   op->done = std::move(done);
@@ -474,6 +477,7 @@ void Client::Impl::TryLoad(std::shared_ptr<LoadOp> op) {
                                                op->page_no, r->header, r->payload, scratch);
            if (s.ok()) {
              std::memcpy(op->out, scratch, kPageSize);
+             if (op->wire_bytes != nullptr) *op->wire_bytes = r->payload.size();
              loads_++;
              if (op->tried > 1) failovers_++;
              op->done(absl::OkStatus());
@@ -607,15 +611,16 @@ class Countdown {
 };
 }  // namespace
 
-absl::Status Client::Store(uint64_t page_no, const void* page, SnapshotMode mode) {
+absl::Status Client::Store(uint64_t page_no, const void* page, SnapshotMode mode,
+                           size_t* wire_bytes) {
   Waiter w;
-  impl_->StoreAsync(page_no, page, w.Callback(), mode);
+  impl_->StoreAsync(page_no, page, w.Callback(), mode, wire_bytes);
   return w.Wait();
 }
 
-absl::Status Client::Load(uint64_t page_no, void* out) {
+absl::Status Client::Load(uint64_t page_no, void* out, size_t* wire_bytes) {
   Waiter w;
-  impl_->LoadAsync(page_no, out, w.Callback());
+  impl_->LoadAsync(page_no, out, w.Callback(), wire_bytes);
   return w.Wait();
 }
 

@@ -41,8 +41,9 @@ class Client::Impl {
   ~Impl();
 
   // --- data path (client.cc) ---
-  void StoreAsync(uint64_t page_no, const void* page, DoneCallback done, SnapshotMode mode);
-  void LoadAsync(uint64_t page_no, void* out, DoneCallback done);
+  void StoreAsync(uint64_t page_no, const void* page, DoneCallback done, SnapshotMode mode,
+                  size_t* wire_bytes = nullptr);
+  void LoadAsync(uint64_t page_no, void* out, DoneCallback done, size_t* wire_bytes = nullptr);
   void InvalidateRangeAsync(uint64_t first, uint64_t count, DoneCallback done);
   ClientStats Stats() const;
 

@@ -69,7 +69,7 @@ absl::Status ServerProcess::Launch() {
       "--ready-file",
       ready,
       "--node-id",
-      absl::StrCat("test-node-", launches_)};
+      absl::StrCat("test-node-", dir_.substr(dir_.rfind('-') + 1), "-", launches_)};
   if (!options_.backing_size.empty()) {
     args.insert(args.end(),
                 {"--backing-file", dir_ + "/backing", "--backing-size", options_.backing_size});

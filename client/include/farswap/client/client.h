@@ -79,8 +79,11 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  absl::Status Store(uint64_t page_no, const void* page, SnapshotMode mode = SnapshotMode::kCopy);
-  absl::Status Load(uint64_t page_no, void* out);
+  // wire_bytes (optional) receives the page's encoded length: what one
+  // replica's STORE carried, or what the verified LOAD reply carried.
+  absl::Status Store(uint64_t page_no, const void* page, SnapshotMode mode = SnapshotMode::kCopy,
+                     size_t* wire_bytes = nullptr);
+  absl::Status Load(uint64_t page_no, void* out, size_t* wire_bytes = nullptr);
   // Invalidate drops a page; OK whether or not it was stored.
   absl::Status Invalidate(uint64_t page_no);
   // InvalidateRange drops pages [first, first + count).

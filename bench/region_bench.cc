@@ -1,0 +1,176 @@
+// farswap-bench region: an application-style workload in a far-memory
+// region with a local budget, and the same workload in plain local memory
+// in the same run. Prints one JSON object (README.md lists the fields).
+//
+// The region's pages go to a PageBackend chosen by MakeBackend: the
+// in-process MemoryPageBackend (--backend memory, the default), or with
+// --spawn N real farswap-server processes on loopback reached through
+// farswap::Client (R = --replicas) and its PageBackend adapter.
+#include <sys/mman.h>
+
+#include <iostream>
+#include <memory>
+
+#include "absl/strings/str_cat.h"
+#include "bench_args.h"
+#include "farswap/client/client.h"
+#include "farswap/client/client_page_backend.h"
+#include "farswap/client/page_backend.h"
+#include "farswap/client/region.h"
+#include "farswap/common/status_macros.h"
+#include "region_workload.h"
+#include "server_process.h"
+
+namespace farswap::bench {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+
+// SpawnedClusterBackend owns N memory-node processes and a Client
+// attached to them, and pages through the Client.
+class SpawnedClusterBackend final : public PageBackend {
+ public:
+  static absl::StatusOr<std::unique_ptr<SpawnedClusterBackend>> Start(
+      int nodes, int replicas, Codec codec, const std::string& pool_limit) {
+    auto b = std::unique_ptr<SpawnedClusterBackend>(new SpawnedClusterBackend);
+    ClientOptions o;
+    for (int i = 0; i < nodes; ++i) {
+      FARSWAP_ASSIGN_OR_RETURN(
+          auto node, testing::ServerProcess::Start({.pool_limit = pool_limit,
+                                                    .backing_size = "1G",
+                                                    .extra_args = {"--log-level", "warn"}}));
+      o.nodes.push_back(node->grpc_addr());
+      b->nodes_.push_back(std::move(node));
+    }
+    o.replicas = replicas;
+    o.codec = codec;
+    o.client_name = "farswap-bench region";
+    FARSWAP_ASSIGN_OR_RETURN(b->client_, Client::Connect(o));
+    b->adapter_ = std::make_unique<ClientPageBackend>(b->client_.get());
+    return b;
+  }
+  absl::StatusOr<size_t> Store(uint64_t page_no, const uint8_t* page) override {
+    return adapter_->Store(page_no, page);
+  }
+  absl::StatusOr<size_t> Load(uint64_t page_no, uint8_t* out) override {
+    return adapter_->Load(page_no, out);
+  }
+  absl::Status Invalidate(uint64_t page_no) override { return adapter_->Invalidate(page_no); }
+
+ private:
+  SpawnedClusterBackend() = default;
+  std::vector<std::unique_ptr<testing::ServerProcess>> nodes_;
+  std::unique_ptr<Client> client_;  // destroyed before the nodes
+  std::unique_ptr<ClientPageBackend> adapter_;
+};
+
+absl::StatusOr<std::unique_ptr<PageBackend>> MakeBackend(const Args& args) {
+  FARSWAP_ASSIGN_OR_RETURN(Codec codec, ParseCodec(args.Get("codec", "lz4")));
+  if (args.Has("spawn")) {
+    FARSWAP_ASSIGN_OR_RETURN(uint64_t nodes, args.GetUint("spawn", 3));
+    FARSWAP_ASSIGN_OR_RETURN(uint64_t replicas, args.GetUint("replicas", nodes >= 2 ? 2 : 1));
+    if (nodes < 1 || nodes > 16) return absl::InvalidArgumentError("--spawn: 1..16 nodes");
+    if (replicas < 1 || replicas > nodes) {
+      return absl::InvalidArgumentError("--replicas: 1..the number of nodes");
+    }
+    FARSWAP_ASSIGN_OR_RETURN(auto cluster,
+                             SpawnedClusterBackend::Start(int(nodes), int(replicas), codec,
+                                                          args.Get("pool-limit", "256M")));
+    return std::unique_ptr<PageBackend>(std::move(cluster));
+  }
+  if (args.Has("replicas")) return absl::InvalidArgumentError("--replicas needs --spawn N");
+  const std::string kind = args.Get("backend", "memory");
+  if (kind != "memory") {
+    return absl::InvalidArgumentError(absl::StrCat("--backend: '", kind, "' (use memory)"));
+  }
+  return std::unique_ptr<PageBackend>(new MemoryPageBackend({.codec = codec}));
+}
+
+absl::StatusOr<std::string> Run(int argc, char** argv) {
+  FARSWAP_ASSIGN_OR_RETURN(
+      Args args,
+      Args::Parse(argc, argv,
+                  {"size", "local", "workload", "threads", "ops", "seed", "theta", "write-fraction",
+                   "backend", "codec", "spawn", "replicas", "pool-limit", "evict-batch",
+                   "fault-threads", "spin-us", "no-prefetch", "json"},
+                  {"json", "no-prefetch"}));
+  FARSWAP_ASSIGN_OR_RETURN(WorkloadSpec spec, WorkloadFromArgs(args));
+  FARSWAP_ASSIGN_OR_RETURN(double local, args.GetDouble("local", 0.25));
+  if (local <= 0 || local > 1) return absl::InvalidArgumentError("--local: a fraction in (0, 1]");
+  FARSWAP_ASSIGN_OR_RETURN(uint64_t batch, args.GetUint("evict-batch", 32));
+  FARSWAP_ASSIGN_OR_RETURN(uint64_t fault_threads, args.GetUint("fault-threads", 1));
+  FARSWAP_ASSIGN_OR_RETURN(uint64_t spin_us, args.GetUint("spin-us", 50));
+  FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<PageBackend> backend, MakeBackend(args));
+
+  // 1. The region.
+  RegionOptions options;
+  options.local_budget = static_cast<uint64_t>(local * spec.pages) * kPage;
+  options.evict_batch = static_cast<uint32_t>(batch);
+  options.fault_threads = static_cast<int>(fault_threads);
+  options.spin_us = static_cast<uint32_t>(spin_us);
+  options.prefetch = !args.Has("no-prefetch");
+  FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<Region> region,
+                           Region::Create(backend.get(), spec.pages * kPage, options));
+  WorkloadResult far = RunWorkload(region->data(), spec);
+  RegionStats s = region->stats();  // before the checksum reads every page
+  const uint64_t far_sum = Checksum(region->data(), spec.pages);
+  region.reset();
+
+  // 2. The same workload in local memory.
+  void* mem =
+      mmap(nullptr, spec.pages * kPage, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) return absl::ResourceExhaustedError("mmap of the local run failed");
+  WorkloadResult near = RunWorkload(static_cast<uint8_t*>(mem), spec);
+  const uint64_t near_sum = Checksum(static_cast<uint8_t*>(mem), spec.pages);
+  munmap(mem, spec.pages * kPage);
+
+  const uint64_t faults = s.missing_faults + s.wp_faults;
+  Json j;
+  j.Str("workload", spec.kind)
+      .Int("size", spec.pages * kPage)
+      .Num("local", local)
+      .Int("local_budget", options.local_budget)
+      .Int("threads", spec.threads)
+      .Int("ops", spec.ops ? spec.ops : 4 * spec.pages)
+      .Str("backend", args.Has("spawn") ? absl::StrCat("spawn:", args.Get("spawn"))
+                                        : args.Get("backend", "memory"))
+      .Num("runtime_s", far.seconds)
+      .Num("local_runtime_s", near.seconds)
+      .Num("slowdown", near.seconds > 0 ? far.seconds / near.seconds : 0)
+      .Int("faults", faults)
+      .Int("missing_faults", s.missing_faults)
+      .Int("wp_faults", s.wp_faults)
+      .Int("zero_fills", s.zero_fills)
+      .Num("fault_us_p50", s.FaultLatencyPercentileUs(50))
+      .Num("fault_us_p99", s.FaultLatencyPercentileUs(99))
+      .Int("evictions", s.evictions)
+      .Int("clean_evictions", s.clean_evictions)
+      .Int("evictions_cancelled", s.evictions_cancelled)
+      .Int("prefetch_issued", s.prefetch_issued)
+      .Int("prefetch_hits", s.prefetch_hits)
+      .Int("prefetch_waste", s.prefetch_waste)
+      .Int("bytes_sent", s.bytes_sent)
+      .Int("bytes_received", s.bytes_received)
+      .Int("pages_stored", s.pages_stored)
+      .Int("pages_loaded", s.pages_loaded)
+      .Int("max_resident_pages", s.max_resident_pages)
+      .Int("budget_pages", s.budget_pages)
+      .Int("parked_faults", s.parked_faults)
+      .Int("sigbus", s.sigbus_delivered)
+      .Bool("verified", far_sum == near_sum && s.sigbus_delivered == 0 && s.store_errors == 0);
+  return j.ToString();
+}
+
+}  // namespace
+
+int RegionMain(int argc, char** argv) {
+  absl::StatusOr<std::string> out = Run(argc, argv);
+  if (!out.ok()) {
+    std::cerr << "farswap-bench region: " << out.status().message() << "\n";
+    return out.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
+  }
+  std::cout << *out << "\n";
+  return 0;
+}
+
+}  // namespace farswap::bench

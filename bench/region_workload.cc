@@ -1,0 +1,142 @@
+#include "region_workload.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+
+namespace farswap::bench {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+
+// ZipfTable draws ranks 0..n-1 with P(k) ∝ 1/(k+1)^theta by binary search
+// in the cumulative distribution (n doubles: 2 MiB for a 1 GiB region).
+class ZipfTable {
+ public:
+  ZipfTable(uint64_t n, double theta) : cdf_(n) {
+    double sum = 0;
+    for (uint64_t k = 0; k < n; ++k) {
+      sum += 1.0 / std::pow(static_cast<double>(k + 1), theta);
+      cdf_[k] = sum;
+    }
+    for (double& c : cdf_) c /= sum;
+  }
+  uint64_t Draw(double u) const {
+    return std::min<uint64_t>(std::lower_bound(cdf_.begin(), cdf_.end(), u) - cdf_.begin(),
+                              cdf_.size() - 1);
+  }
+
+ private:
+  std::vector<double> cdf_;
+};
+
+// Scramble maps a rank to a page: multiplication by an odd constant and a
+// modulus is a bijection when pages is a power of two, close to one
+// otherwise (collisions only merge two ranks' weights).
+uint64_t Scramble(uint64_t rank, uint64_t pages) {
+  return (rank * 0x9e3779b97f4a7c15ull + (rank >> 7)) % pages;
+}
+
+}  // namespace
+
+absl::Status ValidateWorkload(const WorkloadSpec& spec) {
+  if (spec.kind != "seq" && spec.kind != "random" && spec.kind != "zipf") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--workload: '", spec.kind, "' (use seq, random or zipf)"));
+  }
+  if (spec.pages < 16) return absl::InvalidArgumentError("--size: at least 64K");
+  if (spec.threads < 1 || spec.threads > 64) {
+    return absl::InvalidArgumentError("--threads: 1..64");
+  }
+  if (spec.write_fraction < 0 || spec.write_fraction > 1) {
+    return absl::InvalidArgumentError("--write-fraction: 0..1");
+  }
+  return absl::OkStatus();
+}
+
+WorkloadResult RunWorkload(uint8_t* mem, const WorkloadSpec& spec) {
+  const uint64_t pages = spec.pages;
+  const uint64_t ops = spec.ops ? spec.ops : 4 * pages;
+  const int threads = spec.threads;
+  ZipfTable* zipf = spec.kind == "zipf" ? new ZipfTable(pages, spec.zipf_theta) : nullptr;
+  auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      // Init: each thread writes its slice of pages.
+      const uint64_t lo = pages * t / threads, hi = pages * (t + 1) / threads;
+      for (uint64_t p = lo; p < hi; ++p) {
+        auto* w = reinterpret_cast<uint64_t*>(mem + p * kPage);
+        for (uint64_t i = 0; i < kPage / 8; ++i) w[i] = p * 0x100000001b3ull + i;
+      }
+    });
+  }
+  for (auto& th : ts) th.join();
+  ts.clear();
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      std::mt19937_64 rng(spec.seed * 1000003 + t);
+      std::uniform_real_distribution<double> unit(0.0, 1.0);
+      const uint64_t my_ops = ops / threads + (static_cast<uint64_t>(t) < ops % threads);
+      const uint64_t lo = pages * t / threads, hi = pages * (t + 1) / threads;
+      uint64_t sink = 0;
+      for (uint64_t i = 0; i < my_ops; ++i) {
+        uint64_t p;
+        if (spec.kind == "seq") {
+          p = lo + i % (hi - lo);
+        } else if (spec.kind == "random") {
+          p = rng() % pages;
+        } else {
+          p = Scramble(zipf->Draw(unit(rng)), pages);
+        }
+        const uint64_t line = rng() % (kPage / 64);
+        auto* w = reinterpret_cast<uint64_t*>(mem + p * kPage + line * 64);
+        for (int k = 0; k < 8; ++k) sink += __atomic_load_n(&w[k], __ATOMIC_RELAXED);
+        if (unit(rng) < spec.write_fraction) __atomic_fetch_add(&w[i & 7], 1, __ATOMIC_RELAXED);
+      }
+      if (sink == 42) std::abort();  // keep the reads
+    });
+  }
+  for (auto& th : ts) th.join();
+  WorkloadResult r;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  delete zipf;
+  return r;
+}
+
+uint64_t Checksum(const uint8_t* mem, uint64_t pages) { return XXH3_64bits(mem, pages * kPage); }
+
+absl::StatusOr<WorkloadSpec> WorkloadFromArgs(const ::farswap::Args& args) {
+  WorkloadSpec w;
+  absl::StatusOr<uint64_t> size = args.GetBytes("size", 64 << 20);
+  if (!size.ok()) return size.status();
+  w.pages = *size / kPage;
+  w.kind = args.Get("workload", "zipf");
+  absl::StatusOr<uint64_t> ops = args.GetUint("ops", 0);
+  if (!ops.ok()) return ops.status();
+  w.ops = *ops;
+  absl::StatusOr<uint64_t> threads = args.GetUint("threads", 1);
+  if (!threads.ok()) return threads.status();
+  w.threads = static_cast<int>(*threads);
+  absl::StatusOr<uint64_t> seed = args.GetUint("seed", 1);
+  if (!seed.ok()) return seed.status();
+  w.seed = *seed;
+  absl::StatusOr<double> theta = args.GetDouble("theta", 0.99);
+  if (!theta.ok()) return theta.status();
+  w.zipf_theta = *theta;
+  absl::StatusOr<double> wf = args.GetDouble("write-fraction", 0.2);
+  if (!wf.ok()) return wf.status();
+  w.write_fraction = *wf;
+  absl::Status s = ValidateWorkload(w);
+  if (!s.ok()) return s;
+  return w;
+}
+
+}  // namespace farswap::bench

@@ -1,0 +1,51 @@
+// region_workload.h: the application-style workload `farswap-bench region`
+// runs in a far-memory region and in plain local memory, and that
+// `farswap-region-workload` runs as a plain program (bench/compare-zram-swap
+// puts that one in a memory cgroup with zram swap).
+//
+// The memory is an array of 4 KiB pages. Init writes every page (a
+// deterministic pattern), then `ops` accesses pick a page by the workload
+// (seq: each thread scans its slice in order, round after round; random:
+// uniform; zipf: Zipf(theta) over a scrambled page order, so hot pages are
+// not neighbours), read one 64-byte line of it, and with probability
+// `write_fraction` add 1 to a word in it. The additions are atomic and
+// commute, so the final contents — and their checksum — do not depend on
+// the thread interleaving: a region run and a local run must agree exactly.
+#ifndef FARSWAP_BENCH_REGION_WORKLOAD_H_
+#define FARSWAP_BENCH_REGION_WORKLOAD_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "farswap/common/cli.h"
+
+namespace farswap::bench {
+
+struct WorkloadSpec {
+  std::string kind = "zipf";  // seq | random | zipf
+  uint64_t pages = 0;
+  uint64_t ops = 0;  // 0: 4 accesses per page
+  int threads = 1;
+  uint64_t seed = 1;
+  double zipf_theta = 0.99;
+  double write_fraction = 0.2;
+};
+
+struct WorkloadResult {
+  double seconds = 0;  // init + accesses
+};
+
+absl::Status ValidateWorkload(const WorkloadSpec& spec);
+// RunWorkload runs init + accesses over `mem` (spec.pages * 4096 bytes,
+// zero at the start) and returns the time taken.
+WorkloadResult RunWorkload(uint8_t* mem, const WorkloadSpec& spec);
+// Checksum is the xxh3 of the final contents (untimed; reads every page).
+uint64_t Checksum(const uint8_t* mem, uint64_t pages);
+// WorkloadFromArgs reads --size, --workload, --ops, --threads, --seed,
+// --theta and --write-fraction.
+absl::StatusOr<WorkloadSpec> WorkloadFromArgs(const ::farswap::Args& args);
+
+}  // namespace farswap::bench
+
+#endif  // FARSWAP_BENCH_REGION_WORKLOAD_H_

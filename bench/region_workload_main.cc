@@ -1,0 +1,40 @@
+// farswap-region-workload: the `farswap-bench region` workload as a plain
+// program in ordinary memory, for bench/compare-zram-swap to run inside a
+// memory cgroup with zram swap. Prints one JSON object:
+//   {"workload", "size", "threads", "runtime_s", "checksum"}
+#include <sys/mman.h>
+
+#include <iostream>
+
+#include "absl/strings/str_cat.h"
+#include "bench_args.h"
+#include "region_workload.h"
+
+int main(int argc, char** argv) {
+  using namespace farswap::bench;
+  absl::StatusOr<farswap::Args> args = farswap::Args::Parse(
+      argc - 1, argv + 1,
+      {"size", "workload", "threads", "ops", "seed", "theta", "write-fraction", "json"}, {"json"});
+  absl::StatusOr<WorkloadSpec> spec =
+      args.ok() ? WorkloadFromArgs(*args) : absl::StatusOr<WorkloadSpec>(args.status());
+  if (!spec.ok()) {
+    std::cerr << "farswap-region-workload: " << spec.status().message() << "\n";
+    return 2;
+  }
+  void* mem =
+      mmap(nullptr, spec->pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    std::cerr << "farswap-region-workload: mmap failed\n";
+    return 1;
+  }
+  WorkloadResult r = RunWorkload(static_cast<uint8_t*>(mem), *spec);
+  uint64_t sum = Checksum(static_cast<uint8_t*>(mem), spec->pages);
+  Json j;
+  j.Str("workload", spec->kind)
+      .Int("size", spec->pages * 4096)
+      .Int("threads", spec->threads)
+      .Num("runtime_s", r.seconds)
+      .Str("checksum", absl::StrCat(sum));
+  std::cout << j.ToString() << "\n";
+  return 0;
+}

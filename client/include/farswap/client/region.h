@@ -1,0 +1,181 @@
+// region.h: far memory a program uses with ordinary loads and stores.
+//
+//   MemoryPageBackend backend;                       // or the networked Client
+//   absl::StatusOr<std::unique_ptr<Region>> r =
+//       Region::Create(&backend, 1 << 30, {.local_budget = 256 << 20});
+//   uint64_t* a = reinterpret_cast<uint64_t*>((*r)->data());
+//   a[12345] = 7;                                     // may fault, fetch, evict
+//   RegionStats s = (*r)->stats();
+//
+// Design
+// ------
+// A Region is an anonymous private mapping registered with one userfaultfd
+// for MISSING and write-protect (WP) faults. Its unit is the 4 KiB page; a
+// page's number is its index in the region, and that is its key in the
+// PageBackend. Each page is in one of these states (one atomic byte each):
+//
+//   kEmpty    never stored remotely, not resident: a fault installs zeros
+//             locally (UFFDIO_ZEROPAGE for a read, a zero page copied in for
+//             a write) without a backend round trip.
+//   kRemote   not resident; the backend holds the current contents.
+//   kClean    resident and write-protected; the backend copy is current.
+//   kDirty    resident and writable; the backend copy is stale or missing.
+//   kEvicting resident, write-protected by the evictor, snapshot in flight.
+//   kDropping the evictor has committed to drop it (MADV_DONTNEED pending).
+//   kFetching a fault handler or the prefetcher is installing it.
+//
+// Faults. Dedicated fault threads read the userfaultfd. A MISSING fault on a
+// kRemote page loads it (bounded retries) and installs it with
+// UFFDIO_COPY_MODE_WP: the page arrives kClean, so the first write after a
+// load is seen as a WP fault (the page turns kDirty and is un-protected).
+// The fault threads never wait for eviction: when residency is more than one
+// eviction batch over the budget, MISSING faults are parked (the faulting
+// thread stays blocked in the kernel) and served as soon as the evictor has
+// made room, while WP faults — which an eviction in flight may be waiting to
+// see — are always served at once. A thread spins on the (non-blocking) fd
+// for `spin_us` after each message before it blocks in poll(): waking a
+// blocked thread on the other vCPU costs 70–90 µs here, a spinning one ~25.
+//
+// Eviction and the stable snapshot. One evictor thread keeps residency at or
+// under the budget, taking `evict_batch` victims at a time. A kClean victim
+// is dropped with no transfer (its remote copy is current: a "clean
+// eviction"). A kDirty victim is write-protected (kEvicting), copied out of
+// the region (one process_vm_readv for the batch), stored from that copy,
+// and then dropped only if its state is still kEvicting; a write in the
+// window hits the WP fault, whose handler turns the page kDirty and
+// un-protects it, cancelling the drop. A write that arrives after the drop
+// was committed (kDropping) stays blocked until the page is gone and then
+// faults the page back from the backend, which holds exactly what the
+// program last saw. So the remote copy is never newer or older than memory.
+//
+// Hotness. This kernel has no accessed-bit interface (no page_idle, no
+// soft-dirty, no DAMON), so a CLOCK sweeps the page array with a small age
+// per resident page fed by what the region does see:
+//   - a MISSING fault sets age 1; a WP fault (a write) raises it to 2;
+//   - refault distance, as Linux's workingset: each eviction stamps the page
+//     with the eviction counter; a page that faults back within `budget`
+//     evictions of leaving would have stayed with a little more memory, so
+//     it is hot and enters with age 3;
+//   - the hand lowers ages it passes and evicts at age 0. Dropping a clean
+//     page is free, so this doubles as sampling: cold clean pages are
+//     dropped and their refaults (or silence) classify them.
+//
+// Prefetch. The fault threads feed MISSING faults to a stream detector (a few
+// streams, each with a stride). A stream seen twice with the same stride
+// has its next `window` pages (growing to `max_prefetch_window`) fetched
+// asynchronously by the prefetch thread and installed kClean. A prefetched
+// page counts as a hit when its stream later faults past it (it was used
+// without a fault) or when a fault lands on it while in flight; one evicted
+// before either counts as waste.
+//
+// Errors. A load that fails with UNAVAILABLE, DATA_LOSS, DEADLINE_EXCEEDED
+// or ABORTED is retried `load_attempts` times with a short backoff. If it
+// still fails the faulting thread gets SIGBUS (tgkill to the thread id in
+// the fault message), as the kernel does for an unreadable swap page; the
+// page stays kRemote, so a handler that returns retries the load. Each
+// such failure is counted and the last error is kept (stats()).
+//
+// Thread-safety: Region is thread-safe; any number of threads may access
+// its memory and call its methods. Destroying it while other threads still
+// touch its memory is undefined, as for munmap.
+#ifndef FARSWAP_CLIENT_REGION_H_
+#define FARSWAP_CLIENT_REGION_H_
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "farswap/client/page_backend.h"
+
+namespace farswap {
+
+struct RegionOptions {
+  // Bytes of the region that may be resident locally (rounded down to whole
+  // pages; at least 2 * evict_batch pages).
+  uint64_t local_budget = 64 << 20;
+  // Pages evicted per batch; residency may exceed the budget by at most this.
+  uint32_t evict_batch = 32;
+  // Threads reading the userfaultfd.
+  int fault_threads = 1;
+  // After each fault message a fault thread polls for this long before
+  // blocking (0: always block).
+  uint32_t spin_us = 50;
+  // Prefetch: off, or initial and maximum window in pages.
+  bool prefetch = true;
+  uint32_t prefetch_window = 8;
+  uint32_t max_prefetch_window = 64;
+  // Loads tried per fault before SIGBUS.
+  int load_attempts = 3;
+};
+
+// Fault latency buckets: bucket i counts faults served in [2^i, 2^(i+1)) µs
+// (bucket 0 also holds < 1 µs); measured from reading the fault message to
+// the resolving ioctl, so it excludes the kernel's wake-up of the faulter.
+inline constexpr int kFaultLatencyBuckets = 24;
+
+struct RegionStats {
+  uint64_t missing_faults = 0;       // MISSING faults served (incl. zero-fill)
+  uint64_t zero_fills = 0;           // of which: never-written pages, no transfer
+  uint64_t wp_faults = 0;            // write-protect faults
+  uint64_t evictions = 0;            // pages dropped from local memory
+  uint64_t clean_evictions = 0;      // of which: dropped with no transfer
+  uint64_t evictions_cancelled = 0;  // a write during the snapshot kept the page
+  uint64_t pages_stored = 0, pages_loaded = 0;
+  uint64_t bytes_sent = 0, bytes_received = 0;  // as the backend reports (encoded)
+  uint64_t prefetch_issued = 0, prefetch_hits = 0, prefetch_waste = 0;
+  uint64_t load_retries = 0;
+  uint64_t sigbus_delivered = 0;  // faults answered with SIGBUS
+  uint64_t store_errors = 0;      // failed stores (the page stays resident)
+  uint64_t parked_faults = 0;     // MISSING faults held while over budget
+  uint64_t resident_pages = 0, max_resident_pages = 0;
+  uint64_t budget_pages = 0;
+  std::array<uint64_t, kFaultLatencyBuckets> fault_latency_us_log2{};
+  std::string last_error;  // last load/store failure, "" if none
+
+  // FaultLatencyPercentileUs estimates the p-th percentile (0..100) of fault
+  // latency in µs from the log2 histogram (geometric middle of the bucket).
+  double FaultLatencyPercentileUs(double p) const;
+};
+
+enum class Advice { kCold, kWillNeed };
+
+class RegionImpl;
+
+// Region: see the essay above. Create it, use data()/size(), destroy it.
+class Region {
+ public:
+  // Create maps `bytes` (rounded up to whole pages) of far memory whose
+  // evicted pages go to `backend`, which must outlive the region. Fails with
+  // FAILED_PRECONDITION when userfaultfd is unavailable (not root and
+  // unprivileged userfaultfd off, or a seccomp filter), INVALID_ARGUMENT
+  // for bad options.
+  static absl::StatusOr<std::unique_ptr<Region>> Create(PageBackend* backend, uint64_t bytes,
+                                                        const RegionOptions& options);
+  ~Region();
+  Region(const Region&) = delete;
+  Region& operator=(const Region&) = delete;
+
+  uint8_t* data() const;
+  uint64_t size() const;
+
+  // Advise: kCold evicts the resident pages of [offset, offset+length) now,
+  // on the calling thread (which must not be a thread the region's fault
+  // handling needs); kWillNeed queues their prefetch. The range is rounded
+  // out to whole pages. INVALID_ARGUMENT if it is outside the region; for
+  // kCold, the first store error.
+  absl::Status Advise(uint64_t offset, uint64_t length, Advice advice);
+
+  RegionStats stats() const;
+
+ private:
+  explicit Region(std::unique_ptr<RegionImpl> impl);
+  std::unique_ptr<RegionImpl> impl_;
+};
+
+}  // namespace farswap
+
+#endif  // FARSWAP_CLIENT_REGION_H_

@@ -1,0 +1,220 @@
+// region_evict.cc: the evictor thread, the CLOCK, and one eviction batch
+// (write-protect → snapshot → store → commit → drop). The design is in
+// region.h; the lock order (evict_mu_ → mu_) in region_impl.h.
+#include <errno.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "farswap/common/sync_point.h"
+#include "region_impl.h"
+
+namespace farswap {
+namespace {
+constexpr uint64_t kPage = 4096;
+// process_vm_readv takes at most IOV_MAX (1024) segments per call.
+constexpr size_t kMaxIov = 1024;
+}  // namespace
+
+void RegionImpl::EvictorThread() {
+  // Empty batches in a row, with faults parked, before over-committing.
+  constexpr int kStuckBatches = 64;
+  int stuck_batches = 0;
+  for (;;) {
+    {
+      MutexLock l(&mu_);
+      while (!evict_wanted_ && !stop_.load()) evictor_cv_.Wait(&mu_);
+      if (stop_.load()) return;
+      evict_wanted_ = false;
+    }
+    // Evict down to one batch under the budget, so faults and prefetches
+    // find room without waiting for the next batch.
+    while (!stop_.load() && resident_.load() + evict_batch_ > budget_pages_) {
+      size_t evicted;
+      {
+        MutexLock l(&evict_mu_);
+        evicted = EvictBatch(nullptr);
+      }
+      bool parked;
+      {
+        MutexLock l(&mu_);
+        parked = !parked_faults_.empty();
+        room_cv_.SignalAll();
+      }
+      // Several batches in a row evicted nothing while faults wait (stores
+      // failing, or every page in flight): let parked faults in over the
+      // budget rather than hang their threads.
+      stuck_batches = evicted == 0 && parked ? stuck_batches + 1 : 0;
+      overcommit_.store(stuck_batches >= kStuckBatches);
+      if (parked) {
+        uint64_t one = 1;
+        (void)!write(wake_fd_, &one, sizeof one);
+      }
+      if (evicted == 0) {
+        if (!parked) break;
+        std::this_thread::yield();  // pages in flight settle within an ioctl
+      }
+    }
+  }
+}
+
+bool RegionImpl::ClaimVictim(uint64_t page, bool ignore_age, std::vector<uint64_t>& clean,
+                             std::vector<uint64_t>& dirty) {
+  uint8_t s = state_[page].load();
+  if (ignore_age) {
+    // An explicit eviction (Advise) waits out the transient states: a fault
+    // thread is between its resolving ioctl and publishing the result, or
+    // a fetch is in flight. Neither waits for eviction, so this ends.
+    while (s == kFetching || s == kWriting) {
+      std::this_thread::yield();
+      s = state_[page].load();
+    }
+  }
+  if (s != kClean && s != kDirty) return false;
+  if (!ignore_age) {
+    uint8_t a = age_[page].load(std::memory_order_relaxed);
+    if (a > 0) {
+      age_[page].store(a - 1, std::memory_order_relaxed);
+      return false;
+    }
+  }
+  if (s == kClean) {
+    // Already write-protected and current remotely: commit the drop now.
+    if (!state_[page].compare_exchange_strong(s, kDropping)) return false;
+    clean.push_back(page);
+  } else {
+    if (!state_[page].compare_exchange_strong(s, kEvicting)) return false;
+    dirty.push_back(page);
+  }
+  return true;
+}
+
+void RegionImpl::DropPage(uint64_t page) {
+  if (madvise(Addr(page), kPage, MADV_DONTNEED) != 0) {
+    RecordError(absl::StrCat("MADV_DONTNEED of page ", page, ": ", strerror(errno)));
+  }
+  uint8_t f = flags_[page].fetch_and(static_cast<uint8_t>(~kFlagPrefetched));
+  if (f & kFlagPrefetched) prefetch_waste_.fetch_add(1, std::memory_order_relaxed);
+  evicted_at_[page].store(eviction_clock_.fetch_add(1) + 1, std::memory_order_relaxed);
+  // The counter drops before the state is published: a fault that finds
+  // kRemote may reserve the slot at once.
+  resident_.fetch_sub(1);
+  evictions_.fetch_add(1, std::memory_order_relaxed);
+  state_[page].store((f & kFlagHasRemote) ? kRemote : kEmpty);
+}
+
+size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets) {
+  evict_mu_.AssertHeld();
+  std::vector<uint64_t> clean, dirty;
+  if (targets != nullptr) {
+    for (uint64_t p : *targets) ClaimVictim(p, /*ignore_age=*/true, clean, dirty);
+  } else {
+    // CLOCK: at most kMaxAge+1 laps find any page at age 0.
+    const uint64_t limit = pages_ * (kMaxAge + 1);
+    for (uint64_t scanned = 0; scanned < limit && clean.size() + dirty.size() < evict_batch_;
+         ++scanned) {
+      uint64_t p = hand_;
+      hand_ = hand_ + 1 == pages_ ? 0 : hand_ + 1;
+      ClaimVictim(p, /*ignore_age=*/false, clean, dirty);
+    }
+  }
+
+  // Clean victims: the remote copy is current; drop with no transfer.
+  for (uint64_t p : clean) {
+    clean_evictions_.fetch_add(1, std::memory_order_relaxed);
+    DropPage(p);
+  }
+  if (dirty.empty()) return clean.size();
+
+  // 1. Write-protect: from here a write to a victim blocks in a WP fault.
+  for (uint64_t p : dirty) {
+    uffdio_writeprotect wp{};
+    wp.range.start = reinterpret_cast<uint64_t>(Addr(p));
+    wp.range.len = kPage;
+    wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+    if (ioctl(uffd_, UFFDIO_WRITEPROTECT, &wp) != 0) {
+      RecordError(absl::StrCat("write-protect of page ", p, ": ", strerror(errno)));
+    }
+  }
+  FARSWAP_SYNC_POINT("Region::Evict:after-write-protect");
+
+  // 2. Snapshot: copy the protected pages out (the kernel copies, so the
+  // region's memory is read by no user-space thread but its owners'). The
+  // store works from this copy, so even a cancelled eviction never has its
+  // page change under the codec (DESIGN.md §3.3).
+  snapshot_.resize(dirty.size() * kPage);
+  for (size_t off = 0; off < dirty.size(); off += kMaxIov) {
+    const size_t n = std::min(kMaxIov, dirty.size() - off);
+    std::vector<iovec> local(n), remote(n);
+    for (size_t i = 0; i < n; ++i) {
+      local[i] = {snapshot_.data() + (off + i) * kPage, kPage};
+      remote[i] = {Addr(dirty[off + i]), kPage};
+    }
+    ssize_t got = process_vm_readv(getpid(), local.data(), n, remote.data(), n, 0);
+    if (got != static_cast<ssize_t>(n * kPage)) {
+      // Fall back to a plain copy (e.g. a seccomp filter refusing the call).
+      for (size_t i = 0; i < n; ++i) std::memcpy(local[i].iov_base, remote[i].iov_base, kPage);
+    }
+  }
+
+  // 3. Store each snapshot. A never-stored page that is all zeros needs no
+  // store: dropping it makes it kEmpty again, which faults in as zeros.
+  std::vector<bool> stored(dirty.size(), false);
+  for (size_t i = 0; i < dirty.size(); ++i) {
+    const uint64_t p = dirty[i];
+    const uint8_t* snap = snapshot_.data() + i * kPage;
+    const bool has_remote = flags_[p].load() & kFlagHasRemote;
+    uint64_t fill;
+    if (!has_remote && IsSameFilled(snap, &fill) && fill == 0) {
+      stored[i] = true;
+      continue;
+    }
+    absl::StatusOr<size_t> sent = backend_->Store(p, snap);
+    if (!sent.ok()) {
+      store_errors_.fetch_add(1, std::memory_order_relaxed);
+      RecordError(absl::StrCat("store of page ", p, ": ", sent.status().ToString()));
+      continue;
+    }
+    flags_[p].fetch_or(kFlagHasRemote);
+    pages_stored_.fetch_add(1, std::memory_order_relaxed);
+    bytes_sent_.fetch_add(*sent, std::memory_order_relaxed);
+    stored[i] = true;
+  }
+  FARSWAP_SYNC_POINT("Region::Evict:before-commit");
+
+  // 4. Commit and drop. A page a writer got to meanwhile is kWriting or
+  // kDirty now: its drop is cancelled (the remote copy is stale, and the
+  // page stays dirty, so the next eviction stores it again).
+  size_t dropped = clean.size();
+  for (size_t i = 0; i < dirty.size(); ++i) {
+    const uint64_t p = dirty[i];
+    uint8_t s = kEvicting;
+    if (!stored[i]) {
+      // Store failed: keep the page, writable again.
+      if (state_[p].compare_exchange_strong(s, kWriting)) {
+        uffdio_writeprotect wp{};
+        wp.range.start = reinterpret_cast<uint64_t>(Addr(p));
+        wp.range.len = kPage;
+        wp.mode = 0;
+        ioctl(uffd_, UFFDIO_WRITEPROTECT, &wp);
+        state_[p].store(kDirty);
+      }
+      continue;
+    }
+    if (!state_[p].compare_exchange_strong(s, kDropping)) {
+      evictions_cancelled_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    FARSWAP_SYNC_POINT("Region::Evict:after-commit");
+    DropPage(p);
+    ++dropped;
+  }
+  return dropped;
+}
+
+}  // namespace farswap

@@ -1,0 +1,181 @@
+// region_impl.h: the private side of farswap::Region (region.h has the
+// design essay). Split over three files: region.cc (setup, fault threads,
+// stats), region_evict.cc (CLOCK and the eviction batch), region_prefetch.cc
+// (stream detection and the prefetch thread).
+//
+// Lock order: evict_mu_ → mu_. Fault threads take only mu_, briefly (never
+// evict_mu_), so they never wait for a store in flight. Per-page state is
+// lock-free (one atomic byte, changed by compare-and-swap only by the thread
+// that owns the transition, see kFetching/kEvicting/kDropping/kWriting).
+#ifndef FARSWAP_CLIENT_REGION_IMPL_H_
+#define FARSWAP_CLIENT_REGION_IMPL_H_
+
+#include <linux/userfaultfd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "farswap/client/page_backend.h"
+#include "farswap/client/region.h"
+#include "farswap/common/mutex.h"
+
+namespace farswap {
+
+// Page states (region.h). kWriting: a WP fault handler is un-protecting the
+// page; it becomes kDirty when the ioctl returns (so the evictor can never
+// write-protect it again before the un-protect lands).
+enum PageState : uint8_t {
+  kEmpty = 0,
+  kRemote,
+  kClean,
+  kDirty,
+  kEvicting,
+  kDropping,
+  kFetching,
+  kWriting,
+};
+
+// Per-page flag bits.
+inline constexpr uint8_t kFlagPrefetched = 1;  // installed by prefetch, not yet used
+inline constexpr uint8_t kFlagHasRemote = 2;   // the backend holds some copy
+
+// Ages: the CLOCK hand lowers a resident page's age by one per pass and
+// evicts it at 0; kMaxAge passes is how long a refaulted (hot) page is
+// protected. Small so that a sweep terminates within kMaxAge+1 laps.
+inline constexpr uint8_t kAgeFault = 1, kAgeWrite = 2, kMaxAge = 3;
+
+// RegionImpl: everything behind a Region. Thread-safe (see region.h); the
+// fields below say which lock guards them, and atomics are lock-free.
+class RegionImpl {
+ public:
+  RegionImpl(PageBackend* backend, const RegionOptions& options, uint8_t* base, uint64_t pages,
+             int uffd, int wake_fd);
+  ~RegionImpl();
+
+  void Start();
+  uint8_t* base() const { return base_; }
+  uint64_t pages() const { return pages_; }
+  absl::Status Advise(uint64_t first, uint64_t count, Advice advice);
+  RegionStats Stats() const;
+
+ private:
+  struct ParkedFault {
+    uint64_t page;
+    bool write;
+    uint32_t tid;
+    std::chrono::steady_clock::time_point start;
+  };
+  struct Stream {
+    int64_t last = -1;
+    int64_t stride = 0;  // 0: not yet known
+    bool confirmed = false;
+    uint32_t window = 0;
+    int64_t next = 0;   // first page along the stride not yet queued
+    uint64_t used = 0;  // for replacement (LRU)
+  };
+
+  // --- region.cc: fault threads ---
+  void FaultThread();
+  void HandleMessage(const uffd_msg& msg, std::vector<uint8_t>& buf);
+  // HandleMissing serves one MISSING fault; false if it had to be parked.
+  bool HandleMissing(uint64_t page, bool write, uint32_t tid,
+                     std::chrono::steady_clock::time_point start, std::vector<uint8_t>& buf,
+                     bool may_park);
+  void HandleWriteProtect(uint64_t page);
+  void DrainParked(std::vector<uint8_t>& buf);
+  absl::StatusOr<size_t> LoadWithRetry(uint64_t page, uint8_t* out);
+  void RecordLatency(std::chrono::steady_clock::time_point start);
+  void RecordError(const std::string& what);
+  // TryReserve adds one resident page if that keeps residency <= limit.
+  bool TryReserve(uint64_t limit);
+  void Unreserve() { resident_.fetch_sub(1); }
+  void NoteResidentGrew();
+  void WaitWhileDropping(uint64_t page);
+  void Wake(uint64_t page);
+  bool Unprotect(uint64_t page);
+  uint8_t* Addr(uint64_t page) const { return base_ + page * 4096; }
+
+  // --- region_evict.cc ---
+  void EvictorThread();
+  // EvictBatch evicts up to evict_batch_ pages (CLOCK victims, or the pages
+  // of `targets` when given); returns how many left local memory.
+  size_t EvictBatch(const std::vector<uint64_t>* targets) ABSL_EXCLUSIVE_LOCKS_REQUIRED(evict_mu_);
+  bool ClaimVictim(uint64_t page, bool ignore_age, std::vector<uint64_t>& clean,
+                   std::vector<uint64_t>& dirty);
+  void DropPage(uint64_t page);
+
+  // --- region_prefetch.cc ---
+  void PrefetchThread();
+  void OnMissingFault(uint64_t page);
+  void QueuePrefetch(int64_t from, int64_t stride, uint32_t count)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // PrefetchOne installs `page` if it is not resident; false if there was
+  // no room under the budget (the caller may requeue it).
+  bool PrefetchOne(uint64_t page, std::vector<uint8_t>& buf);
+  void RequeuePrefetch(uint64_t page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // PopPrefetch takes the next page to prefetch; false if none.
+  bool PopPrefetch(uint64_t* page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  PageBackend* const backend_;
+  const RegionOptions options_;
+  uint8_t* const base_;
+  const uint64_t pages_;
+  const int uffd_;
+  const int wake_fd_;  // eventfd: stop, or parked faults may proceed
+  const uint64_t budget_pages_;
+  const uint32_t evict_batch_;
+
+  // Per-page metadata, indexed by page number.
+  std::unique_ptr<std::atomic<uint8_t>[]> state_;
+  std::unique_ptr<std::atomic<uint8_t>[]> age_;
+  std::unique_ptr<std::atomic<uint8_t>[]> flags_;
+  std::unique_ptr<std::atomic<uint64_t>[]> evicted_at_;  // eviction clock stamp, 0 = never
+
+  std::atomic<uint64_t> resident_{0};
+  std::atomic<uint64_t> max_resident_{0};
+  std::atomic<uint64_t> eviction_clock_{0};
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> overcommit_{false};  // evictor stuck: let parked faults in
+
+  // Counters (relaxed; read by Stats()).
+  std::atomic<uint64_t> missing_faults_{0}, zero_fills_{0}, wp_faults_{0};
+  std::atomic<uint64_t> evictions_{0}, clean_evictions_{0}, evictions_cancelled_{0};
+  std::atomic<uint64_t> pages_stored_{0}, pages_loaded_{0}, bytes_sent_{0}, bytes_received_{0};
+  std::atomic<uint64_t> prefetch_issued_{0}, prefetch_hits_{0}, prefetch_waste_{0};
+  std::atomic<uint64_t> load_retries_{0}, sigbus_{0}, store_errors_{0}, parked_{0};
+  std::array<std::atomic<uint64_t>, kFaultLatencyBuckets> latency_{};
+
+  // Serialises eviction batches (evictor thread and Advise(kCold)).
+  Mutex evict_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  uint64_t hand_ ABSL_GUARDED_BY(evict_mu_) = 0;
+  std::vector<uint8_t> snapshot_ ABSL_GUARDED_BY(evict_mu_);  // batch copies
+
+  mutable Mutex mu_;
+  CondVar evictor_cv_;   // resident_ passed the low watermark, or stop_
+  CondVar prefetch_cv_;  // prefetch_queue_ non-empty, or stop_
+  CondVar room_cv_;      // the evictor finished a batch
+  bool evict_wanted_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<ParkedFault> parked_faults_ ABSL_GUARDED_BY(mu_);
+  // Prefetch requests, served in order (oldest dropped when full).
+  struct PrefetchRange {
+    int64_t from;
+    int64_t stride;
+    uint32_t count;
+  };
+  std::deque<PrefetchRange> prefetch_queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<Stream> streams_ ABSL_GUARDED_BY(mu_);
+  uint64_t stream_tick_ ABSL_GUARDED_BY(mu_) = 0;
+  std::string last_error_ ABSL_GUARDED_BY(mu_);
+
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace farswap
+
+#endif  // FARSWAP_CLIENT_REGION_IMPL_H_

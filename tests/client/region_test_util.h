@@ -1,0 +1,34 @@
+// region_test_util.h: a checksummed page pattern for region tests.
+#ifndef FARSWAP_TESTS_CLIENT_REGION_TEST_UTIL_H_
+#define FARSWAP_TESTS_CLIENT_REGION_TEST_UTIL_H_
+
+#include <cstdint>
+
+namespace farswap::testing {
+
+// Word `w` of page `page` at version `v`: distinct per page, word and
+// version, and compressible only in part (so codecs do real work).
+inline uint64_t PatternWord(uint64_t page, uint64_t w, uint64_t v) {
+  uint64_t x = (page * 0x9e3779b97f4a7c15ull) ^ (v * 0xbf58476d1ce4e5b9ull) ^ (w >> 3);
+  x ^= x >> 31;
+  x *= 0x94d049bb133111ebull;
+  return (w & 7) < 4 ? x : (page << 20) + w;  // half random, half counting
+}
+
+inline void FillPage(uint8_t* p, uint64_t page, uint64_t v) {
+  auto* w = reinterpret_cast<uint64_t*>(p);
+  for (uint64_t i = 0; i < 512; ++i) w[i] = PatternWord(page, i, v);
+}
+
+// PageMatches reads every word (so a missing page faults in) and compares.
+inline bool PageMatches(const uint8_t* p, uint64_t page, uint64_t v) {
+  auto* w = reinterpret_cast<const uint64_t*>(p);
+  for (uint64_t i = 0; i < 512; ++i) {
+    if (w[i] != PatternWord(page, i, v)) return false;
+  }
+  return true;
+}
+
+}  // namespace farswap::testing
+
+#endif  // FARSWAP_TESTS_CLIENT_REGION_TEST_UTIL_H_
