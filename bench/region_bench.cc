@@ -6,6 +6,8 @@
 // in-process MemoryPageBackend (--backend memory, the default), or with
 // --spawn N real farswap-server processes on loopback reached through
 // farswap::Client (R = --replicas) and its PageBackend adapter.
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <sys/mman.h>
 
 #include <iostream>
@@ -67,6 +69,8 @@ class SpawnedClusterBackend final : public PageBackend {
 absl::StatusOr<std::unique_ptr<PageBackend>> MakeBackend(const Args& args) {
   FARSWAP_ASSIGN_OR_RETURN(Codec codec, ParseCodec(args.Get("codec", "lz4")));
   if (args.Has("spawn")) {
+    // The client logs node events; stdout is for the JSON object only.
+    spdlog::set_default_logger(spdlog::stderr_color_mt("farswap-bench"));
     FARSWAP_ASSIGN_OR_RETURN(uint64_t nodes, args.GetUint("spawn", 3));
     FARSWAP_ASSIGN_OR_RETURN(uint64_t replicas, args.GetUint("replicas", nodes >= 2 ? 2 : 1));
     if (nodes < 1 || nodes > 16) return absl::InvalidArgumentError("--spawn: 1..16 nodes");
