@@ -12,6 +12,7 @@
 
 #include "absl/status/statusor.h"
 #include "farswap/common/cli.h"
+#include "farswap/common/mutex.h"
 
 namespace farswap::bench {
 
@@ -30,6 +31,34 @@ class Json {
 
  private:
   std::vector<std::pair<std::string, std::string>> fields_;
+};
+
+// InFlightWindow keeps at most `depth` asynchronous operations of one
+// issuing thread in flight: Acquire before issuing, Release from the
+// completion (any thread), Drain to wait for the rest. Thread-safe.
+class InFlightWindow {
+ public:
+  explicit InFlightWindow(uint64_t depth) : depth_(depth) {}
+  void Acquire() {
+    MutexLock l(&mu_);
+    while (in_flight_ >= depth_) cv_.Wait(&mu_);
+    in_flight_++;
+  }
+  void Release() {
+    MutexLock l(&mu_);
+    in_flight_--;
+    cv_.SignalAll();
+  }
+  void Drain() {
+    MutexLock l(&mu_);
+    while (in_flight_ > 0) cv_.Wait(&mu_);
+  }
+
+ private:
+  const uint64_t depth_;
+  Mutex mu_;
+  CondVar cv_;
+  uint64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // Percentile returns the p-th percentile (0..100) of `v` (sorted in place).

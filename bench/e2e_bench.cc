@@ -81,33 +81,6 @@ absl::StatusOr<E2eFlags> ParseE2e(int argc, char** argv) {
   return f;
 }
 
-// Window keeps at most `depth` operations of one thread in flight.
-// Thread-safe: callbacks release from I/O threads.
-class Window {
- public:
-  explicit Window(int depth) : depth_(depth) {}
-  void Acquire() {
-    MutexLock l(&mu_);
-    while (in_flight_ >= depth_) cv_.Wait(&mu_);
-    in_flight_++;
-  }
-  void Release() {
-    MutexLock l(&mu_);
-    in_flight_--;
-    cv_.SignalAll();
-  }
-  void Drain() {
-    MutexLock l(&mu_);
-    while (in_flight_ > 0) cv_.Wait(&mu_);
-  }
-
- private:
-  const int depth_;
-  Mutex mu_;
-  CondVar cv_;
-  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-};
-
 uint64_t NodeMemUsed(const std::string& grpc_addr) {
   auto stub =
       v1::MemoryNode::NewStub(grpc::CreateChannel(grpc_addr, grpc::InsecureChannelCredentials()));
@@ -152,7 +125,7 @@ absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
     std::vector<std::thread> ts;
     for (int t = 0; t < f.threads; ++t) {
       ts.emplace_back([&, t] {
-        Window w(f.depth);
+        InFlightWindow w(f.depth);
         for (size_t i = size_t(t); i < n; i += size_t(f.threads)) {
           if (issued.fetch_add(1) == kill_at) spawned[0]->Kill();  // exactly one thread
           w.Acquire();
@@ -177,7 +150,7 @@ absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
     std::vector<std::thread> ts;
     for (int t = 0; t < f.threads; ++t) {
       ts.emplace_back([&, t] {
-        Window w(f.depth);
+        InFlightWindow w(f.depth);
         std::vector<uint8_t> bufs(size_t(f.depth) * kPageSize);
         std::vector<int> free_slots;
         for (int k = f.depth - 1; k >= 0; --k) free_slots.push_back(k);

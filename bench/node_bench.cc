@@ -2,23 +2,18 @@
 // one memory node, over N data-plane connections with D requests in flight
 // on each. Prints one JSON object (see README.md).
 //
-// --spawn starts a farswap-server (this build's) on loopback port 0 with
+// --spawn starts a farswap-server (this build's, via tests/util ServerProcess) on loopback port 0
+// with
 // --pool-limit and a temporary backing file, and stops it at exit; --node
 // names a running node's gRPC address instead.
 #include <grpcpp/grpcpp.h>
-#include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <xxhash.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <regex>
-#include <sstream>
 #include <thread>
 
 #include "bench_args.h"
@@ -28,6 +23,7 @@
 #include "farswap/common/status_macros.h"
 #include "farswap/transport/rpc_channel.h"
 #include "farswap/v1/memory_node.grpc.pb.h"
+#include "server_process.h"
 
 namespace farswap::bench {
 namespace {
@@ -37,115 +33,9 @@ using transport::FrameHeader;
 using transport::IncomingMessage;
 using transport::Opcode;
 
-// SpawnedNode is a farswap-server child process with its temporary folder.
-class SpawnedNode {
- public:
-  static absl::StatusOr<std::unique_ptr<SpawnedNode>> Start(const std::string& pool_limit,
-                                                            const std::string& backing_size) {
-    auto n = std::unique_ptr<SpawnedNode>(new SpawnedNode);
-    char tmpl[] = "/tmp/farswap-bench-node-XXXXXX";
-    if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
-    n->dir_ = tmpl;
-    std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
-    std::string server =
-        std::filesystem::path(self).parent_path().parent_path() / "server" / "farswap-server";
-    if (!std::filesystem::exists(server)) {
-      return absl::NotFoundError(absl::StrCat("--spawn: no farswap-server at ", server));
-    }
-    std::string ready = n->dir_ + "/ready.json", log = n->dir_ + "/server.log";
-    std::vector<std::string> args = {server,
-                                     "--data-addr",
-                                     "127.0.0.1:0",
-                                     "--grpc-addr",
-                                     "127.0.0.1:0",
-                                     "--pool-limit",
-                                     pool_limit,
-                                     "--backing-file",
-                                     n->dir_ + "/backing",
-                                     "--backing-size",
-                                     backing_size,
-                                     "--ready-file",
-                                     ready,
-                                     "--log-level",
-                                     "warn"};
-    n->pid_ = fork();
-    if (n->pid_ == 0) {
-      FILE* f = std::fopen(log.c_str(), "w");
-      dup2(fileno(f), 1);
-      dup2(fileno(f), 2);
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    // Poll for the ready file: a child process's readiness has no other
-    // signal here; bounded to 30 s.
-    for (int i = 0; i < 3000; ++i) {
-      std::ifstream f(ready);
-      std::stringstream s;
-      s << f.rdbuf();
-      std::smatch m;
-      std::string json = s.str();
-      if (std::regex_search(json, m, std::regex("\"grpc_addr\": \"([^\"]+)\""))) {
-        n->grpc_addr_ = m[1];
-        return n;
-      }
-      int status;
-      if (waitpid(n->pid_, &status, WNOHANG) == n->pid_) {
-        n->pid_ = -1;
-        return absl::InternalError("farswap-server exited at start; see its log in " + n->dir_);
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));  // external process poll
-    }
-    return absl::DeadlineExceededError("farswap-server did not become ready in 30 s");
-  }
-  ~SpawnedNode() {
-    if (pid_ > 0) {
-      kill(pid_, SIGTERM);
-      waitpid(pid_, nullptr, 0);
-    }
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
-  }
-  const std::string& grpc_addr() const { return grpc_addr_; }
-
- private:
-  SpawnedNode() = default;
-  std::string dir_, grpc_addr_;
-  pid_t pid_ = -1;
-};
-
 struct Prepared {
   FrameHeader header;  // STORE header (page, codec, checksum, flags)
   std::vector<uint8_t> payload;
-};
-
-// Window runs `count` calls on one channel with at most `depth` in flight;
-// issue(i, done) starts call i. It returns when all have completed.
-class Window {
- public:
-  explicit Window(size_t depth) : depth_(depth) {}
-  void Acquire() {
-    MutexLock l(&mu_);
-    while (in_flight_ >= depth_) cv_.Wait(&mu_);
-    in_flight_++;
-  }
-  void Release() {
-    MutexLock l(&mu_);
-    in_flight_--;
-    cv_.SignalAll();
-  }
-  void Drain() {
-    MutexLock l(&mu_);
-    while (in_flight_ > 0) cv_.Wait(&mu_);
-  }
-
- private:
-  Mutex mu_;
-  CondVar cv_;
-  size_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
-  const size_t depth_;
 };
 
 absl::StatusOr<v1::GetStatsResponse> NodeStats(v1::MemoryNode::Stub& stub) {
@@ -174,11 +64,13 @@ absl::Status Run(int argc, char** argv) {
   FARSWAP_ASSIGN_OR_RETURN(Codec codec_kind, ParseCodec(args.Get("codec", "lz4")));
   FARSWAP_ASSIGN_OR_RETURN(PageFile pages, ReadPageFiles(args.Get("corpus")));
 
-  std::unique_ptr<SpawnedNode> spawned;
+  std::unique_ptr<testing::ServerProcess> spawned;
   std::string grpc_addr = args.Get("node");
   if (args.Has("spawn")) {
-    FARSWAP_ASSIGN_OR_RETURN(spawned, SpawnedNode::Start(args.Get("pool-limit", "256M"),
-                                                         args.Get("backing-size", "1G")));
+    FARSWAP_ASSIGN_OR_RETURN(
+        spawned, testing::ServerProcess::Start({.pool_limit = args.Get("pool-limit", "256M"),
+                                                .backing_size = args.Get("backing-size", "1G"),
+                                                .extra_args = {"--log-level", "warn"}}));
     grpc_addr = spawned->grpc_addr();
   }
   auto stub =
@@ -251,7 +143,7 @@ absl::Status Run(int argc, char** argv) {
     std::vector<std::thread> threads;
     for (uint64_t c = 0; c < connections; ++c) {
       threads.emplace_back([&, c] {
-        Window window(depth);
+        InFlightWindow window(depth);
         for (size_t i = c; i < n; i += connections) {
           window.Acquire();
           transport::OutgoingMessage m;
@@ -279,7 +171,7 @@ absl::Status Run(int argc, char** argv) {
     std::vector<std::thread> threads;
     for (uint64_t c = 0; c < connections; ++c) {
       threads.emplace_back([&, c] {
-        Window window(depth);
+        InFlightWindow window(depth);
         for (size_t i = c; i < n; i += connections) {
           window.Acquire();
           auto sent = Clock::now();
