@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <thread>
 
@@ -37,6 +38,33 @@ struct Prepared {
   FrameHeader header;  // STORE header (page, codec, checksum, flags)
   std::vector<uint8_t> payload;
 };
+
+// RunPhase sends one request per page i in [0, n): connection c takes
+// pages c, c+N, ..., from its own thread, with at most `depth` in flight.
+// on_reply(i, sent_at, reply) runs on a transport I/O thread.
+void RunPhase(const std::vector<std::unique_ptr<transport::RpcChannel>>& channels, size_t n,
+              uint64_t depth, absl::Duration timeout,
+              const std::function<transport::OutgoingMessage(size_t)>& make,
+              const std::function<void(size_t, Clock::time_point, absl::StatusOr<IncomingMessage>)>&
+                  on_reply) {
+  std::vector<std::thread> threads;
+  const size_t connections = channels.size();
+  for (size_t c = 0; c < connections; ++c) {
+    threads.emplace_back([&, c] {
+      InFlightWindow window(depth);
+      for (size_t i = c; i < n; i += connections) {
+        window.Acquire();
+        auto sent = Clock::now();
+        channels[c]->Call(make(i), timeout, [&, i, sent](absl::StatusOr<IncomingMessage> r) {
+          on_reply(i, sent, std::move(r));
+          window.Release();
+        });
+      }
+      window.Drain();
+    });
+  }
+  for (auto& t : threads) t.join();
+}
 
 absl::StatusOr<v1::GetStatsResponse> NodeStats(v1::MemoryNode::Stub& stub) {
   grpc::ClientContext ctx;
@@ -139,61 +167,42 @@ absl::Status Run(int argc, char** argv) {
 
   // Phase 1: STORE every page; connection c takes pages c, c+N, c+2N, ...
   auto t0 = Clock::now();
-  {
-    std::vector<std::thread> threads;
-    for (uint64_t c = 0; c < connections; ++c) {
-      threads.emplace_back([&, c] {
-        InFlightWindow window(depth);
-        for (size_t i = c; i < n; i += connections) {
-          window.Acquire();
-          transport::OutgoingMessage m;
-          m.header = prepared[i].header;
-          m.payload.push_back(prepared[i].payload);
-          channels[c]->Call(std::move(m), timeout, [&](absl::StatusOr<IncomingMessage> r) {
-            if (!r.ok()) {
-              store_errors++;
-              note_error(r.status());
-            }
-            window.Release();
-          });
+  RunPhase(
+      channels, n, depth, timeout,
+      [&](size_t i) {
+        transport::OutgoingMessage m;
+        m.header = prepared[i].header;
+        m.payload.push_back(prepared[i].payload);
+        return m;
+      },
+      [&](size_t, Clock::time_point, absl::StatusOr<IncomingMessage> r) {
+        if (!r.ok()) {
+          store_errors++;
+          note_error(r.status());
         }
-        window.Drain();
       });
-    }
-    for (auto& t : threads) t.join();
-  }
   auto t1 = Clock::now();
   // Phase 2: LOAD every page back, timing each.
   std::vector<std::vector<uint8_t>> loaded(n);
   std::vector<FrameHeader> loaded_headers(n);
   std::vector<double> load_us(n);
-  {
-    std::vector<std::thread> threads;
-    for (uint64_t c = 0; c < connections; ++c) {
-      threads.emplace_back([&, c] {
-        InFlightWindow window(depth);
-        for (size_t i = c; i < n; i += connections) {
-          window.Acquire();
-          auto sent = Clock::now();
-          transport::OutgoingMessage m;
-          m.header = FrameHeader{.opcode = Opcode::kLoad, .page = i};
-          channels[c]->Call(std::move(m), timeout, [&, i, sent](absl::StatusOr<IncomingMessage> r) {
-            load_us[i] = std::chrono::duration<double, std::micro>(Clock::now() - sent).count();
-            if (r.ok()) {
-              loaded_headers[i] = r->header;
-              loaded[i] = std::move(r->payload);
-            } else {
-              load_errors++;
-              note_error(r.status());
-            }
-            window.Release();
-          });
+  RunPhase(
+      channels, n, depth, timeout,
+      [&](size_t i) {
+        transport::OutgoingMessage m;
+        m.header = FrameHeader{.opcode = Opcode::kLoad, .page = i};
+        return m;
+      },
+      [&](size_t i, Clock::time_point sent, absl::StatusOr<IncomingMessage> r) {
+        load_us[i] = std::chrono::duration<double, std::micro>(Clock::now() - sent).count();
+        if (r.ok()) {
+          loaded_headers[i] = r->header;
+          loaded[i] = std::move(r->payload);
+        } else {
+          load_errors++;
+          note_error(r.status());
         }
-        window.Drain();
       });
-    }
-    for (auto& t : threads) t.join();
-  }
   auto t2 = Clock::now();
 
   // Verify every page against the corpus (after decompression).
