@@ -418,6 +418,10 @@ void PageStore::SetTenantQuota(uint32_t tenant, uint64_t quota_pages) {
 
 void PageStore::SetDraining(bool draining) { draining_.store(draining); }
 
+void PageStore::QuiesceWriteback() {
+  if (worker_ != nullptr) worker_->WaitForPass();
+}
+
 uint64_t PageStore::Compact() { return pool_->Compact(); }
 
 void PageStore::RecordBackingError(const absl::Status& status) {

@@ -232,6 +232,12 @@ class PageStore {
   // RunWritebackPass writes back until pool memory is at or below the low
   // watermark, or nothing more can be written; returns the pages written.
   uint64_t RunWritebackPass();
+  // QuiesceWriteback returns once the writeback thread has finished the pass
+  // it may be in the middle of (it runs one more pass and waits for it). A
+  // pass in flight holds a reserved block not yet counted as a page on disk,
+  // so stats compare blocks with pages exactly only when quiescent. For
+  // tests and orderly shutdown; no-op without the worker.
+  void QuiesceWriteback();
 
  private:
   explicit PageStore(const PageStoreOptions& options);
