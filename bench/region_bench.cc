@@ -58,6 +58,14 @@ class SpawnedClusterBackend final : public PageBackend {
     return adapter_->Load(page_no, out);
   }
   absl::Status Invalidate(uint64_t page_no) override { return adapter_->Invalidate(page_no); }
+  void StoreBatch(std::span<const uint64_t> page_nos, std::span<const uint8_t* const> pages,
+                  std::span<absl::StatusOr<size_t>> results) override {
+    adapter_->StoreBatch(page_nos, pages, results);
+  }
+  void LoadBatch(std::span<const uint64_t> page_nos, std::span<uint8_t* const> outs,
+                 std::span<absl::StatusOr<size_t>> results) override {
+    adapter_->LoadBatch(page_nos, outs, results);
+  }
 
  private:
   SpawnedClusterBackend() = default;
@@ -147,6 +155,12 @@ absl::StatusOr<std::string> Run(int argc, char** argv) {
       .Int("zero_fills", s.zero_fills)
       .Num("fault_us_p50", s.FaultLatencyPercentileUs(50))
       .Num("fault_us_p99", s.FaultLatencyPercentileUs(99))
+      .Int("faulted_accesses", far.faulted_accesses)
+      .Num("faulted_us_p50", far.faulted_us_p50)
+      .Num("faulted_us_p90", far.faulted_us_p90)
+      .Num("faulted_us_p99", far.faulted_us_p99)
+      .Num("faulted_us_max", far.faulted_us_max)
+      .Int("local_faulted_accesses", near.faulted_accesses)
       .Int("evictions", s.evictions)
       .Int("clean_evictions", s.clean_evictions)
       .Int("evictions_cancelled", s.evictions_cancelled)

@@ -80,8 +80,10 @@ WorkloadResult RunWorkload(uint8_t* mem, const WorkloadSpec& spec) {
   }
   for (auto& th : ts) th.join();
   ts.clear();
+  std::vector<std::vector<uint32_t>> slow(threads);  // per thread: faulted accesses, ns
   for (int t = 0; t < threads; ++t) {
     ts.emplace_back([&, t] {
+      std::vector<uint32_t>& my_slow = slow[t];
       std::mt19937_64 rng(spec.seed * 1000003 + t);
       std::uniform_real_distribution<double> unit(0.0, 1.0);
       const uint64_t my_ops = ops / threads + (static_cast<uint64_t>(t) < ops % threads);
@@ -98,8 +100,16 @@ WorkloadResult RunWorkload(uint8_t* mem, const WorkloadSpec& spec) {
         }
         const uint64_t line = rng() % (kPage / 64);
         auto* w = reinterpret_cast<uint64_t*>(mem + p * kPage + line * 64);
+        const bool write = unit(rng) < spec.write_fraction;
+        const auto t0 = std::chrono::steady_clock::now();
         for (int k = 0; k < 8; ++k) sink += __atomic_load_n(&w[k], __ATOMIC_RELAXED);
-        if (unit(rng) < spec.write_fraction) __atomic_fetch_add(&w[i & 7], 1, __ATOMIC_RELAXED);
+        if (write) __atomic_fetch_add(&w[i & 7], 1, __ATOMIC_RELAXED);
+        const uint64_t ns =
+            static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                      std::chrono::steady_clock::now() - t0)
+                                      .count());
+        if (ns >= kFaultedAccessNs)
+          my_slow.push_back(static_cast<uint32_t>(std::min<uint64_t>(ns, UINT32_MAX)));
       }
       if (sink == 42) std::abort();  // keep the reads
     });
@@ -108,6 +118,21 @@ WorkloadResult RunWorkload(uint8_t* mem, const WorkloadSpec& spec) {
   WorkloadResult r;
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   delete zipf;
+  std::vector<uint32_t> all;
+  for (const auto& v : slow) all.insert(all.end(), v.begin(), v.end());
+  std::sort(all.begin(), all.end());
+  r.faulted_accesses = all.size();
+  if (!all.empty()) {
+    auto pct = [&](double q) {
+      return all[std::min(all.size() - 1,
+                          static_cast<size_t>(q * static_cast<double>(all.size())))] /
+             1000.0;
+    };
+    r.faulted_us_p50 = pct(0.5);
+    r.faulted_us_p90 = pct(0.9);
+    r.faulted_us_p99 = pct(0.99);
+    r.faulted_us_max = all.back() / 1000.0;
+  }
   return r;
 }
 

@@ -32,8 +32,20 @@ struct WorkloadSpec {
   double write_fraction = 0.2;
 };
 
+// kFaultedAccessNs: an access that took this long is counted as one that
+// faulted. A resident access (one 64-byte line, maybe a TLB and cache miss)
+// takes well under a microsecond; the cheapest fault the workload can take
+// (a userfaultfd write-protect fault, or a swap-cache hit under zram) takes
+// several.
+inline constexpr uint64_t kFaultedAccessNs = 2000;
+
 struct WorkloadResult {
   double seconds = 0;  // init + accesses
+  // Latency of the accesses that faulted (took >= kFaultedAccessNs), as the
+  // workload thread saw it: from issuing the access to its return. Access
+  // phase only (init writes every page once).
+  uint64_t faulted_accesses = 0;
+  double faulted_us_p50 = 0, faulted_us_p90 = 0, faulted_us_p99 = 0, faulted_us_max = 0;
 };
 
 absl::Status ValidateWorkload(const WorkloadSpec& spec);

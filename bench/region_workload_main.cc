@@ -1,7 +1,10 @@
 // farswap-region-workload: the `farswap-bench region` workload as a plain
 // program in ordinary memory, for bench/compare-zram-swap to run inside a
 // memory cgroup with zram swap. Prints one JSON object:
-//   {"workload", "size", "threads", "runtime_s", "checksum"}
+//   {"workload", "size", "threads", "runtime_s", "faulted_accesses",
+//    "faulted_us_p50", "faulted_us_p90", "faulted_us_p99", "checksum"}
+// (faulted_*: accesses that took >= 2 µs, i.e. that faulted, as the
+// workload thread saw them; see region_workload.h).
 #include <sys/mman.h>
 
 #include <iostream>
@@ -34,6 +37,10 @@ int main(int argc, char** argv) {
       .Int("size", spec->pages * 4096)
       .Int("threads", spec->threads)
       .Num("runtime_s", r.seconds)
+      .Int("faulted_accesses", r.faulted_accesses)
+      .Num("faulted_us_p50", r.faulted_us_p50)
+      .Num("faulted_us_p90", r.faulted_us_p90)
+      .Num("faulted_us_p99", r.faulted_us_p99)
       .Str("checksum", absl::StrCat(sum));
   std::cout << j.ToString() << "\n";
   return 0;

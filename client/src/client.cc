@@ -3,11 +3,14 @@
 #include "farswap/client/client.h"
 
 #include <algorithm>
+#include <cassert>
 #include <cstring>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client_impl.h"
+#include "completion_waiter.h"
 
 namespace farswap {
 
@@ -199,15 +202,28 @@ void Client::Impl::MarkDownLocked(int node, const std::string& why) {
 
 void Client::Impl::StoreAsync(uint64_t page_no, const void* page, DoneCallback done,
                               SnapshotMode mode, size_t* wire_bytes) {
-  auto op = std::make_shared<StoreOp>();
-  op->kind = StoreOp::Kind::kStore;
-  op->first = page_no;
-  op->slab = page_no / pages_per_slab_;
-  op->done = std::move(done);
-  client_internal::PreparePage(client_internal::ThreadCodec(codec_options_), page_no, page, mode,
-                               &op->page);
-  if (wire_bytes != nullptr) *wire_bytes = op->page.payload_bytes().size();
-  IssueStore(std::move(op));
+  PageWrite one{.page_no = page_no, .page = page};
+  std::vector<DoneCallback> callbacks;
+  callbacks.push_back(std::move(done));
+  StoreManyAsync({&one, 1}, mode, std::move(callbacks), wire_bytes);
+}
+
+void Client::Impl::StoreManyAsync(std::span<const PageWrite> pages, SnapshotMode mode,
+                                  std::vector<DoneCallback> done, size_t* wire_bytes) {
+  std::vector<std::shared_ptr<StoreOp>> ops;
+  ops.reserve(pages.size());
+  for (size_t i = 0; i < pages.size(); ++i) {
+    auto op = std::make_shared<StoreOp>();
+    op->kind = StoreOp::Kind::kStore;
+    op->first = pages[i].page_no;
+    op->slab = pages[i].page_no / pages_per_slab_;
+    op->done = std::move(done[i]);
+    client_internal::PreparePage(client_internal::ThreadCodec(codec_options_), pages[i].page_no,
+                                 pages[i].page, mode, &op->page);
+    if (wire_bytes != nullptr) wire_bytes[i] = op->page.payload_bytes().size();
+    ops.push_back(std::move(op));
+  }
+  IssueStores(ops);
 }
 
 void Client::Impl::InvalidateRangeAsync(uint64_t first, uint64_t count, DoneCallback done) {
@@ -262,75 +278,165 @@ void Client::Impl::InvalidateRangeAsync(uint64_t first, uint64_t count, DoneCall
     MutexLock l(&tally->mu);
     tally->left = ops.size();
   }
-  for (auto& op : ops) IssueStore(std::move(op));
+  IssueStores(ops);
+}
+
+absl::Status Client::Impl::PlanStoreLocked(StoreOp& op, std::vector<Target>* targets) {
+  mu_.AssertHeld();
+  if (stopping_) return absl::CancelledError("the client is shutting down");
+  if (op.kind == StoreOp::Kind::kInvalidate && table_.Find(op.slab) == nullptr) {
+    return absl::OkStatus();  // never stored anything there: nothing to drop
+  }
+  client_internal::Slab& s = table_.GetOrCreate(op.slab);
+  if (op.kind == StoreOp::Kind::kStore) {
+    table_.Place(op.slab, replicas_, CandidatesLocked(s.replicas));
+  }
+  if (s.replicas.empty() && op.kind == StoreOp::Kind::kStore) {
+    int up = 0;
+    for (const Node& n : nodes_) up += n.state == NodeState::kUp;
+    return absl::UnavailableError(absl::StrCat("no memory node can take slab ", op.slab, " (",
+                                               nodes_.size(), " known, ", up,
+                                               " up; the rest down, full or draining)"));
+  }
+  for (int r : s.replicas) targets->push_back(TargetLocked(r));
+  if (s.filling >= 0) targets->push_back(TargetLocked(s.filling));
+  if (!targets->empty()) s.writes_in_flight++;
+  if (targets->empty()) {  // an invalidate of a slab with no replica left
+    for (uint64_t p = op.first; p < op.first + op.count; ++p) {
+      s.lost.Clear(table_.IndexOf(p));
+      s.present.Clear(table_.IndexOf(p));
+    }
+  }
+  return absl::OkStatus();
+}
+
+OutgoingMessage Client::Impl::StoreMessage(const StoreOp& op) {
+  OutgoingMessage m;
+  if (op.kind == StoreOp::Kind::kStore) {
+    m.header = op.page.header();
+    m.payload = {op.page.payload_bytes()};
+  } else if (op.count == 1) {
+    m.header = {.opcode = Opcode::kInvalidate, .page = op.first};
+  } else {
+    m.header = {.opcode = Opcode::kInvalidateRange, .page = op.first};
+    m.payload = {{op.count_payload.data(), op.count_payload.size()}};
+  }
+  return m;
+}
+
+void Client::Impl::OnStoreReply(const std::shared_ptr<StoreOp>& op, const Target& t,
+                                absl::Status status) {
+  bool last;
+  {
+    MutexLock l(&op->mu);
+    op->results.push_back({t, std::move(status)});
+    last = --op->pending == 0;
+  }
+  if (last) FinishStore(op);
 }
 
 void Client::Impl::IssueStore(std::shared_ptr<StoreOp> op) {
-  std::vector<Target> targets;
-  absl::Status refused;
+  std::shared_ptr<StoreOp> one[1] = {std::move(op)};
+  IssueStores(one);
+}
+
+void Client::Impl::IssueStores(std::span<std::shared_ptr<StoreOp>> ops) {
+  // Plan every operation under one hold of mu_, then send: the writes bound
+  // for one node leave as one BATCH frame (DESIGN.md §6a), a single write
+  // as a plain frame.
+  std::vector<std::vector<Target>> targets(ops.size());
+  std::vector<absl::Status> refused(ops.size());
   {
     MutexLock l(&mu_);
-    if (stopping_) {
-      refused = absl::CancelledError("the client is shutting down");
-    } else if (op->kind == StoreOp::Kind::kInvalidate && table_.Find(op->slab) == nullptr) {
-      // Never stored anything there: nothing to drop.
-    } else {
-      client_internal::Slab& s = table_.GetOrCreate(op->slab);
-      if (op->kind == StoreOp::Kind::kStore) {
-        table_.Place(op->slab, replicas_, CandidatesLocked(s.replicas));
-      }
-      if (s.replicas.empty() && op->kind == StoreOp::Kind::kStore) {
-        int up = 0;
-        for (const Node& n : nodes_) up += n.state == NodeState::kUp;
-        refused = absl::UnavailableError(absl::StrCat("no memory node can take slab ", op->slab,
-                                                      " (", nodes_.size(), " known, ", up,
-                                                      " up; the rest down, full or draining)"));
-      } else {
-        for (int r : s.replicas) targets.push_back(TargetLocked(r));
-        if (s.filling >= 0) targets.push_back(TargetLocked(s.filling));
-        if (!targets.empty()) s.writes_in_flight++;
-        if (targets.empty()) {  // an invalidate of a slab with no replica left
-          for (uint64_t p = op->first; p < op->first + op->count; ++p) {
-            s.lost.Clear(table_.IndexOf(p));
-            s.present.Clear(table_.IndexOf(p));
-          }
-        }
-      }
+    for (size_t i = 0; i < ops.size(); ++i) refused[i] = PlanStoreLocked(*ops[i], &targets[i]);
+  }
+  // by_node[node] = the operations (indices into ops) that write there.
+  absl::flat_hash_map<int, std::vector<size_t>> by_node;
+  absl::flat_hash_map<int, Target> node_target;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    StoreOp& op = *ops[i];
+    if (!refused[i].ok() || targets[i].empty()) {
+      if (!refused[i].ok()) store_errors_ += op.kind == StoreOp::Kind::kStore;
+      if (refused[i].ok() && op.kind == StoreOp::Kind::kInvalidate) invalidates_ += op.count;
+      op.done(refused[i].ok() ? refused[i] : WithPage(op.first, refused[i]));
+      continue;
+    }
+    {
+      MutexLock l(&op.mu);
+      op.pending = targets[i].size();
+      op.results.clear();
+    }
+    for (const Target& t : targets[i]) {
+      by_node[t.node].push_back(i);
+      node_target[t.node] = t;
     }
   }
-  if (!refused.ok() || targets.empty()) {
-    if (!refused.ok()) store_errors_ += op->kind == StoreOp::Kind::kStore;
-    if (refused.ok() && op->kind == StoreOp::Kind::kInvalidate) invalidates_ += op->count;
-    op->done(refused.ok() ? refused : WithPage(op->first, refused));
-    return;
-  }
-  {
-    MutexLock l(&op->mu);
-    op->pending = targets.size();
-    op->results.clear();
-  }
-  for (const Target& t : targets) {
-    OutgoingMessage m;
-    if (op->kind == StoreOp::Kind::kStore) {
-      m.header = op->page.header();
-      m.payload = {op->page.payload_bytes()};
-    } else if (op->count == 1) {
-      m.header = {.opcode = Opcode::kInvalidate, .page = op->first};
-    } else {
-      m.header = {.opcode = Opcode::kInvalidateRange, .page = op->first};
-      m.payload = {{op->count_payload.data(), op->count_payload.size()}};
-    }
-    m.on_sent = [op](absl::Status) {};  // keeps the payload alive until written
-    Call(t, std::move(m), [this, op, t](absl::StatusOr<IncomingMessage> r) {
-      bool last;
-      {
-        MutexLock l(&op->mu);
-        op->results.push_back({t, r.status()});
-        last = --op->pending == 0;
+  for (auto& [node, members] : by_node) {
+    const Target& t = node_target[node];
+    for (size_t begin = 0; begin < members.size(); begin += transport::kMaxBatchEntries) {
+      const size_t end = std::min(members.size(), begin + transport::kMaxBatchEntries);
+      if (end - begin == 1) {
+        std::shared_ptr<StoreOp> op = ops[members[begin]];
+        OutgoingMessage m = StoreMessage(*op);
+        m.on_sent = [op](absl::Status) {};  // keeps the payload alive until written
+        Call(t, std::move(m),
+             [this, op, t](absl::StatusOr<IncomingMessage> r) { OnStoreReply(op, t, r.status()); });
+        continue;
       }
-      if (last) FinishStore(op);
-    });
+      std::vector<std::shared_ptr<StoreOp>> batch_ops;
+      for (size_t k = begin; k < end; ++k) batch_ops.push_back(ops[members[k]]);
+      SendStoreBatch(t, std::move(batch_ops));
+    }
   }
+}
+
+// StoreBatchCall owns one BATCH of writes to one node until it is sent and
+// answered: the encoder's sub-headers and the operations whose payloads its
+// pieces point into.
+struct Client::Impl::StoreBatchCall {
+  transport::BatchEncoder encoder;
+  std::vector<std::shared_ptr<StoreOp>> ops;
+};
+
+void Client::Impl::SendStoreBatch(const Target& t, std::vector<std::shared_ptr<StoreOp>> ops) {
+  auto call = std::make_shared<StoreBatchCall>();
+  call->ops = std::move(ops);
+  for (const std::shared_ptr<StoreOp>& op : call->ops) {
+    OutgoingMessage m = StoreMessage(*op);
+    absl::Status added = call->encoder.Add(m.header, m.payload);
+    assert(added.ok());  // headers the client builds are valid by construction
+    (void)added;
+  }
+  OutgoingMessage m;
+  m.header = call->encoder.Header(0);
+  for (std::span<const uint8_t> piece : call->encoder.pieces()) m.payload.push_back(piece);
+  m.on_sent = [call](absl::Status) {};
+  Call(t, std::move(m), [this, call, t](absl::StatusOr<IncomingMessage> r) {
+    std::vector<absl::Status> statuses = SplitBatchReply(r, call->ops.size(), nullptr);
+    for (size_t i = 0; i < call->ops.size(); ++i) OnStoreReply(call->ops[i], t, statuses[i]);
+  });
+}
+
+std::vector<absl::Status> Client::Impl::SplitBatchReply(
+    const absl::StatusOr<IncomingMessage>& reply, size_t entries,
+    std::vector<transport::FrameView>* views) {
+  if (!reply.ok()) return std::vector<absl::Status>(entries, reply.status());
+  absl::StatusOr<std::vector<transport::FrameView>> subs =
+      transport::DecodeBatch({reply->header, reply->payload});
+  if (subs.ok() && subs->size() != entries) {
+    subs = absl::InternalError(
+        absl::StrCat("BATCH reply has ", subs->size(), " entries for ", entries, " requests"));
+  }
+  if (!subs.ok()) return std::vector<absl::Status>(entries, subs.status());
+  std::vector<absl::Status> out(entries);
+  for (size_t i = 0; i < entries; ++i) {
+    const transport::FrameView& v = (*subs)[i];
+    if (v.header.status != absl::StatusCode::kOk) {
+      out[i] = absl::Status(v.header.status, std::string(v.payload.begin(), v.payload.end()));
+    }
+  }
+  if (views != nullptr) *views = *std::move(subs);
+  return out;
 }
 
 void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
@@ -409,89 +515,175 @@ void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
 // ---------------------------------------------------------------- loads
 
 void Client::Impl::LoadAsync(uint64_t page_no, void* out, DoneCallback done, size_t* wire_bytes) {
-  auto op = std::make_shared<LoadOp>();
-  op->page_no = page_no;
-  op->wire_bytes = wire_bytes;
-  op->slab = page_no / pages_per_slab_;
-  op->out = static_cast<uint8_t*>(out);
-  op->done = std::move(done);
-  absl::Status refused;
+  LoadRequest one{
+      .page_no = page_no, .out = out, .done = std::move(done), .wire_bytes = wire_bytes};
+  LoadManyAsync({&one, 1});
+}
+
+absl::Status Client::Impl::PlanLoadLocked(LoadOp& op) {
+  mu_.AssertHeld();
+  client_internal::Slab* s = table_.Find(op.slab);
+  uint32_t i = table_.IndexOf(op.page_no);
+  if (s != nullptr && s->present.Get(i)) {
+    op.order = s->replicas;
+    // Spread loads over the replicas; the rotation is per page, so one
+    // page always tries the same replica first.
+    if (!op.order.empty()) {
+      std::rotate(op.order.begin(), op.order.begin() + op.page_no % op.order.size(),
+                  op.order.end());
+    }
+    return absl::OkStatus();
+  }
+  if (s != nullptr && s->lost.Get(i)) {
+    return absl::DataLossError(absl::StrCat("page ", op.page_no, ": every replica of slab ",
+                                            op.slab, " was lost (nodes failed)"));
+  }
+  return absl::NotFoundError(absl::StrCat("page ", op.page_no, ": never stored, or invalidated"));
+}
+
+bool Client::Impl::NextLoadTargetLocked(LoadOp& op, Target* t) {
+  mu_.AssertHeld();
+  while (op.next < op.order.size()) {
+    int node = op.order[op.next++];
+    if (nodes_[node].state == NodeState::kUp) {
+      *t = TargetLocked(node);
+      return true;
+    }
+    absl::StrAppend(&op.errors, op.errors.empty() ? "" : "; ", nodes_[node].address, " is down");
+  }
+  return false;
+}
+
+void Client::Impl::FailLoad(LoadOp& op) {
+  load_errors_++;
+  unavailable_loads_++;
+  absl::StatusCode code =
+      op.saw_bad_copy ? absl::StatusCode::kDataLoss : absl::StatusCode::kUnavailable;
+  op.done(absl::Status(
+      code, absl::StrCat("page ", op.page_no, ": no replica of slab ", op.slab,
+                         " returned a valid copy", op.errors.empty() ? "" : ": ", op.errors)));
+}
+
+void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
+  // Plan every load under one hold of mu_ and pick each one's first
+  // replica; loads whose first replica is the same node leave as one BATCH.
+  std::vector<std::shared_ptr<LoadOp>> ops(requests.size());
+  std::vector<absl::Status> refused(requests.size());
+  std::vector<Target> first(requests.size());
   {
     MutexLock l(&mu_);
-    client_internal::Slab* s = table_.Find(op->slab);
-    uint32_t i = table_.IndexOf(page_no);
-    if (s != nullptr && s->present.Get(i)) {
-      op->order = s->replicas;
-      // Spread loads over the replicas; the rotation is per page, so one
-      // page always tries the same replica first.
-      if (!op->order.empty()) {
-        std::rotate(op->order.begin(), op->order.begin() + page_no % op->order.size(),
-                    op->order.end());
-      }
-    } else if (s != nullptr && s->lost.Get(i)) {
-      refused = absl::DataLossError(absl::StrCat("page ", page_no, ": every replica of slab ",
-                                                 op->slab, " was lost (nodes failed)"));
-    } else {
-      refused =
-          absl::NotFoundError(absl::StrCat("page ", page_no, ": never stored, or invalidated"));
+    for (size_t i = 0; i < requests.size(); ++i) {
+      auto op = std::make_shared<LoadOp>();
+      op->page_no = requests[i].page_no;
+      op->wire_bytes = requests[i].wire_bytes;
+      op->slab = op->page_no / pages_per_slab_;
+      op->out = static_cast<uint8_t*>(requests[i].out);
+      op->done = std::move(requests[i].done);
+      refused[i] = PlanLoadLocked(*op);
+      if (refused[i].ok() && !NextLoadTargetLocked(*op, &first[i])) first[i].node = -1;
+      ops[i] = std::move(op);
     }
   }
-  if (!refused.ok()) {
-    load_errors_++;
-    if (refused.code() == absl::StatusCode::kDataLoss) unavailable_loads_++;
-    op->done(refused);
-    return;
+  absl::flat_hash_map<int, std::vector<size_t>> by_node;
+  for (size_t i = 0; i < ops.size(); ++i) {
+    if (!refused[i].ok()) {
+      load_errors_++;
+      if (refused[i].code() == absl::StatusCode::kDataLoss) unavailable_loads_++;
+      ops[i]->done(refused[i]);
+      continue;
+    }
+    if (first[i].node < 0) {
+      FailLoad(*ops[i]);
+      continue;
+    }
+    by_node[first[i].node].push_back(i);
   }
-  TryLoad(std::move(op));
+  for (auto& [node, members] : by_node) {
+    const Target& t = first[members[0]];
+    for (size_t begin = 0; begin < members.size(); begin += transport::kMaxBatchEntries) {
+      const size_t end = std::min(members.size(), begin + transport::kMaxBatchEntries);
+      if (end - begin == 1) {
+        SendLoad(ops[members[begin]], t);
+        continue;
+      }
+      auto batch = std::make_shared<std::vector<std::shared_ptr<LoadOp>>>();
+      transport::BatchEncoder encoder;
+      for (size_t k = begin; k < end; ++k) {
+        const std::shared_ptr<LoadOp>& op = ops[members[k]];
+        op->tried++;
+        batch->push_back(op);
+        absl::Status added = encoder.Add({.opcode = Opcode::kLoad, .page = op->page_no});
+        assert(added.ok());
+        (void)added;
+      }
+      auto enc = std::make_shared<transport::BatchEncoder>(std::move(encoder));
+      OutgoingMessage m;
+      m.header = enc->Header(0);
+      for (std::span<const uint8_t> piece : enc->pieces()) m.payload.push_back(piece);
+      m.on_sent = [enc](absl::Status) {};
+      Call(t, std::move(m), [this, batch, t](absl::StatusOr<IncomingMessage> r) {
+        std::vector<transport::FrameView> views;
+        std::vector<absl::Status> statuses = SplitBatchReply(r, batch->size(), &views);
+        for (size_t i = 0; i < batch->size(); ++i) {
+          if (statuses[i].ok()) {
+            OnLoadReply((*batch)[i], t, statuses[i], views[i].header, views[i].payload);
+          } else {
+            OnLoadReply((*batch)[i], t, statuses[i], {}, {});
+          }
+        }
+      });
+    }
+  }
+}
+
+void Client::Impl::SendLoad(std::shared_ptr<LoadOp> op, const Target& t) {
+  op->tried++;
+  Call(t, OutgoingMessage{.header = {.opcode = Opcode::kLoad, .page = op->page_no}},
+       [this, op, t](absl::StatusOr<IncomingMessage> r) {
+         if (r.ok()) {
+           OnLoadReply(op, t, absl::OkStatus(), r->header, r->payload);
+         } else {
+           OnLoadReply(op, t, r.status(), {}, {});
+         }
+       });
+}
+
+void Client::Impl::OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& t, absl::Status s,
+                               const transport::FrameHeader& header,
+                               std::span<const uint8_t> payload) {
+  if (s.ok()) {
+    uint8_t scratch[kPageSize];  // unverified bytes never reach op->out
+    s = client_internal::DecodeVerified(client_internal::ThreadCodec(codec_options_), op->page_no,
+                                        header, payload, scratch);
+    if (s.ok()) {
+      std::memcpy(op->out, scratch, kPageSize);
+      if (op->wire_bytes != nullptr) *op->wire_bytes = payload.size();
+      loads_++;
+      if (op->tried > 1) failovers_++;
+      op->done(absl::OkStatus());
+      return;
+    }
+    checksum_failures_++;
+  }
+  Failure f = Classify(s);
+  if (f == Failure::kPageBad) op->saw_bad_copy = true;
+  if (f == Failure::kNodeDown) HandleFailure(t.node, t.channel, op->slab, f, s);
+  absl::StrAppend(&op->errors, op->errors.empty() ? "" : "; ", t.address, ": ", s.ToString());
+  TryLoad(op);
 }
 
 void Client::Impl::TryLoad(std::shared_ptr<LoadOp> op) {
   Target t;
-  while (t.node < 0) {
-    if (op->next >= op->order.size()) {
-      load_errors_++;
-      unavailable_loads_++;
-      absl::StatusCode code =
-          op->saw_bad_copy ? absl::StatusCode::kDataLoss : absl::StatusCode::kUnavailable;
-      op->done(absl::Status(code, absl::StrCat("page ", op->page_no, ": no replica of slab ",
-                                               op->slab, " returned a valid copy",
-                                               op->errors.empty() ? "" : ": ", op->errors)));
-      return;
-    }
-    int node = op->order[op->next++];
+  bool found;
+  {
     MutexLock l(&mu_);
-    if (nodes_[node].state == NodeState::kUp) {
-      t = TargetLocked(node);
-    } else {
-      absl::StrAppend(&op->errors, op->errors.empty() ? "" : "; ", nodes_[node].address,
-                      " is down");
-    }
+    found = NextLoadTargetLocked(*op, &t);
   }
-  op->tried++;
-  Call(t, OutgoingMessage{.header = {.opcode = Opcode::kLoad, .page = op->page_no}},
-       [this, op, t](absl::StatusOr<IncomingMessage> r) {
-         absl::Status s = r.status();
-         if (r.ok()) {
-           uint8_t scratch[kPageSize];  // unverified bytes never reach op->out
-           s = client_internal::DecodeVerified(client_internal::ThreadCodec(codec_options_),
-                                               op->page_no, r->header, r->payload, scratch);
-           if (s.ok()) {
-             std::memcpy(op->out, scratch, kPageSize);
-             if (op->wire_bytes != nullptr) *op->wire_bytes = r->payload.size();
-             loads_++;
-             if (op->tried > 1) failovers_++;
-             op->done(absl::OkStatus());
-             return;
-           }
-           checksum_failures_++;
-         }
-         Failure f = Classify(s);
-         if (f == Failure::kPageBad) op->saw_bad_copy = true;
-         if (f == Failure::kNodeDown) HandleFailure(t.node, t.channel, op->slab, f, s);
-         absl::StrAppend(&op->errors, op->errors.empty() ? "" : "; ", t.address, ": ",
-                         s.ToString());
-         TryLoad(op);
-       });
+  if (!found) {
+    FailLoad(*op);
+    return;
+  }
+  SendLoad(std::move(op), t);
 }
 
 // ---------------------------------------------------------------- stats
@@ -561,75 +753,25 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& opt
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 
-namespace {
-// Waiter turns an asynchronous completion into a blocking call.
-class Waiter {
- public:
-  DoneCallback Callback() {
-    return [this](absl::Status s) {
-      MutexLock l(&mu_);
-      status_ = std::move(s);
-      done_ = true;
-      cv_.SignalAll();
-    };
-  }
-  absl::Status Wait() {
-    MutexLock l(&mu_);
-    while (!done_) cv_.Wait(&mu_);
-    return status_;
-  }
-
- private:
-  Mutex mu_;
-  CondVar cv_;
-  bool done_ ABSL_GUARDED_BY(mu_) = false;
-  absl::Status status_ ABSL_GUARDED_BY(mu_);
-};
-
-// Countdown waits for n asynchronous completions, keeping each status.
-class Countdown {
- public:
-  explicit Countdown(size_t n) : statuses_(n), left_(n) {}
-  DoneCallback Callback(size_t i) {
-    return [this, i](absl::Status s) {
-      MutexLock l(&mu_);
-      statuses_[i] = std::move(s);
-      if (--left_ == 0) cv_.SignalAll();
-    };
-  }
-  std::vector<absl::Status> Wait() {
-    MutexLock l(&mu_);
-    while (left_ != 0) cv_.Wait(&mu_);
-    return statuses_;
-  }
-
- private:
-  Mutex mu_;
-  CondVar cv_;
-  std::vector<absl::Status> statuses_ ABSL_GUARDED_BY(mu_);
-  size_t left_ ABSL_GUARDED_BY(mu_);
-};
-}  // namespace
-
 absl::Status Client::Store(uint64_t page_no, const void* page, SnapshotMode mode,
                            size_t* wire_bytes) {
-  Waiter w;
-  impl_->StoreAsync(page_no, page, w.Callback(), mode, wire_bytes);
-  return w.Wait();
+  client_internal::CompletionWaiter w(1, impl_->spin_wait());
+  impl_->StoreAsync(page_no, page, w.Callback(0), mode, wire_bytes);
+  return w.Wait()[0];
 }
 
 absl::Status Client::Load(uint64_t page_no, void* out, size_t* wire_bytes) {
-  Waiter w;
-  impl_->LoadAsync(page_no, out, w.Callback(), wire_bytes);
-  return w.Wait();
+  client_internal::CompletionWaiter w(1, impl_->spin_wait());
+  impl_->LoadAsync(page_no, out, w.Callback(0), wire_bytes);
+  return w.Wait()[0];
 }
 
 absl::Status Client::Invalidate(uint64_t page_no) { return InvalidateRange(page_no, 1); }
 
 absl::Status Client::InvalidateRange(uint64_t first, uint64_t count) {
-  Waiter w;
-  impl_->InvalidateRangeAsync(first, count, w.Callback());
-  return w.Wait();
+  client_internal::CompletionWaiter w(1, impl_->spin_wait());
+  impl_->InvalidateRangeAsync(first, count, w.Callback(0));
+  return w.Wait()[0];
 }
 
 void Client::StoreAsync(uint64_t page_no, const void* page, DoneCallback done, SnapshotMode mode) {
@@ -642,20 +784,27 @@ void Client::InvalidateAsync(uint64_t page_no, DoneCallback done) {
   impl_->InvalidateRangeAsync(page_no, 1, std::move(done));
 }
 
-std::vector<absl::Status> Client::StoreBatch(std::span<const PageWrite> pages, SnapshotMode mode) {
-  Countdown c(pages.size());
-  for (size_t i = 0; i < pages.size(); ++i) {
-    impl_->StoreAsync(pages[i].page_no, pages[i].page, c.Callback(i), mode);
-  }
-  return c.Wait();
+std::vector<absl::Status> Client::StoreBatch(std::span<const PageWrite> pages, SnapshotMode mode,
+                                             size_t* wire_bytes) {
+  client_internal::CompletionWaiter w(pages.size(), impl_->spin_wait());
+  std::vector<DoneCallback> done;
+  done.reserve(pages.size());
+  for (size_t i = 0; i < pages.size(); ++i) done.push_back(w.Callback(i));
+  impl_->StoreManyAsync(pages, mode, std::move(done), wire_bytes);
+  return w.Wait();
 }
 
-std::vector<absl::Status> Client::LoadBatch(std::span<const PageRead> pages) {
-  Countdown c(pages.size());
+std::vector<absl::Status> Client::LoadBatch(std::span<const PageRead> pages, size_t* wire_bytes) {
+  client_internal::CompletionWaiter w(pages.size(), impl_->spin_wait());
+  std::vector<Impl::LoadRequest> requests(pages.size());
   for (size_t i = 0; i < pages.size(); ++i) {
-    impl_->LoadAsync(pages[i].page_no, pages[i].out, c.Callback(i));
+    requests[i] = {.page_no = pages[i].page_no,
+                   .out = pages[i].out,
+                   .done = w.Callback(i),
+                   .wire_bytes = wire_bytes == nullptr ? nullptr : &wire_bytes[i]};
   }
-  return c.Wait();
+  impl_->LoadManyAsync(requests);
+  return w.Wait();
 }
 
 void Client::SetNodes(const std::vector<std::string>& addresses) {

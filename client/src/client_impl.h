@@ -44,6 +44,18 @@ class Client::Impl {
   void StoreAsync(uint64_t page_no, const void* page, DoneCallback done, SnapshotMode mode,
                   size_t* wire_bytes = nullptr);
   void LoadAsync(uint64_t page_no, void* out, DoneCallback done, size_t* wire_bytes = nullptr);
+  // StoreManyAsync / LoadManyAsync: many pages at once; the requests bound
+  // for one node leave as one BATCH frame (at most kMaxBatchEntries each).
+  // done[i] runs exactly once for pages[i].
+  void StoreManyAsync(std::span<const PageWrite> pages, SnapshotMode mode,
+                      std::vector<DoneCallback> done, size_t* wire_bytes = nullptr);
+  struct LoadRequest {
+    uint64_t page_no = 0;
+    void* out = nullptr;
+    DoneCallback done;
+    size_t* wire_bytes = nullptr;
+  };
+  void LoadManyAsync(std::span<LoadRequest> requests);
   void InvalidateRangeAsync(uint64_t first, uint64_t count, DoneCallback done);
   ClientStats Stats() const;
 
@@ -53,10 +65,12 @@ class Client::Impl {
   absl::Status WaitUntilReplicated(absl::Duration timeout);
   absl::Status WaitUntilNodeUp(const std::string& address, absl::Duration timeout);
   int replicas() const { return replicas_; }
+  absl::Duration spin_wait() const { return options_.spin_wait; }
 
  private:
   struct StoreOp;
   struct LoadOp;
+  struct StoreBatchCall;
   // Channels are owned by owned_channels_ until the Impl is destroyed (a
   // failed node's channel is closed, never freed early), so requests and
   // callbacks can hold plain pointers to them.
@@ -98,7 +112,32 @@ class Client::Impl {
 
   // Data path helpers (client.cc).
   void IssueStore(std::shared_ptr<StoreOp> op);
+  // IssueStores plans every operation under one hold of mu_ and sends the
+  // writes bound for each node as BATCH frames.
+  void IssueStores(std::span<std::shared_ptr<StoreOp>> ops);
+  // PlanStoreLocked picks the operation's targets (placing its slab for a
+  // store); an error means it cannot be sent at all. No targets and OK: an
+  // invalidate with nothing to drop.
+  absl::Status PlanStoreLocked(StoreOp& op, std::vector<Target>* targets)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static transport::OutgoingMessage StoreMessage(const StoreOp& op);
+  void SendStoreBatch(const Target& t, std::vector<std::shared_ptr<StoreOp>> ops);
+  void OnStoreReply(const std::shared_ptr<StoreOp>& op, const Target& t, absl::Status status);
   void FinishStore(std::shared_ptr<StoreOp> op);
+  // SplitBatchReply turns a BATCH reply into one status per entry (the
+  // call's own failure for all of them when it failed) and, when `views` is
+  // given, the entries themselves.
+  static std::vector<absl::Status> SplitBatchReply(
+      const absl::StatusOr<transport::IncomingMessage>& reply, size_t entries,
+      std::vector<transport::FrameView>* views);
+  absl::Status PlanLoadLocked(LoadOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // NextLoadTargetLocked advances to the op's next live replica; false when
+  // none is left.
+  bool NextLoadTargetLocked(LoadOp& op, Target* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SendLoad(std::shared_ptr<LoadOp> op, const Target& t);
+  void OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& t, absl::Status s,
+                   const transport::FrameHeader& header, std::span<const uint8_t> payload);
+  void FailLoad(LoadOp& op);
   void TryLoad(std::shared_ptr<LoadOp> op);
   std::vector<client_internal::Candidate> CandidatesLocked(const std::vector<int>& exclude) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

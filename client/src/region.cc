@@ -254,9 +254,13 @@ void RegionImpl::NoteResidentGrew() {
   // The evictor starts one batch below the budget so that faults and
   // prefetches usually find room without waiting.
   if (resident_.load(std::memory_order_relaxed) + evict_batch_ <= budget_pages_) return;
+  // Asked already and not yet taken up: no need for the lock (which every
+  // fault at the budget would otherwise take).
+  if (evict_asked_.load(std::memory_order_relaxed)) return;
   MutexLock l(&mu_);
   if (!evict_wanted_) {
     evict_wanted_ = true;
+    evict_asked_.store(true, std::memory_order_relaxed);
     evictor_cv_.Signal();
   }
 }

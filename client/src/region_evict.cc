@@ -7,6 +7,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <thread>
 
@@ -31,6 +32,7 @@ void RegionImpl::EvictorThread() {
       while (!evict_wanted_ && !stop_.load()) evictor_cv_.Wait(&mu_);
       if (stop_.load()) return;
       evict_wanted_ = false;
+      evict_asked_.store(false, std::memory_order_relaxed);
     }
     // Evict down to one batch under the budget, so faults and prefetches
     // find room without waiting for the next batch.
@@ -94,18 +96,36 @@ bool RegionImpl::ClaimVictim(uint64_t page, bool ignore_age, std::vector<uint64_
   return true;
 }
 
-void RegionImpl::DropPage(uint64_t page) {
-  if (madvise(Addr(page), kPage, MADV_DONTNEED) != 0) {
-    RecordError(absl::StrCat("MADV_DONTNEED of page ", page, ": ", strerror(errno)));
+template <typename Fn>
+void ForEachRun(const std::vector<uint64_t>& sorted_pages, Fn fn) {
+  for (size_t i = 0; i < sorted_pages.size();) {
+    size_t j = i + 1;
+    while (j < sorted_pages.size() && sorted_pages[j] == sorted_pages[j - 1] + 1) ++j;
+    fn(i, j);  // sorted_pages[i..j) are consecutive pages
+    i = j;
   }
-  uint8_t f = flags_[page].fetch_and(static_cast<uint8_t>(~kFlagPrefetched));
-  if (f & kFlagPrefetched) prefetch_waste_.fetch_add(1, std::memory_order_relaxed);
-  evicted_at_[page].store(eviction_clock_.fetch_add(1) + 1, std::memory_order_relaxed);
-  // The counter drops before the state is published: a fault that finds
-  // kRemote may reserve the slot at once.
-  resident_.fetch_sub(1);
-  evictions_.fetch_add(1, std::memory_order_relaxed);
-  state_[page].store((f & kFlagHasRemote) ? kRemote : kEmpty);
+}
+
+void RegionImpl::DropPages(std::vector<uint64_t>& pages) {
+  // One MADV_DONTNEED per run of consecutive pages, then each page's
+  // bookkeeping. Every page here is kDropping: nobody else touches it.
+  std::sort(pages.begin(), pages.end());
+  ForEachRun(pages, [&](size_t i, size_t j) {
+    if (madvise(Addr(pages[i]), (j - i) * kPage, MADV_DONTNEED) != 0) {
+      RecordError(absl::StrCat("MADV_DONTNEED of pages ", pages[i], "..", pages[j - 1], ": ",
+                               strerror(errno)));
+    }
+  });
+  for (uint64_t page : pages) {
+    uint8_t f = flags_[page].fetch_and(static_cast<uint8_t>(~kFlagPrefetched));
+    if (f & kFlagPrefetched) prefetch_waste_.fetch_add(1, std::memory_order_relaxed);
+    evicted_at_[page].store(eviction_clock_.fetch_add(1) + 1, std::memory_order_relaxed);
+    // The counter drops before the state is published: a fault that finds
+    // kRemote may reserve the slot at once.
+    resident_.fetch_sub(1);
+    evictions_.fetch_add(1, std::memory_order_relaxed);
+    state_[page].store((f & kFlagHasRemote) ? kRemote : kEmpty);
+  }
 }
 
 size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets) {
@@ -125,22 +145,35 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets) {
   }
 
   // Clean victims: the remote copy is current; drop with no transfer.
-  for (uint64_t p : clean) {
-    clean_evictions_.fetch_add(1, std::memory_order_relaxed);
-    DropPage(p);
-  }
+  clean_evictions_.fetch_add(clean.size(), std::memory_order_relaxed);
+  DropPages(clean);
   if (dirty.empty()) return clean.size();
 
-  // 1. Write-protect: from here a write to a victim blocks in a WP fault.
-  for (uint64_t p : dirty) {
+  // 1. Write-protect, one ioctl per run of consecutive pages: from here a
+  // write to a victim blocks in a WP fault. A run whose write-protect
+  // fails is not evicted (a write in that window would otherwise be lost):
+  // its pages go back to kDirty.
+  std::sort(dirty.begin(), dirty.end());
+  std::vector<uint64_t> protected_pages;
+  protected_pages.reserve(dirty.size());
+  ForEachRun(dirty, [&](size_t i, size_t j) {
     uffdio_writeprotect wp{};
-    wp.range.start = reinterpret_cast<uint64_t>(Addr(p));
-    wp.range.len = kPage;
+    wp.range.start = reinterpret_cast<uint64_t>(Addr(dirty[i]));
+    wp.range.len = (j - i) * kPage;
     wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
     if (ioctl(uffd_, UFFDIO_WRITEPROTECT, &wp) != 0) {
-      RecordError(absl::StrCat("write-protect of page ", p, ": ", strerror(errno)));
+      RecordError(absl::StrCat("write-protect of pages ", dirty[i], "..", dirty[j - 1], ": ",
+                               strerror(errno), "; kept resident"));
+      for (size_t k = i; k < j; ++k) {
+        uint8_t s = kEvicting;
+        state_[dirty[k]].compare_exchange_strong(s, kDirty);
+      }
+      return;
     }
-  }
+    protected_pages.insert(protected_pages.end(), dirty.begin() + i, dirty.begin() + j);
+  });
+  dirty.swap(protected_pages);
+  if (dirty.empty()) return clean.size();
   FARSWAP_SYNC_POINT("Region::Evict:after-write-protect");
 
   // 2. Snapshot: copy the protected pages out (the kernel copies, so the
@@ -162,9 +195,13 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets) {
     }
   }
 
-  // 3. Store each snapshot. A never-stored page that is all zeros needs no
-  // store: dropping it makes it kEmpty again, which faults in as zeros.
+  // 3. Store the snapshots, all at once (one BATCH per node for a networked
+  // backend). A never-stored page that is all zeros needs no store:
+  // dropping it makes it kEmpty again, which faults in as zeros.
   std::vector<bool> stored(dirty.size(), false);
+  std::vector<size_t> send_index;
+  std::vector<uint64_t> send_pages;
+  std::vector<const uint8_t*> send_data;
   for (size_t i = 0; i < dirty.size(); ++i) {
     const uint64_t p = dirty[i];
     const uint8_t* snap = snapshot_.data() + i * kPage;
@@ -174,23 +211,33 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets) {
       stored[i] = true;
       continue;
     }
-    absl::StatusOr<size_t> sent = backend_->Store(p, snap);
-    if (!sent.ok()) {
-      store_errors_.fetch_add(1, std::memory_order_relaxed);
-      RecordError(absl::StrCat("store of page ", p, ": ", sent.status().ToString()));
-      continue;
+    send_index.push_back(i);
+    send_pages.push_back(p);
+    send_data.push_back(snap);
+  }
+  if (!send_pages.empty()) {
+    std::vector<absl::StatusOr<size_t>> results(send_pages.size());
+    backend_->StoreBatch(send_pages, send_data, std::span<absl::StatusOr<size_t>>(results));
+    for (size_t k = 0; k < send_pages.size(); ++k) {
+      const uint64_t p = send_pages[k];
+      if (!results[k].ok()) {
+        store_errors_.fetch_add(1, std::memory_order_relaxed);
+        RecordError(absl::StrCat("store of page ", p, ": ", results[k].status().ToString()));
+        continue;
+      }
+      flags_[p].fetch_or(kFlagHasRemote);
+      pages_stored_.fetch_add(1, std::memory_order_relaxed);
+      bytes_sent_.fetch_add(*results[k], std::memory_order_relaxed);
+      stored[send_index[k]] = true;
     }
-    flags_[p].fetch_or(kFlagHasRemote);
-    pages_stored_.fetch_add(1, std::memory_order_relaxed);
-    bytes_sent_.fetch_add(*sent, std::memory_order_relaxed);
-    stored[i] = true;
   }
   FARSWAP_SYNC_POINT("Region::Evict:before-commit");
 
   // 4. Commit and drop. A page a writer got to meanwhile is kWriting or
   // kDirty now: its drop is cancelled (the remote copy is stale, and the
   // page stays dirty, so the next eviction stores it again).
-  size_t dropped = clean.size();
+  std::vector<uint64_t> committed;
+  committed.reserve(dirty.size());
   for (size_t i = 0; i < dirty.size(); ++i) {
     const uint64_t p = dirty[i];
     uint8_t s = kEvicting;
@@ -211,9 +258,10 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets) {
       continue;
     }
     FARSWAP_SYNC_POINT("Region::Evict:after-commit");
-    DropPage(p);
-    ++dropped;
+    committed.push_back(p);
   }
+  const size_t dropped = clean.size() + committed.size();
+  DropPages(committed);
   return dropped;
 }
 

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -108,7 +109,9 @@ class RegionImpl {
   size_t EvictBatch(const std::vector<uint64_t>* targets) ABSL_EXCLUSIVE_LOCKS_REQUIRED(evict_mu_);
   bool ClaimVictim(uint64_t page, bool ignore_age, std::vector<uint64_t>& clean,
                    std::vector<uint64_t>& dirty);
-  void DropPage(uint64_t page);
+  // DropPages releases pages the evictor committed to drop (kDropping):
+  // MADV_DONTNEED by runs of consecutive pages, then each page's state.
+  void DropPages(std::vector<uint64_t>& pages);
 
   // --- region_prefetch.cc ---
   void PrefetchThread();
@@ -118,6 +121,12 @@ class RegionImpl {
   // PrefetchOne installs `page` if it is not resident; false if there was
   // no room under the budget (the caller may requeue it).
   bool PrefetchOne(uint64_t page, std::vector<uint8_t>& buf);
+  // PrefetchMany installs the pages that are not resident, loading the
+  // remote ones in one batch into `bufs` (pages.size() x 4 KiB). Returns how
+  // many pages (a prefix) it dealt with; it stops at the first for which
+  // there was no room.
+  size_t PrefetchMany(std::span<const uint64_t> pages, uint8_t* bufs);
+  void PublishPrefetched(uint64_t page, uint8_t new_state);
   void RequeuePrefetch(uint64_t page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // PopPrefetch takes the next page to prefetch; false if none.
   bool PopPrefetch(uint64_t* page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -142,6 +151,9 @@ class RegionImpl {
   std::atomic<uint64_t> eviction_clock_{0};
   std::atomic<bool> stop_{false};
   std::atomic<bool> overcommit_{false};  // evictor stuck: let parked faults in
+  // evict_asked_: evict_wanted_ was set and the evictor has not taken it up
+  // yet; lets NoteResidentGrew skip mu_ (a hint, read relaxed).
+  std::atomic<bool> evict_asked_{false};
 
   // Counters (relaxed; read by Stats()).
   std::atomic<uint64_t> missing_faults_{0}, zero_fills_{0}, wp_faults_{0};

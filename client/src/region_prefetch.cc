@@ -18,6 +18,10 @@ constexpr int64_t kMaxStride = 64;
 // Prefetch requests kept: more streams than this are not worth following,
 // and the stalest request is dropped first.
 constexpr size_t kMaxQueuedRanges = 64;
+// Pages the prefetch thread loads in one batch (one BATCH frame per node):
+// a quarter of the largest window, so a window arrives in a few round trips
+// while the first pages of it are already installed.
+constexpr size_t kPrefetchBatch = 16;
 }  // namespace
 
 void RegionImpl::OnMissingFault(uint64_t page_no) {
@@ -107,40 +111,55 @@ bool RegionImpl::PopPrefetch(uint64_t* page) {
 }
 
 void RegionImpl::PrefetchThread() {
-  std::vector<uint8_t> buf(kPage);
+  std::vector<uint64_t> pages;
+  std::vector<uint8_t> bufs(kPrefetchBatch * kPage);
   for (;;) {
-    uint64_t page;
+    pages.clear();
     {
       MutexLock l(&mu_);
       while (prefetch_queue_.empty() && !stop_.load()) prefetch_cv_.Wait(&mu_);
       if (stop_.load()) return;
-      PopPrefetch(&page);
+      uint64_t page;
+      while (pages.size() < kPrefetchBatch && PopPrefetch(&page)) pages.push_back(page);
     }
-    if (!PrefetchOne(page, buf)) {
+    const size_t done = PrefetchMany(pages, bufs.data());
+    if (done < pages.size()) {
       // No room: this thread may wait for the evictor (fault threads never
       // do). The timeout covers a batch that ended before we waited.
       MutexLock l(&mu_);
-      RequeuePrefetch(page);
+      for (size_t i = pages.size(); i-- > done;) RequeuePrefetch(pages[i]);
       if (!stop_.load()) room_cv_.WaitWithTimeout(&mu_, absl::Milliseconds(1));
     }
   }
 }
 
 bool RegionImpl::PrefetchOne(uint64_t page, std::vector<uint8_t>& buf) {
-  uint8_t s = state_[page].load();
-  if (s != kRemote && s != kEmpty) return true;  // resident or in flight already
-  // Prefetches may use half the batch of slack over the budget, faults all
-  // of it: a prefetch never makes a fault park.
-  if (!TryReserve(budget_pages_ + evict_batch_ / 2)) {
-    NoteResidentGrew();
-    return false;
-  }
-  if (!state_[page].compare_exchange_strong(s, kFetching)) {
-    Unreserve();
-    return true;
-  }
-  uint8_t new_state = kClean;
-  if (s == kEmpty) {
+  return PrefetchMany({&page, 1}, buf.data()) == 1;
+}
+
+size_t RegionImpl::PrefetchMany(std::span<const uint64_t> pages, uint8_t* bufs) {
+  // 1. Claim: reserve room and move each page to kFetching. Zeros are
+  // installed at once (no transfer); remote pages are loaded together.
+  std::vector<uint64_t> fetch;
+  size_t claimed = 0;
+  for (; claimed < pages.size(); ++claimed) {
+    const uint64_t page = pages[claimed];
+    uint8_t s = state_[page].load();
+    if (s != kRemote && s != kEmpty) continue;  // resident or in flight already
+    // Prefetches may use half the batch of slack over the budget, faults
+    // all of it: a prefetch never makes a fault park.
+    if (!TryReserve(budget_pages_ + evict_batch_ / 2)) {
+      NoteResidentGrew();
+      break;
+    }
+    if (!state_[page].compare_exchange_strong(s, kFetching)) {
+      Unreserve();
+      continue;
+    }
+    if (s == kRemote) {
+      fetch.push_back(page);
+      continue;
+    }
     // Zeros cost no transfer; installing them ahead saves the scan a fault.
     uffdio_zeropage z{};
     z.range.start = reinterpret_cast<uint64_t>(Addr(page));
@@ -149,35 +168,47 @@ bool RegionImpl::PrefetchOne(uint64_t page, std::vector<uint8_t>& buf) {
       RecordError(absl::StrCat("prefetch zero-fill of page ", page, ": ", strerror(errno)));
     }
     zero_fills_.fetch_add(1, std::memory_order_relaxed);
-    new_state = kDirty;
-  } else {
-    absl::StatusOr<size_t> got = backend_->Load(page, buf.data());
-    if (!got.ok()) {
+    PublishPrefetched(page, kDirty);
+  }
+  if (fetch.empty()) return claimed;
+
+  // 2. Load every claimed remote page in one batch, then install each.
+  std::vector<uint8_t*> outs(fetch.size());
+  for (size_t i = 0; i < fetch.size(); ++i) outs[i] = bufs + i * kPage;
+  std::vector<absl::StatusOr<size_t>> got(fetch.size());
+  backend_->LoadBatch(fetch, outs, std::span<absl::StatusOr<size_t>>(got));
+  for (size_t i = 0; i < fetch.size(); ++i) {
+    const uint64_t page = fetch[i];
+    if (!got[i].ok()) {
       // No retries and no signal here: a faulter waiting on this page is
       // woken and faults again, and its own fault path retries or SIGBUSes.
       Unreserve();
       state_[page].store(kRemote);
       Wake(page);
-      return true;
+      continue;
     }
     pages_loaded_.fetch_add(1, std::memory_order_relaxed);
-    bytes_received_.fetch_add(*got, std::memory_order_relaxed);
+    bytes_received_.fetch_add(*got[i], std::memory_order_relaxed);
     uffdio_copy c{};
     c.dst = reinterpret_cast<uint64_t>(Addr(page));
-    c.src = reinterpret_cast<uint64_t>(buf.data());
+    c.src = reinterpret_cast<uint64_t>(outs[i]);
     c.len = kPage;
     c.mode = UFFDIO_COPY_MODE_WP;
     if (ioctl(uffd_, UFFDIO_COPY, &c) != 0 && errno != EEXIST) {
       RecordError(absl::StrCat("prefetch UFFDIO_COPY of page ", page, ": ", strerror(errno)));
     }
+    PublishPrefetched(page, kClean);
   }
+  return claimed;
+}
+
+void RegionImpl::PublishPrefetched(uint64_t page, uint8_t new_state) {
   // Enters cold (age 0): unused prefetches are the first to go.
   age_[page].store(0, std::memory_order_relaxed);
   flags_[page].fetch_or(kFlagPrefetched);
   prefetch_issued_.fetch_add(1, std::memory_order_relaxed);
   state_[page].store(new_state);
   NoteResidentGrew();
-  return true;
 }
 
 void RegionImpl::RequeuePrefetch(uint64_t page) {

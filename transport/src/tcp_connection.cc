@@ -1,8 +1,12 @@
 // tcp_connection.cc: one TCP data-plane connection (tcp_connection.h).
 //
-// Sending. Send (any thread) validates the headers, encodes them into the
-// connection's output queue next to the caller's payload pieces, and posts a
-// flush to the loop (one post per burst: flush_posted_). The loop gathers up
+// Sending. Send (any thread) validates the headers and encodes them into the
+// connection's output queue next to the caller's payload pieces. When the
+// queue was empty it writes them at once on the calling thread (a
+// non-blocking sendmsg under mu_: no hand-off, no wakeup of the loop);
+// whatever the kernel does not take, or everything when frames were already
+// queued, waits for a flush posted to the loop (one post per burst:
+// flush_posted_). The loop gathers up
 // to kMaxIovecs pieces across queued frames into one sendmsg (writev with
 // MSG_NOSIGNAL), keeps partial progress per frame, and waits for EPOLLOUT
 // when the kernel buffer is full. A frame's on_sent runs once its last byte
@@ -69,7 +73,8 @@ TcpConnection::TcpConnection(std::shared_ptr<IoLoop> loop, int fd, std::string p
       fd_(fd),
       peer_(std::move(peer)),
       accepted_(accepted),
-      max_queue_bytes_(options.max_output_queue_bytes) {}
+      max_queue_bytes_(options.max_output_queue_bytes),
+      socket_(fd) {}
 
 TcpConnection::~TcpConnection() {
   if (fd_ >= 0) close(fd_);  // never registered (its loop stopped first)
@@ -94,7 +99,9 @@ void TcpConnection::PostRegister() {
 }
 
 absl::Status TcpConnection::Send(std::span<OutgoingMessage> messages) {
-  std::vector<size_t> sizes(messages.size());
+  // Sizes and validation first, outside the lock; at most a few frames per
+  // call, so a small inline array avoids a heap allocation per Send.
+  absl::InlinedVector<size_t, 4> sizes(messages.size());
   size_t total = 0;
   for (size_t i = 0; i < messages.size(); ++i) {
     size_t len = 0;
@@ -110,7 +117,8 @@ absl::Status TcpConnection::Send(std::span<OutgoingMessage> messages) {
     sizes[i] = kFrameHeaderSize + len;
     total += sizes[i];
   }
-  bool post;
+  absl::InlinedVector<SendCallback, 4> sent;  // frames written inline
+  bool post = false;
   {
     MutexLock lock(&mu_);
     if (closed_) {
@@ -121,6 +129,7 @@ absl::Status TcpConnection::Send(std::span<OutgoingMessage> messages) {
           absl::StrCat("output queue to ", peer_, " holds ", queued_bytes_, " bytes (limit ",
                        max_queue_bytes_, "): the peer is not reading"));
     }
+    const size_t first_new = out_.size();
     for (size_t i = 0; i < messages.size(); ++i) {
       PendingWrite& w = out_.emplace_back();
       w.header = EncodeHeader(messages[i].header);
@@ -129,9 +138,19 @@ absl::Status TcpConnection::Send(std::span<OutgoingMessage> messages) {
       w.size = sizes[i];
     }
     queued_bytes_ += total;
-    post = !flush_posted_;
-    flush_posted_ = true;
+    // Inline write: when nothing was queued before these frames, no other
+    // thread is writing this socket (FlushOutput pops frames only after its
+    // sendmsg, under mu_, so an empty queue means it is not mid-write), and
+    // the socket stays open while mu_ is held (CloseNow sets closed_ under
+    // mu_ before it closes the fd). So write here, on the caller's thread,
+    // and hand the loop only what the kernel did not take.
+    if (first_new == 0) WriteQueuedLocked(sent);
+    if (!out_.empty()) {
+      post = !flush_posted_;
+      flush_posted_ = true;
+    }
   }
+  for (SendCallback& cb : sent) cb(absl::OkStatus());
   if (post) {
     auto self = shared_from_this();
     // If the loop has stopped, its shutdown closes this connection and
@@ -146,6 +165,56 @@ absl::Status TcpConnection::Send(std::span<OutgoingMessage> messages) {
     });
   }
   return absl::OkStatus();
+}
+
+void TcpConnection::WriteQueuedLocked(absl::InlinedVector<SendCallback, 4>& done) {
+  mu_.AssertHeld();
+  while (!out_.empty()) {
+    iovec iov[kMaxIovecs];
+    int iovcnt = 0;
+    size_t gathered = 0;
+    for (auto it = out_.begin(); it != out_.end() && iovcnt < kMaxIovecs; ++it) {
+      size_t skip = it->written;
+      auto add = [&](const uint8_t* p, size_t n) {
+        if (skip >= n) {
+          skip -= n;
+          return;
+        }
+        if (iovcnt == kMaxIovecs) return;
+        iov[iovcnt++] = {const_cast<uint8_t*>(p + skip), n - skip};
+        gathered += n - skip;
+        skip = 0;
+      };
+      add(it->header.data(), it->header.size());
+      for (const PayloadPiece& piece : it->payload) add(piece.data(), piece.size());
+    }
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = size_t(iovcnt);
+    ssize_t n = sendmsg(socket_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      // EAGAIN: the loop waits for EPOLLOUT. Any other error: the loop's
+      // own write hits it again and closes the connection with the reason.
+      return;
+    }
+    inline_writes_.fetch_add(1, std::memory_order_relaxed);
+    bytes_sent_.fetch_add(uint64_t(n), std::memory_order_relaxed);
+    size_t left = size_t(n);
+    queued_bytes_ -= left;
+    while (left > 0) {
+      PendingWrite& w = out_.front();
+      size_t take = std::min(left, w.size - w.written);
+      w.written += take;
+      left -= take;
+      if (w.written == w.size) {
+        if (w.on_sent) done.push_back(std::move(w.on_sent));
+        out_.pop_front();
+        frames_sent_.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    if (size_t(n) < gathered) return;  // the kernel buffer is full
+  }
 }
 
 void TcpConnection::Close(absl::Status reason) {
@@ -172,6 +241,7 @@ ConnectionStats TcpConnection::stats() const {
   s.bytes_sent = bytes_sent_.load(std::memory_order_relaxed);
   s.bytes_received = bytes_received_.load(std::memory_order_relaxed);
   s.read_pauses = read_pauses_.load(std::memory_order_relaxed);
+  s.inline_writes = inline_writes_.load(std::memory_order_relaxed);
   MutexLock lock(&mu_);
   s.queued_bytes = queued_bytes_;
   return s;

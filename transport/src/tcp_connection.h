@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
 #include "farswap/common/mutex.h"
@@ -69,6 +70,12 @@ class TcpConnection final : public Connection,
     size_t written = 0;  // bytes already handed to the kernel
   };
 
+  // WriteQueuedLocked writes as much of the output queue as the socket
+  // takes without blocking, on the calling thread (Send's inline write),
+  // collecting the callbacks of frames written whole into `done`.
+  void WriteQueuedLocked(absl::InlinedVector<SendCallback, 4>& done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
   // FlushOutput writes as much of the output queue as the socket takes
   // (loop thread).
   void FlushOutput();
@@ -103,6 +110,9 @@ class TcpConnection final : public Connection,
   const std::string peer_;
   const bool accepted_;
   const size_t max_queue_bytes_;
+  // socket_: the fd as created, for Send's inline writes, which happen only
+  // under mu_ while !closed_ (CloseNow closes the fd after setting closed_).
+  const int socket_;
 
   mutable Mutex mu_;
   std::deque<PendingWrite> out_ ABSL_GUARDED_BY(mu_);
@@ -123,7 +133,7 @@ class TcpConnection final : public Connection,
   size_t frame_need_ = 0;  // size of the frame being buffered, once known
 
   std::atomic<uint64_t> frames_sent_{0}, frames_received_{0}, bytes_sent_{0}, bytes_received_{0},
-      read_pauses_{0};
+      read_pauses_{0}, inline_writes_{0};
 };
 
 }  // namespace farswap::transport

@@ -27,6 +27,10 @@
 //    Concurrent operations on the *same* page have no defined order (the
 //    region serialises them per page); each still completes.
 //
+// Waiting. The synchronous calls spin for ClientOptions::spin_wait on their
+// completion before they sleep, so a reply that comes within a round trip
+// costs no wake-up of the caller.
+//
 // Thread safety: a Client is safe for concurrent use from any number of
 // threads, with any number of asynchronous operations in flight.
 // Completion callbacks run on transport I/O threads (or inline, when an
@@ -97,11 +101,17 @@ class Client {
   void LoadAsync(uint64_t page_no, void* out, DoneCallback done);
   void InvalidateAsync(uint64_t page_no, DoneCallback done);
 
-  // Batched variants: every page in flight at once (pipelined on each
-  // node's connection); returns one status per entry, in order.
+  // Batched variants: every page in flight at once, the pages bound for one
+  // node packed into BATCH frames (up to 256 pages a frame), so a batch
+  // costs about one round trip per node. Returns one status per entry, in
+  // order; a failure of one page fails that entry only. `wire_bytes`, when
+  // given, points to pages.size() counters that receive each page's encoded
+  // length (as for Store/Load).
   std::vector<absl::Status> StoreBatch(std::span<const PageWrite> pages,
-                                       SnapshotMode mode = SnapshotMode::kCopy);
-  std::vector<absl::Status> LoadBatch(std::span<const PageRead> pages);
+                                       SnapshotMode mode = SnapshotMode::kCopy,
+                                       size_t* wire_bytes = nullptr);
+  std::vector<absl::Status> LoadBatch(std::span<const PageRead> pages,
+                                      size_t* wire_bytes = nullptr);
 
   // SetNodes replaces the dynamic part of the membership (what DNS
   // re-resolution does): new addresses are attached in the background;

@@ -66,6 +66,11 @@ struct ClientOptions {
   absl::Duration health_interval = absl::Milliseconds(500);
   // io_threads: transport event-loop threads.
   int io_threads = 2;
+  // spin_wait: how long a synchronous call (Store, Load, the batches) spins
+  // on its completion, yielding the CPU, before it sleeps. About one
+  // loopback-to-LAN round trip: a reply that comes within it costs no
+  // wake-up of the caller. 0: always sleep.
+  absl::Duration spin_wait = absl::Microseconds(100);
   // transport: "tcp" (default) or "rdma".
   std::string transport = "tcp";
 };

@@ -11,6 +11,9 @@
 #ifndef FARSWAP_CLIENT_CLIENT_PAGE_BACKEND_H_
 #define FARSWAP_CLIENT_CLIENT_PAGE_BACKEND_H_
 
+#include <span>
+#include <vector>
+
 #include "farswap/client/client.h"
 #include "farswap/client/page_backend.h"
 
@@ -35,6 +38,28 @@ class ClientPageBackend final : public PageBackend {
     return wire;
   }
   absl::Status Invalidate(uint64_t page_no) override { return client_->Invalidate(page_no); }
+
+  // The batches go out as one BATCH frame per node (Client::StoreBatch).
+  void StoreBatch(std::span<const uint64_t> page_nos, std::span<const uint8_t* const> pages,
+                  std::span<absl::StatusOr<size_t>> results) override {
+    std::vector<PageWrite> writes(page_nos.size());
+    for (size_t i = 0; i < writes.size(); ++i) writes[i] = {page_nos[i], pages[i]};
+    std::vector<size_t> wire(writes.size(), 0);
+    std::vector<absl::Status> s = client_->StoreBatch(writes, SnapshotMode::kStable, wire.data());
+    for (size_t i = 0; i < writes.size(); ++i) {
+      results[i] = s[i].ok() ? absl::StatusOr<size_t>(wire[i]) : absl::StatusOr<size_t>(s[i]);
+    }
+  }
+  void LoadBatch(std::span<const uint64_t> page_nos, std::span<uint8_t* const> outs,
+                 std::span<absl::StatusOr<size_t>> results) override {
+    std::vector<PageRead> reads(page_nos.size());
+    for (size_t i = 0; i < reads.size(); ++i) reads[i] = {page_nos[i], outs[i]};
+    std::vector<size_t> wire(reads.size(), 0);
+    std::vector<absl::Status> s = client_->LoadBatch(reads, wire.data());
+    for (size_t i = 0; i < reads.size(); ++i) {
+      results[i] = s[i].ok() ? absl::StatusOr<size_t>(wire[i]) : absl::StatusOr<size_t>(s[i]);
+    }
+  }
 
  private:
   Client* const client_;

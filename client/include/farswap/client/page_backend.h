@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -56,6 +57,24 @@ class PageBackend {
 
   // Invalidate drops the copy of `page_no` (OK if there is none).
   virtual absl::Status Invalidate(uint64_t page_no) = 0;
+
+  // StoreBatch stores pages[i] under page_nos[i] for every i, as Store
+  // does, with every page in flight at once, and writes each page's result
+  // to results[i]: a failure fails that page only. The spans have equal
+  // sizes and name distinct pages. The default calls Store for each page in
+  // turn; a networked backend sends them together (one round trip).
+  virtual void StoreBatch(std::span<const uint64_t> page_nos, std::span<const uint8_t* const> pages,
+                          std::span<absl::StatusOr<size_t>> results) {
+    for (size_t i = 0; i < page_nos.size(); ++i) results[i] = Store(page_nos[i], pages[i]);
+  }
+
+  // LoadBatch loads page_nos[i] into outs[i] (4096 bytes each) for every i,
+  // as Load does, with every page in flight at once; results[i] is that
+  // page's result.
+  virtual void LoadBatch(std::span<const uint64_t> page_nos, std::span<uint8_t* const> outs,
+                         std::span<absl::StatusOr<size_t>> results) {
+    for (size_t i = 0; i < page_nos.size(); ++i) results[i] = Load(page_nos[i], outs[i]);
+  }
 };
 
 // MemoryPageBackend keeps encoded pages in a hash map in this process. Each

@@ -24,6 +24,10 @@
 // Callbacks run on the transport's I/O threads and must not block: they may
 // call Send and Close (both are non-blocking) but must not wait for a reply.
 //
+// Sending costs no thread hand-off when the connection is idle: Send writes
+// the frames on the calling thread when nothing else is queued, and only
+// what the kernel does not take waits for the I/O thread.
+//
 // Thread safety: Transport, Listener and Connection are safe for concurrent
 // use from any thread. Frames passed to one Send go out in order and
 // contiguously; frames from concurrent Sends on one connection go out in the
@@ -53,7 +57,9 @@ using PayloadPiece = std::span<const uint8_t>;
 // SendCallback runs once per OutgoingMessage: OK when the transport no
 // longer needs the payload (the bytes were handed to the kernel or NIC),
 // UNAVAILABLE when the connection closed first. Either way, the payload may
-// then be reused or freed. It runs on an I/O thread.
+// then be reused or freed. It runs on an I/O thread, or on the thread that
+// called Send when Send wrote the frame itself (then after Send has released
+// its locks, before Send returns).
 using SendCallback = std::function<void(absl::Status)>;
 
 // OutgoingMessage is one frame to send: a header (Send fills in
@@ -76,8 +82,9 @@ struct ConnectionStats {
   uint64_t frames_received = 0;
   uint64_t bytes_sent = 0;
   uint64_t bytes_received = 0;
-  uint64_t queued_bytes = 0;  // accepted by Send, not yet written
-  uint64_t read_pauses = 0;   // times reading stopped for back-pressure
+  uint64_t queued_bytes = 0;   // accepted by Send, not yet written
+  uint64_t read_pauses = 0;    // times reading stopped for back-pressure
+  uint64_t inline_writes = 0;  // writes made on the sender's thread, not the loop's
 };
 
 // Connection is one end of a data-plane connection: Connect returns the
