@@ -58,6 +58,7 @@ class SpawnedClusterBackend final : public PageBackend {
     return adapter_->Load(page_no, out);
   }
   absl::Status Invalidate(uint64_t page_no) override { return adapter_->Invalidate(page_no); }
+  ClientStats client_stats() const { return client_->stats(); }
   void StoreBatch(std::span<const uint64_t> page_nos, std::span<const uint8_t* const> pages,
                   std::span<absl::StatusOr<size_t>> results) override {
     adapter_->StoreBatch(page_nos, pages, results);
@@ -98,6 +99,38 @@ absl::StatusOr<std::unique_ptr<PageBackend>> MakeBackend(const Args& args) {
   return std::unique_ptr<PageBackend>(new MemoryPageBackend({.codec = codec}));
 }
 
+// FaultBreakdown: where a remote fault's time goes, as means in µs over
+// the faults (and loads) each part covers:
+//   seen_by_thread   access issued → returned, for accesses that faulted
+//                    (every kind of fault: remote, zero-fill, write-protect);
+//   handler          fault message read → page installed (remote faults);
+//   backend_load     the Load call inside the handler;
+//   network          request sent → reply read by the client (network + node);
+//   decode           decompress + verify the checksum;
+//   completion       backend_load − network − decode: handing the reply to
+//                    the waiting fault thread;
+//   install          UFFDIO_COPY and bookkeeping;
+//   kernel_and_wake  seen_by_thread − handler (p50s): delivering the fault to
+//                    the handler thread and waking the faulting thread.
+std::string FaultBreakdown(const WorkloadResult& far, const RegionStats& s, const ClientStats& c) {
+  auto mean = [](uint64_t ns, uint64_t n) { return n ? double(ns) / double(n) / 1000.0 : 0.0; };
+  const double handler = mean(s.remote_fault_ns, s.remote_faults);
+  const double load = mean(s.remote_load_ns, s.remote_faults);
+  const double network = mean(c.load_network_ns, c.loads);
+  const double decode = mean(c.load_decode_ns, c.loads);
+  Json j;
+  j.Int("remote_faults", s.remote_faults)
+      .Num("seen_by_thread_p50", far.faulted_us_p50)
+      .Num("handler", handler)
+      .Num("backend_load", load)
+      .Num("network", network)
+      .Num("decode", decode)
+      .Num("completion", c.loads ? std::max(0.0, load - network - decode) : 0.0)
+      .Num("install", mean(s.remote_install_ns, s.remote_faults))
+      .Num("kernel_and_wake", std::max(0.0, far.faulted_us_p50 - s.FaultLatencyPercentileUs(50)));
+  return j.ToString();
+}
+
 absl::StatusOr<std::string> Run(int argc, char** argv) {
   FARSWAP_ASSIGN_OR_RETURN(
       Args args,
@@ -125,6 +158,10 @@ absl::StatusOr<std::string> Run(int argc, char** argv) {
                            Region::Create(backend.get(), spec.pages * kPage, options));
   WorkloadResult far = RunWorkload(region->data(), spec);
   RegionStats s = region->stats();  // before the checksum reads every page
+  ClientStats cs;
+  if (auto* cluster = dynamic_cast<SpawnedClusterBackend*>(backend.get())) {
+    cs = cluster->client_stats();
+  }
   const uint64_t far_sum = Checksum(region->data(), spec.pages);
   region.reset();
 
@@ -161,6 +198,7 @@ absl::StatusOr<std::string> Run(int argc, char** argv) {
       .Num("faulted_us_p99", far.faulted_us_p99)
       .Num("faulted_us_max", far.faulted_us_max)
       .Int("local_faulted_accesses", near.faulted_accesses)
+      .Raw("remote_fault_breakdown_us", FaultBreakdown(far, s, cs))
       .Int("evictions", s.evictions)
       .Int("clean_evictions", s.clean_evictions)
       .Int("evictions_cancelled", s.evictions_cancelled)

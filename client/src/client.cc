@@ -621,14 +621,15 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
       m.header = enc->Header(0);
       for (std::span<const uint8_t> piece : enc->pieces()) m.payload.push_back(piece);
       m.on_sent = [enc](absl::Status) {};
-      Call(t, std::move(m), [this, batch, t](absl::StatusOr<IncomingMessage> r) {
+      const auto sent = std::chrono::steady_clock::now();
+      Call(t, std::move(m), [this, batch, t, sent](absl::StatusOr<IncomingMessage> r) {
         std::vector<transport::FrameView> views;
         std::vector<absl::Status> statuses = SplitBatchReply(r, batch->size(), &views);
         for (size_t i = 0; i < batch->size(); ++i) {
           if (statuses[i].ok()) {
-            OnLoadReply((*batch)[i], t, statuses[i], views[i].header, views[i].payload);
+            OnLoadReply((*batch)[i], t, statuses[i], views[i].header, views[i].payload, sent);
           } else {
-            OnLoadReply((*batch)[i], t, statuses[i], {}, {});
+            OnLoadReply((*batch)[i], t, statuses[i], {}, {}, sent);
           }
         }
       });
@@ -638,24 +639,32 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
 
 void Client::Impl::SendLoad(std::shared_ptr<LoadOp> op, const Target& t) {
   op->tried++;
+  const auto sent = std::chrono::steady_clock::now();
   Call(t, OutgoingMessage{.header = {.opcode = Opcode::kLoad, .page = op->page_no}},
-       [this, op, t](absl::StatusOr<IncomingMessage> r) {
+       [this, op, t, sent](absl::StatusOr<IncomingMessage> r) {
          if (r.ok()) {
-           OnLoadReply(op, t, absl::OkStatus(), r->header, r->payload);
+           OnLoadReply(op, t, absl::OkStatus(), r->header, r->payload, sent);
          } else {
-           OnLoadReply(op, t, r.status(), {}, {});
+           OnLoadReply(op, t, r.status(), {}, {}, sent);
          }
        });
 }
 
 void Client::Impl::OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& t, absl::Status s,
                                const transport::FrameHeader& header,
-                               std::span<const uint8_t> payload) {
+                               std::span<const uint8_t> payload,
+                               std::chrono::steady_clock::time_point sent) {
   if (s.ok()) {
+    const auto received = std::chrono::steady_clock::now();
     uint8_t scratch[kPageSize];  // unverified bytes never reach op->out
     s = client_internal::DecodeVerified(client_internal::ThreadCodec(codec_options_), op->page_no,
                                         header, payload, scratch);
     if (s.ok()) {
+      const auto decoded = std::chrono::steady_clock::now();
+      load_network_ns_ +=
+          uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(received - sent).count());
+      load_decode_ns_ += uint64_t(
+          std::chrono::duration_cast<std::chrono::nanoseconds>(decoded - received).count());
       std::memcpy(op->out, scratch, kPageSize);
       if (op->wire_bytes != nullptr) *op->wire_bytes = payload.size();
       loads_++;
@@ -704,6 +713,8 @@ ClientStats Client::Impl::Stats() const {
   st.rereplicated_slabs = rereplicated_slabs_;
   st.rereplicated_pages = rereplicated_pages_;
   st.unavailable_loads = unavailable_loads_;
+  st.load_network_ns = load_network_ns_;
+  st.load_decode_ns = load_decode_ns_;
   st.replicas = replicas_;
   MutexLock l(&mu_);
   st.lost_pages = table_.LostPages();

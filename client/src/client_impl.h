@@ -17,6 +17,7 @@
 #define FARSWAP_CLIENT_SRC_CLIENT_IMPL_H_
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <thread>
@@ -135,8 +136,11 @@ class Client::Impl {
   // none is left.
   bool NextLoadTargetLocked(LoadOp& op, Target* t) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SendLoad(std::shared_ptr<LoadOp> op, const Target& t);
+  // OnLoadReply handles one replica's answer for `op`; `sent` is when the
+  // request left (for the network time).
   void OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& t, absl::Status s,
-                   const transport::FrameHeader& header, std::span<const uint8_t> payload);
+                   const transport::FrameHeader& header, std::span<const uint8_t> payload,
+                   std::chrono::steady_clock::time_point sent);
   void FailLoad(LoadOp& op);
   void TryLoad(std::shared_ptr<LoadOp> op);
   std::vector<client_internal::Candidate> CandidatesLocked(const std::vector<int>& exclude) const
@@ -181,7 +185,8 @@ class Client::Impl {
   // Counters (ClientStats).
   std::atomic<uint64_t> stores_{0}, loads_{0}, invalidates_{0}, store_errors_{0}, load_errors_{0},
       bytes_before_{0}, bytes_after_{0}, same_pages_{0}, raw_pages_{0}, checksum_failures_{0},
-      failovers_{0}, rereplicated_slabs_{0}, rereplicated_pages_{0}, unavailable_loads_{0};
+      failovers_{0}, rereplicated_slabs_{0}, rereplicated_pages_{0}, unavailable_loads_{0},
+      load_network_ns_{0}, load_decode_ns_{0};
 };
 
 }  // namespace farswap

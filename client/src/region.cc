@@ -220,6 +220,10 @@ RegionStats RegionImpl::Stats() const {
   s.max_resident_pages = r(max_resident_);
   s.budget_pages = budget_pages_;
   for (int i = 0; i < kFaultLatencyBuckets; ++i) s.fault_latency_us_log2[i] = r(latency_[i]);
+  s.remote_faults = r(remote_faults_);
+  s.remote_fault_ns = r(remote_fault_ns_);
+  s.remote_load_ns = r(remote_load_ns_);
+  s.remote_install_ns = r(remote_install_ns_);
   MutexLock l(&mu_);
   s.last_error = last_error_;
   return s;
@@ -451,7 +455,9 @@ bool RegionImpl::HandleMissing(uint64_t page, bool write, uint32_t tid,
       NoteResidentGrew();
       return true;
     }
+    const auto load_start = std::chrono::steady_clock::now();
     absl::StatusOr<size_t> got = LoadWithRetry(page, buf.data());
+    const auto load_end = std::chrono::steady_clock::now();
     if (!got.ok()) {
       Unreserve();
       state_[page].store(kRemote);
@@ -482,6 +488,14 @@ bool RegionImpl::HandleMissing(uint64_t page, bool write, uint32_t tid,
     }
     state_[page].store(kClean);
     RecordLatency(start);
+    const auto end = std::chrono::steady_clock::now();
+    auto ns = [](auto d) {
+      return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(d).count());
+    };
+    remote_faults_.fetch_add(1, std::memory_order_relaxed);
+    remote_fault_ns_.fetch_add(ns(end - start), std::memory_order_relaxed);
+    remote_load_ns_.fetch_add(ns(load_end - load_start), std::memory_order_relaxed);
+    remote_install_ns_.fetch_add(ns(end - load_end), std::memory_order_relaxed);
     NoteResidentGrew();
     return true;
   }

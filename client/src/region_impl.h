@@ -161,6 +161,8 @@ class RegionImpl {
   std::atomic<uint64_t> pages_stored_{0}, pages_loaded_{0}, bytes_sent_{0}, bytes_received_{0};
   std::atomic<uint64_t> prefetch_issued_{0}, prefetch_hits_{0}, prefetch_waste_{0};
   std::atomic<uint64_t> load_retries_{0}, sigbus_{0}, store_errors_{0}, parked_{0};
+  std::atomic<uint64_t> remote_faults_{0}, remote_fault_ns_{0}, remote_load_ns_{0},
+      remote_install_ns_{0};
   std::array<std::atomic<uint64_t>, kFaultLatencyBuckets> latency_{};
 
   // Serialises eviction batches (evictor thread and Advise(kCold)).

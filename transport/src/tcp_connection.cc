@@ -144,7 +144,12 @@ absl::Status TcpConnection::Send(std::span<OutgoingMessage> messages) {
     // the socket stays open while mu_ is held (CloseNow sets closed_ under
     // mu_ before it closes the fd). So write here, on the caller's thread,
     // and hand the loop only what the kernel did not take.
-    if (first_new == 0) WriteQueuedLocked(sent);
+    //
+    // Not while this connection's own on_receive runs on the loop thread:
+    // the replies to one read are gathered into one sendmsg after it
+    // (HandleReadable), which beats a system call per reply.
+    const bool delivering = loop_->InLoopThread() && delivering_;
+    if (first_new == 0 && !delivering) WriteQueuedLocked(sent);
     if (!out_.empty()) {
       post = !flush_posted_;
       flush_posted_ = true;
@@ -404,10 +409,8 @@ void TcpConnection::HandleReadable() {
       CloseNow(absl::InvalidArgumentError(absl::StrCat("malformed frame: ", decoded.message())));
       return;
     }
-    if (accepted_) {
-      FlushOutput();  // replies sent by on_receive
-      if (fd_ >= 0) ApplyBackPressure();
-    }
+    FlushOutput();  // replies (or requests) sent by on_receive, in one write
+    if (accepted_ && fd_ >= 0) ApplyBackPressure();
   }
 }
 
@@ -432,7 +435,9 @@ absl::Status TcpConnection::DecodeBuffered(std::vector<IncomingMessage>& out) {
 
 void TcpConnection::Deliver(std::vector<IncomingMessage>& messages) {
   if (messages.empty() || !handler_.on_receive) return;
+  delivering_ = true;
   handler_.on_receive(*this, std::span<IncomingMessage>(messages));
+  delivering_ = false;
   messages.clear();
 }
 

@@ -126,6 +126,9 @@ class TcpConnection final : public Connection,
   IoLoop::Registration registration_ = 0;
   bool registered_ = false;
   bool reading_paused_ = false;
+  // delivering_: on_receive is running (Send then queues instead of writing
+  // inline; read by Send only on the loop thread).
+  bool delivering_ = false;
   bool want_write_ = false;
   std::vector<uint8_t> in_;
   size_t in_begin_ = 0;

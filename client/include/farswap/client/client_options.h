@@ -124,6 +124,12 @@ struct ClientStats {
   uint64_t unavailable_loads = 0;  // loads refused: no surviving replica
   uint64_t slabs = 0;
   uint64_t under_replicated_slabs = 0;
+  // Where a load's time goes (sums over verified loads, in nanoseconds;
+  // divide by `loads` for the mean): load_network_ns from the request
+  // leaving to its reply being read (the network and the node),
+  // load_decode_ns decoding and verifying it.
+  uint64_t load_network_ns = 0;
+  uint64_t load_decode_ns = 0;
   int replicas = 0;
   std::vector<NodeStats> nodes;
 };

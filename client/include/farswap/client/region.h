@@ -134,6 +134,11 @@ struct RegionStats {
   uint64_t resident_pages = 0, max_resident_pages = 0;
   uint64_t budget_pages = 0;
   std::array<uint64_t, kFaultLatencyBuckets> fault_latency_us_log2{};
+  // Where a remote fault's time goes, in the fault handler (sums in ns over
+  // `remote_faults`: MISSING faults served by a backend load): the whole
+  // handler, the backend Load call within it, and the UFFDIO_COPY install.
+  uint64_t remote_faults = 0;
+  uint64_t remote_fault_ns = 0, remote_load_ns = 0, remote_install_ns = 0;
   std::string last_error;  // last load/store failure, "" if none
 
   // FaultLatencyPercentileUs estimates the p-th percentile (0..100) of fault
