@@ -137,13 +137,14 @@ absl::StatusOr<std::string> Run(int argc, char** argv) {
       Args::Parse(argc, argv,
                   {"size", "local", "workload", "threads", "ops", "seed", "theta", "write-fraction",
                    "backend", "codec", "spawn", "replicas", "pool-limit", "evict-batch",
-                   "fault-threads", "spin-us", "no-prefetch", "json"},
+                   "fault-threads", "evict-threads", "spin-us", "no-prefetch", "json"},
                   {"json", "no-prefetch"}));
   FARSWAP_ASSIGN_OR_RETURN(WorkloadSpec spec, WorkloadFromArgs(args));
   FARSWAP_ASSIGN_OR_RETURN(double local, args.GetDouble("local", 0.25));
   if (local <= 0 || local > 1) return absl::InvalidArgumentError("--local: a fraction in (0, 1]");
   FARSWAP_ASSIGN_OR_RETURN(uint64_t batch, args.GetUint("evict-batch", 32));
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t fault_threads, args.GetUint("fault-threads", 1));
+  FARSWAP_ASSIGN_OR_RETURN(uint64_t fault_threads, args.GetUint("fault-threads", 0));
+  FARSWAP_ASSIGN_OR_RETURN(uint64_t evict_threads, args.GetUint("evict-threads", 0));
   FARSWAP_ASSIGN_OR_RETURN(uint64_t spin_us, args.GetUint("spin-us", 50));
   FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<PageBackend> backend, MakeBackend(args));
 
@@ -152,6 +153,7 @@ absl::StatusOr<std::string> Run(int argc, char** argv) {
   options.local_budget = static_cast<uint64_t>(local * spec.pages) * kPage;
   options.evict_batch = static_cast<uint32_t>(batch);
   options.fault_threads = static_cast<int>(fault_threads);
+  options.evict_threads = static_cast<int>(evict_threads);
   options.spin_us = static_cast<uint32_t>(spin_us);
   options.prefetch = !args.Has("no-prefetch");
   FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<Region> region,

@@ -12,8 +12,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "farswap/common/sync_point.h"
@@ -70,9 +72,13 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(PageBackend* backend, uin
                                                        const RegionOptions& options) {
   if (backend == nullptr) return absl::InvalidArgumentError("Region::Create: null backend");
   if (bytes == 0) return absl::InvalidArgumentError("Region::Create: size is 0");
-  if (options.evict_batch == 0 || options.fault_threads < 1 || options.load_attempts < 1) {
+  if (options.evict_batch == 0 || options.load_attempts < 1) {
+    return absl::InvalidArgumentError("Region::Create: evict_batch and load_attempts must be >= 1");
+  }
+  if (options.fault_threads < 0 || options.fault_threads > 64 || options.evict_threads < 0 ||
+      options.evict_threads > 64) {
     return absl::InvalidArgumentError(
-        "Region::Create: evict_batch, fault_threads and load_attempts must be >= 1");
+        "Region::Create: fault_threads and evict_threads must be 0 (auto) .. 64");
   }
   const uint64_t pages = (bytes + kPage - 1) / kPage;
   const uint64_t budget = options.local_budget / kPage;
@@ -173,8 +179,13 @@ RegionImpl::RegionImpl(PageBackend* backend, const RegionOptions& options, uint8
 }
 
 void RegionImpl::Start() {
-  for (int i = 0; i < options_.fault_threads; ++i) threads_.emplace_back([this] { FaultThread(); });
-  threads_.emplace_back([this] { EvictorThread(); });
+  const int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int auto_threads = std::clamp(cpus / 4, 1, 4);
+  const int fault_threads = options_.fault_threads > 0 ? options_.fault_threads : auto_threads;
+  const int evict_threads = options_.evict_threads > 0 ? options_.evict_threads : fault_threads;
+  evict_threads_ = evict_threads;
+  for (int i = 0; i < fault_threads; ++i) threads_.emplace_back([this] { FaultThread(); });
+  for (int i = 0; i < evict_threads; ++i) threads_.emplace_back([this] { EvictorThread(); });
   if (options_.prefetch) threads_.emplace_back([this] { PrefetchThread(); });
 }
 
@@ -385,6 +396,7 @@ void RegionImpl::DrainParked(std::vector<uint8_t>& buf) {
       if (parked_faults_.empty()) return;
       f = parked_faults_.front();
       parked_faults_.pop_front();
+      parked_now_.fetch_sub(1);
     }
     if (!HandleMissing(f.page, f.write, f.tid, f.start, buf, /*may_park=*/true)) return;
   }
@@ -417,6 +429,7 @@ bool RegionImpl::HandleMissing(uint64_t page, bool write, uint32_t tid,
       // serving other faults meanwhile.
       MutexLock l(&mu_);
       parked_faults_.push_back({page, write, tid, start});
+      parked_now_.fetch_add(1);
       parked_.fetch_add(1, std::memory_order_relaxed);
       evict_wanted_ = true;
       evictor_cv_.Signal();
@@ -560,12 +573,12 @@ absl::Status RegionImpl::Advise(uint64_t first, uint64_t count, Advice advice) {
     return absl::OkStatus();
   }
   std::vector<uint64_t> targets;
+  std::vector<uint8_t> snapshot;
   const uint64_t before = store_errors_.load();
   for (uint64_t p = first; p < first + count; ++p) {
     targets.push_back(p);
     if (targets.size() == evict_batch_ || p + 1 == first + count) {
-      MutexLock l(&evict_mu_);
-      EvictBatch(&targets);
+      EvictBatch(&targets, snapshot);
       targets.clear();
     }
   }

@@ -23,25 +23,31 @@ constexpr size_t kMaxIov = 1024;
 }  // namespace
 
 void RegionImpl::EvictorThread() {
+  std::vector<uint8_t> snapshot;  // this thread's batch copies
   // Empty batches in a row, with faults parked, before over-committing.
   constexpr int kStuckBatches = 64;
   int stuck_batches = 0;
   for (;;) {
     {
       MutexLock l(&mu_);
-      while (!evict_wanted_ && !stop_.load()) evictor_cv_.Wait(&mu_);
+      while (!evict_wanted_ && evict_helpers_wanted_ == 0 && !stop_.load()) {
+        evictor_cv_.Wait(&mu_);
+      }
       if (stop_.load()) return;
-      evict_wanted_ = false;
-      evict_asked_.store(false, std::memory_order_relaxed);
+      if (evict_wanted_) {
+        evict_wanted_ = false;
+        evict_asked_.store(false, std::memory_order_relaxed);
+        // The other evictor threads join in, each with batches of its own.
+        evict_helpers_wanted_ = evict_threads_ - 1;
+        if (evict_helpers_wanted_ > 0) evictor_cv_.SignalAll();
+      } else {
+        --evict_helpers_wanted_;
+      }
     }
     // Evict down to one batch under the budget, so faults and prefetches
     // find room without waiting for the next batch.
     while (!stop_.load() && resident_.load() + evict_batch_ > budget_pages_) {
-      size_t evicted;
-      {
-        MutexLock l(&evict_mu_);
-        evicted = EvictBatch(nullptr);
-      }
+      const size_t evicted = EvictBatch(nullptr, snapshot);
       bool parked;
       {
         MutexLock l(&mu_);
@@ -90,7 +96,12 @@ bool RegionImpl::ClaimVictim(uint64_t page, bool ignore_age, std::vector<uint64_
     if (!state_[page].compare_exchange_strong(s, kDropping)) return false;
     clean.push_back(page);
   } else {
-    if (!state_[page].compare_exchange_strong(s, kEvicting)) return false;
+    // Take the batch flag first, then the state: see kFlagInBatch.
+    if (flags_[page].fetch_or(kFlagInBatch) & kFlagInBatch) return false;
+    if (!state_[page].compare_exchange_strong(s, kEvicting)) {
+      flags_[page].fetch_and(static_cast<uint8_t>(~kFlagInBatch));
+      return false;
+    }
     dirty.push_back(page);
   }
   return true;
@@ -117,7 +128,7 @@ void RegionImpl::DropPages(std::vector<uint64_t>& pages) {
     }
   });
   for (uint64_t page : pages) {
-    uint8_t f = flags_[page].fetch_and(static_cast<uint8_t>(~kFlagPrefetched));
+    uint8_t f = flags_[page].fetch_and(static_cast<uint8_t>(~(kFlagPrefetched | kFlagInBatch)));
     if (f & kFlagPrefetched) prefetch_waste_.fetch_add(1, std::memory_order_relaxed);
     evicted_at_[page].store(eviction_clock_.fetch_add(1) + 1, std::memory_order_relaxed);
     // The counter drops before the state is published: a fault that finds
@@ -126,14 +137,27 @@ void RegionImpl::DropPages(std::vector<uint64_t>& pages) {
     evictions_.fetch_add(1, std::memory_order_relaxed);
     state_[page].store((f & kFlagHasRemote) ? kRemote : kEmpty);
   }
+  // Room was made: wake the fault threads if a fault is parked. Whoever
+  // evicted (an evictor thread or Advise(kCold)) must do it, or a parked
+  // fault waits for the next fault message, which may never come when
+  // every program thread is blocked in a fault.
+  if (!pages.empty() && parked_now_.load() > 0) {
+    uint64_t one = 1;
+    (void)!write(wake_fd_, &one, sizeof one);
+  }
 }
 
-size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets) {
-  evict_mu_.AssertHeld();
+size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets,
+                              std::vector<uint8_t>& snapshot_) {
+  // Victims are claimed under evict_mu_ (the CLOCK hand is shared); the
+  // rest runs unlocked, so several evictor threads work on their batches in
+  // parallel. Claiming is a compare-and-swap per page, so batches never
+  // share a page.
   std::vector<uint64_t> clean, dirty;
   if (targets != nullptr) {
     for (uint64_t p : *targets) ClaimVictim(p, /*ignore_age=*/true, clean, dirty);
   } else {
+    MutexLock l(&evict_mu_);
     // CLOCK: at most kMaxAge+1 laps find any page at age 0.
     const uint64_t limit = pages_ * (kMaxAge + 1);
     for (uint64_t scanned = 0; scanned < limit && clean.size() + dirty.size() < evict_batch_;
@@ -167,6 +191,7 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets) {
       for (size_t k = i; k < j; ++k) {
         uint8_t s = kEvicting;
         state_[dirty[k]].compare_exchange_strong(s, kDirty);
+        flags_[dirty[k]].fetch_and(static_cast<uint8_t>(~kFlagInBatch));
       }
       return;
     }
@@ -215,6 +240,7 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets) {
     send_pages.push_back(p);
     send_data.push_back(snap);
   }
+  FARSWAP_SYNC_POINT("Region::Evict:before-store");
   if (!send_pages.empty()) {
     std::vector<absl::StatusOr<size_t>> results(send_pages.size());
     backend_->StoreBatch(send_pages, send_data, std::span<absl::StatusOr<size_t>>(results));
@@ -261,7 +287,14 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets) {
     committed.push_back(p);
   }
   const size_t dropped = clean.size() + committed.size();
-  DropPages(committed);
+  DropPages(committed);  // clears their kFlagInBatch
+  // The pages kept (cancelled, or their store failed) leave the batch only
+  // now, after every commit of this batch is decided.
+  for (size_t i = 0; i < dirty.size(); ++i) {
+    if (std::find(committed.begin(), committed.end(), dirty[i]) == committed.end()) {
+      flags_[dirty[i]].fetch_and(static_cast<uint8_t>(~kFlagInBatch));
+    }
+  }
   return dropped;
 }
 

@@ -45,6 +45,13 @@ enum PageState : uint8_t {
 // Per-page flag bits.
 inline constexpr uint8_t kFlagPrefetched = 1;  // installed by prefetch, not yet used
 inline constexpr uint8_t kFlagHasRemote = 2;   // the backend holds some copy
+// kFlagInBatch: an eviction batch owns the page from claiming it as a dirty
+// victim until its commit is over, even when a write cancelled the drop in
+// between. No other batch may claim the page meanwhile: its store of a
+// newer snapshot could land before the first batch's older one (which
+// would then overwrite it), and the first batch's commit could drop the
+// page while the second's store is still in flight.
+inline constexpr uint8_t kFlagInBatch = 4;
 
 // Ages: the CLOCK hand lowers a resident page's age by one per pass and
 // evicts it at 0; kMaxAge passes is how long a refaulted (hot) page is
@@ -106,7 +113,9 @@ class RegionImpl {
   void EvictorThread();
   // EvictBatch evicts up to evict_batch_ pages (CLOCK victims, or the pages
   // of `targets` when given); returns how many left local memory.
-  size_t EvictBatch(const std::vector<uint64_t>* targets) ABSL_EXCLUSIVE_LOCKS_REQUIRED(evict_mu_);
+  // `snapshot` is the calling thread's buffer for the batch's copies.
+  size_t EvictBatch(const std::vector<uint64_t>* targets, std::vector<uint8_t>& snapshot)
+      ABSL_LOCKS_EXCLUDED(evict_mu_);
   bool ClaimVictim(uint64_t page, bool ignore_age, std::vector<uint64_t>& clean,
                    std::vector<uint64_t>& dirty);
   // DropPages releases pages the evictor committed to drop (kDropping):
@@ -154,6 +163,8 @@ class RegionImpl {
   // evict_asked_: evict_wanted_ was set and the evictor has not taken it up
   // yet; lets NoteResidentGrew skip mu_ (a hint, read relaxed).
   std::atomic<bool> evict_asked_{false};
+  // parked_now_: faults in parked_faults_ (read without mu_ by DropPages).
+  std::atomic<uint64_t> parked_now_{0};
 
   // Counters (relaxed; read by Stats()).
   std::atomic<uint64_t> missing_faults_{0}, zero_fills_{0}, wp_faults_{0};
@@ -165,16 +176,19 @@ class RegionImpl {
       remote_install_ns_{0};
   std::array<std::atomic<uint64_t>, kFaultLatencyBuckets> latency_{};
 
-  // Serialises eviction batches (evictor thread and Advise(kCold)).
+  // Guards the CLOCK hand while a batch claims its victims (held for the
+  // scan only, never across a store).
   Mutex evict_mu_ ABSL_ACQUIRED_BEFORE(mu_);
   uint64_t hand_ ABSL_GUARDED_BY(evict_mu_) = 0;
-  std::vector<uint8_t> snapshot_ ABSL_GUARDED_BY(evict_mu_);  // batch copies
 
   mutable Mutex mu_;
   CondVar evictor_cv_;   // resident_ passed the low watermark, or stop_
   CondVar prefetch_cv_;  // prefetch_queue_ non-empty, or stop_
   CondVar room_cv_;      // the evictor finished a batch
   bool evict_wanted_ ABSL_GUARDED_BY(mu_) = false;
+  // evict_helpers_wanted_: evictor threads still to join the current round.
+  int evict_helpers_wanted_ ABSL_GUARDED_BY(mu_) = 0;
+  int evict_threads_ = 1;  // set by Start, before any thread runs
   std::deque<ParkedFault> parked_faults_ ABSL_GUARDED_BY(mu_);
   // Prefetch requests, served in order (oldest dropped when full).
   struct PrefetchRange {

@@ -139,6 +139,46 @@ TEST_F(ClientClusterTest, KilledNodeMidStreamLosesNothingAndItsSlabsRegainTwoCop
   LoadAndVerify(*c, 0, kPages);
 }
 
+// A node dies with a BATCH in flight: it was stopped (SIGSTOP) before the
+// batch went out, so its half of the batch sits unanswered in its socket
+// when it is killed. Every page must still end acknowledged on enough live
+// replicas (the dead node's share retried elsewhere), and read back intact.
+TEST_F(ClientClusterTest, NodeKilledWithABatchInFlightLosesNoPage) {
+  StartNodes(3);
+  auto c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  ASSERT_EQ(c->replicas(), 2);
+  constexpr size_t kPages = 600;
+  ASSERT_GE(Corpus().page_count(), kPages);
+  const uint64_t before = c->stats().nodes[0].requests;
+  nodes_[0]->Pause();
+  std::vector<absl::Status> results;
+  std::thread writer([&] {
+    std::vector<PageWrite> batch;
+    for (size_t i = 0; i < kPages; ++i) batch.push_back({i, Corpus().page(i)});
+    results = c->StoreBatch(batch);
+  });
+  // Wait until the batch has been sent to the stopped node (the client
+  // counts a request when it issues it), then kill the node.
+  const absl::Time deadline = absl::Now() + kWait;
+  while (c->stats().nodes[0].requests == before && absl::Now() < deadline) {
+    std::this_thread::yield();
+  }
+  ASSERT_GT(c->stats().nodes[0].requests, before) << "nothing was sent to node 0";
+  nodes_[0]->Kill();
+  writer.join();
+  ASSERT_EQ(results.size(), kPages);
+  for (size_t i = 0; i < kPages; ++i) ASSERT_TRUE(results[i].ok()) << i << ": " << results[i];
+  ClientStats s = c->stats();
+  EXPECT_EQ(s.nodes[0].state, "down");
+  EXPECT_EQ(s.lost_pages, 0u);
+  LoadAndVerify(*c, 0, kPages);
+  // Both survivors end up holding every slab.
+  ASSERT_TRUE(c->WaitUntilReplicated(kWait).ok());
+  nodes_[1]->Kill();
+  LoadAndVerify(*c, 0, kPages);
+}
+
 TEST_F(ClientClusterTest, StalledNodeIsDetectedByTimeoutNotWaitedOn) {
   StartNodes(2);
   std::unique_ptr<Client> c = Connect(Options());

@@ -36,8 +36,10 @@
 // for `spin_us` after each message before it blocks in poll(): waking a
 // blocked thread on the other vCPU costs 70–90 µs here, a spinning one ~25.
 //
-// Eviction and the stable snapshot. One evictor thread keeps residency at or
-// under the budget, taking `evict_batch` victims at a time. A kClean victim
+// Eviction and the stable snapshot. Evictor threads keep residency at or
+// under the budget, each taking `evict_batch` victims at a time (claimed
+// under a short lock on the CLOCK hand, then written out in parallel; a
+// batch's stores leave together, one BATCH frame per node). A kClean victim
 // is dropped with no transfer (its remote copy is current: a "clean
 // eviction"). A kDirty victim is write-protected (kEvicting), copied out of
 // the region (one process_vm_readv for the batch), stored from that copy,
@@ -99,8 +101,14 @@ struct RegionOptions {
   uint64_t local_budget = 64 << 20;
   // Pages evicted per batch; residency may exceed the budget by at most this.
   uint32_t evict_batch = 32;
-  // Threads reading the userfaultfd.
-  int fault_threads = 1;
+  // Threads reading the userfaultfd: faults of different program threads
+  // are served in parallel, one per fault thread. 0: one per four CPUs,
+  // 1..4 (one on a small machine, where a second spinning reader would
+  // take the core the program needs).
+  int fault_threads = 0;
+  // Evictor threads: each claims a batch of victims and stores it on its
+  // own, so batches overlap (compression, round trips). 0: as fault_threads.
+  int evict_threads = 0;
   // After each fault message a fault thread polls for this long before
   // blocking (0: always block).
   uint32_t spin_us = 50;

@@ -1,0 +1,239 @@
+// The whole farswap::Client data path against in-process memory nodes (a
+// page store, the data plane and the TCP transport on loopback, no gRPC):
+// the control-plane step is a fake NodeAttacher that opens sessions in the
+// nodes' tenant registries directly. gRPC-free, so ThreadSanitizer runs it.
+//
+// It pins the batched path: pages bound for one node leave as BATCH frames
+// (more than one frame when a batch passes kMaxBatchEntries), a failure of
+// one entry fails that page only, and many threads mixing batches, single
+// calls and invalidations of their own pages always read back what they
+// last wrote.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <map>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "farswap/client/client.h"
+#include "farswap/common/mutex.h"
+#include "farswap/common/page_file.h"
+#include "farswap/server/data_plane.h"
+#include "farswap/server/page_store.h"
+#include "farswap/server/tenant_registry.h"
+#include "farswap/transport/transport.h"
+
+namespace farswap {
+namespace {
+
+// InProcessNode is one memory node without its gRPC service.
+struct InProcessNode {
+  server::TenantRegistry tenants = server::TenantRegistry::Default();
+  std::unique_ptr<server::PageStore> store;
+  std::unique_ptr<transport::Transport> transport;
+  std::unique_ptr<server::DataPlaneServer> data_plane;
+
+  static std::unique_ptr<InProcessNode> Start() {
+    auto n = std::make_unique<InProcessNode>();
+    auto store = server::PageStore::Create({});
+    EXPECT_TRUE(store.ok()) << store.status();
+    n->store = std::move(*store);
+    auto t = transport::CreateTransport("tcp", {.io_threads = 1});
+    EXPECT_TRUE(t.ok()) << t.status();
+    n->transport = std::move(*t);
+    n->data_plane = std::make_unique<server::DataPlaneServer>(
+        n->store.get(), &n->tenants, n->transport.get(), server::DataPlaneOptions{.workers = 1});
+    EXPECT_TRUE(n->data_plane->Listen("127.0.0.1:0").ok());
+    return n;
+  }
+  ~InProcessNode() {
+    data_plane->Shutdown();
+    transport->Shutdown();
+  }
+};
+
+// FakeAttacher maps a node's name ("node-0") to its in-process node and
+// opens the session in that node's registry, as the gRPC Attach would.
+class FakeAttacher final : public NodeAttacher {
+ public:
+  explicit FakeAttacher(std::map<std::string, InProcessNode*> nodes) : nodes_(std::move(nodes)) {}
+  absl::StatusOr<Attachment> Attach(const std::string& address, const std::string& tenant_id,
+                                    const std::string& secret, const std::string&,
+                                    absl::Duration) override {
+    auto it = nodes_.find(address);
+    if (it == nodes_.end()) return absl::UnavailableError(address + " is not a node");
+    absl::StatusOr<server::Session> s = it->second->tenants.Attach(tenant_id, secret);
+    if (!s.ok()) return s.status();
+    return Attachment{.session_token = s->token,
+                      .data_addr = it->second->data_plane->address(),
+                      .node_id = address};
+  }
+
+ private:
+  const std::map<std::string, InProcessNode*> nodes_;
+};
+
+// Page fills page `no` at `version` with a pattern that compresses a little.
+void Page(uint64_t no, uint64_t version, uint8_t* out) {
+  uint64_t x = no * 0x9E3779B97F4A7C15ull + version * 0x100000001b3ull + 1;
+  for (size_t i = 0; i < kPageSize; i += 8) {
+    if (i % 64 == 0) x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+    const uint64_t word = (i % 128 < 64) ? x : no;
+    std::memcpy(out + i, &word, 8);
+  }
+}
+
+class ClientDataPathTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::map<std::string, InProcessNode*> by_name;
+    for (int i = 0; i < 3; ++i) {
+      nodes_.push_back(InProcessNode::Start());
+      by_name["node-" + std::to_string(i)] = nodes_.back().get();
+    }
+    ClientOptions o;
+    for (const auto& [name, node] : by_name) o.nodes.push_back(name);
+    o.replicas = 2;
+    o.pages_per_slab = 16;             // many slabs, so every node gets pages
+    o.op_timeout = absl::Seconds(30);  // TSan is slow; nothing here may time out
+    o.health_interval = absl::Milliseconds(200);
+    auto c = Client::Connect(o, std::make_unique<FakeAttacher>(by_name));
+    ASSERT_TRUE(c.ok()) << c.status();
+    client_ = std::move(*c);
+  }
+  void TearDown() override {
+    client_.reset();
+    nodes_.clear();
+  }
+  uint64_t NodeStores() const {
+    uint64_t n = 0;
+    for (const auto& node : nodes_) n += node->store->GetStats().stores;
+    return n;
+  }
+
+  std::vector<std::unique_ptr<InProcessNode>> nodes_;
+  std::unique_ptr<Client> client_;
+};
+
+TEST_F(ClientDataPathTest, BatchesPackPagesIntoFewFramesAndReadBack) {
+  // 700 pages at R=2 over 3 nodes: each node gets ~467 pages, more than one
+  // BATCH frame's worth (kMaxBatchEntries = 256).
+  constexpr uint64_t kPages = 700;
+  std::vector<uint8_t> data(kPages * kPageSize);
+  std::vector<PageWrite> writes;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    Page(p, 1, data.data() + p * kPageSize);
+    writes.push_back({p, data.data() + p * kPageSize});
+  }
+  std::vector<size_t> wire(kPages, 0);
+  std::vector<absl::Status> stored = client_->StoreBatch(writes, SnapshotMode::kCopy, wire.data());
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ASSERT_TRUE(stored[p].ok()) << stored[p];
+    ASSERT_GT(wire[p], 0u);
+    ASSERT_LE(wire[p], kPageSize);
+  }
+  EXPECT_EQ(NodeStores(), 2 * kPages);  // every page on two replicas
+  ClientStats st = client_->stats();
+  uint64_t frames = 0;
+  for (const NodeStats& n : st.nodes) frames += n.requests;
+  // One BATCH per node per 256 pages (plus none per page): far fewer frames
+  // than pages.
+  EXPECT_LE(frames, 3u * 3u) << "pages were not batched";
+
+  std::vector<uint8_t> out(kPages * kPageSize);
+  std::vector<PageRead> reads;
+  for (uint64_t p = 0; p < kPages; ++p) reads.push_back({p, out.data() + p * kPageSize});
+  std::vector<absl::Status> loaded = client_->LoadBatch(reads);
+  for (uint64_t p = 0; p < kPages; ++p) ASSERT_TRUE(loaded[p].ok()) << loaded[p];
+  EXPECT_EQ(std::memcmp(out.data(), data.data(), data.size()), 0);
+}
+
+TEST_F(ClientDataPathTest, AFailedEntryFailsOnlyThatPage) {
+  constexpr uint64_t kPages = 64;
+  std::vector<uint8_t> data(kPages * kPageSize);
+  std::vector<PageWrite> writes;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    Page(p, 1, data.data() + p * kPageSize);
+    writes.push_back({p, data.data() + p * kPageSize});
+  }
+  for (const absl::Status& s : client_->StoreBatch(writes)) ASSERT_TRUE(s.ok()) << s;
+  // Invalidate every eighth page behind the client's back on the node
+  // side: the client still thinks it is present, so its LOAD goes out in
+  // the same BATCH as its neighbours' and comes back NOT_FOUND from every
+  // replica.
+  for (uint64_t p = 0; p < kPages; p += 8) {
+    for (auto& n : nodes_) ASSERT_TRUE(n->store->Invalidate(0, p).ok());
+  }
+  std::vector<uint8_t> out(kPages * kPageSize);
+  std::vector<PageRead> reads;
+  for (uint64_t p = 0; p < kPages; ++p) reads.push_back({p, out.data() + p * kPageSize});
+  std::vector<absl::Status> loaded = client_->LoadBatch(reads);
+  for (uint64_t p = 0; p < kPages; ++p) {
+    if (p % 8 == 0) {
+      EXPECT_EQ(loaded[p].code(), absl::StatusCode::kDataLoss) << p << ": " << loaded[p];
+      continue;
+    }
+    ASSERT_TRUE(loaded[p].ok()) << p << ": " << loaded[p];
+    ASSERT_EQ(std::memcmp(out.data() + p * kPageSize, data.data() + p * kPageSize, kPageSize), 0)
+        << p;
+  }
+}
+
+TEST_F(ClientDataPathTest, ManyThreadsMixingBatchesAndSingleCallsReadTheirLastWrites) {
+  constexpr int kThreads = 4;
+  constexpr uint64_t kPagesPerThread = 96;
+  constexpr int kRounds = 12;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(t);
+      const uint64_t base = uint64_t(t) * 10000;
+      std::vector<uint64_t> version(kPagesPerThread, 0);  // 0: not stored
+      std::vector<uint8_t> buf(kPagesPerThread * kPageSize), out(kPagesPerThread * kPageSize);
+      for (int round = 0; round < kRounds; ++round) {
+        // Write a random subset: half by batch, half one by one.
+        std::vector<PageWrite> batch;
+        for (uint64_t i = 0; i < kPagesPerThread; ++i) {
+          if (rng() % 3 == 0) continue;
+          ++version[i];
+          Page(base + i, version[i], buf.data() + i * kPageSize);
+          if (rng() % 2 == 0) {
+            batch.push_back({base + i, buf.data() + i * kPageSize});
+          } else if (!client_->Store(base + i, buf.data() + i * kPageSize).ok()) {
+            failures++;
+          }
+        }
+        for (const absl::Status& s : client_->StoreBatch(batch)) failures += !s.ok();
+        // Drop a few.
+        for (uint64_t i = 0; i < kPagesPerThread; i += 17 + round) {
+          if (!client_->Invalidate(base + i).ok()) failures++;
+          version[i] = 0;
+        }
+        // Read everything back in one batch.
+        std::vector<PageRead> reads;
+        for (uint64_t i = 0; i < kPagesPerThread; ++i) {
+          reads.push_back({base + i, out.data() + i * kPageSize});
+        }
+        std::vector<absl::Status> got = client_->LoadBatch(reads);
+        for (uint64_t i = 0; i < kPagesPerThread; ++i) {
+          if (version[i] == 0) {
+            failures += got[i].code() != absl::StatusCode::kNotFound;
+            continue;
+          }
+          uint8_t want[kPageSize];
+          Page(base + i, version[i], want);
+          failures += !got[i].ok() || std::memcmp(out.data() + i * kPageSize, want, kPageSize) != 0;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(client_->stats().checksum_failures, 0u);
+}
+
+}  // namespace
+}  // namespace farswap
