@@ -32,21 +32,26 @@ constexpr uint64_t kPage = 4096;
 // attached to them, and pages through the Client.
 class SpawnedClusterBackend final : public PageBackend {
  public:
-  static absl::StatusOr<std::unique_ptr<SpawnedClusterBackend>> Start(
-      int nodes, int replicas, Codec codec, const std::string& pool_limit) {
+  static absl::StatusOr<std::unique_ptr<SpawnedClusterBackend>> Start(int nodes, int replicas,
+                                                                      Codec codec,
+                                                                      const std::string& pool_limit,
+                                                                      uint64_t busy_poll_us) {
     auto b = std::unique_ptr<SpawnedClusterBackend>(new SpawnedClusterBackend);
     ClientOptions o;
     for (int i = 0; i < nodes; ++i) {
       FARSWAP_ASSIGN_OR_RETURN(
-          auto node, testing::ServerProcess::Start({.pool_limit = pool_limit,
-                                                    .backing_size = "1G",
-                                                    .extra_args = {"--log-level", "warn"}}));
+          auto node,
+          testing::ServerProcess::Start({.pool_limit = pool_limit,
+                                         .backing_size = "1G",
+                                         .extra_args = {"--log-level", "warn", "--busy-poll-us",
+                                                        absl::StrCat(busy_poll_us)}}));
       o.nodes.push_back(node->grpc_addr());
       b->nodes_.push_back(std::move(node));
     }
     o.replicas = replicas;
     o.codec = codec;
     o.client_name = "farswap-bench region";
+    o.busy_poll = absl::Microseconds(int64_t(busy_poll_us));
     FARSWAP_ASSIGN_OR_RETURN(b->client_, Client::Connect(o));
     b->adapter_ = std::make_unique<ClientPageBackend>(b->client_.get());
     return b;
@@ -86,9 +91,10 @@ absl::StatusOr<std::unique_ptr<PageBackend>> MakeBackend(const Args& args) {
     if (replicas < 1 || replicas > nodes) {
       return absl::InvalidArgumentError("--replicas: 1..the number of nodes");
     }
-    FARSWAP_ASSIGN_OR_RETURN(auto cluster,
-                             SpawnedClusterBackend::Start(int(nodes), int(replicas), codec,
-                                                          args.Get("pool-limit", "256M")));
+    FARSWAP_ASSIGN_OR_RETURN(uint64_t busy_poll_us, args.GetUint("busy-poll-us", 0));
+    FARSWAP_ASSIGN_OR_RETURN(
+        auto cluster, SpawnedClusterBackend::Start(int(nodes), int(replicas), codec,
+                                                   args.Get("pool-limit", "256M"), busy_poll_us));
     return std::unique_ptr<PageBackend>(std::move(cluster));
   }
   if (args.Has("replicas")) return absl::InvalidArgumentError("--replicas needs --spawn N");
@@ -135,9 +141,10 @@ absl::StatusOr<std::string> Run(int argc, char** argv) {
   FARSWAP_ASSIGN_OR_RETURN(
       Args args,
       Args::Parse(argc, argv,
-                  {"size", "local", "workload", "threads", "ops", "seed", "theta", "write-fraction",
-                   "backend", "codec", "spawn", "replicas", "pool-limit", "evict-batch",
-                   "fault-threads", "evict-threads", "spin-us", "no-prefetch", "json"},
+                  {"size",          "local",    "workload",       "threads",     "ops",
+                   "seed",          "theta",    "write-fraction", "backend",     "codec",
+                   "spawn",         "replicas", "pool-limit",     "evict-batch", "fault-threads",
+                   "evict-threads", "spin-us",  "busy-poll-us",   "no-prefetch", "json"},
                   {"json", "no-prefetch"}));
   FARSWAP_ASSIGN_OR_RETURN(WorkloadSpec spec, WorkloadFromArgs(args));
   FARSWAP_ASSIGN_OR_RETURN(double local, args.GetDouble("local", 0.25));

@@ -756,8 +756,8 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& opt
   }
   if (options.replicas < 0) return absl::InvalidArgumentError("ClientOptions: replicas < 0");
   if (attacher == nullptr) return absl::InvalidArgumentError("Client::Connect: no attacher");
-  absl::StatusOr<std::unique_ptr<transport::Transport>> t =
-      transport::CreateTransport(options.transport, {.io_threads = options.io_threads});
+  absl::StatusOr<std::unique_ptr<transport::Transport>> t = transport::CreateTransport(
+      options.transport, {.io_threads = options.io_threads, .busy_poll = options.busy_poll});
   if (!t.ok()) return t.status();
   auto impl = std::make_unique<Impl>(options, std::move(attacher), std::move(*t));
   if (absl::Status s = impl->Start(); !s.ok()) return s;

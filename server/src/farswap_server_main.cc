@@ -51,6 +51,8 @@ constexpr char kUsage[] =
     "  --low-watermark F         stop writeback at F x pool limit (default 0.8)\n"
     "  --io-threads N            transport event-loop threads (default 2)\n"
     "  --workers N               page-store worker threads (default 2)\n"
+    "  --busy-poll-us N          I/O threads poll this long after traffic before sleeping,\n"
+    "                            so replies leave without a kernel wake-up (default 0)\n"
     "  --tenants-file PATH       id:secret:quota lines (default: tenant 'default', no secret)\n"
     "  --ready-file PATH         write {\"data_addr\",\"grpc_addr\",\"pid\"} JSON once listening\n"
     "  --node-id NAME            name in stats and logs (default: hostname)\n"
@@ -68,6 +70,7 @@ struct Flags {
   double low_watermark = 0.8;
   int io_threads = 2;
   int workers = 2;
+  uint64_t busy_poll_us = 0;
   std::string tenants_file;
   std::string ready_file;
   std::string node_id;
@@ -80,8 +83,8 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
       Args a,
       Args::Parse(argc - 1, argv + 1,
                   {"data-addr", "grpc-addr", "pool-limit", "backing-file", "backing-size",
-                   "high-watermark", "low-watermark", "io-threads", "workers", "tenants-file",
-                   "ready-file", "node-id", "log-level", "test-corrupt-loads"},
+                   "high-watermark", "low-watermark", "io-threads", "workers", "busy-poll-us",
+                   "tenants-file", "ready-file", "node-id", "log-level", "test-corrupt-loads"},
                   {"test-corrupt-loads"}));
   Flags f;
   f.data_addr = a.Get("data-addr", f.data_addr);
@@ -97,6 +100,10 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   if (workers < 1 || workers > 256) return absl::InvalidArgumentError("--workers must be 1..256");
   f.io_threads = int(io);
   f.workers = int(workers);
+  FARSWAP_ASSIGN_OR_RETURN(f.busy_poll_us, a.GetUint("busy-poll-us", 0));
+  if (f.busy_poll_us > 1000000) {
+    return absl::InvalidArgumentError("--busy-poll-us must be 0..1000000");
+  }
   f.tenants_file = a.Get("tenants-file");
   f.ready_file = a.Get("ready-file");
   f.log_level = a.Get("log-level", f.log_level);
@@ -173,7 +180,9 @@ int Serve(const Flags& f) {
   for (const Tenant& t : tenants->tenants()) {
     if (t.quota_bytes != 0) (*store)->SetTenantQuota(t.index, t.quota_bytes / kBlockSize);
   }
-  auto transport = transport::CreateTransport(f.data_addr, {.io_threads = f.io_threads});
+  auto transport = transport::CreateTransport(
+      f.data_addr,
+      {.io_threads = f.io_threads, .busy_poll = absl::Microseconds(int64_t(f.busy_poll_us))});
   if (!transport.ok()) {
     spdlog::error("cannot start: transport: {}", transport.status().ToString());
     return 1;

@@ -258,7 +258,7 @@ TEST_F(RegionTest, ManyThreadsFaultingOnSharedPagesWhileEvictionRunsSeeTheirLast
   constexpr int kThreads = 6;
   constexpr int kAccesses = 4000;
   auto r =
-      MakeRegion(&backend_, kPages, 32, {.evict_batch = 8, .fault_threads = 3, .evict_threads = 1});
+      MakeRegion(&backend_, kPages, 32, {.evict_batch = 8, .fault_threads = 3, .evict_threads = 2});
   ASSERT_NE(r, nullptr);
   auto* words = reinterpret_cast<volatile uint64_t*>(r->data());
   std::atomic<int> mismatches{0}, advise_errors{0};

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -23,7 +24,7 @@ absl::Status ErrnoStatus(absl::string_view what) {
 }
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<IoLoop>> IoLoop::Create(int index) {
+absl::StatusOr<std::shared_ptr<IoLoop>> IoLoop::Create(int index, absl::Duration busy_poll) {
   int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
   if (epoll_fd < 0) return ErrnoStatus("epoll_create1");
   int wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -41,13 +42,13 @@ absl::StatusOr<std::shared_ptr<IoLoop>> IoLoop::Create(int index) {
     close(wake_fd);
     return s;
   }
-  std::shared_ptr<IoLoop> loop(new IoLoop(index, epoll_fd, wake_fd));
+  std::shared_ptr<IoLoop> loop(new IoLoop(index, epoll_fd, wake_fd, busy_poll));
   loop->thread_ = std::thread([raw = loop.get()] { raw->Run(); });
   return loop;
 }
 
-IoLoop::IoLoop(int index, int epoll_fd, int wake_fd)
-    : index_(index), epoll_fd_(epoll_fd), wake_fd_(wake_fd) {}
+IoLoop::IoLoop(int index, int epoll_fd, int wake_fd, absl::Duration busy_poll)
+    : index_(index), epoll_fd_(epoll_fd), wake_fd_(wake_fd), busy_poll_(busy_poll) {}
 
 IoLoop::~IoLoop() {
   Stop();
@@ -130,8 +131,24 @@ void IoLoop::Remove(Registration reg, int fd) {
 void IoLoop::Run() {
   epoll_event events[kMaxEvents];
   std::vector<std::function<void()>> tasks;
+  // Busy-poll (TransportOptions::busy_poll): after handling events the
+  // loop keeps polling without blocking for a while, yielding the CPU
+  // between polls, so a reply that comes within a round trip is read by a
+  // thread that is already awake instead of one woken by the kernel.
+  const auto spin = std::chrono::nanoseconds(absl::ToInt64Nanoseconds(busy_poll_));
+  auto spin_until = std::chrono::steady_clock::now();
   for (;;) {
-    int n = epoll_wait(epoll_fd_, events, kMaxEvents, -1);
+    int n;
+    if (spin.count() > 0 && std::chrono::steady_clock::now() < spin_until) {
+      n = epoll_wait(epoll_fd_, events, kMaxEvents, 0);
+      if (n == 0) {
+        std::this_thread::yield();
+        continue;
+      }
+    } else {
+      n = epoll_wait(epoll_fd_, events, kMaxEvents, -1);
+    }
+    if (n > 0 && spin.count() > 0) spin_until = std::chrono::steady_clock::now() + spin;
     if (n < 0) {
       if (errno == EINTR) continue;
       spdlog::error("farswap io loop {}: epoll_wait failed: {}; stopping", index_,

@@ -23,6 +23,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "farswap/common/mutex.h"
 
 namespace farswap::transport {
@@ -46,7 +47,10 @@ class IoLoop {
   // Registration names one fd's registration with this loop.
   using Registration = uint64_t;
 
-  static absl::StatusOr<std::shared_ptr<IoLoop>> Create(int index);
+  // busy_poll: how long the loop keeps polling without blocking after it
+  // handled events (0: it blocks at once).
+  static absl::StatusOr<std::shared_ptr<IoLoop>> Create(
+      int index, absl::Duration busy_poll = absl::ZeroDuration());
   ~IoLoop();
   IoLoop(const IoLoop&) = delete;
   IoLoop& operator=(const IoLoop&) = delete;
@@ -68,13 +72,14 @@ class IoLoop {
   void Remove(Registration reg, int fd);
 
  private:
-  IoLoop(int index, int epoll_fd, int wake_fd);
+  IoLoop(int index, int epoll_fd, int wake_fd, absl::Duration busy_poll);
   void Run();
   void Wake();
 
   const int index_;
   const int epoll_fd_;
   const int wake_fd_;  // eventfd
+  const absl::Duration busy_poll_;
   std::thread thread_;
 
   Mutex mu_;

@@ -337,7 +337,7 @@ absl::StatusOr<std::unique_ptr<Transport>> CreateTcpTransport(const TransportOpt
   }
   auto loops = std::make_shared<LoopSet>();
   for (int i = 0; i < options.io_threads; ++i) {
-    FARSWAP_ASSIGN_OR_RETURN(std::shared_ptr<IoLoop> loop, IoLoop::Create(i));
+    FARSWAP_ASSIGN_OR_RETURN(std::shared_ptr<IoLoop> loop, IoLoop::Create(i, options.busy_poll));
     loops->loops.push_back(std::move(loop));
   }
   return std::make_unique<TcpTransport>(std::move(loops), options);

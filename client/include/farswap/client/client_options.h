@@ -71,6 +71,11 @@ struct ClientOptions {
   // loopback-to-LAN round trip: a reply that comes within it costs no
   // wake-up of the caller. 0: always sleep.
   absl::Duration spin_wait = absl::Microseconds(100);
+  // busy_poll: the transport's I/O threads keep polling this long after
+  // traffic before they sleep (TransportOptions::busy_poll), so a reply is
+  // read without waking a thread. Costs a core while pages flow; 0 sleeps
+  // at once.
+  absl::Duration busy_poll = absl::ZeroDuration();
   // transport: "tcp" (default) or "rdma".
   std::string transport = "tcp";
 };
