@@ -36,6 +36,8 @@
 //                        sync point "DataPlane::BeforeQueuedRequest" [none]
 //     A turn that ends with frames left puts the connection back at the end
 //     of `ready_` [mu_], so busy connections share the workers.
+//                        sync point "DataPlane::Drained" [none], once
+//                        handed_off is false again
 //
 // Why this keeps each connection's order: a connection's frames are
 // executed by one thread at a time in arrival order — the I/O thread while
@@ -492,20 +494,24 @@ void DataPlaneServer::RunQueued(const std::shared_ptr<ConnState>& state) {
     std::unique_ptr<Request> request;
     {
       MutexLock l(&state->mu);
-      if (state->queue.empty()) {
+      if (!state->queue.empty()) {
+        request = std::move(state->queue.front());
+        state->queue.pop_front();
+        state->queue_bytes -= request->bytes();
+        queued_--;
+        if (state->reading_paused &&
+            state->queue.size() <= options_.max_queued_requests_per_connection / 2 &&
+            state->queue_bytes <= options_.max_queued_bytes_per_connection / 2) {
+          state->reading_paused = false;
+          if (conn) conn->PauseReading(false);
+        }
+      } else {
         state->handed_off = false;  // the I/O thread runs the next frame itself
-        return;
       }
-      request = std::move(state->queue.front());
-      state->queue.pop_front();
-      state->queue_bytes -= request->bytes();
-      queued_--;
-      if (state->reading_paused &&
-          state->queue.size() <= options_.max_queued_requests_per_connection / 2 &&
-          state->queue_bytes <= options_.max_queued_bytes_per_connection / 2) {
-        state->reading_paused = false;
-        if (conn) conn->PauseReading(false);
-      }
+    }
+    if (request == nullptr) {
+      FARSWAP_SYNC_POINT("DataPlane::Drained");
+      return;
     }
     FARSWAP_SYNC_POINT("DataPlane::BeforeQueuedRequest");
     Execute(*state, conn, *request, Wait::kAllowed);

@@ -115,6 +115,17 @@ class QueuedFrames {
       ++count_;
       cv_.SignalAll();
     });
+    SyncPoints::Set("DataPlane::Drained", [this] {
+      MutexLock l(&mu_);
+      ++drained_;
+      cv_.SignalAll();
+    });
+  }
+  // WaitForDrained waits until a connection's queue has drained n times
+  // (its requests run on the I/O thread again).
+  void WaitForDrained(uint64_t n) {
+    MutexLock l(&mu_);
+    while (drained_ < n) cv_.Wait(&mu_);
   }
   void WaitForCount(uint64_t n) {
     MutexLock l(&mu_);
@@ -130,6 +141,7 @@ class QueuedFrames {
   Mutex mu_;
   CondVar cv_;
   uint64_t count_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t drained_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class DataPlaneQueueTest : public ::testing::Test {
@@ -267,13 +279,14 @@ TEST_F(DataPlaneQueueTest, RequestsBehindABlockedStoreKeepTheirOrder) {
   EXPECT_TRUE(replies.result(7).ok());
   EXPECT_EQ(server_->stats().queued_requests, 0u);
 
-  // The queue drained: the next requests run on the I/O thread again.
+  // Once the queue has drained, the next request runs on the I/O thread.
+  queued_->WaitForDrained(1);
   const uint64_t to_workers = server_->stats().requests_to_workers;
   auto ping = ch->Call({.opcode = Opcode::kPing}, {}, kTimeout).get();
   ASSERT_TRUE(ping.ok()) << ping.status();
+  EXPECT_EQ(server_->stats().requests_to_workers, to_workers);
   auto load = ch->Call({.opcode = Opcode::kLoad, .page = 1}, {}, kTimeout).get();
   ExpectLoaded(load, a2, 12, "load after the queue drained");
-  EXPECT_EQ(server_->stats().requests_to_workers, to_workers);
 
   // Pages written back meanwhile are read on a worker, and read back right.
   store_->QuiesceWriteback();
