@@ -36,6 +36,13 @@
 //                        sync point "DataPlane::BeforeQueuedRequest" [none]
 //     A turn that ends with frames left puts the connection back at the end
 //     of `ready_` [mu_], so busy connections share the workers.
+//  6. A popped plain LOAD takes the plain LOADs right behind it along (up
+//     to kMaxLoadRun): RunLoads puts their pages on `helper_reads_` [mu_],
+//     which idle workers serve before connections, and reads them too, in
+//     order, each page claimed once (LoadRun::claimed); it sends reply i as
+//     soon as pages 0..i are read [LoadRun::mu, a leaf, only to hand
+//     results over]. Disk-bound loads on one connection thus keep the
+//     device parallelism that two workers per connection used to give.
 //                        sync point "DataPlane::Drained" [none], once
 //                        handed_off is false again
 //
@@ -45,7 +52,12 @@
 // switch either way happens under state.mu between two frames (the I/O
 // thread reads handed_off under state.mu before each frame, the worker
 // clears it under state.mu only once the queue is empty). A reply is sent
-// before the next frame is executed, so replies leave in order too.
+// before the next frame is executed, so replies leave in order too. The
+// LOADs of one run (step 6) are read concurrently, which no request can
+// tell from reading them in order: every frame before the run has been
+// answered, none after it starts before the run's last reply, and a load
+// changes nothing another load returns (it only sets the referenced bit or
+// cancels a pending writeback).
 //
 // Shutdown sets stopping_ and joins the workers once `ready_` is empty; a
 // worker in a turn finishes it (and requeues, and takes the connection
@@ -54,14 +66,15 @@
 // then find it closed and get no reply, as on any closed connection): no
 // new work reaches a pool that is being joined.
 //
-// Locks: ConnState::mu and mu_ are never held together. Neither is held
-// while executing a request or sending a reply.
+// Locks: ConnState::mu, mu_ and LoadRun::mu are never held together. None
+// is held while executing a request or sending a reply.
 #include "farswap/server/data_plane.h"
 
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cstring>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "farswap/common/sync_point.h"
@@ -88,7 +101,17 @@ constexpr uint32_t kNoTenant = UINT32_MAX;
 // the next waiting connection have a turn. Each may wait for a writeback
 // pass, so a turn is short enough that no connection waits long behind
 // another, and long enough that a backlog is not re-queued per frame.
-constexpr int kRequestsPerTurn = 32;
+constexpr size_t kRequestsPerTurn = 32;
+
+// kMaxLoadRun: the most consecutive LOADs a worker takes from a queue's head
+// at once to read in parallel (RunLoads). Enough to keep a few workers and
+// the device busy; few enough that the last reply of a run is not held
+// back long.
+constexpr size_t kMaxLoadRun = 16;
+static_assert(kMaxLoadRun <= kRequestsPerTurn, "a run fits in a turn");
+
+// IsPlainLoad: a LOAD request on its own (not in a BATCH).
+bool IsPlainLoadHeader(const FrameHeader& h) { return !h.is_reply() && h.opcode == Opcode::kLoad; }
 
 // ErrorReply makes the reply header for a failed request; the message goes
 // into *out (truncated to what the wire allows).
@@ -153,6 +176,8 @@ struct DataPlaneServer::Request {
   size_t next = 0;
 };
 
+bool DataPlaneServer::IsPlainLoad(const Request& r) { return IsPlainLoadHeader(r.msg.header); }
+
 // ConnState is one connection's session and its serial queue (see the file
 // comment). It holds the connection weakly: the connection owns its
 // handler, which owns this.
@@ -211,7 +236,8 @@ DataPlaneStats DataPlaneServer::stats() const {
                         .requests_to_workers = to_workers_.load(),
                         .queued_requests = queued_.load(),
                         .queued_requests_peak = queued_peak_.load(),
-                        .read_pauses = read_pauses_.load()};
+                        .read_pauses = read_pauses_.load(),
+                        .load_runs = load_runs_.load()};
 }
 
 transport::ConnectionHandler DataPlaneServer::Accept(std::shared_ptr<Connection> conn) {
@@ -425,22 +451,7 @@ std::optional<FrameHeader> DataPlaneServer::Handle(uint32_t tenant, const FrameH
                                : std::optional(store_->Load(tenant, request.page));
       if (!p.has_value()) return std::nullopt;
       requests_++;
-      if (!p->ok()) return ErrorReply(request, p->status(), out);
-      LoadedPage& page = **p;
-      FrameHeader h = OkReply(request);
-      h.codec = transport::Codec(page.codec);
-      h.checksum = page.checksum;
-      if (page.same_filled) {
-        h.flags |= kFlagSameFilled;
-        h.codec = transport::Codec::kNone;
-        auto fill = transport::EncodeU64Payload(page.fill);
-        out->assign(fill.begin(), fill.end());
-      } else {
-        *out = std::move(page.payload);
-      }
-      if (options_.test_corrupt_loads && !out->empty()) (*out)[out->size() / 2] ^= 0x10;
-      h.payload_length = uint32_t(out->size());
-      return h;
+      return LoadReply(request, *p, out);
     }
     default:
       break;
@@ -472,55 +483,174 @@ std::optional<FrameHeader> DataPlaneServer::Handle(uint32_t tenant, const FrameH
                     out);
 }
 
+FrameHeader DataPlaneServer::LoadReply(const FrameHeader& request,
+                                       absl::StatusOr<LoadedPage>& loaded,
+                                       std::vector<uint8_t>* out) {
+  if (!loaded.ok()) return ErrorReply(request, loaded.status(), out);
+  LoadedPage& page = *loaded;
+  FrameHeader h = OkReply(request);
+  h.codec = transport::Codec(page.codec);
+  h.checksum = page.checksum;
+  if (page.same_filled) {
+    h.flags |= kFlagSameFilled;
+    h.codec = transport::Codec::kNone;
+    auto fill = transport::EncodeU64Payload(page.fill);
+    out->assign(fill.begin(), fill.end());
+  } else {
+    *out = std::move(page.payload);
+  }
+  if (options_.test_corrupt_loads && !out->empty()) (*out)[out->size() / 2] ^= 0x10;
+  h.payload_length = uint32_t(out->size());
+  return h;
+}
+
 // --- the workers ----------------------------------------------------------------------
+
+// LoadRun is a run of consecutive LOADs taken together from the head of one
+// connection's queue: the pages to read and, as they are read, the results.
+// The worker that owns the connection and idle workers claim pages one at a
+// time (`claimed`); only the owner sends replies. Thread-safe; shared by
+// the owner and the helper-read entries that point at it.
+struct DataPlaneServer::LoadRun {
+  LoadRun(PageStore* s, uint32_t t, std::vector<uint64_t> p)
+      : store(s), tenant(t), pages(std::move(p)), claimed(pages.size()), results(pages.size()) {}
+
+  // TryRun reads page i unless another thread has claimed it.
+  void TryRun(size_t i) {
+    if (claimed[i].exchange(true)) return;
+    absl::StatusOr<LoadedPage> r = store->Load(tenant, pages[i]);
+    MutexLock l(&mu);
+    results[i] = std::move(r);
+    done.SignalAll();
+  }
+
+  PageStore* const store;
+  const uint32_t tenant;
+  const std::vector<uint64_t> pages;
+  std::vector<std::atomic<bool>> claimed;
+  Mutex mu;  // a leaf: taken with no other lock held
+  CondVar done;
+  std::vector<std::optional<absl::StatusOr<LoadedPage>>> results ABSL_GUARDED_BY(mu);
+};
 
 void DataPlaneServer::WorkerLoop() {
   for (;;) {
     std::shared_ptr<ConnState> state;
+    std::shared_ptr<LoadRun> loads;
+    size_t index = 0;
     {
       MutexLock l(&mu_);
-      while (ready_.empty() && !stopping_) work_cv_.Wait(&mu_);
-      if (ready_.empty()) return;  // stopping, and everything queued is done
-      state = std::move(ready_.front());
-      ready_.pop_front();
+      while (ready_.empty() && helper_reads_.empty() && !stopping_) work_cv_.Wait(&mu_);
+      if (!helper_reads_.empty()) {  // short, and someone replies after it: first
+        std::tie(loads, index) = std::move(helper_reads_.front());
+        helper_reads_.pop_front();
+      } else if (!ready_.empty()) {
+        state = std::move(ready_.front());
+        ready_.pop_front();
+      } else {
+        return;  // stopping, and everything queued is done
+      }
     }
-    RunQueued(state);
+    if (loads != nullptr) {
+      loads->TryRun(index);
+    } else {
+      RunQueued(state);
+    }
   }
+}
+
+std::unique_ptr<DataPlaneServer::Request> DataPlaneServer::PopLocked(ConnState& state,
+                                                                     Connection* conn) {
+  state.mu.AssertHeld();
+  std::unique_ptr<Request> request = std::move(state.queue.front());
+  state.queue.pop_front();
+  state.queue_bytes -= request->bytes();
+  queued_--;
+  if (state.reading_paused &&
+      state.queue.size() <= options_.max_queued_requests_per_connection / 2 &&
+      state.queue_bytes <= options_.max_queued_bytes_per_connection / 2) {
+    state.reading_paused = false;
+    if (conn != nullptr) conn->PauseReading(false);
+  }
+  return request;
 }
 
 void DataPlaneServer::RunQueued(const std::shared_ptr<ConnState>& state) {
   std::shared_ptr<Connection> conn = state->conn.lock();  // null once closed
-  for (int turn = 0; turn < kRequestsPerTurn; ++turn) {
-    std::unique_ptr<Request> request;
+  for (size_t turn = 0; turn < kRequestsPerTurn;) {
+    std::vector<std::unique_ptr<Request>> run;
     {
       MutexLock l(&state->mu);
-      if (!state->queue.empty()) {
-        request = std::move(state->queue.front());
-        state->queue.pop_front();
-        state->queue_bytes -= request->bytes();
-        queued_--;
-        if (state->reading_paused &&
-            state->queue.size() <= options_.max_queued_requests_per_connection / 2 &&
-            state->queue_bytes <= options_.max_queued_bytes_per_connection / 2) {
-          state->reading_paused = false;
-          if (conn) conn->PauseReading(false);
-        }
-      } else {
+      if (state->queue.empty()) {
         state->handed_off = false;  // the I/O thread runs the next frame itself
+      } else {
+        run.push_back(PopLocked(*state, conn.get()));
+        while (IsPlainLoad(*run.back()) && run.size() < kMaxLoadRun && !state->queue.empty() &&
+               IsPlainLoad(*state->queue.front())) {
+          run.push_back(PopLocked(*state, conn.get()));
+        }
       }
     }
-    if (request == nullptr) {
+    if (run.empty()) {
       FARSWAP_SYNC_POINT("DataPlane::Drained");
       return;
     }
+    turn += run.size();
     FARSWAP_SYNC_POINT("DataPlane::BeforeQueuedRequest");
-    Execute(*state, conn, *request, Wait::kAllowed);
+    if (run.size() == 1) {
+      Execute(*state, conn, *run.front(), Wait::kAllowed);
+    } else {
+      RunLoads(*state, conn, run);
+    }
   }
   // The turn is over with frames (maybe) left: back of the line. Its
   // handed_off stays true, so nobody else puts it on ready_ meanwhile.
   MutexLock l(&mu_);
   ready_.push_back(state);
   work_cv_.Signal();
+}
+
+void DataPlaneServer::RunLoads(ConnState& state, const std::shared_ptr<Connection>& conn,
+                               const std::vector<std::unique_ptr<Request>>& run) {
+  const uint32_t tenant = state.tenant.load();
+  if (conn == nullptr || !conn->is_open() || tenant == kNoTenant) {
+    for (const auto& r : run) Execute(state, conn, *r, Wait::kAllowed);  // refuses or skips
+    return;
+  }
+  std::vector<uint64_t> pages;
+  for (const auto& r : run) pages.push_back(r->msg.header.page);
+  auto loads = std::make_shared<LoadRun>(store_, tenant, std::move(pages));
+  load_runs_++;
+  {
+    MutexLock l(&mu_);
+    for (size_t i = 1; i < run.size(); ++i) helper_reads_.emplace_back(loads, i);
+    work_cv_.SignalAll();
+  }
+  size_t ahead = 1;  // the next page this worker may read while a helper has page i
+  for (size_t i = 0; i < run.size(); ++i) {
+    loads->TryRun(i);  // ours, unless a helper is reading it already
+    absl::StatusOr<LoadedPage> loaded;
+    ahead = std::max(ahead, i + 1);
+    for (;;) {
+      {
+        MutexLock l(&loads->mu);
+        if (loads->results[i].has_value()) {
+          loaded = std::move(*loads->results[i]);
+          break;
+        }
+        if (ahead >= run.size()) {  // nothing left to read: wait for the helper
+          while (!loads->results[i].has_value()) loads->done.Wait(&loads->mu);
+          loaded = std::move(*loads->results[i]);
+          break;
+        }
+      }
+      loads->TryRun(ahead++);  // read ahead rather than wait
+    }
+    requests_++;
+    auto reply = std::make_shared<Reply>();
+    reply->header = LoadReply(run[i]->msg.header, loaded, &reply->payload);
+    SendReply(*conn, reply);
+  }
 }
 
 }  // namespace farswap::server

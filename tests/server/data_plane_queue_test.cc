@@ -44,6 +44,10 @@ class GatedBlockDevice final : public BlockDevice {
     open_ = true;
     cv_.SignalAll();
   }
+  void CloseGate() {
+    MutexLock l(&mu_);
+    open_ = false;
+  }
   absl::Status ReadBlock(uint64_t block, void* dst) override { return disk_.ReadBlock(block, dst); }
   absl::Status WriteBlock(uint64_t block, const void* src) override {
     {
@@ -431,6 +435,62 @@ TEST_F(DataPlaneQueueTest, PilingConnectionIsPausedAndOthersCarryOn) {
   // Once the worker empties the queue, the rest run on the I/O thread.
   EXPECT_GE(server_->stats().requests_to_workers, kBound);
   EXPECT_LE(server_->stats().requests_to_workers, requests.size());
+}
+
+// LOADs of written-back pages queued behind a blocked store: each run of
+// consecutive LOADs is read by several workers at once, yet every reply
+// leaves in order, and a STORE between two runs takes effect between them.
+TEST_F(DataPlaneQueueTest, QueuedLoadsOfWrittenBackPagesAreAnsweredInOrder) {
+  disk_.OpenGate();
+  Start({.workers = 3});
+  auto ch = Connected();
+  const uint32_t tenant = session_.tenant_index;
+  for (uint64_t p = 0; p < 80; ++p) {
+    std::vector<uint8_t> data = Payload(p, 3000);
+    ASSERT_TRUE(store_->Store(tenant, p, {.payload = data, .checksum = p}).ok()) << p;
+  }
+  store_->QuiesceWriteback();
+  std::vector<uint64_t> on_disk;  // TryLoad has no effect: it only tells
+  for (uint64_t p = 0; p < 80 && on_disk.size() < 6; ++p) {
+    if (!store_->TryLoad(tenant, p).has_value()) on_disk.push_back(p);
+  }
+  ASSERT_EQ(on_disk.size(), 6u) << "writeback should have moved pages to disk";
+  disk_.CloseGate();
+  ASSERT_GT(FillPool(), 0u);
+
+  const std::vector<uint8_t> blocked = Payload(500, 2000), newer = Payload(501, 1000);
+  std::vector<OutgoingMessage> requests;
+  requests.push_back(StoreMessage(500, blocked, 500));  // 0: blocks
+  for (size_t k = 0; k < 5; ++k) requests.push_back(Message(Opcode::kLoad, on_disk[k]));  // 1-5
+  requests.push_back(StoreMessage(on_disk[0], newer, 7));                                 // 6
+  requests.push_back(Message(Opcode::kLoad, on_disk[0]));  // 7: sees 6
+  requests.push_back(Message(Opcode::kLoad, on_disk[5]));  // 8
+  requests.push_back(Message(Opcode::kLoad, on_disk[1]));  // 9
+  Replies replies;
+  std::vector<transport::ReplyCallback> done;
+  for (size_t i = 0; i < requests.size(); ++i) done.push_back(replies.Slot(i));
+  ch->CallMany(requests, kTimeout, std::move(done));
+  queued_->WaitForCount(requests.size());
+  disk_.OpenGate();
+  replies.WaitFor(requests.size());
+
+  std::vector<size_t> expected_order(requests.size());
+  for (size_t i = 0; i < expected_order.size(); ++i) expected_order[i] = i;
+  EXPECT_EQ(replies.order(), expected_order);
+  for (size_t i : {0, 6}) {
+    auto r = replies.result(i);
+    ASSERT_TRUE(r.ok()) << i << ": " << r.status();
+    EXPECT_EQ(r->header.status, absl::StatusCode::kOk) << i;
+  }
+  for (size_t k = 0; k < 5; ++k) {
+    const uint64_t p = on_disk[k];
+    ExpectLoaded(replies.result(1 + k), Payload(p, 3000), p, "disk page " + std::to_string(p));
+  }
+  ExpectLoaded(replies.result(7), newer, 7, "load after the store between the runs");
+  ExpectLoaded(replies.result(8), Payload(on_disk[5], 3000), on_disk[5], "second run");
+  ExpectLoaded(replies.result(9), Payload(on_disk[1], 3000), on_disk[1], "second run, again");
+  EXPECT_EQ(server_->stats().load_runs, 2u);  // 1-5 and 7-9
+  EXPECT_EQ(server_->stats().queued_requests, 0u);
 }
 
 // A BATCH in which some entries fail: each fails alone, with its own code,

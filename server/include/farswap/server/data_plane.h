@@ -27,7 +27,11 @@
 // request of a connection has gone to the workers, every later request of
 // that connection (and the rest of its BATCH) queues behind it, and the
 // connection's queue is run by one worker at a time; when it drains, the
-// I/O thread runs that connection's requests itself again.
+// I/O thread runs that connection's requests itself again. The one thing
+// that worker shares is reading: for a run of consecutive LOADs at the head
+// of the queue, idle workers read pages too (a device serves several reads
+// at once, and loads commute), while the owning worker sends every reply,
+// in order.
 //
 // Ordering guarantee. Requests on one connection take effect in the order
 // they were sent, and their replies are sent in that order (a BATCH's
@@ -96,6 +100,8 @@ struct DataPlaneStats {
   uint64_t queued_requests = 0;       // frames waiting for a worker now, all connections
   uint64_t queued_requests_peak = 0;  // the most one connection has had waiting
   uint64_t read_pauses = 0;           // times a connection stopped being read for it
+  // load_runs: runs of consecutive queued LOADs read in parallel (RunLoads).
+  uint64_t load_runs = 0;
 };
 
 class DataPlaneServer {
@@ -121,6 +127,7 @@ class DataPlaneServer {
  private:
   struct ConnState;
   struct Request;
+  struct LoadRun;
   enum class Wait { kAllowed, kNever };
 
   transport::ConnectionHandler Accept(std::shared_ptr<transport::Connection> conn);
@@ -140,6 +147,18 @@ class DataPlaneServer {
   void WorkerLoop();
   // RunQueued runs one turn of a handed-off connection's queue (worker).
   void RunQueued(const std::shared_ptr<ConnState>& state);
+  // PopLocked takes the queue's head, resuming reads once it is at half;
+  // the caller holds state.mu.
+  std::unique_ptr<Request> PopLocked(ConnState& state, transport::Connection* conn);
+  // RunLoads runs `run`, consecutive plain LOADs from the head of the
+  // connection's queue: their pages are read by this worker and idle ones
+  // at once, and this worker replies to each, in order (worker).
+  void RunLoads(ConnState& state, const std::shared_ptr<transport::Connection>& conn,
+                const std::vector<std::unique_ptr<Request>>& run);
+  static bool IsPlainLoad(const Request& r);
+  // LoadReply makes a LOAD's reply from what the store returned.
+  transport::FrameHeader LoadReply(const transport::FrameHeader& request,
+                                   absl::StatusOr<LoadedPage>& loaded, std::vector<uint8_t>* out);
   // Handle runs one request (not HELLO, not BATCH) for `tenant`; the
   // reply's payload goes to *out (which must stay alive until sent).
   // nullopt (only with Wait::kNever) when it would block; nothing was done.
@@ -161,12 +180,15 @@ class DataPlaneServer {
   // ready_: handed-off connections waiting for a worker turn, each at most
   // once (only the connection's current owner puts it here).
   std::deque<std::shared_ptr<ConnState>> ready_ ABSL_GUARDED_BY(mu_);
+  // helper_reads_: pages of LoadRuns any worker may read (entries whose
+  // page the owner has claimed meanwhile are dropped when taken).
+  std::deque<std::pair<std::shared_ptr<LoadRun>, size_t>> helper_reads_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> stopped_{false};  // stopping_, for I/O threads' fast check
   std::vector<std::thread> workers_;
 
   std::atomic<uint64_t> accepted_{0}, open_{0}, hello_refused_{0}, requests_{0};
-  std::atomic<uint64_t> to_workers_{0}, queued_{0}, queued_peak_{0}, read_pauses_{0};
+  std::atomic<uint64_t> to_workers_{0}, queued_{0}, queued_peak_{0}, read_pauses_{0}, load_runs_{0};
 };
 
 }  // namespace farswap::server
