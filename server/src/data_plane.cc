@@ -34,6 +34,8 @@
 //     else pop the front (resuming reads once the queue is at half both
 //     ways) and [none] Execute it with Wait::kAllowed, which replies.
 //                        sync point "DataPlane::BeforeQueuedRequest" [none]
+//                        sync point "DataPlane::Drained" [none], once
+//                        handed_off is false again
 //     A turn that ends with frames left puts the connection back at the end
 //     of `ready_` [mu_], so busy connections share the workers.
 //  6. A popped plain LOAD takes the plain LOADs right behind it along (up
@@ -43,8 +45,6 @@
 //     soon as pages 0..i are read [LoadRun::mu, a leaf, only to hand
 //     results over]. Disk-bound loads on one connection thus keep the
 //     device parallelism that two workers per connection used to give.
-//                        sync point "DataPlane::Drained" [none], once
-//                        handed_off is false again
 //
 // Why this keeps each connection's order: a connection's frames are
 // executed by one thread at a time in arrival order — the I/O thread while
@@ -59,12 +59,14 @@
 // changes nothing another load returns (it only sets the referenced bit or
 // cancels a pending writeback).
 //
-// Shutdown sets stopping_ and joins the workers once `ready_` is empty; a
-// worker in a turn finishes it (and requeues, and takes the connection
-// again) first, so the frames queued before stopping_ are answered. A read
-// after stopping_ closes its connection instead (frames of it still queued
-// then find it closed and get no reply, as on any closed connection): no
-// new work reaches a pool that is being joined.
+// Shutdown sets stopping_ and joins the workers once `ready_` and
+// `helper_reads_` are empty (an owner reads its run's unclaimed pages
+// itself, so it never waits for a helper that has left); a worker in a
+// turn finishes it (and requeues, and takes the connection again) first, so
+// the frames queued before stopping_ are answered. A read after stopping_
+// closes its connection instead (frames of it still queued then find it
+// closed and get no reply, as on any closed connection): no new work
+// reaches a pool that is being joined.
 //
 // Locks: ConnState::mu, mu_ and LoadRun::mu are never held together. None
 // is held while executing a request or sending a reply.
