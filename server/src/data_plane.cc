@@ -112,7 +112,7 @@ constexpr size_t kRequestsPerTurn = 32;
 constexpr size_t kMaxLoadRun = 16;
 static_assert(kMaxLoadRun <= kRequestsPerTurn, "a run fits in a turn");
 
-// IsPlainLoad: a LOAD request on its own (not in a BATCH).
+// IsPlainLoadHeader: a LOAD request on its own (not in a BATCH).
 bool IsPlainLoadHeader(const FrameHeader& h) { return !h.is_reply() && h.opcode == Opcode::kLoad; }
 
 // ErrorReply makes the reply header for a failed request; the message goes
