@@ -1,10 +1,85 @@
+// data_plane.cc: the data plane's request path (data_plane.h).
+//
+// Why. A loopback round trip costs a few microseconds; handing a request to
+// another thread and back costs tens (a condvar wake-up on a busy box). So a
+// request runs where it was read, memcached-style, unless it may block: the
+// page store's TryStore/TryLoad say "would block" (a store that must wait
+// for writeback to make room, a load of a written-back page) with no effect,
+// and only then does the request go to a worker, which runs the blocking
+// form. Most requests never leave the I/O thread.
+//
+// Per-connection state (ConnState). `handed_off` says who runs the
+// connection's requests: false — its I/O thread, inline; true — the
+// workers, from the connection's serial queue `queue`, one worker at a
+// time. The protocol, with the locks held at each step in brackets:
+//
+//  1. [state.mu] The I/O thread, for each frame read: if handed_off, append
+//     the frame to `queue` (step 4) and go on with the next frame. Else drop
+//     the lock — only this thread can set handed_off, so it stays false.
+//  2. [none] Execute the frame with Wait::kNever. Done (replied) -> next
+//     frame. Would block (a BATCH keeps the entries already run, and their
+//     sub-replies, in the Request) -> step 3.
+//  3. [state.mu] handed_off = true; append the frame to `queue`.
+//     [mu_] unless stopping, put the connection on `ready_` and wake a
+//     worker; when stopping, close the connection (UNAVAILABLE).
+//                        sync point "DataPlane::HandedOff" [none]
+//  4. Appending counts the frame and its bytes; reaching either per-
+//     connection bound sets reading_paused and calls PauseReading(true)
+//     [state.mu held, so pause and resume calls reach the transport in the
+//     order they were decided].
+//                        sync point "DataPlane::Queued" [state.mu]
+//  5. [mu_] A worker takes a connection from `ready_`. Then, at most
+//     kRequestsPerTurn times: [state.mu] if `queue` is empty, handed_off =
+//     false and the turn ends (the I/O thread runs the next frame inline);
+//     else pop the front (resuming reads once the queue is at half both
+//     ways) and [none] Execute it with Wait::kAllowed, which replies.
+//                        sync point "DataPlane::BeforeQueuedRequest" [none]
+//                        sync point "DataPlane::Drained" [none], once
+//                        handed_off is false again
+//     A turn that ends with frames left puts the connection back at the end
+//     of `ready_` [mu_], so busy connections share the workers.
+//  6. A popped plain LOAD takes the plain LOADs right behind it along (up
+//     to kMaxLoadRun): RunLoads puts their pages on `helper_reads_` [mu_],
+//     which idle workers serve before connections, and reads them too, in
+//     order, each page claimed once (LoadRun::claimed); it sends reply i as
+//     soon as pages 0..i are read [LoadRun::mu, a leaf, only to hand
+//     results over]. Disk-bound loads on one connection thus keep the
+//     device parallelism that two workers per connection used to give.
+//
+// Why this keeps each connection's order: a connection's frames are
+// executed by one thread at a time in arrival order — the I/O thread while
+// handed_off is false, one worker at a time while it is true, and the
+// switch either way happens under state.mu between two frames (the I/O
+// thread reads handed_off under state.mu before each frame, the worker
+// clears it under state.mu only once the queue is empty). A reply is sent
+// before the next frame is executed, so replies leave in order too. The
+// LOADs of one run (step 6) are read concurrently, which no request can
+// tell from reading them in order: every frame before the run has been
+// answered, none after it starts before the run's last reply, and a load
+// changes nothing another load returns (it only sets the referenced bit or
+// cancels a pending writeback).
+//
+// Shutdown sets stopping_ and joins the workers once `ready_` and
+// `helper_reads_` are empty (an owner reads its run's unclaimed pages
+// itself, so it never waits for a helper that has left); a worker in a
+// turn finishes it (and requeues, and takes the connection again) first, so
+// the frames queued before stopping_ are answered. A read after stopping_
+// closes its connection instead (frames of it still queued then find it
+// closed and get no reply, as on any closed connection): no new work
+// reaches a pool that is being joined.
+//
+// Locks: ConnState::mu, mu_ and LoadRun::mu are never held together. None
+// is held while executing a request or sending a reply.
 #include "farswap/server/data_plane.h"
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <cstring>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
+#include "farswap/common/sync_point.h"
 
 namespace farswap::server {
 
@@ -15,6 +90,7 @@ using transport::FrameView;
 using transport::IncomingMessage;
 using transport::kFlagReply;
 using transport::kFlagSameFilled;
+using transport::kFrameHeaderSize;
 using transport::kMaxErrorMessageSize;
 using transport::Opcode;
 using transport::OutgoingMessage;
@@ -22,6 +98,22 @@ using transport::OutgoingMessage;
 namespace {
 
 constexpr uint32_t kNoTenant = UINT32_MAX;
+
+// kRequestsPerTurn: frames a worker runs for one connection before it lets
+// the next waiting connection have a turn. Each may wait for a writeback
+// pass, so a turn is short enough that no connection waits long behind
+// another, and long enough that a backlog is not re-queued per frame.
+constexpr size_t kRequestsPerTurn = 32;
+
+// kMaxLoadRun: the most consecutive LOADs a worker takes from a queue's head
+// at once to read in parallel (RunLoads). Enough to keep a few workers and
+// the device busy; few enough that the last reply of a run is not held
+// back long.
+constexpr size_t kMaxLoadRun = 16;
+static_assert(kMaxLoadRun <= kRequestsPerTurn, "a run fits in a turn");
+
+// IsPlainLoadHeader: a LOAD request on its own (not in a BATCH).
+bool IsPlainLoadHeader(const FrameHeader& h) { return !h.is_reply() && h.opcode == Opcode::kLoad; }
 
 // ErrorReply makes the reply header for a failed request; the message goes
 // into *out (truncated to what the wire allows).
@@ -72,12 +164,35 @@ void SendReply(Connection& conn, std::shared_ptr<Reply> reply) {
 
 }  // namespace
 
-// ConnState is one connection's session. It holds the connection weakly:
-// the connection owns its handler, which owns this.
+// Request is one received frame on its way through Execute. For a BATCH
+// that had to stop part-way it also holds what is done: the decoded entries
+// (views into msg.payload, whose buffer never moves), the reply built so far
+// and the first entry not yet run.
+struct DataPlaneServer::Request {
+  explicit Request(IncomingMessage m) : msg(std::move(m)) {}
+  size_t bytes() const { return kFrameHeaderSize + msg.payload.size(); }
+
+  IncomingMessage msg;
+  std::vector<FrameView> entries;
+  std::shared_ptr<Reply> reply;  // BATCH: set once decoded
+  size_t next = 0;
+};
+
+bool DataPlaneServer::IsPlainLoad(const Request& r) { return IsPlainLoadHeader(r.msg.header); }
+
+// ConnState is one connection's session and its serial queue (see the file
+// comment). It holds the connection weakly: the connection owns its
+// handler, which owns this.
 struct DataPlaneServer::ConnState {
   std::weak_ptr<Connection> conn;
   std::string peer;
-  std::atomic<uint32_t> tenant{kNoTenant};
+  std::atomic<uint32_t> tenant{kNoTenant};  // written and read in frame order
+
+  Mutex mu;
+  bool handed_off ABSL_GUARDED_BY(mu) = false;
+  std::deque<std::unique_ptr<Request>> queue ABSL_GUARDED_BY(mu);
+  uint64_t queue_bytes ABSL_GUARDED_BY(mu) = 0;
+  bool reading_paused ABSL_GUARDED_BY(mu) = false;
 };
 
 DataPlaneServer::DataPlaneServer(PageStore* store, TenantRegistry* tenants,
@@ -109,13 +224,22 @@ void DataPlaneServer::Shutdown() {
     MutexLock l(&mu_);
     if (stopping_) return;
     stopping_ = true;
+    stopped_.store(true);
     work_cv_.SignalAll();
   }
   for (std::thread& t : workers_) t.join();
 }
 
 DataPlaneStats DataPlaneServer::stats() const {
-  return DataPlaneStats{accepted_.load(), open_.load(), hello_refused_.load(), requests_.load()};
+  return DataPlaneStats{.connections_accepted = accepted_.load(),
+                        .connections_open = open_.load(),
+                        .hello_refused = hello_refused_.load(),
+                        .requests = requests_.load(),
+                        .requests_to_workers = to_workers_.load(),
+                        .queued_requests = queued_.load(),
+                        .queued_requests_peak = queued_peak_.load(),
+                        .read_pauses = read_pauses_.load(),
+                        .load_runs = load_runs_.load()};
 }
 
 transport::ConnectionHandler DataPlaneServer::Accept(std::shared_ptr<Connection> conn) {
@@ -126,8 +250,8 @@ transport::ConnectionHandler DataPlaneServer::Accept(std::shared_ptr<Connection>
   open_++;
   spdlog::info("data plane: connection from {}", conn->peer_address());
   transport::ConnectionHandler h;
-  // The handler holds the state; the state holds the connection only until
-  // it closes (then the cycle is broken).
+  // The handler holds the state; the state holds the connection only
+  // weakly, so closing the connection frees both.
   h.on_receive = [this, state](Connection&, std::span<IncomingMessage> messages) {
     OnReceive(state, messages);
   };
@@ -138,110 +262,168 @@ transport::ConnectionHandler DataPlaneServer::Accept(std::shared_ptr<Connection>
   return h;
 }
 
+// --- the I/O thread ----------------------------------------------------------------
+
 void DataPlaneServer::OnReceive(const std::shared_ptr<ConnState>& state,
                                 std::span<IncomingMessage> messages) {
   std::shared_ptr<Connection> conn_ref = state->conn.lock();
   if (!conn_ref) return;
   Connection& conn = *conn_ref;
+  if (stopped_.load()) {
+    conn.Close(absl::UnavailableError("memory node is shutting down"));
+    return;
+  }
   for (IncomingMessage& msg : messages) {
     if (!conn.is_open()) return;
-    if (msg.header.is_reply()) {
-      auto reply = std::make_shared<Reply>();
-      reply->header = ErrorReply(
-          msg.header, absl::InvalidArgumentError("a memory node takes requests, not replies"),
-          &reply->payload);
-      SendReply(conn, reply);
-      conn.Close(absl::InvalidArgumentError("peer sent a reply frame"));
-      return;
-    }
-    if (msg.header.opcode == Opcode::kHello) {
-      std::string token(msg.payload.begin(), msg.payload.end());
-      absl::StatusOr<Session> session = tenants_->LookupSession(token);
-      auto reply = std::make_shared<Reply>();
-      if (session.ok()) {
-        state->tenant.store(session->tenant_index);
-        reply->header = OkReply(msg.header);
-        SendReply(conn, reply);
+    {
+      // Step 1: behind a request a worker has, every frame queues.
+      MutexLock l(&state->mu);
+      if (state->handed_off) {
+        QueueLocked(*state, conn, std::make_unique<Request>(std::move(msg)));
         continue;
       }
-      hello_refused_++;
-      reply->header = ErrorReply(msg.header, session.status(), &reply->payload);
-      SendReply(conn, reply);
-      spdlog::warn("data plane: {} refused: {}", conn.peer_address(), session.status().ToString());
-      conn.Close(session.status());
-      return;
     }
-    if (state->tenant.load() == kNoTenant) {
-      hello_refused_++;
-      absl::Status s = absl::UnauthenticatedError(
-          absl::StrCat(transport::OpcodeName(msg.header.opcode),
-                       " before HELLO: send HELLO with a session token from Attach first"));
-      auto reply = std::make_shared<Reply>();
-      reply->header = ErrorReply(msg.header, s, &reply->payload);
-      SendReply(conn, reply);
-      spdlog::warn("data plane: {} refused: {}", conn.peer_address(), s.ToString());
-      conn.Close(s);
-      return;
-    }
-    Enqueue([this, state, m = std::move(msg)]() mutable { HandleAndReply(state, std::move(m)); });
+    // Step 2: handed_off is false and only this thread sets it.
+    Request request(std::move(msg));
+    if (Execute(*state, conn_ref, request, Wait::kNever)) continue;
+    HandOff(state, conn, std::make_unique<Request>(std::move(request)));  // step 3
   }
 }
 
-void DataPlaneServer::Enqueue(Work work) {
-  MutexLock l(&mu_);
-  queue_.push_back(std::move(work));
-  work_cv_.Signal();
-}
-
-void DataPlaneServer::WorkerLoop() {
-  for (;;) {
-    Work work;
-    {
-      MutexLock l(&mu_);
-      while (queue_.empty() && !stopping_) work_cv_.Wait(&mu_);
-      if (queue_.empty()) return;  // stopping, and everything queued is done
-      work = std::move(queue_.front());
-      queue_.pop_front();
-    }
-    work();
+void DataPlaneServer::HandOff(const std::shared_ptr<ConnState>& state, Connection& conn,
+                              std::unique_ptr<Request> request) {
+  {
+    MutexLock l(&state->mu);
+    state->handed_off = true;
+    QueueLocked(*state, conn, std::move(request));
   }
+  bool scheduled;
+  {
+    MutexLock l(&mu_);
+    scheduled = !stopping_;
+    if (scheduled) {
+      ready_.push_back(state);
+      work_cv_.Signal();
+    }
+  }
+  if (!scheduled) conn.Close(absl::UnavailableError("memory node is shutting down"));
+  FARSWAP_SYNC_POINT("DataPlane::HandedOff");
 }
 
-void DataPlaneServer::HandleAndReply(const std::shared_ptr<ConnState>& state, IncomingMessage msg) {
-  std::shared_ptr<Connection> conn = state->conn.lock();
-  if (!conn || !conn->is_open()) return;  // nobody to answer
-  const uint32_t tenant = state->tenant.load();
-  auto reply = std::make_shared<Reply>();
+void DataPlaneServer::QueueLocked(ConnState& state, Connection& conn,
+                                  std::unique_ptr<Request> request) {
+  state.mu.AssertHeld();
+  state.queue_bytes += request->bytes();
+  state.queue.push_back(std::move(request));
+  to_workers_++;
+  queued_++;
+  const uint64_t depth = state.queue.size();
+  uint64_t peak = queued_peak_.load(std::memory_order_relaxed);
+  while (depth > peak && !queued_peak_.compare_exchange_weak(peak, depth)) {
+  }
+  // Step 4.
+  if (!state.reading_paused && (depth >= options_.max_queued_requests_per_connection ||
+                                state.queue_bytes >= options_.max_queued_bytes_per_connection)) {
+    state.reading_paused = true;
+    read_pauses_++;
+    conn.PauseReading(true);
+    spdlog::debug("data plane: pausing reads from {}: {} requests ({} bytes) wait for workers",
+                  state.peer, depth, state.queue_bytes);
+  }
+  FARSWAP_SYNC_POINT("DataPlane::Queued");
+}
+
+// --- both ----------------------------------------------------------------------------
+
+bool DataPlaneServer::Execute(ConnState& state, const std::shared_ptr<Connection>& conn_ref,
+                              Request& request, Wait wait) {
+  if (!conn_ref || !conn_ref->is_open()) return true;  // nobody to answer
+  Connection& conn = *conn_ref;
+  IncomingMessage& msg = request.msg;
+  if (msg.header.is_reply()) {
+    auto reply = std::make_shared<Reply>();
+    reply->header = ErrorReply(
+        msg.header, absl::InvalidArgumentError("a memory node takes requests, not replies"),
+        &reply->payload);
+    SendReply(conn, reply);
+    conn.Close(absl::InvalidArgumentError("peer sent a reply frame"));
+    return true;
+  }
+  if (msg.header.opcode == Opcode::kHello) {
+    std::string token(msg.payload.begin(), msg.payload.end());
+    absl::StatusOr<Session> session = tenants_->LookupSession(token);
+    auto reply = std::make_shared<Reply>();
+    if (session.ok()) {
+      state.tenant.store(session->tenant_index);
+      reply->header = OkReply(msg.header);
+      SendReply(conn, reply);
+      return true;
+    }
+    hello_refused_++;
+    reply->header = ErrorReply(msg.header, session.status(), &reply->payload);
+    SendReply(conn, reply);
+    spdlog::warn("data plane: {} refused: {}", conn.peer_address(), session.status().ToString());
+    conn.Close(session.status());
+    return true;
+  }
+  const uint32_t tenant = state.tenant.load();
+  if (tenant == kNoTenant) {
+    hello_refused_++;
+    absl::Status s = absl::UnauthenticatedError(
+        absl::StrCat(transport::OpcodeName(msg.header.opcode),
+                     " before HELLO: send HELLO with a session token from Attach first"));
+    auto reply = std::make_shared<Reply>();
+    reply->header = ErrorReply(msg.header, s, &reply->payload);
+    SendReply(conn, reply);
+    spdlog::warn("data plane: {} refused: {}", conn.peer_address(), s.ToString());
+    conn.Close(s);
+    return true;
+  }
+
   if (msg.header.opcode != Opcode::kBatch) {
-    reply->header = Handle(tenant, msg.header, msg.payload, &reply->payload);
-    SendReply(*conn, reply);
-    return;
+    auto reply = std::make_shared<Reply>();
+    std::optional<FrameHeader> h = Handle(tenant, msg.header, msg.payload, &reply->payload, wait);
+    if (!h.has_value()) return false;
+    reply->header = *h;
+    SendReply(conn, reply);
+    return true;
   }
-  FrameView view{msg.header, msg.payload};
-  absl::StatusOr<std::vector<FrameView>> entries = transport::DecodeBatch(view);
-  if (!entries.ok()) {  // the transport validated it; this would be a bug
-    reply->header = ErrorReply(msg.header, entries.status(), &reply->payload);
-    SendReply(*conn, reply);
-    return;
+
+  if (request.reply == nullptr) {  // first time here: decode
+    auto reply = std::make_shared<Reply>();
+    absl::StatusOr<std::vector<FrameView>> entries =
+        transport::DecodeBatch(FrameView{msg.header, msg.payload});
+    if (!entries.ok()) {  // the transport validated it; this would be a bug
+      reply->header = ErrorReply(msg.header, entries.status(), &reply->payload);
+      SendReply(conn, reply);
+      return true;
+    }
+    request.entries = std::move(*entries);
+    reply->batch = std::make_unique<BatchEncoder>();
+    reply->sub_payloads.resize(request.entries.size());  // never resized again: pieces point in
+    request.reply = std::move(reply);
   }
-  reply->batch = std::make_unique<BatchEncoder>();
-  reply->sub_payloads.resize(entries->size());
-  for (size_t i = 0; i < entries->size(); ++i) {
-    const FrameView& e = (*entries)[i];
-    FrameHeader sub = Handle(tenant, e.header, e.payload, &reply->sub_payloads[i]);
-    std::span<const uint8_t> piece(reply->sub_payloads[i]);
-    absl::Status s = reply->batch->Add(
-        sub, piece.empty() ? std::span<const std::span<const uint8_t>>()
-                           : std::span<const std::span<const uint8_t>>(&piece, 1));
+  Reply& reply = *request.reply;
+  for (; request.next < request.entries.size(); ++request.next) {
+    const size_t i = request.next;
+    const FrameView& e = request.entries[i];
+    std::optional<FrameHeader> sub =
+        Handle(tenant, e.header, e.payload, &reply.sub_payloads[i], wait);
+    if (!sub.has_value()) return false;  // entries before i are done; i runs on a worker
+    std::span<const uint8_t> piece(reply.sub_payloads[i]);
+    absl::Status s = reply.batch->Add(
+        *sub, piece.empty() ? std::span<const std::span<const uint8_t>>()
+                            : std::span<const std::span<const uint8_t>>(&piece, 1));
     if (!s.ok()) spdlog::error("data plane: batch reply entry {}: {}", i, s.ToString());
   }
-  reply->header = reply->batch->Header(msg.header.request_id);
-  SendReply(*conn, reply);
+  reply.header = reply.batch->Header(msg.header.request_id);
+  SendReply(conn, request.reply);
+  return true;
 }
 
-FrameHeader DataPlaneServer::Handle(uint32_t tenant, const FrameHeader& request,
-                                    std::span<const uint8_t> payload, std::vector<uint8_t>* out) {
-  requests_++;
+std::optional<FrameHeader> DataPlaneServer::Handle(uint32_t tenant, const FrameHeader& request,
+                                                   std::span<const uint8_t> payload,
+                                                   std::vector<uint8_t>* out, Wait wait) {
   switch (request.opcode) {
     case Opcode::kStore: {
       StoreRequest r;
@@ -249,33 +431,35 @@ FrameHeader DataPlaneServer::Handle(uint32_t tenant, const FrameHeader& request,
       r.checksum = request.checksum;
       if (request.same_filled()) {
         absl::StatusOr<uint64_t> fill = transport::DecodeU64Payload(payload);
-        if (!fill.ok()) return ErrorReply(request, fill.status(), out);
+        if (!fill.ok()) {
+          requests_++;
+          return ErrorReply(request, fill.status(), out);
+        }
         r.same_filled = true;
         r.fill = *fill;
       } else {
         r.payload = absl::Span<const uint8_t>(payload.data(), payload.size());
       }
-      absl::Status s = store_->Store(tenant, request.page, r);
-      return s.ok() ? OkReply(request) : ErrorReply(request, s, out);
+      std::optional<absl::Status> s = wait == Wait::kNever
+                                          ? store_->TryStore(tenant, request.page, r)
+                                          : std::optional(store_->Store(tenant, request.page, r));
+      if (!s.has_value()) return std::nullopt;
+      requests_++;
+      return s->ok() ? OkReply(request) : ErrorReply(request, *s, out);
     }
     case Opcode::kLoad: {
-      absl::StatusOr<LoadedPage> p = store_->Load(tenant, request.page);
-      if (!p.ok()) return ErrorReply(request, p.status(), out);
-      FrameHeader h = OkReply(request);
-      h.codec = transport::Codec(p->codec);
-      h.checksum = p->checksum;
-      if (p->same_filled) {
-        h.flags |= kFlagSameFilled;
-        h.codec = transport::Codec::kNone;
-        auto fill = transport::EncodeU64Payload(p->fill);
-        out->assign(fill.begin(), fill.end());
-      } else {
-        *out = std::move(p->payload);
-      }
-      if (options_.test_corrupt_loads && !out->empty()) (*out)[out->size() / 2] ^= 0x10;
-      h.payload_length = uint32_t(out->size());
-      return h;
+      std::optional<absl::StatusOr<LoadedPage>> p =
+          wait == Wait::kNever ? store_->TryLoad(tenant, request.page)
+                               : std::optional(store_->Load(tenant, request.page));
+      if (!p.has_value()) return std::nullopt;
+      requests_++;
+      return LoadReply(request, *p, out);
     }
+    default:
+      break;
+  }
+  requests_++;
+  switch (request.opcode) {
     case Opcode::kInvalidate: {
       absl::Status s = store_->Invalidate(tenant, request.page);
       return s.ok() ? OkReply(request) : ErrorReply(request, s, out);
@@ -292,14 +476,183 @@ FrameHeader DataPlaneServer::Handle(uint32_t tenant, const FrameHeader& request,
       h.payload_length = uint32_t(out->size());
       return h;
     }
-    case Opcode::kHello:
-    case Opcode::kBatch:
+    default:
       break;
   }
   return ErrorReply(request,
                     absl::InvalidArgumentError(absl::StrCat(transport::OpcodeName(request.opcode),
                                                             " is not allowed here")),
                     out);
+}
+
+FrameHeader DataPlaneServer::LoadReply(const FrameHeader& request,
+                                       absl::StatusOr<LoadedPage>& loaded,
+                                       std::vector<uint8_t>* out) {
+  if (!loaded.ok()) return ErrorReply(request, loaded.status(), out);
+  LoadedPage& page = *loaded;
+  FrameHeader h = OkReply(request);
+  h.codec = transport::Codec(page.codec);
+  h.checksum = page.checksum;
+  if (page.same_filled) {
+    h.flags |= kFlagSameFilled;
+    h.codec = transport::Codec::kNone;
+    auto fill = transport::EncodeU64Payload(page.fill);
+    out->assign(fill.begin(), fill.end());
+  } else {
+    *out = std::move(page.payload);
+  }
+  if (options_.test_corrupt_loads && !out->empty()) (*out)[out->size() / 2] ^= 0x10;
+  h.payload_length = uint32_t(out->size());
+  return h;
+}
+
+// --- the workers ----------------------------------------------------------------------
+
+// LoadRun is a run of consecutive LOADs taken together from the head of one
+// connection's queue: the pages to read and, as they are read, the results.
+// The worker that owns the connection and idle workers claim pages one at a
+// time (`claimed`); only the owner sends replies. Thread-safe; shared by
+// the owner and the helper-read entries that point at it.
+struct DataPlaneServer::LoadRun {
+  LoadRun(PageStore* s, uint32_t t, std::vector<uint64_t> p)
+      : store(s), tenant(t), pages(std::move(p)), claimed(pages.size()), results(pages.size()) {}
+
+  // TryRun reads page i unless another thread has claimed it.
+  void TryRun(size_t i) {
+    if (claimed[i].exchange(true)) return;
+    absl::StatusOr<LoadedPage> r = store->Load(tenant, pages[i]);
+    MutexLock l(&mu);
+    results[i] = std::move(r);
+    done.SignalAll();
+  }
+
+  PageStore* const store;
+  const uint32_t tenant;
+  const std::vector<uint64_t> pages;
+  std::vector<std::atomic<bool>> claimed;
+  Mutex mu;  // a leaf: taken with no other lock held
+  CondVar done;
+  std::vector<std::optional<absl::StatusOr<LoadedPage>>> results ABSL_GUARDED_BY(mu);
+};
+
+void DataPlaneServer::WorkerLoop() {
+  for (;;) {
+    std::shared_ptr<ConnState> state;
+    std::shared_ptr<LoadRun> loads;
+    size_t index = 0;
+    {
+      MutexLock l(&mu_);
+      while (ready_.empty() && helper_reads_.empty() && !stopping_) work_cv_.Wait(&mu_);
+      if (!helper_reads_.empty()) {  // short, and someone replies after it: first
+        std::tie(loads, index) = std::move(helper_reads_.front());
+        helper_reads_.pop_front();
+      } else if (!ready_.empty()) {
+        state = std::move(ready_.front());
+        ready_.pop_front();
+      } else {
+        return;  // stopping, and everything queued is done
+      }
+    }
+    if (loads != nullptr) {
+      loads->TryRun(index);
+    } else {
+      RunQueued(state);
+    }
+  }
+}
+
+std::unique_ptr<DataPlaneServer::Request> DataPlaneServer::PopLocked(ConnState& state,
+                                                                     Connection* conn) {
+  state.mu.AssertHeld();
+  std::unique_ptr<Request> request = std::move(state.queue.front());
+  state.queue.pop_front();
+  state.queue_bytes -= request->bytes();
+  queued_--;
+  if (state.reading_paused &&
+      state.queue.size() <= options_.max_queued_requests_per_connection / 2 &&
+      state.queue_bytes <= options_.max_queued_bytes_per_connection / 2) {
+    state.reading_paused = false;
+    if (conn != nullptr) conn->PauseReading(false);
+  }
+  return request;
+}
+
+void DataPlaneServer::RunQueued(const std::shared_ptr<ConnState>& state) {
+  std::shared_ptr<Connection> conn = state->conn.lock();  // null once closed
+  for (size_t turn = 0; turn < kRequestsPerTurn;) {
+    std::vector<std::unique_ptr<Request>> run;
+    {
+      MutexLock l(&state->mu);
+      if (state->queue.empty()) {
+        state->handed_off = false;  // the I/O thread runs the next frame itself
+      } else {
+        run.push_back(PopLocked(*state, conn.get()));
+        while (IsPlainLoad(*run.back()) && run.size() < kMaxLoadRun && !state->queue.empty() &&
+               IsPlainLoad(*state->queue.front())) {
+          run.push_back(PopLocked(*state, conn.get()));
+        }
+      }
+    }
+    if (run.empty()) {
+      FARSWAP_SYNC_POINT("DataPlane::Drained");
+      return;
+    }
+    turn += run.size();
+    FARSWAP_SYNC_POINT("DataPlane::BeforeQueuedRequest");
+    if (run.size() == 1) {
+      Execute(*state, conn, *run.front(), Wait::kAllowed);
+    } else {
+      RunLoads(*state, conn, run);
+    }
+  }
+  // The turn is over with frames (maybe) left: back of the line. Its
+  // handed_off stays true, so nobody else puts it on ready_ meanwhile.
+  MutexLock l(&mu_);
+  ready_.push_back(state);
+  work_cv_.Signal();
+}
+
+void DataPlaneServer::RunLoads(ConnState& state, const std::shared_ptr<Connection>& conn,
+                               const std::vector<std::unique_ptr<Request>>& run) {
+  const uint32_t tenant = state.tenant.load();
+  if (conn == nullptr || !conn->is_open() || tenant == kNoTenant) {
+    for (const auto& r : run) Execute(state, conn, *r, Wait::kAllowed);  // refuses or skips
+    return;
+  }
+  std::vector<uint64_t> pages;
+  for (const auto& r : run) pages.push_back(r->msg.header.page);
+  auto loads = std::make_shared<LoadRun>(store_, tenant, std::move(pages));
+  load_runs_++;
+  {
+    MutexLock l(&mu_);
+    for (size_t i = 1; i < run.size(); ++i) helper_reads_.emplace_back(loads, i);
+    work_cv_.SignalAll();
+  }
+  size_t ahead = 1;  // the next page this worker may read while a helper has page i
+  for (size_t i = 0; i < run.size(); ++i) {
+    loads->TryRun(i);  // ours, unless a helper is reading it already
+    absl::StatusOr<LoadedPage> loaded;
+    ahead = std::max(ahead, i + 1);
+    for (;;) {
+      {
+        MutexLock l(&loads->mu);
+        if (loads->results[i].has_value()) {
+          loaded = std::move(*loads->results[i]);
+          break;
+        }
+        if (ahead >= run.size()) {  // nothing left to read: wait for the helper
+          while (!loads->results[i].has_value()) loads->done.Wait(&loads->mu);
+          loaded = std::move(*loads->results[i]);
+          break;
+        }
+      }
+      loads->TryRun(ahead++);  // read ahead rather than wait
+    }
+    requests_++;
+    auto reply = std::make_shared<Reply>();
+    reply->header = LoadReply(run[i]->msg.header, loaded, &reply->payload);
+    SendReply(*conn, reply);
+  }
 }
 
 }  // namespace farswap::server

@@ -190,6 +190,19 @@ int Serve(const Flags& f) {
   if (f.test_corrupt_loads) spdlog::warn("--test-corrupt-loads: every LOAD reply is corrupted");
   DataPlaneServer data_plane(store->get(), &*tenants, transport->get(),
                              {.workers = f.workers, .test_corrupt_loads = f.test_corrupt_loads});
+  // The data plane's connection handlers point at it, and the transport's
+  // I/O threads may call them until the transport's Shutdown returns. So on
+  // every way out of here (the early error returns too), stop the data
+  // plane (it finishes queued work), then the transport, and only then let
+  // data_plane go. Both Shutdowns are idempotent.
+  struct StopDataPath {
+    DataPlaneServer& data_plane;
+    transport::Transport& transport;
+    ~StopDataPath() {
+      data_plane.Shutdown();
+      transport.Shutdown();
+    }
+  } stop_data_path{data_plane, **transport};
   if (absl::Status s = data_plane.Listen(std::string(transport::StripScheme(f.data_addr)));
       !s.ok()) {
     spdlog::error("cannot start: data plane on {}: {}", f.data_addr, s.ToString());

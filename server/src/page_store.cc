@@ -109,7 +109,8 @@ PageStore::~PageStore() {
 
 // --- store ----------------------------------------------------------------------------
 
-absl::StatusOr<alloc::ZsHandle> PageStore::AllocateInPool(size_t len, RejectReason* reason) {
+std::optional<absl::StatusOr<alloc::ZsHandle>> PageStore::AllocateInPool(size_t len, Wait wait,
+                                                                         RejectReason* reason) {
   *reason = RejectReason::kPoolFull;
   for (int attempt = 0;; ++attempt) {
     absl::StatusOr<alloc::ZsHandle> h = pool_->Malloc(len);
@@ -121,6 +122,9 @@ absl::StatusOr<alloc::ZsHandle> PageStore::AllocateInPool(size_t len, RejectReas
       return h.status();
     }
     if (attempt >= options_.store_retries) return h.status();
+    // Only attempt 0 can get here without having waited: a failed Malloc
+    // takes nothing, so "would block" leaves no trace.
+    if (wait == Wait::kNever) return std::nullopt;
     if (worker_ != nullptr) {
       // Block until a whole pass that started after this request has
       // finished: a condition signalled by writeback progress, not a sleep.
@@ -147,8 +151,22 @@ absl::StatusOr<alloc::ZsHandle> PageStore::AllocateInPool(size_t len, RejectReas
 }
 
 absl::Status PageStore::Store(uint32_t tenant, uint64_t page, const StoreRequest& request) {
-  counters_.stores.fetch_add(1, std::memory_order_relaxed);
+  return *StoreImpl(tenant, page, request, Wait::kAllowed);  // never nullopt when it may wait
+}
+
+std::optional<absl::Status> PageStore::TryStore(uint32_t tenant, uint64_t page,
+                                                const StoreRequest& request) {
+  return StoreImpl(tenant, page, request, Wait::kNever);
+}
+
+std::optional<absl::Status> PageStore::StoreImpl(uint32_t tenant, uint64_t page,
+                                                 const StoreRequest& request, Wait wait) {
+  // Nothing before AllocateInPool has an effect, so a "would block" there
+  // leaves no trace; `stores` is counted once the attempt is certain to be
+  // answered (it is counted before the answer, as the stats always were).
+  auto count_store = [this] { counters_.stores.fetch_add(1, std::memory_order_relaxed); };
   if (draining_.load(std::memory_order_relaxed)) {
+    count_store();
     return Reject(tenant, page, RejectReason::kDraining,
                   absl::FailedPreconditionError(
                       absl::StrCat("store of ", KeyName(tenant, page),
@@ -156,6 +174,7 @@ absl::Status PageStore::Store(uint32_t tenant, uint64_t page, const StoreRequest
   }
   const size_t len = request.same_filled ? 0 : request.payload.size();
   if (!request.same_filled && (len == 0 || len > kBlockSize)) {
+    count_store();
     return FailStore(
         tenant, page,
         absl::InvalidArgumentError(absl::StrCat("store of ", KeyName(tenant, page), ": payload of ",
@@ -166,7 +185,10 @@ absl::Status PageStore::Store(uint32_t tenant, uint64_t page, const StoreRequest
   alloc::ZsHandle handle;
   if (!request.same_filled) {
     RejectReason reason = RejectReason::kPoolFull;
-    absl::StatusOr<alloc::ZsHandle> h = AllocateInPool(len, &reason);
+    std::optional<absl::StatusOr<alloc::ZsHandle>> allocated = AllocateInPool(len, wait, &reason);
+    if (!allocated.has_value()) return std::nullopt;  // would block: nothing done
+    count_store();
+    absl::StatusOr<alloc::ZsHandle>& h = *allocated;
     if (!h.ok()) {
       if (h.status().code() != absl::StatusCode::kResourceExhausted) {
         return FailStore(tenant, page, h.status());
@@ -183,6 +205,8 @@ absl::Status PageStore::Store(uint32_t tenant, uint64_t page, const StoreRequest
           tenant, page,
           absl::InternalError(absl::StrCat("store of ", KeyName(tenant, page), ": ", s.message())));
     }
+  } else {
+    count_store();
   }
 
   // Sync point: allocated and copied, not yet published. No locks held.
@@ -302,13 +326,25 @@ void PageStore::ReleaseEntryResources(Entry& e) {
 // --- load -------------------------------------------------------------------------------
 
 absl::StatusOr<LoadedPage> PageStore::Load(uint32_t tenant, uint64_t page) {
-  counters_.loads.fetch_add(1, std::memory_order_relaxed);
+  return *LoadImpl(tenant, page, Wait::kAllowed);  // never nullopt when it may wait
+}
+
+std::optional<absl::StatusOr<LoadedPage>> PageStore::TryLoad(uint32_t tenant, uint64_t page) {
+  return LoadImpl(tenant, page, Wait::kNever);
+}
+
+std::optional<absl::StatusOr<LoadedPage>> PageStore::LoadImpl(uint32_t tenant, uint64_t page,
+                                                              Wait wait) {
   const PageKey key{tenant, page};
   // The key lock is held across a backing-store read: the block cannot be
   // freed or reused under us, so nothing needs re-validating, at the price
-  // of delaying other keys on the same stripe for one 4 KiB read.
+  // of delaying other keys on the same stripe (a TryLoad or TryStore on an
+  // I/O thread included) for one 4 KiB read.
   MutexLock kl(&key_locks_->For(key));
   Entry* e = index_->Find(key);
+  // Decided before anything is touched, so "would block" has no effect.
+  if (wait == Wait::kNever && e != nullptr && e->state == EntryState::kOnDisk) return std::nullopt;
+  counters_.loads.fetch_add(1, std::memory_order_relaxed);
   if (e == nullptr) {
     counters_.load_misses.fetch_add(1, std::memory_order_relaxed);
     return absl::NotFoundError(absl::StrCat(KeyName(tenant, page), " is not stored"));

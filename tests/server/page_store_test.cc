@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -233,6 +234,94 @@ TEST(PageStoreLimitsTest, FailedStoreErasesTheOlderVersion) {
   absl::Status s = StorePayload(*store, 1, 0, Payload(1000, 4000), 101);
   ASSERT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
   EXPECT_EQ(store->Load(1, 0).status().code(), absl::StatusCode::kNotFound);
+}
+
+// TryStore where Store would wait for writeback: "would block", and no
+// trace of the attempt — the older version stays (a failed Store would have
+// erased it), nothing is counted — until Store, allowed to wait, succeeds.
+TEST(PageStoreTryTest, TryStoreThatWouldWaitForWritebackHasNoEffect) {
+  MemoryBlockDevice ssd(64);
+  auto store = NewStore(
+      {.limits = {.pool_limit_bytes = 32 << 10}, .backing = &ssd, .start_writeback_worker = false});
+  ASSERT_TRUE(StorePayload(*store, 1, 0, Payload(0, 100), 100).ok());
+  uint64_t p = 1;
+  for (;; ++p) {
+    ASSERT_LT(p, 100u) << "the pool never filled";
+    std::optional<absl::Status> s =
+        store->TryStore(1, p, {.payload = Payload(p, 3000), .checksum = p});
+    if (!s.has_value()) break;
+    ASSERT_TRUE(s->ok()) << *s;
+  }
+  const PageStoreStats before = store->GetStats();
+  // Neither a new page nor a bigger version of page 0 fits without writeback.
+  EXPECT_FALSE(store->TryStore(1, p, {.payload = Payload(p, 3000), .checksum = p}).has_value());
+  EXPECT_FALSE(store->TryStore(1, 0, {.payload = Payload(1000, 4000), .codec = 1, .checksum = 101})
+                   .has_value());
+  const PageStoreStats after = store->GetStats();
+  EXPECT_EQ(after.stores, before.stores);
+  EXPECT_EQ(after.rejects, before.rejects);
+  EXPECT_EQ(after.stored_pages, before.stored_pages);
+  EXPECT_EQ(after.pool.objects, before.pool.objects);
+  EXPECT_EQ(after.written_back_pages, 0u);
+  ExpectPage(*store, 1, 0, Payload(0, 100), 100);  // the older version is still there
+
+  // The blocking form runs writeback (direct reclaim here) and succeeds.
+  ASSERT_TRUE(StorePayload(*store, 1, 0, Payload(1000, 4000), 101).ok());
+  ExpectPage(*store, 1, 0, Payload(1000, 4000), 101);
+  EXPECT_GT(store->GetStats().written_back_pages, 0u);
+  EXPECT_EQ(store->GetStats().stores, before.stores + 1);
+}
+
+// Where Store would not wait, TryStore is Store: a refusal is a refusal,
+// with Store's effects (the older version erased).
+TEST(PageStoreTryTest, TryStoreThatCannotWaitAnywayIsAnAnswer) {
+  auto store = NewStore({.limits = {.pool_limit_bytes = 32 << 10}});  // no backing store
+  ASSERT_TRUE(StorePayload(*store, 1, 0, Payload(0, 100), 100).ok());
+  std::optional<absl::Status> s;
+  for (uint64_t p = 1; p < 100; ++p) {
+    s = store->TryStore(1, p, {.payload = Payload(p, 3000), .checksum = p});
+    ASSERT_TRUE(s.has_value()) << "nothing to wait for without a backing store";
+    if (!s->ok()) break;
+  }
+  ASSERT_EQ(s->code(), absl::StatusCode::kResourceExhausted) << *s;
+  s = store->TryStore(1, 0, {.payload = Payload(1000, 4000), .checksum = 101});
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->code(), absl::StatusCode::kResourceExhausted) << *s;
+  EXPECT_EQ(store->Load(1, 0).status().code(), absl::StatusCode::kNotFound);
+  // Bad lengths and same-filled pages never wait.
+  s = store->TryStore(1, 1, {.payload = Payload(1, 4097), .checksum = 1});
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->code(), absl::StatusCode::kInvalidArgument);
+  s = store->TryStore(1, 2, {.same_filled = true, .fill = 7});
+  ASSERT_TRUE(s.has_value());
+  EXPECT_TRUE(s->ok()) << *s;
+}
+
+// TryLoad answers from the pool (and NOT_FOUND) and says "would block" for
+// a written-back page, without counting it; Load then reads it.
+TEST(PageStoreTryTest, TryLoadOfAWrittenBackPageWouldBlock) {
+  MemoryBlockDevice ssd(64);
+  auto store = NewStore({.backing = &ssd, .start_writeback_worker = false});
+  ASSERT_TRUE(StorePayload(*store, 1, 0, Payload(0, 500), 10).ok());
+  ASSERT_EQ(store->RunWritebackOnce(), WritebackOutcome::kWrittenBack);
+  ASSERT_TRUE(StorePayload(*store, 1, 1, Payload(1, 600), 11).ok());
+
+  std::optional<absl::StatusOr<LoadedPage>> in_pool = store->TryLoad(1, 1);
+  ASSERT_TRUE(in_pool.has_value());
+  ASSERT_TRUE(in_pool->ok()) << in_pool->status();
+  EXPECT_EQ((*in_pool)->payload, Payload(1, 600));
+  EXPECT_EQ((*in_pool)->checksum, 11u);
+  std::optional<absl::StatusOr<LoadedPage>> missing = store->TryLoad(1, 2);
+  ASSERT_TRUE(missing.has_value());
+  EXPECT_EQ(missing->status().code(), absl::StatusCode::kNotFound);
+
+  const PageStoreStats before = store->GetStats();
+  EXPECT_FALSE(store->TryLoad(1, 0).has_value());
+  const PageStoreStats after = store->GetStats();
+  EXPECT_EQ(after.loads, before.loads);
+  EXPECT_EQ(after.backing_reads, before.backing_reads);
+  ExpectPage(*store, 1, 0, Payload(0, 500), 10);
+  EXPECT_EQ(store->GetStats().backing_reads, before.backing_reads + 1);
 }
 
 // With the worker running, stores far beyond the pool limit all succeed:

@@ -31,6 +31,13 @@
 // never reads costs the server at most one read beyond the limit,
 // and cannot slow any other connection.
 //
+// The owner may pause reading too (PauseReading, any thread): it sets
+// owner_pause_requested_ and posts ApplyOwnerPause, which makes the epoll
+// interest follow the latest request. HandleReadable checks the flag before
+// each read, so a pause asked for from inside on_receive stops reading at
+// once, without touching epoll from inside the callback. Reading happens
+// only when neither the output queue nor the owner asks for a pause.
+//
 // Locking. Each TcpConnection has one mutex, mu_, guarding its output queue
 // and closed state; IoLoop::mu_ guards the loop's task queue. No code holds
 // two of these at once (Send releases mu_ before IoLoop::Post), so there is
@@ -88,6 +95,8 @@ void TcpConnection::Register() {
   }
   registration_ = *reg;
   registered_ = true;
+  ApplyOwnerPause();  // a pause asked for before registration
+  if (fd_ < 0) return;
   FlushOutput();  // frames sent before registration
 }
 
@@ -252,6 +261,27 @@ ConnectionStats TcpConnection::stats() const {
   return s;
 }
 
+void TcpConnection::PauseReading(bool paused) {
+  owner_pause_requested_.store(paused, std::memory_order_release);
+  auto self = shared_from_this();
+  // Always posted: the caller may be inside this connection's on_receive,
+  // where an epoll failure's CloseNow would destroy the running handler. If
+  // the loop has stopped, the connection is closing anyway.
+  loop_->Post([self] { self->ApplyOwnerPause(); });
+}
+
+void TcpConnection::ApplyOwnerPause() {
+  if (fd_ < 0 || !registered_) return;
+  const bool want = owner_pause_requested_.load(std::memory_order_acquire);
+  if (want == owner_paused_) return;
+  owner_paused_ = want;
+  if (want) {
+    read_pauses_.fetch_add(1, std::memory_order_relaxed);
+    spdlog::debug("farswap transport: reads from {} paused by the owner", peer_);
+  }
+  UpdateInterest();
+}
+
 void TcpConnection::OnEvents(uint32_t events) {
   if (events & (EPOLLERR | EPOLLHUP)) {
     int err = 0;
@@ -367,8 +397,8 @@ void TcpConnection::ApplyBackPressure() {
 }
 
 void TcpConnection::UpdateInterest() {
-  uint32_t events =
-      (reading_paused_ ? 0u : uint32_t{EPOLLIN}) | (want_write_ ? uint32_t{EPOLLOUT} : 0u);
+  uint32_t events = (reading_paused_ || owner_paused_ ? 0u : uint32_t{EPOLLIN}) |
+                    (want_write_ ? uint32_t{EPOLLOUT} : 0u);
   if (absl::Status s = loop_->Modify(registration_, fd_, events); !s.ok()) {
     CloseNow(absl::UnavailableError(s.message()));
   }
@@ -377,7 +407,7 @@ void TcpConnection::UpdateInterest() {
 void TcpConnection::HandleReadable() {
   std::vector<IncomingMessage> messages;
   size_t budget = kReadBudget;
-  while (budget > 0 && !reading_paused_ && fd_ >= 0) {
+  while (budget > 0 && reading_allowed() && fd_ >= 0) {
     // Make room: compact consumed bytes, then grow to fit the frame in
     // progress (never beyond one maximal frame plus a chunk).
     if (in_begin_ > 0) {

@@ -57,6 +57,8 @@ class TcpConnection final : public Connection,
 
   ConnectionStats stats() const override;
 
+  void PauseReading(bool paused) override;
+
   void OnEvents(uint32_t events) override;
 
   void OnLoopShutdown() override { CloseNow(absl::UnavailableError("transport shut down")); }
@@ -87,6 +89,15 @@ class TcpConnection final : public Connection,
   void ApplyBackPressure();
 
   void UpdateInterest();
+
+  // ApplyOwnerPause makes the epoll interest follow owner_pause_requested_
+  // (loop thread).
+  void ApplyOwnerPause();
+  // reading_allowed: neither back-pressure nor the owner pauses reading
+  // (loop thread).
+  bool reading_allowed() const {
+    return !reading_paused_ && !owner_pause_requested_.load(std::memory_order_acquire);
+  }
 
   // HandleReadable reads, decodes and delivers frames. After each read's
   // frames are delivered, replies are flushed and back-pressure applied, so
@@ -125,7 +136,8 @@ class TcpConnection final : public Connection,
   ConnectionHandler handler_;
   IoLoop::Registration registration_ = 0;
   bool registered_ = false;
-  bool reading_paused_ = false;
+  bool reading_paused_ = false;  // by back-pressure (the output queue)
+  bool owner_paused_ = false;    // by PauseReading, as the epoll interest shows it
   // delivering_: on_receive is running (Send then queues instead of writing
   // inline; read by Send only on the loop thread).
   bool delivering_ = false;
@@ -134,6 +146,9 @@ class TcpConnection final : public Connection,
   size_t in_begin_ = 0;
   size_t in_end_ = 0;
   size_t frame_need_ = 0;  // size of the frame being buffered, once known
+
+  // owner_pause_requested_: the latest PauseReading argument (any thread).
+  std::atomic<bool> owner_pause_requested_{false};
 
   std::atomic<uint64_t> frames_sent_{0}, frames_received_{0}, bytes_sent_{0}, bytes_received_{0},
       read_pauses_{0}, inline_writes_{0};

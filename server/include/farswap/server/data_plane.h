@@ -14,29 +14,52 @@
 // pages.
 //
 // Requests. STORE, LOAD, INVALIDATE, INVALIDATE_RANGE and PING, alone or in
-// a BATCH (whose reply is a BATCH of the sub-replies, in order). Replies
-// echo the request id and carry the page store's status code with its
-// message (RESOURCE_EXHAUSTED with the reason, NOT_FOUND, DATA_LOSS, ...).
-// HELLO is handled on the transport's I/O thread (it is a map lookup, and
-// it must complete before the frames behind it); everything else runs on a
-// small worker pool, because a store may wait for writeback and a load may
-// read the backing store, and I/O threads must not block. Replies may
-// therefore leave in a different order than requests came: clients match
-// them by request id.
+// a BATCH (whose reply is a BATCH of the sub-replies, in entry order; an
+// entry that fails fails alone). Replies echo the request id and carry the
+// page store's status code with its message (RESOURCE_EXHAUSTED with the
+// reason, NOT_FOUND, DATA_LOSS, ...).
+//
+// Where requests run (DESIGN.md §6a, "run to completion"). A request that
+// cannot block runs to completion on the transport I/O thread that read it,
+// and that thread sends its reply: no thread hand-off. Only a STORE that
+// must wait for writeback to make room, and a LOAD of a page that was
+// written back (a backing-store read), go to a small worker pool. Once one
+// request of a connection has gone to the workers, every later request of
+// that connection (and the rest of its BATCH) queues behind it, and the
+// connection's queue is run by one worker at a time; when it drains, the
+// I/O thread runs that connection's requests itself again. The one thing
+// that worker shares is reading: for a run of consecutive LOADs at the head
+// of the queue, idle workers read pages too (a device serves several reads
+// at once, and loads commute), while the owning worker sends every reply,
+// in order.
+//
+// Ordering guarantee. Requests on one connection take effect in the order
+// they were sent, and their replies are sent in that order (a BATCH's
+// entries too). Across connections there is no order.
+//
+// Back-pressure. Requests waiting for a worker count against a bound per
+// connection (DataPlaneOptions::max_queued_requests_per_connection and
+// max_queued_bytes_per_connection); past it the node stops reading that
+// connection (Connection::PauseReading) until its queue drains to half, so
+// one client cannot grow the node's memory and the other connections are
+// not affected. The transport also stops reading a connection whose replies
+// are not being read. Back-pressure is never a failure.
 //
 // Malformed frames never get here: the transport validates every header and
 // closes the connection with the reason.
 //
 // Thread safety: DataPlaneServer is safe for concurrent use; Shutdown must
-// not run on a transport I/O thread.
+// not run on a transport I/O thread. Its connection handlers point at it:
+// shut the transport down (or at least call Shutdown here, then the
+// transport's Shutdown) before destroying it.
 #ifndef FARSWAP_SERVER_DATA_PLANE_H_
 #define FARSWAP_SERVER_DATA_PLANE_H_
 
 #include <atomic>
 #include <cstdint>
 #include <deque>
-#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,7 +73,16 @@
 namespace farswap::server {
 
 struct DataPlaneOptions {
-  int workers = 2;  // threads running page-store operations
+  int workers = 2;  // threads running the requests that may block
+  // max_queued_requests_per_connection, max_queued_bytes_per_connection: a
+  // connection whose requests waiting for a worker reach either bound stops
+  // being read until both are back at half. Frames (a BATCH is one) and
+  // their bytes as received. 1024 frames is 64 clients' worth of a typical
+  // 16-deep window; 8 MiB matches the transport's default output-queue
+  // bound (TransportOptions::max_output_queue_bytes) and holds eight
+  // maximal BATCHes. Overshoot: at most one read's frames (kMaxFrameSize).
+  uint64_t max_queued_requests_per_connection = 1024;
+  uint64_t max_queued_bytes_per_connection = uint64_t{8} << 20;
   // test_corrupt_loads: TEST ONLY. Flip one bit of every OK LOAD reply's
   // payload (the checksum is left alone), so clients' end-to-end
   // verification and replica failover can be tested against a real node.
@@ -62,6 +94,14 @@ struct DataPlaneStats {
   uint64_t connections_open = 0;
   uint64_t hello_refused = 0;  // wrong or missing token
   uint64_t requests = 0;       // frames handled (a BATCH counts its entries)
+  // requests_to_workers: frames that went to the workers (each at most once;
+  // a would-block request and every one queued behind it).
+  uint64_t requests_to_workers = 0;
+  uint64_t queued_requests = 0;       // frames waiting for a worker now, all connections
+  uint64_t queued_requests_peak = 0;  // the most one connection has had waiting
+  uint64_t read_pauses = 0;           // times a connection stopped being read for it
+  // load_runs: runs of consecutive queued LOADs read in parallel (RunLoads).
+  uint64_t load_runs = 0;
 };
 
 class DataPlaneServer {
@@ -77,26 +117,55 @@ class DataPlaneServer {
   absl::Status Listen(const std::string& address);
   // address is the bound address, with its scheme ("tcp://127.0.0.1:41234").
   std::string address() const;
-  // Shutdown stops accepting, finishes queued work, joins the workers.
-  // Idempotent.
+  // Shutdown stops accepting, finishes the work queued for the workers and
+  // joins them. A request that arrives afterwards closes its connection
+  // (UNAVAILABLE). Idempotent.
   void Shutdown();
 
   DataPlaneStats stats() const;
 
  private:
   struct ConnState;
-  using Work = std::function<void()>;
+  struct Request;
+  struct LoadRun;
+  enum class Wait { kAllowed, kNever };
 
   transport::ConnectionHandler Accept(std::shared_ptr<transport::Connection> conn);
   void OnReceive(const std::shared_ptr<ConnState>& state,
                  std::span<transport::IncomingMessage> messages);
-  void Enqueue(Work work);
+  // Execute runs `request` (any frame) for the connection. With
+  // Wait::kNever it returns false, having run only what could not block
+  // (BATCH entries before the first that would), when the request must go
+  // to a worker; otherwise it has replied (or closed) and returns true.
+  bool Execute(ConnState& state, const std::shared_ptr<transport::Connection>& conn,
+               Request& request, Wait wait);
+  // HandOff queues `request` (the connection's first to wait) for the
+  // workers; the caller is the connection's I/O thread.
+  void HandOff(const std::shared_ptr<ConnState>& state, transport::Connection& conn,
+               std::unique_ptr<Request> request);
+  void QueueLocked(ConnState& state, transport::Connection& conn, std::unique_ptr<Request> request);
   void WorkerLoop();
-  // Handle runs one request (not HELLO, not BATCH) for `tenant`; the reply's
-  // payload is appended to *payload (which must stay alive until sent).
-  transport::FrameHeader Handle(uint32_t tenant, const transport::FrameHeader& request,
-                                std::span<const uint8_t> payload, std::vector<uint8_t>* out);
-  void HandleAndReply(const std::shared_ptr<ConnState>& state, transport::IncomingMessage msg);
+  // RunQueued runs one turn of a handed-off connection's queue (worker).
+  void RunQueued(const std::shared_ptr<ConnState>& state);
+  // PopLocked takes the queue's head, resuming reads once it is at half;
+  // the caller holds state.mu.
+  std::unique_ptr<Request> PopLocked(ConnState& state, transport::Connection* conn);
+  // RunLoads runs `run`, consecutive plain LOADs from the head of the
+  // connection's queue: their pages are read by this worker and idle ones
+  // at once, and this worker replies to each, in order (worker).
+  void RunLoads(ConnState& state, const std::shared_ptr<transport::Connection>& conn,
+                const std::vector<std::unique_ptr<Request>>& run);
+  static bool IsPlainLoad(const Request& r);
+  // LoadReply makes a LOAD's reply from what the store returned.
+  transport::FrameHeader LoadReply(const transport::FrameHeader& request,
+                                   absl::StatusOr<LoadedPage>& loaded, std::vector<uint8_t>* out);
+  // Handle runs one request (not HELLO, not BATCH) for `tenant`; the
+  // reply's payload goes to *out (which must stay alive until sent).
+  // nullopt (only with Wait::kNever) when it would block; nothing was done.
+  std::optional<transport::FrameHeader> Handle(uint32_t tenant,
+                                               const transport::FrameHeader& request,
+                                               std::span<const uint8_t> payload,
+                                               std::vector<uint8_t>* out, Wait wait);
 
   PageStore* const store_;
   TenantRegistry* const tenants_;
@@ -104,13 +173,22 @@ class DataPlaneServer {
   const DataPlaneOptions options_;
   std::unique_ptr<transport::Listener> listener_;
 
+  // Lock order: ConnState::mu -> mu_ is never needed; each is taken alone
+  // (ConnState::mu may be held while calling Connection::PauseReading).
   Mutex mu_;
   CondVar work_cv_;
-  std::deque<Work> queue_ ABSL_GUARDED_BY(mu_);
+  // ready_: handed-off connections waiting for a worker turn, each at most
+  // once (only the connection's current owner puts it here).
+  std::deque<std::shared_ptr<ConnState>> ready_ ABSL_GUARDED_BY(mu_);
+  // helper_reads_: pages of LoadRuns any worker may read (entries whose
+  // page the owner has claimed meanwhile are dropped when taken).
+  std::deque<std::pair<std::shared_ptr<LoadRun>, size_t>> helper_reads_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> stopped_{false};  // stopping_, for I/O threads' fast check
   std::vector<std::thread> workers_;
 
   std::atomic<uint64_t> accepted_{0}, open_{0}, hello_refused_{0}, requests_{0};
+  std::atomic<uint64_t> to_workers_{0}, queued_{0}, queued_peak_{0}, read_pauses_{0}, load_runs_{0};
 };
 
 }  // namespace farswap::server

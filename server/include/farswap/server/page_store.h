@@ -21,6 +21,13 @@
 //    elsewhere; keeping the older version here could later hand it out as if
 //    it were current. So a Load returns the newest acknowledged version or
 //    NOT_FOUND, never an older one.
+//  - TryStore and TryLoad are the non-blocking forms, for threads that must
+//    not wait (the data plane's transport I/O threads). Where Store would
+//    wait for writeback to make room, or Load would read the backing store,
+//    they return std::nullopt ("would block") and have no effect at all —
+//    nothing is stored, erased or counted — so the caller retries the
+//    blocking form on a thread that may wait, as if the first try never
+//    happened. They may still wait briefly for a key's lock (see Load).
 //  - Backing-store errors (a failed read or write, or a block that does not
 //    read back what was written) are sticky (Health()); after one,
 //    writeback stops, pages stay in the pool, stores that need room are
@@ -38,6 +45,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -197,9 +205,21 @@ class PageStore {
   // On any error the key holds no data afterwards (see the file comment).
   absl::Status Store(uint32_t tenant, uint64_t page, const StoreRequest& request);
 
+  // TryStore is Store that never waits for writeback: when the pool is full
+  // and only a writeback pass could make room, it returns std::nullopt and
+  // has no effect (the key keeps whatever it held, no counter moves);
+  // otherwise it returns exactly what Store would.
+  std::optional<absl::Status> TryStore(uint32_t tenant, uint64_t page, const StoreRequest& request);
+
   // Load returns the page. NOT_FOUND when it is not stored; DATA_LOSS when
   // it was written back and the backing store cannot return it intact.
   absl::StatusOr<LoadedPage> Load(uint32_t tenant, uint64_t page);
+
+  // TryLoad is Load that never reads the backing store: for a page that was
+  // written back it returns std::nullopt and has no effect (the page's
+  // referenced bit and the counters are untouched); otherwise it returns
+  // exactly what Load would.
+  std::optional<absl::StatusOr<LoadedPage>> TryLoad(uint32_t tenant, uint64_t page);
 
   // Invalidate drops the page; a page that is not stored is not an error.
   absl::Status Invalidate(uint32_t tenant, uint64_t page);
@@ -250,9 +270,21 @@ class PageStore {
     std::array<uint64_t, kRejectReasonCount> rejects{};
   };
 
+  // Wait says whether a store or load may wait for writeback or the
+  // backing store (the blocking forms) or must not (the Try forms).
+  enum class Wait { kAllowed, kNever };
+
+  // StoreImpl and LoadImpl are Store/Load and TryStore/TryLoad; nullopt
+  // (only with Wait::kNever) means "would block", with no effect.
+  std::optional<absl::Status> StoreImpl(uint32_t tenant, uint64_t page, const StoreRequest& request,
+                                        Wait wait);
+  std::optional<absl::StatusOr<LoadedPage>> LoadImpl(uint32_t tenant, uint64_t page, Wait wait);
   // AllocateInPool mallocs `len` bytes, waiting for (or running) writeback
-  // while the pool is full. On RESOURCE_EXHAUSTED sets *reason.
-  absl::StatusOr<alloc::ZsHandle> AllocateInPool(size_t len, RejectReason* reason);
+  // while the pool is full. On RESOURCE_EXHAUSTED sets *reason. With
+  // Wait::kNever, where it would wait or run writeback it returns nullopt
+  // instead, having allocated nothing.
+  std::optional<absl::StatusOr<alloc::ZsHandle>> AllocateInPool(size_t len, Wait wait,
+                                                                RejectReason* reason);
   // Reject counts a refusal by reason, then FailStore()s.
   absl::Status Reject(uint32_t tenant, uint64_t page, RejectReason reason, absl::Status status);
   // FailStore erases the key (see the file comment) and returns `status`,

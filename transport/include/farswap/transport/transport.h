@@ -117,6 +117,17 @@ class Connection {
   // peer_address: the remote end, "tcp://ip:port".
   virtual const std::string& peer_address() const = 0;
   virtual ConnectionStats stats() const = 0;
+
+  // PauseReading asks the transport to stop (true) or resume (false) reading
+  // frames from the peer, for the owner's own back-pressure (the memory
+  // node pauses a connection whose requests pile up behind its workers).
+  // Level-triggered and non-blocking: the latest call wins, and it takes
+  // effect on the I/O thread soon after (a read in progress delivers its
+  // frames first). It combines with the transport's own pause for a full
+  // output queue: the connection reads only when neither asks for a pause.
+  // Callers that can race (an I/O thread pausing, a worker resuming) must
+  // order their calls themselves, e.g. by making them under one lock.
+  virtual void PauseReading(bool paused) = 0;
 };
 
 // ConnectionHandler receives a connection's events on its I/O thread.
