@@ -32,10 +32,9 @@ constexpr uint64_t kPage = 4096;
 // attached to them, and pages through the Client.
 class SpawnedClusterBackend final : public PageBackend {
  public:
-  static absl::StatusOr<std::unique_ptr<SpawnedClusterBackend>> Start(int nodes, int replicas,
-                                                                      Codec codec,
-                                                                      const std::string& pool_limit,
-                                                                      uint64_t busy_poll_us) {
+  static absl::StatusOr<std::unique_ptr<SpawnedClusterBackend>> Start(
+      int nodes, int replicas, Codec codec, const std::string& pool_limit, uint64_t busy_poll_us,
+      uint64_t node_io_threads, uint64_t client_io_threads) {
     auto b = std::unique_ptr<SpawnedClusterBackend>(new SpawnedClusterBackend);
     ClientOptions o;
     for (int i = 0; i < nodes; ++i) {
@@ -52,6 +51,7 @@ class SpawnedClusterBackend final : public PageBackend {
     o.codec = codec;
     o.client_name = "farswap-bench region";
     o.busy_poll = absl::Microseconds(int64_t(busy_poll_us));
+    o.io_threads = int(client_io_threads);
     FARSWAP_ASSIGN_OR_RETURN(b->client_, Client::Connect(o));
     b->adapter_ = std::make_unique<ClientPageBackend>(b->client_.get());
     return b;
@@ -92,9 +92,15 @@ absl::StatusOr<std::unique_ptr<PageBackend>> MakeBackend(const Args& args) {
       return absl::InvalidArgumentError("--replicas: 1..the number of nodes");
     }
     FARSWAP_ASSIGN_OR_RETURN(uint64_t busy_poll_us, args.GetUint("busy-poll-us", 0));
+    FARSWAP_ASSIGN_OR_RETURN(uint64_t node_io, args.GetUint("node-io-threads", 1));
+    FARSWAP_ASSIGN_OR_RETURN(uint64_t client_io, args.GetUint("client-io-threads", 1));
+    if (node_io < 1 || node_io > 64 || client_io < 1 || client_io > 64) {
+      return absl::InvalidArgumentError("--node-io-threads, --client-io-threads: 1..64");
+    }
     FARSWAP_ASSIGN_OR_RETURN(
         auto cluster, SpawnedClusterBackend::Start(int(nodes), int(replicas), codec,
-                                                   args.Get("pool-limit", "256M"), busy_poll_us));
+                                                   args.Get("pool-limit", "256M"), busy_poll_us,
+                                                   node_io, client_io));
     return std::unique_ptr<PageBackend>(std::move(cluster));
   }
   if (args.Has("replicas")) return absl::InvalidArgumentError("--replicas needs --spawn N");
@@ -139,13 +145,14 @@ std::string FaultBreakdown(const WorkloadResult& far, const RegionStats& s, cons
 
 absl::StatusOr<std::string> Run(int argc, char** argv) {
   FARSWAP_ASSIGN_OR_RETURN(
-      Args args,
-      Args::Parse(argc, argv,
-                  {"size",          "local",    "workload",       "threads",     "ops",
-                   "seed",          "theta",    "write-fraction", "backend",     "codec",
-                   "spawn",         "replicas", "pool-limit",     "evict-batch", "fault-threads",
-                   "evict-threads", "spin-us",  "busy-poll-us",   "no-prefetch", "json"},
-                  {"json", "no-prefetch"}));
+      Args args, Args::Parse(argc, argv,
+                             {"size",        "local",        "workload",        "threads",
+                              "ops",         "seed",         "theta",           "write-fraction",
+                              "backend",     "codec",        "spawn",           "replicas",
+                              "pool-limit",  "evict-batch",  "fault-threads",   "evict-threads",
+                              "spin-us",     "busy-poll-us", "node-io-threads", "client-io-threads",
+                              "no-prefetch", "json"},
+                             {"json", "no-prefetch"}));
   FARSWAP_ASSIGN_OR_RETURN(WorkloadSpec spec, WorkloadFromArgs(args));
   FARSWAP_ASSIGN_OR_RETURN(double local, args.GetDouble("local", 0.25));
   if (local <= 0 || local > 1) return absl::InvalidArgumentError("--local: a fraction in (0, 1]");
