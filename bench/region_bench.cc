@@ -144,15 +144,31 @@ std::string FaultBreakdown(const WorkloadResult& far, const RegionStats& s, cons
 }
 
 absl::StatusOr<std::string> Run(int argc, char** argv) {
-  FARSWAP_ASSIGN_OR_RETURN(
-      Args args, Args::Parse(argc, argv,
-                             {"size",        "local",        "workload",        "threads",
-                              "ops",         "seed",         "theta",           "write-fraction",
-                              "backend",     "codec",        "spawn",           "replicas",
-                              "pool-limit",  "evict-batch",  "fault-threads",   "evict-threads",
-                              "spin-us",     "busy-poll-us", "node-io-threads", "client-io-threads",
-                              "no-prefetch", "json"},
-                             {"json", "no-prefetch"}));
+  FARSWAP_ASSIGN_OR_RETURN(Args args, Args::Parse(argc, argv,
+                                                  {"size",
+                                                   "local",
+                                                   "workload",
+                                                   "threads",
+                                                   "ops",
+                                                   "seed",
+                                                   "theta",
+                                                   "write-fraction",
+                                                   "backend",
+                                                   "codec",
+                                                   "spawn",
+                                                   "replicas",
+                                                   "pool-limit",
+                                                   "evict-batch",
+                                                   "fault-threads",
+                                                   "evict-threads",
+                                                   "spin-us",
+                                                   "busy-poll-us",
+                                                   "node-io-threads",
+                                                   "client-io-threads",
+                                                   "no-prefetch",
+                                                   "write-protect-loads",
+                                                   "json"},
+                                                  {"json", "no-prefetch", "write-protect-loads"}));
   FARSWAP_ASSIGN_OR_RETURN(WorkloadSpec spec, WorkloadFromArgs(args));
   FARSWAP_ASSIGN_OR_RETURN(double local, args.GetDouble("local", 0.25));
   if (local <= 0 || local > 1) return absl::InvalidArgumentError("--local: a fraction in (0, 1]");
@@ -170,6 +186,7 @@ absl::StatusOr<std::string> Run(int argc, char** argv) {
   options.evict_threads = static_cast<int>(evict_threads);
   options.spin_us = static_cast<uint32_t>(spin_us);
   options.prefetch = !args.Has("no-prefetch");
+  options.install_writable = !args.Has("write-protect-loads");
   FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<Region> region,
                            Region::Create(backend.get(), spec.pages * kPage, options));
   WorkloadResult far = RunWorkload(region->data(), spec);
@@ -218,6 +235,8 @@ absl::StatusOr<std::string> Run(int argc, char** argv) {
       .Int("evictions", s.evictions)
       .Int("clean_evictions", s.clean_evictions)
       .Int("evictions_cancelled", s.evictions_cancelled)
+      .Int("unchanged_evictions", s.unchanged_evictions)
+      .Bool("install_writable", options.install_writable)
       .Int("prefetch_issued", s.prefetch_issued)
       .Int("prefetch_hits", s.prefetch_hits)
       .Int("prefetch_waste", s.prefetch_waste)

@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <cmath>
@@ -168,12 +169,14 @@ RegionImpl::RegionImpl(PageBackend* backend, const RegionOptions& options, uint8
       state_(new std::atomic<uint8_t>[pages]),
       age_(new std::atomic<uint8_t>[pages]),
       flags_(new std::atomic<uint8_t>[pages]),
-      evicted_at_(new std::atomic<uint64_t>[pages]) {
+      evicted_at_(new std::atomic<uint64_t>[pages]),
+      remote_hash_(new std::atomic<uint64_t>[pages]) {
   for (uint64_t i = 0; i < pages; ++i) {
     state_[i].store(kEmpty, std::memory_order_relaxed);
     age_[i].store(0, std::memory_order_relaxed);
     flags_[i].store(0, std::memory_order_relaxed);
     evicted_at_[i].store(0, std::memory_order_relaxed);
+    remote_hash_[i].store(0, std::memory_order_relaxed);
   }
   streams_.resize(8);
 }
@@ -216,6 +219,7 @@ RegionStats RegionImpl::Stats() const {
   s.evictions = r(evictions_);
   s.clean_evictions = r(clean_evictions_);
   s.evictions_cancelled = r(evictions_cancelled_);
+  s.unchanged_evictions = r(unchanged_evictions_);
   s.pages_stored = r(pages_stored_);
   s.pages_loaded = r(pages_loaded_);
   s.bytes_sent = r(bytes_sent_);
@@ -491,15 +495,7 @@ bool RegionImpl::HandleMissing(uint64_t page, bool write, uint32_t tid,
     const uint64_t stamp = evicted_at_[page].load(std::memory_order_relaxed);
     const bool hot = stamp != 0 && eviction_clock_.load() - stamp < budget_pages_;
     age_[page].store(hot ? kMaxAge : kAgeFault, std::memory_order_relaxed);
-    uffdio_copy c{};
-    c.dst = reinterpret_cast<uint64_t>(Addr(page));
-    c.src = reinterpret_cast<uint64_t>(buf.data());
-    c.len = kPage;
-    c.mode = UFFDIO_COPY_MODE_WP;  // arrives clean: the first write is a WP fault
-    if (ioctl(uffd_, UFFDIO_COPY, &c) != 0 && errno != EEXIST) {
-      RecordError(absl::StrCat("UFFDIO_COPY of page ", page, ": ", strerror(errno)));
-    }
-    state_[page].store(kClean);
+    state_[page].store(InstallLoaded(page, buf.data(), "UFFDIO_COPY"));
     RecordLatency(start);
     const auto end = std::chrono::steady_clock::now();
     auto ns = [](auto d) {
@@ -512,6 +508,29 @@ bool RegionImpl::HandleMissing(uint64_t page, bool write, uint32_t tid,
     NoteResidentGrew();
     return true;
   }
+}
+
+uint8_t RegionImpl::InstallLoaded(uint64_t page, const uint8_t* data, const char* who) {
+  uffdio_copy c{};
+  c.dst = reinterpret_cast<uint64_t>(Addr(page));
+  c.src = reinterpret_cast<uint64_t>(data);
+  c.len = kPage;
+  uint8_t state;
+  if (options_.install_writable) {
+    // Writable: no write-protect fault on the first write; eviction finds
+    // out by hash whether the page changed.
+    remote_hash_[page].store(XXH3_64bits(data, kPage), std::memory_order_relaxed);
+    flags_[page].fetch_or(kFlagRemoteHash);
+    c.mode = 0;
+    state = kDirty;
+  } else {
+    c.mode = UFFDIO_COPY_MODE_WP;  // arrives clean: the first write is a WP fault
+    state = kClean;
+  }
+  if (ioctl(uffd_, UFFDIO_COPY, &c) != 0 && errno != EEXIST) {
+    RecordError(absl::StrCat(who, " of page ", page, ": ", strerror(errno)));
+  }
+  return state;
 }
 
 absl::StatusOr<size_t> RegionImpl::LoadWithRetry(uint64_t page, uint8_t* out) {

@@ -6,6 +6,7 @@
 #include <sys/mman.h>
 #include <sys/uio.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <cstring>
@@ -230,9 +231,17 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets,
   for (size_t i = 0; i < dirty.size(); ++i) {
     const uint64_t p = dirty[i];
     const uint8_t* snap = snapshot_.data() + i * kPage;
-    const bool has_remote = flags_[p].load() & kFlagHasRemote;
+    const uint8_t f = flags_[p].load();
+    const bool has_remote = f & kFlagHasRemote;
     uint64_t fill;
     if (!has_remote && IsSameFilled(snap, &fill) && fill == 0) {
+      stored[i] = true;
+      continue;
+    }
+    if (has_remote && (f & kFlagRemoteHash) &&
+        XXH3_64bits(snap, kPage) == remote_hash_[p].load(std::memory_order_relaxed)) {
+      // Installed writable and never changed: the backend has exactly this.
+      unchanged_evictions_.fetch_add(1, std::memory_order_relaxed);
       stored[i] = true;
       continue;
     }
@@ -247,9 +256,17 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets,
     for (size_t k = 0; k < send_pages.size(); ++k) {
       const uint64_t p = send_pages[k];
       if (!results[k].ok()) {
+        // What the backend holds now is unknown (old or new): no hash.
+        flags_[p].fetch_and(static_cast<uint8_t>(~kFlagRemoteHash));
         store_errors_.fetch_add(1, std::memory_order_relaxed);
         RecordError(absl::StrCat("store of page ", p, ": ", results[k].status().ToString()));
         continue;
+      }
+      if (options_.install_writable) {
+        // A cancelled eviction leaves the page resident and writable: its
+        // next eviction sends it again only if it changed since this store.
+        remote_hash_[p].store(XXH3_64bits(send_data[k], kPage), std::memory_order_relaxed);
+        flags_[p].fetch_or(kFlagRemoteHash);
       }
       flags_[p].fetch_or(kFlagHasRemote);
       pages_stored_.fetch_add(1, std::memory_order_relaxed);

@@ -52,6 +52,11 @@ inline constexpr uint8_t kFlagHasRemote = 2;   // the backend holds some copy
 // would then overwrite it), and the first batch's commit could drop the
 // page while the second's store is still in flight.
 inline constexpr uint8_t kFlagInBatch = 4;
+// kFlagRemoteHash: remote_hash_[page] is the xxh3-64 of the copy the
+// backend holds (set when the page is loaded or stored). A page installed
+// writable is evicted like a dirty one, but a snapshot whose hash matches
+// is not sent again: it is what the backend has.
+inline constexpr uint8_t kFlagRemoteHash = 8;
 
 // Ages: the CLOCK hand lowers a resident page's age by one per pass and
 // evicts it at 0; kMaxAge passes is how long a refaulted (hot) page is
@@ -136,6 +141,10 @@ class RegionImpl {
   // there was no room.
   size_t PrefetchMany(std::span<const uint64_t> pages, uint8_t* bufs);
   void PublishPrefetched(uint64_t page, uint8_t new_state);
+  // InstallLoaded maps a page loaded from the backend (`data`): writable
+  // with its hash kept (options_.install_writable), or write-protected and
+  // kClean. Returns the state to publish; false from the ioctl is logged.
+  uint8_t InstallLoaded(uint64_t page, const uint8_t* data, const char* who);
   void RequeuePrefetch(uint64_t page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // PopPrefetch takes the next page to prefetch; false if none.
   bool PopPrefetch(uint64_t* page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -153,7 +162,8 @@ class RegionImpl {
   std::unique_ptr<std::atomic<uint8_t>[]> state_;
   std::unique_ptr<std::atomic<uint8_t>[]> age_;
   std::unique_ptr<std::atomic<uint8_t>[]> flags_;
-  std::unique_ptr<std::atomic<uint64_t>[]> evicted_at_;  // eviction clock stamp, 0 = never
+  std::unique_ptr<std::atomic<uint64_t>[]> evicted_at_;   // eviction clock stamp, 0 = never
+  std::unique_ptr<std::atomic<uint64_t>[]> remote_hash_;  // see kFlagRemoteHash
 
   std::atomic<uint64_t> resident_{0};
   std::atomic<uint64_t> max_resident_{0};
@@ -168,7 +178,8 @@ class RegionImpl {
 
   // Counters (relaxed; read by Stats()).
   std::atomic<uint64_t> missing_faults_{0}, zero_fills_{0}, wp_faults_{0};
-  std::atomic<uint64_t> evictions_{0}, clean_evictions_{0}, evictions_cancelled_{0};
+  std::atomic<uint64_t> evictions_{0}, clean_evictions_{0}, evictions_cancelled_{0},
+      unchanged_evictions_{0};
   std::atomic<uint64_t> pages_stored_{0}, pages_loaded_{0}, bytes_sent_{0}, bytes_received_{0};
   std::atomic<uint64_t> prefetch_issued_{0}, prefetch_hits_{0}, prefetch_waste_{0};
   std::atomic<uint64_t> load_retries_{0}, sigbus_{0}, store_errors_{0}, parked_{0};

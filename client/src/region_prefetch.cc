@@ -189,15 +189,7 @@ size_t RegionImpl::PrefetchMany(std::span<const uint64_t> pages, uint8_t* bufs) 
     }
     pages_loaded_.fetch_add(1, std::memory_order_relaxed);
     bytes_received_.fetch_add(*got[i], std::memory_order_relaxed);
-    uffdio_copy c{};
-    c.dst = reinterpret_cast<uint64_t>(Addr(page));
-    c.src = reinterpret_cast<uint64_t>(outs[i]);
-    c.len = kPage;
-    c.mode = UFFDIO_COPY_MODE_WP;
-    if (ioctl(uffd_, UFFDIO_COPY, &c) != 0 && errno != EEXIST) {
-      RecordError(absl::StrCat("prefetch UFFDIO_COPY of page ", page, ": ", strerror(errno)));
-    }
-    PublishPrefetched(page, kClean);
+    PublishPrefetched(page, InstallLoaded(page, outs[i], "prefetch UFFDIO_COPY"));
   }
   return claimed;
 }

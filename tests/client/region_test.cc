@@ -111,30 +111,39 @@ TEST_F(RegionTest, BudgetNeverExceededByMoreThanOneBatch) {
   EXPECT_LE(s.resident_pages, budget + batch);
 }
 
+// A page loaded and not written is evicted again without a transfer, and a
+// page written since is sent again, whichever way loaded pages are
+// installed: write-protected (a write costs a WP fault; a clean page is
+// dropped at once) or writable (the snapshot's hash is compared with the
+// backend copy's).
 TEST_F(RegionTest, CleanReEvictionSendsNothing) {
-  const uint64_t pages = 64;
-  auto r = MakeRegion(&backend_, pages, 256, {.prefetch = false});
-  ASSERT_NE(r, nullptr);
-  for (uint64_t p = 0; p < pages; ++p) FillPage(r->data() + p * kPage, p, 1);
-  ASSERT_TRUE(r->Advise(0, pages * kPage, Advice::kCold).ok());
-  const uint64_t stores = backend_.stats().stores;
-  EXPECT_EQ(stores, pages);
-  EXPECT_EQ(r->stats().resident_pages, 0u);
-  // Read everything back (clean), evict again: no store.
-  for (uint64_t p = 0; p < pages; ++p) ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, 1));
-  ASSERT_TRUE(r->Advise(0, pages * kPage, Advice::kCold).ok());
-  EXPECT_EQ(backend_.stats().stores, stores);
-  RegionStats s = r->stats();
-  EXPECT_EQ(s.clean_evictions, pages);
-  EXPECT_EQ(s.pages_stored, pages);
-  // A page written since must be stored again.
-  for (uint64_t p = 0; p < pages; ++p) ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, 1));
-  FillPage(r->data() + 5 * kPage, 5, 2);
-  ASSERT_TRUE(r->Advise(0, pages * kPage, Advice::kCold).ok());
-  EXPECT_EQ(backend_.stats().stores, stores + 1);
-  EXPECT_EQ(r->stats().wp_faults, 1u);
-  EXPECT_TRUE(PageMatches(r->data() + 5 * kPage, 5, 2));
-  EXPECT_TRUE(PageMatches(r->data() + 6 * kPage, 6, 1));
+  for (bool writable : {false, true}) {
+    SCOPED_TRACE(writable ? "install writable" : "install write-protected");
+    MemoryPageBackend backend;
+    const uint64_t pages = 64;
+    auto r = MakeRegion(&backend, pages, 256, {.prefetch = false, .install_writable = writable});
+    ASSERT_NE(r, nullptr);
+    for (uint64_t p = 0; p < pages; ++p) FillPage(r->data() + p * kPage, p, 1);
+    ASSERT_TRUE(r->Advise(0, pages * kPage, Advice::kCold).ok());
+    const uint64_t stores = backend.stats().stores;
+    EXPECT_EQ(stores, pages);
+    EXPECT_EQ(r->stats().resident_pages, 0u);
+    // Read everything back (clean), evict again: no store.
+    for (uint64_t p = 0; p < pages; ++p) ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, 1));
+    ASSERT_TRUE(r->Advise(0, pages * kPage, Advice::kCold).ok());
+    EXPECT_EQ(backend.stats().stores, stores);
+    RegionStats s = r->stats();
+    EXPECT_EQ(writable ? s.unchanged_evictions : s.clean_evictions, pages);
+    EXPECT_EQ(s.pages_stored, pages);
+    // A page written since must be stored again.
+    for (uint64_t p = 0; p < pages; ++p) ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, 1));
+    FillPage(r->data() + 5 * kPage, 5, 2);
+    ASSERT_TRUE(r->Advise(0, pages * kPage, Advice::kCold).ok());
+    EXPECT_EQ(backend.stats().stores, stores + 1);
+    EXPECT_EQ(r->stats().wp_faults, writable ? 0u : 1u);
+    EXPECT_TRUE(PageMatches(r->data() + 5 * kPage, 5, 2));
+    EXPECT_TRUE(PageMatches(r->data() + 6 * kPage, 6, 1));
+  }
 }
 
 // The stable-snapshot rule, forced: a write lands between write-protect and

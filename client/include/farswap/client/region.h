@@ -118,6 +118,12 @@ struct RegionOptions {
   uint32_t max_prefetch_window = 64;
   // Loads tried per fault before SIGBUS.
   int load_attempts = 3;
+  // install_writable: a page loaded from the backend is mapped writable and
+  // the xxh3 of its contents kept; eviction snapshots it like a dirty page
+  // and skips the store when the hash still matches (the backend already
+  // has it). false: it is mapped write-protected, and its first write costs
+  // a write-protect fault (then a clean page is dropped with no snapshot).
+  bool install_writable = true;
 };
 
 // Fault latency buckets: bucket i counts faults served in [2^i, 2^(i+1)) µs
@@ -132,6 +138,7 @@ struct RegionStats {
   uint64_t evictions = 0;            // pages dropped from local memory
   uint64_t clean_evictions = 0;      // of which: dropped with no transfer
   uint64_t evictions_cancelled = 0;  // a write during the snapshot kept the page
+  uint64_t unchanged_evictions = 0;  // of which: snapshot matched the backend's copy, not sent
   uint64_t pages_stored = 0, pages_loaded = 0;
   uint64_t bytes_sent = 0, bytes_received = 0;  // as the backend reports (encoded)
   uint64_t prefetch_issued = 0, prefetch_hits = 0, prefetch_waste = 0;
