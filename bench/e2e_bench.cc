@@ -1,5 +1,7 @@
 // farswap-bench e2e: a page corpus through farswap::Client and real memory
-// nodes — stored with T threads × D operations in flight, loaded back and
+// nodes — stored with T threads, each D pages at a time through the batch
+// API (one BATCH frame per node, as the memcached driver writes D requests
+// at a time), loaded back the same way and
 // verified — optionally with one node SIGKILLed part-way, and optionally
 // side by side with memcached. Prints one JSON object (README.md).
 #include <grpcpp/grpcpp.h>
@@ -125,19 +127,26 @@ absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
     std::vector<std::thread> ts;
     for (int t = 0; t < f.threads; ++t) {
       ts.emplace_back([&, t] {
-        InFlightWindow w(f.depth);
-        for (size_t i = size_t(t); i < n; i += size_t(f.threads)) {
-          if (issued.fetch_add(1) == kill_at) spawned[0]->Kill();  // exactly one thread
-          w.Acquire();
-          client->StoreAsync(i, pages.page(i), [&](absl::Status s) {
+        // D pages at a time through the batch API (one BATCH frame per
+        // node), as the memcached driver writes D requests at a time.
+        std::vector<PageWrite> batch;
+        auto flush = [&] {
+          if (batch.empty()) return;
+          std::vector<absl::Status> r = client->StoreBatch(batch);
+          for (const absl::Status& s : r) {
             if (!s.ok()) {
               store_errors++;
               note_error(s);
             }
-            w.Release();
-          });
+          }
+          batch.clear();
+        };
+        for (size_t i = size_t(t); i < n; i += size_t(f.threads)) {
+          if (issued.fetch_add(1) == kill_at) spawned[0]->Kill();  // exactly one thread
+          batch.push_back({i, pages.page(i)});
+          if (batch.size() == size_t(f.depth)) flush();
         }
-        w.Drain();
+        flush();
       });
     }
     for (auto& th : ts) th.join();
@@ -150,42 +159,29 @@ absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
     std::vector<std::thread> ts;
     for (int t = 0; t < f.threads; ++t) {
       ts.emplace_back([&, t] {
-        InFlightWindow w(f.depth);
         std::vector<uint8_t> bufs(size_t(f.depth) * kPageSize);
-        std::vector<int> free_slots;
-        for (int k = f.depth - 1; k >= 0; --k) free_slots.push_back(k);
-        Mutex slots_mu;
-        Mutex lat_mu;
-        for (size_t i = size_t(t); i < n; i += size_t(f.threads)) {
-          w.Acquire();
-          int slot;
-          {
-            MutexLock l(&slots_mu);
-            slot = free_slots.back();
-            free_slots.pop_back();
-          }
-          uint8_t* out = bufs.data() + size_t(slot) * kPageSize;
+        std::vector<PageRead> batch;
+        auto flush = [&] {
+          if (batch.empty()) return;
           auto start = Clock::now();
-          client->LoadAsync(i, out, [&, i, slot, out, start](absl::Status s) {
-            double us = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
-            if (!s.ok()) {
+          std::vector<absl::Status> r = client->LoadBatch(batch);
+          double us = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
+          for (size_t k = 0; k < batch.size(); ++k) {
+            if (!r[k].ok()) {
               lost++;
-              note_error(s);
-            } else if (std::memcmp(out, pages.page(i), kPageSize) != 0) {
+              note_error(r[k]);
+            } else if (std::memcmp(batch[k].out, pages.page(batch[k].page_no), kPageSize) != 0) {
               bad++;
             }
-            {
-              MutexLock l(&lat_mu);
-              lat[t].push_back(us);
-            }
-            {
-              MutexLock l(&slots_mu);
-              free_slots.push_back(slot);
-            }
-            w.Release();
-          });
+            lat[t].push_back(us);  // a page's latency is its batch's
+          }
+          batch.clear();
+        };
+        for (size_t i = size_t(t); i < n; i += size_t(f.threads)) {
+          batch.push_back({i, bufs.data() + batch.size() * kPageSize});
+          if (batch.size() == size_t(f.depth)) flush();
         }
-        w.Drain();
+        flush();
       });
     }
     for (auto& th : ts) th.join();
