@@ -25,6 +25,11 @@ constexpr absl::Duration kWait = absl::Seconds(30);
 
 class ClientClusterTest : public ::testing::Test {
  protected:
+  void SetUp() override {
+    // A missing corpus is a clear failure, not a crash on a null page.
+    ASSERT_GT(Corpus().page_count(), 600u)
+        << "the page corpus " FARSWAP_CORPUS_DIR "/node.pages.zst is missing or too small";
+  }
   void StartNodes(int n, std::vector<std::string> extra_args = {}) {
     for (int i = 0; i < n; ++i) {
       auto node =
