@@ -17,6 +17,8 @@ if(NOT FARSWAP_TSAN_ONLY)
   find_package(gRPC CONFIG REQUIRED)
 endif()
 
-# The shared page corpora live beside the checkout (../shared/corpus).
-set(FARSWAP_CORPUS_DIR "${CMAKE_CURRENT_SOURCE_DIR}/../shared/corpus"
+# The tests' page corpora ship in the repository (tests/corpus, made by
+# scripts/capture-corpus from real programs' anonymous memory). Benchmarks
+# take larger corpora by --corpus.
+set(FARSWAP_CORPUS_DIR "${CMAKE_CURRENT_SOURCE_DIR}/tests/corpus"
     CACHE PATH "Folder of *.pages.zst page corpora used by tests")

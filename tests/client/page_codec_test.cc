@@ -25,7 +25,7 @@ std::vector<uint8_t> RoundTrip(PageCodec& codec, const uint8_t* page, EncodedPag
 TEST(PageCodecTest, CorpusPagesRoundTripWithEveryCodec) {
   absl::StatusOr<PageFile> pages = ReadPageFile(FARSWAP_CORPUS_DIR "/python.pages.zst");
   ASSERT_TRUE(pages.ok()) << pages.status();
-  ASSERT_EQ(pages->page_count(), 8192u);
+  ASSERT_GE(pages->page_count(), 1024u) << "tests/corpus/python.pages.zst is too small";
   for (Codec c : {Codec::kLz4, Codec::kZstd, Codec::kNone}) {
     PageCodec codec({.codec = c, .raw_threshold = 3633});
     size_t compressed = 0, same = 0, raw = 0, bytes = 0;

@@ -126,7 +126,7 @@ absl::Status TcpConnection::Send(std::span<OutgoingMessage> messages) {
     sizes[i] = kFrameHeaderSize + len;
     total += sizes[i];
   }
-  absl::InlinedVector<SendCallback, 4> sent;  // frames written inline
+  Callbacks sent;  // frames written inline
   bool post = false;
   {
     MutexLock lock(&mu_);
@@ -181,30 +181,53 @@ absl::Status TcpConnection::Send(std::span<OutgoingMessage> messages) {
   return absl::OkStatus();
 }
 
-void TcpConnection::WriteQueuedLocked(absl::InlinedVector<SendCallback, 4>& done) {
+int TcpConnection::GatherLocked(iovec* iov, size_t* gathered) {
+  mu_.AssertHeld();
+  int iovcnt = 0;
+  *gathered = 0;
+  for (auto it = out_.begin(); it != out_.end() && iovcnt < kMaxIovecs; ++it) {
+    size_t skip = it->written;
+    auto add = [&](const uint8_t* p, size_t n) {
+      if (skip >= n) {
+        skip -= n;
+        return;
+      }
+      if (iovcnt == kMaxIovecs) return;
+      iov[iovcnt++] = {const_cast<uint8_t*>(p + skip), n - skip};
+      *gathered += n - skip;
+      skip = 0;
+    };
+    add(it->header.data(), it->header.size());
+    for (const PayloadPiece& piece : it->payload) add(piece.data(), piece.size());
+  }
+  return iovcnt;
+}
+
+void TcpConnection::ConsumeWrittenLocked(size_t n, Callbacks& done) {
+  mu_.AssertHeld();
+  bytes_sent_.fetch_add(uint64_t(n), std::memory_order_relaxed);
+  queued_bytes_ -= n;
+  while (n > 0) {
+    PendingWrite& w = out_.front();
+    size_t take = std::min(n, w.size - w.written);
+    w.written += take;
+    n -= take;
+    if (w.written == w.size) {
+      if (w.on_sent) done.push_back(std::move(w.on_sent));
+      out_.pop_front();
+      frames_sent_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+}
+
+void TcpConnection::WriteQueuedLocked(Callbacks& done) {
   mu_.AssertHeld();
   while (!out_.empty()) {
     iovec iov[kMaxIovecs];
-    int iovcnt = 0;
-    size_t gathered = 0;
-    for (auto it = out_.begin(); it != out_.end() && iovcnt < kMaxIovecs; ++it) {
-      size_t skip = it->written;
-      auto add = [&](const uint8_t* p, size_t n) {
-        if (skip >= n) {
-          skip -= n;
-          return;
-        }
-        if (iovcnt == kMaxIovecs) return;
-        iov[iovcnt++] = {const_cast<uint8_t*>(p + skip), n - skip};
-        gathered += n - skip;
-        skip = 0;
-      };
-      add(it->header.data(), it->header.size());
-      for (const PayloadPiece& piece : it->payload) add(piece.data(), piece.size());
-    }
+    size_t gathered;
     msghdr msg{};
     msg.msg_iov = iov;
-    msg.msg_iovlen = size_t(iovcnt);
+    msg.msg_iovlen = size_t(GatherLocked(iov, &gathered));
     ssize_t n = sendmsg(socket_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -213,20 +236,7 @@ void TcpConnection::WriteQueuedLocked(absl::InlinedVector<SendCallback, 4>& done
       return;
     }
     inline_writes_.fetch_add(1, std::memory_order_relaxed);
-    bytes_sent_.fetch_add(uint64_t(n), std::memory_order_relaxed);
-    size_t left = size_t(n);
-    queued_bytes_ -= left;
-    while (left > 0) {
-      PendingWrite& w = out_.front();
-      size_t take = std::min(left, w.size - w.written);
-      w.written += take;
-      left -= take;
-      if (w.written == w.size) {
-        if (w.on_sent) done.push_back(std::move(w.on_sent));
-        out_.pop_front();
-        frames_sent_.fetch_add(1, std::memory_order_relaxed);
-      }
-    }
+    ConsumeWrittenLocked(size_t(n), done);
     if (size_t(n) < gathered) return;  // the kernel buffer is full
   }
 }
@@ -303,30 +313,16 @@ void TcpConnection::OnEvents(uint32_t events) {
 
 void TcpConnection::FlushOutput() {
   if (fd_ < 0 || !registered_) return;
-  std::vector<SendCallback> done;
+  Callbacks done;
   for (;;) {
     iovec iov[kMaxIovecs];
-    int iovcnt = 0;
-    size_t gathered = 0;
+    size_t gathered;
+    int iovcnt;
     {
       // Queue elements stay put while unlocked: Send only appends to the
       // deque (which keeps references valid) and only this thread pops.
       MutexLock lock(&mu_);
-      for (auto it = out_.begin(); it != out_.end() && iovcnt < kMaxIovecs; ++it) {
-        size_t skip = it->written;
-        auto add = [&](const uint8_t* p, size_t n) {
-          if (skip >= n) {
-            skip -= n;
-            return;
-          }
-          if (iovcnt == kMaxIovecs) return;
-          iov[iovcnt++] = {const_cast<uint8_t*>(p + skip), n - skip};
-          gathered += n - skip;
-          skip = 0;
-        };
-        add(it->header.data(), it->header.size());
-        for (const PayloadPiece& piece : it->payload) add(piece.data(), piece.size());
-      }
+      iovcnt = GatherLocked(iov, &gathered);
     }
     if (iovcnt == 0) break;
     msghdr msg{};
@@ -340,22 +336,9 @@ void TcpConnection::FlushOutput() {
       CloseNow(ErrnoUnavailable(absl::StrCat("write to ", peer_, " failed")));
       return;
     }
-    bytes_sent_.fetch_add(uint64_t(n), std::memory_order_relaxed);
     {
       MutexLock lock(&mu_);
-      size_t left = size_t(n);
-      queued_bytes_ -= left;
-      while (left > 0) {
-        PendingWrite& w = out_.front();
-        size_t take = std::min(left, w.size - w.written);
-        w.written += take;
-        left -= take;
-        if (w.written == w.size) {
-          if (w.on_sent) done.push_back(std::move(w.on_sent));
-          out_.pop_front();
-          frames_sent_.fetch_add(1, std::memory_order_relaxed);
-        }
-      }
+      ConsumeWrittenLocked(size_t(n), done);
     }
     if (size_t(n) < gathered) break;  // the kernel buffer is full
   }
@@ -371,7 +354,7 @@ void TcpConnection::FlushOutput() {
   }
 }
 
-void TcpConnection::RunCallbacks(std::vector<SendCallback>& callbacks, const absl::Status& status) {
+void TcpConnection::RunCallbacks(Callbacks& callbacks, const absl::Status& status) {
   for (SendCallback& cb : callbacks) cb(status);
   callbacks.clear();
 }

@@ -3,6 +3,8 @@
 #ifndef FARSWAP_TRANSPORT_SRC_TCP_CONNECTION_H_
 #define FARSWAP_TRANSPORT_SRC_TCP_CONNECTION_H_
 
+#include <sys/uio.h>
+
 #include <array>
 #include <atomic>
 #include <cstddef>
@@ -64,6 +66,8 @@ class TcpConnection final : public Connection,
   void OnLoopShutdown() override { CloseNow(absl::UnavailableError("transport shut down")); }
 
  private:
+  // Callbacks collects the on_sent callbacks of frames written whole.
+  using Callbacks = absl::InlinedVector<SendCallback, 4>;
   struct PendingWrite {
     std::array<uint8_t, kFrameHeaderSize> header;
     std::vector<PayloadPiece> payload;
@@ -75,14 +79,19 @@ class TcpConnection final : public Connection,
   // WriteQueuedLocked writes as much of the output queue as the socket
   // takes without blocking, on the calling thread (Send's inline write),
   // collecting the callbacks of frames written whole into `done`.
-  void WriteQueuedLocked(absl::InlinedVector<SendCallback, 4>& done)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WriteQueuedLocked(Callbacks& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // GatherLocked fills `iov` (kMaxIovecs entries) with the unwritten bytes
+  // of the output queue, in order; returns the count and their total.
+  int GatherLocked(iovec* iov, size_t* gathered) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ConsumeWrittenLocked drops `n` written bytes from the front of the
+  // queue, collecting the callbacks of frames now written whole.
+  void ConsumeWrittenLocked(size_t n, Callbacks& done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // FlushOutput writes as much of the output queue as the socket takes
   // (loop thread).
   void FlushOutput();
 
-  static void RunCallbacks(std::vector<SendCallback>& callbacks, const absl::Status& status);
+  static void RunCallbacks(Callbacks& callbacks, const absl::Status& status);
 
   // ApplyBackPressure pauses or resumes reading on accepted connections
   // (loop thread); see the file comment.

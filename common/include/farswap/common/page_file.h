@@ -1,8 +1,9 @@
 // page_file.h: reading files of raw 4 KiB pages (the page corpora).
 //
 // A page file is a plain concatenation of 4096-byte pages; a name ending in
-// ".zst" means the whole file is zstd-compressed. shared/corpus/*.pages.zst
-// are such files, but any file of 4 KiB pages works the same way.
+// ".zst" means the whole file is zstd-compressed. tests/corpus/*.pages.zst
+// (made by scripts/capture-corpus) are such files, but any file of 4 KiB
+// pages works the same way.
 //
 //   absl::StatusOr<PageFile> pages = ReadPageFile("python.pages.zst");
 //   const uint8_t* p = pages->page(17);
