@@ -6,7 +6,6 @@
 #include <cassert>
 #include <cstring>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client_impl.h"
@@ -350,9 +349,9 @@ void Client::Impl::IssueStores(std::span<std::shared_ptr<StoreOp>> ops) {
     MutexLock l(&mu_);
     for (size_t i = 0; i < ops.size(); ++i) refused[i] = PlanStoreLocked(*ops[i], &targets[i]);
   }
-  // by_node[node] = the operations (indices into ops) that write there.
-  absl::flat_hash_map<int, std::vector<size_t>> by_node;
-  absl::flat_hash_map<int, Target> node_target;
+  // The operations (indices into ops) that write to each node; a handful of
+  // nodes, so a linear search beats hashing.
+  NodeGroups by_node;
   for (size_t i = 0; i < ops.size(); ++i) {
     StoreOp& op = *ops[i];
     if (!refused[i].ok() || targets[i].empty()) {
@@ -367,12 +366,12 @@ void Client::Impl::IssueStores(std::span<std::shared_ptr<StoreOp>> ops) {
       op.results.clear();
     }
     for (const Target& t : targets[i]) {
-      by_node[t.node].push_back(i);
-      node_target[t.node] = t;
+      by_node.Add(t, i);
     }
   }
-  for (auto& [node, members] : by_node) {
-    const Target& t = node_target[node];
+  for (auto& group : by_node.groups) {
+    const Target& t = group.first;
+    const std::vector<size_t>& members = group.second;
     for (size_t begin = 0; begin < members.size(); begin += transport::kMaxBatchEntries) {
       const size_t end = std::min(members.size(), begin + transport::kMaxBatchEntries);
       if (end - begin == 1) {
@@ -584,7 +583,7 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
       ops[i] = std::move(op);
     }
   }
-  absl::flat_hash_map<int, std::vector<size_t>> by_node;
+  NodeGroups by_node;
   for (size_t i = 0; i < ops.size(); ++i) {
     if (!refused[i].ok()) {
       load_errors_++;
@@ -596,10 +595,11 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
       FailLoad(*ops[i]);
       continue;
     }
-    by_node[first[i].node].push_back(i);
+    by_node.Add(first[i], i);
   }
-  for (auto& [node, members] : by_node) {
-    const Target& t = first[members[0]];
+  for (auto& group : by_node.groups) {
+    const Target& t = group.first;
+    const std::vector<size_t>& members = group.second;
     for (size_t begin = 0; begin < members.size(); begin += transport::kMaxBatchEntries) {
       const size_t end = std::min(members.size(), begin + transport::kMaxBatchEntries);
       if (end - begin == 1) {

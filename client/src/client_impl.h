@@ -107,6 +107,20 @@ class Client::Impl {
     NodeCounters* counters = nullptr;
   };
 
+  // NodeGroups groups a call's requests by target node (first seen first).
+  struct NodeGroups {
+    std::vector<std::pair<Target, std::vector<size_t>>> groups;
+    void Add(const Target& t, size_t request) {
+      for (auto& [target, members] : groups) {
+        if (target.node == t.node) {
+          members.push_back(request);
+          return;
+        }
+      }
+      groups.push_back({t, {request}});
+    }
+  };
+
   // Classification of a failed request to a node.
   enum class Failure { kNone, kNodeDown, kNodeFull, kNodeDraining, kPageBad, kOther };
   static Failure Classify(const absl::Status& s);
