@@ -2,6 +2,8 @@
 // and the public API. Locking rules are in client_impl.h.
 #include "farswap/client/client.h"
 
+#include <spdlog/spdlog.h>
+
 #include <algorithm>
 #include <cassert>
 #include <cstring>
@@ -37,6 +39,7 @@ struct Client::Impl::StoreOp {
   std::array<uint8_t, 8> count_payload{};
   DoneCallback done;
   int attempt = 0;
+  absl::Time parked_since = absl::InfinitePast();  // first parked (a suspect node, back-pressure)
 
   struct Result {
     Target target;
@@ -60,6 +63,9 @@ struct Client::Impl::LoadOp {
   size_t next = 0;
   int tried = 0;
   bool saw_bad_copy = false;  // some replica answered with a bad or missing copy
+  bool saw_suspect = false;   // some replica is suspect: it may come back
+  uint64_t expected = 0;      // xxh3-64 of what the client last stored there
+  absl::Time parked_since = absl::InfinitePast();
   std::string errors;
 };
 
@@ -86,7 +92,7 @@ Client::Impl::Failure Client::Impl::Classify(const absl::Status& s) {
     case absl::StatusCode::kResourceExhausted:
       // Our own transport refuses a send when the node has stopped reading
       // megabytes of requests: that node is stalled, not full.
-      if (absl::StartsWith(s.message(), "output queue to")) return Failure::kNodeDown;
+      if (absl::StartsWith(s.message(), "output queue to")) return Failure::kBackpressure;
       return Failure::kNodeFull;
     case absl::StatusCode::kFailedPrecondition:
       return Failure::kNodeDraining;
@@ -141,11 +147,19 @@ void Client::Impl::HandleFailure(int node, const Channel& channel, uint64_t slab
     MutexLock l(&mu_);
     Node& n = nodes_[node];
     switch (f) {
-      case Failure::kNodeDown:
+      case Failure::kNodeDown: {
         // A stale call on an old connection says nothing about a node that
         // has since been re-attached.
-        if (n.channel == channel && n.state == NodeState::kUp) MarkDownLocked(node, s.ToString());
+        if (n.channel != channel || channel == nullptr) return;
+        // A timeout leaves the connection usable (a stalled node may
+        // answer on it again); a closed or reset one, or a lost session,
+        // needs a re-attach.
+        const bool broken = s.code() != absl::StatusCode::kDeadlineExceeded;
+        if (n.state == NodeState::kUp || (n.state == NodeState::kSuspect && broken)) {
+          MarkSuspectLocked(node, s.ToString(), broken);
+        }
         return;
+      }
       case Failure::kNodeFull:
       case Failure::kNodeDraining: {
         if (f == Failure::kNodeFull) {
@@ -184,17 +198,80 @@ void Client::Impl::HandleFailure(int node, const Channel& channel, uint64_t slab
   }
 }
 
-void Client::Impl::MarkDownLocked(int node, const std::string& why) {
+void Client::Impl::MarkSuspectLocked(int node, const std::string& why, bool broken) {
   Node& n = nodes_[node];
-  n.state = n.state == NodeState::kRemoved ? NodeState::kRemoved : NodeState::kDown;
+  if (n.state == NodeState::kUp) {
+    n.state = NodeState::kSuspect;
+    n.suspect_since = absl::Now();
+    n.times_suspect++;
+    spdlog::warn("farswap client: node {} is suspect: {}", n.address, why);
+  }
   n.last_error = why;
-  n.times_down++;
-  if (n.channel) retired_.push_back(n.channel);
-  n.channel = nullptr;
-  std::vector<uint64_t> affected = table_.DropNode(node);
-  n.orphaned_slabs.insert(n.orphaned_slabs.end(), affected.begin(), affected.end());
+  if (broken && n.channel) {
+    retired_.push_back(n.channel);
+    n.channel = nullptr;
+  }
   wake_ = true;
   changed_.SignalAll();
+  parked_cv_.SignalAll();
+}
+
+void Client::Impl::MarkDeadLocked(int node, const std::string& why) {
+  Node& n = nodes_[node];
+  if (n.state != NodeState::kRemoved) n.state = NodeState::kDown;
+  n.last_error = why;
+  n.times_down++;
+  spdlog::warn("farswap client: node {} is down: {}", n.address, why);
+  if (n.channel) retired_.push_back(n.channel);
+  n.channel = nullptr;
+  for (const client_internal::SlabTable::Dropped& d : table_.DropNode(node)) {
+    n.orphans.push_back({.slab = d.slab, .epoch = d.epoch, .only_copy = d.only_copy});
+  }
+  wake_ = true;
+  changed_.SignalAll();
+  parked_cv_.SignalAll();
+}
+
+void Client::Impl::DropReplicaLocked(uint64_t slab, int node) {
+  bool only_copy = false;
+  if (!table_.DropReplica(slab, node, &only_copy)) return;
+  nodes_[node].orphans.push_back(
+      {.slab = slab, .epoch = table_.Find(slab)->epoch, .only_copy = only_copy});
+  wake_ = true;
+  changed_.SignalAll();
+}
+
+void Client::Impl::Park(std::function<void()> retry) {
+  MutexLock l(&mu_);
+  parked_.push_back(std::move(retry));
+  parked_cv_.SignalAll();
+}
+
+bool Client::Impl::ParkExpired(absl::Time since) const {
+  return absl::Now() - since > options_.dead_node_timeout + 2 * options_.op_timeout;
+}
+
+void Client::Impl::RetryLoop() {
+  // kParkTick: how soon a parked operation is tried again when nothing
+  // wakes the loop first (membership changes do).
+  constexpr absl::Duration kParkTick = absl::Milliseconds(20);
+  MutexLock l(&mu_);
+  while (!stopping_) {
+    if (parked_.empty()) {
+      parked_cv_.Wait(&mu_);
+      continue;
+    }
+    parked_cv_.WaitWithTimeout(&mu_, kParkTick);
+    if (stopping_) break;
+    std::vector<std::function<void()>> run;
+    run.swap(parked_);
+    mu_.Unlock();
+    for (std::function<void()>& f : run) {
+      parked_retries_++;
+      f();
+    }
+    mu_.Lock();
+  }
 }
 
 // ---------------------------------------------------------------- stores
@@ -299,6 +376,7 @@ absl::Status Client::Impl::PlanStoreLocked(StoreOp& op, std::vector<Target>* tar
   }
   for (int r : s.replicas) targets->push_back(TargetLocked(r));
   if (s.filling >= 0) targets->push_back(TargetLocked(s.filling));
+  if (op.kind == StoreOp::Kind::kStore) s.issued[table_.IndexOf(op.first)] = op.page.checksum;
   if (!targets->empty()) s.writes_in_flight++;
   if (targets->empty()) {  // an invalidate of a slab with no replica left
     for (uint64_t p = op.first; p < op.first + op.count; ++p) {
@@ -345,9 +423,11 @@ void Client::Impl::IssueStores(std::span<std::shared_ptr<StoreOp>> ops) {
   // as a plain frame.
   std::vector<std::vector<Target>> targets(ops.size());
   std::vector<absl::Status> refused(ops.size());
+  bool any_suspect = false;  // a refused store may wait for a suspect node
   {
     MutexLock l(&mu_);
     for (size_t i = 0; i < ops.size(); ++i) refused[i] = PlanStoreLocked(*ops[i], &targets[i]);
+    for (const Node& n : nodes_) any_suspect |= n.state == NodeState::kSuspect;
   }
   // The operations (indices into ops) that write to each node; a handful of
   // nodes, so a linear search beats hashing.
@@ -355,6 +435,15 @@ void Client::Impl::IssueStores(std::span<std::shared_ptr<StoreOp>> ops) {
   for (size_t i = 0; i < ops.size(); ++i) {
     StoreOp& op = *ops[i];
     if (!refused[i].ok() || targets[i].empty()) {
+      if (refused[i].code() == absl::StatusCode::kUnavailable && any_suspect) {
+        // No node can take the slab now, but a suspect one may come back.
+        if (op.parked_since == absl::InfinitePast()) op.parked_since = absl::Now();
+        if (!ParkExpired(op.parked_since)) {
+          std::shared_ptr<StoreOp> again = ops[i];
+          Park([this, again] { IssueStore(again); });
+          continue;
+        }
+      }
       if (!refused[i].ok()) store_errors_ += op.kind == StoreOp::Kind::kStore;
       if (refused[i].ok() && op.kind == StoreOp::Kind::kInvalidate) invalidates_ += op.count;
       op.done(refused[i].ok() ? refused[i] : WithPage(op.first, refused[i]));
@@ -446,8 +535,8 @@ void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
   }
   const bool is_store = op->kind == StoreOp::Kind::kStore;
   absl::Status first_error;
-  std::vector<int> acked;
-  bool node_lost = false;
+  std::vector<int> acked, suspect;  // suspect: failed as down (stalled, unreachable)
+  bool node_lost = false, wait = false;
   for (const StoreOp::Result& r : results) {
     absl::Status s = r.status;
     if (!is_store && s.code() == absl::StatusCode::kNotFound) s = absl::OkStatus();
@@ -456,7 +545,10 @@ void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
       continue;
     }
     Failure f = Classify(s);
-    node_lost |= f != Failure::kOther;
+    if (f == Failure::kNodeDown) suspect.push_back(r.target.node);
+    // A suspect node or back-pressure is waited out (parked), not failed.
+    wait |= f == Failure::kNodeDown || f == Failure::kBackpressure;
+    node_lost |= f == Failure::kNodeFull || f == Failure::kNodeDraining || f == Failure::kPageBad;
     HandleFailure(r.target.node, r.target.channel, op->slab, f, s);
     if (first_error.ok())
       first_error = absl::Status(s.code(), absl::StrCat(r.target.address, ": ", s.message()));
@@ -467,15 +559,27 @@ void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
     client_internal::Slab* s = table_.Find(op->slab);
     if (s != nullptr) {
       s->writes_in_flight--;
-      ok = !s->replicas.empty();
-      for (int r : s->replicas) {
-        ok &= std::find(acked.begin(), acked.end(), r) != acked.end();
+      auto has = [](const std::vector<int>& v, int x) {
+        return std::find(v.begin(), v.end(), x) != v.end();
+      };
+      // A replica that missed this write while another replica took it
+      // holds a stale copy now: it leaves the slab (re-replication tops the
+      // slab up). Without such a witness nobody is dropped: the write waits.
+      bool replica_acked = false;
+      for (int r : s->replicas) replica_acked |= has(acked, r);
+      if (replica_acked) {
+        for (int node : suspect) {
+          if (has(s->replicas, node) || s->filling == node) DropReplicaLocked(op->slab, node);
+        }
       }
+      ok = !s->replicas.empty();
+      for (int r : s->replicas) ok &= has(acked, r);
       if (ok) {
         for (uint64_t p = op->first; p < op->first + op->count; ++p) {
           uint32_t i = table_.IndexOf(p);
           if (is_store) {
             s->present.Set(i);
+            s->checksums[i] = op->page.checksum;
           } else {
             s->present.Clear(i);
           }
@@ -486,6 +590,13 @@ void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
       }
       retry = !ok && node_lost && op->attempt < 3 && !stopping_;
       changed_.SignalAll();
+    }
+  }
+  if (!ok && !retry && wait) {
+    if (op->parked_since == absl::InfinitePast()) op->parked_since = absl::Now();
+    if (!ParkExpired(op->parked_since)) {
+      Park([this, op] { IssueStore(op); });
+      return;
     }
   }
   if (retry) {
@@ -525,11 +636,16 @@ absl::Status Client::Impl::PlanLoadLocked(LoadOp& op) {
   uint32_t i = table_.IndexOf(op.page_no);
   if (s != nullptr && s->present.Get(i)) {
     op.order = s->replicas;
+    op.next = 0;
+    op.expected = s->checksums[i];
     // Spread loads over the replicas; the rotation is per page, so one
-    // page always tries the same replica first.
+    // page always tries the same replica first. Live replicas go before
+    // suspect ones.
     if (!op.order.empty()) {
       std::rotate(op.order.begin(), op.order.begin() + op.page_no % op.order.size(),
                   op.order.end());
+      std::stable_partition(op.order.begin(), op.order.end(),
+                            [this](int node) { return LiveLocked(node); });
     }
     return absl::OkStatus();
   }
@@ -544,23 +660,64 @@ bool Client::Impl::NextLoadTargetLocked(LoadOp& op, Target* t) {
   mu_.AssertHeld();
   while (op.next < op.order.size()) {
     int node = op.order[op.next++];
-    if (nodes_[node].state == NodeState::kUp) {
+    const Node& n = nodes_[node];
+    if (n.state == NodeState::kSuspect) op.saw_suspect = true;
+    // A suspect node still connected may answer (a stall that ended).
+    if (n.state == NodeState::kUp || (n.state == NodeState::kSuspect && n.channel != nullptr)) {
       *t = TargetLocked(node);
       return true;
     }
-    absl::StrAppend(&op.errors, op.errors.empty() ? "" : "; ", nodes_[node].address, " is down");
+    absl::StrAppend(&op.errors, op.errors.empty() ? "" : "; ", n.address,
+                    n.state == NodeState::kSuspect ? " is suspect" : " is down");
   }
   return false;
 }
 
-void Client::Impl::FailLoad(LoadOp& op) {
+void Client::Impl::FailLoad(std::shared_ptr<LoadOp> op) {
+  if (op->saw_suspect) {
+    // Some copy is on a node that may come back: wait for it (a stall is
+    // not a loss), up to the time it takes to be declared dead.
+    if (op->parked_since == absl::InfinitePast()) op->parked_since = absl::Now();
+    if (!ParkExpired(op->parked_since)) {
+      Park([this, op] { RetryLoad(op); });
+      return;
+    }
+  }
   load_errors_++;
   unavailable_loads_++;
   absl::StatusCode code =
-      op.saw_bad_copy ? absl::StatusCode::kDataLoss : absl::StatusCode::kUnavailable;
-  op.done(absl::Status(
-      code, absl::StrCat("page ", op.page_no, ": no replica of slab ", op.slab,
-                         " returned a valid copy", op.errors.empty() ? "" : ": ", op.errors)));
+      op->saw_bad_copy ? absl::StatusCode::kDataLoss : absl::StatusCode::kUnavailable;
+  op->done(absl::Status(
+      code, absl::StrCat("page ", op->page_no, ": no replica of slab ", op->slab,
+                         " returned a valid copy", op->errors.empty() ? "" : ": ", op->errors)));
+}
+
+void Client::Impl::RetryLoad(std::shared_ptr<LoadOp> op) {
+  absl::Status planned;
+  Target t;
+  bool found = false;
+  {
+    MutexLock l(&mu_);
+    if (stopping_) {
+      planned = absl::CancelledError("the client is shutting down");
+    } else {
+      op->saw_suspect = false;
+      op->errors.clear();
+      planned = PlanLoadLocked(*op);
+      if (planned.ok()) found = NextLoadTargetLocked(*op, &t);
+    }
+  }
+  if (!planned.ok()) {
+    load_errors_++;
+    if (planned.code() == absl::StatusCode::kDataLoss) unavailable_loads_++;
+    op->done(planned);
+    return;
+  }
+  if (!found) {
+    FailLoad(std::move(op));
+    return;
+  }
+  SendLoad(std::move(op), t);
 }
 
 void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
@@ -592,7 +749,7 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
       continue;
     }
     if (first[i].node < 0) {
-      FailLoad(*ops[i]);
+      FailLoad(ops[i]);
       continue;
     }
     by_node.Add(first[i], i);
@@ -637,6 +794,18 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
   }
 }
 
+bool Client::Impl::StoreRacedLoad(const LoadOp& op, uint64_t checksum) {
+  // The caller stored the page again while this load was in flight: the
+  // node may already serve the new version before its acknowledgement
+  // reaches us. Accept it when it is what the table now expects, or what
+  // the last store sent for the page carried.
+  MutexLock l(&mu_);
+  const client_internal::Slab* s = table_.Find(op.slab);
+  if (s == nullptr) return false;
+  const uint32_t i = table_.IndexOf(op.page_no);
+  return s->checksums[i] == checksum || s->issued[i] == checksum;
+}
+
 void Client::Impl::SendLoad(std::shared_ptr<LoadOp> op, const Target& t) {
   op->tried++;
   const auto sent = std::chrono::steady_clock::now();
@@ -659,6 +828,13 @@ void Client::Impl::OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& 
     uint8_t scratch[kPageSize];  // unverified bytes never reach op->out
     s = client_internal::DecodeVerified(client_internal::ThreadCodec(codec_options_), op->page_no,
                                         header, payload, scratch);
+    if (s.ok() && header.checksum != op->expected && !StoreRacedLoad(*op, header.checksum)) {
+      // A copy that is intact but is not what was last stored here: an
+      // older version. Never handed out as the page.
+      stale_copies_++;
+      s = absl::DataLossError(absl::StrCat("stale copy (xxh3 ", absl::Hex(header.checksum),
+                                           ", last stored ", absl::Hex(op->expected), ")"));
+    }
     if (s.ok()) {
       const auto decoded = std::chrono::steady_clock::now();
       load_network_ns_ +=
@@ -676,6 +852,7 @@ void Client::Impl::OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& 
   }
   Failure f = Classify(s);
   if (f == Failure::kPageBad) op->saw_bad_copy = true;
+  if (f == Failure::kNodeDown || f == Failure::kBackpressure) op->saw_suspect = true;
   if (f == Failure::kNodeDown) HandleFailure(t.node, t.channel, op->slab, f, s);
   absl::StrAppend(&op->errors, op->errors.empty() ? "" : "; ", t.address, ": ", s.ToString());
   TryLoad(op);
@@ -689,7 +866,7 @@ void Client::Impl::TryLoad(std::shared_ptr<LoadOp> op) {
     found = NextLoadTargetLocked(*op, &t);
   }
   if (!found) {
-    FailLoad(*op);
+    FailLoad(std::move(op));
     return;
   }
   SendLoad(std::move(op), t);
@@ -715,12 +892,17 @@ ClientStats Client::Impl::Stats() const {
   st.unavailable_loads = unavailable_loads_;
   st.load_network_ns = load_network_ns_;
   st.load_decode_ns = load_decode_ns_;
+  st.stale_copies = stale_copies_;
+  st.parked_retries = parked_retries_;
+  st.recovered_pages = recovered_pages_;
   st.replicas = replicas_;
   MutexLock l(&mu_);
   st.lost_pages = table_.LostPages();
   st.slabs = table_.size();
   for (const auto& [id, s] : table_.slabs()) {
-    st.under_replicated_slabs += s.present.Any() && int(s.replicas.size()) < replicas_;
+    int live = 0;
+    for (int r : s.replicas) live += LiveLocked(r) ? 1 : 0;
+    st.under_replicated_slabs += s.present.Any() && live < replicas_;
   }
   for (int i = 0; i < int(nodes_.size()); ++i) {
     const Node& n = nodes_[i];
@@ -728,13 +910,18 @@ ClientStats Client::Impl::Stats() const {
     ns.address = n.address;
     ns.data_addr = n.data_addr;
     ns.node_id = n.node_id;
-    ns.state = n.state == NodeState::kUp ? "up" : n.state == NodeState::kDown ? "down" : "removed";
+    ns.state = n.state == NodeState::kUp        ? "up"
+               : n.state == NodeState::kSuspect ? "suspect"
+               : n.state == NodeState::kDown    ? "down"
+                                                : "removed";
     ns.full = n.full;
     ns.draining = n.draining;
     ns.slabs = table_.SlabsOn(i);
     ns.requests = n.counters->requests;
     ns.errors = n.counters->errors;
     ns.times_down = n.times_down;
+    ns.times_suspect = n.times_suspect;
+    ns.incarnation = n.incarnation;
     ns.latency_us = n.counters->latency.Snapshot();
     st.nodes.push_back(std::move(ns));
   }

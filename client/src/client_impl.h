@@ -6,7 +6,20 @@
 // transport I/O threads run reply callbacks, which update the slab table and
 // may issue retries (never blocking); one maintenance thread pings nodes,
 // re-attaches failed ones, re-resolves DNS and re-replicates slabs (it may
-// block on the network).
+// block on the network); one retry thread re-issues parked operations.
+//
+// Failure model (ClientOptions::dead_node_timeout). A node that stops
+// answering (a timeout, a failed ping, a broken connection) is *suspect*:
+// it takes no new slabs and loads try its slabs' other replicas first, but
+// it keeps every slab and its copies stay authoritative. It loses a slab
+// only when another replica has acknowledged a newer write of it (its copy
+// is stale) or when a re-replication has committed a verified copy
+// elsewhere. An operation that cannot complete because every copy it needs
+// is on suspect nodes, or because of back-pressure (our own output queue is
+// full), is *parked* and sent again — never failed for it. A node suspect
+// for dead_node_timeout is declared dead (kDown): only then are its slabs
+// dropped. A node that re-attaches with a new incarnation restarted empty;
+// with the same one its memory is intact (see the orphan records).
 //
 // Locks. Impl::mu_ guards the node list and the slab table. StoreOp::mu
 // guards one operation's reply tally. Lock order: StoreOp::mu is never held
@@ -18,6 +31,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -82,28 +96,40 @@ class Client::Impl {
     std::atomic<uint64_t> requests{0}, errors{0};
     LatencyHistogram latency;
   };
-  enum class NodeState { kUp, kDown, kRemoved };
+  // kSuspect: stopped answering, copies kept (see the failure model);
+  // kDown: declared dead or never attached.
+  enum class NodeState { kUp, kSuspect, kDown, kRemoved };
+  // Orphan is a slab this node was dropped from while it may still hold
+  // pages of it; settled when the node returns (invalidated there, or, for
+  // the only copy, given back to the slab).
+  struct Orphan {
+    uint64_t slab = 0;
+    uint64_t epoch = 0;      // the slab's epoch right after the drop
+    bool only_copy = false;  // it held the last replica
+  };
   struct Node {
     std::string address;  // gRPC control-plane address: the node's identity
     uint64_t key = 0;     // rendezvous identity (hash of address)
     NodeState state = NodeState::kDown;
-    bool is_static = false;  // from options.nodes: never removed by SetNodes
-    bool full = false;       // RESOURCE_EXHAUSTED: no new slabs until re-attached
-    bool draining = false;   // FAILED_PRECONDITION: no new slabs until re-attached
-    Channel channel;         // set while up
+    bool is_static = false;     // from options.nodes: never removed by SetNodes
+    bool full = false;          // RESOURCE_EXHAUSTED: no new slabs until re-attached
+    bool draining = false;      // FAILED_PRECONDITION: no new slabs until re-attached
+    Channel channel = nullptr;  // set while up (and while suspect, until it breaks)
     std::string data_addr, node_id;
     std::string last_error;
-    uint64_t times_down = 0;
-    // orphaned_slabs: slabs dropped from this node while it may still hold
-    // their pages; invalidated there before it rejoins.
-    std::vector<uint64_t> orphaned_slabs;
+    uint64_t times_down = 0, times_suspect = 0;
+    absl::Time suspect_since = absl::InfinitePast();  // while kSuspect
+    uint64_t incarnation = 0;                         // from the last Attach
+    // orphans: slabs dropped from this node while it may still hold their
+    // pages; settled before it serves again.
+    std::vector<Orphan> orphans;
     std::unique_ptr<NodeCounters> counters = std::make_unique<NodeCounters>();
   };
   // Target is one node an operation sends to.
   struct Target {
     int node = -1;
     std::string address;
-    Channel channel;  // null when the node is down
+    Channel channel = nullptr;  // null when the node is down
     NodeCounters* counters = nullptr;
   };
 
@@ -121,8 +147,17 @@ class Client::Impl {
     }
   };
 
-  // Classification of a failed request to a node.
-  enum class Failure { kNone, kNodeDown, kNodeFull, kNodeDraining, kPageBad, kOther };
+  // Classification of a failed request to a node. kBackpressure: our own
+  // output queue to it is full — the node is busy, not failed.
+  enum class Failure {
+    kNone,
+    kNodeDown,
+    kNodeFull,
+    kNodeDraining,
+    kPageBad,
+    kBackpressure,
+    kOther
+  };
   static Failure Classify(const absl::Status& s);
 
   // Data path helpers (client.cc).
@@ -155,26 +190,67 @@ class Client::Impl {
   void OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& t, absl::Status s,
                    const transport::FrameHeader& header, std::span<const uint8_t> payload,
                    std::chrono::steady_clock::time_point sent);
-  void FailLoad(LoadOp& op);
+  // FailLoad: no replica gave a valid copy. Parks the load instead when a
+  // replica is suspect (it may come back).
+  void FailLoad(std::shared_ptr<LoadOp> op);
+  // RetryLoad re-plans a parked load from the current slab table.
+  void RetryLoad(std::shared_ptr<LoadOp> op);
+  // StoreRacedLoad: a copy whose checksum differs from the one the load
+  // expected may be a newer store of the caller's that raced the load.
+  bool StoreRacedLoad(const LoadOp& op, uint64_t checksum);
   void TryLoad(std::shared_ptr<LoadOp> op);
   std::vector<client_internal::Candidate> CandidatesLocked(const std::vector<int>& exclude) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Target TargetLocked(int node) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // HandleFailure applies a failed request's consequence for `node`
-  // (reached through `channel`) on `slab`: mark the node down, or drop the
-  // slab's replica there and stop placing new slabs on it.
+  // (reached through `channel`) on `slab`: make the node suspect, or drop
+  // the slab's replica there and stop placing new slabs on it.
   void HandleFailure(int node, const Channel& channel, uint64_t slab, Failure f,
                      const absl::Status& s);
-  void MarkDownLocked(int node, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // MarkSuspectLocked: the node stopped answering (see the failure model).
+  // `broken`: its connection is gone (closed, reset, session lost), so the
+  // channel is retired and the node is re-attached.
+  void MarkSuspectLocked(int node, const std::string& why, bool broken)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // MarkDeadLocked: the node is dead (suspect too long, restarted empty,
+  // removed): its slabs are dropped and remembered as orphans.
+  void MarkDeadLocked(int node, const std::string& why) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // DropReplicaLocked drops `node` from one slab, recording the orphan.
+  void DropReplicaLocked(uint64_t slab, int node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool LiveLocked(int node) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return nodes_[node].state == NodeState::kUp;
+  }
+  // Park queues `retry` for the retry thread (next tick, or sooner when
+  // membership changes). Counted in parked_retries.
+  void Park(std::function<void()> retry);
+  void RetryLoop();
+  // ParkExpired: an operation parked since `since` has waited longer than a
+  // suspect node can stay suspect, plus slack.
+  bool ParkExpired(absl::Time since) const;
   void Call(const Target& t, transport::OutgoingMessage m, transport::ReplyCallback done);
 
   // Maintenance (client_maintenance.cc).
   void MaintenanceLoop();
   void PingNodes();
   void ReattachDownNodes();
+  // DeclareDeadNodes declares dead the nodes suspect for dead_node_timeout.
+  void DeclareDeadNodes();
+  // SettleOrphans brings a returning node's orphans in line through
+  // `channel` (invalidate stale slabs, give back only copies) and marks it
+  // up with `attachment` (null: it answered on its current channel).
+  absl::Status SettleOrphansAndMarkUp(int node, Channel channel, const Attachment* attachment);
   absl::Status AttachNode(int node);
   void Resolve();
   bool ReplicateOneSlab(uint64_t slab);
+  // VerifyCopy decodes a node's copy of `page` and checks it against what
+  // the client stored (DATA_LOSS when corrupt or stale).
+  absl::Status VerifyCopy(uint64_t slab, uint64_t page, const transport::IncomingMessage& copy);
+  // GoodCopyElsewhere loads `page` from the slab's other live replicas
+  // until one verifies.
+  absl::StatusOr<transport::IncomingMessage> GoodCopyElsewhere(uint64_t slab, uint64_t page,
+                                                               int except);
+  // MarkPageLost: no replica holds an intact copy of a present page.
+  void MarkPageLost(uint64_t slab, uint64_t page, const std::string& why);
   void WakeMaintenance();
   int AddNodeLocked(const std::string& address, bool is_static) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
@@ -192,6 +268,9 @@ class Client::Impl {
   std::vector<Channel> retired_ ABSL_GUARDED_BY(mu_);  // closed by the maintenance thread
   std::vector<std::unique_ptr<transport::RpcChannel>> owned_channels_ ABSL_GUARDED_BY(mu_);
   bool wake_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::function<void()>> parked_ ABSL_GUARDED_BY(mu_);
+  CondVar parked_cv_;  // parked_ non-empty, membership changed, or shutdown
+  std::thread retrier_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time next_resolve_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::thread maintenance_;
@@ -200,7 +279,8 @@ class Client::Impl {
   std::atomic<uint64_t> stores_{0}, loads_{0}, invalidates_{0}, store_errors_{0}, load_errors_{0},
       bytes_before_{0}, bytes_after_{0}, same_pages_{0}, raw_pages_{0}, checksum_failures_{0},
       failovers_{0}, rereplicated_slabs_{0}, rereplicated_pages_{0}, unavailable_loads_{0},
-      load_network_ns_{0}, load_decode_ns_{0};
+      load_network_ns_{0}, load_decode_ns_{0}, stale_copies_{0}, parked_retries_{0},
+      recovered_pages_{0};
 };
 
 }  // namespace farswap

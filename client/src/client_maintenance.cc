@@ -80,6 +80,7 @@ absl::Status Client::Impl::Start() {
   }
   for (const std::string& e : errors) spdlog::warn("farswap client: will retry {}", e);
   maintenance_ = std::thread([this] { MaintenanceLoop(); });
+  retrier_ = std::thread([this] { RetryLoop(); });
   return absl::OkStatus();
 }
 
@@ -88,8 +89,10 @@ Client::Impl::~Impl() {
     MutexLock l(&mu_);
     stopping_ = true;
     changed_.SignalAll();
+    parked_cv_.SignalAll();
   }
   if (maintenance_.joinable()) maintenance_.join();
+  if (retrier_.joinable()) retrier_.join();
   std::vector<Channel> channels;
   {
     MutexLock l(&mu_);
@@ -104,15 +107,20 @@ Client::Impl::~Impl() {
     owned.swap(owned_channels_);
   }
   owned.clear();  // joins the channels' timer threads, without mu_ held
+  // Operations still parked complete with CANCELLED (they see stopping_).
+  std::vector<std::function<void()>> parked;
+  {
+    MutexLock l(&mu_);
+    parked.swap(parked_);
+  }
+  for (std::function<void()>& f : parked) f();
 }
 
 absl::Status Client::Impl::AttachNode(int node) {
   std::string address;
-  std::vector<uint64_t> orphans;
   {
     MutexLock l(&mu_);
     address = nodes_[node].address;
-    orphans = nodes_[node].orphaned_slabs;
   }
   auto fail = [&](const absl::Status& s) {
     MutexLock l(&mu_);
@@ -139,11 +147,45 @@ absl::Status Client::Impl::AttachNode(int node) {
     channel->Close();
     return fail(hello);
   }
-  // Before it takes slabs again, drop whatever it may still hold of slabs
-  // that were moved away while it was unreachable (a stalled node resumes
-  // with its old pages; a restarted one has none and answers OK anyway).
+  absl::Status up = SettleOrphansAndMarkUp(node, channel, &*a);
+  if (!up.ok()) {
+    channel->Close();
+    return fail(up);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Client::Impl::SettleOrphansAndMarkUp(int node, Channel channel,
+                                                  const Attachment* attachment) {
+  // Which orphans to invalidate there: slabs whose pages it holds are stale
+  // (another replica took newer writes or a verified copy), unless it is a
+  // replica of the slab again. Only copies are kept: given back below when
+  // nothing was placed over them, else left alone (never deleted).
+  std::vector<uint64_t> invalidate;
+  size_t settled = 0;
+  {
+    MutexLock l(&mu_);
+    Node& n = nodes_[node];
+    if (attachment != nullptr && n.incarnation != 0 && attachment->incarnation != 0 &&
+        attachment->incarnation != n.incarnation) {
+      // It restarted: whatever it held is gone. Drop it from its slabs now
+      // (pages only it held are lost) and forget its orphans.
+      if (n.state == NodeState::kSuspect || n.state == NodeState::kUp) {
+        MarkDeadLocked(node, "restarted (new incarnation): its pages are gone");
+      }
+      n.orphans.clear();
+    }
+    settled = n.orphans.size();
+    for (const Orphan& o : n.orphans) {
+      const client_internal::Slab* s = table_.Find(o.slab);
+      const bool holds =
+          s != nullptr && (s->filling == node || std::find(s->replicas.begin(), s->replicas.end(),
+                                                           node) != s->replicas.end());
+      if (!o.only_copy && !holds) invalidate.push_back(o.slab);
+    }
+  }
   std::vector<std::future<absl::StatusOr<IncomingMessage>>> cleanups;
-  for (uint64_t slab : orphans) {
+  for (uint64_t slab : invalidate) {
     auto count = transport::EncodeU64Payload(pages_per_slab_);
     cleanups.push_back(
         channel->Call({.opcode = Opcode::kInvalidateRange, .page = slab * pages_per_slab_},
@@ -152,27 +194,51 @@ absl::Status Client::Impl::AttachNode(int node) {
   for (auto& f : cleanups) {
     absl::Status s = f.get().status();
     if (!s.ok()) {
-      channel->Close();
-      return fail(absl::Status(s.code(), absl::StrCat("cleaning up moved slabs: ", s.message())));
+      return absl::Status(s.code(), absl::StrCat("cleaning up moved slabs: ", s.message()));
     }
   }
   MutexLock l(&mu_);
   Node& n = nodes_[node];
   if (stopping_ || n.state == NodeState::kRemoved) {
-    retired_.push_back(channel);
+    if (attachment != nullptr) retired_.push_back(channel);
     return absl::CancelledError("node removed while attaching");
   }
+  // Only copies come back when the slab is as the drop left it: no replica
+  // placed since (same epoch), so its lost pages are exactly what it holds.
+  for (size_t k = 0; k < settled; ++k) {
+    const Orphan& o = n.orphans[k];
+    client_internal::Slab* s = table_.Find(o.slab);
+    if (!o.only_copy || s == nullptr || s->epoch != o.epoch || !s->replicas.empty() ||
+        s->filling >= 0 || !s->lost.Any()) {
+      continue;
+    }
+    s->replicas.push_back(node);
+    s->epoch++;
+    for (uint32_t i : s->lost.Indices()) {
+      s->present.Set(i);
+      recovered_pages_++;
+    }
+    s->lost.ClearAll();
+    spdlog::info("farswap client: node {} returned with the only copy of slab {}", n.address,
+                 o.slab);
+  }
+  n.orphans.erase(n.orphans.begin(), n.orphans.begin() + settled);
+  if (n.channel != nullptr && n.channel != channel) retired_.push_back(n.channel);
   n.channel = channel;
   n.state = NodeState::kUp;
+  n.suspect_since = absl::InfinitePast();
   n.full = n.draining = false;
-  n.data_addr = a->data_addr;
-  n.node_id = a->node_id;
+  if (attachment != nullptr) {
+    n.data_addr = attachment->data_addr;
+    n.node_id = attachment->node_id;
+    n.incarnation = attachment->incarnation;
+  }
   n.last_error.clear();
-  n.orphaned_slabs.erase(n.orphaned_slabs.begin(), n.orphaned_slabs.begin() + orphans.size());
   spdlog::info("farswap client: node {} ({}, data plane {}) is up", n.address, n.node_id,
                n.data_addr);
   wake_ = true;
   changed_.SignalAll();
+  parked_cv_.SignalAll();
   return absl::OkStatus();
 }
 
@@ -197,7 +263,9 @@ void Client::Impl::SetDynamicNodes(const std::vector<std::string>& addresses) {
   for (int i = 0; i < int(nodes_.size()); ++i) {
     Node& n = nodes_[i];
     if (n.is_static || want.count(n.address) != 0 || n.state == NodeState::kRemoved) continue;
-    if (n.state == NodeState::kUp) MarkDownLocked(i, "removed from the membership");
+    if (n.state == NodeState::kUp || n.state == NodeState::kSuspect) {
+      MarkDeadLocked(i, "removed from the membership");
+    }
     n.state = NodeState::kRemoved;
   }
   wake_ = true;
@@ -239,11 +307,18 @@ void Client::Impl::Resolve() {
 }
 
 void Client::Impl::PingNodes() {
+  // Up nodes, and suspect ones still connected: a suspect node that answers
+  // again is settled and up (a stall that ended).
   std::vector<Target> targets;
+  std::vector<bool> was_suspect;
   {
     MutexLock l(&mu_);
     for (int i = 0; i < int(nodes_.size()); ++i) {
-      if (nodes_[i].state == NodeState::kUp) targets.push_back(TargetLocked(i));
+      const Node& n = nodes_[i];
+      if (n.channel != nullptr && (n.state == NodeState::kUp || n.state == NodeState::kSuspect)) {
+        targets.push_back(TargetLocked(i));
+        was_suspect.push_back(n.state == NodeState::kSuspect);
+      }
     }
   }
   std::vector<std::future<absl::StatusOr<IncomingMessage>>> replies;
@@ -251,10 +326,33 @@ void Client::Impl::PingNodes() {
     replies.push_back(t.channel->Call({.opcode = Opcode::kPing}, {}, options_.op_timeout));
   }
   for (size_t i = 0; i < targets.size(); ++i) {
-    absl::Status s = replies[i].get().status();
-    if (!s.ok()) {
+    absl::StatusOr<IncomingMessage> r = replies[i].get();
+    if (!r.ok()) {
+      absl::Status s = r.status();
       HandleFailure(targets[i].node, targets[i].channel, 0, Failure::kNodeDown,
                     absl::Status(s.code(), absl::StrCat("health check: ", s.message())));
+    } else if (r->header.status == absl::StatusCode::kOk && was_suspect[i]) {
+      bool still_suspect;
+      {
+        MutexLock l(&mu_);
+        const Node& n = nodes_[targets[i].node];
+        still_suspect = n.state == NodeState::kSuspect && n.channel == targets[i].channel;
+      }
+      if (still_suspect) {
+        SettleOrphansAndMarkUp(targets[i].node, targets[i].channel, nullptr).IgnoreError();
+      }
+    }
+  }
+}
+
+void Client::Impl::DeclareDeadNodes() {
+  MutexLock l(&mu_);
+  const absl::Time now = absl::Now();
+  for (int i = 0; i < int(nodes_.size()); ++i) {
+    Node& n = nodes_[i];
+    if (n.state == NodeState::kSuspect && now - n.suspect_since >= options_.dead_node_timeout) {
+      MarkDeadLocked(i, absl::StrCat("no answer for ", absl::FormatDuration(now - n.suspect_since),
+                                     " (dead_node_timeout): ", n.last_error));
     }
   }
 }
@@ -264,7 +362,10 @@ void Client::Impl::ReattachDownNodes() {
   {
     MutexLock l(&mu_);
     for (int i = 0; i < int(nodes_.size()); ++i) {
-      if (nodes_[i].state == NodeState::kDown) down.push_back(i);
+      const Node& n = nodes_[i];
+      if (n.state == NodeState::kDown || (n.state == NodeState::kSuspect && n.channel == nullptr)) {
+        down.push_back(i);
+      }
     }
   }
   std::vector<std::thread> attachers;
@@ -273,21 +374,79 @@ void Client::Impl::ReattachDownNodes() {
   for (std::thread& t : attachers) t.join();
 }
 
+absl::Status Client::Impl::VerifyCopy(uint64_t slab, uint64_t page, const IncomingMessage& copy) {
+  uint8_t scratch[kPageSize];
+  absl::Status v = client_internal::DecodeVerified(client_internal::ThreadCodec(codec_options_),
+                                                   page, copy.header, copy.payload, scratch);
+  if (!v.ok()) return v;
+  MutexLock l(&mu_);
+  const client_internal::Slab* s = table_.Find(slab);
+  const uint32_t i = table_.IndexOf(page);
+  // What the client last stored (or has in flight: a newer copy a pass over
+  // the dirty pages copies again).
+  if (s != nullptr && s->checksums[i] != copy.header.checksum &&
+      s->issued[i] != copy.header.checksum) {
+    stale_copies_++;
+    return absl::DataLossError(absl::StrCat("page ", page, ": stale copy"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<IncomingMessage> Client::Impl::GoodCopyElsewhere(uint64_t slab, uint64_t page,
+                                                                int except) {
+  std::vector<Target> others;
+  {
+    MutexLock l(&mu_);
+    const client_internal::Slab* s = table_.Find(slab);
+    if (s != nullptr) {
+      for (int r : s->replicas) {
+        if (r != except && LiveLocked(r)) others.push_back(TargetLocked(r));
+      }
+    }
+  }
+  absl::Status last = absl::DataLossError("no other live replica");
+  for (const Target& t : others) {
+    absl::StatusOr<IncomingMessage> r =
+        t.channel->Call({.opcode = Opcode::kLoad, .page = page}, {}, options_.op_timeout).get();
+    if (r.ok()) last = VerifyCopy(slab, page, *r);
+    if (r.ok() && last.ok()) return r;
+    if (!r.ok()) last = r.status();
+  }
+  return last;
+}
+
+void Client::Impl::MarkPageLost(uint64_t slab, uint64_t page, const std::string& why) {
+  spdlog::error("farswap client: page {} has no intact copy: {}", page, why);
+  MutexLock l(&mu_);
+  client_internal::Slab* s = table_.Find(slab);
+  if (s == nullptr) return;
+  const uint32_t i = table_.IndexOf(page);
+  if (!s->present.Get(i) || s->dirty.Get(i)) return;  // rewritten or invalidated since
+  s->present.Clear(i);
+  s->lost.Set(i);
+}
+
 bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
   Target src, dst;
   std::vector<uint32_t> pages;
   {
     MutexLock l(&mu_);
     client_internal::Slab* s = table_.Find(slab);
-    if (s == nullptr || s->filling >= 0 || s->replicas.empty() ||
-        int(s->replicas.size()) >= replicas_) {
-      return false;
+    if (s == nullptr || s->filling >= 0) return false;
+    // Copy from a live replica; suspect replicas do not count towards R
+    // (they leave the slab once the new copy is committed).
+    int source = -1, live = 0;
+    for (int r : s->replicas) {
+      if (!LiveLocked(r)) continue;
+      live++;
+      if (source < 0) source = r;
     }
+    if (source < 0 || live >= replicas_) return false;
     std::vector<client_internal::Candidate> c = CandidatesLocked(s->replicas);
     if (c.empty()) return false;
     int target = client_internal::RendezvousRank(slab, c)[0];
     s->filling = target;
-    src = TargetLocked(s->replicas[0]);
+    src = TargetLocked(source);
     dst = TargetLocked(target);
     pages = s->present.Indices();
     s->dirty.ClearAll();
@@ -324,14 +483,19 @@ bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
           for (auto& f : stores) f.wait();
           return give_up(absl::StrCat("source ", src.address, ": ", r.status().ToString()));
         }
-        uint8_t scratch[kPageSize];
-        absl::Status v = client_internal::DecodeVerified(
-            client_internal::ThreadCodec(codec_options_), page, r->header, r->payload, scratch);
-        if (!v.ok()) {
+        if (absl::Status v = VerifyCopy(slab, page, *r); !v.ok()) {
+          // One bad page does not stop the slab: take the page from another
+          // live replica, or, when none has it intact, it is lost (a load
+          // would fail the same way); the rest of the slab is copied.
           checksum_failures_++;
-          for (size_t j = k + 1; j < n; ++j) loads[j].wait();
-          for (auto& f : stores) f.wait();
-          return give_up(absl::StrCat("source ", src.address, ": ", v.ToString()));
+          absl::StatusOr<IncomingMessage> alt = GoodCopyElsewhere(slab, page, src.node);
+          if (!alt.ok()) {
+            MarkPageLost(
+                slab, page,
+                absl::StrCat(src.address, ": ", v.message(), "; ", alt.status().message()));
+            continue;
+          }
+          r = std::move(alt);
         }
         // The node's bytes, codec and checksum go over unchanged: no
         // re-encoding on the way.
@@ -364,7 +528,19 @@ bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
     }
     if (!s->dirty.Any()) {
       s->replicas.push_back(dst.node);
+      s->epoch++;
       s->filling = -1;
+      // A verified copy now stands in for each suspect replica beyond R:
+      // those leave the slab (their pages there are settled when they
+      // return).
+      std::vector<int> suspects;
+      for (int r : s->replicas) {
+        if (!LiveLocked(r)) suspects.push_back(r);
+      }
+      for (int r : suspects) {
+        if (int(table_.Find(slab)->replicas.size()) <= replicas_) break;
+        DropReplicaLocked(slab, r);
+      }
       rereplicated_slabs_++;
       rereplicated_pages_ += copied;
       changed_.SignalAll();
@@ -394,10 +570,14 @@ void Client::Impl::MaintenanceLoop() {
     for (Channel c : retired) c->Close();
     if (resolve) Resolve();
     PingNodes();
+    DeclareDeadNodes();
     std::vector<uint64_t> short_slabs;
     {
       MutexLock l(&mu_);
-      short_slabs = table_.UnderReplicated(replicas_);
+      std::vector<bool> live(nodes_.size());
+      for (int i = 0; i < int(nodes_.size()); ++i) live[i] = LiveLocked(i);
+      short_slabs =
+          table_.UnderReplicated(replicas_, [&live](int node) { return bool(live[node]); });
     }
     for (uint64_t slab : short_slabs) {
       {
@@ -423,7 +603,9 @@ absl::Status Client::Impl::WaitUntilReplicated(absl::Duration timeout) {
     const int need = std::min(replicas_, up);
     uint64_t short_slabs = 0;
     for (const auto& [id, s] : table_.slabs()) {
-      short_slabs += s.present.Any() && (int(s.replicas.size()) < need || s.filling >= 0);
+      int live = 0;
+      for (int r : s.replicas) live += LiveLocked(r) ? 1 : 0;
+      short_slabs += s.present.Any() && (live < need || s.filling >= 0);
     }
     if (short_slabs == 0) return absl::OkStatus();
     if (changed_.WaitWithDeadline(&mu_, deadline)) {

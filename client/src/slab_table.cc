@@ -61,6 +61,8 @@ Slab& SlabTable::GetOrCreate(uint64_t slab) {
     it->second.present = PageBits(pages_per_slab_);
     it->second.lost = PageBits(pages_per_slab_);
     it->second.dirty = PageBits(pages_per_slab_);
+    it->second.checksums.assign(pages_per_slab_, 0);
+    it->second.issued.assign(pages_per_slab_, 0);
   }
   return it->second;
 }
@@ -77,12 +79,14 @@ size_t SlabTable::Place(uint64_t slab, int r, std::span<const Candidate> candida
     if (int(s.replicas.size()) >= r) break;
     if (std::find(s.replicas.begin(), s.replicas.end(), node) == s.replicas.end()) {
       s.replicas.push_back(node);
+      s.epoch++;
     }
   }
   return s.replicas.size();
 }
 
-bool SlabTable::DropReplica(uint64_t slab, int node) {
+bool SlabTable::DropReplica(uint64_t slab, int node, bool* only_copy) {
+  if (only_copy != nullptr) *only_copy = false;
   Slab* s = Find(slab);
   if (s == nullptr) return false;
   bool had = false;
@@ -93,8 +97,10 @@ bool SlabTable::DropReplica(uint64_t slab, int node) {
   auto it = std::find(s->replicas.begin(), s->replicas.end(), node);
   if (it != s->replicas.end()) {
     s->replicas.erase(it);
+    s->epoch++;
     had = true;
     if (s->replicas.empty()) {
+      if (only_copy != nullptr) *only_copy = s->present.Any();
       // Nobody holds a complete copy any more: what was present is lost.
       // (A node still filling holds only part of it, so it goes too.)
       for (uint32_t i : s->present.Indices()) s->lost.Set(i);
@@ -106,23 +112,15 @@ bool SlabTable::DropReplica(uint64_t slab, int node) {
   return had;
 }
 
-std::vector<uint64_t> SlabTable::DropNode(int node) {
-  std::vector<uint64_t> affected;
+std::vector<SlabTable::Dropped> SlabTable::DropNode(int node) {
+  std::vector<Dropped> affected;
   for (auto& [id, s] : slabs_) {
-    if (DropReplica(id, node)) affected.push_back(id);
-  }
-  return affected;
-}
-
-std::vector<uint64_t> SlabTable::UnderReplicated(int r) const {
-  std::vector<uint64_t> out;
-  for (const auto& [id, s] : slabs_) {
-    if (!s.replicas.empty() && int(s.replicas.size()) < r && s.filling < 0 && s.present.Any()) {
-      out.push_back(id);
+    bool only_copy = false;
+    if (DropReplica(id, node, &only_copy)) {
+      affected.push_back({.slab = id, .epoch = s.epoch, .only_copy = only_copy});
     }
   }
-  std::sort(out.begin(), out.end());
-  return out;
+  return affected;
 }
 
 uint64_t SlabTable::SlabsOn(int node) const {

@@ -22,13 +22,25 @@
 //
 // Per slab the table keeps three bitsets over its pages: present (stored and
 // not invalidated), lost (present when the last replica was lost: loads of
-// these are DATA_LOSS/UNAVAILABLE, counted) and dirty (see above).
+// these are DATA_LOSS/UNAVAILABLE, counted) and dirty (see above); and the
+// xxh3-64 of what the client last stored for each page (`checksums`), so a
+// load is verified end to end against what was stored, not only against
+// the checksum the node sends back: an older copy that matches its own
+// checksum is refused as stale.
+//
+// Every change of a slab's replica list bumps its `epoch`. A node dropped
+// from a slab is told so when it returns (the client's orphan record holds
+// the slab and the epoch of the drop): when another replica holds verified
+// copies its pages there are stale and are invalidated; when it held the
+// only copy and nothing has been placed on the slab since (same epoch), its
+// pages are the only good ones and it becomes the slab's replica again.
 //
 // Thread safety: SlabTable is thread-compatible; the Client guards it with
 // its mutex.
 #ifndef FARSWAP_CLIENT_SRC_SLAB_TABLE_H_
 #define FARSWAP_CLIENT_SRC_SLAB_TABLE_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -60,6 +72,11 @@ struct Slab {
   int filling = -1;           // node id being filled by re-replication, or -1
   PageBits present, lost, dirty;
   int writes_in_flight = 0;  // stores/invalidates issued and not yet completed
+  uint64_t epoch = 0;        // bumped on every change of `replicas`
+  // checksums[i]: xxh3-64 of the page last stored at index i (valid while
+  // present or lost); issued[i]: of the last store sent for it, which a
+  // node may serve before its acknowledgement arrives.
+  std::vector<uint64_t> checksums, issued;
 };
 
 // Candidate is a node that may take new slabs: its id and the hash of its
@@ -96,14 +113,32 @@ class SlabTable {
 
   // DropReplica removes `node` from the slab's replicas and filling. When
   // it held the last replica, present pages become lost. Returns true if
-  // the node was a replica or filling there.
-  bool DropReplica(uint64_t slab, int node);
+  // the node was a replica or filling there; *only_copy (optional) tells
+  // whether it was the last replica of a slab with pages.
+  bool DropReplica(uint64_t slab, int node, bool* only_copy = nullptr);
+  // Dropped is one slab a node was dropped from, for its orphan record.
+  struct Dropped {
+    uint64_t slab = 0;
+    uint64_t epoch = 0;  // the slab's epoch after the drop
+    bool only_copy = false;
+  };
   // DropNode does DropReplica for every slab and returns those affected.
-  std::vector<uint64_t> DropNode(int node);
+  std::vector<Dropped> DropNode(int node);
 
   // UnderReplicated lists slabs with at least one present page, fewer than
-  // `r` replicas, at least one replica to copy from and nobody filling.
-  std::vector<uint64_t> UnderReplicated(int r) const;
+  // `r` live replicas (live(node) true), at least one live replica to copy
+  // from and nobody filling.
+  template <typename Live>
+  std::vector<uint64_t> UnderReplicated(int r, Live live) const {
+    std::vector<uint64_t> out;
+    for (const auto& [id, s] : slabs_) {
+      int n = 0;
+      for (int node : s.replicas) n += live(node) ? 1 : 0;
+      if (n > 0 && n < r && s.filling < 0 && s.present.Any()) out.push_back(id);
+    }
+    std::sort(out.begin(), out.end());
+    return out;
+  }
 
   // SlabsOn counts slabs with `node` as a replica.
   uint64_t SlabsOn(int node) const;

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 
 namespace farswap::server {
@@ -33,6 +34,7 @@ MemoryNodeService::MemoryNodeService(PageStore* store, TenantRegistry* tenants,
     : store_(store),
       tenants_(tenants),
       node_id_(options.node_id),
+      incarnation_(absl::Uniform<uint64_t>(absl::BitGen(), 1, UINT64_MAX)),
       data_addr_(options.data_addr),
       limits_(options.limits) {}
 
@@ -54,6 +56,7 @@ grpc::ServerUnaryReactor* MemoryNodeService::Attach(grpc::CallbackServerContext*
   resp->set_quota_bytes(t.quota_bytes);
   resp->set_data_addr(data_addr_);
   resp->set_node_id(node_id_);
+  resp->set_incarnation(incarnation_);
   spdlog::info("session opened: tenant '{}' client '{}' ({} sessions)", t.id, req->client_name(),
                tenants_->session_count());
   return Finish(ctx, absl::OkStatus());

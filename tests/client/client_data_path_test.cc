@@ -181,6 +181,43 @@ TEST_F(ClientDataPathTest, AFailedEntryFailsOnlyThatPage) {
   }
 }
 
+// The checksum is end to end: a replica that serves an older version of a
+// page — intact, matching the checksum stored beside it — is refused as
+// stale, because the client checks what it last stored, not what the node
+// says. Both replicas are made stale behind the client's back.
+TEST_F(ClientDataPathTest, AnOlderIntactCopyIsRefusedAsStale) {
+  constexpr uint64_t kPage = 5;
+  std::vector<uint8_t> v1(kPageSize), v2(kPageSize), out(kPageSize);
+  Page(kPage, 1, v1.data());
+  Page(kPage, 2, v2.data());
+  ASSERT_TRUE(client_->Store(kPage, v1.data()).ok());
+  std::vector<std::pair<InProcessNode*, server::LoadedPage>> old;
+  for (auto& n : nodes_) {
+    absl::StatusOr<server::LoadedPage> p = n->store->Load(0, kPage);
+    if (p.ok()) old.push_back({n.get(), *std::move(p)});
+  }
+  ASSERT_EQ(old.size(), 2u);
+  ASSERT_TRUE(client_->Store(kPage, v2.data()).ok());
+  ASSERT_TRUE(client_->Load(kPage, out.data()).ok());
+  ASSERT_EQ(std::memcmp(out.data(), v2.data(), kPageSize), 0);
+  for (auto& [node, page] : old) {
+    ASSERT_TRUE(node->store
+                    ->Store(0, kPage,
+                            {.payload = page.payload,
+                             .codec = page.codec,
+                             .checksum = page.checksum,
+                             .same_filled = page.same_filled,
+                             .fill = page.fill})
+                    .ok());
+  }
+  std::fill(out.begin(), out.end(), 0xEE);
+  absl::Status s = client_->Load(kPage, out.data());
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
+  EXPECT_NE(s.message().find("stale copy"), std::string::npos) << s;
+  EXPECT_EQ(out[0], 0xEE) << "a stale copy reached the caller's buffer";
+  EXPECT_EQ(client_->stats().stale_copies, 2u);
+}
+
 TEST_F(ClientDataPathTest, ManyThreadsMixingBatchesAndSingleCallsReadTheirLastWrites) {
   constexpr int kThreads = 4;
   constexpr uint64_t kPagesPerThread = 96;

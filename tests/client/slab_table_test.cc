@@ -55,14 +55,24 @@ TEST(SlabTableTest, LosingTheLastReplicaMarksPresentPagesLost) {
   s.present.Set(1);
   s.present.Set(5);
   int a = s.replicas[0], b = s.replicas[1];
-  EXPECT_EQ(t.DropNode(a), std::vector<uint64_t>{0});
-  EXPECT_EQ(t.UnderReplicated(2), std::vector<uint64_t>{0});
+  const uint64_t placed_epoch = s.epoch;
+  std::vector<SlabTable::Dropped> dropped = t.DropNode(a);
+  ASSERT_EQ(dropped.size(), 1u);
+  EXPECT_EQ(dropped[0].slab, 0u);
+  EXPECT_FALSE(dropped[0].only_copy);  // b still holds the slab
+  EXPECT_GT(dropped[0].epoch, placed_epoch);
+  auto all_live = [](int) { return true; };
+  EXPECT_EQ(t.UnderReplicated(2, all_live), std::vector<uint64_t>{0});
+  // A replica that is not live (suspect) is not a source to copy from.
+  EXPECT_TRUE(t.UnderReplicated(2, [&](int n) { return n != b; }).empty());
   EXPECT_EQ(t.LostPages(), 0u);
-  EXPECT_TRUE(t.DropReplica(0, b));
+  bool only_copy = false;
+  EXPECT_TRUE(t.DropReplica(0, b, &only_copy));
+  EXPECT_TRUE(only_copy);
   EXPECT_TRUE(s.replicas.empty());
   EXPECT_EQ(t.LostPages(), 2u);
   EXPECT_TRUE(s.lost.Get(1) && s.lost.Get(5) && !s.present.Any());
-  EXPECT_TRUE(t.UnderReplicated(2).empty());  // nothing left to copy from
+  EXPECT_TRUE(t.UnderReplicated(2, all_live).empty());  // nothing left to copy from
   // A slab with no replica is placed afresh on the next store.
   EXPECT_EQ(t.Place(0, 2, nodes), 2u);
 }

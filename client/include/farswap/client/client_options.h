@@ -57,8 +57,18 @@ struct ClientOptions {
   uint32_t raw_threshold = 3633;
 
   // op_timeout: per data-plane request. A node that does not answer within
-  // it is marked down (its slabs fail over), never waited on forever.
+  // it becomes *suspect*: it takes no new slabs and loads go to its other
+  // replicas first, but its copies stay authoritative. A page with no other
+  // copy waits for it (never waited on forever: see dead_node_timeout).
   absl::Duration op_timeout = absl::Seconds(2);
+  // dead_node_timeout: how long a node may stay suspect (no answer, no
+  // successful re-attach) before it is declared dead: only then are its
+  // slabs dropped, and a page whose only copy it held is lost (DATA_LOSS,
+  // SIGBUS in a region). Slabs with another verified copy are moved off a
+  // suspect node at once, by re-replication. A node that comes back with
+  // its memory intact (same incarnation) after being declared dead gives
+  // back the pages only it held, when nothing has been placed over them.
+  absl::Duration dead_node_timeout = absl::Seconds(20);
   // attach_timeout: gRPC Attach and the data-plane connect + HELLO.
   absl::Duration attach_timeout = absl::Seconds(5);
   // health_interval: period of the background PING of every node, of
@@ -101,13 +111,18 @@ struct NodeStats {
   std::string address;    // gRPC address
   std::string data_addr;  // data plane, from Attach
   std::string node_id;
-  std::string state;      // "up", "down", "removed"
+  // state: "up"; "suspect" (stopped answering: no new slabs, copies kept);
+  // "down" (declared dead after dead_node_timeout, or restarted empty);
+  // "removed" (left the membership).
+  std::string state;
   bool full = false;      // answered RESOURCE_EXHAUSTED: no new slabs
   bool draining = false;  // answered FAILED_PRECONDITION: no new slabs
   uint64_t slabs = 0;     // slabs with a complete copy here
   uint64_t requests = 0;
   uint64_t errors = 0;
-  uint64_t times_down = 0;
+  uint64_t times_down = 0;     // times declared dead
+  uint64_t times_suspect = 0;  // times it stopped answering
+  uint64_t incarnation = 0;    // the node process's identity (changes on restart)
   std::array<uint64_t, LatencyHistogram::kBuckets> latency_us{};  // request latency
 };
 
@@ -122,7 +137,16 @@ struct ClientStats {
   uint64_t same_pages = 0;
   uint64_t raw_pages = 0;
   uint64_t checksum_failures = 0;  // loads whose payload failed verification on some replica
-  uint64_t failovers = 0;          // loads answered by a replica other than the first tried
+  // stale_copies: verified copies that were not what this client last
+  // stored there (an older version): refused like a corrupt copy.
+  uint64_t stale_copies = 0;
+  // parked_retries: operations that waited for a suspect node or for
+  // back-pressure to clear, then were sent again (never failed for it).
+  uint64_t parked_retries = 0;
+  // recovered_pages: pages whose only copy was on a node declared dead,
+  // given back when it returned with its memory intact.
+  uint64_t recovered_pages = 0;
+  uint64_t failovers = 0;  // loads answered by a replica other than the first tried
   uint64_t rereplicated_slabs = 0;
   uint64_t rereplicated_pages = 0;
   uint64_t lost_pages = 0;         // pages whose every replica was lost (now)

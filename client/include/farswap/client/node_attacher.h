@@ -17,6 +17,9 @@ struct Attachment {
   std::string session_token;  // presented in the data plane's HELLO
   std::string data_addr;      // host:port of the node's data plane
   std::string node_id;
+  // incarnation: the node process's identity; a change means the node
+  // restarted empty. 0: unknown (treated as unchanged).
+  uint64_t incarnation = 0;
 };
 
 // NodeAttacher attaches to one node by its control-plane address.

@@ -52,6 +52,7 @@ class MemoryNodeService final : public v1::MemoryNode::CallbackService {
   PageStore* const store_;
   TenantRegistry* const tenants_;
   const std::string node_id_;
+  const uint64_t incarnation_;  // random per process (AttachResponse.incarnation)
   const std::string data_addr_;
   Mutex mu_;
   PageStoreLimits limits_ ABSL_GUARDED_BY(mu_);
