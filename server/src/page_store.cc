@@ -411,20 +411,30 @@ absl::StatusOr<uint64_t> PageStore::InvalidateRange(uint32_t tenant, uint64_t fi
         absl::StrCat("invalidate range of ", count, " pages from ", first, " wraps around"));
   }
   const uint64_t last = first + (count - 1);
-  // Small ranges: visit each key. Large ones: ask the index which keys
-  // exist (a key stored meanwhile may be missed, as it would be had the
-  // store come a moment later).
+  // Small ranges: visit each key. Large ones: walk the index's ordered
+  // list of this tenant's pages, a bounded chunk per index-lock hold, with
+  // no lock held between chunks (a key stored meanwhile may be missed, as
+  // it would be had the store come a moment later). Neither way looks at
+  // another tenant's entries.
   constexpr uint64_t kVisitEachKeyBelow = 4096;
-  std::vector<PageKey> keys;
-  if (count < kVisitEachKeyBelow) {
-    for (uint64_t p = first; p <= last; ++p) keys.push_back({tenant, p});
-  } else {
-    keys = index_->KeysInRange(tenant, first, last);
-  }
   uint64_t removed = 0;
-  for (const PageKey& k : keys) {
-    MutexLock kl(&key_locks_->For(k));
-    removed += EraseLocked(k.tenant, k.page) ? 1 : 0;
+  if (count < kVisitEachKeyBelow) {
+    for (uint64_t p = first; p <= last; ++p) {
+      MutexLock kl(&key_locks_->For({tenant, p}));
+      removed += EraseLocked(tenant, p) ? 1 : 0;
+    }
+  } else {
+    internal::RangeCursor cursor{.tenant = tenant, .first = first, .last = last};
+    std::vector<PageKey> keys;
+    keys.reserve(internal::PageIndex::kRangeChunk);
+    while (index_->NextKeysInRange(&cursor, &keys)) {
+      for (const PageKey& k : keys) {
+        MutexLock kl(&key_locks_->For(k));
+        removed += EraseLocked(k.tenant, k.page) ? 1 : 0;
+      }
+      keys.clear();
+      FARSWAP_SYNC_POINT("PageStore::InvalidateRange:between-chunks");
+    }
   }
   counters_.invalidates.fetch_add(removed, std::memory_order_relaxed);
   return removed;

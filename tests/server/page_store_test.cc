@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "farswap/common/sync_point.h"
 #include "page_test_util.h"
 
 namespace farswap::server {
@@ -116,6 +117,35 @@ TEST(PageStoreTest, InvalidateRangeSmallLargeAndWrapping) {
   EXPECT_EQ(store->InvalidateRange(1, UINT64_MAX, 2).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store->GetStats().stored_pages, 1u);
+}
+
+// A large INVALIDATE_RANGE walks only its tenant's pages, a chunk per index
+// lock hold, with no lock held between chunks (it used to hold each index
+// shard lock over every tenant's entries: one client stalled the node).
+TEST(PageStoreTest, LargeInvalidateRangeWorksInChunksAndSparesOtherTenants) {
+  testing::ScopedSyncPoints cleanup;
+  auto store = NewStore({});
+  constexpr uint64_t kPages = 40000;  // same-filled: no pool memory
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ASSERT_TRUE(store->Store(1, p, {.same_filled = true, .fill = p}).ok());
+  }
+  ASSERT_TRUE(StorePayload(*store, 2, 7, Payload(7, 100), 7).ok());
+  // Between chunks another tenant stores and loads: it would deadlock if
+  // the walk still held an index or key lock here.
+  uint64_t chunks = 0;
+  SyncPoints::Set("PageStore::InvalidateRange:between-chunks", [&] {
+    ++chunks;
+    ASSERT_TRUE(StorePayload(*store, 2, 8, Payload(8, 100), 8).ok());
+    ExpectPage(*store, 2, 7, Payload(7, 100), 7);
+  });
+  absl::StatusOr<uint64_t> n = store->InvalidateRange(1, 0, UINT64_MAX);
+  SyncPoints::ClearAll();
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, kPages);
+  EXPECT_GE(chunks, kPages / 256);
+  EXPECT_EQ(store->GetStats().stored_pages, 2u);
+  ExpectPage(*store, 2, 7, Payload(7, 100), 7);
+  ExpectPage(*store, 2, 8, Payload(8, 100), 8);
 }
 
 TEST(PageStoreTest, QuotaIsPerTenantAndCountsPages) {
