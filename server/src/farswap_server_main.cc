@@ -178,7 +178,7 @@ int Serve(const Flags& f) {
     return 1;
   }
   for (const Tenant& t : tenants->tenants()) {
-    if (t.quota_bytes != 0) (*store)->SetTenantQuota(t.index, t.quota_bytes / kBlockSize);
+    if (t.quota_bytes != 0) (*store)->SetTenantQuota(t.index, QuotaPagesForBytes(t.quota_bytes));
   }
   auto transport = transport::CreateTransport(
       f.data_addr,

@@ -11,7 +11,8 @@
 //   copies (key, entry, gen) and drops it first (writeback.cc).
 // - Index shard locks are held only inside PageIndex calls.
 // - A thread holds at most one key stripe at a time (InvalidateRange takes
-//   them one key after another).
+//   them one key after another, with no index lock held).
+// - limits_mu_ is a leaf, taken alone.
 // - The writeback worker's mutex (writeback_worker.h) is never held with
 //   any of these; a Store waiting for writeback holds no lock.
 // - Backing-store reads for Load run with the key lock held (see Load).
@@ -462,6 +463,10 @@ void PageStore::SetTenantQuota(uint32_t tenant, uint64_t quota_pages) {
   t.quota_pages = quota_pages;
 }
 
+  {
+    MutexLock l(&limits_mu_);
+    limits_ = limits;
+  }
 void PageStore::SetDraining(bool draining) { draining_.store(draining); }
 
 void PageStore::QuiesceWriteback() {
@@ -473,6 +478,11 @@ uint64_t PageStore::Compact() { return pool_->Compact(); }
 void PageStore::RecordBackingError(const absl::Status& status) {
   MutexLock l(&error_mu_);
   if (backing_error_.ok()) {
+PageStoreLimits PageStore::limits() const {
+  MutexLock l(&limits_mu_);
+  return limits_;
+}
+
     backing_error_ =
         absl::Status(status.code(),
                      absl::StrCat("backing store ", backing_->Describe(), ": ", status.message()));

@@ -148,6 +148,45 @@ TEST(PageStoreTest, LargeInvalidateRangeWorksInChunksAndSparesOtherTenants) {
   ExpectPage(*store, 2, 8, Payload(8, 100), 8);
 }
 
+// Quotas are set in bytes and enforced in pages; a partial page rounds up
+// (1..4095 bytes used to become 0 pages: unlimited).
+TEST(PageStoreTest, QuotaBytesRoundUpToPages) {
+  EXPECT_EQ(QuotaPagesForBytes(0), 0u);
+  EXPECT_EQ(QuotaPagesForBytes(1), 1u);
+  EXPECT_EQ(QuotaPagesForBytes(4095), 1u);
+  EXPECT_EQ(QuotaPagesForBytes(4096), 1u);
+  EXPECT_EQ(QuotaPagesForBytes(4097), 2u);
+  EXPECT_EQ(QuotaPagesForBytes(UINT64_MAX), UINT64_MAX / 4096 + 1);
+  auto store = NewStore({});
+  store->SetTenantQuota(3, QuotaPagesForBytes(100));
+  ASSERT_TRUE(StorePayload(*store, 3, 0, Payload(0, 200), 0).ok());
+  EXPECT_EQ(StorePayload(*store, 3, 1, Payload(1, 200), 1).code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+// The pool's address space was reserved once, for 8x the start-up limit:
+// raising the limit further made stores fail as pool_full while the pool
+// was far under its limit. 4 KiB pages that do not compress are the worst
+// case (one zspage slot each).
+TEST(PageStoreTest, PoolLimitRaisedSixteenFoldIsUsable) {
+  constexpr uint64_t kStartLimit = 1 << 20;
+  auto store = NewStore({.limits = {.pool_limit_bytes = kStartLimit},
+                         .pool_arena_bytes = 8 * kStartLimit});  // what the default picks
+  PageStoreLimits raised = store->limits();
+  raised.pool_limit_bytes = 16 * kStartLimit;
+  ASSERT_TRUE(store->SetLimits(raised).ok());
+  // Up to just under the high watermark (no backing store, no writeback).
+  const uint64_t pages = uint64_t(0.85 * double(raised.pool_limit_bytes)) / 4096;
+  for (uint64_t p = 0; p < pages; ++p) {
+    absl::Status s = StorePayload(*store, 1, p, Payload(p, 4096), p);
+    ASSERT_TRUE(s.ok()) << "page " << p << " of " << pages << " with pool at "
+                        << store->GetStats().pool.mem_used_total << " of "
+                        << raised.pool_limit_bytes << " bytes: " << s;
+  }
+  EXPECT_GT(store->GetStats().pool.mem_used_total, 8 * kStartLimit);
+  for (uint64_t p = 0; p < pages; p += 97) ExpectPage(*store, 1, p, Payload(p, 4096), p);
+}
+
 TEST(PageStoreTest, QuotaIsPerTenantAndCountsPages) {
   auto store = NewStore({.limits = {.default_tenant_quota_pages = 100}});
   store->SetTenantQuota(7, 3);

@@ -149,6 +149,13 @@ struct TenantStats {
 
 // PageStoreStats: zswap/zram-style counters for the node. Counters are read
 // without a global lock, so they may be mutually inconsistent by a few
+// QuotaPagesForBytes converts a byte quota (tenants file, SetLimits) into
+// the page quota the store enforces, rounding a partial page up: 0 stays 0
+// (no quota), and 1..4096 bytes is one page, never "unlimited".
+inline uint64_t QuotaPagesForBytes(uint64_t quota_bytes) {
+  return quota_bytes / kBlockSize + (quota_bytes % kBlockSize != 0 ? 1 : 0);
+}
+
 // in-flight operations.
 struct PageStoreStats {
   alloc::ZsPoolStats pool;          // mm_stat fields
@@ -228,7 +235,9 @@ class PageStore {
   absl::StatusOr<uint64_t> InvalidateRange(uint32_t tenant, uint64_t first, uint64_t count);
 
   // SetLimits changes the pool limit, watermarks and default quota.
-  // INVALID_ARGUMENT (nothing changed) for bad watermarks.
+  // INVALID_ARGUMENT (nothing changed) for bad watermarks. Callers that
+  // read-modify-write the limits serialise themselves (MemoryNodeService
+  // does, under one lock).
   absl::Status SetLimits(const PageStoreLimits& limits);
   // SetTenantQuota sets one tenant's page quota (0 = unlimited). Pages
   // already stored above a lowered quota stay; new pages are refused.
@@ -244,6 +253,8 @@ class PageStore {
   // Health returns the first backing-store I/O error, or OK.
   absl::Status Health() const;
   PageStoreStats GetStats() const;
+  // limits returns what the last successful SetLimits (or Create) set.
+  PageStoreLimits limits() const;
 
   // RunWritebackOnce writes back the coldest eligible entry (after giving
   // referenced ones their second chance), ignoring the watermarks. For tests
@@ -342,5 +353,8 @@ class PageStore {
 };
 
 }  // namespace farswap::server
+  mutable Mutex limits_mu_;  // a leaf
+  PageStoreLimits limits_ ABSL_GUARDED_BY(limits_mu_);
+
 
 #endif  // FARSWAP_SERVER_PAGE_STORE_H_
