@@ -465,6 +465,7 @@ std::optional<FrameHeader> DataPlaneServer::Handle(uint32_t tenant, const FrameH
       StoreRequest r;
       r.codec = uint8_t(request.codec);
       r.checksum = request.checksum;
+      r.version = request.version;
       if (request.same_filled()) {
         absl::StatusOr<uint64_t> fill = transport::DecodeU64Payload(payload);
         if (!fill.ok()) {
@@ -529,6 +530,7 @@ FrameHeader DataPlaneServer::LoadReply(const FrameHeader& request,
   FrameHeader h = OkReply(request);
   h.codec = transport::Codec(page.codec);
   h.checksum = page.checksum;
+  h.version = page.version;
   if (page.same_filled) {
     h.flags |= kFlagSameFilled;
     h.codec = transport::Codec::kNone;
