@@ -54,6 +54,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "farswap/common/status_macros.h"
 #include "farswap/common/sync_point.h"
 
 namespace farswap::alloc {
@@ -185,8 +186,8 @@ struct ZsPool::Class {
     if (z == nullptr) {
       z = new Zspage;
       z->id = *zid;
-      z->base = pool->arena_ + uint64_t{*zid} * pool->slot_pages_ * kZsPageBytes;
-      pool->zspage_table_[*zid].store(z, std::memory_order_release);
+      z->base = pool->SlotBase(*zid);
+      pool->TableEntry(*zid).store(z, std::memory_order_release);
       pool->descriptors_.fetch_add(1, std::memory_order_relaxed);
     }
     z->class_id = id_value();
@@ -405,18 +406,11 @@ absl::Status ZsPool::Init() {
   }
   const size_t slot_bytes = size_t{slot_pages_} * kZsPageBytes;
   arena_bytes_ = std::max(arena_bytes_ / slot_bytes, size_t{1}) * slot_bytes;
-  max_zspages_ = uint32_t(std::min<size_t>(arena_bytes_ / slot_bytes, kNone - 1));
-  void* a = mmap(nullptr, arena_bytes_, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (a == MAP_FAILED) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("cannot reserve a ", arena_bytes_, "-byte zspool arena"));
+  first_segment_zspages_ = arena_bytes_ / slot_bytes;
+  {
+    MutexLock l(&arena_mu_);
+    FARSWAP_RETURN_IF_ERROR(AddSegmentLocked());
   }
-  arena_ = static_cast<uint8_t*>(a);
-  void* t = mmap(nullptr, sizeof(std::atomic<Zspage*>) * max_zspages_, PROT_READ | PROT_WRITE,
-                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-  if (t == MAP_FAILED) return absl::ResourceExhaustedError("cannot reserve the zspage table");
-  zspage_table_ = static_cast<std::atomic<Zspage*>*>(t);  // zero pages: all nullptr
   handle_chunks_.reset(new std::atomic<std::atomic<uint64_t>*>[kHandleChunks]);
   for (uint32_t i = 0; i < kHandleChunks; ++i) handle_chunks_[i].store(nullptr);
   const auto& geometry = table_.classes();
@@ -428,19 +422,80 @@ absl::Status ZsPool::Init() {
 }
 
 ZsPool::~ZsPool() {
-  if (zspage_table_ != nullptr) {
-    MutexLock l(&arena_mu_);
-    for (uint32_t i = 0; i < next_zspage_id_; ++i) delete zspage_table_[i].load();
-    munmap(zspage_table_, sizeof(std::atomic<Zspage*>) * max_zspages_);
+  MutexLock l(&arena_mu_);
+  for (uint32_t i = 0; i < next_zspage_id_; ++i) delete ZspageAt(i);
+  const size_t slot_bytes = size_t{slot_pages_} * kZsPageBytes;
+  for (uint32_t seg = 0; seg < segment_count_; ++seg) {
+    const uint64_t slots = segments_[seg].slots;
+    munmap(segments_[seg].table.load(), sizeof(std::atomic<Zspage*>) * slots);
+    munmap(segments_[seg].base.load(), slots * slot_bytes);
   }
-  if (arena_ != nullptr) munmap(arena_, arena_bytes_);
   if (handle_chunks_) {
     for (uint32_t i = 0; i < kHandleChunks; ++i) delete[] handle_chunks_[i].load();
   }
 }
 
+uint32_t ZsPool::SegmentOf(uint64_t id) const {
+  // Segment i starts at first * (2^i - 1): id / first + 1 has bit width i + 1.
+  return uint32_t(std::bit_width(id / first_segment_zspages_ + 1)) - 1;
+}
+
+uint64_t ZsPool::FirstIdOf(uint32_t seg) const {
+  return first_segment_zspages_ * ((uint64_t{1} << seg) - 1);
+}
+
+std::atomic<ZsPool::Zspage*>& ZsPool::TableEntry(uint64_t id) const {
+  const uint32_t seg = SegmentOf(id);
+  return segments_[seg].table.load(std::memory_order_acquire)[id - FirstIdOf(seg)];
+}
+
+uint8_t* ZsPool::SlotBase(uint64_t id) const {
+  const uint32_t seg = SegmentOf(id);
+  return segments_[seg].base.load(std::memory_order_acquire) +
+         (id - FirstIdOf(seg)) * slot_pages_ * kZsPageBytes;
+}
+
 ZsPool::Zspage* ZsPool::ZspageAt(uint64_t id) const {
-  return zspage_table_[id].load(std::memory_order_acquire);
+  return TableEntry(id).load(std::memory_order_acquire);
+}
+
+uint32_t ZsPool::arena_segments() const {
+  MutexLock l(&arena_mu_);
+  return segment_count_;
+}
+
+absl::Status ZsPool::AddSegmentLocked() {
+  arena_mu_.AssertHeld();
+  const uint32_t seg = segment_count_;
+  // Zspage ids are u32 (kNone is "no zspage"), so no slot past kNone - 1.
+  if (seg == kMaxArenaSegments || FirstIdOf(seg) >= kNone - 1) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("zspool arena exhausted (", zspage_capacity_, " zspages)"));
+  }
+  // The last segment stops at the last id a handle can name.
+  const uint64_t slots =
+      std::min<uint64_t>(first_segment_zspages_ << seg, uint64_t{kNone - 1} - FirstIdOf(seg));
+  const size_t bytes = slots * size_t{slot_pages_} * kZsPageBytes;
+  void* a = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (a == MAP_FAILED) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot reserve a ", bytes, "-byte zspool arena segment"));
+  }
+  void* t = mmap(nullptr, sizeof(std::atomic<Zspage*>) * slots, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (t == MAP_FAILED) {
+    munmap(a, bytes);
+    return absl::ResourceExhaustedError("cannot reserve a zspage descriptor table");
+  }
+  // Zero pages: every descriptor is nullptr. Published before any id in the
+  // segment is handed out.
+  segments_[seg].slots = slots;
+  segments_[seg].base.store(static_cast<uint8_t*>(a), std::memory_order_release);
+  segments_[seg].table.store(static_cast<std::atomic<Zspage*>*>(t), std::memory_order_release);
+  segment_count_ = seg + 1;
+  zspage_capacity_ = FirstIdOf(seg) + slots;
+  return absl::OkStatus();
 }
 
 absl::StatusOr<uint32_t> ZsPool::TakeZspageId() {
@@ -450,10 +505,7 @@ absl::StatusOr<uint32_t> ZsPool::TakeZspageId() {
     free_zspage_ids_.pop_back();
     return id;
   }
-  if (next_zspage_id_ >= max_zspages_) {
-    return absl::ResourceExhaustedError(
-        absl::StrCat("zspool arena exhausted (", max_zspages_, " zspages)"));
-  }
+  if (next_zspage_id_ >= zspage_capacity_) FARSWAP_RETURN_IF_ERROR(AddSegmentLocked());
   return next_zspage_id_++;
 }
 

@@ -296,6 +296,8 @@ void Client::Impl::StoreManyAsync(std::span<const PageWrite> pages, SnapshotMode
     op->done = std::move(done[i]);
     client_internal::PreparePage(client_internal::ThreadCodec(codec_options_), pages[i].page_no,
                                  pages[i].page, mode, &op->page);
+    // Retries and every replica send this same version.
+    op->page.version = next_store_version_.fetch_add(1, std::memory_order_relaxed);
     if (wire_bytes != nullptr) wire_bytes[i] = op->page.payload_bytes().size();
     ops.push_back(std::move(op));
   }
@@ -540,6 +542,10 @@ void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
   for (const StoreOp::Result& r : results) {
     absl::Status s = r.status;
     if (!is_store && s.code() == absl::StatusCode::kNotFound) s = absl::OkStatus();
+    // ABORTED ("stale version"): the node already holds a newer version of
+    // the page, from a store issued after this one (an earlier try of this
+    // one was abandoned). Harmless: the newer data is where it should be.
+    if (is_store && s.code() == absl::StatusCode::kAborted) s = absl::OkStatus();
     if (s.ok()) {
       acked.push_back(r.target.node);
       continue;

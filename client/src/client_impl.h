@@ -37,6 +37,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "farswap/client/client.h"
 #include "farswap/common/mutex.h"
 #include "farswap/transport/rpc_channel.h"
@@ -274,6 +275,12 @@ class Client::Impl {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   absl::Time next_resolve_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::thread maintenance_;
+
+  // next_store_version_: the version stamped on the next STORE
+  // (transport/README.md, "Page versions"). Seeded with the wall clock in ns
+  // when the client is created, so a restarted client keeps counting upward
+  // past anything its predecessor stored.
+  std::atomic<uint64_t> next_store_version_{uint64_t(absl::GetCurrentTimeNanos())};
 
   // Counters (ClientStats).
   std::atomic<uint64_t> stores_{0}, loads_{0}, invalidates_{0}, store_errors_{0}, load_errors_{0},

@@ -503,12 +503,16 @@ bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
                       .flags = uint8_t(r->header.flags & transport::kFlagSameFilled),
                       .page = page,
                       .codec = r->header.codec,
-                      .checksum = r->header.checksum};
+                      .checksum = r->header.checksum,
+                      .version = r->header.version};
         stores.push_back(dst.channel->Call(h, std::move(r->payload), options_.op_timeout));
       }
       for (auto& f : stores) {
         absl::StatusOr<IncomingMessage> r = f.get();
-        if (!r.ok() && r.status().code() != absl::StatusCode::kNotFound) {
+        // ABORTED: the target already has a newer version (written since
+        // the copy started), which is what it should keep.
+        if (!r.ok() && r.status().code() != absl::StatusCode::kNotFound &&
+            r.status().code() != absl::StatusCode::kAborted) {
           HandleFailure(dst.node, dst.channel, slab, Classify(r.status()), r.status());
           for (auto& g : stores) g.wait();
           return give_up(absl::StrCat("target: ", r.status().ToString()));

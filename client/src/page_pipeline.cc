@@ -15,6 +15,7 @@ namespace farswap::client_internal {
 transport::FrameHeader PreparedPage::header() const {
   transport::FrameHeader h{.opcode = transport::Opcode::kStore, .page = page_no};
   h.checksum = checksum;
+  h.version = version;
   if (encoded.kind == EncodedPage::Kind::kSameFilled) {
     h.flags = transport::kFlagSameFilled;
     h.codec = transport::Codec::kNone;

@@ -40,6 +40,7 @@ struct PreparedPage {
   uint64_t page_no = 0;
   EncodedPage encoded;
   uint64_t checksum = 0;
+  uint64_t version = 0;  // the store version (set by the Client before sending)
   // payload holds the compressed bytes, the raw snapshot, or the fill word.
   std::array<uint8_t, kPageSize> payload;
 

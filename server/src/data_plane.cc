@@ -69,7 +69,10 @@
 // reaches a pool that is being joined.
 //
 // Locks: ConnState::mu, mu_ and LoadRun::mu are never held together. None
-// is held while executing a request or sending a reply.
+// is held while executing a request or sending a reply. ConnState::mu is
+// held across TenantRegistry::OpenConnection (a HELLO) so that a
+// connection closing meanwhile (on_close) never leaves a connection counted
+// on its session; the registry's lock is a leaf.
 #include "farswap/server/data_plane.h"
 
 #include <spdlog/spdlog.h>
@@ -186,9 +189,16 @@ bool DataPlaneServer::IsPlainLoad(const Request& r) { return IsPlainLoadHeader(r
 struct DataPlaneServer::ConnState {
   std::weak_ptr<Connection> conn;
   std::string peer;
-  std::atomic<uint32_t> tenant{kNoTenant};  // written and read in frame order
+  // tenant: set once, by the connection's one successful HELLO; a second
+  // HELLO is refused, so every frame runs under the tenant it was read
+  // under. Written and read in frame order.
+  std::atomic<uint32_t> tenant{kNoTenant};
 
   Mutex mu;
+  // session_token: the session this connection counts against
+  // (TenantRegistry::OpenConnection) until it closes; empty before HELLO.
+  std::string session_token ABSL_GUARDED_BY(mu);
+  bool closed ABSL_GUARDED_BY(mu) = false;  // on_close has run
   bool handed_off ABSL_GUARDED_BY(mu) = false;
   std::deque<std::unique_ptr<Request>> queue ABSL_GUARDED_BY(mu);
   uint64_t queue_bytes ABSL_GUARDED_BY(mu) = 0;
@@ -256,6 +266,13 @@ transport::ConnectionHandler DataPlaneServer::Accept(std::shared_ptr<Connection>
     OnReceive(state, messages);
   };
   h.on_close = [this, state](const absl::Status& reason) {
+    std::string token;
+    {
+      MutexLock l(&state->mu);
+      state->closed = true;
+      token = std::move(state->session_token);
+    }
+    if (!token.empty()) tenants_->CloseConnection(token);
     open_--;
     spdlog::info("data plane: connection from {} closed: {}", state->peer, reason.ToString());
   };
@@ -350,9 +367,28 @@ bool DataPlaneServer::Execute(ConnState& state, const std::shared_ptr<Connection
     return true;
   }
   if (msg.header.opcode == Opcode::kHello) {
-    std::string token(msg.payload.begin(), msg.payload.end());
-    absl::StatusOr<Session> session = tenants_->LookupSession(token);
     auto reply = std::make_shared<Reply>();
+    if (state.tenant.load() != kNoTenant) {
+      // Frames already read (queued for a worker, or a BATCH part-way) were
+      // read under this connection's session: a second HELLO may not
+      // re-tenant them, or anything after. The connection stays as it was.
+      hello_refused_++;
+      reply->header = ErrorReply(
+          msg.header,
+          absl::FailedPreconditionError(
+              "this connection already has a session; open a new connection for another"),
+          &reply->payload);
+      SendReply(conn, reply);
+      return true;
+    }
+    std::string token(msg.payload.begin(), msg.payload.end());
+    absl::StatusOr<Session> session;
+    {
+      MutexLock l(&state.mu);
+      if (state.closed) return true;  // nobody to answer, nothing to count
+      session = tenants_->OpenConnection(token);
+      if (session.ok()) state.session_token = token;
+    }
     if (session.ok()) {
       state.tenant.store(session->tenant_index);
       reply->header = OkReply(msg.header);
@@ -429,6 +465,7 @@ std::optional<FrameHeader> DataPlaneServer::Handle(uint32_t tenant, const FrameH
       StoreRequest r;
       r.codec = uint8_t(request.codec);
       r.checksum = request.checksum;
+      r.version = request.version;
       if (request.same_filled()) {
         absl::StatusOr<uint64_t> fill = transport::DecodeU64Payload(payload);
         if (!fill.ok()) {
@@ -493,6 +530,7 @@ FrameHeader DataPlaneServer::LoadReply(const FrameHeader& request,
   FrameHeader h = OkReply(request);
   h.codec = transport::Codec(page.codec);
   h.checksum = page.checksum;
+  h.version = page.version;
   if (page.same_filled) {
     h.flags |= kFlagSameFilled;
     h.codec = transport::Codec::kNone;

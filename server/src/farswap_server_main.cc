@@ -4,7 +4,7 @@
 //                  [--pool-limit BYTES] [--backing-file PATH] [--backing-size BYTES]
 //                  [--high-watermark F] [--low-watermark F] [--io-threads N]
 //                  [--workers N] [--tenants-file PATH] [--ready-file PATH]
-//                  [--node-id NAME] [--log-level LEVEL]
+//                  [--session-idle-timeout SECONDS] [--node-id NAME] [--log-level LEVEL]
 //
 // README.md ("farswap-server") documents every flag. The node serves the
 // data plane (transport/README.md) on --data-addr and the gRPC control
@@ -53,7 +53,10 @@ constexpr char kUsage[] =
     "  --workers N               page-store worker threads (default 2)\n"
     "  --busy-poll-us N          I/O threads poll this long after traffic before sleeping,\n"
     "                            so replies leave without a kernel wake-up (default 0)\n"
-    "  --tenants-file PATH       id:secret:quota lines (default: tenant 'default', no secret)\n"
+    "  --tenants-file PATH       id:secret:quota lines (default: tenant 'default', no secret);\n"
+    "                            a quota is rounded up to whole 4 KiB pages\n"
+    "  --session-idle-timeout S  close a session that has had no data-plane connection for\n"
+    "                            S seconds (checked every second; default 900; 0 = never)\n"
     "  --ready-file PATH         write {\"data_addr\",\"grpc_addr\",\"pid\"} JSON once listening\n"
     "  --node-id NAME            name in stats and logs (default: hostname)\n"
     "  --log-level LEVEL         trace|debug|info|warn|error (default info)\n"
@@ -72,6 +75,7 @@ struct Flags {
   int workers = 2;
   uint64_t busy_poll_us = 0;
   std::string tenants_file;
+  uint64_t session_idle_timeout_s = 900;
   std::string ready_file;
   std::string node_id;
   std::string log_level = "info";
@@ -80,12 +84,12 @@ struct Flags {
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   FARSWAP_ASSIGN_OR_RETURN(
-      Args a,
-      Args::Parse(argc - 1, argv + 1,
-                  {"data-addr", "grpc-addr", "pool-limit", "backing-file", "backing-size",
-                   "high-watermark", "low-watermark", "io-threads", "workers", "busy-poll-us",
-                   "tenants-file", "ready-file", "node-id", "log-level", "test-corrupt-loads"},
-                  {"test-corrupt-loads"}));
+      Args a, Args::Parse(argc - 1, argv + 1,
+                          {"data-addr", "grpc-addr", "pool-limit", "backing-file", "backing-size",
+                           "high-watermark", "low-watermark", "io-threads", "workers",
+                           "busy-poll-us", "tenants-file", "session-idle-timeout", "ready-file",
+                           "node-id", "log-level", "test-corrupt-loads"},
+                          {"test-corrupt-loads"}));
   Flags f;
   f.data_addr = a.Get("data-addr", f.data_addr);
   f.grpc_addr = a.Get("grpc-addr", f.grpc_addr);
@@ -105,6 +109,11 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
     return absl::InvalidArgumentError("--busy-poll-us must be 0..1000000");
   }
   f.tenants_file = a.Get("tenants-file");
+  FARSWAP_ASSIGN_OR_RETURN(f.session_idle_timeout_s,
+                           a.GetUint("session-idle-timeout", f.session_idle_timeout_s));
+  if (f.session_idle_timeout_s > 365ull * 24 * 3600) {
+    return absl::InvalidArgumentError("--session-idle-timeout must be 0..31536000 seconds");
+  }
   f.ready_file = a.Get("ready-file");
   f.log_level = a.Get("log-level", f.log_level);
   f.test_corrupt_loads = a.Has("test-corrupt-loads");
@@ -156,6 +165,9 @@ int Serve(const Flags& f) {
     spdlog::error("cannot start: {}", tenants.status().ToString());
     return 1;
   }
+  tenants->set_session_idle_timeout(f.session_idle_timeout_s == 0
+                                        ? absl::InfiniteDuration()
+                                        : absl::Seconds(int64_t(f.session_idle_timeout_s)));
   std::unique_ptr<FileBlockDevice> backing;
   if (!f.backing_file.empty()) {
     auto dev = FileBlockDevice::Open({.path = f.backing_file, .size_bytes = f.backing_size});
@@ -178,7 +190,7 @@ int Serve(const Flags& f) {
     return 1;
   }
   for (const Tenant& t : tenants->tenants()) {
-    if (t.quota_bytes != 0) (*store)->SetTenantQuota(t.index, t.quota_bytes / kBlockSize);
+    if (t.quota_bytes != 0) (*store)->SetTenantQuota(t.index, QuotaPagesForBytes(t.quota_bytes));
   }
   auto transport = transport::CreateTransport(
       f.data_addr,
@@ -241,7 +253,8 @@ int Serve(const Flags& f) {
 
   // Health follows the backing store: a sticky I/O error makes the node
   // report NOT_SERVING for farswap.v1.MemoryNode (loads of pooled pages
-  // still work; operators should drain it).
+  // still work; operators should drain it). The same once-a-second loop
+  // closes sessions idle past --session-idle-timeout.
   Mutex stop_mu;
   CondVar stop_cv;
   bool stop = false;
@@ -254,6 +267,9 @@ int Serve(const Flags& f) {
         healthy = now;
         health->SetServingStatus("farswap.v1.MemoryNode", healthy);
         spdlog::error("backing store health changed: {}", (*store)->Health().ToString());
+      }
+      if (size_t expired = tenants->ExpireIdleSessions(absl::Now()); expired > 0) {
+        spdlog::info("{} idle session(s) expired ({} open)", expired, tenants->session_count());
       }
       stop_cv.WaitWithTimeout(&stop_mu, absl::Seconds(1));  // the polling period
     }

@@ -13,6 +13,10 @@
 //  - The LRU lock is innermost of the page store's locks: it is taken under
 //    a key lock (link / unlink) or alone (PickColdest), and no key lock is
 //    ever taken while it is held.
+//  - A Store holds its key stripe while it waits to Link, so PickColdest
+//    holds the lock for at most kMaxScanPerHold entries at a time and drops
+//    it between such chunks: a scan over a long run of referenced entries
+//    never stalls stores for longer than one chunk.
 #ifndef FARSWAP_SERVER_LRU_LIST_H_
 #define FARSWAP_SERVER_LRU_LIST_H_
 
@@ -21,6 +25,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "farswap/common/mutex.h"
+#include "farswap/common/sync_point.h"
 #include "page_index.h"
 
 namespace farswap::server::internal {
@@ -53,24 +58,39 @@ class LruList {
     --size_;
   }
 
+  // kMaxScanPerHold: entries PickColdest looks at per hold of the lock.
+  // Each is a few pointer writes, so a chunk is well under a microsecond or
+  // two: the longest a Link (holding a key stripe) waits behind a scan.
+  static constexpr uint64_t kMaxScanPerHold = 64;
+
   // PickColdest walks from the cold end: a referenced entry has its bit
   // cleared and moves to the head (second chance, counted in
   // *second_chances); the first unreferenced entry also moves to the head
   // and is returned. nullopt when the list is empty or every entry it
-  // looked at (one more than the list holds) was referenced.
+  // looked at (one more than the list held when it started) was
+  // referenced. It holds the lock for at most kMaxScanPerHold entries at a
+  // time, dropping it between chunks (sync point
+  // "LruList::PickColdest:between-chunks", no lock held).
   std::optional<WritebackCandidate> PickColdest(uint64_t* second_chances) {
-    MutexLock l(&mu_);
-    for (uint64_t scanned = 0; scanned <= size_ && tail_ != nullptr; ++scanned) {
-      Entry* e = tail_;
-      RemoveLocked(e);
-      PushHeadLocked(e);
-      if (e->referenced.exchange(false, std::memory_order_relaxed)) {
-        ++*second_chances;
-        continue;
+    uint64_t left = 0;  // entries still to look at; set on the first hold
+    for (bool first_hold = true;; first_hold = false) {
+      {
+        MutexLock l(&mu_);
+        if (first_hold) left = size_ + 1;
+        for (uint64_t n = 0; n < kMaxScanPerHold && left > 0 && tail_ != nullptr; ++n, --left) {
+          Entry* e = tail_;
+          RemoveLocked(e);
+          PushHeadLocked(e);
+          if (e->referenced.exchange(false, std::memory_order_relaxed)) {
+            ++*second_chances;
+            continue;
+          }
+          return WritebackCandidate{e->key, e, e->gen};
+        }
+        if (left == 0 || tail_ == nullptr) return std::nullopt;
       }
-      return WritebackCandidate{e->key, e, e->gen};
+      FARSWAP_SYNC_POINT("LruList::PickColdest:between-chunks");
     }
-    return std::nullopt;
   }
 
   uint64_t size() const {

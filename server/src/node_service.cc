@@ -137,24 +137,23 @@ grpc::ServerUnaryReactor* MemoryNodeService::SetLimits(grpc::CallbackServerConte
   } else if (!req->tenant_id().empty()) {
     return Finish(ctx, absl::InvalidArgumentError("tenant_id given without tenant_quota_bytes"));
   }
-  PageStoreLimits next;
-  {
-    MutexLock l(&mu_);
-    next = limits_;
-  }
+  // One hold of mu_ across read, change and write: two concurrent callers
+  // changing different fields both take effect, and the store ends with the
+  // limits limits_ says it has.
+  MutexLock l(&mu_);
+  PageStoreLimits next = limits_;
   if (req->has_pool_limit_bytes()) next.pool_limit_bytes = req->pool_limit_bytes();
   if (req->has_high_watermark()) next.high_watermark = req->high_watermark();
   if (req->has_low_watermark()) next.low_watermark = req->low_watermark();
   absl::Status s = store_->SetLimits(next);
   if (!s.ok()) return Finish(ctx, s);
-  {
-    MutexLock l(&mu_);
-    limits_ = next;
-  }
+  limits_ = next;
   if (req->has_tenant_quota_bytes()) {
     uint32_t index = tenants_->Find(req->tenant_id())->index;
-    store_->SetTenantQuota(index, req->tenant_quota_bytes() / kBlockSize);
-    spdlog::info("tenant '{}' quota set to {} bytes", req->tenant_id(), req->tenant_quota_bytes());
+    const uint64_t pages = QuotaPagesForBytes(req->tenant_quota_bytes());
+    store_->SetTenantQuota(index, pages);
+    spdlog::info("tenant '{}' quota set to {} bytes ({} pages)", req->tenant_id(),
+                 req->tenant_quota_bytes(), pages);
   }
   spdlog::info("limits set: pool {} bytes, watermarks {:.2f}/{:.2f}", next.pool_limit_bytes,
                next.high_watermark, next.low_watermark);

@@ -16,7 +16,10 @@ std::unique_ptr<Entry> PageIndex::Replace(std::unique_ptr<Entry> entry) {
   std::unique_ptr<Entry>& slot = s.map[key];
   std::unique_ptr<Entry> old = std::move(slot);
   slot = std::move(entry);
-  if (old == nullptr) size_.fetch_add(1, std::memory_order_relaxed);
+  if (old == nullptr) {
+    s.pages[key.tenant].insert(key.page);
+    size_.fetch_add(1, std::memory_order_relaxed);
+  }
   return old;
 }
 
@@ -27,25 +30,55 @@ std::unique_ptr<Entry> PageIndex::Erase(const PageKey& key) {
   if (it == s.map.end()) return nullptr;
   std::unique_ptr<Entry> old = std::move(it->second);
   s.map.erase(it);
+  auto pages = s.pages.find(key.tenant);
+  pages->second.erase(key.page);
+  if (pages->second.empty()) s.pages.erase(pages);
   size_.fetch_sub(1, std::memory_order_relaxed);
   return old;
 }
 
-std::vector<PageKey> PageIndex::KeysInRange(uint32_t tenant, uint64_t first, uint64_t last) {
-  std::vector<PageKey> keys;
-  for (Shard& s : shards_) {
-    MutexLock l(&s.mu);
-    for (const auto& [key, entry] : s.map) {
-      if (key.tenant == tenant && key.page >= first && key.page <= last) keys.push_back(key);
+bool PageIndex::NextKeysInRange(RangeCursor* c, std::vector<PageKey>* out) {
+  for (; c->shard < kShards; ++c->shard, c->started = false) {
+    if (!c->started) {
+      c->next = c->first;
+      c->started = true;
     }
+    Shard& s = shards_[c->shard];
+    size_t taken = 0;
+    bool shard_done = true;
+    {
+      MutexLock l(&s.mu);
+      auto pages = s.pages.find(c->tenant);
+      if (pages != s.pages.end()) {
+        const absl::btree_set<uint64_t>& set = pages->second;
+        for (auto it = set.lower_bound(c->next); it != set.end() && *it <= c->last; ++it) {
+          if (taken == kRangeChunk) {  // more left: resume here next time
+            c->next = *it;
+            shard_done = false;
+            break;
+          }
+          out->push_back({c->tenant, *it});
+          ++taken;
+        }
+      }
+    }
+    if (!shard_done) return true;
+    if (taken > 0) {  // this shard is done; the next call starts the next one
+      ++c->shard;
+      c->started = false;
+      return true;
+    }
+    // Nothing of this tenant's range here: on to the next shard now. Each
+    // shard lock is still taken for one short look.
   }
-  return keys;
+  return false;
 }
 
 void PageIndex::Clear() {
   for (Shard& s : shards_) {
     MutexLock l(&s.mu);
     s.map.clear();
+    s.pages.clear();
   }
   size_.store(0, std::memory_order_relaxed);
 }

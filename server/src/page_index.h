@@ -14,8 +14,9 @@
 // is written here):
 //  - key, gen: immutable once published (written before the entry becomes
 //    visible through the index shard lock or the LRU lock).
-//  - state, length, codec, checksum, fill, handle, block, disk_checksum,
-//    writeback_ticket: the key's stripe lock (KeyLockTable::For(key)).
+//  - state, length, codec, checksum, version, fill, handle, block,
+//    disk_checksum, writeback_ticket: the key's stripe lock
+//    (KeyLockTable::For(key)).
 //  - referenced: atomic; set by loads under the key lock, cleared by the LRU
 //    scan under the LRU lock.
 //  - lru_prev, lru_next, on_lru: LruList's lock.
@@ -31,6 +32,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/hash/hash.h"
 #include "farswap/alloc/zspool.h"
@@ -69,6 +71,7 @@ struct Entry {
   uint32_t length = 0;  // payload bytes (0 when same-filled)
   uint8_t codec = 0;
   uint64_t checksum = 0;       // the client's, returned with loads
+  uint64_t version = 0;        // the client's store version, returned with loads
   uint64_t fill = 0;           // kSameFilled
   alloc::ZsHandle handle;      // kInPool, kWritebackPending
   uint64_t block = 0;          // kOnDisk
@@ -110,15 +113,35 @@ class KeyLockTable {
   std::array<PaddedMutex, kStripes> stripes_;
 };
 
+// RangeCursor is where a walk of one tenant's pages in [first, last] stands
+// (PageIndex::NextKeysInRange). Start it with {.tenant, .first, .last}.
+struct RangeCursor {
+  uint32_t tenant = 0;
+  uint64_t first = 0;
+  uint64_t last = 0;
+  size_t shard = 0;      // the shard being walked
+  uint64_t next = 0;     // the lowest page not yet walked in that shard
+  bool started = false;  // `next` is valid for `shard`
+};
+
 // PageIndex maps keys to entries: hash-sharded flat_hash_maps, each with its
-// own mutex (held only for the map operation itself). Callers hold the
-// key's lock around every call that reads or changes that key, so a Find()
-// result stays valid until they drop it. Thread-safe.
+// own mutex (held only for one bounded operation). Callers hold the key's
+// lock around every call that reads or changes that key, so a Find() result
+// stays valid until they drop it. Thread-safe.
+//
+// Each shard also keeps every tenant's page numbers in order, so a range
+// walk (InvalidateRange) looks only at the pages of the tenant it is for, a
+// bounded number per shard-lock hold: one tenant's large range never holds
+// a shard lock over other tenants' entries, or for long over its own.
 class PageIndex {
  public:
   // kShards: enough to keep index-lock contention below key-lock contention
   // on a few dozen cores.
   static constexpr size_t kShards = 64;
+  // kRangeChunk: the most keys NextKeysInRange collects under one shard-lock
+  // hold: a few microseconds of b-tree iteration, so a store or load waiting
+  // for that shard waits no longer than for a handful of its own kind.
+  static constexpr size_t kRangeChunk = 256;
 
   // Find returns the key's entry or nullptr.
   Entry* Find(const PageKey& key);
@@ -126,8 +149,13 @@ class PageIndex {
   std::unique_ptr<Entry> Replace(std::unique_ptr<Entry> entry);
   // Erase removes and returns the key's entry, if any.
   std::unique_ptr<Entry> Erase(const PageKey& key);
-  // KeysInRange lists the tenant's stored pages in [first, last].
-  std::vector<PageKey> KeysInRange(uint32_t tenant, uint64_t first, uint64_t last);
+  // NextKeysInRange appends to *out the next at most kRangeChunk of the
+  // cursor's tenant's keys in [first, last], all from one shard, taking that
+  // shard's lock once, and advances the cursor. Returns false when the walk
+  // is over (nothing was appended then). Keys stored or erased meanwhile
+  // may or may not be seen, as if the walk had run a moment earlier or
+  // later; no key present throughout is missed or listed twice.
+  bool NextKeysInRange(RangeCursor* cursor, std::vector<PageKey>* out);
   uint64_t size() const { return size_.load(std::memory_order_relaxed); }
   // Clear deletes every entry; only for the store's destructor.
   void Clear();
@@ -136,6 +164,8 @@ class PageIndex {
   struct alignas(64) Shard {
     Mutex mu;
     absl::flat_hash_map<PageKey, std::unique_ptr<Entry>> map ABSL_GUARDED_BY(mu);
+    // pages[tenant]: the page numbers of that tenant's keys in `map`.
+    absl::flat_hash_map<uint32_t, absl::btree_set<uint64_t>> pages ABSL_GUARDED_BY(mu);
   };
   Shard& ShardFor(const PageKey& key) { return shards_[absl::HashOf(key) % kShards]; }
 

@@ -11,7 +11,8 @@
 //   copies (key, entry, gen) and drops it first (writeback.cc).
 // - Index shard locks are held only inside PageIndex calls.
 // - A thread holds at most one key stripe at a time (InvalidateRange takes
-//   them one key after another).
+//   them one key after another, with no index lock held).
+// - limits_mu_ is a leaf, taken alone.
 // - The writeback worker's mutex (writeback_worker.h) is never held with
 //   any of these; a Store waiting for writeback holds no lock.
 // - Backing-store reads for Load run with the key lock held (see Load).
@@ -167,7 +168,7 @@ std::optional<absl::Status> PageStore::StoreImpl(uint32_t tenant, uint64_t page,
   auto count_store = [this] { counters_.stores.fetch_add(1, std::memory_order_relaxed); };
   if (draining_.load(std::memory_order_relaxed)) {
     count_store();
-    return Reject(tenant, page, RejectReason::kDraining,
+    return Reject(tenant, page, request.version, RejectReason::kDraining,
                   absl::FailedPreconditionError(
                       absl::StrCat("store of ", KeyName(tenant, page),
                                    " refused: memory node is draining; place the page elsewhere")));
@@ -176,7 +177,7 @@ std::optional<absl::Status> PageStore::StoreImpl(uint32_t tenant, uint64_t page,
   if (!request.same_filled && (len == 0 || len > kBlockSize)) {
     count_store();
     return FailStore(
-        tenant, page,
+        tenant, page, request.version,
         absl::InvalidArgumentError(absl::StrCat("store of ", KeyName(tenant, page), ": payload of ",
                                                 len, " bytes is outside 1..", kBlockSize)));
   }
@@ -191,9 +192,9 @@ std::optional<absl::Status> PageStore::StoreImpl(uint32_t tenant, uint64_t page,
     absl::StatusOr<alloc::ZsHandle>& h = *allocated;
     if (!h.ok()) {
       if (h.status().code() != absl::StatusCode::kResourceExhausted) {
-        return FailStore(tenant, page, h.status());
+        return FailStore(tenant, page, request.version, h.status());
       }
-      return Reject(tenant, page, reason,
+      return Reject(tenant, page, request.version, reason,
                     absl::ResourceExhaustedError(
                         absl::StrCat("store of ", KeyName(tenant, page), " refused (",
                                      RejectReasonName(reason), "): ", h.status().message())));
@@ -202,7 +203,7 @@ std::optional<absl::Status> PageStore::StoreImpl(uint32_t tenant, uint64_t page,
     if (absl::Status s = pool_->Write(handle, request.payload.data(), len); !s.ok()) {
       pool_->Free(handle);
       return FailStore(
-          tenant, page,
+          tenant, page, request.version,
           absl::InternalError(absl::StrCat("store of ", KeyName(tenant, page), ": ", s.message())));
     }
   } else {
@@ -216,6 +217,16 @@ std::optional<absl::Status> PageStore::StoreImpl(uint32_t tenant, uint64_t page,
   {
     MutexLock kl(&key_locks_->For(key));
     const Entry* old = index_->Find(key);
+    if (old != nullptr && old->version > request.version) {
+      // A newer store got here first (this one was delayed past it): keep
+      // the newer page, change nothing.
+      const uint64_t stored_version = old->version;
+      counters_.stale_stores.fetch_add(1, std::memory_order_relaxed);
+      if (handle) pool_->Free(handle);
+      return absl::AbortedError(absl::StrCat("store of ", KeyName(tenant, page),
+                                             " refused: stale version ", request.version,
+                                             " (the node holds version ", stored_version, ")"));
+    }
     bool over_quota = false;
     {
       MutexLock tl(&tenants_mu_);
@@ -243,6 +254,7 @@ std::optional<absl::Status> PageStore::StoreImpl(uint32_t tenant, uint64_t page,
     e->length = uint32_t(len);
     e->codec = request.codec;
     e->checksum = request.checksum;
+    e->version = request.version;
     if (request.same_filled) {
       e->state = EntryState::kSameFilled;
       e->fill = request.fill;
@@ -274,19 +286,25 @@ uint64_t PageStore::TenantQuotaLocked(const TenantState& t) const {
   return t.has_quota ? t.quota_pages : default_quota_pages_;
 }
 
-absl::Status PageStore::Reject(uint32_t tenant, uint64_t page, RejectReason reason,
-                               absl::Status status) {
+absl::Status PageStore::Reject(uint32_t tenant, uint64_t page, uint64_t version,
+                               RejectReason reason, absl::Status status) {
   counters_.rejects[int(reason)].fetch_add(1, std::memory_order_relaxed);
   {
     MutexLock tl(&tenants_mu_);
     ++tenants_[tenant].rejects[int(reason)];
   }
-  return FailStore(tenant, page, std::move(status));
+  return FailStore(tenant, page, version, std::move(status));
 }
 
-absl::Status PageStore::FailStore(uint32_t tenant, uint64_t page, absl::Status status) {
+absl::Status PageStore::FailStore(uint32_t tenant, uint64_t page, uint64_t version,
+                                  absl::Status status) {
+  // The client got no ack: leave no older version behind. But an entry with
+  // a higher version is a newer store's, acknowledged or about to be: this
+  // store never created it and must not erase it.
+  FARSWAP_SYNC_POINT("PageStore::FailStore:before-lock");
   MutexLock kl(&key_locks_->For({tenant, page}));
-  EraseLocked(tenant, page);  // the client got no ack: leave no older version behind
+  const Entry* e = index_->Find({tenant, page});
+  if (e != nullptr && e->version <= version) EraseLocked(tenant, page);
   return status;
 }
 
@@ -353,6 +371,7 @@ std::optional<absl::StatusOr<LoadedPage>> PageStore::LoadImpl(uint32_t tenant, u
   LoadedPage out;
   out.codec = e->codec;
   out.checksum = e->checksum;
+  out.version = e->version;
   switch (e->state) {
     case EntryState::kSameFilled:
       out.same_filled = true;
@@ -411,20 +430,30 @@ absl::StatusOr<uint64_t> PageStore::InvalidateRange(uint32_t tenant, uint64_t fi
         absl::StrCat("invalidate range of ", count, " pages from ", first, " wraps around"));
   }
   const uint64_t last = first + (count - 1);
-  // Small ranges: visit each key. Large ones: ask the index which keys
-  // exist (a key stored meanwhile may be missed, as it would be had the
-  // store come a moment later).
+  // Small ranges: visit each key. Large ones: walk the index's ordered
+  // list of this tenant's pages, a bounded chunk per index-lock hold, with
+  // no lock held between chunks (a key stored meanwhile may be missed, as
+  // it would be had the store come a moment later). Neither way looks at
+  // another tenant's entries.
   constexpr uint64_t kVisitEachKeyBelow = 4096;
-  std::vector<PageKey> keys;
-  if (count < kVisitEachKeyBelow) {
-    for (uint64_t p = first; p <= last; ++p) keys.push_back({tenant, p});
-  } else {
-    keys = index_->KeysInRange(tenant, first, last);
-  }
   uint64_t removed = 0;
-  for (const PageKey& k : keys) {
-    MutexLock kl(&key_locks_->For(k));
-    removed += EraseLocked(k.tenant, k.page) ? 1 : 0;
+  if (count < kVisitEachKeyBelow) {
+    for (uint64_t p = first; p <= last; ++p) {
+      MutexLock kl(&key_locks_->For({tenant, p}));
+      removed += EraseLocked(tenant, p) ? 1 : 0;
+    }
+  } else {
+    internal::RangeCursor cursor{.tenant = tenant, .first = first, .last = last};
+    std::vector<PageKey> keys;
+    keys.reserve(internal::PageIndex::kRangeChunk);
+    while (index_->NextKeysInRange(&cursor, &keys)) {
+      for (const PageKey& k : keys) {
+        MutexLock kl(&key_locks_->For(k));
+        removed += EraseLocked(k.tenant, k.page) ? 1 : 0;
+      }
+      keys.clear();
+      FARSWAP_SYNC_POINT("PageStore::InvalidateRange:between-chunks");
+    }
   }
   counters_.invalidates.fetch_add(removed, std::memory_order_relaxed);
   return removed;
@@ -434,6 +463,10 @@ absl::StatusOr<uint64_t> PageStore::InvalidateRange(uint32_t tenant, uint64_t fi
 
 absl::Status PageStore::SetLimits(const PageStoreLimits& limits) {
   if (absl::Status s = ValidateLimits(limits); !s.ok()) return s;
+  {
+    MutexLock l(&limits_mu_);
+    limits_ = limits;
+  }
   pool_->SetMemLimit(limits.pool_limit_bytes);
   high_watermark_bytes_.store(uint64_t(double(limits.pool_limit_bytes) * limits.high_watermark));
   low_watermark_bytes_.store(uint64_t(double(limits.pool_limit_bytes) * limits.low_watermark));
@@ -443,6 +476,11 @@ absl::Status PageStore::SetLimits(const PageStoreLimits& limits) {
   }
   MaybeKickWriteback();
   return absl::OkStatus();
+}
+
+PageStoreLimits PageStore::limits() const {
+  MutexLock l(&limits_mu_);
+  return limits_;
 }
 
 void PageStore::SetTenantQuota(uint32_t tenant, uint64_t quota_pages) {
@@ -495,6 +533,7 @@ PageStoreStats PageStore::GetStats() const {
   s.loads = counters_.loads.load();
   s.load_misses = counters_.load_misses.load();
   s.invalidates = counters_.invalidates.load();
+  s.stale_stores = counters_.stale_stores.load();
   for (int r = 0; r < kRejectReasonCount; ++r) s.rejects[r] = counters_.rejects[r].load();
   s.draining = draining();
   s.health = Health();

@@ -33,6 +33,7 @@ TenantRegistry::TenantRegistry(TenantRegistry&& other) noexcept
     : tenants_(std::move(other.tenants_)) {
   MutexLock l(&other.mu_);
   sessions_ = std::move(other.sessions_);
+  idle_timeout_ = other.idle_timeout_;
 }
 
 absl::StatusOr<TenantRegistry> TenantRegistry::LoadFile(const std::string& path) {
@@ -93,7 +94,7 @@ absl::StatusOr<Session> TenantRegistry::Attach(const std::string& tenant_id,
   }
   Session s{NewToken(), t->index};
   MutexLock l(&mu_);
-  sessions_[s.token] = s;
+  sessions_[s.token] = SessionState{.session = s, .connections = 0, .idle_since = absl::Now()};
   return s;
 }
 
@@ -101,7 +102,45 @@ absl::StatusOr<Session> TenantRegistry::LookupSession(const std::string& token) 
   MutexLock l(&mu_);
   auto it = sessions_.find(token);
   if (it == sessions_.end()) return absl::UnauthenticatedError("unknown or closed session token");
-  return it->second;
+  return it->second.session;
+}
+
+absl::StatusOr<Session> TenantRegistry::OpenConnection(const std::string& token) {
+  MutexLock l(&mu_);
+  auto it = sessions_.find(token);
+  if (it == sessions_.end()) {
+    return absl::UnauthenticatedError("unknown, closed or expired session token");
+  }
+  ++it->second.connections;
+  return it->second.session;
+}
+
+void TenantRegistry::CloseConnection(const std::string& token) {
+  MutexLock l(&mu_);
+  auto it = sessions_.find(token);
+  if (it == sessions_.end() || it->second.connections == 0) return;
+  if (--it->second.connections == 0) it->second.idle_since = absl::Now();
+}
+
+void TenantRegistry::set_session_idle_timeout(absl::Duration timeout) {
+  MutexLock l(&mu_);
+  idle_timeout_ = timeout;
+}
+
+size_t TenantRegistry::ExpireIdleSessions(absl::Time now) {
+  MutexLock l(&mu_);
+  if (idle_timeout_ == absl::InfiniteDuration()) return 0;
+  size_t expired = 0;
+  for (auto it = sessions_.begin(); it != sessions_.end();) {
+    const SessionState& s = it->second;
+    if (s.connections == 0 && now - s.idle_since >= idle_timeout_) {
+      sessions_.erase(it++);
+      ++expired;
+    } else {
+      ++it;
+    }
+  }
+  return expired;
 }
 
 absl::Status TenantRegistry::Detach(const std::string& token) {

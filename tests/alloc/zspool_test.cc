@@ -54,6 +54,36 @@ uint64_t ResidentArenaPages(const ZsPool& pool) {
   return n;
 }
 
+// The arena used to be reserved once, for 8x the start-up limit: a limit
+// raised past that failed allocations while the pool was under its limit.
+// Page-sized objects are the worst case: one zspage slot (8 pages of
+// address space) per page of memory.
+TEST(ZsPoolTest, LimitRaisedSixteenFoldGrowsTheArena) {
+  constexpr size_t kStartLimit = 1 << 20;
+  auto pool = NewPool({.mem_limit = kStartLimit, .arena_bytes = 8 * kStartLimit});
+  EXPECT_EQ(pool->arena_segments(), 1u);
+  pool->SetMemLimit(16 * kStartLimit);
+  std::vector<ZsHandle> handles;
+  for (uint64_t i = 0;; ++i) {
+    absl::StatusOr<ZsHandle> h = pool->Malloc(4096);
+    if (!h.ok()) {
+      ASSERT_EQ(h.status().code(), absl::StatusCode::kResourceExhausted);
+      // Only the limit stops it: the pool is full.
+      EXPECT_EQ(pool->GetStats().mem_used_total, 16 * kStartLimit) << h.status();
+      break;
+    }
+    std::vector<uint8_t> data = Pattern(i, 4096);
+    ASSERT_TRUE(pool->Write(*h, data.data(), data.size()).ok());
+    handles.push_back(*h);
+  }
+  EXPECT_EQ(handles.size(), 16 * kStartLimit / 4096);
+  EXPECT_GT(pool->arena_segments(), 1u);
+  for (uint64_t i = 0; i < handles.size(); i += 41)
+    EXPECT_EQ(Get(*pool, handles[i]), Pattern(i, 4096));
+  for (ZsHandle h : handles) pool->Free(h);
+  EXPECT_EQ(pool->GetStats().objects, 0u);
+}
+
 TEST(ZsPoolTest, EveryLengthRoundTrips) {
   auto pool = NewPool();
   std::vector<std::pair<ZsHandle, std::vector<uint8_t>>> objs;

@@ -64,7 +64,7 @@ class DataPlaneTest : public ::testing::Test {
   }
 
   MemoryBlockDevice disk_{4096};  // 16 MiB
-  TenantRegistry tenants_ = TenantRegistry::Default();
+  TenantRegistry tenants_ = *TenantRegistry::Parse("default::0\nother::0", "test");
   std::unique_ptr<PageStore> store_;
   std::unique_ptr<transport::Transport> transport_;
   std::unique_ptr<DataPlaneServer> server_;
@@ -166,6 +166,45 @@ TEST_F(DataPlaneTest, BatchRepliesCarryEveryEntryInOrder) {
     EXPECT_EQ(std::vector<uint8_t>(e.payload.begin(), e.payload.end()), data[p]);
   }
   EXPECT_EQ((*entries)[64].header.status, absl::StatusCode::kNotFound);  // never stored
+}
+
+// A second HELLO used to switch the connection to the new session's tenant,
+// re-tenanting frames already read. Now it is refused and changes nothing.
+TEST_F(DataPlaneTest, SecondHelloIsRefusedAndKeepsTheFirstSession) {
+  auto mine = tenants_.Attach("default", "");
+  auto theirs = tenants_.Attach("other", "");
+  ASSERT_TRUE(mine.ok() && theirs.ok());
+  auto ch = Connected(mine->token);
+  const std::vector<uint8_t> page = Payload(1, 1);
+  ASSERT_TRUE(ch->Call({.opcode = Opcode::kStore, .page = 1, .codec = transport::Codec::kLz4}, page,
+                       kTimeout)
+                  .get()
+                  .ok());
+  auto hello = ch->Call({.opcode = Opcode::kHello},
+                        std::vector<uint8_t>(theirs->token.begin(), theirs->token.end()), kTimeout)
+                   .get();
+  EXPECT_EQ(hello.status().code(), absl::StatusCode::kFailedPrecondition) << hello.status();
+  // Same connection, same tenant: page 1 is still ours.
+  auto load = ch->Call({.opcode = Opcode::kLoad, .page = 1}, {}, kTimeout).get();
+  ASSERT_TRUE(load.ok()) << "the connection changed tenant: " << load.status();
+  EXPECT_EQ(load->payload, page);
+  EXPECT_EQ(server_->stats().hello_refused, 1u);
+}
+
+// A connection counts against its session: the session does not expire
+// while the connection is open.
+TEST_F(DataPlaneTest, OpenConnectionKeepsItsSessionFromExpiring) {
+  tenants_.set_session_idle_timeout(absl::Seconds(60));
+  auto session = tenants_.Attach("default", "");
+  ASSERT_TRUE(session.ok());
+  auto ch = Connected(session->token);
+  EXPECT_EQ(tenants_.ExpireIdleSessions(absl::Now() + absl::Hours(1)), 0u);
+  EXPECT_TRUE(ch->Call({.opcode = Opcode::kPing}, {}, kTimeout).get().ok());
+  auto idle = tenants_.Attach("default", "");  // attached, never connected
+  ASSERT_TRUE(idle.ok());
+  EXPECT_EQ(tenants_.ExpireIdleSessions(absl::Now() + absl::Hours(1)), 1u);
+  EXPECT_TRUE(tenants_.LookupSession(session->token).ok());
+  EXPECT_FALSE(tenants_.LookupSession(idle->token).ok());
 }
 
 }  // namespace

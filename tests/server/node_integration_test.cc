@@ -10,7 +10,9 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include <atomic>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_split.h"
@@ -261,6 +263,84 @@ TEST_F(NodeIntegrationTest, DrainRefusesStoresAndServesLoads) {
             absl::StatusCode::kFailedPrecondition);
   auto stats = Stats((*node)->grpc_addr());
   EXPECT_EQ(stats->node().rejects().draining(), 1u);
+}
+
+absl::Status SetLimits(v1::MemoryNode::Stub& stub, const v1::SetLimitsRequest& req) {
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
+  v1::SetLimitsResponse resp;
+  grpc::Status s = stub.SetLimits(&ctx, req, &resp);
+  return s.ok() ? absl::OkStatus()
+                : absl::Status(absl::StatusCode(s.error_code()), s.error_message());
+}
+
+// A quota of 1..4095 bytes used to become 0 pages, which means unlimited.
+TEST_F(NodeIntegrationTest, SubPageQuotaRoundsUpToOnePage) {
+  auto node = ServerProcess::Start({.pool_limit = "4M", .tenants = "t:s:1000\n"});
+  ASSERT_TRUE(node.ok()) << node.status();
+  auto session = Attach((*node)->grpc_addr(), "t", "s");
+  ASSERT_TRUE(session.ok()) << session.status();
+  auto ch = RpcChannel::Connect(*transport_, session->data_addr);
+  ASSERT_TRUE(ch.ok());
+  ASSERT_TRUE(Hello(**ch, session->token).ok());
+  std::vector<uint8_t> page(300, 7);
+  FrameHeader store{.opcode = Opcode::kStore, .page = 1, .codec = transport::Codec::kLz4};
+  ASSERT_TRUE(Call(**ch, store, page).ok());  // the one page 1000 bytes allow
+  store.page = 2;
+  EXPECT_EQ(Call(**ch, store, page).status().code(), absl::StatusCode::kResourceExhausted);
+  // The same through SetLimits.
+  auto stub = v1::MemoryNode::NewStub(
+      grpc::CreateChannel((*node)->grpc_addr(), grpc::InsecureChannelCredentials()));
+  v1::SetLimitsRequest req;
+  req.set_tenant_id("t");
+  req.set_tenant_quota_bytes(1);
+  ASSERT_TRUE(SetLimits(*stub, req).ok());
+  EXPECT_EQ(Call(**ch, store, page).status().code(), absl::StatusCode::kResourceExhausted);
+  auto stats = Stats((*node)->grpc_addr());
+  ASSERT_TRUE(stats.ok());
+  ASSERT_EQ(stats->tenants_size(), 1);
+  EXPECT_EQ(stats->tenants(0).quota_bytes(), 4096u);
+}
+
+// Two callers changing different limits at once: each SetLimits used to
+// read the limits, apply them and write them back in three steps, so one
+// caller's change could be undone by the other's stale copy.
+TEST_F(NodeIntegrationTest, ConcurrentSetLimitsLoseNoUpdate) {
+  auto node = ServerProcess::Start({.pool_limit = "4M"});
+  ASSERT_TRUE(node.ok()) << node.status();
+  constexpr int kRounds = 300;
+  std::atomic<int> lost{0};
+  std::atomic<uint64_t> last_limit{0};
+  std::thread pool_setter([&] {
+    auto stub = v1::MemoryNode::NewStub(
+        grpc::CreateChannel((*node)->grpc_addr(), grpc::InsecureChannelCredentials()));
+    for (int i = 0; i < kRounds; ++i) {
+      const uint64_t limit = (uint64_t{4} << 20) + uint64_t(i + 1) * 4096;
+      v1::SetLimitsRequest req;
+      req.set_pool_limit_bytes(limit);
+      ASSERT_TRUE(SetLimits(*stub, req).ok());
+      last_limit = limit;
+      // Nobody else sets the pool limit: it must still be ours.
+      auto stats = Stats((*node)->grpc_addr());
+      ASSERT_TRUE(stats.ok());
+      lost += stats->node().pool().mem_limit() != limit;
+    }
+  });
+  std::thread watermark_setter([&] {
+    auto stub = v1::MemoryNode::NewStub(
+        grpc::CreateChannel((*node)->grpc_addr(), grpc::InsecureChannelCredentials()));
+    for (int i = 0; i < kRounds; ++i) {
+      v1::SetLimitsRequest req;
+      req.set_low_watermark(i % 2 == 0 ? 0.5 : 0.6);
+      ASSERT_TRUE(SetLimits(*stub, req).ok());
+    }
+  });
+  pool_setter.join();
+  watermark_setter.join();
+  EXPECT_EQ(lost.load(), 0) << "pool-limit updates undone by a concurrent SetLimits";
+  auto stats = Stats((*node)->grpc_addr());
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->node().pool().mem_limit(), last_limit.load());
 }
 
 }  // namespace

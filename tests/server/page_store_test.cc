@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "farswap/common/sync_point.h"
 #include "page_test_util.h"
 
 namespace farswap::server {
@@ -116,6 +117,74 @@ TEST(PageStoreTest, InvalidateRangeSmallLargeAndWrapping) {
   EXPECT_EQ(store->InvalidateRange(1, UINT64_MAX, 2).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store->GetStats().stored_pages, 1u);
+}
+
+// A large INVALIDATE_RANGE walks only its tenant's pages, a chunk per index
+// lock hold, with no lock held between chunks (it used to hold each index
+// shard lock over every tenant's entries: one client stalled the node).
+TEST(PageStoreTest, LargeInvalidateRangeWorksInChunksAndSparesOtherTenants) {
+  testing::ScopedSyncPoints cleanup;
+  auto store = NewStore({});
+  constexpr uint64_t kPages = 40000;  // same-filled: no pool memory
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ASSERT_TRUE(store->Store(1, p, {.same_filled = true, .fill = p}).ok());
+  }
+  ASSERT_TRUE(StorePayload(*store, 2, 7, Payload(7, 100), 7).ok());
+  // Between chunks another tenant stores and loads: it would deadlock if
+  // the walk still held an index or key lock here.
+  uint64_t chunks = 0;
+  SyncPoints::Set("PageStore::InvalidateRange:between-chunks", [&] {
+    ++chunks;
+    ASSERT_TRUE(StorePayload(*store, 2, 8, Payload(8, 100), 8).ok());
+    ExpectPage(*store, 2, 7, Payload(7, 100), 7);
+  });
+  absl::StatusOr<uint64_t> n = store->InvalidateRange(1, 0, UINT64_MAX);
+  SyncPoints::ClearAll();
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, kPages);
+  EXPECT_GE(chunks, kPages / 256);
+  EXPECT_EQ(store->GetStats().stored_pages, 2u);
+  ExpectPage(*store, 2, 7, Payload(7, 100), 7);
+  ExpectPage(*store, 2, 8, Payload(8, 100), 8);
+}
+
+// Quotas are set in bytes and enforced in pages; a partial page rounds up
+// (1..4095 bytes used to become 0 pages: unlimited).
+TEST(PageStoreTest, QuotaBytesRoundUpToPages) {
+  EXPECT_EQ(QuotaPagesForBytes(0), 0u);
+  EXPECT_EQ(QuotaPagesForBytes(1), 1u);
+  EXPECT_EQ(QuotaPagesForBytes(4095), 1u);
+  EXPECT_EQ(QuotaPagesForBytes(4096), 1u);
+  EXPECT_EQ(QuotaPagesForBytes(4097), 2u);
+  EXPECT_EQ(QuotaPagesForBytes(UINT64_MAX), UINT64_MAX / 4096 + 1);
+  auto store = NewStore({});
+  store->SetTenantQuota(3, QuotaPagesForBytes(100));
+  ASSERT_TRUE(StorePayload(*store, 3, 0, Payload(0, 200), 0).ok());
+  EXPECT_EQ(StorePayload(*store, 3, 1, Payload(1, 200), 1).code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+// The pool's address space was reserved once, for 8x the start-up limit:
+// raising the limit further made stores fail as pool_full while the pool
+// was far under its limit. 4 KiB pages that do not compress are the worst
+// case (one zspage slot each).
+TEST(PageStoreTest, PoolLimitRaisedSixteenFoldIsUsable) {
+  constexpr uint64_t kStartLimit = 1 << 20;
+  auto store = NewStore({.limits = {.pool_limit_bytes = kStartLimit},
+                         .pool_arena_bytes = 8 * kStartLimit});  // what the default picks
+  PageStoreLimits raised = store->limits();
+  raised.pool_limit_bytes = 16 * kStartLimit;
+  ASSERT_TRUE(store->SetLimits(raised).ok());
+  // Up to just under the high watermark (no backing store, no writeback).
+  const uint64_t pages = uint64_t(0.85 * double(raised.pool_limit_bytes)) / 4096;
+  for (uint64_t p = 0; p < pages; ++p) {
+    absl::Status s = StorePayload(*store, 1, p, Payload(p, 4096), p);
+    ASSERT_TRUE(s.ok()) << "page " << p << " of " << pages << " with pool at "
+                        << store->GetStats().pool.mem_used_total << " of "
+                        << raised.pool_limit_bytes << " bytes: " << s;
+  }
+  EXPECT_GT(store->GetStats().pool.mem_used_total, 8 * kStartLimit);
+  for (uint64_t p = 0; p < pages; p += 97) ExpectPage(*store, 1, p, Payload(p, 4096), p);
 }
 
 TEST(PageStoreTest, QuotaIsPerTenantAndCountsPages) {
@@ -342,7 +411,28 @@ TEST(PageStoreWorkerTest, StoresBeyondThePoolWaitForWriteback) {
   EXPECT_EQ(st.stored_pages, kPages);
   EXPECT_LE(st.pool.mem_used_total, 128u << 10);
   EXPECT_TRUE(store->Health().ok());
-  EXPECT_GE(store->Compact(), 0u);
+  // Compaction after writeback moves pooled objects: it must account for
+  // exactly the pages it says it freed, and every page must still load.
+  const uint64_t freed = store->Compact();
+  EXPECT_EQ(store->GetStats().pool.pages_compacted, st.pool.pages_compacted + freed);
+  for (uint64_t p = 0; p < kPages; ++p)
+    ExpectPage(*store, 2, p, Payload(p, 1000 + p * 7 % 3000), p);
+}
+
+// Invalidating every other page leaves each zspage half empty; compaction
+// must gather the survivors and give pages back.
+TEST(PageStoreTest, CompactFreesPagesLeftHalfEmptyByInvalidates) {
+  auto store = NewStore({});
+  constexpr uint64_t kPages = 512;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ASSERT_TRUE(StorePayload(*store, 1, p, Payload(p, 1000), p).ok());
+  }
+  for (uint64_t p = 0; p < kPages; p += 2) ASSERT_TRUE(store->Invalidate(1, p).ok());
+  const uint64_t before = store->GetStats().pool.mem_used_total;
+  const uint64_t freed = store->Compact();
+  EXPECT_GT(freed, 0u);
+  EXPECT_LT(store->GetStats().pool.mem_used_total, before);
+  for (uint64_t p = 1; p < kPages; p += 2) ExpectPage(*store, 1, p, Payload(p, 1000), p);
 }
 
 // The same path with a real file as the backing store (O_DIRECT where the

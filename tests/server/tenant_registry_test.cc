@@ -50,5 +50,46 @@ TEST(TenantRegistryTest, DefaultTenantHasAnEmptySecret) {
   EXPECT_FALSE(reg.Attach("default", "x").ok());
 }
 
+TEST(TenantRegistryTest, SessionWithNoConnectionExpiresAfterTheIdleTimeout) {
+  TenantRegistry reg = TenantRegistry::Default();
+  reg.set_session_idle_timeout(absl::Seconds(60));
+  const absl::Time start = absl::Now();
+  auto s = reg.Attach("default", "");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(reg.ExpireIdleSessions(start + absl::Seconds(30)), 0u);
+  EXPECT_TRUE(reg.LookupSession(s->token).ok());
+  EXPECT_EQ(reg.ExpireIdleSessions(absl::Now() + absl::Seconds(61)), 1u);
+  EXPECT_EQ(reg.LookupSession(s->token).status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(reg.OpenConnection(s->token).status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(reg.session_count(), 0u);
+}
+
+TEST(TenantRegistryTest, OpenConnectionKeepsItsSessionAlive) {
+  TenantRegistry reg = TenantRegistry::Default();
+  reg.set_session_idle_timeout(absl::Seconds(60));
+  auto s = reg.Attach("default", "");
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE(reg.OpenConnection(s->token).ok());
+  ASSERT_TRUE(reg.OpenConnection(s->token).ok());
+  const absl::Time much_later = absl::Now() + absl::Hours(24);
+  EXPECT_EQ(reg.ExpireIdleSessions(much_later), 0u);
+  reg.CloseConnection(s->token);
+  EXPECT_EQ(reg.ExpireIdleSessions(much_later), 0u);  // one connection left
+  reg.CloseConnection(s->token);
+  // Idle from the last close, not from Attach.
+  EXPECT_EQ(reg.ExpireIdleSessions(absl::Now() + absl::Seconds(30)), 0u);
+  EXPECT_EQ(reg.ExpireIdleSessions(absl::Now() + absl::Seconds(61)), 1u);
+  reg.CloseConnection(s->token);  // a late close of an expired session is ignored
+  EXPECT_EQ(reg.session_count(), 0u);
+}
+
+TEST(TenantRegistryTest, SessionsNeverExpireWithoutATimeout) {
+  TenantRegistry reg = TenantRegistry::Default();
+  auto s = reg.Attach("default", "");
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(reg.ExpireIdleSessions(absl::Now() + absl::Hours(24 * 365)), 0u);
+  EXPECT_TRUE(reg.LookupSession(s->token).ok());
+}
+
 }  // namespace
 }  // namespace farswap::server

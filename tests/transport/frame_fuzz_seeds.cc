@@ -1,5 +1,6 @@
 // frame_fuzz_seeds: writes a small seed corpus for frame_fuzzer — one valid
-// frame per opcode and direction, a batch, and a few near-misses — into the
+// frame per opcode and direction (frame version 2: pages carry a store
+// version), a batch, and a few near-misses — into the
 // directory given as argv[1] (created by ctest's fixture before fuzzing).
 #include <cstdio>
 #include <filesystem>
@@ -38,12 +39,24 @@ int main(int argc, char** argv) {
   };
   seeds.push_back(Frame({.opcode = Opcode::kHello, .request_id = 1}, {'t', 'o', 'k'}));
   seeds.push_back(Frame({.opcode = Opcode::kHello, .flags = kFlagReply, .request_id = 1}, {}));
+  seeds.push_back(Frame({.opcode = Opcode::kStore,
+                         .page = 7,
+                         .codec = Codec::kLz4,
+                         .checksum = 9,
+                         .version = 0x17f0000000000001},
+                        page));
   seeds.push_back(
-      Frame({.opcode = Opcode::kStore, .page = 7, .codec = Codec::kLz4, .checksum = 9}, page));
-  seeds.push_back(Frame({.opcode = Opcode::kStore, .flags = kFlagSameFilled, .page = 8}, u64(0)));
+      Frame({.opcode = Opcode::kStore, .flags = kFlagSameFilled, .page = 8, .version = 2}, u64(0)));
   seeds.push_back(Frame({.opcode = Opcode::kLoad, .page = 7}, {}));
-  seeds.push_back(Frame(
-      {.opcode = Opcode::kLoad, .flags = kFlagReply, .codec = Codec::kZstd, .checksum = 3}, page));
+  seeds.push_back(Frame({.opcode = Opcode::kLoad,
+                         .flags = kFlagReply,
+                         .codec = Codec::kZstd,
+                         .checksum = 3,
+                         .version = 5},
+                        page));
+  seeds.push_back(
+      Frame({.opcode = Opcode::kStore, .flags = kFlagReply, .status = absl::StatusCode::kAborted},
+            {'s', 't', 'a', 'l', 'e'}));
   seeds.push_back(
       Frame({.opcode = Opcode::kLoad, .flags = kFlagReply, .status = absl::StatusCode::kNotFound},
             {'n', 'o'}));
@@ -52,7 +65,8 @@ int main(int argc, char** argv) {
   seeds.push_back(Frame({.opcode = Opcode::kPing}, page));
   BatchEncoder batch;
   std::vector<std::span<const uint8_t>> pieces{page};
-  (void)batch.Add({.opcode = Opcode::kStore, .page = 1, .codec = Codec::kLz4}, pieces);
+  (void)batch.Add({.opcode = Opcode::kStore, .page = 1, .codec = Codec::kLz4, .version = 4},
+                  pieces);
   (void)batch.Add({.opcode = Opcode::kLoad, .page = 2});
   auto range = u64(3);
   std::vector<std::span<const uint8_t>> range_pieces{range};
@@ -63,6 +77,9 @@ int main(int argc, char** argv) {
   auto truncated = seeds.back();
   truncated.resize(truncated.size() - 3);
   seeds.push_back(truncated);  // near-miss: short batch
+  auto versioned_load = Frame({.opcode = Opcode::kLoad, .page = 7}, {});
+  versioned_load[kFrameHeaderSize - 8] = 1;  // near-miss: a page version on a LOAD request
+  seeds.push_back(versioned_load);
   for (size_t i = 0; i < seeds.size(); ++i) {
     std::string path = std::string(argv[1]) + "/seed-" + std::to_string(i);
     std::ofstream(path, std::ios::binary)

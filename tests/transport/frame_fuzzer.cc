@@ -32,6 +32,9 @@ void CheckInput(const uint8_t* data, size_t size) {
   }
   if (!header.ok() || !(*header == frame->header)) Fail("DecodeHeader disagrees with DecodeFrame");
   if (!ValidateHeader(frame->header).ok()) Fail("decoded header fails ValidateHeader");
+  if (frame->header.version != 0 && !frame->header.carries_page()) {
+    Fail("a page version on a frame that carries no page");
+  }
   auto encoded = EncodeHeader(frame->header);
   if (std::memcmp(encoded.data(), data, kFrameHeaderSize) != 0) Fail("header does not re-encode");
   const FrameHeader& h = frame->header;
@@ -40,6 +43,9 @@ void CheckInput(const uint8_t* data, size_t size) {
   if (!subs.ok()) Fail("valid BATCH frame fails DecodeBatch");
   BatchEncoder batch;
   for (const FrameView& sub : *subs) {
+    if (sub.header.version != 0 && !sub.header.carries_page()) {
+      Fail("a page version on a BATCH entry that carries no page");
+    }
     std::vector<std::span<const uint8_t>> pieces;
     if (!sub.payload.empty()) pieces.push_back(sub.payload);
     if (!batch.Add(sub.header, pieces).ok()) Fail("BatchEncoder rejects a decoded entry");

@@ -51,17 +51,18 @@ void ExpectInvalid(std::span<const uint8_t> wire, const std::string& reason) {
   EXPECT_THAT(std::string(f.status().message()), HasSubstr(reason));
 }
 
-TEST(FrameTest, HeaderIsFortyBytesLittleEndian) {
+TEST(FrameTest, HeaderIsFortyEightBytesLittleEndian) {
   FrameHeader h{.opcode = Opcode::kStore,
                 .request_id = 0x0102030405060708,
                 .page = 0x1112131415161718,
                 .payload_length = 0x100,
                 .codec = Codec::kZstd,
-                .checksum = 0xA1A2A3A4A5A6A7A8};
+                .checksum = 0xA1A2A3A4A5A6A7A8,
+                .version = 0xB1B2B3B4B5B6B7B8};
   auto w = EncodeHeader(h);
-  ASSERT_EQ(w.size(), 40u);
+  ASSERT_EQ(w.size(), 48u);
   EXPECT_EQ(std::memcmp(w.data(), "FSWP", 4), 0);
-  EXPECT_EQ(w[4], 1);  // version
+  EXPECT_EQ(w[4], 2);  // frame version
   EXPECT_EQ(w[5], 0);
   EXPECT_EQ(w[6], uint8_t(Opcode::kStore));
   EXPECT_EQ(w[8], 0x08);  // request id, low byte first
@@ -72,6 +73,42 @@ TEST(FrameTest, HeaderIsFortyBytesLittleEndian) {
   EXPECT_EQ(w[28], uint8_t(Codec::kZstd));
   EXPECT_EQ(w[32], 0xA8);
   EXPECT_EQ(w[39], 0xA1);
+  EXPECT_EQ(w[40], 0xB8);  // page version, low byte first
+  EXPECT_EQ(w[47], 0xB1);
+}
+
+TEST(FrameTest, PageVersionRoundTripsOnStoresLoadRepliesAndBatchEntries) {
+  auto compressed = Bytes(700, 4);
+  ExpectRoundTrip({.opcode = Opcode::kStore,
+                   .page = 9,
+                   .codec = Codec::kLz4,
+                   .checksum = 7,
+                   .version = 0x17F0123456789ABC},
+                  compressed);
+  ExpectRoundTrip({.opcode = Opcode::kLoad,
+                   .flags = kFlagReply,
+                   .page = 9,
+                   .codec = Codec::kLz4,
+                   .checksum = 7,
+                   .version = UINT64_MAX},
+                  compressed);
+  std::string stale = "stale version 3";
+  ExpectRoundTrip(
+      {.opcode = Opcode::kStore, .flags = kFlagReply, .status = absl::StatusCode::kAborted},
+      std::vector<uint8_t>(stale.begin(), stale.end()));
+  BatchEncoder b;
+  std::vector<std::span<const uint8_t>> pieces{compressed};
+  ASSERT_TRUE(b.Add({.opcode = Opcode::kStore, .page = 1, .version = 41}, pieces).ok());
+  ASSERT_TRUE(b.Add({.opcode = Opcode::kStore, .page = 2, .version = 42}, pieces).ok());
+  std::vector<uint8_t> payload = Gather(b.pieces());
+  std::vector<uint8_t> wire = Wire(b.Header(1), payload);
+  absl::StatusOr<FrameView> f = DecodeFrame(wire);
+  ASSERT_TRUE(f.ok()) << f.status();
+  absl::StatusOr<std::vector<FrameView>> entries = DecodeBatch(*f);
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  ASSERT_EQ(entries->size(), 2u);
+  EXPECT_EQ((*entries)[0].header.version, 41u);
+  EXPECT_EQ((*entries)[1].header.version, 42u);
 }
 
 TEST(FrameTest, EveryOpcodeRoundTripsBothDirections) {
@@ -198,8 +235,8 @@ std::vector<uint8_t> ValidStore() {
 
 TEST(FrameValidationTest, TruncatedHeader) {
   auto w = ValidStore();
-  ExpectInvalid(std::span<const uint8_t>(w).first(39), "truncated header: 39 of 40");
-  ExpectInvalid({}, "truncated header: 0 of 40");
+  ExpectInvalid(std::span<const uint8_t>(w).first(47), "truncated header: 47 of 48");
+  ExpectInvalid({}, "truncated header: 0 of 48");
 }
 
 TEST(FrameValidationTest, WrongMagic) {
@@ -207,14 +244,16 @@ TEST(FrameValidationTest, WrongMagic) {
   w[0] = 'G';
   ExpectInvalid(w, "bad magic");
   std::string http = "GET / HTTP/1.1\r\nHost: x\r\n\r\n0123456789abcdef";
-  ExpectInvalid(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(http.data()), 40),
+  ExpectInvalid(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(http.data()), 48),
                 "bad magic");
 }
 
 TEST(FrameValidationTest, WrongVersion) {
   auto w = ValidStore();
-  w[4] = 2;
-  ExpectInvalid(w, "unsupported version 2");
+  w[4] = 1;  // version 1: the 40-byte header without page versions
+  ExpectInvalid(w, "unsupported version 1");
+  w[4] = 3;
+  ExpectInvalid(w, "unsupported version 3");
 }
 
 TEST(FrameValidationTest, UnknownOpcode) {
@@ -262,6 +301,23 @@ TEST(FrameValidationTest, ChecksumOnlyWithPages) {
   ExpectInvalid(Wire({.opcode = Opcode::kLoad, .checksum = 1}, {}), "nonzero checksum");
 }
 
+TEST(FrameValidationTest, PageVersionOnlyWithPages) {
+  ExpectInvalid(Wire({.opcode = Opcode::kLoad, .page = 1, .version = 1}, {}),
+                "nonzero page version");
+  ExpectInvalid(Wire({.opcode = Opcode::kStore, .flags = kFlagReply, .version = 1}, {}),
+                "nonzero page version");
+  ExpectInvalid(Wire({.opcode = Opcode::kLoad,
+                      .flags = kFlagReply,
+                      .status = absl::StatusCode::kNotFound,
+                      .version = 1},
+                     {}),
+                "nonzero page version");
+  ExpectInvalid(Wire({.opcode = Opcode::kPing, .version = 1}, {}), "nonzero page version");
+  auto w = ValidStore();
+  w[40] = 9;  // a version on a STORE is fine
+  EXPECT_TRUE(DecodeFrame(w).ok());
+}
+
 TEST(FrameValidationTest, AbsurdAndPerOpcodeLengths) {
   auto w = ValidStore();
   w[24] = 0xFF, w[25] = 0xFF, w[26] = 0xFF, w[27] = 0xFF;
@@ -286,9 +342,9 @@ TEST(FrameValidationTest, AbsurdAndPerOpcodeLengths) {
 TEST(FrameValidationTest, FrameSizeMustMatchHeader) {
   auto w = ValidStore();
   w.push_back(0);
-  ExpectInvalid(w, "frame is 141 bytes, header says 140");
+  ExpectInvalid(w, "frame is 149 bytes, header says 148");
   w.resize(120);
-  ExpectInvalid(w, "frame is 120 bytes, header says 140");
+  ExpectInvalid(w, "frame is 120 bytes, header says 148");
 }
 
 TEST(FrameValidationTest, InvalidateRangeCount) {
@@ -318,11 +374,11 @@ TEST(FrameValidationTest, InconsistentBatches) {
   ExpectInvalid(Wire({.opcode = Opcode::kBatch, .page = 3}, payload), "entry 2 of 3: truncated");
   // Second entry claims more payload than the batch holds.
   auto overrun = payload;
-  overrun[40 + 24] = 200;
+  overrun[kFrameHeaderSize + 24] = 200;
   ExpectInvalid(Wire({.opcode = Opcode::kBatch, .page = 2}, overrun), "runs past the batch");
   // An entry with bad magic.
   auto bad = payload;
-  bad[40] = 'X';
+  bad[kFrameHeaderSize] = 'X';
   ExpectInvalid(Wire({.opcode = Opcode::kBatch, .page = 2}, bad), "entry 1 of 2: bad magic");
   // Nested batch / batched HELLO / direction mismatch.
   auto nested = Wire({.opcode = Opcode::kBatch, .page = 2}, payload);
@@ -332,7 +388,7 @@ TEST(FrameValidationTest, InconsistentBatches) {
   ExpectInvalid(Wire({.opcode = Opcode::kBatch, .flags = kFlagReply, .page = 2}, payload),
                 "is a request inside a reply");
   // Fewer bytes than `count` headers need: rejected from the header alone.
-  ExpectInvalid(Wire({.opcode = Opcode::kBatch, .page = 4}, payload), "outside 160..");
+  ExpectInvalid(Wire({.opcode = Opcode::kBatch, .page = 4}, payload), "outside 192..");
   // A bad INVALIDATE_RANGE count inside a batch.
   auto range = Wire({.opcode = Opcode::kInvalidateRange, .page = 1}, EncodeU64Payload(0));
   ExpectInvalid(Wire({.opcode = Opcode::kBatch, .page = 1}, range), "entry 0: INVALIDATE_RANGE");

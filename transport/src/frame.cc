@@ -30,7 +30,8 @@ constexpr size_t kOffCodec = 28;
 constexpr size_t kOffReserved = 29;
 constexpr size_t kOffStatus = 30;
 constexpr size_t kOffChecksum = 32;
-static_assert(kOffChecksum + 8 == kFrameHeaderSize);
+constexpr size_t kOffPageVersion = 40;
+static_assert(kOffPageVersion + 8 == kFrameHeaderSize);
 
 // The largest absl::StatusCode (kUnauthenticated = 16).
 constexpr uint16_t kMaxStatusCode = 16;
@@ -132,7 +133,8 @@ const char* CodecName(Codec codec) {
 std::string DescribeHeader(const FrameHeader& h) {
   return absl::StrCat(OpcodeName(h.opcode), h.is_reply() ? " reply" : "", " id=", h.request_id,
                       " page=", h.page, " len=", h.payload_length, " codec=", CodecName(h.codec),
-                      " status=", absl::StatusCodeToString(h.status), " flags=", h.flags);
+                      " status=", absl::StatusCodeToString(h.status), " flags=", h.flags,
+                      " version=", h.version);
 }
 
 void EncodeHeader(const FrameHeader& h, std::span<uint8_t, kFrameHeaderSize> out) {
@@ -148,6 +150,7 @@ void EncodeHeader(const FrameHeader& h, std::span<uint8_t, kFrameHeaderSize> out
   p[kOffReserved] = 0;
   Put16(p + kOffStatus, uint16_t(h.status));
   Put64(p + kOffChecksum, h.checksum);
+  Put64(p + kOffPageVersion, h.version);
 }
 
 std::array<uint8_t, kFrameHeaderSize> EncodeHeader(const FrameHeader& h) {
@@ -185,6 +188,9 @@ absl::Status ValidateHeader(const FrameHeader& h) {
   }
   if (h.checksum != 0 && !page_payload) {
     return Invalid(h, "nonzero checksum on a frame without a page payload");
+  }
+  if (h.version != 0 && !page_payload) {
+    return Invalid(h, "nonzero page version on a frame without a page payload");
   }
   const bool error_reply = h.is_reply() && h.status != absl::StatusCode::kOk;
   if (h.opcode == Opcode::kBatch && !error_reply) {
@@ -231,6 +237,7 @@ absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t> bytes) {
   h.codec = Codec(p[kOffCodec]);
   h.status = absl::StatusCode(Get16(p + kOffStatus));
   h.checksum = Get64(p + kOffChecksum);
+  h.version = Get64(p + kOffPageVersion);
   FARSWAP_RETURN_IF_ERROR(ValidateHeader(h));
   return h;
 }

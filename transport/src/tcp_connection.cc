@@ -15,7 +15,7 @@
 //
 // Receiving. The loop reads into a per-connection buffer (at most
 // kReadBudget bytes per readiness event, for fairness between connections),
-// decodes each complete frame with DecodeHeader as soon as its 40 header
+// decodes each complete frame with DecodeHeader as soon as its 48 header
 // bytes arrive — so an absurd length is rejected before anything is
 // buffered for it — then ValidatePayload once it is whole, and hands the
 // frames decoded from each read to on_receive in one call. A malformed

@@ -22,6 +22,7 @@
 #ifndef FARSWAP_ALLOC_ZSPOOL_H_
 #define FARSWAP_ALLOC_ZSPOOL_H_
 
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -51,9 +52,13 @@ struct ZsPoolOptions {
   size_t mem_limit = 0;
   // max_pages_per_zspage: the longest zspage chain (kernel default 8).
   uint32_t max_pages_per_zspage = 8;
-  // arena_bytes: virtual address space reserved for zspages (MAP_NORESERVE:
-  // costs no memory). 0 picks max(8 x mem_limit, 1 GiB), or 64 GiB without a
-  // limit. Every zspage gets a max_pages_per_zspage-page slot of it.
+  // arena_bytes: virtual address space reserved for zspages at start
+  // (MAP_NORESERVE: costs no memory). 0 picks max(8 x mem_limit, 1 GiB), or
+  // 64 GiB without a limit. Every zspage gets a max_pages_per_zspage-page
+  // slot of it. When every slot is in use the pool reserves another segment
+  // twice the size of the one before, so a limit raised later (SetMemLimit)
+  // is never capped by the start-up reservation: only by what handles can
+  // address (2^32 - 1 zspages, 2^28 objects).
   size_t arena_bytes = 0;
   // release_batch_pages: pages emptied by Free() are returned to the OS in
   // batches of this many per class (they stay counted in mem_used_total
@@ -144,9 +149,14 @@ class ZsPool {
   // compressed page that does not get below it is better stored raw.
   uint32_t huge_class_size() const { return table_.huge_class_size(); }
 
-  // The arena, for registering it once with an RDMA device.
-  const void* arena_base() const { return arena_; }
+  // The arena's first segment, reserved at Create (for registering with an
+  // RDMA device; segments added when the pool grows past it are not
+  // covered).
+  const void* arena_base() const { return segments_[0].base.load(); }
   size_t arena_size() const { return arena_bytes_; }
+  // arena_segments: how many arena segments are reserved now (1 until the
+  // pool has outgrown the first).
+  uint32_t arena_segments() const;
 
   // ReadGuard gives read access to one object; movable, not copyable.
   class ReadGuard {
@@ -186,6 +196,15 @@ class ZsPool {
   // nullptr for a dead handle.
   Zspage* PinObject(uint32_t slot, Location* loc) const;
   Zspage* ZspageAt(uint64_t id) const;
+  // SegmentOf: the arena segment holding zspage id `id`; FirstIdOf: the
+  // first id in segment `seg`. Segment i holds first_segment_zspages_ << i.
+  uint32_t SegmentOf(uint64_t id) const;
+  uint64_t FirstIdOf(uint32_t seg) const;
+  std::atomic<Zspage*>& TableEntry(uint64_t id) const;
+  uint8_t* SlotBase(uint64_t id) const;
+  // AddSegmentLocked reserves the next arena segment and its descriptor
+  // table; RESOURCE_EXHAUSTED when none can be.
+  absl::Status AddSegmentLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(arena_mu_);
   absl::StatusOr<uint32_t> TakeZspageId();
   void ReturnZspageId(uint32_t id);
   uint64_t CompactClass(Class& c);
@@ -197,14 +216,26 @@ class ZsPool {
   const SizeClassTable table_;
   std::vector<std::unique_ptr<Class>> classes_;  // parallel to table_.classes()
 
-  uint8_t* arena_ = nullptr;
-  size_t arena_bytes_ = 0;
-  uint32_t slot_pages_ = 0;  // pages of arena per zspage slot
-  uint32_t max_zspages_ = 0;
-  // zspage_table_[id]: the descriptor of arena slot `id`, created on the
-  // slot's first use and reused after (mmap'd, so untouched entries cost no
-  // memory). Published with release stores; readers load with acquire.
-  std::atomic<Zspage*>* zspage_table_ = nullptr;
+  // The arena is a list of segments, each a MAP_NORESERVE reservation of
+  // zspage slots with a descriptor table beside it: table[i] describes the
+  // segment's slot i, created on the slot's first use and reused after
+  // (mmap'd, so untouched entries cost no memory). Segment 0 is reserved at
+  // Create; segment i+1, twice the size of segment i, when every id before
+  // it is taken. Segments are published (base, then table) under arena_mu_
+  // with release stores and never move or go away before the pool does;
+  // readers load them with acquire.
+  // kMaxArenaSegments: doubling from one slot, 32 segments pass the 2^32-1
+  // zspage ids a handle can name.
+  static constexpr uint32_t kMaxArenaSegments = 32;
+  struct Segment {
+    std::atomic<uint8_t*> base{nullptr};
+    std::atomic<std::atomic<Zspage*>*> table{nullptr};
+    uint64_t slots = 0;  // written before base and table are published
+  };
+  std::array<Segment, kMaxArenaSegments> segments_;
+  size_t arena_bytes_ = 0;              // segment 0's size
+  uint64_t first_segment_zspages_ = 0;  // segment 0's slots
+  uint32_t slot_pages_ = 0;             // pages of arena per zspage slot
   std::atomic<uint64_t> descriptors_{0};
 
   // Lock order (written here, as in mm/zsmalloc.c):
@@ -216,6 +247,8 @@ class ZsPool {
   mutable Mutex arena_mu_;
   std::vector<uint32_t> free_zspage_ids_ ABSL_GUARDED_BY(arena_mu_);
   uint32_t next_zspage_id_ ABSL_GUARDED_BY(arena_mu_) = 0;
+  uint32_t segment_count_ ABSL_GUARDED_BY(arena_mu_) = 0;
+  uint64_t zspage_capacity_ ABSL_GUARDED_BY(arena_mu_) = 0;  // ids the segments hold
 
   mutable Mutex handle_mu_;
   std::vector<uint32_t> free_handle_slots_ ABSL_GUARDED_BY(handle_mu_);

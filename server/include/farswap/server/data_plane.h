@@ -11,7 +11,11 @@
 // HELLO gets an UNAUTHENTICATED reply and the connection is closed. After
 // HELLO, every page the connection names belongs to the session's tenant:
 // page numbers are tenant-scoped, so no frame can reach another tenant's
-// pages.
+// pages. A connection has one session for life: a second HELLO on it gets
+// FAILED_PRECONDITION and changes nothing (the connection stays open under
+// its first session), so no frame is ever run under a tenant other than
+// the one it was read under. An open connection keeps its session from
+// expiring (TenantRegistry, "Session expiry").
 //
 // Requests. STORE, LOAD, INVALIDATE, INVALIDATE_RANGE and PING, alone or in
 // a BATCH (whose reply is a BATCH of the sub-replies, in entry order; an
@@ -92,7 +96,7 @@ struct DataPlaneOptions {
 struct DataPlaneStats {
   uint64_t connections_accepted = 0;
   uint64_t connections_open = 0;
-  uint64_t hello_refused = 0;  // wrong or missing token
+  uint64_t hello_refused = 0;  // wrong or missing token, or a second HELLO
   uint64_t requests = 0;       // frames handled (a BATCH counts its entries)
   // requests_to_workers: frames that went to the workers (each at most once;
   // a would-block request and every one queued behind it).

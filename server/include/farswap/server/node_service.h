@@ -54,6 +54,8 @@ class MemoryNodeService final : public v1::MemoryNode::CallbackService {
   const std::string node_id_;
   const uint64_t incarnation_;  // random per process (AttachResponse.incarnation)
   const std::string data_addr_;
+  // mu_ serialises SetLimits (read, change, apply, record) as one step.
+  // Lock order: mu_ -> the page store's and tenant registry's locks.
   Mutex mu_;
   PageStoreLimits limits_ ABSL_GUARDED_BY(mu_);
 };

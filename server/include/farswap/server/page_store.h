@@ -16,11 +16,17 @@
 //  - A writeback thread keeps pool memory between two watermarks by writing
 //    the coldest entries' compressed bytes to the backing store, giving a
 //    referenced entry a second chance first.
-//  - A failed Store leaves nothing behind for its key: any older version is
-//    erased, because the client got no acknowledgement and will put the page
-//    elsewhere; keeping the older version here could later hand it out as if
-//    it were current. So a Load returns the newest acknowledged version or
-//    NOT_FOUND, never an older one.
+//  - Every page carries the client's store version. A Store older than the
+//    stored page (lower version) is refused with ABORTED ("stale version")
+//    and changes nothing: a store delayed past a newer acknowledged one never
+//    overwrites it.
+//  - A failed Store leaves nothing behind for its key that is not newer than
+//    itself: an entry with a version up to its own is erased, because the
+//    client got no acknowledgement and will put the page elsewhere; keeping
+//    the older version here could later hand it out as if it were current.
+//    An entry with a higher version belongs to a newer store and is kept.
+//    So a Load returns the newest acknowledged version or NOT_FOUND, never
+//    an older one.
 //  - TryStore and TryLoad are the non-blocking forms, for threads that must
 //    not wait (the data plane's transport I/O threads). Where Store would
 //    wait for writeback to make room, or Load would read the backing store,
@@ -79,6 +85,10 @@ struct StoreRequest {
   // memory and is never written back.
   bool same_filled = false;
   uint64_t fill = 0;
+  // version: the client's store version of this page (transport/README.md,
+  // "Page versions"). A Store whose version is lower than the stored page's
+  // is refused (ABORTED, "stale version"); an equal one replaces it.
+  uint64_t version = 0;
 };
 
 // LoadedPage is what Load returns: the bytes and metadata the client stored.
@@ -88,6 +98,7 @@ struct LoadedPage {
   uint64_t checksum = 0;
   bool same_filled = false;
   uint64_t fill = 0;
+  uint64_t version = 0;  // the version it was stored with
 };
 
 // RejectReason says why a Store was refused.
@@ -138,6 +149,13 @@ struct PageStoreOptions {
   size_t pool_arena_bytes = 0;
 };
 
+// QuotaPagesForBytes converts a byte quota (tenants file, SetLimits) into
+// the page quota the store enforces, rounding a partial page up: 0 stays 0
+// (no quota), and 1..4096 bytes is one page, never "unlimited".
+inline uint64_t QuotaPagesForBytes(uint64_t quota_bytes) {
+  return quota_bytes / kBlockSize + (quota_bytes % kBlockSize != 0 ? 1 : 0);
+}
+
 // TenantStats: one tenant's pages and refusals.
 struct TenantStats {
   uint32_t tenant = 0;
@@ -168,7 +186,8 @@ struct PageStoreStats {
   uint64_t stores = 0;  // Store calls, accepted or not
   uint64_t loads = 0;
   uint64_t load_misses = 0;
-  uint64_t invalidates = 0;  // entries removed by Invalidate / InvalidateRange
+  uint64_t invalidates = 0;   // entries removed by Invalidate / InvalidateRange
+  uint64_t stale_stores = 0;  // stores refused for a version below the stored one
   std::array<uint64_t, kRejectReasonCount> rejects{};
   bool draining = false;
   absl::Status health;               // first backing-store error, or OK
@@ -201,8 +220,10 @@ class PageStore {
   // lives. INVALID_ARGUMENT for a bad payload length; RESOURCE_EXHAUSTED
   // (message names the reason: pool_full, quota, backing_full, io_error) when
   // there is no room; FAILED_PRECONDITION while draining (the node will not
-  // take pages again: place the page on another node, do not retry here).
-  // On any error the key holds no data afterwards (see the file comment).
+  // take pages again: place the page on another node, do not retry here);
+  // ABORTED ("stale version") when the stored page has a higher version,
+  // which is then left as it is. On any other error the key holds nothing
+  // at or below request.version afterwards (see the file comment).
   absl::Status Store(uint32_t tenant, uint64_t page, const StoreRequest& request);
 
   // TryStore is Store that never waits for writeback: when the pool is full
@@ -228,8 +249,12 @@ class PageStore {
   absl::StatusOr<uint64_t> InvalidateRange(uint32_t tenant, uint64_t first, uint64_t count);
 
   // SetLimits changes the pool limit, watermarks and default quota.
-  // INVALID_ARGUMENT (nothing changed) for bad watermarks.
+  // INVALID_ARGUMENT (nothing changed) for bad watermarks. Callers that
+  // read-modify-write the limits serialise themselves (MemoryNodeService
+  // does, under one lock).
   absl::Status SetLimits(const PageStoreLimits& limits);
+  // limits returns what the last successful SetLimits (or Create) set.
+  PageStoreLimits limits() const;
   // SetTenantQuota sets one tenant's page quota (0 = unlimited). Pages
   // already stored above a lowered quota stay; new pages are refused.
   void SetTenantQuota(uint32_t tenant, uint64_t quota_pages);
@@ -286,10 +311,12 @@ class PageStore {
   std::optional<absl::StatusOr<alloc::ZsHandle>> AllocateInPool(size_t len, Wait wait,
                                                                 RejectReason* reason);
   // Reject counts a refusal by reason, then FailStore()s.
-  absl::Status Reject(uint32_t tenant, uint64_t page, RejectReason reason, absl::Status status);
-  // FailStore erases the key (see the file comment) and returns `status`,
-  // the answer the client gets. The caller holds no lock.
-  absl::Status FailStore(uint32_t tenant, uint64_t page, absl::Status status);
+  absl::Status Reject(uint32_t tenant, uint64_t page, uint64_t version, RejectReason reason,
+                      absl::Status status);
+  // FailStore erases the key's entry unless it is newer than `version` (see
+  // the file comment) and returns `status`, the answer the client gets. The
+  // caller holds no lock.
+  absl::Status FailStore(uint32_t tenant, uint64_t page, uint64_t version, absl::Status status);
   // EraseLocked removes the key's entry, if any; the caller holds the key lock.
   bool EraseLocked(uint32_t tenant, uint64_t page);
   // ReleaseEntryResources frees what an entry holds (LRU link, pool object,
@@ -326,6 +353,9 @@ class PageStore {
   absl::flat_hash_map<uint32_t, TenantState> tenants_ ABSL_GUARDED_BY(tenants_mu_);
   uint64_t default_quota_pages_ ABSL_GUARDED_BY(tenants_mu_) = 0;
 
+  mutable Mutex limits_mu_;  // a leaf
+  PageStoreLimits limits_ ABSL_GUARDED_BY(limits_mu_);
+
   mutable Mutex error_mu_;
   absl::Status backing_error_ ABSL_GUARDED_BY(error_mu_);
   std::atomic<bool> backing_failed_{false};
@@ -335,7 +365,7 @@ class PageStore {
     std::atomic<uint64_t> written_back_pages{0}, writeback_aborted{0}, second_chances{0};
     std::atomic<uint64_t> backing_reads{0}, backing_writes{0};
     std::atomic<uint64_t> backing_read_errors{0}, backing_write_errors{0};
-    std::atomic<uint64_t> stores{0}, loads{0}, load_misses{0}, invalidates{0};
+    std::atomic<uint64_t> stores{0}, loads{0}, load_misses{0}, invalidates{0}, stale_stores{0};
     std::array<std::atomic<uint64_t>, kRejectReasonCount> rejects{};
   };
   Counters counters_;

@@ -2,7 +2,7 @@
 // backend (TCP, RDMA). transport/README.md has the same layout as a table.
 //
 //   FrameHeader h{.opcode = Opcode::kStore, .request_id = 7, .page = 42,
-//                 .codec = Codec::kLz4, .checksum = xxh3_of_page};
+//                 .codec = Codec::kLz4, .checksum = xxh3_of_page, .version = v};
 //   h.payload_length = compressed.size();
 //   std::array<uint8_t, kFrameHeaderSize> wire = EncodeHeader(h);
 //   // writev({wire}, {compressed}): the payload is never copied.
@@ -10,12 +10,12 @@
 //   absl::StatusOr<FrameView> f = DecodeFrame(bytes);   // validates every field
 //   if (!f.ok()) close the connection, log f.status().message();
 //
-// A frame is a fixed 40-byte little-endian header followed by
+// A frame is a fixed 48-byte little-endian header followed by
 // `payload_length` bytes of payload:
 //
 //   off size field
 //     0    4 magic           'F','S','W','P' (kFrameMagic read little-endian)
-//     4    2 version         kFrameVersion (1)
+//     4    2 frame_version   kFrameVersion (2)
 //     6    1 opcode          Opcode
 //     7    1 flags           kFlagReply | kFlagSameFilled
 //     8    8 request_id      chosen by the requester, echoed in the reply
@@ -25,6 +25,16 @@
 //    29    1 reserved        must be 0
 //    30    2 status          replies: absl::StatusCode; requests: 0
 //    32    8 checksum        xxh3-64 of the uncompressed page, carried as is
+//    40    8 version         the page's store version (STORE requests and OK
+//                            LOAD replies only; 0 elsewhere)
+//
+// Page versions. A client stamps every STORE with a version from a counter
+// that only goes up (farswap::Client seeds it from the wall clock, so a
+// restarted client still counts upward); the node keeps it with the page,
+// refuses a STORE whose version is lower than the stored page's with
+// ABORTED ("stale version"), and returns it in OK LOAD replies. So a store
+// delayed past a newer one can never overwrite it. Version 0 is the lowest:
+// an unversioned STORE only ever replaces an unversioned page.
 //
 // The transport carries the checksum end to end and never computes it; the
 // client computes it before compression and verifies it after decompression.
@@ -54,8 +64,9 @@ namespace farswap::transport {
 inline constexpr uint32_t kFrameMagic = 0x50575346;
 // kFrameVersion changes whenever the header layout or an opcode's meaning
 // changes; receivers reject any other version.
-inline constexpr uint16_t kFrameVersion = 1;
-inline constexpr size_t kFrameHeaderSize = 40;
+// Version 2 added the page `version` field (header 40 -> 48 bytes).
+inline constexpr uint16_t kFrameVersion = 2;
+inline constexpr size_t kFrameHeaderSize = 48;
 
 // kMaxPagePayload: a page is 4 KiB and a page that does not compress is sent
 // raw, so no page payload is ever longer.
@@ -115,11 +126,15 @@ struct FrameHeader {
   Codec codec = Codec::kNone;
   absl::StatusCode status = absl::StatusCode::kOk;
   uint64_t checksum = 0;
+  // version: the page's store version (see the file comment); nonzero only
+  // where carries_page().
+  uint64_t version = 0;
 
   bool is_reply() const { return (flags & kFlagReply) != 0; }
   bool same_filled() const { return (flags & kFlagSameFilled) != 0; }
   // carries_page: a STORE request or an OK LOAD reply, the only frames whose
-  // payload is a page (and so the only ones with a codec and checksum).
+  // payload is a page (and so the only ones with a codec, checksum and
+  // version).
   bool carries_page() const;
   friend bool operator==(const FrameHeader&, const FrameHeader&) = default;
 };
@@ -135,14 +150,15 @@ const char* CodecName(Codec codec);
 // DescribeHeader renders a header for logs: "STORE id=7 page=42 len=1234 ...".
 std::string DescribeHeader(const FrameHeader& h);
 
-// EncodeHeader writes magic, version and `h` into 40 bytes. It does not
+// EncodeHeader writes magic, frame version and `h` into kFrameHeaderSize bytes. It does not
 // validate; senders call ValidateHeader first (the transports do).
 void EncodeHeader(const FrameHeader& h, std::span<uint8_t, kFrameHeaderSize> out);
 std::array<uint8_t, kFrameHeaderSize> EncodeHeader(const FrameHeader& h);
 
-// DecodeHeader parses and validates the first 40 bytes of `bytes`: magic,
-// version, opcode, flags allowed for the opcode and direction, reserved byte,
-// codec, status, checksum presence and payload_length within the opcode's
+// DecodeHeader parses and validates the first kFrameHeaderSize bytes of
+// `bytes`: magic, frame version, opcode, flags allowed for the opcode and
+// direction, reserved byte, codec, status, checksum and page-version
+// presence and payload_length within the opcode's
 // limits. It needs only the header, so a stream reader can reject a frame
 // before buffering its payload. INVALID_ARGUMENT with the reason otherwise.
 absl::StatusOr<FrameHeader> DecodeHeader(std::span<const uint8_t> bytes);
@@ -175,7 +191,8 @@ absl::StatusOr<uint64_t> DecodeU64Payload(std::span<const uint8_t> payload);
 // stay where the caller has them. Both must outlive the send.
 //
 //   BatchEncoder b;
-//   b.Add({.opcode = Opcode::kStore, .page = p, .codec = c, .checksum = x}, {{data, n}});
+//   b.Add({.opcode = Opcode::kStore, .page = p, .codec = c, .checksum = x, .version = v},
+//         {{data, n}});
 //   FrameHeader h = b.Header(/*request_id=*/0);
 //   send(h, b.pieces());
 //

@@ -1,0 +1,80 @@
+// PageIndex's range walk: it lists only the asked tenant's keys, in bounded
+// chunks, one shard lock at a time (INVALIDATE_RANGE used to walk every
+// tenant's entries under each shard lock).
+#include "page_index.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+namespace farswap::server::internal {
+namespace {
+
+void Insert(PageIndex& index, uint32_t tenant, uint64_t page) {
+  ASSERT_EQ(index.Replace(std::make_unique<Entry>(PageKey{tenant, page}, page + 1)), nullptr);
+}
+
+// Walk collects every key of the walk and the size of each chunk.
+std::vector<PageKey> Walk(PageIndex& index, uint32_t tenant, uint64_t first, uint64_t last,
+                          std::vector<size_t>* chunks) {
+  RangeCursor cursor{.tenant = tenant, .first = first, .last = last};
+  std::vector<PageKey> all, chunk;
+  while (index.NextKeysInRange(&cursor, &chunk)) {
+    chunks->push_back(chunk.size());
+    all.insert(all.end(), chunk.begin(), chunk.end());
+    chunk.clear();
+  }
+  EXPECT_TRUE(chunk.empty());
+  return all;
+}
+
+TEST(PageIndexTest, RangeWalkListsOnlyItsTenantsKeysInBoundedChunks) {
+  PageIndex index;
+  constexpr uint64_t kPages = 40000;  // ~625 a shard: several chunks each
+  for (uint64_t p = 0; p < kPages; ++p) Insert(index, 1, p);
+  for (uint64_t p = 0; p < 10; ++p) Insert(index, 2, p * 1000);
+
+  std::vector<size_t> chunks;
+  std::vector<PageKey> keys = Walk(index, 1, 0, UINT64_MAX, &chunks);
+  ASSERT_EQ(keys.size(), kPages);
+  std::vector<uint64_t> pages;
+  for (const PageKey& k : keys) {
+    EXPECT_EQ(k.tenant, 1u);
+    pages.push_back(k.page);
+  }
+  std::sort(pages.begin(), pages.end());
+  EXPECT_TRUE(std::adjacent_find(pages.begin(), pages.end()) == pages.end()) << "a key twice";
+  EXPECT_GT(chunks.size(), PageIndex::kShards);  // some shards took more than one hold
+  for (size_t n : chunks) EXPECT_LE(n, PageIndex::kRangeChunk);
+
+  // Tenant 2's walk sees its ten keys and nothing of tenant 1's 40000.
+  chunks.clear();
+  keys = Walk(index, 2, 0, UINT64_MAX, &chunks);
+  EXPECT_EQ(keys.size(), 10u);
+  for (const PageKey& k : keys) EXPECT_EQ(k.tenant, 2u);
+  EXPECT_LE(chunks.size(), 10u);
+  // A tenant with no keys: nothing, in no chunk.
+  chunks.clear();
+  EXPECT_TRUE(Walk(index, 3, 0, UINT64_MAX, &chunks).empty());
+  EXPECT_TRUE(chunks.empty());
+}
+
+TEST(PageIndexTest, RangeWalkHonoursBoundsAndErasures) {
+  PageIndex index;
+  for (uint64_t p = 0; p < 2000; ++p) Insert(index, 1, p);
+  std::vector<size_t> chunks;
+  std::vector<PageKey> keys = Walk(index, 1, 100, 199, &chunks);
+  ASSERT_EQ(keys.size(), 100u);
+  for (const PageKey& k : keys) EXPECT_TRUE(k.page >= 100 && k.page <= 199) << k.page;
+  for (uint64_t p = 100; p < 200; ++p) EXPECT_NE(index.Erase({1, p}), nullptr);
+  chunks.clear();
+  EXPECT_TRUE(Walk(index, 1, 100, 199, &chunks).empty());
+  chunks.clear();
+  EXPECT_EQ(Walk(index, 1, 0, UINT64_MAX, &chunks).size(), 1900u);
+  index.Clear();
+}
+
+}  // namespace
+}  // namespace farswap::server::internal
