@@ -539,13 +539,17 @@ void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
   absl::Status first_error;
   std::vector<int> acked, suspect;  // suspect: failed as down (stalled, unreachable)
   bool node_lost = false, wait = false;
+  bool superseded = false;  // some replica holds a newer store of the page
   for (const StoreOp::Result& r : results) {
     absl::Status s = r.status;
     if (!is_store && s.code() == absl::StatusCode::kNotFound) s = absl::OkStatus();
     // ABORTED ("stale version"): the node already holds a newer version of
     // the page, from a store issued after this one (an earlier try of this
     // one was abandoned). Harmless: the newer data is where it should be.
-    if (is_store && s.code() == absl::StatusCode::kAborted) s = absl::OkStatus();
+    if (is_store && s.code() == absl::StatusCode::kAborted) {
+      superseded = true;
+      s = absl::OkStatus();
+    }
     if (s.ok()) {
       acked.push_back(r.target.node);
       continue;
@@ -585,7 +589,8 @@ void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
           uint32_t i = table_.IndexOf(p);
           if (is_store) {
             s->present.Set(i);
-            s->checksums[i] = op->page.checksum;
+            // The newer store's own completion records its checksum.
+            if (!superseded) s->checksums[i] = op->page.checksum;
           } else {
             s->present.Clear(i);
           }
