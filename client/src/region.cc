@@ -45,12 +45,12 @@ int OpenUserfaultfd() {
   return fd;
 }
 
+}  // namespace
+
 const uint8_t* ZeroPage() {
   alignas(4096) static const uint8_t zero[kPage] = {};
   return zero;
 }
-
-}  // namespace
 
 double RegionStats::FaultLatencyPercentileUs(double p) const {
   uint64_t total = 0;
@@ -96,11 +96,16 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(PageBackend* backend, uin
   }
   uffdio_api api{};
   api.api = UFFD_API;
-  api.features = UFFD_FEATURE_THREAD_ID;
-  if (ioctl(uffd, UFFDIO_API, &api) != 0) {
+  // EVENT_REMOVE / EVENT_UNMAP: the program's MADV_DONTNEED and munmap of
+  // region pages are reported (region_impl.h, program events).
+  constexpr uint64_t kFeatures =
+      UFFD_FEATURE_THREAD_ID | UFFD_FEATURE_EVENT_REMOVE | UFFD_FEATURE_EVENT_UNMAP;
+  api.features = kFeatures;
+  if (ioctl(uffd, UFFDIO_API, &api) != 0 || (api.features & kFeatures) != kFeatures) {
     int e = errno;
     close(uffd);
-    return absl::FailedPreconditionError(absl::StrCat("UFFDIO_API: ", strerror(e)));
+    return absl::FailedPreconditionError(
+        absl::StrCat("UFFDIO_API (thread id, remove and unmap events): ", strerror(e)));
   }
   void* mem = mmap(nullptr, pages * kPage, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -111,6 +116,15 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(PageBackend* backend, uin
   }
   // 4 KiB pages only: a huge page would be one 2 MiB fault and eviction unit.
   madvise(mem, pages * kPage, MADV_NOHUGEPAGE);
+  // A fork child gets no mapping (SIGSEGV on access) rather than a copy in
+  // which every evicted page would read as zeros: the child has neither the
+  // region's threads nor a userfaultfd registration (region.h).
+  if (madvise(mem, pages * kPage, MADV_DONTFORK) != 0) {
+    int e = errno;
+    munmap(mem, pages * kPage);
+    close(uffd);
+    return absl::FailedPreconditionError(absl::StrCat("MADV_DONTFORK: ", strerror(e)));
+  }
   uffdio_register reg{};
   reg.range.start = reinterpret_cast<uint64_t>(mem);
   reg.range.len = pages * kPage;
@@ -187,7 +201,7 @@ void RegionImpl::Start() {
   const int fault_threads = options_.fault_threads > 0 ? options_.fault_threads : auto_threads;
   const int evict_threads = options_.evict_threads > 0 ? options_.evict_threads : fault_threads;
   evict_threads_ = evict_threads;
-  for (int i = 0; i < fault_threads; ++i) threads_.emplace_back([this] { FaultThread(); });
+  for (int i = 0; i < fault_threads; ++i) fault_threads_.emplace_back([this] { FaultThread(); });
   for (int i = 0; i < evict_threads; ++i) threads_.emplace_back([this] { EvictorThread(); });
   if (options_.prefetch) threads_.emplace_back([this] { PrefetchThread(); });
 }
@@ -200,12 +214,27 @@ RegionImpl::~RegionImpl() {
     prefetch_cv_.SignalAll();
     room_cv_.SignalAll();
   }
+  // Evictor and prefetch threads first: an evictor in MADV_DONTNEED waits
+  // for a fault thread to read its REMOVE event.
+  for (std::thread& t : threads_) t.join();
+  fault_stop_.store(true);
   uint64_t one = 1;
   (void)!write(wake_fd_, &one, sizeof one);
-  for (std::thread& t : threads_) t.join();
-  uffdio_range range{reinterpret_cast<uint64_t>(base_), pages_ * kPage};
-  ioctl(uffd_, UFFDIO_UNREGISTER, &range);
-  munmap(base_, pages_ * kPage);
+  for (std::thread& t : fault_threads_) t.join();
+  // Only what is still the region's: the program may have unmapped parts
+  // of it, and something else may be mapped there now.
+  for (uint64_t p = 0; p < pages_;) {
+    if (state_[p].load() == kUnmapped) {
+      ++p;
+      continue;
+    }
+    uint64_t end = p + 1;
+    while (end < pages_ && state_[end].load() != kUnmapped) ++end;
+    uffdio_range range{reinterpret_cast<uint64_t>(Addr(p)), (end - p) * kPage};
+    ioctl(uffd_, UFFDIO_UNREGISTER, &range);
+    munmap(Addr(p), (end - p) * kPage);
+    p = end;
+  }
   close(wake_fd_);
   close(uffd_);
 }
@@ -231,6 +260,9 @@ RegionStats RegionImpl::Stats() const {
   s.sigbus_delivered = r(sigbus_);
   s.store_errors = r(store_errors_);
   s.parked_faults = r(parked_);
+  s.install_retries = r(install_retries_);
+  s.pages_removed = r(pages_removed_);
+  s.pages_unmapped = r(pages_unmapped_);
   s.resident_pages = r(resident_);
   s.max_resident_pages = r(max_resident_);
   s.budget_pages = budget_pages_;
@@ -284,23 +316,40 @@ void RegionImpl::NoteResidentGrew() {
   }
 }
 
-void RegionImpl::WaitWhileDropping(uint64_t page) {
-  // The evictor is between committing the drop and MADV_DONTNEED of this one
-  // page: a few microseconds, never a store.
-  while (state_[page].load() == kDropping) std::this_thread::yield();
-}
-
 void RegionImpl::Wake(uint64_t page) {
   uffdio_range r{reinterpret_cast<uint64_t>(Addr(page)), kPage};
   ioctl(uffd_, UFFDIO_WAKE, &r);
 }
 
-bool RegionImpl::Unprotect(uint64_t page) {
+int RegionImpl::Ioctl(RegionIoctl op, uint64_t page, unsigned long request, void* arg) {
+  if (options_.ioctl_error_for_testing) {
+    if (int e = options_.ioctl_error_for_testing(op, page); e != 0) return e;
+  }
+  return ioctl(uffd_, request, arg) == 0 ? 0 : errno;
+}
+
+int RegionImpl::Unprotect(uint64_t page) {
   uffdio_writeprotect wp{};
   wp.range.start = reinterpret_cast<uint64_t>(Addr(page));
   wp.range.len = kPage;
   wp.mode = 0;  // clear write-protect and wake the writers
-  return ioctl(uffd_, UFFDIO_WRITEPROTECT, &wp) == 0;
+  return Ioctl(RegionIoctl::kUnprotect, page, UFFDIO_WRITEPROTECT, &wp);
+}
+
+int RegionImpl::UnprotectRetrying(uint64_t page) {
+  // EAGAIN: a program event is pending; a fault thread reads it and its
+  // caller runs on, within a few scheduler ticks. Give up after a second.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  for (;;) {
+    const int e = Unprotect(page);
+    if (e != EAGAIN || std::chrono::steady_clock::now() > give_up) return e;
+    std::this_thread::yield();
+  }
+}
+
+bool RegionImpl::PagePresent(uint64_t page) const {
+  unsigned char v = 0;
+  return mincore(Addr(page), kPage, &v) == 0 && (v & 1);
 }
 
 // ---------------------------------------------------------------- fault threads
@@ -319,11 +368,22 @@ void RegionImpl::FaultThread() {
       (void)!write(fd, &one, sizeof one);
     }
   } pass_on{wake_fd_};
-  while (!stop_.load(std::memory_order_relaxed)) {
-    ssize_t n = read(uffd_, msgs, sizeof msgs);
+  while (!fault_stop_.load(std::memory_order_relaxed)) {
+    ssize_t n;
+    {
+      // Reading an event releases its caller (madvise, munmap), who may
+      // fault on the range at once; that fault must not be served (by
+      // another fault thread) before the event is: events are handled
+      // before any other thread reads again.
+      MutexLock l(&read_mu_);
+      n = read(uffd_, msgs, sizeof msgs);
+      for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); ++i) {
+        if (msgs[i].event != UFFD_EVENT_PAGEFAULT) HandleMessage(msgs[i], buf);
+      }
+    }
     if (n > 0) {
       for (ssize_t i = 0; i < n / static_cast<ssize_t>(sizeof(uffd_msg)); ++i) {
-        HandleMessage(msgs[i], buf);
+        if (msgs[i].event == UFFD_EVENT_PAGEFAULT) HandleMessage(msgs[i], buf);
       }
       spin_until = std::chrono::steady_clock::now() + std::chrono::microseconds(options_.spin_us);
       continue;
@@ -332,6 +392,9 @@ void RegionImpl::FaultThread() {
       RecordError(absl::StrCat("userfaultfd read: ", strerror(errno)));
       return;
     }
+    // Every message has been read (events included): deferred faults may
+    // go on.
+    if (retry_now_.load() > 0) DrainRetries(buf);
     bool parked;
     {
       MutexLock l(&mu_);
@@ -364,7 +427,9 @@ void RegionImpl::FaultThread() {
       }
       continue;
     }
-    if (poll(fds, 2, -1) < 0 && errno != EINTR) {
+    // Deferred faults wait for a transition of another thread, not for a
+    // message: look again within a millisecond.
+    if (poll(fds, 2, retry_now_.load() > 0 ? 1 : -1) < 0 && errno != EINTR) {
       RecordError(absl::StrCat("userfaultfd poll: ", strerror(errno)));
       return;
     }
@@ -376,20 +441,32 @@ void RegionImpl::FaultThread() {
 }
 
 void RegionImpl::HandleMessage(const uffd_msg& msg, std::vector<uint8_t>& buf) {
-  if (msg.event != UFFD_EVENT_PAGEFAULT) return;  // no other events were asked for
+  switch (msg.event) {
+    case UFFD_EVENT_PAGEFAULT:
+      break;
+    case UFFD_EVENT_REMOVE:
+      HandleRangeEvent(msg.arg.remove.start, msg.arg.remove.end, kFlagForgetRemoved);
+      return;
+    case UFFD_EVENT_UNMAP:
+      HandleRangeEvent(msg.arg.remove.start, msg.arg.remove.end, kFlagForgetUnmapped);
+      return;
+    default:
+      return;  // no other events were asked for
+  }
   const auto start = std::chrono::steady_clock::now();
   const uint64_t addr = msg.arg.pagefault.address;
   const uint64_t page = (addr - reinterpret_cast<uint64_t>(base_)) / kPage;
   if (addr < reinterpret_cast<uint64_t>(base_) || page >= pages_) return;
   const uint64_t flags = msg.arg.pagefault.flags;
+  ParkedFault f{page, (flags & UFFD_PAGEFAULT_FLAG_WRITE) != 0, msg.arg.pagefault.feat.ptid, start};
   if (flags & UFFD_PAGEFAULT_FLAG_WP) {
     wp_faults_.fetch_add(1, std::memory_order_relaxed);
-    HandleWriteProtect(page);
+    f.wp = true;
+    HandleWriteProtect(f);
     RecordLatency(start);
     return;
   }
-  HandleMissing(page, flags & UFFD_PAGEFAULT_FLAG_WRITE, msg.arg.pagefault.feat.ptid, start, buf,
-                /*may_park=*/true);
+  HandleMissing(f, buf, /*may_park=*/true);
 }
 
 void RegionImpl::DrainParked(std::vector<uint8_t>& buf) {
@@ -402,37 +479,114 @@ void RegionImpl::DrainParked(std::vector<uint8_t>& buf) {
       parked_faults_.pop_front();
       parked_now_.fetch_sub(1);
     }
-    if (!HandleMissing(f.page, f.write, f.tid, f.start, buf, /*may_park=*/true)) return;
+    if (!HandleMissing(f, buf, /*may_park=*/true)) return;
   }
 }
 
-bool RegionImpl::HandleMissing(uint64_t page, bool write, uint32_t tid,
-                               std::chrono::steady_clock::time_point start,
-                               std::vector<uint8_t>& buf, bool may_park) {
+void RegionImpl::Defer(const ParkedFault& f) {
+  MutexLock l(&mu_);
+  retry_.push_back(f);
+  retry_now_.fetch_add(1);
+}
+
+void RegionImpl::DrainRetries(std::vector<uint8_t>& buf) {
+  // Each deferred fault once: one deferred again goes back to retry_.
+  std::deque<ParkedFault> batch;
+  {
+    MutexLock l(&mu_);
+    batch.swap(retry_);
+    retry_now_.fetch_sub(batch.size());
+  }
+  for (const ParkedFault& f : batch) {
+    if (f.wp) {
+      HandleWriteProtect(f);
+    } else {
+      HandleMissing(f, buf, /*may_park=*/true);
+    }
+  }
+}
+
+void RegionImpl::InstallFailed(ParkedFault f, uint8_t prior, int err, const char* what) {
+  // The install did not happen: the page is not resident. Undo the claim
+  // (the kernel still holds the faulting thread), then retry the fault or
+  // give the thread SIGBUS, as for a load that fails.
+  Unreserve();
+  Publish(f.page, prior);
+  install_retries_.fetch_add(1, std::memory_order_relaxed);
+  if (err == ENOENT) {
+    // The program unmapped the page: the thread faults again, now SIGSEGV.
+    Wake(f.page);
+    return;
+  }
+  // EAGAIN: a program event (REMOVE, UNMAP) is pending; retry once it is
+  // read. Anything else is retried load_attempts times in all.
+  constexpr auto kEagainPatience = std::chrono::seconds(5);
+  if (err == EAGAIN && std::chrono::steady_clock::now() - f.start < kEagainPatience) {
+    Defer(f);
+    return;
+  }
+  RecordError(absl::StrCat(what, " of page ", f.page, ": ", strerror(err)));
+  if (++f.install_failures < options_.load_attempts) {
+    Defer(f);
+    return;
+  }
+  sigbus_.fetch_add(1, std::memory_order_relaxed);
+  RecordError(absl::StrCat(what, " of page ", f.page, " failed ", f.install_failures,
+                           " times: ", strerror(err), "; SIGBUS to thread ", f.tid));
+  syscall(SYS_tgkill, getpid(), f.tid, SIGBUS);
+  Wake(f.page);
+}
+
+bool RegionImpl::HandleMissing(ParkedFault f, std::vector<uint8_t>& buf, bool may_park) {
+  const uint64_t page = f.page;
+  const auto start = f.start;
   for (;;) {
     uint8_t s = state_[page].load();
-    if (s == kDropping) {
-      WaitWhileDropping(page);
-      continue;
-    }
-    if (s == kFetching) {
-      // The prefetcher (or another fault thread) is installing this page;
-      // its UFFDIO_COPY wakes our faulter, and a failed fetch wakes it to
-      // fault again.
-      uint8_t f = flags_[page].fetch_and(static_cast<uint8_t>(~kFlagPrefetched));
-      if (f & kFlagPrefetched) prefetch_hits_.fetch_add(1, std::memory_order_relaxed);
-      return true;
-    }
-    if (s != kEmpty && s != kRemote) {  // already resident: a stale message
-      Wake(page);
-      return true;
+    switch (s) {
+      case kDropping:
+      case kForgetting:
+        // The evictor is dropping it (its MADV_DONTNEED may be waiting for
+        // this very thread to read the REMOVE event), or it is being
+        // forgotten: serve the fault once that is over.
+        Defer(f);
+        return true;
+      case kFetching: {
+        // The prefetcher (or another fault thread) is installing this page;
+        // its UFFDIO_COPY wakes our faulter, and a failed fetch wakes it to
+        // fault again.
+        uint8_t fl = flags_[page].fetch_and(static_cast<uint8_t>(~kFlagPrefetched));
+        if (fl & kFlagPrefetched) prefetch_hits_.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
+      case kUnmapped:
+        Wake(page);  // a fault deferred before the unmap: it faults again (SIGSEGV)
+        return true;
+      case kClean:
+      case kDirty:
+      case kEvicting:
+      case kWriting:
+        // Resident: a stale message (another thread's fault installed it),
+        // or the program zapped the page (MADV_DONTNEED) after the REMOVE
+        // event was handled: then it reads as zeros.
+        if (PagePresent(page)) {
+          Wake(page);
+        } else {
+          RecoverZapped(f);
+        }
+        return true;
+      default:
+        break;  // kEmpty, kRemote
     }
     if (!TryReserve(budget_pages_ + evict_batch_)) {
+      if (!may_park) {
+        Defer(f);
+        return true;
+      }
       // Over budget by a full batch: hold the fault (its thread stays
       // blocked in the kernel) until the evictor has made room, and keep
       // serving other faults meanwhile.
       MutexLock l(&mu_);
-      parked_faults_.push_back({page, write, tid, start});
+      parked_faults_.push_back(f);
       parked_now_.fetch_add(1);
       parked_.fetch_add(1, std::memory_order_relaxed);
       evict_wanted_ = true;
@@ -443,31 +597,32 @@ bool RegionImpl::HandleMissing(uint64_t page, bool write, uint32_t tid,
       Unreserve();
       continue;
     }
-    missing_faults_.fetch_add(1, std::memory_order_relaxed);
     OnMissingFault(page);
     if (s == kEmpty) {
       // Never written: zeros, locally. A write gets a private zero page; a
       // read maps the shared zero page (a later write copies it in the
       // kernel, unseen, so the page counts as dirty from now on).
-      zero_fills_.fetch_add(1, std::memory_order_relaxed);
       age_[page].store(kAgeFault, std::memory_order_relaxed);
-      int rc;
-      if (write) {
+      int err;
+      if (f.write) {
         uffdio_copy c{};
         c.dst = reinterpret_cast<uint64_t>(Addr(page));
         c.src = reinterpret_cast<uint64_t>(ZeroPage());
         c.len = kPage;
-        rc = ioctl(uffd_, UFFDIO_COPY, &c);
+        err = Ioctl(RegionIoctl::kCopy, page, UFFDIO_COPY, &c);
       } else {
         uffdio_zeropage z{};
         z.range.start = reinterpret_cast<uint64_t>(Addr(page));
         z.range.len = kPage;
-        rc = ioctl(uffd_, UFFDIO_ZEROPAGE, &z);
+        err = Ioctl(RegionIoctl::kZeroPage, page, UFFDIO_ZEROPAGE, &z);
       }
-      if (rc != 0 && errno != EEXIST) {
-        RecordError(absl::StrCat("zero-fill of page ", page, ": ", strerror(errno)));
+      if (err != 0 && err != EEXIST) {
+        InstallFailed(f, kEmpty, err, "zero-fill");
+        return true;
       }
-      state_[page].store(kDirty);
+      missing_faults_.fetch_add(1, std::memory_order_relaxed);
+      zero_fills_.fetch_add(1, std::memory_order_relaxed);
+      Publish(page, kDirty);
       RecordLatency(start);
       NoteResidentGrew();
       return true;
@@ -477,14 +632,15 @@ bool RegionImpl::HandleMissing(uint64_t page, bool write, uint32_t tid,
     const auto load_end = std::chrono::steady_clock::now();
     if (!got.ok()) {
       Unreserve();
-      state_[page].store(kRemote);
+      Publish(page, kRemote);
       sigbus_.fetch_add(1, std::memory_order_relaxed);
       RecordError(absl::StrCat("load of page ", page, " failed after ", options_.load_attempts,
-                               " attempts: ", got.status().ToString(), "; SIGBUS to thread ", tid));
+                               " attempts: ", got.status().ToString(), "; SIGBUS to thread ",
+                               f.tid));
       // As the kernel does for an unreadable swap page: the faulting thread
       // gets SIGBUS. The signal interrupts its wait in handle_userfault();
       // the wake covers a faulter that is not interruptible.
-      syscall(SYS_tgkill, getpid(), tid, SIGBUS);
+      syscall(SYS_tgkill, getpid(), f.tid, SIGBUS);
       Wake(page);
       return true;
     }
@@ -495,7 +651,19 @@ bool RegionImpl::HandleMissing(uint64_t page, bool write, uint32_t tid,
     const uint64_t stamp = evicted_at_[page].load(std::memory_order_relaxed);
     const bool hot = stamp != 0 && eviction_clock_.load() - stamp < budget_pages_;
     age_[page].store(hot ? kMaxAge : kAgeFault, std::memory_order_relaxed);
-    state_[page].store(InstallLoaded(page, buf.data(), "UFFDIO_COPY"));
+    if (flags_[page].load() & (kFlagForgetRemoved | kFlagForgetUnmapped)) {
+      // The program dropped the page while it loaded: not those contents.
+      Unreserve();
+      Publish(page, kRemote);  // forgotten: kEmpty (or kUnmapped)
+      continue;
+    }
+    uint8_t installed;
+    if (int err = InstallLoaded(page, buf.data(), &installed); err != 0) {
+      InstallFailed(f, kRemote, err, "UFFDIO_COPY");
+      return true;
+    }
+    missing_faults_.fetch_add(1, std::memory_order_relaxed);
+    Publish(page, installed);
     RecordLatency(start);
     const auto end = std::chrono::steady_clock::now();
     auto ns = [](auto d) {
@@ -510,27 +678,25 @@ bool RegionImpl::HandleMissing(uint64_t page, bool write, uint32_t tid,
   }
 }
 
-uint8_t RegionImpl::InstallLoaded(uint64_t page, const uint8_t* data, const char* who) {
+int RegionImpl::InstallLoaded(uint64_t page, const uint8_t* data, uint8_t* state) {
   uffdio_copy c{};
   c.dst = reinterpret_cast<uint64_t>(Addr(page));
   c.src = reinterpret_cast<uint64_t>(data);
   c.len = kPage;
-  uint8_t state;
   if (options_.install_writable) {
     // Writable: no write-protect fault on the first write; eviction finds
-    // out by hash whether the page changed.
+    // out by hash whether the page changed. (The hash is the backend copy's
+    // whether or not the install succeeds.)
     remote_hash_[page].store(XXH3_64bits(data, kPage), std::memory_order_relaxed);
     flags_[page].fetch_or(kFlagRemoteHash);
     c.mode = 0;
-    state = kDirty;
+    *state = kDirty;
   } else {
     c.mode = UFFDIO_COPY_MODE_WP;  // arrives clean: the first write is a WP fault
-    state = kClean;
+    *state = kClean;
   }
-  if (ioctl(uffd_, UFFDIO_COPY, &c) != 0 && errno != EEXIST) {
-    RecordError(absl::StrCat(who, " of page ", page, ": ", strerror(errno)));
-  }
-  return state;
+  const int err = Ioctl(RegionIoctl::kCopy, page, UFFDIO_COPY, &c);
+  return err == EEXIST ? 0 : err;
 }
 
 absl::StatusOr<size_t> RegionImpl::LoadWithRetry(uint64_t page, uint8_t* out) {
@@ -553,32 +719,59 @@ absl::StatusOr<size_t> RegionImpl::LoadWithRetry(uint64_t page, uint8_t* out) {
   return last;
 }
 
-void RegionImpl::HandleWriteProtect(uint64_t page) {
+void RegionImpl::HandleWriteProtect(const ParkedFault& fault) {
+  ParkedFault f = fault;
+  const uint64_t page = f.page;
   for (;;) {
     uint8_t s = state_[page].load();
-    if (s == kDropping) {
-      // The drop was committed before this write: let the drop finish, then
-      // wake the writer; it faults the page back (MISSING) and writes then.
-      WaitWhileDropping(page);
-      continue;
-    }
-    if (s == kClean || s == kEvicting) {
-      if (!state_[page].compare_exchange_strong(s, kWriting)) continue;
+    if (f.unprotect_pending) {
+      // Deferred with the page held kWriting: only the un-protect is left.
+      f.unprotect_pending = false;
+    } else if (s == kDropping || s == kForgetting || s == kWriting) {
+      // The drop was committed before this write, the page is being
+      // forgotten, or another writer's fault holds it: look again once that
+      // is over (then the writer is woken, or faults MISSING and writes).
+      Defer(f);
+      return;
+    } else if (s == kClean || s == kEvicting || s == kDirty) {
       // kEvicting → kWriting is what cancels an eviction in flight: the
-      // evictor only drops a page it still finds kEvicting.
-      uint8_t f = flags_[page].fetch_and(static_cast<uint8_t>(~kFlagPrefetched));
-      if (f & kFlagPrefetched) prefetch_hits_.fetch_add(1, std::memory_order_relaxed);
+      // evictor only drops a page it still finds kEvicting. kDirty: a stale
+      // message, or a page left write-protected (a failed un-protect, zeros
+      // after a zap); un-protecting again is harmless.
+      if (!state_[page].compare_exchange_strong(s, kWriting)) continue;
+      uint8_t fl = flags_[page].fetch_and(static_cast<uint8_t>(~kFlagPrefetched));
+      if (fl & kFlagPrefetched) prefetch_hits_.fetch_add(1, std::memory_order_relaxed);
       uint8_t a = age_[page].load(std::memory_order_relaxed);
       if (a < kAgeWrite) age_[page].store(kAgeWrite, std::memory_order_relaxed);
-      FARSWAP_SYNC_POINT("Region::WriteProtectFault:before-unprotect");
-      if (!Unprotect(page)) {
-        RecordError(absl::StrCat("un-protect of page ", page, ": ", strerror(errno)));
-      }
-      state_[page].store(kDirty);
+    } else {
+      // Not present: the writer will fault MISSING (or SIGSEGV if unmapped).
+      Wake(page);
       return;
     }
-    // kDirty/kWriting: another writer's fault is un-protecting it; anything
-    // else: the page is not present and the writer will fault MISSING.
+    FARSWAP_SYNC_POINT("Region::WriteProtectFault:before-unprotect");
+    const int err = Unprotect(page);
+    if (err == 0 || err == ENOENT) {  // ENOENT: unmapped; the writer gets SIGSEGV
+      Publish(page, kDirty);
+      if (err != 0) Wake(page);
+      return;
+    }
+    // The page stays kWriting and the writer blocked until it is writable.
+    install_retries_.fetch_add(1, std::memory_order_relaxed);
+    f.unprotect_pending = true;
+    if (err == EAGAIN) {  // a program event is pending: after it is read
+      Defer(f);
+      return;
+    }
+    RecordError(absl::StrCat("un-protect of page ", page, ": ", strerror(err)));
+    if (++f.install_failures < options_.load_attempts) {
+      Defer(f);
+      return;
+    }
+    // Give up: the writer gets SIGBUS; the page stays resident and
+    // write-protected as kDirty (its next write faults and tries again).
+    Publish(page, kDirty);
+    sigbus_.fetch_add(1, std::memory_order_relaxed);
+    syscall(SYS_tgkill, getpid(), f.tid, SIGBUS);
     Wake(page);
     return;
   }

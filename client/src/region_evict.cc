@@ -100,9 +100,10 @@ bool RegionImpl::ClaimVictim(uint64_t page, bool ignore_age, std::vector<uint64_
     // Take the batch flag first, then the state: see kFlagInBatch.
     if (flags_[page].fetch_or(kFlagInBatch) & kFlagInBatch) return false;
     if (!state_[page].compare_exchange_strong(s, kEvicting)) {
-      flags_[page].fetch_and(static_cast<uint8_t>(~kFlagInBatch));
+      EndBatch(page);
       return false;
     }
+    flags_[page].fetch_and(static_cast<uint8_t>(~kFlagZeroedAfterZap));
     dirty.push_back(page);
   }
   return true;
@@ -118,25 +119,52 @@ void ForEachRun(const std::vector<uint64_t>& sorted_pages, Fn fn) {
   }
 }
 
+void RegionImpl::MadviseOwn(const std::vector<uint64_t>& pages) {
+  // Pages the program has unmapped are left out: that range may hold
+  // another mapping by now.
+  std::vector<uint64_t> mapped;
+  mapped.reserve(pages.size());
+  for (uint64_t p : pages) {
+    if (!(flags_[p].load() & kFlagForgetUnmapped)) mapped.push_back(p);
+  }
+  ForEachRun(mapped, [&](size_t i, size_t j) {
+    const uint64_t start = reinterpret_cast<uint64_t>(Addr(mapped[i]));
+    const std::pair<uint64_t, uint64_t> range{start, start + (j - i) * kPage};
+    {
+      MutexLock l(&mu_);
+      own_removes_.push_back(range);
+    }
+    // Returns once a fault thread has read the REMOVE event; the entry is
+    // taken out when that thread handles the event, which may come later
+    // (it handles the messages of one read in order).
+    if (madvise(Addr(mapped[i]), (j - i) * kPage, MADV_DONTNEED) != 0) {
+      const int e = errno;
+      RecordError(absl::StrCat("MADV_DONTNEED of pages ", mapped[i], "..", mapped[j - 1], ": ",
+                               strerror(e)));
+      MutexLock l(&mu_);  // most likely no event was raised
+      auto it = std::find(own_removes_.begin(), own_removes_.end(), range);
+      if (it != own_removes_.end()) own_removes_.erase(it);
+    }
+  });
+}
+
 void RegionImpl::DropPages(std::vector<uint64_t>& pages) {
   // One MADV_DONTNEED per run of consecutive pages, then each page's
   // bookkeeping. Every page here is kDropping: nobody else touches it.
   std::sort(pages.begin(), pages.end());
-  ForEachRun(pages, [&](size_t i, size_t j) {
-    if (madvise(Addr(pages[i]), (j - i) * kPage, MADV_DONTNEED) != 0) {
-      RecordError(absl::StrCat("MADV_DONTNEED of pages ", pages[i], "..", pages[j - 1], ": ",
-                               strerror(errno)));
-    }
-  });
+  MadviseOwn(pages);
   for (uint64_t page : pages) {
-    uint8_t f = flags_[page].fetch_and(static_cast<uint8_t>(~(kFlagPrefetched | kFlagInBatch)));
+    uint8_t f = flags_[page].fetch_and(static_cast<uint8_t>(~kFlagPrefetched));
     if (f & kFlagPrefetched) prefetch_waste_.fetch_add(1, std::memory_order_relaxed);
     evicted_at_[page].store(eviction_clock_.fetch_add(1) + 1, std::memory_order_relaxed);
     // The counter drops before the state is published: a fault that finds
     // kRemote may reserve the slot at once.
     resident_.fetch_sub(1);
     evictions_.fetch_add(1, std::memory_order_relaxed);
+    // The state first, then out of the batch: a program event that came
+    // meanwhile is forgotten by EndBatch, after the store it must follow.
     state_[page].store((f & kFlagHasRemote) ? kRemote : kEmpty);
+    EndBatch(page);
   }
   // Room was made: wake the fault threads if a fault is parked. Whoever
   // evicted (an evictor thread or Advise(kCold)) must do it, or a parked
@@ -186,13 +214,25 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets,
     wp.range.start = reinterpret_cast<uint64_t>(Addr(dirty[i]));
     wp.range.len = (j - i) * kPage;
     wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
-    if (ioctl(uffd_, UFFDIO_WRITEPROTECT, &wp) != 0) {
+    // EAGAIN: a REMOVE or UNMAP event (maybe another evictor's drop) is
+    // pending; a fault thread reads it within a scheduler tick or two.
+    int err;
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while ((err = Ioctl(RegionIoctl::kWriteProtect, dirty[i], UFFDIO_WRITEPROTECT, &wp)) ==
+               EAGAIN &&
+           std::chrono::steady_clock::now() < give_up) {
+      std::this_thread::yield();
+    }
+    if (err != 0) {
+      // Part of the run may be
+      // protected now: a kDirty page that is write-protected is un-protected
+      // by its next write's fault.
       RecordError(absl::StrCat("write-protect of pages ", dirty[i], "..", dirty[j - 1], ": ",
-                               strerror(errno), "; kept resident"));
+                               strerror(err), "; kept resident"));
       for (size_t k = i; k < j; ++k) {
         uint8_t s = kEvicting;
         state_[dirty[k]].compare_exchange_strong(s, kDirty);
-        flags_[dirty[k]].fetch_and(static_cast<uint8_t>(~kFlagInBatch));
+        EndBatch(dirty[k]);
       }
       return;
     }
@@ -207,6 +247,9 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets,
   // store works from this copy, so even a cancelled eviction never has its
   // page change under the codec (DESIGN.md §3.3).
   snapshot_.resize(dirty.size() * kPage);
+  // readable[i]: false if the program unmapped the page meanwhile (it is
+  // then kept like a page whose store failed, and forgotten).
+  std::vector<bool> readable(dirty.size(), true);
   for (size_t off = 0; off < dirty.size(); off += kMaxIov) {
     const size_t n = std::min(kMaxIov, dirty.size() - off);
     std::vector<iovec> local(n), remote(n);
@@ -215,9 +258,17 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets,
       remote[i] = {Addr(dirty[off + i]), kPage};
     }
     ssize_t got = process_vm_readv(getpid(), local.data(), n, remote.data(), n, 0);
-    if (got != static_cast<ssize_t>(n * kPage)) {
-      // Fall back to a plain copy (e.g. a seccomp filter refusing the call).
-      for (size_t i = 0; i < n; ++i) std::memcpy(local[i].iov_base, remote[i].iov_base, kPage);
+    if (got == static_cast<ssize_t>(n * kPage)) continue;
+    // Page by page: one may be unmapped (EFAULT). A plain copy only where
+    // the call itself is refused (e.g. a seccomp filter): memcpy from an
+    // unmapped page would crash.
+    for (size_t i = 0; i < n; ++i) {
+      if (process_vm_readv(getpid(), &local[i], 1, &remote[i], 1, 0) == kPage) continue;
+      if (errno == EPERM || errno == ENOSYS) {
+        std::memcpy(local[i].iov_base, remote[i].iov_base, kPage);
+      } else {
+        readable[off + i] = false;
+      }
     }
   }
 
@@ -230,6 +281,7 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets,
   std::vector<const uint8_t*> send_data;
   for (size_t i = 0; i < dirty.size(); ++i) {
     const uint64_t p = dirty[i];
+    if (!readable[i]) continue;
     const uint8_t* snap = snapshot_.data() + i * kPage;
     const uint8_t f = flags_[p].load();
     const bool has_remote = f & kFlagHasRemote;
@@ -279,20 +331,30 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets,
   // 4. Commit and drop. A page a writer got to meanwhile is kWriting or
   // kDirty now: its drop is cancelled (the remote copy is stale, and the
   // page stays dirty, so the next eviction stores it again).
+  // A page the program zapped (MADV_DONTNEED) since it was claimed may have
+  // been snapshotted before the zap: it is not dropped (its remote copy is
+  // never loaded), and its next eviction stores what it holds then. It is
+  // missing now, or RecoverZapped filled it with zeros.
+  std::vector<unsigned char> present(dirty.back() - dirty.front() + 1, 1);
+  mincore(Addr(dirty.front()), present.size() * kPage, present.data());
   std::vector<uint64_t> committed;
   committed.reserve(dirty.size());
   for (size_t i = 0; i < dirty.size(); ++i) {
     const uint64_t p = dirty[i];
     uint8_t s = kEvicting;
+    if (stored[i] &&
+        (!(present[p - dirty.front()] & 1) || (flags_[p].load() & kFlagZeroedAfterZap))) {
+      stored[i] = false;
+    }
     if (!stored[i]) {
-      // Store failed: keep the page, writable again.
+      // Store failed: keep the page, writable again. (If the un-protect
+      // fails too, the page stays kDirty and write-protected, and its next
+      // write's fault un-protects it.)
       if (state_[p].compare_exchange_strong(s, kWriting)) {
-        uffdio_writeprotect wp{};
-        wp.range.start = reinterpret_cast<uint64_t>(Addr(p));
-        wp.range.len = kPage;
-        wp.mode = 0;
-        ioctl(uffd_, UFFDIO_WRITEPROTECT, &wp);
-        state_[p].store(kDirty);
+        if (int err = UnprotectRetrying(p); err != 0 && err != ENOENT) {
+          RecordError(absl::StrCat("un-protect of page ", p, ": ", strerror(err)));
+        }
+        Publish(p, kDirty);
       }
       continue;
     }
@@ -309,7 +371,7 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets,
   // now, after every commit of this batch is decided.
   for (size_t i = 0; i < dirty.size(); ++i) {
     if (std::find(committed.begin(), committed.end(), dirty[i]) == committed.end()) {
-      flags_[dirty[i]].fetch_and(static_cast<uint8_t>(~kFlagInBatch));
+      EndBatch(dirty[i]);
     }
   }
   return dropped;

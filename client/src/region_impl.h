@@ -3,10 +3,39 @@
 // stats), region_evict.cc (CLOCK and the eviction batch), region_prefetch.cc
 // (stream detection and the prefetch thread).
 //
-// Lock order: evict_mu_ → mu_. Fault threads take only mu_, briefly (never
+// Lock order: read_mu_ → mu_; evict_mu_ → mu_. Fault threads take only mu_, briefly (never
 // evict_mu_), so they never wait for a store in flight. Per-page state is
 // lock-free (one atomic byte, changed by compare-and-swap only by the thread
 // that owns the transition, see kFetching/kEvicting/kDropping/kWriting).
+//
+// Program events. The program may MADV_DONTNEED/MADV_REMOVE (UFFD_EVENT_REMOVE)
+// or munmap (UFFD_EVENT_UNMAP) part of the region; a fault thread reads the
+// event (the kernel holds the caller until then, and fails every UFFDIO_COPY,
+// ZEROPAGE and WRITEPROTECT with EAGAIN meanwhile). Each page of the range is
+// then forgotten — its remote copy invalidated, its state kEmpty (REMOVE) or
+// kUnmapped (UNMAP) — by whoever holds it last:
+//   1. the event handler sets kFlagForgetRemoved / kFlagForgetUnmapped, then
+//      reads the state; a page in a stable state (kEmpty, kRemote, kClean,
+//      kDirty, not kFlagInBatch) it forgets itself (TryForget: CAS to
+//      kForgetting, so no load, store or install runs meanwhile);
+//   2. a page in a transient state has an owner, who publishes its stable
+//      state first and reads the flags after (Publish); one of the two sees
+//      the other (all these atomics are sequentially consistent), and the
+//      CAS to kForgetting makes the forgetting happen once.
+// A REMOVE zaps the pages only after the event was read, and the caller
+// runs on from the read, before the event is handled; so a resident page is
+// forgotten as kDirty with no remote copy (never zapped by the region: the
+// program may have written it again). The MISSING fault that follows the
+// zap finds a resident state on a missing page and installs zeros
+// (RecoverZapped); an eviction whose snapshot may predate the zap keeps the
+// page (commit). A load in flight is not installed if the page was
+// forgotten meanwhile (checked just before the UFFDIO_COPY; a REMOVE read
+// between that check and the copy can leave the loaded contents in place:
+// a known, microseconds-wide window).
+// The evictor's own MADV_DONTNEED raises REMOVE events too: DropPages lists
+// its ranges in own_removes_ and the handler skips them. No fault thread
+// ever waits for kDropping or kForgetting (the evictor's madvise waits for
+// a fault thread to read its event): such faults are deferred (retry_).
 #ifndef FARSWAP_CLIENT_REGION_IMPL_H_
 #define FARSWAP_CLIENT_REGION_IMPL_H_
 
@@ -20,6 +49,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "farswap/client/page_backend.h"
@@ -40,6 +70,11 @@ enum PageState : uint8_t {
   kDropping,
   kFetching,
   kWriting,
+  // kForgetting: TryForget is dropping the page's remote copy (program
+  // events above); it ends kEmpty, kDirty or kUnmapped.
+  kForgetting,
+  // kUnmapped: the program unmapped the page; terminal, never touched again.
+  kUnmapped,
 };
 
 // Per-page flag bits.
@@ -57,6 +92,16 @@ inline constexpr uint8_t kFlagInBatch = 4;
 // writable is evicted like a dirty one, but a snapshot whose hash matches
 // is not sent again: it is what the backend has.
 inline constexpr uint8_t kFlagRemoteHash = 8;
+// kFlagForgetRemoved / kFlagForgetUnmapped: a program event covered the page
+// and it is still to be forgotten (region_impl.h, program events).
+inline constexpr uint8_t kFlagForgetRemoved = 16;
+inline constexpr uint8_t kFlagForgetUnmapped = 32;
+// kFlagZeroedAfterZap: RecoverZapped installed zeros since the page was
+// claimed for eviction; that batch's snapshot may predate the zap.
+inline constexpr uint8_t kFlagZeroedAfterZap = 64;
+
+// ZeroPage: 4 KiB of zeros, the source of zero-filling UFFDIO_COPYs.
+const uint8_t* ZeroPage();
 
 // Ages: the CLOCK hand lowers a resident page's age by one per pass and
 // evicts it at 0; kMaxAge passes is how long a refaulted (hot) page is
@@ -78,11 +123,16 @@ class RegionImpl {
   RegionStats Stats() const;
 
  private:
+  // ParkedFault: a fault message held for later (over budget, or deferred
+  // because its page is in flight or an ioctl must be retried).
   struct ParkedFault {
     uint64_t page;
     bool write;
     uint32_t tid;
     std::chrono::steady_clock::time_point start;
+    bool wp = false;                 // a write-protect fault (else MISSING)
+    int install_failures = 0;        // failed installs so far (not counting EAGAIN)
+    bool unprotect_pending = false;  // wp: the page is held kWriting, un-protect it
   };
   struct Stream {
     int64_t last = -1;
@@ -96,12 +146,32 @@ class RegionImpl {
   // --- region.cc: fault threads ---
   void FaultThread();
   void HandleMessage(const uffd_msg& msg, std::vector<uint8_t>& buf);
-  // HandleMissing serves one MISSING fault; false if it had to be parked.
-  bool HandleMissing(uint64_t page, bool write, uint32_t tid,
-                     std::chrono::steady_clock::time_point start, std::vector<uint8_t>& buf,
-                     bool may_park);
-  void HandleWriteProtect(uint64_t page);
+  // HandleMissing serves one MISSING fault; false if it had to be parked
+  // for room (deferred faults return true: they are in retry_).
+  bool HandleMissing(ParkedFault f, std::vector<uint8_t>& buf, bool may_park);
+  // InstallFailed undoes a claim whose install failed with `err` (the page
+  // is back to `prior`) and retries the fault later or sends SIGBUS.
+  void InstallFailed(ParkedFault f, uint8_t prior, int err, const char* what);
+  // RecoverZapped installs zeros, write-protected, in a page the program
+  // zapped while its state says resident (region_events.cc).
+  void RecoverZapped(const ParkedFault& f);
+  void HandleWriteProtect(const ParkedFault& f);
   void DrainParked(std::vector<uint8_t>& buf);
+  // Defer queues a fault to be served again once the fault threads have
+  // read every pending message (events first).
+  void Defer(const ParkedFault& f);
+  void DrainRetries(std::vector<uint8_t>& buf);
+  // HandleRangeEvent forgets [start, end) after a REMOVE or UNMAP event
+  // (`flag` is kFlagForgetRemoved or kFlagForgetUnmapped).
+  void HandleRangeEvent(uint64_t start, uint64_t end, uint8_t flag);
+  // Publish sets a page's stable state at the end of a transition and
+  // forgets the page if a program event covered it meanwhile.
+  void Publish(uint64_t page, uint8_t state);
+  void TryForget(uint64_t page);
+  bool PagePresent(uint64_t page) const;
+  // Ioctl issues a userfaultfd ioctl for `page` (or the fault injected by
+  // options_.ioctl_error_for_testing); returns 0 or the errno.
+  int Ioctl(RegionIoctl op, uint64_t page, unsigned long request, void* arg);
   absl::StatusOr<size_t> LoadWithRetry(uint64_t page, uint8_t* out);
   void RecordLatency(std::chrono::steady_clock::time_point start);
   void RecordError(const std::string& what);
@@ -109,9 +179,11 @@ class RegionImpl {
   bool TryReserve(uint64_t limit);
   void Unreserve() { resident_.fetch_sub(1); }
   void NoteResidentGrew();
-  void WaitWhileDropping(uint64_t page);
   void Wake(uint64_t page);
-  bool Unprotect(uint64_t page);
+  int Unprotect(uint64_t page);  // 0 or errno
+  // UnprotectRetrying: for threads that are not fault threads; retries
+  // while an event is pending (EAGAIN).
+  int UnprotectRetrying(uint64_t page);
   uint8_t* Addr(uint64_t page) const { return base_ + page * 4096; }
 
   // --- region_evict.cc ---
@@ -126,6 +198,12 @@ class RegionImpl {
   // DropPages releases pages the evictor committed to drop (kDropping):
   // MADV_DONTNEED by runs of consecutive pages, then each page's state.
   void DropPages(std::vector<uint64_t>& pages);
+  // MadviseOwn: MADV_DONTNEED of sorted pages by runs, each run listed in
+  // own_removes_ while its REMOVE event is in flight.
+  void MadviseOwn(const std::vector<uint64_t>& sorted_pages);
+  // EndBatch takes a page out of its eviction batch (kFlagInBatch) and
+  // forgets it if a program event covered it meanwhile.
+  void EndBatch(uint64_t page);
 
   // --- region_prefetch.cc ---
   void PrefetchThread();
@@ -143,8 +221,9 @@ class RegionImpl {
   void PublishPrefetched(uint64_t page, uint8_t new_state);
   // InstallLoaded maps a page loaded from the backend (`data`): writable
   // with its hash kept (options_.install_writable), or write-protected and
-  // kClean. Returns the state to publish; false from the ioctl is logged.
-  uint8_t InstallLoaded(uint64_t page, const uint8_t* data, const char* who);
+  // kClean. Sets *state to the state to publish; returns 0 or the errno
+  // (EEXIST counts as installed).
+  int InstallLoaded(uint64_t page, const uint8_t* data, uint8_t* state);
   void RequeuePrefetch(uint64_t page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // PopPrefetch takes the next page to prefetch; false if none.
   bool PopPrefetch(uint64_t* page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -168,13 +247,15 @@ class RegionImpl {
   std::atomic<uint64_t> resident_{0};
   std::atomic<uint64_t> max_resident_{0};
   std::atomic<uint64_t> eviction_clock_{0};
-  std::atomic<bool> stop_{false};
+  std::atomic<bool> stop_{false};        // evictor and prefetch threads
+  std::atomic<bool> fault_stop_{false};  // fault threads (stopped last)
   std::atomic<bool> overcommit_{false};  // evictor stuck: let parked faults in
   // evict_asked_: evict_wanted_ was set and the evictor has not taken it up
   // yet; lets NoteResidentGrew skip mu_ (a hint, read relaxed).
   std::atomic<bool> evict_asked_{false};
   // parked_now_: faults in parked_faults_ (read without mu_ by DropPages).
   std::atomic<uint64_t> parked_now_{0};
+  std::atomic<uint64_t> retry_now_{0};  // faults in retry_
 
   // Counters (relaxed; read by Stats()).
   std::atomic<uint64_t> missing_faults_{0}, zero_fills_{0}, wp_faults_{0};
@@ -183,9 +264,14 @@ class RegionImpl {
   std::atomic<uint64_t> pages_stored_{0}, pages_loaded_{0}, bytes_sent_{0}, bytes_received_{0};
   std::atomic<uint64_t> prefetch_issued_{0}, prefetch_hits_{0}, prefetch_waste_{0};
   std::atomic<uint64_t> load_retries_{0}, sigbus_{0}, store_errors_{0}, parked_{0};
+  std::atomic<uint64_t> install_retries_{0}, pages_removed_{0}, pages_unmapped_{0};
   std::atomic<uint64_t> remote_faults_{0}, remote_fault_ns_{0}, remote_load_ns_{0},
       remote_install_ns_{0};
   std::array<std::atomic<uint64_t>, kFaultLatencyBuckets> latency_{};
+
+  // Held by a fault thread across read() and the handling of the events it
+  // read (region.cc, FaultThread); never across a fault or a store.
+  Mutex read_mu_ ABSL_ACQUIRED_BEFORE(mu_);
 
   // Guards the CLOCK hand while a batch claims its victims (held for the
   // scan only, never across a store).
@@ -201,6 +287,11 @@ class RegionImpl {
   int evict_helpers_wanted_ ABSL_GUARDED_BY(mu_) = 0;
   int evict_threads_ = 1;  // set by Start, before any thread runs
   std::deque<ParkedFault> parked_faults_ ABSL_GUARDED_BY(mu_);
+  std::deque<ParkedFault> retry_ ABSL_GUARDED_BY(mu_);
+  // own_removes_: [start, end) of the evictor's MADV_DONTNEED calls in
+  // flight; their REMOVE events are not the program's.
+  std::vector<std::pair<uint64_t, uint64_t>> own_removes_ ABSL_GUARDED_BY(mu_);
+
   // Prefetch requests, served in order (oldest dropped when full).
   struct PrefetchRange {
     int64_t from;
@@ -212,7 +303,8 @@ class RegionImpl {
   uint64_t stream_tick_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_error_ ABSL_GUARDED_BY(mu_);
 
-  std::vector<std::thread> threads_;
+  std::vector<std::thread> threads_;        // evictor and prefetch threads
+  std::vector<std::thread> fault_threads_;  // joined after threads_
 };
 
 }  // namespace farswap

@@ -164,8 +164,17 @@ size_t RegionImpl::PrefetchMany(std::span<const uint64_t> pages, uint8_t* bufs) 
     uffdio_zeropage z{};
     z.range.start = reinterpret_cast<uint64_t>(Addr(page));
     z.range.len = kPage;
-    if (ioctl(uffd_, UFFDIO_ZEROPAGE, &z) != 0 && errno != EEXIST) {
-      RecordError(absl::StrCat("prefetch zero-fill of page ", page, ": ", strerror(errno)));
+    if (int err = Ioctl(RegionIoctl::kZeroPage, page, UFFDIO_ZEROPAGE, &z);
+        err != 0 && err != EEXIST) {
+      // Not installed, so not resident. A faulter waiting on the page is
+      // woken and faults again; its own fault path retries or SIGBUSes.
+      if (err != EAGAIN) {
+        RecordError(absl::StrCat("prefetch zero-fill of page ", page, ": ", strerror(err)));
+      }
+      Unreserve();
+      Publish(page, kEmpty);
+      Wake(page);
+      continue;
     }
     zero_fills_.fetch_add(1, std::memory_order_relaxed);
     PublishPrefetched(page, kDirty);
@@ -183,13 +192,31 @@ size_t RegionImpl::PrefetchMany(std::span<const uint64_t> pages, uint8_t* bufs) 
       // No retries and no signal here: a faulter waiting on this page is
       // woken and faults again, and its own fault path retries or SIGBUSes.
       Unreserve();
-      state_[page].store(kRemote);
+      Publish(page, kRemote);
       Wake(page);
       continue;
     }
     pages_loaded_.fetch_add(1, std::memory_order_relaxed);
     bytes_received_.fetch_add(*got[i], std::memory_order_relaxed);
-    PublishPrefetched(page, InstallLoaded(page, outs[i], "prefetch UFFDIO_COPY"));
+    if (flags_[page].load() & (kFlagForgetRemoved | kFlagForgetUnmapped)) {
+      // The program dropped the page while it loaded: not those contents.
+      Unreserve();
+      Publish(page, kRemote);  // forgotten: kEmpty (or kUnmapped)
+      Wake(page);
+      continue;
+    }
+    uint8_t installed;
+    if (int err = InstallLoaded(page, outs[i], &installed); err != 0) {
+      // As for a failed load: not resident, and a waiting faulter retries.
+      if (err != EAGAIN) {
+        RecordError(absl::StrCat("prefetch UFFDIO_COPY of page ", page, ": ", strerror(err)));
+      }
+      Unreserve();
+      Publish(page, kRemote);
+      Wake(page);
+      continue;
+    }
+    PublishPrefetched(page, installed);
   }
   return claimed;
 }
@@ -199,7 +226,7 @@ void RegionImpl::PublishPrefetched(uint64_t page, uint8_t new_state) {
   age_[page].store(0, std::memory_order_relaxed);
   flags_[page].fetch_or(kFlagPrefetched);
   prefetch_issued_.fetch_add(1, std::memory_order_relaxed);
-  state_[page].store(new_state);
+  Publish(page, new_state);
   NoteResidentGrew();
 }
 

@@ -3,9 +3,12 @@
 // forced with sync points and threads are joined.
 #include "farswap/client/region.h"
 
+#include <errno.h>
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 
 #include <atomic>
+#include <chrono>
 #include <random>
 #include <thread>
 #include <vector>
@@ -405,6 +408,216 @@ TEST_F(RegionTest, WillNeedPrefetchesTheRange) {
   // right either way.
   for (uint64_t p = 0; p < 64; ++p) ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, 1));
   EXPECT_EQ(backend_.stats().loads, 64u);
+}
+
+// A write-protect that fails during eviction (the page's run is kept, as
+// any write in the window would otherwise be lost): the page stays
+// resident and writable, nothing is stored, and a later eviction works.
+TEST_F(RegionTest, FailedWriteProtectDuringEvictionKeepsThePage) {
+  std::atomic<int> failures_left{1};
+  RegionOptions o{.prefetch = false};
+  o.ioctl_error_for_testing = [&](RegionIoctl op, uint64_t page) {
+    return op == RegionIoctl::kWriteProtect && page == 2 && failures_left.fetch_sub(1) > 0 ? ENOMEM
+                                                                                           : 0;
+  };
+  auto r = MakeRegion(&backend_, 16, 64, o);
+  ASSERT_NE(r, nullptr);
+  FillPage(r->data() + 2 * kPage, 2, 1);
+  ASSERT_TRUE(r->Advise(2 * kPage, kPage, Advice::kCold).ok());
+  RegionStats s = r->stats();
+  EXPECT_EQ(s.evictions, 0u);
+  EXPECT_EQ(s.resident_pages, 1u);
+  EXPECT_EQ(backend_.stats().stores, 0u);
+  EXPECT_FALSE(s.last_error.empty());
+  // Still writable (no write-protect fault), and it evicts next time.
+  FillPage(r->data() + 2 * kPage, 2, 2);
+  ASSERT_TRUE(r->Advise(2 * kPage, kPage, Advice::kCold).ok());
+  s = r->stats();
+  EXPECT_EQ(s.evictions, 1u);
+  EXPECT_EQ(s.resident_pages, 0u);
+  EXPECT_TRUE(PageMatches(r->data() + 2 * kPage, 2, 2));
+}
+
+// MADV_DONTNEED by the program on resident pages: they read as zeros (as
+// anonymous memory does), with no endless fault; the remote copies of the
+// ones stored before are dropped; later writes, evictions and reloads
+// round-trip.
+TEST_F(RegionTest, MadviseDontneedOfResidentPagesReadsZerosAndRoundTripsAfter) {
+  for (bool writable : {true, false}) {
+    SCOPED_TRACE(writable ? "install writable" : "install write-protected");
+    MemoryPageBackend backend;
+    auto r = MakeRegion(&backend, 16, 64, {.prefetch = false, .install_writable = writable});
+    ASSERT_NE(r, nullptr);
+    for (uint64_t p = 0; p < 16; ++p) FillPage(r->data() + p * kPage, p, 1);
+    // Pages 4..7 stored once and faulted back (resident, with a remote copy).
+    ASSERT_TRUE(r->Advise(4 * kPage, 4 * kPage, Advice::kCold).ok());
+    for (uint64_t p = 4; p < 8; ++p) ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, 1));
+    ASSERT_EQ(madvise(r->data() + 2 * kPage, 4 * kPage, MADV_DONTNEED), 0);  // pages 2..5
+    for (uint64_t p = 0; p < 16; ++p) {
+      const bool removed = p >= 2 && p < 6;
+      const uint64_t* w = reinterpret_cast<const uint64_t*>(r->data() + p * kPage);
+      if (removed) {
+        for (int i = 0; i < 512; ++i) ASSERT_EQ(w[i], 0u) << p;
+      } else {
+        ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, 1)) << p;
+      }
+    }
+    RegionStats s = r->stats();
+    EXPECT_EQ(s.pages_removed, 4u);
+    EXPECT_EQ(backend.stats().invalidates, 2u);  // pages 4 and 5
+    EXPECT_LE(s.resident_pages, 16u);
+    EXPECT_EQ(s.sigbus_delivered, 0u);
+    // Written again, evicted, faulted back: the new data.
+    for (uint64_t p = 2; p < 6; ++p) FillPage(r->data() + p * kPage, p, 3);
+    ASSERT_TRUE(r->Advise(0, 16 * kPage, Advice::kCold).ok());
+    EXPECT_EQ(r->stats().resident_pages, 0u);
+    for (uint64_t p = 0; p < 16; ++p) {
+      ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, p >= 2 && p < 6 ? 3 : 1)) << p;
+    }
+    EXPECT_EQ(r->stats().resident_pages, 16u);
+  }
+}
+
+// MADV_DONTNEED of evicted pages: nothing is mapped there, but the pages
+// must read as zeros next, not as the evicted contents.
+TEST_F(RegionTest, MadviseDontneedOfEvictedPagesReadsZeros) {
+  auto r = MakeRegion(&backend_, 16, 64, {.prefetch = false});
+  ASSERT_NE(r, nullptr);
+  for (uint64_t p = 0; p < 16; ++p) FillPage(r->data() + p * kPage, p, 1);
+  ASSERT_TRUE(r->Advise(0, 16 * kPage, Advice::kCold).ok());
+  ASSERT_EQ(backend_.stats().pages, 16u);
+  const uint64_t zero_fills = r->stats().zero_fills;
+  ASSERT_EQ(madvise(r->data() + 4 * kPage, 4 * kPage, MADV_DONTNEED), 0);  // pages 4..7
+  for (uint64_t p = 0; p < 16; ++p) {
+    const uint64_t* w = reinterpret_cast<const uint64_t*>(r->data() + p * kPage);
+    if (p >= 4 && p < 8) {
+      for (int i = 0; i < 512; ++i) ASSERT_EQ(w[i], 0u) << p;
+    } else {
+      ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, 1)) << p;
+    }
+  }
+  EXPECT_EQ(backend_.stats().pages, 12u);  // their copies are gone
+  RegionStats s = r->stats();
+  EXPECT_EQ(s.pages_removed, 4u);
+  EXPECT_EQ(s.zero_fills - zero_fills, 4u);
+  EXPECT_EQ(s.resident_pages, 16u);
+  for (uint64_t p = 4; p < 8; ++p) FillPage(r->data() + p * kPage, p, 2);
+  ASSERT_TRUE(r->Advise(0, 16 * kPage, Advice::kCold).ok());
+  for (uint64_t p = 0; p < 16; ++p) {
+    ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, p >= 4 && p < 8 ? 2 : 1)) << p;
+  }
+}
+
+// munmap of the middle of a region: those pages are forgotten (and their
+// remote copies dropped); the rest keeps working; the region never touches
+// the hole again, even when something else is mapped there, and its
+// destructor leaves that mapping alone.
+TEST_F(RegionTest, MunmapOfPartOfTheRegionLeavesTheRestWorking) {
+  constexpr uint64_t kPages = 64, kHole = 16, kHoleLen = 16;
+  uint8_t* other = nullptr;
+  {
+    auto r = MakeRegion(&backend_, kPages, 32, {.evict_batch = 4});
+    ASSERT_NE(r, nullptr);
+    for (uint64_t p = 0; p < kPages; ++p) FillPage(r->data() + p * kPage, p, 1);
+    // Some of the hole is evicted, some resident.
+    ASSERT_TRUE(r->Advise(kHole * kPage, 8 * kPage, Advice::kCold).ok());
+    uint8_t* hole = r->data() + kHole * kPage;
+    ASSERT_EQ(munmap(hole, kHoleLen * kPage), 0);
+    // munmap returns once a fault thread has read the UNMAP event; it is
+    // handled right after. (A bounded wait for that, not a sleep.)
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (r->stats().pages_unmapped < kHoleLen && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+    RegionStats s = r->stats();
+    EXPECT_EQ(s.pages_unmapped, kHoleLen);
+    // Something else takes the hole.
+    void* m = mmap(hole, kHoleLen * kPage, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    ASSERT_EQ(m, hole);
+    other = static_cast<uint8_t*>(m);
+    for (uint64_t p = 0; p < kHoleLen; ++p) FillPage(other + p * kPage, 1000 + p, 1);
+    // The rest: written, evicted (by the budget and by force), read back.
+    for (uint64_t p = 0; p < kPages; ++p) {
+      if (p < kHole || p >= kHole + kHoleLen) FillPage(r->data() + p * kPage, p, 2);
+    }
+    ASSERT_TRUE(r->Advise(0, kPages * kPage, Advice::kCold).ok());
+    s = r->stats();
+    EXPECT_LE(s.resident_pages, 32u + 4);  // the evictor thread may hold a batch
+    for (uint64_t p = 0; p < kPages; ++p) {
+      if (p < kHole || p >= kHole + kHoleLen) {
+        ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, 2)) << p;
+      }
+    }
+    EXPECT_LE(r->stats().resident_pages, kPages - kHoleLen);
+    // The other mapping was not evicted, zapped or protected.
+    for (uint64_t p = 0; p < kHoleLen; ++p)
+      ASSERT_TRUE(PageMatches(other + p * kPage, 1000 + p, 1));
+    EXPECT_EQ(backend_.stats().pages, kPages - kHoleLen);  // the hole's copies are gone
+  }
+  // After the region is gone the other mapping is still there.
+  for (uint64_t p = 0; p < kHoleLen; ++p) ASSERT_TRUE(PageMatches(other + p * kPage, 1000 + p, 1));
+  munmap(other, kHoleLen * kPage);
+}
+
+// The program's MADV_DONTNEED races faults, prefetches and evictions (the
+// evictor threads, and a thread forcing evictions): each thread owns pages
+// p with p % kThreads == t, drops some of its own pages now and then, and
+// checks every page it reads: its last write, or zeros after a drop.
+TEST_F(RegionTest, MadviseDontneedRacingFaultsAndEvictionsKeepsEveryPageRight) {
+  constexpr uint64_t kPages = 256;
+  constexpr int kThreads = 4;
+  constexpr int kAccesses = 3000;
+  auto r =
+      MakeRegion(&backend_, kPages, 64, {.evict_batch = 8, .fault_threads = 2, .evict_threads = 2});
+  ASSERT_NE(r, nullptr);
+  std::atomic<bool> done{false};
+  std::atomic<int> mismatches{0};
+  std::thread evictor([&] {
+    std::mt19937_64 rng(5);
+    while (!done.load()) {
+      const uint64_t first = rng() % kPages;
+      const uint64_t n = 1 + rng() % std::min<uint64_t>(16, kPages - first);
+      EXPECT_TRUE(r->Advise(first * kPage, n * kPage, Advice::kCold).ok());
+    }
+  });
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(t + 11);
+      std::vector<uint64_t> version(kPages, 0);  // 0: zeros
+      auto check = [&](uint64_t p) {
+        const uint64_t* w = reinterpret_cast<const uint64_t*>(r->data() + p * kPage);
+        const bool ok = version[p] == 0 ? (w[0] == 0 && w[511] == 0)
+                                        : PageMatches(r->data() + p * kPage, p, version[p]);
+        if (!ok) {
+          mismatches++;
+          ADD_FAILURE() << "thread " << t << " page " << p << " version " << version[p];
+        }
+      };
+      for (int i = 0; i < kAccesses; ++i) {
+        const uint64_t p = (rng() % (kPages / kThreads)) * kThreads + t;
+        check(p);
+        const int action = static_cast<int>(rng() % 8);
+        if (action == 0) {
+          ASSERT_EQ(madvise(r->data() + p * kPage, kPage, MADV_DONTNEED), 0);
+          version[p] = 0;
+        } else if (action < 5) {
+          FillPage(r->data() + p * kPage, p, ++version[p]);
+        }
+      }
+      for (uint64_t p = t; p < kPages; p += kThreads) check(p);
+    });
+  }
+  for (auto& th : threads) th.join();
+  done.store(true);
+  evictor.join();
+  EXPECT_EQ(mismatches.load(), 0);
+  RegionStats s = r->stats();
+  EXPECT_GT(s.pages_removed, 0u);
+  EXPECT_GT(s.evictions, 0u);
+  EXPECT_LE(s.resident_pages, kPages);
+  EXPECT_EQ(s.sigbus_delivered, 0u);
 }
 
 }  // namespace

@@ -83,6 +83,29 @@
 // page stays kRemote, so a handler that returns retries the load. Each
 // such failure is counted and the last error is kept (stats()).
 //
+// A page whose install fails (UFFDIO_COPY or UFFDIO_ZEROPAGE) is not
+// counted resident: the fault is retried (EAGAIN, which the kernel returns
+// while a REMOVE or UNMAP event is pending, for up to 5 s; other errors up
+// to `load_attempts` installs in all), then its thread gets SIGBUS.
+//
+// What the program may do to the mapping:
+//   - MADV_DONTNEED / MADV_REMOVE of region pages: as for anonymous memory,
+//     the pages read as zeros next (resident or evicted), their remote
+//     copies are invalidated, and they are stored again when written and
+//     evicted (stats: pages_removed). Known window: a page whose load is in
+//     flight when the event is read may keep the loaded contents if the
+//     REMOVE lands between the load's last check and its install.
+//   - munmap of part of the region: those pages are forgotten (remote copies
+//     invalidated, stats: pages_unmapped) and never touched by the region
+//     again, even if something else is mapped there later; an access is the
+//     program's own SIGSEGV. The rest of the region works as before.
+//   - fork: the child does not inherit the region (MADV_DONTFORK): an access
+//     there is SIGSEGV, never a silent zero page. Share far memory with a
+//     child through the backend, not the mapping.
+//   - mremap of region pages is not supported.
+// The region's own evictions use MADV_DONTNEED too, so each drop now waits
+// for a fault thread to read its REMOVE event.
+//
 // Thread-safety: Region is thread-safe; any number of threads may access
 // its memory and call its methods. Destroying it while other threads still
 // touch its memory is undefined, as for munmap.
@@ -92,6 +115,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -100,6 +124,10 @@
 #include "farswap/client/page_backend.h"
 
 namespace farswap {
+
+// RegionIoctl names the userfaultfd calls that map or protect a page, for
+// RegionOptions::ioctl_error_for_testing.
+enum class RegionIoctl { kCopy, kZeroPage, kWriteProtect, kUnprotect };
 
 struct RegionOptions {
   // Bytes of the region that may be resident locally (rounded down to whole
@@ -130,6 +158,11 @@ struct RegionOptions {
   // has it). false: it is mapped write-protected, and its first write costs
   // a write-protect fault (then a clean page is dropped with no snapshot).
   bool install_writable = true;
+  // Test only (fault injection): called before each UFFDIO_COPY,
+  // UFFDIO_ZEROPAGE and UFFDIO_WRITEPROTECT the region issues, with the
+  // first page it covers; a nonzero return is taken as that call's errno and
+  // the call is not made. Called from the region's threads concurrently.
+  std::function<int(RegionIoctl op, uint64_t page)> ioctl_error_for_testing;
 };
 
 // Fault latency buckets: bucket i counts faults served in [2^i, 2^(i+1)) µs
@@ -152,6 +185,9 @@ struct RegionStats {
   uint64_t sigbus_delivered = 0;  // faults answered with SIGBUS
   uint64_t store_errors = 0;      // failed stores (the page stays resident)
   uint64_t parked_faults = 0;     // MISSING faults held while over budget
+  uint64_t install_retries = 0;   // faults retried because an install or un-protect failed
+  uint64_t pages_removed = 0;     // pages emptied by the program's MADV_DONTNEED/MADV_REMOVE
+  uint64_t pages_unmapped = 0;    // pages the program unmapped
   uint64_t resident_pages = 0, max_resident_pages = 0;
   uint64_t budget_pages = 0;
   std::array<uint64_t, kFaultLatencyBuckets> fault_latency_us_log2{};

@@ -1,0 +1,136 @@
+// region_events.cc: the program's MADV_DONTNEED/MADV_REMOVE and munmap of
+// region pages (UFFD_EVENT_REMOVE, UFFD_EVENT_UNMAP), and the forgetting
+// protocol that makes every page they cover forgotten exactly once, by the
+// event handler or by the thread that held the page in a transient state.
+// The protocol is in region_impl.h ("Program events"); the lock order too.
+#include <errno.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "region_impl.h"
+
+namespace farswap {
+namespace {
+
+constexpr uint64_t kPage = 4096;
+constexpr uint8_t kForgetFlags = kFlagForgetRemoved | kFlagForgetUnmapped;
+
+// Stable: no thread owns the page, so TryForget may take it.
+bool IsStable(uint8_t s) {
+  return s == kEmpty || s == kRemote || s == kClean || s == kDirty || s == kUnmapped;
+}
+
+}  // namespace
+
+void RegionImpl::HandleRangeEvent(uint64_t start, uint64_t end, uint8_t flag) {
+  if (flag == kFlagForgetRemoved) {
+    // The evictor's own MADV_DONTNEED (DropPages) is not the
+    // program's: its pages are accounted for by the evictor.
+    MutexLock l(&mu_);
+    auto it = std::find(own_removes_.begin(), own_removes_.end(), std::make_pair(start, end));
+    if (it != own_removes_.end()) {
+      own_removes_.erase(it);
+      return;
+    }
+  }
+  const uint64_t base = reinterpret_cast<uint64_t>(base_);
+  const uint64_t lo = std::max(start, base), hi = std::min(end, base + pages_ * kPage);
+  if (lo >= hi) return;
+  const uint64_t first = (lo - base) / kPage, last = (hi - base + kPage - 1) / kPage;
+  for (uint64_t p = first; p < last; ++p) {
+    // 1. Mark, then look (region_impl.h): a page some thread holds is
+    // forgotten by that thread when it publishes.
+    flags_[p].fetch_or(flag);
+    TryForget(p);
+  }
+  (flag == kFlagForgetUnmapped ? pages_unmapped_ : pages_removed_)
+      .fetch_add(last - first, std::memory_order_relaxed);
+}
+
+void RegionImpl::Publish(uint64_t page, uint8_t state) {
+  // 2. Publish, then look: pairs with HandleRangeEvent's mark-then-look.
+  state_[page].store(state);
+  if (flags_[page].load() & kForgetFlags) TryForget(page);
+}
+
+void RegionImpl::EndBatch(uint64_t page) {
+  const uint8_t f = flags_[page].fetch_and(static_cast<uint8_t>(~kFlagInBatch));
+  if (f & kForgetFlags) TryForget(page);
+}
+
+void RegionImpl::TryForget(uint64_t page) {
+  for (;;) {
+    const uint8_t f = flags_[page].load();
+    if (!(f & kForgetFlags)) return;  // nothing (left) to forget
+    // In an eviction batch, its store may be in flight: the batch's end
+    // (EndBatch) forgets the page, so no Invalidate races that Store.
+    if (f & kFlagInBatch) return;
+    uint8_t s = state_[page].load();
+    if (!IsStable(s)) return;  // its owner forgets it when it publishes
+    if (!state_[page].compare_exchange_strong(s, kForgetting)) continue;
+    const uint8_t taken = flags_[page].fetch_and(
+        static_cast<uint8_t>(~(kForgetFlags | kFlagHasRemote | kFlagRemoteHash | kFlagPrefetched)));
+    if (taken & kFlagPrefetched) prefetch_waste_.fetch_add(1, std::memory_order_relaxed);
+    if (taken & kFlagHasRemote) {
+      // The backend's copy is of contents the program has thrown away.
+      if (absl::Status st = backend_->Invalidate(page); !st.ok()) {
+        RecordError(absl::StrCat("invalidate of forgotten page ", page, ": ", st.ToString()));
+      }
+    }
+    const bool resident = s == kClean || s == kDirty;
+    if (s == kUnmapped || (taken & kFlagForgetUnmapped)) {
+      // Gone with its mapping: never touched again.
+      if (resident) resident_.fetch_sub(1);
+      state_[page].store(kUnmapped);
+      continue;  // (no flag can be set again; the loop just returns)
+    }
+    // A resident page stays resident, with no remote copy: the program's
+    // zap may not have run yet (its contents are the program's until then),
+    // or the program may already have faulted it back as zeros and written
+    // it (the caller runs on once the event is read, before it is handled).
+    // After the zap its next fault installs zeros (RecoverZapped).
+    state_[page].store(resident ? kDirty : kEmpty);  // and look again: another event may have come
+  }
+}
+
+void RegionImpl::RecoverZapped(const ParkedFault& f) {
+  // MADV_DONTNEED made the page empty after the region last saw it: it
+  // reads as zeros, as the kernel would have it. Installed write-protected
+  // whatever the state, so that a write is seen (a WP fault on kDirty just
+  // un-protects) and an eviction in flight snapshots either the zeros or
+  // nothing; the state and its owner are left alone.
+  // An eviction in flight may hold a snapshot taken before the zap: it must
+  // not drop the page (region_evict.cc, commit).
+  flags_[f.page].fetch_or(kFlagZeroedAfterZap);
+  uffdio_copy c{};
+  c.dst = reinterpret_cast<uint64_t>(Addr(f.page));
+  c.src = reinterpret_cast<uint64_t>(ZeroPage());
+  c.len = kPage;
+  c.mode = UFFDIO_COPY_MODE_WP;
+  const int err = Ioctl(RegionIoctl::kCopy, f.page, UFFDIO_COPY, &c);
+  if (err == 0) return;  // the copy woke the faulter
+  if (err == EEXIST || err == ENOENT) {
+    Wake(f.page);
+    return;
+  }
+  install_retries_.fetch_add(1, std::memory_order_relaxed);
+  ParkedFault again = f;
+  if (err != EAGAIN) {
+    RecordError(absl::StrCat("zero-fill of zapped page ", f.page, ": ", strerror(err)));
+    if (++again.install_failures >= options_.load_attempts) {
+      sigbus_.fetch_add(1, std::memory_order_relaxed);
+      syscall(SYS_tgkill, getpid(), f.tid, SIGBUS);
+      Wake(f.page);
+      return;
+    }
+  }
+  Defer(again);  // served again after the pending event, or by its new state
+}
+
+}  // namespace farswap
