@@ -655,8 +655,10 @@ absl::Status Client::Impl::PlanLoadLocked(LoadOp& op) {
     if (!op.order.empty()) {
       std::rotate(op.order.begin(), op.order.begin() + op.page_no % op.order.size(),
                   op.order.end());
-      std::stable_partition(op.order.begin(), op.order.end(),
-                            [this](int node) { return LiveLocked(node); });
+      std::vector<int> ordered, suspect;
+      for (int node : op.order) (LiveLocked(node) ? ordered : suspect).push_back(node);
+      ordered.insert(ordered.end(), suspect.begin(), suspect.end());
+      op.order = std::move(ordered);
     }
     return absl::OkStatus();
   }

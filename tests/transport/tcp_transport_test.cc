@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <future>
 #include <map>
 #include <mutex>
@@ -349,6 +350,32 @@ TEST(TcpTransportTest, ErrorReplyBecomesTheCallStatus) {
   auto f = channel->Call({.opcode = Opcode::kLoad, .page = 12}, {}, kLongTimeout);
   auto r = Await(f);
   EXPECT_EQ(r.status(), absl::NotFoundError("page 12 is not stored"));
+}
+
+// ThreadCount: this process's threads, from /proc/self/task.
+size_t ThreadCount() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/task")) ++n;
+  return n;
+}
+
+// A closed channel keeps no thread: a client that re-attaches to a flapping
+// node keeps its closed channels, and each used to keep its timer thread.
+TEST(TcpTransportTest, ClosedChannelsKeepNoThread) {
+  TestServer server(EchoPing);
+  auto client = CreateTcpTransport({}).value();
+  const size_t before = ThreadCount();
+  std::vector<std::unique_ptr<RpcChannel>> kept;
+  for (int i = 0; i < 20; ++i) {
+    kept.push_back(RpcChannel::Connect(*client, server.address()).value());
+    auto ping = kept.back()->Call({.opcode = Opcode::kPing}, {}, kLongTimeout);
+    ASSERT_TRUE(Await(ping).ok());
+  }
+  EXPECT_GE(ThreadCount(), before + 20);  // one timer thread per open channel
+  for (auto& c : kept) c->Close();
+  EXPECT_EQ(ThreadCount(), before);
+  auto after = kept[0]->Call({.opcode = Opcode::kPing}, {}, kLongTimeout);
+  EXPECT_EQ(Await(after).status().code(), absl::StatusCode::kCancelled);
 }
 
 TEST(TcpTransportTest, ChannelCloseCancelsOutstandingCalls) {

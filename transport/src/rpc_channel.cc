@@ -250,11 +250,7 @@ absl::StatusOr<std::unique_ptr<RpcChannel>> RpcChannel::Connect(Transport& trans
 RpcChannel::RpcChannel(std::shared_ptr<Core> core)
     : core_(std::move(core)), timer_([core = core_] { core->TimerLoop(); }) {}
 
-RpcChannel::~RpcChannel() {
-  Close();
-  core_->StopTimer();
-  timer_.join();
-}
+RpcChannel::~RpcChannel() { Close(); }
 
 std::vector<uint64_t> RpcChannel::CallMany(std::span<OutgoingMessage> requests,
                                            absl::Duration timeout,
@@ -286,6 +282,12 @@ std::future<absl::StatusOr<IncomingMessage>> RpcChannel::Call(const FrameHeader&
 void RpcChannel::Close() {
   core_->FailAll(absl::CancelledError("RPC channel closed"));
   core_->conn_->Close(absl::CancelledError("RPC channel closed"));
+  // Nothing can be pending any more (later calls fail at once), so the
+  // timer thread goes now: a closed channel kept for its address (a client
+  // re-attaching to a flapping node keeps one per attach) holds no thread.
+  core_->StopTimer();
+  MutexLock l(&join_mu_);
+  if (timer_.joinable() && timer_.get_id() != std::this_thread::get_id()) timer_.join();
 }
 
 RpcChannelStats RpcChannel::stats() const { return core_->stats(); }

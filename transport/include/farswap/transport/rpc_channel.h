@@ -40,6 +40,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "farswap/common/mutex.h"
 #include "farswap/transport/transport.h"
 
 namespace farswap::transport {
@@ -81,8 +82,9 @@ class RpcChannel {
                                                     std::vector<uint8_t> payload,
                                                     absl::Duration timeout);
 
-  // Close completes outstanding calls with CANCELLED and closes the
-  // connection; later calls fail with CANCELLED. Idempotent.
+  // Close completes outstanding calls with CANCELLED, closes the connection
+  // and stops the channel's timer thread; later calls fail with CANCELLED.
+  // Idempotent.
   void Close();
 
   RpcChannelStats stats() const;
@@ -93,7 +95,8 @@ class RpcChannel {
   explicit RpcChannel(std::shared_ptr<Core> core);
 
   const std::shared_ptr<Core> core_;
-  std::thread timer_;  // completes calls whose deadline passes
+  Mutex join_mu_;      // serialises joining timer_ (Close may race itself)
+  std::thread timer_;  // completes calls whose deadline passes; joined by Close
 };
 
 }  // namespace farswap::transport
