@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client_impl.h"
+#include "farswap/common/sync_point.h"
 
 namespace farswap {
 
@@ -505,6 +506,7 @@ bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
                       .codec = r->header.codec,
                       .checksum = r->header.checksum,
                       .version = r->header.version};
+        FARSWAP_SYNC_POINT("Client::Replicate:before-store");
         stores.push_back(dst.channel->Call(h, std::move(r->payload), options_.op_timeout));
       }
       for (auto& f : stores) {
@@ -514,7 +516,11 @@ bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
         if (!r.ok() && r.status().code() != absl::StatusCode::kNotFound &&
             r.status().code() != absl::StatusCode::kAborted) {
           HandleFailure(dst.node, dst.channel, slab, Classify(r.status()), r.status());
-          for (auto& g : stores) g.wait();
+          // Let the rest finish before give_up; those already read are
+          // no longer valid (waiting on one throws).
+          for (auto& g : stores) {
+            if (g.valid()) g.wait();
+          }
           return give_up(absl::StrCat("target: ", r.status().ToString()));
         }
       }

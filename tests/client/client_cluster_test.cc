@@ -283,6 +283,41 @@ TEST_F(ClientClusterTest, OnlyNodeDeclaredDeadThenBackGivesItsPagesBack) {
   LoadAndVerify(*c, 0, kPages);
 }
 
+// The target of a re-replication stalls while the copier's stores to it are
+// in flight: they time out, the copy is given up for this round (the copier
+// used to wait on futures it had already read, and abort), the node is
+// suspect, and once it answers again the slabs regain their copies.
+TEST_F(ClientClusterTest, ReReplicationTargetStallingMidCopyIsSurvived) {
+  StartNodes(3);
+  std::unique_ptr<Client> c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  constexpr size_t kPages = 600;
+  StoreRange(*c, 0, kPages);
+  // Node 0 dies; every slab it held is copied to the survivor that lacks it.
+  // Both survivors stop just before the copier sends its first copy (the
+  // window's loads from the source are already answered).
+  SyncPoints::SetOnce("Client::Replicate:before-store", [&] {
+    nodes_[1]->Pause();
+    nodes_[2]->Pause();
+  });
+  nodes_[0]->Kill();
+  ASSERT_TRUE(WaitFor(*c, [&](const ClientStats& s) {
+    return Node(s, nodes_[1]->grpc_addr()).state == "suspect" ||
+           Node(s, nodes_[2]->grpc_addr()).state == "suspect";
+  }));
+  nodes_[1]->Resume();
+  nodes_[2]->Resume();
+  SyncPoints::ClearAll();
+  ASSERT_TRUE(c->WaitUntilReplicated(kWait).ok());
+  LoadAndVerify(*c, 0, kPages);
+  ClientStats s = c->stats();
+  EXPECT_EQ(s.lost_pages, 0u);
+  EXPECT_GT(s.rereplicated_slabs, 0u);
+  // The copies really are on both survivors: either one alone serves all.
+  nodes_[1]->Kill();
+  LoadAndVerify(*c, 0, kPages);
+}
+
 TEST_F(ClientClusterTest, PageChangedDuringStoreIsStoredAsItsSnapshot) {
   StartNodes(2);
   std::unique_ptr<Client> c = Connect(Options());
