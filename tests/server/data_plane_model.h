@@ -31,9 +31,10 @@
 //    up to kMaxInFlight per connection: the node promises that requests on
 //    one connection take effect in order, and the two tenants' pages are
 //    disjoint, so the model is exact whatever the interleaving. After the
-//    operations, Run loads every page the operations could name and
-//    compares the node's per-tenant page counts with the model's, then
-//    invalidates everything, so runs are independent.
+//    operations, Run loads every page the model holds and compares the
+//    node's per-tenant page counts with the model's (so the node holds
+//    exactly the model's pages), then invalidates everything, so runs are
+//    independent.
 //
 // Thread safety: a DataPlaneHarness is used by one thread at a time.
 #ifndef FARSWAP_TESTS_SERVER_DATA_PLANE_MODEL_H_
@@ -67,7 +68,7 @@ inline constexpr int kTenants = 2;
 // loads and invalidates of one page meet often.
 inline constexpr uint64_t kNearPages = 64;
 // kFarPages: the other pages an operation may name (edges of the page
-// number space). The final sweep loads these and 0..kNearPages-1.
+// number space).
 inline constexpr std::array<uint64_t, 4> kFarPages = {1000, uint64_t{1} << 32, UINT64_MAX - 1,
                                                       UINT64_MAX};
 // kBetaQuotaPages: tenant 1's page quota; below kNearPages + kFarPages so
@@ -153,6 +154,7 @@ class DataPlaneModel {
   Expected Apply(const Op& op);
   const ModelPage* Find(int tenant, uint64_t page) const;
   uint64_t PageCount(int tenant) const;
+  const std::map<std::pair<int, uint64_t>, ModelPage>& Pages() const { return pages_; }
   void Clear() { pages_.clear(); }
 
  private:
