@@ -438,9 +438,12 @@ absl::StatusOr<uint64_t> PageStore::InvalidateRange(uint32_t tenant, uint64_t fi
   constexpr uint64_t kVisitEachKeyBelow = 4096;
   uint64_t removed = 0;
   if (count < kVisitEachKeyBelow) {
-    for (uint64_t p = first; p <= last; ++p) {
+    // Not `p <= last`: that is always true when last is UINT64_MAX, and
+    // the loop would wrap to page 0 and erase every page of the tenant.
+    for (uint64_t p = first;; ++p) {
       MutexLock kl(&key_locks_->For({tenant, p}));
       removed += EraseLocked(tenant, p) ? 1 : 0;
+      if (p == last) break;
     }
   } else {
     internal::RangeCursor cursor{.tenant = tenant, .first = first, .last = last};

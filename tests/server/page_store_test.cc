@@ -119,6 +119,25 @@ TEST(PageStoreTest, InvalidateRangeSmallLargeAndWrapping) {
   EXPECT_EQ(store->GetStats().stored_pages, 1u);
 }
 
+// A small range ending at page UINT64_MAX used to wrap to page 0 and go on
+// forever, erasing every page of the tenant (and holding the data plane's
+// I/O thread). Found by data_plane_differential_test.
+TEST(PageStoreTest, InvalidateRangeEndingAtTheLastPageStopsThere) {
+  auto store = NewStore({});
+  for (uint64_t p : {uint64_t{0}, uint64_t{1}, UINT64_MAX - 1, UINT64_MAX}) {
+    ASSERT_TRUE(StorePayload(*store, 1, p, Payload(p, 64), p).ok());
+  }
+  absl::StatusOr<uint64_t> n = store->InvalidateRange(1, UINT64_MAX, 1);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 1u);
+  n = store->InvalidateRange(1, UINT64_MAX - 2, 3);
+  ASSERT_TRUE(n.ok()) << n.status();
+  EXPECT_EQ(*n, 1u);
+  ExpectPage(*store, 1, 0, Payload(0, 64), 0);
+  ExpectPage(*store, 1, 1, Payload(1, 64), 1);
+  EXPECT_EQ(store->GetStats().stored_pages, 2u);
+}
+
 // A large INVALIDATE_RANGE walks only its tenant's pages, a chunk per index
 // lock hold, with no lock held between chunks (it used to hold each index
 // shard lock over every tenant's entries: one client stalled the node).
