@@ -30,7 +30,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: farswapctl --node HOST:PORT [--timeout SECONDS] COMMAND [flags]\n"
     "  stats [--json] [--tenant ID]     node and per-tenant counters\n"
-    "  health                           exit 0 only if the node is SERVING\n"
+    "  health                           exit 0 only if farswap.v1.MemoryNode is SERVING\n"
+    "                                   (NOT_SERVING while draining or after a disk error)\n"
     "  compact                          run pool compaction now\n"
     "  drain [--resume]                 refuse new stores (loads still served)\n"
     "  set-limit [--pool-limit BYTES] [--high-watermark F] [--low-watermark F]\n"
@@ -132,6 +133,7 @@ int Run(int argc, char** argv) {
   if (command == "health") {
     auto health = grpc::health::v1::Health::NewStub(channel);
     grpc::health::v1::HealthCheckRequest req;
+    req.set_service("farswap.v1.MemoryNode");  // NOT_SERVING while draining or on a disk error
     grpc::health::v1::HealthCheckResponse resp;
     grpc::Status s = health->Check(&ctx, req, &resp);
     if (!s.ok()) return Fail(s);

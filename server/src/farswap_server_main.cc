@@ -40,6 +40,9 @@
 namespace farswap::server {
 namespace {
 
+// kMemoryNodeService: the gRPC service name whose health this node reports.
+constexpr char kMemoryNodeService[] = "farswap.v1.MemoryNode";
+
 constexpr char kUsage[] =
     "usage: farswap-server [flags]\n"
     "  --data-addr HOST:PORT     data plane (default 127.0.0.1:0; port 0 picks one)\n"
@@ -239,6 +242,9 @@ int Serve(const Flags& f) {
       absl::StrCat(f.grpc_addr.substr(0, f.grpc_addr.rfind(':')), ":", grpc_port);
   grpc::HealthCheckServiceInterface* health = grpc_server->GetHealthCheckService();
   health->SetServingStatus(true);
+  // The service's own status is what readiness probes and farswapctl ask
+  // for; without it set, a check of farswap.v1.MemoryNode answers NOT_FOUND.
+  health->SetServingStatus(kMemoryNodeService, true);
   spdlog::info("node {} ready: data plane {}, gRPC {}, pool limit {} bytes", f.node_id, data_addr,
                grpc_addr, f.pool_limit);
   if (!f.ready_file.empty()) {
@@ -251,10 +257,11 @@ int Serve(const Flags& f) {
     }
   }
 
-  // Health follows the backing store: a sticky I/O error makes the node
-  // report NOT_SERVING for farswap.v1.MemoryNode (loads of pooled pages
-  // still work; operators should drain it). The same once-a-second loop
-  // closes sessions idle past --session-idle-timeout.
+  // Health follows the backing store and draining: a sticky I/O error or a
+  // drain makes the node report NOT_SERVING for farswap.v1.MemoryNode
+  // (loads of pooled pages still work; a readiness probe takes a draining
+  // node out of the Service). The same once-a-second loop closes sessions
+  // idle past --session-idle-timeout.
   Mutex stop_mu;
   CondVar stop_cv;
   bool stop = false;
@@ -262,11 +269,15 @@ int Serve(const Flags& f) {
     bool healthy = true;
     MutexLock l(&stop_mu);
     while (!stop) {
-      bool now = (*store)->Health().ok();
+      const absl::Status backing_health = (*store)->Health();
+      const bool draining = (*store)->draining();
+      const bool now = backing_health.ok() && !draining;
       if (now != healthy) {
         healthy = now;
-        health->SetServingStatus("farswap.v1.MemoryNode", healthy);
-        spdlog::error("backing store health changed: {}", (*store)->Health().ToString());
+        health->SetServingStatus(kMemoryNodeService, healthy);
+        spdlog::warn("{} is {}: backing store {}, {}", kMemoryNodeService,
+                     healthy ? "SERVING" : "NOT_SERVING", backing_health.ToString(),
+                     draining ? "draining" : "not draining");
       }
       if (size_t expired = tenants->ExpireIdleSessions(absl::Now()); expired > 0) {
         spdlog::info("{} idle session(s) expired ({} open)", expired, tenants->session_count());

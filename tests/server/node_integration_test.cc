@@ -21,6 +21,7 @@
 #include "farswap/transport/rpc_channel.h"
 #include "farswap/transport/transport.h"
 #include "farswap/v1/memory_node.grpc.pb.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "server_process.h"
 
 namespace farswap {
@@ -235,6 +236,20 @@ TEST_F(NodeIntegrationTest, SessionsAreEnforcedAndTenantsIsolated) {
   EXPECT_EQ(again->payload, page);
 }
 
+// ServiceHealth asks the node's gRPC health service about
+// farswap.v1.MemoryNode, as a Kubernetes readiness probe does.
+grpc::health::v1::HealthCheckResponse::ServingStatus ServiceHealth(const std::string& grpc_addr) {
+  auto health = grpc::health::v1::Health::NewStub(
+      grpc::CreateChannel(grpc_addr, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  grpc::health::v1::HealthCheckRequest req;
+  req.set_service("farswap.v1.MemoryNode");
+  grpc::health::v1::HealthCheckResponse resp;
+  grpc::Status s = health->Check(&ctx, req, &resp);
+  EXPECT_TRUE(s.ok()) << s.error_message();  // NOT_FOUND: the service's status was never set
+  return resp.status();
+}
+
 TEST_F(NodeIntegrationTest, DrainRefusesStoresAndServesLoads) {
   auto node = ServerProcess::Start({.pool_limit = "4M"});
   ASSERT_TRUE(node.ok()) << node.status();
@@ -246,6 +261,7 @@ TEST_F(NodeIntegrationTest, DrainRefusesStoresAndServesLoads) {
   std::vector<uint8_t> page(300, 7);
   FrameHeader store{.opcode = Opcode::kStore, .page = 1, .codec = transport::Codec::kLz4};
   ASSERT_TRUE(Call(**ch, store, page).ok());
+  EXPECT_EQ(ServiceHealth((*node)->grpc_addr()), grpc::health::v1::HealthCheckResponse::SERVING);
   auto stub = v1::MemoryNode::NewStub(
       grpc::CreateChannel((*node)->grpc_addr(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext ctx;
@@ -263,6 +279,15 @@ TEST_F(NodeIntegrationTest, DrainRefusesStoresAndServesLoads) {
             absl::StatusCode::kFailedPrecondition);
   auto stats = Stats((*node)->grpc_addr());
   EXPECT_EQ(stats->node().rejects().draining(), 1u);
+  // Readiness follows the drain (the node checks once a second).
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (ServiceHealth((*node)->grpc_addr()) !=
+             grpc::health::v1::HealthCheckResponse::NOT_SERVING &&
+         absl::Now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(ServiceHealth((*node)->grpc_addr()),
+            grpc::health::v1::HealthCheckResponse::NOT_SERVING);
 }
 
 absl::Status SetLimits(v1::MemoryNode::Stub& stub, const v1::SetLimitsRequest& req) {
