@@ -162,6 +162,7 @@ void Client::Impl::HandleFailure(int node, const Channel& channel, uint64_t slab
       }
       case Failure::kNodeFull:
       case Failure::kNodeDraining: {
+        if (!n.full && !n.draining) n.flagged_at = absl::Now();
         if (f == Failure::kNodeFull) {
           n.full = true;
         } else {

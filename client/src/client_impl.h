@@ -112,9 +112,13 @@ class Client::Impl {
     std::string address;  // gRPC control-plane address: the node's identity
     uint64_t key = 0;     // rendezvous identity (hash of address)
     NodeState state = NodeState::kDown;
-    bool is_static = false;     // from options.nodes: never removed by SetNodes
-    bool full = false;          // RESOURCE_EXHAUSTED: no new slabs until re-attached
-    bool draining = false;      // FAILED_PRECONDITION: no new slabs until re-attached
+    bool is_static = false;  // from options.nodes: never removed by SetNodes
+    bool full = false;       // RESOURCE_EXHAUSTED: no new slabs until re-attached
+    bool draining = false;   // FAILED_PRECONDITION: no new slabs until re-attached
+    // flagged_at: when full or draining was set. Such a node is re-attached
+    // every kRecheckFlags while it stays up: an Attach that succeeds (the
+    // drain was undone; the pool limit may have been raised) clears both.
+    absl::Time flagged_at = absl::InfinitePast();
     Channel channel = nullptr;  // set while up (and while suspect, until it breaks)
     std::string data_addr, node_id;
     std::string last_error;

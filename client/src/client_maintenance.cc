@@ -29,6 +29,11 @@ constexpr size_t kCopyWindow = 64;
 // kMaxCopyPasses: passes over a slab's dirty pages before the copier gives
 // the slab up for this round (it is retried on the next one).
 constexpr int kMaxCopyPasses = 20;
+// kRecheckFlags: how often an up node marked full or draining is attached
+// again to see whether it still is (a drain undone, a pool limit raised).
+// Without it such a node took no new slab until it failed, and slabs stayed
+// short of R copies.
+constexpr absl::Duration kRecheckFlags = absl::Seconds(5);
 }  // namespace
 
 int Client::Impl::AddNodeLocked(const std::string& address, bool is_static) {
@@ -362,9 +367,15 @@ void Client::Impl::ReattachDownNodes() {
   std::vector<int> down;
   {
     MutexLock l(&mu_);
+    const absl::Time now = absl::Now();
     for (int i = 0; i < int(nodes_.size()); ++i) {
-      const Node& n = nodes_[i];
-      if (n.state == NodeState::kDown || (n.state == NodeState::kSuspect && n.channel == nullptr)) {
+      Node& n = nodes_[i];
+      if (n.state == NodeState::kUp && (n.full || n.draining) &&
+          now - n.flagged_at >= kRecheckFlags) {
+        n.flagged_at = now;  // next look in kRecheckFlags, whatever this one finds
+        down.push_back(i);
+      } else if (n.state == NodeState::kDown ||
+                 (n.state == NodeState::kSuspect && n.channel == nullptr)) {
         down.push_back(i);
       }
     }
