@@ -108,8 +108,18 @@ absl::Status CanCreateNetworkNamespaces() {
           absl::StrCat("`", tool, "` not installed (scripts/install-deps installs it)"));
     }
   }
-  if (access("/proc/self/ns/net", R_OK) != 0) {
-    return absl::FailedPreconditionError("no network namespaces in this kernel");
+  // A container may be root without CAP_SYS_ADMIN / CAP_NET_ADMIN: try,
+  // in a child, what `ip netns add` and the tmpfs mounts need.
+  pid_t pid = fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) _exit(unshare(CLONE_NEWNET | CLONE_NEWNS) == 0 ? 0 : 1);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return absl::PermissionDeniedError(
+        "cannot create network and mount namespaces (unshare refused: a container without "
+        "CAP_SYS_ADMIN, or no namespace support in the kernel)");
   }
   return absl::OkStatus();
 }
