@@ -57,7 +57,8 @@ std::string ReportJson(const ChaosReport& r) {
         .Int("transient_errors", f.during.transient_errors)
         .Int("inject_errors", f.inject_errors)
         .Int("heal_errors", f.heal_errors)
-        .Int("recovery_timeouts", f.recovery_timeouts);
+        .Int("recovery_timeouts", f.recovery_timeouts)
+        .Int("injected_unsettled", f.injected_unsettled);
     by_kind.Obj(chaos::FaultName(k), j);
   }
   const WorkloadCounters t = r.total();

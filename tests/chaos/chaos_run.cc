@@ -108,6 +108,7 @@ absl::StatusOr<ChaosReport> RunChaos(const ChaosOptions& o) {
 
   std::mt19937_64 rng(o.seed);
   std::vector<FaultKind> round;
+  std::string unsettled_since;  // the fault after which slabs stayed short
   // Sleep in short steps, so an interrupt or a lost page is seen quickly.
   auto wait = [&](absl::Duration d, uint64_t* max_lost) {
     const absl::Time until = absl::Now() + d;
@@ -127,12 +128,23 @@ absl::StatusOr<ChaosReport> RunChaos(const ChaosOptions& o) {
     const Fault f = PlanFault(round.back(), c.size(), o.timing, rng);
     round.pop_back();
     FaultKindReport& k = r.by_kind[int(f.kind)];
+    if (!unsettled_since.empty()) {
+      // The last fault did not settle: give it another settle_timeout.
+      if (h.client->WaitUntilReplicated(o.settle_timeout).ok()) {
+        log("  settled late: " + unsettled_since);
+        unsettled_since.clear();
+      } else {
+        k.injected_unsettled++;
+      }
+    }
+    const std::string unsettled_note =
+        unsettled_since.empty() ? "" : " [unsettled since " + unsettled_since + "]";
     const WorkloadCounters before = h.Counters();
     uint64_t lost = h.client->stats().lost_pages;
     k.injected++;
     r.faults_injected++;
     log(absl::StrCat("[", absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Seconds(1))),
-                     "] inject ", f.Describe()));
+                     "] inject ", f.Describe(), unsettled_note));
     if (absl::Status s = InjectFault(f, o.timing, c); !s.ok()) {
       k.inject_errors++;
       r.errors.push_back(absl::StrCat(f.Describe(), ": inject: ", s.ToString()));
@@ -152,6 +164,9 @@ absl::StatusOr<ChaosReport> RunChaos(const ChaosOptions& o) {
     if (!settled.ok()) {
       k.recovery_timeouts++;
       r.errors.push_back(absl::StrCat(f.Describe(), ": recovery: ", settled.ToString()));
+      if (unsettled_since.empty()) unsettled_since = f.Describe();
+    } else {
+      unsettled_since.clear();
     }
     wait(o.pause, &lost);
     const WorkloadCounters d = h.Counters() - before;
@@ -159,10 +174,11 @@ absl::StatusOr<ChaosReport> RunChaos(const ChaosOptions& o) {
     k.client_lost_pages = std::max(k.client_lost_pages, lost);
     r.client_lost_pages = std::max(r.client_lost_pages, lost);
     if (d.data_loss_errors || d.sigbus || d.lost_pages || lost) {
-      r.failures.push_back(absl::StrCat(f.Describe(), ": ", Summary(d, lost)));
+      r.failures.push_back(absl::StrCat(f.Describe(), unsettled_note, ": ", Summary(d, lost)));
     }
     log(absl::StrCat("  healed: ", Summary(d, lost), ", ops ", d.operations, ", verified ",
-                     d.pages_verified, settled.ok() ? "" : ", NOT SETTLED"));
+                     d.pages_verified,
+                     settled.ok() ? "" : absl::StrCat(", NOT SETTLED: ", settled.message())));
   }
   r.interrupted = interrupted();
   h.client_load->Stop();

@@ -13,7 +13,11 @@
 // heal, wait until the node is up again and every slab has R copies (at
 // most settle_timeout), and charge the change in the counters to that
 // kind. So a failure is attributed to the fault during or after which it
-// appeared.
+// appeared. A fault that does not settle is a failure of its own
+// (recovery_timeouts); the next fault waits another settle_timeout for it,
+// and when it still has not settled is injected anyway and marked
+// (injected_unsettled, and "[unsettled since ...]" in its failure line):
+// its losses are those of two faults at once.
 //
 // Thread safety: RunChaos may not run concurrently with itself in one
 // process (it joins the client namespace on the calling thread, and owns
@@ -70,6 +74,9 @@ struct FaultKindReport {
   uint64_t inject_errors = 0;  // the fault could not be injected (see errors)
   uint64_t heal_errors = 0;
   uint64_t recovery_timeouts = 0;  // node not up / slabs short settle_timeout after healing
+  // Injected while an earlier fault had still not settled (after waiting
+  // settle_timeout twice): really a second fault, so R=2 may lose pages.
+  uint64_t injected_unsettled = 0;
   WorkloadCounters during;         // change in the counters, from injection to settled
   uint64_t client_lost_pages = 0;  // max ClientStats::lost_pages seen during these faults
 };
