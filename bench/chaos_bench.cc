@@ -85,6 +85,7 @@ std::string ReportJson(const ChaosReport& r) {
       .Int("rereplicated_slabs", r.rereplicated_slabs)
       .StrList("failures", r.failures)
       .StrList("harness_errors", r.errors)
+      .StrList("wrong_data_examples", r.wrong_data_examples)
       .Bool("interrupted", r.interrupted)
       .Bool("passed", r.passed() && !r.interrupted);
   return j.ToString();

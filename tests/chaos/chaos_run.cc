@@ -199,6 +199,12 @@ absl::StatusOr<ChaosReport> RunChaos(const ChaosOptions& o) {
   r.seconds = absl::ToDoubleSeconds(absl::Now() - start);
   r.client = h.client_load->counters();
   r.region = h.region_load->counters();
+  for (std::string& e : h.client_load->wrong_data_examples()) {
+    r.wrong_data_examples.push_back("client " + std::move(e));
+  }
+  for (std::string& e : h.region_load->wrong_data_examples()) {
+    r.wrong_data_examples.push_back("region " + std::move(e));
+  }
   const RegionStats rs = h.region->stats();
   const ClientStats cs = h.client->stats();
   r.region_sigbus_delivered = rs.sigbus_delivered;

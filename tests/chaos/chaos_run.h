@@ -95,6 +95,8 @@ struct ChaosReport {
   uint64_t failovers = 0, rereplicated_slabs = 0;
   std::vector<std::string> failures;  // "fault: what went wrong", one per faulty fault
   std::vector<std::string> errors;    // harness problems (inject/heal failed, timeouts)
+  // A few reads that returned wrong bytes: which page and version they held.
+  std::vector<std::string> wrong_data_examples;
   bool interrupted = false;
 
   WorkloadCounters total() const;

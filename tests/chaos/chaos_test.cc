@@ -66,6 +66,7 @@ void Print(const ChaosReport& r) {
             << ", data_loss_errors " << r.data_loss_errors() << "\n";
   for (const std::string& f : r.failures) std::cout << "  FAILURE " << f << "\n";
   for (const std::string& e : r.errors) std::cout << "  harness: " << e << "\n";
+  for (const std::string& e : r.wrong_data_examples) std::cout << "  WRONG DATA " << e << "\n";
 }
 
 class ChaosTest : public ::testing::Test {

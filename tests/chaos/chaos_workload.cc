@@ -7,6 +7,7 @@
 #include <cstring>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "farswap/common/page_file.h"
 
 namespace farswap::chaos {
@@ -98,6 +99,26 @@ void PageLedger::Failure(uint64_t i, bool wrong_bytes) {
   }
 }
 
+void PageLedger::WrongBytes(uint64_t i, uint64_t key, uint64_t expected, const uint8_t* got) {
+  Failure(i, /*wrong_bytes=*/true);
+  uint64_t header[3];
+  std::memcpy(header, got, sizeof header);
+  std::string what =
+      header[0] == kMagic
+          ? absl::StrCat("page ", key, ": read page ", header[1], " version ", header[2],
+                         ", expected version ", expected)
+          : absl::StrCat("page ", key, ": read bytes that are no version of any page (expected ",
+                         "version ", expected, ", first word ", absl::Hex(header[0]), ")");
+  constexpr size_t kKeep = 10;
+  MutexLock l(&mu_);
+  if (examples_.size() < kKeep) examples_.push_back(std::move(what));
+}
+
+std::vector<std::string> PageLedger::wrong_data_examples() const {
+  MutexLock l(&mu_);
+  return examples_;
+}
+
 WorkloadCounters PageLedger::counters() const {
   MutexLock l(&mu_);
   return counters_;
@@ -129,7 +150,7 @@ void ClientWorkload::LoadAndCheck(uint64_t i, uint8_t* buf, uint8_t* expected, b
     if (std::memcmp(buf, expected, kPageSize) == 0) {
       ledger_.Count(&WorkloadCounters::pages_verified);
     } else {
-      ledger_.Failure(i, /*wrong_bytes=*/true);
+      ledger_.WrongBytes(i, options_.first_page + i, ledger_.version(i), buf);
     }
   } else if (Transient(s)) {
     ledger_.Count(&WorkloadCounters::transient_errors);
@@ -240,7 +261,7 @@ void RegionWorkload::ReadAndCheck(uint64_t i, uint8_t* buf, uint8_t* expected) {
   if (std::memcmp(buf, expected, kPageSize) == 0) {
     ledger_.Count(&WorkloadCounters::pages_verified);
   } else {
-    ledger_.Failure(i, /*wrong_bytes=*/true);
+    ledger_.WrongBytes(i, i, ledger_.version(i), buf);
   }
 }
 

@@ -29,6 +29,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -67,13 +68,18 @@ class PageLedger {
   void Count(uint64_t WorkloadCounters::*field, uint64_t n = 1);
   // Failure counts a data-loss failure of page i (lost_pages once per page).
   void Failure(uint64_t i, bool wrong_bytes);
+  // WrongBytes counts a read of page i that returned `got` instead of
+  // version `expected`, and keeps a few descriptions (what the bytes were).
+  void WrongBytes(uint64_t i, uint64_t key, uint64_t expected, const uint8_t* got);
   WorkloadCounters counters() const;
+  std::vector<std::string> wrong_data_examples() const;
 
  private:
   std::vector<uint64_t> version_;
   std::vector<uint8_t> doubt_, lost_;
   mutable Mutex mu_;
   WorkloadCounters counters_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> examples_ ABSL_GUARDED_BY(mu_);
 };
 
 struct ClientWorkloadOptions {
@@ -94,6 +100,7 @@ class ClientWorkload {
   // `patience` per page.
   void VerifyAll(absl::Duration patience);
   WorkloadCounters counters() const { return ledger_.counters(); }
+  std::vector<std::string> wrong_data_examples() const { return ledger_.wrong_data_examples(); }
 
  private:
   void Run(int thread);
@@ -123,6 +130,7 @@ class RegionWorkload {
   void Stop();
   void VerifyAll();
   WorkloadCounters counters() const { return ledger_.counters(); }
+  std::vector<std::string> wrong_data_examples() const { return ledger_.wrong_data_examples(); }
 
  private:
   void Run(int thread);
