@@ -140,7 +140,8 @@ absl::StatusOr<ChaosReport> RunChaos(const ChaosOptions& o) {
     const std::string unsettled_note =
         unsettled_since.empty() ? "" : " [unsettled since " + unsettled_since + "]";
     const WorkloadCounters before = h.Counters();
-    uint64_t lost = h.client->stats().lost_pages;
+    const uint64_t lost_before = h.client->stats().lost_pages;
+    uint64_t lost = lost_before;  // the most seen until settled
     k.injected++;
     r.faults_injected++;
     log(absl::StrCat("[", absl::FormatDuration(absl::Trunc(absl::Now() - start, absl::Seconds(1))),
@@ -170,13 +171,15 @@ absl::StatusOr<ChaosReport> RunChaos(const ChaosOptions& o) {
     }
     wait(o.pause, &lost);
     const WorkloadCounters d = h.Counters() - before;
+    // Pages the client counted lost on top of those it had already lost.
+    const uint64_t new_lost = lost - lost_before;
     k.during += d;
-    k.client_lost_pages = std::max(k.client_lost_pages, lost);
+    k.client_lost_pages = std::max(k.client_lost_pages, new_lost);
     r.client_lost_pages = std::max(r.client_lost_pages, lost);
-    if (d.data_loss_errors || d.sigbus || d.lost_pages || lost) {
-      r.failures.push_back(absl::StrCat(f.Describe(), unsettled_note, ": ", Summary(d, lost)));
+    if (d.data_loss_errors || d.sigbus || d.lost_pages || new_lost) {
+      r.failures.push_back(absl::StrCat(f.Describe(), unsettled_note, ": ", Summary(d, new_lost)));
     }
-    log(absl::StrCat("  healed: ", Summary(d, lost), ", ops ", d.operations, ", verified ",
+    log(absl::StrCat("  healed: ", Summary(d, new_lost), ", ops ", d.operations, ", verified ",
                      d.pages_verified,
                      settled.ok() ? "" : absl::StrCat(", NOT SETTLED: ", settled.message())));
   }
@@ -190,10 +193,9 @@ absl::StatusOr<ChaosReport> RunChaos(const ChaosOptions& o) {
     h.client_load->VerifyAll(absl::Seconds(5));
     h.region_load->VerifyAll();
     const WorkloadCounters d = h.Counters() - before;
-    log(absl::StrCat("final check: ", d.pages_verified, " pages verified, ",
-                     Summary(d, h.client->stats().lost_pages)));
+    log(absl::StrCat("final check: ", d.pages_verified, " pages verified, ", Summary(d, 0)));
     if (d.data_loss_errors || d.sigbus || d.lost_pages) {
-      r.failures.push_back(absl::StrCat("final check: ", Summary(d, h.client->stats().lost_pages)));
+      r.failures.push_back(absl::StrCat("final check: ", Summary(d, 0)));
     }
   }
   r.seconds = absl::ToDoubleSeconds(absl::Now() - start);

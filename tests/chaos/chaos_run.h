@@ -78,7 +78,7 @@ struct FaultKindReport {
   // settle_timeout twice): really a second fault, so R=2 may lose pages.
   uint64_t injected_unsettled = 0;
   WorkloadCounters during;         // change in the counters, from injection to settled
-  uint64_t client_lost_pages = 0;  // max ClientStats::lost_pages seen during these faults
+  uint64_t client_lost_pages = 0;  // max rise of ClientStats::lost_pages during one of them
 };
 
 struct ChaosReport {
