@@ -37,6 +37,11 @@ Json& Json::Int(const std::string& key, uint64_t v) { return Raw(key, std::to_st
 Json& Json::Bool(const std::string& key, bool v) { return Raw(key, v ? "true" : "false"); }
 Json& Json::Str(const std::string& key, const std::string& v) { return Raw(key, Quote(v)); }
 Json& Json::Obj(const std::string& key, const Json& v) { return Raw(key, v.ToString()); }
+Json& Json::StrList(const std::string& key, const std::vector<std::string>& v) {
+  std::string list = "[";
+  for (size_t i = 0; i < v.size(); ++i) list += (i ? ", " : "") + Quote(v[i]);
+  return Raw(key, list + "]");
+}
 Json& Json::Raw(const std::string& key, const std::string& json) {
   fields_.emplace_back(key, json);
   return *this;

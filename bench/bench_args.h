@@ -26,6 +26,7 @@ class Json {
   Json& Bool(const std::string& key, bool v);
   Json& Str(const std::string& key, const std::string& v);
   Json& Obj(const std::string& key, const Json& v);
+  Json& StrList(const std::string& key, const std::vector<std::string>& v);
   Json& Raw(const std::string& key, const std::string& json);
   std::string ToString() const;
 

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
@@ -58,9 +59,9 @@ absl::Status ServerProcess::Launch() {
   std::vector<std::string> args = {
       options_.binary.empty() ? FarswapBinary("server/farswap-server") : options_.binary,
       "--data-addr",
-      "127.0.0.1:0",
+      options_.host + ":0",
       "--grpc-addr",
-      "127.0.0.1:0",
+      options_.host + ":" + options_.grpc_port,
       "--pool-limit",
       options_.pool_limit,
       "--high-watermark",
@@ -73,7 +74,7 @@ absl::Status ServerProcess::Launch() {
       absl::StrCat("test-node-", dir_.substr(dir_.rfind('-') + 1), "-", launches_)};
   if (!options_.backing_size.empty()) {
     args.insert(args.end(),
-                {"--backing-file", dir_ + "/backing", "--backing-size", options_.backing_size});
+                {"--backing-file", backing_file(), "--backing-size", options_.backing_size});
   }
   if (!options_.tenants.empty()) args.insert(args.end(), {"--tenants-file", dir_ + "/tenants"});
   args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
@@ -83,6 +84,7 @@ absl::Status ServerProcess::Launch() {
   inotify_add_watch(inotify, dir_.c_str(), IN_MOVED_TO | IN_CLOSE_WRITE);
 
   const std::string log = dir_ + "/server.log";
+  const std::string netns = options_.netns.empty() ? "" : "/run/netns/" + options_.netns;
   const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) return absl::InternalError("fork failed");
@@ -96,6 +98,13 @@ absl::Status ServerProcess::Launch() {
     int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
     dup2(fd, 1);
     dup2(fd, 2);
+    if (!netns.empty()) {
+      int ns = open(netns.c_str(), O_RDONLY | O_CLOEXEC);
+      if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
+        dprintf(2, "cannot join network namespace %s\n", netns.c_str());
+        _exit(126);
+      }
+    }
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -174,6 +183,11 @@ void ServerProcess::Resume() {
 absl::Status ServerProcess::Restart() {
   Kill();
   return Launch();
+}
+
+std::string ServerProcess::backing_file() const {
+  if (options_.backing_size.empty()) return "";
+  return options_.backing_file.empty() ? dir_ + "/backing" : options_.backing_file;
 }
 
 std::string ServerProcess::Log() const { return ReadFile(dir_ + "/server.log"); }

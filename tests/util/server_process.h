@@ -5,11 +5,10 @@
 //   node->Kill();                 // SIGKILL, as a crash
 //   node->Restart();              // a fresh process on new ports, same backing file
 //
-// The server listens on 127.0.0.1 port 0; Start waits (inotify on the
-// ready file's folder, bounded) until it has written --ready-file, and reads
-// the bound addresses back. The destructor kills the process if it still
-// runs and removes its temporary folder. Not thread-safe: one test thread
-// drives a ServerProcess.
+// The server listens on 127.0.0.1 port 0 (or options.host, in options.netns); Start waits (inotify
+// on the ready file's folder, bounded) until it has written --ready-file, and reads the bound
+// addresses back. The destructor kills the process if it still runs and removes its temporary
+// folder. Not thread-safe: one test thread drives a ServerProcess.
 #ifndef FARSWAP_TESTS_UTIL_SERVER_PROCESS_H_
 #define FARSWAP_TESTS_UTIL_SERVER_PROCESS_H_
 
@@ -36,6 +35,14 @@ struct ServerProcessOptions {
   absl::Duration ready_timeout = absl::Seconds(30);
   // binary: the farswap-server to run (default: this build's).
   std::string binary;
+  // netns: a named network namespace (/run/netns/NAME) the server runs in;
+  // "" keeps the caller's. host: the address both planes bind. grpc_port:
+  // "0" picks a free one; a fixed port keeps the address across Restart.
+  std::string netns;
+  std::string host = "127.0.0.1";
+  std::string grpc_port = "0";
+  // backing_file: where the backing file lives ("" = in the temporary folder).
+  std::string backing_file;
 };
 
 class ServerProcess {
@@ -61,6 +68,8 @@ class ServerProcess {
   // Restart starts a new process with the same options and backing file;
   // addresses change (port 0 again).
   absl::Status Restart();
+  // backing_file returns the path of its backing file ("" without one).
+  std::string backing_file() const;
   // Log returns what the server has logged so far.
   std::string Log() const;
 
