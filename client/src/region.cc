@@ -651,14 +651,15 @@ bool RegionImpl::HandleMissing(ParkedFault f, std::vector<uint8_t>& buf, bool ma
     const uint64_t stamp = evicted_at_[page].load(std::memory_order_relaxed);
     const bool hot = stamp != 0 && eviction_clock_.load() - stamp < budget_pages_;
     age_[page].store(hot ? kMaxAge : kAgeFault, std::memory_order_relaxed);
-    if (flags_[page].load() & (kFlagForgetRemoved | kFlagForgetUnmapped)) {
+    uint8_t installed;
+    int err;
+    if (CheckAndInstall(page, buf.data(), &installed, &err)) {
       // The program dropped the page while it loaded: not those contents.
       Unreserve();
       Publish(page, kRemote);  // forgotten: kEmpty (or kUnmapped)
       continue;
     }
-    uint8_t installed;
-    if (int err = InstallLoaded(page, buf.data(), &installed); err != 0) {
+    if (err != 0) {
       InstallFailed(f, kRemote, err, "UFFDIO_COPY");
       return true;
     }
@@ -676,6 +677,22 @@ bool RegionImpl::HandleMissing(ParkedFault f, std::vector<uint8_t>& buf, bool ma
     NoteResidentGrew();
     return true;
   }
+}
+
+bool RegionImpl::CheckAndInstall(uint64_t page, const uint8_t* data, uint8_t* state, int* err) {
+  // Under read_mu_, which a fault thread holds from reading an event to
+  // marking its pages: the program's MADV_DONTNEED zaps right after its
+  // REMOVE event is read, so a copy made after that read but before the
+  // mark would put back contents the program threw away. Either this copy
+  // lands before the event is read (and the zap removes it: the next touch
+  // reads zeros), or the mark is seen here and nothing is installed.
+  MutexLock l(&read_mu_);
+  if (flags_[page].load() & (kFlagForgetRemoved | kFlagForgetUnmapped)) {
+    *err = 0;
+    return true;
+  }
+  *err = InstallLoaded(page, data, state);
+  return false;
 }
 
 int RegionImpl::InstallLoaded(uint64_t page, const uint8_t* data, uint8_t* state) {

@@ -224,6 +224,11 @@ class RegionImpl {
   // kClean. Sets *state to the state to publish; returns 0 or the errno
   // (EEXIST counts as installed).
   int InstallLoaded(uint64_t page, const uint8_t* data, uint8_t* state);
+  // CheckAndInstall: true (nothing installed) when the program dropped the
+  // page (REMOVE/UNMAP) while it loaded; else InstallLoaded's error in *err.
+  // Takes read_mu_ (see region_events.cc).
+  bool CheckAndInstall(uint64_t page, const uint8_t* data, uint8_t* state, int* err)
+      ABSL_LOCKS_EXCLUDED(read_mu_);
   void RequeuePrefetch(uint64_t page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // PopPrefetch takes the next page to prefetch; false if none.
   bool PopPrefetch(uint64_t* page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

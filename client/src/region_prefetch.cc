@@ -198,15 +198,18 @@ size_t RegionImpl::PrefetchMany(std::span<const uint64_t> pages, uint8_t* bufs) 
     }
     pages_loaded_.fetch_add(1, std::memory_order_relaxed);
     bytes_received_.fetch_add(*got[i], std::memory_order_relaxed);
-    if (flags_[page].load() & (kFlagForgetRemoved | kFlagForgetUnmapped)) {
+    // Check and install under read_mu_ (CheckAndInstall): a REMOVE event
+    // read in between would let the program's zap run before this copy.
+    uint8_t installed;
+    int err;
+    if (CheckAndInstall(page, outs[i], &installed, &err)) {
       // The program dropped the page while it loaded: not those contents.
       Unreserve();
       Publish(page, kRemote);  // forgotten: kEmpty (or kUnmapped)
       Wake(page);
       continue;
     }
-    uint8_t installed;
-    if (int err = InstallLoaded(page, outs[i], &installed); err != 0) {
+    if (err != 0) {
       // As for a failed load: not resident, and a waiting faulter retries.
       if (err != EAGAIN) {
         RecordError(absl::StrCat("prefetch UFFDIO_COPY of page ", page, ": ", strerror(err)));
