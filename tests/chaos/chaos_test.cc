@@ -21,22 +21,26 @@
 namespace farswap::chaos {
 namespace {
 
-// kCiFaults: the kinds the R=2 CI case injects. kFailingToday: the kinds
-// that lose pages on main today, run by their own case (skipped, and
-// reported as skipped, unless FARSWAP_CHAOS_KNOWN_FAILING=1): the client
-// keeps a node's `draining` / `full` flag until the node re-attaches, so
-// after Drain + resume, or a pool limit lowered and raised again, the node
-// takes no new slabs, slabs stay short of R copies (recovery_timeouts) and
-// the next single fault on another node loses pages
-// (client/src/client_impl.h `full`, `draining`). Move a kind back into
-// kCiFaults when that is fixed.
-const std::vector<FaultKind> kCiFaults = {
-    FaultKind::kKillRestart,         FaultKind::kStopLong,
-    FaultKind::kStopShort,           FaultKind::kPartitionNode,
-    FaultKind::kPartitionClientNode, FaultKind::kPartitionNodeNode,
-    FaultKind::kPacketLoss,          FaultKind::kDelay,
-    FaultKind::kBackingEnospc};
-const std::vector<FaultKind> kFailingToday = {FaultKind::kDrain, FaultKind::kPoolLimit};
+// kCiFaults: the kinds the R=2 CI case injects — every kind. kFailingToday:
+// kinds known to lose pages on main, run by their own case (skipped, and
+// reported as skipped, unless FARSWAP_CHAOS_KNOWN_FAILING=1); empty now.
+// drain and pool_limit were there while the client kept a node's
+// `draining` / `full` flag until the node re-attached (slabs stayed short
+// of R copies and the next fault elsewhere lost pages); the client now
+// re-attaches such a node every 5 s, and a 30-minute run of every kind
+// (297 faults) lost nothing.
+const std::vector<FaultKind> kCiFaults = {FaultKind::kKillRestart,
+                                          FaultKind::kStopLong,
+                                          FaultKind::kStopShort,
+                                          FaultKind::kPartitionNode,
+                                          FaultKind::kPartitionClientNode,
+                                          FaultKind::kPartitionNodeNode,
+                                          FaultKind::kPacketLoss,
+                                          FaultKind::kDelay,
+                                          FaultKind::kBackingEnospc,
+                                          FaultKind::kDrain,
+                                          FaultKind::kPoolLimit};
+const std::vector<FaultKind> kFailingToday = {};
 
 // SIGINT/SIGTERM (ctest's timeout, Ctrl-C) end the run early, so the
 // namespaces and mounts are removed; a SIGKILLed run's are removed by the
@@ -118,8 +122,9 @@ TEST_F(ChaosTest, UnreplicatedSurvivesStallsShorterThanTheTimeout) {
 }
 
 TEST_F(ChaosTest, KnownFailingTodayDrainAndPoolLimitThenOtherFaults) {
+  if (kFailingToday.empty()) GTEST_SKIP() << "no fault kind is known to lose pages on main";
   if (std::getenv("FARSWAP_CHAOS_KNOWN_FAILING") == nullptr) {
-    GTEST_SKIP() << "known to lose pages on main today (drain, pool_limit: see kFailingToday); "
+    GTEST_SKIP() << "known to lose pages on main today (see kFailingToday); "
                     "FARSWAP_CHAOS_KNOWN_FAILING=1 runs it";
   }
   ChaosOptions o;
