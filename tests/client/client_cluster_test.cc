@@ -217,6 +217,8 @@ bool WaitFor(Client& c, Pred done) {
   const absl::Time deadline = absl::Now() + kWait;
   while (absl::Now() < deadline) {
     if (done(c.stats())) return true;
+    // A poll of the condition, not a timed wait: what the client concludes
+    // about a stopped process has no hook to block on; the deadline bounds it.
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return false;

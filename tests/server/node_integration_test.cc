@@ -284,6 +284,8 @@ TEST_F(NodeIntegrationTest, DrainRefusesStoresAndServesLoads) {
   while (ServiceHealth((*node)->grpc_addr()) !=
              grpc::health::v1::HealthCheckResponse::NOT_SERVING &&
          absl::Now() < deadline) {
+    // Polls the condition (the node, another process, re-checks once a
+    // second); the deadline only bounds a node that never turns.
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   EXPECT_EQ(ServiceHealth((*node)->grpc_addr()),
