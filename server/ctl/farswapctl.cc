@@ -5,7 +5,8 @@
 //     stats [--json] [--tenant ID]   node and per-tenant counters
 //     health                         gRPC health check; exit 0 only if SERVING
 //     compact                        run pool compaction now
-//     drain [--resume]               refuse new stores (loads still served)
+//     drain [--resume] [--wait]      refuse new stores (loads still served);
+//                                    --wait: until clients moved every page off
 //     set-limit [--pool-limit BYTES] [--high-watermark F] [--low-watermark F]
 //               [--tenant ID --quota BYTES]
 //
@@ -18,6 +19,7 @@
 #include <cstdio>
 #include <iostream>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "farswap/common/cli.h"
@@ -33,7 +35,9 @@ constexpr char kUsage[] =
     "  health                           exit 0 only if farswap.v1.MemoryNode is SERVING\n"
     "                                   (NOT_SERVING while draining or after a disk error)\n"
     "  compact                          run pool compaction now\n"
-    "  drain [--resume]                 refuse new stores (loads still served)\n"
+    "  drain [--resume] [--wait]        refuse new stores (loads still served); with --wait,\n"
+    "                                   return once clients have moved every page elsewhere\n"
+    "                                   (exit 0), or exit 1 when --timeout ends first\n"
     "  set-limit [--pool-limit BYTES] [--high-watermark F] [--low-watermark F]\n"
     "            [--tenant ID --quota BYTES]\n";
 
@@ -91,12 +95,47 @@ void PrintHuman(const v1::GetStatsResponse& r) {
   }
 }
 
+// WaitUntilEmpty polls a draining node until it stores no pages: its
+// clients see the drain in their next health ping and move their slabs to
+// other nodes, freeing them here. Returns the exit status: 0 when empty, 1
+// when `deadline` passes first, the drain was undone, or the node fails.
+int WaitUntilEmpty(v1::MemoryNode::Stub& stub, std::chrono::system_clock::time_point deadline,
+                   uint64_t stored) {
+  // kPoll: how often the node is asked. The pages leave as other processes
+  // (the clients) move them; there is nothing to block on but the node.
+  constexpr auto kPoll = std::chrono::milliseconds(200);
+  uint64_t shown = stored;
+  while (stored > 0) {
+    if (std::chrono::system_clock::now() + kPoll >= deadline) {
+      std::cerr << "farswapctl: drain --wait: " << stored
+                << " pages still stored when --timeout ran out (a client that is gone holds "
+                   "pages until its session expires)\n";
+      return 1;
+    }
+    std::this_thread::sleep_for(kPoll);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline);
+    v1::DrainRequest req;
+    req.set_drain(true);
+    v1::DrainResponse resp;
+    grpc::Status s = stub.Drain(&ctx, req, &resp);
+    if (!s.ok()) return Fail(s);
+    stored = resp.stored_pages();
+    if (stored != shown) {
+      std::cout << "draining, " << stored << " pages stored" << std::endl;
+      shown = stored;
+    }
+  }
+  std::cout << "drained: no pages stored" << std::endl;
+  return 0;
+}
+
 int Run(int argc, char** argv) {
   absl::StatusOr<Args> parsed =
       Args::Parse(argc - 1, argv + 1,
                   {"node", "timeout", "json", "tenant", "resume", "pool-limit", "high-watermark",
-                   "low-watermark", "quota"},
-                  {"json", "resume"}, /*allow_positional=*/true);
+                   "low-watermark", "quota", "wait"},
+                  {"json", "resume", "wait"}, /*allow_positional=*/true);
   if (!parsed.ok()) return Usage(std::string(parsed.status().message()));
   const Args& args = *parsed;
   if (args.positional().size() != 1) return Usage("exactly one COMMAND is needed");
@@ -156,7 +195,8 @@ int Run(int argc, char** argv) {
     if (!s.ok()) return Fail(s);
     std::cout << (resp.draining() ? "draining" : "accepting stores") << ", " << resp.stored_pages()
               << " pages stored" << std::endl;
-    return 0;
+    if (!args.Has("wait") || !resp.draining()) return 0;
+    return WaitUntilEmpty(*stub, deadline, resp.stored_pages());
   }
   if (command == "set-limit") {
     v1::SetLimitsRequest req;

@@ -20,6 +20,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -225,8 +226,20 @@ int Serve(const Flags& f) {
   }
   const std::string data_addr = StripTcp(data_plane.address());
 
+  // A drain turns the health of farswap.v1.MemoryNode to NOT_SERVING at
+  // once (readiness probes, `farswapctl health`), not at the watcher's next
+  // look; the watcher below still owns every other change.
+  std::atomic<grpc::HealthCheckServiceInterface*> health_on_drain{nullptr};
   MemoryNodeService service(store->get(), &*tenants,
-                            {.node_id = f.node_id, .data_addr = data_addr, .limits = limits});
+                            {.node_id = f.node_id,
+                             .data_addr = data_addr,
+                             .limits = limits,
+                             .on_drain_changed = [&health_on_drain, &store] {
+                               if (grpc::HealthCheckServiceInterface* h = health_on_drain.load()) {
+                                 h->SetServingStatus(kMemoryNodeService, (*store)->Health().ok() &&
+                                                                             !(*store)->draining());
+                               }
+                             }});
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -245,6 +258,7 @@ int Serve(const Flags& f) {
   // The service's own status is what readiness probes and farswapctl ask
   // for; without it set, a check of farswap.v1.MemoryNode answers NOT_FOUND.
   health->SetServingStatus(kMemoryNodeService, true);
+  health_on_drain.store(health);
   spdlog::info("node {} ready: data plane {}, gRPC {}, pool limit {} bytes", f.node_id, data_addr,
                grpc_addr, f.pool_limit);
   if (!f.ready_file.empty()) {
