@@ -12,7 +12,12 @@
 //   farswap-demo [--size BYTES] [--local FRACTION] [--nodes N] [--replicas R]
 //                [--pool-limit BYTES] [--kill-at FRACTION] [--lookups N] [--seed N]
 //                [--server-bin PATH]
+//                [--dns-name NAME:PORT [--tenant ID] [--secret-file PATH]]
 //   farswap-demo --help | --version
+//
+// With --dns-name it starts no nodes and runs the same workload against
+// running ones (a Kubernetes headless Service: deploy/kubernetes/examples),
+// as --tenant with the secret read from --secret-file; nothing is killed.
 //
 // It runs the farswap-server given by --server-bin, else the one beside it,
 // in the build tree or on PATH (tests/util/server_binary.h). Exit status: 0
@@ -29,6 +34,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <optional>
 #include <random>
 #include <thread>
@@ -99,6 +105,9 @@ struct DemoFlags {
   uint64_t lookups = 10000;
   uint64_t seed = 42;
   std::string server_bin;
+  std::string dns_name;
+  std::string tenant = "default";
+  std::string secret_file;
 };
 
 void AddFlags(CLI::App& app, DemoFlags& f) {
@@ -136,6 +145,20 @@ void AddFlags(CLI::App& app, DemoFlags& f) {
                  "the farswap-server to start (default: beside this program, then the build "
                  "tree, then PATH)")
       ->type_name("PATH");
+  CLI::Option* dns = app.add_option("--dns-name", f.dns_name,
+                                    "run against the memory nodes this name resolves to (gRPC "
+                                    "port; e.g. a Kubernetes headless Service) instead of "
+                                    "starting any; kills none")
+                         ->type_name("NAME:PORT");
+  app.add_option("--tenant", f.tenant, "tenant to attach as (with --dns-name)")
+      ->type_name("ID")
+      ->needs(dns)
+      ->capture_default_str();
+  app.add_option("--secret-file", f.secret_file,
+                 "file whose first line is the tenant's secret (with --dns-name)")
+      ->type_name("PATH")
+      ->check(CLI::ExistingFile)
+      ->needs(dns);
 }
 
 int Run(int argc, char** argv) {
@@ -154,8 +177,10 @@ int Run(int argc, char** argv) {
   const std::string& pool_limit = flags.pool_limit;
   if (size < (8u << 20)) return cli::UsageError(app, "--size: at least 8M");
   if (local <= 0) return cli::UsageError(app, "--local: a fraction in (0, 1]");
-  if (replicas > n_nodes) return cli::UsageError(app, "--replicas: at most --nodes");
-  absl::StatusOr<std::string> server = testing::FindServerBinary(flags.server_bin);
+  const bool remote = !flags.dns_name.empty();
+  if (!remote && replicas > n_nodes) return cli::UsageError(app, "--replicas: at most --nodes");
+  absl::StatusOr<std::string> server =
+      remote ? absl::StatusOr<std::string>("") : testing::FindServerBinary(flags.server_bin);
   if (!server.ok()) {
     std::fprintf(stderr, "farswap-demo: %s\n", std::string(server.status().message()).c_str());
     return 1;
@@ -163,16 +188,29 @@ int Run(int argc, char** argv) {
   // Logs (the client's, about nodes going down) go to stderr; stdout
   // carries the demo's own lines.
   spdlog::set_default_logger(spdlog::stderr_color_mt("farswap-demo"));
-  const bool kill_one = kill_at > 0 && n_nodes >= 2 && replicas >= 2;
+  const bool kill_one = !remote && kill_at > 0 && n_nodes >= 2 && replicas >= 2;
 
-  // 1. Memory nodes.
-  std::printf("farswap demo: starting %" PRIu64
-              " memory nodes (pool limit %s each, backing file "
-              "for writeback)...\n",
-              n_nodes, pool_limit.c_str());
+  // 1. Memory nodes: started here, or found through --dns-name.
   std::vector<std::unique_ptr<testing::ServerProcess>> nodes;
   ClientOptions o;
-  for (uint64_t i = 0; i < n_nodes; ++i) {
+  if (remote) {
+    o.dns_name = flags.dns_name;
+    o.tenant_id = flags.tenant;
+    if (!flags.secret_file.empty()) {
+      std::ifstream f(flags.secret_file);
+      if (!f || !std::getline(f, o.secret)) {
+        return cli::UsageError(app, "--secret-file " + flags.secret_file + ": cannot read");
+      }
+    }
+    std::printf("farswap demo: memory nodes behind %s, tenant %s\n", flags.dns_name.c_str(),
+                o.tenant_id.c_str());
+  } else {
+    std::printf("farswap demo: starting %" PRIu64
+                " memory nodes (pool limit %s each, backing file "
+                "for writeback)...\n",
+                n_nodes, pool_limit.c_str());
+  }
+  for (uint64_t i = 0; !remote && i < n_nodes; ++i) {
     auto node = testing::ServerProcess::Start({.pool_limit = pool_limit,
                                                .backing_size = "1G",
                                                .high_watermark = "0.8",

@@ -1,6 +1,6 @@
 // farswap-server: one memory node.
 //
-//   farswap-server [--data-addr HOST:PORT] [--grpc-addr HOST:PORT]
+//   farswap-server [--data-addr HOST:PORT] [--advertise-addr HOST:PORT] [--grpc-addr HOST:PORT]
 //                  [--pool-limit BYTES] [--backing-file PATH] [--backing-size BYTES]
 //                  [--high-watermark F] [--low-watermark F] [--io-threads N]
 //                  [--workers N] [--tenants-file PATH] [--ready-file PATH]
@@ -34,6 +34,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "advertised_address.h"
 #include "farswap/common/cli.h"
 #include "farswap/common/mutex.h"
 #include "farswap/common/status_macros.h"
@@ -52,6 +53,7 @@ constexpr char kMemoryNodeService[] = "farswap.v1.MemoryNode";
 
 struct Flags {
   std::string data_addr = "127.0.0.1:0";
+  std::string advertise_addr;
   std::string grpc_addr = "127.0.0.1:0";
   uint64_t pool_limit = 256ull << 20;
   std::string backing_file;
@@ -75,6 +77,10 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--data-addr", f.data_addr, "data plane HOST:PORT (port 0 picks one)")
       ->type_name("HOST:PORT")
       ->capture_default_str();
+  app.add_option("--advertise-addr", f.advertise_addr,
+                 "data-plane address handed to clients in Attach (default: the bound one; "
+                 "required when --data-addr is 0.0.0.0 or ::; port 0 = the bound port)")
+      ->type_name("HOST:PORT");
   app.add_option("--grpc-addr", f.grpc_addr, "gRPC control plane HOST:PORT")
       ->type_name("HOST:PORT")
       ->capture_default_str();
@@ -141,10 +147,6 @@ absl::Status WriteReadyFile(const std::string& path, const std::string& json) {
     return absl::InternalError(absl::StrCat("--ready-file ", path, ": rename failed"));
   }
   return absl::OkStatus();
-}
-
-std::string StripTcp(const std::string& addr) {
-  return addr.rfind("tcp://", 0) == 0 ? addr.substr(6) : addr;
 }
 
 int Serve(const Flags& f) {
@@ -220,7 +222,9 @@ int Serve(const Flags& f) {
     spdlog::error("cannot start: data plane on {}: {}", f.data_addr, s.ToString());
     return 1;
   }
-  const std::string data_addr = StripTcp(data_plane.address());
+  // What Attach hands out: never an unspecified address (ParseFlags
+  // refused that), so a client never dials itself.
+  const std::string data_addr = AdvertisedDataAddress(data_plane.address(), f.advertise_addr);
 
   // A drain turns the health of farswap.v1.MemoryNode to NOT_SERVING at
   // once (readiness probes, `farswapctl health`), not at the watcher's next
@@ -333,6 +337,10 @@ int main(int argc, char** argv) {
   }
   if (flags.pool_limit < 64 * 1024) {
     return farswap::cli::UsageError(app, "--pool-limit must be >= 64K");
+  }
+  if (absl::Status s = farswap::server::CheckAdvertisable(flags.data_addr, flags.advertise_addr);
+      !s.ok()) {
+    return farswap::cli::UsageError(app, std::string(s.message()));
   }
   if (flags.node_id.empty()) {
     char host[256] = "farswap";

@@ -1,0 +1,485 @@
+// daemonset_test.mjs: the rendered memory-node DaemonSet run the way a
+// kubelet would run it, on real processes (ctest deploy_daemonset_test;
+// deploy/README.md, "Checks").
+//
+//   node daemonset_test.mjs REPO_ROOT BUILD_DIR      (root: network namespaces)
+//
+// It renders deploy/kubernetes/overlays/dev (render.mjs) and, for two pods
+// of the DaemonSet, each in its own network namespace with a pod IP on a
+// bridge in a third ("host") namespace, where the kubelet's probes and the
+// client run:
+//  1. creates the hostPath folder as the kubelet does (DirectoryOrCreate:
+//     root-owned, 0755) and the Secret volume (files of defaultMode, group
+//     fsGroup);
+//  2. runs each init container, then the container: its exact command line
+//     (image ENTRYPOINT from deploy/Dockerfile + args), with the kubelet's
+//     $(VAR) expansion of env and downward-API values (status.podIP,
+//     spec.nodeName, metadata.name/namespace), as the securityContext's user,
+//     groups (fsGroup) and capabilities (setpriv), no new privileges. Paths
+//     under a volume's mountPath become the test's folders; the image's
+//     binaries (COPY --from=build /build/X) become BUILD_DIR/X;
+//  3. waits for the readiness probe and runs the liveness probe, each the
+//     manifest's own grpc probe (port and service) through
+//     grpc_health_probe, against the pod IP;
+//  4. starts a client (drain_client, R=1) with the tenant of the rendered
+//     Secret that stores pages on both nodes (checked in each node's stats);
+//  5. runs pod A's preStop command in pod A as the container's user, bounded
+//     by terminationGracePeriodSeconds, and requires: exit 0, pod A holds no
+//     pages when it returns, pod A's readiness probe fails (draining);
+//  6. sends pod A SIGTERM, as the kubelet does next (clean exit required),
+//     and has the client read every page back, now from pod B only.
+// It fails for a readiness probe asking for the wrong service, a node that
+// hands clients 0.0.0.0, a backing folder the server cannot write, and a
+// preStop that returns before the pages have moved.
+//
+// Exit 0 pass, 1 fail, 77 cannot run here (not root, no `ip`/`setpriv`, no
+// network namespaces): ctest reports it skipped.
+import assert from "node:assert/strict";
+import { execFileSync, spawn } from "node:child_process";
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { expandEnv, flag, parseDockerfile } from "./manifest_lib.mjs";
+import { render } from "./render.mjs";
+
+const [root, buildDir] = process.argv.slice(2);
+if (!root || !buildDir) {
+  console.error("usage: node daemonset_test.mjs REPO_ROOT BUILD_DIR");
+  process.exit(2);
+}
+const OVERLAY = "deploy/kubernetes/overlays/dev";
+const PAGES = 512;
+const TAG = `fswk-${process.pid}`;
+const HOST_NS = `${TAG}-h`;
+const SUBNET = "10.215.0";
+
+function log(msg) {
+  console.log(`[${new Date().toISOString().slice(11, 23)}] ${msg}`);
+}
+
+function skip(why) {
+  console.log(`SKIPPED: ${why}`);
+  process.exit(77);
+}
+
+function which(cmd) {
+  for (const d of ["/usr/sbin", "/sbin", "/usr/bin", "/bin", ...(process.env.PATH ?? "").split(":")]) {
+    if (d && fs.existsSync(path.join(d, cmd))) return path.join(d, cmd);
+  }
+  return null;
+}
+
+function run(argv, opts = {}) {
+  return execFileSync(argv[0], argv.slice(1), { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"], ...opts });
+}
+
+// ---- preconditions -------------------------------------------------------
+if (process.getuid() !== 0) skip("needs root (network namespaces, setpriv)");
+const IP = which("ip");
+const SETPRIV = which("setpriv");
+if (!IP || !SETPRIV) skip("needs `ip` (iproute2) and `setpriv` (util-linux)");
+
+// ---- cleanup, also of runs killed before they could clean up -------------
+const children = new Set();
+const namespaces = [];
+let tmp = null;
+function cleanup() {
+  for (const c of children) {
+    try {
+      process.kill(c.pid, "SIGKILL");
+    } catch {}
+  }
+  for (const ns of namespaces.reverse()) {
+    try {
+      run([IP, "netns", "del", ns]);
+    } catch {}
+  }
+  if (tmp && !process.env.FARSWAP_DEPLOY_TEST_KEEP) fs.rmSync(tmp, { recursive: true, force: true });
+}
+process.on("exit", cleanup);
+for (const sig of ["SIGINT", "SIGTERM"]) process.on(sig, () => process.exit(1));
+function alive(pid) {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+for (const ns of fs.existsSync("/run/netns") ? fs.readdirSync("/run/netns") : []) {
+  const m = /^fswk-(\d+)-/.exec(ns);
+  if (!m || alive(Number(m[1]))) continue;
+  try {
+    run([IP, "netns", "del", ns]);
+  } catch {}
+}
+for (const d of fs.readdirSync(os.tmpdir())) {
+  const m = /^farswap-daemonset-(\d+)-/.exec(d);
+  if (m && !alive(Number(m[1]))) fs.rmSync(path.join(os.tmpdir(), d), { recursive: true, force: true });
+}
+
+// ---- the manifests --------------------------------------------------------
+const resources = render(path.join(root, OVERLAY));
+const ds = resources.find((r) => r.kind === "DaemonSet" && r.metadata.name === "farswap-memory-node");
+assert.ok(ds, `${OVERLAY} renders no DaemonSet farswap-memory-node`);
+const podSpec = ds.spec.template.spec;
+const container = podSpec.containers.find((c) => c.name === "memory-node");
+assert.ok(container, "no container memory-node");
+const grace = podSpec.terminationGracePeriodSeconds ?? 30;
+const { stages, last } = parseDockerfile(path.join(root, "deploy/Dockerfile"));
+
+// imageFiles: what the memory-node image holds at each path, on this
+// machine: the build stage's /build/X is BUILD_DIR/X. An entry of
+// FARSWAP_DEPLOY_TEST_BIN_DIR (optional) replaces a binary of the same name.
+function imageFiles() {
+  const files = new Map();
+  let entrypoint;
+  for (let s = stages[last]; s; s = stages[s.from]) {
+    for (const { src, dst } of s.copies) {
+      const to = dst.endsWith("/") ? dst + path.basename(src) : dst;
+      let local = path.join(buildDir, src.replace(/^\/build\/?/, ""));
+      const override = process.env.FARSWAP_DEPLOY_TEST_BIN_DIR;
+      if (override && fs.existsSync(path.join(override, path.basename(src)))) {
+        local = path.join(override, path.basename(src));
+      }
+      if (!files.has(to)) files.set(to, local);
+    }
+    entrypoint ??= s.entrypoint;
+  }
+  return { files, entrypoint };
+}
+const image = imageFiles();
+
+function secretFiles(name) {
+  const s = resources.find((r) => r.kind === "Secret" && r.metadata.name === name);
+  assert.ok(s, `no Secret ${name}`);
+  const out = { ...(s.stringData ?? {}) };
+  for (const [k, v] of Object.entries(s.data ?? {})) out[k] = Buffer.from(v, "base64").toString();
+  return out;
+}
+
+// ---- a pod ---------------------------------------------------------------
+class Pod {
+  constructor(name, index) {
+    this.name = name;
+    this.ns = `${TAG}-${name}`;
+    this.ip = `${SUBNET}.${10 + index}`;
+    this.node = `worker-${name}`;
+    this.dir = path.join(tmp, name);
+    this.volumes = new Map();  // volume name -> folder on this machine
+    this.log = path.join(this.dir, "memory-node.log");
+  }
+
+  setUpNetwork() {
+    run([IP, "netns", "add", this.ns]);
+    namespaces.push(this.ns);
+    const veth = `v${this.name}`;
+    run([IP, "-n", HOST_NS, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", this.ns]);
+    run([IP, "-n", HOST_NS, "link", "set", veth, "master", "br0", "up"]);
+    run([IP, "-n", this.ns, "addr", "add", `${this.ip}/24`, "dev", "eth0"]);
+    run([IP, "-n", this.ns, "link", "set", "eth0", "up"]);
+    run([IP, "-n", this.ns, "link", "set", "lo", "up"]);
+  }
+
+  // setUpVolumes: hostPath DirectoryOrCreate as the kubelet creates it
+  // (root, 0755), Secret volumes as files of defaultMode owned by fsGroup.
+  setUpVolumes() {
+    fs.mkdirSync(this.dir, { recursive: true, mode: 0o755 });
+    for (const v of podSpec.volumes ?? []) {
+      const dir = path.join(this.dir, "volumes", v.name);
+      if (v.hostPath) {
+        assert.equal(v.hostPath.type, "DirectoryOrCreate", `volume ${v.name}: hostPath type`);
+        fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+        fs.chmodSync(dir, 0o755);
+      } else if (v.secret) {
+        fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+        const mode = v.secret.defaultMode ?? 0o644;
+        for (const [k, text] of Object.entries(secretFiles(v.secret.secretName))) {
+          const f = path.join(dir, k);
+          fs.writeFileSync(f, text);
+          fs.chmodSync(f, mode);
+          fs.chownSync(f, 0, podSpec.securityContext?.fsGroup ?? 0);
+        }
+      } else {
+        throw new Error(`volume ${v.name}: only hostPath and secret volumes are emulated`);
+      }
+      this.volumes.set(v.name, dir);
+    }
+    for (let d = this.dir; d !== path.dirname(d) && d.startsWith(tmp); d = path.dirname(d)) {
+      fs.chmodSync(d, 0o755);
+    }
+  }
+
+  // env: the container's environment, downward-API values substituted.
+  env(c) {
+    const out = [];
+    for (const e of c.env ?? []) {
+      if (e.value !== undefined) {
+        out.push({ name: e.name, value: expandEnv(e.value, out) });
+        continue;
+      }
+      const field = e.valueFrom?.fieldRef?.fieldPath;
+      const values = {
+        "status.podIP": this.ip,
+        "spec.nodeName": this.node,
+        "metadata.name": `farswap-memory-node-${this.name}`,
+        "metadata.namespace": ds.metadata.namespace,
+      };
+      assert.ok(field in values, `env ${e.name}: valueFrom ${JSON.stringify(e.valueFrom)} is not emulated`);
+      out.push({ name: e.name, value: values[field] });
+    }
+    return out;
+  }
+
+  // localPath maps a path inside the container to this machine.
+  localPath(c, s) {
+    for (const m of c.volumeMounts ?? []) {
+      s = s.split(m.mountPath).join(this.volumes.get(m.name));
+    }
+    for (const [inImage, local] of image.files) {
+      if (s === inImage) return local;
+    }
+    return s;
+  }
+
+  // argv: setpriv with the container's identity, then its command line.
+  argv(c, command) {
+    const env = this.env(c);
+    const sc = { ...(podSpec.securityContext ?? {}), ...(c.securityContext ?? {}) };
+    const uid = sc.runAsUser ?? 0;
+    const gid = sc.runAsGroup ?? 0;
+    const groups = podSpec.securityContext?.fsGroup !== undefined ? [podSpec.securityContext.fsGroup] : [];
+    const add = (sc.capabilities?.add ?? []).map((x) => `+${x.toLowerCase()}`);
+    assert.deepEqual(sc.capabilities?.drop, ["ALL"], `${c.name}: emulation assumes capabilities.drop [ALL]`);
+    const priv = [SETPRIV, "--reuid", String(uid), "--regid", String(gid)];
+    priv.push(...(groups.length ? ["--groups", groups.join(",")] : ["--clear-groups"]));
+    priv.push("--inh-caps", "-all", "--bounding-set", ["-all", ...add].join(","));
+    if (sc.allowPrivilegeEscalation === false) priv.push("--no-new-privs");
+    // Dies with this test, even when it is killed (set after the uid change).
+    priv.push("--pdeathsig", "SIGKILL");
+    const cmd = command.map((a) => this.localPath(c, expandEnv(a, env)));
+    return [IP, "netns", "exec", this.ns, ...priv, "--", ...cmd];
+  }
+
+  containerCommand(c) {
+    return [...(c.command ?? image.entrypoint), ...(c.args ?? [])];
+  }
+
+  runInitContainers() {
+    for (const c of podSpec.initContainers ?? []) {
+      const argv = this.argv(c, this.containerCommand(c));
+      try {
+        run(argv, { timeout: 30000 });
+      } catch (e) {
+        throw new Error(`${this.name}: init container ${c.name} failed: ${e.stderr ?? e.message}`);
+      }
+      log(`${this.name}: init container ${c.name} done`);
+    }
+  }
+
+  start() {
+    const argv = this.argv(container, this.containerCommand(container));
+    log(`${this.name}: ${argv.slice(argv.indexOf("--") + 1).join(" ")}`);
+    const out = fs.openSync(this.log, "a");
+    this.proc = spawn(argv[0], argv.slice(1), { stdio: ["ignore", out, out] });
+    children.add(this.proc);
+    this.exit = new Promise((resolve) =>
+      this.proc.on("exit", (code, signal) => {
+        children.delete(this.proc);
+        resolve({ code, signal });
+      }),
+    );
+    this.exited = null;
+    this.exit.then((e) => (this.exited = e));
+  }
+
+  serverLog() {
+    return fs.existsSync(this.log) ? fs.readFileSync(this.log, "utf8") : "";
+  }
+
+  grpcPort() {
+    return container.ports.find((p) => p.name === "grpc").containerPort;
+  }
+}
+
+// probe runs a grpc probe of the manifest against a pod, from the host
+// namespace (the kubelet's), with the probe's timeoutSeconds (default 1).
+async function probe(pod, p) {
+  assert.ok(p?.grpc, "only grpc probes are emulated");
+  const argv = [
+    IP, "netns", "exec", HOST_NS, path.join(buildDir, "tests/deploy/grpc_health_probe"),
+    `${pod.ip}:${p.grpc.port}`, p.grpc.service ?? "", String((p.timeoutSeconds ?? 1) * 1000),
+  ];
+  try {
+    return { ok: true, out: run(argv).trim() };
+  } catch (e) {
+    return { ok: false, out: (e.stdout ?? e.message).trim() };
+  }
+}
+
+async function waitFor(what, seconds, fn) {
+  const deadline = Date.now() + seconds * 1000;
+  let last;
+  for (;;) {
+    last = await fn();
+    if (last.ok) return last;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${seconds} s (last: ${last.out})`);
+    // A probe period, shortened: the condition is in another process.
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function nodeStats(pod) {
+  const ctl = image.files.get("/usr/local/bin/farswapctl");
+  const out = run([IP, "netns", "exec", HOST_NS, ctl, "--node", `${pod.ip}:${pod.grpcPort()}`, "stats", "--json"]);
+  return JSON.parse(out);
+}
+
+function storedPages(pod) {
+  return Number(nodeStats(pod).node?.stored_pages ?? 0);
+}
+
+// ---- the client -----------------------------------------------------------
+class DrainClient {
+  constructor(pods) {
+    const [line] = secretFiles("farswap-tenants").tenants.split("\n").filter((l) => l && !l.startsWith("#"));
+    const [tenant, secret] = line.split(":");
+    const argv = [
+      IP, "netns", "exec", HOST_NS, SETPRIV, "--pdeathsig", "SIGKILL", "--",
+      path.join(buildDir, "tests/deploy/drain_client"),
+      "--nodes", pods.map((p) => `${p.ip}:${p.grpcPort()}`).join(","),
+      "--tenant", tenant, "--secret", secret, "--pages", String(PAGES),
+    ];
+    this.proc = spawn(argv[0], argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
+    children.add(this.proc);
+    this.lines = [];
+    this.stderr = "";
+    this.waiters = [];
+    let buf = "";
+    this.proc.stdout.on("data", (d) => {
+      buf += d;
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        const line = buf.slice(0, i);
+        // The client library may log to stdout too: results are the JSON lines.
+        if (line.startsWith("{")) this.lines.push(JSON.parse(line));
+        else this.stderr += `${line}\n`;
+        buf = buf.slice(i + 1);
+        this.waiters.splice(0).forEach((w) => w());
+      }
+    });
+    this.proc.stderr.on("data", (d) => (this.stderr += d));
+    this.proc.on("exit", (code) => {
+      this.code = code;
+      children.delete(this.proc);
+      this.waiters.splice(0).forEach((w) => w());
+    });
+  }
+
+  async next(seconds) {
+    const deadline = Date.now() + seconds * 1000;
+    while (this.lines.length === 0) {
+      if (this.code !== undefined) throw new Error(`drain_client exited ${this.code}: ${this.stderr}`);
+      if (Date.now() > deadline) throw new Error(`drain_client said nothing within ${seconds} s: ${this.stderr}`);
+      await new Promise((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 1000);
+      });
+    }
+    return this.lines.shift();
+  }
+}
+
+// ---- the test -------------------------------------------------------------
+async function main() {
+  tmp = fs.mkdtempSync(path.join(os.tmpdir(), `farswap-daemonset-${process.pid}-`));
+  fs.chmodSync(tmp, 0o755);
+  try {
+    run([IP, "netns", "add", HOST_NS]);
+  } catch (e) {
+    skip(`cannot create a network namespace: ${e.stderr ?? e.message}`);
+  }
+  namespaces.push(HOST_NS);
+  run([IP, "-n", HOST_NS, "link", "set", "lo", "up"]);
+  run([IP, "-n", HOST_NS, "link", "add", "br0", "type", "bridge"]);
+  run([IP, "-n", HOST_NS, "addr", "add", `${SUBNET}.1/24`, "dev", "br0"]);
+  run([IP, "-n", HOST_NS, "link", "set", "br0", "up"]);
+
+  const pods = [new Pod("a", 1), new Pod("b", 2)];
+  for (const pod of pods) {
+    pod.setUpNetwork();
+    pod.setUpVolumes();
+    pod.runInitContainers();
+    pod.start();
+  }
+  for (const pod of pods) {
+    try {
+      await waitFor(`${pod.name}: readiness probe`, 30, async () => {
+        if (pod.exited) throw new Error(`exited ${JSON.stringify(pod.exited)}`);
+        return probe(pod, container.readinessProbe);
+      });
+    } catch (e) {
+      throw new Error(`${e.message}\n--- ${pod.name} log ---\n${pod.serverLog()}`);
+    }
+    const live = await probe(pod, container.livenessProbe);
+    assert.ok(live.ok, `${pod.name}: liveness probe: ${live.out}`);
+    log(`${pod.name} (${pod.ip}): ready and live`);
+  }
+
+  const client = new DrainClient(pods);
+  assert.deepEqual(await client.next(60), { stored: PAGES }, "client stored its pages");
+  const before = pods.map(storedPages);
+  log(`pages stored: a ${before[0]}, b ${before[1]}`);
+  assert.equal(before[0] + before[1], PAGES, "the nodes hold every page, once");
+  assert.ok(before[0] > 0 && before[1] > 0, "the client stored pages on both nodes");
+
+  // The kubelet stops pod a: preStop first, bounded by the grace period.
+  const [a, b] = pods;
+  const preStop = container.lifecycle.preStop.exec.command;
+  const argv = a.argv(container, preStop);
+  log(`a: preStop ${preStop.join(" ")}`);
+  const t0 = Date.now();
+  let preStopOut;
+  try {
+    preStopOut = run(argv, { timeout: grace * 1000 });
+  } catch (e) {
+    throw new Error(
+      `a: preStop failed after ${((Date.now() - t0) / 1000).toFixed(1)} s ` +
+        `(status ${e.status}, signal ${e.signal}): ${e.stdout ?? ""}${e.stderr ?? e.message}`,
+    );
+  }
+  const preStopSeconds = (Date.now() - t0) / 1000;
+  log(`a: preStop returned after ${preStopSeconds.toFixed(1)} s: ${preStopOut.trim()}`);
+  const left = storedPages(a);
+  assert.equal(left, 0, `a: preStop returned with ${left} pages still on the node (they would be lost)`);
+  const ready = await probe(a, container.readinessProbe);
+  assert.ok(!ready.ok, `a: readiness probe still passes while draining (${ready.out})`);
+
+  // Then SIGTERM, and what is left of the grace period to exit.
+  a.proc.kill("SIGTERM");
+  const remaining = Math.max(2, grace - preStopSeconds);
+  const exit = await Promise.race([a.exit, new Promise((r) => setTimeout(() => r(null), remaining * 1000))]);
+  assert.ok(exit, `a: still running ${remaining.toFixed(0)} s after SIGTERM`);
+  assert.deepEqual(exit, { code: 0, signal: null }, `a: exit after SIGTERM\n${a.serverLog()}`);
+  log("a: stopped cleanly");
+
+  const afterB = storedPages(b);
+  assert.ok(afterB >= PAGES, `b holds ${afterB} pages, fewer than the ${PAGES} stored`);
+  client.proc.stdin.write("verify\n");
+  const result = await client.next(120);
+  assert.deepEqual(
+    { verified: result.verified, lost: result.lost, wrong: result.wrong },
+    { verified: PAGES, lost: 0, wrong: 0 },
+    `client read-back (${result.first_error})`,
+  );
+  log(`client: all ${PAGES} pages read back intact from b`);
+}
+
+try {
+  await main();
+  console.log("PASS deploy_daemonset_test");
+  process.exit(0);
+} catch (e) {
+  console.log(`FAIL deploy_daemonset_test: ${e.message}`);
+  process.exit(1);
+}
