@@ -5,6 +5,7 @@
 //                  [--high-watermark F] [--low-watermark F] [--io-threads N]
 //                  [--workers N] [--tenants-file PATH] [--ready-file PATH]
 //                  [--session-idle-timeout SECONDS] [--node-id NAME] [--log-level LEVEL]
+//                  [--metrics-addr HOST:PORT]
 //
 // README.md ("farswap-server") documents every flag. The node serves the
 // data plane (transport/README.md) on --data-addr and the gRPC control
@@ -32,6 +33,7 @@
 #include "farswap/common/status_macros.h"
 #include "farswap/server/block_device.h"
 #include "farswap/server/data_plane.h"
+#include "farswap/server/node_metrics.h"
 #include "farswap/server/node_service.h"
 #include "farswap/server/page_store.h"
 #include "farswap/server/tenant_registry.h"
@@ -63,6 +65,7 @@ constexpr char kUsage[] =
     "  --ready-file PATH         write {\"data_addr\",\"grpc_addr\",\"pid\"} JSON once listening\n"
     "  --node-id NAME            name in stats and logs (default: hostname)\n"
     "  --log-level LEVEL         trace|debug|info|warn|error (default info)\n"
+    "  --metrics-addr HOST:PORT  serve Prometheus /metrics there (default: off; port 0 picks one)\n"
     "  --test-corrupt-loads      TEST ONLY: flip a bit in every LOAD reply's payload, to\n"
     "                            exercise clients' checksum verification and failover\n";
 
@@ -83,6 +86,7 @@ struct Flags {
   std::string node_id;
   std::string log_level = "info";
   bool test_corrupt_loads = false;
+  std::string metrics_addr;  // Prometheus /metrics; empty = off
 };
 
 absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
@@ -91,7 +95,7 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
                           {"data-addr", "grpc-addr", "pool-limit", "backing-file", "backing-size",
                            "high-watermark", "low-watermark", "io-threads", "workers",
                            "busy-poll-us", "tenants-file", "session-idle-timeout", "ready-file",
-                           "node-id", "log-level", "test-corrupt-loads"},
+                           "node-id", "log-level", "test-corrupt-loads", "metrics-addr"},
                           {"test-corrupt-loads"}));
   Flags f;
   f.data_addr = a.Get("data-addr", f.data_addr);
@@ -120,6 +124,7 @@ absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
   f.ready_file = a.Get("ready-file");
   f.log_level = a.Get("log-level", f.log_level);
   f.test_corrupt_loads = a.Has("test-corrupt-loads");
+  f.metrics_addr = a.Get("metrics-addr");
   char host[256] = "farswap";
   gethostname(host, sizeof host - 1);
   f.node_id = a.Get("node-id", host);
@@ -225,8 +230,9 @@ int Serve(const Flags& f) {
   }
   const std::string data_addr = StripTcp(data_plane.address());
 
-  MemoryNodeService service(store->get(), &*tenants,
-                            {.node_id = f.node_id, .data_addr = data_addr, .limits = limits});
+  MemoryNodeService service(
+      store->get(), &*tenants,
+      {.node_id = f.node_id, .data_addr = data_addr, .limits = limits, .data_plane = &data_plane});
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -247,10 +253,25 @@ int Serve(const Flags& f) {
   health->SetServingStatus(kMemoryNodeService, true);
   spdlog::info("node {} ready: data plane {}, gRPC {}, pool limit {} bytes", f.node_id, data_addr,
                grpc_addr, f.pool_limit);
+  // Prometheus /metrics (node_metrics.h): declared after what it reads, so
+  // it stops first.
+  absl::StatusOr<std::unique_ptr<MetricsEndpoint>> metrics =
+      StartNodeMetrics(f.metrics_addr, {.store = store->get(),
+                                        .tenants = &*tenants,
+                                        .data_plane = &data_plane,
+                                        .node_id = f.node_id});
+  if (!metrics.ok()) {
+    spdlog::error("cannot start: --metrics-addr: {}", metrics.status().ToString());
+    return 1;
+  }
+  if (*metrics) spdlog::info("metrics on http://{}/metrics", (*metrics)->address());
   if (!f.ready_file.empty()) {
     absl::Status s = WriteReadyFile(
-        f.ready_file, absl::StrCat("{\"data_addr\": \"", data_addr, "\", \"grpc_addr\": \"",
-                                   grpc_addr, "\", \"pid\": ", getpid(), "}"));
+        f.ready_file,
+        absl::StrCat(
+            "{\"data_addr\": \"", data_addr, "\", \"grpc_addr\": \"", grpc_addr, "\"",
+            *metrics ? absl::StrCat(", \"metrics_addr\": \"", (*metrics)->address(), "\"") : "",
+            ", \"pid\": ", getpid(), "}"));
     if (!s.ok()) {
       spdlog::error("cannot start: {}", s.ToString());
       return 1;
