@@ -493,10 +493,12 @@ std::optional<FrameHeader> DataPlaneServer::Handle(uint32_t tenant, const FrameH
                                                    std::vector<uint8_t>* out, Wait wait) {
   // Two clock reads (vDSO, tens of ns) and two relaxed adds per STORE or
   // LOAD: cheap beside the page-store call they time.
-  const auto start = std::chrono::steady_clock::now();
+  const bool timed = request.opcode == Opcode::kStore || request.opcode == Opcode::kLoad;
+  const auto start =
+      timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   std::optional<FrameHeader> reply = HandleOp(tenant, request, payload, out, wait);
   if (!reply.has_value()) return reply;  // would block: counted when it runs
-  if (request.opcode == Opcode::kStore || request.opcode == Opcode::kLoad) {
+  if (timed) {
     const absl::Duration took = absl::FromChrono(std::chrono::steady_clock::now() - start);
     (request.opcode == Opcode::kStore ? store_latency_ : load_latency_).Record(took);
   }
