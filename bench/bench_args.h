@@ -1,11 +1,14 @@
-// bench_args.h: the JSON writer and statistics farswap-bench's subcommands
-// share (flags: farswap/common/cli.h).
+// bench_args.h: what farswap-bench's subcommands share: how a subcommand
+// plugs into the command line (CLI11, farswap/common/cli.h), the JSON
+// object each prints (nlohmann-json underneath), and statistics.
 #ifndef FARSWAP_BENCH_BENCH_ARGS_H_
 #define FARSWAP_BENCH_BENCH_ARGS_H_
 
 #include <cstdint>
 #include <cstdio>
+#include <functional>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 #include <vector>
@@ -16,9 +19,25 @@
 
 namespace farswap::bench {
 
-using ::farswap::Args;
+// CommandRunner runs a subcommand once the command line is parsed into the
+// flags its Add*Command bound; returns the exit status.
+using CommandRunner = std::function<int()>;
 
-// Json builds one JSON object (flat, or with nested objects) as text.
+// Each Add*Command adds one subcommand (and its flags) to farswap-bench's
+// App and returns what runs it.
+CommandRunner AddPoolCommand(CLI::App& app);
+CommandRunner AddNodeCommand(CLI::App& app);
+CommandRunner AddE2eCommand(CLI::App& app);
+CommandRunner AddRegionCommand(CLI::App& app);
+CommandRunner AddChaosCommand(CLI::App& app);
+
+// ExitStatusFor: kUsageExitStatus for INVALID_ARGUMENT (a bad flag value
+// found after parsing), else 1. Prints "farswap-bench <command>: <status>".
+int ExitStatusFor(const std::string& command, const absl::Status& status);
+
+// Json builds one JSON object, keys in insertion order, with nlohmann-json.
+// Numbers from Num keep 6 significant digits (what benchmark noise allows);
+// a non-finite one is null. A value type.
 class Json {
  public:
   Json& Num(const std::string& key, double v);
@@ -27,11 +46,12 @@ class Json {
   Json& Str(const std::string& key, const std::string& v);
   Json& Obj(const std::string& key, const Json& v);
   Json& StrList(const std::string& key, const std::vector<std::string>& v);
-  Json& Raw(const std::string& key, const std::string& json);
-  std::string ToString() const;
+  Json& ObjList(const std::string& key, const std::vector<Json>& v);
+  const nlohmann::ordered_json& value() const { return value_; }
+  std::string ToString() const { return value_.dump(); }
 
  private:
-  std::vector<std::pair<std::string, std::string>> fields_;
+  nlohmann::ordered_json value_ = nlohmann::ordered_json::object();
 };
 
 // InFlightWindow keeps at most `depth` asynchronous operations of one

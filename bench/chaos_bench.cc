@@ -6,16 +6,16 @@
 // 0), 1 when something was or the run could not start, 2 for bad flags.
 // SIGINT/SIGTERM end the run early; the namespaces and mounts are removed.
 #include <signal.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <iostream>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "bench_args.h"
 #include "chaos_run.h"
 #include "farswap/common/status_macros.h"
+#include "server_binary.h"
 
 namespace farswap::bench {
 namespace {
@@ -91,40 +91,27 @@ std::string ReportJson(const ChaosReport& r) {
   return j.ToString();
 }
 
-absl::StatusOr<ChaosReport> Run(int argc, char** argv) {
-  FARSWAP_ASSIGN_OR_RETURN(
-      Args args, Args::Parse(argc, argv,
-                             {"minutes", "seconds", "nodes", "replicas", "faults", "seed",
-                              "failure-timeout-ms", "region-size", "region-budget", "client-pages",
-                              "threads", "json"},
-                             {"json"}));
-  ChaosOptions o;
-  FARSWAP_ASSIGN_OR_RETURN(double minutes, args.GetDouble("minutes", 2));
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t seconds, args.GetUint("seconds", 0));
-  o.duration = seconds ? absl::Seconds(int64_t(seconds)) : absl::Seconds(minutes * 60);
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t nodes, args.GetUint("nodes", 3));
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t replicas, args.GetUint("replicas", 2));
-  if (nodes < 1 || nodes > 16) return absl::InvalidArgumentError("--nodes: 1..16");
-  if (replicas < 1 || replicas > nodes) {
-    return absl::InvalidArgumentError("--replicas: 1..the number of nodes");
-  }
-  o.nodes = int(nodes);
-  o.replicas = int(replicas);
-  FARSWAP_ASSIGN_OR_RETURN(o.faults, chaos::ParseFaultKinds(args.Get("faults", "all")));
-  FARSWAP_ASSIGN_OR_RETURN(o.seed, args.GetUint("seed", 1));
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t timeout_ms, args.GetUint("failure-timeout-ms", 1000));
-  if (timeout_ms < 100) return absl::InvalidArgumentError("--failure-timeout-ms: at least 100");
-  o.timing.failure_timeout = absl::Milliseconds(int64_t(timeout_ms));
-  FARSWAP_ASSIGN_OR_RETURN(o.region_bytes, args.GetBytes("region-size", o.region_bytes));
-  FARSWAP_ASSIGN_OR_RETURN(o.region_budget, args.GetBytes("region-budget", o.region_budget));
-  FARSWAP_ASSIGN_OR_RETURN(o.client_pages, args.GetUint("client-pages", o.client_pages));
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t threads, args.GetUint("threads", 1));
-  if (threads < 1 || threads > 64) return absl::InvalidArgumentError("--threads: 1..64");
-  o.region_threads = o.client_threads = int(threads);
+struct ChaosFlags {
+  ChaosOptions options;
+  double minutes = 2;
+  uint64_t seconds = 0;
+  std::string faults = "all";
+  uint64_t failure_timeout_ms = 1000;
+  int threads = 1;
+  std::string server_bin;
+  bool json = false;
+};
+
+absl::StatusOr<ChaosReport> Run(const ChaosFlags& f) {
+  ChaosOptions o = f.options;
+  o.duration = f.seconds ? absl::Seconds(int64_t(f.seconds)) : absl::Seconds(f.minutes * 60);
+  if (o.replicas > o.nodes) return absl::InvalidArgumentError("--replicas: 1..the number of nodes");
+  FARSWAP_ASSIGN_OR_RETURN(o.faults, chaos::ParseFaultKinds(f.faults));
+  o.timing.failure_timeout = absl::Milliseconds(int64_t(f.failure_timeout_ms));
+  o.region_threads = o.client_threads = f.threads;
+  FARSWAP_ASSIGN_OR_RETURN(o.server_binary, testing::FindServerBinary(f.server_bin));
   o.log = [](const std::string& line) { std::cerr << line << std::endl; };
   o.interrupted = &interrupted;
-  // The client logs node events; stdout is for the JSON object only.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("farswap-bench"));
   struct sigaction sa {};
   sa.sa_handler = OnSignal;
   sigaction(SIGINT, &sa, nullptr);
@@ -134,14 +121,57 @@ absl::StatusOr<ChaosReport> Run(int argc, char** argv) {
 
 }  // namespace
 
-int ChaosMain(int argc, char** argv) {
-  absl::StatusOr<ChaosReport> r = Run(argc, argv);
-  if (!r.ok()) {
-    std::cerr << "farswap-bench chaos: " << r.status().message() << "\n";
-    return r.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
-  std::cout << ReportJson(*r) << "\n";
-  return r->passed() && !r->interrupted ? 0 : 1;
+CommandRunner AddChaosCommand(CLI::App& app) {
+  auto f = std::make_shared<ChaosFlags>();
+  CLI::App* cmd = app.add_subcommand(
+      "chaos", "verified workloads while faults hit N nodes (root: network namespaces)");
+  cmd->add_option("--minutes", f->minutes, "run length")
+      ->type_name("N")
+      ->check(cli::Finite())
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  cmd->add_option("--seconds", f->seconds, "run length (instead of --minutes)")
+      ->type_name("N")
+      ->check(cli::NonNegative());
+  cmd->add_option("--nodes", f->options.nodes, "memory nodes")
+      ->check(CLI::Range(1, 16))
+      ->capture_default_str();
+  cmd->add_option("--replicas", f->options.replicas, "copies of each page")
+      ->type_name("R")
+      ->check(CLI::Range(1, 16))
+      ->capture_default_str();
+  cmd->add_option("--faults", f->faults, "fault kinds to inject (README.md lists them)")
+      ->type_name("all|K,...")
+      ->capture_default_str();
+  cmd->add_option("--seed", f->options.seed, "seed of the fault schedule and workloads")
+      ->check(cli::NonNegative())
+      ->capture_default_str();
+  cmd->add_option("--failure-timeout-ms", f->failure_timeout_ms, "the client's failure timeout")
+      ->check(CLI::Range(uint64_t{100}, uint64_t{3600} * 1000))
+      ->capture_default_str();
+  cmd->add_option("--region-size", f->options.region_bytes, "the region, K/M/G suffixes")
+      ->transform(cli::Bytes());
+  cmd->add_option("--region-budget", f->options.region_budget,
+                  "the region's local budget, K/M/G suffixes")
+      ->transform(cli::Bytes());
+  cmd->add_option("--client-pages", f->options.client_pages, "pages of the Client workload")
+      ->check(cli::NonNegative())
+      ->capture_default_str();
+  cmd->add_option("--threads", f->threads, "threads of each workload")
+      ->type_name("T")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd->add_option("--server-bin", f->server_bin,
+                  "the farswap-server to run (default: beside this program, then the build "
+                  "tree, then PATH)")
+      ->type_name("PATH");
+  cmd->add_flag("--json", f->json, "accepted for compatibility (the output is always JSON)");
+  return [f] {
+    absl::StatusOr<ChaosReport> r = Run(*f);
+    if (!r.ok()) return ExitStatusFor("chaos", r.status());
+    std::cout << ReportJson(*r) << "\n";
+    return r->passed() && !r->interrupted ? 0 : 1;
+  };
 }
 
 }  // namespace farswap::bench

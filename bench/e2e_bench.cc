@@ -5,13 +5,13 @@
 // verified — optionally with one node SIGKILLed part-way, and optionally
 // side by side with memcached. Prints one JSON object (README.md).
 #include <grpcpp/grpcpp.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstring>
 #include <iostream>
+#include <memory>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -23,6 +23,7 @@
 #include "farswap/common/status_macros.h"
 #include "farswap/v1/memory_node.grpc.pb.h"
 #include "memcached_driver.h"
+#include "server_binary.h"
 #include "server_process.h"
 
 namespace farswap::bench {
@@ -33,54 +34,32 @@ using Clock = std::chrono::steady_clock;
 struct E2eFlags {
   uint64_t spawn = 0;
   std::vector<std::string> nodes;
+  std::string server_bin;
   std::string corpus;
   int replicas = 0;
+  std::string codec_name = "lz4";
   Codec codec = Codec::kLz4;
   int threads = 2;
   int depth = 32;
-  double kill_after = -1;
+  std::optional<double> kill_after;
+  std::string compare;
   bool compare_memcached = false;
   std::string pool_limit = "512M";
+  bool json = false;
 };
 
-absl::StatusOr<E2eFlags> ParseE2e(int argc, char** argv) {
-  FARSWAP_ASSIGN_OR_RETURN(
-      Args a, Args::Parse(argc, argv,
-                          {"spawn", "nodes", "corpus", "replicas", "codec", "threads", "depth",
-                           "kill-one-after", "compare", "json", "pool-limit"},
-                          {"json"}));
-  E2eFlags f;
-  FARSWAP_ASSIGN_OR_RETURN(f.spawn, a.GetUint("spawn", 0));
-  if (a.Has("nodes")) f.nodes = absl::StrSplit(a.Get("nodes"), ',', absl::SkipEmpty());
+// CheckE2e checks what one flag says about another, and fills codec and
+// compare_memcached.
+absl::Status CheckE2e(E2eFlags& f) {
   if ((f.spawn == 0) == f.nodes.empty()) {
     return absl::InvalidArgumentError("give exactly one of --spawn N or --nodes ADDR,...");
   }
-  if (f.spawn > 32) return absl::InvalidArgumentError("--spawn: at most 32 nodes");
-  f.corpus = a.Get("corpus");
-  if (f.corpus.empty()) return absl::InvalidArgumentError("--corpus FILE[,FILE...] is required");
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t r, a.GetUint("replicas", 0));
-  f.replicas = int(r);
-  FARSWAP_ASSIGN_OR_RETURN(f.codec, ParseCodec(a.Get("codec", "lz4")));
-  if (f.codec == Codec::kNone) return absl::InvalidArgumentError("--codec: lz4 or zstd");
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t t, a.GetUint("threads", 2));
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t d, a.GetUint("depth", 32));
-  if (t < 1 || t > 256 || d < 1 || d > 4096) {
-    return absl::InvalidArgumentError("--threads must be 1..256 and --depth 1..4096");
+  FARSWAP_ASSIGN_OR_RETURN(f.codec, ParseCodec(f.codec_name));
+  if (f.kill_after && f.spawn < 2) {
+    return absl::InvalidArgumentError("--kill-one-after F needs --spawn >= 2");
   }
-  f.threads = int(t);
-  f.depth = int(d);
-  FARSWAP_ASSIGN_OR_RETURN(f.kill_after, a.GetDouble("kill-one-after", -1));
-  if (a.Has("kill-one-after") && (f.kill_after < 0 || f.kill_after > 1 || f.spawn < 2)) {
-    return absl::InvalidArgumentError("--kill-one-after F needs 0 <= F <= 1 and --spawn >= 2");
-  }
-  if (a.Has("compare")) {
-    if (a.Get("compare") != "memcached") {
-      return absl::InvalidArgumentError("--compare: only 'memcached' is supported");
-    }
-    f.compare_memcached = true;
-  }
-  f.pool_limit = a.Get("pool-limit", f.pool_limit);
-  return f;
+  f.compare_memcached = f.compare == "memcached";
+  return absl::OkStatus();
 }
 
 uint64_t NodeMemUsed(const std::string& grpc_addr) {
@@ -99,8 +78,10 @@ absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
   std::vector<std::unique_ptr<testing::ServerProcess>> spawned;
   std::vector<std::string> addrs = f.nodes;
   for (uint64_t i = 0; i < f.spawn; ++i) {
+    FARSWAP_ASSIGN_OR_RETURN(std::string server, testing::FindServerBinary(f.server_bin));
     FARSWAP_ASSIGN_OR_RETURN(
-        auto p, testing::ServerProcess::Start({.pool_limit = f.pool_limit, .backing_size = ""}));
+        auto p, testing::ServerProcess::Start(
+                    {.pool_limit = f.pool_limit, .backing_size = "", .binary = server}));
     addrs.push_back(p->grpc_addr());
     spawned.push_back(std::move(p));
   }
@@ -112,7 +93,7 @@ absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
   o.health_interval = absl::Milliseconds(200);
   FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<Client> client, Client::Connect(o));
 
-  const size_t kill_at = f.kill_after >= 0 ? size_t(f.kill_after * double(n)) : SIZE_MAX;
+  const size_t kill_at = f.kill_after ? size_t(*f.kill_after * double(n)) : SIZE_MAX;
   std::atomic<size_t> issued{0};
   std::atomic<uint64_t> store_errors{0}, lost{0}, bad{0};
   std::string first_error;
@@ -221,7 +202,7 @@ absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
       .Int("failovers", st.failovers)
       .Int("rereplicated_slabs", st.rereplicated_slabs)
       .Int("under_replicated_slabs", st.under_replicated_slabs);
-  if (f.kill_after >= 0) j.Num("killed_after_fraction", f.kill_after);
+  if (f.kill_after) j.Num("killed_after_fraction", *f.kill_after);
   if (!first_error.empty()) j.Str("first_error", first_error);
   client.reset();
   spawned.clear();
@@ -234,21 +215,54 @@ absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
 
 }  // namespace
 
-int E2eMain(int argc, char** argv) {
-  // stdout carries exactly one JSON object; the client's logs go to stderr.
-  spdlog::set_default_logger(spdlog::stderr_color_mt("farswap-bench"));
-  absl::StatusOr<E2eFlags> f = ParseE2e(argc, argv);
-  if (!f.ok()) {
-    std::cerr << "farswap-bench e2e: " << f.status().message() << "\n";
-    return 1;
-  }
-  absl::StatusOr<Json> j = RunE2e(*f);
-  if (!j.ok()) {
-    std::cerr << "farswap-bench e2e: " << j.status() << "\n";
-    return 1;
-  }
-  std::cout << j->ToString() << std::endl;
-  return 0;
+CommandRunner AddE2eCommand(CLI::App& app) {
+  auto f = std::make_shared<E2eFlags>();
+  CLI::App* cmd =
+      app.add_subcommand("e2e", "a page corpus through farswap::Client and N memory nodes");
+  cmd->add_option("--spawn", f->spawn, "start N farswap-server processes on loopback")
+      ->type_name("N")
+      ->check(CLI::Range(1, 32));
+  cmd->add_option("--nodes", f->nodes, "running nodes' gRPC addresses (or --spawn)")
+      ->type_name("ADDR,...")
+      ->delimiter(',');
+  cmd->add_option("--server-bin", f->server_bin,
+                  "the farswap-server --spawn runs (default: beside this program, then the "
+                  "build tree, then PATH)")
+      ->type_name("PATH");
+  cmd->add_option("--corpus", f->corpus, "page corpora (*.pages.zst)")
+      ->type_name("FILE[,FILE...]")
+      ->required();
+  cmd->add_option("--replicas", f->replicas, "copies of each page (default: the client's)")
+      ->type_name("R")
+      ->check(CLI::Range(0, 32));
+  cmd->add_option("--codec", f->codec_name, "page codec")
+      ->check(CLI::IsMember({"lz4", "zstd"}))
+      ->capture_default_str();
+  cmd->add_option("--threads", f->threads, "client threads")
+      ->type_name("T")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  cmd->add_option("--depth", f->depth, "pages per batch and thread")
+      ->type_name("D")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  cmd->add_option("--kill-one-after", f->kill_after,
+                  "SIGKILL one spawned node after this fraction of the stores")
+      ->type_name("FRACTION")
+      ->check(cli::Fraction());
+  cmd->add_option("--compare", f->compare, "also run the corpus through memcached")
+      ->check(CLI::IsMember({"memcached"}));
+  cmd->add_option("--pool-limit", f->pool_limit, "the spawned nodes' --pool-limit")
+      ->check(cli::Bytes())
+      ->capture_default_str();
+  cmd->add_flag("--json", f->json, "accepted for compatibility (the output is always JSON)");
+  return [f] {
+    if (absl::Status s = CheckE2e(*f); !s.ok()) return ExitStatusFor("e2e", s);
+    absl::StatusOr<Json> j = RunE2e(*f);
+    if (!j.ok()) return ExitStatusFor("e2e", j.status());
+    std::cout << j->ToString() << std::endl;
+    return 0;
+  };
 }
 
 }  // namespace farswap::bench

@@ -2,10 +2,10 @@
 // one memory node, over N data-plane connections with D requests in flight
 // on each. Prints one JSON object (see README.md).
 //
-// --spawn starts a farswap-server (this build's, via tests/util ServerProcess) on loopback port 0
-// with
-// --pool-limit and a temporary backing file, and stops it at exit; --node
-// names a running node's gRPC address instead.
+// --spawn starts a farswap-server (--server-bin, or the one found beside
+// this program, in the build tree or on PATH: tests/util/server_binary.h) on
+// loopback port 0 with --pool-limit and a temporary backing file, and stops
+// it at exit; --node names a running node's gRPC address instead.
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -15,6 +15,7 @@
 #include <cstring>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <thread>
 
 #include "bench_args.h"
@@ -24,6 +25,7 @@
 #include "farswap/common/status_macros.h"
 #include "farswap/transport/rpc_channel.h"
 #include "farswap/v1/memory_node.grpc.pb.h"
+#include "server_binary.h"
 #include "server_process.h"
 
 namespace farswap::bench {
@@ -74,31 +76,38 @@ absl::StatusOr<v1::GetStatsResponse> NodeStats(v1::MemoryNode::Stub& stub) {
   return resp;
 }
 
-absl::Status Run(int argc, char** argv) {
-  FARSWAP_ASSIGN_OR_RETURN(
-      Args args, Args::Parse(argc, argv,
-                             {"corpus", "node", "spawn", "pool-limit", "backing-size",
-                              "connections", "depth", "codec", "tenant", "secret", "json"},
-                             {"spawn", "json"}));
-  if (!args.Has("corpus")) return absl::InvalidArgumentError("--corpus FILE[,FILE...] is required");
-  if (args.Has("node") == args.Has("spawn")) {
+struct NodeFlags {
+  std::string corpus;
+  std::string node;
+  bool spawn = false;
+  std::string server_bin;
+  std::string pool_limit = "256M";
+  std::string backing_size = "1G";
+  uint64_t connections = 2;
+  uint64_t depth = 16;
+  std::string codec = "lz4";
+  std::string tenant = "default";
+  std::string secret;
+  bool json = false;
+};
+
+absl::Status Run(const NodeFlags& f) {
+  if (f.node.empty() == !f.spawn) {
     return absl::InvalidArgumentError("give exactly one of --node GRPC_ADDR or --spawn");
   }
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t connections, args.GetUint("connections", 2));
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t depth, args.GetUint("depth", 16));
-  if (connections < 1 || depth < 1) {
-    return absl::InvalidArgumentError("--connections and --depth must be >= 1");
-  }
-  FARSWAP_ASSIGN_OR_RETURN(Codec codec_kind, ParseCodec(args.Get("codec", "lz4")));
-  FARSWAP_ASSIGN_OR_RETURN(PageFile pages, ReadPageFiles(args.Get("corpus")));
+  const uint64_t connections = f.connections, depth = f.depth;
+  FARSWAP_ASSIGN_OR_RETURN(Codec codec_kind, ParseCodec(f.codec));
+  FARSWAP_ASSIGN_OR_RETURN(PageFile pages, ReadPageFiles(f.corpus));
 
   std::unique_ptr<testing::ServerProcess> spawned;
-  std::string grpc_addr = args.Get("node");
-  if (args.Has("spawn")) {
-    FARSWAP_ASSIGN_OR_RETURN(
-        spawned, testing::ServerProcess::Start({.pool_limit = args.Get("pool-limit", "256M"),
-                                                .backing_size = args.Get("backing-size", "1G"),
-                                                .extra_args = {"--log-level", "warn"}}));
+  std::string grpc_addr = f.node;
+  if (f.spawn) {
+    FARSWAP_ASSIGN_OR_RETURN(std::string server, testing::FindServerBinary(f.server_bin));
+    FARSWAP_ASSIGN_OR_RETURN(spawned,
+                             testing::ServerProcess::Start({.pool_limit = f.pool_limit,
+                                                            .backing_size = f.backing_size,
+                                                            .extra_args = {"--log-level", "warn"},
+                                                            .binary = server}));
     grpc_addr = spawned->grpc_addr();
   }
   auto stub =
@@ -108,8 +117,8 @@ absl::Status Run(int argc, char** argv) {
     grpc::ClientContext ctx;
     ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
     v1::AttachRequest req;
-    req.set_tenant_id(args.Get("tenant", "default"));
-    req.set_secret(args.Get("secret"));
+    req.set_tenant_id(f.tenant);
+    req.set_secret(f.secret);
     req.set_client_name("farswap-bench node");
     grpc::Status s = stub->Attach(&ctx, req, &session);
     if (!s.ok()) {
@@ -254,13 +263,41 @@ absl::Status Run(int argc, char** argv) {
 
 }  // namespace
 
-int NodeMain(int argc, char** argv) {
-  absl::Status s = Run(argc, argv);
-  if (!s.ok()) {
-    std::cerr << "farswap-bench node: " << s << std::endl;
-    return 1;
-  }
-  return 0;
+CommandRunner AddNodeCommand(CLI::App& app) {
+  auto f = std::make_shared<NodeFlags>();
+  CLI::App* cmd = app.add_subcommand("node", "a page corpus through one memory node's data plane");
+  cmd->add_option("--corpus", f->corpus, "page corpora (*.pages.zst)")
+      ->type_name("FILE[,FILE...]")
+      ->required();
+  cmd->add_option("--node", f->node, "a running node's gRPC address (or --spawn)")
+      ->type_name("GRPC_ADDR");
+  cmd->add_flag("--spawn", f->spawn, "start a farswap-server on loopback for the run");
+  cmd->add_option("--server-bin", f->server_bin,
+                  "the farswap-server --spawn runs (default: beside this program, then the "
+                  "build tree, then PATH)")
+      ->type_name("PATH");
+  cmd->add_option("--pool-limit", f->pool_limit, "the spawned node's --pool-limit")
+      ->check(cli::Bytes())
+      ->capture_default_str();
+  cmd->add_option("--backing-size", f->backing_size, "the spawned node's --backing-size")
+      ->check(cli::Bytes())
+      ->capture_default_str();
+  cmd->add_option("--connections", f->connections, "data-plane connections")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  cmd->add_option("--depth", f->depth, "requests in flight per connection")
+      ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+  cmd->add_option("--codec", f->codec, "page codec")
+      ->check(CLI::IsMember({"lz4", "zstd", "none"}))
+      ->capture_default_str();
+  cmd->add_option("--tenant", f->tenant, "tenant to attach as")->capture_default_str();
+  cmd->add_option("--secret", f->secret, "the tenant's secret");
+  cmd->add_flag("--json", f->json, "accepted for compatibility (the output is always JSON)");
+  return [f] {
+    absl::Status s = Run(*f);
+    return s.ok() ? 0 : ExitStatusFor("node", s);
+  };
 }
 
 }  // namespace farswap::bench

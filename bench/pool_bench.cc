@@ -7,6 +7,7 @@
 #include <chrono>
 #include <cstring>
 #include <iostream>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -49,9 +50,8 @@ Json PoolFigures(const alloc::ZsPoolStats& s) {
   return j;
 }
 
-Json ClassTable(const alloc::ZsPool& pool) {
-  std::string rows = "[";
-  bool first = true;
+std::vector<Json> ClassTable(const alloc::ZsPool& pool) {
+  std::vector<Json> rows;
   for (const alloc::ZsClassStats& c : pool.GetClassStats()) {
     if (c.zspages == 0) continue;
     Json row;
@@ -63,34 +63,33 @@ Json ClassTable(const alloc::ZsPool& pool) {
         .Int("obj_used", c.obj_used)
         .Int("pages_used", c.pages_used)
         .Int("freeable", c.freeable);
-    rows += (first ? "" : ", ") + row.ToString();
-    first = false;
+    rows.push_back(row);
   }
-  Json j;
-  j.Raw("classes", rows + "]");
-  return j;
+  return rows;
 }
 
-absl::Status Run(int argc, char** argv) {
-  FARSWAP_ASSIGN_OR_RETURN(
-      Args args, Args::Parse(argc, argv,
-                             {"corpus", "codec", "churn", "seed", "json", "max-pages-per-zspage",
-                              "zstd-level", "classes", "victims-out"},
-                             {"json", "classes"}));
-  if (!args.Has("corpus")) return absl::InvalidArgumentError("--corpus FILE[,FILE...] is required");
-  FARSWAP_ASSIGN_OR_RETURN(Codec codec_kind, ParseCodec(args.Get("codec", "lz4")));
-  FARSWAP_ASSIGN_OR_RETURN(double churn, args.GetDouble("churn", 0));
-  if (churn < 0 || churn > 1) return absl::InvalidArgumentError("--churn must be in [0, 1]");
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t seed, args.GetUint("seed", 1));
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t chain, args.GetUint("max-pages-per-zspage", 8));
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t zstd_level, args.GetUint("zstd-level", 1));
-  FARSWAP_ASSIGN_OR_RETURN(PageFile pages, ReadPageFiles(args.Get("corpus")));
+struct PoolFlags {
+  std::string corpus;
+  std::string codec = "lz4";
+  double churn = 0;
+  uint64_t seed = 1;
+  uint64_t max_pages_per_zspage = 8;
+  int zstd_level = 1;
+  bool classes = false;
+  std::string victims_out;
+  bool json = false;
+};
+
+absl::Status Run(const PoolFlags& f) {
+  FARSWAP_ASSIGN_OR_RETURN(Codec codec_kind, ParseCodec(f.codec));
+  const double churn = f.churn;
+  const uint64_t seed = f.seed, chain = f.max_pages_per_zspage;
+  FARSWAP_ASSIGN_OR_RETURN(PageFile pages, ReadPageFiles(f.corpus));
 
   FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<alloc::ZsPool> pool,
                            alloc::ZsPool::Create({.max_pages_per_zspage = uint32_t(chain)}));
-  PageCodec codec({.codec = codec_kind,
-                   .zstd_level = int(zstd_level),
-                   .raw_threshold = pool->huge_class_size()});
+  PageCodec codec(
+      {.codec = codec_kind, .zstd_level = f.zstd_level, .raw_threshold = pool->huge_class_size()});
 
   const size_t n = pages.page_count();
   std::vector<StoredPage> stored(n);
@@ -145,13 +144,13 @@ absl::Status Run(int argc, char** argv) {
     std::mt19937_64 rng(seed);
     std::shuffle(order.begin(), order.end(), rng);
     size_t victims = size_t(double(n) * churn);
-    if (args.Has("victims-out")) {
+    if (!f.victims_out.empty()) {
       // The freed page indices, one a line, so bench/compare-zram can
       // discard exactly these pages from a zram device.
-      std::FILE* f = std::fopen(args.Get("victims-out").c_str(), "w");
-      if (f == nullptr) return absl::NotFoundError("cannot write --victims-out file");
-      for (size_t k = 0; k < victims; ++k) std::fprintf(f, "%zu\n", order[k]);
-      std::fclose(f);
+      std::FILE* victims_file = std::fopen(f.victims_out.c_str(), "w");
+      if (victims_file == nullptr) return absl::NotFoundError("cannot write --victims-out file");
+      for (size_t k = 0; k < victims; ++k) std::fprintf(victims_file, "%zu\n", order[k]);
+      std::fclose(victims_file);
     }
     for (size_t k = 0; k < victims; ++k) {
       StoredPage& s = stored[order[k]];
@@ -184,7 +183,7 @@ absl::Status Run(int argc, char** argv) {
     out.Obj("after_churn", ac);
   }
   out.Num("free_ns_p50", Percentile(free_ns, 50)).Bool("verified", verified);
-  if (args.Has("classes")) out.Raw("classes", ClassTable(*pool).ToString());
+  if (f.classes) out.ObjList("classes", ClassTable(*pool));
   std::cout << out.ToString() << std::endl;
   if (!verified) return absl::DataLossError("a page did not read back equal");
   return absl::OkStatus();
@@ -192,13 +191,36 @@ absl::Status Run(int argc, char** argv) {
 
 }  // namespace
 
-int PoolMain(int argc, char** argv) {
-  absl::Status s = Run(argc, argv);
-  if (!s.ok()) {
-    std::cerr << "farswap-bench pool: " << s << std::endl;
-    return 1;
-  }
-  return 0;
+CommandRunner AddPoolCommand(CLI::App& app) {
+  auto f = std::make_shared<PoolFlags>();
+  CLI::App* cmd = app.add_subcommand("pool", "a page corpus through an in-process zspool");
+  cmd->add_option("--corpus", f->corpus, "page corpora (*.pages.zst)")
+      ->type_name("FILE[,FILE...]")
+      ->required();
+  cmd->add_option("--codec", f->codec, "page codec")
+      ->check(CLI::IsMember({"lz4", "zstd", "none"}))
+      ->capture_default_str();
+  cmd->add_option("--churn", f->churn, "free this fraction of the pages (seeded), then compact")
+      ->type_name("FRACTION")
+      ->check(cli::Fraction())
+      ->capture_default_str();
+  cmd->add_option("--seed", f->seed, "seed of the churn's choice")
+      ->check(cli::NonNegative())
+      ->capture_default_str();
+  cmd->add_option("--max-pages-per-zspage", f->max_pages_per_zspage, "longest zspage chain")
+      ->check(cli::NonNegative())
+      ->capture_default_str();
+  cmd->add_option("--zstd-level", f->zstd_level, "zstd compression level")
+      ->check(CLI::Range(1, 22))
+      ->capture_default_str();
+  cmd->add_flag("--classes", f->classes, "add the per-size-class table (\"classes\")");
+  cmd->add_option("--victims-out", f->victims_out, "write the freed page indices here, one a line")
+      ->type_name("FILE");
+  cmd->add_flag("--json", f->json, "accepted for compatibility (the output is always JSON)");
+  return [f] {
+    absl::Status s = Run(*f);
+    return s.ok() ? 0 : ExitStatusFor("pool", s);
+  };
 }
 
 }  // namespace farswap::bench

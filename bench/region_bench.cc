@@ -6,12 +6,11 @@
 // in-process MemoryPageBackend (--backend memory, the default), or with
 // --spawn N real farswap-server processes on loopback reached through
 // farswap::Client (R = --replicas) and its PageBackend adapter.
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 #include <sys/mman.h>
 
 #include <iostream>
 #include <memory>
+#include <optional>
 
 #include "absl/strings/str_cat.h"
 #include "bench_args.h"
@@ -21,6 +20,7 @@
 #include "farswap/client/region.h"
 #include "farswap/common/status_macros.h"
 #include "region_workload.h"
+#include "server_binary.h"
 #include "server_process.h"
 
 namespace farswap::bench {
@@ -33,17 +33,19 @@ constexpr uint64_t kPage = 4096;
 class SpawnedClusterBackend final : public PageBackend {
  public:
   static absl::StatusOr<std::unique_ptr<SpawnedClusterBackend>> Start(
-      int nodes, int replicas, Codec codec, const std::string& pool_limit, uint64_t busy_poll_us,
-      uint64_t node_io_threads, uint64_t client_io_threads) {
+      const std::string& server_binary, int nodes, int replicas, Codec codec,
+      const std::string& pool_limit, uint64_t busy_poll_us, uint64_t node_io_threads,
+      uint64_t client_io_threads) {
     auto b = std::unique_ptr<SpawnedClusterBackend>(new SpawnedClusterBackend);
     ClientOptions o;
     for (int i = 0; i < nodes; ++i) {
       FARSWAP_ASSIGN_OR_RETURN(
           auto node,
-          testing::ServerProcess::Start({.pool_limit = pool_limit,
-                                         .backing_size = "1G",
-                                         .extra_args = {"--log-level", "warn", "--busy-poll-us",
-                                                        absl::StrCat(busy_poll_us)}}));
+          testing::ServerProcess::Start(
+              {.pool_limit = pool_limit,
+               .backing_size = "1G",
+               .extra_args = {"--log-level", "warn", "--busy-poll-us", absl::StrCat(busy_poll_us)},
+               .binary = server_binary}));
       o.nodes.push_back(node->grpc_addr());
       b->nodes_.push_back(std::move(node));
     }
@@ -80,34 +82,43 @@ class SpawnedClusterBackend final : public PageBackend {
   std::unique_ptr<ClientPageBackend> adapter_;
 };
 
-absl::StatusOr<std::unique_ptr<PageBackend>> MakeBackend(const Args& args) {
-  FARSWAP_ASSIGN_OR_RETURN(Codec codec, ParseCodec(args.Get("codec", "lz4")));
-  if (args.Has("spawn")) {
-    // The client logs node events; stdout is for the JSON object only.
-    spdlog::set_default_logger(spdlog::stderr_color_mt("farswap-bench"));
-    FARSWAP_ASSIGN_OR_RETURN(uint64_t nodes, args.GetUint("spawn", 3));
-    FARSWAP_ASSIGN_OR_RETURN(uint64_t replicas, args.GetUint("replicas", nodes >= 2 ? 2 : 1));
-    if (nodes < 1 || nodes > 16) return absl::InvalidArgumentError("--spawn: 1..16 nodes");
+struct RegionFlags {
+  WorkloadFlags workload;
+  double local = 0.25;
+  std::string backend = "memory";
+  std::string codec = "lz4";
+  std::optional<uint64_t> spawn;
+  std::optional<uint64_t> replicas;
+  std::string server_bin;
+  std::string pool_limit = "256M";
+  uint64_t evict_batch = 32;
+  uint64_t fault_threads = 0;
+  uint64_t evict_threads = 0;
+  uint64_t spin_us = 50;
+  uint64_t busy_poll_us = 0;
+  uint64_t node_io_threads = 1;
+  uint64_t client_io_threads = 1;
+  bool no_prefetch = false;
+  bool write_protect_loads = false;
+  bool json = false;
+};
+
+absl::StatusOr<std::unique_ptr<PageBackend>> MakeBackend(const RegionFlags& f) {
+  FARSWAP_ASSIGN_OR_RETURN(Codec codec, ParseCodec(f.codec));
+  if (f.spawn) {
+    const uint64_t nodes = *f.spawn;
+    const uint64_t replicas = f.replicas.value_or(nodes >= 2 ? 2 : 1);
     if (replicas < 1 || replicas > nodes) {
       return absl::InvalidArgumentError("--replicas: 1..the number of nodes");
     }
-    FARSWAP_ASSIGN_OR_RETURN(uint64_t busy_poll_us, args.GetUint("busy-poll-us", 0));
-    FARSWAP_ASSIGN_OR_RETURN(uint64_t node_io, args.GetUint("node-io-threads", 1));
-    FARSWAP_ASSIGN_OR_RETURN(uint64_t client_io, args.GetUint("client-io-threads", 1));
-    if (node_io < 1 || node_io > 64 || client_io < 1 || client_io > 64) {
-      return absl::InvalidArgumentError("--node-io-threads, --client-io-threads: 1..64");
-    }
+    FARSWAP_ASSIGN_OR_RETURN(std::string server, testing::FindServerBinary(f.server_bin));
     FARSWAP_ASSIGN_OR_RETURN(
-        auto cluster, SpawnedClusterBackend::Start(int(nodes), int(replicas), codec,
-                                                   args.Get("pool-limit", "256M"), busy_poll_us,
-                                                   node_io, client_io));
+        auto cluster,
+        SpawnedClusterBackend::Start(server, int(nodes), int(replicas), codec, f.pool_limit,
+                                     f.busy_poll_us, f.node_io_threads, f.client_io_threads));
     return std::unique_ptr<PageBackend>(std::move(cluster));
   }
-  if (args.Has("replicas")) return absl::InvalidArgumentError("--replicas needs --spawn N");
-  const std::string kind = args.Get("backend", "memory");
-  if (kind != "memory") {
-    return absl::InvalidArgumentError(absl::StrCat("--backend: '", kind, "' (use memory)"));
-  }
+  if (f.replicas) return absl::InvalidArgumentError("--replicas needs --spawn N");
   return std::unique_ptr<PageBackend>(new MemoryPageBackend({.codec = codec}));
 }
 
@@ -124,7 +135,7 @@ absl::StatusOr<std::unique_ptr<PageBackend>> MakeBackend(const Args& args) {
 //   install          UFFDIO_COPY and bookkeeping;
 //   kernel_and_wake  seen_by_thread − handler (p50s): delivering the fault to
 //                    the handler thread and waking the faulting thread.
-std::string FaultBreakdown(const WorkloadResult& far, const RegionStats& s, const ClientStats& c) {
+Json FaultBreakdown(const WorkloadResult& far, const RegionStats& s, const ClientStats& c) {
   auto mean = [](uint64_t ns, uint64_t n) { return n ? double(ns) / double(n) / 1000.0 : 0.0; };
   const double handler = mean(s.remote_fault_ns, s.remote_faults);
   const double load = mean(s.remote_load_ns, s.remote_faults);
@@ -140,53 +151,24 @@ std::string FaultBreakdown(const WorkloadResult& far, const RegionStats& s, cons
       .Num("completion", c.loads ? std::max(0.0, load - network - decode) : 0.0)
       .Num("install", mean(s.remote_install_ns, s.remote_faults))
       .Num("kernel_and_wake", std::max(0.0, far.faulted_us_p50 - s.FaultLatencyPercentileUs(50)));
-  return j.ToString();
+  return j;
 }
 
-absl::StatusOr<std::string> Run(int argc, char** argv) {
-  FARSWAP_ASSIGN_OR_RETURN(Args args, Args::Parse(argc, argv,
-                                                  {"size",
-                                                   "local",
-                                                   "workload",
-                                                   "threads",
-                                                   "ops",
-                                                   "seed",
-                                                   "theta",
-                                                   "write-fraction",
-                                                   "backend",
-                                                   "codec",
-                                                   "spawn",
-                                                   "replicas",
-                                                   "pool-limit",
-                                                   "evict-batch",
-                                                   "fault-threads",
-                                                   "evict-threads",
-                                                   "spin-us",
-                                                   "busy-poll-us",
-                                                   "node-io-threads",
-                                                   "client-io-threads",
-                                                   "no-prefetch",
-                                                   "write-protect-loads",
-                                                   "json"},
-                                                  {"json", "no-prefetch", "write-protect-loads"}));
-  FARSWAP_ASSIGN_OR_RETURN(WorkloadSpec spec, WorkloadFromArgs(args));
-  FARSWAP_ASSIGN_OR_RETURN(double local, args.GetDouble("local", 0.25));
-  if (local <= 0 || local > 1) return absl::InvalidArgumentError("--local: a fraction in (0, 1]");
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t batch, args.GetUint("evict-batch", 32));
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t fault_threads, args.GetUint("fault-threads", 0));
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t evict_threads, args.GetUint("evict-threads", 0));
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t spin_us, args.GetUint("spin-us", 50));
-  FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<PageBackend> backend, MakeBackend(args));
+absl::StatusOr<std::string> Run(const RegionFlags& f) {
+  FARSWAP_ASSIGN_OR_RETURN(WorkloadSpec spec, WorkloadFromFlags(f.workload));
+  const double local = f.local;
+  if (local <= 0) return absl::InvalidArgumentError("--local: a fraction in (0, 1]");
+  FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<PageBackend> backend, MakeBackend(f));
 
   // 1. The region.
   RegionOptions options;
   options.local_budget = static_cast<uint64_t>(local * spec.pages) * kPage;
-  options.evict_batch = static_cast<uint32_t>(batch);
-  options.fault_threads = static_cast<int>(fault_threads);
-  options.evict_threads = static_cast<int>(evict_threads);
-  options.spin_us = static_cast<uint32_t>(spin_us);
-  options.prefetch = !args.Has("no-prefetch");
-  options.install_writable = !args.Has("write-protect-loads");
+  options.evict_batch = static_cast<uint32_t>(f.evict_batch);
+  options.fault_threads = static_cast<int>(f.fault_threads);
+  options.evict_threads = static_cast<int>(f.evict_threads);
+  options.spin_us = static_cast<uint32_t>(f.spin_us);
+  options.prefetch = !f.no_prefetch;
+  options.install_writable = !f.write_protect_loads;
   FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<Region> region,
                            Region::Create(backend.get(), spec.pages * kPage, options));
   WorkloadResult far = RunWorkload(region->data(), spec);
@@ -214,8 +196,7 @@ absl::StatusOr<std::string> Run(int argc, char** argv) {
       .Int("local_budget", options.local_budget)
       .Int("threads", spec.threads)
       .Int("ops", spec.ops ? spec.ops : 4 * spec.pages)
-      .Str("backend", args.Has("spawn") ? absl::StrCat("spawn:", args.Get("spawn"))
-                                        : args.Get("backend", "memory"))
+      .Str("backend", f.spawn ? absl::StrCat("spawn:", *f.spawn) : f.backend)
       .Num("runtime_s", far.seconds)
       .Num("local_runtime_s", near.seconds)
       .Num("slowdown", near.seconds > 0 ? far.seconds / near.seconds : 0)
@@ -231,7 +212,7 @@ absl::StatusOr<std::string> Run(int argc, char** argv) {
       .Num("faulted_us_p99", far.faulted_us_p99)
       .Num("faulted_us_max", far.faulted_us_max)
       .Int("local_faulted_accesses", near.faulted_accesses)
-      .Raw("remote_fault_breakdown_us", FaultBreakdown(far, s, cs))
+      .Obj("remote_fault_breakdown_us", FaultBreakdown(far, s, cs))
       .Int("evictions", s.evictions)
       .Int("clean_evictions", s.clean_evictions)
       .Int("evictions_cancelled", s.evictions_cancelled)
@@ -254,14 +235,66 @@ absl::StatusOr<std::string> Run(int argc, char** argv) {
 
 }  // namespace
 
-int RegionMain(int argc, char** argv) {
-  absl::StatusOr<std::string> out = Run(argc, argv);
-  if (!out.ok()) {
-    std::cerr << "farswap-bench region: " << out.status().message() << "\n";
-    return out.status().code() == absl::StatusCode::kInvalidArgument ? 2 : 1;
-  }
-  std::cout << *out << "\n";
-  return 0;
+CommandRunner AddRegionCommand(CLI::App& app) {
+  auto f = std::make_shared<RegionFlags>();
+  CLI::App* cmd =
+      app.add_subcommand("region", "a workload in a far-memory region vs the same in local memory");
+  AddWorkloadFlags(*cmd, f->workload);
+  cmd->add_option("--local", f->local, "local budget as a fraction of --size")
+      ->type_name("FRACTION")
+      ->check(cli::Fraction())
+      ->capture_default_str();
+  cmd->add_option("--backend", f->backend, "in-process page backend (without --spawn)")
+      ->check(CLI::IsMember({"memory"}))
+      ->capture_default_str();
+  cmd->add_option("--codec", f->codec, "page codec")
+      ->check(CLI::IsMember({"lz4", "zstd"}))
+      ->capture_default_str();
+  cmd->add_option("--spawn", f->spawn, "page through N farswap-server processes on loopback")
+      ->type_name("N")
+      ->check(CLI::Range(1, 16));
+  cmd->add_option("--replicas", f->replicas,
+                  "copies of each page (needs --spawn; default 2, "
+                  "1 with one node)")
+      ->type_name("R");
+  cmd->add_option("--server-bin", f->server_bin,
+                  "the farswap-server --spawn runs (default: beside this program, then the "
+                  "build tree, then PATH)")
+      ->type_name("PATH");
+  cmd->add_option("--pool-limit", f->pool_limit, "the spawned nodes' --pool-limit")
+      ->check(cli::Bytes())
+      ->capture_default_str();
+  cmd->add_option("--evict-batch", f->evict_batch, "pages per eviction batch")
+      ->check(cli::NonNegative())
+      ->capture_default_str();
+  cmd->add_option("--fault-threads", f->fault_threads, "fault-handler threads (0: the default)")
+      ->check(cli::NonNegative())
+      ->capture_default_str();
+  cmd->add_option("--evict-threads", f->evict_threads, "eviction threads (0: the default)")
+      ->check(cli::NonNegative())
+      ->capture_default_str();
+  cmd->add_option("--spin-us", f->spin_us, "fault threads spin this long before sleeping")
+      ->check(cli::NonNegative())
+      ->capture_default_str();
+  cmd->add_option("--busy-poll-us", f->busy_poll_us, "the spawned nodes' and client's busy poll")
+      ->check(CLI::Range(0, 1000000))
+      ->capture_default_str();
+  cmd->add_option("--node-io-threads", f->node_io_threads, "the spawned nodes' --io-threads")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd->add_option("--client-io-threads", f->client_io_threads, "the client's I/O threads")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd->add_flag("--no-prefetch", f->no_prefetch, "turn the region's prefetcher off");
+  cmd->add_flag("--write-protect-loads", f->write_protect_loads,
+                "install loaded pages write-protected (a write then faults again)");
+  cmd->add_flag("--json", f->json, "accepted for compatibility (the output is always JSON)");
+  return [f] {
+    absl::StatusOr<std::string> out = Run(*f);
+    if (!out.ok()) return ExitStatusFor("region", out.status());
+    std::cout << *out << "\n";
+    return 0;
+  };
 }
 
 }  // namespace farswap::bench

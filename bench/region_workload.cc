@@ -138,27 +138,34 @@ WorkloadResult RunWorkload(uint8_t* mem, const WorkloadSpec& spec) {
 
 uint64_t Checksum(const uint8_t* mem, uint64_t pages) { return XXH3_64bits(mem, pages * kPage); }
 
-absl::StatusOr<WorkloadSpec> WorkloadFromArgs(const ::farswap::Args& args) {
-  WorkloadSpec w;
-  absl::StatusOr<uint64_t> size = args.GetBytes("size", 64 << 20);
-  if (!size.ok()) return size.status();
-  w.pages = *size / kPage;
-  w.kind = args.Get("workload", "zipf");
-  absl::StatusOr<uint64_t> ops = args.GetUint("ops", 0);
-  if (!ops.ok()) return ops.status();
-  w.ops = *ops;
-  absl::StatusOr<uint64_t> threads = args.GetUint("threads", 1);
-  if (!threads.ok()) return threads.status();
-  w.threads = static_cast<int>(*threads);
-  absl::StatusOr<uint64_t> seed = args.GetUint("seed", 1);
-  if (!seed.ok()) return seed.status();
-  w.seed = *seed;
-  absl::StatusOr<double> theta = args.GetDouble("theta", 0.99);
-  if (!theta.ok()) return theta.status();
-  w.zipf_theta = *theta;
-  absl::StatusOr<double> wf = args.GetDouble("write-fraction", 0.2);
-  if (!wf.ok()) return wf.status();
-  w.write_fraction = *wf;
+void AddWorkloadFlags(CLI::App& cmd, WorkloadFlags& f) {
+  cmd.add_option("--size", f.size_bytes, "workload memory, K/M/G suffixes (default 64M)")
+      ->transform(cli::Bytes());
+  cmd.add_option("--workload", f.spec.kind, "access pattern")
+      ->check(CLI::IsMember({"seq", "random", "zipf"}))
+      ->capture_default_str();
+  cmd.add_option("--ops", f.spec.ops, "accesses (default 0: 4 per page)")
+      ->check(cli::NonNegative());
+  cmd.add_option("--threads", f.spec.threads, "workload threads")
+      ->type_name("T")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  cmd.add_option("--seed", f.spec.seed, "seed of the access sequence")
+      ->check(cli::NonNegative())
+      ->capture_default_str();
+  cmd.add_option("--theta", f.spec.zipf_theta, "Zipf skew")
+      ->type_name("F")
+      ->check(cli::Finite())
+      ->capture_default_str();
+  cmd.add_option("--write-fraction", f.spec.write_fraction, "share of accesses that write")
+      ->type_name("F")
+      ->check(cli::Fraction())
+      ->capture_default_str();
+}
+
+absl::StatusOr<WorkloadSpec> WorkloadFromFlags(const WorkloadFlags& f) {
+  WorkloadSpec w = f.spec;
+  w.pages = f.size_bytes / kPage;
   absl::Status s = ValidateWorkload(w);
   if (!s.ok()) return s;
   return w;

@@ -54,9 +54,18 @@ absl::Status ValidateWorkload(const WorkloadSpec& spec);
 WorkloadResult RunWorkload(uint8_t* mem, const WorkloadSpec& spec);
 // Checksum is the xxh3 of the final contents (untimed; reads every page).
 uint64_t Checksum(const uint8_t* mem, uint64_t pages);
-// WorkloadFromArgs reads --size, --workload, --ops, --threads, --seed,
-// --theta and --write-fraction.
-absl::StatusOr<WorkloadSpec> WorkloadFromArgs(const ::farswap::Args& args);
+// WorkloadFlags: the workload's command-line flags (--size in bytes, the
+// rest straight into the spec).
+struct WorkloadFlags {
+  uint64_t size_bytes = 64ull << 20;
+  WorkloadSpec spec;
+};
+
+// AddWorkloadFlags declares --size, --workload, --ops, --threads, --seed,
+// --theta and --write-fraction on `cmd`, bound to `f`.
+void AddWorkloadFlags(CLI::App& cmd, WorkloadFlags& f);
+// WorkloadFromFlags returns the spec the flags describe, validated.
+absl::StatusOr<WorkloadSpec> WorkloadFromFlags(const WorkloadFlags& f);
 
 }  // namespace farswap::bench
 

@@ -15,15 +15,18 @@
 
 int main(int argc, char** argv) {
   using namespace farswap::bench;
-  absl::StatusOr<farswap::Args> args = farswap::Args::Parse(
-      argc - 1, argv + 1,
-      {"size", "workload", "threads", "ops", "seed", "theta", "write-fraction", "json"}, {"json"});
-  absl::StatusOr<WorkloadSpec> spec =
-      args.ok() ? WorkloadFromArgs(*args) : absl::StatusOr<WorkloadSpec>(args.status());
-  if (!spec.ok()) {
-    std::cerr << "farswap-region-workload: " << spec.status().message() << "\n";
-    return 2;
-  }
+  CLI::App app(
+      "farswap-region-workload: the farswap-bench region workload in ordinary memory;\n"
+      "prints one JSON object. Exit status: 0 done, 1 it could not run, 2 bad usage.",
+      "farswap-region-workload");
+  farswap::cli::Configure(app);
+  WorkloadFlags flags;
+  AddWorkloadFlags(app, flags);
+  bool json = false;
+  app.add_flag("--json", json, "accepted for compatibility (the output is always JSON)");
+  if (std::optional<int> exit_status = farswap::cli::Parse(app, argc, argv)) return *exit_status;
+  absl::StatusOr<WorkloadSpec> spec = WorkloadFromFlags(flags);
+  if (!spec.ok()) return farswap::cli::UsageError(app, std::string(spec.status().message()));
   void* mem =
       mmap(nullptr, spec->pages * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED) {

@@ -11,7 +11,15 @@
 //
 //   farswap-demo [--size BYTES] [--local FRACTION] [--nodes N] [--replicas R]
 //                [--pool-limit BYTES] [--kill-at FRACTION] [--lookups N] [--seed N]
+//                [--server-bin PATH]
+//   farswap-demo --help | --version
+//
+// It runs the farswap-server given by --server-bin, else the one beside it,
+// in the build tree or on PATH (tests/util/server_binary.h). Exit status: 0
+// every check passed, 1 a check failed or it could not run, 2 bad usage.
 #include <grpcpp/grpcpp.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <unistd.h>
 #include <xxhash.h>
 
@@ -21,6 +29,7 @@
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -32,6 +41,7 @@
 #include "farswap/common/mutex.h"
 #include "farswap/common/status_macros.h"
 #include "farswap/v1/memory_node.grpc.pb.h"
+#include "server_binary.h"
 #include "server_process.h"
 
 namespace farswap {
@@ -79,30 +89,80 @@ std::string Mib(uint64_t b) {
   return s;
 }
 
+struct DemoFlags {
+  uint64_t size = 128ull << 20;
+  double local = 0.25;
+  uint64_t nodes = 3;
+  uint64_t replicas = 2;
+  std::string pool_limit = "8M";
+  double kill_at = 0.5;
+  uint64_t lookups = 10000;
+  uint64_t seed = 42;
+  std::string server_bin;
+};
+
+void AddFlags(CLI::App& app, DemoFlags& f) {
+  app.add_option("--size", f.size, "the region, K/M/G suffixes (default 128M; at least 8M)")
+      ->transform(cli::Bytes());
+  app.add_option("--local", f.local, "local budget as a fraction of --size (in (0, 1])")
+      ->type_name("FRACTION")
+      ->check(cli::Fraction())
+      ->capture_default_str();
+  app.add_option("--nodes", f.nodes, "memory nodes to start")
+      ->type_name("N")
+      ->check(CLI::Range(1, 16))
+      ->capture_default_str();
+  app.add_option("--replicas", f.replicas, "copies of each page (at most --nodes)")
+      ->type_name("R")
+      ->check(CLI::Range(1, 16))
+      ->capture_default_str();
+  app.add_option("--pool-limit", f.pool_limit, "each node's --pool-limit")
+      ->check(cli::Bytes())
+      ->capture_default_str();
+  app.add_option("--kill-at", f.kill_at,
+                 "SIGKILL node 1 this far into the sort (0: never; needs 2 nodes and R=2)")
+      ->type_name("FRACTION")
+      ->check(cli::Fraction())
+      ->capture_default_str();
+  app.add_option("--lookups", f.lookups, "random lookups after the sort")
+      ->type_name("N")
+      ->check(cli::NonNegative())
+      ->capture_default_str();
+  app.add_option("--seed", f.seed, "seed of the records and lookups")
+      ->type_name("N")
+      ->check(cli::NonNegative())
+      ->capture_default_str();
+  app.add_option("--server-bin", f.server_bin,
+                 "the farswap-server to start (default: beside this program, then the build "
+                 "tree, then PATH)")
+      ->type_name("PATH");
+}
+
 int Run(int argc, char** argv) {
-  absl::StatusOr<Args> parsed = Args::Parse(
-      argc - 1, argv + 1,
-      {"size", "local", "nodes", "replicas", "pool-limit", "kill-at", "lookups", "seed"}, {});
-  if (!parsed.ok()) {
-    std::fprintf(stderr, "farswap-demo: %s\n", std::string(parsed.status().message()).c_str());
-    return 2;
+  CLI::App app(
+      "farswap-demo: sorts and looks up records in a far-memory region over local memory "
+      "nodes,\nkilling one part-way. Exit status: 0 every check passed, 1 a check failed or it "
+      "could not run, 2 bad usage.",
+      "farswap-demo");
+  cli::Configure(app);
+  DemoFlags flags;
+  AddFlags(app, flags);
+  if (std::optional<int> exit_status = cli::Parse(app, argc, argv)) return *exit_status;
+  const uint64_t size = flags.size, n_nodes = flags.nodes, replicas = flags.replicas,
+                 lookups = flags.lookups, seed = flags.seed;
+  const double local = flags.local, kill_at = flags.kill_at;
+  const std::string& pool_limit = flags.pool_limit;
+  if (size < (8u << 20)) return cli::UsageError(app, "--size: at least 8M");
+  if (local <= 0) return cli::UsageError(app, "--local: a fraction in (0, 1]");
+  if (replicas > n_nodes) return cli::UsageError(app, "--replicas: at most --nodes");
+  absl::StatusOr<std::string> server = testing::FindServerBinary(flags.server_bin);
+  if (!server.ok()) {
+    std::fprintf(stderr, "farswap-demo: %s\n", std::string(server.status().message()).c_str());
+    return 1;
   }
-  const Args& a = *parsed;
-  uint64_t size = a.GetBytes("size", 128ull << 20).value_or(0);
-  double local = a.GetDouble("local", 0.25).value_or(-1);
-  uint64_t n_nodes = a.GetUint("nodes", 3).value_or(0);
-  uint64_t replicas = a.GetUint("replicas", 2).value_or(0);
-  std::string pool_limit = a.Get("pool-limit", "8M");
-  double kill_at = a.GetDouble("kill-at", 0.5).value_or(-1);
-  uint64_t lookups = a.GetUint("lookups", 10000).value_or(0);
-  uint64_t seed = a.GetUint("seed", 42).value_or(0);
-  if (size < (8u << 20) || local <= 0 || local > 1 || n_nodes < 1 || replicas < 1 ||
-      replicas > n_nodes || kill_at < 0 || kill_at > 1) {
-    std::fprintf(stderr,
-                 "farswap-demo: need --size >= 8M, --local in (0,1], 1 <= --replicas <= --nodes, "
-                 "--kill-at in [0,1]\n");
-    return 2;
-  }
+  // Logs (the client's, about nodes going down) go to stderr; stdout
+  // carries the demo's own lines.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("farswap-demo"));
   const bool kill_one = kill_at > 0 && n_nodes >= 2 && replicas >= 2;
 
   // 1. Memory nodes.
@@ -117,7 +177,8 @@ int Run(int argc, char** argv) {
                                                .backing_size = "1G",
                                                .high_watermark = "0.8",
                                                .low_watermark = "0.6",
-                                               .extra_args = {"--log-level", "warn"}});
+                                               .extra_args = {"--log-level", "warn"},
+                                               .binary = *server});
     if (!node.ok()) {
       std::fprintf(stderr, "farswap-demo: %s\n", node.status().ToString().c_str());
       return 1;

@@ -22,6 +22,11 @@ using transport::OutgoingMessage;
 
 namespace {
 
+// kMaxLoadReplans: how many times one load follows its slab to new
+// replicas before it fails (each move is a committed, verified copy, so a
+// second is already rare).
+constexpr int kMaxLoadReplans = 3;
+
 absl::Status WithPage(uint64_t page_no, const absl::Status& s) {
   return absl::Status(s.code(), absl::StrCat("page ", page_no, ": ", s.message()));
 }
@@ -65,6 +70,11 @@ struct Client::Impl::LoadOp {
   bool saw_bad_copy = false;  // some replica answered with a bad or missing copy
   bool saw_suspect = false;   // some replica is suspect: it may come back
   uint64_t expected = 0;      // xxh3-64 of what the client last stored there
+  // epoch: the slab's epoch when `order` was planned. A slab moved since
+  // (re-replicated, or evacuated off a draining node, whose copy is then
+  // invalidated) is planned again rather than failed.
+  uint64_t epoch = 0;
+  int replans = 0;
   absl::Time parked_since = absl::InfinitePast();
   std::string errors;
 };
@@ -560,6 +570,9 @@ void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
     // A suspect node or back-pressure is waited out (parked), not failed.
     wait |= f == Failure::kNodeDown || f == Failure::kBackpressure;
     node_lost |= f == Failure::kNodeFull || f == Failure::kNodeDraining || f == Failure::kPageBad;
+    // A draining node that holds the slab's only replica refuses the write
+    // until maintenance has moved the slab elsewhere: wait for that.
+    wait |= f == Failure::kNodeDraining;
     HandleFailure(r.target.node, r.target.channel, op->slab, f, s);
     if (first_error.ok())
       first_error = absl::Status(s.code(), absl::StrCat(r.target.address, ": ", s.message()));
@@ -650,14 +663,22 @@ absl::Status Client::Impl::PlanLoadLocked(LoadOp& op) {
     op.order = s->replicas;
     op.next = 0;
     op.expected = s->checksums[i];
+    op.epoch = s->epoch;
     // Spread loads over the replicas; the rotation is per page, so one
     // page always tries the same replica first. Live replicas go before
-    // suspect ones.
+    // draining ones (their slabs are being moved off), then suspect ones.
     if (!op.order.empty()) {
       std::rotate(op.order.begin(), op.order.begin() + op.page_no % op.order.size(),
                   op.order.end());
-      std::vector<int> ordered, suspect;
-      for (int node : op.order) (LiveLocked(node) ? ordered : suspect).push_back(node);
+      std::vector<int> ordered, draining, suspect;
+      for (int node : op.order) {
+        if (CountsTowardsRLocked(node)) {
+          ordered.push_back(node);
+        } else {
+          (LiveLocked(node) ? draining : suspect).push_back(node);
+        }
+      }
+      ordered.insert(ordered.end(), draining.begin(), draining.end());
       ordered.insert(ordered.end(), suspect.begin(), suspect.end());
       op.order = std::move(ordered);
     }
@@ -688,6 +709,19 @@ bool Client::Impl::NextLoadTargetLocked(LoadOp& op, Target* t) {
 }
 
 void Client::Impl::FailLoad(std::shared_ptr<LoadOp> op) {
+  bool moved;
+  {
+    MutexLock l(&mu_);
+    const client_internal::Slab* s = table_.Find(op->slab);
+    moved = s != nullptr && s->epoch != op->epoch && !stopping_;
+  }
+  if (moved && op->replans < kMaxLoadReplans) {
+    // The slab moved while this load was on its way (its old copy may have
+    // been freed): try the replicas it has now.
+    op->replans++;
+    RetryLoad(std::move(op));
+    return;
+  }
   if (op->saw_suspect) {
     // Some copy is on a node that may come back: wait for it (a stall is
     // not a loss), up to the time it takes to be declared dead.
@@ -915,7 +949,7 @@ ClientStats Client::Impl::Stats() const {
   st.slabs = table_.size();
   for (const auto& [id, s] : table_.slabs()) {
     int live = 0;
-    for (int r : s.replicas) live += LiveLocked(r) ? 1 : 0;
+    for (int r : s.replicas) live += CountsTowardsRLocked(r) ? 1 : 0;
     st.under_replicated_slabs += s.present.Any() && live < replicas_;
   }
   for (int i = 0; i < int(nodes_.size()); ++i) {

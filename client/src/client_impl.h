@@ -114,7 +114,11 @@ class Client::Impl {
     NodeState state = NodeState::kDown;
     bool is_static = false;  // from options.nodes: never removed by SetNodes
     bool full = false;       // RESOURCE_EXHAUSTED: no new slabs until re-attached
-    bool draining = false;   // FAILED_PRECONDITION: no new slabs until re-attached
+    // draining: a store was refused with FAILED_PRECONDITION, or a PING
+    // reply carried NODE_DRAINING. No new slabs go there, and maintenance
+    // moves its slabs to other nodes (CountsTowardsRLocked) until it is
+    // re-attached.
+    bool draining = false;
     // flagged_at: when full or draining was set. Such a node is re-attached
     // every kRecheckFlags while it stays up: an Attach that succeeds (the
     // drain was undone; the pool limit may have been raised) clears both.
@@ -224,6 +228,12 @@ class Client::Impl {
   void DropReplicaLocked(uint64_t slab, int node) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool LiveLocked(int node) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return nodes_[node].state == NodeState::kUp;
+  }
+  // CountsTowardsRLocked: a replica on this node counts towards R. A
+  // draining node is up and serves loads, but its slabs are moved off (it
+  // will stop), so it counts no more than a suspect one.
+  bool CountsTowardsRLocked(int node) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return LiveLocked(node) && !nodes_[node].draining;
   }
   // Park queues `retry` for the retry thread (next tick, or sooner when
   // membership changes). Counted in parked_retries.

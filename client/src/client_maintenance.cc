@@ -337,6 +337,22 @@ void Client::Impl::PingNodes() {
       absl::Status s = r.status();
       HandleFailure(targets[i].node, targets[i].channel, 0, Failure::kNodeDown,
                     absl::Status(s.code(), absl::StrCat("health check: ", s.message())));
+    } else if (r->header.status == absl::StatusCode::kOk && !was_suspect[i]) {
+      // Every PING reply says whether the node is draining: a drain starts
+      // moving slabs off it, its end lets it take new slabs again.
+      const bool draining = r->header.node_draining();
+      MutexLock l(&mu_);
+      Node& n = nodes_[targets[i].node];
+      if (n.channel == targets[i].channel && n.state == NodeState::kUp && n.draining != draining) {
+        spdlog::info(
+            "farswap client: node {} {}", n.address,
+            draining ? "is draining: moving its slabs elsewhere" : "is no longer draining");
+        n.draining = draining;
+        n.flagged_at = absl::Now();
+        if (draining) n.last_error = "draining (PING)";
+        wake_ = true;
+        changed_.SignalAll();
+      }
     } else if (r->header.status == absl::StatusCode::kOk && was_suspect[i]) {
       bool still_suspect;
       {
@@ -445,13 +461,17 @@ bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
     MutexLock l(&mu_);
     client_internal::Slab* s = table_.Find(slab);
     if (s == nullptr || s->filling >= 0) return false;
-    // Copy from a live replica; suspect replicas do not count towards R
-    // (they leave the slab once the new copy is committed).
+    // Copy from a live replica, a draining one only when no other has the
+    // slab; suspect and draining replicas do not count towards R (they
+    // leave the slab once the new copy is committed).
     int source = -1, live = 0;
     for (int r : s->replicas) {
-      if (!LiveLocked(r)) continue;
+      if (!CountsTowardsRLocked(r)) continue;
       live++;
       if (source < 0) source = r;
+    }
+    for (int r : s->replicas) {
+      if (source < 0 && LiveLocked(r)) source = r;
     }
     if (source < 0 || live >= replicas_) return false;
     std::vector<client_internal::Candidate> c = CandidatesLocked(s->replicas);
@@ -471,6 +491,9 @@ bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
     return false;
   };
   uint64_t copied = 0;
+  std::vector<Target> evacuated;  // draining replicas the new copy replaces
+  uint64_t evacuated_epoch = 0;   // the slab's epoch after they left
+  bool committed = false;
   for (int pass = 0; pass < kMaxCopyPasses; ++pass) {
     for (size_t at = 0; at < pages.size(); at += kCopyWindow) {
       size_t n = std::min(kCopyWindow, pages.size() - at);
@@ -551,26 +574,55 @@ bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
       s->replicas.push_back(dst.node);
       s->epoch++;
       s->filling = -1;
-      // A verified copy now stands in for each suspect replica beyond R:
-      // those leave the slab (their pages there are settled when they
-      // return).
-      std::vector<int> suspects;
+      // A verified copy now stands in for each suspect or draining replica
+      // beyond R: those leave the slab. A suspect one's pages are settled
+      // when it returns; a draining one is up, so its copy is invalidated
+      // now (below) and the drain sees the node empty.
+      std::vector<int> leaving;
       for (int r : s->replicas) {
-        if (!LiveLocked(r)) suspects.push_back(r);
+        if (!CountsTowardsRLocked(r)) leaving.push_back(r);
       }
-      for (int r : suspects) {
+      for (int r : leaving) {
         if (int(table_.Find(slab)->replicas.size()) <= replicas_) break;
-        DropReplicaLocked(slab, r);
+        if (LiveLocked(r) && nodes_[r].channel != nullptr) {
+          // Freed below; an orphan only if that fails.
+          table_.DropReplica(slab, r);
+          evacuated.push_back(TargetLocked(r));
+          evacuated_epoch = table_.Find(slab)->epoch;
+        } else {
+          DropReplicaLocked(slab, r);
+        }
       }
       rereplicated_slabs_++;
       rereplicated_pages_ += copied;
       changed_.SignalAll();
-      return true;
+      committed = true;
+      break;
     }
     pages = s->dirty.Indices();
     s->dirty.ClearAll();
   }
-  return give_up("too many pages rewritten during the copy; retrying later");
+  if (!committed) return give_up("too many pages rewritten during the copy; retrying later");
+  // Free the moved slab on the draining nodes it left. A failure is only a
+  // leak there: an orphan record settles it when the node comes back.
+  std::vector<std::future<absl::StatusOr<IncomingMessage>>> cleanups;
+  for (const Target& t : evacuated) {
+    auto count = transport::EncodeU64Payload(pages_per_slab_);
+    cleanups.push_back(
+        t.channel->Call({.opcode = Opcode::kInvalidateRange, .page = slab * pages_per_slab_},
+                        std::vector<uint8_t>(count.begin(), count.end()), options_.op_timeout));
+  }
+  for (size_t k = 0; k < cleanups.size(); ++k) {
+    absl::Status st = cleanups[k].get().status();
+    if (!st.ok()) {
+      spdlog::warn("farswap client: freeing moved slab {} on draining node {}: {}", slab,
+                   evacuated[k].address, st.ToString());
+      MutexLock l(&mu_);
+      nodes_[evacuated[k].node].orphans.push_back(
+          {.slab = slab, .epoch = evacuated_epoch, .only_copy = false});
+    }
+  }
+  return true;
 }
 
 void Client::Impl::MaintenanceLoop() {
@@ -595,10 +647,16 @@ void Client::Impl::MaintenanceLoop() {
     std::vector<uint64_t> short_slabs;
     {
       MutexLock l(&mu_);
-      std::vector<bool> live(nodes_.size());
-      for (int i = 0; i < int(nodes_.size()); ++i) live[i] = LiveLocked(i);
-      short_slabs =
-          table_.UnderReplicated(replicas_, [&live](int node) { return bool(live[node]); });
+      // counts: replicas towards R; readable: replicas to copy from (a
+      // draining node's slabs are copied from it while it still serves).
+      std::vector<bool> counts(nodes_.size()), readable(nodes_.size());
+      for (int i = 0; i < int(nodes_.size()); ++i) {
+        counts[i] = CountsTowardsRLocked(i);
+        readable[i] = LiveLocked(i);
+      }
+      short_slabs = table_.UnderReplicated(
+          replicas_, [&counts](int node) { return bool(counts[node]); },
+          [&readable](int node) { return bool(readable[node]); });
     }
     for (uint64_t slab : short_slabs) {
       {
@@ -620,12 +678,12 @@ absl::Status Client::Impl::WaitUntilReplicated(absl::Duration timeout) {
   changed_.SignalAll();
   for (;;) {
     int up = 0;
-    for (const Node& n : nodes_) up += n.state == NodeState::kUp;
+    for (int i = 0; i < int(nodes_.size()); ++i) up += CountsTowardsRLocked(i);
     const int need = std::min(replicas_, up);
     uint64_t short_slabs = 0;
     for (const auto& [id, s] : table_.slabs()) {
       int live = 0;
-      for (int r : s.replicas) live += LiveLocked(r) ? 1 : 0;
+      for (int r : s.replicas) live += CountsTowardsRLocked(r) ? 1 : 0;
       short_slabs += s.present.Any() && (live < need || s.filling >= 0);
     }
     if (short_slabs == 0) return absl::OkStatus();

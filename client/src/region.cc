@@ -262,6 +262,7 @@ RegionStats RegionImpl::Stats() const {
   s.parked_faults = r(parked_);
   s.install_retries = r(install_retries_);
   s.pages_removed = r(pages_removed_);
+  s.evictions_kept_zap_pending = r(zap_kept_);
   s.pages_unmapped = r(pages_unmapped_);
   s.resident_pages = r(resident_);
   s.max_resident_pages = r(max_resident_);
@@ -571,6 +572,8 @@ bool RegionImpl::HandleMissing(ParkedFault f, std::vector<uint8_t>& buf, bool ma
         if (PagePresent(page)) {
           Wake(page);
         } else {
+          // Missing: any zap the program had pending has run.
+          flags_[page].fetch_and(static_cast<uint8_t>(~kFlagZapPending));
           RecoverZapped(f);
         }
         return true;
@@ -756,7 +759,10 @@ void RegionImpl::HandleWriteProtect(const ParkedFault& fault) {
       // message, or a page left write-protected (a failed un-protect, zeros
       // after a zap); un-protecting again is harmless.
       if (!state_[page].compare_exchange_strong(s, kWriting)) continue;
-      uint8_t fl = flags_[page].fetch_and(static_cast<uint8_t>(~kFlagPrefetched));
+      // A write after a REMOVE was handled: the program's madvise has
+      // returned, so its zap (if any) has run (kFlagZapPending).
+      uint8_t fl =
+          flags_[page].fetch_and(static_cast<uint8_t>(~(kFlagPrefetched | kFlagZapPending)));
       if (fl & kFlagPrefetched) prefetch_hits_.fetch_add(1, std::memory_order_relaxed);
       uint8_t a = age_[page].load(std::memory_order_relaxed);
       if (a < kAgeWrite) age_[page].store(kAgeWrite, std::memory_order_relaxed);

@@ -43,6 +43,19 @@ void RegionImpl::HandleRangeEvent(uint64_t start, uint64_t end, uint8_t flag) {
   const uint64_t lo = std::max(start, base), hi = std::min(end, base + pages_ * kPage);
   if (lo >= hi) return;
   const uint64_t first = (lo - base) / kPage, last = (hi - base + kPage - 1) / kPage;
+  if (flag == kFlagForgetRemoved) {
+    // Write-protect the range first, so that the program's next write to a
+    // page that stays resident (MADV_FREE does not zap; a DONTNEED's zap
+    // may come after this) is seen, and clears kFlagZapPending: it proves
+    // the madvise has returned. Best effort: EAGAIN (another event is
+    // queued, and only this thread may read it) or any error leaves the
+    // pages pending until they are seen missing, which is only slower.
+    uffdio_writeprotect wp{};
+    wp.range.start = base + first * kPage;
+    wp.range.len = (last - first) * kPage;
+    wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+    Ioctl(RegionIoctl::kWriteProtect, first, UFFDIO_WRITEPROTECT, &wp);
+  }
   for (uint64_t p = first; p < last; ++p) {
     // 1. Mark, then look (region_impl.h): a page some thread holds is
     // forgotten by that thread when it publishes.
@@ -95,6 +108,9 @@ void RegionImpl::TryForget(uint64_t page) {
     // or the program may already have faulted it back as zeros and written
     // it (the caller runs on once the event is read, before it is handled).
     // After the zap its next fault installs zeros (RecoverZapped).
+    // The zap may still be to come: no eviction may commit a snapshot of
+    // what the page holds until it is seen missing (kFlagZapPending).
+    if (resident && (taken & kFlagForgetRemoved)) flags_[page].fetch_or(kFlagZapPending);
     state_[page].store(resident ? kDirty : kEmpty);  // and look again: another event may have come
   }
 }

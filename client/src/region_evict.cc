@@ -342,16 +342,24 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets,
   for (size_t i = 0; i < dirty.size(); ++i) {
     const uint64_t p = dirty[i];
     uint8_t s = kEvicting;
-    if (stored[i] &&
-        (!(present[p - dirty.front()] & 1) || (flags_[p].load() & kFlagZeroedAfterZap))) {
-      stored[i] = false;
-    }
+    // Flags read after mincore: a page seen missing has had any pending zap.
+    const bool missing = !(present[p - dirty.front()] & 1);
+    if (missing) flags_[p].fetch_and(static_cast<uint8_t>(~kFlagZapPending));
+    const uint8_t f = flags_[p].load();
+    // zap_pending: the snapshot may be of contents the program threw away
+    // (a REMOVE handled before this batch claimed the page, its zap still
+    // to come): kept, and left write-protected so that the program's next
+    // write shows the madvise is over.
+    const bool zap_pending = (f & kFlagZapPending) != 0;
+    if (stored[i] && (missing || zap_pending || (f & kFlagZeroedAfterZap))) stored[i] = false;
     if (!stored[i]) {
       // Store failed: keep the page, writable again. (If the un-protect
       // fails too, the page stays kDirty and write-protected, and its next
       // write's fault un-protects it.)
       if (state_[p].compare_exchange_strong(s, kWriting)) {
-        if (int err = UnprotectRetrying(p); err != 0 && err != ENOENT) {
+        if (zap_pending) {
+          zap_kept_.fetch_add(1, std::memory_order_relaxed);
+        } else if (int err = UnprotectRetrying(p); err != 0 && err != ENOENT) {
           RecordError(absl::StrCat("un-protect of page ", p, ": ", strerror(err)));
         }
         Publish(p, kDirty);

@@ -28,10 +28,11 @@
 // program may have written it again). The MISSING fault that follows the
 // zap finds a resident state on a missing page and installs zeros
 // (RecoverZapped); an eviction whose snapshot may predate the zap keeps the
-// page (commit). A load in flight is not installed if the page was
-// forgotten meanwhile (checked just before the UFFDIO_COPY; a REMOVE read
-// between that check and the copy can leave the loaded contents in place:
-// a known, microseconds-wide window).
+// page (commit): one claimed before the event was handled has the forget
+// applied after its commit (kFlagInBatch), one claimed after it sees
+// kFlagZapPending until the page is seen missing. A load in flight is not installed if the page was
+// forgotten meanwhile (checked and copied under read_mu_, which the reader
+// holds from reading an event to marking its pages: CheckAndInstall).
 // The evictor's own MADV_DONTNEED raises REMOVE events too: DropPages lists
 // its ranges in own_removes_ and the handler skips them. No fault thread
 // ever waits for kDropping or kForgetting (the evictor's madvise waits for
@@ -99,6 +100,14 @@ inline constexpr uint8_t kFlagForgetUnmapped = 32;
 // kFlagZeroedAfterZap: RecoverZapped installed zeros since the page was
 // claimed for eviction; that batch's snapshot may predate the zap.
 inline constexpr uint8_t kFlagZeroedAfterZap = 64;
+// kFlagZapPending: a REMOVE forgot the page while it was resident, and the
+// program's zap (which the kernel runs after the event is read, on the
+// program's thread) may not have happened yet: until it has, the page may
+// still hold the contents the program threw away, so an eviction snapshot
+// is not the page's contents and is never committed. Cleared once the page
+// is seen missing (the zap has run, or had nothing to remove); after that
+// only zeros (RecoverZapped) or the program's new writes can appear there.
+inline constexpr uint8_t kFlagZapPending = 128;
 
 // ZeroPage: 4 KiB of zeros, the source of zero-filling UFFDIO_COPYs.
 const uint8_t* ZeroPage();
@@ -270,6 +279,7 @@ class RegionImpl {
   std::atomic<uint64_t> prefetch_issued_{0}, prefetch_hits_{0}, prefetch_waste_{0};
   std::atomic<uint64_t> load_retries_{0}, sigbus_{0}, store_errors_{0}, parked_{0};
   std::atomic<uint64_t> install_retries_{0}, pages_removed_{0}, pages_unmapped_{0};
+  std::atomic<uint64_t> zap_kept_{0};  // RegionStats::evictions_kept_zap_pending
   std::atomic<uint64_t> remote_faults_{0}, remote_fault_ns_{0}, remote_load_ns_{0},
       remote_install_ns_{0};
   std::array<std::atomic<uint64_t>, kFaultLatencyBuckets> latency_{};

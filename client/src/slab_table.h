@@ -126,18 +126,28 @@ class SlabTable {
   std::vector<Dropped> DropNode(int node);
 
   // UnderReplicated lists slabs with at least one present page, fewer than
-  // `r` live replicas (live(node) true), at least one live replica to copy
-  // from and nobody filling.
-  template <typename Live>
-  std::vector<uint64_t> UnderReplicated(int r, Live live) const {
+  // `r` replicas that count (counts(node) true), at least one replica to
+  // copy from (readable(node) true: a draining node still serves loads)
+  // and nobody filling.
+  template <typename Counts, typename Readable>
+  std::vector<uint64_t> UnderReplicated(int r, Counts counts, Readable readable) const {
     std::vector<uint64_t> out;
     for (const auto& [id, s] : slabs_) {
       int n = 0;
-      for (int node : s.replicas) n += live(node) ? 1 : 0;
-      if (n > 0 && n < r && s.filling < 0 && s.present.Any()) out.push_back(id);
+      bool source = false;
+      for (int node : s.replicas) {
+        n += counts(node) ? 1 : 0;
+        source |= readable(node);
+      }
+      if (source && n < r && s.filling < 0 && s.present.Any()) out.push_back(id);
     }
     std::sort(out.begin(), out.end());
     return out;
+  }
+  // UnderReplicated with every counting replica readable, none other.
+  template <typename Live>
+  std::vector<uint64_t> UnderReplicated(int r, Live live) const {
+    return UnderReplicated(r, live, live);
   }
 
   // SlabsOn counts slabs with `node` as a replica.

@@ -1,10 +1,7 @@
 #include "farswap/common/build_info.h"
 
 #include "absl/time/clock.h"
-
-#ifndef FARSWAP_VERSION
-#error "FARSWAP_VERSION is set by common/CMakeLists.txt"
-#endif
+#include "farswap/common/version.h"  // generated (common/src/version.h.in)
 
 namespace farswap {
 namespace {
@@ -12,7 +9,7 @@ namespace {
 const absl::Time kProcessStart = absl::Now();
 }  // namespace
 
-const char* FarswapVersion() { return FARSWAP_VERSION; }
+const char* FarswapVersion() { return cli::kProjectVersion; }
 
 absl::Time ProcessStartTime() { return kProcessStart; }
 

@@ -1,102 +1,94 @@
 #include "farswap/common/cli.h"
 
-#include "absl/status/status.h"
+#include <cmath>
+#include <iostream>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "farswap/common/byte_size.h"
+#include "farswap/common/version.h"
 
-namespace farswap {
+namespace farswap::cli {
 
-absl::StatusOr<Args> Args::Parse(int argc, char** argv, const std::set<std::string>& known,
-                                 const std::set<std::string>& boolean_flags,
-                                 bool allow_positional) {
-  Args a;
-  for (int i = 0; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg.rfind("--", 0) != 0) {
-      if (allow_positional) {
-        a.positional_.push_back(arg);
-        continue;
-      }
-      return absl::InvalidArgumentError(absl::StrCat("unexpected argument '", arg, "'"));
-    }
-    std::string name = arg.substr(2), value;
-    size_t eq = name.find('=');
-    if (eq != std::string::npos) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    } else if (boolean_flags.count(name)) {
-      value = "true";
-    } else if (i + 1 < argc) {
-      value = argv[++i];
-    } else {
-      return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value"));
-    }
-    if (!known.count(name))
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
-    a.values_[name] = value;
+std::string VersionString(const std::string& program) {
+  std::string v = absl::StrCat(program, " ", kProjectVersion);
+  if (kGitCommit[0] != '\0') absl::StrAppend(&v, " (git ", kGitCommit, ")");
+  return v;
+}
+
+void Configure(CLI::App& app) {
+  app.set_version_flag("--version", VersionString(app.get_name()), "Print the version and exit");
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.fallthrough();
+}
+
+std::optional<int> Parse(CLI::App& app, int argc, char** argv) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e, std::cout, std::cerr);  // --help, --version
+    std::cerr << app.get_name() << ": " << e.what() << "\n"
+              << "Run with --help for more information.\n";
+    return kUsageExitStatus;
   }
-  return a;
+  return std::nullopt;
 }
 
-std::string Args::Get(const std::string& name, const std::string& fallback) const {
-  auto it = values_.find(name);
-  return it == values_.end() ? fallback : it->second;
+int UsageError(const CLI::App& app, const std::string& message) {
+  std::cerr << app.get_name() << ": " << message << "\n"
+            << "Run with --help for more information.\n";
+  return kUsageExitStatus;
 }
 
-absl::StatusOr<double> Args::GetDouble(const std::string& name, double fallback) const {
-  if (!Has(name)) return fallback;
+CLI::Validator Bytes() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        absl::StatusOr<uint64_t> bytes = ParseBytes(value);
+        if (!bytes.ok()) return std::string(bytes.status().message());
+        value = std::to_string(*bytes);
+        return "";
+      },
+      "BYTES (K/M/G suffixes)", "Bytes");
+}
+
+namespace {
+// ParseDouble: a finite number, or nullopt.
+std::optional<double> ParseFinite(const std::string& value) {
   double v;
-  if (!absl::SimpleAtod(Get(name), &v) || !std::isfinite(v)) {
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": not a number: ", Get(name)));
-  }
+  if (!absl::SimpleAtod(value, &v) || !std::isfinite(v)) return std::nullopt;
   return v;
 }
+}  // namespace
 
-absl::StatusOr<uint64_t> Args::GetUint(const std::string& name, uint64_t fallback) const {
-  if (!Has(name)) return fallback;
-  uint64_t v;
-  if (!absl::SimpleAtoi(Get(name), &v)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", name, ": not a whole number: ", Get(name)));
-  }
-  return v;
+CLI::Validator Fraction() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        std::optional<double> v = ParseFinite(value);
+        if (!v || *v < 0 || *v > 1) return absl::StrCat("not a fraction in [0, 1]: '", value, "'");
+        return "";
+      },
+      "", "Fraction");
 }
 
-absl::StatusOr<uint64_t> ParseBytes(const std::string& text) {
-  std::string s = text;
-  uint64_t mult = 1;
-  if (!s.empty()) {
-    switch (s.back()) {
-      case 'K':
-      case 'k':
-        mult = uint64_t{1} << 10;
-        break;
-      case 'M':
-      case 'm':
-        mult = uint64_t{1} << 20;
-        break;
-      case 'G':
-      case 'g':
-        mult = uint64_t{1} << 30;
-        break;
-      default:
-        break;
-    }
-    if (mult != 1) s.pop_back();
-  }
-  uint64_t v;
-  if (!absl::SimpleAtoi(s, &v) || v > UINT64_MAX / mult) {
-    return absl::InvalidArgumentError(absl::StrCat("not a byte count: '", text, "'"));
-  }
-  return v * mult;
+CLI::Validator Finite() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        if (!ParseFinite(value)) return absl::StrCat("not a finite number: '", value, "'");
+        return "";
+      },
+      "", "Finite");
 }
 
-absl::StatusOr<uint64_t> Args::GetBytes(const std::string& name, uint64_t fallback) const {
-  if (!Has(name)) return fallback;
-  absl::StatusOr<uint64_t> v = ParseBytes(Get(name));
-  if (!v.ok())
-    return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", v.status().message()));
-  return v;
+CLI::Validator NonNegative() {
+  return CLI::Validator(
+      [](std::string& value) -> std::string {
+        uint64_t v;
+        if (value.empty() || value[0] == '-' || !absl::SimpleAtoi(value, &v)) {
+          return absl::StrCat("not a whole number >= 0: '", value, "'");
+        }
+        return "";
+      },
+      "", "NonNegative");
 }
 
-}  // namespace farswap
+}  // namespace farswap::cli

@@ -2,23 +2,29 @@
 // gRPC control plane (proto/farswap/v1/memory_node.proto).
 //
 //   farswapctl --node HOST:PORT [--timeout SECONDS] COMMAND [flags]
+//   farswapctl [COMMAND] --help | --version
 //     stats [--json] [--tenant ID]   node and per-tenant counters
 //     health                         gRPC health check; exit 0 only if SERVING
 //     compact                        run pool compaction now
-//     drain [--resume]               refuse new stores (loads still served)
+//     drain [--resume] [--wait]      refuse new stores (loads still served);
+//                                    --wait: until clients moved every page off
 //     set-limit [--pool-limit BYTES] [--high-watermark F] [--low-watermark F]
 //               [--tenant ID --quota BYTES]
 //
 // Exit status: 0 success, 1 the node answered an error (printed with its
-// status code) or could not be reached, 2 bad usage.
+// status code) or could not be reached, 2 bad usage. Flags are parsed by
+// CLI11 (farswap/common/cli.h); --node and --timeout may also follow COMMAND.
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 #include <string>
+#include <thread>
 
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "farswap/common/cli.h"
 #include "farswap/v1/memory_node.grpc.pb.h"
@@ -26,22 +32,6 @@
 
 namespace farswap {
 namespace {
-
-constexpr char kUsage[] =
-    "usage: farswapctl --node HOST:PORT [--timeout SECONDS] COMMAND [flags]\n"
-    "  stats [--json] [--tenant ID]     node and per-tenant counters\n"
-    "  health                           exit 0 only if farswap.v1.MemoryNode is SERVING\n"
-    "                                   (NOT_SERVING while draining or after a disk error)\n"
-    "  compact                          run pool compaction now\n"
-    "  drain [--resume]                 refuse new stores (loads still served)\n"
-    "  set-limit [--pool-limit BYTES] [--high-watermark F] [--low-watermark F]\n"
-    "            [--tenant ID --quota BYTES]\n";
-
-int Usage(const std::string& why) {
-  if (!why.empty()) std::cerr << "farswapctl: " << why << "\n";
-  std::cerr << kUsage;
-  return 2;
-}
 
 int Fail(const grpc::Status& s) {
   std::cerr << "farswapctl: " << absl::StatusCodeToString(absl::StatusCode(s.error_code())) << ": "
@@ -101,34 +91,71 @@ void PrintHuman(const v1::GetStatsResponse& r) {
   }
 }
 
-int Run(int argc, char** argv) {
-  absl::StatusOr<Args> parsed =
-      Args::Parse(argc - 1, argv + 1,
-                  {"node", "timeout", "json", "tenant", "resume", "pool-limit", "high-watermark",
-                   "low-watermark", "quota"},
-                  {"json", "resume"}, /*allow_positional=*/true);
-  if (!parsed.ok()) return Usage(std::string(parsed.status().message()));
-  const Args& args = *parsed;
-  if (args.positional().size() != 1) return Usage("exactly one COMMAND is needed");
-  if (!args.Has("node")) return Usage("--node HOST:PORT (the node's gRPC address) is required");
-  absl::StatusOr<double> timeout = args.GetDouble("timeout", 10);
-  if (!timeout.ok()) return Usage(std::string(timeout.status().message()));
-  const std::string command = args.positional()[0];
+// Flags: every flag of farswapctl and its subcommands. Optional values are
+// the ones set-limit sends only when given.
+struct Flags {
+  std::string node;
+  double timeout_s = 10;
+  bool json = false;
+  std::string tenant;
+  bool resume = false;
+  bool wait = false;
+  std::optional<uint64_t> pool_limit;
+  std::optional<double> high_watermark;
+  std::optional<double> low_watermark;
+  std::optional<uint64_t> quota;
+};
 
-  auto channel = grpc::CreateChannel(args.Get("node"), grpc::InsecureChannelCredentials());
+// WaitUntilEmpty polls a draining node until it stores no pages: its
+// clients see the drain in their next health ping and move their slabs to
+// other nodes, freeing them here. Returns the exit status: 0 when empty, 1
+// when `deadline` passes first or the node fails.
+int WaitUntilEmpty(v1::MemoryNode::Stub& stub, std::chrono::system_clock::time_point deadline,
+                   uint64_t stored) {
+  // kPoll: how often the node is asked. The pages leave as other processes
+  // (the clients) move them; there is nothing to block on but the node.
+  constexpr auto kPoll = std::chrono::milliseconds(200);
+  uint64_t shown = stored;
+  while (stored > 0) {
+    if (std::chrono::system_clock::now() + kPoll >= deadline) {
+      std::cerr << "farswapctl: drain --wait: " << stored
+                << " pages still stored when --timeout ran out (a client that is gone holds "
+                   "pages until its session expires)\n";
+      return 1;
+    }
+    std::this_thread::sleep_for(kPoll);
+    grpc::ClientContext ctx;
+    ctx.set_deadline(deadline);
+    v1::DrainRequest req;
+    req.set_drain(true);
+    v1::DrainResponse resp;
+    grpc::Status s = stub.Drain(&ctx, req, &resp);
+    if (!s.ok()) return Fail(s);
+    stored = resp.stored_pages();
+    if (stored != shown) {
+      std::cout << "draining, " << stored << " pages stored" << std::endl;
+      shown = stored;
+    }
+  }
+  std::cout << "drained: no pages stored" << std::endl;
+  return 0;
+}
+
+int Run(const CLI::App& app, const std::string& command, const Flags& flags) {
+  auto channel = grpc::CreateChannel(flags.node, grpc::InsecureChannelCredentials());
   auto deadline =
-      std::chrono::system_clock::now() + std::chrono::milliseconds(int64_t(*timeout * 1000));
+      std::chrono::system_clock::now() + std::chrono::milliseconds(int64_t(flags.timeout_s * 1000));
   grpc::ClientContext ctx;
   ctx.set_deadline(deadline);
   auto stub = v1::MemoryNode::NewStub(channel);
 
   if (command == "stats") {
     v1::GetStatsRequest req;
-    req.set_tenant_id(args.Get("tenant"));
+    req.set_tenant_id(flags.tenant);
     v1::GetStatsResponse resp;
     grpc::Status s = stub->GetStats(&ctx, req, &resp);
     if (!s.ok()) return Fail(s);
-    if (args.Has("json")) {
+    if (flags.json) {
       std::string json;
       google::protobuf::util::JsonPrintOptions opts;
       opts.always_print_primitive_fields = true;
@@ -160,53 +187,79 @@ int Run(int argc, char** argv) {
   }
   if (command == "drain") {
     v1::DrainRequest req;
-    req.set_drain(!args.Has("resume"));
+    req.set_drain(!flags.resume);
     v1::DrainResponse resp;
     grpc::Status s = stub->Drain(&ctx, req, &resp);
     if (!s.ok()) return Fail(s);
     std::cout << (resp.draining() ? "draining" : "accepting stores") << ", " << resp.stored_pages()
               << " pages stored" << std::endl;
-    return 0;
+    if (!flags.wait || !resp.draining()) return 0;
+    return WaitUntilEmpty(*stub, deadline, resp.stored_pages());
   }
-  if (command == "set-limit") {
-    v1::SetLimitsRequest req;
-    bool any = false;
-    if (args.Has("pool-limit")) {
-      absl::StatusOr<uint64_t> v = args.GetBytes("pool-limit", 0);
-      if (!v.ok()) return Usage(std::string(v.status().message()));
-      req.set_pool_limit_bytes(*v);
-      any = true;
-    }
-    for (const char* name : {"high-watermark", "low-watermark"}) {
-      if (!args.Has(name)) continue;
-      absl::StatusOr<double> v = args.GetDouble(name, 0);
-      if (!v.ok()) return Usage(std::string(v.status().message()));
-      if (std::string(name) == "high-watermark") {
-        req.set_high_watermark(*v);
-      } else {
-        req.set_low_watermark(*v);
-      }
-      any = true;
-    }
-    if (args.Has("quota")) {
-      if (!args.Has("tenant")) return Usage("--quota needs --tenant ID");
-      absl::StatusOr<uint64_t> v = args.GetBytes("quota", 0);
-      if (!v.ok()) return Usage(std::string(v.status().message()));
-      req.set_tenant_id(args.Get("tenant"));
-      req.set_tenant_quota_bytes(*v);
-      any = true;
-    }
-    if (!any) return Usage("set-limit needs at least one limit flag");
-    v1::SetLimitsResponse resp;
-    grpc::Status s = stub->SetLimits(&ctx, req, &resp);
-    if (!s.ok()) return Fail(s);
-    std::cout << "limits set" << std::endl;
-    return 0;
+  // set-limit
+  v1::SetLimitsRequest req;
+  if (flags.pool_limit) req.set_pool_limit_bytes(*flags.pool_limit);
+  if (flags.high_watermark) req.set_high_watermark(*flags.high_watermark);
+  if (flags.low_watermark) req.set_low_watermark(*flags.low_watermark);
+  if (flags.quota) {
+    if (flags.tenant.empty()) return cli::UsageError(app, "--quota needs --tenant ID");
+    req.set_tenant_id(flags.tenant);
+    req.set_tenant_quota_bytes(*flags.quota);
   }
-  return Usage(absl::StrCat("unknown command '", command, "'"));
+  if (!flags.pool_limit && !flags.high_watermark && !flags.low_watermark && !flags.quota) {
+    return cli::UsageError(app, "set-limit needs at least one limit flag");
+  }
+  v1::SetLimitsResponse resp;
+  grpc::Status s = stub->SetLimits(&ctx, req, &resp);
+  if (!s.ok()) return Fail(s);
+  std::cout << "limits set" << std::endl;
+  return 0;
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app(
+      "farswapctl: the operator's command line for one memory node (gRPC control plane).\n"
+      "Exit status: 0 success, 1 the node answered an error or could not be reached, 2 bad "
+      "usage.",
+      "farswapctl");
+  cli::Configure(app);
+  Flags f;
+  app.add_option("--node", f.node, "the node's gRPC address")->type_name("HOST:PORT")->required();
+  app.add_option("--timeout", f.timeout_s, "deadline of the call in seconds")
+      ->type_name("SECONDS")
+      ->check(cli::Finite())
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.require_subcommand(1);
+  CLI::App* stats = app.add_subcommand("stats", "node and per-tenant counters");
+  stats->add_flag("--json", f.json, "print the GetStatsResponse as JSON (proto field names)");
+  stats->add_option("--tenant", f.tenant, "only this tenant's counters")->type_name("ID");
+  app.add_subcommand("health",
+                     "exit 0 only if farswap.v1.MemoryNode is SERVING (NOT_SERVING while "
+                     "draining or after a disk error)");
+  app.add_subcommand("compact", "run pool compaction now");
+  CLI::App* drain = app.add_subcommand("drain", "refuse new stores (loads still served)");
+  drain->add_flag("--resume", f.resume, "accept stores again");
+  drain->add_flag("--wait", f.wait,
+                  "return once clients have moved every page off the node (exit 0), or exit 1 "
+                  "when --timeout runs out first (the deadline of the whole wait)");
+  CLI::App* set_limit = app.add_subcommand("set-limit", "change limits (at least one flag)");
+  set_limit->add_option("--pool-limit", f.pool_limit, "pool memory limit, K/M/G suffixes")
+      ->transform(cli::Bytes());
+  set_limit->add_option("--high-watermark", f.high_watermark, "writeback starts above F")
+      ->type_name("F")
+      ->check(cli::Fraction());
+  set_limit->add_option("--low-watermark", f.low_watermark, "writeback stops at F")
+      ->type_name("F")
+      ->check(cli::Fraction());
+  set_limit->add_option("--tenant", f.tenant, "the tenant whose --quota to set")->type_name("ID");
+  set_limit->add_option("--quota", f.quota, "the tenant's quota, K/M/G suffixes (needs --tenant)")
+      ->transform(cli::Bytes());
+  if (std::optional<int> exit_status = cli::Parse(app, argc, argv)) return *exit_status;
+  return Run(app, app.get_subcommands().front()->get_name(), f);
 }
 
 }  // namespace
 }  // namespace farswap
 
-int main(int argc, char** argv) { return farswap::Run(argc, argv); }
+int main(int argc, char** argv) { return farswap::Main(argc, argv); }

@@ -558,6 +558,9 @@ std::optional<FrameHeader> DataPlaneServer::HandleOp(uint32_t tenant, const Fram
     }
     case Opcode::kPing: {
       FrameHeader h = OkReply(request);
+      // Clients ping every node once per health interval: that is how
+      // they learn of a drain and start moving their slabs off.
+      if (store_->draining()) h.flags |= transport::kFlagNodeDraining;
       out->assign(payload.begin(), payload.end());
       h.payload_length = uint32_t(out->size());
       return h;

@@ -5,7 +5,9 @@
 //                  [--high-watermark F] [--low-watermark F] [--io-threads N]
 //                  [--workers N] [--tenants-file PATH] [--ready-file PATH]
 //                  [--session-idle-timeout SECONDS] [--node-id NAME] [--log-level LEVEL]
+//                  [--busy-poll-us N] [--test-corrupt-loads[=true|false]]
 //                  [--metrics-addr HOST:PORT]
+//   farswap-server --help | --version
 //
 // README.md ("farswap-server") documents every flag. The node serves the
 // data plane (transport/README.md) on --data-addr and the gRPC control
@@ -13,18 +15,23 @@
 // --grpc-addr; port 0 picks a free port, and --ready-file receives the bound
 // addresses as JSON once both listen. SIGTERM or SIGINT shuts it down
 // cleanly. Exit status: 0 after a clean shutdown, 1 when it cannot start
-// (the reason is logged), 2 for bad flags.
+// (the reason is logged), 2 for bad flags. Flags are parsed by CLI11
+// (farswap/common/cli.h); logs go to stderr.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <signal.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -44,30 +51,6 @@ namespace {
 
 // kMemoryNodeService: the gRPC service name whose health this node reports.
 constexpr char kMemoryNodeService[] = "farswap.v1.MemoryNode";
-
-constexpr char kUsage[] =
-    "usage: farswap-server [flags]\n"
-    "  --data-addr HOST:PORT     data plane (default 127.0.0.1:0; port 0 picks one)\n"
-    "  --grpc-addr HOST:PORT     gRPC control plane (default 127.0.0.1:0)\n"
-    "  --pool-limit BYTES        compressed pool memory limit, K/M/G suffixes (default 256M)\n"
-    "  --backing-file PATH       file or block device for LRU writeback (default: none)\n"
-    "  --backing-size BYTES      size of a backing file (default 1G)\n"
-    "  --high-watermark F        start writeback above F x pool limit (default 0.9)\n"
-    "  --low-watermark F         stop writeback at F x pool limit (default 0.8)\n"
-    "  --io-threads N            transport event-loop threads (default 2)\n"
-    "  --workers N               page-store worker threads (default 2)\n"
-    "  --busy-poll-us N          I/O threads poll this long after traffic before sleeping,\n"
-    "                            so replies leave without a kernel wake-up (default 0)\n"
-    "  --tenants-file PATH       id:secret:quota lines (default: tenant 'default', no secret);\n"
-    "                            a quota is rounded up to whole 4 KiB pages\n"
-    "  --session-idle-timeout S  close a session that has had no data-plane connection for\n"
-    "                            S seconds (checked every second; default 900; 0 = never)\n"
-    "  --ready-file PATH         write {\"data_addr\",\"grpc_addr\",\"pid\"} JSON once listening\n"
-    "  --node-id NAME            name in stats and logs (default: hostname)\n"
-    "  --log-level LEVEL         trace|debug|info|warn|error (default info)\n"
-    "  --metrics-addr HOST:PORT  serve Prometheus /metrics there (default: off; port 0 picks one)\n"
-    "  --test-corrupt-loads      TEST ONLY: flip a bit in every LOAD reply's payload, to\n"
-    "                            exercise clients' checksum verification and failover\n";
 
 struct Flags {
   std::string data_addr = "127.0.0.1:0";
@@ -89,51 +72,67 @@ struct Flags {
   std::string metrics_addr;  // Prometheus /metrics; empty = off
 };
 
-absl::StatusOr<Flags> ParseFlags(int argc, char** argv) {
-  FARSWAP_ASSIGN_OR_RETURN(
-      Args a, Args::Parse(argc - 1, argv + 1,
-                          {"data-addr", "grpc-addr", "pool-limit", "backing-file", "backing-size",
-                           "high-watermark", "low-watermark", "io-threads", "workers",
-                           "busy-poll-us", "tenants-file", "session-idle-timeout", "ready-file",
-                           "node-id", "log-level", "test-corrupt-loads", "metrics-addr"},
-                          {"test-corrupt-loads"}));
-  Flags f;
-  f.data_addr = a.Get("data-addr", f.data_addr);
-  f.grpc_addr = a.Get("grpc-addr", f.grpc_addr);
-  FARSWAP_ASSIGN_OR_RETURN(f.pool_limit, a.GetBytes("pool-limit", f.pool_limit));
-  f.backing_file = a.Get("backing-file");
-  FARSWAP_ASSIGN_OR_RETURN(f.backing_size, a.GetBytes("backing-size", f.backing_size));
-  FARSWAP_ASSIGN_OR_RETURN(f.high_watermark, a.GetDouble("high-watermark", f.high_watermark));
-  FARSWAP_ASSIGN_OR_RETURN(f.low_watermark, a.GetDouble("low-watermark", f.low_watermark));
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t io, a.GetUint("io-threads", 2));
-  FARSWAP_ASSIGN_OR_RETURN(uint64_t workers, a.GetUint("workers", 2));
-  if (io < 1 || io > 64) return absl::InvalidArgumentError("--io-threads must be 1..64");
-  if (workers < 1 || workers > 256) return absl::InvalidArgumentError("--workers must be 1..256");
-  f.io_threads = int(io);
-  f.workers = int(workers);
-  FARSWAP_ASSIGN_OR_RETURN(f.busy_poll_us, a.GetUint("busy-poll-us", 0));
-  if (f.busy_poll_us > 1000000) {
-    return absl::InvalidArgumentError("--busy-poll-us must be 0..1000000");
-  }
-  f.tenants_file = a.Get("tenants-file");
-  FARSWAP_ASSIGN_OR_RETURN(f.session_idle_timeout_s,
-                           a.GetUint("session-idle-timeout", f.session_idle_timeout_s));
-  if (f.session_idle_timeout_s > 365ull * 24 * 3600) {
-    return absl::InvalidArgumentError("--session-idle-timeout must be 0..31536000 seconds");
-  }
-  f.ready_file = a.Get("ready-file");
-  f.log_level = a.Get("log-level", f.log_level);
-  f.test_corrupt_loads = a.Has("test-corrupt-loads");
-  f.metrics_addr = a.Get("metrics-addr");
-  char host[256] = "farswap";
-  gethostname(host, sizeof host - 1);
-  f.node_id = a.Get("node-id", host);
-  if (!(f.low_watermark > 0 && f.low_watermark < f.high_watermark && f.high_watermark <= 1)) {
-    return absl::InvalidArgumentError(
-        "watermarks must satisfy 0 < --low-watermark < --high-watermark <= 1");
-  }
-  if (f.pool_limit < 64 * 1024) return absl::InvalidArgumentError("--pool-limit must be >= 64K");
-  return f;
+// AddFlags declares every flag on `app`, bound to `f` (whose values are the
+// defaults). README.md ("farswap-server") documents the same list.
+void AddFlags(CLI::App& app, Flags& f) {
+  app.add_option("--data-addr", f.data_addr, "data plane HOST:PORT (port 0 picks one)")
+      ->type_name("HOST:PORT")
+      ->capture_default_str();
+  app.add_option("--grpc-addr", f.grpc_addr, "gRPC control plane HOST:PORT")
+      ->type_name("HOST:PORT")
+      ->capture_default_str();
+  app.add_option("--pool-limit", f.pool_limit,
+                 "compressed pool memory limit, K/M/G suffixes (default 256M; at least 64K)")
+      ->transform(cli::Bytes());
+  app.add_option("--backing-file", f.backing_file,
+                 "file or block device for LRU writeback (default: none)")
+      ->type_name("PATH");
+  app.add_option("--backing-size", f.backing_size, "size of a backing file (default 1G)")
+      ->transform(cli::Bytes());
+  app.add_option("--high-watermark", f.high_watermark, "start writeback above F x pool limit")
+      ->type_name("F")
+      ->check(cli::Fraction())
+      ->capture_default_str();
+  app.add_option("--low-watermark", f.low_watermark, "stop writeback at F x pool limit")
+      ->type_name("F")
+      ->check(cli::Fraction())
+      ->capture_default_str();
+  app.add_option("--io-threads", f.io_threads, "transport event-loop threads")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--workers", f.workers, "page-store worker threads")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  app.add_option("--busy-poll-us", f.busy_poll_us,
+                 "I/O threads poll this long after traffic before sleeping, so replies leave "
+                 "without a kernel wake-up")
+      ->check(CLI::Range(0, 1000000))
+      ->capture_default_str();
+  app.add_option("--tenants-file", f.tenants_file,
+                 "id:secret:quota lines (default: tenant 'default', no secret); a quota is "
+                 "rounded up to whole 4 KiB pages")
+      ->type_name("PATH");
+  app.add_option("--session-idle-timeout", f.session_idle_timeout_s,
+                 "close a session that has had no data-plane connection for S seconds "
+                 "(checked every second; 0 = never)")
+      ->type_name("S")
+      ->check(CLI::Range(uint64_t{0}, uint64_t{365} * 24 * 3600))
+      ->capture_default_str();
+  app.add_option("--ready-file", f.ready_file,
+                 "write {\"data_addr\", \"grpc_addr\", \"metrics_addr\", \"pid\"} JSON here once "
+                 "listening")
+      ->type_name("PATH");
+  app.add_option("--node-id", f.node_id, "name in stats and logs (default: hostname)")
+      ->type_name("NAME");
+  app.add_option("--log-level", f.log_level, "log level (logs go to stderr)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  app.add_flag("--test-corrupt-loads", f.test_corrupt_loads,
+               "TEST ONLY: flip a bit in every LOAD reply's payload, to exercise clients' "
+               "checksum verification and failover");
+  app.add_option("--metrics-addr", f.metrics_addr,
+                 "serve Prometheus /metrics on HOST:PORT (default: off; port 0 picks one)")
+      ->type_name("HOST:PORT");
 }
 
 // WriteReadyFile writes the JSON atomically (temp file + rename), so a
@@ -230,9 +229,21 @@ int Serve(const Flags& f) {
   }
   const std::string data_addr = StripTcp(data_plane.address());
 
-  MemoryNodeService service(
-      store->get(), &*tenants,
-      {.node_id = f.node_id, .data_addr = data_addr, .limits = limits, .data_plane = &data_plane});
+  // A drain turns the health of farswap.v1.MemoryNode to NOT_SERVING at
+  // once (readiness probes, `farswapctl health`), not at the watcher's next
+  // look; the watcher below still owns every other change.
+  std::atomic<grpc::HealthCheckServiceInterface*> health_on_drain{nullptr};
+  MemoryNodeService service(store->get(), &*tenants,
+                            {.node_id = f.node_id,
+                             .data_addr = data_addr,
+                             .limits = limits,
+                             .data_plane = &data_plane,
+                             .on_drain_changed = [&health_on_drain, &store] {
+                               if (grpc::HealthCheckServiceInterface* h = health_on_drain.load()) {
+                                 h->SetServingStatus(kMemoryNodeService, (*store)->Health().ok() &&
+                                                                             !(*store)->draining());
+                               }
+                             }});
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -251,6 +262,7 @@ int Serve(const Flags& f) {
   // The service's own status is what readiness probes and farswapctl ask
   // for; without it set, a check of farswap.v1.MemoryNode answers NOT_FOUND.
   health->SetServingStatus(kMemoryNodeService, true);
+  health_on_drain.store(health);
   spdlog::info("node {} ready: data plane {}, gRPC {}, pool limit {} bytes", f.node_id, data_addr,
                grpc_addr, f.pool_limit);
   // Prometheus /metrics (node_metrics.h): declared after what it reads, so
@@ -266,13 +278,10 @@ int Serve(const Flags& f) {
   }
   if (*metrics) spdlog::info("metrics on http://{}/metrics", (*metrics)->address());
   if (!f.ready_file.empty()) {
-    absl::Status s = WriteReadyFile(
-        f.ready_file,
-        absl::StrCat(
-            "{\"data_addr\": \"", data_addr, "\", \"grpc_addr\": \"", grpc_addr, "\"",
-            *metrics ? absl::StrCat(", \"metrics_addr\": \"", (*metrics)->address(), "\"") : "",
-            ", \"pid\": ", getpid(), "}"));
-    if (!s.ok()) {
+    nlohmann::ordered_json ready = {{"data_addr", data_addr}, {"grpc_addr", grpc_addr}};
+    if (*metrics) ready["metrics_addr"] = (*metrics)->address();
+    ready["pid"] = getpid();
+    if (absl::Status s = WriteReadyFile(f.ready_file, ready.dump()); !s.ok()) {
       spdlog::error("cannot start: {}", s.ToString());
       return 1;
     }
@@ -330,13 +339,31 @@ int Serve(const Flags& f) {
 }  // namespace farswap::server
 
 int main(int argc, char** argv) {
-  absl::StatusOr<farswap::server::Flags> flags = farswap::server::ParseFlags(argc, argv);
-  if (!flags.ok()) {
-    std::cerr << "farswap-server: " << flags.status().message() << "\n" << farswap::server::kUsage;
-    return 2;
+  using farswap::server::Flags;
+  CLI::App app(
+      "farswap-server: one far-memory node (data plane and gRPC control plane).\n"
+      "Exit status: 0 after a clean shutdown, 1 when it cannot start, 2 for bad flags.",
+      "farswap-server");
+  farswap::cli::Configure(app);
+  Flags flags;
+  farswap::server::AddFlags(app, flags);
+  if (std::optional<int> exit_status = farswap::cli::Parse(app, argc, argv)) return *exit_status;
+  if (!(flags.low_watermark > 0 && flags.low_watermark < flags.high_watermark)) {
+    return farswap::cli::UsageError(
+        app, "watermarks must satisfy 0 < --low-watermark < --high-watermark <= 1");
   }
-  spdlog::set_level(spdlog::level::from_str(flags->log_level));
+  if (flags.pool_limit < 64 * 1024) {
+    return farswap::cli::UsageError(app, "--pool-limit must be >= 64K");
+  }
+  if (flags.node_id.empty()) {
+    char host[256] = "farswap";
+    gethostname(host, sizeof host - 1);
+    flags.node_id = host;
+  }
+  // Logs go to stderr: stdout stays free for results.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("farswap-server"));
+  spdlog::set_level(spdlog::level::from_str(flags.log_level));
   spdlog::flush_on(spdlog::level::info);  // one line per state change, visible at once
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ farswap-server[%P] %v");
-  return farswap::server::Serve(*flags);
+  return farswap::server::Serve(flags);
 }

@@ -39,6 +39,7 @@ MemoryNodeService::MemoryNodeService(PageStore* store, TenantRegistry* tenants,
       incarnation_(absl::Uniform<uint64_t>(absl::BitGen(), 1, UINT64_MAX)),
       data_addr_(options.data_addr),
       data_plane_(options.data_plane),
+      on_drain_changed_(options.on_drain_changed),
       limits_(options.limits) {}
 
 grpc::ServerUnaryReactor* MemoryNodeService::Attach(grpc::CallbackServerContext* ctx,
@@ -184,6 +185,7 @@ grpc::ServerUnaryReactor* MemoryNodeService::Drain(grpc::CallbackServerContext* 
                                                    const v1::DrainRequest* req,
                                                    v1::DrainResponse* resp) {
   store_->SetDraining(req->drain());
+  if (on_drain_changed_) on_drain_changed_();
   spdlog::info(req->drain() ? "draining: new stores refused, loads served"
                             : "drain ended: accepting stores");
   resp->set_draining(store_->draining());

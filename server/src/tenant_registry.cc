@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
-#include "farswap/common/cli.h"
+#include "farswap/common/byte_size.h"
 
 namespace farswap::server {
 namespace {

@@ -201,6 +201,7 @@ absl::Status ChaosCluster::Build() {
     auto process = testing::ServerProcess::Start({.pool_limit = options_.pool_limit,
                                                   .backing_size = options_.backing_size,
                                                   .extra_args = options_.extra_server_args,
+                                                  .binary = options_.server_binary,
                                                   .netns = node.netns,
                                                   .host = node.address,
                                                   .grpc_port = kGrpcPort,

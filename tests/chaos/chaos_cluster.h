@@ -46,6 +46,8 @@ struct ChaosClusterOptions {
   std::string backing_size = "32M";
   std::string tmpfs_size = "48M";
   std::vector<std::string> extra_server_args = {"--log-level", "warn"};
+  // server_binary: the farswap-server to run ("" = this build's).
+  std::string server_binary;
 };
 
 // CanCreateNetworkNamespaces returns OK when this process can build a

@@ -64,7 +64,8 @@ absl::StatusOr<ChaosReport> RunChaos(const ChaosOptions& o) {
       ChaosCluster::Create({.nodes = o.nodes,
                             .pool_limit = o.pool_limit,
                             .backing_size = o.backing_size,
-                            .tmpfs_size = o.tmpfs_size});
+                            .tmpfs_size = o.tmpfs_size,
+                            .server_binary = o.server_binary});
   if (!cluster.ok()) return cluster.status();
   ChaosCluster& c = **cluster;
   log(absl::StrCat("cluster ", c.tag(), ": ", c.size(), " nodes"));

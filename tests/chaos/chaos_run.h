@@ -63,6 +63,8 @@ struct ChaosOptions {
   std::string pool_limit = "64M";
   std::string backing_size = "32M";
   std::string tmpfs_size = "48M";
+  // server_binary: the farswap-server to run ("" = this build's).
+  std::string server_binary;
   // Progress lines (one per fault) go here when set.
   std::function<void(const std::string&)> log;
   // Set (e.g. from a signal handler) to end the run early; cleanup still runs.

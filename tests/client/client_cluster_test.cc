@@ -2,9 +2,12 @@
 // over three nodes survives a SIGKILL mid-stream and re-replicates; a
 // SIGSTOPped node is detected by timeout; a page changed during Store is
 // stored as its snapshot; a node that corrupts payloads is failed over,
-// and DATA_LOSS is reported when every copy is bad.
+// and DATA_LOSS is reported when every copy is bad; `farswapctl drain
+// --wait` returns only once the clients have moved every page off the node.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <thread>
@@ -222,6 +225,94 @@ bool WaitFor(Client& c, Pred done) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   return false;
+}
+
+// RunCtl runs the real farswapctl with `args` and returns its exit status;
+// its stdout goes to `*out`.
+int RunCtl(const std::string& args, std::string* out) {
+  const std::string command = std::string(FARSWAPCTL_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(command.c_str(), "r");
+  if (p == nullptr) return -1;
+  char buf[512];
+  while (fgets(buf, sizeof buf, p) != nullptr) out->append(buf);
+  const int status = pclose(p);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// A node is drained as a Kubernetes preStop hook drains it: `farswapctl
+// drain --wait` must return only once every client has moved its slabs
+// elsewhere, with writes going on meanwhile, so that killing the node
+// right after loses nothing. With R=1 the drained node holds the only copy
+// of its slabs: they are copied from it while it still serves loads.
+class DrainTest : public ClientClusterTest, public ::testing::WithParamInterface<int> {};
+
+TEST_P(DrainTest, DrainWaitReturnsOnlyOnceClientsMovedEveryPage) {
+  const int replicas = GetParam();
+  StartNodes(3);
+  ClientOptions o = Options();
+  o.replicas = replicas;
+  std::unique_ptr<Client> c = Connect(o);
+  ASSERT_NE(c, nullptr);
+  constexpr size_t kFirst = 1500, kPages = 3000;
+  ASSERT_GE(Corpus().page_count(), kPages);
+  StoreRange(*c, 0, kFirst);
+  const std::string drained = nodes_[0]->grpc_addr();
+  ASSERT_GT(Node(c->stats(), drained).slabs, 0u);
+
+  // Writes (new pages and rewrites of old ones) go on during the drain.
+  std::thread writer([&] { StoreRange(*c, kFirst / 2, kPages); });
+  std::string out;
+  const int rc = RunCtl("--node " + drained + " --timeout 60 drain --wait", &out);
+  writer.join();
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("drained: no pages stored"), std::string::npos) << out;
+
+  ClientStats s = c->stats();
+  EXPECT_TRUE(Node(s, drained).draining);
+  EXPECT_EQ(Node(s, drained).slabs, 0u);
+  EXPECT_EQ(s.store_errors, 0u);
+  EXPECT_EQ(s.lost_pages, 0u);
+  // Nothing new went to it after the drain: it still stores nothing.
+  out.clear();
+  ASSERT_EQ(RunCtl("--node " + drained + " stats --json", &out), 0) << out;
+  EXPECT_NE(out.find("\"stored_pages\":\"0\""), std::string::npos) << out;
+  // Its health says NOT_SERVING (what a readiness probe reads).
+  out.clear();
+  EXPECT_EQ(RunCtl("--node " + drained + " health", &out), 1) << out;
+  EXPECT_NE(out.find("NOT_SERVING"), std::string::npos) << out;
+
+  nodes_[0]->Kill();  // SIGTERM after preStop; a kill is harsher
+  LoadAndVerify(*c, 0, kPages);
+  s = c->stats();
+  EXPECT_EQ(s.lost_pages, 0u);
+  EXPECT_EQ(s.under_replicated_slabs, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Replicas, DrainTest, ::testing::Values(1, 2),
+                         [](const ::testing::TestParamInfo<int>& i) {
+                           return "R" + std::to_string(i.param);
+                         });
+
+// With nowhere to move its pages (the only node), `drain --wait` gives up
+// when --timeout runs out, says how many pages are left, and exits 1; the
+// pages stay readable.
+TEST_F(ClientClusterTest, DrainWaitTimesOutWhenThePagesHaveNowhereToGo) {
+  StartNodes(1);
+  std::unique_ptr<Client> c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  StoreRange(*c, 0, 256);
+  std::string out;
+  EXPECT_EQ(RunCtl("--node " + nodes_[0]->grpc_addr() + " --timeout 2 drain --wait", &out), 1)
+      << out;
+  EXPECT_NE(out.find("256 pages still stored"), std::string::npos) << out;
+  LoadAndVerify(*c, 0, 256);
+  EXPECT_TRUE(c->stats().nodes[0].draining);
+  out.clear();
+  EXPECT_EQ(RunCtl("--node " + nodes_[0]->grpc_addr() + " drain --resume", &out), 0) << out;
+  // The client's next health ping sees the drain ended: new slabs go there.
+  ASSERT_TRUE(WaitFor(*c, [](const ClientStats& s) { return !s.nodes[0].draining; }));
+  StoreRange(*c, 256, 512);
+  LoadAndVerify(*c, 0, 512);
 }
 
 // The only node stalls for several op timeouts (but less than the dead-node

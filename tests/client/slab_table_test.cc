@@ -65,6 +65,11 @@ TEST(SlabTableTest, LosingTheLastReplicaMarksPresentPagesLost) {
   EXPECT_EQ(t.UnderReplicated(2, all_live), std::vector<uint64_t>{0});
   // A replica that is not live (suspect) is not a source to copy from.
   EXPECT_TRUE(t.UnderReplicated(2, [&](int n) { return n != b; }).empty());
+  // A draining replica does not count towards R but is still copied from:
+  // with R=1 and its only replica draining, the slab must move.
+  auto not_b = [&](int n) { return n != b; };
+  EXPECT_EQ(t.UnderReplicated(1, not_b, all_live), std::vector<uint64_t>{0});
+  EXPECT_TRUE(t.UnderReplicated(1, all_live, all_live).empty());  // b counts: R=1 is met
   EXPECT_EQ(t.LostPages(), 0u);
   bool only_copy = false;
   EXPECT_TRUE(t.DropReplica(0, b, &only_copy));

@@ -30,7 +30,6 @@
 #include "absl/strings/str_cat.h"
 #include "farswap/client/client.h"
 #include "farswap/client/client_metrics.h"
-#include "farswap/common/cli.h"
 #include "farswap/common/metric_families.h"
 #include "farswap/common/page_file.h"
 #include "prometheus/text_serializer.h"
@@ -64,18 +63,26 @@ std::string StatsJson(const ClientStats& s) {
 int Run(int argc, char** argv) {
   // stdout carries the replies only; the client library logs to stderr.
   spdlog::set_default_logger(spdlog::stderr_color_mt("metrics_probe"));
-  absl::StatusOr<Args> args = Args::Parse(argc - 1, argv + 1, {"node", "corpus"}, {});
-  if (!args.ok() || !args->Has("node") || !args->Has("corpus")) {
+  std::string node, corpus_path;
+  for (int i = 1; i + 1 < argc; i += 2) {
+    const std::string flag = argv[i];
+    if (flag == "--node") {
+      node = argv[i + 1];
+    } else if (flag == "--corpus") {
+      corpus_path = argv[i + 1];
+    }
+  }
+  if (argc != 5 || node.empty() || corpus_path.empty()) {
     std::cerr << "usage: metrics_probe --node GRPC_ADDR --corpus FILE\n";
     return 2;
   }
-  absl::StatusOr<PageFile> corpus = ReadPageFiles(args->Get("corpus"));
+  absl::StatusOr<PageFile> corpus = ReadPageFiles(corpus_path);
   if (!corpus.ok()) {
     std::cerr << "metrics_probe: " << corpus.status() << "\n";
     return 1;
   }
   ClientOptions o;
-  o.nodes = {args->Get("node")};
+  o.nodes = {node};
   o.replicas = 1;
   o.client_name = "metrics_probe";
   absl::StatusOr<std::unique_ptr<Client>> client = Client::Connect(o);

@@ -271,6 +271,11 @@ TEST(FrameValidationTest, UnknownAndMisplacedFlags) {
   ExpectInvalid(Wire({.opcode = Opcode::kLoad, .flags = kFlagSameFilled}, {}), "SAME_FILLED");
   ExpectInvalid(Wire({.opcode = Opcode::kStore, .flags = kFlagSameFilled}, Bytes(100, 0)),
                 "payload length 100 outside 8..8");
+  // NODE_DRAINING: only an OK PING reply says the node is draining.
+  ExpectRoundTrip({.opcode = Opcode::kPing, .flags = kFlagReply | kFlagNodeDraining}, Bytes(8, 1));
+  ExpectInvalid(Wire({.opcode = Opcode::kPing, .flags = kFlagNodeDraining}, {}), "NODE_DRAINING");
+  ExpectInvalid(Wire({.opcode = Opcode::kLoad, .flags = kFlagReply | kFlagNodeDraining}, {}),
+                "NODE_DRAINING");
 }
 
 TEST(FrameValidationTest, ReservedByteMustBeZero) {

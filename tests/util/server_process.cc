@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
-#include <regex>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
@@ -27,10 +27,26 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
-std::string JsonField(const std::string& json, const std::string& key) {
-  std::smatch m;
-  std::regex re("\"" + key + "\"\\s*:\\s*\"([^\"]*)\"");
-  return std::regex_search(json, m, re) ? m[1].str() : std::string();
+// ReadyFile: the addresses farswap-server writes to --ready-file.
+struct ReadyFile {
+  std::string data_addr, grpc_addr;
+};
+
+absl::StatusOr<ReadyFile> ParseReadyFile(const std::string& text) {
+  nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded() || !json.is_object()) {
+    return absl::DataLossError(absl::StrCat("ready file is not a JSON object: ", text));
+  }
+  ReadyFile r;
+  for (auto [key, field] :
+       {std::pair{"data_addr", &r.data_addr}, std::pair{"grpc_addr", &r.grpc_addr}}) {
+    auto it = json.find(key);
+    if (it == json.end() || !it->is_string()) {
+      return absl::DataLossError(absl::StrCat("ready file has no string \"", key, "\": ", text));
+    }
+    *field = it->get<std::string>();
+  }
+  return r;
 }
 
 }  // namespace
@@ -121,9 +137,12 @@ absl::Status ServerProcess::Launch() {
   for (;;) {
     std::string json = ReadFile(ready);
     if (!json.empty()) {
-      data_addr_ = JsonField(json, "data_addr");
-      grpc_addr_ = JsonField(json, "grpc_addr");
-      result = absl::OkStatus();
+      absl::StatusOr<ReadyFile> parsed = ParseReadyFile(json);
+      if (parsed.ok()) {
+        data_addr_ = parsed->data_addr;
+        grpc_addr_ = parsed->grpc_addr;
+      }
+      result = parsed.status();
       break;
     }
     int status;

@@ -181,6 +181,10 @@ absl::Status ValidateHeader(const FrameHeader& h) {
   if (h.same_filled() && !h.carries_page()) {
     return Invalid(h, "SAME_FILLED is only valid on STORE requests and OK LOAD replies");
   }
+  if (h.node_draining() &&
+      !(h.opcode == Opcode::kPing && h.is_reply() && h.status == absl::StatusCode::kOk)) {
+    return Invalid(h, "NODE_DRAINING is only valid on OK PING replies");
+  }
   const bool page_payload = h.carries_page();
   if (h.codec != Codec::kNone && (!page_payload || h.same_filled())) {
     return Invalid(h, absl::StrCat("codec ", CodecName(h.codec),

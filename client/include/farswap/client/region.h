@@ -92,9 +92,11 @@
 //   - MADV_DONTNEED / MADV_REMOVE of region pages: as for anonymous memory,
 //     the pages read as zeros next (resident or evicted), their remote
 //     copies are invalidated, and they are stored again when written and
-//     evicted (stats: pages_removed). Known window: a page whose load is in
-//     flight when the event is read may keep the loaded contents if the
-//     REMOVE lands between the load's last check and its install.
+//     evicted (stats: pages_removed). A page resident when the REMOVE is
+//     read is not evicted until its zap has surely run (seen missing, or
+//     written again): the kernel zaps on the program's thread after the
+//     event is read, and a snapshot taken before that would store contents
+//     the program threw away (stats: evictions_kept_zap_pending).
 //   - munmap of part of the region: those pages are forgotten (remote copies
 //     invalidated, stats: pages_unmapped) and never touched by the region
 //     again, even if something else is mapped there later; an access is the
@@ -187,7 +189,10 @@ struct RegionStats {
   uint64_t parked_faults = 0;     // MISSING faults held while over budget
   uint64_t install_retries = 0;   // faults retried because an install or un-protect failed
   uint64_t pages_removed = 0;     // pages emptied by the program's MADV_DONTNEED/MADV_REMOVE
-  uint64_t pages_unmapped = 0;    // pages the program unmapped
+  // evictions_kept_zap_pending: evictions not committed because the page's
+  // MADV_DONTNEED zap may still have been to come (see above).
+  uint64_t evictions_kept_zap_pending = 0;
+  uint64_t pages_unmapped = 0;  // pages the program unmapped
   uint64_t resident_pages = 0, max_resident_pages = 0;
   uint64_t budget_pages = 0;
   std::array<uint64_t, kFaultLatencyBuckets> fault_latency_us_log2{};

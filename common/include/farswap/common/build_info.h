@@ -13,7 +13,8 @@
 
 namespace farswap {
 
-// FarswapVersion: "MAJOR.MINOR.PATCH" from project() in CMakeLists.txt.
+// FarswapVersion: "MAJOR.MINOR.PATCH" from project() in CMakeLists.txt
+// (cli::kProjectVersion of the generated farswap/common/version.h).
 const char* FarswapVersion();
 
 // ProcessStartTime: when this process started (static initialisation of

@@ -1,48 +1,63 @@
-// cli.h: the command-line flag parser farswap's binaries share
-// (farswap-server, farswapctl, farswap-bench). Flags are "--name value",
-// "--name=value" or, for boolean flags, a bare "--name". Byte counts take
-// K/M/G suffixes (powers of 1024). Every error names the flag.
+// cli.h: what farswap's binaries share on top of CLI11, the command-line
+// parser they all use (https://cliutils.github.io/CLI11/book/).
 //
-//   FARSWAP_ASSIGN_OR_RETURN(Args args, Args::Parse(argc, argv, {"pool-limit"}, {}));
-//   FARSWAP_ASSIGN_OR_RETURN(uint64_t limit, args.GetBytes("pool-limit", 256 << 20));
+//   CLI::App app("a memory node", "farswap-server");
+//   cli::Configure(app);                            // --version, last flag wins
+//   uint64_t limit = 256 << 20;
+//   app.add_option("--pool-limit", limit, "...")->transform(cli::Bytes());
+//   if (std::optional<int> exit_status = cli::Parse(app, argc, argv)) return *exit_status;
+//
+// Every binary answers --help (usage on stdout, exit 0) and --version
+// ("farswap-server 0.1.0 (git 1a2b3c4)" on stdout, exit 0). A bad flag or
+// value is an error on stderr that names the flag, with exit status
+// kUsageExitStatus. Boolean flags take --x, --x=true and --x=false.
 #ifndef FARSWAP_COMMON_CLI_H_
 #define FARSWAP_COMMON_CLI_H_
 
-#include <cstdint>
-#include <map>
-#include <set>
+#include <CLI/CLI.hpp>
+#include <optional>
 #include <string>
-#include <vector>
 
-#include "absl/status/statusor.h"
+namespace farswap::cli {
 
-namespace farswap {
+// kUsageExitStatus: the exit status of every binary for bad usage.
+inline constexpr int kUsageExitStatus = 2;
 
-// ParseBytes parses "123", "64K", "256M", "2G".
-absl::StatusOr<uint64_t> ParseBytes(const std::string& text);
+// VersionString: "<program> <project version>[ (git <commit>)]"; the commit
+// is the one checked out when CMake configured the build, if it was known.
+std::string VersionString(const std::string& program);
 
-// Args holds parsed flags; a value type. Positional arguments (words not
-// starting with "--") are kept in order when `allow_positional` is set.
-class Args {
- public:
-  // Parse reads argv; every flag must be in `known`. INVALID_ARGUMENT names
-  // the offending flag.
-  static absl::StatusOr<Args> Parse(int argc, char** argv, const std::set<std::string>& known,
-                                    const std::set<std::string>& boolean_flags,
-                                    bool allow_positional = false);
-  const std::vector<std::string>& positional() const { return positional_; }
-  bool Has(const std::string& name) const { return values_.count(name) != 0; }
-  std::string Get(const std::string& name, const std::string& fallback = "") const;
-  absl::StatusOr<double> GetDouble(const std::string& name, double fallback) const;
-  absl::StatusOr<uint64_t> GetUint(const std::string& name, uint64_t fallback) const;
-  // GetBytes accepts K/M/G suffixes (powers of 1024).
-  absl::StatusOr<uint64_t> GetBytes(const std::string& name, uint64_t fallback) const;
+// Configure sets what every farswap binary's App shares: --version (named
+// by app.get_name()), the last of a repeated flag wins, and options of the
+// App may also follow a subcommand (call it before adding subcommands).
+void Configure(CLI::App& app);
 
- private:
-  std::map<std::string, std::string> values_;
-  std::vector<std::string> positional_;
-};
+// Parse parses argv into `app`. Returns the exit status the program should
+// exit with now: 0 after --help or --version was printed on stdout,
+// kUsageExitStatus after a usage error (naming the flag) was printed on
+// stderr. nullopt: parsed; carry on.
+std::optional<int> Parse(CLI::App& app, int argc, char** argv);
 
-}  // namespace farswap
+// UsageError prints "<program>: <message>" and the --help hint on stderr
+// and returns kUsageExitStatus: for checks CLI11 cannot express (one flag
+// against another).
+int UsageError(const CLI::App& app, const std::string& message);
+
+// Bytes: a transformer for byte-count options: "64K", "256M", "2G" (powers
+// of 1024, see farswap/common/byte_size.h) become the number of bytes.
+CLI::Validator Bytes();
+
+// Fraction: a check that the value is a number in [0, 1].
+CLI::Validator Fraction();
+
+// Finite: a check that a floating-point value is a finite number (CLI11
+// takes "inf" and "nan").
+CLI::Validator Finite();
+
+// NonNegative: a check for unsigned options, which CLI11 would otherwise
+// fill from "-1" with a wrapped-around value.
+CLI::Validator NonNegative();
+
+}  // namespace farswap::cli
 
 #endif  // FARSWAP_COMMON_CLI_H_

@@ -10,6 +10,7 @@
 #ifndef FARSWAP_SERVER_NODE_SERVICE_H_
 #define FARSWAP_SERVER_NODE_SERVICE_H_
 
+#include <functional>
 #include <string>
 
 #include "farswap/common/mutex.h"
@@ -27,6 +28,10 @@ struct NodeServiceOptions {
   // data_plane: where GetStats reads connections and bytes in/out; not
   // owned, must outlive the service. nullptr reports them as 0.
   const DataPlaneServer* data_plane = nullptr;
+  // on_drain_changed: called after every Drain RPC has set the store's
+  // draining flag (the server updates its health status at once, rather
+  // than at its next once-a-second look). May be empty.
+  std::function<void()> on_drain_changed;
 };
 
 class MemoryNodeService final : public v1::MemoryNode::CallbackService {
@@ -59,6 +64,7 @@ class MemoryNodeService final : public v1::MemoryNode::CallbackService {
   const uint64_t incarnation_;  // random per process (AttachResponse.incarnation)
   const std::string data_addr_;
   const DataPlaneServer* const data_plane_;
+  const std::function<void()> on_drain_changed_;
   // mu_ serialises SetLimits (read, change, apply, record) as one step.
   // Lock order: mu_ -> the page store's and tenant registry's locks.
   Mutex mu_;

@@ -17,7 +17,7 @@
 //     0    4 magic           'F','S','W','P' (kFrameMagic read little-endian)
 //     4    2 frame_version   kFrameVersion (2)
 //     6    1 opcode          Opcode
-//     7    1 flags           kFlagReply | kFlagSameFilled
+//     7    1 flags           kFlagReply | kFlagSameFilled | kFlagNodeDraining
 //     8    8 request_id      chosen by the requester, echoed in the reply
 //    16    8 page            tenant-scoped page number (BATCH: entry count)
 //    24    4 payload_length  bytes after the header
@@ -114,7 +114,10 @@ inline constexpr uint8_t kFlagReply = 0x01;
 // most of all); its payload is the value, codec NONE. Only on STORE requests
 // and OK LOAD replies.
 inline constexpr uint8_t kFlagSameFilled = 0x02;
-inline constexpr uint8_t kKnownFlags = kFlagReply | kFlagSameFilled;
+// kFlagNodeDraining: on an OK PING reply only, the node is draining (it
+// refuses new stores); clients move their slabs off it.
+inline constexpr uint8_t kFlagNodeDraining = 0x04;
+inline constexpr uint8_t kKnownFlags = kFlagReply | kFlagSameFilled | kFlagNodeDraining;
 
 // FrameHeader is the decoded header; magic and version are implicit.
 struct FrameHeader {
@@ -132,6 +135,7 @@ struct FrameHeader {
 
   bool is_reply() const { return (flags & kFlagReply) != 0; }
   bool same_filled() const { return (flags & kFlagSameFilled) != 0; }
+  bool node_draining() const { return (flags & kFlagNodeDraining) != 0; }
   // carries_page: a STORE request or an OK LOAD reply, the only frames whose
   // payload is a page (and so the only ones with a codec, checksum and
   // version).

@@ -1,0 +1,264 @@
+// Every binary's command line, through real processes: --help and
+// --version answer on stdout with exit 0; a bad value or an unknown flag is
+// an error naming the flag with exit 2; --x=false really turns a boolean
+// off; and farswap-bench / farswap-demo find a farswap-server copied beside
+// them (or given by --server-bin) instead of the one in this build tree.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "run_program.h"
+#include "server_process.h"
+
+namespace farswap {
+namespace {
+
+using testing::FarswapBinary;
+using testing::ProgramResult;
+using testing::RunProgram;
+using testing::ServerProcess;
+
+const std::string kServer = FarswapBinary("server/farswap-server");
+const std::string kCtl = FarswapBinary("server/ctl/farswapctl");
+const std::string kBench = FarswapBinary("bench/farswap-bench");
+const std::string kWorkload = FarswapBinary("bench/farswap-region-workload");
+const std::string kDemo = FarswapBinary("demo/farswap-demo");
+const std::string kCorpus = std::string(FARSWAP_CORPUS_DIR) + "/sqlite.pages.zst";
+// A PATH with no farswap-server on it.
+const std::string kEmptyPath = "/nonexistent";
+
+ProgramResult Exec(const std::vector<std::string>& argv,
+                   std::optional<std::string> path_env = std::nullopt) {
+  absl::StatusOr<ProgramResult> r = RunProgram(argv, path_env);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.value_or(ProgramResult{});
+}
+
+// TempDir: a folder removed at the end of the test.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/farswap-cli-test-XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  // Copy copies `binary` into the folder and returns the copy's path.
+  std::string Copy(const std::string& binary) const {
+    std::filesystem::path to =
+        std::filesystem::path(path_) / std::filesystem::path(binary).filename();
+    std::filesystem::copy_file(binary, to);
+    return to.string();
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+struct HelpCase {
+  std::vector<std::string> argv;
+  std::vector<std::string> mentions;
+};
+
+TEST(CommandLineTest, EveryBinaryAnswersHelpWithItsFlags) {
+  const std::vector<HelpCase> cases = {
+      {{kServer, "--help"},
+       {"--data-addr", "--grpc-addr", "--pool-limit", "--backing-file", "--backing-size",
+        "--high-watermark", "--low-watermark", "--io-threads", "--workers", "--busy-poll-us",
+        "--tenants-file", "--session-idle-timeout", "--ready-file", "--node-id", "--log-level",
+        "--test-corrupt-loads", "--version"}},
+      {{kCtl, "--help"},
+       {"--node", "--timeout", "stats", "health", "compact", "drain", "set-limit", "--version"}},
+      {{kCtl, "set-limit", "--help"},
+       {"--pool-limit", "--high-watermark", "--low-watermark", "--tenant", "--quota"}},
+      {{kCtl, "stats", "--help"}, {"--json", "--tenant"}},
+      {{kCtl, "drain", "--help"}, {"--resume"}},
+      {{kBench, "--help"}, {"pool", "node", "e2e", "region", "chaos", "--version"}},
+      {{kBench, "pool", "--help"},
+       {"--corpus", "--codec", "--churn", "--seed", "--max-pages-per-zspage", "--zstd-level",
+        "--classes", "--victims-out", "--json"}},
+      {{kBench, "node", "--help"},
+       {"--corpus", "--node", "--spawn", "--server-bin", "--pool-limit", "--backing-size",
+        "--connections", "--depth", "--codec", "--tenant", "--secret"}},
+      {{kBench, "e2e", "--help"},
+       {"--spawn", "--nodes", "--server-bin", "--corpus", "--replicas", "--threads", "--depth",
+        "--kill-one-after", "--compare", "--pool-limit"}},
+      {{kBench, "region", "--help"},
+       {"--size",
+        "--local",
+        "--workload",
+        "--threads",
+        "--ops",
+        "--seed",
+        "--theta",
+        "--write-fraction",
+        "--backend",
+        "--spawn",
+        "--replicas",
+        "--server-bin",
+        "--evict-batch",
+        "--fault-threads",
+        "--evict-threads",
+        "--spin-us",
+        "--busy-poll-us",
+        "--node-io-threads",
+        "--client-io-threads",
+        "--no-prefetch",
+        "--write-protect-loads"}},
+      {{kBench, "chaos", "--help"},
+       {"--minutes", "--seconds", "--nodes", "--replicas", "--faults", "--seed",
+        "--failure-timeout-ms", "--region-size", "--region-budget", "--client-pages", "--threads",
+        "--server-bin"}},
+      {{kWorkload, "--help"},
+       {"--size", "--workload", "--threads", "--ops", "--seed", "--theta", "--write-fraction"}},
+      {{kDemo, "--help"},
+       {"--size", "--local", "--nodes", "--replicas", "--pool-limit", "--kill-at", "--lookups",
+        "--seed", "--server-bin", "--version"}},
+  };
+  for (const HelpCase& c : cases) {
+    ProgramResult r = Exec(c.argv);
+    const std::string what = c.argv[0] + " " + c.argv[1];
+    EXPECT_EQ(r.exit_status, 0) << what << "\n" << r.err;
+    EXPECT_NE(r.out.find("Usage:"), std::string::npos) << what << "\n" << r.out;
+    for (const std::string& flag : c.mentions) {
+      EXPECT_NE(r.out.find(flag), std::string::npos) << what << " does not mention " << flag;
+    }
+  }
+}
+
+TEST(CommandLineTest, EveryBinaryAnswersVersion) {
+  for (const auto& [binary, name] :
+       std::vector<std::pair<std::string, std::string>>{{kServer, "farswap-server"},
+                                                        {kCtl, "farswapctl"},
+                                                        {kBench, "farswap-bench"},
+                                                        {kWorkload, "farswap-region-workload"},
+                                                        {kDemo, "farswap-demo"}}) {
+    ProgramResult r = Exec({binary, "--version"});
+    EXPECT_EQ(r.exit_status, 0) << binary << "\n" << r.err;
+    EXPECT_EQ(r.out.rfind(name + " 0.", 0), 0u) << binary << " printed: " << r.out;
+  }
+}
+
+struct BadCase {
+  std::vector<std::string> argv;
+  std::string flag;  // the error must name it
+};
+
+TEST(CommandLineTest, BadValuesExitTwoNamingTheFlag) {
+  const std::vector<BadCase> cases = {
+      {{kDemo, "--seed", "abc"}, "--seed"},
+      {{kDemo, "--local", "nan"}, "--local"},
+      {{kDemo, "--size", "4M"}, "--size"},
+      {{kServer, "--log-level", "loud"}, "--log-level"},
+      {{kServer, "--pool-limit", "12Q"}, "--pool-limit"},
+      {{kServer, "--pool-limit", "1K"}, "--pool-limit"},
+      {{kServer, "--io-threads", "0"}, "--io-threads"},
+      {{kServer, "--session-idle-timeout", "-1"}, "--session-idle-timeout"},
+      {{kServer, "--test-corrupt-loads=maybe"}, "--test-corrupt-loads"},
+      {{kServer, "--no-such-flag"}, "--no-such-flag"},
+      {{kServer, "--high-watermark", "0.5", "--low-watermark", "0.7"}, "--low-watermark"},
+      {{kCtl, "--node", "127.0.0.1:1", "set-limit", "--pool-limit", "12Q"}, "--pool-limit"},
+      {{kCtl, "--node", "127.0.0.1:1", "set-limit", "--quota", "1M"}, "--quota"},
+      {{kCtl, "--node", "127.0.0.1:1", "--timeout", "soon", "health"}, "--timeout"},
+      {{kCtl, "health"}, "--node"},
+      {{kBench, "pool", "--corpus", kCorpus, "--churn", "2"}, "--churn"},
+      {{kBench, "node", "--corpus", kCorpus, "--spawn", "--depth", "x"}, "--depth"},
+      {{kBench, "region", "--size", "12Q"}, "--size"},
+      {{kBench, "region", "--workload", "sideways"}, "--workload"},
+      {{kBench, "e2e", "--corpus", kCorpus, "--spawn", "2", "--threads", "-3"}, "--threads"},
+      {{kBench, "chaos", "--failure-timeout-ms", "5"}, "--failure-timeout-ms"},
+      {{kWorkload, "--threads", "abc"}, "--threads"},
+  };
+  for (const BadCase& c : cases) {
+    ProgramResult r = Exec(c.argv);
+    std::string what;
+    for (const std::string& a : c.argv) what += " " + a;
+    EXPECT_EQ(r.exit_status, 2) << what << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.flag), std::string::npos) << what << " said: " << r.err;
+    EXPECT_EQ(r.out, "") << what;
+  }
+}
+
+// RunNodeBench runs `farswap-bench node` against `node` and returns its
+// JSON (stdout must be exactly one JSON object: logs go to stderr).
+nlohmann::json RunNodeBench(const std::vector<std::string>& argv, int* exit_status,
+                            std::optional<std::string> path_env = std::nullopt) {
+  ProgramResult r = Exec(argv, path_env);
+  *exit_status = r.exit_status;
+  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  EXPECT_FALSE(j.is_discarded()) << "stdout is not one JSON object: " << r.out << "\n" << r.err;
+  return j;
+}
+
+TEST(CommandLineTest, BooleanFalseTurnsCorruptLoadsOff) {
+  for (const std::string value : {"false", "true"}) {
+    auto node = ServerProcess::Start({.extra_args = {"--test-corrupt-loads=" + value}});
+    ASSERT_TRUE(node.ok()) << node.status();
+    int exit_status = -1;
+    nlohmann::json j = RunNodeBench(
+        {kBench, "node", "--node", (*node)->grpc_addr(), "--corpus", kCorpus}, &exit_status);
+    ASSERT_TRUE(j.is_object()) << value;
+    // Corrupted loads fail their checksum: verified only when really off.
+    EXPECT_EQ(j.value("verified", value == "true"), value == "false") << j.dump();
+    EXPECT_EQ(exit_status, value == "false" ? 0 : 1);
+  }
+}
+
+TEST(CommandLineTest, BenchFindsServerCopiedBesideIt) {
+  TempDir dir;
+  const std::string bench = dir.Copy(kBench);
+  dir.Copy(kServer);
+  int exit_status = -1;
+  nlohmann::json j = RunNodeBench({bench, "node", "--spawn", "--corpus", kCorpus, "--pool-limit",
+                                   "64M", "--backing-size", "64M"},
+                                  &exit_status, kEmptyPath);
+  EXPECT_EQ(exit_status, 0);
+  EXPECT_EQ(j.value("verified", false), true) << j.dump();
+}
+
+TEST(CommandLineTest, BenchAloneListsWhereItLookedAndTakesServerBin) {
+  TempDir dir;
+  const std::string bench = dir.Copy(kBench);
+  ProgramResult r = Exec({bench, "node", "--spawn", "--corpus", kCorpus}, kEmptyPath);
+  EXPECT_EQ(r.exit_status, 1) << r.err;
+  EXPECT_NE(r.err.find("no farswap-server found"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(dir.path() + "/farswap-server"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find(kEmptyPath + "/farswap-server"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--server-bin"), std::string::npos) << r.err;
+
+  int exit_status = -1;
+  nlohmann::json j = RunNodeBench({bench, "node", "--spawn", "--server-bin", kServer, "--corpus",
+                                   kCorpus, "--pool-limit", "64M", "--backing-size", "64M"},
+                                  &exit_status, kEmptyPath);
+  EXPECT_EQ(exit_status, 0);
+  EXPECT_EQ(j.value("verified", false), true) << j.dump();
+
+  r = Exec(
+      {bench, "node", "--spawn", "--server-bin", dir.path() + "/nothing", "--corpus", kCorpus});
+  EXPECT_EQ(r.exit_status, 1);
+  EXPECT_NE(r.err.find("--server-bin"), std::string::npos) << r.err;
+}
+
+TEST(CommandLineTest, DemoFindsServerCopiedBesideIt) {
+  TempDir dir;
+  const std::string demo = dir.Copy(kDemo);
+  ProgramResult alone = Exec({demo, "--size", "8M"}, kEmptyPath);
+  EXPECT_EQ(alone.exit_status, 1);
+  EXPECT_NE(alone.err.find("no farswap-server found"), std::string::npos) << alone.err;
+
+  dir.Copy(kServer);
+  ProgramResult r = Exec(
+      {demo, "--size", "8M", "--nodes", "2", "--replicas", "2", "--lookups", "100"}, kEmptyPath);
+  EXPECT_EQ(r.exit_status, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("OK: "), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace farswap
