@@ -17,6 +17,9 @@ if(NOT FARSWAP_TSAN_ONLY)
   # Debian's gRPC is not TSan-instrumented: the TSan build leaves it out.
   find_package(Protobuf REQUIRED)
   find_package(gRPC CONFIG REQUIRED)
+  # Prometheus /metrics (prometheus-cpp-dev): core for the metric types,
+  # pull for the node's HTTP exposer. Only the gRPC-linked binaries use it.
+  find_package(prometheus-cpp CONFIG REQUIRED)
 endif()
 
 # The tests' page corpora ship in the repository (tests/corpus, made by

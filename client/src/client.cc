@@ -971,6 +971,7 @@ ClientStats Client::Impl::Stats() const {
     ns.times_suspect = n.times_suspect;
     ns.incarnation = n.incarnation;
     ns.latency_us = n.counters->latency.Snapshot();
+    ns.latency_sum_ns = n.counters->latency.sum_ns();
     st.nodes.push_back(std::move(ns));
   }
   return st;

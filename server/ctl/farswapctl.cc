@@ -46,6 +46,16 @@ void PrintHuman(const v1::GetStatsResponse& r) {
   const v1::PoolStats& p = n.pool();
   std::printf("node %s%s, %u sessions\n", r.node_id().c_str(), n.draining() ? " (draining)" : "",
               n.sessions());
+  const uint64_t up = n.uptime_seconds();
+  std::printf("  version %s, uptime %llud %02llu:%02llu:%02llu (%llu s)\n", n.version().c_str(),
+              (unsigned long long)(up / 86400), (unsigned long long)(up / 3600 % 24),
+              (unsigned long long)(up / 60 % 60), (unsigned long long)(up % 60),
+              (unsigned long long)up);
+  std::printf(
+      "  data plane: %u connections open, %llu accepted; bytes in %llu (%s), out %llu (%s)\n",
+      n.connections(), (unsigned long long)n.connections_accepted(),
+      (unsigned long long)n.bytes_received(), Mib(n.bytes_received()).c_str(),
+      (unsigned long long)n.bytes_sent(), Mib(n.bytes_sent()).c_str());
   std::printf("  pages stored %llu (same-filled %llu, huge %llu), on backing store %llu\n",
               (unsigned long long)n.stored_pages(), (unsigned long long)n.same_pages(),
               (unsigned long long)n.huge_pages(), (unsigned long long)n.pages_on_backing());

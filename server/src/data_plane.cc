@@ -78,6 +78,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <tuple>
 
@@ -142,30 +143,44 @@ FrameHeader OkReply(const FrameHeader& request) {
   return h;
 }
 
+}  // namespace
+
 // Reply owns everything an outgoing reply points at until it is sent.
-struct Reply {
+struct DataPlaneServer::Reply {
   FrameHeader header;
   std::vector<uint8_t> payload;
   std::vector<std::vector<uint8_t>> sub_payloads;  // BATCH entries' payloads
   std::unique_ptr<BatchEncoder> batch;
 };
 
-void SendReply(Connection& conn, std::shared_ptr<Reply> reply) {
+void DataPlaneServer::SendReply(Connection& conn, std::shared_ptr<Reply> reply) {
   OutgoingMessage m;
   m.header = reply->header;
+  uint64_t bytes = kFrameHeaderSize;
   if (reply->batch) {
-    for (auto piece : reply->batch->pieces()) m.payload.push_back(piece);
+    for (auto piece : reply->batch->pieces()) {
+      m.payload.push_back(piece);
+      bytes += piece.size();
+    }
   } else if (!reply->payload.empty()) {
     m.payload.push_back(reply->payload);
+    bytes += reply->payload.size();
   }
   m.on_sent = [reply](absl::Status) {};  // keeps the bytes alive until written
   absl::Status s = conn.Send({&m, 1});
-  if (!s.ok() && conn.is_open()) {
+  if (s.ok()) {
+    bytes_sent_.fetch_add(bytes, std::memory_order_relaxed);
+  } else if (conn.is_open()) {
     spdlog::warn("data plane: reply to {} not sent: {}", conn.peer_address(), s.ToString());
   }
 }
 
-}  // namespace
+void DataPlaneServer::CountOp(Opcode op, absl::StatusCode code) {
+  const size_t o = std::min(size_t(op), kOpcodeSlots - 1);
+  size_t c = size_t(code);
+  if (c >= kStatusCodeSlots) c = size_t(absl::StatusCode::kUnknown);
+  ops_[o][c].fetch_add(1, std::memory_order_relaxed);
+}
 
 // Request is one received frame on its way through Execute. For a BATCH
 // that had to stop part-way it also holds what is done: the decoded entries
@@ -241,15 +256,25 @@ void DataPlaneServer::Shutdown() {
 }
 
 DataPlaneStats DataPlaneServer::stats() const {
-  return DataPlaneStats{.connections_accepted = accepted_.load(),
-                        .connections_open = open_.load(),
-                        .hello_refused = hello_refused_.load(),
-                        .requests = requests_.load(),
-                        .requests_to_workers = to_workers_.load(),
-                        .queued_requests = queued_.load(),
-                        .queued_requests_peak = queued_peak_.load(),
-                        .read_pauses = read_pauses_.load(),
-                        .load_runs = load_runs_.load()};
+  DataPlaneStats s{.connections_accepted = accepted_.load(),
+                   .connections_open = open_.load(),
+                   .hello_refused = hello_refused_.load(),
+                   .requests = requests_.load(),
+                   .requests_to_workers = to_workers_.load(),
+                   .queued_requests = queued_.load(),
+                   .queued_requests_peak = queued_peak_.load(),
+                   .read_pauses = read_pauses_.load(),
+                   .load_runs = load_runs_.load(),
+                   .bytes_received = bytes_received_.load(std::memory_order_relaxed),
+                   .bytes_sent = bytes_sent_.load(std::memory_order_relaxed),
+                   .store_latency = SnapshotOf(store_latency_),
+                   .load_latency = SnapshotOf(load_latency_)};
+  for (size_t o = 0; o < kOpcodeSlots; ++o) {
+    for (size_t c = 0; c < kStatusCodeSlots; ++c) {
+      s.ops[o][c] = ops_[o][c].load(std::memory_order_relaxed);
+    }
+  }
+  return s;
 }
 
 transport::ConnectionHandler DataPlaneServer::Accept(std::shared_ptr<Connection> conn) {
@@ -290,6 +315,9 @@ void DataPlaneServer::OnReceive(const std::shared_ptr<ConnState>& state,
     conn.Close(absl::UnavailableError("memory node is shutting down"));
     return;
   }
+  uint64_t bytes = 0;
+  for (const IncomingMessage& msg : messages) bytes += kFrameHeaderSize + msg.payload.size();
+  bytes_received_.fetch_add(bytes, std::memory_order_relaxed);
   for (IncomingMessage& msg : messages) {
     if (!conn.is_open()) return;
     {
@@ -373,6 +401,7 @@ bool DataPlaneServer::Execute(ConnState& state, const std::shared_ptr<Connection
       // read under this connection's session: a second HELLO may not
       // re-tenant them, or anything after. The connection stays as it was.
       hello_refused_++;
+      CountOp(Opcode::kHello, absl::StatusCode::kFailedPrecondition);
       reply->header = ErrorReply(
           msg.header,
           absl::FailedPreconditionError(
@@ -389,6 +418,7 @@ bool DataPlaneServer::Execute(ConnState& state, const std::shared_ptr<Connection
       session = tenants_->OpenConnection(token);
       if (session.ok()) state.session_token = token;
     }
+    CountOp(Opcode::kHello, session.status().code());
     if (session.ok()) {
       state.tenant.store(session->tenant_index);
       reply->header = OkReply(msg.header);
@@ -408,6 +438,7 @@ bool DataPlaneServer::Execute(ConnState& state, const std::shared_ptr<Connection
     absl::Status s = absl::UnauthenticatedError(
         absl::StrCat(transport::OpcodeName(msg.header.opcode),
                      " before HELLO: send HELLO with a session token from Attach first"));
+    CountOp(msg.header.opcode, s.code());
     auto reply = std::make_shared<Reply>();
     reply->header = ErrorReply(msg.header, s, &reply->payload);
     SendReply(conn, reply);
@@ -460,6 +491,24 @@ bool DataPlaneServer::Execute(ConnState& state, const std::shared_ptr<Connection
 std::optional<FrameHeader> DataPlaneServer::Handle(uint32_t tenant, const FrameHeader& request,
                                                    std::span<const uint8_t> payload,
                                                    std::vector<uint8_t>* out, Wait wait) {
+  // Two clock reads (vDSO, tens of ns) and two relaxed adds per STORE or
+  // LOAD: cheap beside the page-store call they time.
+  const bool timed = request.opcode == Opcode::kStore || request.opcode == Opcode::kLoad;
+  const auto start =
+      timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+  std::optional<FrameHeader> reply = HandleOp(tenant, request, payload, out, wait);
+  if (!reply.has_value()) return reply;  // would block: counted when it runs
+  if (timed) {
+    const absl::Duration took = absl::FromChrono(std::chrono::steady_clock::now() - start);
+    (request.opcode == Opcode::kStore ? store_latency_ : load_latency_).Record(took);
+  }
+  CountOp(request.opcode, reply->status);
+  return reply;
+}
+
+std::optional<FrameHeader> DataPlaneServer::HandleOp(uint32_t tenant, const FrameHeader& request,
+                                                     std::span<const uint8_t> payload,
+                                                     std::vector<uint8_t>* out, Wait wait) {
   switch (request.opcode) {
     case Opcode::kStore: {
       StoreRequest r;
@@ -555,13 +604,20 @@ FrameHeader DataPlaneServer::LoadReply(const FrameHeader& request,
 // time (`claimed`); only the owner sends replies. Thread-safe; shared by
 // the owner and the helper-read entries that point at it.
 struct DataPlaneServer::LoadRun {
-  LoadRun(PageStore* s, uint32_t t, std::vector<uint64_t> p)
-      : store(s), tenant(t), pages(std::move(p)), claimed(pages.size()), results(pages.size()) {}
+  LoadRun(PageStore* s, uint32_t t, std::vector<uint64_t> p, LatencyHistogram* l)
+      : store(s),
+        tenant(t),
+        pages(std::move(p)),
+        latency(l),
+        claimed(pages.size()),
+        results(pages.size()) {}
 
   // TryRun reads page i unless another thread has claimed it.
   void TryRun(size_t i) {
     if (claimed[i].exchange(true)) return;
+    const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<LoadedPage> r = store->Load(tenant, pages[i]);
+    latency->Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
     MutexLock l(&mu);
     results[i] = std::move(r);
     done.SignalAll();
@@ -570,6 +626,7 @@ struct DataPlaneServer::LoadRun {
   PageStore* const store;
   const uint32_t tenant;
   const std::vector<uint64_t> pages;
+  LatencyHistogram* const latency;  // the server's LOAD latency
   std::vector<std::atomic<bool>> claimed;
   Mutex mu;  // a leaf: taken with no other lock held
   CondVar done;
@@ -662,7 +719,7 @@ void DataPlaneServer::RunLoads(ConnState& state, const std::shared_ptr<Connectio
   }
   std::vector<uint64_t> pages;
   for (const auto& r : run) pages.push_back(r->msg.header.page);
-  auto loads = std::make_shared<LoadRun>(store_, tenant, std::move(pages));
+  auto loads = std::make_shared<LoadRun>(store_, tenant, std::move(pages), &load_latency_);
   load_runs_++;
   {
     MutexLock l(&mu_);
@@ -692,6 +749,7 @@ void DataPlaneServer::RunLoads(ConnState& state, const std::shared_ptr<Connectio
     requests_++;
     auto reply = std::make_shared<Reply>();
     reply->header = LoadReply(run[i]->msg.header, loaded, &reply->payload);
+    CountOp(Opcode::kLoad, reply->header.status);
     SendReply(*conn, reply);
   }
 }

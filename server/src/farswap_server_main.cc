@@ -6,6 +6,7 @@
 //                  [--workers N] [--tenants-file PATH] [--ready-file PATH]
 //                  [--session-idle-timeout SECONDS] [--node-id NAME] [--log-level LEVEL]
 //                  [--busy-poll-us N] [--test-corrupt-loads[=true|false]]
+//                  [--metrics-addr HOST:PORT]
 //   farswap-server --help | --version
 //
 // README.md ("farswap-server") documents every flag. The node serves the
@@ -40,6 +41,7 @@
 #include "farswap/common/status_macros.h"
 #include "farswap/server/block_device.h"
 #include "farswap/server/data_plane.h"
+#include "farswap/server/node_metrics.h"
 #include "farswap/server/node_service.h"
 #include "farswap/server/page_store.h"
 #include "farswap/server/tenant_registry.h"
@@ -69,6 +71,7 @@ struct Flags {
   std::string node_id;
   std::string log_level = "info";
   bool test_corrupt_loads = false;
+  std::string metrics_addr;  // Prometheus /metrics; empty = off
 };
 
 // AddFlags declares every flag on `app`, bound to `f` (whose values are the
@@ -122,7 +125,8 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->check(CLI::Range(uint64_t{0}, uint64_t{365} * 24 * 3600))
       ->capture_default_str();
   app.add_option("--ready-file", f.ready_file,
-                 "write {\"data_addr\", \"grpc_addr\", \"pid\"} JSON here once listening")
+                 "write {\"data_addr\", \"grpc_addr\", \"metrics_addr\", \"pid\"} JSON here once "
+                 "listening")
       ->type_name("PATH");
   app.add_option("--node-id", f.node_id, "name in stats and logs (default: hostname)")
       ->type_name("NAME");
@@ -132,6 +136,9 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_flag("--test-corrupt-loads", f.test_corrupt_loads,
                "TEST ONLY: flip a bit in every LOAD reply's payload, to exercise clients' "
                "checksum verification and failover");
+  app.add_option("--metrics-addr", f.metrics_addr,
+                 "serve Prometheus /metrics on HOST:PORT (default: off; port 0 picks one)")
+      ->type_name("HOST:PORT");
 }
 
 // WriteReadyFile writes the JSON atomically (temp file + rename), so a
@@ -234,6 +241,7 @@ int Serve(const Flags& f) {
                             {.node_id = f.node_id,
                              .data_addr = data_addr,
                              .limits = limits,
+                             .data_plane = &data_plane,
                              .on_drain_changed = [&health_on_drain, &store] {
                                if (grpc::HealthCheckServiceInterface* h = health_on_drain.load()) {
                                  h->SetServingStatus(kMemoryNodeService, (*store)->Health().ok() &&
@@ -261,9 +269,22 @@ int Serve(const Flags& f) {
   health_on_drain.store(health);
   spdlog::info("node {} ready: data plane {}, gRPC {}, pool limit {} bytes", f.node_id, data_addr,
                grpc_addr, f.pool_limit);
+  // Prometheus /metrics (node_metrics.h): declared after what it reads, so
+  // it stops first.
+  absl::StatusOr<std::unique_ptr<MetricsEndpoint>> metrics =
+      StartNodeMetrics(f.metrics_addr, {.store = store->get(),
+                                        .tenants = &*tenants,
+                                        .data_plane = &data_plane,
+                                        .node_id = f.node_id});
+  if (!metrics.ok()) {
+    spdlog::error("cannot start: --metrics-addr: {}", metrics.status().ToString());
+    return 1;
+  }
+  if (*metrics) spdlog::info("metrics on http://{}/metrics", (*metrics)->address());
   if (!f.ready_file.empty()) {
-    nlohmann::ordered_json ready = {
-        {"data_addr", data_addr}, {"grpc_addr", grpc_addr}, {"pid", getpid()}};
+    nlohmann::ordered_json ready = {{"data_addr", data_addr}, {"grpc_addr", grpc_addr}};
+    if (*metrics) ready["metrics_addr"] = (*metrics)->address();
+    ready["pid"] = getpid();
     if (absl::Status s = WriteReadyFile(f.ready_file, ready.dump()); !s.ok()) {
       spdlog::error("cannot start: {}", s.ToString());
       return 1;

@@ -4,6 +4,8 @@
 
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "farswap/common/build_info.h"
 
 namespace farswap::server {
 namespace {
@@ -36,6 +38,7 @@ MemoryNodeService::MemoryNodeService(PageStore* store, TenantRegistry* tenants,
       node_id_(options.node_id),
       incarnation_(absl::Uniform<uint64_t>(absl::BitGen(), 1, UINT64_MAX)),
       data_addr_(options.data_addr),
+      data_plane_(options.data_plane),
       on_drain_changed_(options.on_drain_changed),
       limits_(options.limits) {}
 
@@ -108,6 +111,15 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
   n->set_invalidates(s.invalidates);
   n->set_draining(s.draining);
   n->set_sessions(uint32_t(tenants_->session_count()));
+  n->set_uptime_seconds(uint64_t(absl::ToInt64Seconds(absl::Now() - ProcessStartTime())));
+  n->set_version(FarswapVersion());
+  if (data_plane_ != nullptr) {
+    const DataPlaneStats d = data_plane_->stats();
+    n->set_connections(uint32_t(d.connections_open));
+    n->set_connections_accepted(d.connections_accepted);
+    n->set_bytes_received(d.bytes_received);
+    n->set_bytes_sent(d.bytes_sent);
+  }
   const std::vector<Tenant>& all = tenants_->tenants();
   for (const TenantStats& ts : s.tenants) {
     if (ts.tenant >= all.size()) continue;

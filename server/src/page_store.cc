@@ -532,6 +532,7 @@ PageStoreStats PageStore::GetStats() const {
   s.backing_write_errors = counters_.backing_write_errors.load();
   s.backing_used_blocks = blocks_ != nullptr ? blocks_->used() : 0;
   s.backing_total_blocks = blocks_ != nullptr ? blocks_->capacity() : 0;
+  s.writeback_latency = SnapshotOf(counters_.writeback_latency);
   s.stores = counters_.stores.load();
   s.loads = counters_.loads.load();
   s.load_misses = counters_.load_misses.load();

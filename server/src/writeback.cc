@@ -35,6 +35,7 @@
 // the pool and later passes stop writing (leveldb's RecordBackgroundError).
 #include <xxhash.h>
 
+#include <chrono>
 #include <cstring>
 
 #include "farswap/common/page_file.h"
@@ -140,7 +141,9 @@ WritebackOutcome PageStore::WritebackOne() {
   absl::Status io;
   if (block.ok()) {
     counters_.backing_writes.fetch_add(1, std::memory_order_relaxed);
+    const auto start = std::chrono::steady_clock::now();
     io = backing_->WriteBlock(*block, buf);
+    counters_.writeback_latency.Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
     if (!io.ok()) {
       counters_.backing_write_errors.fetch_add(1, std::memory_order_relaxed);
       RecordBackingError(io);

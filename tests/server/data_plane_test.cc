@@ -18,6 +18,7 @@ namespace {
 
 using transport::FrameHeader;
 using transport::IncomingMessage;
+using transport::kFrameHeaderSize;
 using transport::Opcode;
 using transport::RpcChannel;
 
@@ -166,6 +167,81 @@ TEST_F(DataPlaneTest, BatchRepliesCarryEveryEntryInOrder) {
     EXPECT_EQ(std::vector<uint8_t>(e.payload.begin(), e.payload.end()), data[p]);
   }
   EXPECT_EQ((*entries)[64].header.status, absl::StatusCode::kNotFound);  // never stored
+}
+
+// The figures /metrics exports (DataPlaneStats): requests by opcode and
+// reply status, store and load latency histograms, frame bytes in and out.
+TEST_F(DataPlaneTest, StatsCountOpsByStatusLatencyAndBytes) {
+  auto session = tenants_.Attach("default", "");
+  ASSERT_TRUE(session.ok());
+  const DataPlaneStats before = server_->stats();
+  EXPECT_EQ(before.store_latency.count(), 0u);
+  auto ch = Connected(session->token);
+  uint64_t sent = kFrameHeaderSize + session->token.size();  // the HELLO
+  uint64_t replied = kFrameHeaderSize;                       // its OK reply
+  std::vector<std::vector<uint8_t>> data;
+  for (uint64_t p = 0; p < 10; ++p) {
+    data.push_back(Payload(p, 0));
+    auto r = ch->Call({.opcode = Opcode::kStore, .page = p, .codec = transport::Codec::kLz4},
+                      data.back(), kTimeout)
+                 .get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    sent += kFrameHeaderSize + data.back().size();
+    replied += kFrameHeaderSize + r->payload.size();
+  }
+  transport::BatchEncoder batch;  // 3 stores in one frame: counted one by one
+  for (uint64_t p = 10; p < 13; ++p) {
+    data.push_back(Payload(p, 0));
+    std::span<const uint8_t> piece(data.back());
+    ASSERT_TRUE(batch
+                    .Add({.opcode = Opcode::kStore, .page = p, .codec = transport::Codec::kLz4},
+                         {&piece, 1})
+                    .ok());
+  }
+  std::vector<uint8_t> batch_payload;
+  for (auto piece : batch.pieces()) {
+    batch_payload.insert(batch_payload.end(), piece.begin(), piece.end());
+  }
+  auto b = ch->Call(batch.Header(0), batch_payload, kTimeout).get();
+  ASSERT_TRUE(b.ok()) << b.status();
+  sent += kFrameHeaderSize + batch_payload.size();
+  replied += kFrameHeaderSize + b->payload.size();
+  for (uint64_t p = 0; p < 10; ++p) {
+    auto r = ch->Call({.opcode = Opcode::kLoad, .page = p}, {}, kTimeout).get();
+    ASSERT_TRUE(r.ok()) << r.status();
+    sent += kFrameHeaderSize;
+    replied += kFrameHeaderSize + r->payload.size();
+  }
+  auto miss = ch->Call({.opcode = Opcode::kLoad, .page = 999}, {}, kTimeout).get();
+  EXPECT_EQ(miss.status().code(), absl::StatusCode::kNotFound);
+  sent += kFrameHeaderSize;
+  ASSERT_TRUE(ch->Call({.opcode = Opcode::kInvalidate, .page = 0}, {}, kTimeout).get().ok());
+  sent += kFrameHeaderSize;
+  replied += kFrameHeaderSize;
+  // The connection's frames are answered in order, each reply counted once
+  // sent: when the PING's reply arrives, every earlier reply is counted.
+  ASSERT_TRUE(ch->Call({.opcode = Opcode::kPing}, {}, kTimeout).get().ok());
+  sent += kFrameHeaderSize;
+
+  const DataPlaneStats s = server_->stats();
+  auto ops = [&s](Opcode op, absl::StatusCode code) { return s.ops[size_t(op)][size_t(code)]; };
+  EXPECT_EQ(ops(Opcode::kHello, absl::StatusCode::kOk), 1u);
+  EXPECT_EQ(ops(Opcode::kStore, absl::StatusCode::kOk), 13u);
+  EXPECT_EQ(ops(Opcode::kLoad, absl::StatusCode::kOk), 10u);
+  EXPECT_EQ(ops(Opcode::kLoad, absl::StatusCode::kNotFound), 1u);
+  EXPECT_EQ(ops(Opcode::kInvalidate, absl::StatusCode::kOk), 1u);
+  EXPECT_EQ(ops(Opcode::kPing, absl::StatusCode::kOk), 1u);
+  EXPECT_EQ(ops(Opcode::kBatch, absl::StatusCode::kOk), 0u) << "a BATCH counts its entries";
+  EXPECT_EQ(s.store_latency.count(), 13u);
+  EXPECT_EQ(s.load_latency.count(), 11u);
+  EXPECT_GT(s.store_latency.sum_ns, 0u);
+  EXPECT_GT(s.load_latency.sum_ns, 0u);
+  EXPECT_EQ(s.bytes_received, sent);
+  // At least every reply before the PING's; at most those plus the miss's
+  // error reply and the PING's.
+  EXPECT_GE(s.bytes_sent, replied);
+  EXPECT_LE(s.bytes_sent, replied + 2 * kFrameHeaderSize + transport::kMaxErrorMessageSize);
+  EXPECT_EQ(s.connections_open, 1u);
 }
 
 // A second HELLO used to switch the connection to the new session's tenant,

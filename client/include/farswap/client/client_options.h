@@ -12,6 +12,7 @@
 
 #include "absl/time/time.h"
 #include "farswap/client/page_codec.h"
+#include "farswap/common/latency_histogram.h"
 
 namespace farswap {
 
@@ -90,23 +91,6 @@ struct ClientOptions {
   std::string transport = "tcp";
 };
 
-// LatencyHistogram counts durations in power-of-two microsecond buckets:
-// bucket i holds [2^i, 2^(i+1)) µs (bucket 0 also holds < 1 µs). Lock-free;
-// Record and Snapshot may run concurrently.
-class LatencyHistogram {
- public:
-  static constexpr int kBuckets = 32;  // up to 2^32 µs ≈ 71 minutes
-  void Record(absl::Duration d);
-  std::array<uint64_t, kBuckets> Snapshot() const;
-
- private:
-  std::array<std::atomic<uint64_t>, kBuckets> buckets_{};
-};
-
-// HistogramPercentileUs estimates the p-th percentile (0..100) in µs from
-// bucket counts (the upper bound of the bucket it falls in).
-double HistogramPercentileUs(const std::array<uint64_t, LatencyHistogram::kBuckets>& b, double p);
-
 struct NodeStats {
   std::string address;    // gRPC address
   std::string data_addr;  // data plane, from Attach
@@ -124,6 +108,7 @@ struct NodeStats {
   uint64_t times_suspect = 0;  // times it stopped answering
   uint64_t incarnation = 0;    // the node process's identity (changes on restart)
   std::array<uint64_t, LatencyHistogram::kBuckets> latency_us{};  // request latency
+  uint64_t latency_sum_ns = 0;  // sum of the latencies in latency_us
 };
 
 struct ClientStats {

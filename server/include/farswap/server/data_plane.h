@@ -59,6 +59,7 @@
 #ifndef FARSWAP_SERVER_DATA_PLANE_H_
 #define FARSWAP_SERVER_DATA_PLANE_H_
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -69,6 +70,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "farswap/common/latency_histogram.h"
 #include "farswap/common/mutex.h"
 #include "farswap/server/page_store.h"
 #include "farswap/server/tenant_registry.h"
@@ -93,6 +95,12 @@ struct DataPlaneOptions {
   bool test_corrupt_loads = false;
 };
 
+// kOpcodeSlots, kStatusCodeSlots: the dimensions of DataPlaneStats::ops,
+// indexed by transport::Opcode value (0 unused) and absl::StatusCode value
+// (0 OK .. 16 UNAUTHENTICATED; a code outside that range counts as UNKNOWN).
+inline constexpr size_t kOpcodeSlots = size_t{transport::kMaxOpcode} + 1;
+inline constexpr size_t kStatusCodeSlots = 17;
+
 struct DataPlaneStats {
   uint64_t connections_accepted = 0;
   uint64_t connections_open = 0;
@@ -106,6 +114,20 @@ struct DataPlaneStats {
   uint64_t read_pauses = 0;           // times a connection stopped being read for it
   // load_runs: runs of consecutive queued LOADs read in parallel (RunLoads).
   uint64_t load_runs = 0;
+  // bytes_received, bytes_sent: data-plane frame bytes (headers and
+  // payloads) read from and replied to clients, all connections.
+  uint64_t bytes_received = 0;
+  uint64_t bytes_sent = 0;
+  // ops[opcode][status code]: requests answered, by opcode and the status
+  // of the reply (a BATCH counts each entry under its own opcode; HELLO
+  // counts too). A request that closed its connection unanswered is not
+  // counted.
+  std::array<std::array<uint64_t, kStatusCodeSlots>, kOpcodeSlots> ops{};
+  // store_latency, load_latency: the node's service time of a STORE or LOAD
+  // (the page-store call that completed it, on the I/O thread or a
+  // worker; time spent queued for a worker is not included).
+  LatencyBuckets store_latency;
+  LatencyBuckets load_latency;
 };
 
 class DataPlaneServer {
@@ -132,6 +154,7 @@ class DataPlaneServer {
   struct ConnState;
   struct Request;
   struct LoadRun;
+  struct Reply;
   enum class Wait { kAllowed, kNever };
 
   transport::ConnectionHandler Accept(std::shared_ptr<transport::Connection> conn);
@@ -166,10 +189,20 @@ class DataPlaneServer {
   // Handle runs one request (not HELLO, not BATCH) for `tenant`; the
   // reply's payload goes to *out (which must stay alive until sent).
   // nullopt (only with Wait::kNever) when it would block; nothing was done.
+  // It counts the request (CountOp) and times STORE and LOAD.
   std::optional<transport::FrameHeader> Handle(uint32_t tenant,
                                                const transport::FrameHeader& request,
                                                std::span<const uint8_t> payload,
                                                std::vector<uint8_t>* out, Wait wait);
+  // HandleOp is Handle without the counting.
+  std::optional<transport::FrameHeader> HandleOp(uint32_t tenant,
+                                                 const transport::FrameHeader& request,
+                                                 std::span<const uint8_t> payload,
+                                                 std::vector<uint8_t>* out, Wait wait);
+  // CountOp counts one answered request (DataPlaneStats::ops).
+  void CountOp(transport::Opcode op, absl::StatusCode code);
+  // SendReply sends `reply` on `conn` and counts its bytes.
+  void SendReply(transport::Connection& conn, std::shared_ptr<Reply> reply);
 
   PageStore* const store_;
   TenantRegistry* const tenants_;
@@ -193,6 +226,10 @@ class DataPlaneServer {
 
   std::atomic<uint64_t> accepted_{0}, open_{0}, hello_refused_{0}, requests_{0};
   std::atomic<uint64_t> to_workers_{0}, queued_{0}, queued_peak_{0}, read_pauses_{0}, load_runs_{0};
+  // Metrics (DataPlaneStats): relaxed atomics, one add per frame or reply.
+  std::atomic<uint64_t> bytes_received_{0}, bytes_sent_{0};
+  std::array<std::array<std::atomic<uint64_t>, kStatusCodeSlots>, kOpcodeSlots> ops_{};
+  LatencyHistogram store_latency_, load_latency_;
 };
 
 }  // namespace farswap::server

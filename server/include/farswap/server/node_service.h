@@ -14,6 +14,7 @@
 #include <string>
 
 #include "farswap/common/mutex.h"
+#include "farswap/server/data_plane.h"
 #include "farswap/server/page_store.h"
 #include "farswap/server/tenant_registry.h"
 #include "farswap/v1/memory_node.grpc.pb.h"
@@ -24,6 +25,9 @@ struct NodeServiceOptions {
   std::string node_id;
   std::string data_addr;   // what Attach tells clients to connect to
   PageStoreLimits limits;  // the limits the store was created with
+  // data_plane: where GetStats reads connections and bytes in/out; not
+  // owned, must outlive the service. nullptr reports them as 0.
+  const DataPlaneServer* data_plane = nullptr;
   // on_drain_changed: called after every Drain RPC has set the store's
   // draining flag (the server updates its health status at once, rather
   // than at its next once-a-second look). May be empty.
@@ -59,6 +63,7 @@ class MemoryNodeService final : public v1::MemoryNode::CallbackService {
   const std::string node_id_;
   const uint64_t incarnation_;  // random per process (AttachResponse.incarnation)
   const std::string data_addr_;
+  const DataPlaneServer* const data_plane_;
   const std::function<void()> on_drain_changed_;
   // mu_ serialises SetLimits (read, change, apply, record) as one step.
   // Lock order: mu_ -> the page store's and tenant registry's locks.

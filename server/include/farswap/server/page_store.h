@@ -60,6 +60,7 @@
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "farswap/alloc/zspool.h"
+#include "farswap/common/latency_histogram.h"
 #include "farswap/common/mutex.h"
 #include "farswap/server/block_allocator.h"
 #include "farswap/server/block_device.h"
@@ -183,6 +184,9 @@ struct PageStoreStats {
   uint64_t backing_write_errors = 0;
   uint64_t backing_used_blocks = 0;
   uint64_t backing_total_blocks = 0;
+  // writeback_latency: the backing-store write of one page in a writeback
+  // (the pwrite; locks and pool bookkeeping excluded).
+  LatencyBuckets writeback_latency;
   uint64_t stores = 0;  // Store calls, accepted or not
   uint64_t loads = 0;
   uint64_t load_misses = 0;
@@ -367,6 +371,7 @@ class PageStore {
     std::atomic<uint64_t> backing_read_errors{0}, backing_write_errors{0};
     std::atomic<uint64_t> stores{0}, loads{0}, load_misses{0}, invalidates{0}, stale_stores{0};
     std::array<std::atomic<uint64_t>, kRejectReasonCount> rejects{};
+    LatencyHistogram writeback_latency;
   };
   Counters counters_;
 };

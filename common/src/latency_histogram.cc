@@ -1,6 +1,7 @@
-#include <bit>
+#include "farswap/common/latency_histogram.h"
 
-#include "farswap/client/client_options.h"
+#include <algorithm>
+#include <bit>
 
 namespace farswap {
 
@@ -8,6 +9,8 @@ void LatencyHistogram::Record(absl::Duration d) {
   int64_t us = absl::ToInt64Microseconds(d);
   int b = us <= 1 ? 0 : std::min(kBuckets - 1, int(std::bit_width(uint64_t(us))) - 1);
   buckets_[b].fetch_add(1, std::memory_order_relaxed);
+  sum_ns_.fetch_add(uint64_t(std::max<int64_t>(0, absl::ToInt64Nanoseconds(d))),
+                    std::memory_order_relaxed);
 }
 
 std::array<uint64_t, LatencyHistogram::kBuckets> LatencyHistogram::Snapshot() const {

@@ -1,0 +1,372 @@
+#!/usr/bin/python3
+"""node_metrics_test: scrapes a real farswap-server's Prometheus /metrics.
+
+Starts `farswap-server --metrics-addr 127.0.0.1:0` (a 512 KiB pool over a
+backing file, so writeback really happens), reads the bound address from its
+--ready-file, and parses every scrape with the Prometheus project's own
+exposition-format parser (python3-prometheus-client,
+prometheus_client.parser.text_string_to_metric_families). It checks that the
+families README.md lists exist with the right types and labels, then drives
+the node with a real farswap::Client (tests/server/metrics_probe) and checks
+that the figures move as they must: after storing N corpus pages the store
+counters, the store latency histogram, the pool and writeback figures and the
+per-tenant pages; after loading them back the load counters and histogram,
+while the store counters stay put. `farswapctl stats --json` must report
+uptime, version, connections and bytes in/out consistent with the scrape.
+
+With --client it checks the client library's collectable instead: the text
+exposition of ClientMetrics is parsed and its values compared with the
+Client's stats() snapshot.
+
+Every process is started with PR_SET_PDEATHSIG, so nothing outlives the test.
+"""
+import argparse
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+PR_SET_PDEATHSIG = 1
+PAGES = 1024  # corpus pages stored and loaded
+
+
+def die_with_parent():
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+class Failure(Exception):
+    pass
+
+
+def check(cond, what):
+    if not cond:
+        raise Failure(what)
+
+
+def start_node(server, tmp):
+    ready = os.path.join(tmp, "ready.json")
+    log = open(os.path.join(tmp, "server.log"), "w")
+    proc = subprocess.Popen(
+        [server, "--metrics-addr", "127.0.0.1:0", "--ready-file", ready, "--pool-limit", "512K",
+         "--backing-file", os.path.join(tmp, "backing"), "--backing-size", "64M",
+         "--node-id", "metrics-test"],
+        stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+    # The ready file appears (atomically renamed) once every listener is
+    # bound; a bounded wait for another process's condition.
+    deadline = time.monotonic() + 30
+    while not os.path.exists(ready):
+        check(proc.poll() is None, f"farswap-server exited with {proc.returncode}")
+        check(time.monotonic() < deadline, "farswap-server not ready after 30 s")
+        time.sleep(0.02)
+    with open(ready) as f:
+        return proc, json.load(f)
+
+
+def parse(text):
+    """Families by name: {name: (type, [(sample_name, labels, value)])}."""
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        check(fam.name not in out, f"family {fam.name} exposed twice")
+        out[fam.name] = (fam.type, [(s.name, s.labels, s.value) for s in fam.samples])
+    return out
+
+
+def scrape(addr):
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as r:
+        check(r.status == 200, f"GET /metrics: HTTP {r.status}")
+        return parse(r.read().decode())
+
+
+def value(fams, family, sample=None, **labels):
+    """The one sample of `family` (sample name defaults to the family's) with `labels`."""
+    check(family in fams, f"family {family} missing")
+    want = sample or family
+    hits = [v for (n, l, v) in fams[family][1]
+            if n == want and all(l.get(k) == str(x) for k, x in labels.items())]
+    check(len(hits) == 1, f"{want}{labels}: {len(hits)} samples, want 1")
+    return hits[0]
+
+
+def hist_count(fams, family, **labels):
+    return value(fams, family, family + "_count", **labels)
+
+
+# The node's families: name (as the parser reports it, counters without
+# _total) -> (type, label names every sample carries).
+NODE_FAMILIES = {
+    "farswap_node_info": ("gauge", {"node_id", "version"}),
+    "farswap_node_uptime_seconds": ("gauge", set()),
+    "farswap_pool_orig_data_size_bytes": ("gauge", set()),
+    "farswap_pool_compr_data_size_bytes": ("gauge", set()),
+    "farswap_pool_mem_used_total_bytes": ("gauge", set()),
+    "farswap_pool_mem_limit_bytes": ("gauge", set()),
+    "farswap_pool_mem_used_max_bytes": ("gauge", set()),
+    "farswap_pool_same_pages": ("gauge", set()),
+    "farswap_pool_pages_compacted": ("counter", set()),
+    "farswap_pool_huge_pages": ("gauge", set()),
+    "farswap_pool_metadata_bytes": ("gauge", set()),
+    "farswap_node_stored_pages": ("gauge", set()),
+    "farswap_node_pages_on_backing": ("gauge", set()),
+    "farswap_node_draining": ("gauge", set()),
+    "farswap_store_load_misses": ("counter", set()),
+    "farswap_store_stale_stores": ("counter", set()),
+    "farswap_store_rejects": ("counter", {"reason"}),
+    "farswap_backing_written_back_pages": ("counter", set()),
+    "farswap_backing_written_back_bytes": ("counter", set()),
+    "farswap_backing_reads": ("counter", set()),
+    "farswap_backing_writes": ("counter", set()),
+    "farswap_backing_errors": ("counter", {"op"}),
+    "farswap_backing_size_bytes": ("gauge", set()),
+    "farswap_backing_free_bytes": ("gauge", set()),
+    "farswap_backing_io_error": ("gauge", set()),
+    "farswap_writeback_aborted": ("counter", set()),
+    "farswap_writeback_second_chances": ("counter", set()),
+    "farswap_writeback_duration_seconds": ("histogram", set()),
+    "farswap_node_connections": ("gauge", set()),
+    "farswap_node_connections_accepted": ("counter", set()),
+    "farswap_node_hello_refused": ("counter", set()),
+    "farswap_node_received_bytes": ("counter", set()),
+    "farswap_node_sent_bytes": ("counter", set()),
+    "farswap_node_requests_to_workers": ("counter", set()),
+    "farswap_node_queued_requests": ("gauge", set()),
+    "farswap_node_read_pauses": ("counter", set()),
+    "farswap_node_ops": ("counter", {"op", "status"}),
+    "farswap_node_op_duration_seconds": ("histogram", {"op"}),
+    "farswap_node_sessions": ("gauge", set()),
+    "farswap_tenant_stored_pages": ("gauge", {"tenant"}),
+    "farswap_tenant_stored_bytes": ("gauge", {"tenant"}),
+    "farswap_tenant_quota_bytes": ("gauge", {"tenant"}),
+    "farswap_tenant_rejects": ("counter", {"tenant", "reason"}),
+}
+
+
+def check_families(fams, expected):
+    for name, (typ, labels) in expected.items():
+        check(name in fams, f"family {name} missing")
+        check(fams[name][0] == typ, f"{name}: type {fams[name][0]}, want {typ}")
+        for (sample, got, _) in fams[name][1]:
+            got_names = set(got) - {"le"}  # histogram buckets add le
+            check(got_names == labels, f"{sample}: labels {sorted(got_names)}, want {sorted(labels)}")
+
+
+class Probe:
+    def __init__(self, probe, grpc_addr, corpus):
+        self.proc = subprocess.Popen([probe, "--node", grpc_addr, "--corpus", corpus],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     preexec_fn=die_with_parent)
+
+    def send(self, command):
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def line(self):
+        line = self.proc.stdout.readline()
+        check(line, f"metrics_probe exited ({self.proc.poll()})")
+        return line
+
+    def run(self, command):
+        self.send(command)
+        reply = json.loads(self.line())
+        check(reply.get("ok"), f"metrics_probe '{command}': {reply}")
+        return reply
+
+    def client_metrics(self):
+        self.send("client-metrics")
+        parts, current = [], []
+        while len(parts) < 2:
+            line = self.line()
+            if line.startswith("# END"):
+                parts.append("".join(current))
+                current = []
+            else:
+                current.append(line)
+        return parts[0], parts[1], json.loads(self.line())
+
+    def quit(self):
+        self.send("quit")
+        check(self.proc.wait(timeout=30) == 0, f"metrics_probe exit {self.proc.returncode}")
+
+
+def node_test(args, node, ready):
+    addr = ready["metrics_addr"]
+    check(addr.startswith("127.0.0.1:") and not addr.endswith(":0"),
+          f"ready file metrics_addr {addr}: want the bound port")
+    before = scrape(addr)
+    check_families(before, NODE_FAMILIES)
+    check(value(before, "farswap_node_info", node_id="metrics-test") == 1, "node_info")
+    check(value(before, "farswap_pool_mem_limit_bytes") == 512 * 1024, "mem_limit")
+    check(value(before, "farswap_backing_size_bytes") == 64 << 20, "backing size")
+    check(value(before, "farswap_tenant_stored_pages", tenant="default") == 0, "tenant pages")
+    for op in ("store", "load"):
+        check(hist_count(before, "farswap_node_op_duration_seconds", op=op) == 0, f"{op} count")
+
+    probe = Probe(args.probe, ready["grpc_addr"], args.corpus)
+    probe.run(f"store {PAGES}")
+    stored = scrape(addr)
+    store_ok = value(stored, "farswap_node_ops", "farswap_node_ops_total", op="store", status="OK")
+    check(store_ok >= PAGES, f"store ops {store_ok} < {PAGES}")
+    check(hist_count(stored, "farswap_node_op_duration_seconds", op="store") >= PAGES,
+          "store histogram count did not move by the pages stored")
+    check(value(stored, "farswap_node_op_duration_seconds", "farswap_node_op_duration_seconds_sum",
+                op="store") > 0, "store histogram sum")
+    check(value(stored, "farswap_node_ops", "farswap_node_ops_total", op="hello", status="OK") >= 1,
+          "hello")
+    check(value(stored, "farswap_node_ops", "farswap_node_ops_total", op="load", status="OK") == 0,
+          "loads before any load")
+    check(value(stored, "farswap_node_stored_pages") == PAGES, "node stored pages")
+    check(value(stored, "farswap_tenant_stored_pages", tenant="default") == PAGES, "tenant pages")
+    check(value(stored, "farswap_tenant_stored_bytes", tenant="default") > 0, "tenant bytes")
+    check(value(stored, "farswap_pool_orig_data_size_bytes") > 0, "orig_data_size")
+    check(value(stored, "farswap_pool_mem_used_max_bytes") > 0, "mem_used_max")
+    written = value(stored, "farswap_backing_written_back_pages",
+                    "farswap_backing_written_back_pages_total")
+    check(written > 0, "no writeback with a 512 KiB pool")
+    check(value(stored, "farswap_backing_written_back_bytes",
+                "farswap_backing_written_back_bytes_total") == written * 4096, "written back bytes")
+    writeback_timed = hist_count(stored, "farswap_writeback_duration_seconds")
+    check(writeback_timed > 0, "writeback histogram empty after writeback")
+    check(value(stored, "farswap_backing_free_bytes") < 64 << 20, "backing free bytes")
+    check(value(stored, "farswap_node_received_bytes", "farswap_node_received_bytes_total") >
+          value(stored, "farswap_tenant_stored_bytes", tenant="default"),
+          "received bytes below the payloads stored")
+    check(value(stored, "farswap_node_sent_bytes", "farswap_node_sent_bytes_total") > 0, "sent")
+    check(value(stored, "farswap_node_connections") >= 1, "connections")
+    check(value(stored, "farswap_node_sessions") >= 1, "sessions")
+    # Bucket counts are cumulative and end with +Inf = _count.
+    buckets = [(float(l["le"]), v) for (n, l, v) in stored["farswap_node_op_duration_seconds"][1]
+               if n.endswith("_bucket") and l["op"] == "store"]
+    check(buckets == sorted(buckets), "buckets not cumulative")
+    check(buckets[-1][0] == float("inf") and buckets[-1][1] ==
+          hist_count(stored, "farswap_node_op_duration_seconds", op="store"), "+Inf bucket")
+
+    probe.run(f"load {PAGES}")
+    loaded = scrape(addr)
+    load_ok = value(loaded, "farswap_node_ops", "farswap_node_ops_total", op="load", status="OK")
+    check(load_ok >= PAGES, f"load ops {load_ok} < {PAGES}")
+    check(hist_count(loaded, "farswap_node_op_duration_seconds", op="load") >= PAGES,
+          "load histogram count")
+    check(value(loaded, "farswap_node_ops", "farswap_node_ops_total", op="store", status="OK") ==
+          store_ok, "store ops moved during loads")
+    # Writeback may still run between scrapes: a write is counted before it
+    # is timed, so a later count of writes covers every write timed earlier.
+    check(writeback_timed <= value(loaded, "farswap_backing_writes", "farswap_backing_writes_total"),
+          "writeback histogram counts more writes than were made")
+    check(value(loaded, "farswap_backing_reads", "farswap_backing_reads_total") > 0,
+          "loads of written-back pages read the backing store")
+    check(value(loaded, "farswap_node_sent_bytes", "farswap_node_sent_bytes_total") >
+          value(stored, "farswap_node_sent_bytes", "farswap_node_sent_bytes_total") +
+          value(stored, "farswap_tenant_stored_bytes", tenant="default") // 2,
+          "sent bytes did not grow with the pages loaded")
+
+    ctl = subprocess.run([args.farswapctl, "--node", ready["grpc_addr"], "stats", "--json"],
+                         capture_output=True, text=True, timeout=30, preexec_fn=die_with_parent)
+    check(ctl.returncode == 0, f"farswapctl stats: {ctl.stderr}")
+    n = json.loads(ctl.stdout)["node"]
+    info_version = [l["version"] for (_, l, _) in loaded["farswap_node_info"][1]][0]
+    check(n["version"] == info_version, f"version {n['version']} vs {info_version}")
+    check(int(n["uptime_seconds"]) >= 0, "uptime")
+    check(n["connections"] >= 1 and int(n["connections_accepted"]) >= 1, "ctl connections")
+    # Later than the scrape: at least what it saw (the client pings meanwhile).
+    check(int(n["bytes_received"]) >=
+          value(loaded, "farswap_node_received_bytes", "farswap_node_received_bytes_total"),
+          "ctl bytes_received")
+    check(int(n["bytes_sent"]) >=
+          value(loaded, "farswap_node_sent_bytes", "farswap_node_sent_bytes_total"),
+          "ctl bytes_sent")
+    probe.quit()
+
+
+CLIENT_FAMILIES = {
+    "farswap_client_ops": ("counter", {"op", "result"}),
+    "farswap_client_stored_bytes": ("counter", set()),
+    "farswap_client_stored_compressed_bytes": ("counter", set()),
+    "farswap_client_same_pages": ("counter", set()),
+    "farswap_client_raw_pages": ("counter", set()),
+    "farswap_client_checksum_failures": ("counter", set()),
+    "farswap_client_failovers": ("counter", set()),
+    "farswap_client_lost_pages": ("gauge", set()),
+    "farswap_client_slabs": ("gauge", set()),
+    "farswap_client_replicas": ("gauge", set()),
+    "farswap_client_node_state": ("gauge", {"node", "state"}),
+    "farswap_client_node_info": ("gauge", {"node", "node_id", "data_addr", "incarnation"}),
+    "farswap_client_node_slabs": ("gauge", {"node"}),
+    "farswap_client_node_requests": ("counter", {"node"}),
+    "farswap_client_node_request_duration_seconds": ("histogram", {"node"}),
+}
+
+
+def client_test(args, node, ready):
+    probe = Probe(args.probe, ready["grpc_addr"], args.corpus)
+    probe.run(f"store {PAGES}")
+    probe.run(f"load {PAGES}")
+    live_text, snap_text, stats = probe.client_metrics()
+    live, snap = parse(live_text), parse(snap_text)
+    check_families(live, CLIENT_FAMILIES)
+    check_families(snap, CLIENT_FAMILIES)
+    ops = "farswap_client_ops_total"
+    # The snapshot's exposition carries exactly the snapshot's figures.
+    for fams in (snap, live):
+        for (op, result, key) in (("store", "ok", "stores"), ("load", "ok", "loads"),
+                                  ("store", "error", "store_errors"),
+                                  ("load", "error", "load_errors")):
+            check(value(fams, "farswap_client_ops", ops, op=op, result=result) == stats[key],
+                  f"client ops {op}/{result} != stats {key}")
+        for (fam, key) in (("farswap_client_stored_bytes", "bytes_before_compression"),
+                           ("farswap_client_stored_compressed_bytes", "bytes_after_compression"),
+                           ("farswap_client_same_pages", "same_pages"),
+                           ("farswap_client_raw_pages", "raw_pages")):
+            check(value(fams, fam, fam + "_total") == stats[key], f"{fam} != stats {key}")
+        check(value(fams, "farswap_client_slabs") == stats["slabs"], "slabs")
+        check(value(fams, "farswap_client_replicas") == stats["replicas"] == 1, "replicas")
+    check(stats["stores"] >= PAGES and stats["loads"] >= PAGES, f"client stats {stats}")
+    check(stats["bytes_before_compression"] == PAGES * 4096, "bytes before compression")
+    (n,) = stats["nodes"]
+    check(n["address"] == ready["grpc_addr"], "node address")
+    check(value(snap, "farswap_client_node_state", node=n["address"], state="up") == 1, "state up")
+    check(value(snap, "farswap_client_node_state", node=n["address"], state="down") == 0, "down")
+    check(value(snap, "farswap_client_node_requests", "farswap_client_node_requests_total",
+                node=n["address"]) == n["requests"], "node requests")
+    hist = "farswap_client_node_request_duration_seconds"
+    check(value(snap, hist, hist + "_count", node=n["address"]) == n["latency_count"], "count")
+    check(abs(value(snap, hist, hist + "_sum", node=n["address"]) - n["latency_sum_ns"] * 1e-9)
+          < 1e-6, "sum")
+    check(n["latency_count"] >= 2 * PAGES // 256, "latency histogram empty")
+    # Live: taken after the snapshot, so at least as far along.
+    check(value(live, "farswap_client_node_requests", "farswap_client_node_requests_total",
+                node=n["address"]) >= n["requests"], "live node requests")
+    probe.quit()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--server", required=True)
+    p.add_argument("--farswapctl", required=True)
+    p.add_argument("--probe", required=True)
+    p.add_argument("--corpus", required=True)
+    p.add_argument("--client", action="store_true", help="check the client library's metrics")
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory(prefix="farswap-metrics-") as tmp:
+        node, ready = start_node(args.server, tmp)
+        try:
+            (client_test if args.client else node_test)(args, node, ready)
+        except Failure as e:
+            print(f"FAIL: {e}", file=sys.stderr)
+            with open(os.path.join(tmp, "server.log")) as f:
+                sys.stderr.write(f.read()[-4000:])
+            return 1
+        finally:
+            node.kill()
+            node.wait()
+    print("PASS")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
