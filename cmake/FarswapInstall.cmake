@@ -12,7 +12,9 @@
 # exported too (farswap::client_core, ::codec, ::transport, ::proto,
 # ::common), so consumers link exactly what the build links; nothing is
 # merged or rebuilt. A consumer links farswap::client (and farswap::region
-# for the far-memory Region); the rest comes with them.
+# for the far-memory Region); the rest comes with them. farswap::client_metrics
+# (client_metrics.h, a prometheus::Collectable) is exported too; it is not in
+# farswap-client.pc, so pkg-config users do not need prometheus-cpp.
 #
 # A new link dependency of the client library: add its find_dependency() to
 # cmake/farswapConfig.cmake.in and its pkg-config module to
@@ -27,7 +29,9 @@ set(FARSWAP_EXPORTED_LIBRARIES
   farswap_codec:codec
   farswap_transport:transport
   farswap_proto:proto
-  farswap_common:common)
+  farswap_common:common
+  farswap_client_metrics:client_metrics
+  farswap_metrics:metrics)
 
 # Public headers, as included by farswap/client/*.h (transitively).
 set(FARSWAP_INSTALLED_HEADER_DIRS client/include/farswap/client)
@@ -51,7 +55,9 @@ foreach(entry IN LISTS FARSWAP_EXPORTED_LIBRARIES)
   set_target_properties(${target} PROPERTIES EXPORT_NAME ${export_name})
   add_library(farswap::${export_name} ALIAS ${target})
   list(APPEND farswap_targets ${target})
-  string(APPEND farswap_pc_libs " -l${target}")
+  if(NOT export_name MATCHES "metrics")
+    string(APPEND farswap_pc_libs " -l${target}")
+  endif()
 endforeach()
 
 install(TARGETS farswap-server farswapctl farswap-bench farswap-demo
