@@ -36,6 +36,7 @@ set(FARSWAP_EXPORTED_LIBRARIES
 # Public headers, as included by farswap/client/*.h (transitively).
 set(FARSWAP_INSTALLED_HEADER_DIRS client/include/farswap/client)
 set(FARSWAP_INSTALLED_HEADERS
+  common/include/farswap/common/latency_histogram.h
   common/include/farswap/common/mutex.h
   common/include/farswap/common/status_macros.h)
 
