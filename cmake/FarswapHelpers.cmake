@@ -27,8 +27,12 @@ endif()
 function(farswap_library)
   cmake_parse_arguments(A "" "NAME" "SRCS;DEPS;PRIVATE_DEPS" ${ARGN})
   add_library(${A_NAME} ${A_SRCS})
-  target_include_directories(${A_NAME} PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include
-                             PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+  # The installed package (cmake/FarswapInstall.cmake) puts every module's
+  # public headers under <prefix>/include.
+  target_include_directories(${A_NAME}
+    PUBLIC $<BUILD_INTERFACE:${CMAKE_CURRENT_SOURCE_DIR}/include>
+           $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>
+    PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
   target_compile_options(${A_NAME} PRIVATE ${FARSWAP_WARNINGS})
   target_link_libraries(${A_NAME} PUBLIC ${A_DEPS} PRIVATE ${A_PRIVATE_DEPS})
 endfunction()
