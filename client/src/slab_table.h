@@ -125,21 +125,25 @@ class SlabTable {
   // DropNode does DropReplica for every slab and returns those affected.
   std::vector<Dropped> DropNode(int node);
 
-  // UnderReplicated lists slabs with at least one present page, fewer than
-  // `r` replicas that count (counts(node) true), at least one replica to
-  // copy from (readable(node) true: a draining node still serves loads)
-  // and nobody filling.
+  // UnderReplicated lists slabs with fewer than `r` replicas that count
+  // (counts(node) true), at least one replica to copy from (readable(node)
+  // true: a draining node still serves loads) and nobody filling, that
+  // either hold a present page or sit on a replica that is readable but
+  // does not count (a draining node): an empty slab placed there must move
+  // too, or every store to it is refused until it does.
   template <typename Counts, typename Readable>
   std::vector<uint64_t> UnderReplicated(int r, Counts counts, Readable readable) const {
     std::vector<uint64_t> out;
     for (const auto& [id, s] : slabs_) {
       int n = 0;
-      bool source = false;
+      bool source = false, leaving = false;
       for (int node : s.replicas) {
-        n += counts(node) ? 1 : 0;
-        source |= readable(node);
+        const bool c = counts(node), rd = readable(node);
+        n += c ? 1 : 0;
+        source |= rd;
+        leaving |= rd && !c;
       }
-      if (source && n < r && s.filling < 0 && s.present.Any()) out.push_back(id);
+      if (source && n < r && s.filling < 0 && (s.present.Any() || leaving)) out.push_back(id);
     }
     std::sort(out.begin(), out.end());
     return out;

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
 #include <set>
 
@@ -80,6 +81,22 @@ TEST(SlabTableTest, LosingTheLastReplicaMarksPresentPagesLost) {
   EXPECT_TRUE(t.UnderReplicated(2, all_live).empty());  // nothing left to copy from
   // A slab with no replica is placed afresh on the next store.
   EXPECT_EQ(t.Place(0, 2, nodes), 2u);
+}
+
+// An empty slab on a draining node (readable, not counting towards R)
+// moves too: every store to it is refused there until it does. An empty
+// slab on a suspect node (not readable) waits; nor does an empty slab on a
+// counting replica need anything.
+TEST(SlabTableTest, EmptySlabOnADrainingNodeIsMovedToo) {
+  SlabTable t(8);
+  std::vector<Candidate> nodes = Nodes(3);
+  t.Place(7, 1, nodes);
+  const int on = t.Find(7)->replicas[0];
+  auto all = [](int) { return true; };
+  auto not_on = [&](int n) { return n != on; };
+  EXPECT_EQ(t.UnderReplicated(1, not_on, all), std::vector<uint64_t>{7});
+  EXPECT_TRUE(t.UnderReplicated(1, not_on, not_on).empty());
+  EXPECT_TRUE(t.UnderReplicated(1, all, all).empty());
 }
 
 TEST(SlabTableTest, ASlabWithDataIsNotReplacedByPlace) {
