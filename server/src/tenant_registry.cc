@@ -7,17 +7,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "constant_time.h"
 #include "farswap/common/byte_size.h"
 
 namespace farswap::server {
 namespace {
-
-bool ConstantTimeEquals(const std::string& a, const std::string& b) {
-  if (a.size() != b.size()) return false;
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) diff |= uint8_t(a[i] ^ b[i]);
-  return diff == 0;
-}
 
 std::string NewToken() {
   // std::random_device reads the kernel's CSPRNG (getrandom) on Linux.

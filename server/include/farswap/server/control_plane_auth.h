@@ -1,0 +1,100 @@
+// control_plane_auth.h: who may call which control-plane RPC of a memory
+// node (README.md, "Roles").
+//
+// Two roles, told apart by the gRPC metadata `authorization: Bearer <token>`:
+//   operator  the token is the node's admin token (farswap-server
+//             --admin-token-file), compared in constant time. May call
+//             everything: SetLimits, Drain, Compact, node-wide GetStats.
+//   tenant    the token is an open session token (what Attach returned to
+//             that tenant). May call GetStats with its own tenant_id only.
+// A node with no admin token but --allow-anonymous treats a caller that
+// sends no credential as an operator (local use, tests); without either,
+// operator RPCs are refused. A token that is neither is refused, also then.
+//
+// Refusals: UNAUTHENTICATED (no credential where one is needed, a malformed
+// header, a token that is not the admin token nor an open session) and
+// PERMISSION_DENIED (a tenant asking for operator work or another tenant's
+// stats). Each is logged with the caller's peer address and counted
+// (refusals(); NodeStats.auth_refusals; farswap_auth_refusals_total).
+//
+//   ControlPlaneAuth auth(&tenants, {.admin_token = token, .allow_anonymous = false});
+//   absl::Status s = auth.AuthorizeOperator(authorization_header, peer, "Drain");
+//
+// Thread safety: safe for concurrent use; the counters are relaxed atomics.
+#ifndef FARSWAP_SERVER_CONTROL_PLANE_AUTH_H_
+#define FARSWAP_SERVER_CONTROL_PLANE_AUTH_H_
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "farswap/server/tenant_registry.h"
+
+namespace farswap::server {
+
+enum class AuthRefusal { kUnauthenticated = 0, kPermissionDenied = 1 };
+inline constexpr int kAuthRefusalCount = 2;
+// AuthRefusalName: "unauthenticated" / "permission_denied" (the `reason`
+// label of farswap_auth_refusals_total).
+const char* AuthRefusalName(AuthRefusal r);
+
+struct ControlPlaneAuthOptions {
+  // admin_token: the operator credential; nullopt: none configured.
+  std::optional<std::string> admin_token;
+  // allow_anonymous: without an admin token, a caller with no credential is
+  // an operator (farswap-server --allow-anonymous).
+  bool allow_anonymous = false;
+};
+
+// LoadAdminTokenFile reads an admin token file: the whole file, less
+// trailing whitespace (a final newline). INVALID_ARGUMENT for a token
+// shorter than kMinAdminTokenLength or holding whitespace or control
+// characters, NOT_FOUND if the file cannot be read.
+inline constexpr size_t kMinAdminTokenLength = 16;
+absl::StatusOr<std::string> LoadAdminTokenFile(const std::string& path);
+
+class ControlPlaneAuth {
+ public:
+  // tenants is not owned and must outlive this.
+  ControlPlaneAuth(const TenantRegistry* tenants, ControlPlaneAuthOptions options);
+
+  // AuthorizeOperator: OK if `authorization` (the metadata value, "" when
+  // absent) grants the operator role. `peer` and `rpc` name the caller and
+  // the call in the refusal's log line.
+  absl::Status AuthorizeOperator(absl::string_view authorization, absl::string_view peer,
+                                 absl::string_view rpc);
+  // AuthorizeStats: GetStats for `tenant_id` ("" = node-wide). An operator
+  // may read anything; a tenant's session only its own tenant_id. Returns
+  // the caller's role (a tenant gets its own TenantStats and nothing of the
+  // node's).
+  enum class Role { kOperator, kTenant };
+  absl::StatusOr<Role> AuthorizeStats(absl::string_view authorization, absl::string_view peer,
+                                      absl::string_view tenant_id);
+
+  // refusals: counts by AuthRefusal since start.
+  std::array<uint64_t, kAuthRefusalCount> refusals() const;
+  bool has_admin_token() const { return options_.admin_token.has_value(); }
+
+ private:
+  struct Caller {
+    bool is_operator = false;
+    uint32_t tenant_index = 0;  // when !is_operator
+  };
+  // Identify: who `authorization` says the caller is; UNAUTHENTICATED (not
+  // yet counted) when it says nothing usable.
+  absl::StatusOr<Caller> Identify(absl::string_view authorization) const;
+  absl::Status Refuse(absl::Status why, absl::string_view peer, absl::string_view rpc);
+
+  const TenantRegistry* const tenants_;
+  const ControlPlaneAuthOptions options_;
+  std::array<std::atomic<uint64_t>, kAuthRefusalCount> refusals_{};
+};
+
+}  // namespace farswap::server
+
+#endif  // FARSWAP_SERVER_CONTROL_PLANE_AUTH_H_
