@@ -1,7 +1,7 @@
 // farswapctl: the operator's command line for one memory node, over the
 // gRPC control plane (proto/farswap/v1/memory_node.proto).
 //
-//   farswapctl --node HOST:PORT [--timeout SECONDS] COMMAND [flags]
+//   farswapctl --node HOST:PORT [--timeout SECONDS] [--admin-token-file PATH] COMMAND [flags]
 //   farswapctl [COMMAND] --help | --version
 //     stats [--json] [--tenant ID]   node and per-tenant counters
 //     health                         gRPC health check; exit 0 only if SERVING
@@ -11,20 +11,28 @@
 //     set-limit [--pool-limit BYTES] [--high-watermark F] [--low-watermark F]
 //               [--tenant ID --quota BYTES]
 //
+// --admin-token-file sends the node's admin token as gRPC metadata
+// `authorization: Bearer <token>`: stats (node-wide), compact, drain and
+// set-limit are operator work (README.md, "Roles").
+//
 // Exit status: 0 success, 1 the node answered an error (printed with its
-// status code) or could not be reached, 2 bad usage. Flags are parsed by
+// status code, e.g. UNAUTHENTICATED) or could not be reached, 2 bad usage
+// (also: an admin token file that cannot be read or is empty). Flags are parsed by
 // CLI11 (farswap/common/cli.h); --node and --timeout may also follow COMMAND.
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <thread>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "farswap/common/cli.h"
 #include "farswap/v1/memory_node.grpc.pb.h"
@@ -95,6 +103,8 @@ void PrintHuman(const v1::GetStatsResponse& r) {
 // the ones set-limit sends only when given.
 struct Flags {
   std::string node;
+  std::string admin_token_file;
+  std::string admin_token;  // read from admin_token_file; "" = send no credential
   double timeout_s = 10;
   bool json = false;
   std::string tenant;
@@ -106,12 +116,19 @@ struct Flags {
   std::optional<uint64_t> quota;
 };
 
+// Authorize sends the admin token, if any, with the call of `ctx`.
+void Authorize(grpc::ClientContext& ctx, const Flags& flags) {
+  if (!flags.admin_token.empty()) {
+    ctx.AddMetadata("authorization", absl::StrCat("Bearer ", flags.admin_token));
+  }
+}
+
 // WaitUntilEmpty polls a draining node until it stores no pages: its
 // clients see the drain in their next health ping and move their slabs to
 // other nodes, freeing them here. Returns the exit status: 0 when empty, 1
 // when `deadline` passes first or the node fails.
-int WaitUntilEmpty(v1::MemoryNode::Stub& stub, std::chrono::system_clock::time_point deadline,
-                   uint64_t stored) {
+int WaitUntilEmpty(v1::MemoryNode::Stub& stub, const Flags& flags,
+                   std::chrono::system_clock::time_point deadline, uint64_t stored) {
   // kPoll: how often the node is asked. The pages leave as other processes
   // (the clients) move them; there is nothing to block on but the node.
   constexpr auto kPoll = std::chrono::milliseconds(200);
@@ -126,6 +143,7 @@ int WaitUntilEmpty(v1::MemoryNode::Stub& stub, std::chrono::system_clock::time_p
     std::this_thread::sleep_for(kPoll);
     grpc::ClientContext ctx;
     ctx.set_deadline(deadline);
+    Authorize(ctx, flags);
     v1::DrainRequest req;
     req.set_drain(true);
     v1::DrainResponse resp;
@@ -147,6 +165,7 @@ int Run(const CLI::App& app, const std::string& command, const Flags& flags) {
       std::chrono::system_clock::now() + std::chrono::milliseconds(int64_t(flags.timeout_s * 1000));
   grpc::ClientContext ctx;
   ctx.set_deadline(deadline);
+  Authorize(ctx, flags);
   auto stub = v1::MemoryNode::NewStub(channel);
 
   if (command == "stats") {
@@ -194,7 +213,7 @@ int Run(const CLI::App& app, const std::string& command, const Flags& flags) {
     std::cout << (resp.draining() ? "draining" : "accepting stores") << ", " << resp.stored_pages()
               << " pages stored" << std::endl;
     if (!flags.wait || !resp.draining()) return 0;
-    return WaitUntilEmpty(*stub, deadline, resp.stored_pages());
+    return WaitUntilEmpty(*stub, flags, deadline, resp.stored_pages());
   }
   // set-limit
   v1::SetLimitsRequest req;
@@ -230,6 +249,9 @@ int Main(int argc, char** argv) {
       ->check(cli::Finite())
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_option("--admin-token-file", f.admin_token_file,
+                 "send the node's admin token (farswap-server --admin-token-file) with the call")
+      ->type_name("PATH");
   app.require_subcommand(1);
   CLI::App* stats = app.add_subcommand("stats", "node and per-tenant counters");
   stats->add_flag("--json", f.json, "print the GetStatsResponse as JSON (proto field names)");
@@ -256,6 +278,20 @@ int Main(int argc, char** argv) {
   set_limit->add_option("--quota", f.quota, "the tenant's quota, K/M/G suffixes (needs --tenant)")
       ->transform(cli::Bytes());
   if (std::optional<int> exit_status = cli::Parse(app, argc, argv)) return *exit_status;
+  if (!f.admin_token_file.empty()) {
+    std::ifstream in(f.admin_token_file);
+    if (!in) {
+      return cli::UsageError(
+          app, absl::StrCat("--admin-token-file ", f.admin_token_file, ": cannot open"));
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    f.admin_token = std::string(absl::StripTrailingAsciiWhitespace(text.str()));
+    if (f.admin_token.empty()) {
+      return cli::UsageError(app,
+                             absl::StrCat("--admin-token-file ", f.admin_token_file, ": empty"));
+    }
+  }
   return Run(app, app.get_subcommands().front()->get_name(), f);
 }
 

@@ -6,7 +6,7 @@
 //                  [--workers N] [--tenants-file PATH] [--ready-file PATH]
 //                  [--session-idle-timeout SECONDS] [--node-id NAME] [--log-level LEVEL]
 //                  [--busy-poll-us N] [--test-corrupt-loads[=true|false]]
-//                  [--metrics-addr HOST:PORT]
+//                  [--metrics-addr HOST:PORT] [--admin-token-file PATH] [--allow-anonymous]
 //   farswap-server --help | --version
 //
 // README.md ("farswap-server") documents every flag. The node serves the
@@ -15,7 +15,8 @@
 // --grpc-addr; port 0 picks a free port, and --ready-file receives the bound
 // addresses as JSON once both listen. SIGTERM or SIGINT shuts it down
 // cleanly. Exit status: 0 after a clean shutdown, 1 when it cannot start
-// (the reason is logged), 2 for bad flags. Flags are parsed by CLI11
+// (the reason is logged), 2 for bad flags (also: no --tenants-file and no
+// --allow-anonymous). Flags are parsed by CLI11
 // (farswap/common/cli.h); logs go to stderr.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
@@ -40,6 +41,7 @@
 #include "farswap/common/mutex.h"
 #include "farswap/common/status_macros.h"
 #include "farswap/server/block_device.h"
+#include "farswap/server/control_plane_auth.h"
 #include "farswap/server/data_plane.h"
 #include "farswap/server/node_metrics.h"
 #include "farswap/server/node_service.h"
@@ -71,7 +73,9 @@ struct Flags {
   std::string node_id;
   std::string log_level = "info";
   bool test_corrupt_loads = false;
-  std::string metrics_addr;  // Prometheus /metrics; empty = off
+  std::string metrics_addr;      // Prometheus /metrics; empty = off
+  std::string admin_token_file;  // operator credential; empty = none
+  bool allow_anonymous = false;  // the "default" tenant, and operators without a token
 };
 
 // AddFlags declares every flag on `app`, bound to `f` (whose values are the
@@ -115,8 +119,8 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
   app.add_option("--tenants-file", f.tenants_file,
-                 "id:secret:quota lines (default: tenant 'default', no secret); a quota is "
-                 "rounded up to whole 4 KiB pages")
+                 "id:secret:quota lines; a quota is rounded up to whole 4 KiB pages (required "
+                 "unless --allow-anonymous, which serves tenant 'default' with no secret)")
       ->type_name("PATH");
   app.add_option("--session-idle-timeout", f.session_idle_timeout_s,
                  "close a session that has had no data-plane connection for S seconds "
@@ -139,6 +143,14 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--metrics-addr", f.metrics_addr,
                  "serve Prometheus /metrics on HOST:PORT (default: off; port 0 picks one)")
       ->type_name("HOST:PORT");
+  app.add_option("--admin-token-file", f.admin_token_file,
+                 "the operator's bearer token (one line, at least 16 characters): SetLimits, "
+                 "Drain, Compact and node-wide GetStats need `authorization: Bearer <token>`")
+      ->type_name("PATH");
+  app.add_flag("--allow-anonymous", f.allow_anonymous,
+               "for local use and tests: without --tenants-file serve tenant 'default' with no "
+               "secret, and without --admin-token-file let callers with no credential do "
+               "operator work");
 }
 
 // WriteReadyFile writes the JSON atomically (temp file + rename), so a
@@ -174,6 +186,25 @@ int Serve(const Flags& f) {
     spdlog::error("cannot start: {}", tenants.status().ToString());
     return 1;
   }
+  std::optional<std::string> admin_token;
+  if (!f.admin_token_file.empty()) {
+    absl::StatusOr<std::string> token = LoadAdminTokenFile(f.admin_token_file);
+    if (!token.ok()) {
+      spdlog::error("cannot start: --admin-token-file: {}", token.status().ToString());
+      return 1;
+    }
+    admin_token = std::move(*token);
+  } else if (f.allow_anonymous) {
+    spdlog::warn(
+        "--allow-anonymous and no --admin-token-file: anyone who reaches the gRPC port "
+        "may drain, limit and compact this node and read every tenant's stats");
+  } else {
+    spdlog::warn(
+        "no --admin-token-file: SetLimits, Drain, Compact and node-wide GetStats are "
+        "refused");
+  }
+  ControlPlaneAuth auth(&*tenants,
+                        {.admin_token = admin_token, .allow_anonymous = f.allow_anonymous});
   tenants->set_session_idle_timeout(f.session_idle_timeout_s == 0
                                         ? absl::InfiniteDuration()
                                         : absl::Seconds(int64_t(f.session_idle_timeout_s)));
@@ -237,17 +268,20 @@ int Serve(const Flags& f) {
   // once (readiness probes, `farswapctl health`), not at the watcher's next
   // look; the watcher below still owns every other change.
   std::atomic<grpc::HealthCheckServiceInterface*> health_on_drain{nullptr};
-  MemoryNodeService service(store->get(), &*tenants,
-                            {.node_id = f.node_id,
-                             .data_addr = data_addr,
-                             .limits = limits,
-                             .data_plane = &data_plane,
-                             .on_drain_changed = [&health_on_drain, &store] {
-                               if (grpc::HealthCheckServiceInterface* h = health_on_drain.load()) {
-                                 h->SetServingStatus(kMemoryNodeService, (*store)->Health().ok() &&
-                                                                             !(*store)->draining());
-                               }
-                             }});
+  MemoryNodeService service(
+      store->get(), &*tenants,
+      {.node_id = f.node_id,
+       .data_addr = data_addr,
+       .limits = limits,
+       .data_plane = &data_plane,
+       .on_drain_changed =
+           [&health_on_drain, &store] {
+             if (grpc::HealthCheckServiceInterface* h = health_on_drain.load()) {
+               h->SetServingStatus(kMemoryNodeService,
+                                   (*store)->Health().ok() && !(*store)->draining());
+             }
+           },
+       .auth = &auth});
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -275,6 +309,7 @@ int Serve(const Flags& f) {
       StartNodeMetrics(f.metrics_addr, {.store = store->get(),
                                         .tenants = &*tenants,
                                         .data_plane = &data_plane,
+                                        .auth = &auth,
                                         .node_id = f.node_id});
   if (!metrics.ok()) {
     spdlog::error("cannot start: --metrics-addr: {}", metrics.status().ToString());
@@ -362,6 +397,12 @@ int main(int argc, char** argv) {
   if (absl::Status s = farswap::server::CheckAdvertisable(flags.data_addr, flags.advertise_addr);
       !s.ok()) {
     return farswap::cli::UsageError(app, std::string(s.message()));
+  }
+  if (flags.tenants_file.empty() && !flags.allow_anonymous) {
+    return farswap::cli::UsageError(
+        app,
+        "no --tenants-file: give one (id:secret:quota lines), or --allow-anonymous to serve "
+        "tenant 'default' with no secret (local use and tests only)");
   }
   if (flags.node_id.empty()) {
     char host[256] = "farswap";

@@ -224,6 +224,18 @@ std::vector<MetricFamily> NodeMetricsCollector::Collect() const {
   AddStore(out, s);
   if (sources_.data_plane != nullptr) AddDataPlane(out, sources_.data_plane->stats());
   if (sources_.tenants != nullptr) AddTenants(out, s, *sources_.tenants);
+  if (sources_.auth != nullptr) {
+    MetricFamily& refusals = AddFamily(
+        out, "farswap_auth_refusals_total",
+        "Control-plane calls refused by the node's roles, by reason (unauthenticated: no or bad "
+        "credential; permission_denied: a tenant asking for operator work or another tenant's "
+        "stats).",
+        MetricType::Counter);
+    const std::array<uint64_t, kAuthRefusalCount> r = sources_.auth->refusals();
+    for (int i = 0; i < kAuthRefusalCount; ++i) {
+      AddSample(refusals, double(r[i]), {{"reason", AuthRefusalName(AuthRefusal(i))}});
+    }
+  }
   return out;
 }
 

@@ -24,6 +24,14 @@ void FillRejects(const std::array<uint64_t, kRejectReasonCount>& r, v1::RejectSt
   out->set_io_error(r[int(RejectReason::kIoError)]);
 }
 
+// Authorization: the `authorization` metadata value, "" when absent.
+absl::string_view Authorization(const grpc::CallbackServerContext* ctx) {
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) return "";
+  return absl::string_view(it->second.data(), it->second.size());
+}
+
 }  // namespace
 
 grpc::Status ToGrpcStatus(const absl::Status& s) {
@@ -40,6 +48,7 @@ MemoryNodeService::MemoryNodeService(PageStore* store, TenantRegistry* tenants,
       data_addr_(options.data_addr),
       data_plane_(options.data_plane),
       on_drain_changed_(options.on_drain_changed),
+      auth_(options.auth),
       limits_(options.limits) {}
 
 grpc::ServerUnaryReactor* MemoryNodeService::Attach(grpc::CallbackServerContext* ctx,
@@ -113,6 +122,9 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
   n->set_sessions(uint32_t(tenants_->session_count()));
   n->set_uptime_seconds(uint64_t(absl::ToInt64Seconds(absl::Now() - ProcessStartTime())));
   n->set_version(FarswapVersion());
+  const std::array<uint64_t, kAuthRefusalCount> refusals = auth_->refusals();
+  n->mutable_auth_refusals()->set_unauthenticated(refusals[int(AuthRefusal::kUnauthenticated)]);
+  n->mutable_auth_refusals()->set_permission_denied(refusals[int(AuthRefusal::kPermissionDenied)]);
   if (data_plane_ != nullptr) {
     const DataPlaneStats d = data_plane_->stats();
     n->set_connections(uint32_t(d.connections_open));
@@ -138,12 +150,22 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
 grpc::ServerUnaryReactor* MemoryNodeService::GetStats(grpc::CallbackServerContext* ctx,
                                                       const v1::GetStatsRequest* req,
                                                       v1::GetStatsResponse* resp) {
-  return Finish(ctx, FillStats(req->tenant_id(), resp));
+  absl::StatusOr<ControlPlaneAuth::Role> role =
+      auth_->AuthorizeStats(Authorization(ctx), ctx->peer(), req->tenant_id());
+  if (!role.ok()) return Finish(ctx, role.status());
+  absl::Status s = FillStats(req->tenant_id(), resp);
+  // A tenant reads its own TenantStats; the node's figures are operator's.
+  if (s.ok() && *role == ControlPlaneAuth::Role::kTenant) resp->clear_node();
+  return Finish(ctx, s);
 }
 
 grpc::ServerUnaryReactor* MemoryNodeService::SetLimits(grpc::CallbackServerContext* ctx,
                                                        const v1::SetLimitsRequest* req,
                                                        v1::SetLimitsResponse*) {
+  if (absl::Status a = auth_->AuthorizeOperator(Authorization(ctx), ctx->peer(), "SetLimits");
+      !a.ok()) {
+    return Finish(ctx, a);
+  }
   if (req->has_tenant_quota_bytes()) {
     absl::StatusOr<Tenant> t = tenants_->Find(req->tenant_id());
     if (!t.ok()) return Finish(ctx, t.status());
@@ -176,6 +198,10 @@ grpc::ServerUnaryReactor* MemoryNodeService::SetLimits(grpc::CallbackServerConte
 grpc::ServerUnaryReactor* MemoryNodeService::Compact(grpc::CallbackServerContext* ctx,
                                                      const v1::CompactRequest*,
                                                      v1::CompactResponse* resp) {
+  if (absl::Status a = auth_->AuthorizeOperator(Authorization(ctx), ctx->peer(), "Compact");
+      !a.ok()) {
+    return Finish(ctx, a);
+  }
   resp->set_pages_freed(store_->Compact());
   spdlog::info("compaction freed {} pages", resp->pages_freed());
   return Finish(ctx, absl::OkStatus());
@@ -184,6 +210,10 @@ grpc::ServerUnaryReactor* MemoryNodeService::Compact(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* MemoryNodeService::Drain(grpc::CallbackServerContext* ctx,
                                                    const v1::DrainRequest* req,
                                                    v1::DrainResponse* resp) {
+  if (absl::Status a = auth_->AuthorizeOperator(Authorization(ctx), ctx->peer(), "Drain");
+      !a.ok()) {
+    return Finish(ctx, a);
+  }
   store_->SetDraining(req->drain());
   if (on_drain_changed_) on_drain_changed_();
   spdlog::info(req->drain() ? "draining: new stores refused, loads served"

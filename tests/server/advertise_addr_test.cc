@@ -31,8 +31,8 @@ struct Exit {
 // exits at flag parsing) and returns its exit status and stderr+stdout.
 Exit RunServer(const std::string& args) {
   Exit e;
-  const std::string cmd =
-      absl::StrCat("timeout 20 ", FarswapBinary("server/farswap-server"), " ", args, " 2>&1");
+  const std::string cmd = absl::StrCat("timeout 20 ", FarswapBinary("server/farswap-server"),
+                                       " --allow-anonymous ", args, " 2>&1");
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return e;
   char buf[512];

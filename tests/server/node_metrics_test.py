@@ -56,7 +56,7 @@ def start_node(server, tmp):
     proc = subprocess.Popen(
         [server, "--metrics-addr", "127.0.0.1:0", "--ready-file", ready, "--pool-limit", "512K",
          "--backing-file", os.path.join(tmp, "backing"), "--backing-size", "64M",
-         "--node-id", "metrics-test"],
+         "--node-id", "metrics-test", "--allow-anonymous"],
         stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
     # The ready file appears (atomically renamed) once every listener is
     # bound; a bounded wait for another process's condition.
@@ -144,6 +144,7 @@ NODE_FAMILIES = {
     "farswap_tenant_stored_bytes": ("gauge", {"tenant"}),
     "farswap_tenant_quota_bytes": ("gauge", {"tenant"}),
     "farswap_tenant_rejects": ("counter", {"tenant", "reason"}),
+    "farswap_auth_refusals": ("counter", {"reason"}),
 }
 
 
@@ -206,6 +207,9 @@ def node_test(args, node, ready):
     check(value(before, "farswap_tenant_stored_pages", tenant="default") == 0, "tenant pages")
     for op in ("store", "load"):
         check(hist_count(before, "farswap_node_op_duration_seconds", op=op) == 0, f"{op} count")
+    for reason in ("unauthenticated", "permission_denied"):
+        check(value(before, "farswap_auth_refusals", "farswap_auth_refusals_total",
+                    reason=reason) == 0, f"auth refusals {reason} before any")
 
     probe = Probe(args.probe, ready["grpc_addr"], args.corpus)
     probe.run(f"store {PAGES}")
@@ -280,6 +284,25 @@ def node_test(args, node, ready):
     check(int(n["bytes_sent"]) >=
           value(loaded, "farswap_node_sent_bytes", "farswap_node_sent_bytes_total"),
           "ctl bytes_sent")
+    check(n["auth_refusals"] == {"unauthenticated": "0", "permission_denied": "0"},
+          f"ctl auth_refusals {n['auth_refusals']}")
+
+    # A credential that is not this node's admin token (it has none; with
+    # --allow-anonymous only no credential is anonymous) is refused, counted
+    # once, in /metrics as in the stats.
+    wrong = os.path.join(args.tmp, "wrong-token")
+    with open(wrong, "w") as f:
+        f.write("not-an-admin-token-0123456789\n")
+    ctl = subprocess.run([args.farswapctl, "--node", ready["grpc_addr"], "--admin-token-file", wrong,
+                          "compact"],
+                         capture_output=True, text=True, timeout=30, preexec_fn=die_with_parent)
+    check(ctl.returncode == 1 and "UNAUTHENTICATED" in ctl.stderr,
+          f"compact with a wrong token: exit {ctl.returncode}, {ctl.stderr}")
+    refused = scrape(addr)
+    check(value(refused, "farswap_auth_refusals", "farswap_auth_refusals_total",
+                reason="unauthenticated") == 1, "unauthenticated refusal not counted")
+    check(value(refused, "farswap_auth_refusals", "farswap_auth_refusals_total",
+                reason="permission_denied") == 0, "permission_denied moved")
     probe.quit()
 
 
@@ -353,6 +376,7 @@ def main():
     p.add_argument("--client", action="store_true", help="check the client library's metrics")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="farswap-metrics-") as tmp:
+        args.tmp = tmp  # where the test writes its files
         node, ready = start_node(args.server, tmp)
         try:
             (client_test if args.client else node_test)(args, node, ready)

@@ -64,6 +64,9 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   if (!options.tenants.empty()) {
     std::ofstream(p->dir_ + "/tenants") << options.tenants;
   }
+  if (!options.admin_token.empty()) {
+    std::ofstream(p->dir_ + "/admin-token") << options.admin_token << "\n";
+  }
   absl::Status s = p->Launch();
   if (!s.ok()) return s;
   return p;
@@ -93,6 +96,10 @@ absl::Status ServerProcess::Launch() {
                 {"--backing-file", backing_file(), "--backing-size", options_.backing_size});
   }
   if (!options_.tenants.empty()) args.insert(args.end(), {"--tenants-file", dir_ + "/tenants"});
+  if (!options_.admin_token.empty()) {
+    args.insert(args.end(), {"--admin-token-file", dir_ + "/admin-token"});
+  }
+  if (options_.allow_anonymous) args.push_back("--allow-anonymous");
   args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
 
   int inotify = inotify_init1(IN_CLOEXEC | IN_NONBLOCK);

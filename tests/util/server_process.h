@@ -29,8 +29,14 @@ struct ServerProcessOptions {
   std::string backing_size = "256M";
   std::string high_watermark = "0.9";
   std::string low_watermark = "0.8";
-  // tenants: contents of a tenants file; "" runs with the default tenant.
+  // tenants: contents of a tenants file; "" runs with the default tenant
+  // (needs allow_anonymous).
   std::string tenants;
+  // admin_token: contents of an --admin-token-file; "" passes none.
+  std::string admin_token;
+  // allow_anonymous: pass --allow-anonymous (no tenants file needed; without
+  // an admin token, operator RPCs need no credential).
+  bool allow_anonymous = true;
   std::vector<std::string> extra_args;
   absl::Duration ready_timeout = absl::Seconds(30);
   // binary: the farswap-server to run (default: this build's).

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "farswap/server/control_plane_auth.h"
 #include "farswap/server/data_plane.h"
 #include "farswap/server/page_store.h"
 #include "farswap/server/tenant_registry.h"
@@ -39,11 +40,13 @@ class Exposer;
 namespace farswap::server {
 
 // NodeMetricsSources: what a scrape reads. Not owned; each must outlive the
-// collector (data_plane may be null: no data-plane families then).
+// collector (data_plane may be null: no data-plane families then; auth
+// may be null: no farswap_auth_refusals_total then).
 struct NodeMetricsSources {
   const PageStore* store = nullptr;
   const TenantRegistry* tenants = nullptr;
   const DataPlaneServer* data_plane = nullptr;
+  const ControlPlaneAuth* auth = nullptr;
   std::string node_id;
 };
 

@@ -1,7 +1,8 @@
 // node_service.h: the gRPC control plane of a memory node
 // (proto/farswap/v1/memory_node.proto), on the callback server API.
 //
-//   MemoryNodeService service(&store, &tenants, {.node_id = "node-a", .data_addr = dp.address()});
+//   MemoryNodeService service(&store, &tenants,
+//                             {.node_id = "node-a", .data_addr = dp.address(), .auth = &auth});
 //   builder.RegisterService(&service);
 //
 // absl::Status codes map 1:1 onto gRPC's at this edge.
@@ -14,6 +15,7 @@
 #include <string>
 
 #include "farswap/common/mutex.h"
+#include "farswap/server/control_plane_auth.h"
 #include "farswap/server/data_plane.h"
 #include "farswap/server/page_store.h"
 #include "farswap/server/tenant_registry.h"
@@ -32,6 +34,9 @@ struct NodeServiceOptions {
   // draining flag (the server updates its health status at once, rather
   // than at its next once-a-second look). May be empty.
   std::function<void()> on_drain_changed;
+  // auth: who may call GetStats, SetLimits, Compact and Drain
+  // (control_plane_auth.h). Not owned; must outlive the service. Required.
+  ControlPlaneAuth* auth = nullptr;
 };
 
 class MemoryNodeService final : public v1::MemoryNode::CallbackService {
@@ -54,7 +59,8 @@ class MemoryNodeService final : public v1::MemoryNode::CallbackService {
   grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* ctx, const v1::DrainRequest* req,
                                   v1::DrainResponse* resp) override;
 
-  // FillStats is GetStats without gRPC, for the server's own logging.
+  // FillStats is an operator's GetStats without gRPC, for the server's own
+  // logging.
   absl::Status FillStats(const std::string& tenant_filter, v1::GetStatsResponse* resp) const;
 
  private:
@@ -65,6 +71,7 @@ class MemoryNodeService final : public v1::MemoryNode::CallbackService {
   const std::string data_addr_;
   const DataPlaneServer* const data_plane_;
   const std::function<void()> on_drain_changed_;
+  ControlPlaneAuth* const auth_;
   // mu_ serialises SetLimits (read, change, apply, record) as one step.
   // Lock order: mu_ -> the page store's and tenant registry's locks.
   Mutex mu_;
