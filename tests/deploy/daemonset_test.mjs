@@ -23,6 +23,8 @@
 //     grpc_health_probe, against the pod IP;
 //  4. starts a client (drain_client, R=1) with the tenant of the rendered
 //     Secret that stores pages on both nodes (checked in each node's stats);
+//     The farswap-admin-token Secret, shipped empty, gets a random token,
+//     as an operator must fill it; the node-wide stats are read with it;
 //  5. runs pod A's preStop command in pod A as the container's user, bounded
 //     by terminationGracePeriodSeconds, and requires: exit 0, pod A holds no
 //     pages when it returns, pod A's readiness probe fails (draining);
@@ -36,6 +38,7 @@
 // network namespaces): ctest reports it skipped.
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
+import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -150,11 +153,19 @@ function imageFiles() {
 }
 const image = imageFiles();
 
+// ADMIN_TOKEN: what the operator puts in the farswap-admin-token Secret,
+// which the manifests ship empty (a node refuses to start with it as it is).
+const ADMIN_TOKEN = crypto.randomBytes(32).toString("hex");
+
 function secretFiles(name) {
   const s = resources.find((r) => r.kind === "Secret" && r.metadata.name === name);
   assert.ok(s, `no Secret ${name}`);
   const out = { ...(s.stringData ?? {}) };
   for (const [k, v] of Object.entries(s.data ?? {})) out[k] = Buffer.from(v, "base64").toString();
+  if (name === "farswap-admin-token") {
+    assert.equal(out.token, "", "the shipped admin token must be empty (unusable)");
+    out.token = ADMIN_TOKEN;
+  }
   return out;
 }
 
@@ -331,7 +342,10 @@ async function waitFor(what, seconds, fn) {
 
 function nodeStats(pod) {
   const ctl = image.files.get("/usr/local/bin/farswapctl");
-  const out = run([IP, "netns", "exec", HOST_NS, ctl, "--node", `${pod.ip}:${pod.grpcPort()}`, "stats", "--json"]);
+  // Node-wide stats are operator work: the admin token, as the pod has it.
+  const token = path.join(pod.volumes.get("admin-token"), "token");
+  const out = run([IP, "netns", "exec", HOST_NS, ctl, "--node", `${pod.ip}:${pod.grpcPort()}`,
+    "--admin-token-file", token, "stats", "--json"]);
   return JSON.parse(out);
 }
 
