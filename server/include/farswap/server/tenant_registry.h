@@ -3,8 +3,8 @@
 // Tenants come from a tenants file (farswap-server --tenants-file), one
 // "id:secret:quota" a line; quota is a byte count with an optional K/M/G
 // suffix (the page store rounds it up to whole pages), 0 for none; blank lines and lines starting
-// with '#' are skipped. Without a file there is one tenant, "default", with an empty secret and no
-// quota, for local use.
+// with '#' are skipped. Default() is one tenant, "default", with an empty secret and no quota, for
+// local use (farswap-server --allow-anonymous without --tenants-file).
 //
 // Attach checks a tenant's secret and opens a session: a random 128-bit
 // token (hex) that data-plane connections present in HELLO. Each tenant has
