@@ -569,13 +569,29 @@ bool RegionImpl::HandleMissing(ParkedFault f, std::vector<uint8_t>& buf, bool ma
         // Resident: a stale message (another thread's fault installed it),
         // or the program zapped the page (MADV_DONTNEED) after the REMOVE
         // event was handled: then it reads as zeros.
+        FARSWAP_SYNC_POINT("Region::MissingFault:resident-before-look");
         if (PagePresent(page)) {
           Wake(page);
-        } else {
-          // Missing: any zap the program had pending has run.
-          flags_[page].fetch_and(static_cast<uint8_t>(~kFlagZapPending));
-          RecoverZapped(f);
+          return true;
         }
+        if (s == kWriting) {
+          // Another fault thread holds it: look again once it publishes.
+          Defer(f);
+          return true;
+        }
+        // Missing. Hold the page before filling it: `s` may be stale, and
+        // an evictor may have committed, dropped and published kRemote since
+        // (its own zap is why the page is missing); zeros over a page whose
+        // contents live remotely would lose them. Holding it (kWriting) also
+        // keeps any evictor from dropping it until the zeros are in, and
+        // cancels an eviction in flight as a write would. A page held here
+        // that is missing was zapped by the program: only an eviction that
+        // has committed (kDropping) zaps.
+        if (!state_[page].compare_exchange_strong(s, kWriting)) continue;
+        // Any zap the program had pending has run.
+        flags_[page].fetch_and(static_cast<uint8_t>(~kFlagZapPending));
+        RecoverZapped(f);
+        Publish(page, kDirty);
         return true;
       default:
         break;  // kEmpty, kRemote

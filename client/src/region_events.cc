@@ -117,12 +117,13 @@ void RegionImpl::TryForget(uint64_t page) {
 
 void RegionImpl::RecoverZapped(const ParkedFault& f) {
   // MADV_DONTNEED made the page empty after the region last saw it: it
-  // reads as zeros, as the kernel would have it. Installed write-protected
-  // whatever the state, so that a write is seen (a WP fault on kDirty just
-  // un-protects) and an eviction in flight snapshots either the zeros or
-  // nothing; the state and its owner are left alone.
-  // An eviction in flight may hold a snapshot taken before the zap: it must
-  // not drop the page (region_evict.cc, commit).
+  // reads as zeros, as the kernel would have it. The caller holds the page
+  // (kWriting) and publishes it kDirty after this. Installed
+  // write-protected, so that the next write is seen (a WP fault on kDirty
+  // just un-protects).
+  // An eviction that held the page before may have a snapshot taken before
+  // the zap: its commit fails (the page left kEvicting), and the flag below
+  // keeps it from dropping the page all the same (region_evict.cc, commit).
   flags_[f.page].fetch_or(kFlagZeroedAfterZap);
   uffdio_copy c{};
   c.dst = reinterpret_cast<uint64_t>(Addr(f.page));

@@ -26,8 +26,9 @@
 // runs on from the read, before the event is handled; so a resident page is
 // forgotten as kDirty with no remote copy (never zapped by the region: the
 // program may have written it again). The MISSING fault that follows the
-// zap finds a resident state on a missing page and installs zeros
-// (RecoverZapped); an eviction whose snapshot may predate the zap keeps the
+// zap finds a resident state on a missing page, takes the page (kWriting:
+// the state it read may be stale, the page dropped by an evictor since) and
+// installs zeros (RecoverZapped); an eviction whose snapshot may predate the zap keeps the
 // page (commit): one claimed before the event was handled has the forget
 // applied after its commit (kFlagInBatch), one claimed after it sees
 // kFlagZapPending until the page is seen missing. A load in flight is not installed if the page was
@@ -121,6 +122,8 @@ inline constexpr uint8_t kAgeFault = 1, kAgeWrite = 2, kMaxAge = 3;
 // fields below say which lock guards them, and atomics are lock-free.
 class RegionImpl {
  public:
+  friend class RegionTestPeer;  // tests/client/region_internals_test.cc
+
   RegionImpl(PageBackend* backend, const RegionOptions& options, uint8_t* base, uint64_t pages,
              int uffd, int wake_fd);
   ~RegionImpl();
@@ -162,7 +165,8 @@ class RegionImpl {
   // is back to `prior`) and retries the fault later or sends SIGBUS.
   void InstallFailed(ParkedFault f, uint8_t prior, int err, const char* what);
   // RecoverZapped installs zeros, write-protected, in a page the program
-  // zapped while its state says resident (region_events.cc).
+  // zapped while its state says resident (region_events.cc). The caller
+  // holds the page (kWriting) and publishes it after.
   void RecoverZapped(const ParkedFault& f);
   void HandleWriteProtect(const ParkedFault& f);
   void DrainParked(std::vector<uint8_t>& buf);

@@ -239,6 +239,7 @@ class Region {
   RegionStats stats() const;
 
  private:
+  friend class RegionTestPeer;  // white-box tests of the fault paths
   explicit Region(std::unique_ptr<RegionImpl> impl);
   std::unique_ptr<RegionImpl> impl_;
 };
