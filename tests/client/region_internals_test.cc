@@ -31,6 +31,11 @@ class RegionTestPeer {
                               std::chrono::steady_clock::now()};
     impl.HandleMissing(f, buf, /*may_park=*/false);
   }
+  // WaitForState: the faulting thread runs on from the install's wake-up,
+  // before its fault thread publishes the page's new state.
+  static void WaitForState(Region& region, uint64_t page, uint8_t state) {
+    while (region.impl_->state_[page].load() != state) std::this_thread::yield();
+  }
 };
 
 namespace {
@@ -58,7 +63,8 @@ TEST(RegionInternalsTest, StaleMissingFaultOnAPageEvictedMeanwhileKeepsItsConten
   ASSERT_NE(r, nullptr);
   constexpr uint64_t kVictim = 3;
   uint8_t* victim = r->data() + kVictim * kPage;
-  FillPage(victim, kVictim, 7);  // resident, dirty
+  FillPage(victim, kVictim, 7);
+  RegionTestPeer::WaitForState(*r, kVictim, kDirty);
   bool evicted_in_between = false;
   SyncPoints::SetOnce("Region::MissingFault:resident-before-look", [&] {
     // Another thread: the evictor's MADV_DONTNEED waits for a fault thread
@@ -70,7 +76,8 @@ TEST(RegionInternalsTest, StaleMissingFaultOnAPageEvictedMeanwhileKeepsItsConten
   });
   RegionTestPeer::ServeStaleMissingFault(*r, kVictim);
   SyncPoints::ClearAll();
-  ASSERT_TRUE(evicted_in_between);
+  ASSERT_TRUE(evicted_in_between) << "evictions " << r->stats().evictions
+                                  << ", last error: " << r->stats().last_error;
   EXPECT_TRUE(PageMatches(victim, kVictim, 7))
       << "first word now " << *reinterpret_cast<uint64_t*>(victim);
   EXPECT_EQ(r->stats().sigbus_delivered, 0u);
