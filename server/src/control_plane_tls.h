@@ -9,9 +9,10 @@
 // The files are watched by gRPC's FileWatcherCertificateProvider: every
 // reload_interval it re-reads the certificate chain, the key and the client
 // CA bundle, and new handshakes use what it read (connections already open
-// keep theirs). Write a new key and certificate by renaming them into place
-// (a Kubernetes Secret volume swaps both at once); a pair read half-way
-// through a rotation does not match and is replaced at the next reload.
+// keep theirs). Swap the key and the certificate together (a Kubernetes
+// Secret volume renames one symbolic link): gRPC installs whatever it reads,
+// so a new key read with the old certificate fails handshakes until the
+// next reload finds a matching pair.
 #ifndef FARSWAP_SERVER_CONTROL_PLANE_TLS_H_
 #define FARSWAP_SERVER_CONTROL_PLANE_TLS_H_
 
