@@ -17,6 +17,9 @@ if(NOT FARSWAP_TSAN_ONLY)
   # Debian's gRPC is not TSan-instrumented: the TSan build leaves it out.
   find_package(Protobuf REQUIRED)
   find_package(gRPC CONFIG REQUIRED)
+  # libssl-dev: farswap-server checks its control-plane TLS files at start
+  # (server/src/control_plane_tls.cc); gRPC itself links the same OpenSSL.
+  find_package(OpenSSL REQUIRED)
   # Prometheus /metrics (prometheus-cpp-dev): core for the metric types,
   # pull for the node's HTTP exposer. Only the gRPC-linked binaries use it.
   find_package(prometheus-cpp CONFIG REQUIRED)

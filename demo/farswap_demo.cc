@@ -12,7 +12,8 @@
 //   farswap-demo [--size BYTES] [--local FRACTION] [--nodes N] [--replicas R]
 //                [--pool-limit BYTES] [--kill-at FRACTION] [--lookups N] [--seed N]
 //                [--server-bin PATH]
-//                [--dns-name NAME:PORT [--tenant ID] [--secret-file PATH]]
+//                [--dns-name NAME:PORT [--tenant ID] [--secret-file PATH]
+//                 [--tls-ca PATH [--tls-cert PATH --tls-key PATH] [--tls-server-name NAME]]]
 //   farswap-demo --help | --version
 //
 // With --dns-name it starts no nodes and runs the same workload against
@@ -108,6 +109,7 @@ struct DemoFlags {
   std::string dns_name;
   std::string tenant = "default";
   std::string secret_file;
+  std::string tls_ca, tls_cert, tls_key, tls_server_name;  // the nodes' TLS control plane
 };
 
 void AddFlags(CLI::App& app, DemoFlags& f) {
@@ -159,6 +161,23 @@ void AddFlags(CLI::App& app, DemoFlags& f) {
       ->type_name("PATH")
       ->check(CLI::ExistingFile)
       ->needs(dns);
+  // The client's TLS options (README.md, "TLS on the control plane"),
+  // checked by Client::Connect.
+  app.add_option("--tls-ca", f.tls_ca,
+                 "attach over TLS, trusting this PEM CA bundle (with "
+                 "--dns-name; ClientOptions::tls_ca_file)")
+      ->type_name("PATH")
+      ->needs(dns);
+  app.add_option("--tls-cert", f.tls_cert, "client certificate for mutual TLS (with --tls-ca)")
+      ->type_name("PATH")
+      ->needs(dns);
+  app.add_option("--tls-key", f.tls_key, "the PEM private key of --tls-cert")
+      ->type_name("PATH")
+      ->needs(dns);
+  app.add_option("--tls-server-name", f.tls_server_name,
+                 "the name the nodes' certificates carry (default: the address dialled)")
+      ->type_name("NAME")
+      ->needs(dns);
 }
 
 int Run(int argc, char** argv) {
@@ -196,6 +215,10 @@ int Run(int argc, char** argv) {
   if (remote) {
     o.dns_name = flags.dns_name;
     o.tenant_id = flags.tenant;
+    o.tls_ca_file = flags.tls_ca;
+    o.tls_cert_file = flags.tls_cert;
+    o.tls_key_file = flags.tls_key;
+    o.tls_server_name = flags.tls_server_name;
     if (!flags.secret_file.empty()) {
       std::ifstream f(flags.secret_file);
       if (!f || !std::getline(f, o.secret)) {

@@ -1,7 +1,9 @@
 // farswapctl: the operator's command line for one memory node, over the
 // gRPC control plane (proto/farswap/v1/memory_node.proto).
 //
-//   farswapctl --node HOST:PORT [--timeout SECONDS] [--admin-token-file PATH] COMMAND [flags]
+//   farswapctl --node HOST:PORT [--timeout SECONDS] [--admin-token-file PATH]
+//              [--tls-ca PATH [--tls-cert PATH --tls-key PATH] [--tls-server-name NAME]]
+//              COMMAND [flags]
 //   farswapctl [COMMAND] --help | --version
 //     stats [--json] [--tenant ID]   node and per-tenant counters
 //     health                         gRPC health check; exit 0 only if SERVING
@@ -13,11 +15,13 @@
 //
 // --admin-token-file sends the node's admin token as gRPC metadata
 // `authorization: Bearer <token>`: stats (node-wide), compact, drain and
-// set-limit are operator work (README.md, "Roles").
+// set-limit are operator work (README.md, "Roles"). --tls-ca talks TLS to a
+// node started with --tls-cert, verifying it against that CA bundle;
+// --tls-cert/--tls-key present a client certificate (--tls-client-ca nodes).
 //
 // Exit status: 0 success, 1 the node answered an error (printed with its
 // status code, e.g. UNAUTHENTICATED) or could not be reached, 2 bad usage
-// (also: an admin token file that cannot be read or is empty). Flags are parsed by
+// (also: an admin token or TLS file that cannot be read or is empty). Flags are parsed by
 // CLI11 (farswap/common/cli.h); --node and --timeout may also follow COMMAND.
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
@@ -34,6 +38,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "farswap/client/control_plane_channel.h"
 #include "farswap/common/cli.h"
 #include "farswap/v1/memory_node.grpc.pb.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -105,6 +110,7 @@ struct Flags {
   std::string node;
   std::string admin_token_file;
   std::string admin_token;  // read from admin_token_file; "" = send no credential
+  ControlPlaneTls tls;      // all empty: plaintext
   double timeout_s = 10;
   bool json = false;
   std::string tenant;
@@ -159,8 +165,8 @@ int WaitUntilEmpty(v1::MemoryNode::Stub& stub, const Flags& flags,
   return 0;
 }
 
-int Run(const CLI::App& app, const std::string& command, const Flags& flags) {
-  auto channel = grpc::CreateChannel(flags.node, grpc::InsecureChannelCredentials());
+int Run(const CLI::App& app, const std::string& command, const Flags& flags,
+        std::shared_ptr<grpc::Channel> channel) {
   auto deadline =
       std::chrono::system_clock::now() + std::chrono::milliseconds(int64_t(flags.timeout_s * 1000));
   grpc::ClientContext ctx;
@@ -252,6 +258,18 @@ int Main(int argc, char** argv) {
   app.add_option("--admin-token-file", f.admin_token_file,
                  "send the node's admin token (farswap-server --admin-token-file) with the call")
       ->type_name("PATH");
+  app.add_option("--tls-ca", f.tls.ca_file,
+                 "talk TLS, verifying the node against this PEM CA bundle (default: plaintext)")
+      ->type_name("PATH");
+  app.add_option("--tls-cert", f.tls.cert_file,
+                 "client certificate (PEM chain) for nodes that require one; needs --tls-ca and "
+                 "--tls-key")
+      ->type_name("PATH");
+  app.add_option("--tls-key", f.tls.key_file, "the PEM private key of --tls-cert")
+      ->type_name("PATH");
+  app.add_option("--tls-server-name", f.tls.server_name,
+                 "the name the node's certificate must carry (default: the host of --node)")
+      ->type_name("NAME");
   app.require_subcommand(1);
   CLI::App* stats = app.add_subcommand("stats", "node and per-tenant counters");
   stats->add_flag("--json", f.json, "print the GetStatsResponse as JSON (proto field names)");
@@ -292,7 +310,11 @@ int Main(int argc, char** argv) {
                              absl::StrCat("--admin-token-file ", f.admin_token_file, ": empty"));
     }
   }
-  return Run(app, app.get_subcommands().front()->get_name(), f);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel = NewControlPlaneChannel(f.node, f.tls);
+  if (!channel.ok()) {
+    return cli::UsageError(app, std::string(channel.status().message()));
+  }
+  return Run(app, app.get_subcommands().front()->get_name(), f, *channel);
 }
 
 }  // namespace

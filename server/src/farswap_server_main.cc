@@ -7,15 +7,17 @@
 //                  [--session-idle-timeout SECONDS] [--node-id NAME] [--log-level LEVEL]
 //                  [--busy-poll-us N] [--test-corrupt-loads[=true|false]]
 //                  [--metrics-addr HOST:PORT] [--admin-token-file PATH] [--allow-anonymous]
+//                  [--tls-cert PATH --tls-key PATH [--tls-client-ca PATH]]
+//                  [--tls-reload-interval SECONDS]
 //   farswap-server --help | --version
 //
 // README.md ("farswap-server") documents every flag. The node serves the
 // data plane (transport/README.md) on --data-addr and the gRPC control
 // plane (farswap.v1.MemoryNode, grpc.health.v1.Health, reflection) on
-// --grpc-addr; port 0 picks a free port, and --ready-file receives the bound
-// addresses as JSON once both listen. SIGTERM or SIGINT shuts it down
-// cleanly. Exit status: 0 after a clean shutdown, 1 when it cannot start
-// (the reason is logged), 2 for bad flags (also: no --tenants-file and no
+// --grpc-addr (TLS with --tls-cert: control_plane_tls.h); port 0 picks a free port, and
+// --ready-file receives the bound addresses as JSON once both listen. SIGTERM or SIGINT shuts it
+// down cleanly. Exit status: 0 after a clean shutdown, 1 when it cannot start (the reason is
+// logged), 2 for bad flags (also: no --tenants-file and no
 // --allow-anonymous). Flags are parsed by CLI11
 // (farswap/common/cli.h); logs go to stderr.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -37,6 +39,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "advertised_address.h"
+#include "control_plane_tls.h"
 #include "farswap/common/cli.h"
 #include "farswap/common/mutex.h"
 #include "farswap/common/status_macros.h"
@@ -76,6 +79,8 @@ struct Flags {
   std::string metrics_addr;      // Prometheus /metrics; empty = off
   std::string admin_token_file;  // operator credential; empty = none
   bool allow_anonymous = false;  // the "default" tenant, and operators without a token
+  // The control plane's TLS material; no cert = plaintext.
+  ControlPlaneTlsOptions tls;
 };
 
 // AddFlags declares every flag on `app`, bound to `f` (whose values are the
@@ -151,6 +156,23 @@ void AddFlags(CLI::App& app, Flags& f) {
                "for local use and tests: without --tenants-file serve tenant 'default' with no "
                "secret, and without --admin-token-file let callers with no credential do "
                "operator work");
+  app.add_option("--tls-cert", f.tls.cert_file,
+                 "serve the gRPC control plane over TLS with this PEM certificate chain "
+                 "(default: plaintext); re-read every --tls-reload-interval")
+      ->type_name("PATH");
+  app.add_option("--tls-key", f.tls.key_file,
+                 "the PEM private key of --tls-cert (required with it)")
+      ->type_name("PATH");
+  app.add_option("--tls-client-ca", f.tls.client_ca_file,
+                 "mutual TLS: refuse clients without a certificate signed by a CA in this PEM "
+                 "bundle (needs --tls-cert)")
+      ->type_name("PATH");
+  app.add_option("--tls-reload-interval", f.tls.reload_interval_s,
+                 "re-read --tls-cert, --tls-key and --tls-client-ca every S seconds; new "
+                 "connections use what was read")
+      ->type_name("S")
+      ->check(CLI::Range(1u, 24u * 3600u))
+      ->capture_default_str();
 }
 
 // WriteReadyFile writes the JSON atomically (temp file + rename), so a
@@ -286,7 +308,24 @@ int Serve(const Flags& f) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int grpc_port = 0;
-  builder.AddListeningPort(f.grpc_addr, grpc::InsecureServerCredentials(), &grpc_port);
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> grpc_credentials =
+      ControlPlaneServerCredentials(f.tls);
+  if (!grpc_credentials.ok()) {
+    spdlog::error("cannot start: {}", grpc_credentials.status().ToString());
+    return 1;
+  }
+  if (f.tls.cert_file.empty()) {
+    spdlog::warn(
+        "no --tls-cert: the gRPC control plane is plaintext; tenant secrets, session tokens and "
+        "the admin token cross the network readable");
+  } else {
+    spdlog::info("gRPC control plane: TLS with {}{}, files re-read every {} s", f.tls.cert_file,
+                 f.tls.client_ca_file.empty() ? ""
+                                              : absl::StrCat(", client certificates from ",
+                                                             f.tls.client_ca_file, " required"),
+                 f.tls.reload_interval_s);
+  }
+  builder.AddListeningPort(f.grpc_addr, *grpc_credentials, &grpc_port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> grpc_server = builder.BuildAndStart();
   if (!grpc_server || grpc_port == 0) {
@@ -403,6 +442,12 @@ int main(int argc, char** argv) {
         app,
         "no --tenants-file: give one (id:secret:quota lines), or --allow-anonymous to serve "
         "tenant 'default' with no secret (local use and tests only)");
+  }
+  if (flags.tls.cert_file.empty() != flags.tls.key_file.empty()) {
+    return farswap::cli::UsageError(app, "--tls-cert and --tls-key go together");
+  }
+  if (flags.tls.cert_file.empty() && !flags.tls.client_ca_file.empty()) {
+    return farswap::cli::UsageError(app, "--tls-client-ca needs --tls-cert and --tls-key");
   }
   if (flags.node_id.empty()) {
     char host[256] = "farswap";

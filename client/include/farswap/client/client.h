@@ -73,8 +73,9 @@ class Client {
   // Connect attaches (gRPC Attach, then a data-plane connection and HELLO)
   // to every node in options.nodes and options.dns_name, in parallel. It
   // succeeds when at least one node attached; the others are retried in the
-  // background. INVALID_ARGUMENT for bad options, UNAVAILABLE (with every
-  // node's error) when no node could be attached.
+  // background. INVALID_ARGUMENT for bad options, NOT_FOUND for a TLS file
+  // (tls_ca_file...) that cannot be read, UNAVAILABLE (with every node's
+  // error, e.g. a failed TLS handshake) when no node could be attached.
   static absl::StatusOr<std::unique_ptr<Client>> Connect(const ClientOptions& options);
   // Connect with a given attacher (tests; farswap_client_core users).
   static absl::StatusOr<std::unique_ptr<Client>> Connect(const ClientOptions& options,

@@ -37,6 +37,22 @@ struct ClientOptions {
   std::string dns_name;
   absl::Duration resolve_interval = absl::Seconds(10);
 
+  // TLS on the control plane (Attach), for nodes started with
+  // farswap-server --tls-cert (README.md, "TLS on the control plane"). All
+  // empty: plaintext. tls_ca_file: PEM bundle of the CAs the nodes'
+  // certificates must chain to (required for TLS). tls_cert_file and
+  // tls_key_file: this client's PEM certificate chain and key, for nodes
+  // that require client certificates (--tls-client-ca); both or neither.
+  // tls_server_name: the name the nodes' certificates carry, when it is not
+  // the host dialled (e.g. pod IPs behind dns_name). The files are read at
+  // every Attach, so rotated files are picked up; Connect fails with
+  // INVALID_ARGUMENT or NOT_FOUND when they do not go together or cannot
+  // be read. The data plane is not encrypted by this (README.md).
+  std::string tls_ca_file;
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_server_name;
+
   std::string tenant_id = "default";
   std::string secret;
   std::string client_name = "farswap-client";

@@ -9,6 +9,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "farswap/client/control_plane_channel.h"
 
 namespace farswap {
 
@@ -36,9 +37,10 @@ class NodeAttacher {
                                             absl::Duration timeout) = 0;
 };
 
-// NewGrpcNodeAttacher calls farswap.v1.MemoryNode/Attach over gRPC. Defined
+// NewGrpcNodeAttacher calls farswap.v1.MemoryNode/Attach over gRPC,
+// through TLS when tls.enabled() (its files read at each Attach). Defined
 // in the farswap_client library (the only part that links gRPC).
-std::unique_ptr<NodeAttacher> NewGrpcNodeAttacher();
+std::unique_ptr<NodeAttacher> NewGrpcNodeAttacher(const ControlPlaneTls& tls = {});
 
 }  // namespace farswap
 
