@@ -269,6 +269,8 @@ TEST_F(TlsTest, RotatedCertificateFilesAreServedToNewConnections) {
   // here), then every new connection must get it.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
   while (peer_cn != "node-two" && std::chrono::steady_clock::now() < deadline) {
+    // Paces the poll only: the re-read runs on gRPC's own timer, which has
+    // no hook to wait on; the outcome is asserted on the CN served.
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     if (!GetStats(Channel(node->grpc_addr(), ca_->cert_file()), &peer_cn).ok()) peer_cn = "";
   }
