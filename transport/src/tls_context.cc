@@ -71,13 +71,12 @@ absl::Status UseCertificateAndKey(SSL_CTX* ctx, const std::string& cert_what,
   if (SSL_CTX_use_certificate_chain_file(ctx, cert_file.c_str()) != 1) {
     return OpenSslInvalid(cert_what, cert_file);
   }
-  if (SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
-    return OpenSslInvalid(key_what, key_file);
-  }
-  if (SSL_CTX_check_private_key(ctx) != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(key_what, " ", key_file,
-                                                   " does not belong to the certificate in ",
-                                                   cert_file, ": ", OpenSslErrors()));
+  // A key that does not match the certificate fails either call.
+  if (SSL_CTX_use_PrivateKey_file(ctx, key_file.c_str(), SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(ctx) != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(key_what, " ", key_file, ": not a PEM key usable with the certificate in ",
+                     cert_file, ": ", OpenSslErrors()));
   }
   return absl::OkStatus();
 }
