@@ -56,6 +56,7 @@ struct E2eFlags {
   // --data-tls: plaintext and TLS side by side; the certificate files (all
   // three, or none: the bench makes a throwaway CA with the openssl CLI).
   bool data_tls = false;
+  int rounds = 1;  // plaintext/TLS pairs; the ratios compare medians
   std::string tls_ca, tls_cert, tls_key;
 };
 
@@ -85,6 +86,7 @@ absl::Status CheckE2e(E2eFlags& f) {
   if (f.data_tls && f.kill_after) {
     return absl::InvalidArgumentError("--data-tls and --kill-one-after are separate runs");
   }
+  if (f.rounds != 1 && !f.data_tls) return absl::InvalidArgumentError("--rounds needs --data-tls");
   const bool any = !f.tls_ca.empty() || !f.tls_cert.empty() || !f.tls_key.empty();
   const bool all = !f.tls_ca.empty() && !f.tls_cert.empty() && !f.tls_key.empty();
   if (any && !f.data_tls) {
@@ -305,18 +307,40 @@ absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
                                      ? ThrowawayCa(&dir)
                                      : absl::StatusOr<TlsFiles>(TlsFiles{
                                            .ca = f.tls_ca, .cert = f.tls_cert, .key = f.tls_key});
-  absl::StatusOr<E2eResult> plain, secure;
-  if (tls.ok()) plain = RunE2eOnce(f, pages, {});
-  if (tls.ok() && plain.ok()) secure = RunE2eOnce(f, pages, *tls);
+  // Rounds alternate plaintext and TLS, so both meet the same background
+  // load; each figure is the median over rounds.
+  std::vector<E2eResult> plain, secure;
+  absl::Status status = tls.status();
+  for (int round = 0; round < f.rounds && status.ok(); ++round) {
+    absl::StatusOr<E2eResult> p = RunE2eOnce(f, pages, {});
+    absl::StatusOr<E2eResult> s = p.ok() ? RunE2eOnce(f, pages, *tls) : p;
+    status = s.status();
+    if (status.ok()) {
+      plain.push_back(*std::move(p));
+      secure.push_back(*std::move(s));
+    }
+  }
   if (!dir.empty()) std::filesystem::remove_all(dir);
-  FARSWAP_RETURN_IF_ERROR(tls.status());
-  FARSWAP_RETURN_IF_ERROR(plain.status());
-  FARSWAP_RETURN_IF_ERROR(secure.status());
+  FARSWAP_RETURN_IF_ERROR(status);
+  auto median = [](const std::vector<E2eResult>& runs, double E2eResult::*rate) {
+    std::vector<double> v;
+    for (const E2eResult& r : runs) v.push_back(r.*rate);
+    return Percentile(v, 50);
+  };
+  const double plain_store = median(plain, &E2eResult::store_pages_per_s);
+  const double plain_load = median(plain, &E2eResult::load_pages_per_s);
+  const double tls_store = median(secure, &E2eResult::store_pages_per_s);
+  const double tls_load = median(secure, &E2eResult::load_pages_per_s);
   Json j;
-  j.Obj("plaintext", plain->json)
-      .Obj("tls", secure->json)
-      .Num("tls_store_ratio", secure->store_pages_per_s / plain->store_pages_per_s)
-      .Num("tls_load_ratio", secure->load_pages_per_s / plain->load_pages_per_s);
+  j.Obj("plaintext", plain.back().json)
+      .Obj("tls", secure.back().json)
+      .Int("rounds", uint64_t(f.rounds))
+      .Num("plaintext_store_pages_per_s", plain_store)
+      .Num("plaintext_load_pages_per_s", plain_load)
+      .Num("tls_store_pages_per_s", tls_store)
+      .Num("tls_load_pages_per_s", tls_load)
+      .Num("tls_store_ratio", tls_store / plain_store)
+      .Num("tls_load_ratio", tls_load / plain_load);
   return j;
 }
 
@@ -366,6 +390,11 @@ CommandRunner AddE2eCommand(CLI::App& app) {
   cmd->add_flag("--data-tls", f->data_tls,
                 "run the workload twice, on plaintext nodes then on --data-tls nodes, and report "
                 "both and tls_store_ratio / tls_load_ratio (needs --spawn)");
+  cmd->add_option("--rounds", f->rounds,
+                  "with --data-tls: plaintext/TLS pairs to run; the figures are medians")
+      ->type_name("N")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
   cmd->add_option("--tls-ca", f->tls_ca,
                   "with --data-tls: the CA the nodes' certificate chains to (default: a "
                   "throwaway CA made with the openssl command line)")
