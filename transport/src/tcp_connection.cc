@@ -511,6 +511,7 @@ void TcpConnection::ApplyOwnerPause() {
     spdlog::debug("farswap transport: reads from {} paused by the owner", peer_);
   }
   UpdateInterest();
+  if (!want && fd_ >= 0) KickTlsRead();
 }
 
 void TcpConnection::OnEvents(uint32_t events) {
@@ -624,6 +625,7 @@ void TcpConnection::ApplyBackPressure() {
   } else if (reading_paused_ && queued <= max_queue_bytes_ / 2) {
     reading_paused_ = false;
     UpdateInterest();
+    if (fd_ >= 0) KickTlsRead();
     FARSWAP_SYNC_POINT("TcpConnection::ResumeReading");
   }
 }
@@ -633,14 +635,13 @@ void TcpConnection::UpdateInterest() {
                     (want_write_ ? uint32_t{EPOLLOUT} : 0u);
   if (absl::Status s = loop_->Modify(registration_, fd_, events); !s.ok()) {
     CloseNow(absl::UnavailableError(s.message()));
-    return;
   }
-  if (!handshaking_) KickTlsRead();
 }
 
 void TcpConnection::HandleReadable() {
   std::vector<IncomingMessage> messages;
   size_t budget = kReadBudget;
+  bool drained = false;  // the socket said EAGAIN
   while (budget > 0 && reading_allowed() && fd_ >= 0) {
     // Make room: compact consumed bytes, then grow to fit the frame in
     // progress (never beyond one maximal frame plus a chunk).
@@ -656,7 +657,10 @@ void TcpConnection::HandleReadable() {
                      : read(fd_, in_.data() + in_end_, in_.size() - in_end_);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        drained = true;
+        break;
+      }
       if (!tls_error.empty()) {
         spdlog::warn("farswap transport: closing TLS connection {}: {}", peer_, tls_error);
         CloseNow(absl::UnavailableError(absl::StrCat("TLS read from ", peer_, ": ", tls_error)));
@@ -683,7 +687,9 @@ void TcpConnection::HandleReadable() {
     FlushOutput();  // replies (or requests) sent by on_receive, in one write
     if (accepted_ && fd_ >= 0) ApplyBackPressure();
   }
-  if (fd_ >= 0) KickTlsRead();
+  // After EAGAIN OpenSSL holds at most part of a record, which the next
+  // EPOLLIN completes; stopped early (budget, pause), it may hold more.
+  if (fd_ >= 0 && !drained) KickTlsRead();
 }
 
 absl::Status TcpConnection::DecodeBuffered(std::vector<IncomingMessage>& out) {

@@ -127,8 +127,10 @@ class TcpConnection final : public Connection,
   // ContinueHandshake advances the server handshake (loop thread).
   void ContinueHandshake();
   // KickTlsRead: records OpenSSL has already taken off the socket raise no
-  // epoll event, so when some are buffered and reading is allowed, a read
-  // is posted (loop thread).
+  // epoll event, so when reading stopped early (the budget) or resumes (a
+  // pause lifted) with bytes buffered there, a read is posted (loop thread).
+  // Not after EAGAIN: then only part of a record can be buffered, and the
+  // rest arrives with an EPOLLIN (posting would spin).
   void KickTlsRead();
 
   // ApplyBackPressure pauses or resumes reading on accepted connections
