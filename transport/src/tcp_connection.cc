@@ -92,10 +92,10 @@ constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kReadBudget = kMaxFrameSize;
 // kMaxIovecs: pieces per sendmsg, well under IOV_MAX (1024).
 constexpr int kMaxIovecs = 256;
-// kTlsChunk: plaintext bytes per SSL_write (16 TLS records): big enough
+// kTlsChunk: plaintext bytes per SSL_write (8 TLS records): big enough
 // that one send carries many frames, small enough that the records
 // buffered per connection stay modest.
-constexpr size_t kTlsChunk = 256 * 1024;
+constexpr size_t kTlsChunk = 128 * 1024;
 
 }  // namespace
 

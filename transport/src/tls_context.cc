@@ -21,7 +21,7 @@ namespace {
 
 // kReadBufferBytes: OpenSSL's read buffer with read-ahead, so one recv
 // takes several 16 KiB records (a BATCH of pages is up to 1 MiB).
-constexpr size_t kReadBufferBytes = 256 * 1024;
+constexpr size_t kReadBufferBytes = 128 * 1024;
 
 // CheckReadable: NOT_FOUND naming `what` when `path` cannot be opened.
 absl::Status CheckReadable(absl::string_view what, const std::string& path) {
