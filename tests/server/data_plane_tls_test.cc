@@ -20,6 +20,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -112,6 +113,20 @@ class DataPlaneTlsTest : public ::testing::Test {
     return resp.node();
   }
 
+  // StatsAfterFailures reads the node's stats once it has counted `n`
+  // handshake failures (the node sees a client's alert a moment after the
+  // client has given up), or after 30 s.
+  v1::NodeStats StatsAfterFailures(const ServerProcess& node, uint64_t n,
+                                   bool with_client_cert = false) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    v1::NodeStats stats = NodeStats(node, with_client_cert);
+    while (stats.tls_handshake_failures() < n && absl::Now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      stats = NodeStats(node, with_client_cert);
+    }
+    return stats;
+  }
+
   ClientOptions Options(const ServerProcess& node) const {
     ClientOptions options;
     options.nodes = {node.grpc_addr()};
@@ -177,7 +192,7 @@ TEST_F(DataPlaneTlsTest, WrongDataPlaneCaFailsTheHandshakeAndNothingIsAcknowledg
   EXPECT_NE(client.status().message().find("TLS handshake"), std::string::npos) << client.status();
   EXPECT_NE(client.status().message().find("certificate verify failed"), std::string::npos)
       << client.status();
-  v1::NodeStats stats = NodeStats(*node);
+  v1::NodeStats stats = StatsAfterFailures(*node, 1);
   EXPECT_EQ(stats.stores(), 0u);
   EXPECT_EQ(stats.stored_pages(), 0u);
   EXPECT_EQ(stats.connections_accepted(), 0u);
@@ -228,7 +243,10 @@ TEST_F(DataPlaneTlsTest, ClientCertificatesAreRequiredOnTheDataPlaneToo) {
   // The control plane gets the certificate; the data plane does not.
   auto refused = Client::Connect(Options(*node), ControlPlaneAttacher(/*with_client_cert=*/true));
   ASSERT_FALSE(refused.ok()) << "served a data-plane client without a certificate";
-  v1::NodeStats stats = NodeStats(*node, /*with_client_cert=*/true);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
+  EXPECT_NE(refused.status().message().find("requires a client certificate"), std::string::npos)
+      << refused.status();
+  v1::NodeStats stats = StatsAfterFailures(*node, 1, /*with_client_cert=*/true);
   EXPECT_GE(stats.tls_handshake_failures(), 1u);
   EXPECT_EQ(stats.connections_accepted(), 0u);
   EXPECT_EQ(stats.stores(), 0u);

@@ -255,7 +255,20 @@ absl::StatusOr<SslPtr> ClientHandshake(const TlsClientOptions& tls, const std::s
     ERR_clear_error();
     errno = 0;
     const int rc = SSL_do_handshake(ssl.get());
-    if (rc == 1) return ssl;
+    if (rc == 1) {
+      // TLS 1.3 finishes the client's side before the server has checked
+      // the client's certificate, so a refusal for having none would only
+      // show later as a closed connection: say it now. (farswap nodes ask
+      // only when they require one, naming the CAs they accept.)
+      const STACK_OF(X509_NAME)* wanted = SSL_get_client_CA_list(ssl.get());
+      if (tls.cert_file.empty() && wanted != nullptr && sk_X509_NAME_num(wanted) > 0) {
+        return absl::UnavailableError(absl::StrCat(
+            "TLS handshake with ", peer, " (as '", server_name,
+            "') failed: the server requires a client certificate, and none is configured "
+            "(tls_cert_file, tls_key_file)"));
+      }
+      return ssl;
+    }
     const int code = SSL_get_error(ssl.get(), rc);
     short events;
     if (code == SSL_ERROR_WANT_READ) {
