@@ -105,15 +105,19 @@ absl::StatusOr<TenantRegistry> TenantRegistry::Parse(const std::string& text,
   absl::StatusOr<std::vector<Tenant>> tenants = ParseTenants(text, origin);
   if (!tenants.ok()) return tenants.status();
   TenantRegistry reg;
-  MutexLock l(&reg.mu_);
-  reg.InstallLocked(std::move(*tenants));
+  {
+    MutexLock l(&reg.mu_);  // released before the move out takes it again
+    reg.InstallLocked(std::move(*tenants));
+  }
   return reg;
 }
 
 TenantRegistry TenantRegistry::Default() {
   TenantRegistry reg;
-  MutexLock l(&reg.mu_);
-  reg.InstallLocked({Tenant{"default", "", 0, 0}});
+  {
+    MutexLock l(&reg.mu_);
+    reg.InstallLocked({Tenant{"default", "", 0, 0}});
+  }
   return reg;
 }
 
