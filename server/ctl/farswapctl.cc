@@ -93,11 +93,16 @@ void PrintHuman(const v1::GetStatsResponse& r) {
       (unsigned long long)j.pool_full(), (unsigned long long)j.quota(),
       (unsigned long long)j.backing_full(), (unsigned long long)j.draining(),
       (unsigned long long)j.io_error());
+  if (n.tenant_reloads() != 0 || n.tenant_reload_failures() != 0) {
+    std::printf("  tenants file: %llu reloads, %llu rejected\n",
+                (unsigned long long)n.tenant_reloads(),
+                (unsigned long long)n.tenant_reload_failures());
+  }
   for (const v1::TenantStats& t : r.tenants()) {
     const v1::RejectStats& tr = t.rejects();
-    std::printf("  tenant %s: %llu pages, %s compressed, quota %s, rejects %llu\n",
-                t.tenant_id().c_str(), (unsigned long long)t.stored_pages(),
-                Mib(t.stored_bytes()).c_str(),
+    std::printf("  tenant %s%s: %llu pages, %s compressed, quota %s, rejects %llu\n",
+                t.tenant_id().c_str(), t.removed() ? " (removed)" : "",
+                (unsigned long long)t.stored_pages(), Mib(t.stored_bytes()).c_str(),
                 t.quota_bytes() ? Mib(t.quota_bytes()).c_str() : "none",
                 (unsigned long long)(tr.pool_full() + tr.quota() + tr.backing_full() +
                                      tr.draining() + tr.io_error()));

@@ -16,8 +16,9 @@
 // plane (farswap.v1.MemoryNode, grpc.health.v1.Health, reflection) on
 // --grpc-addr (TLS with --tls-cert: control_plane_tls.h); port 0 picks a free port, and
 // --ready-file receives the bound addresses as JSON once both listen. SIGTERM or SIGINT shuts it
-// down cleanly. Exit status: 0 after a clean shutdown, 1 when it cannot start (the reason is
-// logged), 2 for bad flags (also: no --tenants-file and no
+// down cleanly; SIGHUP, or a change to the file, reloads --tenants-file (tenants_file_watch.h).
+// Exit status: 0 after a clean shutdown, 1 when it cannot start (the reason is logged), 2 for
+// bad flags (also: no --tenants-file and no
 // --allow-anonymous). Flags are parsed by CLI11
 // (farswap/common/cli.h); logs go to stderr.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -51,6 +52,7 @@
 #include "farswap/server/page_store.h"
 #include "farswap/server/tenant_registry.h"
 #include "farswap/transport/transport.h"
+#include "tenants_file_watch.h"
 
 namespace farswap::server {
 namespace {
@@ -191,12 +193,13 @@ absl::Status WriteReadyFile(const std::string& path, const std::string& json) {
 }
 
 int Serve(const Flags& f) {
-  // Block the shutdown signals before any thread starts, so only sigwait
-  // below sees them.
+  // Block the shutdown and reload signals before any thread starts, so only
+  // sigwait below sees them.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   // A ready file left by an earlier run must not pass for this one's.
   if (!f.ready_file.empty()) std::remove(f.ready_file.c_str());
@@ -251,9 +254,10 @@ int Serve(const Flags& f) {
     spdlog::error("cannot start: page store: {}", store.status().ToString());
     return 1;
   }
-  for (const Tenant& t : tenants->tenants()) {
-    if (t.quota_bytes != 0) (*store)->SetTenantQuota(t.index, QuotaPagesForBytes(t.quota_bytes));
-  }
+  for (const Tenant& t : tenants->tenants()) ApplyFileQuota(**store, t);
+  // Reloads --tenants-file on SIGHUP and when it changes; none without one.
+  std::optional<TenantsFileWatch> tenants_watch;
+  if (!f.tenants_file.empty()) tenants_watch.emplace(f.tenants_file, &*tenants, store->get());
   auto transport = transport::CreateTransport(
       f.data_addr,
       {.io_threads = f.io_threads, .busy_poll = absl::Microseconds(int64_t(f.busy_poll_us))});
@@ -369,7 +373,8 @@ int Serve(const Flags& f) {
   // drain makes the node report NOT_SERVING for farswap.v1.MemoryNode
   // (loads of pooled pages still work; a readiness probe takes a draining
   // node out of the Service). The same once-a-second loop closes sessions
-  // idle past --session-idle-timeout.
+  // idle past --session-idle-timeout and reloads --tenants-file when it has
+  // changed.
   Mutex stop_mu;
   CondVar stop_cv;
   bool stop = false;
@@ -387,6 +392,7 @@ int Serve(const Flags& f) {
                      healthy ? "SERVING" : "NOT_SERVING", backing_health.ToString(),
                      draining ? "draining" : "not draining");
       }
+      if (tenants_watch) tenants_watch->Poll();
       if (size_t expired = tenants->ExpireIdleSessions(absl::Now()); expired > 0) {
         spdlog::info("{} idle session(s) expired ({} open)", expired, tenants->session_count());
       }
@@ -395,7 +401,15 @@ int Serve(const Flags& f) {
   });
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  for (;;) {
+    sigwait(&signals, &sig);
+    if (sig != SIGHUP) break;
+    if (tenants_watch) {
+      tenants_watch->Reload("SIGHUP");
+    } else {
+      spdlog::warn("SIGHUP: nothing to reload (no --tenants-file)");
+    }
+  }
   spdlog::info("signal {}: shutting down", sig);
   {
     MutexLock l(&stop_mu);

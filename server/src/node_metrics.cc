@@ -179,6 +179,13 @@ void AddTenants(std::vector<MetricFamily>& out, const PageStoreStats& s,
                 const TenantRegistry& registry) {
   AddGauge(out, "farswap_node_sessions", "Open sessions (attached, not detached or expired).",
            double(registry.session_count()));
+  MetricFamily& reloads = AddFamily(
+      out, "farswap_tenant_reloads_total",
+      "Tenants-file reloads (SIGHUP or the file changing), by result (ok: applied; failed: "
+      "unreadable or malformed file, the old tenants stayed).",
+      MetricType::Counter);
+  AddSample(reloads, double(registry.reloads()), {{"result", "ok"}});
+  AddSample(reloads, double(registry.reload_failures()), {{"result", "failed"}});
   MetricFamily& pages = AddFamily(out, "farswap_tenant_stored_pages",
                                   "Pages a tenant keeps on the node.", MetricType::Gauge);
   MetricFamily& bytes = AddFamily(out, "farswap_tenant_stored_bytes",
@@ -190,11 +197,23 @@ void AddTenants(std::vector<MetricFamily>& out, const PageStoreStats& s,
   MetricFamily& rejects =
       AddFamily(out, "farswap_tenant_rejects_total",
                 "A tenant's stores refused for lack of room, by reason.", MetricType::Counter);
-  // Every tenant of the registry appears, with zeros before its first page.
-  const std::vector<Tenant>& tenants = registry.tenants();
-  std::vector<const TenantStats*> by_index(tenants.size(), nullptr);
+  // Every tenant of the registry appears, with zeros before its first page;
+  // so does a removed tenant whose pages the store still keeps
+  // (TenantRegistry, "Rotation").
+  const std::vector<Tenant> tenants = registry.tenants();
+  std::vector<bool> listed;
+  const std::vector<std::string> ids = registry.TenantIdsByIndex(&listed);
+  std::vector<const TenantStats*> by_index(ids.size(), nullptr);
   for (const TenantStats& t : s.tenants) {
     if (t.tenant < by_index.size()) by_index[t.tenant] = &t;
+  }
+  for (uint32_t i = 0; i < ids.size(); ++i) {
+    if (listed[i] || by_index[i] == nullptr) continue;
+    const metrics::Labels labels = {{"tenant", ids[i]}};
+    AddSample(pages, double(by_index[i]->stored_pages), labels);
+    AddSample(bytes, double(by_index[i]->stored_bytes), labels);
+    AddSample(quota, double(by_index[i]->quota_pages * kBlockSize), labels);
+    AddRejects(rejects, by_index[i]->rejects, labels);
   }
   const TenantStats none;
   for (const Tenant& t : tenants) {

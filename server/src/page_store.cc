@@ -493,6 +493,14 @@ void PageStore::SetTenantQuota(uint32_t tenant, uint64_t quota_pages) {
   t.quota_pages = quota_pages;
 }
 
+void PageStore::ClearTenantQuota(uint32_t tenant) {
+  MutexLock tl(&tenants_mu_);
+  auto it = tenants_.find(tenant);
+  if (it == tenants_.end()) return;
+  it->second.has_quota = false;
+  it->second.quota_pages = 0;
+}
+
 void PageStore::SetDraining(bool draining) { draining_.store(draining); }
 
 void PageStore::QuiesceWriteback() {

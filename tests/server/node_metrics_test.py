@@ -145,6 +145,7 @@ NODE_FAMILIES = {
     "farswap_tenant_quota_bytes": ("gauge", {"tenant"}),
     "farswap_tenant_rejects": ("counter", {"tenant", "reason"}),
     "farswap_auth_refusals": ("counter", {"reason"}),
+    "farswap_tenant_reloads": ("counter", {"result"}),
 }
 
 

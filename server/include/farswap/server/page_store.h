@@ -262,6 +262,9 @@ class PageStore {
   // SetTenantQuota sets one tenant's page quota (0 = unlimited). Pages
   // already stored above a lowered quota stay; new pages are refused.
   void SetTenantQuota(uint32_t tenant, uint64_t quota_pages);
+  // ClearTenantQuota undoes SetTenantQuota: the tenant gets the default
+  // quota (PageStoreLimits::default_tenant_quota_pages) again.
+  void ClearTenantQuota(uint32_t tenant);
   // SetDraining: a draining store refuses stores and still serves loads and
   // invalidates.
   void SetDraining(bool draining);
