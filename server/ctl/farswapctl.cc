@@ -119,6 +119,9 @@ struct Flags {
   double timeout_s = 10;
   bool json = false;
   std::string tenant;
+  // health_service: the service `health` asks about; "" is the node as a
+  // whole (SERVING while the process serves, draining or not).
+  std::string health_service = "farswap.v1.MemoryNode";
   bool resume = false;
   bool wait = false;
   std::optional<uint64_t> pool_limit;
@@ -200,7 +203,8 @@ int Run(const CLI::App& app, const std::string& command, const Flags& flags,
   if (command == "health") {
     auto health = grpc::health::v1::Health::NewStub(channel);
     grpc::health::v1::HealthCheckRequest req;
-    req.set_service("farswap.v1.MemoryNode");  // NOT_SERVING while draining or on a disk error
+    req.set_service(
+        flags.health_service);  // MemoryNode: NOT_SERVING while draining or on a disk error
     grpc::health::v1::HealthCheckResponse resp;
     grpc::Status s = health->Check(&ctx, req, &resp);
     if (!s.ok()) return Fail(s);
@@ -279,9 +283,15 @@ int Main(int argc, char** argv) {
   CLI::App* stats = app.add_subcommand("stats", "node and per-tenant counters");
   stats->add_flag("--json", f.json, "print the GetStatsResponse as JSON (proto field names)");
   stats->add_option("--tenant", f.tenant, "only this tenant's counters")->type_name("ID");
-  app.add_subcommand("health",
-                     "exit 0 only if farswap.v1.MemoryNode is SERVING (NOT_SERVING while "
-                     "draining or after a disk error)");
+  CLI::App* health = app.add_subcommand(
+      "health",
+      "exit 0 only if the service is SERVING (farswap.v1.MemoryNode: NOT_SERVING while "
+      "draining or after a disk error)");
+  health
+      ->add_option("--service", f.health_service,
+                   "the gRPC health service to ask about; \"\" is the whole node, SERVING "
+                   "while it runs (a liveness probe's question)")
+      ->capture_default_str();
   app.add_subcommand("compact", "run pool compaction now");
   CLI::App* drain = app.add_subcommand("drain", "refuse new stores (loads still served)");
   drain->add_flag("--resume", f.resume, "accept stores again");
