@@ -131,7 +131,7 @@ struct PageStoreLimits {
   // default_tenant_quota_pages: pages (of any kind: in the pool, same-filled
   // or on disk) a tenant may keep without a quota of its own; 0 = unlimited.
   // Quotas count pages, not bytes: a page costs the client one slot whatever
-  // it compresses to, and it keeps costing a block after writeback.
+  // it compresses to, and it keeps costing a slot after writeback.
   uint64_t default_tenant_quota_pages = 0;
 };
 
