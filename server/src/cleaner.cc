@@ -77,6 +77,9 @@ void PageStore::CleanWhileLow() {
 
 bool PageStore::RunCleanerOnce() {
   if (segments_ == nullptr || backing_failed_.load(std::memory_order_acquire)) return false;
+  // Nowhere to move live objects to (a store of one or two segments, all in
+  // use): do not read a victim only to put it back.
+  if (!segments_->CanAppend()) return false;
   // Step 1 [SegmentTable].
   std::optional<internal::SegmentTable::Victim> victim =
       segments_->PickVictim(options_.cleaner_threshold);

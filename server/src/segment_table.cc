@@ -104,6 +104,11 @@ uint64_t SegmentTable::free_segments() const {
   return free_.size();
 }
 
+bool SegmentTable::CanAppend() const {
+  MutexLock l(&mu_);
+  return parked_ != nullptr || !free_.empty();
+}
+
 std::optional<SegmentTable::Victim> SegmentTable::PickVictim(double threshold) {
   MutexLock l(&mu_);
   const double limit = threshold * double(segment_bytes_);

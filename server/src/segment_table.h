@@ -101,6 +101,9 @@ class SegmentTable {
 
   // free_segments: how many are free now.
   uint64_t free_segments() const;
+  // CanAppend: a segment is parked or free, so the cleaner has somewhere to
+  // move live objects to.
+  bool CanAppend() const;
   // PickVictim marks the sealed segment with the lowest live fraction,
   // below `threshold`, as being cleaned and returns it with its extent and
   // its records. nullopt when no segment qualifies.
