@@ -93,10 +93,10 @@ void PrintHuman(const v1::GetStatsResponse& r) {
     const double amplification =
         b.written_back_bytes() ? double(b.bytes_written()) / double(b.written_back_bytes()) : 0;
     std::printf(
-        "  segments: %llu of %s, %llu free; live %s; disk bytes per page %.0f (compressed "
+        "  segments: %llu of %llu KiB, %llu free; live %s; disk bytes per page %.0f (compressed "
         "%.0f); written %s, write amplification %.3f; cleaner moved %llu pages, freed %llu "
         "segments\n",
-        (unsigned long long)b.segments(), Mib(b.segment_bytes()).c_str(),
+        (unsigned long long)b.segments(), (unsigned long long)(b.segment_bytes() / 1024),
         (unsigned long long)b.free_segments(), Mib(b.live_bytes()).c_str(), per_page, live_per_page,
         Mib(b.bytes_written()).c_str(), amplification, (unsigned long long)b.cleaner_moves(),
         (unsigned long long)b.cleaner_segments());
