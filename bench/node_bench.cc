@@ -6,8 +6,16 @@
 //
 // --spawn starts a farswap-server (--server-bin, or the one found beside
 // this program, in the build tree or on PATH: tests/util/server_binary.h) on
-// loopback port 0 with --pool-limit and a temporary backing file, and stops
-// it at exit; --node names a running node's gRPC address instead.
+// loopback port 0 with --pool-limit and a temporary backing file (or
+// --backing-file), and stops it at exit; --node names a running node's gRPC
+// address instead.
+//
+// Writeback bandwidth: during the STORE phase a thread reads the node's
+// stats every 20 ms; writeback_bytes_per_s is the backing-store bytes
+// written from the first read that saw any (writeback started) to the end of
+// the phase, over that time. With a pool limit well below the corpus'
+// compressed size, writeback is what paces the stores then, so this is the
+// rate writeback sustains (bench/compare-fio sets it beside fio's).
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -87,6 +95,7 @@ struct NodeFlags {
   std::string backing_size = "1G";
   std::string segment_size;       // the spawned node's --segment-size; empty = its default
   std::string cleaner_threshold;  // the spawned node's --cleaner-threshold; empty = its default
+  std::string backing_file;       // the spawned node's backing file; empty = a temporary one
   uint64_t connections = 2;
   uint64_t depth = 16;
   std::string codec = "lz4";
@@ -112,10 +121,12 @@ absl::Status Run(const NodeFlags& f) {
     if (!f.cleaner_threshold.empty()) {
       extra.insert(extra.end(), {"--cleaner-threshold", f.cleaner_threshold});
     }
-    FARSWAP_ASSIGN_OR_RETURN(spawned, testing::ServerProcess::Start({.pool_limit = f.pool_limit,
-                                                                     .backing_size = f.backing_size,
-                                                                     .extra_args = extra,
-                                                                     .binary = server}));
+    FARSWAP_ASSIGN_OR_RETURN(spawned,
+                             testing::ServerProcess::Start({.pool_limit = f.pool_limit,
+                                                            .backing_size = f.backing_size,
+                                                            .extra_args = extra,
+                                                            .binary = server,
+                                                            .backing_file = f.backing_file}));
     grpc_addr = spawned->grpc_addr();
   }
   auto stub =
@@ -183,6 +194,22 @@ absl::Status Run(const NodeFlags& f) {
   };
 
   // Phase 1: STORE every page; connection c takes pages c, c+N, c+2N, ...
+  // A watcher notes when writeback starts writing (file comment).
+  std::atomic<bool> store_phase_over{false};
+  Clock::time_point writeback_seen_at{};
+  uint64_t writeback_seen_bytes = 0;
+  std::thread writeback_watch([&] {
+    while (!store_phase_over.load()) {
+      absl::StatusOr<v1::GetStatsResponse> s = NodeStats(*stub);
+      const Clock::time_point now = Clock::now();
+      if (s.ok() && s->node().backing().bytes_written() > 0) {
+        writeback_seen_at = now;
+        writeback_seen_bytes = s->node().backing().bytes_written();
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a sampling period
+    }
+  });
   auto t0 = Clock::now();
   RunPhase(
       channels, n, depth, timeout,
@@ -199,6 +226,17 @@ absl::Status Run(const NodeFlags& f) {
         }
       });
   auto t1 = Clock::now();
+  store_phase_over = true;
+  writeback_watch.join();
+  FARSWAP_ASSIGN_OR_RETURN(v1::GetStatsResponse after_store, NodeStats(*stub));
+  // The rate from when writeback was first seen writing to the phase's end
+  // (0 when it never wrote during the phase).
+  double writeback_bytes_per_s = 0;
+  if (writeback_seen_bytes > 0 && t1 > writeback_seen_at) {
+    writeback_bytes_per_s =
+        double(after_store.node().backing().bytes_written() - writeback_seen_bytes) /
+        std::chrono::duration<double>(t1 - writeback_seen_at).count();
+  }
   // Phase 2: LOAD every page back, timing each.
   std::vector<std::vector<uint8_t>> loaded(n);
   std::vector<FrameHeader> loaded_headers(n);
@@ -312,6 +350,8 @@ absl::Status Run(const NodeFlags& f) {
       .Num("load_pages_per_s", double(n) / load_s)
       .Num("load_us_p50", Percentile(load_us, 50))
       .Num("load_us_p99", Percentile(load_us, 99))
+      .Num("writeback_bytes_per_s", writeback_bytes_per_s)
+      .Int("store_phase_disk_bytes_written", after_store.node().backing().bytes_written())
       .Num("churn_store_pages_per_s", double(half) / std::chrono::duration<double>(t4 - t3).count())
       .Int("written_back_pages", stats.node().written_back_pages())
       .Int("backing_reads", stats.node().backing().reads())
@@ -366,6 +406,10 @@ CommandRunner AddNodeCommand(CLI::App& app) {
   cmd->add_option("--cleaner-threshold", f->cleaner_threshold,
                   "the spawned node's --cleaner-threshold (default: the node's, 0.5)")
       ->check(cli::Fraction());
+  cmd->add_option("--backing-file", f->backing_file,
+                  "where the spawned node keeps its backing file (default: a temporary folder); "
+                  "bench/compare-fio puts it beside fio's test file")
+      ->type_name("PATH");
   cmd->add_option("--connections", f->connections, "data-plane connections")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
