@@ -86,11 +86,28 @@ void PrintHuman(const v1::GetStatsResponse& r) {
               p.mem_limit() ? Mib(p.mem_limit()).c_str() : "no limit",
               Mib(p.mem_used_max()).c_str(), overhead);
   std::printf(
-      "  backing: %s of %s used, %llu reads, %llu writes, written back %llu%s%s\n",
+      "  backing: %s of %s used, %llu reads, %llu writes, written back %llu pages%s%s\n",
       Mib(n.backing().used_bytes()).c_str(), Mib(n.backing().size_bytes()).c_str(),
       (unsigned long long)n.backing().reads(), (unsigned long long)n.backing().writes(),
       (unsigned long long)n.written_back_pages(),
       n.backing().io_error().empty() ? "" : ", I/O ERROR: ", n.backing().io_error().c_str());
+  {
+    const v1::BackingStats& b = n.backing();
+    const double per_page =
+        n.pages_on_backing() ? double(b.used_bytes()) / double(n.pages_on_backing()) : 0;
+    const double live_per_page =
+        n.pages_on_backing() ? double(b.live_bytes()) / double(n.pages_on_backing()) : 0;
+    const double amplification =
+        b.written_back_bytes() ? double(b.bytes_written()) / double(b.written_back_bytes()) : 0;
+    std::printf(
+        "  segments: %llu of %llu KiB, %llu free; live %s; disk bytes per page %.0f (compressed "
+        "%.0f); written %s, write amplification %.3f; cleaner moved %llu pages, freed %llu "
+        "segments\n",
+        (unsigned long long)b.segments(), (unsigned long long)(b.segment_bytes() / 1024),
+        (unsigned long long)b.free_segments(), Mib(b.live_bytes()).c_str(), per_page, live_per_page,
+        Mib(b.bytes_written()).c_str(), amplification, (unsigned long long)b.cleaner_moves(),
+        (unsigned long long)b.cleaner_segments());
+  }
   std::printf("  ops: stores %llu, loads %llu (misses %llu), invalidates %llu\n",
               (unsigned long long)n.stores(), (unsigned long long)n.loads(),
               (unsigned long long)n.load_misses(), (unsigned long long)n.invalidates());
@@ -100,11 +117,16 @@ void PrintHuman(const v1::GetStatsResponse& r) {
       (unsigned long long)j.pool_full(), (unsigned long long)j.quota(),
       (unsigned long long)j.backing_full(), (unsigned long long)j.draining(),
       (unsigned long long)j.io_error());
+  if (n.tenant_reloads() != 0 || n.tenant_reload_failures() != 0) {
+    std::printf("  tenants file: %llu reloads, %llu rejected\n",
+                (unsigned long long)n.tenant_reloads(),
+                (unsigned long long)n.tenant_reload_failures());
+  }
   for (const v1::TenantStats& t : r.tenants()) {
     const v1::RejectStats& tr = t.rejects();
-    std::printf("  tenant %s: %llu pages, %s compressed, quota %s, rejects %llu\n",
-                t.tenant_id().c_str(), (unsigned long long)t.stored_pages(),
-                Mib(t.stored_bytes()).c_str(),
+    std::printf("  tenant %s%s: %llu pages, %s compressed, quota %s, rejects %llu\n",
+                t.tenant_id().c_str(), t.removed() ? " (removed)" : "",
+                (unsigned long long)t.stored_pages(), Mib(t.stored_bytes()).c_str(),
                 t.quota_bytes() ? Mib(t.quota_bytes()).c_str() : "none",
                 (unsigned long long)(tr.pool_full() + tr.quota() + tr.backing_full() +
                                      tr.draining() + tr.io_error()));
@@ -121,6 +143,9 @@ struct Flags {
   double timeout_s = 10;
   bool json = false;
   std::string tenant;
+  // health_service: the service `health` asks about; "" is the node as a
+  // whole (SERVING while the process serves, draining or not).
+  std::string health_service = "farswap.v1.MemoryNode";
   bool resume = false;
   bool wait = false;
   std::optional<uint64_t> pool_limit;
@@ -202,7 +227,8 @@ int Run(const CLI::App& app, const std::string& command, const Flags& flags,
   if (command == "health") {
     auto health = grpc::health::v1::Health::NewStub(channel);
     grpc::health::v1::HealthCheckRequest req;
-    req.set_service("farswap.v1.MemoryNode");  // NOT_SERVING while draining or on a disk error
+    req.set_service(
+        flags.health_service);  // MemoryNode: NOT_SERVING while draining or on a disk error
     grpc::health::v1::HealthCheckResponse resp;
     grpc::Status s = health->Check(&ctx, req, &resp);
     if (!s.ok()) return Fail(s);
@@ -281,9 +307,15 @@ int Main(int argc, char** argv) {
   CLI::App* stats = app.add_subcommand("stats", "node and per-tenant counters");
   stats->add_flag("--json", f.json, "print the GetStatsResponse as JSON (proto field names)");
   stats->add_option("--tenant", f.tenant, "only this tenant's counters")->type_name("ID");
-  app.add_subcommand("health",
-                     "exit 0 only if farswap.v1.MemoryNode is SERVING (NOT_SERVING while "
-                     "draining or after a disk error)");
+  CLI::App* health = app.add_subcommand(
+      "health",
+      "exit 0 only if the service is SERVING (farswap.v1.MemoryNode: NOT_SERVING while "
+      "draining or after a disk error)");
+  health
+      ->add_option("--service", f.health_service,
+                   "the gRPC health service to ask about; \"\" is the whole node, SERVING "
+                   "while it runs (a liveness probe's question)")
+      ->capture_default_str();
   app.add_subcommand("compact", "run pool compaction now");
   CLI::App* drain = app.add_subcommand("drain", "refuse new stores (loads still served)");
   drain->add_flag("--resume", f.resume, "accept stores again");

@@ -71,7 +71,7 @@ absl::StatusOr<ControlPlaneAuth::Caller> ControlPlaneAuth::Identify(
     return Caller{.is_operator = true};
   }
   absl::StatusOr<Session> session = tenants_->LookupSession(std::string(token));
-  if (session.ok()) return Caller{.is_operator = false, .tenant_index = session->tenant_index};
+  if (session.ok()) return Caller{.is_operator = false, .tenant_id = session->tenant_id};
   return absl::UnauthenticatedError("bad credential: neither the admin token nor an open session");
 }
 
@@ -106,7 +106,7 @@ absl::StatusOr<ControlPlaneAuth::Role> ControlPlaneAuth::AuthorizeStats(
   absl::StatusOr<Caller> caller = Identify(authorization);
   if (!caller.ok()) return Refuse(caller.status(), peer, kRpc);
   if (caller->is_operator) return Role::kOperator;
-  const std::string& own = tenants_->tenants()[caller->tenant_index].id;
+  const std::string& own = caller->tenant_id;
   if (tenant_id.empty()) {
     return Refuse(absl::PermissionDeniedError(absl::StrCat(
                       "node-wide stats are operator work: tenant '", own,

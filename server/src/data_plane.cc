@@ -73,6 +73,14 @@
 // held across TenantRegistry::OpenConnection (a HELLO) so that a
 // connection closing meanwhile (on_close) never leaves a connection counted
 // on its session; the registry's lock is a leaf.
+//
+// Ended sessions. HELLO checks the token once; after it, each frame (each
+// run of LOADs) first compares the registry's session_end_generation with
+// the one the connection saw when it last found its session open, and only
+// on a change takes state.mu (to read the token) and then the registry's
+// lock (to look it up) — never both at once. A frame that finds its session
+// ended is refused UNAUTHENTICATED without being run, and the connection
+// closes. A BATCH that started before the session ended finishes.
 #include "farswap/server/data_plane.h"
 
 #include <spdlog/spdlog.h>
@@ -208,6 +216,9 @@ struct DataPlaneServer::ConnState {
   // HELLO is refused, so every frame runs under the tenant it was read
   // under. Written and read in frame order.
   std::atomic<uint32_t> tenant{kNoTenant};
+  // session_checked_generation: TenantRegistry::session_end_generation()
+  // as read before the session was last found open (HELLO, SessionEnded).
+  std::atomic<uint64_t> session_checked_generation{0};
 
   Mutex mu;
   // session_token: the session this connection counts against
@@ -426,6 +437,10 @@ bool DataPlaneServer::Execute(ConnState& state, const std::shared_ptr<Connection
     }
     std::string token(msg.payload.begin(), msg.payload.end());
     absl::StatusOr<Session> session;
+    // Read before the session is found open: a session that ends after
+    // this read changes the generation, so the next frame looks again.
+    state.session_checked_generation.store(tenants_->session_end_generation(),
+                                           std::memory_order_relaxed);
     {
       MutexLock l(&state.mu);
       if (state.closed) return true;  // nobody to answer, nothing to count
@@ -458,6 +473,14 @@ bool DataPlaneServer::Execute(ConnState& state, const std::shared_ptr<Connection
     SendReply(conn, reply);
     spdlog::warn("data plane: {} refused: {}", conn.peer_address(), s.ToString());
     conn.Close(s);
+    return true;
+  }
+  // A frame (a BATCH: before its first entry) runs only while its session
+  // is open: one whose session ended (Detach, or a tenants-file reload that
+  // removed its tenant or changed its secret) is refused unread, and the
+  // connection closed.
+  if (request.reply == nullptr && SessionEnded(state)) {
+    RefuseEndedSession(conn, msg.header);
     return true;
   }
 
@@ -500,6 +523,31 @@ bool DataPlaneServer::Execute(ConnState& state, const std::shared_ptr<Connection
   reply.header = reply.batch->Header(msg.header.request_id);
   SendReply(conn, request.reply);
   return true;
+}
+
+bool DataPlaneServer::SessionEnded(ConnState& state) {
+  const uint64_t generation = tenants_->session_end_generation();
+  if (generation == state.session_checked_generation.load(std::memory_order_relaxed)) return false;
+  std::string token;
+  {
+    MutexLock l(&state.mu);
+    token = state.session_token;  // empty once closed: on_close took it
+  }
+  if (token.empty() || !tenants_->SessionIsOpen(token)) return true;
+  state.session_checked_generation.store(generation, std::memory_order_relaxed);
+  return false;
+}
+
+void DataPlaneServer::RefuseEndedSession(Connection& conn, const FrameHeader& request) {
+  absl::Status s = absl::UnauthenticatedError(
+      "this connection's session has ended (detached, or its tenant was removed or its secret "
+      "changed by a tenants-file reload): attach again");
+  CountOp(request.opcode, s.code());
+  auto reply = std::make_shared<Reply>();
+  reply->header = ErrorReply(request, s, &reply->payload);
+  SendReply(conn, reply);
+  spdlog::warn("data plane: {} refused: {}", conn.peer_address(), s.ToString());
+  conn.Close(s);
 }
 
 std::optional<FrameHeader> DataPlaneServer::Handle(uint32_t tenant, const FrameHeader& request,
@@ -727,7 +775,7 @@ void DataPlaneServer::RunQueued(const std::shared_ptr<ConnState>& state) {
 void DataPlaneServer::RunLoads(ConnState& state, const std::shared_ptr<Connection>& conn,
                                const std::vector<std::unique_ptr<Request>>& run) {
   const uint32_t tenant = state.tenant.load();
-  if (conn == nullptr || !conn->is_open() || tenant == kNoTenant) {
+  if (conn == nullptr || !conn->is_open() || tenant == kNoTenant || SessionEnded(state)) {
     for (const auto& r : run) Execute(state, conn, *r, Wait::kAllowed);  // refuses or skips
     return;
   }

@@ -2,6 +2,7 @@
 //
 //   farswap-server [--data-addr HOST:PORT] [--advertise-addr HOST:PORT] [--grpc-addr HOST:PORT]
 //                  [--pool-limit BYTES] [--backing-file PATH] [--backing-size BYTES]
+//                  [--segment-size BYTES] [--cleaner-threshold F]
 //                  [--high-watermark F] [--low-watermark F] [--io-threads N]
 //                  [--workers N] [--tenants-file PATH] [--ready-file PATH]
 //                  [--session-idle-timeout SECONDS] [--node-id NAME] [--log-level LEVEL]
@@ -17,8 +18,9 @@
 // --grpc-addr (TLS with --tls-cert: control_plane_tls.h; the data plane too with --data-tls,
 // transport/src/tls_context.h); port 0 picks a free port, and
 // --ready-file receives the bound addresses as JSON once both listen. SIGTERM or SIGINT shuts it
-// down cleanly. Exit status: 0 after a clean shutdown, 1 when it cannot start (the reason is
-// logged), 2 for bad flags (also: no --tenants-file and no
+// down cleanly; SIGHUP, or a change to the file, reloads --tenants-file (tenants_file_watch.h).
+// Exit status: 0 after a clean shutdown, 1 when it cannot start (the reason is logged), 2 for
+// bad flags (also: no --tenants-file and no
 // --allow-anonymous). Flags are parsed by CLI11
 // (farswap/common/cli.h); logs go to stderr.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
@@ -52,6 +54,7 @@
 #include "farswap/server/page_store.h"
 #include "farswap/server/tenant_registry.h"
 #include "farswap/transport/transport.h"
+#include "tenants_file_watch.h"
 
 namespace farswap::server {
 namespace {
@@ -66,6 +69,8 @@ struct Flags {
   uint64_t pool_limit = 256ull << 20;
   std::string backing_file;
   uint64_t backing_size = 1ull << 30;
+  uint64_t segment_size = 1ull << 20;
+  double cleaner_threshold = 0.5;
   double high_watermark = 0.9;
   double low_watermark = 0.8;
   int io_threads = 2;
@@ -107,6 +112,16 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->type_name("PATH");
   app.add_option("--backing-size", f.backing_size, "size of a backing file (default 1G)")
       ->transform(cli::Bytes());
+  app.add_option("--segment-size", f.segment_size,
+                 "unit of the backing store's log: compressed pages are packed into segments "
+                 "of this size, each written whole (default 1M; a multiple of 4K, 4K to 2G)")
+      ->transform(cli::Bytes());
+  app.add_option("--cleaner-threshold", f.cleaner_threshold,
+                 "the cleaner reclaims a segment only while its live bytes are below F x its "
+                 "size (0 < F <= 1)")
+      ->type_name("F")
+      ->check(cli::Fraction())
+      ->capture_default_str();
   app.add_option("--high-watermark", f.high_watermark, "start writeback above F x pool limit")
       ->type_name("F")
       ->check(cli::Fraction())
@@ -198,12 +213,13 @@ absl::Status WriteReadyFile(const std::string& path, const std::string& json) {
 }
 
 int Serve(const Flags& f) {
-  // Block the shutdown signals before any thread starts, so only sigwait
-  // below sees them.
+  // Block the shutdown and reload signals before any thread starts, so only
+  // sigwait below sees them.
   sigset_t signals;
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   // A ready file left by an earlier run must not pass for this one's.
   if (!f.ready_file.empty()) std::remove(f.ready_file.c_str());
@@ -245,22 +261,28 @@ int Serve(const Flags& f) {
       return 1;
     }
     backing = std::move(*dev);
-    spdlog::info("backing store {}: {} blocks of 4 KiB", backing->Describe(),
-                 backing->block_count());
+    spdlog::info(
+        "backing store {}: {} blocks of 4 KiB, a log of {}-byte segments (synchronous "
+        "pwrite, one per segment write), cleaner threshold {}",
+        backing->Describe(), backing->block_count(), f.segment_size, f.cleaner_threshold);
   } else {
     spdlog::warn("no --backing-file: no LRU writeback; stores fail when the pool is full");
   }
   PageStoreLimits limits{.pool_limit_bytes = f.pool_limit,
                          .high_watermark = f.high_watermark,
                          .low_watermark = f.low_watermark};
-  auto store = PageStore::Create({.limits = limits, .backing = backing.get()});
+  auto store = PageStore::Create({.limits = limits,
+                                  .backing = backing.get(),
+                                  .segment_bytes = f.segment_size,
+                                  .cleaner_threshold = f.cleaner_threshold});
   if (!store.ok()) {
     spdlog::error("cannot start: page store: {}", store.status().ToString());
     return 1;
   }
-  for (const Tenant& t : tenants->tenants()) {
-    if (t.quota_bytes != 0) (*store)->SetTenantQuota(t.index, QuotaPagesForBytes(t.quota_bytes));
-  }
+  for (const Tenant& t : tenants->tenants()) ApplyFileQuota(**store, t);
+  // Reloads --tenants-file on SIGHUP and when it changes; none without one.
+  std::optional<TenantsFileWatch> tenants_watch;
+  if (!f.tenants_file.empty()) tenants_watch.emplace(f.tenants_file, &*tenants, store->get());
   auto transport = transport::CreateTransport(
       f.data_addr,
       {.io_threads = f.io_threads, .busy_poll = absl::Microseconds(int64_t(f.busy_poll_us))});
@@ -383,7 +405,8 @@ int Serve(const Flags& f) {
   // drain makes the node report NOT_SERVING for farswap.v1.MemoryNode
   // (loads of pooled pages still work; a readiness probe takes a draining
   // node out of the Service). The same once-a-second loop closes sessions
-  // idle past --session-idle-timeout.
+  // idle past --session-idle-timeout and reloads --tenants-file when it has
+  // changed.
   Mutex stop_mu;
   CondVar stop_cv;
   bool stop = false;
@@ -401,6 +424,7 @@ int Serve(const Flags& f) {
                      healthy ? "SERVING" : "NOT_SERVING", backing_health.ToString(),
                      draining ? "draining" : "not draining");
       }
+      if (tenants_watch) tenants_watch->Poll();
       if (size_t expired = tenants->ExpireIdleSessions(absl::Now()); expired > 0) {
         spdlog::info("{} idle session(s) expired ({} open)", expired, tenants->session_count());
       }
@@ -409,7 +433,15 @@ int Serve(const Flags& f) {
   });
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  for (;;) {
+    sigwait(&signals, &sig);
+    if (sig != SIGHUP) break;
+    if (tenants_watch) {
+      tenants_watch->Reload("SIGHUP");
+    } else {
+      spdlog::warn("SIGHUP: nothing to reload (no --tenants-file)");
+    }
+  }
   spdlog::info("signal {}: shutting down", sig);
   {
     MutexLock l(&stop_mu);
@@ -446,6 +478,14 @@ int main(int argc, char** argv) {
   }
   if (flags.pool_limit < 64 * 1024) {
     return farswap::cli::UsageError(app, "--pool-limit must be >= 64K");
+  }
+  if (flags.segment_size < 4096 || flags.segment_size % 4096 != 0 ||
+      flags.segment_size > (uint64_t{1} << 31)) {
+    return farswap::cli::UsageError(
+        app, "--segment-size must be a multiple of 4K (4096 bytes) from 4K to 2G");
+  }
+  if (!(flags.cleaner_threshold > 0)) {
+    return farswap::cli::UsageError(app, "--cleaner-threshold must satisfy 0 < F <= 1");
   }
   if (absl::Status s = farswap::server::CheckAdvertisable(flags.data_addr, flags.advertise_addr);
       !s.ok()) {

@@ -99,11 +99,30 @@ void AddStore(std::vector<MetricFamily>& out, const PageStoreStats& s) {
              "Pages written back from the pool to the backing store.",
              double(s.written_back_pages));
   AddCounter(out, "farswap_backing_written_back_bytes_total",
-             "Bytes written to the backing store by writeback (4 KiB per page).",
-             double(s.written_back_pages * kBlockSize));
-  AddCounter(out, "farswap_backing_reads_total", "Page reads from the backing store.",
+             "Compressed bytes of the pages writeback moved to the backing store.",
+             double(s.written_back_bytes));
+  AddCounter(out, "farswap_backing_bytes_written_total",
+             "Bytes written to the backing store by writeback and the cleaner, padding included.",
+             double(s.backing_bytes_written));
+  AddGauge(out, "farswap_backing_segments", "Segments of the backing store's log.",
+           double(s.segments));
+  AddGauge(out, "farswap_backing_free_segments", "Segments of the backing store that are free.",
+           double(s.free_segments));
+  AddGauge(out, "farswap_backing_live_bytes",
+           "Compressed bytes of the pages on the backing store now.", double(s.disk_live_bytes));
+  AddGauge(out, "farswap_backing_used_bytes",
+           "Bytes held by segments that are not free (live, dead and padding).",
+           double(s.disk_held_bytes));
+  AddCounter(out, "farswap_cleaner_moves_total",
+             "Pages the segment cleaner relocated out of mostly dead segments.",
+             double(s.cleaner_moves));
+  AddCounter(out, "farswap_cleaner_segments_total", "Segments the segment cleaner freed.",
+             double(s.cleaner_segments));
+  AddCounter(out, "farswap_backing_reads_total",
+             "Read I/Os from the backing store (page loads and cleaner segment reads).",
              double(s.backing_reads));
-  AddCounter(out, "farswap_backing_writes_total", "Page writes to the backing store.",
+  AddCounter(out, "farswap_backing_writes_total",
+             "Write I/Os to the backing store (one per segment write, many pages each).",
              double(s.backing_writes));
   MetricFamily& errors = AddFamily(out, "farswap_backing_errors_total",
                                    "Backing-store I/O errors, by operation.", MetricType::Counter);
@@ -187,6 +206,13 @@ void AddTenants(std::vector<MetricFamily>& out, const PageStoreStats& s,
                 const TenantRegistry& registry) {
   AddGauge(out, "farswap_node_sessions", "Open sessions (attached, not detached or expired).",
            double(registry.session_count()));
+  MetricFamily& reloads = AddFamily(
+      out, "farswap_tenant_reloads_total",
+      "Tenants-file reloads (SIGHUP or the file changing), by result (ok: applied; failed: "
+      "unreadable or malformed file, the old tenants stayed).",
+      MetricType::Counter);
+  AddSample(reloads, double(registry.reloads()), {{"result", "ok"}});
+  AddSample(reloads, double(registry.reload_failures()), {{"result", "failed"}});
   MetricFamily& pages = AddFamily(out, "farswap_tenant_stored_pages",
                                   "Pages a tenant keeps on the node.", MetricType::Gauge);
   MetricFamily& bytes = AddFamily(out, "farswap_tenant_stored_bytes",
@@ -198,11 +224,23 @@ void AddTenants(std::vector<MetricFamily>& out, const PageStoreStats& s,
   MetricFamily& rejects =
       AddFamily(out, "farswap_tenant_rejects_total",
                 "A tenant's stores refused for lack of room, by reason.", MetricType::Counter);
-  // Every tenant of the registry appears, with zeros before its first page.
-  const std::vector<Tenant>& tenants = registry.tenants();
-  std::vector<const TenantStats*> by_index(tenants.size(), nullptr);
+  // Every tenant of the registry appears, with zeros before its first page;
+  // so does a removed tenant whose pages the store still keeps
+  // (TenantRegistry, "Rotation").
+  const std::vector<Tenant> tenants = registry.tenants();
+  std::vector<bool> listed;
+  const std::vector<std::string> ids = registry.TenantIdsByIndex(&listed);
+  std::vector<const TenantStats*> by_index(ids.size(), nullptr);
   for (const TenantStats& t : s.tenants) {
     if (t.tenant < by_index.size()) by_index[t.tenant] = &t;
+  }
+  for (uint32_t i = 0; i < ids.size(); ++i) {
+    if (listed[i] || by_index[i] == nullptr) continue;
+    const metrics::Labels labels = {{"tenant", ids[i]}};
+    AddSample(pages, double(by_index[i]->stored_pages), labels);
+    AddSample(bytes, double(by_index[i]->stored_bytes), labels);
+    AddSample(quota, double(by_index[i]->quota_pages * kBlockSize), labels);
+    AddRejects(rejects, by_index[i]->rejects, labels);
   }
   const TenantStats none;
   for (const Tenant& t : tenants) {

@@ -65,15 +65,16 @@ grpc::ServerUnaryReactor* MemoryNodeService::Attach(grpc::CallbackServerContext*
                  s.status().ToString());
     return Finish(ctx, s.status());
   }
-  const Tenant& t = tenants_->tenants()[s->tenant_index];
+  // The tenant as listed now (a reload may have changed its quota since).
+  absl::StatusOr<Tenant> t = tenants_->Find(s->tenant_id);
   resp->set_session_token(s->token);
-  resp->set_quota_bytes(t.quota_bytes);
+  resp->set_quota_bytes(t.ok() ? t->quota_bytes : 0);
   resp->set_data_addr(data_addr_);
   resp->set_node_id(node_id_);
   resp->set_incarnation(incarnation_);
   resp->set_data_tls(data_tls_);
-  spdlog::info("session opened: tenant '{}' client '{}' ({} sessions)", t.id, req->client_name(),
-               tenants_->session_count());
+  spdlog::info("session opened: tenant '{}' client '{}' ({} sessions)", s->tenant_id,
+               req->client_name(), tenants_->session_count());
   return Finish(ctx, absl::OkStatus());
 }
 
@@ -87,9 +88,12 @@ grpc::ServerUnaryReactor* MemoryNodeService::Detach(grpc::CallbackServerContext*
 
 absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
                                           v1::GetStatsResponse* resp) const {
-  if (!tenant_filter.empty()) {
-    absl::StatusOr<Tenant> t = tenants_->Find(tenant_filter);
-    if (!t.ok()) return t.status();
+  // Removed tenants' pages stay until the tenant is listed again: their
+  // rows stay too, marked removed (TenantRegistry, "Rotation").
+  std::vector<bool> listed;
+  const std::vector<std::string> ids = tenants_->TenantIdsByIndex(&listed);
+  if (!tenant_filter.empty() && std::find(ids.begin(), ids.end(), tenant_filter) == ids.end()) {
+    return absl::NotFoundError(absl::StrCat("unknown tenant '", tenant_filter, "'"));
   }
   PageStoreStats s = store_->GetStats();
   resp->set_node_id(node_id_);
@@ -109,6 +113,14 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
   b->set_used_bytes(s.backing_used_blocks * kBlockSize);
   b->set_reads(s.backing_reads);
   b->set_writes(s.backing_writes);
+  b->set_segments(s.segments);
+  b->set_free_segments(s.free_segments);
+  b->set_segment_bytes(s.segment_bytes);
+  b->set_live_bytes(s.disk_live_bytes);
+  b->set_bytes_written(s.backing_bytes_written);
+  b->set_written_back_bytes(s.written_back_bytes);
+  b->set_cleaner_moves(s.cleaner_moves);
+  b->set_cleaner_segments(s.cleaner_segments);
   if (!s.health.ok()) b->set_io_error(s.health.ToString());
   FillRejects(s.rejects, n->mutable_rejects());
   n->set_stored_pages(s.stored_pages);
@@ -137,13 +149,15 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
     n->set_tls_handshake_failures(d.tls_handshake_failures);
     n->set_ktls_connections(d.ktls_connections);
   }
-  const std::vector<Tenant>& all = tenants_->tenants();
+  n->set_tenant_reloads(tenants_->reloads());
+  n->set_tenant_reload_failures(tenants_->reload_failures());
   for (const TenantStats& ts : s.tenants) {
-    if (ts.tenant >= all.size()) continue;
-    const Tenant& t = all[ts.tenant];
-    if (!tenant_filter.empty() && t.id != tenant_filter) continue;
+    if (ts.tenant >= ids.size()) continue;
+    const std::string& id = ids[ts.tenant];
+    if (!tenant_filter.empty() && id != tenant_filter) continue;
     v1::TenantStats* out = resp->add_tenants();
-    out->set_tenant_id(t.id);
+    out->set_tenant_id(id);
+    out->set_removed(!listed[ts.tenant]);
     out->set_stored_pages(ts.stored_pages);
     out->set_stored_bytes(ts.stored_bytes);
     out->set_quota_bytes(ts.quota_pages * kBlockSize);

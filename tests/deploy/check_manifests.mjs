@@ -40,6 +40,7 @@ const KUSTOMIZATIONS = [
   "base",
   "overlays/dev",
   "overlays/production",
+  "overlays/dev-tls",
   "examples/demo-client",
 ];
 
@@ -165,8 +166,12 @@ function checkMemoryNode(resources) {
     assert.equal(Number(m[2]), port(data), "--advertise-addr's port != --data-addr's port");
   }
 
-  assert.deepEqual(c.readinessProbe?.grpc, { port: port(grpc), service: "farswap.v1.MemoryNode" });
-  assert.equal(c.livenessProbe?.grpc?.port, port(grpc), "liveness probe port");
+  if (flag(argv, "tls-cert")) {
+    checkTlsProbes(ds, c, argv, port(grpc));
+  } else {
+    assert.deepEqual(c.readinessProbe?.grpc, { port: port(grpc), service: "farswap.v1.MemoryNode" });
+    assert.equal(c.livenessProbe?.grpc?.port, port(grpc), "liveness probe port");
+  }
 
   // Sizing: memory limit >= pool x 1.1 + 512Mi; request = limit.
   const pool = farswapBytes(flag(argv, "pool-limit"));
@@ -184,6 +189,50 @@ function checkMemoryNode(resources) {
   const grace = ds.spec.template.spec.terminationGracePeriodSeconds;
   assert.ok(timeout > 0 && timeout + 10 <= grace,
     `preStop --timeout ${timeout} must leave >= 10 s of terminationGracePeriodSeconds ${grace}`);
+}
+
+// secretMountOf: the read-only Secret volume mount `file` lies in, or fails.
+function secretMountOf(ds, c, file, what) {
+  const m = (c.volumeMounts ?? []).find((v) => file.startsWith(`${v.mountPath}/`));
+  assert.ok(m, `${what} ${file} is on no volume`);
+  const v = ds.spec.template.spec.volumes.find((x) => x.name === m.name);
+  assert.ok(v?.secret, `${what} ${file}: volume ${m.name} is not a Secret`);
+  assert.equal(m.readOnly, true, `${what} ${file}: volume ${m.name} is not mounted read-only`);
+  return v.secret.secretName;
+}
+
+// checkTlsProbes: a node with a TLS control plane (--tls-cert) cannot be
+// probed by the kubelet's grpc probe (plaintext only): readiness and
+// liveness run farswapctl with the CA, on the gRPC port, within the probe's
+// timeout; readiness asks for farswap.v1.MemoryNode (NOT_SERVING while
+// draining), liveness for the whole node (a draining node is alive); the
+// preStop drain speaks TLS too; the TLS files come from read-only Secrets.
+function checkTlsProbes(ds, c, argv, grpcPort) {
+  assert.ok(flag(argv, "tls-key"), "--tls-cert without --tls-key");
+  secretMountOf(ds, c, flag(argv, "tls-cert"), "--tls-cert");
+  secretMountOf(ds, c, flag(argv, "tls-key"), "--tls-key");
+  if (flag(argv, "tls-client-ca")) secretMountOf(ds, c, flag(argv, "tls-client-ca"), "--tls-client-ca");
+  const probes = { readiness: c.readinessProbe, liveness: c.livenessProbe };
+  for (const [name, p] of Object.entries(probes)) {
+    assert.ok(!p?.grpc, `${name} probe: a grpc probe cannot speak TLS`);
+    const cmd = p?.exec?.command ?? [];
+    assert.ok(cmd[0]?.endsWith("/farswapctl") && cmd.includes("health"),
+      `${name} probe must be farswapctl ... health (is ${JSON.stringify(cmd)})`);
+    assert.equal(port(flag(cmd, "node") ?? ""), grpcPort, `${name} probe: --node's port`);
+    const ca = flag(cmd, "tls-ca");
+    assert.ok(ca, `${name} probe: no --tls-ca (it would dial the TLS port in plaintext)`);
+    secretMountOf(ds, c, ca, `${name} probe --tls-ca`);
+    const callTimeout = Number(flag(cmd, "timeout") ?? 10);
+    assert.ok(callTimeout < (p.timeoutSeconds ?? 1),
+      `${name} probe: farswapctl --timeout ${callTimeout} must end within timeoutSeconds ${p.timeoutSeconds ?? 1}`);
+  }
+  const service = (cmd) => flag(cmd, "service") ?? "farswap.v1.MemoryNode";
+  assert.equal(service(c.readinessProbe.exec.command), "farswap.v1.MemoryNode",
+    "readiness probe must ask for farswap.v1.MemoryNode");
+  assert.equal(service(c.livenessProbe.exec.command), "",
+    "liveness probe must ask for the whole node (--service \"\"): a draining node is alive");
+  const pre = c.lifecycle?.preStop?.exec?.command ?? [];
+  assert.ok(flag(pre, "tls-ca"), "preStop drain has no --tls-ca");
 }
 
 // filesOfStage: path in the image -> copied from (following FROM chains).

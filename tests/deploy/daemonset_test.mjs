@@ -2,9 +2,9 @@
 // kubelet would run it, on real processes (ctest deploy_daemonset_test;
 // deploy/README.md, "Checks").
 //
-//   node daemonset_test.mjs REPO_ROOT BUILD_DIR      (root: network namespaces)
+//   node daemonset_test.mjs REPO_ROOT BUILD_DIR [OVERLAY]   (root: network namespaces)
 //
-// It renders deploy/kubernetes/overlays/dev (render.mjs) and, for two pods
+// It renders OVERLAY (default deploy/kubernetes/overlays/dev; render.mjs) and, for two pods
 // of the DaemonSet, each in its own network namespace with a pod IP on a
 // bridge in a third ("host") namespace, where the kubelet's probes and the
 // client run:
@@ -19,8 +19,9 @@
 //     under a volume's mountPath become the test's folders; the image's
 //     binaries (COPY --from=build /build/X) become BUILD_DIR/X;
 //  3. waits for the readiness probe and runs the liveness probe, each the
-//     manifest's own grpc probe (port and service) through
-//     grpc_health_probe, against the pod IP;
+//     manifest's own probe: a grpc probe (port and service) through
+//     grpc_health_probe against the pod IP, from the host namespace; an
+//     exec probe as its command in the pod, as the container's user;
 //  4. starts a client (drain_client, R=1) with the tenant of the rendered
 //     Secret that stores pages on both nodes (checked in each node's stats);
 //     The farswap-admin-token Secret, shipped empty, gets a random token,
@@ -30,6 +31,11 @@
 //     pages when it returns, pod A's readiness probe fails (draining);
 //  6. sends pod A SIGTERM, as the kubelet does next (clean exit required),
 //     and has the client read every page back, now from pod B only.
+// With a TLS control plane (--tls-cert in the container's args, overlay
+// dev-tls) the test fills the farswap-tls Secret, shipped empty, with a CA
+// and a node certificate for the name the probes verify (openssl CLI), and
+// also requires that a plaintext health check of the gRPC port fails; the
+// client, the stats reads and preStop speak TLS.
 // It fails for a readiness probe asking for the wrong service, a node that
 // hands clients 0.0.0.0, a backing folder the server cannot write, and a
 // preStop that returns before the pages have moved.
@@ -45,12 +51,13 @@ import path from "node:path";
 import { expandEnv, flag, parseDockerfile } from "./manifest_lib.mjs";
 import { render } from "./render.mjs";
 
-const [root, buildDir] = process.argv.slice(2);
+const [root, buildDir, overlayArg] = process.argv.slice(2);
 if (!root || !buildDir) {
-  console.error("usage: node daemonset_test.mjs REPO_ROOT BUILD_DIR");
+  console.error("usage: node daemonset_test.mjs REPO_ROOT BUILD_DIR [OVERLAY]");
   process.exit(2);
 }
-const OVERLAY = "deploy/kubernetes/overlays/dev";
+const OVERLAY = overlayArg ?? "deploy/kubernetes/overlays/dev";
+const TEST = `deploy_daemonset_test (${path.basename(OVERLAY)})`;
 const PAGES = 512;
 const TAG = `fswk-${process.pid}`;
 const HOST_NS = `${TAG}-h`;
@@ -157,6 +164,38 @@ const image = imageFiles();
 // which the manifests ship empty (a node refuses to start with it as it is).
 const ADMIN_TOKEN = crypto.randomBytes(32).toString("hex");
 
+// TLS: whether the node serves its control plane over TLS, and the name its
+// certificate must carry: the one the readiness probe verifies.
+const nodeArgs = container.args ?? [];
+const TLS = flag(nodeArgs, "tls-cert") !== undefined;
+const TLS_NAME = TLS ? flag(container.readinessProbe?.exec?.command ?? [], "tls-server-name") : undefined;
+let tlsMaterial = null;
+
+// makeTlsMaterial: what the operator (or cert-manager) puts in the
+// farswap-tls Secret: a throwaway CA and a node certificate for TLS_NAME.
+function makeTlsMaterial() {
+  if (tlsMaterial) return tlsMaterial;
+  assert.ok(TLS_NAME, "the TLS readiness probe names no --tls-server-name to issue the certificate for");
+  const dir = path.join(tmp, "tls");
+  fs.mkdirSync(dir, { recursive: true });
+  const f = (n) => path.join(dir, n);
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+  run(["openssl", "req", "-x509", ...ec, "-keyout", f("ca.key"), "-out", f("ca.crt"), "-days", "2",
+    "-subj", "/CN=farswap-test-ca"]);
+  run(["openssl", "req", ...ec, "-keyout", f("tls.key"), "-out", f("node.csr"), "-subj", "/CN=farswap-node"]);
+  fs.writeFileSync(f("node.ext"), `subjectAltName=DNS:${TLS_NAME}\nextendedKeyUsage=serverAuth\n`);
+  run(["openssl", "x509", "-req", "-in", f("node.csr"), "-CA", f("ca.crt"), "-CAkey", f("ca.key"),
+    "-CAcreateserial", "-days", "2", "-extfile", f("node.ext"), "-out", f("tls.crt")]);
+  tlsMaterial = { dir, ca: f("ca.crt"), files: {} };
+  for (const k of ["tls.crt", "tls.key", "ca.crt"]) tlsMaterial.files[k] = fs.readFileSync(f(k), "utf8");
+  return tlsMaterial;
+}
+
+// tlsClientFlags: what a client outside the pod passes to verify a node.
+function tlsClientFlags() {
+  return TLS ? ["--tls-ca", makeTlsMaterial().ca, "--tls-server-name", TLS_NAME] : [];
+}
+
 function secretFiles(name) {
   const s = resources.find((r) => r.kind === "Secret" && r.metadata.name === name);
   assert.ok(s, `no Secret ${name}`);
@@ -165,6 +204,12 @@ function secretFiles(name) {
   if (name === "farswap-admin-token") {
     assert.equal(out.token, "", "the shipped admin token must be empty (unusable)");
     out.token = ADMIN_TOKEN;
+  }
+  if (name === "farswap-tls") {
+    for (const k of ["tls.crt", "tls.key", "ca.crt"]) {
+      assert.equal(out[k], "", `the shipped farswap-tls Secret must be empty (${k})`);
+    }
+    Object.assign(out, makeTlsMaterial().files);
   }
   return out;
 }
@@ -313,13 +358,27 @@ class Pod {
   }
 }
 
-// probe runs a grpc probe of the manifest against a pod, from the host
-// namespace (the kubelet's), with the probe's timeoutSeconds (default 1).
+// probe runs a probe of the manifest against a pod with the probe's
+// timeoutSeconds (default 1): a grpc probe from the host namespace (the
+// kubelet's), an exec probe in the pod as the container's user.
 async function probe(pod, p) {
-  assert.ok(p?.grpc, "only grpc probes are emulated");
+  if (p?.exec) {
+    try {
+      const out = run(pod.argv(container, p.exec.command), { timeout: (p.timeoutSeconds ?? 1) * 1000 });
+      return { ok: true, out: out.trim() };
+    } catch (e) {
+      return { ok: false, out: `${e.stdout ?? ""}${e.stderr ?? e.message}`.trim() };
+    }
+  }
+  assert.ok(p?.grpc, "only grpc and exec probes are emulated");
+  return plaintextHealthCheck(pod, p.grpc.port, p.grpc.service ?? "", p.timeoutSeconds ?? 1);
+}
+
+// plaintextHealthCheck: the kubelet's grpc probe (plaintext gRPC) of a pod.
+function plaintextHealthCheck(pod, port, service, timeoutSeconds) {
   const argv = [
     IP, "netns", "exec", HOST_NS, path.join(buildDir, "tests/deploy/grpc_health_probe"),
-    `${pod.ip}:${p.grpc.port}`, p.grpc.service ?? "", String((p.timeoutSeconds ?? 1) * 1000),
+    `${pod.ip}:${port}`, service, String(timeoutSeconds * 1000),
   ];
   try {
     return { ok: true, out: run(argv).trim() };
@@ -345,7 +404,7 @@ function nodeStats(pod) {
   // Node-wide stats are operator work: the admin token, as the pod has it.
   const token = path.join(pod.volumes.get("admin-token"), "token");
   const out = run([IP, "netns", "exec", HOST_NS, ctl, "--node", `${pod.ip}:${pod.grpcPort()}`,
-    "--admin-token-file", token, "stats", "--json"]);
+    "--admin-token-file", token, ...tlsClientFlags(), "stats", "--json"]);
   return JSON.parse(out);
 }
 
@@ -362,7 +421,7 @@ class DrainClient {
       IP, "netns", "exec", HOST_NS, SETPRIV, "--pdeathsig", "SIGKILL", "--",
       path.join(buildDir, "tests/deploy/drain_client"),
       "--nodes", pods.map((p) => `${p.ip}:${p.grpcPort()}`).join(","),
-      "--tenant", tenant, "--secret", secret, "--pages", String(PAGES),
+      "--tenant", tenant, "--secret", secret, "--pages", String(PAGES), ...tlsClientFlags(),
     ];
     this.proc = spawn(argv[0], argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
     children.add(this.proc);
@@ -437,7 +496,11 @@ async function main() {
     }
     const live = await probe(pod, container.livenessProbe);
     assert.ok(live.ok, `${pod.name}: liveness probe: ${live.out}`);
-    log(`${pod.name} (${pod.ip}): ready and live`);
+    if (TLS) {
+      const plain = plaintextHealthCheck(pod, pod.grpcPort(), "", 2);
+      assert.ok(!plain.ok, `${pod.name}: a plaintext health check of the TLS port passed (${plain.out})`);
+    }
+    log(`${pod.name} (${pod.ip}): ready and live${TLS ? ", TLS only" : ""}`);
   }
 
   const client = new DrainClient(pods);
@@ -491,9 +554,9 @@ async function main() {
 
 try {
   await main();
-  console.log("PASS deploy_daemonset_test");
+  console.log(`PASS ${TEST}`);
   process.exit(0);
 } catch (e) {
-  console.log(`FAIL deploy_daemonset_test: ${e.message}`);
+  console.log(`FAIL ${TEST}: ${e.message}`);
   process.exit(1);
 }

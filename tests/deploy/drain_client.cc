@@ -52,6 +52,10 @@ int Run(int argc, char** argv) {
       ->required();
   app.add_option("--tenant", tenant, "tenant id")->capture_default_str();
   app.add_option("--secret", secret, "the tenant's secret");
+  std::string tls_ca, tls_server_name;
+  app.add_option("--tls-ca", tls_ca, "the nodes' control plane is TLS: trust this CA bundle");
+  app.add_option("--tls-server-name", tls_server_name,
+                 "the name the nodes' certificates carry (with --tls-ca)");
   app.add_option("--pages", n_pages, "pages to store")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 20))
       ->capture_default_str();
@@ -62,6 +66,8 @@ int Run(int argc, char** argv) {
   o.tenant_id = tenant;
   o.secret = secret;
   o.client_name = "drain_client";
+  o.tls_ca_file = tls_ca;
+  o.tls_server_name = tls_server_name;
   o.replicas = 1;
   o.pages_per_slab = 16;  // many slabs, so both nodes get some
   // A node that stopped with pages still on it: report them lost after 5 s

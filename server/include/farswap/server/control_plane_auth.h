@@ -83,7 +83,7 @@ class ControlPlaneAuth {
  private:
   struct Caller {
     bool is_operator = false;
-    uint32_t tenant_index = 0;  // when !is_operator
+    std::string tenant_id;  // when !is_operator
   };
   // Identify: who `authorization` says the caller is; UNAUTHENTICATED (not
   // yet counted) when it says nothing usable.

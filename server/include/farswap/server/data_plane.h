@@ -15,7 +15,10 @@
 // FAILED_PRECONDITION and changes nothing (the connection stays open under
 // its first session), so no frame is ever run under a tenant other than
 // the one it was read under. An open connection keeps its session from
-// expiring (TenantRegistry, "Session expiry").
+// expiring (TenantRegistry, "Session expiry"). A connection whose session
+// ends while it is open (Detach, or a tenants-file reload that removes its
+// tenant or changes its secret: TenantRegistry, "Rotation") gets
+// UNAUTHENTICATED for its next frame, which is not run, and is closed.
 //
 // Requests. STORE, LOAD, INVALIDATE, INVALIDATE_RANGE and PING, alone or in
 // a BATCH (whose reply is a BATCH of the sub-replies, in entry order; an
@@ -193,6 +196,13 @@ class DataPlaneServer {
   void RunLoads(ConnState& state, const std::shared_ptr<transport::Connection>& conn,
                 const std::vector<std::unique_ptr<Request>>& run);
   static bool IsPlainLoad(const Request& r);
+  // SessionEnded: whether the connection's session has ended since it was
+  // last found open (cheap while TenantRegistry::session_end_generation is
+  // unchanged). Takes state.mu, then the registry's lock, one at a time.
+  bool SessionEnded(ConnState& state);
+  // RefuseEndedSession answers `request` UNAUTHENTICATED, unrun, and closes
+  // the connection.
+  void RefuseEndedSession(transport::Connection& conn, const transport::FrameHeader& request);
   // LoadReply makes a LOAD's reply from what the store returned.
   transport::FrameHeader LoadReply(const transport::FrameHeader& request,
                                    absl::StatusOr<LoadedPage>& loaded, std::vector<uint8_t>* out);
