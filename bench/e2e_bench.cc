@@ -3,15 +3,21 @@
 // API (one BATCH frame per node, as the memcached driver writes D requests
 // at a time), loaded back the same way and
 // verified — optionally with one node SIGKILLed part-way, and optionally
-// side by side with memcached. Prints one JSON object (README.md).
+// side by side with memcached. With --data-tls the same workload runs twice
+// in one invocation, on plaintext nodes and then on --data-tls nodes, and the
+// JSON holds both and their ratios. Prints one JSON object (README.md).
 #include <grpcpp/grpcpp.h>
+#include <stdlib.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -25,6 +31,7 @@
 #include "memcached_driver.h"
 #include "server_binary.h"
 #include "server_process.h"
+#include "test_ca.h"
 
 namespace farswap::bench {
 namespace {
@@ -46,6 +53,17 @@ struct E2eFlags {
   bool compare_memcached = false;
   std::string pool_limit = "512M";
   bool json = false;
+  // --data-tls: plaintext and TLS side by side; the certificate files (all
+  // three, or none: the bench makes a throwaway CA with the openssl CLI).
+  bool data_tls = false;
+  int rounds = 1;  // plaintext/TLS pairs; the ratios compare medians
+  std::string tls_ca, tls_cert, tls_key;
+};
+
+// TlsFiles: what the TLS half of a --data-tls run uses. Empty: plaintext.
+struct TlsFiles {
+  std::string ca, cert, key;
+  bool enabled() const { return !ca.empty(); }
 };
 
 // CheckE2e checks what one flag says about another, and fills codec and
@@ -59,34 +77,79 @@ absl::Status CheckE2e(E2eFlags& f) {
     return absl::InvalidArgumentError("--kill-one-after F needs --spawn >= 2");
   }
   f.compare_memcached = f.compare == "memcached";
+  if (f.data_tls && f.spawn == 0) {
+    return absl::InvalidArgumentError("--data-tls needs --spawn N (it starts both kinds of node)");
+  }
+  if (f.data_tls && f.compare_memcached) {
+    return absl::InvalidArgumentError("--data-tls and --compare are separate runs");
+  }
+  if (f.data_tls && f.kill_after) {
+    return absl::InvalidArgumentError("--data-tls and --kill-one-after are separate runs");
+  }
+  if (f.rounds != 1 && !f.data_tls) return absl::InvalidArgumentError("--rounds needs --data-tls");
+  const bool any = !f.tls_ca.empty() || !f.tls_cert.empty() || !f.tls_key.empty();
+  const bool all = !f.tls_ca.empty() && !f.tls_cert.empty() && !f.tls_key.empty();
+  if (any && !f.data_tls) {
+    return absl::InvalidArgumentError("--tls-ca, --tls-cert and --tls-key need --data-tls");
+  }
+  if (any && !all) {
+    return absl::InvalidArgumentError(
+        "--tls-ca, --tls-cert and --tls-key go together (or none: throwaway certificates)");
+  }
   return absl::OkStatus();
 }
 
-uint64_t NodeMemUsed(const std::string& grpc_addr) {
-  auto stub =
-      v1::MemoryNode::NewStub(grpc::CreateChannel(grpc_addr, grpc::InsecureChannelCredentials()));
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// NodeGetStats: a node's stats (an empty message when it does not answer),
+// over TLS when `tls` is enabled.
+v1::NodeStats NodeGetStats(const std::string& grpc_addr, const TlsFiles& tls) {
+  std::shared_ptr<grpc::ChannelCredentials> creds = grpc::InsecureChannelCredentials();
+  if (tls.enabled()) {
+    grpc::SslCredentialsOptions ssl;
+    ssl.pem_root_certs = ReadFile(tls.ca);
+    creds = grpc::SslCredentials(ssl);
+  }
+  auto stub = v1::MemoryNode::NewStub(grpc::CreateChannel(grpc_addr, creds));
   grpc::ClientContext ctx;
   ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
   v1::GetStatsResponse resp;
-  if (!stub->GetStats(&ctx, v1::GetStatsRequest(), &resp).ok()) return 0;
-  return resp.node().pool().mem_used_total();
+  if (!stub->GetStats(&ctx, v1::GetStatsRequest(), &resp).ok()) return {};
+  return resp.node();
 }
 
-absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
-  FARSWAP_ASSIGN_OR_RETURN(PageFile pages, ReadPageFiles(f.corpus));
+// E2eResult: one run's JSON and the two rates a --data-tls run compares.
+struct E2eResult {
+  Json json;
+  double store_pages_per_s = 0;
+  double load_pages_per_s = 0;
+};
+
+absl::StatusOr<E2eResult> RunE2eOnce(const E2eFlags& f, const PageFile& pages,
+                                     const TlsFiles& tls) {
   const size_t n = pages.page_count();
   std::vector<std::unique_ptr<testing::ServerProcess>> spawned;
   std::vector<std::string> addrs = f.nodes;
   for (uint64_t i = 0; i < f.spawn; ++i) {
     FARSWAP_ASSIGN_OR_RETURN(std::string server, testing::FindServerBinary(f.server_bin));
-    FARSWAP_ASSIGN_OR_RETURN(
-        auto p, testing::ServerProcess::Start(
-                    {.pool_limit = f.pool_limit, .backing_size = "", .binary = server}));
+    std::vector<std::string> args;
+    if (tls.enabled()) args = {"--tls-cert", tls.cert, "--tls-key", tls.key, "--data-tls"};
+    FARSWAP_ASSIGN_OR_RETURN(auto p, testing::ServerProcess::Start({.pool_limit = f.pool_limit,
+                                                                    .backing_size = "",
+                                                                    .extra_args = args,
+                                                                    .binary = server}));
     addrs.push_back(p->grpc_addr());
     spawned.push_back(std::move(p));
   }
   ClientOptions o;
   o.nodes = addrs;
+  o.tls_ca_file = tls.ca;
+  o.require_data_tls = tls.enabled();
   o.replicas = f.replicas;
   o.codec = f.codec;
   o.op_timeout = absl::Seconds(1);
@@ -171,11 +234,13 @@ absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
   std::vector<double> all;
   for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
   ClientStats st = client->stats();
-  uint64_t mem = 0;
+  uint64_t mem = 0, ktls = 0;
   int live = 0;
   for (const NodeStats& ns : st.nodes) {
     if (ns.state != "up") continue;
-    mem += NodeMemUsed(ns.address);
+    const v1::NodeStats node = NodeGetStats(ns.address, tls);
+    mem += node.pool().mem_used_total();
+    ktls += node.ktls_connections();
     live++;
   }
   Json j;
@@ -202,14 +267,80 @@ absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
       .Int("failovers", st.failovers)
       .Int("rereplicated_slabs", st.rereplicated_slabs)
       .Int("under_replicated_slabs", st.under_replicated_slabs);
+  if (tls.enabled()) {
+    // Which encryption ran: the nodes count the connections the kernel
+    // encrypts (kTLS); the rest are OpenSSL in user space.
+    j.Bool("data_tls", true)
+        .Int("ktls_connections", ktls)
+        .Str("tls_encryption", ktls > 0 ? "kernel (kTLS)" : "user space (OpenSSL)");
+  }
   if (f.kill_after) j.Num("killed_after_fraction", *f.kill_after);
   if (!first_error.empty()) j.Str("first_error", first_error);
   client.reset();
   spawned.clear();
-  if (f.compare_memcached) {
-    FARSWAP_ASSIGN_OR_RETURN(Json mc, RunMemcached(pages, f.threads, f.depth));
-    j.Obj("memcached", mc);
+  return E2eResult{.json = j, .store_pages_per_s = n / store_s, .load_pages_per_s = n / load_s};
+}
+
+// ThrowawayCa makes a CA and a node certificate (for 127.0.0.1 and
+// localhost) in a new temporary folder, with the openssl command line.
+absl::StatusOr<TlsFiles> ThrowawayCa(std::string* dir) {
+  char tmpl[] = "/tmp/farswap-bench-tls-XXXXXX";
+  if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
+  *dir = tmpl;
+  FARSWAP_ASSIGN_OR_RETURN(auto ca, testing::TestCa::Create(*dir, "farswap bench CA"));
+  FARSWAP_ASSIGN_OR_RETURN(testing::CertificateFiles node, ca->Issue("bench-node"));
+  return TlsFiles{.ca = ca->cert_file(), .cert = node.cert_file, .key = node.key_file};
+}
+
+absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
+  FARSWAP_ASSIGN_OR_RETURN(PageFile pages, ReadPageFiles(f.corpus));
+  if (!f.data_tls) {
+    FARSWAP_ASSIGN_OR_RETURN(E2eResult r, RunE2eOnce(f, pages, {}));
+    if (f.compare_memcached) {
+      FARSWAP_ASSIGN_OR_RETURN(Json mc, RunMemcached(pages, f.threads, f.depth));
+      r.json.Obj("memcached", mc);
+    }
+    return r.json;
   }
+  std::string dir;
+  absl::StatusOr<TlsFiles> tls = f.tls_ca.empty()
+                                     ? ThrowawayCa(&dir)
+                                     : absl::StatusOr<TlsFiles>(TlsFiles{
+                                           .ca = f.tls_ca, .cert = f.tls_cert, .key = f.tls_key});
+  // Rounds alternate plaintext and TLS, so both meet the same background
+  // load; each figure is the median over rounds.
+  std::vector<E2eResult> plain, secure;
+  absl::Status status = tls.status();
+  for (int round = 0; round < f.rounds && status.ok(); ++round) {
+    absl::StatusOr<E2eResult> p = RunE2eOnce(f, pages, {});
+    absl::StatusOr<E2eResult> s = p.ok() ? RunE2eOnce(f, pages, *tls) : p;
+    status = s.status();
+    if (status.ok()) {
+      plain.push_back(*std::move(p));
+      secure.push_back(*std::move(s));
+    }
+  }
+  if (!dir.empty()) std::filesystem::remove_all(dir);
+  FARSWAP_RETURN_IF_ERROR(status);
+  auto median = [](const std::vector<E2eResult>& runs, double E2eResult::*rate) {
+    std::vector<double> v;
+    for (const E2eResult& r : runs) v.push_back(r.*rate);
+    return Percentile(v, 50);
+  };
+  const double plain_store = median(plain, &E2eResult::store_pages_per_s);
+  const double plain_load = median(plain, &E2eResult::load_pages_per_s);
+  const double tls_store = median(secure, &E2eResult::store_pages_per_s);
+  const double tls_load = median(secure, &E2eResult::load_pages_per_s);
+  Json j;
+  j.Obj("plaintext", plain.back().json)
+      .Obj("tls", secure.back().json)
+      .Int("rounds", uint64_t(f.rounds))
+      .Num("plaintext_store_pages_per_s", plain_store)
+      .Num("plaintext_load_pages_per_s", plain_load)
+      .Num("tls_store_pages_per_s", tls_store)
+      .Num("tls_load_pages_per_s", tls_load)
+      .Num("tls_store_ratio", tls_store / plain_store)
+      .Num("tls_load_ratio", tls_load / plain_load);
   return j;
 }
 
@@ -256,6 +387,22 @@ CommandRunner AddE2eCommand(CLI::App& app) {
       ->check(cli::Bytes())
       ->capture_default_str();
   cmd->add_flag("--json", f->json, "accepted for compatibility (the output is always JSON)");
+  cmd->add_flag("--data-tls", f->data_tls,
+                "run the workload twice, on plaintext nodes then on --data-tls nodes, and report "
+                "both and tls_store_ratio / tls_load_ratio (needs --spawn)");
+  cmd->add_option("--rounds", f->rounds,
+                  "with --data-tls: plaintext/TLS pairs to run; the figures are medians")
+      ->type_name("N")
+      ->check(CLI::Range(1, 100))
+      ->capture_default_str();
+  cmd->add_option("--tls-ca", f->tls_ca,
+                  "with --data-tls: the CA the nodes' certificate chains to (default: a "
+                  "throwaway CA made with the openssl command line)")
+      ->type_name("PATH");
+  cmd->add_option("--tls-cert", f->tls_cert,
+                  "with --data-tls: the nodes' certificate (for 127.0.0.1)")
+      ->type_name("PATH");
+  cmd->add_option("--tls-key", f->tls_key, "with --data-tls: the nodes' key")->type_name("PATH");
   return [f] {
     if (absl::Status s = CheckE2e(*f); !s.ok()) return ExitStatusFor("e2e", s);
     absl::StatusOr<Json> j = RunE2e(*f);

@@ -13,13 +13,15 @@ pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
 pkg_check_modules(URING REQUIRED IMPORTED_TARGET liburing)
 pkg_check_modules(IBVERBS REQUIRED IMPORTED_TARGET libibverbs)
 pkg_check_modules(RDMACM REQUIRED IMPORTED_TARGET librdmacm)
+# libssl-dev: TLS on the data plane (transport/src/tls_context.cc), in every
+# build (the TSan build too); farswap-server also checks its control-plane
+# TLS files with it (server/src/control_plane_tls.cc), and gRPC links the
+# same OpenSSL.
+find_package(OpenSSL REQUIRED)
 if(NOT FARSWAP_TSAN_ONLY)
   # Debian's gRPC is not TSan-instrumented: the TSan build leaves it out.
   find_package(Protobuf REQUIRED)
   find_package(gRPC CONFIG REQUIRED)
-  # libssl-dev: farswap-server checks its control-plane TLS files at start
-  # (server/src/control_plane_tls.cc); gRPC itself links the same OpenSSL.
-  find_package(OpenSSL REQUIRED)
   # Prometheus /metrics (prometheus-cpp-dev): core for the metric types,
   # pull for the node's HTTP exposer. Only the gRPC-linked binaries use it.
   find_package(prometheus-cpp CONFIG REQUIRED)

@@ -129,6 +129,7 @@ class Client::Impl {
     uint64_t times_down = 0, times_suspect = 0;
     absl::Time suspect_since = absl::InfinitePast();  // while kSuspect
     uint64_t incarnation = 0;                         // from the last Attach
+    bool warned_plaintext = false;                    // its plaintext data plane was logged
     // orphans: slabs dropped from this node while it may still hold their
     // pages; settled before it serves again.
     std::vector<Orphan> orphans;

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <future>
+#include <optional>
 #include <set>
 
 #include "absl/strings/str_cat.h"
@@ -136,8 +137,40 @@ absl::Status Client::Impl::AttachNode(int node) {
   absl::StatusOr<Attachment> a = attacher_->Attach(address, options_.tenant_id, options_.secret,
                                                    options_.client_name, options_.attach_timeout);
   if (!a.ok()) return fail(a.status());
+  // TLS on the data plane when the node says so, never plaintext then.
+  std::optional<transport::TlsClientOptions> tls;
+  if (a->data_tls) {
+    if (options_.tls_ca_file.empty()) {
+      return fail(absl::FailedPreconditionError(
+          absl::StrCat("node ", address,
+                       " serves its data plane only over TLS (--data-tls), and no "
+                       "tls_ca_file is configured to verify it")));
+    }
+    tls = transport::TlsClientOptions{.ca_file = options_.tls_ca_file,
+                                      .cert_file = options_.tls_cert_file,
+                                      .key_file = options_.tls_key_file,
+                                      .server_name = options_.tls_server_name};
+  } else if (options_.require_data_tls) {
+    return fail(absl::FailedPreconditionError(
+        absl::StrCat("node ", address,
+                     " serves its data plane in plaintext (no --data-tls), and "
+                     "require_data_tls refuses that")));
+  } else {
+    bool first;
+    {
+      MutexLock l(&mu_);
+      first = !nodes_[node].warned_plaintext;
+      nodes_[node].warned_plaintext = true;
+    }
+    if (first) {
+      spdlog::warn(
+          "farswap client: node {} data plane {} is plaintext: page contents travel in "
+          "the clear",
+          address, a->data_addr);
+    }
+  }
   absl::StatusOr<std::unique_ptr<transport::RpcChannel>> ch =
-      transport::RpcChannel::Connect(*transport_, a->data_addr);
+      transport::RpcChannel::Connect(*transport_, a->data_addr, tls.has_value() ? &*tls : nullptr);
   if (!ch.ok()) return fail(ch.status());
   transport::RpcChannel* channel = ch->get();
   {

@@ -47,7 +47,8 @@ class GrpcNodeAttacher final : public NodeAttacher {
     return Attachment{.session_token = resp.session_token(),
                       .data_addr = resp.data_addr(),
                       .node_id = resp.node_id(),
-                      .incarnation = resp.incarnation()};
+                      .incarnation = resp.incarnation(),
+                      .data_tls = resp.data_tls()};
   }
 
  private:

@@ -69,6 +69,13 @@ void PrintHuman(const v1::GetStatsResponse& r) {
       n.connections(), (unsigned long long)n.connections_accepted(),
       (unsigned long long)n.bytes_received(), Mib(n.bytes_received()).c_str(),
       (unsigned long long)n.bytes_sent(), Mib(n.bytes_sent()).c_str());
+  if (n.data_tls()) {
+    std::printf("  data plane encryption: TLS; %llu handshakes refused, %llu connections kTLS\n",
+                (unsigned long long)n.tls_handshake_failures(),
+                (unsigned long long)n.ktls_connections());
+  } else {
+    std::printf("  data plane encryption: none (page contents travel in the clear)\n");
+  }
   std::printf("  pages stored %llu (same-filled %llu, huge %llu), on backing store %llu\n",
               (unsigned long long)n.stored_pages(), (unsigned long long)n.same_pages(),
               (unsigned long long)n.huge_pages(), (unsigned long long)n.pages_on_backing());

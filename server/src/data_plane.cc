@@ -242,11 +242,21 @@ DataPlaneServer::DataPlaneServer(PageStore* store, TenantRegistry* tenants,
 DataPlaneServer::~DataPlaneServer() { Shutdown(); }
 
 absl::Status DataPlaneServer::Listen(const std::string& address) {
-  absl::StatusOr<std::unique_ptr<transport::Listener>> l = transport_->Listen(
-      address, [this](std::shared_ptr<Connection> c) { return Accept(std::move(c)); });
+  auto accept = [this](std::shared_ptr<Connection> c) { return Accept(std::move(c)); };
+  absl::StatusOr<std::unique_ptr<transport::Listener>> l =
+      options_.tls ? transport_->ListenTls(address, accept, *options_.tls)
+                   : transport_->Listen(address, accept);
   if (!l.ok()) return l.status();
   listener_ = std::move(*l);
-  spdlog::info("data plane listening on {}", listener_->address());
+  if (options_.tls) {
+    spdlog::info("data plane listening on {} (TLS{})", listener_->address(),
+                 options_.tls->client_ca_file.empty() ? "" : ", client certificates required");
+  } else {
+    spdlog::warn(
+        "data plane listening on {} in plaintext: page contents travel in the clear, so the "
+        "network must be trusted (--data-tls encrypts them)",
+        listener_->address());
+  }
   return absl::OkStatus();
 }
 
@@ -267,7 +277,11 @@ void DataPlaneServer::Shutdown() {
 }
 
 DataPlaneStats DataPlaneServer::stats() const {
-  DataPlaneStats s{.connections_accepted = accepted_.load(),
+  const transport::ListenerStats l = listener_ ? listener_->stats() : transport::ListenerStats{};
+  DataPlaneStats s{.tls = options_.tls.has_value(),
+                   .tls_handshake_failures = l.tls_handshake_failures,
+                   .ktls_connections = l.ktls_connections,
+                   .connections_accepted = accepted_.load(),
                    .connections_open = open_.load(),
                    .hello_refused = hello_refused_.load(),
                    .requests = requests_.load(),

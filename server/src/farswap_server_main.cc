@@ -9,13 +9,14 @@
 //                  [--busy-poll-us N] [--test-corrupt-loads[=true|false]]
 //                  [--metrics-addr HOST:PORT] [--admin-token-file PATH] [--allow-anonymous]
 //                  [--tls-cert PATH --tls-key PATH [--tls-client-ca PATH]]
-//                  [--tls-reload-interval SECONDS]
+//                  [--tls-reload-interval SECONDS] [--data-tls]
 //   farswap-server --help | --version
 //
 // README.md ("farswap-server") documents every flag. The node serves the
 // data plane (transport/README.md) on --data-addr and the gRPC control
 // plane (farswap.v1.MemoryNode, grpc.health.v1.Health, reflection) on
-// --grpc-addr (TLS with --tls-cert: control_plane_tls.h); port 0 picks a free port, and
+// --grpc-addr (TLS with --tls-cert: control_plane_tls.h; the data plane too with --data-tls,
+// transport/src/tls_context.h); port 0 picks a free port, and
 // --ready-file receives the bound addresses as JSON once both listen. SIGTERM or SIGINT shuts it
 // down cleanly; SIGHUP, or a change to the file, reloads --tenants-file (tenants_file_watch.h).
 // Exit status: 0 after a clean shutdown, 1 when it cannot start (the reason is logged), 2 for
@@ -86,6 +87,8 @@ struct Flags {
   bool allow_anonymous = false;  // the "default" tenant, and operators without a token
   // The control plane's TLS material; no cert = plaintext.
   ControlPlaneTlsOptions tls;
+  // data_tls: the data plane speaks TLS with the same files.
+  bool data_tls = false;
 };
 
 // AddFlags declares every flag on `app`, bound to `f` (whose values are the
@@ -188,6 +191,10 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->type_name("S")
       ->check(CLI::Range(1u, 24u * 3600u))
       ->capture_default_str();
+  app.add_flag("--data-tls", f.data_tls,
+               "the data plane speaks only TLS, with --tls-cert and --tls-key (required) and, with "
+               "--tls-client-ca, client certificates required; the files are re-read for new "
+               "connections when they change. Default: plaintext (page contents in the clear)");
 }
 
 // WriteReadyFile writes the JSON atomically (temp file + rename), so a
@@ -284,8 +291,14 @@ int Serve(const Flags& f) {
     return 1;
   }
   if (f.test_corrupt_loads) spdlog::warn("--test-corrupt-loads: every LOAD reply is corrupted");
-  DataPlaneServer data_plane(store->get(), &*tenants, transport->get(),
-                             {.workers = f.workers, .test_corrupt_loads = f.test_corrupt_loads});
+  DataPlaneOptions data_plane_options{.workers = f.workers,
+                                      .test_corrupt_loads = f.test_corrupt_loads};
+  if (f.data_tls) {
+    data_plane_options.tls = transport::TlsServerOptions{.cert_file = f.tls.cert_file,
+                                                         .key_file = f.tls.key_file,
+                                                         .client_ca_file = f.tls.client_ca_file};
+  }
+  DataPlaneServer data_plane(store->get(), &*tenants, transport->get(), data_plane_options);
   // The data plane's connection handlers point at it, and the transport's
   // I/O threads may call them until the transport's Shutdown returns. So on
   // every way out of here (the early error returns too), stop the data
@@ -316,6 +329,7 @@ int Serve(const Flags& f) {
       store->get(), &*tenants,
       {.node_id = f.node_id,
        .data_addr = data_addr,
+       .data_tls = f.data_tls,
        .limits = limits,
        .data_plane = &data_plane,
        .on_drain_changed =
@@ -488,6 +502,9 @@ int main(int argc, char** argv) {
   }
   if (flags.tls.cert_file.empty() && !flags.tls.client_ca_file.empty()) {
     return farswap::cli::UsageError(app, "--tls-client-ca needs --tls-cert and --tls-key");
+  }
+  if (flags.data_tls && flags.tls.cert_file.empty()) {
+    return farswap::cli::UsageError(app, "--data-tls needs --tls-cert and --tls-key");
   }
   if (flags.node_id.empty()) {
     char host[256] = "farswap";

@@ -152,6 +152,14 @@ void AddDataPlane(std::vector<MetricFamily>& out, const DataPlaneStats& d) {
   AddCounter(out, "farswap_node_connections_accepted_total",
              "Data-plane connections accepted since the node started.",
              double(d.connections_accepted));
+  AddGauge(out, "farswap_node_data_tls", "1 when the data plane speaks only TLS (--data-tls).",
+           d.tls ? 1.0 : 0.0);
+  AddCounter(out, "farswap_node_tls_handshake_failures_total",
+             "Data-plane connections closed because their TLS handshake failed.",
+             double(d.tls_handshake_failures));
+  AddCounter(out, "farswap_node_ktls_connections_total",
+             "Data-plane TLS connections whose records the kernel encrypts (kTLS).",
+             double(d.ktls_connections));
   AddCounter(out, "farswap_node_hello_refused_total",
              "Data-plane connections or frames refused for a bad, missing or second HELLO.",
              double(d.hello_refused));

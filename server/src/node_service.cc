@@ -46,6 +46,7 @@ MemoryNodeService::MemoryNodeService(PageStore* store, TenantRegistry* tenants,
       node_id_(options.node_id),
       incarnation_(absl::Uniform<uint64_t>(absl::BitGen(), 1, UINT64_MAX)),
       data_addr_(options.data_addr),
+      data_tls_(options.data_tls),
       data_plane_(options.data_plane),
       on_drain_changed_(options.on_drain_changed),
       auth_(options.auth),
@@ -71,6 +72,7 @@ grpc::ServerUnaryReactor* MemoryNodeService::Attach(grpc::CallbackServerContext*
   resp->set_data_addr(data_addr_);
   resp->set_node_id(node_id_);
   resp->set_incarnation(incarnation_);
+  resp->set_data_tls(data_tls_);
   spdlog::info("session opened: tenant '{}' client '{}' ({} sessions)", s->tenant_id,
                req->client_name(), tenants_->session_count());
   return Finish(ctx, absl::OkStatus());
@@ -143,6 +145,9 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
     n->set_connections_accepted(d.connections_accepted);
     n->set_bytes_received(d.bytes_received);
     n->set_bytes_sent(d.bytes_sent);
+    n->set_data_tls(d.tls);
+    n->set_tls_handshake_failures(d.tls_handshake_failures);
+    n->set_ktls_connections(d.ktls_connections);
   }
   n->set_tenant_reloads(tenants_->reloads());
   n->set_tenant_reload_failures(tenants_->reload_failures());

@@ -230,7 +230,8 @@ class RpcChannel::Core {
 };
 
 absl::StatusOr<std::unique_ptr<RpcChannel>> RpcChannel::Connect(Transport& transport,
-                                                                const std::string& address) {
+                                                                const std::string& address,
+                                                                const TlsClientOptions* tls) {
   auto core = std::make_shared<Core>();
   core->conn_peer_ = address;
   std::weak_ptr<Core> weak = core;
@@ -241,7 +242,9 @@ absl::StatusOr<std::unique_ptr<RpcChannel>> RpcChannel::Connect(Transport& trans
   handler.on_close = [weak](const absl::Status& reason) {
     if (auto c = weak.lock()) c->OnClose(reason);
   };
-  absl::StatusOr<std::shared_ptr<Connection>> conn = transport.Connect(address, std::move(handler));
+  absl::StatusOr<std::shared_ptr<Connection>> conn =
+      tls != nullptr ? transport.ConnectTls(address, std::move(handler), *tls)
+                     : transport.Connect(address, std::move(handler));
   if (!conn.ok()) return conn.status();
   core->conn_ = *std::move(conn);
   return std::unique_ptr<RpcChannel>(new RpcChannel(std::move(core)));

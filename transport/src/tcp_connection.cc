@@ -38,12 +38,37 @@
 // once, without touching epoll from inside the callback. Reading happens
 // only when neither the output queue nor the owner asks for a pause.
 //
-// Locking. Each TcpConnection has one mutex, mu_, guarding its output queue
-// and closed state; IoLoop::mu_ guards the loop's task queue. No code holds
-// two of these at once (Send releases mu_ before IoLoop::Post), so there is
-// no lock order to keep. Callbacks run with no lock held.
+// TLS (ConnectTls / ListenTls; tls_context.h has the OpenSSL side). A
+// client connection arrives with its handshake done (ConnectTls runs it
+// before the connection exists). An accepted one first runs the server
+// handshake on its loop (ContinueHandshake, driven by EPOLLIN/EPOLLOUT as
+// SSL_do_handshake asks), and only then is the listener's on_accept called
+// for it: a failed handshake closes it unseen by the owner. Afterwards:
+//  - Writes. With kernel TLS for sending, nothing changes: the kernel
+//    encrypts what the gathered sendmsg gives it. Otherwise WriteTlsLocked
+//    copies up to kTlsChunk bytes of queued frames (many frames, as the
+//    gathered write takes them) into one SSL_write, whose records land in
+//    cipher_out_ (the append BIO), and sends them with one send; the next
+//    chunk is encrypted only once those are sent. A frame's on_sent runs
+//    once it is encrypted: its payload is no longer needed. The inline
+//    write on Send's thread works the same way, under mu_.
+//  - Reads. ReadTls calls SSL_read (read-ahead: one recv takes many
+//    records) until it has filled the buffer or OpenSSL wants more from the
+//    socket. Records OpenSSL has buffered raise no epoll event, so whenever
+//    reading stops with some left (the read budget, a pause lifted) a read
+//    is posted (KickTlsRead).
+//  - Every SSL call is made under mu_ (OpenSSL objects are not
+//    thread-safe); decoding and callbacks still run with no lock held.
+//
+// Locking. Each TcpConnection has one mutex, mu_, guarding its output queue,
+// closed state and SSL object; IoLoop::mu_ guards the loop's task queue.
+// No code holds two of these at once (Send releases mu_ before
+// IoLoop::Post), so there is no lock order to keep; TlsAcceptGate::mu is
+// held only around the listener's on_accept, which takes no connection
+// lock. Callbacks run with no lock held.
 #include "tcp_connection.h"
 
+#include <openssl/err.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -67,6 +92,10 @@ constexpr size_t kReadChunk = 64 * 1024;
 constexpr size_t kReadBudget = kMaxFrameSize;
 // kMaxIovecs: pieces per sendmsg, well under IOV_MAX (1024).
 constexpr int kMaxIovecs = 256;
+// kTlsChunk: plaintext bytes per SSL_write (8 TLS records): big enough
+// that one send carries many frames, small enough that the records
+// buffered per connection stay modest.
+constexpr size_t kTlsChunk = 128 * 1024;
 
 }  // namespace
 
@@ -87,6 +116,22 @@ TcpConnection::~TcpConnection() {
   if (fd_ >= 0) close(fd_);  // never registered (its loop stopped first)
 }
 
+void TcpConnection::SetEstablishedTls(SslPtr ssl) {
+  MutexLock lock(&mu_);
+  ssl_ = std::move(ssl);
+  tls_mode_ = FinishHandshake(ssl_.get(), &cipher_out_);
+  tls_userspace_ = !tls_mode_.ktls_send;
+  tls_ = true;
+  spdlog::info("farswap transport: TLS connection to {}: {}", peer_, tls_mode_.description);
+}
+
+void TcpConnection::StartServerHandshake(SslPtr ssl, std::shared_ptr<TlsAcceptGate> gate) {
+  MutexLock lock(&mu_);
+  ssl_ = std::move(ssl);
+  handshaking_ = true;
+  accept_gate_ = std::move(gate);
+}
+
 void TcpConnection::Register() {
   absl::StatusOr<IoLoop::Registration> reg = loop_->Add(fd_, EPOLLIN, shared_from_this());
   if (!reg.ok()) {
@@ -95,9 +140,11 @@ void TcpConnection::Register() {
   }
   registration_ = *reg;
   registered_ = true;
-  ApplyOwnerPause();  // a pause asked for before registration
+  if (handshaking_) return;  // ContinueHandshake runs when the client's hello arrives
+  ApplyOwnerPause();         // a pause asked for before registration
   if (fd_ < 0) return;
   FlushOutput();  // frames sent before registration
+  if (fd_ >= 0) KickTlsRead();
 }
 
 void TcpConnection::PostRegister() {
@@ -158,8 +205,8 @@ absl::Status TcpConnection::Send(std::span<OutgoingMessage> messages) {
     // the replies to one read are gathered into one sendmsg after it
     // (HandleReadable), which beats a system call per reply.
     const bool delivering = loop_->InLoopThread() && delivering_;
-    if (first_new == 0 && !delivering) WriteQueuedLocked(sent);
-    if (!out_.empty()) {
+    if (first_new == 0 && !delivering && !CipherPendingLocked()) WriteQueuedLocked(sent);
+    if (!out_.empty() || CipherPendingLocked()) {
       post = !flush_posted_;
       flush_posted_ = true;
     }
@@ -222,6 +269,13 @@ void TcpConnection::ConsumeWrittenLocked(size_t n, Callbacks& done) {
 
 void TcpConnection::WriteQueuedLocked(Callbacks& done) {
   mu_.AssertHeld();
+  if (tls_userspace_) {
+    // A failure is met again by the loop's flush, which closes with it.
+    absl::Status ignored;
+    inline_writes_.fetch_add(1, std::memory_order_relaxed);
+    WriteTlsLocked(done, &ignored);
+    return;
+  }
   while (!out_.empty()) {
     iovec iov[kMaxIovecs];
     size_t gathered;
@@ -239,6 +293,170 @@ void TcpConnection::WriteQueuedLocked(Callbacks& done) {
     ConsumeWrittenLocked(size_t(n), done);
     if (size_t(n) < gathered) return;  // the kernel buffer is full
   }
+}
+
+TcpConnection::TlsWrite TcpConnection::WriteTlsLocked(Callbacks& done, absl::Status* error) {
+  mu_.AssertHeld();
+  if (ssl_ == nullptr) {
+    *error = absl::UnavailableError("connection closed");
+    return TlsWrite::kFailed;
+  }
+  for (;;) {
+    while (CipherPendingLocked()) {
+      ssize_t n = send(socket_, cipher_out_.data() + cipher_sent_,
+                       cipher_out_.size() - cipher_sent_, MSG_NOSIGNAL | MSG_DONTWAIT);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) return TlsWrite::kBlocked;
+        *error = ErrnoUnavailable(absl::StrCat("write to ", peer_, " failed"));
+        return TlsWrite::kFailed;
+      }
+      cipher_sent_ += size_t(n);
+    }
+    cipher_out_.clear();
+    cipher_sent_ = 0;
+    if (out_.empty()) return TlsWrite::kDrained;
+    // Copy the next chunk of queued frames, across frame boundaries.
+    iovec iov[kMaxIovecs];
+    size_t gathered;
+    const int iovcnt = GatherLocked(iov, &gathered);
+    plain_stage_.resize(std::min(gathered, kTlsChunk));
+    size_t staged = 0;
+    for (int i = 0; i < iovcnt && staged < plain_stage_.size(); ++i) {
+      const size_t take = std::min(iov[i].iov_len, plain_stage_.size() - staged);
+      std::memcpy(plain_stage_.data() + staged, iov[i].iov_base, take);
+      staged += take;
+    }
+    // The write BIO appends and never blocks, so SSL_write takes it all.
+    size_t done_bytes = 0;
+    while (done_bytes < staged) {
+      size_t written = 0;
+      ERR_clear_error();
+      if (SSL_write_ex(ssl_.get(), plain_stage_.data() + done_bytes, staged - done_bytes,
+                       &written) != 1) {
+        *error = absl::UnavailableError(
+            absl::StrCat("TLS write to ", peer_, " failed: ", OpenSslErrors()));
+        return TlsWrite::kFailed;
+      }
+      done_bytes += written;
+    }
+    ConsumeWrittenLocked(staged, done);
+  }
+}
+
+ssize_t TcpConnection::ReadTls(uint8_t* buf, size_t len, std::string* error) {
+  MutexLock lock(&mu_);
+  if (ssl_ == nullptr) {
+    errno = EBADF;
+    return -1;
+  }
+  size_t total = 0;
+  while (total < len) {
+    size_t got = 0;
+    ERR_clear_error();
+    errno = 0;
+    const int rc = SSL_read_ex(ssl_.get(), buf + total, len - total, &got);
+    if (rc == 1) {
+      total += got;
+      continue;
+    }
+    if (total > 0) return ssize_t(total);  // an error shows again on the next call
+    switch (SSL_get_error(ssl_.get(), rc)) {
+      case SSL_ERROR_WANT_READ:
+      case SSL_ERROR_WANT_WRITE:
+        errno = EAGAIN;
+        return -1;
+      case SSL_ERROR_ZERO_RETURN:
+        return 0;
+      case SSL_ERROR_SYSCALL:
+        if (errno == 0) return 0;
+        return -1;
+      default:
+        *error = OpenSslErrors();
+        errno = EPROTO;
+        return -1;
+    }
+  }
+  return ssize_t(total);
+}
+
+void TcpConnection::ContinueHandshake() {
+  int code = SSL_ERROR_NONE;
+  std::string error;
+  TlsMode mode;
+  {
+    MutexLock lock(&mu_);
+    if (ssl_ == nullptr) return;
+    ERR_clear_error();
+    errno = 0;
+    const int rc = SSL_do_handshake(ssl_.get());
+    if (rc == 1) {
+      tls_mode_ = FinishHandshake(ssl_.get(), &cipher_out_);
+      tls_userspace_ = !tls_mode_.ktls_send;
+      mode = tls_mode_;
+    } else {
+      code = SSL_get_error(ssl_.get(), rc);
+      if (code != SSL_ERROR_WANT_READ && code != SSL_ERROR_WANT_WRITE) {
+        error = HandshakeError(ssl_.get(), code);
+      }
+    }
+  }
+  std::shared_ptr<TlsAcceptGate> gate = accept_gate_;
+  if (!error.empty()) {
+    gate->failures.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn("farswap transport: TLS handshake from {} failed: {}; connection closed", peer_,
+                 error);
+    CloseNow(absl::UnavailableError(absl::StrCat("TLS handshake failed: ", error)));
+    return;
+  }
+  if (code != SSL_ERROR_NONE) {  // wants the socket readable or writable
+    const bool want_write = code == SSL_ERROR_WANT_WRITE;
+    if (want_write != want_write_) {
+      want_write_ = want_write;
+      UpdateInterest();
+    }
+    return;
+  }
+  handshaking_ = false;
+  tls_ = true;
+  accept_gate_.reset();
+  gate->handshakes.fetch_add(1, std::memory_order_relaxed);
+  if (mode.ktls_send) gate->ktls.fetch_add(1, std::memory_order_relaxed);
+  spdlog::info("farswap transport: TLS connection from {}: {}", peer_, mode.description);
+  bool accepted = false;
+  {
+    MutexLock lock(&gate->mu);
+    if (gate->on_accept) {
+      handler_ = gate->on_accept(shared_from_this());
+      accepted = true;
+    }
+  }
+  if (!accepted) {
+    CloseNow(absl::UnavailableError("the listener closed during the TLS handshake"));
+    return;
+  }
+  want_write_ = false;
+  UpdateInterest();
+  ApplyOwnerPause();
+  if (fd_ < 0) return;
+  FlushOutput();
+  if (fd_ >= 0) HandleReadable();  // records that came with the handshake
+}
+
+void TcpConnection::KickTlsRead() {
+  if (!tls_ || fd_ < 0 || read_kick_posted_ || !reading_allowed()) return;
+  {
+    MutexLock lock(&mu_);
+    if (ssl_ == nullptr || SSL_has_pending(ssl_.get()) == 0) return;
+  }
+  read_kick_posted_ = true;
+  auto self = shared_from_this();
+  loop_->Post([self] {
+    self->read_kick_posted_ = false;
+    if (self->fd_ < 0) return;
+    self->HandleReadable();
+    if (self->fd_ >= 0) self->ApplyBackPressure();
+  });
 }
 
 void TcpConnection::Close(absl::Status reason) {
@@ -268,6 +486,9 @@ ConnectionStats TcpConnection::stats() const {
   s.inline_writes = inline_writes_.load(std::memory_order_relaxed);
   MutexLock lock(&mu_);
   s.queued_bytes = queued_bytes_;
+  s.tls = !tls_mode_.description.empty();
+  s.ktls_send = tls_mode_.ktls_send;
+  s.ktls_recv = tls_mode_.ktls_recv;
   return s;
 }
 
@@ -281,7 +502,7 @@ void TcpConnection::PauseReading(bool paused) {
 }
 
 void TcpConnection::ApplyOwnerPause() {
-  if (fd_ < 0 || !registered_) return;
+  if (fd_ < 0 || !registered_ || handshaking_) return;
   const bool want = owner_pause_requested_.load(std::memory_order_acquire);
   if (want == owner_paused_) return;
   owner_paused_ = want;
@@ -290,6 +511,7 @@ void TcpConnection::ApplyOwnerPause() {
     spdlog::debug("farswap transport: reads from {} paused by the owner", peer_);
   }
   UpdateInterest();
+  if (!want && fd_ >= 0) KickTlsRead();
 }
 
 void TcpConnection::OnEvents(uint32_t events) {
@@ -303,6 +525,10 @@ void TcpConnection::OnEvents(uint32_t events) {
       return;
     }
   }
+  if (handshaking_) {
+    ContinueHandshake();
+    return;
+  }
   if (events & EPOLLOUT) {
     FlushOutput();
     if (fd_ < 0) return;
@@ -312,8 +538,32 @@ void TcpConnection::OnEvents(uint32_t events) {
 }
 
 void TcpConnection::FlushOutput() {
-  if (fd_ < 0 || !registered_) return;
+  if (fd_ < 0 || !registered_ || handshaking_) return;
   Callbacks done;
+  bool tls_pending = false;
+  absl::Status tls_error;
+  bool tls_failed = false;
+  bool userspace;
+  {
+    MutexLock lock(&mu_);
+    userspace = tls_userspace_;
+    if (userspace) {
+      tls_failed = WriteTlsLocked(done, &tls_error) == TlsWrite::kFailed;
+      tls_pending = !out_.empty() || CipherPendingLocked();
+    }
+  }
+  if (userspace) {
+    RunCallbacks(done, absl::OkStatus());
+    if (tls_failed) {
+      CloseNow(tls_error);
+      return;
+    }
+    if (tls_pending != want_write_) {
+      want_write_ = tls_pending;
+      UpdateInterest();
+    }
+    return;
+  }
   for (;;) {
     iovec iov[kMaxIovecs];
     size_t gathered;
@@ -375,6 +625,7 @@ void TcpConnection::ApplyBackPressure() {
   } else if (reading_paused_ && queued <= max_queue_bytes_ / 2) {
     reading_paused_ = false;
     UpdateInterest();
+    if (fd_ >= 0) KickTlsRead();
     FARSWAP_SYNC_POINT("TcpConnection::ResumeReading");
   }
 }
@@ -390,6 +641,7 @@ void TcpConnection::UpdateInterest() {
 void TcpConnection::HandleReadable() {
   std::vector<IncomingMessage> messages;
   size_t budget = kReadBudget;
+  bool drained = false;  // the socket said EAGAIN
   while (budget > 0 && reading_allowed() && fd_ >= 0) {
     // Make room: compact consumed bytes, then grow to fit the frame in
     // progress (never beyond one maximal frame plus a chunk).
@@ -400,10 +652,20 @@ void TcpConnection::HandleReadable() {
     }
     size_t want = std::max(in_end_ + kReadChunk, frame_need_);
     if (in_.size() < want) in_.resize(want);
-    ssize_t n = read(fd_, in_.data() + in_end_, in_.size() - in_end_);
+    std::string tls_error;
+    ssize_t n = tls_ ? ReadTls(in_.data() + in_end_, in_.size() - in_end_, &tls_error)
+                     : read(fd_, in_.data() + in_end_, in_.size() - in_end_);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        drained = true;
+        break;
+      }
+      if (!tls_error.empty()) {
+        spdlog::warn("farswap transport: closing TLS connection {}: {}", peer_, tls_error);
+        CloseNow(absl::UnavailableError(absl::StrCat("TLS read from ", peer_, ": ", tls_error)));
+        return;
+      }
       CloseNow(ErrnoUnavailable(absl::StrCat("read from ", peer_, " failed")));
       return;
     }
@@ -425,6 +687,9 @@ void TcpConnection::HandleReadable() {
     FlushOutput();  // replies (or requests) sent by on_receive, in one write
     if (accepted_ && fd_ >= 0) ApplyBackPressure();
   }
+  // After EAGAIN OpenSSL holds at most part of a record, which the next
+  // EPOLLIN completes; stopped early (budget, pause), it may hold more.
+  if (fd_ >= 0 && !drained) KickTlsRead();
 }
 
 absl::Status TcpConnection::DecodeBuffered(std::vector<IncomingMessage>& out) {
@@ -462,6 +727,10 @@ void TcpConnection::CloseNow(const absl::Status& reason) {
     closed_ = true;
     failed.swap(out_);
     queued_bytes_ = 0;
+    ssl_.reset();  // before the fd closes; no close_notify (peers take EOF as the end)
+    cipher_out_.clear();
+    cipher_sent_ = 0;
+    tls_userspace_ = false;
   }
   if (registered_) loop_->Remove(registration_, fd_);
   registered_ = false;

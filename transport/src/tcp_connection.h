@@ -21,11 +21,22 @@
 #include "farswap/common/mutex.h"
 #include "farswap/transport/transport.h"
 #include "io_loop.h"
+#include "tls_context.h"
 
 namespace farswap::transport {
 
 // ErrnoUnavailable returns UNAVAILABLE "<what>: <strerror(errno)>".
 absl::Status ErrnoUnavailable(absl::string_view what);
+
+// TlsAcceptGate is what a listener's TLS connections need once their
+// handshake completes: the listener's accept handler (cleared when the
+// listener closes: it is called under mu, so Listener::Close, which clears
+// it under mu, returns only after any call in progress) and its counters.
+struct TlsAcceptGate {
+  Mutex mu;
+  AcceptHandler on_accept ABSL_GUARDED_BY(mu);
+  std::atomic<uint64_t> handshakes{0}, failures{0}, ktls{0};
+};
 
 // TcpConnection is one TCP data-plane connection. Thread-safe (Connection's
 // promise): Send, Close and the accessors may be called from any thread;
@@ -42,6 +53,14 @@ class TcpConnection final : public Connection,
   // set_handler runs before Register, on whatever thread creates the
   // connection; the post to the loop orders it before any callback.
   void set_handler(ConnectionHandler handler) { handler_ = std::move(handler); }
+
+  // SetEstablishedTls makes this connection speak TLS over `ssl`, whose
+  // client handshake is complete (ConnectTls). Before PostRegister.
+  void SetEstablishedTls(SslPtr ssl);
+  // StartServerHandshake makes this accepted connection run the server
+  // side of a TLS handshake on its loop first; when it completes,
+  // gate->on_accept supplies the handler. Before PostRegister.
+  void StartServerHandshake(SslPtr ssl, std::shared_ptr<TlsAcceptGate> gate);
 
   // Register starts watching the socket (loop thread).
   void Register();
@@ -92,6 +111,27 @@ class TcpConnection final : public Connection,
   void FlushOutput();
 
   static void RunCallbacks(Callbacks& callbacks, const absl::Status& status);
+
+  // TLS (tcp_connection.cc, "TLS"). TlsWrite is what WriteTlsLocked did.
+  enum class TlsWrite { kDrained, kBlocked, kFailed };
+  // WriteTlsLocked sends the records in cipher_out_, then encrypts the next
+  // kTlsChunk bytes of queued frames into it and sends those, until the
+  // queue is empty or the socket is full. kFailed: `*error` says why.
+  TlsWrite WriteTlsLocked(Callbacks& done, absl::Status* error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool CipherPendingLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return cipher_sent_ < cipher_out_.size();
+  }
+  // ReadTls reads decrypted bytes into buf (as read(2) would: >0, 0 at the
+  // peer's close, -1 with errno; EPROTO with `*error` for a TLS failure).
+  ssize_t ReadTls(uint8_t* buf, size_t len, std::string* error);
+  // ContinueHandshake advances the server handshake (loop thread).
+  void ContinueHandshake();
+  // KickTlsRead: records OpenSSL has already taken off the socket raise no
+  // epoll event, so when reading stopped early (the budget) or resumes (a
+  // pause lifted) with bytes buffered there, a read is posted (loop thread).
+  // Not after EAGAIN: then only part of a record can be buffered, and the
+  // rest arrives with an EPOLLIN (posting would spin).
+  void KickTlsRead();
 
   // ApplyBackPressure pauses or resumes reading on accepted connections
   // (loop thread); see the file comment.
@@ -155,6 +195,24 @@ class TcpConnection final : public Connection,
   size_t in_begin_ = 0;
   size_t in_end_ = 0;
   size_t frame_need_ = 0;  // size of the frame being buffered, once known
+
+  // TLS. The SSL object is not thread-safe and Send's inline write, the
+  // loop's flush and the loop's reads all use it, so every SSL call is made
+  // under mu_. cipher_out_ (records not yet sent; cipher_sent_ of them are)
+  // is the user-space write path's buffer: declared before ssl_, whose
+  // write BIO appends to it, so ssl_ goes first.
+  std::vector<uint8_t> cipher_out_ ABSL_GUARDED_BY(mu_);
+  size_t cipher_sent_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<uint8_t> plain_stage_ ABSL_GUARDED_BY(mu_);  // frames copied for SSL_write
+  SslPtr ssl_ ABSL_GUARDED_BY(mu_);
+  TlsMode tls_mode_ ABSL_GUARDED_BY(mu_);
+  // tls_userspace_: established TLS whose records OpenSSL writes.
+  bool tls_userspace_ ABSL_GUARDED_BY(mu_) = false;
+  // Loop thread only (or the creating thread before registration).
+  bool tls_ = false;          // established TLS: reads go through ReadTls
+  bool handshaking_ = false;  // the server handshake is in progress
+  bool read_kick_posted_ = false;
+  std::shared_ptr<TlsAcceptGate> accept_gate_;  // until the handshake completes
 
   // owner_pause_requested_: the latest PauseReading argument (any thread).
   std::atomic<bool> owner_pause_requested_{false};

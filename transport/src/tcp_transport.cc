@@ -32,6 +32,7 @@
 #include "io_loop.h"
 #include "spdlog/spdlog.h"
 #include "tcp_connection.h"
+#include "tls_context.h"
 
 namespace farswap::transport {
 namespace {
@@ -113,12 +114,22 @@ struct LoopSet {
 // only, apart from construction.
 class ListenSocket final : public EpollTarget, public std::enable_shared_from_this<ListenSocket> {
  public:
+  // With `tls`, on_accept goes to the gate and is called once each
+  // connection's handshake completes.
   ListenSocket(std::shared_ptr<LoopSet> loops, int fd, AcceptHandler on_accept,
-               TransportOptions options)
+               TransportOptions options, std::unique_ptr<ServerTlsContext> tls)
       : loops_(std::move(loops)),
         fd_(fd),
-        on_accept_(std::move(on_accept)),
-        options_(std::move(options)) {}
+        options_(std::move(options)),
+        tls_(std::move(tls)),
+        gate_(std::make_shared<TlsAcceptGate>()) {
+    if (tls_ != nullptr) {
+      MutexLock lock(&gate_->mu);
+      gate_->on_accept = std::move(on_accept);
+    } else {
+      on_accept_ = std::move(on_accept);
+    }
+  }
   ~ListenSocket() override {
     if (fd_ >= 0) close(fd_);
   }
@@ -148,7 +159,18 @@ class ListenSocket final : public EpollTarget, public std::enable_shared_from_th
       ConfigureSocket(fd, options_);
       auto conn = std::make_shared<TcpConnection>(loops_->Pick(), fd, FormatSockaddr(ss),
                                                   /*accepted=*/true, options_);
-      conn->set_handler(on_accept_(conn));
+      if (tls_ != nullptr) {
+        SslCtxPtr ctx = tls_->Current();
+        absl::StatusOr<SslPtr> ssl = NewServerSsl(ctx.get(), fd);
+        if (!ssl.ok()) {
+          spdlog::warn("farswap transport: cannot start TLS for {}: {}", FormatSockaddr(ss),
+                       ssl.status().ToString());
+          continue;  // conn closes the fd when it goes
+        }
+        conn->StartServerHandshake(*std::move(ssl), gate_);
+      } else {
+        conn->set_handler(on_accept_(conn));
+      }
       conn->PostRegister();
     }
   }
@@ -161,6 +183,14 @@ class ListenSocket final : public EpollTarget, public std::enable_shared_from_th
     close(fd_);
     fd_ = -1;
     on_accept_ = nullptr;
+    MutexLock lock(&gate_->mu);  // waits for an on_accept in progress
+    gate_->on_accept = nullptr;
+  }
+
+  ListenerStats stats() const {
+    return {.tls_handshakes = gate_->handshakes.load(std::memory_order_relaxed),
+            .tls_handshake_failures = gate_->failures.load(std::memory_order_relaxed),
+            .ktls_connections = gate_->ktls.load(std::memory_order_relaxed)};
   }
 
   std::string address_;  // set once before registration
@@ -168,8 +198,10 @@ class ListenSocket final : public EpollTarget, public std::enable_shared_from_th
  private:
   const std::shared_ptr<LoopSet> loops_;
   int fd_;
-  AcceptHandler on_accept_;
+  AcceptHandler on_accept_;  // plaintext
   const TransportOptions options_;
+  const std::unique_ptr<ServerTlsContext> tls_;  // null: plaintext
+  const std::shared_ptr<TlsAcceptGate> gate_;
   IoLoop::Registration registration_ = 0;
   bool registered_ = false;
 };
@@ -185,6 +217,7 @@ class TcpListener final : public Listener {
     auto socket = socket_;
     socket->loop().RunSync([socket] { socket->CloseNow(); });  // false: already shut down
   }
+  ListenerStats stats() const override { return socket_->stats(); }
 
  private:
   const std::shared_ptr<ListenSocket> socket_;
@@ -200,7 +233,39 @@ class TcpTransport final : public Transport {
 
   absl::StatusOr<std::shared_ptr<Connection>> Connect(const std::string& address,
                                                       ConnectionHandler handler) override {
+    return ConnectImpl(address, std::move(handler), nullptr);
+  }
+
+  absl::StatusOr<std::shared_ptr<Connection>> ConnectTls(const std::string& address,
+                                                         ConnectionHandler handler,
+                                                         const TlsClientOptions& tls) override {
+    return ConnectImpl(address, std::move(handler), &tls);
+  }
+
+  absl::StatusOr<std::unique_ptr<Listener>> Listen(const std::string& address,
+                                                   AcceptHandler on_accept) override {
+    return ListenImpl(address, std::move(on_accept), nullptr);
+  }
+
+  absl::StatusOr<std::unique_ptr<Listener>> ListenTls(const std::string& address,
+                                                      AcceptHandler on_accept,
+                                                      const TlsServerOptions& tls) override {
+    return ListenImpl(address, std::move(on_accept), &tls);
+  }
+
+  void Shutdown() override {
+    if (shut_down_.exchange(true)) return;
+    for (auto& loop : loops_->loops) loop->Stop();
+  }
+
+  absl::string_view scheme() const override { return "tcp"; }
+
+ private:
+  absl::StatusOr<std::shared_ptr<Connection>> ConnectImpl(const std::string& address,
+                                                          ConnectionHandler handler,
+                                                          const TlsClientOptions* tls) {
     if (shut_down_.load()) return absl::UnavailableError("transport is shut down");
+    const absl::Time deadline = absl::Now() + options_.connect_timeout;
     FARSWAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(address));
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
@@ -222,17 +287,33 @@ class TcpTransport final : public Transport {
     }
     freeaddrinfo(res);
     if (fd < 0) return last;
+    SslPtr ssl;
+    if (tls != nullptr) {
+      const std::string& name = tls->server_name.empty() ? hp.host : tls->server_name;
+      absl::StatusOr<SslPtr> s = ClientHandshake(*tls, name, fd, PeerName(fd), deadline);
+      if (!s.ok()) {
+        close(fd);
+        return s.status();
+      }
+      ssl = *std::move(s);
+    }
     auto conn = std::make_shared<TcpConnection>(loops_->Pick(), fd, PeerName(fd),
                                                 /*accepted=*/false, options_);
+    if (ssl != nullptr) conn->SetEstablishedTls(std::move(ssl));
     conn->set_handler(std::move(handler));
     conn->PostRegister();
     return conn;
   }
 
-  absl::StatusOr<std::unique_ptr<Listener>> Listen(const std::string& address,
-                                                   AcceptHandler on_accept) override {
+  absl::StatusOr<std::unique_ptr<Listener>> ListenImpl(const std::string& address,
+                                                       AcceptHandler on_accept,
+                                                       const TlsServerOptions* tls) {
     if (shut_down_.load()) return absl::UnavailableError("transport is shut down");
     FARSWAP_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(address));
+    std::unique_ptr<ServerTlsContext> tls_context;
+    if (tls != nullptr) {
+      FARSWAP_ASSIGN_OR_RETURN(tls_context, ServerTlsContext::Create(*tls));
+    }
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
@@ -263,23 +344,18 @@ class TcpTransport final : public Transport {
     sockaddr_storage ss{};
     socklen_t len = sizeof(ss);
     getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-    auto socket = std::make_shared<ListenSocket>(loops_, fd, std::move(on_accept), options_);
+    const bool with_tls = tls_context != nullptr;
+    auto socket = std::make_shared<ListenSocket>(loops_, fd, std::move(on_accept), options_,
+                                                 std::move(tls_context));
     socket->address_ = FormatSockaddr(ss);
     absl::Status registered = absl::UnavailableError("transport is shut down");
     socket->loop().RunSync([&] { registered = socket->Register(); });
     FARSWAP_RETURN_IF_ERROR(registered);
-    spdlog::info("farswap transport: listening on {}", socket->address_);
+    spdlog::info("farswap transport: listening on {}{}", socket->address_,
+                 with_tls ? " (TLS)" : "");
     return std::make_unique<TcpListener>(std::move(socket));
   }
 
-  void Shutdown() override {
-    if (shut_down_.exchange(true)) return;
-    for (auto& loop : loops_->loops) loop->Stop();
-  }
-
-  absl::string_view scheme() const override { return "tcp"; }
-
- private:
   // ConnectOne makes a non-blocking connect bounded by connect_timeout.
   absl::StatusOr<int> ConnectOne(const addrinfo* ai, const std::string& address) {
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

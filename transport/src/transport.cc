@@ -20,6 +20,20 @@ absl::string_view StripScheme(absl::string_view address) {
   return sep == address.npos ? address : address.substr(sep + 3);
 }
 
+absl::StatusOr<std::shared_ptr<Connection>> Transport::ConnectTls(const std::string& address,
+                                                                  ConnectionHandler,
+                                                                  const TlsClientOptions&) {
+  return absl::UnimplementedError(
+      absl::StrCat("the ", scheme(), " transport has no TLS (connecting to ", address, ")"));
+}
+
+absl::StatusOr<std::unique_ptr<Listener>> Transport::ListenTls(const std::string& address,
+                                                               AcceptHandler,
+                                                               const TlsServerOptions&) {
+  return absl::UnimplementedError(
+      absl::StrCat("the ", scheme(), " transport has no TLS (listening on ", address, ")"));
+}
+
 absl::StatusOr<std::unique_ptr<Transport>> CreateTransport(absl::string_view address_or_scheme,
                                                            const TransportOptions& options) {
   absl::string_view scheme = AddressScheme(address_or_scheme);

@@ -47,11 +47,22 @@ struct ClientOptions {
   // the host dialled (e.g. pod IPs behind dns_name). The files are read at
   // every Attach, so rotated files are picked up; Connect fails with
   // INVALID_ARGUMENT or NOT_FOUND when they do not go together or cannot
-  // be read. The data plane is not encrypted by this (README.md).
+  // be read.
+  //
+  // The data plane: a node started with --data-tls says so in its Attach
+  // reply, and the client then connects to its data plane with TLS using
+  // the same files (the node's certificate verified against tls_ca_file and
+  // tls_server_name, or the host of the data address; tls_cert_file and
+  // tls_key_file presented when the node asks), never in plaintext; with no
+  // tls_ca_file that node fails to attach (FAILED_PRECONDITION). A node
+  // without --data-tls is reached in plaintext (logged once per node) unless
+  // require_data_tls refuses it (FAILED_PRECONDITION). Trusting the node's
+  // word is safe when the control plane is TLS: nobody else can change it.
   std::string tls_ca_file;
   std::string tls_cert_file;
   std::string tls_key_file;
   std::string tls_server_name;
+  bool require_data_tls = false;
 
   std::string tenant_id = "default";
   std::string secret;

@@ -21,6 +21,8 @@ struct Attachment {
   // incarnation: the node process's identity; a change means the node
   // restarted empty. 0: unknown (treated as unchanged).
   uint64_t incarnation = 0;
+  // data_tls: the node's data plane speaks only TLS.
+  bool data_tls = false;
 };
 
 // NodeAttacher attaches to one node by its control-plane address.

@@ -96,6 +96,10 @@ struct DataPlaneOptions {
   // payload (the checksum is left alone), so clients' end-to-end
   // verification and replica failover can be tested against a real node.
   bool test_corrupt_loads = false;
+  // tls: when set, the data plane speaks only TLS (farswap-server
+  // --data-tls): a connection whose handshake fails is closed before a
+  // frame of it is read, and counted (DataPlaneStats::tls_handshake_failures).
+  std::optional<transport::TlsServerOptions> tls;
 };
 
 // kOpcodeSlots, kStatusCodeSlots: the dimensions of DataPlaneStats::ops,
@@ -105,6 +109,12 @@ inline constexpr size_t kOpcodeSlots = size_t{transport::kMaxOpcode} + 1;
 inline constexpr size_t kStatusCodeSlots = 17;
 
 struct DataPlaneStats {
+  // tls: the listener speaks TLS. tls_handshake_failures: connections
+  // closed because their handshake failed (a plaintext or untrusted
+  // client); ktls_connections: accepted connections the kernel encrypts.
+  bool tls = false;
+  uint64_t tls_handshake_failures = 0;
+  uint64_t ktls_connections = 0;
   uint64_t connections_accepted = 0;
   uint64_t connections_open = 0;
   uint64_t hello_refused = 0;  // wrong or missing token, or a second HELLO

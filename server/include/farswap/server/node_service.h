@@ -26,6 +26,7 @@ namespace farswap::server {
 struct NodeServiceOptions {
   std::string node_id;
   std::string data_addr;   // what Attach tells clients to connect to
+  bool data_tls = false;   // Attach tells clients the data plane speaks only TLS
   PageStoreLimits limits;  // the limits the store was created with
   // data_plane: where GetStats reads connections and bytes in/out; not
   // owned, must outlive the service. nullptr reports them as 0.
@@ -69,6 +70,7 @@ class MemoryNodeService final : public v1::MemoryNode::CallbackService {
   const std::string node_id_;
   const uint64_t incarnation_;  // random per process (AttachResponse.incarnation)
   const std::string data_addr_;
+  const bool data_tls_;
   const DataPlaneServer* const data_plane_;
   const std::function<void()> on_drain_changed_;
   ControlPlaneAuth* const auth_;

@@ -58,9 +58,10 @@ struct RpcChannelStats {
 class RpcChannel {
  public:
   // Connect opens a connection through `transport` (which must outlive the
-  // channel) and wraps it.
+  // channel) and wraps it: Transport::ConnectTls with `tls`, else Connect.
   static absl::StatusOr<std::unique_ptr<RpcChannel>> Connect(Transport& transport,
-                                                             const std::string& address);
+                                                             const std::string& address,
+                                                             const TlsClientOptions* tls = nullptr);
   // Destroying the channel completes outstanding calls with CANCELLED and
   // closes the connection. Must not run on an I/O thread.
   ~RpcChannel();

@@ -85,6 +85,45 @@ struct ConnectionStats {
   uint64_t queued_bytes = 0;   // accepted by Send, not yet written
   uint64_t read_pauses = 0;    // times reading stopped for back-pressure
   uint64_t inline_writes = 0;  // writes made on the sender's thread, not the loop's
+  // tls: the connection is encrypted (ConnectTls / ListenTls). ktls_send,
+  // ktls_recv: the kernel encrypts / decrypts its records (kernel TLS);
+  // false with tls: OpenSSL does, in user space.
+  bool tls = false;
+  bool ktls_send = false;
+  bool ktls_recv = false;
+};
+
+// TlsServerOptions: the TLS a listener speaks (Transport::ListenTls).
+struct TlsServerOptions {
+  // cert_file: PEM certificate chain, the server's own first; key_file: its
+  // PEM private key (unencrypted). Both required.
+  std::string cert_file;
+  std::string key_file;
+  // client_ca_file: PEM CA bundle; when set, every client must present a
+  // certificate it signed, else the handshake fails. "": none asked for.
+  std::string client_ca_file;
+};
+
+// TlsClientOptions: how Transport::ConnectTls verifies the server and
+// presents itself.
+struct TlsClientOptions {
+  // ca_file: PEM bundle of the CAs the server's certificate must chain to.
+  // Required: there is no fallback to the system's trust store.
+  std::string ca_file;
+  // cert_file, key_file: this client's PEM certificate chain and key, for
+  // servers that require client certificates; both or neither.
+  std::string cert_file;
+  std::string key_file;
+  // server_name: the name (DNS name or IP address) the server's certificate
+  // must carry; "" uses the host of the address dialled.
+  std::string server_name;
+};
+
+// ListenerStats are cumulative counters for one listener.
+struct ListenerStats {
+  uint64_t tls_handshakes = 0;          // TLS handshakes completed (connections accepted)
+  uint64_t tls_handshake_failures = 0;  // TLS handshakes refused; those connections were closed
+  uint64_t ktls_connections = 0;        // accepted TLS connections the kernel encrypts
 };
 
 // Connection is one end of a data-plane connection: Connect returns the
@@ -152,6 +191,8 @@ class Listener {
   // Close stops accepting; after it returns, on_accept is not called again.
   // Connections already accepted stay open. Idempotent.
   virtual void Close() = 0;
+  // stats: the TLS counters (all 0 for a plaintext listener).
+  virtual ListenerStats stats() const { return {}; }
 };
 
 struct TransportOptions {
@@ -191,6 +232,30 @@ class Transport {
   // which) and calls on_accept for each new connection.
   virtual absl::StatusOr<std::unique_ptr<Listener>> Listen(const std::string& address,
                                                            AcceptHandler on_accept) = 0;
+
+  // ConnectTls is Connect followed by a TLS handshake (bounded by the same
+  // connect_timeout) that verifies the server against `tls`. Besides
+  // Connect's errors: INVALID_ARGUMENT / NOT_FOUND for TLS files that do
+  // not go together or cannot be read, UNAVAILABLE "TLS handshake with ...
+  // failed: <reason>" (e.g. "certificate verify failed: ...") when the
+  // server is not who `tls` expects or speaks no TLS. The default
+  // implementation (backends without TLS) returns UNIMPLEMENTED.
+  virtual absl::StatusOr<std::shared_ptr<Connection>> ConnectTls(const std::string& address,
+                                                                 ConnectionHandler handler,
+                                                                 const TlsClientOptions& tls);
+
+  // ListenTls is Listen for TLS connections: each accepted connection
+  // first completes a TLS handshake on its I/O thread, and only then is
+  // on_accept called for it. A connection whose handshake fails (a
+  // plaintext peer, a missing or untrusted client certificate) is closed
+  // without a byte of it reaching on_accept's handler; it is counted in
+  // Listener::stats() and logged. The files are checked now (an error
+  // names the bad file) and re-read for new connections when their
+  // modification time, size or inode changes (a failed re-read keeps the
+  // previous certificate and is logged). UNIMPLEMENTED by default.
+  virtual absl::StatusOr<std::unique_ptr<Listener>> ListenTls(const std::string& address,
+                                                              AcceptHandler on_accept,
+                                                              const TlsServerOptions& tls);
 
   // Shutdown closes everything and joins the I/O threads. Idempotent; later
   // Connect/Listen calls fail with UNAVAILABLE. Must not be called from an
