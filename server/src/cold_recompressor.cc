@@ -157,6 +157,9 @@ ColdPassResult PageStore::RunColdPass() {
     result.scanned += before - left;
     for (const WritebackCandidate& c : candidates) RecompressOne(c, codec, &result);
   }
+  // The freed lz4 objects leave holes all over the zspages; memory only
+  // goes back to the OS when compaction turns them into empty pages.
+  if (result.recompressed > 0) pool_->Compact();
   counters_.cold_passes.fetch_add(1, std::memory_order_relaxed);
   counters_.cold_recompressed.fetch_add(result.recompressed, std::memory_order_relaxed);
   counters_.cold_bytes_saved.fetch_add(result.bytes_saved, std::memory_order_relaxed);
