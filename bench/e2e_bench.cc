@@ -68,6 +68,10 @@ absl::Status CheckE2e(E2eFlags& f) {
   if (f.cold_after_s > 0 && f.spawn == 0) {
     return absl::InvalidArgumentError("--cold-after needs --spawn (it is the spawned nodes' flag)");
   }
+  if (f.cold_after_s > 0 && f.kill_after) {
+    return absl::InvalidArgumentError(
+        "--cold-after reads every spawned node's stats: not with --kill-one-after");
+  }
   return absl::OkStatus();
 }
 
