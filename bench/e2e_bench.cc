@@ -381,8 +381,8 @@ CommandRunner AddE2eCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--cold-after", f->cold_after_s,
                   "the spawned nodes' --cold-after: after the loads, wait for the cold passes, "
-                  "report pool memory per page byte before and after, and load every page "
-                  "again (cold loads); 0 = off")
+                  "report pool memory per page byte before and after, then load the cold pages "
+                  "and a hot copy in turn (--cold-rounds); 0 = off")
       ->type_name("SECONDS")
       ->check(CLI::Range(uint32_t{0}, uint32_t{3600}))
       ->capture_default_str();
