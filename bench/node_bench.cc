@@ -1,11 +1,21 @@
 // farswap-bench node: STORE then LOAD of a corpus' compressed pages against
 // one memory node, over N data-plane connections with D requests in flight
-// on each. Prints one JSON object (see README.md).
+// on each, then a churn phase (INVALIDATE every odd page, STORE them again,
+// LOAD them back) after which it reads the node's backing-store figures.
+// Prints one JSON object (see README.md).
 //
 // --spawn starts a farswap-server (--server-bin, or the one found beside
 // this program, in the build tree or on PATH: tests/util/server_binary.h) on
-// loopback port 0 with --pool-limit and a temporary backing file, and stops
-// it at exit; --node names a running node's gRPC address instead.
+// loopback port 0 with --pool-limit and a temporary backing file (or
+// --backing-file), and stops it at exit; --node names a running node's gRPC
+// address instead.
+//
+// Writeback bandwidth: during the STORE phase a thread reads the node's
+// stats every 20 ms; writeback_bytes_per_s is the backing-store bytes
+// written from the first read that saw any (writeback started) to the end of
+// the phase, over that time. With a pool limit well below the corpus'
+// compressed size, writeback is what paces the stores then, so this is the
+// rate writeback sustains (bench/compare-fio sets it beside fio's).
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -83,6 +93,9 @@ struct NodeFlags {
   std::string server_bin;
   std::string pool_limit = "256M";
   std::string backing_size = "1G";
+  std::string segment_size;       // the spawned node's --segment-size; empty = its default
+  std::string cleaner_threshold;  // the spawned node's --cleaner-threshold; empty = its default
+  std::string backing_file;       // the spawned node's backing file; empty = a temporary one
   uint64_t connections = 2;
   uint64_t depth = 16;
   std::string codec = "lz4";
@@ -103,11 +116,17 @@ absl::Status Run(const NodeFlags& f) {
   std::string grpc_addr = f.node;
   if (f.spawn) {
     FARSWAP_ASSIGN_OR_RETURN(std::string server, testing::FindServerBinary(f.server_bin));
+    std::vector<std::string> extra = {"--log-level", "warn"};
+    if (!f.segment_size.empty()) extra.insert(extra.end(), {"--segment-size", f.segment_size});
+    if (!f.cleaner_threshold.empty()) {
+      extra.insert(extra.end(), {"--cleaner-threshold", f.cleaner_threshold});
+    }
     FARSWAP_ASSIGN_OR_RETURN(spawned,
                              testing::ServerProcess::Start({.pool_limit = f.pool_limit,
                                                             .backing_size = f.backing_size,
-                                                            .extra_args = {"--log-level", "warn"},
-                                                            .binary = server}));
+                                                            .extra_args = extra,
+                                                            .binary = server,
+                                                            .backing_file = f.backing_file}));
     grpc_addr = spawned->grpc_addr();
   }
   auto stub =
@@ -175,6 +194,22 @@ absl::Status Run(const NodeFlags& f) {
   };
 
   // Phase 1: STORE every page; connection c takes pages c, c+N, c+2N, ...
+  // A watcher notes when writeback starts writing (file comment).
+  std::atomic<bool> store_phase_over{false};
+  Clock::time_point writeback_seen_at{};
+  uint64_t writeback_seen_bytes = 0;
+  std::thread writeback_watch([&] {
+    while (!store_phase_over.load()) {
+      absl::StatusOr<v1::GetStatsResponse> s = NodeStats(*stub);
+      const Clock::time_point now = Clock::now();
+      if (s.ok() && s->node().backing().bytes_written() > 0) {
+        writeback_seen_at = now;
+        writeback_seen_bytes = s->node().backing().bytes_written();
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));  // a sampling period
+    }
+  });
   auto t0 = Clock::now();
   RunPhase(
       channels, n, depth, timeout,
@@ -191,6 +226,17 @@ absl::Status Run(const NodeFlags& f) {
         }
       });
   auto t1 = Clock::now();
+  store_phase_over = true;
+  writeback_watch.join();
+  FARSWAP_ASSIGN_OR_RETURN(v1::GetStatsResponse after_store, NodeStats(*stub));
+  // The rate from when writeback was first seen writing to the phase's end
+  // (0 when it never wrote during the phase).
+  double writeback_bytes_per_s = 0;
+  if (writeback_seen_bytes > 0 && t1 > writeback_seen_at) {
+    writeback_bytes_per_s =
+        double(after_store.node().backing().bytes_written() - writeback_seen_bytes) /
+        std::chrono::duration<double>(t1 - writeback_seen_at).count();
+  }
   // Phase 2: LOAD every page back, timing each.
   std::vector<std::vector<uint8_t>> loaded(n);
   std::vector<FrameHeader> loaded_headers(n);
@@ -234,11 +280,67 @@ absl::Status Run(const NodeFlags& f) {
     }
   }
   FARSWAP_ASSIGN_OR_RETURN(v1::GetStatsResponse stats, NodeStats(*stub));
+
+  // Churn: INVALIDATE every odd page, STORE them again and LOAD them back,
+  // so the backing store's log holds dead bytes the cleaner may reclaim;
+  // its figures are read after this.
+  const size_t half = n / 2;  // pages 1, 3, 5, ...
+  auto odd = [](size_t j) { return 2 * j + 1; };
+  RunPhase(
+      channels, half, depth, timeout,
+      [&](size_t j) {
+        transport::OutgoingMessage m;
+        m.header = FrameHeader{.opcode = Opcode::kInvalidate, .page = odd(j)};
+        return m;
+      },
+      [&](size_t, Clock::time_point, absl::StatusOr<IncomingMessage> r) {
+        if (!r.ok()) {
+          store_errors++;
+          note_error(r.status());
+        }
+      });
+  auto t3 = Clock::now();
+  RunPhase(
+      channels, half, depth, timeout,
+      [&](size_t j) {
+        transport::OutgoingMessage m;
+        m.header = prepared[odd(j)].header;
+        m.payload.push_back(prepared[odd(j)].payload);
+        return m;
+      },
+      [&](size_t, Clock::time_point, absl::StatusOr<IncomingMessage> r) {
+        if (!r.ok()) {
+          store_errors++;
+          note_error(r.status());
+        }
+      });
+  auto t4 = Clock::now();
+  std::atomic<uint64_t> churn_mismatches{0};
+  RunPhase(
+      channels, half, depth, timeout,
+      [&](size_t j) {
+        transport::OutgoingMessage m;
+        m.header = FrameHeader{.opcode = Opcode::kLoad, .page = odd(j)};
+        return m;
+      },
+      [&](size_t j, Clock::time_point, absl::StatusOr<IncomingMessage> r) {
+        if (!r.ok()) {
+          load_errors++;
+          note_error(r.status());
+        } else if (r->payload != prepared[odd(j)].payload ||
+                   r->header.checksum != prepared[odd(j)].header.checksum) {
+          churn_mismatches++;
+        }
+      });
+  verified = verified && store_errors == 0 && load_errors == 0 && churn_mismatches == 0;
+  FARSWAP_ASSIGN_OR_RETURN(v1::GetStatsResponse after, NodeStats(*stub));
   for (auto& ch : channels) ch->Close();
   transport->Shutdown();
 
   const double store_s = std::chrono::duration<double>(t1 - t0).count();
   const double load_s = std::chrono::duration<double>(t2 - t1).count();
+  const v1::BackingStats& b = after.node().backing();
+  const uint64_t on_disk = after.node().pages_on_backing();
   Json out;
   out.Int("pages", n)
       .Int("connections", connections)
@@ -248,8 +350,24 @@ absl::Status Run(const NodeFlags& f) {
       .Num("load_pages_per_s", double(n) / load_s)
       .Num("load_us_p50", Percentile(load_us, 50))
       .Num("load_us_p99", Percentile(load_us, 99))
+      .Num("writeback_bytes_per_s", writeback_bytes_per_s)
+      .Int("store_phase_disk_bytes_written", after_store.node().backing().bytes_written())
+      .Num("churn_store_pages_per_s", double(half) / std::chrono::duration<double>(t4 - t3).count())
       .Int("written_back_pages", stats.node().written_back_pages())
       .Int("backing_reads", stats.node().backing().reads())
+      .Int("pages_on_disk", on_disk)
+      .Int("disk_used_bytes", b.used_bytes())
+      .Int("disk_live_bytes", b.live_bytes())
+      .Num("disk_bytes_per_page", on_disk ? double(b.used_bytes()) / double(on_disk) : 0)
+      .Num("disk_compressed_bytes_per_page", on_disk ? double(b.live_bytes()) / double(on_disk) : 0)
+      .Num("disk_write_amplification",
+           b.written_back_bytes() ? double(b.bytes_written()) / double(b.written_back_bytes()) : 0)
+      .Int("disk_bytes_written", b.bytes_written())
+      .Int("written_back_bytes", b.written_back_bytes())
+      .Int("cleaner_moves", b.cleaner_moves())
+      .Int("cleaner_segments", b.cleaner_segments())
+      .Int("segments", b.segments())
+      .Int("free_segments", b.free_segments())
       .Int("pool_limit", stats.node().pool().mem_limit())
       .Int("mem_used_max", stats.node().pool().mem_used_max())
       .Int("store_errors", store_errors.load())
@@ -282,6 +400,16 @@ CommandRunner AddNodeCommand(CLI::App& app) {
   cmd->add_option("--backing-size", f->backing_size, "the spawned node's --backing-size")
       ->check(cli::Bytes())
       ->capture_default_str();
+  cmd->add_option("--segment-size", f->segment_size,
+                  "the spawned node's --segment-size (default: the node's, 1M)")
+      ->check(cli::Bytes());
+  cmd->add_option("--cleaner-threshold", f->cleaner_threshold,
+                  "the spawned node's --cleaner-threshold (default: the node's, 0.5)")
+      ->check(cli::Fraction());
+  cmd->add_option("--backing-file", f->backing_file,
+                  "where the spawned node keeps its backing file (default: a temporary folder); "
+                  "bench/compare-fio puts it beside fio's test file")
+      ->type_name("PATH");
   cmd->add_option("--connections", f->connections, "data-plane connections")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();

@@ -79,11 +79,28 @@ void PrintHuman(const v1::GetStatsResponse& r) {
               p.mem_limit() ? Mib(p.mem_limit()).c_str() : "no limit",
               Mib(p.mem_used_max()).c_str(), overhead);
   std::printf(
-      "  backing: %s of %s used, %llu reads, %llu writes, written back %llu%s%s\n",
+      "  backing: %s of %s used, %llu reads, %llu writes, written back %llu pages%s%s\n",
       Mib(n.backing().used_bytes()).c_str(), Mib(n.backing().size_bytes()).c_str(),
       (unsigned long long)n.backing().reads(), (unsigned long long)n.backing().writes(),
       (unsigned long long)n.written_back_pages(),
       n.backing().io_error().empty() ? "" : ", I/O ERROR: ", n.backing().io_error().c_str());
+  {
+    const v1::BackingStats& b = n.backing();
+    const double per_page =
+        n.pages_on_backing() ? double(b.used_bytes()) / double(n.pages_on_backing()) : 0;
+    const double live_per_page =
+        n.pages_on_backing() ? double(b.live_bytes()) / double(n.pages_on_backing()) : 0;
+    const double amplification =
+        b.written_back_bytes() ? double(b.bytes_written()) / double(b.written_back_bytes()) : 0;
+    std::printf(
+        "  segments: %llu of %llu KiB, %llu free; live %s; disk bytes per page %.0f (compressed "
+        "%.0f); written %s, write amplification %.3f; cleaner moved %llu pages, freed %llu "
+        "segments\n",
+        (unsigned long long)b.segments(), (unsigned long long)(b.segment_bytes() / 1024),
+        (unsigned long long)b.free_segments(), Mib(b.live_bytes()).c_str(), per_page, live_per_page,
+        Mib(b.bytes_written()).c_str(), amplification, (unsigned long long)b.cleaner_moves(),
+        (unsigned long long)b.cleaner_segments());
+  }
   std::printf("  ops: stores %llu, loads %llu (misses %llu), invalidates %llu\n",
               (unsigned long long)n.stores(), (unsigned long long)n.loads(),
               (unsigned long long)n.load_misses(), (unsigned long long)n.invalidates());

@@ -61,8 +61,8 @@
 // tenants_mu_ -> zspool; the LRU lock is dropped before any key lock.
 //
 // Not yet: writeback does not prefer recompressed entries (the LRU picks
-// the coldest whatever its codec). That hook belongs in the segment-log
-// writeback (branch seglog) once it lands: pick RECOMPRESSED entries first.
+// the coldest whatever its codec). The hook: LruList::PickColdest can read
+// Entry::cold_state under the LRU lock and take RECOMPRESSED entries first.
 #include "cold_recompressor.h"
 
 #include <lz4.h>

@@ -2,6 +2,7 @@
 //
 //   farswap-server [--data-addr HOST:PORT] [--advertise-addr HOST:PORT] [--grpc-addr HOST:PORT]
 //                  [--pool-limit BYTES] [--backing-file PATH] [--backing-size BYTES]
+//                  [--segment-size BYTES] [--cleaner-threshold F]
 //                  [--high-watermark F] [--low-watermark F] [--io-threads N]
 //                  [--workers N] [--tenants-file PATH] [--ready-file PATH]
 //                  [--session-idle-timeout SECONDS] [--node-id NAME] [--log-level LEVEL]
@@ -68,6 +69,8 @@ struct Flags {
   uint64_t pool_limit = 256ull << 20;
   std::string backing_file;
   uint64_t backing_size = 1ull << 30;
+  uint64_t segment_size = 1ull << 20;
+  double cleaner_threshold = 0.5;
   double high_watermark = 0.9;
   double low_watermark = 0.8;
   int io_threads = 2;
@@ -110,6 +113,16 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->type_name("PATH");
   app.add_option("--backing-size", f.backing_size, "size of a backing file (default 1G)")
       ->transform(cli::Bytes());
+  app.add_option("--segment-size", f.segment_size,
+                 "unit of the backing store's log: compressed pages are packed into segments "
+                 "of this size, each written whole (default 1M; a multiple of 4K, 4K to 2G)")
+      ->transform(cli::Bytes());
+  app.add_option("--cleaner-threshold", f.cleaner_threshold,
+                 "the cleaner reclaims a segment only while its live bytes are below F x its "
+                 "size (0 < F <= 1)")
+      ->type_name("F")
+      ->check(cli::Fraction())
+      ->capture_default_str();
   app.add_option("--high-watermark", f.high_watermark, "start writeback above F x pool limit")
       ->type_name("F")
       ->check(cli::Fraction())
@@ -255,8 +268,10 @@ int Serve(const Flags& f) {
       return 1;
     }
     backing = std::move(*dev);
-    spdlog::info("backing store {}: {} blocks of 4 KiB", backing->Describe(),
-                 backing->block_count());
+    spdlog::info(
+        "backing store {}: {} blocks of 4 KiB, a log of {}-byte segments (synchronous "
+        "pwrite, one per segment write), cleaner threshold {}",
+        backing->Describe(), backing->block_count(), f.segment_size, f.cleaner_threshold);
   } else {
     spdlog::warn("no --backing-file: no LRU writeback; stores fail when the pool is full");
   }
@@ -265,6 +280,8 @@ int Serve(const Flags& f) {
                          .low_watermark = f.low_watermark};
   auto store = PageStore::Create({.limits = limits,
                                   .backing = backing.get(),
+                                  .segment_bytes = f.segment_size,
+                                  .cleaner_threshold = f.cleaner_threshold,
                                   .cold_after_seconds = f.cold_after_s,
                                   .cold_zstd_level = f.cold_zstd_level});
   if (!store.ok()) {
@@ -467,6 +484,14 @@ int main(int argc, char** argv) {
   }
   if (flags.pool_limit < 64 * 1024) {
     return farswap::cli::UsageError(app, "--pool-limit must be >= 64K");
+  }
+  if (flags.segment_size < 4096 || flags.segment_size % 4096 != 0 ||
+      flags.segment_size > (uint64_t{1} << 31)) {
+    return farswap::cli::UsageError(
+        app, "--segment-size must be a multiple of 4K (4096 bytes) from 4K to 2G");
+  }
+  if (!(flags.cleaner_threshold > 0)) {
+    return farswap::cli::UsageError(app, "--cleaner-threshold must satisfy 0 < F <= 1");
   }
   if (absl::Status s = farswap::server::CheckAdvertisable(flags.data_addr, flags.advertise_addr);
       !s.ok()) {

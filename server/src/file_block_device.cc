@@ -29,8 +29,8 @@ struct FreeDeleter {
 };
 using AlignedBlock = std::unique_ptr<uint8_t, FreeDeleter>;
 
-AlignedBlock NewAlignedBlock() {
-  return AlignedBlock(static_cast<uint8_t*>(std::aligned_alloc(kBlockSize, kBlockSize)));
+AlignedBlock NewAlignedBlock(uint64_t count = 1) {
+  return AlignedBlock(static_cast<uint8_t*>(std::aligned_alloc(kBlockSize, count * kBlockSize)));
 }
 
 bool IsAligned(const void* p) { return reinterpret_cast<uintptr_t>(p) % kBlockSize == 0; }
@@ -161,36 +161,51 @@ absl::StatusOr<std::unique_ptr<FileBlockDevice>> FileBlockDevice::Open(
 FileBlockDevice::~FileBlockDevice() { ::close(fd_); }
 
 absl::Status FileBlockDevice::ReadBlock(uint64_t block, void* dst) {
-  if (block >= block_count_) {
-    return absl::OutOfRangeError(absl::StrCat("block ", block, " is past the end of ", path_));
-  }
-  AlignedBlock bounce;
-  uint8_t* buf = static_cast<uint8_t*>(dst);
-  if (direct_io_ && !IsAligned(dst)) {
-    bounce = NewAlignedBlock();
-    buf = bounce.get();
-  }
-  int err = FullIo([&](uint8_t* p, size_t n, off_t o) { return ::pread(fd_, p, n, o); }, buf,
-                   kBlockSize, off_t(block * kBlockSize));
-  if (err != 0) return ErrnoStatus(err, absl::StrCat("read block ", block, " of ", path_));
-  if (bounce) std::memcpy(dst, bounce.get(), kBlockSize);
-  return absl::OkStatus();
+  return ReadBlocks(block, 1, dst);
 }
 
 absl::Status FileBlockDevice::WriteBlock(uint64_t block, const void* src) {
-  if (block >= block_count_) {
-    return absl::OutOfRangeError(absl::StrCat("block ", block, " is past the end of ", path_));
+  return WriteBlocks(block, 1, src);
+}
+
+absl::Status FileBlockDevice::ReadBlocks(uint64_t first, uint64_t count, void* dst) {
+  if (count == 0 || first >= block_count_ || count > block_count_ - first) {
+    return absl::OutOfRangeError(
+        absl::StrCat("blocks ", first, "+", count, " are not within ", path_));
   }
+  const size_t len = count * kBlockSize;
+  AlignedBlock bounce;
+  uint8_t* buf = static_cast<uint8_t*>(dst);
+  if (direct_io_ && !IsAligned(dst)) {
+    bounce = NewAlignedBlock(count);
+    buf = bounce.get();
+  }
+  int err = FullIo([&](uint8_t* p, size_t n, off_t o) { return ::pread(fd_, p, n, o); }, buf, len,
+                   off_t(first * kBlockSize));
+  if (err != 0)
+    return ErrnoStatus(err, absl::StrCat("read blocks ", first, "+", count, " of ", path_));
+  if (bounce) std::memcpy(dst, bounce.get(), len);
+  return absl::OkStatus();
+}
+
+absl::Status FileBlockDevice::WriteBlocks(uint64_t first, uint64_t count, const void* src) {
+  if (count == 0 || first >= block_count_ || count > block_count_ - first) {
+    return absl::OutOfRangeError(
+        absl::StrCat("blocks ", first, "+", count, " are not within ", path_));
+  }
+  const size_t len = count * kBlockSize;
   AlignedBlock bounce;
   const uint8_t* buf = static_cast<const uint8_t*>(src);
   if (direct_io_ && !IsAligned(src)) {
-    bounce = NewAlignedBlock();
-    std::memcpy(bounce.get(), src, kBlockSize);
+    bounce = NewAlignedBlock(count);
+    std::memcpy(bounce.get(), src, len);
     buf = bounce.get();
   }
   int err = FullIo([&](uint8_t* p, size_t n, off_t o) { return ::pwrite(fd_, p, n, o); },
-                   const_cast<uint8_t*>(buf), kBlockSize, off_t(block * kBlockSize));
-  if (err != 0) return ErrnoStatus(err, absl::StrCat("write block ", block, " of ", path_));
+                   const_cast<uint8_t*>(buf), len, off_t(first * kBlockSize));
+  if (err != 0) {
+    return ErrnoStatus(err, absl::StrCat("write blocks ", first, "+", count, " of ", path_));
+  }
   return absl::OkStatus();
 }
 

@@ -66,29 +66,36 @@ class LruList {
 
   // PickColdest walks from the cold end: a referenced entry has its bit
   // cleared and moves to the head (second chance, counted in
-  // *second_chances); the first unreferenced entry also moves to the head
-  // and is returned. nullopt when the list is empty or every entry it
-  // looked at (one more than the list held when it started) was
+  // *second_chances); unreferenced entries also move to the head and are
+  // returned, up to `max` of them, each once. Empty when the list is empty
+  // or every entry it looked at (`max` more than the list held when it
+  // started: a full rotation of second chances, then the picks) was
   // referenced. It holds the lock for at most kMaxScanPerHold entries at a
   // time, dropping it between chunks (sync point
-  // "LruList::PickColdest:between-chunks", no lock held).
-  std::optional<WritebackCandidate> PickColdest(uint64_t* second_chances) {
+  // "LruList::PickColdest:between-chunks", no lock held); once it has a
+  // candidate it returns at the end of that chunk rather than wait for the
+  // lock again.
+  std::vector<WritebackCandidate> PickColdest(size_t max, uint64_t* second_chances) {
+    std::vector<WritebackCandidate> out;
     uint64_t left = 0;  // entries still to look at; set on the first hold
     for (bool first_hold = true;; first_hold = false) {
       {
         MutexLock l(&mu_);
-        if (first_hold) left = size_ + 1;
-        for (uint64_t n = 0; n < kMaxScanPerHold && left > 0 && tail_ != nullptr; ++n, --left) {
+        if (first_hold) left = size_ + max;
+        for (uint64_t n = 0;
+             n < kMaxScanPerHold && left > 0 && tail_ != nullptr && out.size() < max; ++n, --left) {
           Entry* e = tail_;
+          // Back at the first pick: every entry has been looked at since.
+          if (!out.empty() && e == out.front().entry) return out;
           RemoveLocked(e);
           PushHeadLocked(e);
           if (e->referenced.exchange(false, std::memory_order_relaxed)) {
             ++*second_chances;
             continue;
           }
-          return WritebackCandidate{e->key, e, e->gen};
+          out.push_back(WritebackCandidate{e->key, e, e->gen});
         }
-        if (left == 0 || tail_ == nullptr) return std::nullopt;
+        if (!out.empty() || left == 0 || tail_ == nullptr) return out;
       }
       FARSWAP_SYNC_POINT("LruList::PickColdest:between-chunks");
     }

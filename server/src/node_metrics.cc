@@ -99,11 +99,30 @@ void AddStore(std::vector<MetricFamily>& out, const PageStoreStats& s) {
              "Pages written back from the pool to the backing store.",
              double(s.written_back_pages));
   AddCounter(out, "farswap_backing_written_back_bytes_total",
-             "Bytes written to the backing store by writeback (4 KiB per page).",
-             double(s.written_back_pages * kBlockSize));
-  AddCounter(out, "farswap_backing_reads_total", "Page reads from the backing store.",
+             "Compressed bytes of the pages writeback moved to the backing store.",
+             double(s.written_back_bytes));
+  AddCounter(out, "farswap_backing_bytes_written_total",
+             "Bytes written to the backing store by writeback and the cleaner, padding included.",
+             double(s.backing_bytes_written));
+  AddGauge(out, "farswap_backing_segments", "Segments of the backing store's log.",
+           double(s.segments));
+  AddGauge(out, "farswap_backing_free_segments", "Segments of the backing store that are free.",
+           double(s.free_segments));
+  AddGauge(out, "farswap_backing_live_bytes",
+           "Compressed bytes of the pages on the backing store now.", double(s.disk_live_bytes));
+  AddGauge(out, "farswap_backing_used_bytes",
+           "Bytes held by segments that are not free (live, dead and padding).",
+           double(s.disk_held_bytes));
+  AddCounter(out, "farswap_cleaner_moves_total",
+             "Pages the segment cleaner relocated out of mostly dead segments.",
+             double(s.cleaner_moves));
+  AddCounter(out, "farswap_cleaner_segments_total", "Segments the segment cleaner freed.",
+             double(s.cleaner_segments));
+  AddCounter(out, "farswap_backing_reads_total",
+             "Read I/Os from the backing store (page loads and cleaner segment reads).",
              double(s.backing_reads));
-  AddCounter(out, "farswap_backing_writes_total", "Page writes to the backing store.",
+  AddCounter(out, "farswap_backing_writes_total",
+             "Write I/Os to the backing store (one per segment write, many pages each).",
              double(s.backing_writes));
   MetricFamily& errors = AddFamily(out, "farswap_backing_errors_total",
                                    "Backing-store I/O errors, by operation.", MetricType::Counter);

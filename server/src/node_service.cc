@@ -111,6 +111,14 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
   b->set_used_bytes(s.backing_used_blocks * kBlockSize);
   b->set_reads(s.backing_reads);
   b->set_writes(s.backing_writes);
+  b->set_segments(s.segments);
+  b->set_free_segments(s.free_segments);
+  b->set_segment_bytes(s.segment_bytes);
+  b->set_live_bytes(s.disk_live_bytes);
+  b->set_bytes_written(s.backing_bytes_written);
+  b->set_written_back_bytes(s.written_back_bytes);
+  b->set_cleaner_moves(s.cleaner_moves);
+  b->set_cleaner_segments(s.cleaner_segments);
   if (!s.health.ok()) b->set_io_error(s.health.ToString());
   FillRejects(s.rejects, n->mutable_rejects());
   n->set_stored_pages(s.stored_pages);

@@ -14,7 +14,7 @@
 // is written here):
 //  - key, gen: immutable once published (written before the entry becomes
 //    visible through the index shard lock or the LRU lock).
-//  - state, length, codec, checksum, version, fill, handle, block,
+//  - state, length, codec, checksum, version, fill, handle, disk_offset,
 //    disk_checksum, writeback_ticket: the key's stripe lock
 //    (KeyLockTable::For(key)).
 //  - referenced: atomic; set by loads under the key lock, cleared by the LRU
@@ -57,8 +57,8 @@ struct PageKey {
 enum class EntryState : uint8_t {
   kInPool,            // payload in the pool (handle); on the LRU
   kSameFilled,        // payload is `fill` repeated; no pool memory, not on the LRU
-  kWritebackPending,  // in the pool and on the LRU, being written to `block`
-  kOnDisk,            // payload in backing block `block`; not on the LRU
+  kWritebackPending,  // in the pool and on the LRU, being appended to a segment
+  kOnDisk,            // payload at `disk_offset` of the backing store; not on the LRU
 };
 
 // Entry: see the file comment for which lock guards which field.
@@ -71,11 +71,13 @@ struct Entry {
   EntryState state = EntryState::kInPool;
   uint32_t length = 0;  // payload bytes (0 when same-filled)
   uint8_t codec = 0;
-  uint64_t checksum = 0;       // the client's, returned with loads
-  uint64_t version = 0;        // the client's store version, returned with loads
-  uint64_t fill = 0;           // kSameFilled
-  alloc::ZsHandle handle;      // kInPool, kWritebackPending
-  uint64_t block = 0;          // kOnDisk
+  uint64_t checksum = 0;   // the client's, returned with loads
+  uint64_t version = 0;    // the client's store version, returned with loads
+  uint64_t fill = 0;       // kSameFilled
+  alloc::ZsHandle handle;  // kInPool, kWritebackPending
+  // disk_offset: kOnDisk: the payload's first byte on the backing store
+  // (segment x segment_bytes + offset in the segment; segment_table.h).
+  uint64_t disk_offset = 0;
   uint64_t disk_checksum = 0;  // kOnDisk: xxh3 of the payload as written
   // writeback_ticket: which writeback attempt owns kWritebackPending, so an
   // attempt that lost the entry to another attempt never publishes or undoes

@@ -5,7 +5,7 @@
 // never the other way round):
 //
 //   key stripe (KeyLockTable) -> index shard (PageIndex) -> LRU (LruList)
-//     -> tenants_mu_ / error_mu_ -> BlockAllocator -> zspool locks
+//     -> tenants_mu_ / error_mu_ -> SegmentTable -> zspool locks
 //
 // - The LRU lock is never held while a key lock is taken: the writeback scan
 //   copies (key, entry, gen) and drops it first (writeback.cc).
@@ -16,6 +16,8 @@
 // - The writeback worker's mutex (writeback_worker.h) is never held with
 //   any of these; a Store waiting for writeback holds no lock.
 // - Backing-store reads for Load run with the key lock held (see Load).
+// - Segment writes (writeback.cc) and the cleaner's segment reads
+//   (cleaner.cc) run with no lock held.
 #include "farswap/server/page_store.h"
 
 #include <xxhash.h>
@@ -29,6 +31,7 @@
 #include "farswap/common/sync_point.h"
 #include "lru_list.h"
 #include "page_index.h"
+#include "segment_table.h"
 #include "writeback_worker.h"
 
 namespace farswap::server {
@@ -65,6 +68,23 @@ absl::Status ValidateLimits(const PageStoreLimits& limits) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateLogOptions(const PageStoreOptions& options) {
+  if (options.segment_bytes < kBlockSize || options.segment_bytes % kBlockSize != 0 ||
+      options.segment_bytes > (uint64_t{1} << 31)) {
+    return absl::InvalidArgumentError(absl::StrCat("segment size must be a multiple of ",
+                                                   kBlockSize, " bytes from ", kBlockSize,
+                                                   " to 2 GiB; got ", options.segment_bytes));
+  }
+  if (!(options.cleaner_threshold > 0 && options.cleaner_threshold <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cleaner threshold must satisfy 0 < threshold <= 1; got ", options.cleaner_threshold));
+  }
+  if (options.writeback_batch_pages == 0) {
+    return absl::InvalidArgumentError("writeback batch must be at least 1 page");
+  }
+  return absl::OkStatus();
+}
+
 std::string KeyName(uint32_t tenant, uint64_t page) {
   return absl::StrCat("tenant ", tenant, " page ", page);
 }
@@ -75,6 +95,7 @@ std::string KeyName(uint32_t tenant, uint64_t page) {
 
 absl::StatusOr<std::unique_ptr<PageStore>> PageStore::Create(const PageStoreOptions& options) {
   if (absl::Status s = ValidateLimits(options.limits); !s.ok()) return s;
+  if (absl::Status s = ValidateLogOptions(options); !s.ok()) return s;
   if (options.backing != nullptr && options.backing->block_count() == 0) {
     return absl::InvalidArgumentError("backing store has no blocks");
   }
@@ -98,17 +119,27 @@ absl::StatusOr<std::unique_ptr<PageStore>> PageStore::Create(const PageStoreOpti
 PageStore::PageStore(const PageStoreOptions& options)
     : options_(options),
       backing_(options.backing),
-      blocks_(options.backing != nullptr
-                  ? std::make_unique<BlockAllocator>(options.backing->block_count())
-                  : nullptr),
       key_locks_(std::make_unique<internal::KeyLockTable>()),
       index_(std::make_unique<internal::PageIndex>()),
-      lru_(std::make_unique<internal::LruList>()) {}
+      lru_(std::make_unique<internal::LruList>()) {
+  if (backing_ == nullptr) return;
+  // A device smaller than one segment is one segment of its whole size.
+  const uint64_t device_bytes = backing_->block_count() * kBlockSize;
+  const uint64_t segment_bytes = std::min(options.segment_bytes, device_bytes);
+  const uint64_t count = device_bytes / segment_bytes;
+  // One segment is kept for the cleaner (it needs somewhere to move live
+  // pages to when writeback has filled the rest), where there are enough
+  // segments to spare one. The cleaner starts when free segments fall to
+  // the reserve plus 1/32 of the store (at least one more).
+  const uint64_t reserve = count >= 3 ? 1 : 0;
+  clean_below_free_ = reserve + std::max<uint64_t>(1, count / 32) + 1;
+  segments_ = std::make_unique<internal::SegmentTable>(count, segment_bytes, reserve);
+}
 
 PageStore::~PageStore() {
   cold_worker_.reset();  // joins the cold pass thread, which walks the entries too
   worker_.reset();       // joins the thread before the entries go away
-  index_->Clear();       // the pool and block allocator are discarded whole
+  index_->Clear();       // the pool and segment table are discarded whole
 }
 
 // --- store ----------------------------------------------------------------------------
@@ -268,7 +299,7 @@ std::optional<absl::Status> PageStore::StoreImpl(uint32_t tenant, uint64_t page,
     std::unique_ptr<Entry> replaced = index_->Replace(std::move(entry));
     if (replaced != nullptr) {
       // Wherever the old version lives (pool, disk, or mid-writeback: the
-      // writeback will fail its re-validation and free its block), it goes.
+      // writeback will fail its re-validation and count its bytes dead), it goes.
       ReleaseEntryResources(*replaced);
     }
     counters_.stored_pages.fetch_add(1, std::memory_order_relaxed);
@@ -338,10 +369,14 @@ void PageStore::ReleaseEntryResources(Entry& e) {
       pool_->AddCallerCounters(-int64_t(farswap::kPageSize), -1);
       break;
     case EntryState::kOnDisk:
-      blocks_->Free(e.block);
+      ReleaseDiskObject(e);
       counters_.pages_on_disk.fetch_sub(1, std::memory_order_relaxed);
       break;
   }
+}
+
+void PageStore::ReleaseDiskObject(const Entry& e) {
+  segments_->Drop(e.disk_offset / segments_->segment_bytes(), e.length);
 }
 
 // --- load -------------------------------------------------------------------------------
@@ -357,10 +392,11 @@ std::optional<absl::StatusOr<LoadedPage>> PageStore::TryLoad(uint32_t tenant, ui
 std::optional<absl::StatusOr<LoadedPage>> PageStore::LoadImpl(uint32_t tenant, uint64_t page,
                                                               Wait wait) {
   const PageKey key{tenant, page};
-  // The key lock is held across a backing-store read: the block cannot be
-  // freed or reused under us, so nothing needs re-validating, at the price
-  // of delaying other keys on the same stripe (a TryLoad or TryStore on an
-  // I/O thread included) for one 4 KiB read.
+  // The key lock is held across a backing-store read: the object's segment
+  // cannot be freed, cleaned away or reused under us (segment_table.h), so
+  // nothing needs re-validating, at the price of delaying other keys on the
+  // same stripe (a TryLoad or TryStore on an I/O thread included) for one
+  // read of one or two blocks.
   MutexLock kl(&key_locks_->For(key));
   Entry* e = index_->Find(key);
   // Decided before anything is touched, so "would block" has no effect.
@@ -388,7 +424,7 @@ std::optional<absl::StatusOr<LoadedPage>> PageStore::LoadImpl(uint32_t tenant, u
     case EntryState::kWritebackPending:
       // The page is hot after all: cancel the writeback (zram clears
       // ZRAM_PP_SLOT on access). The writeback sees the state change when
-      // it comes back and releases its block.
+      // it comes back and counts its appended bytes dead.
       e->state = EntryState::kInPool;
       [[fallthrough]];
     case EntryState::kInPool: {
@@ -401,21 +437,27 @@ std::optional<absl::StatusOr<LoadedPage>> PageStore::LoadImpl(uint32_t tenant, u
       return out;
     }
     case EntryState::kOnDisk: {
-      alignas(kBlockSize) uint8_t buf[kBlockSize];
+      // Only the one or two blocks the object lies in.
+      alignas(kBlockSize) uint8_t buf[2 * kBlockSize];
+      const uint64_t first = e->disk_offset / kBlockSize;
+      const uint64_t skip = e->disk_offset % kBlockSize;
+      const uint64_t count = (skip + e->length + kBlockSize - 1) / kBlockSize;
       counters_.backing_reads.fetch_add(1, std::memory_order_relaxed);
-      absl::Status s = backing_->ReadBlock(e->block, buf);
+      absl::Status s = backing_->ReadBlocks(first, count, buf);
       if (!s.ok()) {
         counters_.backing_read_errors.fetch_add(1, std::memory_order_relaxed);
         RecordBackingError(s);
-        return absl::DataLossError(absl::StrCat(KeyName(tenant, page), ": reading backing block ",
-                                                e->block, " failed: ", s.message()));
+        return absl::DataLossError(absl::StrCat(KeyName(tenant, page),
+                                                ": reading its backing-store object at byte ",
+                                                e->disk_offset, " failed: ", s.message()));
       }
-      if (XXH3_64bits(buf, e->length) != e->disk_checksum) {
+      if (XXH3_64bits(buf + skip, e->length) != e->disk_checksum) {
         counters_.backing_read_errors.fetch_add(1, std::memory_order_relaxed);
-        return absl::DataLossError(absl::StrCat(KeyName(tenant, page), ": backing block ", e->block,
+        return absl::DataLossError(absl::StrCat(KeyName(tenant, page),
+                                                ": the backing store at byte ", e->disk_offset,
                                                 " does not hold what was written"));
       }
-      out.payload.assign(buf, buf + e->length);
+      out.payload.assign(buf + skip, buf + skip + e->length);
       return out;
     }
   }
@@ -546,8 +588,20 @@ PageStoreStats PageStore::GetStats() const {
   s.backing_writes = counters_.backing_writes.load();
   s.backing_read_errors = counters_.backing_read_errors.load();
   s.backing_write_errors = counters_.backing_write_errors.load();
-  s.backing_used_blocks = blocks_ != nullptr ? blocks_->used() : 0;
-  s.backing_total_blocks = blocks_ != nullptr ? blocks_->capacity() : 0;
+  if (segments_ != nullptr) {
+    const internal::SegmentTableStats t = segments_->GetStats();
+    s.segments = t.segments;
+    s.free_segments = t.free_segments;
+    s.segment_bytes = segments_->segment_bytes();
+    s.disk_live_bytes = t.live_bytes;
+    s.disk_held_bytes = t.held_bytes;
+    s.backing_used_blocks = t.held_bytes / kBlockSize;
+    s.backing_total_blocks = t.segments * (segments_->segment_bytes() / kBlockSize);
+  }
+  s.backing_bytes_written = counters_.backing_bytes_written.load();
+  s.written_back_bytes = counters_.written_back_bytes.load();
+  s.cleaner_moves = counters_.cleaner_moves.load();
+  s.cleaner_segments = counters_.cleaner_segments.load();
   s.writeback_latency = SnapshotOf(counters_.writeback_latency);
   s.stores = counters_.stores.load();
   s.loads = counters_.loads.load();

@@ -2,37 +2,48 @@
 //
 // Why. The pool is the node's RAM; the backing store is its SSD. When pool
 // memory passes the high watermark, the coldest entries' *compressed* bytes
-// are written to 4 KiB blocks and their pool objects freed, until memory is
-// back at the low watermark (zswap's shrink_worker down to the accept
-// threshold; zram's writeback of compressed slots).
+// are appended to the backing store's log (segment_table.h) and their pool
+// objects freed, until memory is back at the low watermark (zswap's
+// shrink_worker down to the accept threshold; zram's writeback of
+// compressed slots, packed as a log-structured store packs them).
 //
-// The protocol for one entry (zswap's shrink_memcg_cb + zram's
-// ZRAM_PP_SLOT; the 2023 zsmalloc crash in shared/seeds/ is what happens
-// without it). Locks held at each step are in brackets.
+// The protocol for one batch (zswap's shrink_memcg_cb + zram's
+// ZRAM_PP_SLOT, for many entries at once; the 2023 zsmalloc crash in
+// shared/seeds/ is what happens without it). Locks held at each step are in
+// brackets.
 //
-//  1. [LRU] Pick the coldest entry, giving referenced ones a second chance;
-//     rotate the pick to the head (so a failed attempt leaves it linked) and
-//     copy (key, entry, gen). Drop the LRU lock — a key lock is never taken
-//     under it.            sync point "PageStore::Writeback:after-lru-unlock" [none]
-//  2. [key] Re-validate index[key] == entry && entry.gen == gen && state ==
-//     IN_POOL, else abort. Set WRITEBACK_PENDING with this attempt's ticket,
-//     copy the compressed bytes to a private buffer. Drop the key lock.
+//  1. [LRU] Pick up to writeback_batch_pages of the coldest entries in one
+//     hold, giving referenced ones a second chance; rotate each pick to the
+//     head (so a failed attempt leaves it linked) and copy (key, entry,
+//     gen). Drop the LRU lock — a key lock is never taken under it.
+//                          sync point "PageStore::Writeback:after-lru-unlock" [none]
+//  Then, round by round, until every candidate is done:
+//  2. [key, one at a time] Check out an open segment. For each candidate
+//     that fits: re-validate index[key] == entry && entry.gen == gen &&
+//     state == IN_POOL (else skip it: aborted), set WRITEBACK_PENDING with
+//     this batch's ticket and copy the compressed bytes into the segment's
+//     buffer at its fill point.
 //                          sync point "PageStore::Writeback:pending-unlocked" [none]
-//  3. [none] Reserve a block and write the buffer to it.
+//  3. [none] Write the appended blocks with one WriteBlocks; the segment's
+//     extent moves to the next block boundary.
 //                          sync point "PageStore::Writeback:after-io" [none]
-//  4. [key] If the entry is still (entry, gen), WRITEBACK_PENDING and ours
-//     (ticket): it becomes ON_DISK(block), leaves the LRU, and its pool
-//     object is freed. Otherwise the store, invalidate or load that came in
-//     between wins: the block is freed and nothing is published — a block
-//     is never resurrected over newer data.
+//  4. [key, one at a time] Each entry still (entry, gen), WRITEBACK_PENDING
+//     and ours (ticket) becomes ON_DISK(offset), leaves the LRU, its pool
+//     object is freed and its bytes count live in the segment. Otherwise the
+//     store, invalidate or load that came in between wins: its appended
+//     bytes stay dead, and nothing is published — an object is never
+//     resurrected over newer data. Return the segment (parked while it has
+//     room, else sealed).
 //
 // Lock order is page_store.cc's: key stripe -> index shard -> LRU ->
-// BlockAllocator -> pool; the LRU lock is dropped before any key lock.
+// SegmentTable -> pool; the LRU lock is dropped before any key lock, and no
+// lock is held across a write.
 //
-// Every abort undoes what the attempt started: a reserved block is freed,
-// and WRITEBACK_PENDING (when still ours) goes back to IN_POOL. A failed
-// write is recorded as the store's sticky backing error; the page stays in
-// the pool and later passes stop writing (leveldb's RecordBackgroundError).
+// Every abort undoes what the attempt started: WRITEBACK_PENDING (when still
+// ours) goes back to IN_POOL, and bytes appended for it are dead (a segment
+// whose live bytes are 0 is freed). A failed write is recorded as the
+// store's sticky backing error; the pages stay in the pool and later
+// passes stop writing (leveldb's RecordBackgroundError).
 #include <xxhash.h>
 
 #include <chrono>
@@ -43,15 +54,33 @@
 #include "farswap/server/page_store.h"
 #include "lru_list.h"
 #include "page_index.h"
+#include "segment_table.h"
 #include "writeback_worker.h"
 
 namespace farswap::server {
 
 using internal::Entry;
 using internal::EntryState;
+using internal::OpenSegment;
 using internal::WritebackCandidate;
 
-WritebackOutcome PageStore::RunWritebackOnce() { return WritebackOne(); }
+namespace {
+
+// Appended: one entry isolated into the open segment in this round.
+struct Appended {
+  size_t candidate = 0;
+  uint32_t offset = 0;
+  uint32_t length = 0;
+  uint64_t disk_checksum = 0;
+};
+
+}  // namespace
+
+WritebackOutcome PageStore::RunWritebackOnce() { return WritebackBatch(1); }
+
+WritebackOutcome PageStore::RunWritebackBatch(size_t max_pages) {
+  return WritebackBatch(std::max<size_t>(1, max_pages));
+}
 
 bool PageStore::AboveLowWatermark() const {
   const uint64_t low = low_watermark_bytes_.load(std::memory_order_relaxed);
@@ -69,18 +98,19 @@ uint64_t PageStore::RunWritebackPass() {
   // kMaxConsecutiveAborts: a pass that keeps losing races is chasing hot
   // entries; stop and let the next kick retry (zswap's MAX_RECLAIM_RETRIES).
   constexpr int kMaxConsecutiveAborts = 16;
-  // kCompactEvery: freed objects leave holes in zspages, and mem_used_total
-  // (what the watermarks watch) drops only when whole pages empty; compact
-  // now and then so memory actually comes back.
-  constexpr uint64_t kCompactEvery = 64;
   uint64_t written = 0;
   int aborts = 0;
   WritebackOutcome last = WritebackOutcome::kNothingToWrite;
   while (AboveLowWatermark()) {
-    last = WritebackOne();
+    const uint64_t before = counters_.written_back_pages.load(std::memory_order_relaxed);
+    last = WritebackBatch(options_.writeback_batch_pages);
     if (last == WritebackOutcome::kWrittenBack) {
       aborts = 0;
-      if (++written % kCompactEvery == 0 && AboveLowWatermark()) pool_->Compact();
+      written += counters_.written_back_pages.load(std::memory_order_relaxed) - before;
+      // Freed objects leave holes in zspages, and mem_used_total (what the
+      // watermarks watch) drops only when whole pages empty; compact after
+      // each batch so memory actually comes back.
+      if (AboveLowWatermark()) pool_->Compact();
       continue;
     }
     if (last == WritebackOutcome::kAborted && ++aborts < kMaxConsecutiveAborts) continue;
@@ -98,84 +128,134 @@ uint64_t PageStore::RunWritebackPass() {
   return written;
 }
 
-WritebackOutcome PageStore::WritebackOne() {
+std::unique_ptr<OpenSegment> PageStore::AcquireSegment(bool for_cleaner) {
+  if (for_cleaner) return segments_->AcquireOpen(/*use_reserve=*/true);
+  for (;;) {
+    std::unique_ptr<OpenSegment> open = segments_->AcquireOpen(/*use_reserve=*/false);
+    if (open != nullptr) return open;
+    // Only the reserve is left: reclaim a mostly dead segment, or give up
+    // (the backing store is full).
+    if (!RunCleanerOnce()) return nullptr;
+  }
+}
+
+absl::Status PageStore::FlushSegment(OpenSegment& open) {
+  const uint64_t end = (open.fill + kBlockSize - 1) / kBlockSize * kBlockSize;
+  if (end == open.flushed) return absl::OkStatus();
+  const uint64_t base = open.segment * segments_->segment_bytes();
+  counters_.backing_writes.fetch_add(1, std::memory_order_relaxed);
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status io =
+      backing_->WriteBlocks((base + open.flushed) / kBlockSize, (end - open.flushed) / kBlockSize,
+                            open.buf.get() + open.flushed);
+  counters_.writeback_latency.Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
+  if (!io.ok()) {
+    counters_.backing_write_errors.fetch_add(1, std::memory_order_relaxed);
+    RecordBackingError(io);
+    open.fill = open.flushed;  // nothing of this write is published
+    return io;
+  }
+  counters_.backing_bytes_written.fetch_add(end - open.flushed, std::memory_order_relaxed);
+  open.fill = open.flushed = end;
+  segments_->Extend(open.segment, end);
+  return absl::OkStatus();
+}
+
+WritebackOutcome PageStore::WritebackBatch(size_t max_pages) {
   if (backing_ == nullptr) return WritebackOutcome::kNoBackingStore;
   if (backing_failed_.load(std::memory_order_acquire)) return WritebackOutcome::kIoError;
+  CleanWhileLow();
 
   // Step 1 [LRU lock, inside PickColdest].
   uint64_t second_chances = 0;
-  std::optional<WritebackCandidate> c = lru_->PickColdest(&second_chances);
+  const std::vector<WritebackCandidate> candidates = lru_->PickColdest(max_pages, &second_chances);
   counters_.second_chances.fetch_add(second_chances, std::memory_order_relaxed);
-  if (!c.has_value()) return WritebackOutcome::kNothingToWrite;
+  if (candidates.empty()) return WritebackOutcome::kNothingToWrite;
   FARSWAP_SYNC_POINT("PageStore::Writeback:after-lru-unlock");
 
-  auto abort = [this] {
-    counters_.writeback_aborted.fetch_add(1, std::memory_order_relaxed);
-    return WritebackOutcome::kAborted;
-  };
-
-  // Step 2 [key lock].
   const uint64_t ticket = next_writeback_ticket_.fetch_add(1, std::memory_order_relaxed);
-  alignas(kBlockSize) uint8_t buf[kBlockSize];
-  uint32_t length;
-  Mutex& key_lock = key_locks_->For(c->key);
-  {
-    MutexLock kl(&key_lock);
-    Entry* e = index_->Find(c->key);
-    // The pointer comparison comes first: c->entry may be freed memory
-    // until the index says it is live.
-    if (e != c->entry || e->gen != c->gen || e->state != EntryState::kInPool) return abort();
-    absl::StatusOr<alloc::ZsPool::ReadGuard> g = pool_->Read(e->handle);
-    if (!g.ok()) return abort();  // cannot happen while the key lock is held
-    length = e->length;
-    std::memcpy(buf, g->data(), length);
-    e->state = EntryState::kWritebackPending;
-    e->writeback_ticket = ticket;
-  }
-  std::memset(buf + length, 0, kBlockSize - length);
-  const uint64_t disk_checksum = XXH3_64bits(buf, length);
-  FARSWAP_SYNC_POINT("PageStore::Writeback:pending-unlocked");
-
-  // Step 3 [no lock].
-  absl::StatusOr<uint64_t> block = blocks_->Allocate();
-  absl::Status io;
-  if (block.ok()) {
-    counters_.backing_writes.fetch_add(1, std::memory_order_relaxed);
-    const auto start = std::chrono::steady_clock::now();
-    io = backing_->WriteBlock(*block, buf);
-    counters_.writeback_latency.Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
-    if (!io.ok()) {
-      counters_.backing_write_errors.fetch_add(1, std::memory_order_relaxed);
-      RecordBackingError(io);
+  const uint64_t segment_bytes = segments_->segment_bytes();
+  uint64_t written = 0, aborted = 0;
+  std::optional<WritebackOutcome> failed;  // kBackingFull or kIoError
+  std::vector<Appended> round;
+  for (size_t next = 0; next < candidates.size() && !failed.has_value();) {
+    std::unique_ptr<OpenSegment> open = AcquireSegment(/*for_cleaner=*/false);
+    if (open == nullptr) {
+      failed = WritebackOutcome::kBackingFull;
+      break;
     }
-  }
-  FARSWAP_SYNC_POINT("PageStore::Writeback:after-io");
+    // Step 2 [key lock, one candidate at a time].
+    round.clear();
+    for (; next < candidates.size(); ++next) {
+      const WritebackCandidate& c = candidates[next];
+      MutexLock kl(&key_locks_->For(c.key));
+      Entry* e = index_->Find(c.key);
+      // The pointer comparison comes first: c.entry may be freed memory
+      // until the index says it is live.
+      if (e != c.entry || e->gen != c.gen || e->state != EntryState::kInPool) {
+        ++aborted;
+        continue;
+      }
+      if (open->fill + e->length > segment_bytes) break;  // full: write this round first
+      absl::StatusOr<alloc::ZsPool::ReadGuard> g = pool_->Read(e->handle);
+      if (!g.ok()) {  // cannot happen while the key lock is held
+        ++aborted;
+        continue;
+      }
+      const uint32_t offset = uint32_t(open->fill);
+      std::memcpy(open->buf.get() + offset, g->data(), e->length);
+      open->fill += e->length;
+      e->state = EntryState::kWritebackPending;
+      e->writeback_ticket = ticket;
+      round.push_back({.candidate = next,
+                       .offset = offset,
+                       .length = e->length,
+                       .disk_checksum = XXH3_64bits(g->data(), e->length)});
+    }
+    FARSWAP_SYNC_POINT("PageStore::Writeback:pending-unlocked");
 
-  // Step 4 [key lock].
-  MutexLock kl(&key_lock);
-  Entry* e = index_->Find(c->key);
-  const bool ours = e == c->entry && e->gen == c->gen &&
-                    e->state == EntryState::kWritebackPending && e->writeback_ticket == ticket;
-  if (!block.ok() || !io.ok()) {
-    if (block.ok()) blocks_->Free(*block);
-    if (ours) e->state = EntryState::kInPool;  // nothing lost: still in the pool
-    return block.ok() ? WritebackOutcome::kIoError : WritebackOutcome::kBackingFull;
+    // Step 3 [no lock].
+    const uint64_t base = open->segment * segment_bytes;
+    const absl::Status io = FlushSegment(*open);
+    if (!io.ok()) failed = WritebackOutcome::kIoError;
+    FARSWAP_SYNC_POINT("PageStore::Writeback:after-io");
+
+    // Step 4 [key lock, one entry at a time].
+    for (const Appended& a : round) {
+      const WritebackCandidate& c = candidates[a.candidate];
+      MutexLock kl(&key_locks_->For(c.key));
+      Entry* e = index_->Find(c.key);
+      const bool ours = e == c.entry && e->gen == c.gen &&
+                        e->state == EntryState::kWritebackPending && e->writeback_ticket == ticket;
+      if (!io.ok()) {
+        if (ours) e->state = EntryState::kInPool;  // nothing lost: still in the pool
+        continue;
+      }
+      if (!ours) {
+        ++aborted;  // a store, invalidate or load won: its bytes stay dead
+        continue;
+      }
+      const alloc::ZsHandle handle = e->handle;
+      e->state = EntryState::kOnDisk;
+      e->disk_offset = base + a.offset;
+      e->disk_checksum = a.disk_checksum;
+      e->handle = alloc::ZsHandle{};
+      segments_->AddLive(open->segment,
+                         {.key = c.key, .gen = c.gen, .offset = a.offset, .length = a.length});
+      lru_->Unlink(e);
+      pool_->Free(handle);
+      pool_->AddCallerCounters(-int64_t(farswap::kPageSize), 0);
+      counters_.pages_on_disk.fetch_add(1, std::memory_order_relaxed);
+      counters_.written_back_pages.fetch_add(1, std::memory_order_relaxed);
+      counters_.written_back_bytes.fetch_add(a.length, std::memory_order_relaxed);
+      ++written;
+    }
+    segments_->Release(std::move(open));
   }
-  if (!ours) {
-    blocks_->Free(*block);  // a store, invalidate or load won; never resurrect
-    return abort();
-  }
-  const alloc::ZsHandle handle = e->handle;
-  e->state = EntryState::kOnDisk;
-  e->block = *block;
-  e->disk_checksum = disk_checksum;
-  e->handle = alloc::ZsHandle{};
-  lru_->Unlink(e);
-  pool_->Free(handle);
-  pool_->AddCallerCounters(-int64_t(farswap::kPageSize), 0);
-  counters_.pages_on_disk.fetch_add(1, std::memory_order_relaxed);
-  counters_.written_back_pages.fetch_add(1, std::memory_order_relaxed);
-  return WritebackOutcome::kWrittenBack;
+  counters_.writeback_aborted.fetch_add(aborted, std::memory_order_relaxed);
+  if (written > 0) return WritebackOutcome::kWrittenBack;
+  if (failed.has_value()) return *failed;
+  return WritebackOutcome::kAborted;
 }
 
 }  // namespace farswap::server

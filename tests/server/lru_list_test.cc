@@ -35,12 +35,12 @@ TEST(LruListTest, PickColdestDropsTheLockBetweenBoundedChunks) {
     lru.Link(linked_meanwhile.back().get());
   });
   uint64_t second_chances = 0;
-  std::optional<WritebackCandidate> c = lru.PickColdest(&second_chances);
+  std::vector<WritebackCandidate> c = lru.PickColdest(1, &second_chances);
   SyncPoints::ClearAll();
   // Every original entry got its second chance, then the coldest one (the
   // first linked, back at the cold end) is picked.
-  ASSERT_TRUE(c.has_value());
-  EXPECT_EQ(c->entry, entries.front().get());
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].entry, entries.front().get());
   EXPECT_EQ(second_chances, kEntries);
   EXPECT_GE(linked_meanwhile.size(), kEntries / LruList::kMaxScanPerHold);
   EXPECT_EQ(lru.size(), kEntries + linked_meanwhile.size());
@@ -52,14 +52,36 @@ TEST(LruListTest, PickColdestDropsTheLockBetweenBoundedChunks) {
 TEST(LruListTest, PickColdestGivesUpAfterOneFullRotation) {
   LruList lru;
   uint64_t second_chances = 0;
-  EXPECT_FALSE(lru.PickColdest(&second_chances).has_value());
+  EXPECT_TRUE(lru.PickColdest(1, &second_chances).empty());
   Entry e(PageKey{1, 1}, 1);
   lru.Link(&e);
   // Referenced: a second chance, then picked on the same call's second look.
-  std::optional<WritebackCandidate> c = lru.PickColdest(&second_chances);
-  ASSERT_TRUE(c.has_value());
+  std::vector<WritebackCandidate> c = lru.PickColdest(1, &second_chances);
+  ASSERT_EQ(c.size(), 1u);
   EXPECT_EQ(second_chances, 1u);
   lru.Unlink(&e);
+}
+
+// A batch: up to `max` unreferenced entries, coldest first, from one hold
+// of the lock (no between-chunks point is reached).
+TEST(LruListTest, PickColdestTakesABatchInOneHold) {
+  ScopedSyncPoints cleanup;
+  LruList lru;
+  std::vector<std::unique_ptr<Entry>> entries;
+  for (uint64_t i = 0; i < 100; ++i) {
+    entries.push_back(std::make_unique<Entry>(PageKey{1, i}, i + 1));
+    entries.back()->referenced = (i % 2 == 1);  // every odd one was loaded
+    lru.Link(entries.back().get());
+  }
+  int chunks = 0;
+  SyncPoints::Set("LruList::PickColdest:between-chunks", [&] { ++chunks; });
+  uint64_t second_chances = 0;
+  std::vector<WritebackCandidate> c = lru.PickColdest(20, &second_chances);
+  EXPECT_EQ(chunks, 0);
+  ASSERT_EQ(c.size(), 20u);
+  for (size_t i = 0; i < c.size(); ++i) EXPECT_EQ(c[i].key.page, 2 * i) << i;
+  EXPECT_EQ(second_chances, 19u);  // the odd ones between the picks
+  for (auto& e : entries) lru.Unlink(e.get());
 }
 
 // ScanCold (the cold tier's walk): a walk of size() entries, chunk by
@@ -107,9 +129,9 @@ TEST(LruListTest, ScanColdWalksEveryEntryOnceAndKeepsTheOrder) {
   // The walk rotated the list by its own length: writeback still picks the
   // first-linked entry first (all are referenced: a second chance each).
   uint64_t second_chances = 0;
-  std::optional<WritebackCandidate> c = lru.PickColdest(&second_chances);
-  ASSERT_TRUE(c.has_value());
-  EXPECT_EQ(c->entry, entries.front().get());
+  std::vector<WritebackCandidate> c = lru.PickColdest(1, &second_chances);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].entry, entries.front().get());
   // Now every hot-state entry's bit is clear: the next walk hands them all out.
   EXPECT_EQ(walk().size(), kEntries - kEntries / 10);
   for (auto& e : entries) lru.Unlink(e.get());

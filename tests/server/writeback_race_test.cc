@@ -126,7 +126,10 @@ INSTANTIATE_TEST_SUITE_P(AtEachWritebackStep, WritebackRaceTest,
 TEST(WritebackTicketTest, CancelledWritebackDoesNotUndoALaterOne) {
   ScopedSyncPoints clear;
   MemoryBlockDevice ssd(8);
-  auto store = *PageStore::Create({.backing = &ssd, .start_writeback_worker = false});
+  // Two segments: the inner writeback needs its own while the outer one
+  // holds the first.
+  auto store = *PageStore::Create(
+      {.backing = &ssd, .start_writeback_worker = false, .segment_bytes = 4 * kBlockSize});
   std::vector<uint8_t> v1 = Payload(1, 2500);
   ASSERT_TRUE(StorePayload(*store, 1, 1, v1, 1).ok());
   WritebackOutcome inner = WritebackOutcome::kNothingToWrite;
@@ -138,7 +141,8 @@ TEST(WritebackTicketTest, CancelledWritebackDoesNotUndoALaterOne) {
   EXPECT_EQ(inner, WritebackOutcome::kWrittenBack);
   PageStoreStats st = store->GetStats();
   EXPECT_EQ(st.pages_on_disk, 1u);
-  EXPECT_EQ(st.backing_used_blocks, 1u) << "the outer writeback's block leaked";
+  EXPECT_EQ(st.backing_used_blocks, 1u) << "the outer writeback's segment leaked";
+  EXPECT_EQ(st.free_segments, 1u);
   EXPECT_EQ(st.pool.objects, 0u);
   ExpectPage(*store, 1, 1, v1, 1);
 }

@@ -1,16 +1,17 @@
 // block_device.h: the backing store a memory node writes cold pages to.
 //
-// A BlockDevice is an array of fixed 4 KiB blocks addressed by block number.
-// The page store writes one compressed page per block: a compressed page is
-// at most 4096 bytes (it is kept raw when it does not compress), so one block
-// per page wastes the tail of each block but needs no packing, no
-// read-modify-write and no garbage collection, and a block maps 1:1 onto an
-// O_DIRECT I/O. (zram's writeback makes the same choice: one bdev block per
-// slot.)
+// A BlockDevice is an array of fixed 4 KiB blocks addressed by block number,
+// read and written a block or a run of consecutive blocks at a time
+// (ReadBlocks / WriteBlocks: one I/O for the whole run). The page store packs
+// compressed pages end to end into large segments (server/README.md, "On-disk
+// layout"): writeback writes a run of a segment's blocks at once, and a load
+// reads only the one or two blocks its object lies in. Every offset and
+// length is whole blocks, so each I/O maps onto one O_DIRECT request.
 //
 //   absl::StatusOr<std::unique_ptr<FileBlockDevice>> dev =
 //       FileBlockDevice::Open({.path = "/var/lib/farswap/backing", .size_bytes = 64 << 30});
 //   FARSWAP_RETURN_IF_ERROR((*dev)->WriteBlock(17, buf));   // buf: kBlockSize bytes
+//   FARSWAP_RETURN_IF_ERROR((*dev)->WriteBlocks(256, 64, seg));  // 64 blocks, one I/O
 //
 // Implementations: FileBlockDevice (a file or a block device), MemoryBlockDevice
 // (tests) and FaultInjectingBlockDevice (wraps another and fails I/O on
@@ -32,13 +33,15 @@
 
 namespace farswap::server {
 
-// kBlockSize: one block holds one compressed page, which is never longer
-// than a 4 KiB page; it is also the O_DIRECT alignment of every common SSD.
+// kBlockSize: the unit of every I/O and of every offset; the O_DIRECT
+// alignment of every common SSD. A compressed page is never longer than
+// one block, so it lies in at most two consecutive blocks.
 inline constexpr size_t kBlockSize = 4096;
 
 // BlockDevice reads and writes whole blocks. Implementations are safe for
 // concurrent use from any number of threads; concurrent I/O to the same
-// block has no defined order (the page store never issues it).
+// block has no defined order (the page store never writes a block that a
+// read may be reading, nor one block from two writers).
 class BlockDevice {
  public:
   virtual ~BlockDevice() = default;
@@ -48,6 +51,16 @@ class BlockDevice {
   virtual absl::Status ReadBlock(uint64_t block, void* dst) = 0;
   // WriteBlock writes `src` (kBlockSize bytes) to block `block`.
   virtual absl::Status WriteBlock(uint64_t block, const void* src) = 0;
+  // ReadBlocks fills `dst` (count x kBlockSize bytes) with blocks
+  // first..first+count-1, as one I/O where the device can. OUT_OF_RANGE
+  // when the run passes the end; another code for an I/O error. The
+  // default reads block by block.
+  virtual absl::Status ReadBlocks(uint64_t first, uint64_t count, void* dst);
+  // WriteBlocks writes `src` (count x kBlockSize bytes) to blocks
+  // first..first+count-1, as one I/O where the device can. On an error
+  // any part of the run may have been written. The default writes block by
+  // block.
+  virtual absl::Status WriteBlocks(uint64_t first, uint64_t count, const void* src);
   // Sync makes completed writes durable (fdatasync).
   virtual absl::Status Sync() = 0;
   // block_count: the number of blocks; fixed for the life of the device.
@@ -63,6 +76,8 @@ class MemoryBlockDevice final : public BlockDevice {
 
   absl::Status ReadBlock(uint64_t block, void* dst) override;
   absl::Status WriteBlock(uint64_t block, const void* src) override;
+  absl::Status ReadBlocks(uint64_t first, uint64_t count, void* dst) override;
+  absl::Status WriteBlocks(uint64_t first, uint64_t count, const void* src) override;
   absl::Status Sync() override { return absl::OkStatus(); }
   uint64_t block_count() const override { return block_count_; }
   std::string Describe() const override;
@@ -98,6 +113,8 @@ class FileBlockDevice final : public BlockDevice {
 
   absl::Status ReadBlock(uint64_t block, void* dst) override;
   absl::Status WriteBlock(uint64_t block, const void* src) override;
+  absl::Status ReadBlocks(uint64_t first, uint64_t count, void* dst) override;
+  absl::Status WriteBlocks(uint64_t first, uint64_t count, const void* src) override;
   absl::Status Sync() override;
   uint64_t block_count() const override { return block_count_; }
   std::string Describe() const override;
@@ -116,7 +133,8 @@ class FileBlockDevice final : public BlockDevice {
 
 // FaultInjectingBlockDevice forwards to another device and fails reads or
 // writes on command: after `after_ops` more successful operations of that
-// kind, the next `count` operations fail with `error` (for example
+// kind (a ReadBlocks / WriteBlocks run is one operation, whatever its
+// length), the next `count` operations fail with `error` (for example
 // absl::ResourceExhaustedError("ENOSPC") or absl::DataLossError("EIO")).
 // Thread-safe; the wrapped device must outlive it.
 class FaultInjectingBlockDevice final : public BlockDevice {
@@ -136,6 +154,8 @@ class FaultInjectingBlockDevice final : public BlockDevice {
 
   absl::Status ReadBlock(uint64_t block, void* dst) override;
   absl::Status WriteBlock(uint64_t block, const void* src) override;
+  absl::Status ReadBlocks(uint64_t first, uint64_t count, void* dst) override;
+  absl::Status WriteBlocks(uint64_t first, uint64_t count, const void* src) override;
   absl::Status Sync() override { return target_->Sync(); }
   uint64_t block_count() const override { return target_->block_count(); }
   std::string Describe() const override;
@@ -149,6 +169,9 @@ class FaultInjectingBlockDevice final : public BlockDevice {
   // Consume returns the error to inject for the next operation under `plan`,
   // or OK.
   absl::Status Consume(Plan& plan) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Injected returns the fault to inject for one read (or write), counted,
+  // with `where` in its message; OK to go ahead.
+  absl::Status Injected(bool write, uint64_t first, uint64_t count);
 
   BlockDevice* const target_;
   Mutex mu_;

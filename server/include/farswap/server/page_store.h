@@ -15,7 +15,10 @@
 //    Loads never touch the LRU; they only set the entry's referenced bit.
 //  - A writeback thread keeps pool memory between two watermarks by writing
 //    the coldest entries' compressed bytes to the backing store, giving a
-//    referenced entry a second chance first.
+//    referenced entry a second chance first. The backing store is a log of
+//    segments: compressed pages are packed end to end and each batch is one
+//    large write; a cleaner moves the live pages out of mostly dead segments
+//    (segment_table.h, writeback.cc, cleaner.cc; server/README.md).
 //  - Every page carries the client's store version. A Store older than the
 //    stored page (lower version) is refused with ABORTED ("stale version")
 //    and changes nothing: a store delayed past a newer acknowledged one never
@@ -34,7 +37,7 @@
 //    nothing is stored, erased or counted — so the caller retries the
 //    blocking form on a thread that may wait, as if the first try never
 //    happened. They may still wait briefly for a key's lock (see Load).
-//  - Backing-store errors (a failed read or write, or a block that does not
+//  - Backing-store errors (a failed read or write, or an object that does not
 //    read back what was written) are sticky (Health()); after one,
 //    writeback stops, pages stay in the pool, stores that need room are
 //    refused (io_error), and only pages whose own read fails are lost
@@ -43,6 +46,7 @@
 // Internals are split by concern: page_index.h (entries, the sharded index,
 // the striped key locks), lru_list.h, page_store.cc (store, load,
 // invalidate, limits, stats), writeback.cc (the writeback protocol),
+// cleaner.cc (segment cleaning), segment_table.h (the on-disk layout),
 // writeback_worker.h (the thread), cold_recompressor.{h,cc} (the cold
 // tier: recompressing cold pool entries into zstd, and its thread).
 #ifndef FARSWAP_SERVER_PAGE_STORE_H_
@@ -63,7 +67,6 @@
 #include "farswap/alloc/zspool.h"
 #include "farswap/common/latency_histogram.h"
 #include "farswap/common/mutex.h"
-#include "farswap/server/block_allocator.h"
 #include "farswap/server/block_device.h"
 
 namespace farswap::server {
@@ -73,6 +76,8 @@ struct Entry;
 class PageIndex;
 class KeyLockTable;
 class LruList;
+class SegmentTable;
+struct OpenSegment;
 struct WritebackCandidate;
 class PageRecompressor;
 }  // namespace internal
@@ -110,7 +115,7 @@ struct LoadedPage {
 enum class RejectReason : int {
   kPoolFull = 0,     // pool at its limit and writeback could not make room
   kQuota = 1,        // the tenant is at its page quota
-  kBackingFull = 2,  // pool full and every backing block in use
+  kBackingFull = 2,  // pool full, no free segment, and the cleaner can reclaim none
   kDraining = 3,     // the node is draining
   kIoError = 4,      // pool full and the backing store has failed (sticky)
 };
@@ -130,7 +135,7 @@ struct PageStoreLimits {
   // default_tenant_quota_pages: pages (of any kind: in the pool, same-filled
   // or on disk) a tenant may keep without a quota of its own; 0 = unlimited.
   // Quotas count pages, not bytes: a page costs the client one slot whatever
-  // it compresses to, and it keeps costing a block after writeback.
+  // it compresses to, and it keeps costing a slot after writeback.
   uint64_t default_tenant_quota_pages = 0;
 };
 
@@ -152,6 +157,16 @@ struct PageStoreOptions {
   uint32_t pool_release_batch_pages = 4;
   // pool_arena_bytes: see ZsPoolOptions::arena_bytes (0 = default).
   size_t pool_arena_bytes = 0;
+  // segment_bytes: the unit of the backing store's log (server/README.md,
+  // "On-disk layout"): a multiple of 4096, at least 4096. A backing store
+  // smaller than one segment is one segment of its whole size.
+  uint64_t segment_bytes = 1 << 20;
+  // cleaner_threshold: the cleaner reclaims a segment only while its live
+  // bytes are below this fraction of its size; 0 < threshold <= 1.
+  double cleaner_threshold = 0.5;
+  // writeback_batch_pages: the most entries a writeback batch isolates
+  // (picked under one LRU lock hold) and writes together; >= 1.
+  uint32_t writeback_batch_pages = 64;
 
   // The cold tier (cold_recompressor.cc): pool entries not loaded for a
   // whole cold pass are recompressed from lz4 (or raw) into zstd at
@@ -207,10 +222,25 @@ struct PageStoreStats {
   uint64_t backing_writes = 0;
   uint64_t backing_read_errors = 0;
   uint64_t backing_write_errors = 0;
+  // backing_used_blocks: blocks of segments not free (live, dead and
+  // padding bytes alike: what the log holds on disk).
   uint64_t backing_used_blocks = 0;
-  uint64_t backing_total_blocks = 0;
-  // writeback_latency: the backing-store write of one page in a writeback
-  // (the pwrite; locks and pool bookkeeping excluded).
+  uint64_t backing_total_blocks = 0;  // whole segments only
+  uint64_t segments = 0;              // segments of the backing store
+  uint64_t free_segments = 0;
+  uint64_t segment_bytes = 0;
+  uint64_t disk_live_bytes = 0;  // compressed bytes of the pages on disk
+  uint64_t disk_held_bytes = 0;  // backing_used_blocks x 4096
+  // backing_bytes_written: every byte written to the backing store, by
+  // writeback and by the cleaner, padding included (cumulative).
+  uint64_t backing_bytes_written = 0;
+  // written_back_bytes: compressed bytes of the pages writeback moved to
+  // disk (cumulative; the denominator of write amplification).
+  uint64_t written_back_bytes = 0;
+  uint64_t cleaner_moves = 0;     // objects the cleaner relocated
+  uint64_t cleaner_segments = 0;  // segments the cleaner freed
+  // writeback_latency: one backing-store write of a writeback batch (the
+  // pwrite of its segment blocks; locks and pool bookkeeping excluded).
   LatencyBuckets writeback_latency;
   uint64_t stores = 0;  // Store calls, accepted or not
   uint64_t loads = 0;
@@ -233,10 +263,10 @@ struct PageStoreStats {
 
 // WritebackOutcome is the result of one writeback attempt.
 enum class WritebackOutcome {
-  kWrittenBack,     // one entry moved to the backing store
-  kAborted,         // the entry changed while unlocked; nothing published
+  kWrittenBack,     // at least one entry moved to the backing store
+  kAborted,         // every entry changed while unlocked; nothing published
   kNothingToWrite,  // the LRU had no candidate
-  kBackingFull,     // no free block
+  kBackingFull,     // no free segment and the cleaner reclaimed none
   kIoError,         // the write failed (now sticky) or an earlier error was
   kNoBackingStore,  // writeback is not configured
 };
@@ -312,15 +342,23 @@ class PageStore {
 
   // RunWritebackOnce writes back the coldest eligible entry (after giving
   // referenced ones their second chance), ignoring the watermarks. For tests
-  // and operators; the worker uses the same code.
+  // and operators; the worker uses the same code with bigger batches.
   WritebackOutcome RunWritebackOnce();
+  // RunWritebackBatch writes back up to max_pages of the coldest entries as
+  // one batch (one LRU pick, one write per segment filled).
+  WritebackOutcome RunWritebackBatch(size_t max_pages);
+  // RunCleanerOnce cleans the sealed segment with the lowest live fraction
+  // below the cleaner threshold, if any: moves its live pages to the open
+  // segment and frees it. Returns whether a segment was freed. Writeback
+  // runs it itself when free segments run low.
+  bool RunCleanerOnce();
   // RunWritebackPass writes back until pool memory is at or below the low
   // watermark, or nothing more can be written; returns the pages written.
   uint64_t RunWritebackPass();
   // QuiesceWriteback returns once the writeback thread has finished the pass
   // it may be in the middle of (it runs one more pass and waits for it). A
-  // pass in flight holds a reserved block not yet counted as a page on disk,
-  // so stats compare blocks with pages exactly only when quiescent. For
+  // pass in flight holds appended bytes not yet counted as a page on disk,
+  // so stats compare disk bytes with pages exactly only when quiescent. For
   // tests and orderly shutdown; no-op without the worker.
   void QuiesceWriteback();
 
@@ -370,7 +408,18 @@ class PageStore {
   // and has already taken the entry out of the index.
   void ReleaseEntryResources(internal::Entry& entry);
   void MaybeKickWriteback();
-  WritebackOutcome WritebackOne();
+  WritebackOutcome WritebackBatch(size_t max_pages);
+  // AcquireSegment checks out a segment to append to; for writeback
+  // (not the cleaner) it cleans first when only the reserve is free.
+  std::unique_ptr<internal::OpenSegment> AcquireSegment(bool for_cleaner);
+  // FlushSegment writes the blocks appended to `open` since its last flush
+  // (one WriteBlocks) and moves its extent to the next block boundary. An
+  // error is recorded as the sticky backing error.
+  absl::Status FlushSegment(internal::OpenSegment& open);
+  // CleanWhileLow runs the cleaner while free segments are few.
+  void CleanWhileLow();
+  // ReleaseDiskObject: an on-disk entry's bytes are no longer its.
+  void ReleaseDiskObject(const internal::Entry& entry);
   void RecordBackingError(const absl::Status& status);
   bool AboveLowWatermark() const;
   uint64_t TenantQuotaLocked(const TenantState& t) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(tenants_mu_);
@@ -384,7 +433,9 @@ class PageStore {
   const PageStoreOptions options_;
   std::unique_ptr<alloc::ZsPool> pool_;
   BlockDevice* const backing_;
-  std::unique_ptr<BlockAllocator> blocks_;  // null without a backing store
+  std::unique_ptr<internal::SegmentTable> segments_;  // null without a backing store
+  // clean_below_free_: the cleaner runs while fewer segments are free.
+  uint64_t clean_below_free_ = 0;
   std::unique_ptr<internal::KeyLockTable> key_locks_;
   std::unique_ptr<internal::PageIndex> index_;
   std::unique_ptr<internal::LruList> lru_;
@@ -417,6 +468,8 @@ class PageStore {
     std::atomic<uint64_t> written_back_pages{0}, writeback_aborted{0}, second_chances{0};
     std::atomic<uint64_t> backing_reads{0}, backing_writes{0};
     std::atomic<uint64_t> backing_read_errors{0}, backing_write_errors{0};
+    std::atomic<uint64_t> backing_bytes_written{0}, written_back_bytes{0};
+    std::atomic<uint64_t> cleaner_moves{0}, cleaner_segments{0};
     std::atomic<uint64_t> stores{0}, loads{0}, load_misses{0}, invalidates{0}, stale_stores{0};
     std::array<std::atomic<uint64_t>, kRejectReasonCount> rejects{};
     LatencyHistogram writeback_latency;

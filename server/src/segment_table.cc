@@ -1,0 +1,147 @@
+// segment_table.cc: SegmentTable (see segment_table.h).
+#include "segment_table.h"
+
+#include <cassert>
+#include <cstring>
+
+namespace farswap::server::internal {
+
+SegmentTable::SegmentTable(uint64_t segment_count, uint64_t segment_bytes,
+                           uint64_t reserve_segments)
+    : segment_count_(segment_count),
+      segment_bytes_(segment_bytes),
+      reserve_(reserve_segments),
+      segments_(segment_count) {
+  // Hand out low segments first: a stack with segment 0 on top.
+  free_.reserve(segment_count);
+  for (uint64_t s = segment_count; s > 0; --s) free_.push_back(s - 1);
+}
+
+std::unique_ptr<OpenSegment> SegmentTable::AcquireOpen(bool use_reserve) {
+  uint64_t segment = 0;
+  {
+    MutexLock l(&mu_);
+    if (parked_ != nullptr) {
+      segments_[parked_->segment].state = State::kOpenBusy;
+      return std::move(parked_);
+    }
+    const uint64_t keep = use_reserve ? 0 : reserve_;
+    if (free_.size() <= keep) return nullptr;
+    segment = free_.back();
+    free_.pop_back();
+    segments_[segment].state = State::kOpenBusy;
+  }
+  auto open = std::make_unique<OpenSegment>();
+  open->segment = segment;
+  // Zeroed, so the padding after the last object of a write is zeros.
+  open->buf.reset(static_cast<uint8_t*>(std::aligned_alloc(kBlockSize, segment_bytes_)));
+  std::memset(open->buf.get(), 0, segment_bytes_);
+  return open;
+}
+
+void SegmentTable::Release(std::unique_ptr<OpenSegment> open) {
+  MutexLock l(&mu_);
+  Segment& seg = segments_[open->segment];
+  assert(seg.state == State::kOpenBusy);
+  if (seg.live == 0) {
+    FreeLocked(open->segment);  // nothing anyone points to: reuse from the start
+    return;
+  }
+  if (open->fill + kBlockSize > segment_bytes_ || parked_ != nullptr) {
+    seg.state = State::kSealed;  // full (no room for a largest object), or the slot is taken
+    return;
+  }
+  seg.state = State::kOpenParked;
+  parked_ = std::move(open);
+}
+
+void SegmentTable::AddLive(uint64_t segment, const ObjectRecord& record) {
+  MutexLock l(&mu_);
+  Segment& seg = segments_[segment];
+  seg.live += record.length;
+  seg.records.push_back(record);
+  live_bytes_ += record.length;
+}
+
+void SegmentTable::Extend(uint64_t segment, uint64_t extent) {
+  MutexLock l(&mu_);
+  Segment& seg = segments_[segment];
+  if (extent > seg.extent) {
+    held_bytes_ += extent - seg.extent;
+    seg.extent = extent;
+  }
+}
+
+void SegmentTable::Drop(uint64_t segment, uint32_t length) {
+  MutexLock l(&mu_);
+  Segment& seg = segments_[segment];
+  assert(seg.live >= length);
+  seg.live -= length;
+  live_bytes_ -= length;
+  if (seg.live != 0) return;
+  if (seg.state == State::kSealed) {
+    FreeLocked(segment);
+  } else if (seg.state == State::kOpenParked) {
+    parked_.reset();  // the next batch starts a fresh segment
+    FreeLocked(segment);
+  }
+  // kOpenBusy: Release decides; kCleaning: FinishCleaning does.
+}
+
+void SegmentTable::FreeLocked(uint64_t segment) {
+  Segment& seg = segments_[segment];
+  held_bytes_ -= seg.extent;
+  seg.state = State::kFree;
+  seg.extent = 0;
+  seg.live = 0;
+  seg.records.clear();
+  seg.records.shrink_to_fit();
+  free_.push_back(segment);
+}
+
+uint64_t SegmentTable::free_segments() const {
+  MutexLock l(&mu_);
+  return free_.size();
+}
+
+bool SegmentTable::CanAppend() const {
+  MutexLock l(&mu_);
+  return parked_ != nullptr || !free_.empty();
+}
+
+std::optional<SegmentTable::Victim> SegmentTable::PickVictim(double threshold) {
+  MutexLock l(&mu_);
+  const double limit = threshold * double(segment_bytes_);
+  std::optional<uint64_t> best;
+  for (uint64_t s = 0; s < segment_count_; ++s) {
+    const Segment& seg = segments_[s];
+    if (seg.state != State::kSealed || double(seg.live) >= limit) continue;
+    if (!best.has_value() || seg.live < segments_[*best].live) best = s;
+  }
+  if (!best.has_value()) return std::nullopt;
+  Segment& seg = segments_[*best];
+  seg.state = State::kCleaning;
+  return Victim{.segment = *best, .extent = seg.extent, .records = seg.records};
+}
+
+bool SegmentTable::FinishCleaning(uint64_t segment) {
+  MutexLock l(&mu_);
+  Segment& seg = segments_[segment];
+  assert(seg.state == State::kCleaning);
+  if (seg.live == 0) {
+    FreeLocked(segment);
+    return true;
+  }
+  seg.state = State::kSealed;
+  return false;
+}
+
+SegmentTableStats SegmentTable::GetStats() const {
+  MutexLock l(&mu_);
+  return {.segments = segment_count_,
+          .free_segments = free_.size(),
+          .live_bytes = live_bytes_,
+          .held_bytes = held_bytes_};
+}
+
+}  // namespace farswap::server::internal

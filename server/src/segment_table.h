@@ -1,0 +1,145 @@
+// segment_table.h: the page store's log-structured layout of the backing
+// store. Private to server/.
+//
+// The backing store is cut into segments of segment_bytes (a whole number of
+// 4 KiB blocks, 1 MiB by default). Writeback appends compressed pages end to
+// end into an open segment's in-memory buffer and writes the appended blocks
+// with one WriteBlocks; an entry on disk records its byte offset and length.
+// The table keeps, per segment, its state, the bytes written so far (its
+// extent), the live bytes (objects some entry still points to) and a record
+// of every object appended (key, gen, offset, length) for the cleaner.
+//
+// Segment states:
+//   kFree      nothing in it; may be handed out by AcquireOpen.
+//   kOpenBusy  an OpenSegment checked out by one writeback batch or cleaning
+//              round, which alone appends to it.
+//   kOpenParked the one partly filled open segment between batches; the next
+//              AcquireOpen takes it, so batches keep filling one segment.
+//   kSealed    no more appends; freed when its live bytes reach 0, or when
+//              the cleaner has moved its live objects away.
+//   kCleaning  the cleaner is moving its live objects; freed when it ends.
+//
+// Why a segment can be freed without a reader in it: a load reads an
+// object with its entry's key lock held, and the object's bytes are counted
+// live until the entry is released or moved under that same lock; a segment
+// is freed only once its live bytes are 0 (or by the cleaner after every
+// entry it held has been moved). Appends never touch a block that holds
+// published bytes: each write covers blocks past the segment's extent, and
+// the extent then advances to the next block boundary.
+//
+// Thread-safe; its mutex is a leaf of the page store's lock order.
+#ifndef FARSWAP_SERVER_SEGMENT_TABLE_H_
+#define FARSWAP_SERVER_SEGMENT_TABLE_H_
+
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "farswap/common/mutex.h"
+#include "farswap/server/block_device.h"
+#include "page_index.h"
+
+namespace farswap::server::internal {
+
+// ObjectRecord: one object appended to a segment.
+struct ObjectRecord {
+  PageKey key;
+  uint64_t gen = 0;
+  uint32_t offset = 0;  // within the segment
+  uint32_t length = 0;
+};
+
+// OpenSegment is a segment being appended to, with its buffer. Owned by
+// whoever checked it out (not thread-safe itself).
+struct OpenSegment {
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  uint64_t segment = 0;
+  uint64_t fill = 0;                          // bytes appended (the next object's offset)
+  uint64_t flushed = 0;                       // bytes on disk: a block boundary, <= fill
+  std::unique_ptr<uint8_t, FreeDeleter> buf;  // segment_bytes, block-aligned
+};
+
+struct SegmentTableStats {
+  uint64_t segments = 0;
+  uint64_t free_segments = 0;
+  uint64_t live_bytes = 0;  // bytes of objects entries point to
+  uint64_t held_bytes = 0;  // extents of every segment not free (live + dead + padding)
+};
+
+// SegmentTable: see the file comment. Thread-safe.
+class SegmentTable {
+ public:
+  // reserve_segments: free segments only the cleaner may take, so it can
+  // always make progress while writeback has filled the rest.
+  SegmentTable(uint64_t segment_count, uint64_t segment_bytes, uint64_t reserve_segments);
+
+  uint64_t segment_bytes() const { return segment_bytes_; }
+  uint64_t segment_count() const { return segment_count_; }
+
+  // AcquireOpen checks out the parked segment, or else a free one (a free
+  // one only while more than the reserve is free, unless `use_reserve`),
+  // with its buffer. nullptr when there is none.
+  std::unique_ptr<OpenSegment> AcquireOpen(bool use_reserve);
+  // Release returns a checked-out segment: a full one, or one whose parked
+  // slot is taken, is sealed; a partly filled one is parked. One whose
+  // live bytes are 0 is freed instead, its extent discarded.
+  void Release(std::unique_ptr<OpenSegment> open);
+
+  // AddLive: an object at `record.offset` of `segment` was published.
+  void AddLive(uint64_t segment, const ObjectRecord& record);
+  // Extend: `segment`'s extent grew to `extent` bytes (after a write).
+  void Extend(uint64_t segment, uint64_t extent);
+  // Drop: an object of `length` bytes in `segment` is no longer an entry's
+  // (invalidated, replaced, moved). A sealed or parked segment left with
+  // no live bytes is freed.
+  void Drop(uint64_t segment, uint32_t length);
+
+  // free_segments: how many are free now.
+  uint64_t free_segments() const;
+  // CanAppend: a segment is parked or free, so the cleaner has somewhere to
+  // move live objects to.
+  bool CanAppend() const;
+  // PickVictim marks the sealed segment with the lowest live fraction,
+  // below `threshold`, as being cleaned and returns it with its extent and
+  // its records. nullopt when no segment qualifies.
+  struct Victim {
+    uint64_t segment = 0;
+    uint64_t extent = 0;
+    std::vector<ObjectRecord> records;
+  };
+  std::optional<Victim> PickVictim(double threshold);
+  // FinishCleaning frees the victim if nothing live is left in it, else
+  // seals it again (an object could not be moved). Returns whether freed.
+  bool FinishCleaning(uint64_t segment);
+
+  SegmentTableStats GetStats() const;
+
+ private:
+  enum class State : uint8_t { kFree, kOpenBusy, kOpenParked, kSealed, kCleaning };
+  struct Segment {
+    State state = State::kFree;
+    uint64_t extent = 0;
+    uint64_t live = 0;
+    std::vector<ObjectRecord> records;
+  };
+  void FreeLocked(uint64_t segment) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const uint64_t segment_count_;
+  const uint64_t segment_bytes_;
+  const uint64_t reserve_;
+  mutable Mutex mu_;
+  std::vector<Segment> segments_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> free_ ABSL_GUARDED_BY(mu_);  // a stack of free segment numbers
+  std::unique_ptr<OpenSegment> parked_ ABSL_GUARDED_BY(mu_);
+  uint64_t live_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace farswap::server::internal
+
+#endif  // FARSWAP_SERVER_SEGMENT_TABLE_H_

@@ -1,0 +1,433 @@
+// The packed, log-structured backing store (segment_table.h, writeback.cc,
+// cleaner.cc): batches of pages packed into one segment write, the seed
+// interleavings at each unlocked step of a batch and of the cleaner, disk
+// full, and I/O faults. Every interleaving is forced with a sync point whose
+// callback runs on the writeback (or cleaner) thread while it holds no lock;
+// nothing sleeps.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "farswap/common/sync_point.h"
+#include "farswap/server/page_store.h"
+#include "page_test_util.h"
+
+namespace farswap::server {
+namespace {
+
+using testing::ExpectPage;
+using testing::Payload;
+using testing::ScopedSyncPoints;
+using testing::StorePayload;
+
+constexpr uint32_t kTenant = 3;
+constexpr uint64_t kSegment = 4 * kBlockSize;  // 16 KiB: small enough to fill in a test
+
+std::unique_ptr<PageStore> NewStore(BlockDevice* backing) {
+  absl::StatusOr<std::unique_ptr<PageStore>> s = PageStore::Create(
+      {.backing = backing, .start_writeback_worker = false, .segment_bytes = kSegment});
+  EXPECT_TRUE(s.ok()) << s.status();
+  return std::move(*s);
+}
+
+// Version `v` of page `p`: its own bytes, and its length varies with it.
+std::vector<uint8_t> Version(uint64_t p, uint64_t v) {
+  return Payload(p * 1000 + v, 900 + (p * 131 + v * 17) % 1200);
+}
+
+TEST(SegmentLogTest, ABatchIsPackedIntoOneWriteAndLoadsReadOnlyTheirBlocks) {
+  MemoryBlockDevice mem(64);
+  FaultInjectingBlockDevice ssd(&mem);
+  auto store = NewStore(&ssd);
+  uint64_t bytes = 0;
+  for (uint64_t p = 0; p < 8; ++p) {
+    ASSERT_TRUE(StorePayload(*store, kTenant, p, Version(p, 1), 1).ok());
+    bytes += Version(p, 1).size();
+  }
+  ASSERT_LE(bytes, kSegment);
+  EXPECT_EQ(store->RunWritebackBatch(64), WritebackOutcome::kWrittenBack);
+  PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.pages_on_disk, 8u);
+  EXPECT_EQ(ssd.writes(), 1u) << "a batch that fits one segment is one write";
+  EXPECT_EQ(st.disk_live_bytes, bytes);
+  EXPECT_EQ(st.written_back_bytes, bytes);
+  EXPECT_EQ(st.backing_used_blocks, (bytes + kBlockSize - 1) / kBlockSize);
+  EXPECT_EQ(st.backing_bytes_written, st.backing_used_blocks * kBlockSize);
+  EXPECT_EQ(st.pool.objects, 0u);
+  for (uint64_t p = 0; p < 8; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+  EXPECT_EQ(ssd.reads(), 8u) << "one read per load";
+}
+
+TEST(SegmentLogTest, ABatchLargerThanASegmentFillsItAndContinuesInTheNext) {
+  MemoryBlockDevice mem(64);
+  FaultInjectingBlockDevice ssd(&mem);
+  auto store = NewStore(&ssd);
+  uint64_t bytes = 0;
+  // 30: a fresh page is referenced, so the pick gives 30 second chances and
+  // takes 30 pages in its first 64-entry hold.
+  for (uint64_t p = 0; p < 30; ++p) {
+    ASSERT_TRUE(StorePayload(*store, kTenant, p, Version(p, 1), 1).ok());
+    bytes += Version(p, 1).size();
+  }
+  ASSERT_GT(bytes, 2 * kSegment);
+  EXPECT_EQ(store->RunWritebackBatch(64), WritebackOutcome::kWrittenBack);
+  PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.pages_on_disk, 30u);
+  EXPECT_EQ(st.disk_live_bytes, bytes);
+  // One write per segment filled (a segment's tail may not fit the next
+  // page, so there may be one more segment than the bytes alone need).
+  EXPECT_EQ(ssd.writes(), st.segments - st.free_segments);
+  EXPECT_LE(ssd.writes(), bytes / kSegment + 2);
+  for (uint64_t p = 0; p < 30; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+}
+
+// --- the seed interleavings at each unlocked step of a batch ---------------------------
+
+const char* const kBatchPoints[] = {
+    "PageStore::Writeback:pending-unlocked",
+    "PageStore::Writeback:after-io",
+};
+
+class SegmentWriteRaceTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    store_ = NewStore(&ssd_);
+    for (uint64_t p = 0; p < 6; ++p) {
+      ASSERT_TRUE(StorePayload(*store_, kTenant, p, Version(p, 1), 1).ok());
+    }
+  }
+  ScopedSyncPoints clear_sync_points_;
+  MemoryBlockDevice ssd_{64};
+  std::unique_ptr<PageStore> store_;
+};
+
+// While the segment holding pages 0..5 is being written: page 1 is stored
+// anew, page 2 invalidated, page 3 loaded (cancelling its writeback), page
+// 4 invalidated and stored again (a new generation, maybe at the old
+// entry's address). Only 0 and 5 may go to disk; the others keep their
+// newest state, and their appended bytes are counted dead.
+TEST_P(SegmentWriteRaceTest, StoreInvalidateAndLoadDuringTheWriteKeepTheNewestVersion) {
+  SyncPoints::SetOnce(GetParam(), [&] {
+    ASSERT_TRUE(StorePayload(*store_, kTenant, 1, Version(1, 2), 2).ok());
+    ASSERT_TRUE(store_->Invalidate(kTenant, 2).ok());
+    ExpectPage(*store_, kTenant, 3, Version(3, 1), 1);
+    ASSERT_TRUE(store_->Invalidate(kTenant, 4).ok());
+    ASSERT_TRUE(StorePayload(*store_, kTenant, 4, Version(4, 3), 3).ok());
+  });
+  EXPECT_EQ(store_->RunWritebackBatch(64), WritebackOutcome::kWrittenBack);
+  PageStoreStats st = store_->GetStats();
+  EXPECT_EQ(st.pages_on_disk, 2u);
+  EXPECT_EQ(st.written_back_pages, 2u);
+  EXPECT_EQ(st.writeback_aborted, 4u);
+  EXPECT_EQ(st.disk_live_bytes, Version(0, 1).size() + Version(5, 1).size());
+  EXPECT_EQ(st.pool.objects, 3u);  // 1 (v2), 3, 4 (v3)
+  ExpectPage(*store_, kTenant, 0, Version(0, 1), 1);
+  ExpectPage(*store_, kTenant, 1, Version(1, 2), 2);
+  EXPECT_EQ(store_->Load(kTenant, 2).status().code(), absl::StatusCode::kNotFound);
+  ExpectPage(*store_, kTenant, 3, Version(3, 1), 1);
+  ExpectPage(*store_, kTenant, 4, Version(4, 3), 3);
+  ExpectPage(*store_, kTenant, 5, Version(5, 1), 1);
+
+  // The survivors can go to disk later, and the dead bytes never come back:
+  // every page still reads as its newest version from there.
+  for (int i = 0; i < 4 && store_->RunWritebackBatch(64) == WritebackOutcome::kWrittenBack; ++i) {
+  }
+  EXPECT_EQ(store_->GetStats().pages_on_disk, 5u);
+  ExpectPage(*store_, kTenant, 1, Version(1, 2), 2);
+  ExpectPage(*store_, kTenant, 3, Version(3, 1), 1);
+  ExpectPage(*store_, kTenant, 4, Version(4, 3), 3);
+}
+
+// Every page of the batch invalidated during the write: nothing is
+// published, and the segment, holding nothing live, is free again.
+TEST_P(SegmentWriteRaceTest, EverythingInvalidatedDuringTheWriteFreesTheSegment) {
+  SyncPoints::SetOnce(GetParam(),
+                      [&] { ASSERT_EQ(store_->InvalidateRange(kTenant, 0, 6).value_or(0), 6u); });
+  EXPECT_EQ(store_->RunWritebackBatch(64), WritebackOutcome::kAborted);
+  PageStoreStats st = store_->GetStats();
+  EXPECT_EQ(st.pages_on_disk, 0u);
+  EXPECT_EQ(st.stored_pages, 0u);
+  EXPECT_EQ(st.free_segments, st.segments);
+  EXPECT_EQ(st.backing_used_blocks, 0u);
+  EXPECT_EQ(st.disk_live_bytes, 0u);
+}
+
+std::string BatchStepName(const ::testing::TestParamInfo<const char*>& step) {
+  static const char* const kNames[] = {"PendingUnlocked", "AfterIo"};
+  return kNames[step.index];
+}
+
+INSTANTIATE_TEST_SUITE_P(AtEachBatchStep, SegmentWriteRaceTest, ::testing::ValuesIn(kBatchPoints),
+                         BatchStepName);
+
+// --- the cleaner ------------------------------------------------------------------------
+
+// Fills segment 0 with pages 0..n-1 (sealed: the batch carried on into
+// segment 1), then invalidates all of segment 0's pages but `keep`, so its
+// live fraction is below the threshold. Returns n.
+uint64_t FillAndThinSegmentZero(PageStore& store, const std::vector<uint64_t>& keep) {
+  uint64_t bytes = 0, n = 0;
+  while (bytes + Version(n, 1).size() <= kSegment) bytes += Version(n++, 1).size();
+  for (uint64_t p = 0; p < n + 3; ++p) {
+    EXPECT_TRUE(StorePayload(store, kTenant, p, Version(p, 1), 1).ok());
+  }
+  EXPECT_EQ(store.RunWritebackBatch(64), WritebackOutcome::kWrittenBack);
+  EXPECT_EQ(store.GetStats().pages_on_disk, n + 3);
+  for (uint64_t p = 0; p < n; ++p) {
+    if (std::find(keep.begin(), keep.end(), p) == keep.end()) {
+      EXPECT_TRUE(store.Invalidate(kTenant, p).ok());
+    }
+  }
+  return n;
+}
+
+TEST(SegmentCleanerTest, MovesLiveObjectsAndFreesTheSegment) {
+  MemoryBlockDevice ssd(64);
+  auto store = NewStore(&ssd);
+  const uint64_t n = FillAndThinSegmentZero(*store, {1, 2});
+  const PageStoreStats before = store->GetStats();
+  ASSERT_TRUE(store->RunCleanerOnce());
+  PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.cleaner_moves, 2u);
+  EXPECT_EQ(st.cleaner_segments, 1u);
+  EXPECT_EQ(st.disk_live_bytes, before.disk_live_bytes);
+  EXPECT_EQ(st.pages_on_disk, before.pages_on_disk);
+  EXPECT_GT(st.backing_bytes_written, before.backing_bytes_written);
+  ExpectPage(*store, kTenant, 1, Version(1, 1), 1);
+  ExpectPage(*store, kTenant, 2, Version(2, 1), 1);
+  for (uint64_t p = n; p < n + 3; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+  // Nothing else qualifies now.
+  EXPECT_FALSE(store->RunCleanerOnce());
+
+  // The freed segment is reused: fill the disk with new pages; every page,
+  // moved or new, reads back as itself, never as bytes of the freed one.
+  for (uint64_t p = 100; p < 160; ++p) {
+    ASSERT_TRUE(StorePayload(*store, kTenant, p, Version(p, 1), 1).ok());
+  }
+  while (store->RunWritebackBatch(64) == WritebackOutcome::kWrittenBack) {
+  }
+  EXPECT_EQ(store->GetStats().pages_on_disk, 2 + 3 + 60u);
+  ExpectPage(*store, kTenant, 1, Version(1, 1), 1);
+  ExpectPage(*store, kTenant, 2, Version(2, 1), 1);
+  for (uint64_t p = 100; p < 160; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+}
+
+const char* const kCleanerPoints[] = {
+    "PageStore::Cleaner:after-read",
+    "PageStore::Cleaner:after-io",
+};
+
+class CleanerRaceTest : public ::testing::TestWithParam<const char*> {
+ protected:
+  ScopedSyncPoints clear_sync_points_;
+  MemoryBlockDevice ssd_{64};
+};
+
+// The cleaner relocating page 1 while a store replaces it: the new version
+// wins, and the relocated copy of the old one is dead and never served.
+TEST_P(CleanerRaceTest, StoreDuringRelocationKeepsTheNewVersion) {
+  auto store = NewStore(&ssd_);
+  FillAndThinSegmentZero(*store, {1, 2});
+  const uint64_t live_before = store->GetStats().disk_live_bytes;
+  SyncPoints::SetOnce(
+      GetParam(), [&] { ASSERT_TRUE(StorePayload(*store, kTenant, 1, Version(1, 2), 2).ok()); });
+  ASSERT_TRUE(store->RunCleanerOnce());
+  ExpectPage(*store, kTenant, 1, Version(1, 2), 2);
+  ExpectPage(*store, kTenant, 2, Version(2, 1), 1);
+  PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.cleaner_moves, 1u);
+  EXPECT_EQ(st.disk_live_bytes, live_before - Version(1, 1).size());
+  // Written back again, the new version reads from disk as itself.
+  while (store->RunWritebackBatch(64) == WritebackOutcome::kWrittenBack) {
+  }
+  ExpectPage(*store, kTenant, 1, Version(1, 2), 2);
+}
+
+// The ABA case: page 1 is replaced and the new version written back to
+// disk (a new generation, maybe at the old entry's address) while the
+// cleaner holds the old copy. The cleaner must not point the new entry at
+// the old bytes.
+TEST_P(CleanerRaceTest, ReplacedAndWrittenBackDuringRelocationIsNotRedirected) {
+  auto store = NewStore(&ssd_);
+  FillAndThinSegmentZero(*store, {1, 2});
+  SyncPoints::SetOnce(GetParam(), [&] {
+    ASSERT_TRUE(store->Invalidate(kTenant, 1).ok());
+    ASSERT_TRUE(StorePayload(*store, kTenant, 1, Version(1, 2), 2).ok());
+    ASSERT_EQ(store->RunWritebackBatch(64), WritebackOutcome::kWrittenBack);
+  });
+  ASSERT_TRUE(store->RunCleanerOnce());
+  ExpectPage(*store, kTenant, 1, Version(1, 2), 2);
+  ExpectPage(*store, kTenant, 2, Version(2, 1), 1);
+}
+
+TEST_P(CleanerRaceTest, InvalidateDuringRelocationLeavesNothing) {
+  auto store = NewStore(&ssd_);
+  FillAndThinSegmentZero(*store, {1, 2});
+  SyncPoints::SetOnce(GetParam(), [&] { ASSERT_TRUE(store->Invalidate(kTenant, 1).ok()); });
+  ASSERT_TRUE(store->RunCleanerOnce());
+  EXPECT_EQ(store->Load(kTenant, 1).status().code(), absl::StatusCode::kNotFound);
+  ExpectPage(*store, kTenant, 2, Version(2, 1), 1);
+  EXPECT_EQ(store->GetStats().cleaner_moves, 1u);
+}
+
+// A load during relocation reads the old copy (still valid) and changes
+// nothing: the move goes ahead.
+TEST_P(CleanerRaceTest, LoadDuringRelocationReadsTheOldCopy) {
+  auto store = NewStore(&ssd_);
+  FillAndThinSegmentZero(*store, {1, 2});
+  SyncPoints::SetOnce(GetParam(), [&] { ExpectPage(*store, kTenant, 1, Version(1, 1), 1); });
+  ASSERT_TRUE(store->RunCleanerOnce());
+  EXPECT_EQ(store->GetStats().cleaner_moves, 2u);
+  ExpectPage(*store, kTenant, 1, Version(1, 1), 1);
+}
+
+std::string CleanerStepName(const ::testing::TestParamInfo<const char*>& step) {
+  static const char* const kNames[] = {"AfterRead", "AfterIo"};
+  return kNames[step.index];
+}
+
+INSTANTIATE_TEST_SUITE_P(AtEachCleanerStep, CleanerRaceTest, ::testing::ValuesIn(kCleanerPoints),
+                         CleanerStepName);
+
+// --- disk full, and faults ---------------------------------------------------------------
+
+// Every segment more than half live: the cleaner can reclaim nothing, so a
+// store that needs room is refused (backing_full) and every acknowledged
+// page still loads. Thinning the disk out lets the cleaner make room again.
+TEST(SegmentLogFullTest, FullDiskRefusesStoresKeepsAckedPagesAndCleaningMakesRoom) {
+  MemoryBlockDevice ssd(16);  // 4 segments of 16 KiB, one of them the cleaner's reserve
+  auto store = *PageStore::Create({.limits = {.pool_limit_bytes = 64 << 10},
+                                   .backing = &ssd,
+                                   .start_writeback_worker = false,
+                                   .segment_bytes = kSegment});
+  std::vector<uint64_t> acked;
+  absl::Status refused;
+  for (uint64_t p = 0; p < 500 && refused.ok(); ++p) {
+    refused = StorePayload(*store, kTenant, p, Version(p, 1), 1);
+    if (refused.ok()) acked.push_back(p);
+  }
+  ASSERT_EQ(refused.code(), absl::StatusCode::kResourceExhausted) << refused;
+  EXPECT_NE(refused.message().find("backing_full"), std::string::npos) << refused;
+  PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.cleaner_segments, 0u);
+  EXPECT_GT(st.pages_on_disk, 16u) << "packed: more pages than blocks";
+  for (uint64_t p : acked) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+
+  // Free most pages that are on disk (the oldest): now stores go through,
+  // the cleaner making room.
+  for (uint64_t p : acked) {
+    if (p % 4 != 0 && p < acked.size() / 2) {
+      ASSERT_TRUE(store->Invalidate(kTenant, p).ok());
+    }
+  }
+  // Until the disk is full again: every store acknowledged or refused as
+  // backing_full, never lost.
+  std::vector<uint64_t> more;
+  for (uint64_t p = 1000; p < 1100; ++p) {
+    absl::Status s = StorePayload(*store, kTenant, p, Version(p, 1), 1);
+    if (!s.ok()) {
+      EXPECT_NE(s.message().find("backing_full"), std::string::npos) << s;
+      break;
+    }
+    more.push_back(p);
+  }
+  EXPECT_GE(more.size(), 8u) << "the cleaner made room for the invalidated pages' bytes";
+  EXPECT_GT(store->GetStats().cleaner_segments, 0u);
+  for (uint64_t p : acked) {
+    if (p % 4 != 0 && p < acked.size() / 2) continue;
+    ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+  }
+  for (uint64_t p : more) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+}
+
+// A failed segment write: the batch's pages stay in the pool and are
+// served, the error is sticky, and nothing is published.
+TEST(SegmentLogFaultTest, FailedSegmentWriteKeepsTheBatchInThePool) {
+  MemoryBlockDevice mem(64);
+  FaultInjectingBlockDevice ssd(&mem);
+  auto store = NewStore(&ssd);
+  for (uint64_t p = 0; p < 10; ++p) {
+    ASSERT_TRUE(StorePayload(*store, kTenant, p, Version(p, 1), 1).ok());
+  }
+  ssd.FailWrites(0, 1, absl::DataLossError("EIO (injected)"));
+  EXPECT_EQ(store->RunWritebackBatch(64), WritebackOutcome::kIoError);
+  PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.pages_on_disk, 0u);
+  EXPECT_EQ(st.pool.objects, 10u);
+  EXPECT_EQ(st.disk_live_bytes, 0u);
+  EXPECT_EQ(st.health.code(), absl::StatusCode::kDataLoss);
+  for (uint64_t p = 0; p < 10; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+  EXPECT_EQ(store->RunWritebackBatch(64), WritebackOutcome::kIoError);
+  EXPECT_FALSE(store->RunCleanerOnce());
+  EXPECT_EQ(ssd.writes(), 1u);
+}
+
+// A failed cleaner write: the objects stay where they were, and load.
+TEST(SegmentLogFaultTest, FailedCleanerWriteLeavesObjectsInPlace) {
+  MemoryBlockDevice mem(64);
+  FaultInjectingBlockDevice ssd(&mem);
+  auto store = NewStore(&ssd);
+  FillAndThinSegmentZero(*store, {1, 2});
+  ssd.FailWrites(0, 1, absl::DataLossError("EIO (injected)"));
+  EXPECT_FALSE(store->RunCleanerOnce());
+  EXPECT_EQ(store->GetStats().cleaner_moves, 0u);
+  EXPECT_EQ(store->Health().code(), absl::StatusCode::kDataLoss);
+  ExpectPage(*store, kTenant, 1, Version(1, 1), 1);
+  ExpectPage(*store, kTenant, 2, Version(2, 1), 1);
+}
+
+// Two pages packed into the same block: a failed read of one is DATA_LOSS
+// for that page only; the other, and the same page once the device reads
+// again, load.
+TEST(SegmentLogFaultTest, FailedReadOfOnePackedObjectIsDataLossForThatPageOnly) {
+  MemoryBlockDevice mem(64);
+  FaultInjectingBlockDevice ssd(&mem);
+  auto store = NewStore(&ssd);
+  const std::vector<uint8_t> a = Payload(1, 700), b = Payload(2, 800);
+  ASSERT_TRUE(StorePayload(*store, kTenant, 10, a, 1).ok());
+  ASSERT_TRUE(StorePayload(*store, kTenant, 11, b, 2).ok());
+  ASSERT_EQ(store->RunWritebackBatch(64), WritebackOutcome::kWrittenBack);
+  ASSERT_EQ(store->GetStats().backing_used_blocks, 1u) << "both in one block";
+  ssd.FailReads(0, 1, absl::DataLossError("EIO (injected)"));
+  absl::StatusOr<LoadedPage> lost = store->Load(kTenant, 10);
+  EXPECT_EQ(lost.status().code(), absl::StatusCode::kDataLoss) << lost.status();
+  EXPECT_NE(lost.status().message().find("page 10"), std::string::npos) << lost.status();
+  ExpectPage(*store, kTenant, 11, b, 2);
+  ExpectPage(*store, kTenant, 10, a, 1);
+}
+
+// A page whose bytes on disk were overwritten behind the store's back (here:
+// the whole device) is DATA_LOSS, not another page's bytes.
+TEST(SegmentLogFaultTest, OverwrittenSegmentIsDataLossNotOtherBytes) {
+  MemoryBlockDevice ssd(64);
+  auto store = NewStore(&ssd);
+  ASSERT_TRUE(StorePayload(*store, kTenant, 1, Payload(1, 1500), 1).ok());
+  ASSERT_EQ(store->RunWritebackOnce(), WritebackOutcome::kWrittenBack);
+  std::vector<uint8_t> junk(64 * kBlockSize, 0xEE);
+  ASSERT_TRUE(ssd.WriteBlocks(0, 64, junk.data()).ok());
+  EXPECT_EQ(store->Load(kTenant, 1).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST(SegmentLogOptionsTest, BadOptionsAreRefused) {
+  MemoryBlockDevice ssd(64);
+  EXPECT_EQ(PageStore::Create({.backing = &ssd, .segment_bytes = 5000}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PageStore::Create({.backing = &ssd, .segment_bytes = 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PageStore::Create({.backing = &ssd, .cleaner_threshold = 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PageStore::Create({.backing = &ssd, .cleaner_threshold = 1.5}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PageStore::Create({.backing = &ssd, .writeback_batch_pages = 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // A device smaller than a segment is one segment.
+  auto store = PageStore::Create({.backing = &ssd, .segment_bytes = 1 << 20});
+  ASSERT_TRUE(store.ok()) << store.status();
+  EXPECT_EQ((*store)->GetStats().segments, 1u);
+  EXPECT_EQ((*store)->GetStats().segment_bytes, 64 * kBlockSize);
+}
+
+}  // namespace
+}  // namespace farswap::server
