@@ -9,6 +9,7 @@
 #include <grpcpp/grpcpp.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstring>
@@ -21,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench_args.h"
 #include "farswap/client/client.h"
@@ -52,6 +54,10 @@ struct E2eFlags {
   std::string compare;
   bool compare_memcached = false;
   std::string pool_limit = "512M";
+  // The spawned nodes' cold tier (--cold-after, --cold-zstd-level); 0 = off.
+  uint32_t cold_after_s = 0;
+  int cold_zstd_level = 3;
+  int cold_rounds = 5;
   bool json = false;
   // --data-tls: plaintext and TLS side by side; the certificate files (all
   // three, or none: the bench makes a throwaway CA with the openssl CLI).
@@ -96,6 +102,16 @@ absl::Status CheckE2e(E2eFlags& f) {
     return absl::InvalidArgumentError(
         "--tls-ca, --tls-cert and --tls-key go together (or none: throwaway certificates)");
   }
+  if (f.cold_after_s > 0 && f.spawn == 0) {
+    return absl::InvalidArgumentError("--cold-after needs --spawn (it is the spawned nodes' flag)");
+  }
+  if (f.cold_after_s > 0 && f.kill_after) {
+    return absl::InvalidArgumentError(
+        "--cold-after reads every spawned node's stats: not with --kill-one-after");
+  }
+  if (f.cold_after_s > 0 && f.data_tls) {
+    return absl::InvalidArgumentError("--cold-after and --data-tls are separate runs");
+  }
   return absl::OkStatus();
 }
 
@@ -123,6 +139,65 @@ v1::NodeStats NodeGetStats(const std::string& grpc_addr, const TlsFiles& tls) {
   return resp.node();
 }
 
+absl::StatusOr<v1::NodeStats> GetNodeStats(const std::string& grpc_addr) {
+  auto stub =
+      v1::MemoryNode::NewStub(grpc::CreateChannel(grpc_addr, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  v1::GetStatsResponse resp;
+  grpc::Status s = stub->GetStats(&ctx, v1::GetStatsRequest(), &resp);
+  if (!s.ok()) {
+    return absl::UnavailableError(absl::StrCat("GetStats on ", grpc_addr, ": ", s.error_message()));
+  }
+  return resp.node();
+}
+
+uint64_t NodeMemUsed(const std::string& grpc_addr) {
+  absl::StatusOr<v1::NodeStats> s = GetNodeStats(grpc_addr);
+  return s.ok() ? s->pool().mem_used_total() : 0;
+}
+
+// ColdFigures: the spawned nodes' pool memory and cold-tier counters, summed.
+struct ColdFigures {
+  uint64_t mem_used_total = 0;
+  uint64_t passes = 0;  // the fewest any node has finished
+  uint64_t recompressed_pages = 0, bytes_saved = 0, kept_pages = 0, loads = 0;
+};
+
+absl::StatusOr<ColdFigures> SpawnedColdFigures(
+    const std::vector<std::unique_ptr<testing::ServerProcess>>& spawned) {
+  ColdFigures c;
+  c.passes = UINT64_MAX;
+  for (const auto& p : spawned) {
+    FARSWAP_ASSIGN_OR_RETURN(v1::NodeStats s, GetNodeStats(p->grpc_addr()));
+    c.mem_used_total += s.pool().mem_used_total();
+    c.passes = std::min<uint64_t>(c.passes, s.cold().passes());
+    c.recompressed_pages += s.cold().recompressed_pages();
+    c.bytes_saved += s.cold().bytes_saved();
+    c.kept_pages += s.cold().kept_pages();
+    c.loads += s.cold().loads();
+  }
+  return c;
+}
+
+// WaitForColdPasses returns once every spawned node has finished `passes`
+// more cold passes than `from` (polling its stats every 100 ms, for at most
+// 5 passes' time plus 30 s).
+absl::StatusOr<ColdFigures> WaitForColdPasses(
+    const std::vector<std::unique_ptr<testing::ServerProcess>>& spawned, const ColdFigures& from,
+    uint64_t passes, uint32_t cold_after_s) {
+  const auto deadline = Clock::now() + std::chrono::seconds(5 * passes * cold_after_s + 30);
+  for (;;) {
+    FARSWAP_ASSIGN_OR_RETURN(ColdFigures now, SpawnedColdFigures(spawned));
+    if (now.passes >= from.passes + passes) return now;
+    if (Clock::now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "the nodes finished ", now.passes - from.passes, " of ", passes, " cold passes in time"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 // E2eResult: one run's JSON and the two rates a --data-tls run compares.
 struct E2eResult {
   Json json;
@@ -139,6 +214,10 @@ absl::StatusOr<E2eResult> RunE2eOnce(const E2eFlags& f, const PageFile& pages,
     FARSWAP_ASSIGN_OR_RETURN(std::string server, testing::FindServerBinary(f.server_bin));
     std::vector<std::string> args;
     if (tls.enabled()) args = {"--tls-cert", tls.cert, "--tls-key", tls.key, "--data-tls"};
+    if (f.cold_after_s > 0) {
+      args.insert(args.end(), {"--cold-after", std::to_string(f.cold_after_s), "--cold-zstd-level",
+                               std::to_string(f.cold_zstd_level)});
+    }
     FARSWAP_ASSIGN_OR_RETURN(auto p, testing::ServerProcess::Start({.pool_limit = f.pool_limit,
                                                                     .backing_size = "",
                                                                     .extra_args = args,
@@ -165,9 +244,9 @@ absl::StatusOr<E2eResult> RunE2eOnce(const E2eFlags& f, const PageFile& pages,
     MutexLock l(&err_mu);
     if (first_error.empty()) first_error = s.ToString();
   };
-  // Stores.
-  auto t0 = Clock::now();
-  {
+  // Stores of the corpus at page numbers base.., timed.
+  auto run_stores = [&](uint64_t base) {
+    const auto start_all = Clock::now();
     std::vector<std::thread> ts;
     for (int t = 0; t < f.threads; ++t) {
       ts.emplace_back([&, t] {
@@ -187,19 +266,22 @@ absl::StatusOr<E2eResult> RunE2eOnce(const E2eFlags& f, const PageFile& pages,
         };
         for (size_t i = size_t(t); i < n; i += size_t(f.threads)) {
           if (issued.fetch_add(1) == kill_at) spawned[0]->Kill();  // exactly one thread
-          batch.push_back({i, pages.page(i)});
+          batch.push_back({base + i, pages.page(i)});
           if (batch.size() == size_t(f.depth)) flush();
         }
         flush();
       });
     }
     for (auto& th : ts) th.join();
-  }
-  double store_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  // Loads, verified against the corpus.
+    return std::chrono::duration<double>(Clock::now() - start_all).count();
+  };
+  const double store_s = run_stores(0);
+  // Loads of the pages stored at base.., verified against the corpus: one
+  // pass of every page, timed.
   std::vector<std::vector<double>> lat(f.threads);
-  t0 = Clock::now();
-  {
+  auto run_loads = [&](uint64_t base) {
+    for (auto& v : lat) v.clear();
+    const auto start_all = Clock::now();
     std::vector<std::thread> ts;
     for (int t = 0; t < f.threads; ++t) {
       ts.emplace_back([&, t] {
@@ -214,7 +296,8 @@ absl::StatusOr<E2eResult> RunE2eOnce(const E2eFlags& f, const PageFile& pages,
             if (!r[k].ok()) {
               lost++;
               note_error(r[k]);
-            } else if (std::memcmp(batch[k].out, pages.page(batch[k].page_no), kPageSize) != 0) {
+            } else if (std::memcmp(batch[k].out, pages.page(batch[k].page_no - base), kPageSize) !=
+                       0) {
               bad++;
             }
             lat[t].push_back(us);  // a page's latency is its batch's
@@ -222,17 +305,50 @@ absl::StatusOr<E2eResult> RunE2eOnce(const E2eFlags& f, const PageFile& pages,
           batch.clear();
         };
         for (size_t i = size_t(t); i < n; i += size_t(f.threads)) {
-          batch.push_back({i, bufs.data() + batch.size() * kPageSize});
+          batch.push_back({base + i, bufs.data() + batch.size() * kPageSize});
           if (batch.size() == size_t(f.depth)) flush();
         }
         flush();
       });
     }
     for (auto& th : ts) th.join();
+    return std::chrono::duration<double>(Clock::now() - start_all).count();
+  };
+  auto latencies = [&] {
+    std::vector<double> all;
+    for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
+    return all;
+  };
+  const double load_s = run_loads(0);
+  std::vector<double> all = latencies();
+  // The cold tier: wait for the passes that find every page unloaded (the
+  // first pass that starts after the loads clears their referenced bits, the
+  // next recompresses; one more for a pass in flight meanwhile) and read the
+  // pool memory. Then store the corpus again at pages n.. (a hot, lz4 copy)
+  // and load the cold copy and the hot copy in turn, --cold-rounds times:
+  // both rates are medians over rounds run side by side, so load on a
+  // shared machine hits both alike. The hot copy, loaded every round, stays
+  // hot (a page is recompressed only after a whole pass without a load).
+  const double page_bytes = double(n) * kPageSize * double(client->replicas());
+  std::optional<ColdFigures> cold_before, cold_after, cold_end;
+  double cold_load_s = 0, hot_copy_load_s = 0;
+  std::vector<double> all_cold;
+  if (f.cold_after_s > 0) {
+    FARSWAP_ASSIGN_OR_RETURN(cold_before, SpawnedColdFigures(spawned));
+    FARSWAP_ASSIGN_OR_RETURN(cold_after,
+                             WaitForColdPasses(spawned, *cold_before, 3, f.cold_after_s));
+    run_stores(n);
+    std::vector<double> cold_rounds, hot_rounds;
+    for (int r = 0; r < f.cold_rounds; ++r) {
+      cold_rounds.push_back(run_loads(0));
+      std::vector<double> l = latencies();
+      all_cold.insert(all_cold.end(), l.begin(), l.end());
+      hot_rounds.push_back(run_loads(n));
+    }
+    cold_load_s = Percentile(cold_rounds, 50);
+    hot_copy_load_s = Percentile(hot_rounds, 50);
+    FARSWAP_ASSIGN_OR_RETURN(cold_end, SpawnedColdFigures(spawned));
   }
-  double load_s = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::vector<double> all;
-  for (auto& v : lat) all.insert(all.end(), v.begin(), v.end());
   ClientStats st = client->stats();
   uint64_t mem = 0, ktls = 0;
   int live = 0;
@@ -273,6 +389,25 @@ absl::StatusOr<E2eResult> RunE2eOnce(const E2eFlags& f, const PageFile& pages,
     j.Bool("data_tls", true)
         .Int("ktls_connections", ktls)
         .Str("tls_encryption", ktls > 0 ? "kernel (kTLS)" : "user space (OpenSSL)");
+  }
+  if (cold_after) {
+    // Per original page byte (pages x 4096 x replicas), as bytes_per_page_byte.
+    j.Int("cold_after_s", f.cold_after_s)
+        .Int("cold_zstd_level", uint64_t(f.cold_zstd_level))
+        .Num("pool_bytes_per_page_byte_before_cold",
+             double(cold_before->mem_used_total) / page_bytes)
+        .Num("pool_bytes_per_page_byte_after_cold", double(cold_after->mem_used_total) / page_bytes)
+        .Int("cold_recompressed_pages", cold_after->recompressed_pages)
+        .Int("cold_bytes_saved", cold_after->bytes_saved)
+        .Int("cold_kept_pages", cold_after->kept_pages)
+        .Int("cold_rounds", uint64_t(f.cold_rounds))
+        .Num("cold_load_pages_per_s", double(n) / cold_load_s)
+        .Num("hot_load_pages_per_s", double(n) / hot_copy_load_s)
+        .Num("cold_to_hot_load_rate", hot_copy_load_s / cold_load_s)
+        .Int("hot_copy_recompressed_pages",
+             cold_end->recompressed_pages - cold_after->recompressed_pages)
+        .Num("cold_load_us_p50", Percentile(all_cold, 50))
+        .Num("cold_load_us_p99", Percentile(all_cold, 99));
   }
   if (f.kill_after) j.Num("killed_after_fraction", *f.kill_after);
   if (!first_error.empty()) j.Str("first_error", first_error);
@@ -385,6 +520,22 @@ CommandRunner AddE2eCommand(CLI::App& app) {
       ->check(CLI::IsMember({"memcached"}));
   cmd->add_option("--pool-limit", f->pool_limit, "the spawned nodes' --pool-limit")
       ->check(cli::Bytes())
+      ->capture_default_str();
+  cmd->add_option("--cold-after", f->cold_after_s,
+                  "the spawned nodes' --cold-after: after the loads, wait for the cold passes, "
+                  "report pool memory per page byte before and after, then load the cold pages "
+                  "and a hot copy in turn (--cold-rounds); 0 = off")
+      ->type_name("SECONDS")
+      ->check(CLI::Range(uint32_t{0}, uint32_t{3600}))
+      ->capture_default_str();
+  cmd->add_option("--cold-rounds", f->cold_rounds,
+                  "with --cold-after: rounds of loading the cold and a hot copy in turn")
+      ->type_name("N")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  cmd->add_option("--cold-zstd-level", f->cold_zstd_level, "the spawned nodes' --cold-zstd-level")
+      ->type_name("N")
+      ->check(CLI::Range(1, 19))
       ->capture_default_str();
   cmd->add_flag("--json", f->json, "accepted for compatibility (the output is always JSON)");
   cmd->add_flag("--data-tls", f->data_tls,

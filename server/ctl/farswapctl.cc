@@ -117,6 +117,15 @@ void PrintHuman(const v1::GetStatsResponse& r) {
       (unsigned long long)j.pool_full(), (unsigned long long)j.quota(),
       (unsigned long long)j.backing_full(), (unsigned long long)j.draining(),
       (unsigned long long)j.io_error());
+  const v1::ColdTierStats& c = n.cold();
+  if (c.passes() != 0) {
+    std::printf(
+        "  cold tier: %llu passes, %llu pages recompressed (%s saved), %llu kept, %llu aborted, "
+        "%llu cold loads\n",
+        (unsigned long long)c.passes(), (unsigned long long)c.recompressed_pages(),
+        Mib(c.bytes_saved()).c_str(), (unsigned long long)c.kept_pages(),
+        (unsigned long long)c.aborted(), (unsigned long long)c.loads());
+  }
   if (n.tenant_reloads() != 0 || n.tenant_reload_failures() != 0) {
     std::printf("  tenants file: %llu reloads, %llu rejected\n",
                 (unsigned long long)n.tenant_reloads(),

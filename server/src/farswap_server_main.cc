@@ -10,6 +10,7 @@
 //                  [--metrics-addr HOST:PORT] [--admin-token-file PATH] [--allow-anonymous]
 //                  [--tls-cert PATH --tls-key PATH [--tls-client-ca PATH]]
 //                  [--tls-reload-interval SECONDS] [--data-tls]
+//                  [--cold-after SECONDS] [--cold-zstd-level N]
 //   farswap-server --help | --version
 //
 // README.md ("farswap-server") documents every flag. The node serves the
@@ -89,6 +90,9 @@ struct Flags {
   ControlPlaneTlsOptions tls;
   // data_tls: the data plane speaks TLS with the same files.
   bool data_tls = false;
+  // The cold zstd tier (PageStoreOptions); 0 = off.
+  uint32_t cold_after_s = 0;
+  int cold_zstd_level = 3;
 };
 
 // AddFlags declares every flag on `app`, bound to `f` (whose values are the
@@ -135,6 +139,16 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->capture_default_str();
   app.add_option("--workers", f.workers, "page-store worker threads")
       ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  app.add_option("--cold-after", f.cold_after_s,
+                 "recompress pool pages not loaded for S seconds (one cold pass every S "
+                 "seconds) from lz4 into zstd, keeping the smaller; 0 = off")
+      ->type_name("SECONDS")
+      ->check(CLI::Range(uint32_t{0}, uint32_t{365} * 24 * 3600))
+      ->capture_default_str();
+  app.add_option("--cold-zstd-level", f.cold_zstd_level, "zstd level of the cold tier")
+      ->type_name("N")
+      ->check(CLI::Range(1, 19))
       ->capture_default_str();
   app.add_option("--busy-poll-us", f.busy_poll_us,
                  "I/O threads poll this long after traffic before sleeping, so replies leave "
@@ -274,10 +288,16 @@ int Serve(const Flags& f) {
   auto store = PageStore::Create({.limits = limits,
                                   .backing = backing.get(),
                                   .segment_bytes = f.segment_size,
-                                  .cleaner_threshold = f.cleaner_threshold});
+                                  .cleaner_threshold = f.cleaner_threshold,
+                                  .cold_after_seconds = f.cold_after_s,
+                                  .cold_zstd_level = f.cold_zstd_level});
   if (!store.ok()) {
     spdlog::error("cannot start: page store: {}", store.status().ToString());
     return 1;
+  }
+  if (f.cold_after_s > 0) {
+    spdlog::info("cold tier: pool pages not loaded for {} s are recompressed into zstd level {}",
+                 f.cold_after_s, f.cold_zstd_level);
   }
   for (const Tenant& t : tenants->tenants()) ApplyFileQuota(**store, t);
   // Reloads --tenants-file on SIGHUP and when it changes; none without one.

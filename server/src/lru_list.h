@@ -106,6 +106,30 @@ class LruList {
     return size_;
   }
 
+  // ScanCold is one lock hold of the cold tier's walk (cold_recompressor.cc).
+  // It looks at up to kMaxScanPerHold entries from the cold end, moving each
+  // to the head as PickColdest does (so the walk resumes at the tail after
+  // the lock is dropped, and nothing it rotates is lost if it stops), and
+  // decrements *left for each. Entries whose cold_state is not kHot are
+  // passed over; of the others, one whose cold_referenced bit was set has it
+  // cleared, and one whose bit was already clear is appended to *out.
+  // A walk of size() entries rotates the list by its own length, which
+  // leaves the order writeback sees as it was (entries linked meanwhile end
+  // up a little closer to the cold end). The writeback `referenced` bit is
+  // never touched. Sets *left to 0 when the list is empty.
+  void ScanCold(uint64_t* left, std::vector<WritebackCandidate>* out) {
+    MutexLock l(&mu_);
+    for (uint64_t n = 0; n<kMaxScanPerHold&& * left> 0 && tail_ != nullptr; ++n, --*left) {
+      Entry* e = tail_;
+      RemoveLocked(e);
+      PushHeadLocked(e);
+      if (e->cold_state.load(std::memory_order_relaxed) != uint8_t(ColdState::kHot)) continue;
+      if (e->cold_referenced.exchange(false, std::memory_order_relaxed)) continue;
+      out->push_back(WritebackCandidate{e->key, e, e->gen});
+    }
+    if (tail_ == nullptr) *left = 0;
+  }
+
  private:
   void PushHeadLocked(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     e->lru_prev = nullptr;

@@ -144,6 +144,24 @@ void AddStore(std::vector<MetricFamily>& out, const PageStoreStats& s) {
   metrics::AddLatencyHistogram(out, "farswap_writeback_duration_seconds",
                                "Backing-store write of one page in a writeback.",
                                s.writeback_latency);
+
+  AddCounter(out, "farswap_cold_passes_total", "Cold-tier passes over the pool's LRU.",
+             double(s.cold_passes));
+  AddCounter(out, "farswap_cold_recompressed_pages_total",
+             "Pool pages recompressed from lz4 (or raw) into a smaller zstd object.",
+             double(s.cold_recompressed_pages));
+  AddCounter(out, "farswap_cold_saved_bytes_total",
+             "Payload bytes saved by cold recompression (old length minus zstd length).",
+             double(s.cold_bytes_saved));
+  AddCounter(out, "farswap_cold_kept_pages_total",
+             "Cold pages left as they were (zstd not smaller, or not lz4/raw).",
+             double(s.cold_kept_pages));
+  AddCounter(out, "farswap_cold_aborted_total",
+             "Cold recompressions abandoned because the page changed meanwhile or the pool was "
+             "full.",
+             double(s.cold_aborted));
+  AddCounter(out, "farswap_cold_loads_total", "Loads answered with a recompressed (zstd) page.",
+             double(s.cold_loads));
 }
 
 void AddDataPlane(std::vector<MetricFamily>& out, const DataPlaneStats& d) {

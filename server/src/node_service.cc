@@ -151,6 +151,13 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
   }
   n->set_tenant_reloads(tenants_->reloads());
   n->set_tenant_reload_failures(tenants_->reload_failures());
+  v1::ColdTierStats* cold = n->mutable_cold();
+  cold->set_passes(s.cold_passes);
+  cold->set_recompressed_pages(s.cold_recompressed_pages);
+  cold->set_bytes_saved(s.cold_bytes_saved);
+  cold->set_kept_pages(s.cold_kept_pages);
+  cold->set_aborted(s.cold_aborted);
+  cold->set_loads(s.cold_loads);
   for (const TenantStats& ts : s.tenants) {
     if (ts.tenant >= ids.size()) continue;
     const std::string& id = ids[ts.tenant];

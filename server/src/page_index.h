@@ -20,6 +20,7 @@
 //  - referenced: atomic; set by loads under the key lock, cleared by the LRU
 //    scan under the LRU lock.
 //  - lru_prev, lru_next, on_lru: LruList's lock.
+//  - cold_referenced, cold_state: atomic (the cold tier; see the fields).
 // An entry is deleted only under its key lock, after it has left the index
 // and the LRU.
 #ifndef FARSWAP_SERVER_PAGE_INDEX_H_
@@ -88,6 +89,24 @@ struct Entry {
   Entry* lru_prev = nullptr;
   Entry* lru_next = nullptr;
   bool on_lru = false;
+
+  // The cold tier (cold_recompressor.cc). Both atomic: the cold scan reads
+  // them under the LRU lock only, as hints that the key lock re-checks.
+  //  - cold_referenced: set at store (here) and by every load, cleared by
+  //    the cold scan; clear at the next scan = not loaded for a whole pass.
+  //  - cold_state: ColdState; written only under the key lock.
+  std::atomic<bool> cold_referenced{true};
+  std::atomic<uint8_t> cold_state{0};
+};
+
+// ColdState says what the cold tier did with an entry (Entry::cold_state).
+// A new version of a page is a new Entry, so it starts at kHot again.
+enum class ColdState : uint8_t {
+  kHot = 0,           // not (yet) looked at: a candidate once it stays cold
+  kRecompressed = 1,  // its payload is now the node's zstd recompression
+  kKept = 2,          // looked at and left as it is (not lz4/raw, did not
+                      // decode to one page, or zstd would not take a
+                      // smaller pool slot)
 };
 
 // KeyLockTable: a fixed array of mutexes; a key's lock is the stripe its

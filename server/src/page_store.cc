@@ -26,6 +26,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "cold_recompressor.h"
 #include "farswap/common/page_file.h"
 #include "farswap/common/sync_point.h"
 #include "lru_list.h"
@@ -111,6 +112,7 @@ absl::StatusOr<std::unique_ptr<PageStore>> PageStore::Create(const PageStoreOpti
     PageStore* self = store.get();
     store->worker_ = std::make_unique<WritebackWorker>([self] { self->RunWritebackPass(); });
   }
+  if (absl::Status s = store->StartColdTier(); !s.ok()) return s;
   return store;
 }
 
@@ -135,8 +137,9 @@ PageStore::PageStore(const PageStoreOptions& options)
 }
 
 PageStore::~PageStore() {
-  worker_.reset();  // joins the thread before the entries go away
-  index_->Clear();  // the pool and segment table are discarded whole
+  cold_worker_.reset();  // joins the cold pass thread, which walks the entries too
+  worker_.reset();       // joins the thread before the entries go away
+  index_->Clear();       // the pool and segment table are discarded whole
 }
 
 // --- store ----------------------------------------------------------------------------
@@ -404,6 +407,11 @@ std::optional<absl::StatusOr<LoadedPage>> PageStore::LoadImpl(uint32_t tenant, u
     return absl::NotFoundError(absl::StrCat(KeyName(tenant, page), " is not stored"));
   }
   e->referenced.store(true, std::memory_order_relaxed);  // never the LRU itself
+  e->cold_referenced.store(true, std::memory_order_relaxed);
+  if (e->cold_state.load(std::memory_order_relaxed) ==
+      uint8_t(internal::ColdState::kRecompressed)) {
+    counters_.cold_loads.fetch_add(1, std::memory_order_relaxed);
+  }
   LoadedPage out;
   out.codec = e->codec;
   out.checksum = e->checksum;
@@ -603,6 +611,12 @@ PageStoreStats PageStore::GetStats() const {
   for (int r = 0; r < kRejectReasonCount; ++r) s.rejects[r] = counters_.rejects[r].load();
   s.draining = draining();
   s.health = Health();
+  s.cold_passes = counters_.cold_passes.load();
+  s.cold_recompressed_pages = counters_.cold_recompressed.load();
+  s.cold_bytes_saved = counters_.cold_bytes_saved.load();
+  s.cold_kept_pages = counters_.cold_kept.load();
+  s.cold_aborted = counters_.cold_aborted.load();
+  s.cold_loads = counters_.cold_loads.load();
   MutexLock tl(&tenants_mu_);
   for (const auto& [id, t] : tenants_) {
     s.tenants.push_back({.tenant = id,

@@ -1,6 +1,7 @@
 // LruList::PickColdest: the scan holds the LRU lock for a bounded number of
 // entries at a time (a Store waits for that lock holding a key stripe), yet
-// still gives every referenced entry its second chance.
+// still gives every referenced entry its second chance. LruList::ScanCold:
+// the cold tier's walk, chunk by chunk, in the same order-keeping way.
 #include "lru_list.h"
 
 #include <gtest/gtest.h>
@@ -81,6 +82,64 @@ TEST(LruListTest, PickColdestTakesABatchInOneHold) {
   for (size_t i = 0; i < c.size(); ++i) EXPECT_EQ(c[i].key.page, 2 * i) << i;
   EXPECT_EQ(second_chances, 19u);  // the odd ones between the picks
   for (auto& e : entries) lru.Unlink(e.get());
+}
+
+// ScanCold (the cold tier's walk): a walk of size() entries, chunk by
+// chunk, visits each entry once, leaves the order writeback sees as it was,
+// clears set cold bits, and hands out only the hot-state entries whose bit
+// was already clear — never touching the writeback `referenced` bit.
+TEST(LruListTest, ScanColdWalksEveryEntryOnceAndKeepsTheOrder) {
+  LruList lru;
+  constexpr uint64_t kEntries = 200;  // several chunks of kMaxScanPerHold
+  std::vector<std::unique_ptr<Entry>> entries;
+  for (uint64_t i = 0; i < kEntries; ++i) {
+    entries.push_back(std::make_unique<Entry>(PageKey{1, i}, i + 1));
+    Entry* e = entries.back().get();
+    e->cold_referenced = i % 2 == 0;  // odd pages: not loaded since the last walk
+    if (i % 10 == 9) e->cold_state = uint8_t(ColdState::kRecompressed);
+    lru.Link(e);
+  }
+  auto walk = [&] {
+    std::vector<WritebackCandidate> out;
+    uint64_t left = lru.size();
+    int holds = 0;
+    while (left > 0) {
+      lru.ScanCold(&left, &out);
+      ++holds;
+    }
+    EXPECT_EQ(holds, int((kEntries + LruList::kMaxScanPerHold - 1) / LruList::kMaxScanPerHold));
+    return out;
+  };
+  std::vector<WritebackCandidate> first = walk();
+  // Odd pages that are not already recompressed (i % 10 != 9), coldest first.
+  std::vector<uint64_t> want;
+  for (uint64_t i = 0; i < kEntries; ++i) {
+    if (i % 2 == 1 && i % 10 != 9) want.push_back(i);
+  }
+  ASSERT_EQ(first.size(), want.size());
+  for (size_t k = 0; k < want.size(); ++k) {
+    EXPECT_EQ(first[k].key.page, want[k]);
+    EXPECT_EQ(first[k].entry, entries[want[k]].get());
+    EXPECT_EQ(first[k].gen, want[k] + 1);
+  }
+  for (auto& e : entries) {
+    EXPECT_FALSE(e->cold_referenced.load()) << "page " << e->key.page;
+    EXPECT_TRUE(e->referenced.load()) << "the writeback bit was touched";
+  }
+  // The walk rotated the list by its own length: writeback still picks the
+  // first-linked entry first (all are referenced: a second chance each).
+  uint64_t second_chances = 0;
+  std::vector<WritebackCandidate> c = lru.PickColdest(1, &second_chances);
+  ASSERT_EQ(c.size(), 1u);
+  EXPECT_EQ(c[0].entry, entries.front().get());
+  // Now every hot-state entry's bit is clear: the next walk hands them all out.
+  EXPECT_EQ(walk().size(), kEntries - kEntries / 10);
+  for (auto& e : entries) lru.Unlink(e.get());
+  uint64_t left = 5;
+  std::vector<WritebackCandidate> none;
+  lru.ScanCold(&left, &none);
+  EXPECT_EQ(left, 0u) << "an empty list ends the walk";
+  EXPECT_TRUE(none.empty());
 }
 
 }  // namespace

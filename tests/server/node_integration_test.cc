@@ -370,5 +370,67 @@ TEST_F(NodeIntegrationTest, ConcurrentSetLimitsLoseNoUpdate) {
   EXPECT_EQ(stats->node().pool().mem_limit(), last_limit.load());
 }
 
+// The cold tier on a real node: lz4 pages left alone are recompressed in
+// the background (--cold-after 1), and LOAD replies then carry codec ZSTD,
+// which the client's decoder turns back into the very page (checksum and
+// bytes).
+TEST_F(NodeIntegrationTest, ColdPagesComeBackAsZstdAndDecodeToTheSamePage) {
+  auto node = ServerProcess::Start({.extra_args = {"--cold-after", "1"}});
+  ASSERT_TRUE(node.ok()) << node.status();
+  auto session = Attach((*node)->grpc_addr(), "default", "");
+  ASSERT_TRUE(session.ok()) << session.status();
+  auto ch = RpcChannel::Connect(*transport_, session->data_addr);
+  ASSERT_TRUE(ch.ok()) << ch.status();
+  ASSERT_TRUE(Hello(**ch, session->token).ok());
+  auto pages = ReadPageFile(FARSWAP_CORPUS_DIR "/python.pages.zst");
+  ASSERT_TRUE(pages.ok()) << pages.status();
+  constexpr size_t kPages = 200;
+  PageCodec codec({.codec = Codec::kLz4});
+  std::vector<uint8_t> buf(kPageSize);
+  size_t lz4_pages = 0;
+  for (size_t i = 0; i < kPages; ++i) {
+    EncodedPage e = codec.Encode(pages->page(i), buf.data());
+    if (e.kind != EncodedPage::Kind::kCompressed) continue;  // only lz4 pages here
+    FrameHeader h{.opcode = Opcode::kStore,
+                  .page = i,
+                  .codec = transport::Codec::kLz4,
+                  .checksum = XXH3_64bits(pages->page(i), kPageSize)};
+    ASSERT_TRUE(Call(**ch, h, std::vector<uint8_t>(buf.begin(), buf.begin() + e.length)).ok());
+    ++lz4_pages;
+  }
+  ASSERT_GT(lz4_pages, 100u);
+  // Polls the node's counters (another process, a pass a second); the
+  // deadline only bounds a node that never recompresses.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  uint64_t recompressed = 0;
+  while (absl::Now() < deadline) {
+    auto stats = Stats((*node)->grpc_addr());
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    const v1::ColdTierStats& c = stats->node().cold();
+    recompressed = c.recompressed_pages();
+    if (recompressed + c.kept_pages() == lz4_pages) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_GT(recompressed, lz4_pages / 2) << "the cold tier recompressed too few pages";
+  std::vector<uint8_t> out(kPageSize);
+  size_t zstd_replies = 0;
+  for (size_t i = 0; i < kPages; ++i) {
+    absl::StatusOr<IncomingMessage> r = Call(**ch, {.opcode = Opcode::kLoad, .page = i}, {});
+    if (!r.ok() && r.status().code() == absl::StatusCode::kNotFound) continue;  // not stored
+    ASSERT_TRUE(r.ok()) << "page " << i << ": " << r.status();
+    zstd_replies += r->header.codec == transport::Codec::kZstd ? 1 : 0;
+    ASSERT_TRUE(
+        codec.Decode(Codec(r->header.codec), r->payload.data(), r->payload.size(), out.data())
+            .ok());
+    ASSERT_EQ(XXH3_64bits(out.data(), kPageSize), r->header.checksum) << i;
+    ASSERT_EQ(std::memcmp(out.data(), pages->page(i), kPageSize), 0) << i;
+  }
+  EXPECT_EQ(zstd_replies, recompressed);
+  auto stats = Stats((*node)->grpc_addr());
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->node().cold().loads(), recompressed);
+  EXPECT_GT(stats->node().cold().bytes_saved(), 0u);
+}
+
 }  // namespace
 }  // namespace farswap

@@ -47,7 +47,8 @@
 // the striped key locks), lru_list.h, page_store.cc (store, load,
 // invalidate, limits, stats), writeback.cc (the writeback protocol),
 // cleaner.cc (segment cleaning), segment_table.h (the on-disk layout),
-// writeback_worker.h (the thread).
+// writeback_worker.h (the thread), cold_recompressor.{h,cc} (the cold
+// tier: recompressing cold pool entries into zstd, and its thread).
 #ifndef FARSWAP_SERVER_PAGE_STORE_H_
 #define FARSWAP_SERVER_PAGE_STORE_H_
 
@@ -77,8 +78,11 @@ class KeyLockTable;
 class LruList;
 class SegmentTable;
 struct OpenSegment;
+struct WritebackCandidate;
+class PageRecompressor;
 }  // namespace internal
 class WritebackWorker;
+class ColdPassWorker;
 
 // StoreRequest is one page as the client sent it.
 struct StoreRequest {
@@ -163,6 +167,27 @@ struct PageStoreOptions {
   // writeback_batch_pages: the most entries a writeback batch isolates
   // (picked under one LRU lock hold) and writes together; >= 1.
   uint32_t writeback_batch_pages = 64;
+
+  // The cold tier (cold_recompressor.cc): pool entries not loaded for a
+  // whole cold pass are recompressed from lz4 (or raw) into zstd at
+  // cold_zstd_level (1..ZSTD_maxCLevel(), else INVALID_ARGUMENT), kept only
+  // when smaller. A pass runs every cold_after_seconds on its own thread, so
+  // an entry is recompressed between cold_after and 2 x cold_after seconds
+  // after its last store or load. 0 = off.
+  uint32_t cold_after_seconds = 0;
+  int cold_zstd_level = 3;
+  // start_cold_worker: run the cold pass thread (when cold_after_seconds is
+  // set). Tests turn it off and call RunColdPass().
+  bool start_cold_worker = true;
+};
+
+// ColdPassResult: what one RunColdPass did.
+struct ColdPassResult {
+  uint64_t scanned = 0;       // LRU entries looked at
+  uint64_t recompressed = 0;  // replaced by a smaller zstd object
+  uint64_t bytes_saved = 0;   // payload bytes, old length minus zstd length
+  uint64_t kept = 0;          // left as they are for good (see ColdState::kKept)
+  uint64_t aborted = 0;       // changed while unlocked, or no pool room: retried later
 };
 
 // QuotaPagesForBytes converts a byte quota (tenants file, SetLimits) into
@@ -226,6 +251,14 @@ struct PageStoreStats {
   bool draining = false;
   absl::Status health;               // first backing-store error, or OK
   std::vector<TenantStats> tenants;  // sorted by tenant id
+
+  // The cold tier, cumulative (ColdPassResult summed over passes).
+  uint64_t cold_passes = 0;
+  uint64_t cold_recompressed_pages = 0;
+  uint64_t cold_bytes_saved = 0;
+  uint64_t cold_kept_pages = 0;
+  uint64_t cold_aborted = 0;
+  uint64_t cold_loads = 0;  // loads answered from a recompressed entry (pool or disk)
 };
 
 // WritebackOutcome is the result of one writeback attempt.
@@ -329,6 +362,12 @@ class PageStore {
   // tests and orderly shutdown; no-op without the worker.
   void QuiesceWriteback();
 
+  // RunColdPass walks the LRU once (cold_recompressor.cc): entries not
+  // loaded since the previous pass are recompressed into zstd. The worker
+  // runs it every cold_after_seconds; tests and operators may call it at
+  // any time (also with the tier off), from any thread.
+  ColdPassResult RunColdPass();
+
  private:
   explicit PageStore(const PageStoreOptions& options);
 
@@ -384,6 +423,12 @@ class PageStore {
   void RecordBackingError(const absl::Status& status);
   bool AboveLowWatermark() const;
   uint64_t TenantQuotaLocked(const TenantState& t) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(tenants_mu_);
+  // The cold tier (cold_recompressor.cc). StartColdTier validates the cold
+  // options and starts the worker; RecompressOne runs the protocol for one
+  // candidate and adds its outcome to *result.
+  absl::Status StartColdTier();
+  void RecompressOne(const internal::WritebackCandidate& c, internal::PageRecompressor& codec,
+                     ColdPassResult* result);
 
   const PageStoreOptions options_;
   std::unique_ptr<alloc::ZsPool> pool_;
@@ -428,8 +473,12 @@ class PageStore {
     std::atomic<uint64_t> stores{0}, loads{0}, load_misses{0}, invalidates{0}, stale_stores{0};
     std::array<std::atomic<uint64_t>, kRejectReasonCount> rejects{};
     LatencyHistogram writeback_latency;
+    std::atomic<uint64_t> cold_passes{0}, cold_recompressed{0}, cold_bytes_saved{0};
+    std::atomic<uint64_t> cold_kept{0}, cold_aborted{0}, cold_loads{0};
   };
   Counters counters_;
+  // cold_worker_: null unless cold_after_seconds and start_cold_worker.
+  std::unique_ptr<ColdPassWorker> cold_worker_;
 };
 
 }  // namespace farswap::server
