@@ -29,20 +29,24 @@ bool IsStable(uint8_t s) {
 }  // namespace
 
 void RegionImpl::HandleRangeEvent(uint64_t start, uint64_t end, uint8_t flag) {
-  if (flag == kFlagForgetRemoved) {
-    // The evictor's own MADV_DONTNEED (DropPages) is not the
-    // program's: its pages are accounted for by the evictor.
-    MutexLock l(&mu_);
-    auto it = std::find(own_removes_.begin(), own_removes_.end(), std::make_pair(start, end));
-    if (it != own_removes_.end()) {
-      own_removes_.erase(it);
-      return;
-    }
-  }
   const uint64_t base = reinterpret_cast<uint64_t>(base_);
   const uint64_t lo = std::max(start, base), hi = std::min(end, base + pages_ * kPage);
   if (lo >= hi) return;
   const uint64_t first = (lo - base) / kPage, last = (hi - base + kPage - 1) / kPage;
+  if (flag == kFlagForgetRemoved) {
+    // The evictor's own MADV_DONTNEED (DropPages) is not the program's: its
+    // pages are accounted for by the evictor. Own only if every page is.
+    MutexLock l(&mu_);
+    bool own = true;
+    for (uint64_t p = first; p < last && own; ++p) own = own_remove_pages_.contains(p);
+    if (own) {
+      for (uint64_t p = first; p < last; ++p) {
+        auto it = own_remove_pages_.find(p);
+        if (--it->second == 0) own_remove_pages_.erase(it);
+      }
+      return;
+    }
+  }
   if (flag == kFlagForgetRemoved) {
     // Write-protect the range first, so that the program's next write to a
     // page that stays resident (MADV_FREE does not zap; a DONTNEED's zap

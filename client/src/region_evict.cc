@@ -128,22 +128,30 @@ void RegionImpl::MadviseOwn(const std::vector<uint64_t>& pages) {
     if (!(flags_[p].load() & kFlagForgetUnmapped)) mapped.push_back(p);
   }
   ForEachRun(mapped, [&](size_t i, size_t j) {
-    const uint64_t start = reinterpret_cast<uint64_t>(Addr(mapped[i]));
-    const std::pair<uint64_t, uint64_t> range{start, start + (j - i) * kPage};
     {
       MutexLock l(&mu_);
-      own_removes_.push_back(range);
+      for (size_t k = i; k < j; ++k) ++own_remove_pages_[mapped[k]];
     }
-    // Returns once a fault thread has read the REMOVE event; the entry is
-    // taken out when that thread handles the event, which may come later
-    // (it handles the messages of one read in order).
+    // [none] The run is listed; the program may unmap part of it here.
+    FARSWAP_SYNC_POINT("Region::Evict:before-madvise");
+    // Returns once a fault thread has read the REMOVE events; the entries
+    // are taken out when that thread handles them, which may come later (it
+    // handles the messages of one read in order).
     if (madvise(Addr(mapped[i]), (j - i) * kPage, MADV_DONTNEED) != 0) {
       const int e = errno;
       RecordError(absl::StrCat("MADV_DONTNEED of pages ", mapped[i], "..", mapped[j - 1], ": ",
                                strerror(e)));
-      MutexLock l(&mu_);  // most likely no event was raised
-      auto it = std::find(own_removes_.begin(), own_removes_.end(), range);
-      if (it != own_removes_.end()) own_removes_.erase(it);
+      // ENOMEM: the program unmapped part of the run meanwhile (its UNMAP
+      // event is not handled yet); the parts still mapped were zapped, and
+      // their events will come: keep every entry (region_impl.h). Any other
+      // error zapped nothing and raised no event.
+      if (e != ENOMEM) {
+        MutexLock l(&mu_);
+        for (size_t k = i; k < j; ++k) {
+          auto it = own_remove_pages_.find(mapped[k]);
+          if (--it->second == 0) own_remove_pages_.erase(it);
+        }
+      }
     }
   });
 }

@@ -35,7 +35,10 @@
 // forgotten meanwhile (checked and copied under read_mu_, which the reader
 // holds from reading an event to marking its pages: CheckAndInstall).
 // The evictor's own MADV_DONTNEED raises REMOVE events too: DropPages lists
-// its ranges in own_removes_ and the handler skips them. No fault thread
+// its pages in own_remove_pages_ and the handler skips an event all of whose
+// pages are listed (by page, not by range: a MADV_DONTNEED over a run the
+// program has partly unmapped meanwhile fails ENOMEM but still zaps, and
+// raises events for, the parts still mapped). No fault thread
 // ever waits for kDropping or kForgetting (the evictor's madvise waits for
 // a fault thread to read its event): such faults are deferred (retry_).
 #ifndef FARSWAP_CLIENT_REGION_IMPL_H_
@@ -54,6 +57,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "farswap/client/page_backend.h"
 #include "farswap/client/region.h"
 #include "farswap/common/mutex.h"
@@ -211,8 +215,8 @@ class RegionImpl {
   // DropPages releases pages the evictor committed to drop (kDropping):
   // MADV_DONTNEED by runs of consecutive pages, then each page's state.
   void DropPages(std::vector<uint64_t>& pages);
-  // MadviseOwn: MADV_DONTNEED of sorted pages by runs, each run listed in
-  // own_removes_ while its REMOVE event is in flight.
+  // MadviseOwn: MADV_DONTNEED of sorted pages by runs, each run's pages
+  // listed in own_remove_pages_ while its REMOVE events are in flight.
   void MadviseOwn(const std::vector<uint64_t>& sorted_pages);
   // EndBatch takes a page out of its eviction batch (kFlagInBatch) and
   // forgets it if a program event covered it meanwhile.
@@ -307,9 +311,12 @@ class RegionImpl {
   int evict_threads_ = 1;  // set by Start, before any thread runs
   std::deque<ParkedFault> parked_faults_ ABSL_GUARDED_BY(mu_);
   std::deque<ParkedFault> retry_ ABSL_GUARDED_BY(mu_);
-  // own_removes_: [start, end) of the evictor's MADV_DONTNEED calls in
-  // flight; their REMOVE events are not the program's.
-  std::vector<std::pair<uint64_t, uint64_t>> own_removes_ ABSL_GUARDED_BY(mu_);
+  // own_remove_pages_: page -> how many of the evictor's MADV_DONTNEED
+  // calls covering it have a REMOVE event not yet handled; an event all of
+  // whose pages are here is the evictor's, not the program's. After an
+  // ENOMEM (part of the run unmapped meanwhile) the unmapped pages' entries
+  // stay: no event can name them again (they are never registered again).
+  absl::flat_hash_map<uint64_t, uint32_t> own_remove_pages_ ABSL_GUARDED_BY(mu_);
 
   // Prefetch requests, served in order (oldest dropped when full).
   struct PrefetchRange {

@@ -3,9 +3,11 @@
 // interleaving to force involves a fault message the kernel would only
 // deliver by chance.
 #include <gtest/gtest.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <thread>
 #include <vector>
 
@@ -81,6 +83,45 @@ TEST(RegionInternalsTest, StaleMissingFaultOnAPageEvictedMeanwhileKeepsItsConten
   EXPECT_TRUE(PageMatches(victim, kVictim, 7))
       << "first word now " << *reinterpret_cast<uint64_t*>(victim);
   EXPECT_EQ(r->stats().sigbus_delivered, 0u);
+}
+
+// The program munmaps part of a run the evictor is about to drop. The
+// evictor's MADV_DONTNEED over the run then fails ENOMEM, but the kernel
+// still zaps the part that is mapped and raises a REMOVE event for it. That
+// event is the evictor's, not the program's: the mapped pages keep their
+// remote copies and read back as written. (Seen as a hang of
+// RegionTest.MunmapOfPartOfTheRegionLeavesTheRestWorking: the page next to
+// the hole was forgotten — its remote copy dropped — as if the program had
+// zapped it.)
+TEST(RegionInternalsTest, DropOverARunPartlyUnmappedMeanwhileKeepsTheMappedPages) {
+  MemoryPageBackend backend;
+  // 16 pages written, far under the budget: nothing is evicted but the run.
+  constexpr uint64_t kPages = 64, kWritten = 16, kRunFirst = 4, kRunLen = 8, kHoleLen = 4;
+  auto r = MakeRegion(&backend, kPages, kPages, {.evict_batch = kRunLen, .prefetch = false});
+  ASSERT_NE(r, nullptr);
+  for (uint64_t p = 0; p < kWritten; ++p) FillPage(r->data() + p * kPage, p, 1);
+  for (uint64_t p = 0; p < kWritten; ++p) RegionTestPeer::WaitForState(*r, p, kDirty);
+  uint8_t* hole = r->data() + kRunFirst * kPage;
+  int unmapped = -1;
+  SyncPoints::SetOnce("Region::Evict:before-madvise", [&] {
+    // Returns once a fault thread has read the UNMAP event.
+    unmapped = munmap(hole, kHoleLen * kPage);
+  });
+  ASSERT_TRUE(r->Advise(kRunFirst * kPage, kRunLen * kPage, Advice::kCold).ok());
+  SyncPoints::ClearAll();
+  ASSERT_EQ(unmapped, 0) << "the sync point was not reached";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (r->stats().pages_unmapped < kHoleLen && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();  // a bounded wait for the UNMAP event's handling, not a sleep
+  }
+  EXPECT_EQ(r->stats().pages_unmapped, kHoleLen);
+  EXPECT_EQ(r->stats().pages_removed, 0u) << "the evictor's own drop was taken for the program's";
+  for (uint64_t p = kRunFirst + kHoleLen; p < kRunFirst + kRunLen; ++p) {
+    EXPECT_TRUE(PageMatches(r->data() + p * kPage, p, 1))
+        << "page " << p << ": first word now "
+        << *reinterpret_cast<uint64_t*>(r->data() + p * kPage);
+  }
+  EXPECT_EQ(backend.stats().pages, kRunLen - kHoleLen);  // the hole's copies are gone
 }
 
 }  // namespace
