@@ -509,6 +509,12 @@ async function main() {
   log(`pages stored: a ${before[0]}, b ${before[1]}`);
   assert.equal(before[0] + before[1], PAGES, "the nodes hold every page, once");
   assert.ok(before[0] > 0 && before[1] > 0, "the client stored pages on both nodes");
+  if (nodeArgs.includes("--data-tls")) {
+    for (const pod of pods) {
+      assert.equal(nodeStats(pod).node?.data_tls, true, `${pod.name}: --data-tls but the node says its data plane is not TLS`);
+    }
+    log("both nodes: data plane TLS (node.data_tls), pages stored through it");
+  }
 
   // The kubelet stops pod a: preStop first, bounded by the grace period.
   const [a, b] = pods;
