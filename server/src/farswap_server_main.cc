@@ -2,7 +2,7 @@
 //
 //   farswap-server [--data-addr HOST:PORT] [--advertise-addr HOST:PORT] [--grpc-addr HOST:PORT]
 //                  [--pool-limit BYTES] [--backing-file PATH] [--backing-size BYTES]
-//                  [--segment-size BYTES] [--cleaner-threshold F]
+//                  [--segment-size BYTES] [--cleaner-threshold F] [--cleaner-max-dead F]
 //                  [--high-watermark F] [--low-watermark F] [--io-threads N]
 //                  [--workers N] [--tenants-file PATH] [--ready-file PATH]
 //                  [--session-idle-timeout SECONDS] [--node-id NAME] [--log-level LEVEL]
@@ -70,6 +70,7 @@ struct Flags {
   uint64_t backing_size = 1ull << 30;
   uint64_t segment_size = 1ull << 20;
   double cleaner_threshold = 0.5;
+  double cleaner_max_dead = 0.08;
   double high_watermark = 0.9;
   double low_watermark = 0.8;
   int io_threads = 2;
@@ -116,6 +117,12 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--cleaner-threshold", f.cleaner_threshold,
                  "the cleaner reclaims a segment only while its live bytes are below F x its "
                  "size (0 < F <= 1)")
+      ->type_name("F")
+      ->check(cli::Fraction())
+      ->capture_default_str();
+  app.add_option("--cleaner-max-dead", f.cleaner_max_dead,
+                 "the writeback thread also cleans while dead bytes exceed F x the bytes the "
+                 "log holds (0 < F <= 1; 1 = only when free segments run low)")
       ->type_name("F")
       ->check(cli::Fraction())
       ->capture_default_str();
@@ -256,8 +263,9 @@ int Serve(const Flags& f) {
     backing = std::move(*dev);
     spdlog::info(
         "backing store {}: {} blocks of 4 KiB, a log of {}-byte segments (synchronous "
-        "pwrite, one per segment write), cleaner threshold {}",
-        backing->Describe(), backing->block_count(), f.segment_size, f.cleaner_threshold);
+        "pwrite, one per segment write), cleaner threshold {}, cleaner max dead {}",
+        backing->Describe(), backing->block_count(), f.segment_size, f.cleaner_threshold,
+        f.cleaner_max_dead);
   } else {
     spdlog::warn("no --backing-file: no LRU writeback; stores fail when the pool is full");
   }
@@ -267,7 +275,8 @@ int Serve(const Flags& f) {
   auto store = PageStore::Create({.limits = limits,
                                   .backing = backing.get(),
                                   .segment_bytes = f.segment_size,
-                                  .cleaner_threshold = f.cleaner_threshold});
+                                  .cleaner_threshold = f.cleaner_threshold,
+                                  .cleaner_max_dead = f.cleaner_max_dead});
   if (!store.ok()) {
     spdlog::error("cannot start: page store: {}", store.status().ToString());
     return 1;
@@ -472,6 +481,9 @@ int main(int argc, char** argv) {
   }
   if (!(flags.cleaner_threshold > 0)) {
     return farswap::cli::UsageError(app, "--cleaner-threshold must satisfy 0 < F <= 1");
+  }
+  if (!(flags.cleaner_max_dead > 0)) {
+    return farswap::cli::UsageError(app, "--cleaner-max-dead must satisfy 0 < F <= 1");
   }
   if (absl::Status s = farswap::server::CheckAdvertisable(flags.data_addr, flags.advertise_addr);
       !s.ok()) {

@@ -119,6 +119,7 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
   b->set_written_back_bytes(s.written_back_bytes);
   b->set_cleaner_moves(s.cleaner_moves);
   b->set_cleaner_segments(s.cleaner_segments);
+  b->set_cleaner_space_segments(s.cleaner_space_segments);
   if (!s.health.ok()) b->set_io_error(s.health.ToString());
   FillRejects(s.rejects, n->mutable_rejects());
   n->set_stored_pages(s.stored_pages);

@@ -78,6 +78,10 @@ absl::Status ValidateLogOptions(const PageStoreOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "cleaner threshold must satisfy 0 < threshold <= 1; got ", options.cleaner_threshold));
   }
+  if (!(options.cleaner_max_dead > 0 && options.cleaner_max_dead <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cleaner max dead fraction must satisfy 0 < F <= 1; got ", options.cleaner_max_dead));
+  }
   if (options.writeback_batch_pages == 0) {
     return absl::InvalidArgumentError("writeback batch must be at least 1 page");
   }
@@ -109,7 +113,12 @@ absl::StatusOr<std::unique_ptr<PageStore>> PageStore::Create(const PageStoreOpti
   if (absl::Status s = store->SetLimits(options.limits); !s.ok()) return s;
   if (options.start_writeback_worker && store->backing_ != nullptr) {
     PageStore* self = store.get();
-    store->worker_ = std::make_unique<WritebackWorker>([self] { self->RunWritebackPass(); });
+    store->worker_ = std::make_unique<WritebackWorker>([self] {
+      self->RunWritebackPass();
+      // Space-driven cleaning in the writeback thread's own time; a pass
+      // that stopped at its bound asks for another.
+      return self->CleanWhileDead();
+    });
   }
   return store;
 }
@@ -131,7 +140,8 @@ PageStore::PageStore(const PageStoreOptions& options)
   // the reserve plus 1/32 of the store (at least one more).
   const uint64_t reserve = count >= 3 ? 1 : 0;
   clean_below_free_ = reserve + std::max<uint64_t>(1, count / 32) + 1;
-  segments_ = std::make_unique<internal::SegmentTable>(count, segment_bytes, reserve);
+  segments_ = std::make_unique<internal::SegmentTable>(count, segment_bytes, reserve,
+                                                       options.cleaner_max_dead);
 }
 
 PageStore::~PageStore() {
@@ -309,6 +319,7 @@ std::optional<absl::Status> PageStore::StoreImpl(uint32_t tenant, uint64_t page,
     }
   }
   MaybeKickWriteback();
+  MaybeKickCleaner();  // a replaced page on disk left dead bytes
   return absl::OkStatus();
 }
 
@@ -459,8 +470,11 @@ std::optional<absl::StatusOr<LoadedPage>> PageStore::LoadImpl(uint32_t tenant, u
 // --- invalidate -------------------------------------------------------------------------
 
 absl::Status PageStore::Invalidate(uint32_t tenant, uint64_t page) {
-  MutexLock kl(&key_locks_->For({tenant, page}));
-  if (EraseLocked(tenant, page)) counters_.invalidates.fetch_add(1, std::memory_order_relaxed);
+  {
+    MutexLock kl(&key_locks_->For({tenant, page}));
+    if (EraseLocked(tenant, page)) counters_.invalidates.fetch_add(1, std::memory_order_relaxed);
+  }
+  MaybeKickCleaner();
   return absl::OkStatus();
 }
 
@@ -501,6 +515,7 @@ absl::StatusOr<uint64_t> PageStore::InvalidateRange(uint32_t tenant, uint64_t fi
     }
   }
   counters_.invalidates.fetch_add(removed, std::memory_order_relaxed);
+  MaybeKickCleaner();
   return removed;
 }
 
@@ -594,6 +609,7 @@ PageStoreStats PageStore::GetStats() const {
   s.written_back_bytes = counters_.written_back_bytes.load();
   s.cleaner_moves = counters_.cleaner_moves.load();
   s.cleaner_segments = counters_.cleaner_segments.load();
+  s.cleaner_space_segments = counters_.cleaner_space_segments.load();
   s.writeback_latency = SnapshotOf(counters_.writeback_latency);
   s.stores = counters_.stores.load();
   s.loads = counters_.loads.load();

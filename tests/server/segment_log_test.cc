@@ -410,6 +410,82 @@ TEST(SegmentLogFaultTest, OverwrittenSegmentIsDataLossNotOtherBytes) {
   EXPECT_EQ(store->Load(kTenant, 1).status().code(), absl::StatusCode::kDataLoss);
 }
 
+// --- space-driven cleaning ---------------------------------------------------------------
+
+double DeadFraction(const PageStoreStats& st) {
+  return st.disk_held_bytes == 0
+             ? 0
+             : double(st.disk_held_bytes - st.disk_live_bytes) / double(st.disk_held_bytes);
+}
+
+// Every other page invalidated leaves every segment about half live and a
+// dead fraction near 0.5. The writeback thread, woken by the invalidates
+// (no store comes, none waits), cleans until dead bytes are under
+// cleaner_max_dead of what the log holds; every page reads back as itself.
+TEST(SpaceDrivenCleanerTest, HalfDeadSegmentsAreCleanedUnderTheTargetWithoutAStore) {
+  constexpr double kMaxDead = 0.1;
+  constexpr uint64_t kPages = 1000;
+  constexpr uint64_t kBigSegment = 16 * kBlockSize;  // 64 KiB: batch padding stays small
+  MemoryBlockDevice ssd(1024);                       // 64 segments
+  absl::StatusOr<std::unique_ptr<PageStore>> created = PageStore::Create(
+      {.backing = &ssd, .segment_bytes = kBigSegment, .cleaner_max_dead = kMaxDead});
+  ASSERT_TRUE(created.ok()) << created.status();
+  PageStore& store = **created;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ASSERT_TRUE(StorePayload(store, kTenant, p, Version(p, 1), 1).ok());
+  }
+  // No pool limit, so the worker writes nothing back by itself; write
+  // everything back here.
+  for (int i = 0; i < 100 && store.GetStats().pages_on_disk < kPages; ++i) {
+    store.RunWritebackBatch(64);
+  }
+  PageStoreStats st = store.GetStats();
+  ASSERT_EQ(st.pages_on_disk, kPages);
+  ASSERT_LT(DeadFraction(st), kMaxDead) << "only batch padding is dead so far";
+  const uint64_t held_full = st.disk_held_bytes;
+
+  for (uint64_t p = 1; p < kPages; p += 2) ASSERT_TRUE(store.Invalidate(kTenant, p).ok());
+  // Each pass cleans a bounded number of segments; wait for passes (not
+  // time) until the target is met. 64 passes are far more than needed.
+  for (int i = 0; i < 64 && DeadFraction(store.GetStats()) > kMaxDead; ++i) {
+    store.QuiesceWriteback();
+  }
+  st = store.GetStats();
+  EXPECT_LE(DeadFraction(st), kMaxDead)
+      << "held " << st.disk_held_bytes << " live " << st.disk_live_bytes;
+  EXPECT_GT(st.cleaner_space_segments, 0u);
+  EXPECT_EQ(st.cleaner_space_segments, st.cleaner_segments) << "free segments never ran low";
+  EXPECT_LT(st.disk_held_bytes, held_full * 6 / 10);
+  EXPECT_EQ(st.pages_on_disk, kPages / 2);
+  EXPECT_EQ(st.stores, kPages) << "no store was needed to start the cleaner";
+  EXPECT_EQ(st.health.code(), absl::StatusCode::kOk);
+  for (uint64_t p = 0; p < kPages; p += 2) ExpectPage(store, kTenant, p, Version(p, 1), 1);
+  EXPECT_EQ(store.Load(kTenant, 1).status().code(), absl::StatusCode::kNotFound);
+}
+
+// A store whose segments are each only a little dead (under the target)
+// is left alone: nothing is rewritten to gain nothing.
+TEST(SpaceDrivenCleanerTest, SegmentsUnderTheTargetAreNotCleaned) {
+  constexpr uint64_t kPages = 400;
+  MemoryBlockDevice ssd(1024);
+  absl::StatusOr<std::unique_ptr<PageStore>> created = PageStore::Create(
+      {.backing = &ssd, .segment_bytes = 16 * kBlockSize, .cleaner_max_dead = 0.5});
+  ASSERT_TRUE(created.ok()) << created.status();
+  PageStore& store = **created;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ASSERT_TRUE(StorePayload(store, kTenant, p, Version(p, 1), 1).ok());
+  }
+  for (int i = 0; i < 100 && store.GetStats().pages_on_disk < kPages; ++i) {
+    store.RunWritebackBatch(64);
+  }
+  for (uint64_t p = 0; p < kPages; p += 4) ASSERT_TRUE(store.Invalidate(kTenant, p).ok());
+  store.QuiesceWriteback();
+  const PageStoreStats st = store.GetStats();
+  EXPECT_EQ(st.cleaner_segments, 0u);
+  EXPECT_EQ(st.pages_on_disk, kPages - kPages / 4);
+  for (uint64_t p = 1; p < kPages; p += 4) ExpectPage(store, kTenant, p, Version(p, 1), 1);
+}
+
 TEST(SegmentLogOptionsTest, BadOptionsAreRefused) {
   MemoryBlockDevice ssd(64);
   EXPECT_EQ(PageStore::Create({.backing = &ssd, .segment_bytes = 5000}).status().code(),
@@ -419,6 +495,10 @@ TEST(SegmentLogOptionsTest, BadOptionsAreRefused) {
   EXPECT_EQ(PageStore::Create({.backing = &ssd, .cleaner_threshold = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(PageStore::Create({.backing = &ssd, .cleaner_threshold = 1.5}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PageStore::Create({.backing = &ssd, .cleaner_max_dead = 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PageStore::Create({.backing = &ssd, .cleaner_max_dead = 1.01}).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(PageStore::Create({.backing = &ssd, .writeback_batch_pages = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);

@@ -77,6 +77,7 @@ class KeyLockTable;
 class LruList;
 class SegmentTable;
 struct OpenSegment;
+enum class VictimPolicy;
 }  // namespace internal
 class WritebackWorker;
 
@@ -160,6 +161,12 @@ struct PageStoreOptions {
   // cleaner_threshold: the cleaner reclaims a segment only while its live
   // bytes are below this fraction of its size; 0 < threshold <= 1.
   double cleaner_threshold = 0.5;
+  // cleaner_max_dead: the writeback thread also cleans, after each pass,
+  // while dead bytes (dead objects and padding) exceed this fraction of the
+  // bytes the log holds, so a page on disk costs about its compressed size
+  // (1 / (1 - F) of it at most, plus the open segment's padding);
+  // 0 < F <= 1, 1 = clean only when free segments run low.
+  double cleaner_max_dead = 0.08;
   // writeback_batch_pages: the most entries a writeback batch isolates
   // (picked under one LRU lock hold) and writes together; >= 1.
   uint32_t writeback_batch_pages = 64;
@@ -214,6 +221,9 @@ struct PageStoreStats {
   uint64_t written_back_bytes = 0;
   uint64_t cleaner_moves = 0;     // objects the cleaner relocated
   uint64_t cleaner_segments = 0;  // segments the cleaner freed
+  // cleaner_space_segments: segments cleaned because dead bytes were above
+  // cleaner_max_dead (the rest of cleaner_segments: free segments ran low).
+  uint64_t cleaner_space_segments = 0;
   // writeback_latency: one backing-store write of a writeback batch (the
   // pwrite of its segment blocks; locks and pool bookkeeping excluded).
   LatencyBuckets writeback_latency;
@@ -379,6 +389,16 @@ class PageStore {
   absl::Status FlushSegment(internal::OpenSegment& open);
   // CleanWhileLow runs the cleaner while free segments are few.
   void CleanWhileLow();
+  // CleanWhileDead runs the cleaner (cost-benefit) while dead bytes are
+  // above cleaner_max_dead, a bounded number of segments; returns whether
+  // it stopped at the bound with dead bytes still over the target.
+  bool CleanWhileDead();
+  // MaybeKickCleaner wakes the writeback thread when dead bytes are over
+  // the target (at most one kick outstanding). Call with no lock held.
+  void MaybeKickCleaner();
+  // CleanOneSegment cleans the best victim under `policy` whose live bytes
+  // are below threshold x segment size; returns whether it was freed.
+  bool CleanOneSegment(double threshold, internal::VictimPolicy policy);
   // ReleaseDiskObject: an on-disk entry's bytes are no longer its.
   void ReleaseDiskObject(const internal::Entry& entry);
   void RecordBackingError(const absl::Status& status);
@@ -399,6 +419,8 @@ class PageStore {
   std::atomic<uint64_t> next_gen_{1};
   std::atomic<uint64_t> next_writeback_ticket_{1};
   std::atomic<bool> draining_{false};
+  // cleaner_kicked_: a MaybeKickCleaner kick is outstanding.
+  std::atomic<bool> cleaner_kicked_{false};
   // Watermarks in bytes of pool memory; 0 = no writeback by watermark.
   std::atomic<uint64_t> high_watermark_bytes_{0};
   std::atomic<uint64_t> low_watermark_bytes_{0};
@@ -424,7 +446,7 @@ class PageStore {
     std::atomic<uint64_t> backing_reads{0}, backing_writes{0};
     std::atomic<uint64_t> backing_read_errors{0}, backing_write_errors{0};
     std::atomic<uint64_t> backing_bytes_written{0}, written_back_bytes{0};
-    std::atomic<uint64_t> cleaner_moves{0}, cleaner_segments{0};
+    std::atomic<uint64_t> cleaner_moves{0}, cleaner_segments{0}, cleaner_space_segments{0};
     std::atomic<uint64_t> stores{0}, loads{0}, load_misses{0}, invalidates{0}, stale_stores{0};
     std::array<std::atomic<uint64_t>, kRejectReasonCount> rejects{};
     LatencyHistogram writeback_latency;
