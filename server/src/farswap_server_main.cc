@@ -262,8 +262,8 @@ int Serve(const Flags& f) {
     }
     backing = std::move(*dev);
     spdlog::info(
-        "backing store {}: {} blocks of 4 KiB, a log of {}-byte segments (synchronous "
-        "pwrite, one per segment write), cleaner threshold {}, cleaner max dead {}",
+        "backing store {}: {} blocks of 4 KiB, a log of {}-byte segments, cleaner threshold {}, "
+        "cleaner max dead {}",
         backing->Describe(), backing->block_count(), f.segment_size, f.cleaner_threshold,
         f.cleaner_max_dead);
   } else {
@@ -280,6 +280,11 @@ int Serve(const Flags& f) {
   if (!store.ok()) {
     spdlog::error("cannot start: page store: {}", store.status().ToString());
     return 1;
+  }
+  if (backing != nullptr) {
+    const farswap::server::PageStoreStats st = (*store)->GetStats();
+    spdlog::info("backing store: segment writes via {}, up to {} requests of {} KiB in flight",
+                 st.write_engine, st.write_queue_depth, farswap::server::kWriteRequestBytes / 1024);
   }
   for (const Tenant& t : tenants->tenants()) ApplyFileQuota(**store, t);
   // Reloads --tenants-file on SIGHUP and when it changes; none without one.

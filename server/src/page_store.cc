@@ -12,7 +12,8 @@
 // - Index shard locks are held only inside PageIndex calls.
 // - A thread holds at most one key stripe at a time (InvalidateRange takes
 //   them one key after another, with no index lock held).
-// - limits_mu_ is a leaf, taken alone.
+// - limits_mu_ is a leaf, taken alone; so is write_queues_mu_ (a queue is
+//   taken out of the pool and used with no lock held).
 // - The writeback worker's mutex (writeback_worker.h) is never held with
 //   any of these; a Store waiting for writeback holds no lock.
 // - Backing-store reads for Load run with the key lock held (see Load).
@@ -82,6 +83,10 @@ absl::Status ValidateLogOptions(const PageStoreOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "cleaner max dead fraction must satisfy 0 < F <= 1; got ", options.cleaner_max_dead));
   }
+  if (options.write_queue_depth == 0 || options.write_queue_depth > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("write queue depth must be from 1 to 4096; got ", options.write_queue_depth));
+  }
   if (options.writeback_batch_pages == 0) {
     return absl::InvalidArgumentError("writeback batch must be at least 1 page");
   }
@@ -142,6 +147,11 @@ PageStore::PageStore(const PageStoreOptions& options)
   clean_below_free_ = reserve + std::max<uint64_t>(1, count / 32) + 1;
   segments_ = std::make_unique<internal::SegmentTable>(count, segment_bytes, reserve,
                                                        options.cleaner_max_dead);
+  // One write queue now, so stats and the log say which engine runs.
+  std::unique_ptr<BlockWriteQueue> queue = backing_->NewWriteQueue(options.write_queue_depth);
+  write_engine_ = queue->engine();
+  MutexLock l(&write_queues_mu_);
+  idle_write_queues_.push_back(std::move(queue));
 }
 
 PageStore::~PageStore() {
@@ -610,6 +620,9 @@ PageStoreStats PageStore::GetStats() const {
   s.cleaner_moves = counters_.cleaner_moves.load();
   s.cleaner_segments = counters_.cleaner_segments.load();
   s.cleaner_space_segments = counters_.cleaner_space_segments.load();
+  s.write_engine = write_engine_;
+  s.write_queue_depth = backing_ != nullptr ? options_.write_queue_depth : 0;
+  s.max_writes_in_flight = counters_.max_writes_in_flight.load();
   s.writeback_latency = SnapshotOf(counters_.writeback_latency);
   s.stores = counters_.stores.load();
   s.loads = counters_.loads.load();
