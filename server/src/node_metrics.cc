@@ -126,7 +126,8 @@ void AddStore(std::vector<MetricFamily>& out, const PageStoreStats& s) {
              "Read I/Os from the backing store (page loads and cleaner segment reads).",
              double(s.backing_reads));
   AddCounter(out, "farswap_backing_writes_total",
-             "Write I/Os to the backing store (one per segment write, many pages each).",
+             "Write requests to the backing store (32 KiB pieces of a segment flush, many pages "
+             "each).",
              double(s.backing_writes));
   MetricFamily& errors = AddFamily(out, "farswap_backing_errors_total",
                                    "Backing-store I/O errors, by operation.", MetricType::Counter);

@@ -213,7 +213,7 @@ struct PageStoreStats {
   uint64_t writeback_aborted = 0;   // lost a race with store/invalidate/load
   uint64_t writeback_second_chances = 0;
   uint64_t backing_reads = 0;
-  uint64_t backing_writes = 0;
+  uint64_t backing_writes = 0;  // write requests (kWriteRequestBytes pieces of a flush)
   uint64_t backing_read_errors = 0;
   uint64_t backing_write_errors = 0;
   // backing_used_blocks: blocks of segments not free (live, dead and
@@ -242,8 +242,9 @@ struct PageStoreStats {
   std::string write_engine;
   uint64_t write_queue_depth = 0;     // PageStoreOptions::write_queue_depth
   uint64_t max_writes_in_flight = 0;  // the most write requests in flight at once, so far
-  // writeback_latency: one backing-store write of a writeback batch (the
-  // pwrite of its segment blocks; locks and pool bookkeeping excluded).
+  // writeback_latency: one segment flush of a writeback batch or cleaning
+  // round (all its write requests, from the first submitted to the last
+  // completed; locks and pool bookkeeping excluded).
   LatencyBuckets writeback_latency;
   uint64_t stores = 0;  // Store calls, accepted or not
   uint64_t loads = 0;
