@@ -87,6 +87,7 @@ struct NodeFlags {
   std::string backing_size = "1G";
   std::string segment_size;       // the spawned node's --segment-size; empty = its default
   std::string cleaner_threshold;  // the spawned node's --cleaner-threshold; empty = its default
+  std::string cleaner_max_dead;   // the spawned node's --cleaner-max-dead; empty = its default
   uint64_t connections = 2;
   uint64_t depth = 16;
   std::string codec = "lz4";
@@ -111,6 +112,9 @@ absl::Status Run(const NodeFlags& f) {
     if (!f.segment_size.empty()) extra.insert(extra.end(), {"--segment-size", f.segment_size});
     if (!f.cleaner_threshold.empty()) {
       extra.insert(extra.end(), {"--cleaner-threshold", f.cleaner_threshold});
+    }
+    if (!f.cleaner_max_dead.empty()) {
+      extra.insert(extra.end(), {"--cleaner-max-dead", f.cleaner_max_dead});
     }
     FARSWAP_ASSIGN_OR_RETURN(spawned, testing::ServerProcess::Start({.pool_limit = f.pool_limit,
                                                                      .backing_size = f.backing_size,
@@ -365,6 +369,9 @@ CommandRunner AddNodeCommand(CLI::App& app) {
       ->check(cli::Bytes());
   cmd->add_option("--cleaner-threshold", f->cleaner_threshold,
                   "the spawned node's --cleaner-threshold (default: the node's, 0.5)")
+      ->check(cli::Fraction());
+  cmd->add_option("--cleaner-max-dead", f->cleaner_max_dead,
+                  "the spawned node's --cleaner-max-dead (default: the node's, 0.08)")
       ->check(cli::Fraction());
   cmd->add_option("--connections", f->connections, "data-plane connections")
       ->check(CLI::Range(1, 256))
