@@ -96,6 +96,7 @@ struct NodeFlags {
   std::string segment_size;       // the spawned node's --segment-size; empty = its default
   std::string cleaner_threshold;  // the spawned node's --cleaner-threshold; empty = its default
   std::string backing_file;       // the spawned node's backing file; empty = a temporary one
+  std::string cleaner_max_dead;   // the spawned node's --cleaner-max-dead; empty = its default
   uint64_t connections = 2;
   uint64_t depth = 16;
   std::string codec = "lz4";
@@ -120,6 +121,9 @@ absl::Status Run(const NodeFlags& f) {
     if (!f.segment_size.empty()) extra.insert(extra.end(), {"--segment-size", f.segment_size});
     if (!f.cleaner_threshold.empty()) {
       extra.insert(extra.end(), {"--cleaner-threshold", f.cleaner_threshold});
+    }
+    if (!f.cleaner_max_dead.empty()) {
+      extra.insert(extra.end(), {"--cleaner-max-dead", f.cleaner_max_dead});
     }
     FARSWAP_ASSIGN_OR_RETURN(spawned,
                              testing::ServerProcess::Start({.pool_limit = f.pool_limit,
@@ -410,6 +414,9 @@ CommandRunner AddNodeCommand(CLI::App& app) {
                   "where the spawned node keeps its backing file (default: a temporary folder); "
                   "bench/compare-fio puts it beside fio's test file")
       ->type_name("PATH");
+  cmd->add_option("--cleaner-max-dead", f->cleaner_max_dead,
+                  "the spawned node's --cleaner-max-dead (default: the node's, 0.08)")
+      ->check(cli::Fraction());
   cmd->add_option("--connections", f->connections, "data-plane connections")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();

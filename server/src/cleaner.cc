@@ -2,10 +2,22 @@
 //
 // Why. Writeback appends; an object whose entry is invalidated or replaced
 // leaves dead bytes in its segment, and a segment is freed by itself only
-// when all of its bytes are dead. When free segments run low, the cleaner
-// takes the sealed segment with the lowest live fraction (below
-// cleaner_threshold), moves its live objects to the open segment and frees
-// it (the log-structured file system's cleaner, greedy policy).
+// when all of its bytes are dead. The cleaner takes a sealed segment, moves
+// its live objects to the open segment and frees it (the log-structured
+// file system's cleaner). It runs for two reasons:
+//  - Space is low (CleanWhileLow, before a writeback batch): free segments
+//    are few. Greedy: the lowest live fraction below cleaner_threshold, the
+//    most space back for the least copying, now.
+//  - Dead bytes are many (CleanWhileDead, after a writeback pass on the
+//    writeback thread, kicked by invalidates and stores that leave dead
+//    bytes behind): dead bytes exceed cleaner_max_dead of the bytes held,
+//    so a page on disk costs more than its compressed size. Cost-benefit
+//    (segment_table.h, VictimPolicy), among segments whose own dead
+//    fraction is above cleaner_max_dead — if none is, the held bytes
+//    overall cannot be over the target by more than the open segments'
+//    padding, and cleaning would only shuffle bytes. It stops at the
+//    target, after a bounded number of segments per pass (the worker kicks
+//    itself for another pass), or when a segment cleaned gave nothing back.
 //
 // The protocol (the same isolate-and-revalidate discipline as writeback.cc;
 // shared/seeds/ for what happens without it). Locks held at each step are
@@ -44,6 +56,7 @@
 #include "farswap/server/page_store.h"
 #include "page_index.h"
 #include "segment_table.h"
+#include "writeback_worker.h"
 
 namespace farswap::server {
 
@@ -75,14 +88,44 @@ void PageStore::CleanWhileLow() {
   }
 }
 
+bool PageStore::CleanWhileDead() {
+  // Bounded per pass, so a store waiting for the pass that follows waits
+  // for at most this much cleaning; the worker kicks itself to go on.
+  constexpr int kMaxSegmentsPerPass = 8;
+  if (segments_ == nullptr) return false;
+  cleaner_kicked_.store(false, std::memory_order_relaxed);
+  const double threshold = 1.0 - options_.cleaner_max_dead;
+  for (int i = 0; i < kMaxSegmentsPerPass; ++i) {
+    if (!segments_->DeadOverTarget()) return false;
+    const uint64_t dead_before = segments_->dead_bytes();
+    if (!CleanOneSegment(threshold, internal::VictimPolicy::kCostBenefit)) return false;
+    counters_.cleaner_space_segments.fetch_add(1, std::memory_order_relaxed);
+    // Nothing came back (tiny segments whose moved bytes pad out to what
+    // was freed, or stores racing in): stop rather than shuffle bytes.
+    if (segments_->dead_bytes() >= dead_before) return false;
+  }
+  return segments_->DeadOverTarget();
+}
+
+void PageStore::MaybeKickCleaner() {
+  if (worker_ == nullptr || segments_ == nullptr || !segments_->DeadOverTarget()) return;
+  // One kick outstanding at a time: CleanWhileDead clears the flag when it
+  // starts, so a burst of invalidates costs one worker wake-up.
+  if (cleaner_kicked_.exchange(true, std::memory_order_relaxed)) return;
+  worker_->Kick();
+}
+
 bool PageStore::RunCleanerOnce() {
+  return CleanOneSegment(options_.cleaner_threshold, internal::VictimPolicy::kGreedy);
+}
+
+bool PageStore::CleanOneSegment(double threshold, internal::VictimPolicy policy) {
   if (segments_ == nullptr || backing_failed_.load(std::memory_order_acquire)) return false;
   // Nowhere to move live objects to (a store of one or two segments, all in
   // use): do not read a victim only to put it back.
   if (!segments_->CanAppend()) return false;
   // Step 1 [SegmentTable].
-  std::optional<internal::SegmentTable::Victim> victim =
-      segments_->PickVictim(options_.cleaner_threshold);
+  std::optional<internal::SegmentTable::Victim> victim = segments_->PickVictim(threshold, policy);
   if (!victim.has_value()) return false;
   const uint64_t segment_bytes = segments_->segment_bytes();
   const uint64_t victim_base = victim->segment * segment_bytes;

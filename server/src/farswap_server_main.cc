@@ -2,7 +2,7 @@
 //
 //   farswap-server [--data-addr HOST:PORT] [--advertise-addr HOST:PORT] [--grpc-addr HOST:PORT]
 //                  [--pool-limit BYTES] [--backing-file PATH] [--backing-size BYTES]
-//                  [--segment-size BYTES] [--cleaner-threshold F]
+//                  [--segment-size BYTES] [--cleaner-threshold F] [--cleaner-max-dead F]
 //                  [--high-watermark F] [--low-watermark F] [--io-threads N]
 //                  [--workers N] [--tenants-file PATH] [--ready-file PATH]
 //                  [--session-idle-timeout SECONDS] [--node-id NAME] [--log-level LEVEL]
@@ -72,6 +72,7 @@ struct Flags {
   uint64_t backing_size = 1ull << 30;
   uint64_t segment_size = 1ull << 20;
   double cleaner_threshold = 0.5;
+  double cleaner_max_dead = 0.08;
   double high_watermark = 0.9;
   double low_watermark = 0.8;
   int io_threads = 2;
@@ -123,6 +124,12 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--cleaner-threshold", f.cleaner_threshold,
                  "the cleaner reclaims a segment only while its live bytes are below F x its "
                  "size (0 < F <= 1)")
+      ->type_name("F")
+      ->check(cli::Fraction())
+      ->capture_default_str();
+  app.add_option("--cleaner-max-dead", f.cleaner_max_dead,
+                 "the writeback thread also cleans while dead bytes exceed F x the bytes the "
+                 "log holds (0 < F <= 1; 1 = only when free segments run low)")
       ->type_name("F")
       ->check(cli::Fraction())
       ->capture_default_str();
@@ -276,9 +283,10 @@ int Serve(const Flags& f) {
     }
     backing = std::move(*dev);
     spdlog::info(
-        "backing store {}: {} blocks of 4 KiB, a log of {}-byte segments (synchronous "
-        "pwrite, one per segment write), cleaner threshold {}",
-        backing->Describe(), backing->block_count(), f.segment_size, f.cleaner_threshold);
+        "backing store {}: {} blocks of 4 KiB, a log of {}-byte segments, cleaner threshold {}, "
+        "cleaner max dead {}",
+        backing->Describe(), backing->block_count(), f.segment_size, f.cleaner_threshold,
+        f.cleaner_max_dead);
   } else {
     spdlog::warn("no --backing-file: no LRU writeback; stores fail when the pool is full");
   }
@@ -289,6 +297,7 @@ int Serve(const Flags& f) {
                                   .backing = backing.get(),
                                   .segment_bytes = f.segment_size,
                                   .cleaner_threshold = f.cleaner_threshold,
+                                  .cleaner_max_dead = f.cleaner_max_dead,
                                   .cold_after_seconds = f.cold_after_s,
                                   .cold_zstd_level = f.cold_zstd_level});
   if (!store.ok()) {
@@ -298,6 +307,11 @@ int Serve(const Flags& f) {
   if (f.cold_after_s > 0) {
     spdlog::info("cold tier: pool pages not loaded for {} s are recompressed into zstd level {}",
                  f.cold_after_s, f.cold_zstd_level);
+  }
+  if (backing != nullptr) {
+    const farswap::server::PageStoreStats st = (*store)->GetStats();
+    spdlog::info("backing store: segment writes via {}, up to {} requests of {} KiB in flight",
+                 st.write_engine, st.write_queue_depth, farswap::server::kWriteRequestBytes / 1024);
   }
   for (const Tenant& t : tenants->tenants()) ApplyFileQuota(**store, t);
   // Reloads --tenants-file on SIGHUP and when it changes; none without one.
@@ -506,6 +520,9 @@ int main(int argc, char** argv) {
   }
   if (!(flags.cleaner_threshold > 0)) {
     return farswap::cli::UsageError(app, "--cleaner-threshold must satisfy 0 < F <= 1");
+  }
+  if (!(flags.cleaner_max_dead > 0)) {
+    return farswap::cli::UsageError(app, "--cleaner-max-dead must satisfy 0 < F <= 1");
   }
   if (absl::Status s = farswap::server::CheckAdvertisable(flags.data_addr, flags.advertise_addr);
       !s.ok()) {

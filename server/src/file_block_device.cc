@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "farswap/server/block_device.h"
 #include "spdlog/spdlog.h"
+#include "uring_write_queue.h"
 
 namespace farswap::server {
 namespace {
@@ -207,6 +208,15 @@ absl::Status FileBlockDevice::WriteBlocks(uint64_t first, uint64_t count, const 
     return ErrnoStatus(err, absl::StrCat("write blocks ", first, "+", count, " of ", path_));
   }
   return absl::OkStatus();
+}
+
+std::unique_ptr<BlockWriteQueue> FileBlockDevice::NewWriteQueue(size_t depth) {
+  absl::StatusOr<std::unique_ptr<BlockWriteQueue>> ring =
+      internal::NewUringWriteQueue(fd_, block_count_, depth, path_);
+  if (ring.ok()) return std::move(*ring);
+  spdlog::warn("backing store {}: io_uring unavailable ({}); segment writes use synchronous pwrite",
+               path_, std::string(ring.status().message()));
+  return NewSyncWriteQueue(this, depth);
 }
 
 absl::Status FileBlockDevice::Sync() {

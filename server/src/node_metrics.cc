@@ -118,11 +118,16 @@ void AddStore(std::vector<MetricFamily>& out, const PageStoreStats& s) {
              double(s.cleaner_moves));
   AddCounter(out, "farswap_cleaner_segments_total", "Segments the segment cleaner freed.",
              double(s.cleaner_segments));
+  AddCounter(out, "farswap_cleaner_space_segments_total",
+             "Segments the cleaner freed because dead bytes exceeded --cleaner-max-dead "
+             "(included in farswap_cleaner_segments_total).",
+             double(s.cleaner_space_segments));
   AddCounter(out, "farswap_backing_reads_total",
              "Read I/Os from the backing store (page loads and cleaner segment reads).",
              double(s.backing_reads));
   AddCounter(out, "farswap_backing_writes_total",
-             "Write I/Os to the backing store (one per segment write, many pages each).",
+             "Write requests to the backing store (32 KiB pieces of a segment flush, many pages "
+             "each).",
              double(s.backing_writes));
   MetricFamily& errors = AddFamily(out, "farswap_backing_errors_total",
                                    "Backing-store I/O errors, by operation.", MetricType::Counter);

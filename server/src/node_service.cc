@@ -121,6 +121,10 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
   b->set_written_back_bytes(s.written_back_bytes);
   b->set_cleaner_moves(s.cleaner_moves);
   b->set_cleaner_segments(s.cleaner_segments);
+  b->set_cleaner_space_segments(s.cleaner_space_segments);
+  b->set_write_engine(s.write_engine);
+  b->set_write_queue_depth(s.write_queue_depth);
+  b->set_max_writes_in_flight(s.max_writes_in_flight);
   if (!s.health.ok()) b->set_io_error(s.health.ToString());
   FillRejects(s.rejects, n->mutable_rejects());
   n->set_stored_pages(s.stored_pages);

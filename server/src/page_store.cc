@@ -12,7 +12,8 @@
 // - Index shard locks are held only inside PageIndex calls.
 // - A thread holds at most one key stripe at a time (InvalidateRange takes
 //   them one key after another, with no index lock held).
-// - limits_mu_ is a leaf, taken alone.
+// - limits_mu_ is a leaf, taken alone; so is write_queues_mu_ (a queue is
+//   taken out of the pool and used with no lock held).
 // - The writeback worker's mutex (writeback_worker.h) is never held with
 //   any of these; a Store waiting for writeback holds no lock.
 // - Backing-store reads for Load run with the key lock held (see Load).
@@ -79,6 +80,14 @@ absl::Status ValidateLogOptions(const PageStoreOptions& options) {
     return absl::InvalidArgumentError(absl::StrCat(
         "cleaner threshold must satisfy 0 < threshold <= 1; got ", options.cleaner_threshold));
   }
+  if (!(options.cleaner_max_dead > 0 && options.cleaner_max_dead <= 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "cleaner max dead fraction must satisfy 0 < F <= 1; got ", options.cleaner_max_dead));
+  }
+  if (options.write_queue_depth == 0 || options.write_queue_depth > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("write queue depth must be from 1 to 4096; got ", options.write_queue_depth));
+  }
   if (options.writeback_batch_pages == 0) {
     return absl::InvalidArgumentError("writeback batch must be at least 1 page");
   }
@@ -110,7 +119,12 @@ absl::StatusOr<std::unique_ptr<PageStore>> PageStore::Create(const PageStoreOpti
   if (absl::Status s = store->SetLimits(options.limits); !s.ok()) return s;
   if (options.start_writeback_worker && store->backing_ != nullptr) {
     PageStore* self = store.get();
-    store->worker_ = std::make_unique<WritebackWorker>([self] { self->RunWritebackPass(); });
+    store->worker_ = std::make_unique<WritebackWorker>([self] {
+      self->RunWritebackPass();
+      // Space-driven cleaning in the writeback thread's own time; a pass
+      // that stopped at its bound asks for another.
+      return self->CleanWhileDead();
+    });
   }
   if (absl::Status s = store->StartColdTier(); !s.ok()) return s;
   return store;
@@ -133,7 +147,13 @@ PageStore::PageStore(const PageStoreOptions& options)
   // the reserve plus 1/32 of the store (at least one more).
   const uint64_t reserve = count >= 3 ? 1 : 0;
   clean_below_free_ = reserve + std::max<uint64_t>(1, count / 32) + 1;
-  segments_ = std::make_unique<internal::SegmentTable>(count, segment_bytes, reserve);
+  segments_ = std::make_unique<internal::SegmentTable>(count, segment_bytes, reserve,
+                                                       options.cleaner_max_dead);
+  // One write queue now, so stats and the log say which engine runs.
+  std::unique_ptr<BlockWriteQueue> queue = backing_->NewWriteQueue(options.write_queue_depth);
+  write_engine_ = queue->engine();
+  MutexLock l(&write_queues_mu_);
+  idle_write_queues_.push_back(std::move(queue));
 }
 
 PageStore::~PageStore() {
@@ -312,6 +332,7 @@ std::optional<absl::Status> PageStore::StoreImpl(uint32_t tenant, uint64_t page,
     }
   }
   MaybeKickWriteback();
+  MaybeKickCleaner();  // a replaced page on disk left dead bytes
   return absl::OkStatus();
 }
 
@@ -467,8 +488,11 @@ std::optional<absl::StatusOr<LoadedPage>> PageStore::LoadImpl(uint32_t tenant, u
 // --- invalidate -------------------------------------------------------------------------
 
 absl::Status PageStore::Invalidate(uint32_t tenant, uint64_t page) {
-  MutexLock kl(&key_locks_->For({tenant, page}));
-  if (EraseLocked(tenant, page)) counters_.invalidates.fetch_add(1, std::memory_order_relaxed);
+  {
+    MutexLock kl(&key_locks_->For({tenant, page}));
+    if (EraseLocked(tenant, page)) counters_.invalidates.fetch_add(1, std::memory_order_relaxed);
+  }
+  MaybeKickCleaner();
   return absl::OkStatus();
 }
 
@@ -509,6 +533,7 @@ absl::StatusOr<uint64_t> PageStore::InvalidateRange(uint32_t tenant, uint64_t fi
     }
   }
   counters_.invalidates.fetch_add(removed, std::memory_order_relaxed);
+  MaybeKickCleaner();
   return removed;
 }
 
@@ -602,6 +627,10 @@ PageStoreStats PageStore::GetStats() const {
   s.written_back_bytes = counters_.written_back_bytes.load();
   s.cleaner_moves = counters_.cleaner_moves.load();
   s.cleaner_segments = counters_.cleaner_segments.load();
+  s.cleaner_space_segments = counters_.cleaner_space_segments.load();
+  s.write_engine = write_engine_;
+  s.write_queue_depth = backing_ != nullptr ? options_.write_queue_depth : 0;
+  s.max_writes_in_flight = counters_.max_writes_in_flight.load();
   s.writeback_latency = SnapshotOf(counters_.writeback_latency);
   s.stores = counters_.stores.load();
   s.loads = counters_.loads.load();

@@ -7,10 +7,11 @@
 namespace farswap::server::internal {
 
 SegmentTable::SegmentTable(uint64_t segment_count, uint64_t segment_bytes,
-                           uint64_t reserve_segments)
+                           uint64_t reserve_segments, double max_dead_fraction)
     : segment_count_(segment_count),
       segment_bytes_(segment_bytes),
       reserve_(reserve_segments),
+      max_dead_fraction_(max_dead_fraction),
       segments_(segment_count) {
   // Hand out low segments first: a stack with segment 0 on top.
   free_.reserve(segment_count);
@@ -48,7 +49,7 @@ void SegmentTable::Release(std::unique_ptr<OpenSegment> open) {
     return;
   }
   if (open->fill + kBlockSize > segment_bytes_ || parked_ != nullptr) {
-    seg.state = State::kSealed;  // full (no room for a largest object), or the slot is taken
+    SealLocked(open->segment);  // full (no room for a largest object), or the slot is taken
     return;
   }
   seg.state = State::kOpenParked;
@@ -61,6 +62,7 @@ void SegmentTable::AddLive(uint64_t segment, const ObjectRecord& record) {
   seg.live += record.length;
   seg.records.push_back(record);
   live_bytes_ += record.length;
+  UpdateDeadLocked();
 }
 
 void SegmentTable::Extend(uint64_t segment, uint64_t extent) {
@@ -69,6 +71,7 @@ void SegmentTable::Extend(uint64_t segment, uint64_t extent) {
   if (extent > seg.extent) {
     held_bytes_ += extent - seg.extent;
     seg.extent = extent;
+    UpdateDeadLocked();
   }
 }
 
@@ -78,6 +81,7 @@ void SegmentTable::Drop(uint64_t segment, uint32_t length) {
   assert(seg.live >= length);
   seg.live -= length;
   live_bytes_ -= length;
+  UpdateDeadLocked();
   if (seg.live != 0) return;
   if (seg.state == State::kSealed) {
     FreeLocked(segment);
@@ -97,6 +101,23 @@ void SegmentTable::FreeLocked(uint64_t segment) {
   seg.records.clear();
   seg.records.shrink_to_fit();
   free_.push_back(segment);
+  UpdateDeadLocked();
+}
+
+void SegmentTable::SealLocked(uint64_t segment) {
+  Segment& seg = segments_[segment];
+  seg.state = State::kSealed;
+  seg.sealed_at = ++seal_clock_;
+}
+
+void SegmentTable::UpdateDeadLocked() {
+  const bool over = double(held_bytes_ - live_bytes_) > max_dead_fraction_ * double(held_bytes_);
+  dead_over_target_.store(over, std::memory_order_relaxed);
+}
+
+uint64_t SegmentTable::dead_bytes() const {
+  MutexLock l(&mu_);
+  return held_bytes_ - live_bytes_;
 }
 
 uint64_t SegmentTable::free_segments() const {
@@ -109,14 +130,29 @@ bool SegmentTable::CanAppend() const {
   return parked_ != nullptr || !free_.empty();
 }
 
-std::optional<SegmentTable::Victim> SegmentTable::PickVictim(double threshold) {
+std::optional<SegmentTable::Victim> SegmentTable::PickVictim(double threshold,
+                                                             VictimPolicy policy) {
   MutexLock l(&mu_);
   const double limit = threshold * double(segment_bytes_);
+  // A linear scan: segments are few (a 64 GiB store of 1 MiB segments has
+  // 65536) and a victim is picked once per segment cleaned.
   std::optional<uint64_t> best;
+  double best_score = 0;
   for (uint64_t s = 0; s < segment_count_; ++s) {
     const Segment& seg = segments_[s];
     if (seg.state != State::kSealed || double(seg.live) >= limit) continue;
-    if (!best.has_value() || seg.live < segments_[*best].live) best = s;
+    double score = 0;  // higher is better
+    if (policy == VictimPolicy::kGreedy) {
+      score = -double(seg.live);
+    } else {
+      const double u = double(seg.live) / double(segment_bytes_);
+      const double age = double(seal_clock_ - seg.sealed_at + 1);
+      score = (1 - u) * age / (1 + u);
+    }
+    if (!best.has_value() || score > best_score) {
+      best = s;
+      best_score = score;
+    }
   }
   if (!best.has_value()) return std::nullopt;
   Segment& seg = segments_[*best];
@@ -132,7 +168,7 @@ bool SegmentTable::FinishCleaning(uint64_t segment) {
     FreeLocked(segment);
     return true;
   }
-  seg.state = State::kSealed;
+  seg.state = State::kSealed;  // keeps its age: nothing new was written to it
   return false;
 }
 

@@ -27,10 +27,18 @@
 // published bytes: each write covers blocks past the segment's extent, and
 // the extent then advances to the next block boundary.
 //
+// Dead bytes. A segment's held bytes (its extent) minus its live bytes are
+// dead: objects no entry points to any more, and the zero padding after a
+// write's last object. The table keeps the store-wide dead fraction and
+// raises DeadOverTarget() while it is above `max_dead_fraction`; the page
+// store's space-driven cleaner then reclaims segments until it is not
+// (cleaner.cc).
+//
 // Thread-safe; its mutex is a leaf of the page store's lock order.
 #ifndef FARSWAP_SERVER_SEGMENT_TABLE_H_
 #define FARSWAP_SERVER_SEGMENT_TABLE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -71,12 +79,27 @@ struct SegmentTableStats {
   uint64_t held_bytes = 0;  // extents of every segment not free (live + dead + padding)
 };
 
+// VictimPolicy: how PickVictim ranks the sealed segments that qualify.
+enum class VictimPolicy {
+  // kGreedy: the lowest live fraction first (the most space back per byte
+  // moved now: what a store that is running out of segments needs).
+  kGreedy,
+  // kCostBenefit: Sprite LFS's benefit / cost = (1 - u) x age / (1 + u),
+  // u the live fraction and age how long ago the segment was sealed (in
+  // seals since): a cold segment's dead bytes are cleaned at a higher u
+  // than a hot one's, whose live bytes are still dying by themselves.
+  kCostBenefit,
+};
+
 // SegmentTable: see the file comment. Thread-safe.
 class SegmentTable {
  public:
   // reserve_segments: free segments only the cleaner may take, so it can
   // always make progress while writeback has filled the rest.
-  SegmentTable(uint64_t segment_count, uint64_t segment_bytes, uint64_t reserve_segments);
+  // max_dead_fraction: DeadOverTarget() is raised while dead bytes exceed
+  // this fraction of held bytes; 1 never raises it.
+  SegmentTable(uint64_t segment_count, uint64_t segment_bytes, uint64_t reserve_segments,
+               double max_dead_fraction = 1.0);
 
   uint64_t segment_bytes() const { return segment_bytes_; }
   uint64_t segment_count() const { return segment_count_; }
@@ -104,15 +127,21 @@ class SegmentTable {
   // CanAppend: a segment is parked or free, so the cleaner has somewhere to
   // move live objects to.
   bool CanAppend() const;
-  // PickVictim marks the sealed segment with the lowest live fraction,
-  // below `threshold`, as being cleaned and returns it with its extent and
-  // its records. nullopt when no segment qualifies.
+  // DeadOverTarget: dead bytes are above max_dead_fraction of held bytes
+  // (an atomic read; no lock).
+  bool DeadOverTarget() const { return dead_over_target_.load(std::memory_order_relaxed); }
+  // dead_bytes: held minus live bytes now.
+  uint64_t dead_bytes() const;
+  // PickVictim marks the best sealed segment under `policy` whose live
+  // bytes are below `threshold` x segment_bytes as being cleaned and
+  // returns it with its extent and its records. nullopt when no segment
+  // qualifies.
   struct Victim {
     uint64_t segment = 0;
     uint64_t extent = 0;
     std::vector<ObjectRecord> records;
   };
-  std::optional<Victim> PickVictim(double threshold);
+  std::optional<Victim> PickVictim(double threshold, VictimPolicy policy = VictimPolicy::kGreedy);
   // FinishCleaning frees the victim if nothing live is left in it, else
   // seals it again (an object could not be moved). Returns whether freed.
   bool FinishCleaning(uint64_t segment);
@@ -125,19 +154,26 @@ class SegmentTable {
     State state = State::kFree;
     uint64_t extent = 0;
     uint64_t live = 0;
+    uint64_t sealed_at = 0;  // seal_clock_ when last sealed (cost-benefit's age)
     std::vector<ObjectRecord> records;
   };
   void FreeLocked(uint64_t segment) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void SealLocked(uint64_t segment) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // UpdateDeadLocked recomputes dead_over_target_ after live or held moved.
+  void UpdateDeadLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const uint64_t segment_count_;
   const uint64_t segment_bytes_;
   const uint64_t reserve_;
+  const double max_dead_fraction_;
   mutable Mutex mu_;
   std::vector<Segment> segments_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> free_ ABSL_GUARDED_BY(mu_);  // a stack of free segment numbers
   std::unique_ptr<OpenSegment> parked_ ABSL_GUARDED_BY(mu_);
   uint64_t live_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t seal_clock_ ABSL_GUARDED_BY(mu_) = 0;  // segments sealed so far
+  std::atomic<bool> dead_over_target_{false};     // written under mu_, read without
 };
 
 }  // namespace farswap::server::internal

@@ -24,8 +24,11 @@
 //     this batch's ticket and copy the compressed bytes into the segment's
 //     buffer at its fill point.
 //                          sync point "PageStore::Writeback:pending-unlocked" [none]
-//  3. [none] Write the appended blocks with one WriteBlocks; the segment's
-//     extent moves to the next block boundary.
+//  3. [none] Write the appended blocks: requests of kWriteRequestBytes, up
+//     to write_queue_depth in flight through a BlockWriteQueue (io_uring on
+//     a file; completions in any order), and wait for all of them; the
+//     segment's extent moves to the next block boundary. One failed
+//     request fails the whole round (nothing of it is published).
 //                          sync point "PageStore::Writeback:after-io" [none]
 //  4. [key, one at a time] Each entry still (entry, gen), WRITEBACK_PENDING
 //     and ours (ticket) becomes ON_DISK(offset), leaves the LRU, its pool
@@ -46,6 +49,7 @@
 // passes stop writing (leveldb's RecordBackgroundError).
 #include <xxhash.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 
@@ -143,11 +147,11 @@ absl::Status PageStore::FlushSegment(OpenSegment& open) {
   const uint64_t end = (open.fill + kBlockSize - 1) / kBlockSize * kBlockSize;
   if (end == open.flushed) return absl::OkStatus();
   const uint64_t base = open.segment * segments_->segment_bytes();
-  counters_.backing_writes.fetch_add(1, std::memory_order_relaxed);
   const auto start = std::chrono::steady_clock::now();
-  absl::Status io =
-      backing_->WriteBlocks((base + open.flushed) / kBlockSize, (end - open.flushed) / kBlockSize,
-                            open.buf.get() + open.flushed);
+  std::unique_ptr<BlockWriteQueue> queue = TakeWriteQueue();
+  absl::Status io = WriteRun(*queue, (base + open.flushed) / kBlockSize,
+                             (end - open.flushed) / kBlockSize, open.buf.get() + open.flushed);
+  ReturnWriteQueue(std::move(queue));
   counters_.writeback_latency.Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
   if (!io.ok()) {
     counters_.backing_write_errors.fetch_add(1, std::memory_order_relaxed);
@@ -159,6 +163,57 @@ absl::Status PageStore::FlushSegment(OpenSegment& open) {
   open.fill = open.flushed = end;
   segments_->Extend(open.segment, end);
   return absl::OkStatus();
+}
+
+std::unique_ptr<BlockWriteQueue> PageStore::TakeWriteQueue() {
+  {
+    MutexLock l(&write_queues_mu_);
+    if (!idle_write_queues_.empty()) {
+      std::unique_ptr<BlockWriteQueue> q = std::move(idle_write_queues_.back());
+      idle_write_queues_.pop_back();
+      return q;
+    }
+  }
+  return backing_->NewWriteQueue(options_.write_queue_depth);  // a second flusher at once
+}
+
+void PageStore::ReturnWriteQueue(std::unique_ptr<BlockWriteQueue> queue) {
+  MutexLock l(&write_queues_mu_);
+  idle_write_queues_.push_back(std::move(queue));
+}
+
+absl::Status PageStore::WriteRun(BlockWriteQueue& queue, uint64_t first, uint64_t count,
+                                 const uint8_t* src) {
+  constexpr uint64_t kRequestBlocks = kWriteRequestBytes / kBlockSize;
+  absl::Status first_error;
+  uint64_t next = 0;  // blocks of the run submitted so far
+  while (next < count || queue.in_flight() > 0) {
+    while (next < count && queue.in_flight() < queue.depth()) {
+      const uint64_t n = std::min(kRequestBlocks, count - next);
+      absl::Status s = queue.Submit(first + next, n, src + next * kBlockSize, /*tag=*/next);
+      if (!s.ok()) {  // not started: no completion comes for it
+        if (first_error.ok()) first_error = std::move(s);
+        next = count;
+        break;
+      }
+      counters_.backing_writes.fetch_add(1, std::memory_order_relaxed);
+      next += n;
+      const uint64_t depth = queue.in_flight();
+      uint64_t seen = counters_.max_writes_in_flight.load(std::memory_order_relaxed);
+      while (depth > seen && !counters_.max_writes_in_flight.compare_exchange_weak(
+                                 seen, depth, std::memory_order_relaxed)) {
+      }
+    }
+    // Completions in whatever order the device finished them; the run is
+    // written when all are in, and fails with the first error seen.
+    for (BlockWriteQueue::Completion& c : queue.Reap()) {
+      if (!c.status.ok() && first_error.ok()) {
+        first_error = std::move(c.status);
+        next = count;  // submit nothing more; drain what is in flight
+      }
+    }
+  }
+  return first_error;
 }
 
 WritebackOutcome PageStore::WritebackBatch(size_t max_pages) {

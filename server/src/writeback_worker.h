@@ -5,7 +5,8 @@
 // or could not allocate), runs one pass, and counts finished passes so a
 // Store that is waiting for room can block until a pass that started after
 // its request has finished — a condition signalled by writeback progress,
-// not a sleep.
+// not a sleep. A pass may ask for another one (by returning true): the
+// cleaner does when it stopped at its per-pass bound.
 #ifndef FARSWAP_SERVER_WRITEBACK_WORKER_H_
 #define FARSWAP_SERVER_WRITEBACK_WORKER_H_
 
@@ -22,7 +23,9 @@ namespace farswap::server {
 // thread; the destructor stops and joins the thread (waiters are released).
 class WritebackWorker {
  public:
-  explicit WritebackWorker(std::function<void()> run_pass)
+  // run_pass: one pass; returns whether to run another without waiting for
+  // a kick.
+  explicit WritebackWorker(std::function<bool()> run_pass)
       : run_pass_(std::move(run_pass)), thread_([this] { Loop(); }) {}
 
   ~WritebackWorker() {
@@ -65,14 +68,15 @@ class WritebackWorker {
         kicked_ = false;
         ++passes_started_;
       }
-      run_pass_();  // no lock held: the pass takes key, index and LRU locks
+      const bool again = run_pass_();  // no lock held: the pass takes key, index and LRU locks
       MutexLock l(&mu_);
+      if (again) kicked_ = true;
       ++passes_finished_;
       cv_.SignalAll();
     }
   }
 
-  const std::function<void()> run_pass_;
+  const std::function<bool()> run_pass_;
   Mutex mu_;
   CondVar cv_;  // signalled on kick, pass end and stop
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;

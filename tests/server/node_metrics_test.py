@@ -133,6 +133,7 @@ NODE_FAMILIES = {
     "farswap_backing_used_bytes": ("gauge", set()),
     "farswap_cleaner_moves": ("counter", set()),
     "farswap_cleaner_segments": ("counter", set()),
+    "farswap_cleaner_space_segments": ("counter", set()),
     "farswap_writeback_aborted": ("counter", set()),
     "farswap_writeback_second_chances": ("counter", set()),
     "farswap_writeback_duration_seconds": ("histogram", set()),

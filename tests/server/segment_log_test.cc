@@ -410,6 +410,224 @@ TEST(SegmentLogFaultTest, OverwrittenSegmentIsDataLossNotOtherBytes) {
   EXPECT_EQ(store->Load(kTenant, 1).status().code(), absl::StatusCode::kDataLoss);
 }
 
+// --- space-driven cleaning ---------------------------------------------------------------
+
+double DeadFraction(const PageStoreStats& st) {
+  return st.disk_held_bytes == 0
+             ? 0
+             : double(st.disk_held_bytes - st.disk_live_bytes) / double(st.disk_held_bytes);
+}
+
+// Every other page invalidated leaves every segment about half live and a
+// dead fraction near 0.5. The writeback thread, woken by the invalidates
+// (no store comes, none waits), cleans until dead bytes are under
+// cleaner_max_dead of what the log holds; every page reads back as itself.
+TEST(SpaceDrivenCleanerTest, HalfDeadSegmentsAreCleanedUnderTheTargetWithoutAStore) {
+  constexpr double kMaxDead = 0.1;
+  constexpr uint64_t kPages = 1000;
+  constexpr uint64_t kBigSegment = 16 * kBlockSize;  // 64 KiB: batch padding stays small
+  MemoryBlockDevice ssd(1024);                       // 64 segments
+  absl::StatusOr<std::unique_ptr<PageStore>> created = PageStore::Create(
+      {.backing = &ssd, .segment_bytes = kBigSegment, .cleaner_max_dead = kMaxDead});
+  ASSERT_TRUE(created.ok()) << created.status();
+  PageStore& store = **created;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ASSERT_TRUE(StorePayload(store, kTenant, p, Version(p, 1), 1).ok());
+  }
+  // No pool limit, so the worker writes nothing back by itself; write
+  // everything back here.
+  for (int i = 0; i < 100 && store.GetStats().pages_on_disk < kPages; ++i) {
+    store.RunWritebackBatch(64);
+  }
+  PageStoreStats st = store.GetStats();
+  ASSERT_EQ(st.pages_on_disk, kPages);
+  ASSERT_LT(DeadFraction(st), kMaxDead) << "only batch padding is dead so far";
+  const uint64_t held_full = st.disk_held_bytes;
+
+  for (uint64_t p = 1; p < kPages; p += 2) ASSERT_TRUE(store.Invalidate(kTenant, p).ok());
+  // Each pass cleans a bounded number of segments; wait for passes (not
+  // time) until the target is met. 64 passes are far more than needed.
+  for (int i = 0; i < 64 && DeadFraction(store.GetStats()) > kMaxDead; ++i) {
+    store.QuiesceWriteback();
+  }
+  st = store.GetStats();
+  EXPECT_LE(DeadFraction(st), kMaxDead)
+      << "held " << st.disk_held_bytes << " live " << st.disk_live_bytes;
+  EXPECT_GT(st.cleaner_space_segments, 0u);
+  EXPECT_EQ(st.cleaner_space_segments, st.cleaner_segments) << "free segments never ran low";
+  EXPECT_LT(st.disk_held_bytes, held_full * 6 / 10);
+  EXPECT_EQ(st.pages_on_disk, kPages / 2);
+  EXPECT_EQ(st.stores, kPages) << "no store was needed to start the cleaner";
+  EXPECT_EQ(st.health.code(), absl::StatusCode::kOk);
+  for (uint64_t p = 0; p < kPages; p += 2) ExpectPage(store, kTenant, p, Version(p, 1), 1);
+  EXPECT_EQ(store.Load(kTenant, 1).status().code(), absl::StatusCode::kNotFound);
+}
+
+// A store whose segments are each only a little dead (under the target)
+// is left alone: nothing is rewritten to gain nothing.
+TEST(SpaceDrivenCleanerTest, SegmentsUnderTheTargetAreNotCleaned) {
+  constexpr uint64_t kPages = 400;
+  MemoryBlockDevice ssd(1024);
+  absl::StatusOr<std::unique_ptr<PageStore>> created = PageStore::Create(
+      {.backing = &ssd, .segment_bytes = 16 * kBlockSize, .cleaner_max_dead = 0.5});
+  ASSERT_TRUE(created.ok()) << created.status();
+  PageStore& store = **created;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ASSERT_TRUE(StorePayload(store, kTenant, p, Version(p, 1), 1).ok());
+  }
+  for (int i = 0; i < 100 && store.GetStats().pages_on_disk < kPages; ++i) {
+    store.RunWritebackBatch(64);
+  }
+  for (uint64_t p = 0; p < kPages; p += 4) ASSERT_TRUE(store.Invalidate(kTenant, p).ok());
+  store.QuiesceWriteback();
+  const PageStoreStats st = store.GetStats();
+  EXPECT_EQ(st.cleaner_segments, 0u);
+  EXPECT_EQ(st.pages_on_disk, kPages - kPages / 4);
+  for (uint64_t p = 1; p < kPages; p += 4) ExpectPage(store, kTenant, p, Version(p, 1), 1);
+}
+
+// --- write requests in flight, completed out of order ------------------------------------
+
+// ReverseCompletionDevice keeps every write submitted through its queue in
+// flight until the queue is reaped, then performs and completes them in
+// reverse order of submission (the last one first), failing the one
+// numbered fail_request_ (0-based, counting every request) if set.
+class ReverseCompletionDevice final : public BlockDevice {
+ public:
+  explicit ReverseCompletionDevice(uint64_t blocks) : mem_(blocks) {}
+
+  absl::Status ReadBlock(uint64_t block, void* dst) override { return mem_.ReadBlock(block, dst); }
+  absl::Status WriteBlock(uint64_t block, const void* src) override {
+    return mem_.WriteBlock(block, src);
+  }
+  absl::Status ReadBlocks(uint64_t first, uint64_t count, void* dst) override {
+    return mem_.ReadBlocks(first, count, dst);
+  }
+  absl::Status WriteBlocks(uint64_t first, uint64_t count, const void* src) override {
+    return mem_.WriteBlocks(first, count, src);
+  }
+  absl::Status Sync() override { return absl::OkStatus(); }
+  uint64_t block_count() const override { return mem_.block_count(); }
+  std::string Describe() const override { return "reverse-completion"; }
+
+  std::unique_ptr<BlockWriteQueue> NewWriteQueue(size_t depth) override {
+    return std::make_unique<Queue>(this, depth);
+  }
+
+  void FailRequest(uint64_t n) { fail_request_ = n; }
+  uint64_t requests() const { return requests_; }
+  uint64_t max_in_flight() const { return max_in_flight_; }
+  // reversed: reaps that completed two or more writes, last submitted first.
+  uint64_t reversed() const { return reversed_; }
+
+ private:
+  class Queue final : public BlockWriteQueue {
+   public:
+    Queue(ReverseCompletionDevice* dev, size_t depth) : dev_(dev), depth_(depth) {}
+    absl::Status Submit(uint64_t first, uint64_t count, const void* src, uint64_t tag) override {
+      if (pending_.size() >= depth_) return absl::FailedPreconditionError("queue full");
+      pending_.push_back({first, count, src, tag, dev_->requests_++});
+      dev_->max_in_flight_ = std::max<uint64_t>(dev_->max_in_flight_, pending_.size());
+      return absl::OkStatus();
+    }
+    std::vector<Completion> Reap() override {
+      std::vector<Completion> out;
+      for (auto it = pending_.rbegin(); it != pending_.rend(); ++it) {
+        absl::Status st = it->number == dev_->fail_request_
+                              ? absl::DataLossError("injected EIO")
+                              : dev_->mem_.WriteBlocks(it->first, it->count, it->src);
+        out.push_back({.tag = it->tag, .status = st});
+      }
+      if (pending_.size() >= 2) ++dev_->reversed_;
+      pending_.clear();
+      return out;
+    }
+    size_t in_flight() const override { return pending_.size(); }
+    size_t depth() const override { return depth_; }
+    const char* engine() const override { return "reverse-test"; }
+
+   private:
+    struct Pending {
+      uint64_t first, count;
+      const void* src;
+      uint64_t tag, number;
+    };
+    ReverseCompletionDevice* const dev_;
+    const size_t depth_;
+    std::vector<Pending> pending_;
+  };
+
+  MemoryBlockDevice mem_;
+  // Touched only by the thread flushing (the test's, with no worker).
+  uint64_t fail_request_ = UINT64_MAX;
+  uint64_t requests_ = 0, max_in_flight_ = 0, reversed_ = 0;
+};
+
+constexpr uint64_t kMiB = 1 << 20;
+
+std::unique_ptr<PageStore> NewBigSegmentStore(BlockDevice* backing) {
+  absl::StatusOr<std::unique_ptr<PageStore>> s = PageStore::Create(
+      {.backing = backing, .start_writeback_worker = false, .segment_bytes = kMiB});
+  EXPECT_TRUE(s.ok()) << s.status();
+  return std::move(*s);
+}
+
+// Batches of 100-300 KiB are cut into 32 KiB requests, all in flight at once;
+// they complete last-first, and every page is published and reads back as
+// itself from where it was packed.
+TEST(SegmentWriteQueueTest, RequestsCompletedInReverseOrderPublishEveryPage) {
+  ReverseCompletionDevice ssd(512);  // two 1 MiB segments
+  auto store = NewBigSegmentStore(&ssd);
+  uint64_t bytes = 0;
+  for (uint64_t p = 0; p < 200; ++p) {
+    ASSERT_TRUE(StorePayload(*store, kTenant, p, Version(p, 1), 1).ok());
+    bytes += Version(p, 1).size();
+  }
+  // 200 fresh (referenced) pages: the first pick gives second chances.
+  for (int i = 0; i < 4 && store->GetStats().pages_on_disk < 200; ++i) {
+    store->RunWritebackBatch(256);
+  }
+  const PageStoreStats st = store->GetStats();
+  ASSERT_EQ(st.pages_on_disk, 200u);
+  const uint64_t requests = (bytes + kWriteRequestBytes - 1) / kWriteRequestBytes;
+  EXPECT_GE(ssd.requests(), requests);
+  // The batches are as large as the LRU's second-chance scan makes them
+  // (not all 200 pages at once); each flush's requests are all in flight
+  // before the first completes.
+  EXPECT_GE(ssd.max_in_flight(), 3u) << "the requests of one flush are in flight together";
+  EXPECT_GT(ssd.reversed(), 0u);
+  EXPECT_EQ(st.write_engine, "reverse-test");
+  EXPECT_EQ(st.max_writes_in_flight, ssd.max_in_flight());
+  EXPECT_EQ(st.backing_writes, ssd.requests());
+  EXPECT_EQ(st.health.code(), absl::StatusCode::kOk);
+  for (uint64_t p = 0; p < 200; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+}
+
+// One request of a flush fails (not the first to complete, not the last):
+// the whole round is unpublished, the error is the store's sticky backing
+// error, and every page is still served from the pool.
+TEST(SegmentWriteQueueTest, OneFailedRequestKeepsTheWholeRoundInThePool) {
+  ReverseCompletionDevice ssd(512);
+  auto store = NewBigSegmentStore(&ssd);
+  for (uint64_t p = 0; p < 200; ++p) {
+    ASSERT_TRUE(StorePayload(*store, kTenant, p, Version(p, 1), 1).ok());
+  }
+  ssd.FailRequest(2);
+  WritebackOutcome last = WritebackOutcome::kAborted;
+  for (int i = 0; i < 4 && last != WritebackOutcome::kIoError; ++i) {
+    last = store->RunWritebackBatch(256);
+  }
+  EXPECT_EQ(last, WritebackOutcome::kIoError);
+  const PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.pages_on_disk, 0u);
+  EXPECT_EQ(st.written_back_pages, 0u);
+  EXPECT_EQ(st.disk_live_bytes, 0u);
+  EXPECT_GE(st.backing_write_errors, 1u);
+  EXPECT_EQ(st.health.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store->RunWritebackBatch(256), WritebackOutcome::kIoError) << "sticky";
+  for (uint64_t p = 0; p < 200; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+}
+
 TEST(SegmentLogOptionsTest, BadOptionsAreRefused) {
   MemoryBlockDevice ssd(64);
   EXPECT_EQ(PageStore::Create({.backing = &ssd, .segment_bytes = 5000}).status().code(),
@@ -419,6 +637,12 @@ TEST(SegmentLogOptionsTest, BadOptionsAreRefused) {
   EXPECT_EQ(PageStore::Create({.backing = &ssd, .cleaner_threshold = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(PageStore::Create({.backing = &ssd, .cleaner_threshold = 1.5}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PageStore::Create({.backing = &ssd, .cleaner_max_dead = 0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PageStore::Create({.backing = &ssd, .cleaner_max_dead = 1.01}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PageStore::Create({.backing = &ssd, .write_queue_depth = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(PageStore::Create({.backing = &ssd, .writeback_batch_pages = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);

@@ -30,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "farswap/common/mutex.h"
+#include "farswap/server/block_write_queue.h"
 
 namespace farswap::server {
 
@@ -61,6 +62,12 @@ class BlockDevice {
   // any part of the run may have been written. The default writes block by
   // block.
   virtual absl::Status WriteBlocks(uint64_t first, uint64_t count, const void* src);
+  // NewWriteQueue returns a queue for up to `depth` asynchronous writes
+  // (block_write_queue.h). The default is the synchronous form over this
+  // device's WriteBlocks.
+  virtual std::unique_ptr<BlockWriteQueue> NewWriteQueue(size_t depth) {
+    return NewSyncWriteQueue(this, depth);
+  }
   // Sync makes completed writes durable (fdatasync).
   virtual absl::Status Sync() = 0;
   // block_count: the number of blocks; fixed for the life of the device.
@@ -115,6 +122,9 @@ class FileBlockDevice final : public BlockDevice {
   absl::Status WriteBlock(uint64_t block, const void* src) override;
   absl::Status ReadBlocks(uint64_t first, uint64_t count, void* dst) override;
   absl::Status WriteBlocks(uint64_t first, uint64_t count, const void* src) override;
+  // NewWriteQueue: an io_uring ring on this file (uring_write_queue.cc);
+  // the synchronous form, with one log line, where io_uring_queue_init fails.
+  std::unique_ptr<BlockWriteQueue> NewWriteQueue(size_t depth) override;
   absl::Status Sync() override;
   uint64_t block_count() const override { return block_count_; }
   std::string Describe() const override;

@@ -57,6 +57,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -80,6 +81,7 @@ class SegmentTable;
 struct OpenSegment;
 struct WritebackCandidate;
 class PageRecompressor;
+enum class VictimPolicy;
 }  // namespace internal
 class WritebackWorker;
 class ColdPassWorker;
@@ -164,6 +166,16 @@ struct PageStoreOptions {
   // cleaner_threshold: the cleaner reclaims a segment only while its live
   // bytes are below this fraction of its size; 0 < threshold <= 1.
   double cleaner_threshold = 0.5;
+  // cleaner_max_dead: the writeback thread also cleans, after each pass,
+  // while dead bytes (dead objects and padding) exceed this fraction of the
+  // bytes the log holds, so a page on disk costs about its compressed size
+  // (1 / (1 - F) of it at most, plus the open segment's padding);
+  // 0 < F <= 1, 1 = clean only when free segments run low.
+  double cleaner_max_dead = 0.08;
+  // write_queue_depth: the most write requests one segment flush keeps in
+  // flight (a flush is cut into requests of kWriteRequestBytes; through
+  // io_uring on a FileBlockDevice, block_write_queue.h); >= 1.
+  uint32_t write_queue_depth = 32;
   // writeback_batch_pages: the most entries a writeback batch isolates
   // (picked under one LRU lock hold) and writes together; >= 1.
   uint32_t writeback_batch_pages = 64;
@@ -193,6 +205,13 @@ struct ColdPassResult {
 // QuotaPagesForBytes converts a byte quota (tenants file, SetLimits) into
 // the page quota the store enforces, rounding a partial page up: 0 stays 0
 // (no quota), and 1..4096 bytes is one page, never "unlimited".
+// kWriteRequestBytes: a segment flush is cut into write requests of this
+// size (the last one shorter), all in flight at once up to
+// write_queue_depth: 32 of them cover a 1 MiB segment, and 32 KiB is past
+// the size where an NVMe SSD's sequential write bandwidth levels off.
+inline constexpr uint64_t kWriteRequestBytes = 32 * 1024;
+static_assert(kWriteRequestBytes % kBlockSize == 0);
+
 inline uint64_t QuotaPagesForBytes(uint64_t quota_bytes) {
   return quota_bytes / kBlockSize + (quota_bytes % kBlockSize != 0 ? 1 : 0);
 }
@@ -219,7 +238,7 @@ struct PageStoreStats {
   uint64_t writeback_aborted = 0;   // lost a race with store/invalidate/load
   uint64_t writeback_second_chances = 0;
   uint64_t backing_reads = 0;
-  uint64_t backing_writes = 0;
+  uint64_t backing_writes = 0;  // write requests (kWriteRequestBytes pieces of a flush)
   uint64_t backing_read_errors = 0;
   uint64_t backing_write_errors = 0;
   // backing_used_blocks: blocks of segments not free (live, dead and
@@ -239,8 +258,18 @@ struct PageStoreStats {
   uint64_t written_back_bytes = 0;
   uint64_t cleaner_moves = 0;     // objects the cleaner relocated
   uint64_t cleaner_segments = 0;  // segments the cleaner freed
-  // writeback_latency: one backing-store write of a writeback batch (the
-  // pwrite of its segment blocks; locks and pool bookkeeping excluded).
+  // cleaner_space_segments: segments cleaned because dead bytes were above
+  // cleaner_max_dead (the rest of cleaner_segments: free segments ran low).
+  uint64_t cleaner_space_segments = 0;
+  // write_engine: how segment writes reach the device: "io_uring", or
+  // "sync" (pwrite / WriteBlocks; the fallback where io_uring_queue_init
+  // fails, and every non-file device). Empty without a backing store.
+  std::string write_engine;
+  uint64_t write_queue_depth = 0;     // PageStoreOptions::write_queue_depth
+  uint64_t max_writes_in_flight = 0;  // the most write requests in flight at once, so far
+  // writeback_latency: one segment flush of a writeback batch or cleaning
+  // round (all its write requests, from the first submitted to the last
+  // completed; locks and pool bookkeeping excluded).
   LatencyBuckets writeback_latency;
   uint64_t stores = 0;  // Store calls, accepted or not
   uint64_t loads = 0;
@@ -416,8 +445,26 @@ class PageStore {
   // (one WriteBlocks) and moves its extent to the next block boundary. An
   // error is recorded as the sticky backing error.
   absl::Status FlushSegment(internal::OpenSegment& open);
+  // WriteRun writes blocks first..first+count-1 from `src` through `queue`
+  // as requests of kWriteRequestBytes, up to its depth in flight, and
+  // waits for all of them (completions in any order); the first error.
+  absl::Status WriteRun(BlockWriteQueue& queue, uint64_t first, uint64_t count, const uint8_t* src);
+  // TakeWriteQueue / ReturnWriteQueue: a pool of write queues, one per
+  // thread flushing at a time (writeback, the cleaner, direct reclaim).
+  std::unique_ptr<BlockWriteQueue> TakeWriteQueue();
+  void ReturnWriteQueue(std::unique_ptr<BlockWriteQueue> queue);
   // CleanWhileLow runs the cleaner while free segments are few.
   void CleanWhileLow();
+  // CleanWhileDead runs the cleaner (cost-benefit) while dead bytes are
+  // above cleaner_max_dead, a bounded number of segments; returns whether
+  // it stopped at the bound with dead bytes still over the target.
+  bool CleanWhileDead();
+  // MaybeKickCleaner wakes the writeback thread when dead bytes are over
+  // the target (at most one kick outstanding). Call with no lock held.
+  void MaybeKickCleaner();
+  // CleanOneSegment cleans the best victim under `policy` whose live bytes
+  // are below threshold x segment size; returns whether it was freed.
+  bool CleanOneSegment(double threshold, internal::VictimPolicy policy);
   // ReleaseDiskObject: an on-disk entry's bytes are no longer its.
   void ReleaseDiskObject(const internal::Entry& entry);
   void RecordBackingError(const absl::Status& status);
@@ -444,6 +491,8 @@ class PageStore {
   std::atomic<uint64_t> next_gen_{1};
   std::atomic<uint64_t> next_writeback_ticket_{1};
   std::atomic<bool> draining_{false};
+  // cleaner_kicked_: a MaybeKickCleaner kick is outstanding.
+  std::atomic<bool> cleaner_kicked_{false};
   // Watermarks in bytes of pool memory; 0 = no writeback by watermark.
   std::atomic<uint64_t> high_watermark_bytes_{0};
   std::atomic<uint64_t> low_watermark_bytes_{0};
@@ -455,6 +504,11 @@ class PageStore {
   mutable Mutex tenants_mu_;
   absl::flat_hash_map<uint32_t, TenantState> tenants_ ABSL_GUARDED_BY(tenants_mu_);
   uint64_t default_quota_pages_ ABSL_GUARDED_BY(tenants_mu_) = 0;
+
+  Mutex write_queues_mu_;  // a leaf
+  std::vector<std::unique_ptr<BlockWriteQueue>> idle_write_queues_
+      ABSL_GUARDED_BY(write_queues_mu_);
+  std::string write_engine_;  // set at construction, from the first queue
 
   mutable Mutex limits_mu_;  // a leaf
   PageStoreLimits limits_ ABSL_GUARDED_BY(limits_mu_);
@@ -469,7 +523,8 @@ class PageStore {
     std::atomic<uint64_t> backing_reads{0}, backing_writes{0};
     std::atomic<uint64_t> backing_read_errors{0}, backing_write_errors{0};
     std::atomic<uint64_t> backing_bytes_written{0}, written_back_bytes{0};
-    std::atomic<uint64_t> cleaner_moves{0}, cleaner_segments{0};
+    std::atomic<uint64_t> cleaner_moves{0}, cleaner_segments{0}, cleaner_space_segments{0};
+    std::atomic<uint64_t> max_writes_in_flight{0};
     std::atomic<uint64_t> stores{0}, loads{0}, load_misses{0}, invalidates{0}, stale_stores{0};
     std::array<std::atomic<uint64_t>, kRejectReasonCount> rejects{};
     LatencyHistogram writeback_latency;

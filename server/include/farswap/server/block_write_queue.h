@@ -1,0 +1,69 @@
+// block_write_queue.h: asynchronous writes of block runs, many in flight.
+//
+//   std::unique_ptr<BlockWriteQueue> q = device->NewWriteQueue(32);
+//   FARSWAP_RETURN_IF_ERROR(q->Submit(/*first=*/256, /*count=*/8, buf, /*tag=*/1));
+//   FARSWAP_RETURN_IF_ERROR(q->Submit(264, 8, buf + 8 * kBlockSize, 2));
+//   while (q->in_flight() > 0) {
+//     for (const BlockWriteQueue::Completion& c : q->Reap()) { ... c.tag, c.status ... }
+//   }
+//
+// A BlockWriteQueue is what the page store writes segments through
+// (writeback.cc): on a file or block device, an io_uring ring (liburing;
+// uring_write_queue.cc), so a segment's blocks go to the device as several
+// requests at once; elsewhere, or where io_uring_queue_init fails, the
+// synchronous form, which writes at Submit with BlockDevice::WriteBlocks
+// (so a FaultInjectingBlockDevice's faults reach the caller exactly as
+// with WriteBlocks). Completions may come back in any order.
+//
+// Not thread-safe: one thread at a time uses a queue (the page store keeps
+// a pool of them). The device must outlive its queues.
+#ifndef FARSWAP_SERVER_BLOCK_WRITE_QUEUE_H_
+#define FARSWAP_SERVER_BLOCK_WRITE_QUEUE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace farswap::server {
+
+class BlockDevice;
+
+class BlockWriteQueue {
+ public:
+  // Completion: one submitted write finished, with its tag and its result
+  // (any part of the run may have been written on an error).
+  struct Completion {
+    uint64_t tag = 0;
+    absl::Status status;
+  };
+
+  virtual ~BlockWriteQueue() = default;
+
+  // Submit starts writing `count` blocks from `src` to first..first+count-1;
+  // `src` must stay valid and unchanged until the write's completion has
+  // been reaped. FAILED_PRECONDITION when depth() writes are in flight; an
+  // error from Submit means the write was not started and no completion
+  // will come for it.
+  virtual absl::Status Submit(uint64_t first, uint64_t count, const void* src, uint64_t tag) = 0;
+  // Reap waits until at least one write in flight has completed and returns
+  // every completion available, in whatever order they finished. Empty when
+  // nothing is in flight.
+  virtual std::vector<Completion> Reap() = 0;
+  // in_flight: submitted writes whose completions have not been reaped.
+  virtual size_t in_flight() const = 0;
+  // depth: the most writes that may be in flight.
+  virtual size_t depth() const = 0;
+  // engine: "io_uring" or "sync", for stats and logs.
+  virtual const char* engine() const = 0;
+};
+
+// NewSyncWriteQueue: the synchronous form over `device` (WriteBlocks at
+// Submit; completions in submission order).
+std::unique_ptr<BlockWriteQueue> NewSyncWriteQueue(BlockDevice* device, size_t depth);
+
+}  // namespace farswap::server
+
+#endif  // FARSWAP_SERVER_BLOCK_WRITE_QUEUE_H_

@@ -1,0 +1,163 @@
+// uring_write_queue.cc: BlockWriteQueue on io_uring.
+//
+// Submit only fills a submission queue entry (one IORING_OP_WRITE of the
+// whole run at its byte offset); Reap submits every entry filled since the
+// last Reap with one io_uring_submit_and_wait and drains every completion
+// ready (io_uring_for_each_cqe + io_uring_cq_advance), so a segment's
+// requests reach the kernel together and come back in batches, in whatever
+// order the device finished them. A short write is an error (EIO): every
+// run is whole 4 KiB blocks on an O_DIRECT descriptor (or a buffered one,
+// which writes whole runs), so a short count means the device failed part
+// of it. Registered buffers are not used: segment buffers are allocated
+// per segment (segment_table.cc).
+#include "uring_write_queue.h"
+
+#include <liburing.h>
+
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "farswap/server/block_device.h"
+
+namespace farswap::server::internal {
+namespace {
+
+class UringWriteQueue final : public BlockWriteQueue {
+ public:
+  UringWriteQueue(int fd, uint64_t block_count, size_t depth, std::string path)
+      : fd_(fd), block_count_(block_count), depth_(depth), path_(std::move(path)), slots_(depth) {
+    free_slots_.reserve(depth);
+    for (size_t i = depth; i > 0; --i) free_slots_.push_back(i - 1);
+  }
+  ~UringWriteQueue() override {
+    // The kernel may still be writing from caller buffers: wait for them.
+    while (in_flight_ > 0 && broken_.ok()) Reap();
+    io_uring_queue_exit(&ring_);
+  }
+
+  absl::Status Init() {
+    const int rc = io_uring_queue_init(unsigned(depth_), &ring_, 0);
+    if (rc < 0) {
+      return absl::UnavailableError(
+          absl::StrCat("io_uring_queue_init(", depth_, "): ", std::strerror(-rc)));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Submit(uint64_t first, uint64_t count, const void* src, uint64_t tag) override {
+    if (count == 0 || first >= block_count_ || count > block_count_ - first) {
+      return absl::OutOfRangeError(
+          absl::StrCat("blocks ", first, "+", count, " are not within ", path_));
+    }
+    if (!broken_.ok()) return broken_;
+    if (free_slots_.empty()) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("write queue full: ", depth_, " writes in flight"));
+    }
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+    if (sqe == nullptr) {  // cannot happen: the ring has depth_ entries
+      return absl::ResourceExhaustedError("io_uring submission queue full");
+    }
+    const size_t slot = free_slots_.back();
+    free_slots_.pop_back();
+    slots_[slot] = {.tag = tag, .first = first, .count = count, .busy = true};
+    io_uring_prep_write(sqe, fd_, src, unsigned(count * kBlockSize), first * kBlockSize);
+    io_uring_sqe_set_data64(sqe, slot);
+    ++in_flight_;
+    return absl::OkStatus();
+  }
+
+  std::vector<Completion> Reap() override {
+    std::vector<Completion> out;
+    if (in_flight_ == 0) return out;
+    int rc;
+    do {
+      rc = io_uring_submit_and_wait(&ring_, 1);
+    } while (rc == -EINTR);
+    if (rc < 0) {
+      // The ring itself failed (not a write): nothing in flight can be
+      // accounted for any more. Every write in flight fails with it and the
+      // queue is broken (later Submits fail). A request the kernel did take
+      // reads from pinned pages of its buffer, so freeing the buffer
+      // afterwards is memory-safe; the writes are reported failed, so
+      // nothing they held is published.
+      broken_ = absl::InternalError(
+          absl::StrCat("io_uring_submit_and_wait on ", path_, ": ", std::strerror(-rc)));
+      for (size_t slot = 0; slot < slots_.size(); ++slot) {
+        if (!slots_[slot].busy) continue;
+        slots_[slot].busy = false;
+        out.push_back({.tag = slots_[slot].tag, .status = broken_});
+        free_slots_.push_back(slot);
+      }
+      in_flight_ = 0;
+      return out;
+    }
+    io_uring_cqe* cqe;
+    unsigned head, seen = 0;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      ++seen;
+      const size_t slot = size_t(io_uring_cqe_get_data64(cqe));
+      Slot& s = slots_[slot];
+      s.busy = false;
+      absl::Status status;
+      const int64_t want = int64_t(s.count * kBlockSize);
+      if (cqe->res < 0) {
+        status = Errno(-cqe->res, s);
+      } else if (cqe->res != want) {
+        status = absl::DataLossError(absl::StrCat("short write of blocks ", s.first, "+", s.count,
+                                                  " of ", path_, ": ", cqe->res, " of ", want,
+                                                  " bytes"));
+      }
+      out.push_back({.tag = s.tag, .status = std::move(status)});
+      free_slots_.push_back(slot);
+      --in_flight_;
+    }
+    io_uring_cq_advance(&ring_, seen);
+    return out;
+  }
+
+  size_t in_flight() const override { return in_flight_; }
+  size_t depth() const override { return depth_; }
+  const char* engine() const override { return "io_uring"; }
+
+ private:
+  struct Slot {
+    uint64_t tag = 0;
+    uint64_t first = 0;
+    uint64_t count = 0;
+    bool busy = false;  // submitted, completion not reaped
+  };
+
+  absl::Status Errno(int err, const Slot& s) const {
+    std::string msg = absl::StrCat("write blocks ", s.first, "+", s.count, " of ", path_, ": ",
+                                   std::strerror(err));
+    if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(msg);
+    if (err == EIO) return absl::DataLossError(msg);
+    return absl::InternalError(msg);
+  }
+
+  const int fd_;
+  const uint64_t block_count_;
+  const size_t depth_;
+  const std::string path_;
+  io_uring ring_{};
+  std::vector<Slot> slots_;
+  std::vector<size_t> free_slots_;
+  size_t in_flight_ = 0;
+  absl::Status broken_;  // a failed io_uring_submit_and_wait; then sticky
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<BlockWriteQueue>> NewUringWriteQueue(int fd, uint64_t block_count,
+                                                                    size_t depth,
+                                                                    std::string path) {
+  auto q =
+      std::make_unique<UringWriteQueue>(fd, block_count, depth == 0 ? 1 : depth, std::move(path));
+  if (absl::Status s = q->Init(); !s.ok()) return s;
+  return q;
+}
+
+}  // namespace farswap::server::internal
