@@ -152,11 +152,6 @@ absl::StatusOr<v1::NodeStats> GetNodeStats(const std::string& grpc_addr) {
   return resp.node();
 }
 
-uint64_t NodeMemUsed(const std::string& grpc_addr) {
-  absl::StatusOr<v1::NodeStats> s = GetNodeStats(grpc_addr);
-  return s.ok() ? s->pool().mem_used_total() : 0;
-}
-
 // ColdFigures: the spawned nodes' pool memory and cold-tier counters, summed.
 struct ColdFigures {
   uint64_t mem_used_total = 0;
