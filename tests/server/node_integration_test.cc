@@ -409,6 +409,8 @@ TEST_F(NodeIntegrationTest, ColdPagesComeBackAsZstdAndDecodeToTheSamePage) {
     const v1::ColdTierStats& c = stats->node().cold();
     recompressed = c.recompressed_pages();
     if (recompressed + c.kept_pages() == lz4_pages) break;
+    // Polls the node (another process, one cold pass a second); the
+    // deadline only bounds a node whose cold tier never runs.
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_GT(recompressed, lz4_pages / 2) << "the cold tier recompressed too few pages";
