@@ -56,7 +56,7 @@ struct E2eFlags {
   std::string pool_limit = "512M";
   // The spawned nodes' cold tier (--cold-after, --cold-zstd-level); 0 = off.
   uint32_t cold_after_s = 0;
-  int cold_zstd_level = 3;
+  int cold_zstd_level = 5;
   int cold_rounds = 5;
   bool json = false;
   // --data-tls: plaintext and TLS side by side; the certificate files (all
