@@ -56,7 +56,7 @@ struct E2eFlags {
   std::string pool_limit = "512M";
   // The spawned nodes' cold tier (--cold-after, --cold-zstd-level); 0 = off.
   uint32_t cold_after_s = 0;
-  int cold_zstd_level = 3;
+  int cold_zstd_level = 5;
   int cold_rounds = 5;
   bool json = false;
   // --data-tls: plaintext and TLS side by side; the certificate files (all
@@ -328,6 +328,23 @@ absl::StatusOr<E2eResult> RunE2eOnce(const E2eFlags& f, const PageFile& pages,
   std::optional<ColdFigures> cold_before, cold_after, cold_end;
   double cold_load_s = 0, hot_copy_load_s = 0;
   std::vector<double> all_cold;
+  // Where a load's time goes, cold rounds and hot rounds apart: the
+  // client's per-load network and decode+verify time (ClientStats).
+  struct LoadSplit {
+    uint64_t loads = 0, network_ns = 0, decode_ns = 0;
+  } cold_split, hot_split;
+  auto timed_loads = [&](uint64_t base, LoadSplit* split) {
+    const ClientStats a = client->stats();
+    const double s = run_loads(base);
+    const ClientStats b = client->stats();
+    split->loads += b.loads - a.loads;
+    split->network_ns += b.load_network_ns - a.load_network_ns;
+    split->decode_ns += b.load_decode_ns - a.load_decode_ns;
+    return s;
+  };
+  auto per_load_us = [](uint64_t ns, const LoadSplit& split) {
+    return split.loads == 0 ? 0.0 : double(ns) / 1000.0 / double(split.loads);
+  };
   if (f.cold_after_s > 0) {
     FARSWAP_ASSIGN_OR_RETURN(cold_before, SpawnedColdFigures(spawned));
     FARSWAP_ASSIGN_OR_RETURN(cold_after,
@@ -335,10 +352,10 @@ absl::StatusOr<E2eResult> RunE2eOnce(const E2eFlags& f, const PageFile& pages,
     run_stores(n);
     std::vector<double> cold_rounds, hot_rounds;
     for (int r = 0; r < f.cold_rounds; ++r) {
-      cold_rounds.push_back(run_loads(0));
+      cold_rounds.push_back(timed_loads(0, &cold_split));
       std::vector<double> l = latencies();
       all_cold.insert(all_cold.end(), l.begin(), l.end());
-      hot_rounds.push_back(run_loads(n));
+      hot_rounds.push_back(timed_loads(n, &hot_split));
     }
     cold_load_s = Percentile(cold_rounds, 50);
     hot_copy_load_s = Percentile(hot_rounds, 50);
@@ -402,7 +419,11 @@ absl::StatusOr<E2eResult> RunE2eOnce(const E2eFlags& f, const PageFile& pages,
         .Int("hot_copy_recompressed_pages",
              cold_end->recompressed_pages - cold_after->recompressed_pages)
         .Num("cold_load_us_p50", Percentile(all_cold, 50))
-        .Num("cold_load_us_p99", Percentile(all_cold, 99));
+        .Num("cold_load_us_p99", Percentile(all_cold, 99))
+        .Num("cold_load_decode_us", per_load_us(cold_split.decode_ns, cold_split))
+        .Num("hot_load_decode_us", per_load_us(hot_split.decode_ns, hot_split))
+        .Num("cold_load_network_us", per_load_us(cold_split.network_ns, cold_split))
+        .Num("hot_load_network_us", per_load_us(hot_split.network_ns, hot_split));
   }
   if (f.kill_after) j.Num("killed_after_fraction", *f.kill_after);
   if (!first_error.empty()) j.Str("first_error", first_error);

@@ -60,9 +60,8 @@
 // Lock order is page_store.cc's: key stripe -> index shard -> LRU ->
 // tenants_mu_ -> zspool; the LRU lock is dropped before any key lock.
 //
-// Not yet: writeback does not prefer recompressed entries (the LRU picks
-// the coldest whatever its codec). The hook: LruList::PickColdest can read
-// Entry::cold_state under the LRU lock and take RECOMPRESSED entries first.
+// Writeback takes recompressed entries first: LruList::PickColdest reads
+// Entry::cold_state under the LRU lock (PreferRecompressedLocked).
 #include "cold_recompressor.h"
 
 #include <lz4.h>

@@ -93,7 +93,7 @@ struct Flags {
   bool data_tls = false;
   // The cold zstd tier (PageStoreOptions); 0 = off.
   uint32_t cold_after_s = 0;
-  int cold_zstd_level = 3;
+  int cold_zstd_level = 5;
 };
 
 // AddFlags declares every flag on `app`, bound to `f` (whose values are the

@@ -20,6 +20,7 @@
 #ifndef FARSWAP_SERVER_LRU_LIST_H_
 #define FARSWAP_SERVER_LRU_LIST_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -74,26 +75,42 @@ class LruList {
   // time, dropping it between chunks (sync point
   // "LruList::PickColdest:between-chunks", no lock held); once it has a
   // candidate it returns at the end of that chunk rather than wait for the
-  // lock again.
+  // lock again. Before it returns, recompressed entries just past the picks
+  // replace picks that are not recompressed (PreferRecompressedLocked).
   std::vector<WritebackCandidate> PickColdest(size_t max, uint64_t* second_chances) {
     std::vector<WritebackCandidate> out;
-    uint64_t left = 0;  // entries still to look at; set on the first hold
+    uint64_t left = 0;        // entries still to look at; set on the first hold
+    uint64_t start_size = 0;  // size_ on the first hold
     for (bool first_hold = true;; first_hold = false) {
       {
         MutexLock l(&mu_);
-        if (first_hold) left = size_ + max;
-        for (uint64_t n = 0;
-             n < kMaxScanPerHold && left > 0 && tail_ != nullptr && out.size() < max; ++n, --left) {
+        if (first_hold) {
+          start_size = size_;
+          left = size_ + max;
+        }
+        const Entry* first_moved = nullptr;  // the first entry this hold moved to the head
+        uint64_t n = 0;                      // entries this hold looked at
+        for (; n < kMaxScanPerHold && left > 0 && tail_ != nullptr && out.size() < max;
+             ++n, --left) {
           Entry* e = tail_;
           // Back at the first pick: every entry has been looked at since.
-          if (!out.empty() && e == out.front().entry) return out;
+          if (!out.empty() && e == out.front().entry) break;
           RemoveLocked(e);
           PushHeadLocked(e);
+          if (first_moved == nullptr) first_moved = e;
           if (e->referenced.exchange(false, std::memory_order_relaxed)) {
             ++*second_chances;
             continue;
           }
           out.push_back(WritebackCandidate{e->key, e, e->gen});
+        }
+        // Past the picks: only entries this call has not looked at (not
+        // the ones it just gave a second chance), and only when this hold
+        // moved fewer entries than the list holds (else some moved twice
+        // and first_moved no longer bounds the entries not looked at).
+        const uint64_t looked = start_size + max - left;
+        if (!out.empty() && n < size_ && looked < start_size) {
+          PreferRecompressedLocked(first_moved, start_size - looked, &out);
         }
         if (!out.empty() || left == 0 || tail_ == nullptr) return out;
       }
@@ -105,6 +122,10 @@ class LruList {
     MutexLock l(&mu_);
     return size_;
   }
+
+  // kPreferLookahead: entries past a batch's picks that PickColdest reads
+  // for recompressed ones (PreferRecompressedLocked) in the same lock hold.
+  static constexpr uint64_t kPreferLookahead = 64;
 
   // ScanCold is one lock hold of the cold tier's walk (cold_recompressor.cc).
   // It looks at up to kMaxScanPerHold entries from the cold end, moving each
@@ -131,6 +152,61 @@ class LruList {
   }
 
  private:
+  // PreferRecompressedLocked: writeback takes the coldest already-recompressed
+  // entries first (cold_recompressor.cc): their smaller objects cost less
+  // disk and cleaning, and the hot lz4 pages left in the pool load faster.
+  // It reads up to min(kPreferLookahead, `limit`) entries from the cold
+  // end, past the picks (`first_moved` is the first entry this hold moved
+  // to the head: the walk stops there, before the picks), without touching
+  // their bits or moving them. Each unreferenced
+  // kRecompressed entry it finds, coldest first, replaces the warmest pick
+  // that is not recompressed: the found entry moves to the head as a pick
+  // does, and the replaced pick goes back to the cold end (the coldest of
+  // them at the tail), so the next scan looks at it first. Costs at most
+  // kPreferLookahead reads and as many moves on top of the scan's chunk.
+  void PreferRecompressedLocked(const Entry* first_moved, uint64_t limit,
+                                std::vector<WritebackCandidate>* picks)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto recompressed = [](const Entry* e) {
+      return e->cold_state.load(std::memory_order_relaxed) == uint8_t(ColdState::kRecompressed);
+    };
+    size_t replaceable = 0;
+    for (const WritebackCandidate& c : *picks) replaceable += recompressed(c.entry) ? 0 : 1;
+    if (replaceable == 0) return;
+    Entry* found[kPreferLookahead];
+    size_t n_found = 0;
+    uint64_t looked = 0;
+    limit = std::min(limit, kPreferLookahead);
+    for (Entry* e = tail_;
+         e != nullptr && e != first_moved && looked < limit && n_found < replaceable;
+         e = e->lru_prev, ++looked) {
+      if (recompressed(e) && !e->referenced.load(std::memory_order_relaxed)) found[n_found++] = e;
+    }
+    // Picks are coldest first: replace from the warmest end.
+    size_t i = picks->size();
+    for (size_t f = 0; f < n_found; ++f) {
+      do --i;
+      while (recompressed((*picks)[i].entry));
+      // Linked (the index frees an entry only after Unlink, which needs
+      // this lock), so it is this list's to move.
+      Entry* replaced = const_cast<Entry*>((*picks)[i].entry);
+      RemoveLocked(replaced);
+      PushTailLocked(replaced);
+      RemoveLocked(found[f]);
+      PushHeadLocked(found[f]);
+      (*picks)[i] = WritebackCandidate{found[f]->key, found[f], found[f]->gen};
+    }
+  }
+
+  void PushTailLocked(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    e->lru_next = nullptr;
+    e->lru_prev = tail_;
+    if (tail_ != nullptr) tail_->lru_next = e;
+    tail_ = e;
+    if (head_ == nullptr) head_ = e;
+    e->on_lru = true;
+  }
+
   void PushHeadLocked(Entry* e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     e->lru_prev = nullptr;
     e->lru_next = head_;

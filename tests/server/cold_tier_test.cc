@@ -174,6 +174,66 @@ TEST_F(ColdTierTest, ARecompressedPageIsWrittenBackAndLoadsFromDisk) {
   EXPECT_EQ(st.cold_loads, 1u);
 }
 
+// Writeback takes the coldest recompressed pages first: 8 random pages
+// (stored raw, kept by the cold tier) are colder than 8 recompressed text
+// pages, yet after the first batch (a fresh LRU: every page still has its
+// store-time second chance, so that batch takes the coldest) the
+// recompressed pages go to disk before any more raw ones. Which pages are
+// on disk is read back through the loads (a load from disk reads the
+// backing store) and the bytes written.
+TEST_F(ColdTierTest, WritebackTakesRecompressedPagesFirst) {
+  constexpr uint64_t kRawBase = 100, kTextBase = 200, kEach = 8;
+  std::vector<std::vector<uint8_t>> raw;
+  for (uint64_t i = 0; i < kEach; ++i) {
+    raw.push_back(Payload(50 + i, kPageSize));
+    ASSERT_TRUE(
+        store_->Store(kTenant, kRawBase + i, {.payload = raw[i], .codec = kRaw, .checksum = i})
+            .ok());
+  }
+  for (uint64_t i = 0; i < kEach; ++i) ASSERT_TRUE(StoreLz4(*store_, kTextBase + i, 300 + i).ok());
+  MakeCold();
+  ColdPassResult r = store_->RunColdPass();
+  ASSERT_EQ(r.recompressed, kEach);
+  ASSERT_EQ(r.kept, kEach);
+
+  ASSERT_EQ(store_->RunWritebackBatch(1), WritebackOutcome::kWrittenBack);  // raw page 0
+  EXPECT_EQ(store_->GetStats().written_back_bytes, kPageSize);
+  // Two batches of 3: the raw pages 1-3 are the coldest candidates each
+  // time, and each time three recompressed pages replace them.
+  for (int batch = 0; batch < 2; ++batch) {
+    ASSERT_EQ(store_->RunWritebackBatch(3), WritebackOutcome::kWrittenBack);
+  }
+  PageStoreStats st = store_->GetStats();
+  EXPECT_EQ(st.pages_on_disk, 7u);
+  auto loads_from_disk = [&](uint64_t page) {
+    const uint64_t before = store_->GetStats().backing_reads;
+    absl::StatusOr<LoadedPage> p = store_->Load(kTenant, page);
+    EXPECT_TRUE(p.ok()) << p.status();
+    if (p.ok() && page >= kTextBase) {
+      EXPECT_EQ(int(p->codec), int(kZstd));
+      EXPECT_TRUE(Decoded(*p) == TextPage(300 + page - kTextBase)) << "page " << page;
+    } else if (p.ok()) {
+      EXPECT_TRUE(p->payload == raw[page - kRawBase]) << "page " << page;
+    }
+    return store_->GetStats().backing_reads > before;
+  };
+  EXPECT_TRUE(loads_from_disk(kRawBase));
+  for (uint64_t i = 1; i < kEach; ++i) {
+    EXPECT_FALSE(loads_from_disk(kRawBase + i)) << "raw page " << i << " was written back";
+  }
+  for (uint64_t i = 0; i < kEach; ++i) {
+    EXPECT_EQ(loads_from_disk(kTextBase + i), i < 6) << "text page " << i;
+  }
+  // The bytes written are one raw page and six of the zstd pages.
+  uint64_t six_zstd = 0;
+  for (uint64_t i = 0; i < 6; ++i) {
+    absl::StatusOr<LoadedPage> p = store_->Load(kTenant, kTextBase + i);
+    ASSERT_TRUE(p.ok());
+    six_zstd += p->payload.size();
+  }
+  EXPECT_EQ(st.written_back_bytes, kPageSize + six_zstd);
+}
+
 TEST_F(ColdTierTest, APageThatDoesNotShrinkStaysAsStored) {
   // Mostly random bytes: zstd gains a few bytes over lz4, not a pool slot.
   std::vector<uint8_t> page = Payload(5, kPageSize);

@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -81,6 +82,48 @@ TEST(LruListTest, PickColdestTakesABatchInOneHold) {
   ASSERT_EQ(c.size(), 20u);
   for (size_t i = 0; i < c.size(); ++i) EXPECT_EQ(c[i].key.page, 2 * i) << i;
   EXPECT_EQ(second_chances, 19u);  // the odd ones between the picks
+  for (auto& e : entries) lru.Unlink(e.get());
+}
+
+// Writeback takes recompressed entries first (PreferRecompressedLocked):
+// among the picks of a batch and up to kPreferLookahead entries past them,
+// unreferenced kRecompressed entries replace the warmest lz4 picks, which
+// go back to the cold end; referenced ones and ones past the lookahead are
+// left alone, bits untouched.
+TEST(LruListTest, PickColdestTakesRecompressedEntriesFirst) {
+  LruList lru;
+  std::vector<std::unique_ptr<Entry>> entries;
+  for (uint64_t i = 0; i < 100; ++i) {
+    entries.push_back(std::make_unique<Entry>(PageKey{1, i}, i + 1));
+    Entry* e = entries.back().get();
+    e->referenced = i == 20;  // 20 was loaded: not taken early
+    if ((i >= 10 && i < 20) || i == 20 || i == 90) {
+      e->cold_state = uint8_t(ColdState::kRecompressed);
+    }
+    lru.Link(e);
+  }
+  uint64_t second_chances = 0;
+  auto pick = [&] {
+    std::vector<WritebackCandidate> c = lru.PickColdest(4, &second_chances);
+    std::vector<uint64_t> pages;
+    for (const WritebackCandidate& w : c) {
+      EXPECT_EQ(w.entry, entries[w.key.page].get());
+      EXPECT_EQ(w.gen, w.key.page + 1);
+      pages.push_back(w.key.page);
+    }
+    std::sort(pages.begin(), pages.end());
+    return pages;
+  };
+  EXPECT_EQ(pick(), (std::vector<uint64_t>{10, 11, 12, 13}));
+  EXPECT_EQ(pick(), (std::vector<uint64_t>{14, 15, 16, 17}));
+  // Two recompressed left within reach (20 is referenced, 90 too far):
+  // they replace the two warmer picks.
+  EXPECT_EQ(pick(), (std::vector<uint64_t>{0, 1, 18, 19}));
+  // The replaced picks (2, 3) are back at the cold end, coldest first.
+  EXPECT_EQ(pick(), (std::vector<uint64_t>{2, 3, 4, 5}));
+  EXPECT_EQ(second_chances, 0u);
+  EXPECT_TRUE(entries[20]->referenced.load()) << "the lookahead cleared a bit";
+  EXPECT_EQ(lru.size(), 100u);
   for (auto& e : entries) lru.Unlink(e.get());
 }
 

@@ -187,7 +187,7 @@ struct PageStoreOptions {
   // an entry is recompressed between cold_after and 2 x cold_after seconds
   // after its last store or load. 0 = off.
   uint32_t cold_after_seconds = 0;
-  int cold_zstd_level = 3;
+  int cold_zstd_level = 5;  // the knee: server/README.md, "The cold zstd tier"
   // start_cold_worker: run the cold pass thread (when cold_after_seconds is
   // set). Tests turn it off and call RunColdPass().
   bool start_cold_worker = true;
