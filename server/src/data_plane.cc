@@ -117,9 +117,9 @@ constexpr uint32_t kNoTenant = UINT32_MAX;
 constexpr size_t kRequestsPerTurn = 32;
 
 // kMaxLoadRun: the most consecutive LOADs a worker takes from a queue's head
-// at once to read in parallel (RunLoads). Enough to keep the device busy;
-// few enough that the last reply of a run is not held
-// back long.
+// at once to read in parallel (RunLoads: one LoadBatch, every disk read in
+// flight together). Enough to keep the device busy; few enough that the
+// last reply of a run is not held back long.
 constexpr size_t kMaxLoadRun = 16;
 static_assert(kMaxLoadRun <= kRequestsPerTurn, "a run fits in a turn");
 
