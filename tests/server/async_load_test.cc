@@ -107,6 +107,46 @@ TEST(AsyncLoadRaceTest, InvalidateDuringTheReadReturnsTheOldBytesThenNothing) {
   EXPECT_EQ(store->Load(kTenant, 7).status().code(), absl::StatusCode::kNotFound);
 }
 
+// FillSegmentZero writes back pages 0..n+2 (version 1): segment 0 full of
+// pages 0..n-1 and sealed, the rest in segment 1. Returns n.
+uint64_t FillSegmentZero(PageStore& store) {
+  uint64_t bytes = 0, n = 0;
+  while (bytes + Version(n, 1).size() <= kSegment) bytes += Version(n++, 1).size();
+  for (uint64_t p = 0; p < n + 3; ++p) {
+    EXPECT_TRUE(StorePayload(store, kTenant, p, Version(p, 1), 1).ok());
+  }
+  while (store.RunWritebackBatch(64) == WritebackOutcome::kWrittenBack) {
+  }
+  EXPECT_EQ(store.GetStats().pages_on_disk, n + 3);
+  return n;
+}
+
+// The same with a sealed segment: the page is its last live object, and
+// the invalidate that empties it while the read is in flight must not free
+// it; the unpin does.
+TEST(AsyncLoadRaceTest, InvalidateEmptyingASealedSegmentDuringTheReadFreesItAtTheUnpin) {
+  ScopedSyncPoints clear;
+  MemoryBlockDevice ssd(64);
+  auto store = NewStore(&ssd);
+  const uint64_t n = FillSegmentZero(*store);
+  for (uint64_t p = 0; p < n; ++p) {
+    if (p != 1) {
+      ASSERT_TRUE(store->Invalidate(kTenant, p).ok());
+    }
+  }
+  const uint64_t free_before = store->GetStats().free_segments;
+  uint64_t free_during = 0;
+  SyncPoints::SetOnce(kAfterBegin, [&] {
+    ASSERT_TRUE(store->Invalidate(kTenant, 1).ok());
+    free_during = store->GetStats().free_segments;
+  });
+  ExpectPage(*store, kTenant, 1, Version(1, 1), 1);
+  EXPECT_EQ(free_during, free_before) << "the pinned sealed segment was freed while read";
+  EXPECT_EQ(store->GetStats().free_segments, free_before + 1);
+  EXPECT_EQ(store->Load(kTenant, 1).status().code(), absl::StatusCode::kNotFound);
+  for (uint64_t p = n; p < n + 3; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+}
+
 // The cleaner moves the page (and its neighbour) out of its segment while
 // the read is in flight: the load reads the old copy, intact; the victim is
 // freed only when the load unpins it; the page then loads from its new place.
@@ -114,16 +154,8 @@ TEST(AsyncLoadRaceTest, CleanerMovingTheSegmentDuringTheReadFreesItOnlyAfterTheL
   ScopedSyncPoints clear;
   MemoryBlockDevice ssd(64);
   auto store = NewStore(&ssd);
-  // Segment 0 full of pages 0..n-1 and sealed (the batch went on into
-  // segment 1), then thinned to pages 1 and 2.
-  uint64_t bytes = 0, n = 0;
-  while (bytes + Version(n, 1).size() <= kSegment) bytes += Version(n++, 1).size();
-  for (uint64_t p = 0; p < n + 3; ++p) {
-    ASSERT_TRUE(StorePayload(*store, kTenant, p, Version(p, 1), 1).ok());
-  }
-  while (store->RunWritebackBatch(64) == WritebackOutcome::kWrittenBack) {
-  }
-  ASSERT_EQ(store->GetStats().pages_on_disk, n + 3);
+  // Segment 0 full and sealed, then thinned to pages 1 and 2.
+  const uint64_t n = FillSegmentZero(*store);
   for (uint64_t p = 0; p < n; ++p) {
     if (p != 1 && p != 2) {
       ASSERT_TRUE(store->Invalidate(kTenant, p).ok());
