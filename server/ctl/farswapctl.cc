@@ -107,6 +107,11 @@ void PrintHuman(const v1::GetStatsResponse& r) {
         (unsigned long long)b.free_segments(), Mib(b.live_bytes()).c_str(), per_page, live_per_page,
         Mib(b.bytes_written()).c_str(), amplification, (unsigned long long)b.cleaner_moves(),
         (unsigned long long)b.cleaner_segments());
+    std::printf(
+        "  disk loads: %llu read requests (%llu pages coalesced), %llu in flight; promoted "
+        "%llu\n",
+        (unsigned long long)b.disk_read_requests(), (unsigned long long)b.disk_reads_coalesced(),
+        (unsigned long long)b.disk_reads_in_flight(), (unsigned long long)b.promotions());
   }
   std::printf("  ops: stores %llu, loads %llu (misses %llu), invalidates %llu\n",
               (unsigned long long)n.stores(), (unsigned long long)n.loads(),

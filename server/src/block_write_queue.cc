@@ -25,6 +25,14 @@ class SyncWriteQueue final : public BlockWriteQueue {
     done_.push_back({.tag = tag, .status = device_->WriteBlocks(first, count, src)});
     return absl::OkStatus();
   }
+  absl::Status SubmitRead(uint64_t first, uint64_t count, void* dst, uint64_t tag) override {
+    if (done_.size() >= depth_) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("I/O queue full: ", depth_, " requests in flight"));
+    }
+    done_.push_back({.tag = tag, .status = device_->ReadBlocks(first, count, dst)});
+    return absl::OkStatus();
+  }
   std::vector<Completion> Reap() override {
     std::vector<Completion> out(done_.begin(), done_.end());
     done_.clear();

@@ -44,9 +44,11 @@
 //  6. [SegmentTable] Free the victim if nothing live is left in it (else
 //     it is sealed again: an object could not be moved this time).
 //
-// Why a load never reads a freed victim: a load reads with its key lock
-// held, and the victim is freed only after every entry that pointed into
-// it was moved or released under its own key lock (segment_table.h).
+// Why a load never reads a freed victim: a load pins the object's segment
+// under its key lock before it reads (with no lock held), and a pinned
+// victim is not freed at step 6 — it is sealed with no live bytes and the
+// load's unpin frees it (segment_table.h). A load in flight while its
+// entry is moved reads the old copy, intact.
 #include <xxhash.h>
 
 #include <cstdlib>

@@ -39,12 +39,12 @@
 //     A turn that ends with frames left puts the connection back at the end
 //     of `ready_` [mu_], so busy connections share the workers.
 //  6. A popped plain LOAD takes the plain LOADs right behind it along (up
-//     to kMaxLoadRun): RunLoads puts their pages on `helper_reads_` [mu_],
-//     which idle workers serve before connections, and reads them too, in
-//     order, each page claimed once (LoadRun::claimed); it sends reply i as
-//     soon as pages 0..i are read [LoadRun::mu, a leaf, only to hand
-//     results over]. Disk-bound loads on one connection thus keep the
-//     device parallelism that two workers per connection used to give.
+//     to kMaxLoadRun): RunLoads hands their pages to PageStore::LoadBatch
+//     [none], which submits every disk read of the run at once (io_uring,
+//     touching block ranges coalesced) and returns the results in order,
+//     each as soon as it and the ones before it are done; reply i is sent
+//     then. Disk-bound loads on one connection thus keep up to a run's
+//     worth of reads in flight on one worker.
 //
 // Why this keeps each connection's order: a connection's frames are
 // executed by one thread at a time in arrival order — the I/O thread while
@@ -56,19 +56,18 @@
 // LOADs of one run (step 6) are read concurrently, which no request can
 // tell from reading them in order: every frame before the run has been
 // answered, none after it starts before the run's last reply, and a load
-// changes nothing another load returns (it only sets the referenced bit or
-// cancels a pending writeback).
+// changes nothing another load returns (it only sets the referenced bit,
+// cancels a pending writeback, or promotes a page from disk into the pool).
 //
-// Shutdown sets stopping_ and joins the workers once `ready_` and
-// `helper_reads_` are empty (an owner reads its run's unclaimed pages
-// itself, so it never waits for a helper that has left); a worker in a
+// Shutdown sets stopping_ and joins the workers once `ready_` is empty; a
+// worker in a
 // turn finishes it (and requeues, and takes the connection again) first, so
 // the frames queued before stopping_ are answered. A read after stopping_
 // closes its connection instead (frames of it still queued then find it
 // closed and get no reply, as on any closed connection): no new work
 // reaches a pool that is being joined.
 //
-// Locks: ConnState::mu, mu_ and LoadRun::mu are never held together. None
+// Locks: ConnState::mu and mu_ are never held together. None
 // is held while executing a request or sending a reply. ConnState::mu is
 // held across TenantRegistry::OpenConnection (a HELLO) so that a
 // connection closing meanwhile (on_close) never leaves a connection counted
@@ -118,9 +117,9 @@ constexpr uint32_t kNoTenant = UINT32_MAX;
 constexpr size_t kRequestsPerTurn = 32;
 
 // kMaxLoadRun: the most consecutive LOADs a worker takes from a queue's head
-// at once to read in parallel (RunLoads). Enough to keep a few workers and
-// the device busy; few enough that the last reply of a run is not held
-// back long.
+// at once to read in parallel (RunLoads: one LoadBatch, every disk read in
+// flight together). Enough to keep the device busy; few enough that the
+// last reply of a run is not held back long.
 constexpr size_t kMaxLoadRun = 16;
 static_assert(kMaxLoadRun <= kRequestsPerTurn, "a run fits in a turn");
 
@@ -660,64 +659,17 @@ FrameHeader DataPlaneServer::LoadReply(const FrameHeader& request,
 
 // --- the workers ----------------------------------------------------------------------
 
-// LoadRun is a run of consecutive LOADs taken together from the head of one
-// connection's queue: the pages to read and, as they are read, the results.
-// The worker that owns the connection and idle workers claim pages one at a
-// time (`claimed`); only the owner sends replies. Thread-safe; shared by
-// the owner and the helper-read entries that point at it.
-struct DataPlaneServer::LoadRun {
-  LoadRun(PageStore* s, uint32_t t, std::vector<uint64_t> p, LatencyHistogram* l)
-      : store(s),
-        tenant(t),
-        pages(std::move(p)),
-        latency(l),
-        claimed(pages.size()),
-        results(pages.size()) {}
-
-  // TryRun reads page i unless another thread has claimed it.
-  void TryRun(size_t i) {
-    if (claimed[i].exchange(true)) return;
-    const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<LoadedPage> r = store->Load(tenant, pages[i]);
-    latency->Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
-    MutexLock l(&mu);
-    results[i] = std::move(r);
-    done.SignalAll();
-  }
-
-  PageStore* const store;
-  const uint32_t tenant;
-  const std::vector<uint64_t> pages;
-  LatencyHistogram* const latency;  // the server's LOAD latency
-  std::vector<std::atomic<bool>> claimed;
-  Mutex mu;  // a leaf: taken with no other lock held
-  CondVar done;
-  std::vector<std::optional<absl::StatusOr<LoadedPage>>> results ABSL_GUARDED_BY(mu);
-};
-
 void DataPlaneServer::WorkerLoop() {
   for (;;) {
     std::shared_ptr<ConnState> state;
-    std::shared_ptr<LoadRun> loads;
-    size_t index = 0;
     {
       MutexLock l(&mu_);
-      while (ready_.empty() && helper_reads_.empty() && !stopping_) work_cv_.Wait(&mu_);
-      if (!helper_reads_.empty()) {  // short, and someone replies after it: first
-        std::tie(loads, index) = std::move(helper_reads_.front());
-        helper_reads_.pop_front();
-      } else if (!ready_.empty()) {
-        state = std::move(ready_.front());
-        ready_.pop_front();
-      } else {
-        return;  // stopping, and everything queued is done
-      }
+      while (ready_.empty() && !stopping_) work_cv_.Wait(&mu_);
+      if (ready_.empty()) return;  // stopping, and everything queued is done
+      state = std::move(ready_.front());
+      ready_.pop_front();
     }
-    if (loads != nullptr) {
-      loads->TryRun(index);
-    } else {
-      RunQueued(state);
-    }
+    RunQueued(state);
   }
 }
 
@@ -781,39 +733,19 @@ void DataPlaneServer::RunLoads(ConnState& state, const std::shared_ptr<Connectio
   }
   std::vector<uint64_t> pages;
   for (const auto& r : run) pages.push_back(r->msg.header.page);
-  auto loads = std::make_shared<LoadRun>(store_, tenant, std::move(pages), &load_latency_);
   load_runs_++;
-  {
-    MutexLock l(&mu_);
-    for (size_t i = 1; i < run.size(); ++i) helper_reads_.emplace_back(loads, i);
-    work_cv_.SignalAll();
-  }
-  size_t ahead = 1;  // the next page this worker may read while a helper has page i
-  for (size_t i = 0; i < run.size(); ++i) {
-    loads->TryRun(i);  // ours, unless a helper is reading it already
-    absl::StatusOr<LoadedPage> loaded;
-    ahead = std::max(ahead, i + 1);
-    for (;;) {
-      {
-        MutexLock l(&loads->mu);
-        if (loads->results[i].has_value()) {
-          loaded = std::move(*loads->results[i]);
-          break;
-        }
-        if (ahead >= run.size()) {  // nothing left to read: wait for the helper
-          while (!loads->results[i].has_value()) loads->done.Wait(&loads->mu);
-          loaded = std::move(*loads->results[i]);
-          break;
-        }
-      }
-      loads->TryRun(ahead++);  // read ahead rather than wait
-    }
+  // The store reads every written-back page of the run at once and hands
+  // the results back in order; each reply goes out as soon as it and the
+  // ones before it are done.
+  const auto start = std::chrono::steady_clock::now();
+  store_->LoadBatch(tenant, pages, [&](size_t i, absl::StatusOr<LoadedPage>& loaded) {
+    load_latency_.Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
     requests_++;
     auto reply = std::make_shared<Reply>();
     reply->header = LoadReply(run[i]->msg.header, loaded, &reply->payload);
     CountOp(Opcode::kLoad, reply->header.status);
     SendReply(*conn, reply);
-  }
+  });
 }
 
 }  // namespace farswap::server

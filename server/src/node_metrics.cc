@@ -123,8 +123,22 @@ void AddStore(std::vector<MetricFamily>& out, const PageStoreStats& s) {
              "(included in farswap_cleaner_segments_total).",
              double(s.cleaner_space_segments));
   AddCounter(out, "farswap_backing_reads_total",
-             "Read I/Os from the backing store (page loads and cleaner segment reads).",
+             "Reads from the backing store: pages loaded (coalesced reads count each page) and "
+             "cleaner segment reads.",
              double(s.backing_reads));
+  AddCounter(out, "farswap_backing_read_requests_total",
+             "Read requests for loads from the backing store (one per run of touching blocks of "
+             "a batch of loads).",
+             double(s.disk_read_requests));
+  AddCounter(out, "farswap_backing_reads_coalesced_total",
+             "Pages loaded from the backing store by a read request another page started.",
+             double(s.disk_reads_coalesced));
+  AddGauge(out, "farswap_backing_reads_in_flight",
+           "Read requests for loads submitted to the backing store and not yet completed.",
+           double(s.disk_reads_in_flight));
+  AddCounter(out, "farswap_backing_promotions_total",
+             "Pages moved from the backing store back into the pool on their second load.",
+             double(s.promotions));
   AddCounter(out, "farswap_backing_writes_total",
              "Write requests to the backing store (32 KiB pieces of a segment flush, many pages "
              "each).",
@@ -236,6 +250,10 @@ void AddTenants(std::vector<MetricFamily>& out, const PageStoreStats& s,
       MetricType::Counter);
   AddSample(reloads, double(registry.reloads()), {{"result", "ok"}});
   AddSample(reloads, double(registry.reload_failures()), {{"result", "failed"}});
+  // The four families below are filled together: room for them first, so
+  // adding one does not move the others (AddFamily's reference lives only
+  // until `out` grows).
+  out.reserve(out.size() + 4);
   MetricFamily& pages = AddFamily(out, "farswap_tenant_stored_pages",
                                   "Pages a tenant keeps on the node.", MetricType::Gauge);
   MetricFamily& bytes = AddFamily(out, "farswap_tenant_stored_bytes",

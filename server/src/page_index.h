@@ -15,7 +15,7 @@
 //  - key, gen: immutable once published (written before the entry becomes
 //    visible through the index shard lock or the LRU lock).
 //  - state, length, codec, checksum, version, fill, handle, disk_offset,
-//    disk_checksum, writeback_ticket: the key's stripe lock
+//    disk_checksum, writeback_ticket, disk_loaded: the key's stripe lock
 //    (KeyLockTable::For(key)).
 //  - referenced: atomic; set by loads under the key lock, cleared by the LRU
 //    scan under the LRU lock.
@@ -85,6 +85,10 @@ struct Entry {
   uint64_t writeback_ticket = 0;
 
   std::atomic<bool> referenced{true};  // second chance, as zswap sets at store
+  // disk_loaded: kOnDisk: a load has read this copy from disk already, so
+  // the next load promotes it into the pool (page_store.cc, "promotion").
+  // Key lock; the writeback and the LRU never look at it.
+  bool disk_loaded = false;
 
   Entry* lru_prev = nullptr;
   Entry* lru_next = nullptr;

@@ -16,7 +16,8 @@
 //   taken out of the pool and used with no lock held).
 // - The writeback worker's mutex (writeback_worker.h) is never held with
 //   any of these; a Store waiting for writeback holds no lock.
-// - Backing-store reads for Load run with the key lock held (see Load).
+// - Backing-store reads for loads run with no lock held: the object's
+//   segment is pinned instead (see "load" below).
 // - Segment writes (writeback.cc) and the cleaner's segment reads
 //   (cleaner.cc) run with no lock held.
 #include "farswap/server/page_store.h"
@@ -24,6 +25,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -401,23 +403,58 @@ void PageStore::ReleaseDiskObject(const Entry& e) {
 }
 
 // --- load -------------------------------------------------------------------------------
+//
+// A load is two halves (BeginLoad, FinishLoad) with the disk read between
+// them, and no lock is held across the read:
+//  1. [key lock] BeginLoad finds the entry. In the pool, same-filled or
+//     missing: the answer, at once. On disk: pin the object's segment
+//     (segment_table.h), note where the object is, its disk checksum, the
+//     entry's gen and metadata, and drop the lock.
+//                       sync point "PageStore::LoadBatch:after-begin" [none]
+//  2. [none] Read the object's blocks (LoadBatch: every read of the batch
+//     at once, touching ranges coalesced into one request).
+//  3. [none] FinishLoad checks the bytes against the disk checksum, then
+//     (the second disk load of the entry) promotes it [key lock], and
+//     unpins.
+//
+// Meanwhile the entry may be replaced, invalidated, or moved by the cleaner.
+// The load still returns the version it found at step 1: it is
+// linearizable at step 1, as a load that came a moment earlier would have
+// been, and nothing since can have been acknowledged to the client before
+// it (the data plane runs a connection's requests in order). What makes the
+// old bytes safe to read is the pin alone: releasing or moving the entry
+// only Drops the object's live bytes, and a pinned segment is never freed,
+// so never handed to writeback again, so its blocks are not rewritten until
+// the last reader unpins. Without the pin the segment could be freed and
+// refilled and the read would return another page's bytes (the disk
+// checksum would catch it, as DATA_LOSS for a page that was not lost).
+//
+// Promotion. The first disk load of an entry sets its disk_loaded bit (key
+// lock; the writeback and the LRU never look at it); a second load while it
+// is still on disk promotes it: after the read, under the key lock, if the
+// entry is unchanged (same gen, still ON_DISK at the same offset) and the
+// pool has room without waiting (below the high watermark, and Malloc
+// succeeds), the object is copied into the pool, the entry becomes IN_POOL
+// and joins the LRU, and its disk object is dropped — all in that one key
+// lock hold, so no reader ever sees it in both places or neither, and no
+// stale disk copy stays live.
+//                       sync point "PageStore::Promote:before-lock" [none]
 
 absl::StatusOr<LoadedPage> PageStore::Load(uint32_t tenant, uint64_t page) {
-  return *LoadImpl(tenant, page, Wait::kAllowed);  // never nullopt when it may wait
+  absl::StatusOr<LoadedPage> out;
+  LoadBatch(tenant, absl::MakeConstSpan(&page, 1),
+            [&out](size_t, absl::StatusOr<LoadedPage>& r) { out = std::move(r); });
+  return out;
 }
 
 std::optional<absl::StatusOr<LoadedPage>> PageStore::TryLoad(uint32_t tenant, uint64_t page) {
-  return LoadImpl(tenant, page, Wait::kNever);
+  std::optional<LoadStep> step = BeginLoad(tenant, page, Wait::kNever);
+  if (!step.has_value()) return std::nullopt;  // on disk: would block
+  return std::get<absl::StatusOr<LoadedPage>>(std::move(*step));
 }
 
-std::optional<absl::StatusOr<LoadedPage>> PageStore::LoadImpl(uint32_t tenant, uint64_t page,
-                                                              Wait wait) {
+std::optional<PageStore::LoadStep> PageStore::BeginLoad(uint32_t tenant, uint64_t page, Wait wait) {
   const PageKey key{tenant, page};
-  // The key lock is held across a backing-store read: the object's segment
-  // cannot be freed, cleaned away or reused under us (segment_table.h), so
-  // nothing needs re-validating, at the price of delaying other keys on the
-  // same stripe (a TryLoad or TryStore on an I/O thread included) for one
-  // read of one or two blocks.
   MutexLock kl(&key_locks_->For(key));
   Entry* e = index_->Find(key);
   // Decided before anything is touched, so "would block" has no effect.
@@ -425,7 +462,7 @@ std::optional<absl::StatusOr<LoadedPage>> PageStore::LoadImpl(uint32_t tenant, u
   counters_.loads.fetch_add(1, std::memory_order_relaxed);
   if (e == nullptr) {
     counters_.load_misses.fetch_add(1, std::memory_order_relaxed);
-    return absl::NotFoundError(absl::StrCat(KeyName(tenant, page), " is not stored"));
+    return LoadStep(absl::NotFoundError(absl::StrCat(KeyName(tenant, page), " is not stored")));
   }
   e->referenced.store(true, std::memory_order_relaxed);  // never the LRU itself
   e->cold_referenced.store(true, std::memory_order_relaxed);
@@ -441,7 +478,7 @@ std::optional<absl::StatusOr<LoadedPage>> PageStore::LoadImpl(uint32_t tenant, u
     case EntryState::kSameFilled:
       out.same_filled = true;
       out.fill = e->fill;
-      return out;
+      return LoadStep(std::move(out));
     case EntryState::kWritebackPending:
       // The page is hot after all: cancel the writeback (zram clears
       // ZRAM_PP_SLOT on access). The writeback sees the state change when
@@ -451,38 +488,187 @@ std::optional<absl::StatusOr<LoadedPage>> PageStore::LoadImpl(uint32_t tenant, u
     case EntryState::kInPool: {
       absl::StatusOr<alloc::ZsPool::ReadGuard> g = pool_->Read(e->handle);
       if (!g.ok()) {
-        return absl::InternalError(
-            absl::StrCat(KeyName(tenant, page), ": pool object lost: ", g.status().message()));
+        return LoadStep(absl::InternalError(
+            absl::StrCat(KeyName(tenant, page), ": pool object lost: ", g.status().message())));
       }
       out.payload.assign(g->data(), g->data() + e->length);
-      return out;
+      return LoadStep(std::move(out));
     }
     case EntryState::kOnDisk: {
-      // Only the one or two blocks the object lies in.
-      alignas(kBlockSize) uint8_t buf[2 * kBlockSize];
-      const uint64_t first = e->disk_offset / kBlockSize;
-      const uint64_t skip = e->disk_offset % kBlockSize;
-      const uint64_t count = (skip + e->length + kBlockSize - 1) / kBlockSize;
+      DiskRead read{.offset = e->disk_offset,
+                    .length = e->length,
+                    .disk_checksum = e->disk_checksum,
+                    .gen = e->gen,
+                    .segment = e->disk_offset / segments_->segment_bytes(),
+                    .promote = e->disk_loaded,
+                    .page = std::move(out)};
+      e->disk_loaded = true;
+      segments_->Pin(read.segment);  // unpinned by FinishLoad
       counters_.backing_reads.fetch_add(1, std::memory_order_relaxed);
-      absl::Status s = backing_->ReadBlocks(first, count, buf);
-      if (!s.ok()) {
-        counters_.backing_read_errors.fetch_add(1, std::memory_order_relaxed);
-        RecordBackingError(s);
-        return absl::DataLossError(absl::StrCat(KeyName(tenant, page),
-                                                ": reading its backing-store object at byte ",
-                                                e->disk_offset, " failed: ", s.message()));
-      }
-      if (XXH3_64bits(buf + skip, e->length) != e->disk_checksum) {
-        counters_.backing_read_errors.fetch_add(1, std::memory_order_relaxed);
-        return absl::DataLossError(absl::StrCat(KeyName(tenant, page),
-                                                ": the backing store at byte ", e->disk_offset,
-                                                " does not hold what was written"));
-      }
-      out.payload.assign(buf + skip, buf + skip + e->length);
-      return out;
+      return LoadStep(std::move(read));
     }
   }
-  return absl::InternalError("unreachable entry state");
+  return LoadStep(absl::InternalError("unreachable entry state"));
+}
+
+absl::StatusOr<LoadedPage> PageStore::FinishLoad(uint32_t tenant, uint64_t page, DiskRead& read,
+                                                 const absl::Status& io, const uint8_t* bytes) {
+  absl::StatusOr<LoadedPage> out;
+  if (!io.ok()) {
+    counters_.backing_read_errors.fetch_add(1, std::memory_order_relaxed);
+    RecordBackingError(io);
+    out = absl::DataLossError(absl::StrCat(KeyName(tenant, page),
+                                           ": reading its backing-store object at byte ",
+                                           read.offset, " failed: ", io.message()));
+  } else if (XXH3_64bits(bytes, read.length) != read.disk_checksum) {
+    counters_.backing_read_errors.fetch_add(1, std::memory_order_relaxed);
+    out = absl::DataLossError(absl::StrCat(KeyName(tenant, page), ": the backing store at byte ",
+                                           read.offset, " does not hold what was written"));
+  } else {
+    read.page.payload.assign(bytes, bytes + read.length);
+    if (read.promote) Promote(tenant, page, read, bytes);
+    out = std::move(read.page);
+  }
+  segments_->Unpin(read.segment);  // last: `bytes` came from it
+  return out;
+}
+
+void PageStore::Promote(uint32_t tenant, uint64_t page, const DiskRead& read,
+                        const uint8_t* bytes) {
+  FARSWAP_SYNC_POINT("PageStore::Promote:before-lock");
+  // Room without waiting, and without pushing the pool over the high
+  // watermark (which would only write it back again).
+  const uint64_t high = high_watermark_bytes_.load(std::memory_order_relaxed);
+  if (high != 0 && pool_->GetStats().mem_used_total + read.length > high) return;
+  const PageKey key{tenant, page};
+  MutexLock kl(&key_locks_->For(key));
+  Entry* e = index_->Find(key);
+  if (e == nullptr || e->gen != read.gen || e->state != EntryState::kOnDisk ||
+      e->disk_offset != read.offset) {
+    return;  // replaced, invalidated or moved meanwhile: nothing to promote
+  }
+  absl::StatusOr<alloc::ZsHandle> h = pool_->Malloc(read.length);
+  if (!h.ok()) return;  // full after all; it stays on disk
+  if (!pool_->Write(*h, bytes, read.length).ok()) {
+    pool_->Free(*h);
+    return;
+  }
+  ReleaseDiskObject(*e);  // no stale disk copy stays live
+  e->state = EntryState::kInPool;
+  e->handle = *h;
+  e->disk_loaded = false;
+  counters_.pages_on_disk.fetch_sub(1, std::memory_order_relaxed);
+  counters_.promotions.fetch_add(1, std::memory_order_relaxed);
+  pool_->AddCallerCounters(int64_t(farswap::kPageSize), 0);
+  lru_->Link(e);
+}
+
+namespace {
+
+// ReadRequest: one read of a LoadBatch: blocks first..first+count-1, into
+// the batch buffer at block `buf_block`, for the DiskReads in `reads`.
+struct ReadRequest {
+  uint64_t first = 0;
+  uint64_t count = 0;
+  uint64_t buf_block = 0;
+  std::vector<size_t> reads;
+};
+
+struct FreeDeleter {
+  void operator()(uint8_t* p) const { std::free(p); }
+};
+
+}  // namespace
+
+void PageStore::LoadBatch(uint32_t tenant, absl::Span<const uint64_t> pages,
+                          LoadCallback on_loaded) {
+  const size_t n = pages.size();
+  std::vector<std::optional<absl::StatusOr<LoadedPage>>> results(n);
+  std::vector<DiskRead> reads;
+  std::vector<size_t> read_index;  // reads[k] is for pages[read_index[k]]
+  for (size_t i = 0; i < n; ++i) {
+    LoadStep step = *BeginLoad(tenant, pages[i], Wait::kAllowed);  // never nullopt
+    if (DiskRead* r = std::get_if<DiskRead>(&step)) {
+      reads.push_back(std::move(*r));
+      read_index.push_back(i);
+    } else {
+      results[i] = std::get<absl::StatusOr<LoadedPage>>(std::move(step));
+    }
+  }
+  size_t next_reply = 0;
+  auto reply_ready = [&] {
+    for (; next_reply < n && results[next_reply].has_value(); ++next_reply) {
+      on_loaded(next_reply, *results[next_reply]);
+    }
+  };
+  reply_ready();
+  if (reads.empty()) return;
+  FARSWAP_SYNC_POINT("PageStore::LoadBatch:after-begin");
+
+  // Coalesce: sort by first block; a read whose blocks touch or overlap the
+  // request before it joins that request.
+  auto first_block = [](const DiskRead& r) { return r.offset / kBlockSize; };
+  auto end_block = [](const DiskRead& r) {
+    return (r.offset + r.length + kBlockSize - 1) / kBlockSize;
+  };
+  std::vector<size_t> order(reads.size());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return reads[a].offset < reads[b].offset; });
+  std::vector<ReadRequest> requests;
+  uint64_t total_blocks = 0;
+  for (size_t k : order) {
+    const uint64_t first = first_block(reads[k]);
+    const uint64_t end = end_block(reads[k]);
+    if (!requests.empty() && first <= requests.back().first + requests.back().count) {
+      ReadRequest& r = requests.back();
+      const uint64_t grown = std::max(r.first + r.count, end) - r.first;
+      total_blocks += grown - r.count;
+      r.count = grown;
+      r.reads.push_back(k);
+      counters_.disk_reads_coalesced.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    requests.push_back({.first = first, .count = end - first, .buf_block = total_blocks});
+    requests.back().reads.push_back(k);
+    total_blocks += end - first;
+  }
+  std::unique_ptr<uint8_t, FreeDeleter> buf(
+      static_cast<uint8_t*>(std::aligned_alloc(kBlockSize, total_blocks * kBlockSize)));
+
+  // Every page of a finished request gets its result.
+  auto finish = [&](const ReadRequest& r, const absl::Status& io) {
+    const uint8_t* base = buf.get() + r.buf_block * kBlockSize;
+    for (size_t k : r.reads) {
+      const uint8_t* bytes = base + (reads[k].offset - r.first * kBlockSize);
+      results[read_index[k]] = FinishLoad(tenant, pages[read_index[k]], reads[k], io, bytes);
+    }
+  };
+  std::unique_ptr<BlockWriteQueue> queue = TakeWriteQueue();
+  size_t submitted = 0, finished = 0;
+  while (finished < requests.size()) {
+    // Everything the queue takes goes in at once; the rest as it drains.
+    for (; submitted < requests.size() && queue->in_flight() < queue->depth(); ++submitted) {
+      const ReadRequest& r = requests[submitted];
+      counters_.disk_read_requests.fetch_add(1, std::memory_order_relaxed);
+      absl::Status s =
+          queue->SubmitRead(r.first, r.count, buf.get() + r.buf_block * kBlockSize, submitted);
+      if (!s.ok()) {
+        finish(r, s);
+        ++finished;
+        continue;
+      }
+      counters_.disk_reads_in_flight.fetch_add(1, std::memory_order_relaxed);
+    }
+    for (const BlockWriteQueue::Completion& c : queue->Reap()) {
+      counters_.disk_reads_in_flight.fetch_sub(1, std::memory_order_relaxed);
+      finish(requests[c.tag], c.status);
+      ++finished;
+    }
+    reply_ready();
+  }
+  ReturnWriteQueue(std::move(queue));
+  reply_ready();
 }
 
 // --- invalidate -------------------------------------------------------------------------
@@ -610,6 +796,10 @@ PageStoreStats PageStore::GetStats() const {
   s.writeback_aborted = counters_.writeback_aborted.load();
   s.writeback_second_chances = counters_.second_chances.load();
   s.backing_reads = counters_.backing_reads.load();
+  s.disk_read_requests = counters_.disk_read_requests.load();
+  s.disk_reads_coalesced = counters_.disk_reads_coalesced.load();
+  s.disk_reads_in_flight = counters_.disk_reads_in_flight.load();
+  s.promotions = counters_.promotions.load();
   s.backing_writes = counters_.backing_writes.load();
   s.backing_read_errors = counters_.backing_read_errors.load();
   s.backing_write_errors = counters_.backing_write_errors.load();

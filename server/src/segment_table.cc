@@ -44,8 +44,12 @@ void SegmentTable::Release(std::unique_ptr<OpenSegment> open) {
   MutexLock l(&mu_);
   Segment& seg = segments_[open->segment];
   assert(seg.state == State::kOpenBusy);
-  if (seg.live == 0) {
+  if (seg.live == 0 && seg.pins == 0) {
     FreeLocked(open->segment);  // nothing anyone points to: reuse from the start
+    return;
+  }
+  if (seg.live == 0) {
+    SealLocked(open->segment);  // a load still reads from it: the last Unpin frees it
     return;
   }
   if (open->fill + kBlockSize > segment_bytes_ || parked_ != nullptr) {
@@ -84,10 +88,14 @@ void SegmentTable::Drop(uint64_t segment, uint32_t length) {
   UpdateDeadLocked();
   if (seg.live != 0) return;
   if (seg.state == State::kSealed) {
-    FreeLocked(segment);
+    if (seg.pins == 0) FreeLocked(segment);  // else the last Unpin frees it
   } else if (seg.state == State::kOpenParked) {
     parked_.reset();  // the next batch starts a fresh segment
-    FreeLocked(segment);
+    if (seg.pins == 0) {
+      FreeLocked(segment);
+    } else {
+      SealLocked(segment);  // a load still reads from it: the last Unpin frees it
+    }
   }
   // kOpenBusy: Release decides; kCleaning: FinishCleaning does.
 }
@@ -140,7 +148,8 @@ std::optional<SegmentTable::Victim> SegmentTable::PickVictim(double threshold,
   double best_score = 0;
   for (uint64_t s = 0; s < segment_count_; ++s) {
     const Segment& seg = segments_[s];
-    if (seg.state != State::kSealed || double(seg.live) >= limit) continue;
+    // live 0: a pinned segment waiting for its last Unpin; nothing to move.
+    if (seg.state != State::kSealed || seg.live == 0 || double(seg.live) >= limit) continue;
     double score = 0;  // higher is better
     if (policy == VictimPolicy::kGreedy) {
       score = -double(seg.live);
@@ -164,12 +173,31 @@ bool SegmentTable::FinishCleaning(uint64_t segment) {
   MutexLock l(&mu_);
   Segment& seg = segments_[segment];
   assert(seg.state == State::kCleaning);
-  if (seg.live == 0) {
+  if (seg.live == 0 && seg.pins == 0) {
     FreeLocked(segment);
     return true;
   }
   seg.state = State::kSealed;  // keeps its age: nothing new was written to it
   return false;
+}
+
+void SegmentTable::Pin(uint64_t segment) {
+  MutexLock l(&mu_);
+  ++segments_[segment].pins;
+}
+
+void SegmentTable::Unpin(uint64_t segment) {
+  MutexLock l(&mu_);
+  Segment& seg = segments_[segment];
+  assert(seg.pins > 0);
+  if (--seg.pins != 0) return;
+  // Left with nothing live while a load read from it: free it now.
+  if (seg.live == 0 && seg.state == State::kSealed) FreeLocked(segment);
+}
+
+uint64_t SegmentTable::pins(uint64_t segment) const {
+  MutexLock l(&mu_);
+  return segments_[segment].pins;
 }
 
 SegmentTableStats SegmentTable::GetStats() const {

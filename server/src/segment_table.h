@@ -19,13 +19,19 @@
 //              the cleaner has moved its live objects away.
 //   kCleaning  the cleaner is moving its live objects; freed when it ends.
 //
-// Why a segment can be freed without a reader in it: a load reads an
-// object with its entry's key lock held, and the object's bytes are counted
-// live until the entry is released or moved under that same lock; a segment
-// is freed only once its live bytes are 0 (or by the cleaner after every
-// entry it held has been moved). Appends never touch a block that holds
-// published bytes: each write covers blocks past the segment's extent, and
-// the extent then advances to the next block boundary.
+// Pins: why a segment is never freed with a reader in it. A load reads an
+// object with NO lock held (page_store.cc, "load"): under the entry's key
+// lock it takes a pin on the object's segment (Pin), drops the lock, reads,
+// and unpins (Unpin). A pinned segment is never freed, so never reused:
+// where it would be freed (its live bytes reach 0 by Drop, by Release of an
+// open segment, or when the cleaner finishes with it) it is sealed instead,
+// with no live bytes, and the last Unpin frees it. The cleaner may still
+// move a pinned segment's live objects elsewhere (the bytes stay where they
+// were, only the entries point elsewhere): the load in flight reads the old
+// copy, which is intact because nothing writes to a segment until it is
+// free again. Appends never touch a block that holds published bytes: each
+// write covers blocks past the segment's extent, and the extent then
+// advances to the next block boundary.
 //
 // Dead bytes. A segment's held bytes (its extent) minus its live bytes are
 // dead: objects no entry points to any more, and the zero padding after a
@@ -142,8 +148,16 @@ class SegmentTable {
     std::vector<ObjectRecord> records;
   };
   std::optional<Victim> PickVictim(double threshold, VictimPolicy policy = VictimPolicy::kGreedy);
-  // FinishCleaning frees the victim if nothing live is left in it, else
-  // seals it again (an object could not be moved). Returns whether freed.
+  // Pin: a reader is about to read from `segment`; it is not freed until
+  // the matching Unpin. Unpin frees it if it was left with nothing live
+  // while pinned (see the file comment).
+  void Pin(uint64_t segment);
+  void Unpin(uint64_t segment);
+  // pins: readers in `segment` now (tests).
+  uint64_t pins(uint64_t segment) const;
+  // FinishCleaning frees the victim if nothing live is left in it (and no
+  // reader has it pinned: then the last Unpin frees it), else seals it
+  // again (an object could not be moved). Returns whether freed now.
   bool FinishCleaning(uint64_t segment);
 
   SegmentTableStats GetStats() const;
@@ -155,6 +169,7 @@ class SegmentTable {
     uint64_t extent = 0;
     uint64_t live = 0;
     uint64_t sealed_at = 0;  // seal_clock_ when last sealed (cost-benefit's age)
+    uint64_t pins = 0;       // loads reading from it now (Pin / Unpin)
     std::vector<ObjectRecord> records;
   };
   void FreeLocked(uint64_t segment) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -1,15 +1,13 @@
 // uring_write_queue.cc: BlockWriteQueue on io_uring.
 //
-// Submit only fills a submission queue entry (one IORING_OP_WRITE of the
-// whole run at its byte offset); Reap submits every entry filled since the
-// last Reap with one io_uring_submit_and_wait and drains every completion
-// ready (io_uring_for_each_cqe + io_uring_cq_advance), so a segment's
-// requests reach the kernel together and come back in batches, in whatever
-// order the device finished them. A short write is an error (EIO): every
-// run is whole 4 KiB blocks on an O_DIRECT descriptor (or a buffered one,
-// which writes whole runs), so a short count means the device failed part
-// of it. Registered buffers are not used: segment buffers are allocated
-// per segment (segment_table.cc).
+// Submit and SubmitRead only fill a submission queue entry (one
+// IORING_OP_WRITE or IORING_OP_READ of the whole run at its byte offset); Reap submits every entry
+// filled since the last Reap with one io_uring_submit_and_wait and drains every completion ready
+// (io_uring_for_each_cqe + io_uring_cq_advance), so a segment's requests reach the kernel together
+// and come back in batches, in whatever order the device finished them. A short write or read is an
+// error: every run is whole 4 KiB blocks on an O_DIRECT descriptor (or a buffered one, which writes
+// whole runs), so a short count means the device failed part of it. Registered buffers are not
+// used: segment buffers are allocated per segment (segment_table.cc).
 #include "uring_write_queue.h"
 
 #include <liburing.h>
@@ -47,6 +45,15 @@ class UringWriteQueue final : public BlockWriteQueue {
   }
 
   absl::Status Submit(uint64_t first, uint64_t count, const void* src, uint64_t tag) override {
+    return Prep(/*read=*/false, first, count, const_cast<void*>(src), tag);
+  }
+  absl::Status SubmitRead(uint64_t first, uint64_t count, void* dst, uint64_t tag) override {
+    return Prep(/*read=*/true, first, count, dst, tag);
+  }
+
+  // Prep fills one submission queue entry; io_uring_submit_and_wait in
+  // Reap hands it to the kernel.
+  absl::Status Prep(bool read, uint64_t first, uint64_t count, void* buf, uint64_t tag) {
     if (count == 0 || first >= block_count_ || count > block_count_ - first) {
       return absl::OutOfRangeError(
           absl::StrCat("blocks ", first, "+", count, " are not within ", path_));
@@ -62,8 +69,12 @@ class UringWriteQueue final : public BlockWriteQueue {
     }
     const size_t slot = free_slots_.back();
     free_slots_.pop_back();
-    slots_[slot] = {.tag = tag, .first = first, .count = count, .busy = true};
-    io_uring_prep_write(sqe, fd_, src, unsigned(count * kBlockSize), first * kBlockSize);
+    slots_[slot] = {.tag = tag, .first = first, .count = count, .busy = true, .read = read};
+    if (read) {
+      io_uring_prep_read(sqe, fd_, buf, unsigned(count * kBlockSize), first * kBlockSize);
+    } else {
+      io_uring_prep_write(sqe, fd_, buf, unsigned(count * kBlockSize), first * kBlockSize);
+    }
     io_uring_sqe_set_data64(sqe, slot);
     ++in_flight_;
     return absl::OkStatus();
@@ -106,9 +117,9 @@ class UringWriteQueue final : public BlockWriteQueue {
       if (cqe->res < 0) {
         status = Errno(-cqe->res, s);
       } else if (cqe->res != want) {
-        status = absl::DataLossError(absl::StrCat("short write of blocks ", s.first, "+", s.count,
-                                                  " of ", path_, ": ", cqe->res, " of ", want,
-                                                  " bytes"));
+        status = absl::DataLossError(absl::StrCat("short ", s.read ? "read" : "write",
+                                                  " of blocks ", s.first, "+", s.count, " of ",
+                                                  path_, ": ", cqe->res, " of ", want, " bytes"));
       }
       out.push_back({.tag = s.tag, .status = std::move(status)});
       free_slots_.push_back(slot);
@@ -128,11 +139,12 @@ class UringWriteQueue final : public BlockWriteQueue {
     uint64_t first = 0;
     uint64_t count = 0;
     bool busy = false;  // submitted, completion not reaped
+    bool read = false;  // IORING_OP_READ (else WRITE)
   };
 
   absl::Status Errno(int err, const Slot& s) const {
-    std::string msg = absl::StrCat("write blocks ", s.first, "+", s.count, " of ", path_, ": ",
-                                   std::strerror(err));
+    std::string msg = absl::StrCat(s.read ? "read" : "write", " blocks ", s.first, "+", s.count,
+                                   " of ", path_, ": ", std::strerror(err));
     if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(msg);
     if (err == EIO) return absl::DataLossError(msg);
     return absl::InternalError(msg);

@@ -526,14 +526,22 @@ class ReverseCompletionDevice final : public BlockDevice {
     Queue(ReverseCompletionDevice* dev, size_t depth) : dev_(dev), depth_(depth) {}
     absl::Status Submit(uint64_t first, uint64_t count, const void* src, uint64_t tag) override {
       if (pending_.size() >= depth_) return absl::FailedPreconditionError("queue full");
-      pending_.push_back({first, count, src, tag, dev_->requests_++});
+      pending_.push_back({first, count, src, nullptr, tag, dev_->requests_++});
       dev_->max_in_flight_ = std::max<uint64_t>(dev_->max_in_flight_, pending_.size());
+      return absl::OkStatus();
+    }
+    // Reads (loads of written-back pages) complete last-first too; they
+    // are not counted as requests (the tests here count writes).
+    absl::Status SubmitRead(uint64_t first, uint64_t count, void* dst, uint64_t tag) override {
+      if (pending_.size() >= depth_) return absl::FailedPreconditionError("queue full");
+      pending_.push_back({first, count, nullptr, dst, tag, UINT64_MAX});
       return absl::OkStatus();
     }
     std::vector<Completion> Reap() override {
       std::vector<Completion> out;
       for (auto it = pending_.rbegin(); it != pending_.rend(); ++it) {
-        absl::Status st = it->number == dev_->fail_request_
+        absl::Status st = it->dst != nullptr ? dev_->mem_.ReadBlocks(it->first, it->count, it->dst)
+                          : it->number == dev_->fail_request_
                               ? absl::DataLossError("injected EIO")
                               : dev_->mem_.WriteBlocks(it->first, it->count, it->src);
         out.push_back({.tag = it->tag, .status = st});
@@ -550,6 +558,7 @@ class ReverseCompletionDevice final : public BlockDevice {
     struct Pending {
       uint64_t first, count;
       const void* src;
+      void* dst;  // a read's; null for a write
       uint64_t tag, number;
     };
     ReverseCompletionDevice* const dev_;

@@ -63,8 +63,8 @@ class BlockDevice {
   // block.
   virtual absl::Status WriteBlocks(uint64_t first, uint64_t count, const void* src);
   // NewWriteQueue returns a queue for up to `depth` asynchronous writes
-  // (block_write_queue.h). The default is the synchronous form over this
-  // device's WriteBlocks.
+  // and reads (block_write_queue.h). The default is the synchronous form
+  // over this device's WriteBlocks and ReadBlocks.
   virtual std::unique_ptr<BlockWriteQueue> NewWriteQueue(size_t depth) {
     return NewSyncWriteQueue(this, depth);
   }

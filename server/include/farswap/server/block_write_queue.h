@@ -1,4 +1,5 @@
-// block_write_queue.h: asynchronous writes of block runs, many in flight.
+// block_write_queue.h: asynchronous writes (and reads) of block runs, many
+// in flight.
 //
 //   std::unique_ptr<BlockWriteQueue> q = device->NewWriteQueue(32);
 //   FARSWAP_RETURN_IF_ERROR(q->Submit(/*first=*/256, /*count=*/8, buf, /*tag=*/1));
@@ -14,6 +15,13 @@
 // synchronous form, which writes at Submit with BlockDevice::WriteBlocks
 // (so a FaultInjectingBlockDevice's faults reach the caller exactly as
 // with WriteBlocks). Completions may come back in any order.
+//
+// The same queue reads (SubmitRead): the page store's loads of written-back
+// pages submit every disk read of a run of loads at once (page_store.cc,
+// LoadBatch). The synchronous form reads at SubmitRead with
+// BlockDevice::ReadBlocks, so a FaultInjectingBlockDevice's read faults
+// reach the caller as a completion with that error. Reads and writes share
+// the depth.
 //
 // Not thread-safe: one thread at a time uses a queue (the page store keeps
 // a pool of them). The device must outlive its queues.
@@ -48,20 +56,26 @@ class BlockWriteQueue {
   // error from Submit means the write was not started and no completion
   // will come for it.
   virtual absl::Status Submit(uint64_t first, uint64_t count, const void* src, uint64_t tag) = 0;
-  // Reap waits until at least one write in flight has completed and returns
+  // SubmitRead starts reading blocks first..first+count-1 into `dst`
+  // (count x kBlockSize bytes, block-aligned for an O_DIRECT device), which
+  // must stay valid and untouched until the read's completion has been
+  // reaped. Errors as for Submit; a read that returns fewer bytes than
+  // asked completes with DATA_LOSS.
+  virtual absl::Status SubmitRead(uint64_t first, uint64_t count, void* dst, uint64_t tag) = 0;
+  // Reap waits until at least one request in flight has completed and returns
   // every completion available, in whatever order they finished. Empty when
   // nothing is in flight.
   virtual std::vector<Completion> Reap() = 0;
-  // in_flight: submitted writes whose completions have not been reaped.
+  // in_flight: submitted requests whose completions have not been reaped.
   virtual size_t in_flight() const = 0;
-  // depth: the most writes that may be in flight.
+  // depth: the most requests (reads and writes) that may be in flight.
   virtual size_t depth() const = 0;
   // engine: "io_uring" or "sync", for stats and logs.
   virtual const char* engine() const = 0;
 };
 
 // NewSyncWriteQueue: the synchronous form over `device` (WriteBlocks at
-// Submit; completions in submission order).
+// Submit, ReadBlocks at SubmitRead; completions in submission order).
 std::unique_ptr<BlockWriteQueue> NewSyncWriteQueue(BlockDevice* device, size_t depth);
 
 }  // namespace farswap::server

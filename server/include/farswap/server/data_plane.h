@@ -34,11 +34,11 @@
 // request of a connection has gone to the workers, every later request of
 // that connection (and the rest of its BATCH) queues behind it, and the
 // connection's queue is run by one worker at a time; when it drains, the
-// I/O thread runs that connection's requests itself again. The one thing
-// that worker shares is reading: for a run of consecutive LOADs at the head
-// of the queue, idle workers read pages too (a device serves several reads
-// at once, and loads commute), while the owning worker sends every reply,
-// in order.
+// I/O thread runs that connection's requests itself again. A run of
+// consecutive LOADs at the head of the queue is read at once: the worker
+// submits every disk read of the run together (PageStore::LoadBatch; a
+// device serves several reads at once, and loads commute) and sends every
+// reply, in order.
 //
 // Ordering guarantee. Requests on one connection take effect in the order
 // they were sent, and their replies are sent in that order (a BATCH's
@@ -125,7 +125,8 @@ struct DataPlaneStats {
   uint64_t queued_requests = 0;       // frames waiting for a worker now, all connections
   uint64_t queued_requests_peak = 0;  // the most one connection has had waiting
   uint64_t read_pauses = 0;           // times a connection stopped being read for it
-  // load_runs: runs of consecutive queued LOADs read in parallel (RunLoads).
+  // load_runs: runs of consecutive queued LOADs whose disk reads were
+  // submitted together (RunLoads).
   uint64_t load_runs = 0;
   // bytes_received, bytes_sent: data-plane frame bytes (headers and
   // payloads) read from and replied to clients, all connections.
@@ -166,7 +167,6 @@ class DataPlaneServer {
  private:
   struct ConnState;
   struct Request;
-  struct LoadRun;
   struct Reply;
   enum class Wait { kAllowed, kNever };
 
@@ -191,8 +191,8 @@ class DataPlaneServer {
   // the caller holds state.mu.
   std::unique_ptr<Request> PopLocked(ConnState& state, transport::Connection* conn);
   // RunLoads runs `run`, consecutive plain LOADs from the head of the
-  // connection's queue: their pages are read by this worker and idle ones
-  // at once, and this worker replies to each, in order (worker).
+  // connection's queue: PageStore::LoadBatch reads their written-back
+  // pages at once, and this worker replies to each, in order (worker).
   void RunLoads(ConnState& state, const std::shared_ptr<transport::Connection>& conn,
                 const std::vector<std::unique_ptr<Request>>& run);
   static bool IsPlainLoad(const Request& r);
@@ -237,9 +237,6 @@ class DataPlaneServer {
   // ready_: handed-off connections waiting for a worker turn, each at most
   // once (only the connection's current owner puts it here).
   std::deque<std::shared_ptr<ConnState>> ready_ ABSL_GUARDED_BY(mu_);
-  // helper_reads_: pages of LoadRuns any worker may read (entries whose
-  // page the owner has claimed meanwhile are dropped when taken).
-  std::deque<std::pair<std::shared_ptr<LoadRun>, size_t>> helper_reads_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::atomic<bool> stopped_{false};  // stopping_, for I/O threads' fast check
   std::vector<std::thread> workers_;

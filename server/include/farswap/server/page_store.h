@@ -58,10 +58,12 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <variant>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -237,7 +239,15 @@ struct PageStoreStats {
   uint64_t written_back_pages = 0;  // cumulative
   uint64_t writeback_aborted = 0;   // lost a race with store/invalidate/load
   uint64_t writeback_second_chances = 0;
-  uint64_t backing_reads = 0;
+  uint64_t backing_reads = 0;  // pages loaded from disk (not requests), cleaner segment reads
+  // Loads from disk (LoadBatch): read requests submitted (a request reads
+  // one run of touching blocks), the pages that shared a request another
+  // page of the run started (coalesced), requests in flight now, and
+  // pages promoted back into the pool on their second load from disk.
+  uint64_t disk_read_requests = 0;
+  uint64_t disk_reads_coalesced = 0;
+  uint64_t disk_reads_in_flight = 0;
+  uint64_t promotions = 0;
   uint64_t backing_writes = 0;  // write requests (kWriteRequestBytes pieces of a flush)
   uint64_t backing_read_errors = 0;
   uint64_t backing_write_errors = 0;
@@ -332,6 +342,17 @@ class PageStore {
   // it was written back and the backing store cannot return it intact.
   absl::StatusOr<LoadedPage> Load(uint32_t tenant, uint64_t page);
 
+  // LoadBatch loads `pages` of `tenant`, each as Load would, and hands the
+  // results to on_loaded(i, result) in order, i = 0, 1, ..., each as soon
+  // as pages 0..i are done, on the calling thread. Written-back pages are
+  // read from disk all at once: one read request per run of pages whose
+  // blocks touch or overlap (pages written back together lie side by
+  // side), all in flight together (through io_uring on a file device,
+  // block_write_queue.h), completing in any order. No lock is held while
+  // they are read (see "load" in page_store.cc). Load is LoadBatch of one.
+  using LoadCallback = absl::FunctionRef<void(size_t index, absl::StatusOr<LoadedPage>& result)>;
+  void LoadBatch(uint32_t tenant, absl::Span<const uint64_t> pages, LoadCallback on_loaded);
+
   // TryLoad is Load that never reads the backing store: for a page that was
   // written back it returns std::nullopt and has no effect (the page's
   // referenced bit and the counters are untouched); otherwise it returns
@@ -412,11 +433,37 @@ class PageStore {
   // backing store (the blocking forms) or must not (the Try forms).
   enum class Wait { kAllowed, kNever };
 
-  // StoreImpl and LoadImpl are Store/Load and TryStore/TryLoad; nullopt
-  // (only with Wait::kNever) means "would block", with no effect.
+  // StoreImpl is Store and TryStore; nullopt (only with Wait::kNever)
+  // means "would block", with no effect.
   std::optional<absl::Status> StoreImpl(uint32_t tenant, uint64_t page, const StoreRequest& request,
                                         Wait wait);
-  std::optional<absl::StatusOr<LoadedPage>> LoadImpl(uint32_t tenant, uint64_t page, Wait wait);
+  // DiskRead: a load of a written-back page between BeginLoad and
+  // FinishLoad: where the object lies, what it must hash to, the entry it
+  // was (gen), the page's metadata as of BeginLoad, and the segment it
+  // holds a pin on (segment_table.h).
+  struct DiskRead {
+    uint64_t offset = 0;  // byte offset on the backing store
+    uint32_t length = 0;
+    uint64_t disk_checksum = 0;
+    uint64_t gen = 0;
+    uint64_t segment = 0;  // pinned until FinishLoad
+    bool promote = false;  // the entry's second disk load: promote after the read
+    LoadedPage page;       // metadata; FinishLoad adds the payload
+  };
+  using LoadStep = std::variant<absl::StatusOr<LoadedPage>, DiskRead>;
+  // BeginLoad is the first half of a load, under the key lock: the result
+  // for a page in the pool, same-filled or missing; for a page on disk a
+  // DiskRead (its segment pinned, the key lock dropped). nullopt (only
+  // with Wait::kNever) for a page on disk, with no effect.
+  std::optional<LoadStep> BeginLoad(uint32_t tenant, uint64_t page, Wait wait);
+  // FinishLoad is the second half: `io` is the read's result and `bytes`
+  // the object as read. Verifies the disk checksum (DATA_LOSS for this page
+  // on a mismatch or a failed read), promotes when read.promote, unpins.
+  absl::StatusOr<LoadedPage> FinishLoad(uint32_t tenant, uint64_t page, DiskRead& read,
+                                        const absl::Status& io, const uint8_t* bytes);
+  // Promote moves a page just read from disk into the pool if its entry is
+  // unchanged and the pool has room without waiting (page_store.cc).
+  void Promote(uint32_t tenant, uint64_t page, const DiskRead& read, const uint8_t* bytes);
   // AllocateInPool mallocs `len` bytes, waiting for (or running) writeback
   // while the pool is full. On RESOURCE_EXHAUSTED sets *reason. With
   // Wait::kNever, where it would wait or run writeback it returns nullopt
@@ -521,6 +568,8 @@ class PageStore {
     std::atomic<uint64_t> stored_pages{0}, same_filled_pages{0}, pages_on_disk{0};
     std::atomic<uint64_t> written_back_pages{0}, writeback_aborted{0}, second_chances{0};
     std::atomic<uint64_t> backing_reads{0}, backing_writes{0};
+    std::atomic<uint64_t> disk_read_requests{0}, disk_reads_coalesced{0}, disk_reads_in_flight{0};
+    std::atomic<uint64_t> promotions{0};
     std::atomic<uint64_t> backing_read_errors{0}, backing_write_errors{0};
     std::atomic<uint64_t> backing_bytes_written{0}, written_back_bytes{0};
     std::atomic<uint64_t> cleaner_moves{0}, cleaner_segments{0}, cleaner_space_segments{0};
