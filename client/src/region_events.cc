@@ -33,19 +33,32 @@ void RegionImpl::HandleRangeEvent(uint64_t start, uint64_t end, uint8_t flag) {
   const uint64_t lo = std::max(start, base), hi = std::min(end, base + pages_ * kPage);
   if (lo >= hi) return;
   const uint64_t first = (lo - base) / kPage, last = (hi - base + kPage - 1) / kPage;
+  // program[p - first]: the page is the program's to forget.
+  std::vector<bool> program(last - first, true);
   if (flag == kFlagForgetRemoved) {
     // The evictor's own MADV_DONTNEED (DropPages) is not the program's: its
-    // pages are accounted for by the evictor. Own only if every page is.
+    // pages are accounted for by the evictor. Attributed page by page, not
+    // by event: the program may drop one page of a run the evictor is
+    // dropping, and the two events name the same page. Whichever comes
+    // first consumes the evictor's entry, the other forgets the page; so
+    // the page is forgotten once (after the program's madvise, which is
+    // all the program can tell), and the evictor's event never forgets the
+    // other pages of its run. (Matching whole events did: the program's
+    // one-page event, all of whose pages were listed, passed for the
+    // evictor's, and the evictor's own event then forgot its whole run,
+    // stored pages included: they read as zeros.)
     MutexLock l(&mu_);
-    bool own = true;
-    for (uint64_t p = first; p < last && own; ++p) own = own_remove_pages_.contains(p);
-    if (own) {
-      for (uint64_t p = first; p < last; ++p) {
-        auto it = own_remove_pages_.find(p);
-        if (--it->second == 0) own_remove_pages_.erase(it);
+    bool any = false;
+    for (uint64_t p = first; p < last; ++p) {
+      auto it = own_remove_pages_.find(p);
+      if (it == own_remove_pages_.end()) {
+        any = true;
+        continue;
       }
-      return;
+      program[p - first] = false;
+      if (--it->second == 0) own_remove_pages_.erase(it);
     }
+    if (!any) return;
   }
   if (flag == kFlagForgetRemoved) {
     // Write-protect the range first, so that the program's next write to a
@@ -60,14 +73,17 @@ void RegionImpl::HandleRangeEvent(uint64_t start, uint64_t end, uint8_t flag) {
     wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
     Ioctl(RegionIoctl::kWriteProtect, first, UFFDIO_WRITEPROTECT, &wp);
   }
+  uint64_t forgotten = 0;
   for (uint64_t p = first; p < last; ++p) {
+    if (!program[p - first]) continue;
     // 1. Mark, then look (region_impl.h): a page some thread holds is
     // forgotten by that thread when it publishes.
     flags_[p].fetch_or(flag);
     TryForget(p);
+    ++forgotten;
   }
   (flag == kFlagForgetUnmapped ? pages_unmapped_ : pages_removed_)
-      .fetch_add(last - first, std::memory_order_relaxed);
+      .fetch_add(forgotten, std::memory_order_relaxed);
 }
 
 void RegionImpl::Publish(uint64_t page, uint8_t state) {

@@ -146,10 +146,23 @@ void RegionImpl::MadviseOwn(const std::vector<uint64_t>& pages) {
       // their events will come: keep every entry (region_impl.h). Any other
       // error zapped nothing and raised no event.
       if (e != ENOMEM) {
-        MutexLock l(&mu_);
-        for (size_t k = i; k < j; ++k) {
-          auto it = own_remove_pages_.find(mapped[k]);
-          if (--it->second == 0) own_remove_pages_.erase(it);
+        std::vector<uint64_t> taken;  // entries a program event consumed
+        {
+          MutexLock l(&mu_);
+          for (size_t k = i; k < j; ++k) {
+            auto it = own_remove_pages_.find(mapped[k]);
+            if (it == own_remove_pages_.end()) {
+              taken.push_back(mapped[k]);
+            } else if (--it->second == 0) {
+              own_remove_pages_.erase(it);
+            }
+          }
+        }
+        // A program REMOVE of such a page was taken for this call's, which
+        // raised none: forget the page now, as that event would have.
+        for (uint64_t p : taken) {
+          flags_[p].fetch_or(kFlagForgetRemoved);
+          TryForget(p);
         }
       }
     }

@@ -35,10 +35,12 @@
 // forgotten meanwhile (checked and copied under read_mu_, which the reader
 // holds from reading an event to marking its pages: CheckAndInstall).
 // The evictor's own MADV_DONTNEED raises REMOVE events too: DropPages lists
-// its pages in own_remove_pages_ and the handler skips an event all of whose
-// pages are listed (by page, not by range: a MADV_DONTNEED over a run the
-// program has partly unmapped meanwhile fails ENOMEM but still zaps, and
-// raises events for, the parts still mapped). No fault thread
+// its pages in own_remove_pages_ and the handler skips each page of an event
+// that is listed, consuming its entry (by page, not by range or event: a
+// MADV_DONTNEED over a run the program has partly unmapped meanwhile fails
+// ENOMEM but still zaps, and raises events for, the parts still mapped; and
+// a program's drop of one page of the run names that page too, so only the
+// page, never the whole event, may pass for the evictor's). No fault thread
 // ever waits for kDropping or kForgetting (the evictor's madvise waits for
 // a fault thread to read its event): such faults are deferred (retry_).
 #ifndef FARSWAP_CLIENT_REGION_IMPL_H_
@@ -312,8 +314,9 @@ class RegionImpl {
   std::deque<ParkedFault> parked_faults_ ABSL_GUARDED_BY(mu_);
   std::deque<ParkedFault> retry_ ABSL_GUARDED_BY(mu_);
   // own_remove_pages_: page -> how many of the evictor's MADV_DONTNEED
-  // calls covering it have a REMOVE event not yet handled; an event all of
-  // whose pages are here is the evictor's, not the program's. After an
+  // calls covering it have a REMOVE event not yet handled; a page of an
+  // event that is here is taken as the evictor's (its entry consumed), the
+  // others as the program's (region_events.cc). After an
   // ENOMEM (part of the run unmapped meanwhile) the unmapped pages' entries
   // stay: no event can name them again (they are never registered again).
   absl::flat_hash_map<uint64_t, uint32_t> own_remove_pages_ ABSL_GUARDED_BY(mu_);

@@ -20,6 +20,7 @@
 namespace farswap {
 namespace {
 
+using testing::DescribePage;
 using testing::FillPage;
 using testing::PageMatches;
 constexpr uint64_t kPage = 4096;
@@ -636,7 +637,8 @@ TEST_F(RegionTest, MadviseDontneedRacingFaultsAndEvictionsKeepsEveryPageRight) {
                                         : PageMatches(r->data() + p * kPage, p, version[p]);
         if (!ok) {
           mismatches++;
-          ADD_FAILURE() << "thread " << t << " page " << p << " version " << version[p];
+          ADD_FAILURE() << "thread " << t << " page " << p << " version " << version[p]
+                        << ": holds " << DescribePage(r->data() + p * kPage, p, version[p] + 2);
         }
       };
       for (int i = 0; i < kAccesses; ++i) {

@@ -3,6 +3,7 @@
 #define FARSWAP_TESTS_CLIENT_REGION_TEST_UTIL_H_
 
 #include <cstdint>
+#include <string>
 
 namespace farswap::testing {
 
@@ -27,6 +28,23 @@ inline bool PageMatches(const uint8_t* p, uint64_t page, uint64_t v) {
     if (w[i] != PatternWord(page, i, v)) return false;
   }
   return true;
+}
+
+// DescribePage says what a page that failed PageMatches holds, for the
+// failure message: zeros, one version in 1..max_version, or from which
+// word on it differs from max_version.
+inline std::string DescribePage(const uint8_t* p, uint64_t page, uint64_t max_version) {
+  auto* w = reinterpret_cast<const uint64_t*>(p);
+  bool zeros = true;
+  for (uint64_t i = 0; i < 512 && zeros; ++i) zeros = w[i] == 0;
+  if (zeros) return "zeros";
+  for (uint64_t v = 1; v <= max_version; ++v) {
+    if (PageMatches(p, page, v)) return "version " + std::to_string(v);
+  }
+  uint64_t i = 0;
+  while (i < 512 && w[i] == PatternWord(page, i, max_version)) ++i;
+  return "no version (words 0.." + std::to_string(i) + " of version " +
+         std::to_string(max_version) + ")";
 }
 
 }  // namespace farswap::testing
