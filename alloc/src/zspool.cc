@@ -22,7 +22,15 @@
 //     (the kernel's partially filled zspage per class is most of its
 //     overhead on small pools). A page whose last object is freed goes back
 //     to the OS (madvise(MADV_DONTNEED), batched per class).
-//  3. Empty zspages go back to the OS at once.
+//  3. Empty zspages go back to the OS at once — or, where the caller asks
+//     for it (ZsPoolOptions::empty_cache_pages), into a bounded cache of
+//     empty zspages whose pages stay committed. A pool that churns at its
+//     limit (a memory node whose writeback frees what stores refill) then
+//     reuses those pages instead of madvise()-ing them away and faulting
+//     them back: in a VM each madvise is a TLB-shootdown IPI, and the
+//     writeback thread spent two thirds of its time there. The next zspage
+//     of any class takes a cached one first (best fit by its committed
+//     pages, "inherited" by the new zspage and used without a new charge).
 //
 // Units. A "page" is 4 KiB; mem_used_total counts committed pages x 4096,
 // as zram's mm_stat does. An object's "slot" is class-size bytes at
@@ -101,7 +109,14 @@ struct ZsPool::Zspage {
   int fullness = -1;  // -1: on no list
   uint32_t prev = kNone, next = kNone;
   bool in_pending = false;
-  uint32_t pending_release = 0;             // bitmask: pages emptied, still committed
+  uint32_t pending_release = 0;  // bitmask: pages emptied, still committed
+  // inherited: committed pages taken over from the empty-zspage cache that
+  // no object has used yet (not released by ReleasePendingPages: they are
+  // the point of the cache).
+  uint32_t inherited = 0;
+  // cached_mask: while the zspage sits in the empty-zspage cache, the pages
+  // it holds (guarded by the pool's arena_mu_ then; no class owns it).
+  uint32_t cached_mask = 0;
   uint16_t page_objs[kMaxChainPages] = {};  // objects overlapping each page
   std::unique_ptr<uint64_t[]> used;         // bitmap of used slots
   std::unique_ptr<uint32_t[]> handle;       // back-pointer: slot -> handle slot
@@ -109,7 +124,7 @@ struct ZsPool::Zspage {
 
   // CommittedPages: pages holding objects plus those pending release.
   uint32_t CommittedPages(uint32_t pages) const {
-    uint32_t n = std::popcount(pending_release);
+    uint32_t n = std::popcount(pending_release | inherited);
     for (uint32_t p = 0; p < pages; ++p) n += page_objs[p] != 0;
     return n;
   }
@@ -180,7 +195,8 @@ struct ZsPool::Class {
   }
 
   absl::StatusOr<Zspage*> NewZspage() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
-    absl::StatusOr<uint32_t> zid = pool->TakeZspageId();
+    uint32_t committed = 0;
+    absl::StatusOr<uint32_t> zid = pool->TakeZspageId(geo.pages_per_zspage, &committed);
     if (!zid.ok()) return zid.status();
     Zspage* z = pool->ZspageAt(*zid);
     if (z == nullptr) {
@@ -196,6 +212,19 @@ struct ZsPool::Class {
     z->prev = z->next = kNone;
     z->in_pending = false;
     z->pending_release = 0;
+    z->inherited = 0;
+    if (committed != 0) {
+      // Pages past this class's chain are of no use to it: back to the OS.
+      const uint32_t fits = (1u << geo.pages_per_zspage) - 1;  // chains are <= 16 pages
+      if (uint32_t beyond = committed & ~fits; beyond != 0) {
+        const uint32_t p = std::countr_zero(beyond);
+        madvise(z->base + size_t{p} * kZsPageBytes,
+                size_t(std::bit_width(beyond) - p) * kZsPageBytes, MADV_DONTNEED);
+        pool->UnchargePages(std::popcount(beyond));
+      }
+      z->inherited = committed & fits;
+      pages_committed += std::popcount(z->inherited);
+    }
     std::fill(std::begin(z->page_objs), std::end(z->page_objs), 0);
     z->used.reset(new uint64_t[bitmap_words]());
     z->handle.reset(new uint32_t[geo.objs_per_zspage]);
@@ -230,22 +259,19 @@ struct ZsPool::Class {
         std::this_thread::yield();
       }
     }
-    uint32_t released = z->CommittedPages(geo.pages_per_zspage);
-    if (released != 0) {
-      madvise(z->base, size_t{geo.pages_per_zspage} * kZsPageBytes, MADV_DONTNEED);
-      pending_pages -= std::popcount(z->pending_release);
-      pages_committed -= released;
-      pool->UnchargePages(released);
-    }
+    // Empty: every committed page is pending release or inherited.
+    const uint32_t committed = z->pending_release | z->inherited;
+    pending_pages -= std::popcount(z->pending_release);
+    pages_committed -= std::popcount(committed);
     z->pending_release = 0;
+    z->inherited = 0;
     z->used.reset();
     z->handle.reset();
     z->len.reset();
     pool->backptr_bytes_.fetch_sub(BackptrBytes(), std::memory_order_relaxed);
     zspages--;
     pool->live_zspages_.fetch_sub(1, std::memory_order_relaxed);
-    pool->ReturnZspageId(uint32_t(z->id));
-    return released;
+    return pool->RetireZspage(z, committed);
   }
 
   // TakeSlot allocates the lowest free slot of z for an object of `len`
@@ -267,7 +293,7 @@ struct ZsPool::Class {
     uint32_t last = uint32_t((off + geo.size - 1) / kZsPageBytes);
     uint32_t new_pages = 0;
     for (uint32_t p = first; p <= last; ++p) {
-      new_pages += z->page_objs[p] == 0 && !(z->pending_release & (1u << p));
+      new_pages += z->page_objs[p] == 0 && !((z->pending_release | z->inherited) & (1u << p));
     }
     if (new_pages != 0 && !pool->ChargePages(new_pages, enforce_limit)) {
       return absl::ResourceExhaustedError(absl::StrCat(
@@ -279,6 +305,7 @@ struct ZsPool::Class {
         z->pending_release &= ~(1u << p);  // reused before release: still committed
         pending_pages--;
       }
+      z->inherited &= ~(1u << p);  // committed already: now in use
       z->page_objs[p]++;
     }
     z->used[idx / 64] |= uint64_t{1} << (idx % 64);
@@ -418,6 +445,7 @@ absl::Status ZsPool::Init() {
     classes_.push_back(std::make_unique<Class>(this, i, geometry[i]));
   }
   SetMemLimit(options_.mem_limit);
+  empty_cache_limit_pages_.store(options_.empty_cache_pages, std::memory_order_relaxed);
   return absl::OkStatus();
 }
 
@@ -498,8 +526,30 @@ absl::Status ZsPool::AddSegmentLocked() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint32_t> ZsPool::TakeZspageId() {
+absl::StatusOr<uint32_t> ZsPool::TakeZspageId(uint32_t chain_pages, uint32_t* committed) {
   MutexLock l(&arena_mu_);
+  *committed = 0;
+  if (cached_pages_.load(std::memory_order_relaxed) != 0) {
+    // Best fit: a zspage whose pages end exactly at this chain's end, then
+    // shorter ones (longest first), then longer ones (shortest first).
+    const int want = int(chain_pages) - 1;
+    for (int k = want, step = -1;;) {
+      if (k >= 0 && k < int(kMaxChainPages) && !empty_cache_[k].empty()) {
+        const uint32_t id = empty_cache_[k].back();
+        empty_cache_[k].pop_back();
+        Zspage* z = ZspageAt(id);
+        *committed = std::exchange(z->cached_mask, 0);
+        cached_pages_.fetch_sub(std::popcount(*committed), std::memory_order_relaxed);
+        return id;
+      }
+      k += step;
+      if (k < 0) {
+        k = want + 1;
+        step = 1;
+      }
+      if (k >= int(kMaxChainPages)) break;
+    }
+  }
   if (!free_zspage_ids_.empty()) {
     uint32_t id = free_zspage_ids_.back();
     free_zspage_ids_.pop_back();
@@ -512,6 +562,55 @@ absl::StatusOr<uint32_t> ZsPool::TakeZspageId() {
 void ZsPool::ReturnZspageId(uint32_t id) {
   MutexLock l(&arena_mu_);
   free_zspage_ids_.push_back(id);
+}
+
+uint32_t ZsPool::RetireZspage(Zspage* z, uint32_t committed) {
+  const uint32_t pages = std::popcount(committed);
+  if (pages != 0) {
+    MutexLock l(&arena_mu_);
+    const uint64_t cached = cached_pages_.load(std::memory_order_relaxed);
+    if (cached + pages <= empty_cache_limit_pages_.load(std::memory_order_relaxed)) {
+      z->cached_mask = committed;
+      empty_cache_[std::bit_width(committed) - 1].push_back(uint32_t(z->id));
+      // fetch_add, not a store: DrainEmptyCache subtracts outside the lock.
+      cached_pages_.fetch_add(pages, std::memory_order_relaxed);
+      return pages;
+    }
+  }
+  ReleaseZspage(z, committed);
+  return pages;
+}
+
+void ZsPool::ReleaseZspage(Zspage* z, uint32_t committed) {
+  if (committed != 0) {
+    // One call over the span (the holes in it are not resident anyway).
+    madvise(z->base, size_t(std::bit_width(committed)) * kZsPageBytes, MADV_DONTNEED);
+    UnchargePages(std::popcount(committed));
+  }
+  ReturnZspageId(uint32_t(z->id));
+}
+
+uint64_t ZsPool::DrainEmptyCache() {
+  std::vector<uint32_t> ids;
+  {
+    MutexLock l(&arena_mu_);
+    if (cached_pages_.load(std::memory_order_relaxed) == 0) return 0;
+    for (std::vector<uint32_t>& bucket : empty_cache_) {
+      ids.insert(ids.end(), bucket.begin(), bucket.end());
+      bucket.clear();
+    }
+  }
+  // Off every list now: nobody else reaches these zspages, and cached_mask
+  // was written under arena_mu_ before they were listed.
+  uint64_t released = 0;
+  for (uint32_t id : ids) {
+    Zspage* z = ZspageAt(id);
+    const uint32_t committed = std::exchange(z->cached_mask, 0);
+    cached_pages_.fetch_sub(std::popcount(committed), std::memory_order_relaxed);
+    ReleaseZspage(z, committed);
+    released += std::popcount(committed);
+  }
+  return released;
 }
 
 // --- handles ----------------------------------------------------------------
@@ -571,6 +670,18 @@ void ZsPool::SetMemLimit(size_t bytes) {
   mem_limit_pages_.store(bytes / kZsPageBytes, std::memory_order_relaxed);
 }
 
+void ZsPool::SetEmptyCacheLimit(size_t pages) {
+  empty_cache_limit_pages_.store(pages, std::memory_order_relaxed);
+  // A lower limit takes effect as zspages retire; a zero one at once.
+  if (pages == 0) DrainEmptyCache();
+}
+
+uint64_t ZsPool::mem_in_use_bytes() const {
+  const uint64_t cached = cached_pages_.load(std::memory_order_relaxed);
+  const uint64_t used = pages_used_.load(std::memory_order_relaxed);
+  return used > cached ? (used - cached) * kZsPageBytes : 0;
+}
+
 void ZsPool::AddCallerCounters(int64_t orig_data_size_delta, int64_t same_pages_delta) {
   orig_data_size_.fetch_add(orig_data_size_delta, std::memory_order_relaxed);
   same_pages_.fetch_add(same_pages_delta, std::memory_order_relaxed);
@@ -588,24 +699,39 @@ absl::StatusOr<ZsHandle> ZsPool::Malloc(size_t len) {
   Class& c = *classes_[table_.ClassIdForSlot(SizeClassTable::SlotForSize(uint32_t(len)))];
   {
     MutexLock l(&c.mu);
-    Zspage* z = c.First(kFullGroup - 1, 0);  // the fullest zspage with room
-    bool fresh = false;
-    if (z == nullptr) {
-      absl::StatusOr<Zspage*> n = c.NewZspage();
-      if (!n.ok()) {
-        FreeHandleSlot(*handle_slot);
-        return n.status();
+    // A second attempt follows only a RESOURCE_EXHAUSTED with zspages in
+    // the empty cache: the cache is memory within the limit, so it goes
+    // back to the OS before the caller hears "full".
+    for (int attempt = 0;; ++attempt) {
+      absl::Status failed;
+      Zspage* z = c.First(kFullGroup - 1, 0);  // the fullest zspage with room
+      bool fresh = false;
+      if (z == nullptr) {
+        absl::StatusOr<Zspage*> n = c.NewZspage();
+        if (n.ok()) {
+          z = *n;
+          fresh = true;
+        } else {
+          failed = n.status();
+        }
       }
-      z = *n;
-      fresh = true;
-    }
-    absl::StatusOr<uint32_t> idx = c.TakeSlot(z, uint32_t(len), *handle_slot, true);
-    if (!idx.ok()) {
-      if (fresh) c.FreeZspage(z, false);
+      if (failed.ok()) {
+        absl::StatusOr<uint32_t> idx = c.TakeSlot(z, uint32_t(len), *handle_slot, true);
+        if (idx.ok()) {
+          HandleWord(*handle_slot)
+              .store(EncodeLocation(c.id, z->id, *idx), std::memory_order_release);
+          break;
+        }
+        if (fresh) c.FreeZspage(z, false);
+        failed = idx.status();
+      }
+      if (attempt == 0 && failed.code() == absl::StatusCode::kResourceExhausted &&
+          DrainEmptyCache() != 0) {
+        continue;
+      }
       FreeHandleSlot(*handle_slot);
-      return idx.status();
+      return failed;
     }
-    HandleWord(*handle_slot).store(EncodeLocation(c.id, z->id, *idx), std::memory_order_release);
   }
   compr_data_size_.fetch_add(len, std::memory_order_relaxed);
   objects_.fetch_add(1, std::memory_order_relaxed);
@@ -716,10 +842,11 @@ ZsPool::ReadGuard::~ReadGuard() {
 
 // --- compaction -------------------------------------------------------------------
 
-uint64_t ZsPool::Compact() {
+uint64_t ZsPool::Compact(CompactMode mode) {
   if (!compact_mu_.TryLock()) return 0;  // compaction_in_progress
   uint64_t freed = 0;
-  for (auto& c : classes_) freed += CompactClass(*c);  // largest class first
+  for (auto& c : classes_) freed += CompactClass(*c);       // largest class first
+  if (mode == CompactMode::kReleaseAll) DrainEmptyCache();  // counted when they were freed
   compact_mu_.Unlock();
   pages_compacted_.fetch_add(freed, std::memory_order_relaxed);
   return freed;
@@ -777,6 +904,7 @@ ZsPoolStats ZsPool::GetStats() const {
   s.orig_data_size = uint64_t(std::max<int64_t>(orig_data_size_.load(), 0));
   s.compr_data_size = compr_data_size_.load();
   s.mem_used_total = pages_used_.load() * kZsPageBytes;
+  s.mem_cached = cached_pages_.load() * kZsPageBytes;
   s.mem_limit = mem_limit_pages_.load() * kZsPageBytes;
   s.mem_used_max = pages_used_max_.load() * kZsPageBytes;
   s.same_pages = uint64_t(std::max<int64_t>(same_pages_.load(), 0));

@@ -59,6 +59,9 @@ void AddPool(std::vector<MetricFamily>& out, const alloc::ZsPoolStats& p) {
   AddGauge(out, "farswap_pool_mem_used_total_bytes",
            "Memory the pool holds from the OS (zram mm_stat mem_used_total).",
            double(p.mem_used_total));
+  AddGauge(out, "farswap_pool_mem_cached_bytes",
+           "Part of mem_used_total in emptied zspages kept for reuse (no page lives there).",
+           double(p.mem_cached));
   AddGauge(out, "farswap_pool_mem_limit_bytes",
            "Pool memory limit, 0 for none (zram mm_stat mem_limit).", double(p.mem_limit));
   AddGauge(out, "farswap_pool_mem_used_max_bytes",

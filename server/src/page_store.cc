@@ -539,7 +539,7 @@ void PageStore::Promote(uint32_t tenant, uint64_t page, const DiskRead& read,
   // Room without waiting, and without pushing the pool over the high
   // watermark (which would only write it back again).
   const uint64_t high = high_watermark_bytes_.load(std::memory_order_relaxed);
-  if (high != 0 && pool_->GetStats().mem_used_total + read.length > high) return;
+  if (high != 0 && pool_->mem_in_use_bytes() + read.length > high) return;
   const PageKey key{tenant, page};
   MutexLock kl(&key_locks_->For(key));
   Entry* e = index_->Find(key);
@@ -732,6 +732,10 @@ absl::Status PageStore::SetLimits(const PageStoreLimits& limits) {
     limits_ = limits;
   }
   pool_->SetMemLimit(limits.pool_limit_bytes);
+  // The headroom above the high watermark doubles as the pool's cache of
+  // emptied zspages (see PageStoreLimits).
+  pool_->SetEmptyCacheLimit(
+      uint64_t(double(limits.pool_limit_bytes) * (1.0 - limits.high_watermark)) / 4096);
   high_watermark_bytes_.store(uint64_t(double(limits.pool_limit_bytes) * limits.high_watermark));
   low_watermark_bytes_.store(uint64_t(double(limits.pool_limit_bytes) * limits.low_watermark));
   {

@@ -88,12 +88,12 @@ WritebackOutcome PageStore::RunWritebackBatch(size_t max_pages) {
 
 bool PageStore::AboveLowWatermark() const {
   const uint64_t low = low_watermark_bytes_.load(std::memory_order_relaxed);
-  return low != 0 && pool_->GetStats().mem_used_total > low;
+  return low != 0 && pool_->mem_in_use_bytes() > low;
 }
 
 void PageStore::MaybeKickWriteback() {
   const uint64_t high = high_watermark_bytes_.load(std::memory_order_relaxed);
-  if (worker_ != nullptr && high != 0 && pool_->GetStats().mem_used_total > high) {
+  if (worker_ != nullptr && high != 0 && pool_->mem_in_use_bytes() > high) {
     worker_->Kick();
   }
 }
@@ -113,8 +113,11 @@ uint64_t PageStore::RunWritebackPass() {
       written += counters_.written_back_pages.load(std::memory_order_relaxed) - before;
       // Freed objects leave holes in zspages, and mem_used_total (what the
       // watermarks watch) drops only when whole pages empty; compact after
-      // each batch so memory actually comes back.
-      if (AboveLowWatermark()) pool_->Compact();
+      // each batch so memory actually comes back. Zspages this empties stay
+      // committed in the pool's empty cache (up to the headroom above the
+      // high watermark): stores refill them at once, without a madvise and
+      // a page fault per page.
+      if (AboveLowWatermark()) pool_->Compact(alloc::ZsPool::CompactMode::kKeepEmptyCache);
       continue;
     }
     if (last == WritebackOutcome::kAborted && ++aborts < kMaxConsecutiveAborts) continue;
@@ -124,7 +127,7 @@ uint64_t PageStore::RunWritebackPass() {
   // empty; entries freed by invalidates leave holes too. Compaction turns
   // the holes into free pages, and may be all it takes when the LRU has
   // nothing (or nothing cold) left.
-  if (AboveLowWatermark()) pool_->Compact();
+  if (AboveLowWatermark()) pool_->Compact(alloc::ZsPool::CompactMode::kKeepEmptyCache);
   // A pass that ends at or below the low watermark made room, whatever its
   // last attempt did; otherwise its last attempt says what stopped it.
   if (!AboveLowWatermark()) last = WritebackOutcome::kWrittenBack;

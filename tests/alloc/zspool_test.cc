@@ -337,5 +337,120 @@ TEST(ZsPoolModelTest, MatchesAMapThroughRandomOperations) {
   }
 }
 
+// --- the empty-zspage cache ------------------------------------------------------
+
+// Puts n objects of `len` bytes with ids from `first`; returns the handles.
+std::vector<ZsHandle> PutMany(ZsPool& pool, uint64_t first, int n, size_t len) {
+  std::vector<ZsHandle> hs;
+  for (int i = 0; i < n; ++i) hs.push_back(Put(pool, Pattern(first + i, len)));
+  return hs;
+}
+
+void ExpectContents(const ZsPool& pool, const std::vector<ZsHandle>& hs, uint64_t first,
+                    size_t len) {
+  for (size_t i = 0; i < hs.size(); ++i) ASSERT_EQ(Get(pool, hs[i]), Pattern(first + i, len)) << i;
+}
+
+TEST(ZsPoolEmptyCacheTest, EmptiedZspagesStayCommittedAndTheNextMallocsReuseThem) {
+  auto pool = NewPool({.empty_cache_pages = 1024});
+  std::vector<ZsHandle> hs = PutMany(*pool, 0, 200, 2000);
+  const uint64_t used = pool->GetStats().mem_used_total;
+  for (ZsHandle h : hs) pool->Free(h);
+  ZsPoolStats s = pool->GetStats();
+  EXPECT_EQ(s.objects, 0u);
+  EXPECT_EQ(s.mem_used_total, used);  // nothing went back to the OS...
+  EXPECT_EQ(s.mem_cached, used);      // ...it is all cache
+  EXPECT_EQ(pool->mem_in_use_bytes(), 0u);
+  EXPECT_EQ(ResidentArenaPages(*pool) * 4096, used);
+  // The same objects again fit in the cached pages exactly: no page more.
+  hs = PutMany(*pool, 1000, 200, 2000);
+  s = pool->GetStats();
+  EXPECT_EQ(s.mem_used_total, used);
+  EXPECT_EQ(s.mem_cached, 0u);
+  EXPECT_EQ(pool->mem_in_use_bytes(), used);
+  ExpectContents(*pool, hs, 1000, 2000);
+  // Another class takes the cached zspages of this one.
+  for (ZsHandle h : hs) pool->Free(h);
+  std::vector<ZsHandle> small = PutMany(*pool, 2000, 300, 700);
+  s = pool->GetStats();
+  // Its chains are of another length, so each new zspage inherits part of
+  // one cached zspage: some pages are reused, fewer are new than it holds.
+  EXPECT_LT(s.mem_cached, used);
+  EXPECT_EQ(s.mem_used_total, s.mem_cached + pool->mem_in_use_bytes());
+  EXPECT_LT(s.mem_used_total - used, pool->mem_in_use_bytes());
+  EXPECT_EQ(ResidentArenaPages(*pool) * 4096, s.mem_used_total);
+  ExpectContents(*pool, small, 2000, 700);
+}
+
+TEST(ZsPoolEmptyCacheTest, CompactKeepsOrDrainsTheCacheAsAsked) {
+  auto pool = NewPool({.empty_cache_pages = 1024});
+  std::vector<ZsHandle> hs = PutMany(*pool, 0, 100, 3000);
+  ZsHandle keep = Put(*pool, Pattern(7, 3000));
+  for (ZsHandle h : hs) pool->Free(h);
+  const uint64_t cached = pool->GetStats().mem_cached;
+  ASSERT_GT(cached, 0u);
+  pool->Compact(ZsPool::CompactMode::kKeepEmptyCache);
+  EXPECT_GE(pool->GetStats().mem_cached, cached);
+  pool->Compact();  // kReleaseAll
+  ZsPoolStats s = pool->GetStats();
+  EXPECT_EQ(s.mem_cached, 0u);
+  EXPECT_EQ(ResidentArenaPages(*pool) * 4096, s.mem_used_total);
+  EXPECT_LE(s.mem_used_total, 2u * 4096);  // what `keep` needs
+  EXPECT_EQ(Get(*pool, keep), Pattern(7, 3000));
+  // Turning the cache off drains it too.
+  hs = PutMany(*pool, 500, 100, 3000);
+  for (ZsHandle h : hs) pool->Free(h);
+  ASSERT_GT(pool->GetStats().mem_cached, 0u);
+  pool->SetEmptyCacheLimit(0);
+  EXPECT_EQ(pool->GetStats().mem_cached, 0u);
+  EXPECT_EQ(ResidentArenaPages(*pool) * 4096, pool->GetStats().mem_used_total);
+}
+
+TEST(ZsPoolEmptyCacheTest, TheCacheStaysWithinItsBound) {
+  auto pool = NewPool({.empty_cache_pages = 8});
+  std::vector<ZsHandle> hs = PutMany(*pool, 0, 200, 2000);
+  for (ZsHandle h : hs) pool->Free(h);
+  ZsPoolStats s = pool->GetStats();
+  EXPECT_GT(s.mem_cached, 0u);
+  EXPECT_LE(s.mem_cached, 8u * 4096);
+  EXPECT_EQ(s.mem_used_total, s.mem_cached);
+  EXPECT_EQ(ResidentArenaPages(*pool) * 4096, s.mem_used_total);
+}
+
+// The cache is memory within the limit: a Malloc that would pass the limit
+// gives it back to the OS first and succeeds, whatever class it is for.
+TEST(ZsPoolEmptyCacheTest, AMallocAtTheLimitDrainsTheCacheInsteadOfFailing) {
+  constexpr uint64_t kLimitPages = 64;
+  auto pool = NewPool({.mem_limit = kLimitPages * 4096, .empty_cache_pages = kLimitPages});
+  std::vector<ZsHandle> big;
+  for (uint64_t i = 0;; ++i) {
+    absl::StatusOr<ZsHandle> h = pool->Malloc(3000);
+    if (!h.ok()) {
+      ASSERT_EQ(h.status().code(), absl::StatusCode::kResourceExhausted);
+      break;
+    }
+    big.push_back(*h);
+  }
+  for (ZsHandle h : big) pool->Free(h);
+  ASSERT_EQ(pool->GetStats().mem_cached, pool->GetStats().mem_used_total);
+  // Now fill with objects of a class whose chains differ: most of the limit
+  // is usable again.
+  std::vector<std::pair<ZsHandle, std::vector<uint8_t>>> small;
+  for (uint64_t i = 0;; ++i) {
+    std::vector<uint8_t> d = Pattern(i, 500);
+    absl::StatusOr<ZsHandle> h = pool->Malloc(d.size());
+    if (!h.ok()) {
+      ASSERT_EQ(h.status().code(), absl::StatusCode::kResourceExhausted);
+      break;
+    }
+    ASSERT_TRUE(pool->Write(*h, d.data(), d.size()).ok());
+    small.emplace_back(*h, std::move(d));
+  }
+  EXPECT_GT(small.size(), kLimitPages * 4096 / 512 * 9 / 10);
+  EXPECT_LE(pool->GetStats().mem_used_max, kLimitPages * 4096);
+  EXPECT_EQ(ResidentArenaPages(*pool) * 4096, pool->GetStats().mem_used_total);
+  for (auto& [h, d] : small) ASSERT_EQ(Get(*pool, h), d);
+}
+
 }  // namespace
 }  // namespace farswap::alloc

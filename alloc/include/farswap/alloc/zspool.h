@@ -65,6 +65,15 @@ struct ZsPoolOptions {
   // until they are), to keep madvise() off most frees. Compact() releases
   // every pending page.
   uint32_t release_batch_pages = 64;
+  // empty_cache_pages: the most committed pages of emptied zspages the pool
+  // keeps for reuse instead of returning them to the OS; 0 (the default)
+  // returns every empty zspage at once. A node whose pool churns at its
+  // limit (writeback frees, stores refill) would otherwise madvise() pages
+  // away and fault them back in, a TLB shootdown and a page fault per page.
+  // Cached pages stay counted in mem_used_total and against mem_limit; a
+  // Malloc that would pass the limit first gives the cache back to the OS.
+  // Changeable later with SetEmptyCacheLimit().
+  uint32_t empty_cache_pages = 0;
 };
 
 // ZsPoolStats uses zram's mm_stat names (Documentation/admin-guide/
@@ -74,6 +83,9 @@ struct ZsPoolStats {
   uint64_t orig_data_size = 0;   // caller-reported: uncompressed bytes stored
   uint64_t compr_data_size = 0;  // sum of live objects' lengths
   uint64_t mem_used_total = 0;   // bytes of 4 KiB pages held from the OS
+  // mem_cached: the part of mem_used_total in emptied zspages kept for
+  // reuse (ZsPoolOptions::empty_cache_pages); no object lives there.
+  uint64_t mem_cached = 0;
   uint64_t mem_limit = 0;
   uint64_t mem_used_max = 0;
   uint64_t same_pages = 0;       // caller-reported: pages stored as a fill value
@@ -134,11 +146,21 @@ class ZsPool {
   // Compact moves objects from the emptiest zspages of each class into the
   // fullest, frees what empties, and returns every page emptied by frees to
   // the OS. Zspages that readers hold are skipped (the relocator only
-  // try-locks). Returns the pages freed. One compaction runs at a time; a
-  // concurrent call returns 0 at once.
-  uint64_t Compact();
+  // try-locks). Returns the pages freed (given back to the OS, or moved into
+  // the empty-zspage cache). One compaction runs at a time; a concurrent
+  // call returns 0 at once.
+  //   kReleaseAll: the empty-zspage cache goes back to the OS too.
+  //   kKeepEmptyCache: zspages emptied now may join the cache, and what it
+  //     holds stays (for a caller that compacts to make room it will refill
+  //     at once, as writeback does).
+  enum class CompactMode { kReleaseAll, kKeepEmptyCache };
+  uint64_t Compact(CompactMode mode = CompactMode::kReleaseAll);
 
   void SetMemLimit(size_t bytes);
+  void SetEmptyCacheLimit(size_t pages);
+  // mem_in_use_bytes: mem_used_total less the empty-zspage cache: what the
+  // pool's objects and their zspages hold (what watermarks should watch).
+  uint64_t mem_in_use_bytes() const;
   void AddCallerCounters(int64_t orig_data_size_delta, int64_t same_pages_delta);
 
   ZsPoolStats GetStats() const;
@@ -205,8 +227,21 @@ class ZsPool {
   // AddSegmentLocked reserves the next arena segment and its descriptor
   // table; RESOURCE_EXHAUSTED when none can be.
   absl::Status AddSegmentLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(arena_mu_);
-  absl::StatusOr<uint32_t> TakeZspageId();
+  // TakeZspageId hands out a zspage id for a class whose chain is
+  // `chain_pages` long, preferring a cached empty zspage (best fit by its
+  // committed pages); *committed gets the mask of pages it still holds
+  // (0 for a fresh id).
+  absl::StatusOr<uint32_t> TakeZspageId(uint32_t chain_pages, uint32_t* committed);
   void ReturnZspageId(uint32_t id);
+  // RetireZspage takes an emptied zspage (pin held at -1, on no class list)
+  // whose committed pages are `committed`: into the empty-zspage cache if
+  // it has room, else its pages go back to the OS and its id to the free
+  // list. Returns the pages that left the pool's classes.
+  uint32_t RetireZspage(Zspage* z, uint32_t committed);
+  // ReleaseZspage returns a retired zspage's pages to the OS and its id.
+  void ReleaseZspage(Zspage* z, uint32_t committed);
+  // DrainEmptyCache gives every cached zspage back to the OS; returns pages.
+  uint64_t DrainEmptyCache();
   uint64_t CompactClass(Class& c);
 
   bool ChargePages(uint64_t pages, bool enforce_limit);
@@ -246,6 +281,13 @@ class ZsPool {
   Mutex compact_mu_;
   mutable Mutex arena_mu_;
   std::vector<uint32_t> free_zspage_ids_ ABSL_GUARDED_BY(arena_mu_);
+  // empty_cache_[k]: ids of cached empty zspages whose highest committed
+  // page is page k (so a class with a k+1-page chain fits them exactly).
+  std::array<std::vector<uint32_t>, kMaxChainPages> empty_cache_ ABSL_GUARDED_BY(arena_mu_);
+  std::atomic<uint64_t> empty_cache_limit_pages_{0};
+  // cached_pages_: pages in empty_cache_; added under arena_mu_, subtracted
+  // as zspages leave it (by read-modify-writes only).
+  std::atomic<uint64_t> cached_pages_{0};
   uint32_t next_zspage_id_ ABSL_GUARDED_BY(arena_mu_) = 0;
   uint32_t segment_count_ ABSL_GUARDED_BY(arena_mu_) = 0;
   uint64_t zspage_capacity_ ABSL_GUARDED_BY(arena_mu_) = 0;  // ids the segments hold

@@ -133,7 +133,12 @@ struct PageStoreLimits {
   uint64_t pool_limit_bytes = 0;
   // Writeback starts when pool memory passes high_watermark x limit and
   // stops at low_watermark x limit (zswap's accept_threshold hysteresis).
-  // 0 < low_watermark < high_watermark <= 1.
+  // 0 < low_watermark < high_watermark <= 1. "Pool memory" here is what
+  // objects hold (ZsPool::mem_in_use_bytes): the headroom between the high
+  // watermark and the limit doubles as the pool's cache of emptied zspages
+  // (ZsPoolOptions::empty_cache_pages), pages writeback frees and stores
+  // refill without giving them back to the OS in between; it still counts
+  // in mem_used_total and against the limit.
   double high_watermark = 0.9;
   double low_watermark = 0.8;
   // default_tenant_quota_pages: pages (of any kind: in the pool, same-filled
