@@ -51,6 +51,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "farswap/common/page_file.h"
@@ -115,6 +117,8 @@ uint64_t PageStore::RunWritebackPass() {
       // watermarks watch) drops only when whole pages empty; compact after
       // each batch so memory actually comes back.
       if (AboveLowWatermark()) pool_->Compact();
+      // Stores waiting for room try again now, not at the end of the pass.
+      if (worker_ != nullptr) worker_->NotifyProgress();
       continue;
     }
     if (last == WritebackOutcome::kAborted && ++aborts < kMaxConsecutiveAborts) continue;
@@ -144,14 +148,48 @@ std::unique_ptr<OpenSegment> PageStore::AcquireSegment(bool for_cleaner) {
 }
 
 absl::Status PageStore::FlushSegment(OpenSegment& open) {
+  std::unique_ptr<BlockWriteQueue> queue = TakeWriteQueue();
+  absl::Status io = FinishFlush(open, *queue, /*started=*/open.flushed, absl::OkStatus());
+  ReturnWriteQueue(std::move(queue));
+  return io;
+}
+
+void PageStore::StartFullRequests(BlockWriteQueue& queue, const OpenSegment& open,
+                                  uint64_t* started, absl::Status* start_error) {
+  if (!start_error->ok()) return;  // the round has failed: start nothing more of it
+  const uint64_t base = open.segment * segments_->segment_bytes();
+  bool any = false;
+  while (open.fill - *started >= kWriteRequestBytes && queue.in_flight() < queue.depth()) {
+    absl::Status s = queue.Submit((base + *started) / kBlockSize, kWriteRequestBytes / kBlockSize,
+                                  open.buf.get() + *started, /*tag=*/*started);
+    if (!s.ok()) {  // not started: no completion comes for it
+      *start_error = std::move(s);
+      break;
+    }
+    counters_.backing_writes.fetch_add(1, std::memory_order_relaxed);
+    NoteWritesInFlight(queue.in_flight());
+    *started += kWriteRequestBytes;
+    any = true;
+  }
+  if (any) queue.Start();
+}
+
+absl::Status PageStore::FinishFlush(OpenSegment& open, BlockWriteQueue& queue, uint64_t started,
+                                    absl::Status start_error) {
   const uint64_t end = (open.fill + kBlockSize - 1) / kBlockSize * kBlockSize;
   if (end == open.flushed) return absl::OkStatus();
   const uint64_t base = open.segment * segments_->segment_bytes();
   const auto start = std::chrono::steady_clock::now();
-  std::unique_ptr<BlockWriteQueue> queue = TakeWriteQueue();
-  absl::Status io = WriteRun(*queue, (base + open.flushed) / kBlockSize,
-                             (end - open.flushed) / kBlockSize, open.buf.get() + open.flushed);
-  ReturnWriteQueue(std::move(queue));
+  // The padding after the last object is zeros, not a recycled buffer's
+  // old bytes.
+  std::memset(open.buf.get() + open.fill, 0, end - open.fill);
+  // The rest of the run (all of it when nothing was started early), then
+  // every write of the run in flight, early ones included.
+  absl::Status io = std::move(start_error);
+  absl::Status rest =
+      WriteRun(queue, (base + started) / kBlockSize, io.ok() ? (end - started) / kBlockSize : 0,
+               open.buf.get() + started);
+  if (io.ok()) io = std::move(rest);
   counters_.writeback_latency.Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
   if (!io.ok()) {
     counters_.backing_write_errors.fetch_add(1, std::memory_order_relaxed);
@@ -163,6 +201,13 @@ absl::Status PageStore::FlushSegment(OpenSegment& open) {
   open.fill = open.flushed = end;
   segments_->Extend(open.segment, end);
   return absl::OkStatus();
+}
+
+void PageStore::NoteWritesInFlight(uint64_t depth) {
+  uint64_t seen = counters_.max_writes_in_flight.load(std::memory_order_relaxed);
+  while (depth > seen && !counters_.max_writes_in_flight.compare_exchange_weak(
+                             seen, depth, std::memory_order_relaxed)) {
+  }
 }
 
 std::unique_ptr<BlockWriteQueue> PageStore::TakeWriteQueue() {
@@ -198,15 +243,13 @@ absl::Status PageStore::WriteRun(BlockWriteQueue& queue, uint64_t first, uint64_
       }
       counters_.backing_writes.fetch_add(1, std::memory_order_relaxed);
       next += n;
-      const uint64_t depth = queue.in_flight();
-      uint64_t seen = counters_.max_writes_in_flight.load(std::memory_order_relaxed);
-      while (depth > seen && !counters_.max_writes_in_flight.compare_exchange_weak(
-                                 seen, depth, std::memory_order_relaxed)) {
-      }
+      NoteWritesInFlight(queue.in_flight());
     }
     // Completions in whatever order the device finished them; the run is
-    // written when all are in, and fails with the first error seen.
-    for (BlockWriteQueue::Completion& c : queue.Reap()) {
+    // written when all are in, and fails with the first error seen. Once
+    // every request is submitted, one wait covers all of them (a wake-up
+    // per completion costs a reschedule each on a busy machine).
+    for (BlockWriteQueue::Completion& c : next < count ? queue.Reap() : queue.ReapAll()) {
       if (!c.status.ok() && first_error.ok()) {
         first_error = std::move(c.status);
         next = count;  // submit nothing more; drain what is in flight
@@ -239,8 +282,14 @@ WritebackOutcome PageStore::WritebackBatch(size_t max_pages) {
       failed = WritebackOutcome::kBackingFull;
       break;
     }
-    // Step 2 [key lock, one candidate at a time].
+    // Step 2 [key lock, one candidate at a time]. Whole requests' worth of
+    // appended bytes go to the device as soon as they are in the buffer
+    // (they hold only this round's unpublished objects), so the disk works
+    // while the round is still isolating.
     round.clear();
+    std::unique_ptr<BlockWriteQueue> queue = TakeWriteQueue();
+    uint64_t started = open->flushed;
+    absl::Status start_error;
     for (; next < candidates.size(); ++next) {
       const WritebackCandidate& c = candidates[next];
       MutexLock kl(&key_locks_->For(c.key));
@@ -266,12 +315,14 @@ WritebackOutcome PageStore::WritebackBatch(size_t max_pages) {
                        .offset = offset,
                        .length = e->length,
                        .disk_checksum = XXH3_64bits(g->data(), e->length)});
+      StartFullRequests(*queue, *open, &started, &start_error);
     }
     FARSWAP_SYNC_POINT("PageStore::Writeback:pending-unlocked");
 
     // Step 3 [no lock].
     const uint64_t base = open->segment * segment_bytes;
-    const absl::Status io = FlushSegment(*open);
+    const absl::Status io = FinishFlush(*open, *queue, started, std::move(start_error));
+    ReturnWriteQueue(std::move(queue));
     if (!io.ok()) failed = WritebackOutcome::kIoError;
     FARSWAP_SYNC_POINT("PageStore::Writeback:after-io");
 
