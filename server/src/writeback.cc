@@ -22,11 +22,16 @@
 //     that fits: re-validate index[key] == entry && entry.gen == gen &&
 //     state == IN_POOL (else skip it: aborted), set WRITEBACK_PENDING with
 //     this batch's ticket and copy the compressed bytes into the segment's
-//     buffer at its fill point.
+//     buffer at its fill point. Each whole kWriteRequestBytes of appended
+//     bytes is submitted and started at once, without waiting (it holds only
+//     this round's unpublished objects), so the device writes while the
+//     round is still isolating.
+//                          sync point "PageStore::Writeback:request-started" [none]
 //                          sync point "PageStore::Writeback:pending-unlocked" [none]
-//  3. [none] Write the appended blocks: requests of kWriteRequestBytes, up
-//     to write_queue_depth in flight through a BlockWriteQueue (io_uring on
-//     a file; completions in any order), and wait for all of them; the
+//  3. [none] Write the rest of the appended blocks: requests of
+//     kWriteRequestBytes, up to write_queue_depth in flight through a
+//     BlockWriteQueue (io_uring on a file; completions in any order), and
+//     wait for all of them, early ones included, in one wait; the
 //     segment's extent moves to the next block boundary. One failed
 //     request fails the whole round (nothing of it is published).
 //                          sync point "PageStore::Writeback:after-io" [none]
@@ -171,7 +176,11 @@ void PageStore::StartFullRequests(BlockWriteQueue& queue, const OpenSegment& ope
     *started += kWriteRequestBytes;
     any = true;
   }
-  if (any) queue.Start();
+  if (any) {
+    queue.Start();
+    // Requests of this round are in flight while it goes on isolating.
+    FARSWAP_SYNC_POINT("PageStore::Writeback:request-started");
+  }
 }
 
 absl::Status PageStore::FinishFlush(OpenSegment& open, BlockWriteQueue& queue, uint64_t started,
