@@ -112,16 +112,29 @@ uint64_t PageStore::RunWritebackPass() {
   uint64_t written = 0;
   int aborts = 0;
   WritebackOutcome last = WritebackOutcome::kNothingToWrite;
+  // Freed objects leave holes in zspages, and mem_used_total (what the
+  // watermarks watch) drops only when whole pages empty, so the pass
+  // compacts as it goes — but once per compact_every bytes written back,
+  // a quarter of the watermarks' gap, not after every batch: each
+  // compaction returns its emptied pages to the OS (madvise, a TLB flush on
+  // every CPU), and the stores waiting for room fault them straight back
+  // in. A pass overshoots the low watermark by at most that quarter.
+  const uint64_t high = high_watermark_bytes_.load(std::memory_order_relaxed);
+  const uint64_t low = low_watermark_bytes_.load(std::memory_order_relaxed);
+  const uint64_t compact_every = std::max<uint64_t>((high > low ? high - low : 0) / 4, 1);
+  uint64_t since_compact = 0;  // compressed bytes written back since the last compaction
   while (AboveLowWatermark()) {
     const uint64_t before = counters_.written_back_pages.load(std::memory_order_relaxed);
+    const uint64_t bytes_before = counters_.written_back_bytes.load(std::memory_order_relaxed);
     last = WritebackBatch(options_.writeback_batch_pages);
     if (last == WritebackOutcome::kWrittenBack) {
       aborts = 0;
       written += counters_.written_back_pages.load(std::memory_order_relaxed) - before;
-      // Freed objects leave holes in zspages, and mem_used_total (what the
-      // watermarks watch) drops only when whole pages empty; compact after
-      // each batch so memory actually comes back.
-      if (AboveLowWatermark()) pool_->Compact();
+      since_compact += counters_.written_back_bytes.load(std::memory_order_relaxed) - bytes_before;
+      if (since_compact >= compact_every && AboveLowWatermark()) {
+        pool_->Compact();
+        since_compact = 0;
+      }
       // Stores waiting for room try again now, not at the end of the pass.
       if (worker_ != nullptr) worker_->NotifyProgress();
       continue;
