@@ -121,8 +121,8 @@ absl::StatusOr<std::unique_ptr<PageStore>> PageStore::Create(const PageStoreOpti
   if (absl::Status s = store->SetLimits(options.limits); !s.ok()) return s;
   if (options.start_writeback_worker && store->backing_ != nullptr) {
     PageStore* self = store.get();
-    store->worker_ = std::make_unique<WritebackWorker>([self] {
-      self->RunWritebackPass();
+    store->worker_ = std::make_unique<WritebackWorker>([self](WritebackWorker& worker) {
+      self->RunWritebackPass(&worker);
       // Space-driven cleaning in the writeback thread's own time; a pass
       // that stopped at its bound asks for another.
       return self->CleanWhileDead();
@@ -169,7 +169,8 @@ PageStore::~PageStore() {
 std::optional<absl::StatusOr<alloc::ZsHandle>> PageStore::AllocateInPool(size_t len, Wait wait,
                                                                          RejectReason* reason) {
   *reason = RejectReason::kPoolFull;
-  for (int attempt = 0;; ++attempt) {
+  WritebackWorker::PassWaiter waiter;
+  for (int attempt = 0;;) {
     absl::StatusOr<alloc::ZsHandle> h = pool_->Malloc(len);
     if (h.ok() || h.status().code() != absl::StatusCode::kResourceExhausted) return h;
     // The pool is at its limit; writeback is the only way to make room.
@@ -179,16 +180,21 @@ std::optional<absl::StatusOr<alloc::ZsHandle>> PageStore::AllocateInPool(size_t 
       return h.status();
     }
     if (attempt >= options_.store_retries) return h.status();
-    // Only attempt 0 can get here without having waited: a failed Malloc
+    // Only the first try can get here without having waited: a failed Malloc
     // takes nothing, so "would block" leaves no trace.
     if (wait == Wait::kNever) return std::nullopt;
     if (worker_ != nullptr) {
-      // Block until a whole pass that started after this request has
-      // finished: a condition signalled by writeback progress, not a sleep.
-      if (!worker_->WaitForPass()) return h.status();
+      // Block until writeback publishes a batch (try again: its freed
+      // objects may be room; this costs no attempt) or a whole pass that
+      // started after this request has finished: conditions signalled by
+      // writeback progress, not a sleep.
+      const WritebackWorker::RoomWait woke = worker_->WaitForRoom(&waiter);
+      if (woke == WritebackWorker::RoomWait::kStopping) return h.status();
+      if (woke == WritebackWorker::RoomWait::kProgress) continue;
     } else {
       RunWritebackPass();  // direct reclaim, as zswap's shrink_memcg()
     }
+    ++attempt;
     switch (WritebackOutcome(last_pass_outcome_.load(std::memory_order_relaxed))) {
       case WritebackOutcome::kWrittenBack:
       case WritebackOutcome::kAborted:

@@ -34,9 +34,15 @@ std::unique_ptr<OpenSegment> SegmentTable::AcquireOpen(bool use_reserve) {
   }
   auto open = std::make_unique<OpenSegment>();
   open->segment = segment;
-  // Zeroed, so the padding after the last object of a write is zeros.
+  {
+    MutexLock l(&mu_);
+    if (!spare_buffers_.empty()) {
+      open->buf = std::move(spare_buffers_.back());
+      spare_buffers_.pop_back();
+      return open;
+    }
+  }
   open->buf.reset(static_cast<uint8_t*>(std::aligned_alloc(kBlockSize, segment_bytes_)));
-  std::memset(open->buf.get(), 0, segment_bytes_);
   return open;
 }
 
@@ -46,14 +52,17 @@ void SegmentTable::Release(std::unique_ptr<OpenSegment> open) {
   assert(seg.state == State::kOpenBusy);
   if (seg.live == 0 && seg.pins == 0) {
     FreeLocked(open->segment);  // nothing anyone points to: reuse from the start
+    KeepBufferLocked(std::move(open));
     return;
   }
   if (seg.live == 0) {
     SealLocked(open->segment);  // a load still reads from it: the last Unpin frees it
+    KeepBufferLocked(std::move(open));
     return;
   }
   if (open->fill + kBlockSize > segment_bytes_ || parked_ != nullptr) {
     SealLocked(open->segment);  // full (no room for a largest object), or the slot is taken
+    KeepBufferLocked(std::move(open));
     return;
   }
   seg.state = State::kOpenParked;
@@ -90,7 +99,7 @@ void SegmentTable::Drop(uint64_t segment, uint32_t length) {
   if (seg.state == State::kSealed) {
     if (seg.pins == 0) FreeLocked(segment);  // else the last Unpin frees it
   } else if (seg.state == State::kOpenParked) {
-    parked_.reset();  // the next batch starts a fresh segment
+    KeepBufferLocked(std::move(parked_));  // the next batch starts a fresh segment
     if (seg.pins == 0) {
       FreeLocked(segment);
     } else {
@@ -98,6 +107,10 @@ void SegmentTable::Drop(uint64_t segment, uint32_t length) {
     }
   }
   // kOpenBusy: Release decides; kCleaning: FinishCleaning does.
+}
+
+void SegmentTable::KeepBufferLocked(std::unique_ptr<OpenSegment> open) {
+  if (spare_buffers_.size() < kMaxSpareBuffers) spare_buffers_.push_back(std::move(open->buf));
 }
 
 void SegmentTable::FreeLocked(uint64_t segment) {

@@ -73,9 +73,12 @@ struct OpenSegment {
     void operator()(uint8_t* p) const { std::free(p); }
   };
   uint64_t segment = 0;
-  uint64_t fill = 0;                          // bytes appended (the next object's offset)
-  uint64_t flushed = 0;                       // bytes on disk: a block boundary, <= fill
-  std::unique_ptr<uint8_t, FreeDeleter> buf;  // segment_bytes, block-aligned
+  uint64_t fill = 0;     // bytes appended (the next object's offset)
+  uint64_t flushed = 0;  // bytes on disk: a block boundary, <= fill
+  // segment_bytes, block-aligned. Bytes past `fill` are not zeroed (a
+  // recycled buffer holds an earlier segment's): a flush zeroes the padding
+  // it writes.
+  std::unique_ptr<uint8_t, FreeDeleter> buf;
 };
 
 struct SegmentTableStats {
@@ -185,6 +188,14 @@ class SegmentTable {
   std::vector<Segment> segments_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> free_ ABSL_GUARDED_BY(mu_);  // a stack of free segment numbers
   std::unique_ptr<OpenSegment> parked_ ABSL_GUARDED_BY(mu_);
+  // spare_buffers_: buffers of segments no longer open, kept for the next
+  // AcquireOpen (at most kMaxSpareBuffers): a fresh 1 MiB buffer costs an
+  // mmap, page faults and an munmap, at every segment writeback fills.
+  static constexpr size_t kMaxSpareBuffers = 4;
+  std::vector<std::unique_ptr<uint8_t, OpenSegment::FreeDeleter>> spare_buffers_
+      ABSL_GUARDED_BY(mu_);
+  // KeepBufferLocked: `open` is done with; keep its buffer as a spare.
+  void KeepBufferLocked(std::unique_ptr<OpenSegment> open) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t live_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t seal_clock_ ABSL_GUARDED_BY(mu_) = 0;  // segments sealed so far

@@ -80,12 +80,37 @@ class UringWriteQueue final : public BlockWriteQueue {
     return absl::OkStatus();
   }
 
-  std::vector<Completion> Reap() override {
+  void Start() override {
+    // A failure here leaves the requests queued; the next Reap submits
+    // them again and reports what fails.
+    if (in_flight_ > 0 && broken_.ok()) io_uring_submit(&ring_);
+  }
+
+  std::vector<Completion> Reap() override { return ReapWaiting(1); }
+
+  std::vector<Completion> ReapAll() override {
+    std::vector<Completion> out;
+    while (in_flight_ > 0) {
+      // Every write in flight is in the completion queue or on its way
+      // there, so waiting for in_flight_ completions ends.
+      for (Completion& c : ReapWaiting(unsigned(in_flight_))) out.push_back(std::move(c));
+    }
+    return out;
+  }
+
+  size_t in_flight() const override { return in_flight_; }
+  size_t depth() const override { return depth_; }
+  const char* engine() const override { return "io_uring"; }
+
+ private:
+  // ReapWaiting submits what is queued, waits until at least `wait_nr`
+  // completions are available, and returns every available one.
+  std::vector<Completion> ReapWaiting(unsigned wait_nr) {
     std::vector<Completion> out;
     if (in_flight_ == 0) return out;
     int rc;
     do {
-      rc = io_uring_submit_and_wait(&ring_, 1);
+      rc = io_uring_submit_and_wait(&ring_, wait_nr);
     } while (rc == -EINTR);
     if (rc < 0) {
       // The ring itself failed (not a write): nothing in flight can be
@@ -129,11 +154,6 @@ class UringWriteQueue final : public BlockWriteQueue {
     return out;
   }
 
-  size_t in_flight() const override { return in_flight_; }
-  size_t depth() const override { return depth_; }
-  const char* engine() const override { return "io_uring"; }
-
- private:
   struct Slot {
     uint64_t tag = 0;
     uint64_t first = 0;

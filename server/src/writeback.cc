@@ -22,11 +22,16 @@
 //     that fits: re-validate index[key] == entry && entry.gen == gen &&
 //     state == IN_POOL (else skip it: aborted), set WRITEBACK_PENDING with
 //     this batch's ticket and copy the compressed bytes into the segment's
-//     buffer at its fill point.
+//     buffer at its fill point. Each whole kWriteRequestBytes of appended
+//     bytes is submitted and started at once, without waiting (it holds only
+//     this round's unpublished objects), so the device writes while the
+//     round is still isolating.
+//                          sync point "PageStore::Writeback:request-started" [none]
 //                          sync point "PageStore::Writeback:pending-unlocked" [none]
-//  3. [none] Write the appended blocks: requests of kWriteRequestBytes, up
-//     to write_queue_depth in flight through a BlockWriteQueue (io_uring on
-//     a file; completions in any order), and wait for all of them; the
+//  3. [none] Write the rest of the appended blocks: requests of
+//     kWriteRequestBytes, up to write_queue_depth in flight through a
+//     BlockWriteQueue (io_uring on a file; completions in any order), and
+//     wait for all of them, early ones included, in one wait; the
 //     segment's extent moves to the next block boundary. One failed
 //     request fails the whole round (nothing of it is published).
 //                          sync point "PageStore::Writeback:after-io" [none]
@@ -51,6 +56,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 #include "farswap/common/page_file.h"
@@ -98,26 +105,41 @@ void PageStore::MaybeKickWriteback() {
   }
 }
 
-uint64_t PageStore::RunWritebackPass() {
+uint64_t PageStore::RunWritebackPass(WritebackWorker* worker) {
   // kMaxConsecutiveAborts: a pass that keeps losing races is chasing hot
   // entries; stop and let the next kick retry (zswap's MAX_RECLAIM_RETRIES).
   constexpr int kMaxConsecutiveAborts = 16;
   uint64_t written = 0;
   int aborts = 0;
   WritebackOutcome last = WritebackOutcome::kNothingToWrite;
+  // Freed objects leave holes in zspages, and mem_used_total (what the
+  // watermarks watch) drops only when whole pages empty, so the pass
+  // compacts as it goes — but once per compact_every bytes written back,
+  // a quarter of the watermarks' gap, not after every batch: each
+  // compaction scans every class and moves objects, and what it empties
+  // past the pool's empty-zspage cache goes back to the OS (madvise, a TLB
+  // flush on every CPU) for stores to fault straight back in. A pass
+  // overshoots the low watermark by at most that quarter.
+  const uint64_t high = high_watermark_bytes_.load(std::memory_order_relaxed);
+  const uint64_t low = low_watermark_bytes_.load(std::memory_order_relaxed);
+  const uint64_t compact_every = std::max<uint64_t>((high > low ? high - low : 0) / 4, 1);
+  uint64_t since_compact = 0;  // compressed bytes written back since the last compaction
   while (AboveLowWatermark()) {
     const uint64_t before = counters_.written_back_pages.load(std::memory_order_relaxed);
+    const uint64_t bytes_before = counters_.written_back_bytes.load(std::memory_order_relaxed);
     last = WritebackBatch(options_.writeback_batch_pages);
     if (last == WritebackOutcome::kWrittenBack) {
       aborts = 0;
       written += counters_.written_back_pages.load(std::memory_order_relaxed) - before;
-      // Freed objects leave holes in zspages, and mem_used_total (what the
-      // watermarks watch) drops only when whole pages empty; compact after
-      // each batch so memory actually comes back. Zspages this empties stay
-      // committed in the pool's empty cache (up to the headroom above the
-      // high watermark): stores refill them at once, without a madvise and
-      // a page fault per page.
-      if (AboveLowWatermark()) pool_->Compact(alloc::ZsPool::CompactMode::kKeepEmptyCache);
+      since_compact += counters_.written_back_bytes.load(std::memory_order_relaxed) - bytes_before;
+      if (since_compact >= compact_every && AboveLowWatermark()) {
+        // Zspages this empties stay committed in the pool's empty cache (up
+        // to the headroom above the high watermark): stores refill them.
+        pool_->Compact(alloc::ZsPool::CompactMode::kKeepEmptyCache);
+        since_compact = 0;
+      }
+      // Stores waiting for room try again now, not at the end of the pass.
+      if (worker != nullptr) worker->NotifyProgress();
       continue;
     }
     if (last == WritebackOutcome::kAborted && ++aborts < kMaxConsecutiveAborts) continue;
@@ -147,14 +169,52 @@ std::unique_ptr<OpenSegment> PageStore::AcquireSegment(bool for_cleaner) {
 }
 
 absl::Status PageStore::FlushSegment(OpenSegment& open) {
+  std::unique_ptr<BlockWriteQueue> queue = TakeWriteQueue();
+  absl::Status io = FinishFlush(open, *queue, /*started=*/open.flushed, absl::OkStatus());
+  ReturnWriteQueue(std::move(queue));
+  return io;
+}
+
+void PageStore::StartFullRequests(BlockWriteQueue& queue, const OpenSegment& open,
+                                  uint64_t* started, absl::Status* start_error) {
+  if (!start_error->ok()) return;  // the round has failed: start nothing more of it
+  const uint64_t base = open.segment * segments_->segment_bytes();
+  bool any = false;
+  while (open.fill - *started >= kWriteRequestBytes && queue.in_flight() < queue.depth()) {
+    absl::Status s = queue.Submit((base + *started) / kBlockSize, kWriteRequestBytes / kBlockSize,
+                                  open.buf.get() + *started, /*tag=*/*started);
+    if (!s.ok()) {  // not started: no completion comes for it
+      *start_error = std::move(s);
+      break;
+    }
+    counters_.backing_writes.fetch_add(1, std::memory_order_relaxed);
+    NoteWritesInFlight(queue.in_flight());
+    *started += kWriteRequestBytes;
+    any = true;
+  }
+  if (any) {
+    queue.Start();
+    // Requests of this round are in flight while it goes on isolating.
+    FARSWAP_SYNC_POINT("PageStore::Writeback:request-started");
+  }
+}
+
+absl::Status PageStore::FinishFlush(OpenSegment& open, BlockWriteQueue& queue, uint64_t started,
+                                    absl::Status start_error) {
   const uint64_t end = (open.fill + kBlockSize - 1) / kBlockSize * kBlockSize;
   if (end == open.flushed) return absl::OkStatus();
   const uint64_t base = open.segment * segments_->segment_bytes();
   const auto start = std::chrono::steady_clock::now();
-  std::unique_ptr<BlockWriteQueue> queue = TakeWriteQueue();
-  absl::Status io = WriteRun(*queue, (base + open.flushed) / kBlockSize,
-                             (end - open.flushed) / kBlockSize, open.buf.get() + open.flushed);
-  ReturnWriteQueue(std::move(queue));
+  // The padding after the last object is zeros, not a recycled buffer's
+  // old bytes.
+  std::memset(open.buf.get() + open.fill, 0, end - open.fill);
+  // The rest of the run (all of it when nothing was started early), then
+  // every write of the run in flight, early ones included.
+  absl::Status io = std::move(start_error);
+  absl::Status rest =
+      WriteRun(queue, (base + started) / kBlockSize, io.ok() ? (end - started) / kBlockSize : 0,
+               open.buf.get() + started);
+  if (io.ok()) io = std::move(rest);
   counters_.writeback_latency.Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
   if (!io.ok()) {
     counters_.backing_write_errors.fetch_add(1, std::memory_order_relaxed);
@@ -166,6 +226,13 @@ absl::Status PageStore::FlushSegment(OpenSegment& open) {
   open.fill = open.flushed = end;
   segments_->Extend(open.segment, end);
   return absl::OkStatus();
+}
+
+void PageStore::NoteWritesInFlight(uint64_t depth) {
+  uint64_t seen = counters_.max_writes_in_flight.load(std::memory_order_relaxed);
+  while (depth > seen && !counters_.max_writes_in_flight.compare_exchange_weak(
+                             seen, depth, std::memory_order_relaxed)) {
+  }
 }
 
 std::unique_ptr<BlockWriteQueue> PageStore::TakeWriteQueue() {
@@ -201,15 +268,13 @@ absl::Status PageStore::WriteRun(BlockWriteQueue& queue, uint64_t first, uint64_
       }
       counters_.backing_writes.fetch_add(1, std::memory_order_relaxed);
       next += n;
-      const uint64_t depth = queue.in_flight();
-      uint64_t seen = counters_.max_writes_in_flight.load(std::memory_order_relaxed);
-      while (depth > seen && !counters_.max_writes_in_flight.compare_exchange_weak(
-                                 seen, depth, std::memory_order_relaxed)) {
-      }
+      NoteWritesInFlight(queue.in_flight());
     }
     // Completions in whatever order the device finished them; the run is
-    // written when all are in, and fails with the first error seen.
-    for (BlockWriteQueue::Completion& c : queue.Reap()) {
+    // written when all are in, and fails with the first error seen. Once
+    // every request is submitted, one wait covers all of them (a wake-up
+    // per completion costs a reschedule each on a busy machine).
+    for (BlockWriteQueue::Completion& c : next < count ? queue.Reap() : queue.ReapAll()) {
       if (!c.status.ok() && first_error.ok()) {
         first_error = std::move(c.status);
         next = count;  // submit nothing more; drain what is in flight
@@ -242,8 +307,14 @@ WritebackOutcome PageStore::WritebackBatch(size_t max_pages) {
       failed = WritebackOutcome::kBackingFull;
       break;
     }
-    // Step 2 [key lock, one candidate at a time].
+    // Step 2 [key lock, one candidate at a time]. Whole requests' worth of
+    // appended bytes go to the device as soon as they are in the buffer
+    // (they hold only this round's unpublished objects), so the disk works
+    // while the round is still isolating.
     round.clear();
+    std::unique_ptr<BlockWriteQueue> queue = TakeWriteQueue();
+    uint64_t started = open->flushed;
+    absl::Status start_error;
     for (; next < candidates.size(); ++next) {
       const WritebackCandidate& c = candidates[next];
       MutexLock kl(&key_locks_->For(c.key));
@@ -269,12 +340,14 @@ WritebackOutcome PageStore::WritebackBatch(size_t max_pages) {
                        .offset = offset,
                        .length = e->length,
                        .disk_checksum = XXH3_64bits(g->data(), e->length)});
+      StartFullRequests(*queue, *open, &started, &start_error);
     }
     FARSWAP_SYNC_POINT("PageStore::Writeback:pending-unlocked");
 
     // Step 3 [no lock].
     const uint64_t base = open->segment * segment_bytes;
-    const absl::Status io = FlushSegment(*open);
+    const absl::Status io = FinishFlush(*open, *queue, started, std::move(start_error));
+    ReturnWriteQueue(std::move(queue));
     if (!io.ok()) failed = WritebackOutcome::kIoError;
     FARSWAP_SYNC_POINT("PageStore::Writeback:after-io");
 

@@ -612,6 +612,53 @@ TEST(SegmentWriteQueueTest, RequestsCompletedInReverseOrderPublishEveryPage) {
   for (uint64_t p = 0; p < 200; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
 }
 
+// A round's first 32 KiB request is submitted while the round is still
+// isolating (writeback.cc step 2). A store replacing a page whose bytes are
+// in that request, while the request is in flight (this device writes only
+// at Reap) and the round goes on filling the segment, wins: the round
+// publishes every other page, the replaced page's appended bytes stay dead,
+// and the page reads back as its new version from the pool.
+TEST(SegmentWriteQueueTest, StoreReplacingAPageOfAStartedRequestWins) {
+  ScopedSyncPoints clear_sync_points;
+  ReverseCompletionDevice ssd(512);
+  auto store = NewBigSegmentStore(&ssd);
+  constexpr uint64_t kPages = 200;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ASSERT_TRUE(StorePayload(*store, kTenant, p, Version(p, 1), 1).ok());
+  }
+  // Page 0 is the coldest: the first page of the first round, so in its
+  // first request.
+  uint64_t requests_when_replaced = 0;
+  SyncPoints::SetOnce("PageStore::Writeback:request-started", [&] {
+    requests_when_replaced = ssd.requests();
+    ASSERT_TRUE(StorePayload(*store, kTenant, 0, Version(0, 2), 2).ok());
+  });
+  for (int i = 0; i < 4 && store->GetStats().pages_on_disk < kPages - 1; ++i) {
+    store->RunWritebackBatch(256);
+  }
+  const PageStoreStats st = store->GetStats();
+  EXPECT_EQ(requests_when_replaced, 1u) << "the store ran while the first request was in flight";
+  EXPECT_EQ(st.pages_on_disk, kPages - 1);
+  EXPECT_EQ(st.writeback_aborted, 1u) << "page 0 was isolated when the store replaced it";
+  uint64_t live = 0;
+  for (uint64_t p = 1; p < kPages; ++p) live += Version(p, 1).size();
+  EXPECT_EQ(st.disk_live_bytes, live);
+  EXPECT_GE(st.disk_held_bytes - st.disk_live_bytes, Version(0, 1).size())
+      << "the replaced version's appended bytes count dead";
+  EXPECT_EQ(st.stored_pages, kPages);
+  EXPECT_EQ(st.pool.objects, 1u);
+  const uint64_t reads = st.backing_reads;
+  ExpectPage(*store, kTenant, 0, Version(0, 2), 2);
+  EXPECT_EQ(store->GetStats().backing_reads, reads) << "the new version is served from the pool";
+  for (uint64_t p = 1; p < kPages; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+  // The new version is written back in turn and reads back from disk.
+  for (int i = 0; i < 4 && store->GetStats().pages_on_disk < kPages; ++i) {
+    store->RunWritebackBatch(256);
+  }
+  EXPECT_EQ(store->GetStats().pages_on_disk, kPages);
+  ExpectPage(*store, kTenant, 0, Version(0, 2), 2);
+}
+
 // One request of a flush fails (not the first to complete, not the last):
 // the whole round is unpublished, the error is the store's sticky backing
 // error, and every page is still served from the pool.

@@ -4,6 +4,7 @@
 //   std::unique_ptr<BlockWriteQueue> q = device->NewWriteQueue(32);
 //   FARSWAP_RETURN_IF_ERROR(q->Submit(/*first=*/256, /*count=*/8, buf, /*tag=*/1));
 //   FARSWAP_RETURN_IF_ERROR(q->Submit(264, 8, buf + 8 * kBlockSize, 2));
+//   q->Start();  // optional: both are on their way before anything waits
 //   while (q->in_flight() > 0) {
 //     for (const BlockWriteQueue::Completion& c : q->Reap()) { ... c.tag, c.status ... }
 //   }
@@ -66,6 +67,22 @@ class BlockWriteQueue {
   // every completion available, in whatever order they finished. Empty when
   // nothing is in flight.
   virtual std::vector<Completion> Reap() = 0;
+  // Start hands every request submitted so far to the device without waiting
+  // for any, so they run while the caller prepares more (writeback starts
+  // a segment's full requests while it is still appending to it). Without
+  // it, writes start at the next Reap. A failure to start is reported by
+  // the next Reap. The synchronous form writes at Submit: nothing to do.
+  virtual void Start() {}
+  // ReapAll waits until every request in flight has completed — one wait,
+  // not one per completion — and returns all their completions. Empty when
+  // nothing is in flight.
+  virtual std::vector<Completion> ReapAll() {
+    std::vector<Completion> out;
+    while (in_flight() > 0) {
+      for (Completion& c : Reap()) out.push_back(std::move(c));
+    }
+    return out;
+  }
   // in_flight: submitted requests whose completions have not been reaped.
   virtual size_t in_flight() const = 0;
   // depth: the most requests (reads and writes) that may be in flight.

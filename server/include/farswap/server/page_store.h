@@ -409,7 +409,9 @@ class PageStore {
   bool RunCleanerOnce();
   // RunWritebackPass writes back until pool memory is at or below the low
   // watermark, or nothing more can be written; returns the pages written.
-  uint64_t RunWritebackPass();
+  // `worker`: the writeback thread's worker, told of each batch published
+  // (stores waiting for room wake then); nullptr for direct reclaim.
+  uint64_t RunWritebackPass(WritebackWorker* worker = nullptr);
   // QuiesceWriteback returns once the writeback thread has finished the pass
   // it may be in the middle of (it runs one more pass and waits for it). A
   // pass in flight holds appended bytes not yet counted as a page on disk,
@@ -497,6 +499,19 @@ class PageStore {
   // (one WriteBlocks) and moves its extent to the next block boundary. An
   // error is recorded as the sticky backing error.
   absl::Status FlushSegment(internal::OpenSegment& open);
+  // StartFullRequests submits, through `queue`, every whole request of
+  // `open` appended past *started (while the queue has room) and starts
+  // them without waiting; *started moves past them. A Submit error goes to
+  // *start_error (then nothing more is started).
+  void StartFullRequests(BlockWriteQueue& queue, const internal::OpenSegment& open,
+                         uint64_t* started, absl::Status* start_error);
+  // FinishFlush is FlushSegment for a flush whose writes up to `started`
+  // are already in flight on `queue` (started == open.flushed: none): it
+  // writes the rest and waits for all; start_error fails the flush.
+  absl::Status FinishFlush(internal::OpenSegment& open, BlockWriteQueue& queue, uint64_t started,
+                           absl::Status start_error);
+  // NoteWritesInFlight: a queue holds `depth` writes now (stats' maximum).
+  void NoteWritesInFlight(uint64_t depth);
   // WriteRun writes blocks first..first+count-1 from `src` through `queue`
   // as requests of kWriteRequestBytes, up to its depth in flight, and
   // waits for all of them (completions in any order); the first error.
