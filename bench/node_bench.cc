@@ -15,7 +15,14 @@
 // written from the first read that saw any (writeback started) to the end of
 // the phase, over that time. With a pool limit well below the corpus'
 // compressed size, writeback is what paces the stores then, so this is the
-// rate writeback sustains (bench/compare-fio sets it beside fio's).
+// rate writeback sustains while stores come in: on a small machine it is
+// bounded by the store rate itself (client, I/O threads and writeback share
+// the cores). So with --spawn a last phase measures writeback alone: it sets
+// the node's pool limit to a quarter of what the pool's objects hold and
+// reads the stats every millisecond until writeback has brought the pool
+// down to the new low watermark (or stops making progress for a second);
+// writeback_drain_bytes_per_s is the backing-store bytes written over that
+// time (bench/compare-fio sets both beside fio's).
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -84,6 +91,60 @@ absl::StatusOr<v1::GetStatsResponse> NodeStats(v1::MemoryNode::Stub& stub) {
   grpc::Status s = stub.GetStats(&ctx, v1::GetStatsRequest(), &resp);
   if (!s.ok()) return absl::UnavailableError(s.error_message());
   return resp;
+}
+
+// DrainResult: the writeback-alone phase (file comment).
+struct DrainResult {
+  uint64_t bytes = 0;  // backing-store bytes written, cleaning and padding included
+  double seconds = 0;
+};
+
+// MeasureWritebackDrain lowers the node's pool limit to a quarter of what
+// its objects hold and times writeback down to the new low watermark.
+absl::StatusOr<DrainResult> MeasureWritebackDrain(v1::MemoryNode::Stub& stub) {
+  FARSWAP_ASSIGN_OR_RETURN(v1::GetStatsResponse before, NodeStats(stub));
+  const v1::PoolStats& pool = before.node().pool();
+  const uint64_t in_use = pool.mem_used_total() - pool.mem_cached();
+  constexpr uint64_t kMinLimit = uint64_t{1} << 20;
+  if (in_use < 4 * kMinLimit) return DrainResult{};  // too little to time
+  const uint64_t limit = in_use / 4;
+  constexpr double kLowWatermark = 0.5;
+  const uint64_t target = uint64_t(double(limit) * kLowWatermark) + (256 << 10);
+  const auto start = Clock::now();
+  {
+    grpc::ClientContext ctx;
+    v1::SetLimitsRequest req;
+    req.set_pool_limit_bytes(limit);
+    req.set_high_watermark(0.6);
+    req.set_low_watermark(kLowWatermark);
+    v1::SetLimitsResponse resp;
+    grpc::Status s = stub.SetLimits(&ctx, req, &resp);
+    if (!s.ok()) return absl::UnavailableError("SetLimits: " + s.error_message());
+  }
+  uint64_t last_bytes = before.node().backing().bytes_written();
+  auto last_progress = Clock::now();
+  auto done_at = last_progress;
+  for (;;) {
+    FARSWAP_ASSIGN_OR_RETURN(v1::GetStatsResponse now, NodeStats(stub));
+    const Clock::time_point t = Clock::now();
+    const uint64_t bytes = now.node().backing().bytes_written();
+    if (bytes != last_bytes) {
+      last_bytes = bytes;
+      last_progress = t;
+    }
+    const v1::PoolStats& p = now.node().pool();
+    if (p.mem_used_total() - p.mem_cached() <= target) {
+      done_at = t;
+      break;
+    }
+    if (t - last_progress > std::chrono::seconds(1)) {  // stopped short: count to its last write
+      done_at = last_progress;
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));  // a sampling period
+  }
+  return DrainResult{.bytes = last_bytes - before.node().backing().bytes_written(),
+                     .seconds = std::chrono::duration<double>(done_at - start).count()};
 }
 
 struct NodeFlags {
@@ -338,6 +399,10 @@ absl::Status Run(const NodeFlags& f) {
       });
   verified = verified && store_errors == 0 && load_errors == 0 && churn_mismatches == 0;
   FARSWAP_ASSIGN_OR_RETURN(v1::GetStatsResponse after, NodeStats(*stub));
+  DrainResult drain;
+  if (f.spawn) {  // never change the limits of a node the bench was pointed at
+    FARSWAP_ASSIGN_OR_RETURN(drain, MeasureWritebackDrain(*stub));
+  }
   for (auto& ch : channels) ch->Close();
   transport->Shutdown();
 
@@ -356,6 +421,9 @@ absl::Status Run(const NodeFlags& f) {
       .Num("load_us_p99", Percentile(load_us, 99))
       .Num("writeback_bytes_per_s", writeback_bytes_per_s)
       .Int("store_phase_disk_bytes_written", after_store.node().backing().bytes_written())
+      .Num("writeback_drain_bytes_per_s",
+           drain.seconds > 0 ? double(drain.bytes) / drain.seconds : 0)
+      .Int("writeback_drain_bytes", drain.bytes)
       .Num("churn_store_pages_per_s", double(half) / std::chrono::duration<double>(t4 - t3).count())
       .Int("written_back_pages", stats.node().written_back_pages())
       .Int("backing_reads", stats.node().backing().reads())
