@@ -586,8 +586,8 @@ struct FreeDeleter {
 
 }  // namespace
 
-void PageStore::LoadBatch(uint32_t tenant, absl::Span<const uint64_t> pages,
-                          LoadCallback on_loaded) {
+void PageStore::LoadBatch(uint32_t tenant, absl::Span<const uint64_t> pages, LoadCallback on_loaded,
+                          const std::function<void()>& on_ready_done) {
   const size_t n = pages.size();
   std::vector<std::optional<absl::StatusOr<LoadedPage>>> results(n);
   std::vector<DiskRead> reads;
@@ -603,9 +603,11 @@ void PageStore::LoadBatch(uint32_t tenant, absl::Span<const uint64_t> pages,
   }
   size_t next_reply = 0;
   auto reply_ready = [&] {
+    const size_t before = next_reply;
     for (; next_reply < n && results[next_reply].has_value(); ++next_reply) {
       on_loaded(next_reply, *results[next_reply]);
     }
+    if (next_reply != before && on_ready_done) on_ready_done();
   };
   reply_ready();
   if (reads.empty()) return;

@@ -355,8 +355,13 @@ class PageStore {
   // side), all in flight together (through io_uring on a file device,
   // block_write_queue.h), completing in any order. No lock is held while
   // they are read (see "load" in page_store.cc). Load is LoadBatch of one.
+  //
+  // on_ready_done (optional): called after each round of on_loaded calls
+  // (the results that became ready together), so a caller can send them
+  // together (one write for several replies).
   using LoadCallback = absl::FunctionRef<void(size_t index, absl::StatusOr<LoadedPage>& result)>;
-  void LoadBatch(uint32_t tenant, absl::Span<const uint64_t> pages, LoadCallback on_loaded);
+  void LoadBatch(uint32_t tenant, absl::Span<const uint64_t> pages, LoadCallback on_loaded,
+                 const std::function<void()>& on_ready_done = nullptr);
 
   // TryLoad is Load that never reads the backing store: for a page that was
   // written back it returns std::nullopt and has no effect (the page's
