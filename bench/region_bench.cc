@@ -35,7 +35,7 @@ class SpawnedClusterBackend final : public PageBackend {
   static absl::StatusOr<std::unique_ptr<SpawnedClusterBackend>> Start(
       const std::string& server_binary, int nodes, int replicas, Codec codec,
       const std::string& pool_limit, uint64_t busy_poll_us, uint64_t node_io_threads,
-      uint64_t client_io_threads) {
+      uint64_t client_io_threads, bool one_connection, std::optional<uint64_t> client_spin_us) {
     auto b = std::unique_ptr<SpawnedClusterBackend>(new SpawnedClusterBackend);
     ClientOptions o;
     for (int i = 0; i < nodes; ++i) {
@@ -54,6 +54,8 @@ class SpawnedClusterBackend final : public PageBackend {
     o.client_name = "farswap-bench region";
     o.busy_poll = absl::Microseconds(int64_t(busy_poll_us));
     o.io_threads = int(client_io_threads);
+    o.load_connection = !one_connection;
+    if (client_spin_us) o.spin_wait = absl::Microseconds(int64_t(*client_spin_us));
     FARSWAP_ASSIGN_OR_RETURN(b->client_, Client::Connect(o));
     b->adapter_ = std::make_unique<ClientPageBackend>(b->client_.get());
     return b;
@@ -100,6 +102,8 @@ struct RegionFlags {
   uint64_t client_io_threads = 1;
   bool no_prefetch = false;
   bool write_protect_loads = false;
+  bool one_connection = false;
+  std::optional<uint64_t> client_spin_us;
   bool json = false;
 };
 
@@ -115,7 +119,8 @@ absl::StatusOr<std::unique_ptr<PageBackend>> MakeBackend(const RegionFlags& f) {
     FARSWAP_ASSIGN_OR_RETURN(
         auto cluster,
         SpawnedClusterBackend::Start(server, int(nodes), int(replicas), codec, f.pool_limit,
-                                     f.busy_poll_us, f.node_io_threads, f.client_io_threads));
+                                     f.busy_poll_us, f.node_io_threads, f.client_io_threads,
+                                     f.one_connection, f.client_spin_us));
     return std::unique_ptr<PageBackend>(std::move(cluster));
   }
   if (f.replicas) return absl::InvalidArgumentError("--replicas needs --spawn N");
@@ -288,6 +293,13 @@ CommandRunner AddRegionCommand(CLI::App& app) {
   cmd->add_flag("--no-prefetch", f->no_prefetch, "turn the region's prefetcher off");
   cmd->add_flag("--write-protect-loads", f->write_protect_loads,
                 "install loaded pages write-protected (a write then faults again)");
+  cmd->add_option("--client-spin-us", f->client_spin_us,
+                  "the client's synchronous calls spin this long before they sleep "
+                  "(ClientOptions::spin_wait; default: the client's, 100)")
+      ->check(CLI::Range(0, 1000000));
+  cmd->add_flag("--one-connection", f->one_connection,
+                "loads share each node's connection with stores (ClientOptions::load_connection "
+                "off)");
   cmd->add_flag("--json", f->json, "accepted for compatibility (the output is always JSON)");
   return [f] {
     absl::StatusOr<std::string> out = Run(*f);

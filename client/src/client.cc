@@ -128,25 +128,30 @@ std::vector<client_internal::Candidate> Client::Impl::CandidatesLocked(
 
 Client::Impl::Target Client::Impl::TargetLocked(int node) const {
   const Node& n = nodes_[node];
-  return Target{
-      .node = node, .address = n.address, .channel = n.channel, .counters = n.counters.get()};
+  return Target{.node = node,
+                .address = n.address,
+                .channel = n.channel,
+                .load_channel = n.load_channel,
+                .counters = n.counters.get()};
 }
 
-void Client::Impl::Call(const Target& t, OutgoingMessage m, transport::ReplyCallback done) {
+void Client::Impl::Call(const Target& t, OutgoingMessage m, transport::ReplyCallback done,
+                        Lane lane) {
   NodeCounters* c = t.counters;
   c->requests++;
+  Channel channel = lane == Lane::kLoads && t.load_channel != nullptr ? t.load_channel : t.channel;
   if (t.channel == nullptr) {
     c->errors++;
     done(absl::UnavailableError(absl::StrCat("node ", t.address, " is down")));
     return;
   }
   const absl::Time start = absl::Now();
-  t.channel->Call(std::move(m), options_.op_timeout,
-                  [c, start, done = std::move(done)](absl::StatusOr<IncomingMessage> r) {
-                    c->latency.Record(absl::Now() - start);
-                    if (!r.ok()) c->errors++;
-                    done(std::move(r));
-                  });
+  channel->Call(std::move(m), options_.op_timeout,
+                [c, start, done = std::move(done)](absl::StatusOr<IncomingMessage> r) {
+                  c->latency.Record(absl::Now() - start);
+                  if (!r.ok()) c->errors++;
+                  done(std::move(r));
+                });
 }
 
 void Client::Impl::HandleFailure(int node, const Channel& channel, uint64_t slab, Failure f,
@@ -218,13 +223,16 @@ void Client::Impl::MarkSuspectLocked(int node, const std::string& why, bool brok
     spdlog::warn("farswap client: node {} is suspect: {}", n.address, why);
   }
   n.last_error = why;
-  if (broken && n.channel) {
-    retired_.push_back(n.channel);
-    n.channel = nullptr;
-  }
+  if (broken) RetireChannelsLocked(n);
   wake_ = true;
   changed_.SignalAll();
   parked_cv_.SignalAll();
+}
+
+void Client::Impl::RetireChannelsLocked(Node& n) {
+  if (n.load_channel != nullptr && n.load_channel != n.channel) retired_.push_back(n.load_channel);
+  if (n.channel != nullptr) retired_.push_back(n.channel);
+  n.channel = n.load_channel = nullptr;
 }
 
 void Client::Impl::MarkDeadLocked(int node, const std::string& why) {
@@ -233,8 +241,7 @@ void Client::Impl::MarkDeadLocked(int node, const std::string& why) {
   n.last_error = why;
   n.times_down++;
   spdlog::warn("farswap client: node {} is down: {}", n.address, why);
-  if (n.channel) retired_.push_back(n.channel);
-  n.channel = nullptr;
+  RetireChannelsLocked(n);
   for (const client_internal::SlabTable::Dropped& d : table_.DropNode(node)) {
     n.orphans.push_back({.slab = d.slab, .epoch = d.epoch, .only_copy = d.only_copy});
   }
@@ -827,17 +834,20 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
       for (std::span<const uint8_t> piece : enc->pieces()) m.payload.push_back(piece);
       m.on_sent = [enc](absl::Status) {};
       const auto sent = std::chrono::steady_clock::now();
-      Call(t, std::move(m), [this, batch, t, sent](absl::StatusOr<IncomingMessage> r) {
-        std::vector<transport::FrameView> views;
-        std::vector<absl::Status> statuses = SplitBatchReply(r, batch->size(), &views);
-        for (size_t i = 0; i < batch->size(); ++i) {
-          if (statuses[i].ok()) {
-            OnLoadReply((*batch)[i], t, statuses[i], views[i].header, views[i].payload, sent);
-          } else {
-            OnLoadReply((*batch)[i], t, statuses[i], {}, {}, sent);
-          }
-        }
-      });
+      Call(
+          t, std::move(m),
+          [this, batch, t, sent](absl::StatusOr<IncomingMessage> r) {
+            std::vector<transport::FrameView> views;
+            std::vector<absl::Status> statuses = SplitBatchReply(r, batch->size(), &views);
+            for (size_t i = 0; i < batch->size(); ++i) {
+              if (statuses[i].ok()) {
+                OnLoadReply((*batch)[i], t, statuses[i], views[i].header, views[i].payload, sent);
+              } else {
+                OnLoadReply((*batch)[i], t, statuses[i], {}, {}, sent);
+              }
+            }
+          },
+          Lane::kLoads);
     }
   }
 }
@@ -857,14 +867,16 @@ bool Client::Impl::StoreRacedLoad(const LoadOp& op, uint64_t checksum) {
 void Client::Impl::SendLoad(std::shared_ptr<LoadOp> op, const Target& t) {
   op->tried++;
   const auto sent = std::chrono::steady_clock::now();
-  Call(t, OutgoingMessage{.header = {.opcode = Opcode::kLoad, .page = op->page_no}},
-       [this, op, t, sent](absl::StatusOr<IncomingMessage> r) {
-         if (r.ok()) {
-           OnLoadReply(op, t, absl::OkStatus(), r->header, r->payload, sent);
-         } else {
-           OnLoadReply(op, t, r.status(), {}, {}, sent);
-         }
-       });
+  Call(
+      t, OutgoingMessage{.header = {.opcode = Opcode::kLoad, .page = op->page_no}},
+      [this, op, t, sent](absl::StatusOr<IncomingMessage> r) {
+        if (r.ok()) {
+          OnLoadReply(op, t, absl::OkStatus(), r->header, r->payload, sent);
+        } else {
+          OnLoadReply(op, t, r.status(), {}, {}, sent);
+        }
+      },
+      Lane::kLoads);
 }
 
 void Client::Impl::OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& t, absl::Status s,

@@ -124,6 +124,10 @@ class Client::Impl {
     // drain was undone; the pool limit may have been raised) clears both.
     absl::Time flagged_at = absl::InfinitePast();
     Channel channel = nullptr;  // set while up (and while suspect, until it breaks)
+    // load_channel: the connection loads go on (ClientOptions::
+    // load_connection), or channel itself. Set and retired with channel;
+    // channel is the node's identity in failure handling.
+    Channel load_channel = nullptr;
     std::string data_addr, node_id;
     std::string last_error;
     uint64_t times_down = 0, times_suspect = 0;
@@ -139,7 +143,8 @@ class Client::Impl {
   struct Target {
     int node = -1;
     std::string address;
-    Channel channel = nullptr;  // null when the node is down
+    Channel channel = nullptr;       // null when the node is down
+    Channel load_channel = nullptr;  // where its loads go (Node::load_channel)
     NodeCounters* counters = nullptr;
   };
 
@@ -243,7 +248,14 @@ class Client::Impl {
   // ParkExpired: an operation parked since `since` has waited longer than a
   // suspect node can stay suspect, plus slack.
   bool ParkExpired(absl::Time since) const;
-  void Call(const Target& t, transport::OutgoingMessage m, transport::ReplyCallback done);
+  // Lane: which of a node's connections a request goes on (Node::
+  // load_channel).
+  enum class Lane { kMain, kLoads };
+  void Call(const Target& t, transport::OutgoingMessage m, transport::ReplyCallback done,
+            Lane lane = Lane::kMain);
+  // RetireChannelsLocked hands the node's connections to the maintenance
+  // thread to close, and clears them.
+  void RetireChannelsLocked(Node& n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Maintenance (client_maintenance.cc).
   void MaintenanceLoop();
@@ -253,8 +265,10 @@ class Client::Impl {
   void DeclareDeadNodes();
   // SettleOrphans brings a returning node's orphans in line through
   // `channel` (invalidate stale slabs, give back only copies) and marks it
-  // up with `attachment` (null: it answered on its current channel).
-  absl::Status SettleOrphansAndMarkUp(int node, Channel channel, const Attachment* attachment);
+  // up with `attachment` (null: it answered on its current channels) and
+  // its connections `channel` and `load_channel`.
+  absl::Status SettleOrphansAndMarkUp(int node, Channel channel, Channel load_channel,
+                                      const Attachment* attachment);
   absl::Status AttachNode(int node);
   void Resolve();
   bool ReplicateOneSlab(uint64_t slab);

@@ -169,32 +169,44 @@ absl::Status Client::Impl::AttachNode(int node) {
           address, a->data_addr);
     }
   }
-  absl::StatusOr<std::unique_ptr<transport::RpcChannel>> ch =
-      transport::RpcChannel::Connect(*transport_, a->data_addr, tls.has_value() ? &*tls : nullptr);
-  if (!ch.ok()) return fail(ch.status());
-  transport::RpcChannel* channel = ch->get();
-  {
-    MutexLock l(&mu_);
-    owned_channels_.push_back(std::move(*ch));
+  // The main connection, and the loads' own (ClientOptions::
+  // load_connection), each opened with a HELLO of the session.
+  std::vector<Channel> channels;
+  auto close_all = [&] {
+    for (Channel c : channels) c->Close();
+  };
+  std::vector<std::future<absl::StatusOr<IncomingMessage>>> hellos;
+  for (int k = 0; k < (options_.load_connection ? 2 : 1); ++k) {
+    absl::StatusOr<std::unique_ptr<transport::RpcChannel>> ch = transport::RpcChannel::Connect(
+        *transport_, a->data_addr, tls.has_value() ? &*tls : nullptr);
+    if (!ch.ok()) {
+      close_all();
+      return fail(ch.status());
+    }
+    channels.push_back(ch->get());
+    {
+      MutexLock l(&mu_);
+      owned_channels_.push_back(std::move(*ch));
+    }
+    std::vector<uint8_t> token(a->session_token.begin(), a->session_token.end());
+    hellos.push_back(channels.back()->Call({.opcode = Opcode::kHello}, std::move(token),
+                                           options_.attach_timeout));
   }
-  std::vector<uint8_t> token(a->session_token.begin(), a->session_token.end());
-  absl::Status hello =
-      channel->Call({.opcode = Opcode::kHello}, std::move(token), options_.attach_timeout)
-          .get()
-          .status();
+  absl::Status hello = absl::OkStatus();
+  for (auto& h : hellos) hello.Update(h.get().status());
   if (!hello.ok()) {
-    channel->Close();
+    close_all();
     return fail(hello);
   }
-  absl::Status up = SettleOrphansAndMarkUp(node, channel, &*a);
+  absl::Status up = SettleOrphansAndMarkUp(node, channels.front(), channels.back(), &*a);
   if (!up.ok()) {
-    channel->Close();
+    close_all();
     return fail(up);
   }
   return absl::OkStatus();
 }
 
-absl::Status Client::Impl::SettleOrphansAndMarkUp(int node, Channel channel,
+absl::Status Client::Impl::SettleOrphansAndMarkUp(int node, Channel channel, Channel load_channel,
                                                   const Attachment* attachment) {
   // Which orphans to invalidate there: slabs whose pages it holds are stale
   // (another replica took newer writes or a verified copy), unless it is a
@@ -239,7 +251,10 @@ absl::Status Client::Impl::SettleOrphansAndMarkUp(int node, Channel channel,
   MutexLock l(&mu_);
   Node& n = nodes_[node];
   if (stopping_ || n.state == NodeState::kRemoved) {
-    if (attachment != nullptr) retired_.push_back(channel);
+    if (attachment != nullptr) {
+      retired_.push_back(channel);
+      if (load_channel != channel) retired_.push_back(load_channel);
+    }
     return absl::CancelledError("node removed while attaching");
   }
   // Only copies come back when the slab is as the drop left it: no replica
@@ -262,8 +277,9 @@ absl::Status Client::Impl::SettleOrphansAndMarkUp(int node, Channel channel,
                  o.slab);
   }
   n.orphans.erase(n.orphans.begin(), n.orphans.begin() + settled);
-  if (n.channel != nullptr && n.channel != channel) retired_.push_back(n.channel);
+  if (n.channel != channel) RetireChannelsLocked(n);
   n.channel = channel;
+  n.load_channel = load_channel;
   n.state = NodeState::kUp;
   n.suspect_since = absl::InfinitePast();
   n.full = n.draining = false;
@@ -394,7 +410,9 @@ void Client::Impl::PingNodes() {
         still_suspect = n.state == NodeState::kSuspect && n.channel == targets[i].channel;
       }
       if (still_suspect) {
-        SettleOrphansAndMarkUp(targets[i].node, targets[i].channel, nullptr).IgnoreError();
+        SettleOrphansAndMarkUp(targets[i].node, targets[i].channel, targets[i].load_channel,
+                               nullptr)
+            .IgnoreError();
       }
     }
   }

@@ -11,7 +11,9 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
+#include <future>
 #include <map>
 #include <random>
 #include <thread>
@@ -20,10 +22,12 @@
 #include "farswap/client/client.h"
 #include "farswap/common/mutex.h"
 #include "farswap/common/page_file.h"
+#include "farswap/common/sync_point.h"
 #include "farswap/server/data_plane.h"
 #include "farswap/server/page_store.h"
 #include "farswap/server/tenant_registry.h"
 #include "farswap/transport/transport.h"
+#include "gated_block_device.h"
 
 namespace farswap {
 namespace {
@@ -35,16 +39,18 @@ struct InProcessNode {
   std::unique_ptr<transport::Transport> transport;
   std::unique_ptr<server::DataPlaneServer> data_plane;
 
-  static std::unique_ptr<InProcessNode> Start() {
+  static std::unique_ptr<InProcessNode> Start(server::PageStoreOptions store_options = {},
+                                              int workers = 1) {
     auto n = std::make_unique<InProcessNode>();
-    auto store = server::PageStore::Create({});
+    auto store = server::PageStore::Create(store_options);
     EXPECT_TRUE(store.ok()) << store.status();
     n->store = std::move(*store);
     auto t = transport::CreateTransport("tcp", {.io_threads = 1});
     EXPECT_TRUE(t.ok()) << t.status();
     n->transport = std::move(*t);
-    n->data_plane = std::make_unique<server::DataPlaneServer>(
-        n->store.get(), &n->tenants, n->transport.get(), server::DataPlaneOptions{.workers = 1});
+    n->data_plane =
+        std::make_unique<server::DataPlaneServer>(n->store.get(), &n->tenants, n->transport.get(),
+                                                  server::DataPlaneOptions{.workers = workers});
     EXPECT_TRUE(n->data_plane->Listen("127.0.0.1:0").ok());
     return n;
   }
@@ -273,6 +279,72 @@ TEST_F(ClientDataPathTest, ManyThreadsMixingBatchesAndSingleCallsReadTheirLastWr
   for (auto& th : threads) th.join();
   EXPECT_EQ(failures.load(), 0);
   EXPECT_EQ(client_->stats().checksum_failures, 0u);
+}
+
+// A load is not queued behind a store the node cannot finish yet. A node
+// runs each connection's requests in order, and a store into a full pool
+// waits there for writeback — held here by a disk whose writes wait for
+// the test. Loads travel on their own connection
+// (ClientOptions::load_connection, the default), so a load of a page in
+// the pool is answered meanwhile. On one shared connection the node would
+// answer it only after the store, and the bounded wait below fails.
+TEST(ClientLoadConnectionTest, ALoadIsAnsweredWhileAStoreWaitsForWritebackRoom) {
+  struct ClearSyncPoints {
+    ~ClearSyncPoints() { SyncPoints::ClearAll(); }
+  } clear_sync_points;
+  testing::GatedBlockDevice disk(4096);
+  // Declared after the disk: the node's workers are gone before it is.
+  std::unique_ptr<InProcessNode> node = InProcessNode::Start(
+      {.limits = {.pool_limit_bytes = 64 * 1024, .high_watermark = 0.8, .low_watermark = 0.6},
+       .backing = &disk},
+      /*workers=*/2);
+  struct OpenGateAtExit {
+    testing::GatedBlockDevice* disk;
+    ~OpenGateAtExit() { disk->OpenGate(); }  // whatever happened, let the workers finish
+  } open_gate{&disk};
+  ClientOptions o;
+  o.nodes = {"node-0"};
+  o.replicas = 1;
+  o.op_timeout = absl::Seconds(60);  // nothing here may time out
+  auto c = Client::Connect(o, std::make_unique<FakeAttacher>(
+                                  std::map<std::string, InProcessNode*>{{"node-0", node.get()}}));
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::unique_ptr<Client> client = std::move(*c);
+
+  std::vector<uint8_t> first(kPageSize), out(kPageSize);
+  Page(1, 1, first.data());
+  ASSERT_TRUE(client->Store(1, first.data()).ok());
+
+  // Incompressible pages fill the 64 KiB pool in a few stores; the first
+  // that must wait for writeback room goes to a node worker, and stays
+  // there while the gate is shut.
+  std::promise<void> handed_off;
+  SyncPoints::SetOnce("DataPlane::HandedOff", [&] { handed_off.set_value(); });
+  constexpr uint64_t kFillers = 40;
+  std::vector<std::vector<uint8_t>> fillers(kFillers, std::vector<uint8_t>(kPageSize));
+  std::mt19937_64 rng(7);
+  for (auto& f : fillers) {
+    for (uint8_t& b : f) b = uint8_t(rng());
+  }
+  std::vector<absl::Status> filled(kFillers);
+  std::thread storer([&] {
+    for (uint64_t i = 0; i < kFillers; ++i) filled[i] = client->Store(100 + i, fillers[i].data());
+  });
+  handed_off.get_future().wait();
+
+  auto load = std::async(std::launch::async, [&] { return client->Load(1, out.data()); });
+  const bool answered = load.wait_for(std::chrono::seconds(20)) == std::future_status::ready;
+  EXPECT_TRUE(answered) << "the load waited behind the store held for writeback room";
+  disk.OpenGate();
+  ASSERT_TRUE(load.get().ok());
+  EXPECT_EQ(std::memcmp(out.data(), first.data(), kPageSize), 0);
+  storer.join();
+  for (uint64_t i = 0; i < kFillers; ++i) {
+    ASSERT_TRUE(filled[i].ok()) << i << ": " << filled[i];
+    ASSERT_TRUE(client->Load(100 + i, out.data()).ok()) << i;
+    ASSERT_EQ(std::memcmp(out.data(), fillers[i].data(), kPageSize), 0) << i;
+  }
+  EXPECT_EQ(client->stats().nodes.at(0).state, "up");
 }
 
 }  // namespace

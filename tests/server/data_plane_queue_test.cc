@@ -18,11 +18,13 @@
 #include "farswap/server/block_device.h"
 #include "farswap/server/data_plane.h"
 #include "farswap/transport/rpc_channel.h"
+#include "gated_block_device.h"
 #include "page_test_util.h"
 
 namespace farswap::server {
 namespace {
 
+using ::farswap::testing::GatedBlockDevice;
 using testing::Payload;
 using testing::ScopedSyncPoints;
 using transport::FrameHeader;
@@ -32,40 +34,6 @@ using transport::OutgoingMessage;
 using transport::RpcChannel;
 
 constexpr absl::Duration kTimeout = absl::Seconds(60);
-
-// GatedBlockDevice is a MemoryBlockDevice whose writes wait until the test
-// opens the gate: writeback, and every store waiting for it to make room,
-// is stuck until then. Thread-safe.
-class GatedBlockDevice final : public BlockDevice {
- public:
-  explicit GatedBlockDevice(uint64_t blocks) : disk_(blocks) {}
-  void OpenGate() {
-    MutexLock l(&mu_);
-    open_ = true;
-    cv_.SignalAll();
-  }
-  void CloseGate() {
-    MutexLock l(&mu_);
-    open_ = false;
-  }
-  absl::Status ReadBlock(uint64_t block, void* dst) override { return disk_.ReadBlock(block, dst); }
-  absl::Status WriteBlock(uint64_t block, const void* src) override {
-    {
-      MutexLock l(&mu_);
-      while (!open_) cv_.Wait(&mu_);
-    }
-    return disk_.WriteBlock(block, src);
-  }
-  absl::Status Sync() override { return disk_.Sync(); }
-  uint64_t block_count() const override { return disk_.block_count(); }
-  std::string Describe() const override { return "gated " + disk_.Describe(); }
-
- private:
-  MemoryBlockDevice disk_;
-  Mutex mu_;
-  CondVar cv_;
-  bool open_ ABSL_GUARDED_BY(mu_) = false;
-};
 
 // Replies collects a connection's replies in arrival order (they arrive on
 // the client's I/O thread) and lets the test wait for a number of them.

@@ -104,6 +104,16 @@ struct ClientOptions {
   absl::Duration health_interval = absl::Milliseconds(500);
   // io_threads: transport event-loop threads.
   int io_threads = 2;
+  // load_connection: open a second data-plane connection to every node and
+  // send loads on it, stores, invalidations and pings on the first. A node
+  // runs each connection's requests in order, so on one shared connection a
+  // fault's load waits behind every store queued before it — and a store
+  // that waits for writeback room holds them all. On its own connection a
+  // load waits only for other loads. Nothing the client does relies on an
+  // order between a load and an unacknowledged store or invalidation (a
+  // page is loaded only after its store was acknowledged). false: one
+  // connection per node.
+  bool load_connection = true;
   // spin_wait: how long a synchronous call (Store, Load, the batches) spins
   // on its completion, yielding the CPU, before it sleeps. About one
   // loopback-to-LAN round trip: a reply that comes within it costs no
