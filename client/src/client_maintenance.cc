@@ -495,14 +495,18 @@ absl::StatusOr<IncomingMessage> Client::Impl::GoodCopyElsewhere(uint64_t slab, u
 }
 
 void Client::Impl::MarkPageLost(uint64_t slab, uint64_t page, const std::string& why) {
+  {
+    MutexLock l(&mu_);
+    client_internal::Slab* s = table_.Find(slab);
+    if (s == nullptr) return;
+    const uint32_t i = table_.IndexOf(page);
+    // Rewritten or invalidated since the copy was read: the "stale" copy
+    // was an older write that a newer one has replaced, nothing is lost.
+    if (!s->present.Get(i) || s->dirty.Get(i)) return;
+    s->present.Clear(i);
+    s->lost.Set(i);
+  }
   spdlog::error("farswap client: page {} has no intact copy: {}", page, why);
-  MutexLock l(&mu_);
-  client_internal::Slab* s = table_.Find(slab);
-  if (s == nullptr) return;
-  const uint32_t i = table_.IndexOf(page);
-  if (!s->present.Get(i) || s->dirty.Get(i)) return;  // rewritten or invalidated since
-  s->present.Clear(i);
-  s->lost.Set(i);
 }
 
 bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
