@@ -45,6 +45,10 @@
 //     each as soon as it and the ones before it are done; reply i is sent
 //     then. Disk-bound loads on one connection thus keep up to a run's
 //     worth of reads in flight on one worker.
+//  7. The same for a BATCH on a worker: its consecutive LOAD entries from
+//     the next one to run go to one PageStore::LoadBatch (RunBatchLoads), so
+//     the 16 pages of a prefetch batch that lie on disk are read together,
+//     not one after the other; the reply still lists the entries in order.
 //
 // Why this keeps each connection's order: a connection's frames are
 // executed by one thread at a time in arrival order — the I/O thread while
@@ -53,7 +57,7 @@
 // thread reads handed_off under state.mu before each frame, the worker
 // clears it under state.mu only once the queue is empty). A reply is sent
 // before the next frame is executed, so replies leave in order too. The
-// LOADs of one run (step 6) are read concurrently, which no request can
+// LOADs of one run (steps 6 and 7) are read concurrently, which no request can
 // tell from reading them in order: every frame before the run has been
 // answered, none after it starts before the run's last reply, and a load
 // changes nothing another load returns (it only sets the referenced bit,
@@ -125,6 +129,9 @@ static_assert(kMaxLoadRun <= kRequestsPerTurn, "a run fits in a turn");
 
 // IsPlainLoadHeader: a LOAD request on its own (not in a BATCH).
 bool IsPlainLoadHeader(const FrameHeader& h) { return !h.is_reply() && h.opcode == Opcode::kLoad; }
+
+// IsLoadEntry: a BATCH entry that is a LOAD.
+bool IsLoadEntry(const FrameHeader& h) { return h.opcode == Opcode::kLoad; }
 
 // ErrorReply makes the reply header for a failed request; the message goes
 // into *out (truncated to what the wire allows).
@@ -519,17 +526,22 @@ bool DataPlaneServer::Execute(ConnState& state, const std::shared_ptr<Connection
     request.reply = std::move(reply);
   }
   Reply& reply = *request.reply;
-  for (; request.next < request.entries.size(); ++request.next) {
+  while (request.next < request.entries.size()) {
     const size_t i = request.next;
     const FrameView& e = request.entries[i];
+    if (wait == Wait::kAllowed && IsLoadEntry(e.header)) {
+      // On a worker: this LOAD and the LOADs right behind it are read
+      // together (step 7 of the protocol above).
+      size_t end = i + 1;
+      while (end < request.entries.size() && IsLoadEntry(request.entries[end].header)) ++end;
+      RunBatchLoads(tenant, request, end);
+      continue;
+    }
     std::optional<FrameHeader> sub =
         Handle(tenant, e.header, e.payload, &reply.sub_payloads[i], wait);
     if (!sub.has_value()) return false;  // entries before i are done; i runs on a worker
-    std::span<const uint8_t> piece(reply.sub_payloads[i]);
-    absl::Status s = reply.batch->Add(
-        *sub, piece.empty() ? std::span<const std::span<const uint8_t>>()
-                            : std::span<const std::span<const uint8_t>>(&piece, 1));
-    if (!s.ok()) spdlog::error("data plane: batch reply entry {}: {}", i, s.ToString());
+    AddBatchEntry(reply, i, *sub);
+    ++request.next;
   }
   reply.header = reply.batch->Header(msg.header.request_id);
   SendReply(conn, request.reply);
@@ -734,6 +746,34 @@ void DataPlaneServer::RunQueued(const std::shared_ptr<ConnState>& state) {
   MutexLock l(&mu_);
   ready_.push_back(state);
   work_cv_.Signal();
+}
+
+void DataPlaneServer::AddBatchEntry(Reply& reply, size_t i, const FrameHeader& sub) {
+  std::span<const uint8_t> piece(reply.sub_payloads[i]);
+  absl::Status s =
+      reply.batch->Add(sub, piece.empty() ? std::span<const std::span<const uint8_t>>()
+                                          : std::span<const std::span<const uint8_t>>(&piece, 1));
+  if (!s.ok()) spdlog::error("data plane: batch reply entry {}: {}", i, s.ToString());
+}
+
+void DataPlaneServer::RunBatchLoads(uint32_t tenant, Request& request, size_t end) {
+  const size_t begin = request.next;
+  std::vector<uint64_t> pages;
+  for (size_t k = begin; k < end; ++k) pages.push_back(request.entries[k].header.page);
+  load_runs_++;
+  Reply& reply = *request.reply;
+  const auto start = std::chrono::steady_clock::now();
+  // LoadBatch hands the results back in order, so the entries go into the
+  // reply in order.
+  store_->LoadBatch(tenant, pages, [&](size_t k, absl::StatusOr<LoadedPage>& loaded) {
+    load_latency_.Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
+    requests_++;
+    const size_t i = begin + k;
+    FrameHeader sub = LoadReply(request.entries[i].header, loaded, &reply.sub_payloads[i]);
+    CountOp(Opcode::kLoad, sub.status);
+    AddBatchEntry(reply, i, sub);
+  });
+  request.next = end;
 }
 
 void DataPlaneServer::RunLoads(ConnState& state, const std::shared_ptr<Connection>& conn,

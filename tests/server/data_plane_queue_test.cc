@@ -28,6 +28,7 @@ using ::farswap::testing::GatedBlockDevice;
 using testing::Payload;
 using testing::ScopedSyncPoints;
 using transport::FrameHeader;
+using transport::FrameView;
 using transport::IncomingMessage;
 using transport::Opcode;
 using transport::OutgoingMessage;
@@ -504,6 +505,76 @@ TEST_F(DataPlaneQueueTest, BatchEntryFailuresStayInTheirEntry) {
               v2);
   EXPECT_EQ(server_->stats().requests_to_workers, 0u);
   EXPECT_EQ(server_->stats().requests, 7u);  // the entries (HELLO is not counted)
+}
+
+// A BATCH of LOADs of written-back pages (the region's prefetch batches):
+// on the worker, each run of consecutive LOAD entries goes to one
+// PageStore::LoadBatch, so their disk reads are in flight together instead
+// of one after the other; a STORE entry between two runs takes effect
+// between them, and the reply lists every entry in order with its own page.
+TEST_F(DataPlaneQueueTest, BatchLoadsOfWrittenBackPagesAreReadTogetherRunByRun) {
+  disk_.OpenGate();
+  Start({.workers = 2});
+  auto ch = Connected();
+  const uint32_t tenant = session_.tenant_index;
+  for (uint64_t p = 0; p < 80; ++p) {
+    std::vector<uint8_t> data = Payload(p, 3000);
+    ASSERT_TRUE(store_->Store(tenant, p, {.payload = data, .checksum = p}).ok()) << p;
+  }
+  store_->QuiesceWriteback();
+  std::vector<uint64_t> on_disk, in_pool;  // TryLoad has no effect: it only tells
+  for (uint64_t p = 0; p < 80; ++p) {
+    (store_->TryLoad(tenant, p).has_value() ? in_pool : on_disk).push_back(p);
+  }
+  ASSERT_GE(on_disk.size(), 6u) << "writeback should have moved pages to disk";
+  ASSERT_GE(in_pool.size(), 1u);
+
+  const std::vector<uint8_t> newer = Payload(900, 1000);
+  std::span<const uint8_t> newer_piece(newer);
+  transport::BatchEncoder batch;
+  std::vector<uint64_t> loads;  // the page each entry loads (0 for the store)
+  auto add_load = [&](uint64_t page) {
+    ASSERT_TRUE(batch.Add({.opcode = Opcode::kLoad, .page = page}).ok());
+    loads.push_back(page);
+  };
+  add_load(on_disk[0]);  // 0-4: run 1, a pool page inside it
+  add_load(on_disk[1]);
+  add_load(in_pool[0]);
+  add_load(on_disk[2]);
+  add_load(on_disk[3]);
+  ASSERT_TRUE(batch
+                  .Add({.opcode = Opcode::kStore,
+                        .page = on_disk[0],
+                        .codec = transport::Codec::kLz4,
+                        .checksum = 77},
+                       {&newer_piece, 1})
+                  .ok());  // 5: replaces on_disk[0]
+  loads.push_back(0);
+  add_load(on_disk[0]);  // 6-8: run 2; 6 sees entry 5
+  add_load(on_disk[4]);
+  add_load(on_disk[5]);
+  std::vector<uint8_t> payload;
+  for (auto piece : batch.pieces()) payload.insert(payload.end(), piece.begin(), piece.end());
+  const uint64_t runs_before = server_->stats().load_runs;
+  auto r = ch->Call(batch.Header(0), payload, kTimeout).get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  auto entries = transport::DecodeBatch({r->header, r->payload});
+  ASSERT_TRUE(entries.ok()) << entries.status();
+  ASSERT_EQ(entries->size(), loads.size());
+  for (size_t i = 0; i < loads.size(); ++i) {
+    const FrameView& e = (*entries)[i];
+    ASSERT_EQ(e.header.status, absl::StatusCode::kOk) << i;
+    if (i == 5) continue;  // the store
+    const bool replaced = i == 6;
+    EXPECT_EQ(e.header.checksum, replaced ? 77u : loads[i]) << i;
+    EXPECT_TRUE(std::vector<uint8_t>(e.payload.begin(), e.payload.end()) ==
+                (replaced ? newer : Payload(loads[i], 3000)))
+        << "entry " << i << " (page " << loads[i] << ")";
+  }
+  // The frame went to a worker at entry 0 (its page is on disk); there the
+  // two runs of LOADs were read with one LoadBatch each.
+  EXPECT_EQ(server_->stats().load_runs - runs_before, 2u);
+  EXPECT_EQ(server_->stats().requests_to_workers, 1u);
 }
 
 }  // namespace

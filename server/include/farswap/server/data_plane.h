@@ -125,8 +125,9 @@ struct DataPlaneStats {
   uint64_t queued_requests = 0;       // frames waiting for a worker now, all connections
   uint64_t queued_requests_peak = 0;  // the most one connection has had waiting
   uint64_t read_pauses = 0;           // times a connection stopped being read for it
-  // load_runs: runs of consecutive queued LOADs whose disk reads were
-  // submitted together (RunLoads).
+  // load_runs: runs of consecutive queued LOADs, or of consecutive LOAD
+  // entries of a BATCH, whose disk reads were submitted together on a worker
+  // (RunLoads, RunBatchLoads).
   uint64_t load_runs = 0;
   // bytes_received, bytes_sent: data-plane frame bytes (headers and
   // payloads) read from and replied to clients, all connections.
@@ -196,6 +197,13 @@ class DataPlaneServer {
   void RunLoads(ConnState& state, const std::shared_ptr<transport::Connection>& conn,
                 const std::vector<std::unique_ptr<Request>>& run);
   static bool IsPlainLoad(const Request& r);
+  // RunBatchLoads runs the LOAD entries [request.next, end) of a BATCH
+  // through one PageStore::LoadBatch (their disk reads in flight together)
+  // and adds their sub-replies in order; request.next becomes end (worker).
+  void RunBatchLoads(uint32_t tenant, Request& request, size_t end);
+  // AddBatchEntry adds entry i's sub-reply (its payload in
+  // reply.sub_payloads[i]) to the BATCH reply being built.
+  static void AddBatchEntry(Reply& reply, size_t i, const transport::FrameHeader& sub);
   // SessionEnded: whether the connection's session has ended since it was
   // last found open (cheap while TenantRegistry::session_end_generation is
   // unchanged). Takes state.mu, then the registry's lock, one at a time.
