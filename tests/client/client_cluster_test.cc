@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <iostream>
 #include <random>
 #include <thread>
 #include <vector>
@@ -32,6 +33,25 @@ class ClientClusterTest : public ::testing::Test {
     // A missing corpus is a clear failure, not a crash on a null page.
     ASSERT_GT(Corpus().page_count(), 600u)
         << "the page corpus " FARSWAP_CORPUS_DIR "/node.pages.zst is missing or too small";
+  }
+  // A failed test shows what each node process said and whether it is
+  // still alive (waitpid), so a node that died tells why.
+  void TearDown() override {
+    if (!HasFailure()) return;
+    for (const auto& n : nodes_) {
+      if (!n->running()) continue;
+      int status = 0;
+      const pid_t done = waitpid(n->pid(), &status, WNOHANG);
+      std::string log = n->Log();
+      if (log.size() > 3000) log = log.substr(log.size() - 3000);
+      std::cerr << "--- node " << n->grpc_addr() << " (pid " << n->pid() << "): "
+                << (done == n->pid() ? (WIFSIGNALED(status)
+                                            ? "killed by signal " + std::to_string(WTERMSIG(status))
+                                            : "exited " + std::to_string(WEXITSTATUS(status)))
+                                     : std::string("running"))
+                << "; log tail:\n"
+                << log << "\n";
+    }
   }
   void StartNodes(int n, std::vector<std::string> extra_args = {}) {
     for (int i = 0; i < n; ++i) {
