@@ -168,6 +168,32 @@ class DataPlaneQueueTest : public ::testing::Test {
     }
   }
 
+  // WrittenBack is the split WriteBackSome leaves: pages on disk and pages
+  // still in the pool.
+  struct WrittenBack {
+    std::vector<uint64_t> on_disk, in_pool;
+  };
+  // WriteBackSome stores pages 0..80 (Payload(p, 3000), checksum p) with the
+  // gate open, lets writeback move some of them to disk and returns where
+  // each one is. A pass may leave nothing in the pool (how much it writes
+  // depends on when it ran), so page 80 is stored after waiting for the
+  // passes to end: the pool is then at or below its low watermark, and one
+  // page does not take it past the high watermark, which is what starts a
+  // pass — page 80 stays in the pool.
+  WrittenBack WriteBackSome() {
+    const uint32_t tenant = session_.tenant_index;
+    for (uint64_t p = 0; p <= 80; ++p) {
+      if (p == 80) store_->QuiesceWriteback();
+      std::vector<uint8_t> data = Payload(p, 3000);
+      EXPECT_TRUE(store_->Store(tenant, p, {.payload = data, .checksum = p}).ok()) << p;
+    }
+    WrittenBack where;  // TryLoad has no effect: it only tells
+    for (uint64_t p = 0; p <= 80; ++p) {
+      (store_->TryLoad(tenant, p).has_value() ? where.in_pool : where.on_disk).push_back(p);
+    }
+    return where;
+  }
+
   static constexpr uint64_t kFirstFiller = 1000;
 
   ScopedSyncPoints sync_points_;  // destroyed last: clears the sync points
@@ -413,17 +439,9 @@ TEST_F(DataPlaneQueueTest, QueuedLoadsOfWrittenBackPagesAreAnsweredInOrder) {
   disk_.OpenGate();
   Start({.workers = 3});
   auto ch = Connected();
-  const uint32_t tenant = session_.tenant_index;
-  for (uint64_t p = 0; p < 80; ++p) {
-    std::vector<uint8_t> data = Payload(p, 3000);
-    ASSERT_TRUE(store_->Store(tenant, p, {.payload = data, .checksum = p}).ok()) << p;
-  }
-  store_->QuiesceWriteback();
-  std::vector<uint64_t> on_disk;  // TryLoad has no effect: it only tells
-  for (uint64_t p = 0; p < 80 && on_disk.size() < 6; ++p) {
-    if (!store_->TryLoad(tenant, p).has_value()) on_disk.push_back(p);
-  }
-  ASSERT_EQ(on_disk.size(), 6u) << "writeback should have moved pages to disk";
+  std::vector<uint64_t> on_disk = WriteBackSome().on_disk;
+  ASSERT_GE(on_disk.size(), 6u) << "writeback should have moved pages to disk";
+  on_disk.resize(6);
   disk_.CloseGate();
   ASSERT_GT(FillPool(), 0u);
 
@@ -516,16 +534,7 @@ TEST_F(DataPlaneQueueTest, BatchLoadsOfWrittenBackPagesAreReadTogetherRunByRun) 
   disk_.OpenGate();
   Start({.workers = 2});
   auto ch = Connected();
-  const uint32_t tenant = session_.tenant_index;
-  for (uint64_t p = 0; p < 80; ++p) {
-    std::vector<uint8_t> data = Payload(p, 3000);
-    ASSERT_TRUE(store_->Store(tenant, p, {.payload = data, .checksum = p}).ok()) << p;
-  }
-  store_->QuiesceWriteback();
-  std::vector<uint64_t> on_disk, in_pool;  // TryLoad has no effect: it only tells
-  for (uint64_t p = 0; p < 80; ++p) {
-    (store_->TryLoad(tenant, p).has_value() ? in_pool : on_disk).push_back(p);
-  }
+  auto [on_disk, in_pool] = WriteBackSome();
   ASSERT_GE(on_disk.size(), 6u) << "writeback should have moved pages to disk";
   ASSERT_GE(in_pool.size(), 1u);
 
