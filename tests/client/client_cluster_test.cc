@@ -180,7 +180,8 @@ TEST_F(ClientClusterTest, NodeKilledWithABatchInFlightLosesNoPage) {
   ASSERT_EQ(c->replicas(), 2);
   constexpr size_t kPages = 600;
   ASSERT_GE(Corpus().page_count(), kPages);
-  const uint64_t before = c->stats().nodes[0].requests;
+  const std::string stopped = nodes_[0]->grpc_addr();
+  const uint64_t before = Node(c->stats(), stopped).requests;
   nodes_[0]->Pause();
   std::vector<absl::Status> results;
   std::thread writer([&] {
@@ -191,16 +192,16 @@ TEST_F(ClientClusterTest, NodeKilledWithABatchInFlightLosesNoPage) {
   // Wait until the batch has been sent to the stopped node (the client
   // counts a request when it issues it), then kill the node.
   const absl::Time deadline = absl::Now() + kWait;
-  while (c->stats().nodes[0].requests == before && absl::Now() < deadline) {
+  while (Node(c->stats(), stopped).requests == before && absl::Now() < deadline) {
     std::this_thread::yield();
   }
-  ASSERT_GT(c->stats().nodes[0].requests, before) << "nothing was sent to node 0";
+  ASSERT_GT(Node(c->stats(), stopped).requests, before) << "nothing was sent to node 0";
   nodes_[0]->Kill();
   writer.join();
   ASSERT_EQ(results.size(), kPages);
   for (size_t i = 0; i < kPages; ++i) ASSERT_TRUE(results[i].ok()) << i << ": " << results[i];
   ClientStats s = c->stats();
-  EXPECT_EQ(s.nodes[0].state, "suspect");
+  EXPECT_EQ(Node(s, stopped).state, "suspect");
   EXPECT_EQ(s.lost_pages, 0u);
   LoadAndVerify(*c, 0, kPages);
   // Both survivors end up holding every slab.

@@ -182,7 +182,9 @@ ServerProcess::~ServerProcess() {
 
 void ServerProcess::Kill() {
   if (pid_ <= 0) return;
-  kill(pid_, SIGCONT);  // a paused process still dies, but be tidy
+  // SIGKILL alone: it ends a paused (SIGSTOPped) process too. A SIGCONT
+  // first would let a paused node run until the SIGKILL lands, answering
+  // requests a test meant to die unanswered with it.
   kill(pid_, SIGKILL);
   waitpid(pid_, nullptr, 0);
   pid_ = -1;

@@ -182,6 +182,8 @@ struct ClientStats {
   uint64_t load_network_ns = 0;
   uint64_t load_decode_ns = 0;
   int replicas = 0;
+  // nodes: one entry per node the client knows: ClientOptions::nodes in
+  // their order, then nodes found through dns_name in the order found.
   std::vector<NodeStats> nodes;
 };
 
