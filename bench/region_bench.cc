@@ -34,18 +34,20 @@ class SpawnedClusterBackend final : public PageBackend {
  public:
   static absl::StatusOr<std::unique_ptr<SpawnedClusterBackend>> Start(
       const std::string& server_binary, int nodes, int replicas, Codec codec,
-      const std::string& pool_limit, uint64_t busy_poll_us, uint64_t node_io_threads,
-      uint64_t client_io_threads, bool one_connection, std::optional<uint64_t> client_spin_us) {
+      const std::string& pool_limit, uint64_t busy_poll_us, std::optional<uint64_t> node_io_threads,
+      std::optional<uint64_t> client_io_threads, bool one_connection,
+      std::optional<uint64_t> client_spin_us) {
     auto b = std::unique_ptr<SpawnedClusterBackend>(new SpawnedClusterBackend);
     ClientOptions o;
+    std::vector<std::string> node_args = {"--log-level", "warn", "--busy-poll-us",
+                                          absl::StrCat(busy_poll_us)};
+    if (node_io_threads)
+      node_args.insert(node_args.end(), {"--io-threads", absl::StrCat(*node_io_threads)});
     for (int i = 0; i < nodes; ++i) {
-      FARSWAP_ASSIGN_OR_RETURN(
-          auto node,
-          testing::ServerProcess::Start(
-              {.pool_limit = pool_limit,
-               .backing_size = "1G",
-               .extra_args = {"--log-level", "warn", "--busy-poll-us", absl::StrCat(busy_poll_us)},
-               .binary = server_binary}));
+      FARSWAP_ASSIGN_OR_RETURN(auto node, testing::ServerProcess::Start({.pool_limit = pool_limit,
+                                                                         .backing_size = "1G",
+                                                                         .extra_args = node_args,
+                                                                         .binary = server_binary}));
       o.nodes.push_back(node->grpc_addr());
       b->nodes_.push_back(std::move(node));
     }
@@ -53,7 +55,7 @@ class SpawnedClusterBackend final : public PageBackend {
     o.codec = codec;
     o.client_name = "farswap-bench region";
     o.busy_poll = absl::Microseconds(int64_t(busy_poll_us));
-    o.io_threads = int(client_io_threads);
+    if (client_io_threads) o.io_threads = int(*client_io_threads);
     o.load_connection = !one_connection;
     if (client_spin_us) o.spin_wait = absl::Microseconds(int64_t(*client_spin_us));
     FARSWAP_ASSIGN_OR_RETURN(b->client_, Client::Connect(o));
@@ -98,8 +100,8 @@ struct RegionFlags {
   uint64_t evict_threads = 0;
   uint64_t spin_us = 50;
   uint64_t busy_poll_us = 0;
-  uint64_t node_io_threads = 1;
-  uint64_t client_io_threads = 1;
+  std::optional<uint64_t> node_io_threads;    // unset: farswap-server's default
+  std::optional<uint64_t> client_io_threads;  // unset: ClientOptions' default
   bool no_prefetch = false;
   bool write_protect_loads = false;
   bool one_connection = false;
@@ -284,12 +286,12 @@ CommandRunner AddRegionCommand(CLI::App& app) {
   cmd->add_option("--busy-poll-us", f->busy_poll_us, "the spawned nodes' and client's busy poll")
       ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
-  cmd->add_option("--node-io-threads", f->node_io_threads, "the spawned nodes' --io-threads")
-      ->check(CLI::Range(1, 64))
-      ->capture_default_str();
-  cmd->add_option("--client-io-threads", f->client_io_threads, "the client's I/O threads")
-      ->check(CLI::Range(1, 64))
-      ->capture_default_str();
+  cmd->add_option("--node-io-threads", f->node_io_threads,
+                  "the spawned nodes' --io-threads (default: farswap-server's, 2)")
+      ->check(CLI::Range(1, 64));
+  cmd->add_option("--client-io-threads", f->client_io_threads,
+                  "the client's I/O threads (default: ClientOptions::io_threads, 2)")
+      ->check(CLI::Range(1, 64));
   cmd->add_flag("--no-prefetch", f->no_prefetch, "turn the region's prefetcher off");
   cmd->add_flag("--write-protect-loads", f->write_protect_loads,
                 "install loaded pages write-protected (a write then faults again)");
