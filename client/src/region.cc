@@ -371,6 +371,7 @@ void RegionImpl::FaultThread() {
   } pass_on{wake_fd_};
   while (!fault_stop_.load(std::memory_order_relaxed)) {
     ssize_t n;
+    FARSWAP_SYNC_POINT("Region::FaultThread:before-read");
     {
       // Reading an event releases its caller (madvise, munmap), who may
       // fault on the range at once; that fault must not be served (by

@@ -127,6 +127,37 @@ void RegionImpl::MadviseOwn(const std::vector<uint64_t>& pages) {
   for (uint64_t p : pages) {
     if (!(flags_[p].load() & kFlagForgetUnmapped)) mapped.push_back(p);
   }
+  // A run that failed with ENOMEM (the program unmapped part of it while
+  // its REMOVE event waited to be read) may have been zapped only up to
+  // the unmapped part: Linux drops mmap_lock while that event is read, then
+  // looks the range's start up again and, finding it unmapped, returns
+  // ENOMEM without zapping the rest of the range. Such pages stay mapped —
+  // write-protected, as eviction left them — while their state says they
+  // are gone, and the program's next write to one would fault WP forever.
+  // So the run's pages still present are dropped again, once every event
+  // read so far has been handled (read_mu_: pages unmapped by then carry
+  // kFlagForgetUnmapped and are left out).
+  constexpr int kMaxAttempts = 8;
+  for (int attempt = 1; !mapped.empty(); ++attempt) {
+    std::vector<uint64_t> unfinished = MadviseRuns(mapped);
+    mapped.clear();
+    if (unfinished.empty()) break;
+    if (attempt == kMaxAttempts) {
+      RecordError(absl::StrCat("MADV_DONTNEED: ", unfinished.size(), " pages still mapped after ",
+                               kMaxAttempts, " attempts"));
+      break;
+    }
+    FARSWAP_SYNC_POINT("Region::Evict:before-redrop");
+    { MutexLock l(&read_mu_); }  // events read before now are handled
+    for (uint64_t p : unfinished) {
+      if (!(flags_[p].load() & kFlagForgetUnmapped) && PagePresent(p)) mapped.push_back(p);
+    }
+    if (!mapped.empty()) std::this_thread::yield();  // an UNMAP may still be unread
+  }
+}
+
+std::vector<uint64_t> RegionImpl::MadviseRuns(const std::vector<uint64_t>& mapped) {
+  std::vector<uint64_t> unfinished;
   ForEachRun(mapped, [&](size_t i, size_t j) {
     {
       MutexLock l(&mu_);
@@ -139,34 +170,38 @@ void RegionImpl::MadviseOwn(const std::vector<uint64_t>& pages) {
     // handles the messages of one read in order).
     if (madvise(Addr(mapped[i]), (j - i) * kPage, MADV_DONTNEED) != 0) {
       const int e = errno;
+      // ENOMEM: the program unmapped part of the run meanwhile (its UNMAP
+      // event may not be handled yet). The REMOVE event for the whole run
+      // was raised before the kernel found out, so every entry is kept
+      // (region_impl.h), and the caller drops what is still mapped again.
+      if (e == ENOMEM) {
+        unfinished.insert(unfinished.end(), mapped.begin() + long(i), mapped.begin() + long(j));
+        return;
+      }
       RecordError(absl::StrCat("MADV_DONTNEED of pages ", mapped[i], "..", mapped[j - 1], ": ",
                                strerror(e)));
-      // ENOMEM: the program unmapped part of the run meanwhile (its UNMAP
-      // event is not handled yet); the parts still mapped were zapped, and
-      // their events will come: keep every entry (region_impl.h). Any other
-      // error zapped nothing and raised no event.
-      if (e != ENOMEM) {
-        std::vector<uint64_t> taken;  // entries a program event consumed
-        {
-          MutexLock l(&mu_);
-          for (size_t k = i; k < j; ++k) {
-            auto it = own_remove_pages_.find(mapped[k]);
-            if (it == own_remove_pages_.end()) {
-              taken.push_back(mapped[k]);
-            } else if (--it->second == 0) {
-              own_remove_pages_.erase(it);
-            }
+      // Any other error zapped nothing and raised no event.
+      std::vector<uint64_t> taken;  // entries a program event consumed
+      {
+        MutexLock l(&mu_);
+        for (size_t k = i; k < j; ++k) {
+          auto it = own_remove_pages_.find(mapped[k]);
+          if (it == own_remove_pages_.end()) {
+            taken.push_back(mapped[k]);
+          } else if (--it->second == 0) {
+            own_remove_pages_.erase(it);
           }
         }
-        // A program REMOVE of such a page was taken for this call's, which
-        // raised none: forget the page now, as that event would have.
-        for (uint64_t p : taken) {
-          flags_[p].fetch_or(kFlagForgetRemoved);
-          TryForget(p);
-        }
+      }
+      // A program REMOVE of such a page was taken for this call's, which
+      // raised none: forget the page now, as that event would have.
+      for (uint64_t p : taken) {
+        flags_[p].fetch_or(kFlagForgetRemoved);
+        TryForget(p);
       }
     }
   });
+  return unfinished;
 }
 
 void RegionImpl::DropPages(std::vector<uint64_t>& pages) {

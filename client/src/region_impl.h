@@ -219,7 +219,13 @@ class RegionImpl {
   void DropPages(std::vector<uint64_t>& pages);
   // MadviseOwn: MADV_DONTNEED of sorted pages by runs, each run's pages
   // listed in own_remove_pages_ while its REMOVE events are in flight.
-  void MadviseOwn(const std::vector<uint64_t>& sorted_pages);
+  // Pages an ENOMEM left mapped are dropped again (see region_evict.cc).
+  // Takes read_mu_ (briefly, as a barrier); called with no lock held.
+  void MadviseOwn(const std::vector<uint64_t>& sorted_pages) ABSL_LOCKS_EXCLUDED(read_mu_, mu_);
+  // MadviseRuns is one pass of MadviseOwn; returns the pages of runs that
+  // failed with ENOMEM.
+  std::vector<uint64_t> MadviseRuns(const std::vector<uint64_t>& sorted_pages)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // EndBatch takes a page out of its eviction batch (kFlagInBatch) and
   // forgets it if a program event covered it meanwhile.
   void EndBatch(uint64_t page);

@@ -9,11 +9,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <fstream>
+#include <iterator>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
 #include "farswap/client/page_backend.h"
+#include "farswap/common/mutex.h"
 #include "farswap/common/sync_point.h"
 #include "region_test_util.h"
 
@@ -609,6 +613,106 @@ TEST_F(RegionTest, MunmapOfPartOfTheRegionLeavesTheRestWorking) {
 // zap-pending pages (region_impl.h, kFlagZapPending): the kernel zaps after
 // the REMOVE event is read, and an eviction could snapshot and commit the
 // thrown-away contents in between. 0 failures in 600 loaded runs since.
+// ThreadSleeps: whether thread `tid` of this process is asleep in the
+// kernel (state S or D in /proc), i.e. blocked in the call it made.
+bool ThreadSleeps(pid_t tid) {
+  std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const size_t paren = stat.rfind(')');
+  return paren != std::string::npos && paren + 2 < stat.size() &&
+         (stat[paren + 2] == 'S' || stat[paren + 2] == 'D');
+}
+
+// Linux drops mmap_lock while the REMOVE event of the evictor's
+// MADV_DONTNEED waits to be read; a munmap in that window makes the madvise
+// find its start unmapped and fail with ENOMEM, having zapped none of the
+// run's pages after the unmapped one. Those pages must still be dropped: a
+// page left mapped (and write-protected, as eviction leaves it) while its
+// state says it is remote would take WP faults forever on its next write.
+// Forced: the fault thread is held before its read while the evictor is
+// in madvise and the program unmaps the first page of the run.
+TEST_F(RegionTest, AnUnmapDuringTheEvictorsDropLeavesNoEvictedPageMapped) {
+  constexpr uint64_t kPages = 64, kHole = 16, kHoleLen = 16;  // the run: pages 31..34
+  Mutex mu;
+  CondVar cv;
+  bool readers_held = false;
+  pid_t dropper = 0;
+  RegionOptions o;
+  o.fault_threads = 1;
+  o.spin_us = 0;
+  o.prefetch = false;
+  auto r = MakeRegion(&backend_, kPages, 2 * kPages, o);
+  ASSERT_NE(r, nullptr);
+  for (uint64_t p = 0; p < kPages; ++p) FillPage(r->data() + p * kPage, p, 1);
+  SyncPoints::Set("Region::FaultThread:before-read", [&] {
+    MutexLock l(&mu);
+    while (readers_held) cv.Wait(&mu);
+  });
+  SyncPoints::SetOnce("Region::Evict:before-madvise", [&] {
+    MutexLock l(&mu);
+    readers_held = true;
+    dropper = static_cast<pid_t>(gettid());
+  });
+  auto wait_until_asleep = [&](const std::atomic<pid_t>& tid) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while ((tid.load() == 0 || !ThreadSleeps(tid.load())) &&
+           std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::yield();
+    }
+    return tid.load() != 0 && ThreadSleeps(tid.load());
+  };
+  absl::Status advised;
+  std::atomic<pid_t> unmapper_tid{0};
+  std::thread drop(
+      [&] { advised = r->Advise((kHole + kHoleLen - 1) * kPage, 4 * kPage, Advice::kCold); });
+  // The dropper is asleep in madvise: its REMOVE event is queued, unread.
+  // (Before madvise it only sleeps if the sync point has not run yet.)
+  bool ok = false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!ok && std::chrono::steady_clock::now() < deadline) {
+    {
+      MutexLock l(&mu);
+      ok = dropper != 0;
+    }
+    ok = ok && ThreadSleeps(dropper);
+    if (!ok) std::this_thread::yield();
+  }
+  EXPECT_TRUE(ok) << "the evictor never slept in madvise";
+  int unmapped = -1;
+  std::thread unmap([&] {
+    unmapper_tid = static_cast<pid_t>(gettid());
+    unmapped = munmap(r->data() + kHole * kPage, kHoleLen * kPage);
+  });
+  // The unmapper is asleep waiting for its UNMAP event to be read: the
+  // pages are unmapped.
+  EXPECT_TRUE(wait_until_asleep(unmapper_tid)) << "munmap never waited for its event";
+  {
+    MutexLock l(&mu);
+    readers_held = false;
+    cv.SignalAll();
+  }
+  drop.join();
+  unmap.join();
+  SyncPoints::ClearAll();
+  ASSERT_EQ(unmapped, 0);
+  EXPECT_TRUE(advised.ok()) << advised;
+  bool any_mapped = false;
+  for (uint64_t p = kHole + kHoleLen; p < kHole + kHoleLen + 3; ++p) {
+    unsigned char v = 0;
+    ASSERT_EQ(mincore(r->data() + p * kPage, kPage, &v), 0);
+    EXPECT_FALSE(v & 1) << "page " << p << " was evicted but is still mapped";
+    any_mapped |= (v & 1) != 0;
+  }
+  if (any_mapped) return;  // writing such a page would fault forever
+  for (uint64_t p = kHole + kHoleLen; p < kHole + kHoleLen + 3; ++p) {
+    ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, 1)) << p;
+    FillPage(r->data() + p * kPage, p, 2);
+    ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, 2)) << p;
+  }
+  for (uint64_t p = 0; p < kHole; ++p) ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, 1)) << p;
+  EXPECT_EQ(r->stats().pages_unmapped, kHoleLen);
+}
+
 TEST_F(RegionTest, MadviseDontneedRacingFaultsAndEvictionsKeepsEveryPageRight) {
   constexpr uint64_t kPages = 256;
   constexpr int kThreads = 4;
