@@ -134,9 +134,9 @@ void RegionImpl::MadviseOwn(const std::vector<uint64_t>& pages) {
   // ENOMEM without zapping the rest of the range. Such pages stay mapped —
   // write-protected, as eviction left them — while their state says they
   // are gone, and the program's next write to one would fault WP forever.
-  // So the run's pages still present are dropped again, once every event
-  // read so far has been handled (read_mu_: pages unmapped by then carry
-  // kFlagForgetUnmapped and are left out).
+  // So the run's pages still present are dropped again; which those are is
+  // decided under read_mu_ (below), so that no page the program unmapped —
+  // and may have mapped something else at — is among them.
   constexpr int kMaxAttempts = 8;
   for (int attempt = 1; !mapped.empty(); ++attempt) {
     std::vector<uint64_t> unfinished = MadviseRuns(mapped);
@@ -147,10 +147,16 @@ void RegionImpl::MadviseOwn(const std::vector<uint64_t>& pages) {
                                kMaxAttempts, " attempts"));
       break;
     }
-    FARSWAP_SYNC_POINT("Region::Evict:before-redrop");
-    { MutexLock l(&read_mu_); }  // events read before now are handled
-    for (uint64_t p : unfinished) {
-      if (!(flags_[p].load() & kFlagForgetUnmapped) && PagePresent(p)) mapped.push_back(p);
+    {
+      // Held while looking: no event is read meanwhile, so no munmap of
+      // these pages can return (it waits for its UNMAP event to be read)
+      // and nothing else can be mapped there yet. A page unmapped by an
+      // event already read is flagged (the reader handles events under
+      // this lock); one whose event is still unread is not present.
+      MutexLock l(&read_mu_);
+      for (uint64_t p : unfinished) {
+        if (!(flags_[p].load() & kFlagForgetUnmapped) && PagePresent(p)) mapped.push_back(p);
+      }
     }
     if (!mapped.empty()) std::this_thread::yield();  // an UNMAP may still be unread
   }

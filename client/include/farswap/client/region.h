@@ -101,6 +101,14 @@
 //     invalidated, stats: pages_unmapped) and never touched by the region
 //     again, even if something else is mapped there later; an access is the
 //     program's own SIGSEGV. The rest of the region works as before.
+//     Unmapping, a limit the kernel sets: an eviction whose MADV_DONTNEED
+//     covers the unmapped pages may be in flight when munmap returns (Linux
+//     drops mmap_lock while the drop's REMOVE event is read, and looks the
+//     range up again after). A mapping the program makes at those addresses
+//     before that drop ends may be zapped by it (reads zeros). Map something
+//     else into a hole of a live region only after its evictions settle
+//     (resident_pages at most one evict_batch under the budget), or not at
+//     all. Pages past the hole are dropped again if that drop stopped short.
 //   - fork: the child does not inherit the region (MADV_DONTFORK): an access
 //     there is SIGSEGV, never a silent zero page. Share far memory with a
 //     child through the backend, not the mapping.
