@@ -235,9 +235,6 @@ class RegionImpl {
   void OnMissingFault(uint64_t page);
   void QueuePrefetch(int64_t from, int64_t stride, uint32_t count)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // PrefetchOne installs `page` if it is not resident; false if there was
-  // no room under the budget (the caller may requeue it).
-  bool PrefetchOne(uint64_t page, std::vector<uint8_t>& buf);
   // PrefetchMany installs the pages that are not resident, loading the
   // remote ones in one batch into `bufs` (pages.size() x 4 KiB). Returns how
   // many pages (a prefix) it dealt with; it stops at the first for which

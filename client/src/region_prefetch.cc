@@ -133,10 +133,6 @@ void RegionImpl::PrefetchThread() {
   }
 }
 
-bool RegionImpl::PrefetchOne(uint64_t page, std::vector<uint8_t>& buf) {
-  return PrefetchMany({&page, 1}, buf.data()) == 1;
-}
-
 size_t RegionImpl::PrefetchMany(std::span<const uint64_t> pages, uint8_t* bufs) {
   // 1. Claim: reserve room and move each page to kFetching. Zeros are
   // installed at once (no transfer); remote pages are loaded together.

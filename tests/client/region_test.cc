@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <future>
 #include <iterator>
 #include <random>
 #include <string>
@@ -382,6 +383,81 @@ TEST_F(RegionTest, StridedScanIsPrefetched) {
       << "issued " << s.prefetch_issued << " hits " << s.prefetch_hits << " before "
       << before_issued;
   EXPECT_GT(s.prefetch_hits, 0u);
+}
+
+// A fault thread that has just served a fault spins for the next one; it
+// must not spend that time on queued prefetches (it once loaded them one by
+// one, so the next fault waited behind a load that might take a node's disk
+// read). Prefetch loads of pages 0..63 are held at a gate; faults on other
+// pages must be served meanwhile, with a spin long enough that every one of
+// them is followed by one (a fault thread that took a queued prefetch would
+// block at the gate with the rest still queued, and the faults after it
+// would wait until the gate opens).
+TEST_F(RegionTest, FaultsAreNotHeldBehindQueuedPrefetches) {
+  // Declared before the region: its threads may run the hook until it is
+  // destroyed.
+  Mutex mu;
+  CondVar cv;
+  bool open = false;
+  uint64_t held = 0;  // gated loads waiting
+  const uint64_t pages = 256;
+  RegionOptions o;
+  o.fault_threads = 1;
+  o.spin_us = 1'000'000;
+  auto r = MakeRegion(&backend_, pages, 2 * pages, o);
+  ASSERT_NE(r, nullptr);
+  for (uint64_t p = 0; p < pages; ++p) FillPage(r->data() + p * kPage, p, 1);
+  ASSERT_TRUE(r->Advise(0, pages * kPage, Advice::kCold).ok());
+
+  backend_.set_load_hook([&](uint64_t page_no) {
+    if (page_no >= 64) return;
+    MutexLock l(&mu);
+    ++held;
+    cv.SignalAll();
+    while (!open) cv.Wait(&mu);
+  });
+  struct OpenAtExit {  // the gate opens whatever happens below
+    Mutex* mu;
+    CondVar* cv;
+    bool* open;
+    ~OpenAtExit() {
+      MutexLock l(mu);
+      *open = true;
+      cv->SignalAll();
+    }
+  } open_at_exit{&mu, &cv, &open};
+
+  // 64 pages queued for prefetch; the prefetch thread takes a batch and
+  // blocks at the gate, the rest stays queued.
+  ASSERT_TRUE(r->Advise(0, 64 * kPage, Advice::kWillNeed).ok());
+  {
+    MutexLock l(&mu);
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    while (held == 0 && !cv.WaitWithDeadline(&mu, deadline)) {
+    }
+    ASSERT_GT(held, 0u) << "the prefetch thread never loaded a queued page";
+  }
+  // Faults on pages away from each other (no stream), each served while
+  // the gate is shut.
+  std::promise<bool> served;
+  std::thread faulter([&] {
+    bool all = true;
+    for (uint64_t p : {100, 117, 90, 125, 80, 107, 73, 121, 200, 160, 230, 180}) {
+      all &= PageMatches(r->data() + p * kPage, p, 1);
+    }
+    served.set_value(all);
+  });
+  std::future<bool> done = served.get_future();
+  const bool in_time = done.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  EXPECT_TRUE(in_time) << "faults waited behind prefetch loads held at the gate";
+  {
+    MutexLock l(&mu);
+    open = true;
+    cv.SignalAll();
+  }
+  faulter.join();
+  EXPECT_TRUE(done.get());
+  for (uint64_t p = 0; p < 64; ++p) ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, 1)) << p;
 }
 
 TEST_F(RegionTest, TransientLoadFailuresAreRetried) {
