@@ -220,7 +220,9 @@ class RegionImpl {
   // MadviseOwn: MADV_DONTNEED of sorted pages by runs, each run's pages
   // listed in own_remove_pages_ while its REMOVE events are in flight.
   // Pages an ENOMEM left mapped are dropped again (see region_evict.cc).
-  // Takes read_mu_ (briefly, as a barrier); called with no lock held.
+  // Takes read_mu_ briefly, to decide which pages to drop again (never
+  // across a madvise, whose REMOVE event a fault thread must read); called
+  // with no lock held.
   void MadviseOwn(const std::vector<uint64_t>& sorted_pages) ABSL_LOCKS_EXCLUDED(read_mu_, mu_);
   // MadviseRuns is one pass of MadviseOwn; returns the pages of runs that
   // failed with ENOMEM.
