@@ -8,10 +8,15 @@
 //  - Space is low (CleanWhileLow, before a writeback batch): free segments
 //    are few. Greedy: the lowest live fraction below cleaner_threshold, the
 //    most space back for the least copying, now.
-//  - Dead bytes are many (CleanWhileDead, after a writeback pass on the
-//    writeback thread, kicked by invalidates and stores that leave dead
-//    bytes behind): dead bytes exceed cleaner_max_dead of the bytes held,
-//    so a page on disk costs more than its compressed size. Cost-benefit
+//  - Dead bytes are many (CleanWhileDead, the writeback thread's idle
+//    work, asked for by invalidates and stores that leave dead bytes
+//    behind; it runs once no writeback pass has been asked for during
+//    cleaner_idle_ms, and stops early when one is): dead bytes exceed
+//    cleaner_max_dead of the bytes held, so a page on disk costs more than
+//    its compressed size. Only when writeback is quiet, because cleaning
+//    for space rewrites live bytes (under churn about 3 bytes per byte
+//    written back) to give back space nobody needs while free segments are
+//    plenty; under steady writeback the first reason alone runs. Cost-benefit
 //    (segment_table.h, VictimPolicy), among segments whose own dead
 //    fraction is above cleaner_max_dead — if none is, the held bytes
 //    overall cannot be over the target by more than the open segments'
@@ -90,15 +95,17 @@ void PageStore::CleanWhileLow() {
   }
 }
 
-bool PageStore::CleanWhileDead() {
-  // Bounded per pass, so a store waiting for the pass that follows waits
-  // for at most this much cleaning; the worker kicks itself to go on.
-  constexpr int kMaxSegmentsPerPass = 8;
+bool PageStore::CleanWhileDead(WritebackWorker& worker) {
+  // Bounded per round, so a pass asked for meanwhile waits for at most one
+  // segment (KickPending below) and a round for at most this many.
+  constexpr int kMaxSegmentsPerRound = 8;
   if (segments_ == nullptr) return false;
   cleaner_kicked_.store(false, std::memory_order_relaxed);
   const double threshold = 1.0 - options_.cleaner_max_dead;
-  for (int i = 0; i < kMaxSegmentsPerPass; ++i) {
+  for (int i = 0; i < kMaxSegmentsPerRound; ++i) {
     if (!segments_->DeadOverTarget()) return false;
+    // Writeback is needed again: it goes first; the next quiet time goes on.
+    if (worker.KickPending()) return true;
     const uint64_t dead_before = segments_->dead_bytes();
     if (!CleanOneSegment(threshold, internal::VictimPolicy::kCostBenefit)) return false;
     counters_.cleaner_space_segments.fetch_add(1, std::memory_order_relaxed);
@@ -111,10 +118,10 @@ bool PageStore::CleanWhileDead() {
 
 void PageStore::MaybeKickCleaner() {
   if (worker_ == nullptr || segments_ == nullptr || !segments_->DeadOverTarget()) return;
-  // One kick outstanding at a time: CleanWhileDead clears the flag when it
-  // starts, so a burst of invalidates costs one worker wake-up.
+  // One request outstanding at a time: CleanWhileDead clears the flag when
+  // it starts, so a burst of invalidates costs one worker wake-up.
   if (cleaner_kicked_.exchange(true, std::memory_order_relaxed)) return;
-  worker_->Kick();
+  worker_->RequestIdleWork();
 }
 
 bool PageStore::RunCleanerOnce() {

@@ -73,6 +73,7 @@ struct Flags {
   uint64_t segment_size = 1ull << 20;
   double cleaner_threshold = 0.5;
   double cleaner_max_dead = 0.08;
+  uint32_t cleaner_idle_ms = 100;
   double high_watermark = 0.9;
   double low_watermark = 0.8;
   int io_threads = 2;
@@ -128,10 +129,17 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->check(cli::Fraction())
       ->capture_default_str();
   app.add_option("--cleaner-max-dead", f.cleaner_max_dead,
-                 "the writeback thread also cleans while dead bytes exceed F x the bytes the "
-                 "log holds (0 < F <= 1; 1 = only when free segments run low)")
+                 "the writeback thread also cleans, once writeback has been quiet for "
+                 "--cleaner-idle-ms, while dead bytes exceed F x the bytes the log holds "
+                 "(0 < F <= 1; 1 = only when free segments run low)")
       ->type_name("F")
       ->check(cli::Fraction())
+      ->capture_default_str();
+  app.add_option("--cleaner-idle-ms", f.cleaner_idle_ms,
+                 "milliseconds without a writeback pass before the --cleaner-max-dead cleaning "
+                 "runs (0: after every pass)")
+      ->type_name("MS")
+      ->check(CLI::Range(0, 3600 * 1000))
       ->capture_default_str();
   app.add_option("--high-watermark", f.high_watermark, "start writeback above F x pool limit")
       ->type_name("F")
@@ -284,9 +292,9 @@ int Serve(const Flags& f) {
     backing = std::move(*dev);
     spdlog::info(
         "backing store {}: {} blocks of 4 KiB, a log of {}-byte segments, cleaner threshold {}, "
-        "cleaner max dead {}",
+        "cleaner max dead {} after {} ms without writeback",
         backing->Describe(), backing->block_count(), f.segment_size, f.cleaner_threshold,
-        f.cleaner_max_dead);
+        f.cleaner_max_dead, f.cleaner_idle_ms);
   } else {
     spdlog::warn("no --backing-file: no LRU writeback; stores fail when the pool is full");
   }
@@ -298,6 +306,7 @@ int Serve(const Flags& f) {
                                   .segment_bytes = f.segment_size,
                                   .cleaner_threshold = f.cleaner_threshold,
                                   .cleaner_max_dead = f.cleaner_max_dead,
+                                  .cleaner_idle_ms = f.cleaner_idle_ms,
                                   .cold_after_seconds = f.cold_after_s,
                                   .cold_zstd_level = f.cold_zstd_level});
   if (!store.ok()) {

@@ -121,12 +121,15 @@ absl::StatusOr<std::unique_ptr<PageStore>> PageStore::Create(const PageStoreOpti
   if (absl::Status s = store->SetLimits(options.limits); !s.ok()) return s;
   if (options.start_writeback_worker && store->backing_ != nullptr) {
     PageStore* self = store.get();
-    store->worker_ = std::make_unique<WritebackWorker>([self](WritebackWorker& worker) {
-      self->RunWritebackPass(&worker);
-      // Space-driven cleaning in the writeback thread's own time; a pass
-      // that stopped at its bound asks for another.
-      return self->CleanWhileDead();
-    });
+    store->worker_ = std::make_unique<WritebackWorker>(
+        [self](WritebackWorker& worker) {
+          self->RunWritebackPass(&worker);
+          return false;
+        },
+        // Space-driven cleaning in the writeback thread's quiet time; a
+        // round that stopped with dead bytes over the target asks for more.
+        [self](WritebackWorker& worker) { return self->CleanWhileDead(worker); },
+        absl::Milliseconds(options.cleaner_idle_ms));
   }
   if (absl::Status s = store->StartColdTier(); !s.ok()) return s;
   return store;

@@ -13,28 +13,50 @@
 // at the end of the pass: a pass from the high watermark down to the low one
 // is many batches, and a Store that waited for all of them left the pool's
 // freed objects unused (and its connection stalled) for that long.
+//
+// Idle work. Besides passes, the owner may ask for work that is worth doing
+// only while writeback is quiet (RequestIdleWork: the space-driven cleaner,
+// which rewrites live bytes to give back dead ones). It runs once no kick
+// has come for `idle_delay` since the last pass ended (or since the
+// request, whichever is later) — so a busy writeback is never slowed by it,
+// and a pass requested meanwhile goes first: the idle work asks
+// KickPending() between its steps and stops early. Idle work that returns
+// true wants another round (after the same quiet time). With a zero delay
+// it is simply the end of every pass (and of WaitForPass's wait) while
+// requested, and runs at once when requested with no pass running.
 #ifndef FARSWAP_SERVER_WRITEBACK_WORKER_H_
 #define FARSWAP_SERVER_WRITEBACK_WORKER_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <functional>
 #include <thread>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "farswap/common/mutex.h"
 
 namespace farswap::server {
 
-// WritebackWorker owns one thread. Kick and WaitForPass are safe from any
-// thread; the destructor stops and joins the thread (waiters are released).
+// WritebackWorker owns one thread. Kick, RequestIdleWork, KickPending and
+// WaitForPass are safe from any thread; the destructor stops and joins the thread (waiters are
+// released).
 class WritebackWorker {
  public:
   // run_pass: one pass; returns whether to run another without waiting for
   // a kick. It gets the worker it runs on, for NotifyProgress (the owner's
   // pointer to the worker is not safe to read from the pass: the owner
   // clears it when it destroys the worker, while the pass may still run).
-  explicit WritebackWorker(std::function<bool(WritebackWorker&)> run_pass)
-      : run_pass_(std::move(run_pass)), thread_([this] { Loop(); }) {}
+  // run_idle (may be empty): the idle work, on this thread with no lock
+  // held; returns whether to run another round later.
+  explicit WritebackWorker(std::function<bool(WritebackWorker&)> run_pass,
+                           std::function<bool(WritebackWorker&)> run_idle = nullptr,
+                           absl::Duration idle_delay = absl::ZeroDuration())
+      : run_pass_(std::move(run_pass)),
+        run_idle_(std::move(run_idle)),
+        idle_delay_(idle_delay),
+        thread_([this] { Loop(); }) {}
 
   ~WritebackWorker() {
     {
@@ -53,6 +75,24 @@ class WritebackWorker {
     MutexLock l(&mu_);
     kicked_ = true;
     cv_.SignalAll();
+  }
+
+  // RequestIdleWork asks for a round of idle work once writeback is quiet
+  // (cheap; many requests before it runs run one round). No-op without
+  // run_idle.
+  void RequestIdleWork() {
+    MutexLock l(&mu_);
+    if (!run_idle_ || idle_wanted_) return;
+    idle_wanted_ = true;
+    idle_wanted_since_ = absl::Now();
+    cv_.SignalAll();
+  }
+
+  // KickPending: a pass has been asked for and not started (for idle work,
+  // which stops early then).
+  bool KickPending() {
+    MutexLock l(&mu_);
+    return kicked_ || stopping_;
   }
 
   // WaitForPass kicks and blocks until a pass that started after this call
@@ -118,30 +158,78 @@ class WritebackWorker {
  private:
   void Loop() {
     for (;;) {
+      bool pass = false;
       {
         MutexLock l(&mu_);
-        while (!kicked_ && !stopping_) cv_.Wait(&mu_);
+        while (!kicked_ && !stopping_) {
+          if (!idle_wanted_) {
+            cv_.Wait(&mu_);
+            continue;
+          }
+          const absl::Time quiet_until = std::max(last_pass_end_, idle_wanted_since_) + idle_delay_;
+          if (absl::Now() >= quiet_until) break;  // quiet long enough: idle work
+          cv_.WaitWithDeadline(&mu_, quiet_until);
+        }
         if (stopping_) return;
-        kicked_ = false;
-        ++passes_started_;
+        if (kicked_) {
+          kicked_ = false;
+          ++passes_started_;
+          pass = true;
+        } else {
+          idle_wanted_ = false;
+        }
+      }
+      if (!pass) {
+        RunIdleRound();
+        continue;
       }
       const bool again = run_pass_(*this);  // no lock held: the pass takes key, index and LRU locks
+      if (idle_delay_ == absl::ZeroDuration() && TakeIdleRequest()) {
+        // No quiet time wanted: the idle work is the end of this pass (and
+        // WaitForPass waits for it too).
+        RunIdleRound();
+      }
       MutexLock l(&mu_);
       if (again) kicked_ = true;
       ++passes_finished_;
+      last_pass_end_ = absl::Now();
       cv_.SignalAll();
     }
   }
 
+  // RunIdleRound runs one round of idle work (no lock held, as for a
+  // pass). One that wants more goes on as soon as no pass is asked for: the
+  // quiet time already passed, and a pass in between restarts it.
+  void RunIdleRound() {
+    const bool more = run_idle_(*this);
+    MutexLock l(&mu_);
+    if (more && !idle_wanted_) {
+      idle_wanted_ = true;
+      idle_wanted_since_ = absl::InfinitePast();
+    }
+  }
+
+  bool TakeIdleRequest() {
+    MutexLock l(&mu_);
+    const bool wanted = idle_wanted_;
+    idle_wanted_ = false;
+    return wanted;
+  }
+
   const std::function<bool(WritebackWorker&)> run_pass_;
+  const std::function<bool(WritebackWorker&)> run_idle_;
+  const absl::Duration idle_delay_;
   Mutex mu_;
   CondVar cv_;  // signalled on kick, progress, pass end and stop
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t passes_started_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t passes_finished_ ABSL_GUARDED_BY(mu_) = 0;
-  uint64_t progress_ ABSL_GUARDED_BY(mu_) = 0;  // batches published, all passes
-  std::thread thread_;                          // last: starts after every field above is built
+  uint64_t progress_ ABSL_GUARDED_BY(mu_) = 0;     // batches published, all passes
+  bool idle_wanted_ ABSL_GUARDED_BY(mu_) = false;  // RequestIdleWork since the last round
+  absl::Time idle_wanted_since_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Time last_pass_end_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  std::thread thread_;  // last: starts after every field above is built
 };
 
 }  // namespace farswap::server

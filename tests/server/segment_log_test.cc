@@ -7,7 +7,11 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "farswap/common/sync_point.h"
@@ -419,16 +423,21 @@ double DeadFraction(const PageStoreStats& st) {
 }
 
 // Every other page invalidated leaves every segment about half live and a
-// dead fraction near 0.5. The writeback thread, woken by the invalidates
+// dead fraction near 0.5. The writeback thread, asked by the invalidates
 // (no store comes, none waits), cleans until dead bytes are under
 // cleaner_max_dead of what the log holds; every page reads back as itself.
+// cleaner_idle_ms 0: the cleaning ends each pass, so QuiesceWriteback
+// waits for it.
 TEST(SpaceDrivenCleanerTest, HalfDeadSegmentsAreCleanedUnderTheTargetWithoutAStore) {
   constexpr double kMaxDead = 0.1;
   constexpr uint64_t kPages = 1000;
   constexpr uint64_t kBigSegment = 16 * kBlockSize;  // 64 KiB: batch padding stays small
   MemoryBlockDevice ssd(1024);                       // 64 segments
-  absl::StatusOr<std::unique_ptr<PageStore>> created = PageStore::Create(
-      {.backing = &ssd, .segment_bytes = kBigSegment, .cleaner_max_dead = kMaxDead});
+  absl::StatusOr<std::unique_ptr<PageStore>> created =
+      PageStore::Create({.backing = &ssd,
+                         .segment_bytes = kBigSegment,
+                         .cleaner_max_dead = kMaxDead,
+                         .cleaner_idle_ms = 0});
   ASSERT_TRUE(created.ok()) << created.status();
   PageStore& store = **created;
   for (uint64_t p = 0; p < kPages; ++p) {
@@ -468,8 +477,11 @@ TEST(SpaceDrivenCleanerTest, HalfDeadSegmentsAreCleanedUnderTheTargetWithoutASto
 TEST(SpaceDrivenCleanerTest, SegmentsUnderTheTargetAreNotCleaned) {
   constexpr uint64_t kPages = 400;
   MemoryBlockDevice ssd(1024);
-  absl::StatusOr<std::unique_ptr<PageStore>> created = PageStore::Create(
-      {.backing = &ssd, .segment_bytes = 16 * kBlockSize, .cleaner_max_dead = 0.5});
+  absl::StatusOr<std::unique_ptr<PageStore>> created =
+      PageStore::Create({.backing = &ssd,
+                         .segment_bytes = 16 * kBlockSize,
+                         .cleaner_max_dead = 0.5,
+                         .cleaner_idle_ms = 0});
   ASSERT_TRUE(created.ok()) << created.status();
   PageStore& store = **created;
   for (uint64_t p = 0; p < kPages; ++p) {
@@ -484,6 +496,113 @@ TEST(SpaceDrivenCleanerTest, SegmentsUnderTheTargetAreNotCleaned) {
   EXPECT_EQ(st.cleaner_segments, 0u);
   EXPECT_EQ(st.pages_on_disk, kPages - kPages / 4);
   for (uint64_t p = 1; p < kPages; p += 4) ExpectPage(store, kTenant, p, Version(p, 1), 1);
+}
+
+// WriteBackHalfDead: kPages pages written back, every odd one invalidated
+// (the log about half dead), then `pool_pages` more pages stored and left
+// in the pool.
+constexpr uint64_t kHalfDeadPages = 1000;
+void WriteBackHalfDead(PageStore& store, uint64_t pool_pages) {
+  for (uint64_t p = 0; p < kHalfDeadPages; ++p) {
+    ASSERT_TRUE(StorePayload(store, kTenant, p, Version(p, 1), 1).ok());
+  }
+  for (int i = 0; i < 100 && store.GetStats().pages_on_disk < kHalfDeadPages; ++i) {
+    store.RunWritebackBatch(64);
+  }
+  ASSERT_EQ(store.GetStats().pages_on_disk, kHalfDeadPages);
+  for (uint64_t p = 0; p < pool_pages; ++p) {
+    ASSERT_TRUE(StorePayload(store, kTenant, 10000 + p, Version(10000 + p, 1), 1).ok());
+  }
+  for (uint64_t p = 1; p < kHalfDeadPages; p += 2) ASSERT_TRUE(store.Invalidate(kTenant, p).ok());
+}
+
+// While writeback keeps running, dead bytes stay on the disk: rewriting
+// live bytes to give back space no one needs yet would take disk bandwidth
+// from writeback (the demo's sort: 3.5x write amplification). Here no quiet
+// hour ever comes between the passes.
+TEST(SpaceDrivenCleanerTest, PassesInBusyWritebackDoNotCleanForSpace) {
+  MemoryBlockDevice ssd(1024);
+  absl::StatusOr<std::unique_ptr<PageStore>> created =
+      PageStore::Create({.backing = &ssd,
+                         .segment_bytes = 16 * kBlockSize,
+                         .cleaner_max_dead = 0.1,
+                         .cleaner_idle_ms = 3600 * 1000});
+  ASSERT_TRUE(created.ok()) << created.status();
+  PageStore& store = **created;
+  WriteBackHalfDead(store, 0);
+  for (int i = 0; i < 16; ++i) store.QuiesceWriteback();
+  const PageStoreStats st = store.GetStats();
+  EXPECT_EQ(st.cleaner_segments, 0u);
+  EXPECT_GT(DeadFraction(st), 0.4);
+  for (uint64_t p = 0; p < kHalfDeadPages; p += 2) ExpectPage(store, kTenant, p, Version(p, 1), 1);
+}
+
+// Once writeback is quiet the cleaning runs by itself (no store, no pass):
+// dead bytes come under the target. The wait is for that state, bounded.
+TEST(SpaceDrivenCleanerTest, QuietWritebackCleansUnderTheTarget) {
+  constexpr double kMaxDead = 0.1;
+  MemoryBlockDevice ssd(1024);
+  absl::StatusOr<std::unique_ptr<PageStore>> created =
+      PageStore::Create({.backing = &ssd,
+                         .segment_bytes = 16 * kBlockSize,
+                         .cleaner_max_dead = kMaxDead,
+                         .cleaner_idle_ms = 5});
+  ASSERT_TRUE(created.ok()) << created.status();
+  PageStore& store = **created;
+  WriteBackHalfDead(store, 0);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (DeadFraction(store.GetStats()) > kMaxDead && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  const PageStoreStats st = store.GetStats();
+  EXPECT_LE(DeadFraction(st), kMaxDead);
+  EXPECT_GT(st.cleaner_space_segments, 0u);
+  EXPECT_EQ(st.cleaner_space_segments, st.cleaner_segments) << "free segments never ran low";
+  EXPECT_EQ(st.stores, kHalfDeadPages) << "no store was needed to start the cleaner";
+  for (uint64_t p = 0; p < kHalfDeadPages; p += 2) ExpectPage(store, kTenant, p, Version(p, 1), 1);
+}
+
+// A writeback pass asked for while the quiet-time cleaning runs goes first:
+// the cleaner finishes the segment it has read and stops. Forced: the ask
+// (a lowered pool limit, which kicks writeback) comes while the cleaner
+// holds its first victim's bytes; the pass's first batch then sees exactly
+// one segment cleaned, with the log still over the target.
+TEST(SpaceDrivenCleanerTest, APassAskedForDuringQuietCleaningGoesFirst) {
+  ScopedSyncPoints clear_sync_points;
+  constexpr double kMaxDead = 0.1;
+  MemoryBlockDevice ssd(4096);
+  absl::StatusOr<std::unique_ptr<PageStore>> created =
+      PageStore::Create({.backing = &ssd,
+                         .segment_bytes = 16 * kBlockSize,
+                         .cleaner_max_dead = kMaxDead,
+                         .cleaner_idle_ms = 1});
+  ASSERT_TRUE(created.ok()) << created.status();
+  PageStore& store = **created;
+  std::atomic<bool> kicked{false};
+  std::optional<PageStoreStats> at_pass;
+  SyncPoints::SetOnce("PageStore::Cleaner:after-read", [&] {
+    ASSERT_TRUE(store.SetLimits({.pool_limit_bytes = 64 * 1024}).ok());
+    kicked = true;
+  });
+  // The test thread's own writeback batches pass here too, before the kick.
+  SyncPoints::Set("PageStore::Writeback:after-lru-unlock", [&] {
+    if (kicked && !at_pass.has_value()) at_pass = store.GetStats();
+  });
+  WriteBackHalfDead(store, 100);  // 100 pages left in the pool for the pass
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (DeadFraction(store.GetStats()) > kMaxDead && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  store.QuiesceWriteback();
+  ASSERT_TRUE(kicked);
+  ASSERT_TRUE(at_pass.has_value()) << "the pass asked for ran";
+  EXPECT_EQ(at_pass->cleaner_space_segments, 1u);
+  EXPECT_GT(DeadFraction(*at_pass), kMaxDead);
+  // The quiet time after the pass finished the job.
+  EXPECT_LE(DeadFraction(store.GetStats()), kMaxDead);
+  for (uint64_t p = 0; p < kHalfDeadPages; p += 2) ExpectPage(store, kTenant, p, Version(p, 1), 1);
+  for (uint64_t p = 0; p < 100; ++p)
+    ExpectPage(store, kTenant, 10000 + p, Version(10000 + p, 1), 1);
 }
 
 // --- write requests in flight, completed out of order ------------------------------------
