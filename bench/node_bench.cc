@@ -93,6 +93,26 @@ absl::StatusOr<v1::GetStatsResponse> NodeStats(v1::MemoryNode::Stub& stub) {
   return resp;
 }
 
+// WaitForRestingLog: the node cleans dead bytes for space only once its
+// writeback has been quiet (--cleaner-idle-ms), so the log's space figures
+// right after the churn are those of a busy node. Reads the stats every
+// 20 ms until the cleaner has freed no segment for a second (or 60 s have
+// passed) and returns the last read.
+absl::StatusOr<v1::GetStatsResponse> WaitForRestingLog(v1::MemoryNode::Stub& stub) {
+  FARSWAP_ASSIGN_OR_RETURN(v1::GetStatsResponse last, NodeStats(stub));
+  const Clock::time_point give_up = Clock::now() + std::chrono::seconds(60);
+  Clock::time_point changed = Clock::now();
+  while (Clock::now() < give_up && Clock::now() - changed < std::chrono::seconds(1)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    FARSWAP_ASSIGN_OR_RETURN(v1::GetStatsResponse now, NodeStats(stub));
+    if (now.node().backing().cleaner_segments() != last.node().backing().cleaner_segments()) {
+      changed = Clock::now();
+    }
+    last = std::move(now);
+  }
+  return last;
+}
+
 // DrainResult: the writeback-alone phase (file comment).
 struct DrainResult {
   uint64_t bytes = 0;  // backing-store bytes written, cleaning and padding included
@@ -158,6 +178,7 @@ struct NodeFlags {
   std::string cleaner_threshold;  // the spawned node's --cleaner-threshold; empty = its default
   std::string backing_file;       // the spawned node's backing file; empty = a temporary one
   std::string cleaner_max_dead;   // the spawned node's --cleaner-max-dead; empty = its default
+  std::string cleaner_idle_ms;    // the spawned node's --cleaner-idle-ms; empty = its default
   uint64_t connections = 2;
   uint64_t depth = 16;
   std::string codec = "lz4";
@@ -185,6 +206,9 @@ absl::Status Run(const NodeFlags& f) {
     }
     if (!f.cleaner_max_dead.empty()) {
       extra.insert(extra.end(), {"--cleaner-max-dead", f.cleaner_max_dead});
+    }
+    if (!f.cleaner_idle_ms.empty()) {
+      extra.insert(extra.end(), {"--cleaner-idle-ms", f.cleaner_idle_ms});
     }
     FARSWAP_ASSIGN_OR_RETURN(spawned,
                              testing::ServerProcess::Start({.pool_limit = f.pool_limit,
@@ -398,7 +422,8 @@ absl::Status Run(const NodeFlags& f) {
         }
       });
   verified = verified && store_errors == 0 && load_errors == 0 && churn_mismatches == 0;
-  FARSWAP_ASSIGN_OR_RETURN(v1::GetStatsResponse after, NodeStats(*stub));
+  FARSWAP_ASSIGN_OR_RETURN(v1::GetStatsResponse after_churn, NodeStats(*stub));
+  FARSWAP_ASSIGN_OR_RETURN(v1::GetStatsResponse after, WaitForRestingLog(*stub));
   DrainResult drain;
   if (f.spawn) {  // never change the limits of a node the bench was pointed at
     FARSWAP_ASSIGN_OR_RETURN(drain, MeasureWritebackDrain(*stub));
@@ -410,6 +435,7 @@ absl::Status Run(const NodeFlags& f) {
   const double load_s = std::chrono::duration<double>(t2 - t1).count();
   const v1::BackingStats& b = after.node().backing();
   const uint64_t on_disk = after.node().pages_on_backing();
+  const uint64_t churn_on_disk = after_churn.node().pages_on_backing();
   Json out;
   out.Int("pages", n)
       .Int("connections", connections)
@@ -430,6 +456,14 @@ absl::Status Run(const NodeFlags& f) {
       .Int("pages_on_disk", on_disk)
       .Int("disk_used_bytes", b.used_bytes())
       .Int("disk_live_bytes", b.live_bytes())
+      .Num("disk_bytes_per_page_after_churn",
+           churn_on_disk ? double(after_churn.node().backing().used_bytes()) / double(churn_on_disk)
+                         : 0)
+      .Num("disk_write_amplification_after_churn",
+           after_churn.node().backing().written_back_bytes()
+               ? double(after_churn.node().backing().bytes_written()) /
+                     double(after_churn.node().backing().written_back_bytes())
+               : 0)
       .Num("disk_bytes_per_page", on_disk ? double(b.used_bytes()) / double(on_disk) : 0)
       .Num("disk_compressed_bytes_per_page", on_disk ? double(b.live_bytes()) / double(on_disk) : 0)
       .Num("disk_write_amplification",
@@ -485,6 +519,8 @@ CommandRunner AddNodeCommand(CLI::App& app) {
   cmd->add_option("--cleaner-max-dead", f->cleaner_max_dead,
                   "the spawned node's --cleaner-max-dead (default: the node's, 0.08)")
       ->check(cli::Fraction());
+  cmd->add_option("--cleaner-idle-ms", f->cleaner_idle_ms,
+                  "the spawned node's --cleaner-idle-ms (default: the node's, 100)");
   cmd->add_option("--connections", f->connections, "data-plane connections")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
