@@ -10,8 +10,8 @@
 //    most space back for the least copying, now.
 //  - Dead bytes are many (CleanWhileDead, the writeback thread's idle
 //    work, asked for by invalidates and stores that leave dead bytes
-//    behind; it runs once no writeback pass has been asked for during
-//    cleaner_idle_ms, and stops early when one is): dead bytes exceed
+//    behind; it runs once no store has come and no writeback pass has been
+//    asked for during cleaner_idle_ms, and stops early when a pass is): dead bytes exceed
 //    cleaner_max_dead of the bytes held, so a page on disk costs more than
 //    its compressed size. Only when writeback is quiet, because cleaning
 //    for space rewrites live bytes (under churn about 3 bytes per byte

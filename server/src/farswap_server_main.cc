@@ -129,15 +129,15 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->check(cli::Fraction())
       ->capture_default_str();
   app.add_option("--cleaner-max-dead", f.cleaner_max_dead,
-                 "the writeback thread also cleans, once writeback has been quiet for "
+                 "the writeback thread also cleans, once stores and writeback have been quiet for "
                  "--cleaner-idle-ms, while dead bytes exceed F x the bytes the log holds "
                  "(0 < F <= 1; 1 = only when free segments run low)")
       ->type_name("F")
       ->check(cli::Fraction())
       ->capture_default_str();
   app.add_option("--cleaner-idle-ms", f.cleaner_idle_ms,
-                 "milliseconds without a writeback pass before the --cleaner-max-dead cleaning "
-                 "runs (0: after every pass)")
+                 "milliseconds without a store or a writeback pass before the --cleaner-max-dead "
+                 "cleaning runs (0: after every pass)")
       ->type_name("MS")
       ->check(CLI::Range(0, 3600 * 1000))
       ->capture_default_str();

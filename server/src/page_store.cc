@@ -129,7 +129,9 @@ absl::StatusOr<std::unique_ptr<PageStore>> PageStore::Create(const PageStoreOpti
         // Space-driven cleaning in the writeback thread's quiet time; a
         // round that stopped with dead bytes over the target asks for more.
         [self](WritebackWorker& worker) { return self->CleanWhileDead(worker); },
-        absl::Milliseconds(options.cleaner_idle_ms));
+        absl::Milliseconds(options.cleaner_idle_ms),
+        // Quiet: no store either (stores soon need writeback).
+        [self] { return self->counters_.stores.load(std::memory_order_relaxed); });
   }
   if (absl::Status s = store->StartColdTier(); !s.ok()) return s;
   return store;

@@ -15,15 +15,17 @@
 // freed objects unused (and its connection stalled) for that long.
 //
 // Idle work. Besides passes, the owner may ask for work that is worth doing
-// only while writeback is quiet (RequestIdleWork: the space-driven cleaner,
-// which rewrites live bytes to give back dead ones). It runs once no kick
-// has come for `idle_delay` since the last pass ended (or since the
-// request, whichever is later) — so a busy writeback is never slowed by it,
-// and a pass requested meanwhile goes first: the idle work asks
-// KickPending() between its steps and stops early. Idle work that returns
-// true wants another round (after the same quiet time). With a zero delay
-// it is simply the end of every pass (and of WaitForPass's wait) while
-// requested, and runs at once when requested with no pass running.
+// only while the store is quiet (RequestIdleWork: the space-driven cleaner,
+// which rewrites live bytes to give back dead ones). It runs once, for
+// `idle_delay`, no pass has run or been asked for and the owner's activity
+// count (`activity`: stores) has not moved — so a busy writeback, or the
+// stores that will soon need one, are never slowed by it. The count is read
+// when the quiet time would end, so it costs the stores nothing. A pass
+// asked for meanwhile goes first: the idle work asks KickPending() between
+// its steps and stops early. Idle work that returns true wants another
+// round, at once while still quiet. With a zero delay it is simply the end
+// of every pass (and of WaitForPass's wait) while requested, and runs at
+// once when requested with no pass running.
 #ifndef FARSWAP_SERVER_WRITEBACK_WORKER_H_
 #define FARSWAP_SERVER_WRITEBACK_WORKER_H_
 
@@ -49,13 +51,17 @@ class WritebackWorker {
   // pointer to the worker is not safe to read from the pass: the owner
   // clears it when it destroys the worker, while the pass may still run).
   // run_idle (may be empty): the idle work, on this thread with no lock
-  // held; returns whether to run another round later.
+  // held; returns whether to run another round. activity (may be empty): a
+  // count that moves while the owner is busy; called with this worker's
+  // lock held, so it must take no lock (an atomic load).
   explicit WritebackWorker(std::function<bool(WritebackWorker&)> run_pass,
                            std::function<bool(WritebackWorker&)> run_idle = nullptr,
-                           absl::Duration idle_delay = absl::ZeroDuration())
+                           absl::Duration idle_delay = absl::ZeroDuration(),
+                           std::function<uint64_t()> activity = nullptr)
       : run_pass_(std::move(run_pass)),
         run_idle_(std::move(run_idle)),
         idle_delay_(idle_delay),
+        activity_(std::move(activity)),
         thread_([this] { Loop(); }) {}
 
   ~WritebackWorker() {
@@ -84,7 +90,8 @@ class WritebackWorker {
     MutexLock l(&mu_);
     if (!run_idle_ || idle_wanted_) return;
     idle_wanted_ = true;
-    idle_wanted_since_ = absl::Now();
+    quiet_since_ = absl::Now();
+    quiet_activity_ = Activity();
     cv_.SignalAll();
   }
 
@@ -166,8 +173,13 @@ class WritebackWorker {
             cv_.Wait(&mu_);
             continue;
           }
-          const absl::Time quiet_until = std::max(last_pass_end_, idle_wanted_since_) + idle_delay_;
-          if (absl::Now() >= quiet_until) break;  // quiet long enough: idle work
+          const absl::Time now = absl::Now();
+          if (const uint64_t activity = Activity(); activity != quiet_activity_) {
+            quiet_activity_ = activity;  // busy since: the quiet time starts again
+            quiet_since_ = now;
+          }
+          const absl::Time quiet_until = std::max(last_pass_end_, quiet_since_) + idle_delay_;
+          if (now >= quiet_until) break;  // quiet long enough: idle work
           cv_.WaitWithDeadline(&mu_, quiet_until);
         }
         if (stopping_) return;
@@ -205,9 +217,11 @@ class WritebackWorker {
     MutexLock l(&mu_);
     if (more && !idle_wanted_) {
       idle_wanted_ = true;
-      idle_wanted_since_ = absl::InfinitePast();
+      quiet_since_ = absl::InfinitePast();  // still quiet unless the count moved meanwhile
     }
   }
+
+  uint64_t Activity() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return activity_ ? activity_() : 0; }
 
   bool TakeIdleRequest() {
     MutexLock l(&mu_);
@@ -219,6 +233,7 @@ class WritebackWorker {
   const std::function<bool(WritebackWorker&)> run_pass_;
   const std::function<bool(WritebackWorker&)> run_idle_;
   const absl::Duration idle_delay_;
+  const std::function<uint64_t()> activity_;
   Mutex mu_;
   CondVar cv_;  // signalled on kick, progress, pass end and stop
   bool kicked_ ABSL_GUARDED_BY(mu_) = false;
@@ -227,7 +242,10 @@ class WritebackWorker {
   uint64_t passes_finished_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t progress_ ABSL_GUARDED_BY(mu_) = 0;     // batches published, all passes
   bool idle_wanted_ ABSL_GUARDED_BY(mu_) = false;  // RequestIdleWork since the last round
-  absl::Time idle_wanted_since_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // The quiet time runs from quiet_since_ (or the last pass's end, if later)
+  // while the activity count stays quiet_activity_.
+  absl::Time quiet_since_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  uint64_t quiet_activity_ ABSL_GUARDED_BY(mu_) = 0;
   absl::Time last_pass_end_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
   std::thread thread_;  // last: starts after every field above is built
 };

@@ -180,8 +180,8 @@ struct PageStoreOptions {
   // most, plus the open segment's padding); 0 < F <= 1, 1 = clean only when
   // free segments run low.
   double cleaner_max_dead = 0.08;
-  // cleaner_idle_ms: how long no writeback pass must have been asked for
-  // before that space-driven cleaning runs (it stops early when a pass is
+  // cleaner_idle_ms: how long no store must have come and no writeback pass
+  // been asked for before that space-driven cleaning runs (it stops early when a pass is
   // asked for). Under steady writeback dead bytes are left on the disk (only
   // low free space makes the cleaner run then): rewriting live bytes to
   // give back space nobody needs yet cost the sort of the demo a third of
