@@ -83,7 +83,7 @@ class WritebackWorker {
     cv_.SignalAll();
   }
 
-  // RequestIdleWork asks for a round of idle work once writeback is quiet
+  // RequestIdleWork asks for a round of idle work once the store is quiet
   // (cheap; many requests before it runs run one round). No-op without
   // run_idle.
   void RequestIdleWork() {
