@@ -18,7 +18,8 @@
 //     gen). Drop the LRU lock — a key lock is never taken under it.
 //                          sync point "PageStore::Writeback:after-lru-unlock" [none]
 //  Then, round by round, until every candidate is done:
-//  2. [key, one at a time] Check out an open segment. For each candidate
+//  2. [key, one at a time] Take the pipeline's open segment (check one out
+//     if it has none). For each candidate
 //     that fits: re-validate index[key] == entry && entry.gen == gen &&
 //     state == IN_POOL (else skip it: aborted), set WRITEBACK_PENDING with
 //     this batch's ticket and copy the compressed bytes into the segment's
@@ -27,13 +28,25 @@
 //     this round's unpublished objects), so the device writes while the
 //     round is still isolating.
 //                          sync point "PageStore::Writeback:request-started" [none]
+//     The round's last block is zero-padded and started too: the next
+//     round appends after it, and its writes are in flight while the next
+//     round isolates.
 //                          sync point "PageStore::Writeback:pending-unlocked" [none]
-//  3. [none] Write the rest of the appended blocks: requests of
+//     Steps 3 and 4 run for the round *before* this one, once this one's
+//     writes have started (the pipeline: the device writes one round while
+//     the thread isolates the next, SOSP'25's cross-batch pipelining). A
+//     pass keeps a batch's last round in flight into the next batch and
+//     completes it before it ends; RunWritebackBatch completes every round
+//     before it returns. A segment goes back to the table (step 4's end)
+//     with the last round that wrote to it.
+//  3. [none] Write the rest of the round's blocks: requests of
 //     kWriteRequestBytes, up to write_queue_depth in flight through a
 //     BlockWriteQueue (io_uring on a file; completions in any order), and
 //     wait for all of them, early ones included, in one wait; the
-//     segment's extent moves to the next block boundary. One failed
-//     request fails the whole round (nothing of it is published).
+//     segment's extent moves to the round's end. One failed request fails
+//     the whole round (nothing of it is published; the error is sticky, so
+//     no later round is started, and a round already in flight beside it
+//     is completed and published on its own writes' outcome).
 //                          sync point "PageStore::Writeback:after-io" [none]
 //  4. [key, one at a time] Each entry still (entry, gen), WRITEBACK_PENDING
 //     and ours (ticket) becomes ON_DISK(offset), leaves the LRU, its pool
@@ -59,6 +72,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <optional>
+#include <vector>
 
 #include "farswap/common/page_file.h"
 #include "farswap/common/sync_point.h"
@@ -75,22 +91,54 @@ using internal::EntryState;
 using internal::OpenSegment;
 using internal::WritebackCandidate;
 
-namespace {
+namespace internal {
 
-// Appended: one entry isolated into the open segment in this round.
+// Appended: one entry isolated into the open segment in a round.
 struct Appended {
-  size_t candidate = 0;
-  uint32_t offset = 0;
+  size_t candidate = 0;  // index into the round's candidates
+  uint32_t offset = 0;   // within the segment
   uint32_t length = 0;
   uint64_t disk_checksum = 0;
 };
 
-}  // namespace
+// WritebackRound: one round isolated into a segment, its writes started
+// and not yet waited for. Owned by the writeback thread (or a direct
+// reclaimer) running the pipeline; not thread-safe.
+struct WritebackRound {
+  std::shared_ptr<const std::vector<WritebackCandidate>> candidates;  // the batch's
+  uint64_t ticket = 0;
+  uint64_t segment = 0;
+  const uint8_t* buf = nullptr;  // the segment's buffer (its OpenSegment outlives the round)
+  uint64_t first = 0;            // the round's bytes: [first, end) of the segment
+  uint64_t end = 0;              // block-aligned, padding included
+  uint64_t started = 0;          // bytes from `first` submitted so far
+  absl::Status start_error;      // a Submit that failed: the round fails
+  std::vector<Appended> appended;
+  std::unique_ptr<BlockWriteQueue> queue;
+  // The segment, when this round is the last to write to it (full): it goes
+  // back to the segment table once the round is complete.
+  std::unique_ptr<OpenSegment> release_after;
+};
 
-WritebackOutcome PageStore::RunWritebackOnce() { return WritebackBatch(1); }
+// WritebackPipeline: the open segment rounds append to, and the round in
+// flight. See PageStore::WritebackBatch.
+struct WritebackPipeline {
+  std::unique_ptr<OpenSegment> open;
+  std::unique_ptr<WritebackRound> in_flight;
+};
+
+}  // namespace internal
+
+using internal::Appended;
+
+WritebackOutcome PageStore::RunWritebackOnce() { return RunWritebackBatch(1); }
 
 WritebackOutcome PageStore::RunWritebackBatch(size_t max_pages) {
-  return WritebackBatch(std::max<size_t>(1, max_pages));
+  internal::WritebackPipeline pipeline;
+  const WritebackOutcome out = WritebackBatch(std::max<size_t>(1, max_pages), pipeline,
+                                              /*leave_last_in_flight=*/false);
+  FinishWriteback(pipeline);  // nothing in flight: returns the open segment
+  return out;
 }
 
 bool PageStore::AboveLowWatermark() const {
@@ -124,10 +172,15 @@ uint64_t PageStore::RunWritebackPass(WritebackWorker* worker) {
   const uint64_t low = low_watermark_bytes_.load(std::memory_order_relaxed);
   const uint64_t compact_every = std::max<uint64_t>((high > low ? high - low : 0) / 4, 1);
   uint64_t since_compact = 0;  // compressed bytes written back since the last compaction
+  // Each batch's last round stays in flight while the next batch isolates
+  // (cross-batch pipelining): the pass overshoots the low watermark by at
+  // most that round too.
+  internal::WritebackPipeline pipeline;
   while (AboveLowWatermark()) {
     const uint64_t before = counters_.written_back_pages.load(std::memory_order_relaxed);
     const uint64_t bytes_before = counters_.written_back_bytes.load(std::memory_order_relaxed);
-    last = WritebackBatch(options_.writeback_batch_pages);
+    last = WritebackBatch(options_.writeback_batch_pages, pipeline,
+                          /*leave_last_in_flight=*/true);
     if (last == WritebackOutcome::kWrittenBack) {
       aborts = 0;
       written += counters_.written_back_pages.load(std::memory_order_relaxed) - before;
@@ -145,6 +198,10 @@ uint64_t PageStore::RunWritebackPass(WritebackWorker* worker) {
     if (last == WritebackOutcome::kAborted && ++aborts < kMaxConsecutiveAborts) continue;
     break;
   }
+  const RoundResult tail = FinishWriteback(pipeline);
+  written += tail.published;
+  if (tail.published > 0 && worker != nullptr) worker->NotifyProgress();
+  if (tail.io_failed) last = WritebackOutcome::kIoError;
   // Writeback frees objects, but pool memory only drops when whole pages
   // empty; entries freed by invalidates leave holes too. Compaction turns
   // the holes into free pages, and may be all it takes when the LRU has
@@ -175,13 +232,15 @@ absl::Status PageStore::FlushSegment(OpenSegment& open) {
   return io;
 }
 
-void PageStore::StartFullRequests(BlockWriteQueue& queue, const OpenSegment& open,
-                                  uint64_t* started, absl::Status* start_error) {
+void PageStore::StartRequests(BlockWriteQueue& queue, const OpenSegment& open, uint64_t end,
+                              bool partial_last, uint64_t* started, absl::Status* start_error) {
   if (!start_error->ok()) return;  // the round has failed: start nothing more of it
   const uint64_t base = open.segment * segments_->segment_bytes();
   bool any = false;
-  while (open.fill - *started >= kWriteRequestBytes && queue.in_flight() < queue.depth()) {
-    absl::Status s = queue.Submit((base + *started) / kBlockSize, kWriteRequestBytes / kBlockSize,
+  while (end > *started && (partial_last || end - *started >= kWriteRequestBytes) &&
+         queue.in_flight() < queue.depth()) {
+    const uint64_t bytes = std::min(kWriteRequestBytes, end - *started);
+    absl::Status s = queue.Submit((base + *started) / kBlockSize, bytes / kBlockSize,
                                   open.buf.get() + *started, /*tag=*/*started);
     if (!s.ok()) {  // not started: no completion comes for it
       *start_error = std::move(s);
@@ -189,7 +248,7 @@ void PageStore::StartFullRequests(BlockWriteQueue& queue, const OpenSegment& ope
     }
     counters_.backing_writes.fetch_add(1, std::memory_order_relaxed);
     NoteWritesInFlight(queue.in_flight());
-    *started += kWriteRequestBytes;
+    *started += bytes;
     any = true;
   }
   if (any) {
@@ -284,39 +343,57 @@ absl::Status PageStore::WriteRun(BlockWriteQueue& queue, uint64_t first, uint64_
   return first_error;
 }
 
-WritebackOutcome PageStore::WritebackBatch(size_t max_pages) {
+WritebackOutcome PageStore::WritebackBatch(size_t max_pages, internal::WritebackPipeline& pipeline,
+                                           bool leave_last_in_flight) {
   if (backing_ == nullptr) return WritebackOutcome::kNoBackingStore;
   if (backing_failed_.load(std::memory_order_acquire)) return WritebackOutcome::kIoError;
   CleanWhileLow();
 
   // Step 1 [LRU lock, inside PickColdest].
   uint64_t second_chances = 0;
-  const std::vector<WritebackCandidate> candidates = lru_->PickColdest(max_pages, &second_chances);
+  auto candidates = std::make_shared<const std::vector<WritebackCandidate>>(
+      lru_->PickColdest(max_pages, &second_chances));
   counters_.second_chances.fetch_add(second_chances, std::memory_order_relaxed);
-  if (candidates.empty()) return WritebackOutcome::kNothingToWrite;
+  if (candidates->empty()) return WritebackOutcome::kNothingToWrite;
   FARSWAP_SYNC_POINT("PageStore::Writeback:after-lru-unlock");
 
   const uint64_t ticket = next_writeback_ticket_.fetch_add(1, std::memory_order_relaxed);
   const uint64_t segment_bytes = segments_->segment_bytes();
-  uint64_t written = 0, aborted = 0;
+  uint64_t published = 0, aborted = 0;
+  bool left_in_flight = false;
   std::optional<WritebackOutcome> failed;  // kBackingFull or kIoError
-  std::vector<Appended> round;
-  for (size_t next = 0; next < candidates.size() && !failed.has_value();) {
-    std::unique_ptr<OpenSegment> open = AcquireSegment(/*for_cleaner=*/false);
-    if (open == nullptr) {
-      failed = WritebackOutcome::kBackingFull;
-      break;
+  // complete finishes the round that was in flight before this one.
+  auto complete = [&](std::unique_ptr<internal::WritebackRound>& round) {
+    if (round == nullptr) return;
+    const RoundResult r = CompleteRound(*round);
+    published += r.published;
+    if (r.io_failed) failed = WritebackOutcome::kIoError;
+    round.reset();
+  };
+  for (size_t next = 0; next < candidates->size();) {
+    if (pipeline.open == nullptr) {
+      pipeline.open = AcquireSegment(/*for_cleaner=*/false);
+      if (pipeline.open == nullptr) {
+        failed = WritebackOutcome::kBackingFull;
+        break;
+      }
     }
+    OpenSegment& open = *pipeline.open;
     // Step 2 [key lock, one candidate at a time]. Whole requests' worth of
     // appended bytes go to the device as soon as they are in the buffer
     // (they hold only this round's unpublished objects), so the disk works
     // while the round is still isolating.
-    round.clear();
+    auto round = std::make_unique<internal::WritebackRound>(
+        internal::WritebackRound{.candidates = candidates,
+                                 .ticket = ticket,
+                                 .segment = open.segment,
+                                 .buf = open.buf.get(),
+                                 .first = open.fill,
+                                 .started = open.fill});
     std::unique_ptr<BlockWriteQueue> queue = TakeWriteQueue();
-    uint64_t started = open->flushed;
-    absl::Status start_error;
-    for (; next < candidates.size(); ++next) {
-      const WritebackCandidate& c = candidates[next];
+    bool segment_full = false;
+    for (; next < candidates->size(); ++next) {
+      const WritebackCandidate& c = (*candidates)[next];
       MutexLock kl(&key_locks_->For(c.key));
       Entry* e = index_->Find(c.key);
       // The pointer comparison comes first: c.entry may be freed memory
@@ -325,68 +402,138 @@ WritebackOutcome PageStore::WritebackBatch(size_t max_pages) {
         ++aborted;
         continue;
       }
-      if (open->fill + e->length > segment_bytes) break;  // full: write this round first
+      if (open.fill + e->length > segment_bytes) {  // full: this round ends here
+        segment_full = true;
+        break;
+      }
       absl::StatusOr<alloc::ZsPool::ReadGuard> g = pool_->Read(e->handle);
       if (!g.ok()) {  // cannot happen while the key lock is held
         ++aborted;
         continue;
       }
-      const uint32_t offset = uint32_t(open->fill);
-      std::memcpy(open->buf.get() + offset, g->data(), e->length);
-      open->fill += e->length;
+      const uint32_t offset = uint32_t(open.fill);
+      std::memcpy(open.buf.get() + offset, g->data(), e->length);
+      open.fill += e->length;
       e->state = EntryState::kWritebackPending;
       e->writeback_ticket = ticket;
-      round.push_back({.candidate = next,
-                       .offset = offset,
-                       .length = e->length,
-                       .disk_checksum = XXH3_64bits(g->data(), e->length)});
-      StartFullRequests(*queue, *open, &started, &start_error);
+      round->appended.push_back({.candidate = next,
+                                 .offset = offset,
+                                 .length = e->length,
+                                 .disk_checksum = XXH3_64bits(g->data(), e->length)});
+      StartRequests(*queue, open, open.fill, /*partial_last=*/false, &round->started,
+                    &round->start_error);
     }
     FARSWAP_SYNC_POINT("PageStore::Writeback:pending-unlocked");
-
-    // Step 3 [no lock].
-    const uint64_t base = open->segment * segment_bytes;
-    const absl::Status io = FinishFlush(*open, *queue, started, std::move(start_error));
-    ReturnWriteQueue(std::move(queue));
-    if (!io.ok()) failed = WritebackOutcome::kIoError;
-    FARSWAP_SYNC_POINT("PageStore::Writeback:after-io");
-
-    // Step 4 [key lock, one entry at a time].
-    for (const Appended& a : round) {
-      const WritebackCandidate& c = candidates[a.candidate];
-      MutexLock kl(&key_locks_->For(c.key));
-      Entry* e = index_->Find(c.key);
-      const bool ours = e == c.entry && e->gen == c.gen &&
-                        e->state == EntryState::kWritebackPending && e->writeback_ticket == ticket;
-      if (!io.ok()) {
-        if (ours) e->state = EntryState::kInPool;  // nothing lost: still in the pool
-        continue;
-      }
-      if (!ours) {
-        ++aborted;  // a store, invalidate or load won: its bytes stay dead
-        continue;
-      }
-      const alloc::ZsHandle handle = e->handle;
-      e->state = EntryState::kOnDisk;
-      e->disk_offset = base + a.offset;
-      e->disk_checksum = a.disk_checksum;
-      e->handle = alloc::ZsHandle{};
-      segments_->AddLive(open->segment,
-                         {.key = c.key, .gen = c.gen, .offset = a.offset, .length = a.length});
-      lru_->Unlink(e);
-      pool_->Free(handle);
-      pool_->AddCallerCounters(-int64_t(farswap::kPageSize), 0);
-      counters_.pages_on_disk.fetch_add(1, std::memory_order_relaxed);
-      counters_.written_back_pages.fetch_add(1, std::memory_order_relaxed);
-      counters_.written_back_bytes.fetch_add(a.length, std::memory_order_relaxed);
-      ++written;
+    std::unique_ptr<internal::WritebackRound> previous = std::move(pipeline.in_flight);
+    if (round->appended.empty()) {
+      ReturnWriteQueue(std::move(queue));
+    } else {
+      // The round's last block is padded with zeros, not a recycled
+      // buffer's old bytes, and started with the rest: the next round
+      // appends after it.
+      round->end = (open.fill + kBlockSize - 1) / kBlockSize * kBlockSize;
+      std::memset(open.buf.get() + open.fill, 0, round->end - open.fill);
+      open.fill = round->end;
+      StartRequests(*queue, open, round->end, /*partial_last=*/true, &round->started,
+                    &round->start_error);
+      round->queue = std::move(queue);
+      pipeline.in_flight = std::move(round);
     }
-    segments_->Release(std::move(open));
+    if (segment_full || open.fill + kBlockSize > segment_bytes) {
+      // The segment goes back once the last round writing to it is done.
+      if (pipeline.in_flight != nullptr) {
+        pipeline.in_flight->release_after = std::move(pipeline.open);
+      } else if (previous != nullptr && previous->segment == open.segment) {
+        previous->release_after = std::move(pipeline.open);
+      } else {
+        segments_->Release(std::move(pipeline.open));
+      }
+    }
+    // Step 3 for the round before, whose writes have had this round's
+    // isolation to finish in.
+    complete(previous);
+    if (failed.has_value()) break;
+  }
+  if (!leave_last_in_flight || failed.has_value()) {
+    complete(pipeline.in_flight);
+  } else {
+    left_in_flight = pipeline.in_flight != nullptr;
   }
   counters_.writeback_aborted.fetch_add(aborted, std::memory_order_relaxed);
-  if (written > 0) return WritebackOutcome::kWrittenBack;
+  if (published > 0 || left_in_flight) return WritebackOutcome::kWrittenBack;
   if (failed.has_value()) return *failed;
   return WritebackOutcome::kAborted;
+}
+
+PageStore::RoundResult PageStore::FinishWriteback(internal::WritebackPipeline& pipeline) {
+  RoundResult result;
+  if (pipeline.in_flight != nullptr) {
+    result = CompleteRound(*pipeline.in_flight);
+    pipeline.in_flight.reset();
+  }
+  if (pipeline.open != nullptr) segments_->Release(std::move(pipeline.open));
+  return result;
+}
+
+PageStore::RoundResult PageStore::CompleteRound(internal::WritebackRound& round) {
+  // Step 3 [no lock]. The rest of the round's blocks, then every write of
+  // the round in flight, early ones included, in one wait.
+  const uint64_t base = round.segment * segments_->segment_bytes();
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status io = std::move(round.start_error);
+  absl::Status rest =
+      WriteRun(*round.queue, (base + round.started) / kBlockSize,
+               io.ok() ? (round.end - round.started) / kBlockSize : 0, round.buf + round.started);
+  if (io.ok()) io = std::move(rest);
+  counters_.writeback_latency.Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
+  ReturnWriteQueue(std::move(round.queue));
+  if (io.ok()) {
+    counters_.backing_bytes_written.fetch_add(round.end - round.first, std::memory_order_relaxed);
+    segments_->Extend(round.segment, round.end);
+  } else {
+    // Nothing of the round is published. The error is sticky (no later
+    // round is started), so its bytes are never reused.
+    counters_.backing_write_errors.fetch_add(1, std::memory_order_relaxed);
+    RecordBackingError(io);
+  }
+  FARSWAP_SYNC_POINT("PageStore::Writeback:after-io");
+
+  // Step 4 [key lock, one entry at a time].
+  RoundResult result{.io_failed = !io.ok()};
+  uint64_t aborted = 0;
+  for (const Appended& a : round.appended) {
+    const WritebackCandidate& c = (*round.candidates)[a.candidate];
+    MutexLock kl(&key_locks_->For(c.key));
+    Entry* e = index_->Find(c.key);
+    const bool ours = e == c.entry && e->gen == c.gen &&
+                      e->state == EntryState::kWritebackPending &&
+                      e->writeback_ticket == round.ticket;
+    if (!io.ok()) {
+      if (ours) e->state = EntryState::kInPool;  // nothing lost: still in the pool
+      continue;
+    }
+    if (!ours) {
+      ++aborted;  // a store, invalidate or load won: its bytes stay dead
+      continue;
+    }
+    const alloc::ZsHandle handle = e->handle;
+    e->state = EntryState::kOnDisk;
+    e->disk_offset = base + a.offset;
+    e->disk_checksum = a.disk_checksum;
+    e->handle = alloc::ZsHandle{};
+    segments_->AddLive(round.segment,
+                       {.key = c.key, .gen = c.gen, .offset = a.offset, .length = a.length});
+    lru_->Unlink(e);
+    pool_->Free(handle);
+    pool_->AddCallerCounters(-int64_t(farswap::kPageSize), 0);
+    counters_.pages_on_disk.fetch_add(1, std::memory_order_relaxed);
+    counters_.written_back_pages.fetch_add(1, std::memory_order_relaxed);
+    counters_.written_back_bytes.fetch_add(a.length, std::memory_order_relaxed);
+    ++result.published;
+  }
+  counters_.writeback_aborted.fetch_add(aborted, std::memory_order_relaxed);
+  if (round.release_after != nullptr) segments_->Release(std::move(round.release_after));
+  return result;
 }
 
 }  // namespace farswap::server

@@ -803,6 +803,84 @@ TEST(SegmentWriteQueueTest, OneFailedRequestKeepsTheWholeRoundInThePool) {
   for (uint64_t p = 0; p < 200; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
 }
 
+// --- a pass keeps one round in flight while it isolates the next -----------------------
+
+// FillThenShrink stores kPages pages with no limit, then sets a pool limit
+// whose low watermark only writing back nearly all of them reaches, so one
+// RunWritebackPass runs batch after batch.
+constexpr uint64_t kPassPages = 200;
+void FillThenShrink(PageStore& store) {
+  for (uint64_t p = 0; p < kPassPages; ++p) {
+    ASSERT_TRUE(StorePayload(store, kTenant, p, Version(p, 1), 1).ok());
+  }
+  ASSERT_TRUE(
+      store.SetLimits({.pool_limit_bytes = 64 << 10, .high_watermark = 0.6, .low_watermark = 0.5})
+          .ok());
+}
+
+// In a pass, a batch's round is completed only after the next round's
+// writes have started (writeback.cc, the pipeline), so the device writes
+// one round while the thread isolates the next. Forced here: when the
+// second round has been isolated, the first round's writes are submitted
+// and nothing is published yet (this device performs writes only when
+// reaped); even pages are stored anew right then, with both rounds'
+// pages pending (the limit is lifted for them, so the pass ends after the
+// rounds in flight). The new versions win: every page reads back as its
+// newest version, and the replaced pages' appended bytes are dead.
+TEST(WritebackPipelineTest, ARoundStaysInFlightWhileTheNextIsolatesAndNewerStoresWin) {
+  ScopedSyncPoints clear_sync_points;
+  ReverseCompletionDevice ssd(512);
+  auto store = NewBigSegmentStore(&ssd);
+  FillThenShrink(*store);
+  int rounds_isolated = 0;
+  uint64_t requests_at_second = 0, on_disk_at_second = UINT64_MAX;
+  SyncPoints::Set("PageStore::Writeback:pending-unlocked", [&] {
+    if (++rounds_isolated != 2) return;
+    requests_at_second = ssd.requests();
+    on_disk_at_second = store->GetStats().pages_on_disk;
+    // Room for the new versions (the pass then ends after the rounds in
+    // flight).
+    ASSERT_TRUE(store->SetLimits({.pool_limit_bytes = 1 << 30}).ok());
+    for (uint64_t p = 0; p < kPassPages; p += 2) {
+      ASSERT_TRUE(StorePayload(*store, kTenant, p, Version(p, 2), 2).ok());
+    }
+  });
+  const uint64_t written = store->RunWritebackPass();
+  SyncPoints::ClearAll();
+  ASSERT_GE(rounds_isolated, 2);
+  EXPECT_GE(requests_at_second, 1u) << "the first round's writes were submitted";
+  EXPECT_EQ(on_disk_at_second, 0u) << "and the first round was not yet published";
+  const PageStoreStats st = store->GetStats();
+  EXPECT_GT(written, 0u);
+  EXPECT_EQ(st.pages_on_disk, written);
+  EXPECT_GT(st.writeback_aborted, 0u) << "replaced pages of the rounds in flight";
+  EXPECT_EQ(st.health.code(), absl::StatusCode::kOk);
+  for (uint64_t p = 0; p < kPassPages; ++p) {
+    const uint64_t v = p % 2 == 0 ? 2 : 1;
+    ExpectPage(*store, kTenant, p, Version(p, v), v);
+  }
+}
+
+// The first round's write fails while the second round's writes are in
+// flight: the first round stays in the pool, the second (whose writes
+// succeed) is published, the error is sticky and ends the pass, and every
+// page is served.
+TEST(WritebackPipelineTest, AFailedRoundWithTheNextInFlightLosesNothing) {
+  ReverseCompletionDevice ssd(512);
+  auto store = NewBigSegmentStore(&ssd);
+  FillThenShrink(*store);
+  ssd.FailRequest(0);  // the first request of the first round
+  store->RunWritebackPass();
+  const PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.health.code(), absl::StatusCode::kDataLoss);
+  EXPECT_GE(st.backing_write_errors, 1u);
+  EXPECT_GT(st.pages_on_disk, 0u) << "the round in flight beside the failed one was published";
+  EXPECT_LT(st.pages_on_disk, kPassPages);
+  EXPECT_EQ(st.pages_on_disk + st.pool.objects, kPassPages);
+  EXPECT_EQ(store->RunWritebackBatch(64), WritebackOutcome::kIoError) << "sticky";
+  for (uint64_t p = 0; p < kPassPages; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+}
+
 TEST(SegmentLogOptionsTest, BadOptionsAreRefused) {
   MemoryBlockDevice ssd(64);
   EXPECT_EQ(PageStore::Create({.backing = &ssd, .segment_bytes = 5000}).status().code(),

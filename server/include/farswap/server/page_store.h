@@ -82,6 +82,8 @@ class LruList;
 class SegmentTable;
 struct OpenSegment;
 struct WritebackCandidate;
+struct WritebackPipeline;
+struct WritebackRound;
 class PageRecompressor;
 enum class VictimPolicy;
 }  // namespace internal
@@ -505,7 +507,27 @@ class PageStore {
   // and has already taken the entry out of the index.
   void ReleaseEntryResources(internal::Entry& entry);
   void MaybeKickWriteback();
-  WritebackOutcome WritebackBatch(size_t max_pages);
+  // The writeback pipeline (writeback.cc). WritebackBatch picks up to
+  // max_pages of the coldest entries and isolates them round by round (a
+  // round: what fits in `pipeline`'s open segment), starting each round's
+  // writes without waiting. A round is completed — its writes waited for,
+  // its entries published — only once the next round's writes have
+  // started, so the device writes one round while this thread isolates the
+  // next; with leave_last_in_flight the batch's last round stays in flight
+  // for the next batch (a pass), else it is completed before returning.
+  // FinishWriteback completes what is in flight and returns the open
+  // segment; call it before `pipeline` goes away.
+  WritebackOutcome WritebackBatch(size_t max_pages, internal::WritebackPipeline& pipeline,
+                                  bool leave_last_in_flight);
+  struct RoundResult {
+    uint64_t published = 0;
+    bool io_failed = false;
+  };
+  RoundResult FinishWriteback(internal::WritebackPipeline& pipeline);
+  // CompleteRound waits for a round's writes and publishes its entries
+  // (step 4 of writeback.cc's protocol), then releases the segment the
+  // round retires, if any.
+  RoundResult CompleteRound(internal::WritebackRound& round);
   // AcquireSegment checks out a segment to append to; for writeback
   // (not the cleaner) it cleans first when only the reserve is free.
   std::unique_ptr<internal::OpenSegment> AcquireSegment(bool for_cleaner);
@@ -513,12 +535,13 @@ class PageStore {
   // (one WriteBlocks) and moves its extent to the next block boundary. An
   // error is recorded as the sticky backing error.
   absl::Status FlushSegment(internal::OpenSegment& open);
-  // StartFullRequests submits, through `queue`, every whole request of
-  // `open` appended past *started (while the queue has room) and starts
-  // them without waiting; *started moves past them. A Submit error goes to
-  // *start_error (then nothing more is started).
-  void StartFullRequests(BlockWriteQueue& queue, const internal::OpenSegment& open,
-                         uint64_t* started, absl::Status* start_error);
+  // StartRequests submits, through `queue`, the requests of `open`'s bytes
+  // from *started up to `end` — whole requests only, or with
+  // `partial_last` the shorter last one too — while the queue has room,
+  // and starts them without waiting; *started moves past them. A Submit
+  // error goes to *start_error (then nothing more is started).
+  void StartRequests(BlockWriteQueue& queue, const internal::OpenSegment& open, uint64_t end,
+                     bool partial_last, uint64_t* started, absl::Status* start_error);
   // FinishFlush is FlushSegment for a flush whose writes up to `started`
   // are already in flight on `queue` (started == open.flushed: none): it
   // writes the rest and waits for all; start_error fails the flush.
