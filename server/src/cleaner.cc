@@ -102,18 +102,23 @@ bool PageStore::CleanWhileDead(WritebackWorker& worker) {
   if (segments_ == nullptr) return false;
   cleaner_kicked_.store(false, std::memory_order_relaxed);
   const double threshold = 1.0 - options_.cleaner_max_dead;
-  for (int i = 0; i < kMaxSegmentsPerRound; ++i) {
-    if (!segments_->DeadOverTarget()) return false;
-    // Writeback is needed again: it goes first; the next quiet time goes on.
-    if (worker.KickPending()) return true;
-    const uint64_t dead_before = segments_->dead_bytes();
-    if (!CleanOneSegment(threshold, internal::VictimPolicy::kCostBenefit)) return false;
-    counters_.cleaner_space_segments.fetch_add(1, std::memory_order_relaxed);
-    // Nothing came back (tiny segments whose moved bytes pad out to what
-    // was freed, or stores racing in): stop rather than shuffle bytes.
-    if (segments_->dead_bytes() >= dead_before) return false;
-  }
-  return segments_->DeadOverTarget();
+  auto round = [&] {
+    for (int i = 0; i < kMaxSegmentsPerRound; ++i) {
+      if (!segments_->DeadOverTarget()) return false;
+      // Writeback is needed again: it goes first; the next quiet time goes on.
+      if (worker.KickPending()) return true;
+      const uint64_t dead_before = segments_->dead_bytes();
+      if (!CleanOneSegment(threshold, internal::VictimPolicy::kCostBenefit)) return false;
+      counters_.cleaner_space_segments.fetch_add(1, std::memory_order_relaxed);
+      // Nothing came back (tiny segments whose moved bytes pad out to what
+      // was freed, or stores racing in): stop rather than shuffle bytes.
+      if (segments_->dead_bytes() >= dead_before) return false;
+    }
+    return segments_->DeadOverTarget();
+  };
+  const bool more = round();
+  FARSWAP_SYNC_POINT("PageStore::Cleaner:idle-round-end");  // [none]
+  return more;
 }
 
 void PageStore::MaybeKickCleaner() {

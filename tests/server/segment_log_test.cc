@@ -8,12 +8,13 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <optional>
 #include <string>
-#include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "farswap/common/mutex.h"
 #include "farswap/common/sync_point.h"
 #include "farswap/server/page_store.h"
 #include "page_test_util.h"
@@ -516,6 +517,38 @@ void WriteBackHalfDead(PageStore& store, uint64_t pool_pages) {
   for (uint64_t p = 1; p < kHalfDeadPages; p += 2) ASSERT_TRUE(store.Invalidate(kTenant, p).ok());
 }
 
+// IdleCleaningUnder is set when a quiet-time cleaning round of the watched
+// store ends (the writeback thread's "PageStore::Cleaner:idle-round-end")
+// with dead bytes at or under `max_dead`; Wait returns once it is, or after
+// 30 s (a failure). Declare it before the store, so that it outlives the
+// store's writeback thread, and Watch before the cleaning can start.
+class IdleCleaningUnder {
+ public:
+  explicit IdleCleaningUnder(double max_dead) : max_dead_(max_dead) {}
+  ~IdleCleaningUnder() { SyncPoints::Clear("PageStore::Cleaner:idle-round-end"); }
+  void Watch(PageStore& store) {
+    SyncPoints::Set("PageStore::Cleaner:idle-round-end", [this, &store] {
+      if (DeadFraction(store.GetStats()) > max_dead_) return;
+      MutexLock l(&mu_);
+      done_ = true;
+      cv_.SignalAll();
+    });
+  }
+  bool Wait() {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    MutexLock l(&mu_);
+    while (!done_ && !cv_.WaitWithDeadline(&mu_, deadline)) {
+    }
+    return done_;
+  }
+
+ private:
+  const double max_dead_;
+  Mutex mu_;
+  CondVar cv_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+};
+
 // While writeback keeps running, dead bytes stay on the disk: rewriting
 // live bytes to give back space no one needs yet would take disk bandwidth
 // from writeback (the demo's sort: 3.5x write amplification). Here no quiet
@@ -541,6 +574,8 @@ TEST(SpaceDrivenCleanerTest, PassesInBusyWritebackDoNotCleanForSpace) {
 // dead bytes come under the target. The wait is for that state, bounded.
 TEST(SpaceDrivenCleanerTest, QuietWritebackCleansUnderTheTarget) {
   constexpr double kMaxDead = 0.1;
+  ScopedSyncPoints clear_sync_points;
+  IdleCleaningUnder cleaned(kMaxDead);
   MemoryBlockDevice ssd(1024);
   absl::StatusOr<std::unique_ptr<PageStore>> created =
       PageStore::Create({.backing = &ssd,
@@ -549,11 +584,9 @@ TEST(SpaceDrivenCleanerTest, QuietWritebackCleansUnderTheTarget) {
                          .cleaner_idle_ms = 5});
   ASSERT_TRUE(created.ok()) << created.status();
   PageStore& store = **created;
+  cleaned.Watch(store);
   WriteBackHalfDead(store, 0);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (DeadFraction(store.GetStats()) > kMaxDead && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+  ASSERT_TRUE(cleaned.Wait()) << "no quiet-time cleaning round brought dead bytes under the target";
   const PageStoreStats st = store.GetStats();
   EXPECT_LE(DeadFraction(st), kMaxDead);
   EXPECT_GT(st.cleaner_space_segments, 0u);
@@ -570,6 +603,7 @@ TEST(SpaceDrivenCleanerTest, QuietWritebackCleansUnderTheTarget) {
 TEST(SpaceDrivenCleanerTest, APassAskedForDuringQuietCleaningGoesFirst) {
   ScopedSyncPoints clear_sync_points;
   constexpr double kMaxDead = 0.1;
+  IdleCleaningUnder cleaned(kMaxDead);
   MemoryBlockDevice ssd(4096);
   absl::StatusOr<std::unique_ptr<PageStore>> created =
       PageStore::Create({.backing = &ssd,
@@ -588,11 +622,9 @@ TEST(SpaceDrivenCleanerTest, APassAskedForDuringQuietCleaningGoesFirst) {
   SyncPoints::Set("PageStore::Writeback:after-lru-unlock", [&] {
     if (kicked && !at_pass.has_value()) at_pass = store.GetStats();
   });
+  cleaned.Watch(store);
   WriteBackHalfDead(store, 100);  // 100 pages left in the pool for the pass
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-  while (DeadFraction(store.GetStats()) > kMaxDead && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+  ASSERT_TRUE(cleaned.Wait()) << "no quiet-time cleaning round brought dead bytes under the target";
   store.QuiesceWriteback();
   ASSERT_TRUE(kicked);
   ASSERT_TRUE(at_pass.has_value()) << "the pass asked for ran";
