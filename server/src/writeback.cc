@@ -433,7 +433,11 @@ WritebackOutcome PageStore::WritebackBatch(size_t max_pages, internal::Writeback
       // appends after it.
       round->end = (open.fill + kBlockSize - 1) / kBlockSize * kBlockSize;
       std::memset(open.buf.get() + open.fill, 0, round->end - open.fill);
-      open.fill = round->end;
+      // Flushed as far as whoever takes the segment next is concerned (the
+      // cleaner's FlushSegment writes from here): the segment goes back to
+      // the table only once this round is complete, and a failed round
+      // stops every later write (the sticky error).
+      open.fill = open.flushed = round->end;
       StartRequests(*queue, open, round->end, /*partial_last=*/true, &round->started,
                     &round->start_error);
       round->queue = std::move(queue);

@@ -913,6 +913,63 @@ TEST(WritebackPipelineTest, AFailedRoundWithTheNextInFlightLosesNothing) {
   for (uint64_t p = 0; p < kPassPages; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
 }
 
+// WriteCountingDevice: a MemoryBlockDevice that counts the writes of each
+// block (its queue is the synchronous default: one WriteBlocks a request).
+class WriteCountingDevice final : public BlockDevice {
+ public:
+  explicit WriteCountingDevice(uint64_t blocks) : mem_(blocks), writes_(blocks) {}
+  absl::Status ReadBlock(uint64_t block, void* dst) override { return mem_.ReadBlock(block, dst); }
+  absl::Status WriteBlock(uint64_t block, const void* src) override {
+    return WriteBlocks(block, 1, src);
+  }
+  absl::Status ReadBlocks(uint64_t first, uint64_t count, void* dst) override {
+    return mem_.ReadBlocks(first, count, dst);
+  }
+  absl::Status WriteBlocks(uint64_t first, uint64_t count, const void* src) override {
+    for (uint64_t b = first; b < first + count && b < writes_.size(); ++b) ++writes_[b];
+    return mem_.WriteBlocks(first, count, src);
+  }
+  absl::Status Sync() override { return absl::OkStatus(); }
+  uint64_t block_count() const override { return mem_.block_count(); }
+  std::string Describe() const override { return "write-counting"; }
+  // Touched only by the thread flushing (the test's, with no worker).
+  uint64_t max_writes_of_a_block() const {
+    return *std::max_element(writes_.begin(), writes_.end());
+  }
+
+ private:
+  MemoryBlockDevice mem_;
+  std::vector<uint64_t> writes_;
+};
+
+// A segment writeback left open (parked, part full) is appended to by the
+// cleaner next: its flush writes only what the cleaner appended, never the
+// blocks writeback already wrote (each block of the log is written once
+// until its segment is freed).
+TEST(WritebackPipelineTest, TheNextAppenderOfAParkedSegmentWritesOnlyItsOwnBlocks) {
+  WriteCountingDevice ssd(64);
+  auto store = NewStore(&ssd);     // 16 KiB segments
+  constexpr uint64_t kPages = 12;  // ~18 KB: one segment full, the next part full
+  uint64_t bytes = 0;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ASSERT_TRUE(StorePayload(*store, kTenant, p, Version(p, 1), 1).ok());
+    bytes += Version(p, 1).size();
+  }
+  ASSERT_GT(bytes, kSegment);
+  for (int i = 0; i < 4 && store->GetStats().pages_on_disk < kPages; ++i) {
+    store->RunWritebackBatch(64);
+  }
+  ASSERT_EQ(store->GetStats().pages_on_disk, kPages);
+  ASSERT_EQ(ssd.max_writes_of_a_block(), 1u);
+  // The coldest pages went first, into the full segment: most of it dies.
+  for (uint64_t p = 0; p < 7; ++p) ASSERT_TRUE(store->Invalidate(kTenant, p).ok());
+  ASSERT_TRUE(store->RunCleanerOnce());
+  const PageStoreStats st = store->GetStats();
+  EXPECT_GT(st.cleaner_moves, 0u);
+  EXPECT_EQ(ssd.max_writes_of_a_block(), 1u) << "a block was written twice";
+  for (uint64_t p = 7; p < kPages; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+}
+
 TEST(SegmentLogOptionsTest, BadOptionsAreRefused) {
   MemoryBlockDevice ssd(64);
   EXPECT_EQ(PageStore::Create({.backing = &ssd, .segment_bytes = 5000}).status().code(),
