@@ -173,10 +173,17 @@ uint64_t PageStore::RunWritebackPass(WritebackWorker* worker) {
   const uint64_t compact_every = std::max<uint64_t>((high > low ? high - low : 0) / 4, 1);
   uint64_t since_compact = 0;  // compressed bytes written back since the last compaction
   // Each batch's last round stays in flight while the next batch isolates
-  // (cross-batch pipelining): the pass overshoots the low watermark by at
-  // most that round too.
+  // (cross-batch pipelining). Its pages leave the pool when it completes,
+  // so the pass isolates no more once that will bring the pool to the low
+  // watermark: it overshoots by no more than without the pipeline.
   internal::WritebackPipeline pipeline;
-  while (AboveLowWatermark()) {
+  auto more_needed = [&] {
+    const uint64_t low_now = low_watermark_bytes_.load(std::memory_order_relaxed);
+    const uint64_t in_flight =
+        pipeline.in_flight != nullptr ? pipeline.in_flight->end - pipeline.in_flight->first : 0;
+    return low_now != 0 && pool_->mem_in_use_bytes() > low_now + in_flight;
+  };
+  while (more_needed()) {
     const uint64_t before = counters_.written_back_pages.load(std::memory_order_relaxed);
     const uint64_t bytes_before = counters_.written_back_bytes.load(std::memory_order_relaxed);
     last = WritebackBatch(options_.writeback_batch_pages, pipeline,

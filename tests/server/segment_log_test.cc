@@ -913,6 +913,35 @@ TEST(WritebackPipelineTest, AFailedRoundWithTheNextInFlightLosesNothing) {
   for (uint64_t p = 0; p < kPassPages; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
 }
 
+// A pass whose first batch is enough to reach the low watermark isolates
+// no second batch, although the first is still in flight (its pages still
+// in the pool) when the pass looks again: the pipeline must not make the
+// pass overshoot by a round.
+TEST(WritebackPipelineTest, APassStopsIsolatingOnceTheRoundInFlightIsEnough) {
+  ScopedSyncPoints clear_sync_points;
+  MemoryBlockDevice ssd(512);
+  auto store = NewBigSegmentStore(&ssd);
+  for (uint64_t p = 0; p < kPassPages; ++p) {
+    ASSERT_TRUE(StorePayload(*store, kTenant, p, Version(p, 1), 1).ok());
+  }
+  const PageStoreStats before = store->GetStats();
+  const uint64_t in_use = before.pool.mem_used_total - before.pool.mem_cached;
+  // 30 KB over the low watermark: one batch (up to 64 pages, ~1.5 KB each)
+  // is plenty.
+  const uint64_t low = in_use - 30 * 1024;
+  ASSERT_TRUE(
+      store->SetLimits({.pool_limit_bytes = low * 2, .high_watermark = 0.99, .low_watermark = 0.5})
+          .ok());
+  int rounds_isolated = 0;
+  SyncPoints::Set("PageStore::Writeback:pending-unlocked", [&] { ++rounds_isolated; });
+  const uint64_t written = store->RunWritebackPass();
+  SyncPoints::ClearAll();
+  EXPECT_EQ(rounds_isolated, 1);
+  EXPECT_GT(written, 0u);
+  EXPECT_EQ(store->GetStats().pages_on_disk, written);
+  for (uint64_t p = 0; p < kPassPages; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+}
+
 // WriteCountingDevice: a MemoryBlockDevice that counts the writes of each
 // block (its queue is the synchronous default: one WriteBlocks a request).
 class WriteCountingDevice final : public BlockDevice {
