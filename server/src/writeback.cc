@@ -269,28 +269,38 @@ absl::Status PageStore::FinishFlush(OpenSegment& open, BlockWriteQueue& queue, u
                                     absl::Status start_error) {
   const uint64_t end = (open.fill + kBlockSize - 1) / kBlockSize * kBlockSize;
   if (end == open.flushed) return absl::OkStatus();
-  const uint64_t base = open.segment * segments_->segment_bytes();
-  const auto start = std::chrono::steady_clock::now();
   // The padding after the last object is zeros, not a recycled buffer's
   // old bytes.
   std::memset(open.buf.get() + open.fill, 0, end - open.fill);
+  absl::Status io = CompleteWrites(queue, open.segment, open.buf.get(), open.flushed, started, end,
+                                   std::move(start_error));
+  if (!io.ok()) {
+    open.fill = open.flushed;  // nothing of this write is published
+    return io;
+  }
+  open.fill = open.flushed = end;
+  return absl::OkStatus();
+}
+
+absl::Status PageStore::CompleteWrites(BlockWriteQueue& queue, uint64_t segment, const uint8_t* buf,
+                                       uint64_t first, uint64_t started, uint64_t end,
+                                       absl::Status start_error) {
+  const uint64_t base = segment * segments_->segment_bytes();
+  const auto start = std::chrono::steady_clock::now();
   // The rest of the run (all of it when nothing was started early), then
-  // every write of the run in flight, early ones included.
+  // every write of the run in flight, early ones included, in one wait.
   absl::Status io = std::move(start_error);
-  absl::Status rest =
-      WriteRun(queue, (base + started) / kBlockSize, io.ok() ? (end - started) / kBlockSize : 0,
-               open.buf.get() + started);
+  absl::Status rest = WriteRun(queue, (base + started) / kBlockSize,
+                               io.ok() ? (end - started) / kBlockSize : 0, buf + started);
   if (io.ok()) io = std::move(rest);
   counters_.writeback_latency.Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
   if (!io.ok()) {
     counters_.backing_write_errors.fetch_add(1, std::memory_order_relaxed);
     RecordBackingError(io);
-    open.fill = open.flushed;  // nothing of this write is published
     return io;
   }
-  counters_.backing_bytes_written.fetch_add(end - open.flushed, std::memory_order_relaxed);
-  open.fill = open.flushed = end;
-  segments_->Extend(open.segment, end);
+  counters_.backing_bytes_written.fetch_add(end - first, std::memory_order_relaxed);
+  segments_->Extend(segment, end);
   return absl::OkStatus();
 }
 
@@ -488,25 +498,13 @@ PageStore::RoundResult PageStore::FinishWriteback(internal::WritebackPipeline& p
 
 PageStore::RoundResult PageStore::CompleteRound(internal::WritebackRound& round) {
   // Step 3 [no lock]. The rest of the round's blocks, then every write of
-  // the round in flight, early ones included, in one wait.
+  // the round in flight, early ones included, in one wait. On an error
+  // nothing of the round is published; the error is sticky (no later round
+  // is started), so its bytes are never reused.
   const uint64_t base = round.segment * segments_->segment_bytes();
-  const auto start = std::chrono::steady_clock::now();
-  absl::Status io = std::move(round.start_error);
-  absl::Status rest =
-      WriteRun(*round.queue, (base + round.started) / kBlockSize,
-               io.ok() ? (round.end - round.started) / kBlockSize : 0, round.buf + round.started);
-  if (io.ok()) io = std::move(rest);
-  counters_.writeback_latency.Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
+  absl::Status io = CompleteWrites(*round.queue, round.segment, round.buf, round.first,
+                                   round.started, round.end, std::move(round.start_error));
   ReturnWriteQueue(std::move(round.queue));
-  if (io.ok()) {
-    counters_.backing_bytes_written.fetch_add(round.end - round.first, std::memory_order_relaxed);
-    segments_->Extend(round.segment, round.end);
-  } else {
-    // Nothing of the round is published. The error is sticky (no later
-    // round is started), so its bytes are never reused.
-    counters_.backing_write_errors.fetch_add(1, std::memory_order_relaxed);
-    RecordBackingError(io);
-  }
   FARSWAP_SYNC_POINT("PageStore::Writeback:after-io");
 
   // Step 4 [key lock, one entry at a time].

@@ -547,6 +547,15 @@ class PageStore {
   // writes the rest and waits for all; start_error fails the flush.
   absl::Status FinishFlush(internal::OpenSegment& open, BlockWriteQueue& queue, uint64_t started,
                            absl::Status start_error);
+  // CompleteWrites finishes a run of `segment`'s bytes [first, end) from
+  // `buf` (indexed by segment offset) whose writes up to `started` are in
+  // flight on `queue`: it writes the rest, waits for all, records the
+  // latency, and then either extends the segment to `end` and counts the
+  // bytes written, or records the error (start_error too) as the sticky
+  // backing error and returns it. Shared by FinishFlush and CompleteRound.
+  absl::Status CompleteWrites(BlockWriteQueue& queue, uint64_t segment, const uint8_t* buf,
+                              uint64_t first, uint64_t started, uint64_t end,
+                              absl::Status start_error);
   // NoteWritesInFlight: a queue holds `depth` writes now (stats' maximum).
   void NoteWritesInFlight(uint64_t depth);
   // WriteRun writes blocks first..first+count-1 from `src` through `queue`
