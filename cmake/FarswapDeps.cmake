@@ -13,6 +13,7 @@ pkg_check_modules(XXHASH REQUIRED IMPORTED_TARGET libxxhash)
 pkg_check_modules(URING REQUIRED IMPORTED_TARGET liburing)
 pkg_check_modules(IBVERBS REQUIRED IMPORTED_TARGET libibverbs)
 pkg_check_modules(RDMACM REQUIRED IMPORTED_TARGET librdmacm)
+pkg_check_modules(UCX REQUIRED IMPORTED_TARGET ucx)
 # libssl-dev: TLS on the data plane (transport/src/tls_context.cc), in every
 # build (the TSan build too); farswap-server also checks its control-plane
 # TLS files with it (server/src/control_plane_tls.cc), and gRPC links the

@@ -1,6 +1,9 @@
-// TCP backend + RpcChannel behaviour over loopback: pipelining with
+// Transport backends + RpcChannel behaviour over loopback: pipelining with
 // out-of-order completion, batches, malformed peers, closes and timeouts.
-// Runs under ThreadSanitizer in CI.
+// Each TransportTest runs against every backend that runs here: TCP, and
+// UCX (over whatever UCX picks on loopback; UCX_TLS narrows it). The tests
+// that speak raw TCP to the server are TCP's alone. Runs under
+// ThreadSanitizer in CI.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -32,6 +35,19 @@ void EchoPing(Connection& c, std::span<IncomingMessage> in) {
   ASSERT_TRUE(c.Send(out).ok());
 }
 
+// TransportTest's parameter is the backend's scheme.
+class TransportTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  const std::string& scheme() const { return GetParam(); }
+  std::unique_ptr<Transport> MakeTransport(const TransportOptions& options = {}) {
+    return CreateTransport(scheme(), options).value();
+  }
+  std::unique_ptr<TestServer> MakeServer(TestServer::Handler handler,
+                                         const TransportOptions& options = {}) {
+    return std::make_unique<TestServer>(std::move(handler), options, scheme());
+  }
+};
+
 absl::StatusOr<IncomingMessage> Await(std::future<absl::StatusOr<IncomingMessage>>& f) {
   if (f.wait_for(std::chrono::seconds(60)) != std::future_status::ready) {
     return absl::InternalError("test: call did not complete within 60 s (hang)");
@@ -39,13 +55,13 @@ absl::StatusOr<IncomingMessage> Await(std::future<absl::StatusOr<IncomingMessage
   return f.get();
 }
 
-TEST(TcpTransportTest, ListenerReportsBoundPortAndPingRoundTrips) {
-  TestServer server(EchoPing);
-  EXPECT_THAT(server.address(), HasSubstr("tcp://127.0.0.1:"));
-  EXPECT_GT(server.port(), 0);
-  auto client = CreateTransport(server.address(), {}).value();
-  EXPECT_EQ(client->scheme(), "tcp");
-  auto channel = RpcChannel::Connect(*client, server.address()).value();
+TEST_P(TransportTest, ListenerReportsBoundPortAndPingRoundTrips) {
+  auto server_owner = MakeServer(EchoPing);
+  EXPECT_THAT(server_owner->address(), HasSubstr(scheme() + "://127.0.0.1:"));
+  EXPECT_GT(server_owner->port(), 0);
+  auto client = CreateTransport(server_owner->address(), {}).value();
+  EXPECT_EQ(client->scheme(), scheme());
+  auto channel = RpcChannel::Connect(*client, server_owner->address()).value();
   std::vector<uint8_t> body = Pattern(4096, 7);
   auto f = channel->Call({.opcode = Opcode::kPing}, body, kLongTimeout);
   absl::StatusOr<IncomingMessage> r = Await(f);
@@ -54,12 +70,12 @@ TEST(TcpTransportTest, ListenerReportsBoundPortAndPingRoundTrips) {
   EXPECT_EQ(r->payload, body);
 }
 
-TEST(TcpTransportTest, ManyInFlightCompleteOutOfOrderByRequestId) {
+TEST_P(TransportTest, ManyInFlightCompleteOutOfOrderByRequestId) {
   constexpr int kCalls = 64;
   // The handler holds requests until all have arrived, then answers them
   // newest first, in one Send.
   std::vector<IncomingMessage> held;  // I/O thread only (one connection)
-  TestServer server([&](Connection& c, std::span<IncomingMessage> in) {
+  auto server_owner = MakeServer([&](Connection& c, std::span<IncomingMessage> in) {
     for (IncomingMessage& m : in) held.push_back(std::move(m));
     if (held.size() < kCalls) return;
     std::vector<OutgoingMessage> out;
@@ -68,8 +84,8 @@ TEST(TcpTransportTest, ManyInFlightCompleteOutOfOrderByRequestId) {
     }
     ASSERT_TRUE(c.Send(out).ok());
   });
-  auto client = CreateTcpTransport({}).value();
-  auto channel = RpcChannel::Connect(*client, server.address()).value();
+  auto client = MakeTransport({});
+  auto channel = RpcChannel::Connect(*client, server_owner->address()).value();
 
   std::mutex mu;
   std::vector<int> order;  // call index in completion order
@@ -148,11 +164,12 @@ class ToyPageStore {
   std::map<uint64_t, Stored> pages_;  // never erased while tests run: views stay valid
 };
 
-TEST(TcpTransportTest, FullBatchOfPagesStoresAndLoadsBack) {
+TEST_P(TransportTest, FullBatchOfPagesStoresAndLoadsBack) {
   ToyPageStore store;
-  TestServer server([&](Connection& c, std::span<IncomingMessage> in) { store.Handle(c, in); });
-  auto client = CreateTcpTransport({}).value();
-  auto channel = RpcChannel::Connect(*client, server.address()).value();
+  auto server_owner =
+      MakeServer([&](Connection& c, std::span<IncomingMessage> in) { store.Handle(c, in); });
+  auto client = MakeTransport({});
+  auto channel = RpcChannel::Connect(*client, server_owner->address()).value();
 
   std::vector<std::vector<uint8_t>> pages;
   auto fill = EncodeU64Payload(0x0101010101010101);
@@ -258,15 +275,15 @@ TEST(TcpTransportTest, GarbageClosesOnlyThatConnection) {
   EXPECT_EQ(r->payload, (std::vector<uint8_t>{4, 5, 6}));
 }
 
-TEST(TcpTransportTest, ServerCloseFailsEveryOutstandingCallWithUnavailable) {
+TEST_P(TransportTest, ServerCloseFailsEveryOutstandingCallWithUnavailable) {
   constexpr int kCalls = 20;
   std::promise<void> all_arrived;
   int arrived = 0;  // server I/O thread only
-  auto server = std::make_unique<TestServer>([&](Connection&, std::span<IncomingMessage> in) {
+  auto server = MakeServer([&](Connection&, std::span<IncomingMessage> in) {
     arrived += int(in.size());  // never replies
     if (arrived == kCalls) all_arrived.set_value();
   });
-  auto client = CreateTcpTransport({}).value();
+  auto client = MakeTransport({});
   auto channel = RpcChannel::Connect(*client, server->address()).value();
   std::vector<std::future<absl::StatusOr<IncomingMessage>>> futures;
   for (int i = 0; i < kCalls; ++i) {
@@ -287,13 +304,13 @@ TEST(TcpTransportTest, ServerCloseFailsEveryOutstandingCallWithUnavailable) {
   EXPECT_EQ(Await(later).status().code(), absl::StatusCode::kUnavailable);
 }
 
-TEST(TcpTransportTest, SilentServerGivesDeadlineExceededAndLateReplyIsDropped) {
+TEST_P(TransportTest, SilentServerGivesDeadlineExceededAndLateReplyIsDropped) {
   // The server answers PINGs at once but holds LOADs until the test says so.
   std::mutex mu;
   std::shared_ptr<Connection> held_conn;
   std::vector<FrameHeader> held;
   std::promise<void> load_arrived;
-  TestServer server([&](Connection& c, std::span<IncomingMessage> in) {
+  auto server_owner = MakeServer([&](Connection& c, std::span<IncomingMessage> in) {
     for (IncomingMessage& m : in) {
       if (m.header.opcode == Opcode::kLoad) {
         std::lock_guard<std::mutex> lock(mu);
@@ -305,8 +322,8 @@ TEST(TcpTransportTest, SilentServerGivesDeadlineExceededAndLateReplyIsDropped) {
       }
     }
   });
-  auto client = CreateTcpTransport({}).value();
-  auto channel = RpcChannel::Connect(*client, server.address()).value();
+  auto client = MakeTransport({});
+  auto channel = RpcChannel::Connect(*client, server_owner->address()).value();
   const absl::Time start = absl::Now();
   auto f = channel->Call({.opcode = Opcode::kLoad, .page = 9}, {}, absl::Milliseconds(100));
   auto r = Await(f);
@@ -328,15 +345,15 @@ TEST(TcpTransportTest, SilentServerGivesDeadlineExceededAndLateReplyIsDropped) {
   }
   late.status = absl::StatusCode::kNotFound;
   OutgoingMessage late_reply = OwnedMessage(late, {});
-  ASSERT_TRUE(server.connections().at(0)->Send({&late_reply, 1}).ok());
+  ASSERT_TRUE(server_owner->connections().at(0)->Send({&late_reply, 1}).ok());
   auto ping = channel->Call({.opcode = Opcode::kPing}, {}, kLongTimeout);
   ASSERT_TRUE(Await(ping).ok());
   EXPECT_EQ(channel->stats().late_replies, 1u);
   EXPECT_EQ(channel->stats().in_flight, 0u);
 }
 
-TEST(TcpTransportTest, ErrorReplyBecomesTheCallStatus) {
-  TestServer server([](Connection& c, std::span<IncomingMessage> in) {
+TEST_P(TransportTest, ErrorReplyBecomesTheCallStatus) {
+  auto server_owner = MakeServer([](Connection& c, std::span<IncomingMessage> in) {
     for (IncomingMessage& m : in) {
       FrameHeader h = ReplyHeader(m.header);
       h.status = absl::StatusCode::kNotFound;
@@ -345,8 +362,8 @@ TEST(TcpTransportTest, ErrorReplyBecomesTheCallStatus) {
       ASSERT_TRUE(c.Send({&reply, 1}).ok());
     }
   });
-  auto client = CreateTcpTransport({}).value();
-  auto channel = RpcChannel::Connect(*client, server.address()).value();
+  auto client = MakeTransport({});
+  auto channel = RpcChannel::Connect(*client, server_owner->address()).value();
   auto f = channel->Call({.opcode = Opcode::kLoad, .page = 12}, {}, kLongTimeout);
   auto r = Await(f);
   EXPECT_EQ(r.status(), absl::NotFoundError("page 12 is not stored"));
@@ -361,13 +378,13 @@ size_t ThreadCount() {
 
 // A closed channel keeps no thread: a client that re-attaches to a flapping
 // node keeps its closed channels, and each used to keep its timer thread.
-TEST(TcpTransportTest, ClosedChannelsKeepNoThread) {
-  TestServer server(EchoPing);
-  auto client = CreateTcpTransport({}).value();
+TEST_P(TransportTest, ClosedChannelsKeepNoThread) {
+  auto server_owner = MakeServer(EchoPing);
+  auto client = MakeTransport({});
   const size_t before = ThreadCount();
   std::vector<std::unique_ptr<RpcChannel>> kept;
   for (int i = 0; i < 20; ++i) {
-    kept.push_back(RpcChannel::Connect(*client, server.address()).value());
+    kept.push_back(RpcChannel::Connect(*client, server_owner->address()).value());
     auto ping = kept.back()->Call({.opcode = Opcode::kPing}, {}, kLongTimeout);
     ASSERT_TRUE(Await(ping).ok());
   }
@@ -378,10 +395,10 @@ TEST(TcpTransportTest, ClosedChannelsKeepNoThread) {
   EXPECT_EQ(Await(after).status().code(), absl::StatusCode::kCancelled);
 }
 
-TEST(TcpTransportTest, ChannelCloseCancelsOutstandingCalls) {
-  TestServer server([](Connection&, std::span<IncomingMessage>) {});
-  auto client = CreateTcpTransport({}).value();
-  auto channel = RpcChannel::Connect(*client, server.address()).value();
+TEST_P(TransportTest, ChannelCloseCancelsOutstandingCalls) {
+  auto server_owner = MakeServer([](Connection&, std::span<IncomingMessage>) {});
+  auto client = MakeTransport({});
+  auto channel = RpcChannel::Connect(*client, server_owner->address()).value();
   auto f = channel->Call({.opcode = Opcode::kLoad, .page = 1}, {}, kLongTimeout);
   channel->Close();
   EXPECT_EQ(Await(f).status().code(), absl::StatusCode::kCancelled);
@@ -389,10 +406,10 @@ TEST(TcpTransportTest, ChannelCloseCancelsOutstandingCalls) {
   EXPECT_EQ(Await(g).status().code(), absl::StatusCode::kCancelled);
 }
 
-TEST(TcpTransportTest, SendRejectsInvalidHeadersBeforeTheWire) {
-  TestServer server(EchoPing);
-  auto client = CreateTcpTransport({}).value();
-  auto conn = client->Connect(server.address(), {}).value();
+TEST_P(TransportTest, SendRejectsInvalidHeadersBeforeTheWire) {
+  auto server_owner = MakeServer(EchoPing);
+  auto client = MakeTransport({});
+  auto conn = client->Connect(server_owner->address(), {}).value();
   std::vector<uint8_t> big(5000);
   OutgoingMessage m{.header = {.opcode = Opcode::kStore, .page = 1}, .payload = {big}};
   absl::Status s = conn->Send({&m, 1});
@@ -400,30 +417,30 @@ TEST(TcpTransportTest, SendRejectsInvalidHeadersBeforeTheWire) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("payload length 5000 outside 1..4096"));
 }
 
-TEST(TcpTransportTest, ConnectFailuresAreClear) {
-  auto client = CreateTcpTransport({}).value();
+TEST_P(TransportTest, ConnectFailuresAreClear) {
+  auto client = MakeTransport({});
   EXPECT_EQ(client->Connect("no-port-here", {}).status().code(),
             absl::StatusCode::kInvalidArgument);
   // A port nobody listens on: take one from a listener, then close it.
   std::string address;
   {
-    TestServer gone(EchoPing);
-    address = gone.address();
+    auto gone_owner = MakeServer(EchoPing);
+    address = gone_owner->address();
   }
   EXPECT_EQ(client->Connect(address, {}).status().code(), absl::StatusCode::kUnavailable);
   EXPECT_EQ(CreateTransport("carrier-pigeon://x:1", {}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(CreateTcpTransport({.io_threads = 0}).status().code(),
+  EXPECT_EQ(CreateTransport(scheme(), {.io_threads = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);
   client->Shutdown();
   EXPECT_EQ(client->Connect(address, {}).status().code(), absl::StatusCode::kUnavailable);
 }
 
-TEST(TcpTransportTest, CallManySendsOneBurstAndMatchesEachReply) {
+TEST_P(TransportTest, CallManySendsOneBurstAndMatchesEachReply) {
   // The server answers each request with an empty OK, but labels the
   // INVALIDATE_RANGE reply as a PING: the channel must refuse to hand a
   // mismatched reply to the caller.
-  TestServer server([](Connection& c, std::span<IncomingMessage> in) {
+  auto server_owner = MakeServer([](Connection& c, std::span<IncomingMessage> in) {
     std::vector<OutgoingMessage> out;
     for (IncomingMessage& m : in) {
       FrameHeader h = ReplyHeader(m.header);
@@ -434,8 +451,8 @@ TEST(TcpTransportTest, CallManySendsOneBurstAndMatchesEachReply) {
     }
     ASSERT_TRUE(c.Send(out).ok());
   });
-  auto client = CreateTcpTransport({}).value();
-  auto channel = RpcChannel::Connect(*client, server.address()).value();
+  auto client = MakeTransport({});
+  auto channel = RpcChannel::Connect(*client, server_owner->address()).value();
   auto count = EncodeU64Payload(10);
   std::vector<OutgoingMessage> requests(3);
   requests[0].header = {.opcode = Opcode::kInvalidate, .page = 1};
@@ -465,11 +482,11 @@ TEST(TcpTransportTest, CallManySendsOneBurstAndMatchesEachReply) {
   EXPECT_EQ(r2->header.request_id, ids[2]);
 }
 
-TEST(TcpTransportTest, ClosedListenerAcceptsNoMore) {
-  auto server = CreateTcpTransport({}).value();
+TEST_P(TransportTest, ClosedListenerAcceptsNoMore) {
+  auto server = MakeTransport({});
   std::atomic<int> accepted{0};
   auto listener = server
-                      ->Listen("tcp://127.0.0.1:0",
+                      ->Listen(scheme() + "://127.0.0.1:0",
                                [&](std::shared_ptr<Connection>) {
                                  accepted++;
                                  return ConnectionHandler{};
@@ -477,15 +494,15 @@ TEST(TcpTransportTest, ClosedListenerAcceptsNoMore) {
                       .value();
   const std::string address = listener->address();
   listener->Close();
-  auto client = CreateTcpTransport({}).value();
+  auto client = MakeTransport({});
   auto conn = client->Connect(address, {});
   EXPECT_EQ(conn.status().code(), absl::StatusCode::kUnavailable) << conn.status();
   EXPECT_EQ(accepted.load(), 0);
 }
 
-TEST(TcpTransportTest, ManyClientsOnSeveralIoThreads) {
-  TestServer server(EchoPing, {.io_threads = 2});
-  auto client = CreateTcpTransport({.io_threads = 2}).value();
+TEST_P(TransportTest, ManyClientsOnSeveralIoThreads) {
+  auto server_owner = MakeServer(EchoPing, {.io_threads = 2});
+  auto client = MakeTransport({.io_threads = 2});
   constexpr int kThreads = 4;
   constexpr int kCallsPerThread = 300;
   constexpr int kWindow = 16;
@@ -493,7 +510,7 @@ TEST(TcpTransportTest, ManyClientsOnSeveralIoThreads) {
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
-      auto channel = RpcChannel::Connect(*client, server.address());
+      auto channel = RpcChannel::Connect(*client, server_owner->address());
       if (!channel.ok()) {
         bad++;
         return;
@@ -518,6 +535,11 @@ TEST(TcpTransportTest, ManyClientsOnSeveralIoThreads) {
   for (auto& th : threads) th.join();
   EXPECT_EQ(bad.load(), 0);
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, TransportTest, ::testing::Values("tcp", "ucx"),
+                         [](const ::testing::TestParamInfo<std::string>& backend) {
+                           return backend.param;
+                         });
 
 }  // namespace
 }  // namespace farswap::transport

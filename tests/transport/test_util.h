@@ -63,11 +63,13 @@ class TestServer {
  public:
   using Handler = std::function<void(Connection&, std::span<IncomingMessage>)>;
 
-  explicit TestServer(Handler on_receive, TransportOptions options = {})
+  // scheme: the backend ("tcp", "ucx"), on loopback.
+  explicit TestServer(Handler on_receive, TransportOptions options = {},
+                      const std::string& scheme = "tcp")
       : on_receive_(std::move(on_receive)) {
-    transport_ = CreateTcpTransport(options).value();
+    transport_ = CreateTransport(scheme, options).value();
     listener_ = transport_
-                    ->Listen("127.0.0.1:0",
+                    ->Listen(scheme + "://127.0.0.1:0",
                              [this](std::shared_ptr<Connection> c) {
                                {
                                  std::lock_guard<std::mutex> lock(mu_);

@@ -39,8 +39,10 @@ absl::StatusOr<std::unique_ptr<Transport>> CreateTransport(absl::string_view add
   absl::string_view scheme = AddressScheme(address_or_scheme);
   if (scheme == "tcp") return CreateTcpTransport(options);
   if (scheme == "rdma") return CreateRdmaTransport(options);
+  if (scheme == "ucx") return CreateUcxTransport(options);
   return absl::InvalidArgumentError(absl::StrCat("unknown transport scheme '", scheme, "' in '",
-                                                 address_or_scheme, "' (expected tcp or rdma)"));
+                                                 address_or_scheme,
+                                                 "' (expected tcp, ucx or rdma)"));
 }
 
 }  // namespace farswap::transport

@@ -262,7 +262,7 @@ class Transport {
   // I/O thread (a callback).
   virtual void Shutdown() = 0;
 
-  // scheme: "tcp" or "rdma".
+  // scheme: "tcp", "ucx" or "rdma".
   virtual absl::string_view scheme() const = 0;
 };
 
@@ -280,6 +280,10 @@ absl::StatusOr<std::unique_ptr<Transport>> CreateTransport(absl::string_view add
 
 absl::StatusOr<std::unique_ptr<Transport>> CreateTcpTransport(const TransportOptions& options);
 absl::StatusOr<std::unique_ptr<Transport>> CreateRdmaTransport(const TransportOptions& options);
+// CreateUcxTransport: UCP active messages over whatever UCX picks (RDMA
+// verbs where there is a device; TCP or shared memory where there is none;
+// UCX_TLS and UCX_NET_DEVICES choose). transport/README.md, "UCX".
+absl::StatusOr<std::unique_ptr<Transport>> CreateUcxTransport(const TransportOptions& options);
 
 }  // namespace farswap::transport
 

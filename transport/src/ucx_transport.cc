@@ -1,0 +1,1066 @@
+// ucx_transport.cc: the UCX backend ("ucx://host:port"), on UCP active
+// messages. UCX runs the same code over InfiniBand/RoCE verbs (rc, dc, ud)
+// where there is hardware and over TCP and shared memory where there is
+// none; UCX_TLS / UCX_NET_DEVICES choose, as for any UCX program.
+//
+// Shape. UcxTransport owns one UCP context and io_threads UcxLoops; a loop
+// is a thread, a UCP worker and an epoll set holding the worker's event fd
+// and an eventfd for wake-ups. Connections made with Connect are spread
+// round-robin over the loops; a listener lives on loop 0 and its accepted
+// connections stay there (an endpoint made from a connection request is
+// created on the listener's worker).
+//
+// Frames. One farswap frame is one active message with id kFrameAm: the
+// encoded FrameHeader is the AM header and the payload pieces are the
+// message's data, gathered by UCX straight from the caller's buffers (an
+// IOV datatype), so the ownership rule of transport.h holds unchanged:
+// on_sent runs when UCX no longer needs the bytes. Large frames go by
+// rendezvous (UCX decides by size); the receiver then fetches the data with
+// ucp_am_recv_data_nbx, and frames are still delivered in arrival order:
+// each connection has an inbox whose head waits until its data is in.
+// Control messages (kControlAm: a fixed ControlMessage as the AM header)
+// carry the handshake and flow-control credits.
+//
+// Handshake. Connect creates the endpoint (client-server mode: UCX's
+// sockaddr connection manager), sends HELLO and waits (connect_timeout) for
+// HELLO_ACK, so a Connect that returns OK has a peer that accepted it.
+//
+// Flow control (UCX has no per-endpoint "stop reading"). The receiver
+// grants each connection kReceiveWindowBytes of frames; the sender keeps
+// what does not fit in its backlog, and the receiver hands credit back
+// (CREDIT, in chunks of a quarter window) only for frames it delivered to
+// the handler. A paused connection (PauseReading) delivers nothing, so its
+// sender stops after one window: what a node buffers for a connection that
+// it stopped reading is bounded by the window, as with TCP's socket
+// buffers. A connected (client) sender refuses Send with RESOURCE_EXHAUSTED
+// once its backlog and in-flight bytes pass max_output_queue_bytes; an
+// accepted connection whose replies pile up past that bound stops
+// delivering requests until they drain (as the TCP backend stops reading).
+//
+// Errors. An endpoint error (peer gone, connection reset) closes the
+// connection with UNAVAILABLE: every message not yet sent gets on_sent
+// UNAVAILABLE, then on_close runs.
+//
+// Locking. Each loop's `mu` serialises every call into its UCP worker
+// (UCS_THREAD_MODE_SERIALIZED) and guards the state of the connections on
+// it. Handlers and on_sent callbacks never run under it: callbacks UCX makes
+// during progress queue work on the loop (`deferred`), which the loop runs
+// after it drops the lock; Send runs the callbacks of frames that completed
+// at once itself, after it drops the lock. ConnectWait::mu is a leaf.
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <ucp/api/ucp.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <deque>
+#include <thread>
+#include <unordered_map>
+
+#include "absl/strings/str_cat.h"
+#include "farswap/common/mutex.h"
+#include "farswap/transport/transport.h"
+#include "spdlog/spdlog.h"
+
+namespace farswap::transport {
+namespace {
+
+constexpr unsigned kFrameAm = 1;
+constexpr unsigned kControlAm = 2;
+
+// kReceiveWindowBytes: frame bytes (header + payload) a sender may have
+// outstanding before the receiver hands back credit. Must exceed 4/3 of the
+// largest frame so that a frame always fits once the receiver caught up.
+constexpr uint64_t kReceiveWindowBytes = uint64_t{4} << 20;
+static_assert(kReceiveWindowBytes / 4 * 3 >= kMaxFrameSize);
+
+enum class ControlKind : uint32_t { kHello = 1, kHelloAck = 2, kCredit = 3 };
+struct ControlMessage {
+  ControlKind kind;
+  uint32_t reserved = 0;
+  uint64_t value = 0;  // kCredit: bytes
+};
+
+std::string UcsError(ucs_status_t s) { return ucs_status_string(s); }
+
+std::string FormatSockaddr(const sockaddr_storage& ss) {
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (ss.ss_family == AF_INET) {
+    const auto* in = reinterpret_cast<const sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+    return absl::StrCat("ucx://", host, ":", ntohs(in->sin_port));
+  }
+  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&ss);
+  inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+  return absl::StrCat("ucx://[", host, "]:", ntohs(in6->sin6_port));
+}
+
+// Resolve: "host:port" or "[v6]:port" (scheme stripped) to a socket address.
+absl::StatusOr<sockaddr_storage> Resolve(absl::string_view address, bool passive) {
+  absl::string_view rest = StripScheme(address);
+  std::string host, port;
+  if (!rest.empty() && rest.front() == '[') {
+    size_t close = rest.find(']');
+    if (close == rest.npos || close + 1 >= rest.size() || rest[close + 1] != ':') {
+      return absl::InvalidArgumentError(absl::StrCat("address '", address, "' is not [host]:port"));
+    }
+    host = std::string(rest.substr(1, close - 1));
+    port = std::string(rest.substr(close + 2));
+  } else {
+    size_t colon = rest.rfind(':');
+    if (colon == rest.npos) {
+      return absl::InvalidArgumentError(absl::StrCat("address '", address, "' is not host:port"));
+    }
+    host = std::string(rest.substr(0, colon));
+    port = std::string(rest.substr(colon + 1));
+  }
+  if (port.empty() || port.find_first_not_of("0123456789") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("address '", address, "' has no numeric port"));
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = passive ? AI_PASSIVE : 0;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &res);
+  if (rc != 0 || res == nullptr) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot resolve '", address, "': ", gai_strerror(rc)));
+  }
+  sockaddr_storage ss{};
+  std::memcpy(&ss, res->ai_addr, res->ai_addrlen);
+  freeaddrinfo(res);
+  return ss;
+}
+
+class UcxConnection;
+
+// InboxEntry: a received frame; `ready` once its payload is in (at once for
+// eager messages, when the fetch completes for rendezvous ones). Shared with
+// a fetch in progress, so closing the connection never frees the buffer UCX
+// is writing into.
+struct InboxEntry {
+  IncomingMessage msg;
+  bool ready = false;
+};
+
+// SendOp is one message UCX holds (or that waits for credit): the encoded
+// header, the gather list, and the caller's callback.
+struct SendOp {
+  std::shared_ptr<UcxConnection> conn;
+  unsigned am_id = kFrameAm;
+  std::array<uint8_t, kFrameHeaderSize> header{};  // kFrameAm
+  ControlMessage control{};                        // kControlAm
+  std::vector<ucp_dt_iov_t> iov;
+  uint64_t bytes = 0;  // counted against credit and the output queue (frames only)
+  SendCallback on_sent;
+};
+
+// UcxLoop: one I/O thread and its UCP worker.
+class UcxLoop {
+ public:
+  static absl::StatusOr<std::shared_ptr<UcxLoop>> Create(ucp_context_h context, int index);
+  ~UcxLoop();
+
+  void Start();
+  // DestroyWorker: after Stop, before the context goes.
+  void DestroyWorker() {
+    MutexLock l(&mu);
+    if (worker != nullptr) ucp_worker_destroy(worker);
+    worker = nullptr;
+  }
+  // Stop ends the thread after it has closed every connection on the loop.
+  void Stop();
+  // Wake: the loop thread is to look at `deferred` and the worker again.
+  void Wake();
+  // Defer queues `f` to run on the loop thread without the lock.
+  void DeferLocked(std::function<void()> f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    deferred.push_back(std::move(f));
+  }
+  bool OnLoopThread() const { return std::this_thread::get_id() == thread_id_.load(); }
+
+  Mutex mu;
+  ucp_worker_h worker = nullptr;
+  std::unordered_map<ucp_ep_h, std::shared_ptr<UcxConnection>> by_ep ABSL_GUARDED_BY(mu);
+  std::vector<std::function<void()>> deferred ABSL_GUARDED_BY(mu);
+  // closing: endpoint-close requests in progress and what runs once each
+  // completes (the connection's on_close).
+  std::vector<std::pair<void*, std::function<void()>>> closing ABSL_GUARDED_BY(mu);
+  const int index;
+
+ private:
+  UcxLoop(int loop_index, int epoll_fd, int wake_fd)
+      : index(loop_index), epoll_fd_(epoll_fd), wake_fd_(wake_fd) {}
+  void Run();
+  void ReapClosingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
+
+  const int epoll_fd_;
+  const int wake_fd_;
+  std::thread thread_;
+  std::atomic<std::thread::id> thread_id_{};
+  std::atomic<bool> stop_{false};
+};
+
+// UcxConnection: one endpoint. State under loop_->mu unless atomic.
+class UcxConnection final : public Connection, public std::enable_shared_from_this<UcxConnection> {
+ public:
+  UcxConnection(std::shared_ptr<UcxLoop> loop, std::string peer, bool accepted,
+                const TransportOptions& options)
+      : loop_(std::move(loop)), peer_(std::move(peer)), accepted_(accepted), options_(options) {}
+
+  absl::Status Send(std::span<OutgoingMessage> messages) override;
+  void Close(absl::Status reason) override;
+  bool is_open() const override { return open_.load(std::memory_order_acquire); }
+  const std::string& peer_address() const override { return peer_; }
+  ConnectionStats stats() const override;
+  void PauseReading(bool paused) override;
+
+  // Called with loop_->mu held (from UCX callbacks during progress, or by
+  // the transport while it sets the connection up).
+  void AttachLocked(ucp_ep_h ep, ConnectionHandler handler)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+  void OnFrameLocked(const void* header, size_t header_length, void* data, size_t length,
+                     const ucp_am_recv_param_t* param) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+  void OnControlLocked(const ControlMessage& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+  void OnSendDoneLocked(SendOp* op, ucs_status_t status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+  void CloseLocked(absl::Status reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+  void OnFetchDoneLocked(InboxEntry& entry, ucs_status_t status)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+  // MarkEstablishedLocked: an accepted connection, or a connected one whose
+  // HELLO_ACK arrived; only such connections report on_close.
+  void MarkAcceptedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu) { established_ = true; }
+  // AbandonLocked: Connect gave up on this connection; no callback runs.
+  void AbandonLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu) { abandoned_ = true; }
+  // PostControlLocked sends a control message (not subject to credit).
+  void PostControlLocked(ControlKind kind, uint64_t value) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+
+  // mu: the lock that guards this connection (its loop's), for callers that
+  // hold it under another name (UCX callbacks run with it held).
+  Mutex& mu() const ABSL_LOCK_RETURNED(loop_->mu) { return loop_->mu; }
+
+  // ReleaseOnLoopLocked drops a reference on the loop thread, without the
+  // lock: the last one runs the handler's destructor, which may call into
+  // other connections.
+  void ReleaseOnLoopLocked(std::shared_ptr<UcxConnection> self)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu) {
+    loop_->DeferLocked([self = std::move(self)] {});
+  }
+
+  // Connect's wait for HELLO_ACK (or an error).
+  struct ConnectWait {
+    Mutex mu;
+    CondVar cv;
+    bool done ABSL_GUARDED_BY(mu) = false;
+    absl::Status status ABSL_GUARDED_BY(mu);
+  };
+  std::shared_ptr<ConnectWait> connect_wait = std::make_shared<ConnectWait>();
+
+ private:
+  // Deliver (loop thread, no lock): hands the ready head of the inbox to
+  // the handler unless paused.
+  void Deliver();
+  void ScheduleDeliveryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+  bool HoldingLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu) {
+    return paused_ || (accepted_ && queued_bytes_ > options_.max_output_queue_bytes);
+  }
+  // PostLocked hands one op to UCX; `done` collects callbacks to run once
+  // the lock is dropped (by the caller).
+  void PostLocked(std::unique_ptr<SendOp> op, std::vector<std::function<void()>>* done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+  void PostBacklogLocked(std::vector<std::function<void()>>* done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+  void FinishSendLocked(SendOp* op, bool ok, std::vector<std::function<void()>>* done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+
+  const std::shared_ptr<UcxLoop> loop_;
+  const std::string peer_;
+  const bool accepted_;
+  const TransportOptions options_;
+  std::atomic<bool> open_{true};
+
+  ucp_ep_h ep_ ABSL_GUARDED_BY(loop_->mu) = nullptr;
+  ConnectionHandler handler_;  // set by AttachLocked before any callback can run
+  std::deque<std::shared_ptr<InboxEntry>> inbox_ ABSL_GUARDED_BY(loop_->mu);
+  bool delivery_scheduled_ ABSL_GUARDED_BY(loop_->mu) = false;
+  bool paused_ ABSL_GUARDED_BY(loop_->mu) = false;
+  uint64_t credit_ ABSL_GUARDED_BY(loop_->mu) = kReceiveWindowBytes;  // we may send
+  uint64_t to_credit_ ABSL_GUARDED_BY(loop_->mu) = 0;  // delivered, not yet credited back
+  std::deque<std::unique_ptr<SendOp>> backlog_ ABSL_GUARDED_BY(loop_->mu);
+  uint64_t queued_bytes_ ABSL_GUARDED_BY(loop_->mu) = 0;  // backlog + in UCX's hands
+
+  bool established_ ABSL_GUARDED_BY(loop_->mu) = false;
+  bool abandoned_ ABSL_GUARDED_BY(loop_->mu) = false;
+  std::atomic<uint64_t> frames_sent_{0}, frames_received_{0}, bytes_sent_{0}, bytes_received_{0},
+      read_pauses_{0};
+};
+
+// --- UCX callbacks ----------------------------------------------------------------
+
+void SendDoneCallback(void* request, ucs_status_t status, void* user_data) {
+  auto* op = static_cast<SendOp*>(user_data);
+  // Progress runs under the loop's lock (UcxLoop::Run), and so does every
+  // send that can complete here (ucp_ep_close_nbx included).
+  std::shared_ptr<UcxConnection> conn = op->conn;
+  conn->mu().AssertHeld();
+  conn->OnSendDoneLocked(op, status);
+  ucp_request_free(request);
+  conn->ReleaseOnLoopLocked(std::move(conn));
+}
+
+ucs_status_t OnAm(void* arg, const void* header, size_t header_length, void* data, size_t length,
+                  const ucp_am_recv_param_t* param, unsigned am_id) {
+  auto* loop = static_cast<UcxLoop*>(arg);
+  loop->mu.AssertHeld();
+  if (!(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP)) {
+    spdlog::warn("ucx transport: a message without its sender's endpoint; dropped");
+    return UCS_OK;
+  }
+  auto it = loop->by_ep.find(param->reply_ep);
+  if (it == loop->by_ep.end()) return UCS_OK;  // closed meanwhile
+  std::shared_ptr<UcxConnection> conn = it->second;
+  conn->mu().AssertHeld();
+  if (am_id == kControlAm) {
+    if (header_length != sizeof(ControlMessage)) {
+      conn->CloseLocked(absl::DataLossError("ucx transport: malformed control message"));
+      return UCS_OK;
+    }
+    ControlMessage m;
+    std::memcpy(&m, header, sizeof(m));
+    conn->OnControlLocked(m);
+    return UCS_OK;
+  }
+  conn->OnFrameLocked(header, header_length, data, length, param);
+  return UCS_OK;
+}
+
+ucs_status_t OnFrameAm(void* arg, const void* header, size_t header_length, void* data,
+                       size_t length, const ucp_am_recv_param_t* param) {
+  return OnAm(arg, header, header_length, data, length, param, kFrameAm);
+}
+
+ucs_status_t OnControlAm(void* arg, const void* header, size_t header_length, void* data,
+                         size_t length, const ucp_am_recv_param_t* param) {
+  return OnAm(arg, header, header_length, data, length, param, kControlAm);
+}
+
+void OnEndpointError(void* arg, ucp_ep_h ep, ucs_status_t status) {
+  auto* loop = static_cast<UcxLoop*>(arg);
+  loop->mu.AssertHeld();
+  auto it = loop->by_ep.find(ep);
+  if (it == loop->by_ep.end()) return;
+  std::shared_ptr<UcxConnection> conn = it->second;
+  conn->mu().AssertHeld();
+  conn->CloseLocked(absl::UnavailableError(
+      absl::StrCat("ucx endpoint to ", conn->peer_address(), " failed: ", UcsError(status))));
+}
+
+// --- UcxLoop ----------------------------------------------------------------------
+
+absl::StatusOr<std::shared_ptr<UcxLoop>> UcxLoop::Create(ucp_context_h context, int index) {
+  int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+  int wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epoll_fd < 0 || wake_fd < 0) {
+    if (epoll_fd >= 0) close(epoll_fd);
+    if (wake_fd >= 0) close(wake_fd);
+    return absl::InternalError(absl::StrCat("ucx transport: epoll/eventfd: ", strerror(errno)));
+  }
+  std::shared_ptr<UcxLoop> loop(new UcxLoop(index, epoll_fd, wake_fd));
+  ucp_worker_params_t wp{};
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;
+  if (ucs_status_t s = ucp_worker_create(context, &wp, &loop->worker); s != UCS_OK) {
+    return absl::UnavailableError(absl::StrCat("ucx transport: ucp_worker_create: ", UcsError(s)));
+  }
+  int efd = -1;
+  if (ucs_status_t s = ucp_worker_get_efd(loop->worker, &efd); s != UCS_OK) {
+    return absl::UnavailableError(absl::StrCat("ucx transport: ucp_worker_get_efd: ", UcsError(s)));
+  }
+  for (int fd : {efd, wake_fd}) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev);
+  }
+  for (auto [id, cb] : {std::pair{kFrameAm, &OnFrameAm}, std::pair{kControlAm, &OnControlAm}}) {
+    ucp_am_handler_param_t hp{};
+    hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
+                    UCP_AM_HANDLER_PARAM_FIELD_ARG;
+    hp.id = id;
+    hp.cb = cb;
+    hp.arg = loop.get();
+    if (ucs_status_t s = ucp_worker_set_am_recv_handler(loop->worker, &hp); s != UCS_OK) {
+      return absl::UnavailableError(absl::StrCat("ucx transport: AM handler: ", UcsError(s)));
+    }
+  }
+  return loop;
+}
+
+UcxLoop::~UcxLoop() {
+  if (worker != nullptr) ucp_worker_destroy(worker);
+  close(epoll_fd_);
+  close(wake_fd_);
+}
+
+void UcxLoop::Start() {
+  thread_ = std::thread([this] {
+    thread_id_.store(std::this_thread::get_id());
+    Run();
+  });
+}
+
+void UcxLoop::Wake() {
+  uint64_t one = 1;
+  ssize_t n = write(wake_fd_, &one, sizeof(one));
+  (void)n;
+}
+
+void UcxLoop::Stop() {
+  {
+    MutexLock l(&mu);
+    std::vector<std::shared_ptr<UcxConnection>> conns;
+    for (auto& [ep, conn] : by_ep) conns.push_back(conn);
+    for (auto& conn : conns) {
+      conn->mu().AssertHeld();
+      conn->CloseLocked(absl::UnavailableError("transport shut down"));
+    }
+  }
+  stop_.store(true);
+  Wake();
+  if (thread_.joinable()) thread_.join();
+}
+
+void UcxLoop::ReapClosingLocked() {
+  for (size_t i = 0; i < closing.size();) {
+    if (ucp_request_check_status(closing[i].first) == UCS_INPROGRESS) {
+      ++i;
+      continue;
+    }
+    ucp_request_free(closing[i].first);
+    DeferLocked(std::move(closing[i].second));
+    closing[i] = std::move(closing.back());
+    closing.pop_back();
+  }
+}
+
+void UcxLoop::Run() {
+  epoll_event events[4];
+  for (;;) {
+    std::vector<std::function<void()>> work;
+    bool progressed = false;
+    bool closing_left;
+    {
+      MutexLock l(&mu);
+      while (ucp_worker_progress(worker) != 0) progressed = true;
+      ReapClosingLocked();
+      work.swap(deferred);
+      closing_left = !closing.empty();
+    }
+    for (auto& f : work) f();
+    if (progressed || !work.empty()) continue;
+    if (stop_.load() && !closing_left) return;
+    ucs_status_t armed;
+    {
+      MutexLock l(&mu);
+      armed = deferred.empty() ? ucp_worker_arm(worker) : UCS_ERR_BUSY;
+    }
+    if (armed == UCS_ERR_BUSY) continue;
+    // Endpoints being closed make progress without events: poll for them.
+    int n = epoll_wait(epoll_fd_, events, 4, closing_left || stop_.load() ? 1 : -1);
+    for (int i = 0; i < n; ++i) {
+      if (events[i].data.fd == wake_fd_) {
+        uint64_t v;
+        ssize_t r = read(wake_fd_, &v, sizeof(v));
+        (void)r;
+      }
+    }
+  }
+}
+
+// --- UcxConnection ----------------------------------------------------------------
+
+void UcxConnection::AttachLocked(ucp_ep_h ep, ConnectionHandler handler) {
+  ep_ = ep;
+  handler_ = std::move(handler);
+  loop_->by_ep[ep] = shared_from_this();
+}
+
+ConnectionStats UcxConnection::stats() const {
+  ConnectionStats s;
+  s.frames_sent = frames_sent_.load();
+  s.frames_received = frames_received_.load();
+  s.bytes_sent = bytes_sent_.load();
+  s.bytes_received = bytes_received_.load();
+  s.read_pauses = read_pauses_.load();
+  {
+    MutexLock l(&loop_->mu);
+    s.queued_bytes = queued_bytes_;
+  }
+  return s;
+}
+
+absl::Status UcxConnection::Send(std::span<OutgoingMessage> messages) {
+  std::vector<std::unique_ptr<SendOp>> ops;
+  uint64_t total = 0;
+  for (OutgoingMessage& m : messages) {
+    auto op = std::make_unique<SendOp>();
+    uint64_t len = 0;
+    for (const PayloadPiece& p : m.payload) {
+      if (p.empty()) continue;
+      op->iov.push_back({const_cast<uint8_t*>(p.data()), p.size()});
+      len += p.size();
+    }
+    m.header.payload_length = uint32_t(len);
+    if (len > kMaxFrameSize) {
+      return absl::InvalidArgumentError(absl::StrCat("frame payload of ", len, " bytes"));
+    }
+    if (absl::Status s = ValidateHeader(m.header); !s.ok()) return s;
+    EncodeHeader(m.header, op->header);
+    op->bytes = kFrameHeaderSize + len;
+    total += op->bytes;
+    ops.push_back(std::move(op));
+  }
+  std::vector<std::function<void()>> done;
+  {
+    MutexLock l(&loop_->mu);
+    if (!open_.load())
+      return absl::UnavailableError(absl::StrCat("connection to ", peer_, " is closed"));
+    if (!accepted_ && queued_bytes_ > options_.max_output_queue_bytes) {
+      return absl::ResourceExhaustedError(absl::StrCat(
+          "output queue to ", peer_, " holds ", queued_bytes_, " bytes (the peer is not reading)"));
+    }
+    for (size_t i = 0; i < ops.size(); ++i) {
+      ops[i]->conn = shared_from_this();
+      ops[i]->on_sent = std::move(messages[i].on_sent);
+      queued_bytes_ += ops[i]->bytes;
+      backlog_.push_back(std::move(ops[i]));
+    }
+    PostBacklogLocked(&done);
+  }
+  (void)total;
+  for (auto& f : done) f();
+  if (!loop_->OnLoopThread()) loop_->Wake();  // the loop drives what UCX did not finish
+  return absl::OkStatus();
+}
+
+void UcxConnection::PostBacklogLocked(std::vector<std::function<void()>>* done) {
+  while (!backlog_.empty() && ep_ != nullptr && open_.load() &&
+         backlog_.front()->bytes <= credit_) {
+    std::unique_ptr<SendOp> op = std::move(backlog_.front());
+    backlog_.pop_front();
+    credit_ -= op->bytes;
+    PostLocked(std::move(op), done);
+  }
+}
+
+void UcxConnection::PostLocked(std::unique_ptr<SendOp> op,
+                               std::vector<std::function<void()>>* done) {
+  ucp_request_param_t param{};
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                       UCP_OP_ATTR_FIELD_FLAGS | UCP_OP_ATTR_FIELD_DATATYPE;
+  param.cb.send = SendDoneCallback;
+  param.user_data = op.get();
+  param.flags = UCP_AM_SEND_FLAG_REPLY;
+  const void* header;
+  size_t header_length;
+  if (op->am_id == kControlAm) {
+    header = &op->control;
+    header_length = sizeof(op->control);
+  } else {
+    header = op->header.data();
+    header_length = op->header.size();
+  }
+  ucs_status_ptr_t r;
+  if (op->iov.empty()) {
+    param.datatype = ucp_dt_make_contig(1);
+    r = ucp_am_send_nbx(ep_, op->am_id, header, header_length, nullptr, 0, &param);
+  } else {
+    param.datatype = ucp_dt_make_iov();
+    r = ucp_am_send_nbx(ep_, op->am_id, header, header_length, op->iov.data(), op->iov.size(),
+                        &param);
+  }
+  if (r == nullptr) {  // done at once
+    FinishSendLocked(op.get(), true, done);
+    return;
+  }
+  if (UCS_PTR_IS_ERR(r)) {
+    FinishSendLocked(op.get(), false, done);
+    CloseLocked(absl::UnavailableError(
+        absl::StrCat("ucx send to ", peer_, " failed: ", UcsError(UCS_PTR_STATUS(r)))));
+    return;
+  }
+  op.release();  // SendDoneCallback owns it now
+}
+
+void UcxConnection::FinishSendLocked(SendOp* op, bool ok,
+                                     std::vector<std::function<void()>>* done) {
+  if (op->am_id == kFrameAm) {
+    queued_bytes_ -= op->bytes;
+    if (ok) {
+      frames_sent_.fetch_add(1, std::memory_order_relaxed);
+      bytes_sent_.fetch_add(op->bytes, std::memory_order_relaxed);
+    }
+  }
+  if (op->on_sent) {
+    done->push_back([cb = std::move(op->on_sent), ok, peer = peer_] {
+      cb(ok ? absl::OkStatus()
+            : absl::UnavailableError(absl::StrCat("connection to ", peer, " closed")));
+    });
+  }
+}
+
+void UcxConnection::OnSendDoneLocked(SendOp* op, ucs_status_t status) {
+  std::unique_ptr<SendOp> owned(op);
+  std::vector<std::function<void()>> done;
+  const bool was_holding = HoldingLocked();
+  FinishSendLocked(op, status == UCS_OK, &done);
+  for (auto& f : done) loop_->DeferLocked(std::move(f));
+  if (was_holding && !HoldingLocked()) ScheduleDeliveryLocked();
+  if (status != UCS_OK && status != UCS_ERR_CANCELED) {
+    CloseLocked(
+        absl::UnavailableError(absl::StrCat("ucx send to ", peer_, " failed: ", UcsError(status))));
+  }
+}
+
+void UcxConnection::PostControlLocked(ControlKind kind, uint64_t value) {
+  if (ep_ == nullptr || !open_.load()) return;
+  auto op = std::make_unique<SendOp>();
+  op->conn = shared_from_this();
+  op->am_id = kControlAm;
+  op->control = ControlMessage{.kind = kind, .value = value};
+  std::vector<std::function<void()>> done;
+  PostLocked(std::move(op), &done);
+  for (auto& f : done) loop_->DeferLocked(std::move(f));
+}
+
+void UcxConnection::OnControlLocked(const ControlMessage& m) {
+  switch (m.kind) {
+    case ControlKind::kHello:
+      if (accepted_) PostControlLocked(ControlKind::kHelloAck, 0);
+      return;
+    case ControlKind::kHelloAck: {
+      if (abandoned_) return;
+      established_ = true;
+      MutexLock l(&connect_wait->mu);
+      connect_wait->done = true;
+      connect_wait->cv.SignalAll();
+      return;
+    }
+    case ControlKind::kCredit: {
+      credit_ += m.value;
+      std::vector<std::function<void()>> done;
+      PostBacklogLocked(&done);
+      for (auto& f : done) loop_->DeferLocked(std::move(f));
+      return;
+    }
+  }
+  CloseLocked(absl::DataLossError("ucx transport: unknown control message"));
+}
+
+void UcxConnection::OnFrameLocked(const void* header, size_t header_length, void* data,
+                                  size_t length, const ucp_am_recv_param_t* param) {
+  if (header_length != kFrameHeaderSize) {
+    CloseLocked(absl::DataLossError(absl::StrCat("frame header of ", header_length, " bytes")));
+    return;
+  }
+  absl::StatusOr<FrameHeader> h =
+      DecodeHeader({static_cast<const uint8_t*>(header), header_length});
+  if (!h.ok() || h->payload_length != length) {
+    CloseLocked(absl::DataLossError(absl::StrCat(
+        "malformed frame from ", peer_, ": ",
+        h.ok() ? absl::StrCat("payload ", length, " bytes, header says ", h->payload_length)
+               : h.status().ToString())));
+    return;
+  }
+  auto entry = std::make_shared<InboxEntry>();
+  entry->msg.header = *h;
+  entry->msg.payload.resize(length);
+  inbox_.push_back(entry);
+  bytes_received_.fetch_add(kFrameHeaderSize + length, std::memory_order_relaxed);
+  if (!(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
+    if (length != 0) std::memcpy(entry->msg.payload.data(), data, length);
+    entry->ready = true;
+    ScheduleDeliveryLocked();
+    return;
+  }
+  // Rendezvous: the data is still at the sender; fetch it into the payload.
+  struct FetchOp {
+    std::shared_ptr<UcxConnection> conn;
+    std::shared_ptr<InboxEntry> entry;
+  };
+  auto* fetch = new FetchOp{shared_from_this(), entry};
+  ucp_request_param_t rp{};
+  rp.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
+  rp.user_data = fetch;
+  rp.cb.recv_am = [](void* request, ucs_status_t status, size_t, void* user_data) {
+    std::unique_ptr<FetchOp> op(static_cast<FetchOp*>(user_data));
+    ucp_request_free(request);
+    op->conn->mu().AssertHeld();  // UCX calls back from progress, under the loop's lock
+    op->conn->OnFetchDoneLocked(*op->entry, status);
+    op->conn->ReleaseOnLoopLocked(std::move(op->conn));
+  };
+  ucs_status_ptr_t r =
+      ucp_am_recv_data_nbx(loop_->worker, data, entry->msg.payload.data(), length, &rp);
+  if (r == nullptr) {  // done at once: no callback comes
+    delete fetch;
+    OnFetchDoneLocked(*entry, UCS_OK);
+  } else if (UCS_PTR_IS_ERR(r)) {
+    delete fetch;
+    OnFetchDoneLocked(*entry, UCS_PTR_STATUS(r));
+  }
+}
+
+void UcxConnection::OnFetchDoneLocked(InboxEntry& entry, ucs_status_t status) {
+  if (status != UCS_OK) {
+    CloseLocked(absl::UnavailableError(
+        absl::StrCat("ucx receive from ", peer_, " failed: ", UcsError(status))));
+    return;
+  }
+  entry.ready = true;
+  ScheduleDeliveryLocked();
+}
+
+void UcxConnection::ScheduleDeliveryLocked() {
+  if (delivery_scheduled_ || inbox_.empty() || !inbox_.front()->ready || HoldingLocked() ||
+      !open_.load()) {
+    return;
+  }
+  delivery_scheduled_ = true;
+  loop_->DeferLocked([self = shared_from_this()] { self->Deliver(); });
+}
+
+void UcxConnection::Deliver() {
+  std::vector<IncomingMessage> batch;
+  {
+    MutexLock l(&loop_->mu);
+    delivery_scheduled_ = false;
+    if (!open_.load() || HoldingLocked()) return;
+    uint64_t bytes = 0;
+    while (!inbox_.empty() && inbox_.front()->ready) {
+      IncomingMessage& m = inbox_.front()->msg;
+      if (absl::Status s = ValidatePayload(m.header, m.payload); !s.ok()) {
+        CloseLocked(
+            absl::DataLossError(absl::StrCat("malformed frame from ", peer_, ": ", s.message())));
+        return;
+      }
+      bytes += kFrameHeaderSize + m.payload.size();
+      batch.push_back(std::move(m));
+      inbox_.pop_front();
+    }
+    to_credit_ += bytes;
+    if (to_credit_ >= kReceiveWindowBytes / 4) {
+      PostControlLocked(ControlKind::kCredit, to_credit_);
+      to_credit_ = 0;
+    }
+  }
+  if (batch.empty()) return;
+  frames_received_.fetch_add(batch.size(), std::memory_order_relaxed);
+  if (handler_.on_receive) handler_.on_receive(*this, std::span<IncomingMessage>(batch));
+}
+
+void UcxConnection::PauseReading(bool paused) {
+  {
+    MutexLock l(&loop_->mu);
+    if (paused_ == paused) return;
+    paused_ = paused;
+    if (paused) {
+      read_pauses_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    ScheduleDeliveryLocked();
+  }
+  if (!loop_->OnLoopThread()) loop_->Wake();
+}
+
+void UcxConnection::Close(absl::Status reason) {
+  {
+    MutexLock l(&loop_->mu);
+    CloseLocked(std::move(reason));
+  }
+  loop_->Wake();
+}
+
+void UcxConnection::CloseLocked(absl::Status reason) {
+  if (!open_.exchange(false)) return;
+  {
+    MutexLock l(&connect_wait->mu);
+    if (!connect_wait->done) {
+      connect_wait->done = true;
+      connect_wait->status = reason;
+      connect_wait->cv.SignalAll();
+    }
+  }
+  std::vector<std::function<void()>> done;
+  for (auto& op : backlog_) FinishSendLocked(op.get(), false, &done);
+  backlog_.clear();
+  inbox_.clear();  // a fetch in progress holds its own entry
+  for (auto& f : done) loop_->DeferLocked(std::move(f));
+  std::function<void()> on_close = [] {};
+  if (established_ && !abandoned_) {
+    on_close = [self = shared_from_this(), reason] {
+      if (self->handler_.on_close) self->handler_.on_close(reason);
+    };
+  }
+  if (ep_ == nullptr) {
+    loop_->DeferLocked(std::move(on_close));
+    return;
+  }
+  loop_->by_ep.erase(ep_);
+  // The endpoint is closed from the loop, outside every UCX callback: this
+  // may run inside one (an endpoint error, a failed send), and UCX still
+  // uses the endpoint after its callback returns.
+  loop_->DeferLocked([loop = loop_, ep = ep_, on_close = std::move(on_close)]() mutable {
+    MutexLock l(&loop->mu);
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    param.flags = UCP_EP_CLOSE_FLAG_FORCE;  // in-flight sends complete with an error
+    ucs_status_ptr_t r = ucp_ep_close_nbx(ep, &param);
+    if (r != nullptr && UCS_PTR_IS_PTR(r)) {
+      loop->closing.emplace_back(r, std::move(on_close));
+    } else {
+      loop->DeferLocked(std::move(on_close));
+    }
+  });
+  ep_ = nullptr;
+}
+
+// --- listener -------------------------------------------------------------------
+
+// ListenerState is shared by the listener, UCX's connection-request
+// callback (loop 0's lock held) and the accept work it queues. `listener`
+// is under loop 0's lock; the rest is set before the listener exists.
+struct ListenerState : std::enable_shared_from_this<ListenerState> {
+  std::shared_ptr<UcxLoop> loop;  // loop 0
+  AcceptHandler on_accept;
+  TransportOptions options;
+  ucp_listener_h listener = nullptr;  // under loop->mu; null once closed
+
+  void DestroyLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop->mu) {
+    if (listener != nullptr) ucp_listener_destroy(listener);
+    listener = nullptr;
+  }
+  // Accept runs on loop 0's thread without the lock.
+  void Accept(ucp_conn_request_h request);
+};
+
+void OnConnectionRequest(ucp_conn_request_h request, void* arg) {
+  auto* state = static_cast<ListenerState*>(arg);
+  state->loop->mu.AssertHeld();
+  state->loop->DeferLocked([keep = state->shared_from_this(), request] { keep->Accept(request); });
+}
+
+void ListenerState::Accept(ucp_conn_request_h request) {
+  std::string peer = "ucx://?";
+  ucp_conn_request_attr_t attr{};
+  attr.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR;
+  if (ucp_conn_request_query(request, &attr) == UCS_OK) peer = FormatSockaddr(attr.client_address);
+  {
+    MutexLock l(&loop->mu);
+    if (listener == nullptr) return;  // closed meanwhile; UCX drops the request
+  }
+  auto conn = std::make_shared<UcxConnection>(loop, peer, /*accepted=*/true, options);
+  ConnectionHandler handler = on_accept(conn);  // before any frame of it arrives
+  MutexLock l(&conn->mu());                     // loop 0's
+  ucp_ep_params_t ep{};
+  ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLER |
+                  UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+  ep.conn_request = request;
+  ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  ep.err_handler.cb = OnEndpointError;
+  ep.err_handler.arg = loop.get();
+  ucp_ep_h handle = nullptr;
+  conn->MarkAcceptedLocked();
+  if (ucs_status_t s = ucp_ep_create(loop->worker, &ep, &handle); s != UCS_OK) {
+    spdlog::warn("ucx transport: accepting {} failed: {}", peer, UcsError(s));
+    conn->AttachLocked(nullptr, std::move(handler));
+    conn->CloseLocked(absl::UnavailableError(absl::StrCat("accept failed: ", UcsError(s))));
+    return;
+  }
+  conn->AttachLocked(handle, std::move(handler));
+}
+
+class UcxListener final : public Listener {
+ public:
+  UcxListener(std::shared_ptr<ListenerState> state, std::string address)
+      : state_(std::move(state)), address_(std::move(address)) {}
+  ~UcxListener() override { Close(); }
+  std::string address() const override { return address_; }
+  void Close() override {
+    MutexLock l(&state_->loop->mu);
+    state_->DestroyLocked();
+  }
+
+ private:
+  const std::shared_ptr<ListenerState> state_;
+  const std::string address_;
+};
+
+// --- transport ------------------------------------------------------------------
+
+class UcxTransport final : public Transport {
+ public:
+  UcxTransport(ucp_context_h context, TransportOptions options)
+      : context_(context), options_(std::move(options)) {}
+  ~UcxTransport() override { Shutdown(); }
+
+  absl::Status Init() {
+    for (int i = 0; i < options_.io_threads; ++i) {
+      absl::StatusOr<std::shared_ptr<UcxLoop>> loop = UcxLoop::Create(context_, i);
+      if (!loop.ok()) return loop.status();
+      loops_.push_back(*std::move(loop));
+    }
+    for (auto& loop : loops_) loop->Start();
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::shared_ptr<Connection>> Connect(const std::string& address,
+                                                      ConnectionHandler handler) override {
+    if (shut_down_.load()) return absl::UnavailableError("ucx transport is shut down");
+    absl::StatusOr<sockaddr_storage> ss = Resolve(address, /*passive=*/false);
+    if (!ss.ok()) return ss.status();
+    std::shared_ptr<UcxLoop> loop = loops_[next_.fetch_add(1) % loops_.size()];
+    auto conn =
+        std::make_shared<UcxConnection>(loop, FormatSockaddr(*ss), /*accepted=*/false, options_);
+    {
+      MutexLock l(&conn->mu());  // the loop's
+      ucp_ep_params_t ep{};
+      ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
+                      UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
+      ep.flags = UCP_EP_PARAMS_FLAGS_CLIENT_SERVER;
+      ep.sockaddr.addr = reinterpret_cast<const sockaddr*>(&*ss);
+      ep.sockaddr.addrlen = ss->ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+      ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+      ep.err_handler.cb = OnEndpointError;
+      ep.err_handler.arg = loop.get();
+      ucp_ep_h handle = nullptr;
+      if (ucs_status_t s = ucp_ep_create(loop->worker, &ep, &handle); s != UCS_OK) {
+        return absl::UnavailableError(
+            absl::StrCat("ucx connect to ", address, " failed: ", UcsError(s)));
+      }
+      conn->AttachLocked(handle, std::move(handler));
+      conn->PostControlLocked(ControlKind::kHello, 0);
+    }
+    loop->Wake();
+    auto& wait = *conn->connect_wait;
+    absl::Status status;
+    bool done;
+    {
+      MutexLock l(&wait.mu);
+      const absl::Time deadline = absl::Now() + options_.connect_timeout;
+      while (!wait.done && !wait.cv.WaitWithDeadline(&wait.mu, deadline)) {
+      }
+      done = wait.done;
+      status = wait.status;
+    }
+    if (done && status.ok()) return conn;
+    {
+      MutexLock l(&conn->mu());
+      conn->AbandonLocked();
+      conn->CloseLocked(absl::CancelledError("connect abandoned"));
+    }
+    loop->Wake();
+    if (!done) {
+      return absl::DeadlineExceededError(
+          absl::StrCat("ucx connect to ", address, " timed out after ",
+                       absl::FormatDuration(options_.connect_timeout)));
+    }
+    return absl::UnavailableError(
+        absl::StrCat("ucx connect to ", address, " failed: ", status.message()));
+  }
+
+  absl::StatusOr<std::unique_ptr<Listener>> Listen(const std::string& address,
+                                                   AcceptHandler on_accept) override {
+    if (shut_down_.load()) return absl::UnavailableError("ucx transport is shut down");
+    absl::StatusOr<sockaddr_storage> ss = Resolve(address, /*passive=*/true);
+    if (!ss.ok()) return ss.status();
+    auto state = std::make_shared<ListenerState>();
+    state->loop = loops_[0];
+    state->on_accept = std::move(on_accept);
+    state->options = options_;
+    std::string bound;
+    {
+      MutexLock l(&state->loop->mu);
+      ucp_listener_params_t lp{};
+      lp.field_mask = UCP_LISTENER_PARAM_FIELD_SOCK_ADDR | UCP_LISTENER_PARAM_FIELD_CONN_HANDLER;
+      lp.sockaddr.addr = reinterpret_cast<const sockaddr*>(&*ss);
+      lp.sockaddr.addrlen = ss->ss_family == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+      lp.conn_handler.cb = OnConnectionRequest;
+      lp.conn_handler.arg = state.get();
+      if (ucs_status_t s = ucp_listener_create(state->loop->worker, &lp, &state->listener);
+          s != UCS_OK) {
+        state->listener = nullptr;
+        return absl::UnavailableError(
+            absl::StrCat("ucx listen on ", address, " failed: ", UcsError(s)));
+      }
+      ucp_listener_attr_t attr{};
+      attr.field_mask = UCP_LISTENER_ATTR_FIELD_SOCKADDR;
+      if (ucs_status_t s = ucp_listener_query(state->listener, &attr); s != UCS_OK) {
+        state->DestroyLocked();
+        return absl::UnavailableError(absl::StrCat("ucx listener query: ", UcsError(s)));
+      }
+      bound = FormatSockaddr(attr.sockaddr);
+    }
+    {
+      MutexLock l(&mu_);
+      listeners_.push_back(state);
+    }
+    return std::make_unique<UcxListener>(std::move(state), bound);
+  }
+
+  void Shutdown() override {
+    if (shut_down_.exchange(true)) return;
+    std::vector<std::shared_ptr<ListenerState>> listeners;
+    {
+      MutexLock l(&mu_);
+      listeners.swap(listeners_);
+    }
+    for (auto& state : listeners) {
+      MutexLock l(&state->loop->mu);
+      state->DestroyLocked();
+    }
+    for (auto& loop : loops_) loop->Stop();
+    // Workers go before the context; connections still held by users keep
+    // their loop object but find themselves closed and never touch it.
+    for (auto& loop : loops_) loop->DestroyWorker();
+    ucp_cleanup(context_);
+  }
+
+  absl::string_view scheme() const override { return "ucx"; }
+
+ private:
+  const ucp_context_h context_;
+  const TransportOptions options_;
+  std::vector<std::shared_ptr<UcxLoop>> loops_;
+  std::atomic<size_t> next_{0};
+  std::atomic<bool> shut_down_{false};
+  Mutex mu_;
+  std::vector<std::shared_ptr<ListenerState>> listeners_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Transport>> CreateUcxTransport(const TransportOptions& options) {
+  if (options.io_threads < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("io_threads must be at least 1 (got ", options.io_threads, ")"));
+  }
+  ucp_config_t* config = nullptr;
+  if (ucs_status_t s = ucp_config_read(nullptr, nullptr, &config); s != UCS_OK) {
+    return absl::UnavailableError(absl::StrCat("ucx: reading its configuration: ", UcsError(s)));
+  }
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES;
+  params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+  ucp_context_h context = nullptr;
+  ucs_status_t s = ucp_init(&params, config, &context);
+  ucp_config_release(config);
+  if (s != UCS_OK) return absl::UnavailableError(absl::StrCat("ucx: ucp_init: ", UcsError(s)));
+  auto transport = std::make_unique<UcxTransport>(context, options);
+  if (absl::Status st = transport->Init(); !st.ok()) return st;
+  return transport;
+}
+
+}  // namespace farswap::transport
