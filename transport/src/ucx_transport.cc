@@ -6,9 +6,9 @@
 // Shape. UcxTransport owns one UCP context and io_threads UcxLoops; a loop
 // is a thread, a UCP worker and an epoll set holding the worker's event fd
 // and an eventfd for wake-ups. Connections made with Connect are spread
-// round-robin over the loops; a listener lives on loop 0 and its accepted
-// connections stay there (an endpoint made from a connection request is
-// created on the listener's worker).
+// round-robin over the loops, and so are accepted ones; a listener lives
+// on loop 0 (an accepted connection's endpoint is made on its own loop's
+// worker from loop 0's connection request, with both workers held).
 //
 // Frames. One farswap frame is one active message with id kFrameAm: the
 // encoded FrameHeader is the AM header and the payload pieces are the
@@ -58,6 +58,7 @@
 #include <atomic>
 #include <cstring>
 #include <deque>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 
@@ -71,6 +72,16 @@ namespace {
 
 constexpr unsigned kFrameAm = 1;
 constexpr unsigned kControlAm = 2;
+constexpr unsigned kFramesAm = 3;
+
+// Coalescing: the small frames of one Send go out as one kFramesAm message
+// (a u32 count as the AM header; the frames' wire bytes, header then
+// payload, as the data), as the TCP backend writes them with one writev:
+// UCX's TCP transport makes a system call per message. A frame of
+// kCoalesceFrameMax bytes or more goes on its own; a coalesced message
+// holds at most kCoalesceMax bytes (well under a credit window).
+constexpr uint64_t kCoalesceFrameMax = 64 * 1024;
+constexpr uint64_t kCoalesceMax = 256 * 1024;
 
 // kReceiveWindowBytes: frame bytes (header + payload) a sender may have
 // outstanding before the receiver hands back credit. Must exceed 4/3 of the
@@ -144,7 +155,10 @@ class UcxConnection;
 // a fetch in progress, so closing the connection never frees the buffer UCX
 // is writing into.
 struct InboxEntry {
-  IncomingMessage msg;
+  IncomingMessage msg;  // kFrameAm
+  // kFramesAm: `count` frames' wire bytes, split when delivered.
+  uint32_t count = 0;
+  std::vector<uint8_t> raw;
   bool ready = false;
 };
 
@@ -153,11 +167,14 @@ struct InboxEntry {
 struct SendOp {
   std::shared_ptr<UcxConnection> conn;
   unsigned am_id = kFrameAm;
-  std::array<uint8_t, kFrameHeaderSize> header{};  // kFrameAm
-  ControlMessage control{};                        // kControlAm
+  // kFrameAm: headers[0] is the AM header. kFramesAm: each frame's header,
+  // pointed to by `iov` (reserved up front: never reallocated).
+  std::vector<std::array<uint8_t, kFrameHeaderSize>> headers;
+  uint32_t count = 0;        // kFramesAm: the AM header
+  ControlMessage control{};  // kControlAm
   std::vector<ucp_dt_iov_t> iov;
-  uint64_t bytes = 0;  // counted against credit and the output queue (frames only)
-  SendCallback on_sent;
+  uint64_t bytes = 0;                 // counted against credit and the output queue (frames only)
+  std::vector<SendCallback> on_sent;  // one per frame
 };
 
 // UcxLoop: one I/O thread and its UCP worker.
@@ -223,8 +240,10 @@ class UcxConnection final : public Connection, public std::enable_shared_from_th
   // the transport while it sets the connection up).
   void AttachLocked(ucp_ep_h ep, ConnectionHandler handler)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
-  void OnFrameLocked(const void* header, size_t header_length, void* data, size_t length,
-                     const ucp_am_recv_param_t* param) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+  // OnFrameLocked: a kFrameAm (one frame) or kFramesAm (coalesced) message.
+  void OnFrameLocked(unsigned am_id, const void* header, size_t header_length, void* data,
+                     size_t length, const ucp_am_recv_param_t* param)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
   void OnControlLocked(const ControlMessage& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
   void OnSendDoneLocked(SendOp* op, ucs_status_t status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
   void CloseLocked(absl::Status reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
@@ -269,9 +288,12 @@ class UcxConnection final : public Connection, public std::enable_shared_from_th
   }
   // PostLocked hands one op to UCX; `done` collects callbacks to run once
   // the lock is dropped (by the caller).
-  void PostLocked(std::unique_ptr<SendOp> op, std::vector<std::function<void()>>* done)
+  // Returns true when UCX still holds the op (it completes in progress).
+  bool PostLocked(std::unique_ptr<SendOp> op, std::vector<std::function<void()>>* done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
-  void PostBacklogLocked(std::vector<std::function<void()>>* done)
+  // Returns true when something is left for the loop to drive: an op UCX
+  // holds, or frames waiting for credit.
+  bool PostBacklogLocked(std::vector<std::function<void()>>* done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
   void FinishSendLocked(SendOp* op, bool ok, std::vector<std::function<void()>>* done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
@@ -311,6 +333,39 @@ void SendDoneCallback(void* request, ucs_status_t status, void* user_data) {
   conn->ReleaseOnLoopLocked(std::move(conn));
 }
 
+// TakeFrame validates one received frame's payload and appends it.
+absl::Status TakeFrame(IncomingMessage m, std::vector<IncomingMessage>* out) {
+  if (absl::Status s = ValidatePayload(m.header, m.payload); !s.ok()) return s;
+  out->push_back(std::move(m));
+  return absl::OkStatus();
+}
+
+// SplitFrames parses a coalesced message: exactly `count` frames, each a
+// header and its payload, filling `raw`.
+absl::Status SplitFrames(uint32_t count, std::span<const uint8_t> raw,
+                         std::vector<IncomingMessage>* out) {
+  size_t at = 0;
+  for (uint32_t i = 0; i < count; ++i) {
+    if (raw.size() - at < kFrameHeaderSize) {
+      return absl::DataLossError(absl::StrCat("coalesced frame ", i, " of ", count, " is cut"));
+    }
+    absl::StatusOr<FrameHeader> h = DecodeHeader(raw.subspan(at, kFrameHeaderSize));
+    if (!h.ok()) return h.status();
+    at += kFrameHeaderSize;
+    if (raw.size() - at < h->payload_length) {
+      return absl::DataLossError(absl::StrCat("coalesced frame ", i, " of ", count, " is cut"));
+    }
+    IncomingMessage m{.header = *h};
+    m.payload.assign(raw.begin() + at, raw.begin() + at + h->payload_length);
+    at += h->payload_length;
+    if (absl::Status s = TakeFrame(std::move(m), out); !s.ok()) return s;
+  }
+  if (at != raw.size()) {
+    return absl::DataLossError(absl::StrCat(raw.size() - at, " bytes after ", count, " frames"));
+  }
+  return absl::OkStatus();
+}
+
 ucs_status_t OnAm(void* arg, const void* header, size_t header_length, void* data, size_t length,
                   const ucp_am_recv_param_t* param, unsigned am_id) {
   auto* loop = static_cast<UcxLoop*>(arg);
@@ -333,13 +388,18 @@ ucs_status_t OnAm(void* arg, const void* header, size_t header_length, void* dat
     conn->OnControlLocked(m);
     return UCS_OK;
   }
-  conn->OnFrameLocked(header, header_length, data, length, param);
+  conn->OnFrameLocked(am_id, header, header_length, data, length, param);
   return UCS_OK;
 }
 
 ucs_status_t OnFrameAm(void* arg, const void* header, size_t header_length, void* data,
                        size_t length, const ucp_am_recv_param_t* param) {
   return OnAm(arg, header, header_length, data, length, param, kFrameAm);
+}
+
+ucs_status_t OnFramesAm(void* arg, const void* header, size_t header_length, void* data,
+                        size_t length, const ucp_am_recv_param_t* param) {
+  return OnAm(arg, header, header_length, data, length, param, kFramesAm);
 }
 
 ucs_status_t OnControlAm(void* arg, const void* header, size_t header_length, void* data,
@@ -385,7 +445,8 @@ absl::StatusOr<std::shared_ptr<UcxLoop>> UcxLoop::Create(ucp_context_h context, 
     ev.data.fd = fd;
     epoll_ctl(epoll_fd, EPOLL_CTL_ADD, fd, &ev);
   }
-  for (auto [id, cb] : {std::pair{kFrameAm, &OnFrameAm}, std::pair{kControlAm, &OnControlAm}}) {
+  for (auto [id, cb] : {std::pair{kFrameAm, &OnFrameAm}, std::pair{kFramesAm, &OnFramesAm},
+                        std::pair{kControlAm, &OnControlAm}}) {
     ucp_am_handler_param_t hp{};
     hp.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB |
                     UCP_AM_HANDLER_PARAM_FIELD_ARG;
@@ -454,7 +515,9 @@ void UcxLoop::Run() {
     bool closing_left;
     {
       MutexLock l(&mu);
-      while (ucp_worker_progress(worker) != 0) progressed = true;
+      // One round per lock hold: senders on other threads get the lock in
+      // between, and what it delivered is handed on before the next round.
+      progressed = ucp_worker_progress(worker) != 0;
       ReapClosingLocked();
       work.swap(deferred);
       closing_left = !closing.empty();
@@ -503,60 +566,89 @@ ConnectionStats UcxConnection::stats() const {
 }
 
 absl::Status UcxConnection::Send(std::span<OutgoingMessage> messages) {
-  std::vector<std::unique_ptr<SendOp>> ops;
-  uint64_t total = 0;
-  for (OutgoingMessage& m : messages) {
-    auto op = std::make_unique<SendOp>();
+  // Validate every frame first: all or nothing.
+  std::vector<uint64_t> lengths(messages.size());
+  for (size_t i = 0; i < messages.size(); ++i) {
+    OutgoingMessage& m = messages[i];
     uint64_t len = 0;
-    for (const PayloadPiece& p : m.payload) {
-      if (p.empty()) continue;
-      op->iov.push_back({const_cast<uint8_t*>(p.data()), p.size()});
-      len += p.size();
-    }
-    m.header.payload_length = uint32_t(len);
+    for (const PayloadPiece& p : m.payload) len += p.size();
     if (len > kMaxFrameSize) {
       return absl::InvalidArgumentError(absl::StrCat("frame payload of ", len, " bytes"));
     }
+    m.header.payload_length = uint32_t(len);
     if (absl::Status s = ValidateHeader(m.header); !s.ok()) return s;
-    EncodeHeader(m.header, op->header);
-    op->bytes = kFrameHeaderSize + len;
-    total += op->bytes;
+    lengths[i] = kFrameHeaderSize + len;
+  }
+  // Group them: a large frame alone, runs of small ones coalesced.
+  std::vector<std::unique_ptr<SendOp>> ops;
+  for (size_t i = 0; i < messages.size();) {
+    size_t end = i + 1;
+    if (lengths[i] < kCoalesceFrameMax) {
+      uint64_t bytes = lengths[i];
+      while (end < messages.size() && lengths[end] < kCoalesceFrameMax &&
+             bytes + lengths[end] <= kCoalesceMax) {
+        bytes += lengths[end++];
+      }
+    }
+    auto op = std::make_unique<SendOp>();
+    op->am_id = end - i == 1 ? kFrameAm : kFramesAm;
+    op->count = uint32_t(end - i);
+    op->headers.resize(end - i);
+    for (size_t k = i; k < end; ++k) {
+      OutgoingMessage& m = messages[k];
+      EncodeHeader(m.header, op->headers[k - i]);
+      if (op->am_id == kFramesAm) op->iov.push_back({op->headers[k - i].data(), kFrameHeaderSize});
+      for (const PayloadPiece& p : m.payload) {
+        if (!p.empty()) op->iov.push_back({const_cast<uint8_t*>(p.data()), p.size()});
+      }
+      op->bytes += lengths[k];
+    }
     ops.push_back(std::move(op));
+    i = end;
   }
   std::vector<std::function<void()>> done;
+  bool left_for_loop;
   {
     MutexLock l(&loop_->mu);
-    if (!open_.load())
+    if (!open_.load()) {
       return absl::UnavailableError(absl::StrCat("connection to ", peer_, " is closed"));
+    }
     if (!accepted_ && queued_bytes_ > options_.max_output_queue_bytes) {
       return absl::ResourceExhaustedError(absl::StrCat(
           "output queue to ", peer_, " holds ", queued_bytes_, " bytes (the peer is not reading)"));
     }
-    for (size_t i = 0; i < ops.size(); ++i) {
-      ops[i]->conn = shared_from_this();
-      ops[i]->on_sent = std::move(messages[i].on_sent);
-      queued_bytes_ += ops[i]->bytes;
-      backlog_.push_back(std::move(ops[i]));
+    size_t next = 0;
+    for (auto& op : ops) {
+      op->conn = shared_from_this();
+      for (uint32_t k = 0; k < op->count; ++k) {
+        op->on_sent.push_back(std::move(messages[next++].on_sent));
+      }
+      queued_bytes_ += op->bytes;
+      backlog_.push_back(std::move(op));
     }
-    PostBacklogLocked(&done);
+    left_for_loop = PostBacklogLocked(&done);
   }
-  (void)total;
   for (auto& f : done) f();
-  if (!loop_->OnLoopThread()) loop_->Wake();  // the loop drives what UCX did not finish
+  // Most frames leave at once (eager); what UCX kept (rendezvous, a full
+  // socket) completes only in progress, which a sleeping loop must be woken
+  // for.
+  if (left_for_loop && !loop_->OnLoopThread()) loop_->Wake();
   return absl::OkStatus();
 }
 
-void UcxConnection::PostBacklogLocked(std::vector<std::function<void()>>* done) {
+bool UcxConnection::PostBacklogLocked(std::vector<std::function<void()>>* done) {
+  bool held = false;
   while (!backlog_.empty() && ep_ != nullptr && open_.load() &&
          backlog_.front()->bytes <= credit_) {
     std::unique_ptr<SendOp> op = std::move(backlog_.front());
     backlog_.pop_front();
     credit_ -= op->bytes;
-    PostLocked(std::move(op), done);
+    held |= PostLocked(std::move(op), done);
   }
+  return held || !backlog_.empty();
 }
 
-void UcxConnection::PostLocked(std::unique_ptr<SendOp> op,
+bool UcxConnection::PostLocked(std::unique_ptr<SendOp> op,
                                std::vector<std::function<void()>>* done) {
   ucp_request_param_t param{};
   param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
@@ -569,9 +661,12 @@ void UcxConnection::PostLocked(std::unique_ptr<SendOp> op,
   if (op->am_id == kControlAm) {
     header = &op->control;
     header_length = sizeof(op->control);
+  } else if (op->am_id == kFramesAm) {
+    header = &op->count;
+    header_length = sizeof(op->count);
   } else {
-    header = op->header.data();
-    header_length = op->header.size();
+    header = op->headers[0].data();
+    header_length = kFrameHeaderSize;
   }
   ucs_status_ptr_t r;
   if (op->iov.empty()) {
@@ -584,28 +679,30 @@ void UcxConnection::PostLocked(std::unique_ptr<SendOp> op,
   }
   if (r == nullptr) {  // done at once
     FinishSendLocked(op.get(), true, done);
-    return;
+    return false;
   }
   if (UCS_PTR_IS_ERR(r)) {
     FinishSendLocked(op.get(), false, done);
     CloseLocked(absl::UnavailableError(
         absl::StrCat("ucx send to ", peer_, " failed: ", UcsError(UCS_PTR_STATUS(r)))));
-    return;
+    return false;
   }
   op.release();  // SendDoneCallback owns it now
+  return true;
 }
 
 void UcxConnection::FinishSendLocked(SendOp* op, bool ok,
                                      std::vector<std::function<void()>>* done) {
-  if (op->am_id == kFrameAm) {
+  if (op->am_id != kControlAm) {
     queued_bytes_ -= op->bytes;
     if (ok) {
-      frames_sent_.fetch_add(1, std::memory_order_relaxed);
+      frames_sent_.fetch_add(op->count, std::memory_order_relaxed);
       bytes_sent_.fetch_add(op->bytes, std::memory_order_relaxed);
     }
   }
-  if (op->on_sent) {
-    done->push_back([cb = std::move(op->on_sent), ok, peer = peer_] {
+  for (SendCallback& cb : op->on_sent) {
+    if (!cb) continue;
+    done->push_back([cb = std::move(cb), ok, peer = peer_] {
       cb(ok ? absl::OkStatus()
             : absl::UnavailableError(absl::StrCat("connection to ", peer, " closed")));
     });
@@ -660,28 +757,45 @@ void UcxConnection::OnControlLocked(const ControlMessage& m) {
   CloseLocked(absl::DataLossError("ucx transport: unknown control message"));
 }
 
-void UcxConnection::OnFrameLocked(const void* header, size_t header_length, void* data,
-                                  size_t length, const ucp_am_recv_param_t* param) {
-  if (header_length != kFrameHeaderSize) {
-    CloseLocked(absl::DataLossError(absl::StrCat("frame header of ", header_length, " bytes")));
-    return;
-  }
-  absl::StatusOr<FrameHeader> h =
-      DecodeHeader({static_cast<const uint8_t*>(header), header_length});
-  if (!h.ok() || h->payload_length != length) {
-    CloseLocked(absl::DataLossError(absl::StrCat(
-        "malformed frame from ", peer_, ": ",
-        h.ok() ? absl::StrCat("payload ", length, " bytes, header says ", h->payload_length)
-               : h.status().ToString())));
-    return;
-  }
+void UcxConnection::OnFrameLocked(unsigned am_id, const void* header, size_t header_length,
+                                  void* data, size_t length, const ucp_am_recv_param_t* param) {
   auto entry = std::make_shared<InboxEntry>();
-  entry->msg.header = *h;
-  entry->msg.payload.resize(length);
+  uint8_t* into;
+  if (am_id == kFramesAm) {
+    uint32_t count = 0;
+    if (header_length == sizeof(count)) std::memcpy(&count, header, sizeof(count));
+    if (count < 2 || length < uint64_t{count} * kFrameHeaderSize) {
+      CloseLocked(absl::DataLossError(absl::StrCat("malformed coalesced message from ", peer_, ": ",
+                                                   count, " frames in ", length, " bytes")));
+      return;
+    }
+    entry->count = count;
+    entry->raw.resize(length);
+    into = entry->raw.data();
+  } else {
+    if (header_length != kFrameHeaderSize) {
+      CloseLocked(absl::DataLossError(absl::StrCat("frame header of ", header_length, " bytes")));
+      return;
+    }
+    absl::StatusOr<FrameHeader> h =
+        DecodeHeader({static_cast<const uint8_t*>(header), header_length});
+    if (!h.ok() || h->payload_length != length) {
+      CloseLocked(absl::DataLossError(absl::StrCat(
+          "malformed frame from ", peer_, ": ",
+          h.ok() ? absl::StrCat("payload ", length, " bytes, header says ", h->payload_length)
+                 : h.status().ToString())));
+      return;
+    }
+    entry->msg.header = *h;
+    entry->msg.payload.resize(length);
+    into = entry->msg.payload.data();
+    length += kFrameHeaderSize;  // for the byte count below
+  }
   inbox_.push_back(entry);
-  bytes_received_.fetch_add(kFrameHeaderSize + length, std::memory_order_relaxed);
+  bytes_received_.fetch_add(length, std::memory_order_relaxed);
+  if (am_id == kFrameAm) length -= kFrameHeaderSize;
   if (!(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
-    if (length != 0) std::memcpy(entry->msg.payload.data(), data, length);
+    if (length != 0) std::memcpy(into, data, length);
     entry->ready = true;
     ScheduleDeliveryLocked();
     return;
@@ -702,8 +816,7 @@ void UcxConnection::OnFrameLocked(const void* header, size_t header_length, void
     op->conn->OnFetchDoneLocked(*op->entry, status);
     op->conn->ReleaseOnLoopLocked(std::move(op->conn));
   };
-  ucs_status_ptr_t r =
-      ucp_am_recv_data_nbx(loop_->worker, data, entry->msg.payload.data(), length, &rp);
+  ucs_status_ptr_t r = ucp_am_recv_data_nbx(loop_->worker, data, into, length, &rp);
   if (r == nullptr) {  // done at once: no callback comes
     delete fetch;
     OnFetchDoneLocked(*entry, UCS_OK);
@@ -740,14 +853,15 @@ void UcxConnection::Deliver() {
     if (!open_.load() || HoldingLocked()) return;
     uint64_t bytes = 0;
     while (!inbox_.empty() && inbox_.front()->ready) {
-      IncomingMessage& m = inbox_.front()->msg;
-      if (absl::Status s = ValidatePayload(m.header, m.payload); !s.ok()) {
+      InboxEntry& e = *inbox_.front();
+      absl::Status s =
+          e.count == 0 ? TakeFrame(std::move(e.msg), &batch) : SplitFrames(e.count, e.raw, &batch);
+      if (!s.ok()) {
         CloseLocked(
             absl::DataLossError(absl::StrCat("malformed frame from ", peer_, ": ", s.message())));
         return;
       }
-      bytes += kFrameHeaderSize + m.payload.size();
-      batch.push_back(std::move(m));
+      bytes += e.count == 0 ? kFrameHeaderSize + batch.back().payload.size() : e.raw.size();
       inbox_.pop_front();
     }
     to_credit_ += bytes;
@@ -833,7 +947,9 @@ void UcxConnection::CloseLocked(absl::Status reason) {
 // callback (loop 0's lock held) and the accept work it queues. `listener`
 // is under loop 0's lock; the rest is set before the listener exists.
 struct ListenerState : std::enable_shared_from_this<ListenerState> {
-  std::shared_ptr<UcxLoop> loop;  // loop 0
+  std::shared_ptr<UcxLoop> loop;                // loop 0: the listener's
+  std::vector<std::shared_ptr<UcxLoop>> loops;  // accepted connections go round-robin
+  std::atomic<size_t> next{0};
   AcceptHandler on_accept;
   TransportOptions options;
   ucp_listener_h listener = nullptr;  // under loop->mu; null once closed
@@ -861,19 +977,25 @@ void ListenerState::Accept(ucp_conn_request_h request) {
     MutexLock l(&loop->mu);
     if (listener == nullptr) return;  // closed meanwhile; UCX drops the request
   }
-  auto conn = std::make_shared<UcxConnection>(loop, peer, /*accepted=*/true, options);
+  const std::shared_ptr<UcxLoop>& to = loops[next.fetch_add(1) % loops.size()];
+  auto conn = std::make_shared<UcxConnection>(to, peer, /*accepted=*/true, options);
   ConnectionHandler handler = on_accept(conn);  // before any frame of it arrives
-  MutexLock l(&conn->mu());                     // loop 0's
+  // The endpoint is made on its own loop's worker from a request of the
+  // listener's: both workers are held (loop 0's first, the only order in
+  // which two loop locks are ever taken).
+  std::optional<MutexLock> listener_lock;
+  if (to != loop) listener_lock.emplace(&loop->mu);
+  MutexLock l(&conn->mu());
   ucp_ep_params_t ep{};
   ep.field_mask = UCP_EP_PARAM_FIELD_CONN_REQUEST | UCP_EP_PARAM_FIELD_ERR_HANDLER |
                   UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
   ep.conn_request = request;
   ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
   ep.err_handler.cb = OnEndpointError;
-  ep.err_handler.arg = loop.get();
+  ep.err_handler.arg = to.get();
   ucp_ep_h handle = nullptr;
   conn->MarkAcceptedLocked();
-  if (ucs_status_t s = ucp_ep_create(loop->worker, &ep, &handle); s != UCS_OK) {
+  if (ucs_status_t s = ucp_ep_create(to->worker, &ep, &handle); s != UCS_OK) {
     spdlog::warn("ucx transport: accepting {} failed: {}", peer, UcsError(s));
     conn->AttachLocked(nullptr, std::move(handler));
     conn->CloseLocked(absl::UnavailableError(absl::StrCat("accept failed: ", UcsError(s))));
@@ -978,6 +1100,7 @@ class UcxTransport final : public Transport {
     if (!ss.ok()) return ss.status();
     auto state = std::make_shared<ListenerState>();
     state->loop = loops_[0];
+    state->loops = loops_;
     state->on_accept = std::move(on_accept);
     state->options = options_;
     std::string bound;
