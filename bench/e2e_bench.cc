@@ -42,6 +42,7 @@ using Clock = std::chrono::steady_clock;
 
 struct E2eFlags {
   uint64_t spawn = 0;
+  std::string transport = "tcp";  // the spawned nodes' --transport
   std::vector<std::string> nodes;
   std::string server_bin;
   std::string corpus;
@@ -216,7 +217,8 @@ absl::StatusOr<E2eResult> RunE2eOnce(const E2eFlags& f, const PageFile& pages,
     FARSWAP_ASSIGN_OR_RETURN(auto p, testing::ServerProcess::Start({.pool_limit = f.pool_limit,
                                                                     .backing_size = "",
                                                                     .extra_args = args,
-                                                                    .binary = server}));
+                                                                    .binary = server,
+                                                                    .transport = f.transport}));
     addrs.push_back(p->grpc_addr());
     spawned.push_back(std::move(p));
   }
@@ -377,6 +379,7 @@ absl::StatusOr<E2eResult> RunE2eOnce(const E2eFlags& f, const PageFile& pages,
       .Int("live_nodes", live)
       .Int("replicas", client->replicas())
       .Str("codec", CodecName(f.codec))
+      .Str("transport", f.transport)
       .Int("threads", f.threads)
       .Int("depth", f.depth)
       .Num("store_pages_per_s", n / store_s)
@@ -507,6 +510,11 @@ CommandRunner AddE2eCommand(CLI::App& app) {
   cmd->add_option("--nodes", f->nodes, "running nodes' gRPC addresses (or --spawn)")
       ->type_name("ADDR,...")
       ->delimiter(',');
+  cmd->add_option("--transport", f->transport,
+                  "the spawned nodes' data-plane backend (farswap-server --transport); the "
+                  "client follows each node's address")
+      ->check(CLI::IsMember({"tcp", "ucx"}))
+      ->capture_default_str();
   cmd->add_option("--server-bin", f->server_bin,
                   "the farswap-server --spawn runs (default: beside this program, then the "
                   "build tree, then PATH)")

@@ -179,6 +179,7 @@ struct NodeFlags {
   std::string backing_file;       // the spawned node's backing file; empty = a temporary one
   std::string cleaner_max_dead;   // the spawned node's --cleaner-max-dead; empty = its default
   std::string cleaner_idle_ms;    // the spawned node's --cleaner-idle-ms; empty = its default
+  std::string transport = "tcp";  // the spawned node's --transport
   uint64_t connections = 2;
   uint64_t depth = 16;
   std::string codec = "lz4";
@@ -210,12 +211,12 @@ absl::Status Run(const NodeFlags& f) {
     if (!f.cleaner_idle_ms.empty()) {
       extra.insert(extra.end(), {"--cleaner-idle-ms", f.cleaner_idle_ms});
     }
-    FARSWAP_ASSIGN_OR_RETURN(spawned,
-                             testing::ServerProcess::Start({.pool_limit = f.pool_limit,
-                                                            .backing_size = f.backing_size,
-                                                            .extra_args = extra,
-                                                            .binary = server,
-                                                            .backing_file = f.backing_file}));
+    FARSWAP_ASSIGN_OR_RETURN(spawned, testing::ServerProcess::Start({.pool_limit = f.pool_limit,
+                                                                     .backing_size = f.backing_size,
+                                                                     .extra_args = extra,
+                                                                     .binary = server,
+                                                                     .backing_file = f.backing_file,
+                                                                     .transport = f.transport}));
     grpc_addr = spawned->grpc_addr();
   }
   auto stub =
@@ -259,8 +260,10 @@ absl::Status Run(const NodeFlags& f) {
     }
   }
 
-  FARSWAP_ASSIGN_OR_RETURN(auto transport,
-                           transport::CreateTransport("tcp", {.io_threads = int(connections)}));
+  // The node's data address says its backend ("ucx://..." or a bare TCP one).
+  FARSWAP_ASSIGN_OR_RETURN(
+      auto transport,
+      transport::CreateTransport(session.data_addr(), {.io_threads = int(connections)}));
   std::vector<std::unique_ptr<transport::RpcChannel>> channels;
   for (uint64_t c = 0; c < connections; ++c) {
     FARSWAP_ASSIGN_OR_RETURN(auto ch,
@@ -438,6 +441,7 @@ absl::Status Run(const NodeFlags& f) {
   const uint64_t churn_on_disk = after_churn.node().pages_on_backing();
   Json out;
   out.Int("pages", n)
+      .Str("transport", std::string(transport->scheme()))
       .Int("connections", connections)
       .Int("depth", depth)
       .Str("codec", CodecName(codec_kind))
@@ -500,6 +504,11 @@ CommandRunner AddNodeCommand(CLI::App& app) {
                   "the farswap-server --spawn runs (default: beside this program, then the "
                   "build tree, then PATH)")
       ->type_name("PATH");
+  cmd->add_option("--transport", f->transport,
+                  "the spawned node's data-plane backend (farswap-server --transport); with "
+                  "--node, the node's own is used")
+      ->check(CLI::IsMember({"tcp", "ucx"}))
+      ->capture_default_str();
   cmd->add_option("--pool-limit", f->pool_limit, "the spawned node's --pool-limit")
       ->check(cli::Bytes())
       ->capture_default_str();

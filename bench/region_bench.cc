@@ -36,7 +36,7 @@ class SpawnedClusterBackend final : public PageBackend {
       const std::string& server_binary, int nodes, int replicas, Codec codec,
       const std::string& pool_limit, uint64_t busy_poll_us, std::optional<uint64_t> node_io_threads,
       std::optional<uint64_t> client_io_threads, bool one_connection,
-      std::optional<uint64_t> client_spin_us) {
+      std::optional<uint64_t> client_spin_us, const std::string& transport) {
     auto b = std::unique_ptr<SpawnedClusterBackend>(new SpawnedClusterBackend);
     ClientOptions o;
     std::vector<std::string> node_args = {"--log-level", "warn", "--busy-poll-us",
@@ -47,7 +47,8 @@ class SpawnedClusterBackend final : public PageBackend {
       FARSWAP_ASSIGN_OR_RETURN(auto node, testing::ServerProcess::Start({.pool_limit = pool_limit,
                                                                          .backing_size = "1G",
                                                                          .extra_args = node_args,
-                                                                         .binary = server_binary}));
+                                                                         .binary = server_binary,
+                                                                         .transport = transport}));
       o.nodes.push_back(node->grpc_addr());
       b->nodes_.push_back(std::move(node));
     }
@@ -94,6 +95,7 @@ struct RegionFlags {
   std::optional<uint64_t> spawn;
   std::optional<uint64_t> replicas;
   std::string server_bin;
+  std::string transport = "tcp";  // the spawned nodes' --transport
   std::string pool_limit = "256M";
   uint64_t evict_batch = 32;
   uint64_t fault_threads = 0;
@@ -122,7 +124,7 @@ absl::StatusOr<std::unique_ptr<PageBackend>> MakeBackend(const RegionFlags& f) {
         auto cluster,
         SpawnedClusterBackend::Start(server, int(nodes), int(replicas), codec, f.pool_limit,
                                      f.busy_poll_us, f.node_io_threads, f.client_io_threads,
-                                     f.one_connection, f.client_spin_us));
+                                     f.one_connection, f.client_spin_us, f.transport));
     return std::unique_ptr<PageBackend>(std::move(cluster));
   }
   if (f.replicas) return absl::InvalidArgumentError("--replicas needs --spawn N");
@@ -204,6 +206,7 @@ absl::StatusOr<std::string> Run(const RegionFlags& f) {
       .Int("threads", spec.threads)
       .Int("ops", spec.ops ? spec.ops : 4 * spec.pages)
       .Str("backend", f.spawn ? absl::StrCat("spawn:", *f.spawn) : f.backend)
+      .Str("transport", f.spawn ? f.transport : "none")
       .Num("runtime_s", far.seconds)
       .Num("local_runtime_s", near.seconds)
       .Num("slowdown", near.seconds > 0 ? far.seconds / near.seconds : 0)
@@ -264,6 +267,11 @@ CommandRunner AddRegionCommand(CLI::App& app) {
                   "copies of each page (needs --spawn; default 2, "
                   "1 with one node)")
       ->type_name("R");
+  cmd->add_option("--transport", f->transport,
+                  "the spawned nodes' data-plane backend (farswap-server --transport); the "
+                  "client follows each node's address")
+      ->check(CLI::IsMember({"tcp", "ucx"}))
+      ->capture_default_str();
   cmd->add_option("--server-bin", f->server_bin,
                   "the farswap-server --spawn runs (default: beside this program, then the "
                   "build tree, then PATH)")

@@ -51,3 +51,13 @@ function(farswap_test)
   add_test(NAME ${A_NAME} COMMAND ${A_NAME})
   set_tests_properties(${A_NAME} PROPERTIES LABELS "${A_LABELS}" TIMEOUT 600)
 endfunction()
+
+# farswap_test_over_ucx(name): registers <name>_ucx, the same test binary with
+# its memory nodes on the UCX data-plane backend (FARSWAP_TEST_TRANSPORT=ucx,
+# tests/util/test_transport.h), with the same labels.
+function(farswap_test_over_ucx name)
+  get_test_property(${name} LABELS labels)
+  add_test(NAME ${name}_ucx COMMAND ${name})
+  set_tests_properties(${name}_ucx PROPERTIES LABELS "${labels}" TIMEOUT 600
+                       ENVIRONMENT "FARSWAP_TEST_TRANSPORT=ucx")
+endfunction()

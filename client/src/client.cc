@@ -90,6 +90,23 @@ Client::Impl::Impl(const ClientOptions& options, std::unique_ptr<NodeAttacher> a
       transport_(std::move(transport)),
       table_(options.pages_per_slab) {}
 
+absl::StatusOr<transport::Transport*> Client::Impl::TransportFor(const std::string& data_addr) {
+  const absl::string_view scheme = transport::AddressScheme(data_addr);
+  if (data_addr.find("://") == std::string::npos || scheme == transport_->scheme()) {
+    return transport_.get();
+  }
+  MutexLock l(&transports_mu_);
+  auto it = other_transports_.find(scheme);
+  if (it != other_transports_.end()) return it->second.get();
+  absl::StatusOr<std::unique_ptr<transport::Transport>> t = transport::CreateTransport(
+      scheme, {.io_threads = options_.io_threads, .busy_poll = options_.busy_poll});
+  if (!t.ok()) {
+    return absl::Status(t.status().code(),
+                        absl::StrCat("node data address ", data_addr, ": ", t.status().message()));
+  }
+  return other_transports_.emplace(std::string(scheme), *std::move(t)).first->second.get();
+}
+
 Client::Impl::Failure Client::Impl::Classify(const absl::Status& s) {
   switch (s.code()) {
     case absl::StatusCode::kOk:

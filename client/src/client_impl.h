@@ -25,13 +25,15 @@
 // guards one operation's reply tally. Lock order: StoreOp::mu is never held
 // while taking Impl::mu_ or calling into a channel, and Impl::mu_ is never
 // held while calling into a channel (a call can complete inline, running a
-// callback that takes mu_).
+// callback that takes mu_). transports_mu_ is a leaf (held only to find or
+// make the transport for an address's scheme).
 #ifndef FARSWAP_CLIENT_SRC_CLIENT_IMPL_H_
 #define FARSWAP_CLIENT_SRC_CLIENT_IMPL_H_
 
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -289,7 +291,15 @@ class Client::Impl {
   const PageCodecOptions codec_options_;
   int replicas_ = 1;
   std::unique_ptr<NodeAttacher> attacher_;
+  // transport_: ClientOptions::transport's backend, for data addresses
+  // without a scheme (and those of its own); an address of another scheme
+  // ("ucx://...") gets a backend of that scheme, made on first use, with
+  // the same options (TransportFor).
   std::unique_ptr<transport::Transport> transport_;
+  Mutex transports_mu_;
+  std::map<std::string, std::unique_ptr<transport::Transport>, std::less<>> other_transports_
+      ABSL_GUARDED_BY(transports_mu_);
+  absl::StatusOr<transport::Transport*> TransportFor(const std::string& data_addr);
 
   mutable Mutex mu_;
   CondVar changed_;  // membership, replication progress or shutdown

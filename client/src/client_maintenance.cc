@@ -108,6 +108,10 @@ Client::Impl::~Impl() {
   // Outstanding operations complete with CANCELLED (no retries: stopping_).
   for (Channel c : channels) c->Close();
   transport_->Shutdown();
+  {
+    MutexLock l(&transports_mu_);
+    for (auto& [scheme, t] : other_transports_) t->Shutdown();
+  }
   std::vector<std::unique_ptr<transport::RpcChannel>> owned;
   {
     MutexLock l(&mu_);
@@ -176,9 +180,11 @@ absl::Status Client::Impl::AttachNode(int node) {
     for (Channel c : channels) c->Close();
   };
   std::vector<std::future<absl::StatusOr<IncomingMessage>>> hellos;
+  absl::StatusOr<transport::Transport*> node_transport = TransportFor(a->data_addr);
+  if (!node_transport.ok()) return fail(node_transport.status());
   for (int k = 0; k < (options_.load_connection ? 2 : 1); ++k) {
     absl::StatusOr<std::unique_ptr<transport::RpcChannel>> ch = transport::RpcChannel::Connect(
-        *transport_, a->data_addr, tls.has_value() ? &*tls : nullptr);
+        **node_transport, a->data_addr, tls.has_value() ? &*tls : nullptr);
     if (!ch.ok()) {
       close_all();
       return fail(ch.status());

@@ -1,6 +1,7 @@
 // farswap-server: one memory node.
 //
-//   farswap-server [--data-addr HOST:PORT] [--advertise-addr HOST:PORT] [--grpc-addr HOST:PORT]
+//   farswap-server [--data-addr HOST:PORT] [--transport tcp|ucx] [--advertise-addr HOST:PORT]
+//                  [--grpc-addr HOST:PORT]
 //                  [--pool-limit BYTES] [--backing-file PATH] [--backing-size BYTES]
 //                  [--segment-size BYTES] [--cleaner-threshold F] [--cleaner-max-dead F]
 //                  [--high-watermark F] [--low-watermark F] [--io-threads N]
@@ -65,6 +66,7 @@ constexpr char kMemoryNodeService[] = "farswap.v1.MemoryNode";
 
 struct Flags {
   std::string data_addr = "127.0.0.1:0";
+  std::string transport;  // "" = --data-addr's scheme (tcp without one)
   std::string advertise_addr;
   std::string grpc_addr = "127.0.0.1:0";
   uint64_t pool_limit = 256ull << 20;
@@ -103,6 +105,11 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--data-addr", f.data_addr, "data plane HOST:PORT (port 0 picks one)")
       ->type_name("HOST:PORT")
       ->capture_default_str();
+  app.add_option("--transport", f.transport,
+                 "data-plane backend: tcp, or ucx (UCX: RDMA verbs where there is a device, "
+                 "else TCP or shared memory; UCX_TLS and UCX_NET_DEVICES choose); default: "
+                 "--data-addr's scheme (ucx://HOST:PORT), else tcp")
+      ->check(CLI::IsMember({"tcp", "ucx"}));
   app.add_option("--advertise-addr", f.advertise_addr,
                  "data-plane address handed to clients in Attach (default: the bound one; "
                  "required when --data-addr is 0.0.0.0 or ::; port 0 = the bound port)")
@@ -532,6 +539,16 @@ int main(int argc, char** argv) {
   }
   if (!(flags.cleaner_max_dead > 0)) {
     return farswap::cli::UsageError(app, "--cleaner-max-dead must satisfy 0 < F <= 1");
+  }
+  if (!flags.transport.empty()) {
+    if (flags.data_addr.find("://") != std::string::npos &&
+        farswap::transport::AddressScheme(flags.data_addr) != flags.transport) {
+      return farswap::cli::UsageError(
+          app, "--transport " + flags.transport + " contradicts --data-addr " + flags.data_addr);
+    }
+    if (flags.data_addr.find("://") == std::string::npos) {
+      flags.data_addr = flags.transport + "://" + flags.data_addr;
+    }
   }
   if (absl::Status s = farswap::server::CheckAdvertisable(flags.data_addr, flags.advertise_addr);
       !s.ok()) {

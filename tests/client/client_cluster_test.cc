@@ -4,6 +4,8 @@
 // stored as its snapshot; a node that corrupts payloads is failed over,
 // and DATA_LOSS is reported when every copy is bad; `farswapctl drain
 // --wait` returns only once the clients have moved every page off the node.
+// ctest runs it twice: client_cluster_test (TCP) and client_cluster_test_ucx
+// (the nodes' data plane on UCX; test_transport.h).
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -19,6 +21,7 @@
 #include "farswap/common/page_file.h"
 #include "farswap/common/sync_point.h"
 #include "server_process.h"
+#include "test_transport.h"
 
 namespace farswap {
 namespace {
@@ -58,6 +61,9 @@ class ClientClusterTest : public ::testing::Test {
       auto node =
           ServerProcess::Start({.pool_limit = "64M", .backing_size = "", .extra_args = extra_args});
       ASSERT_TRUE(node.ok()) << node.status();
+      // The *_ucx run (FARSWAP_TEST_TRANSPORT=ucx) really is over UCX.
+      ASSERT_EQ((*node)->data_addr().starts_with("ucx://"), testing::TestTransport() == "ucx")
+          << (*node)->data_addr();
       nodes_.push_back(std::move(*node));
     }
   }

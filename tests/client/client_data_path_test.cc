@@ -28,6 +28,7 @@
 #include "farswap/server/tenant_registry.h"
 #include "farswap/transport/transport.h"
 #include "gated_block_device.h"
+#include "test_transport.h"
 
 namespace farswap {
 namespace {
@@ -45,7 +46,7 @@ struct InProcessNode {
     auto store = server::PageStore::Create(store_options);
     EXPECT_TRUE(store.ok()) << store.status();
     n->store = std::move(*store);
-    auto t = transport::CreateTransport("tcp", {.io_threads = 1});
+    auto t = transport::CreateTransport(testing::TestTransport(), {.io_threads = 1});
     EXPECT_TRUE(t.ok()) << t.status();
     n->transport = std::move(*t);
     n->data_plane =

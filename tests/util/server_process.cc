@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "test_transport.h"
 
 namespace farswap::testing {
 namespace {
@@ -75,10 +76,11 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
 absl::Status ServerProcess::Launch() {
   const std::string ready = dir_ + "/ready.json";
   std::remove(ready.c_str());
+  const std::string transport = options_.transport.empty() ? TestTransport() : options_.transport;
   std::vector<std::string> args = {
       options_.binary.empty() ? FarswapBinary("server/farswap-server") : options_.binary,
       "--data-addr",
-      options_.host + ":0",
+      (transport == "tcp" ? "" : transport + "://") + options_.host + ":0",
       "--grpc-addr",
       options_.host + ":" + options_.grpc_port,
       "--pool-limit",

@@ -49,6 +49,10 @@ struct ServerProcessOptions {
   std::string grpc_port = "0";
   // backing_file: where the backing file lives ("" = in the temporary folder).
   std::string backing_file;
+  // transport: the data plane's backend (farswap-server --transport): "tcp"
+  // or "ucx" (data_addr() then carries its scheme, "ucx://..."); "" takes
+  // FARSWAP_TEST_TRANSPORT (test_transport.h), else tcp.
+  std::string transport;
 };
 
 class ServerProcess {
@@ -58,7 +62,8 @@ class ServerProcess {
   ServerProcess(const ServerProcess&) = delete;
   ServerProcess& operator=(const ServerProcess&) = delete;
 
-  const std::string& data_addr() const { return data_addr_; }  // "127.0.0.1:port"
+  // data_addr: "127.0.0.1:port" (TCP) or "ucx://127.0.0.1:port".
+  const std::string& data_addr() const { return data_addr_; }
   const std::string& grpc_addr() const { return grpc_addr_; }
   pid_t pid() const { return pid_; }
   const std::string& dir() const { return dir_; }

@@ -124,7 +124,10 @@ struct ClientOptions {
   // read without waking a thread. Costs a core while pages flow; 0 sleeps
   // at once.
   absl::Duration busy_poll = absl::ZeroDuration();
-  // transport: "tcp" (default) or "rdma".
+  // transport: the data-plane backend, "tcp" (default), "ucx" or "rdma",
+  // for node data addresses without a scheme. A node's address says its
+  // own ("ucx://10.0.0.5:7000", from Attach): the client then uses that
+  // backend for it, made on first use with these same options.
   std::string transport = "tcp";
 };
 
