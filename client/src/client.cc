@@ -986,6 +986,7 @@ ClientStats Client::Impl::Stats() const {
     NodeStats ns;
     ns.address = n.address;
     ns.data_addr = n.data_addr;
+    ns.carrier = n.carrier;
     ns.node_id = n.node_id;
     ns.state = n.state == NodeState::kUp        ? "up"
                : n.state == NodeState::kSuspect ? "suspect"

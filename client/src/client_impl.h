@@ -131,6 +131,7 @@ class Client::Impl {
     // channel is the node's identity in failure handling.
     Channel load_channel = nullptr;
     std::string data_addr, node_id;
+    std::string carrier;  // NodeStats::carrier
     std::string last_error;
     uint64_t times_down = 0, times_suspect = 0;
     absl::Time suspect_since = absl::InfinitePast();  // while kSuspect

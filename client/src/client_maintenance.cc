@@ -220,6 +220,7 @@ absl::Status Client::Impl::SettleOrphansAndMarkUp(int node, Channel channel, Cha
   // nothing was placed over them, else left alone (never deleted).
   std::vector<uint64_t> invalidate;
   size_t settled = 0;
+  const std::string carrier = channel->stats().carrier;  // before mu_: a call into the channel
   {
     MutexLock l(&mu_);
     Node& n = nodes_[node];
@@ -289,14 +290,15 @@ absl::Status Client::Impl::SettleOrphansAndMarkUp(int node, Channel channel, Cha
   n.state = NodeState::kUp;
   n.suspect_since = absl::InfinitePast();
   n.full = n.draining = false;
+  n.carrier = carrier;
   if (attachment != nullptr) {
     n.data_addr = attachment->data_addr;
     n.node_id = attachment->node_id;
     n.incarnation = attachment->incarnation;
   }
   n.last_error.clear();
-  spdlog::info("farswap client: node {} ({}, data plane {}) is up", n.address, n.node_id,
-               n.data_addr);
+  spdlog::info("farswap client: node {} ({}, data plane {} over {}) is up", n.address, n.node_id,
+               n.data_addr, n.carrier);
   wake_ = true;
   changed_.SignalAll();
   parked_cv_.SignalAll();

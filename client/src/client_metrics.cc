@@ -109,6 +109,7 @@ std::vector<MetricFamily> CollectClientStats(const ClientStats& s) {
               {{"node", n.address},
                {"node_id", n.node_id},
                {"data_addr", n.data_addr},
+               {"carrier", n.carrier},
                {"incarnation", std::to_string(n.incarnation)}});
     AddSample(slabs, double(n.slabs), node);
     AddSample(full, n.full ? 1 : 0, node);

@@ -345,7 +345,7 @@ CLIENT_FAMILIES = {
     "farswap_client_slabs": ("gauge", set()),
     "farswap_client_replicas": ("gauge", set()),
     "farswap_client_node_state": ("gauge", {"node", "state"}),
-    "farswap_client_node_info": ("gauge", {"node", "node_id", "data_addr", "incarnation"}),
+    "farswap_client_node_info": ("gauge", {"node", "node_id", "data_addr", "carrier", "incarnation"}),
     "farswap_client_node_slabs": ("gauge", {"node"}),
     "farswap_client_node_requests": ("counter", {"node"}),
     "farswap_client_node_request_duration_seconds": ("histogram", {"node"}),

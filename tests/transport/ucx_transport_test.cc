@@ -92,6 +92,11 @@ TEST(UcxTransportTest, PausedConnectionBoundsTheReceiverAndResumesInOrder) {
 
   // The server side holds at most one window of frames it did not deliver.
   std::shared_ptr<Connection> server_side = server.connections().at(0);
+  // Both ends name what UCX carries the frames on (its AM lane), e.g.
+  // "tcp/lo.0" here; known once the handshake crossed.
+  EXPECT_THAT(conn->stats().carrier, ::testing::MatchesRegex("[a-z_0-9]+/.+"))
+      << conn->stats().carrier;
+  EXPECT_EQ(server_side->stats().carrier, conn->stats().carrier);
   EXPECT_EQ(got.count(), delivered_at_pause);
   EXPECT_LE(server_side->stats().bytes_received, (uint64_t{4} << 20) + 2 * kFrameBytes);
   EXPECT_EQ(server_side->stats().read_pauses, 1u);

@@ -192,8 +192,13 @@ class RpcChannel::Core {
   }
 
   RpcChannelStats stats() const {
-    MutexLock lock(&mu_);
-    return {calls_, replies_, timeouts_, late_replies_, pending_.size()};
+    RpcChannelStats s;
+    {
+      MutexLock lock(&mu_);
+      s = {calls_, replies_, timeouts_, late_replies_, pending_.size()};
+    }
+    s.carrier = conn_->stats().carrier;  // not under mu_: the transport has its own locks
+    return s;
   }
 
   std::string conn_peer_;  // set once with conn_

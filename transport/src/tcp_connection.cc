@@ -489,6 +489,7 @@ ConnectionStats TcpConnection::stats() const {
   s.tls = !tls_mode_.description.empty();
   s.ktls_send = tls_mode_.ktls_send;
   s.ktls_recv = tls_mode_.ktls_recv;
+  s.carrier = "tcp";
   return s;
 }
 

@@ -98,6 +98,37 @@ struct ControlMessage {
 
 std::string UcsError(ucs_status_t s) { return ucs_status_string(s); }
 
+// AmCarrier: the transport/device of `ep`'s active-message lane, read from
+// ucp_ep_print_info (UCX 1.13 has no query for it), e.g. "tcp/lo.0" from
+//   "#  lane[1]:  2:tcp/lo.0 md[1] -> md[1]/tcp/sysdev[255] rma_bw#0 am am_bw#0 wireup".
+std::string AmCarrier(ucp_ep_h ep) {
+  char* text = nullptr;
+  size_t size = 0;
+  FILE* f = open_memstream(&text, &size);
+  if (f == nullptr) return "?";
+  ucp_ep_print_info(ep, f);
+  fclose(f);
+  std::string out = "?";
+  std::string_view all(text, size);
+  for (size_t at = 0; at < all.size();) {
+    size_t eol = all.find('\n', at);
+    if (eol == std::string_view::npos) eol = all.size();
+    std::string_view line = all.substr(at, eol - at);
+    at = eol + 1;
+    if (line.find("lane[") == std::string_view::npos ||
+        line.find(" am ") == std::string_view::npos) {
+      continue;
+    }
+    const size_t colon = line.find(':', line.find("]:") + 2);  // "N:name"
+    if (colon == std::string_view::npos) continue;
+    const size_t end = line.find(' ', colon);
+    out = std::string(line.substr(colon + 1, end - colon - 1));
+    break;
+  }
+  free(text);
+  return out;
+}
+
 std::string FormatSockaddr(const sockaddr_storage& ss) {
   char host[INET6_ADDRSTRLEN] = "?";
   if (ss.ss_family == AF_INET) {
@@ -247,6 +278,14 @@ class UcxConnection final : public Connection, public std::enable_shared_from_th
   void OnControlLocked(const ControlMessage& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
   void OnSendDoneLocked(SendOp* op, ucs_status_t status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
   void CloseLocked(absl::Status reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+  // NoteCarrierLocked records (and logs, once) what UCX carries frames on:
+  // known once the handshake's message has crossed.
+  void NoteCarrierLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu) {
+    if (!carrier_.empty() || ep_ == nullptr) return;
+    carrier_ = AmCarrier(ep_);
+    spdlog::info("ucx transport: {} connection {} carried by {}",
+                 accepted_ ? "accepted" : "outgoing", peer_, carrier_);
+  }
   void OnFetchDoneLocked(InboxEntry& entry, ucs_status_t status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
   // MarkEstablishedLocked: an accepted connection, or a connected one whose
@@ -315,6 +354,7 @@ class UcxConnection final : public Connection, public std::enable_shared_from_th
   uint64_t queued_bytes_ ABSL_GUARDED_BY(loop_->mu) = 0;  // backlog + in UCX's hands
 
   bool established_ ABSL_GUARDED_BY(loop_->mu) = false;
+  std::string carrier_ ABSL_GUARDED_BY(loop_->mu);  // ConnectionStats::carrier
   bool abandoned_ ABSL_GUARDED_BY(loop_->mu) = false;
   std::atomic<uint64_t> frames_sent_{0}, frames_received_{0}, bytes_sent_{0}, bytes_received_{0},
       read_pauses_{0};
@@ -561,6 +601,7 @@ ConnectionStats UcxConnection::stats() const {
   {
     MutexLock l(&loop_->mu);
     s.queued_bytes = queued_bytes_;
+    s.carrier = carrier_;
   }
   return s;
 }
@@ -736,10 +777,13 @@ void UcxConnection::PostControlLocked(ControlKind kind, uint64_t value) {
 void UcxConnection::OnControlLocked(const ControlMessage& m) {
   switch (m.kind) {
     case ControlKind::kHello:
-      if (accepted_) PostControlLocked(ControlKind::kHelloAck, 0);
+      if (!accepted_) return;
+      NoteCarrierLocked();
+      PostControlLocked(ControlKind::kHelloAck, 0);
       return;
     case ControlKind::kHelloAck: {
       if (abandoned_) return;
+      NoteCarrierLocked();
       established_ = true;
       MutexLock l(&connect_wait->mu);
       connect_wait->done = true;

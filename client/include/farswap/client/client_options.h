@@ -134,6 +134,9 @@ struct ClientOptions {
 struct NodeStats {
   std::string address;    // gRPC address
   std::string data_addr;  // data plane, from Attach
+  // carrier: what carries its frames: "tcp" (TCP backend), or UCX's
+  // transport/device, e.g. "tcp/lo.0", "rc_mlx5/mlx5_0:1" (ConnectionStats).
+  std::string carrier;
   std::string node_id;
   // state: "up"; "suspect" (stopped answering: no new slabs, copies kept);
   // "down" (declared dead after dead_node_timeout, or restarted empty);

@@ -53,6 +53,7 @@ struct RpcChannelStats {
   uint64_t timeouts = 0;
   uint64_t late_replies = 0;  // replies for calls that had already completed
   uint64_t in_flight = 0;
+  std::string carrier;  // the connection's ConnectionStats::carrier
 };
 
 class RpcChannel {

@@ -91,6 +91,11 @@ struct ConnectionStats {
   bool tls = false;
   bool ktls_send = false;
   bool ktls_recv = false;
+  // carrier: what carries the frames underneath. "tcp" for the TCP
+  // backend; for UCX, the transport and device of the endpoint's
+  // active-message lane as UCX chose it, e.g. "tcp/lo.0" or
+  // "rc_mlx5/mlx5_0:1" ("" until the connection is set up).
+  std::string carrier;
 };
 
 // TlsServerOptions: the TLS a listener speaks (Transport::ListenTls).
