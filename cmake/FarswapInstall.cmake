@@ -43,7 +43,7 @@ set(FARSWAP_INSTALLED_HEADERS
 # pkg-config modules the client library's link interface needs (Requires of
 # farswap-client.pc; the static archives need them at link time).
 set(FARSWAP_CLIENT_PC_REQUIRES
-  grpc++ protobuf spdlog liblz4 libzstd libxxhash libibverbs librdmacm libssl libcrypto
+  grpc++ protobuf spdlog liblz4 libzstd libxxhash libibverbs librdmacm ucx libssl libcrypto
   absl_status absl_statusor absl_strings absl_str_format absl_synchronization absl_time
   absl_flat_hash_map absl_hash)
 
