@@ -1,7 +1,9 @@
 // What the UCX backend adds to the transport contract (transport/README.md,
 // "UCX"): credit-based flow control — a paused connection bounds what its
 // receiver holds, its sender's Send refuses past max_output_queue_bytes,
-// and nothing is lost or reordered on resume — and rendezvous frames
+// and nothing is lost or reordered on resume; a server held back by its
+// own reply queue takes up its requests again once the replies drain — and
+// rendezvous frames
 // delivered in arrival order among eager ones. The common contract is
 // tested for both backends in tcp_transport_test.cc. No sleeps: every wait
 // is on a condition with kWaitBound. Runs under ThreadSanitizer in CI.
@@ -109,6 +111,56 @@ TEST(UcxTransportTest, PausedConnectionBoundsTheReceiverAndResumesInOrder) {
   for (uint64_t i = 0; i < accepted; ++i) {
     ASSERT_EQ(got.headers[i].request_id, i + 1) << "frame " << i;
     ASSERT_EQ(got.payloads[i], body) << "frame " << i;
+  }
+}
+
+TEST(UcxTransportTest, ServerHeldByItsReplyQueueResumesWhenTheClientReadsAgain) {
+  // The client stops reading (PauseReading on its connection): it hands the
+  // server no credit, so the server's replies back up past its output bound
+  // and it stops delivering requests. When the client reads again, the
+  // replies drain and the server must take up the requests it held, with
+  // no new frame arriving to prompt it: every request gets its reply.
+  constexpr size_t kServerQueue = 64 * 1024;
+  constexpr size_t kRequests = 1500;  // ~6 MiB: past one window plus the server's bound
+  std::mutex mu;
+  std::condition_variable cv;
+  bool server_held = false;  // guarded by mu
+  TestServer server(
+      [&](Connection& c, std::span<IncomingMessage> in) {
+        std::vector<OutgoingMessage> out;
+        for (IncomingMessage& m : in) {
+          out.push_back(OwnedMessage(ReplyHeader(m.header), std::move(m.payload)));
+        }
+        ASSERT_TRUE(c.Send(out).ok());
+        if (c.stats().queued_bytes > kServerQueue) {
+          std::lock_guard<std::mutex> lock(mu);
+          server_held = true;
+          cv.notify_all();
+        }
+      },
+      {.max_output_queue_bytes = kServerQueue}, "ucx");
+  Recorder replies;
+  auto client = CreateTransport("ucx", {.max_output_queue_bytes = size_t{64} << 20}).value();
+  ConnectionHandler handler;
+  handler.on_receive = [&](Connection&, std::span<IncomingMessage> in) { replies.Add(in); };
+  auto conn = client->Connect(server.address(), std::move(handler)).value();
+  conn->PauseReading(true);
+  std::vector<uint8_t> body = Pattern(kMaxPingPayload, 9);
+  for (uint64_t id = 1; id <= kRequests; ++id) {
+    OutgoingMessage m = OwnedMessage({.opcode = Opcode::kPing, .request_id = id}, body);
+    ASSERT_TRUE(conn->Send({&m, 1}).ok()) << id;
+  }
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, absl::ToChronoSeconds(kWaitBound), [&] { return server_held; }));
+  }
+  EXPECT_EQ(replies.count(), 0u);  // paused: nothing delivered yet
+  conn->PauseReading(false);
+  ASSERT_TRUE(replies.WaitFor(kRequests)) << replies.count() << " of " << kRequests;
+  std::lock_guard<std::mutex> lock(replies.mu);
+  for (uint64_t i = 0; i < kRequests; ++i) {
+    ASSERT_EQ(replies.headers[i].request_id, i + 1);
+    ASSERT_EQ(replies.payloads[i], body);
   }
 }
 

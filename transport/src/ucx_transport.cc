@@ -321,7 +321,11 @@ class UcxConnection final : public Connection, public std::enable_shared_from_th
   // Deliver (loop thread, no lock): hands the ready head of the inbox to
   // the handler unless paused.
   void Deliver();
-  void ScheduleDeliveryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+  // ScheduleDeliveryLocked queues a Deliver on the loop when frames are
+  // ready and nothing holds them; true when it queued one (a caller off the
+  // loop thread then wakes the loop). Called wherever holding may have
+  // ended: a resume, a reply leaving (the output queue shrinks), credit.
+  bool ScheduleDeliveryLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
   bool HoldingLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu) {
     return paused_ || (accepted_ && queued_bytes_ > options_.max_output_queue_bytes);
   }
@@ -668,6 +672,7 @@ absl::Status UcxConnection::Send(std::span<OutgoingMessage> messages) {
       backlog_.push_back(std::move(op));
     }
     left_for_loop = PostBacklogLocked(&done);
+    left_for_loop |= ScheduleDeliveryLocked();  // the queue may have shrunk below the bound
   }
   for (auto& f : done) f();
   // Most frames leave at once (eager); what UCX kept (rendezvous, a full
@@ -753,10 +758,9 @@ void UcxConnection::FinishSendLocked(SendOp* op, bool ok,
 void UcxConnection::OnSendDoneLocked(SendOp* op, ucs_status_t status) {
   std::unique_ptr<SendOp> owned(op);
   std::vector<std::function<void()>> done;
-  const bool was_holding = HoldingLocked();
   FinishSendLocked(op, status == UCS_OK, &done);
   for (auto& f : done) loop_->DeferLocked(std::move(f));
-  if (was_holding && !HoldingLocked()) ScheduleDeliveryLocked();
+  ScheduleDeliveryLocked();
   if (status != UCS_OK && status != UCS_ERR_CANCELED) {
     CloseLocked(
         absl::UnavailableError(absl::StrCat("ucx send to ", peer_, " failed: ", UcsError(status))));
@@ -795,6 +799,9 @@ void UcxConnection::OnControlLocked(const ControlMessage& m) {
       std::vector<std::function<void()>> done;
       PostBacklogLocked(&done);
       for (auto& f : done) loop_->DeferLocked(std::move(f));
+      // Replies that left shrank the output queue: an accepted connection
+      // held back by it delivers requests again.
+      ScheduleDeliveryLocked();
       return;
     }
   }
@@ -880,13 +887,14 @@ void UcxConnection::OnFetchDoneLocked(InboxEntry& entry, ucs_status_t status) {
   ScheduleDeliveryLocked();
 }
 
-void UcxConnection::ScheduleDeliveryLocked() {
+bool UcxConnection::ScheduleDeliveryLocked() {
   if (delivery_scheduled_ || inbox_.empty() || !inbox_.front()->ready || HoldingLocked() ||
       !open_.load()) {
-    return;
+    return false;
   }
   delivery_scheduled_ = true;
   loop_->DeferLocked([self = shared_from_this()] { self->Deliver(); });
+  return true;
 }
 
 void UcxConnection::Deliver() {
