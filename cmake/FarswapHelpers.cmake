@@ -52,12 +52,20 @@ function(farswap_test)
   set_tests_properties(${A_NAME} PROPERTIES LABELS "${A_LABELS}" TIMEOUT 600)
 endfunction()
 
-# farswap_test_over_ucx(name): registers <name>_ucx, the same test binary with
+# farswap_test_over_ucx(name): registers the same test binary twice more with
 # its memory nodes on the UCX data-plane backend (FARSWAP_TEST_TRANSPORT=ucx,
-# tests/util/test_transport.h), with the same labels.
+# tests/util/test_transport.h), with the same labels: <name>_ucx over UCX's
+# TCP transport (UCX_TLS=tcp) and <name>_ucx_sm over its shared memory
+# (UCX_TLS=sm,tcp: the connection manager wires up over TCP, frames then
+# cross shared memory). FARSWAP_TEST_CARRIER is what each connection's
+# carrier must match.
 function(farswap_test_over_ucx name)
   get_test_property(${name} LABELS labels)
-  add_test(NAME ${name}_ucx COMMAND ${name})
+  add_test(NAME ${name}_ucx COMMAND ${name} ${ARGN})
   set_tests_properties(${name}_ucx PROPERTIES LABELS "${labels}" TIMEOUT 600
-                       ENVIRONMENT "FARSWAP_TEST_TRANSPORT=ucx")
+                       ENVIRONMENT "FARSWAP_TEST_TRANSPORT=ucx;UCX_TLS=tcp;FARSWAP_TEST_CARRIER=tcp/.+")
+  add_test(NAME ${name}_ucx_sm COMMAND ${name} ${ARGN})
+  set_tests_properties(${name}_ucx_sm PROPERTIES LABELS "${labels}" TIMEOUT 600
+                       ENVIRONMENT
+                       "FARSWAP_TEST_TRANSPORT=ucx;UCX_TLS=sm,tcp;FARSWAP_TEST_CARRIER=(sysv|posix|xpmem)/.+")
 endfunction()

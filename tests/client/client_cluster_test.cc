@@ -6,6 +6,7 @@
 // --wait` returns only once the clients have moved every page off the node.
 // ctest runs it twice: client_cluster_test (TCP) and client_cluster_test_ucx
 // (the nodes' data plane on UCX; test_transport.h).
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -523,6 +524,11 @@ TEST_F(ClientClusterTest, AsyncStoresInvalidateRangeAndMissingPages) {
   ASSERT_TRUE(c->Invalidate(1150).ok());
   EXPECT_EQ(c->Load(1150, out.data()).code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(c->stats().invalidates, 101u);
+  // Each variant's frames crossed the carrier it is for (e.g. shared
+  // memory for *_ucx_sm), as the client reports it per node.
+  for (const NodeStats& n : c->stats().nodes) {
+    EXPECT_THAT(n.carrier, ::testing::MatchesRegex(testing::TestCarrierPattern())) << n.address;
+  }
 }
 
 TEST_F(ClientClusterTest, DnsNameResolvesToTheNodes) {

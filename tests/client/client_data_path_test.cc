@@ -8,6 +8,7 @@
 // one entry fails that page only, and many threads mixing batches, single
 // calls and invalidations of their own pages always read back what they
 // last wrote.
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -144,7 +145,11 @@ TEST_F(ClientDataPathTest, BatchesPackPagesIntoFewFramesAndReadBack) {
   EXPECT_EQ(NodeStores(), 2 * kPages);  // every page on two replicas
   ClientStats st = client_->stats();
   uint64_t frames = 0;
-  for (const NodeStats& n : st.nodes) frames += n.requests;
+  for (const NodeStats& n : st.nodes) {
+    frames += n.requests;
+    // the carrier this variant is for (test_transport.h)
+    EXPECT_THAT(n.carrier, ::testing::MatchesRegex(testing::TestCarrierPattern())) << n.address;
+  }
   // One BATCH per node per 256 pages (plus none per page): far fewer frames
   // than pages.
   EXPECT_LE(frames, 3u * 3u) << "pages were not batched";

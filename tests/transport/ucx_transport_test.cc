@@ -255,5 +255,42 @@ TEST(UcxTransportTest, PeerTransportShutdownClosesWithUnavailableAndFailsQueuedS
   EXPECT_EQ(conn->Send({&late, 1}).code(), absl::StatusCode::kUnavailable);
 }
 
+// TransportOptions::ucx_transports narrows UCX's choice, and the carrier
+// both ends report says what was picked: "tcp" is loopback TCP; "sm,tcp"
+// between two transports of one process is a shared-memory transport
+// (UCX 1.13 leaves those out of error-handling endpoints unless the
+// backend sets MM_ERROR_HANDLING, so without it this is tcp/lo too), and a
+// frame crosses it intact.
+TEST(UcxTransportTest, UcxTransportsOptionPicksTheCarrier) {
+  for (const auto& [tls, expected] : {std::pair<std::string, std::string>{"tcp", "tcp/.+"},
+                                      {"sm,tcp", "(sysv|posix|xpmem)/.+"}}) {
+    SCOPED_TRACE(tls);
+    Recorder got;
+    TransportOptions options;
+    options.ucx_transports = tls;
+    auto server = std::make_unique<TestServer>(
+        [&](Connection&, std::span<IncomingMessage> in) { got.Add(in); }, options, "ucx");
+    auto client = CreateTransport("ucx", options).value();
+    auto conn = client->Connect(server->address(), {}).value();
+    std::vector<uint8_t> body = Pattern(3000, 5);
+    OutgoingMessage m = OwnedMessage({.opcode = Opcode::kPing, .request_id = 1}, body);
+    ASSERT_TRUE(conn->Send({&m, 1}).ok());
+    ASSERT_TRUE(got.WaitFor(1));
+    {
+      std::lock_guard<std::mutex> lock(got.mu);
+      EXPECT_EQ(got.payloads[0], body);
+    }
+    EXPECT_THAT(conn->stats().carrier, ::testing::MatchesRegex(expected));
+  }
+}
+
+TEST(UcxTransportTest, UnknownUcxTransportIsRefusedByName) {
+  TransportOptions options;
+  options.ucx_transports = "carrier-pigeon";
+  absl::StatusOr<std::unique_ptr<Transport>> t = CreateTransport("ucx", options);
+  ASSERT_FALSE(t.ok());
+  EXPECT_THAT(std::string(t.status().message()), ::testing::HasSubstr("carrier-pigeon"));
+}
+
 }  // namespace
 }  // namespace farswap::transport

@@ -56,13 +56,16 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <optional>
 #include <thread>
 #include <unordered_map>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "farswap/common/mutex.h"
 #include "farswap/transport/transport.h"
 #include "spdlog/spdlog.h"
@@ -1215,6 +1218,48 @@ class UcxTransport final : public Transport {
   std::vector<std::shared_ptr<ListenerState>> listeners_ ABSL_GUARDED_BY(mu_);
 };
 
+// MayUseSharedMemory: whether the transports UCX will consider include a
+// shared-memory one (setting a variable no transport reads makes UCX warn).
+bool MayUseSharedMemory(const TransportOptions& options) {
+  std::string tls = options.ucx_transports;
+  if (tls.empty()) {
+    const char* env = std::getenv("UCX_TLS");
+    if (env == nullptr) return true;  // UCX's default: all
+    tls = env;
+  }
+  if (absl::StartsWith(tls, "^")) return true;  // all but some
+  for (absl::string_view name : absl::StrSplit(tls, ',')) {
+    if (name == "all" || name == "sm" || name == "shm" || name == "mm" || name == "posix" ||
+        name == "sysv" || name == "xpmem") {
+      return true;
+    }
+  }
+  return false;
+}
+
+// ConfigureUcx applies what farswap sets on top of UCX's own variables:
+// the transports of TransportOptions::ucx_transports, and error handling on
+// the shared-memory transports. Every endpoint asks for peer-failure
+// handling (a node that dies must fail its requests with UNAVAILABLE), and
+// UCX 1.13 leaves the shared-memory transports out of such endpoints unless
+// UCX_MM_ERROR_HANDLING=y, so two processes of one machine would talk over
+// loopback TCP. An explicit UCX_MM_ERROR_HANDLING in the environment wins.
+absl::Status ConfigureUcx(const TransportOptions& options, ucp_config_t* config) {
+  if (!options.ucx_transports.empty()) {
+    if (ucs_status_t s = ucp_config_modify(config, "TLS", options.ucx_transports.c_str());
+        s != UCS_OK) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ucx transports \"", options.ucx_transports, "\": ", UcsError(s)));
+    }
+  }
+  if (std::getenv("UCX_MM_ERROR_HANDLING") == nullptr && MayUseSharedMemory(options)) {
+    if (ucs_status_t s = ucp_config_modify(config, "MM_ERROR_HANDLING", "y"); s != UCS_OK) {
+      return absl::UnavailableError(absl::StrCat("ucx: setting MM_ERROR_HANDLING: ", UcsError(s)));
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Transport>> CreateUcxTransport(const TransportOptions& options) {
@@ -1226,13 +1271,25 @@ absl::StatusOr<std::unique_ptr<Transport>> CreateUcxTransport(const TransportOpt
   if (ucs_status_t s = ucp_config_read(nullptr, nullptr, &config); s != UCS_OK) {
     return absl::UnavailableError(absl::StrCat("ucx: reading its configuration: ", UcsError(s)));
   }
+  if (absl::Status st = ConfigureUcx(options, config); !st.ok()) {
+    ucp_config_release(config);
+    return st;
+  }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES;
   params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
   ucp_context_h context = nullptr;
   ucs_status_t s = ucp_init(&params, config, &context);
   ucp_config_release(config);
-  if (s != UCS_OK) return absl::UnavailableError(absl::StrCat("ucx: ucp_init: ", UcsError(s)));
+  if (s != UCS_OK) {
+    const char* tls = std::getenv("UCX_TLS");
+    return absl::UnavailableError(absl::StrCat("ucx: ucp_init: ", UcsError(s), " (transports: ",
+                                               !options.ucx_transports.empty()
+                                                   ? options.ucx_transports
+                                               : tls != nullptr ? absl::StrCat(tls, " from UCX_TLS")
+                                                                : "UCX's default",
+                                               ")"));
+  }
   auto transport = std::make_unique<UcxTransport>(context, options);
   if (absl::Status st = transport->Init(); !st.ok()) return st;
   return transport;

@@ -217,6 +217,12 @@ struct TransportOptions {
   // kernel wake-up on the latency path, at the cost of a core while
   // traffic flows. 0 (the default) sleeps at once.
   absl::Duration busy_poll = absl::ZeroDuration();
+  // ucx_transports: the UCX transports the ucx backend may use, in UCX_TLS
+  // syntax ("tcp"; "sm,tcp" for shared memory between processes of one
+  // machine, "rc,sm,self" on InfiniBand/RoCE). Empty (the default): UCX_TLS
+  // from the environment, else every transport UCX finds. Other backends
+  // ignore it.
+  std::string ucx_transports;
 };
 
 // Transport creates connections and listeners of one backend. Destroying it
