@@ -26,6 +26,7 @@
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
@@ -34,10 +35,13 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "farswap/client/control_plane_channel.h"
 #include "farswap/common/cli.h"
 #include "farswap/v1/memory_node.grpc.pb.h"
@@ -69,6 +73,23 @@ void PrintHuman(const v1::GetStatsResponse& r) {
       n.connections(), (unsigned long long)n.connections_accepted(),
       (unsigned long long)n.bytes_received(), Mib(n.bytes_received()).c_str(),
       (unsigned long long)n.bytes_sent(), Mib(n.bytes_sent()).c_str());
+  {
+    const v1::DataTransportStats& t = n.data_transport();
+    std::vector<std::pair<std::string, uint64_t>> carriers(t.connections_by_carrier().begin(),
+                                                           t.connections_by_carrier().end());
+    std::sort(carriers.begin(), carriers.end());
+    std::string by_carrier;
+    for (const auto& [carrier, count] : carriers) {
+      absl::StrAppend(&by_carrier, by_carrier.empty() ? "" : ", ",
+                      carrier.empty() ? "(handshake)" : carrier, " ", count);
+    }
+    std::printf("  data transport: %s at %s; connections by carrier: %s\n",
+                t.backend().empty() ? "?" : t.backend().c_str(), t.data_addr().c_str(),
+                by_carrier.empty() ? "none" : by_carrier.c_str());
+    std::printf("  RDMA devices: %s\n", t.rdma_devices().empty()
+                                            ? absl::StrCat("none (", t.rdma_missing(), ")").c_str()
+                                            : absl::StrJoin(t.rdma_devices(), ", ").c_str());
+  }
   if (n.data_tls()) {
     std::printf("  data plane encryption: TLS; %llu handshakes refused, %llu connections kTLS\n",
                 (unsigned long long)n.tls_handshake_failures(),

@@ -317,6 +317,15 @@ DataPlaneStats DataPlaneServer::stats() const {
       s.ops[o][c] = ops_[o][c].load(std::memory_order_relaxed);
     }
   }
+  s.backend = std::string(transport_->scheme());
+  std::vector<std::shared_ptr<Connection>> conns;
+  {
+    MutexLock lock(&conns_mu_);
+    for (const auto& [state, weak] : open_conns_) {
+      if (std::shared_ptr<Connection> c = weak.lock()) conns.push_back(std::move(c));
+    }
+  }
+  for (const auto& c : conns) s.connections_by_carrier[c->stats().carrier]++;
   return s;
 }
 
@@ -326,6 +335,10 @@ transport::ConnectionHandler DataPlaneServer::Accept(std::shared_ptr<Connection>
   state->peer = conn->peer_address();
   accepted_++;
   open_++;
+  {
+    MutexLock l(&conns_mu_);
+    open_conns_[state.get()] = conn;
+  }
   spdlog::info("data plane: connection from {}", conn->peer_address());
   transport::ConnectionHandler h;
   // The handler holds the state; the state holds the connection only
@@ -341,6 +354,10 @@ transport::ConnectionHandler DataPlaneServer::Accept(std::shared_ptr<Connection>
       token = std::move(state->session_token);
     }
     if (!token.empty()) tenants_->CloseConnection(token);
+    {
+      MutexLock l(&conns_mu_);
+      open_conns_.erase(state.get());
+    }
     open_--;
     spdlog::info("data plane: connection from {} closed: {}", state->peer, reason.ToString());
   };

@@ -189,6 +189,16 @@ void AddStore(std::vector<MetricFamily>& out, const PageStoreStats& s) {
 void AddDataPlane(std::vector<MetricFamily>& out, const DataPlaneStats& d) {
   AddGauge(out, "farswap_node_connections", "Data-plane connections open now.",
            double(d.connections_open));
+  {
+    MetricFamily& by_carrier = AddFamily(
+        out, "farswap_node_connections_by_carrier",
+        "Data-plane connections open now, by the transport backend and what carries their frames "
+        "(\"tcp\"; UCX's transport/device, e.g. tcp/lo.0, sysv/memory.0, rc_mlx5/mlx5_0:1).",
+        MetricType::Gauge);
+    for (const auto& [carrier, count] : d.connections_by_carrier) {
+      AddSample(by_carrier, double(count), {{"backend", d.backend}, {"carrier", carrier}});
+    }
+  }
   AddCounter(out, "farswap_node_connections_accepted_total",
              "Data-plane connections accepted since the node started.",
              double(d.connections_accepted));

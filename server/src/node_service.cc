@@ -48,6 +48,7 @@ MemoryNodeService::MemoryNodeService(PageStore* store, TenantRegistry* tenants,
       data_addr_(options.data_addr),
       data_tls_(options.data_tls),
       data_plane_(options.data_plane),
+      rdma_(transport::ProbeRdmaDevices()),
       on_drain_changed_(options.on_drain_changed),
       auth_(options.auth),
       limits_(options.limits) {}
@@ -157,7 +158,15 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
     n->set_data_tls(d.tls);
     n->set_tls_handshake_failures(d.tls_handshake_failures);
     n->set_ktls_connections(d.ktls_connections);
+    v1::DataTransportStats* t = n->mutable_data_transport();
+    t->set_backend(d.backend);
+    for (const auto& [carrier, count] : d.connections_by_carrier) {
+      (*t->mutable_connections_by_carrier())[carrier] = count;
+    }
   }
+  n->mutable_data_transport()->set_data_addr(data_addr_);
+  for (const std::string& dev : rdma_.devices) n->mutable_data_transport()->add_rdma_devices(dev);
+  n->mutable_data_transport()->set_rdma_missing(rdma_.missing);
   n->set_tenant_reloads(tenants_->reloads());
   n->set_tenant_reload_failures(tenants_->reload_failures());
   v1::ColdTierStats* cold = n->mutable_cold();

@@ -159,6 +159,46 @@ TEST_F(NodeIntegrationTest, PagesPastThePoolLimitAreWrittenBackAndAllLoadBack) {
   EXPECT_EQ((*node)->Terminate().value_or(-1), 0);  // clean SIGTERM shutdown
 }
 
+// GetStats names the data plane's backend and address, counts the open
+// connections by the carrier the client's own end reports (UCX over
+// whatever this machine gives it, e.g. shared memory), and reports the
+// host's RDMA devices as rdma-core finds them (the same host here).
+TEST_F(NodeIntegrationTest, StatsNameTheDataTransportItsCarriersAndTheRdmaDevices) {
+  const transport::RdmaProbe here = transport::ProbeRdmaDevices();
+  for (const std::string backend : {"tcp", "ucx"}) {
+    SCOPED_TRACE(backend);
+    auto node = ServerProcess::Start({.transport = backend});
+    ASSERT_TRUE(node.ok()) << node.status();
+    auto session = Attach((*node)->grpc_addr(), "default", "");
+    ASSERT_TRUE(session.ok()) << session.status();
+    ASSERT_EQ(transport::AddressScheme(session->data_addr), backend);
+    auto client = transport::CreateTransport(backend, {.io_threads = 1});
+    ASSERT_TRUE(client.ok()) << client.status();
+    auto ch = RpcChannel::Connect(**client, session->data_addr);
+    ASSERT_TRUE(ch.ok()) << ch.status();
+    ASSERT_TRUE(Hello(**ch, session->token).ok());  // the handshake has crossed
+    const std::string carrier = (*ch)->stats().carrier;
+    ASSERT_FALSE(carrier.empty());
+
+    auto stats = Stats((*node)->grpc_addr());
+    ASSERT_TRUE(stats.ok()) << stats.status();
+    const v1::DataTransportStats& t = stats->node().data_transport();
+    EXPECT_EQ(t.backend(), backend);
+    EXPECT_EQ(t.data_addr(), session->data_addr);
+    ASSERT_EQ(t.connections_by_carrier().size(), 1u);
+    EXPECT_EQ(t.connections_by_carrier().begin()->first, carrier);
+    EXPECT_EQ(t.connections_by_carrier().begin()->second, 1u);
+    EXPECT_EQ(std::vector<std::string>(t.rdma_devices().begin(), t.rdma_devices().end()),
+              here.devices);
+    EXPECT_EQ(t.rdma_missing(), here.missing);
+    EXPECT_NE(t.rdma_devices().empty(), t.rdma_missing().empty());
+
+    (*ch).reset();
+    (*client)->Shutdown();
+    EXPECT_EQ((*node)->Terminate().value_or(-1), 0);
+  }
+}
+
 TEST_F(NodeIntegrationTest, SessionsAreEnforcedAndTenantsIsolated) {
   auto node =
       ServerProcess::Start({.pool_limit = "4M", .tenants = "alice:a-secret:0\nbob:b-secret:0\n"});

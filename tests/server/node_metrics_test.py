@@ -148,6 +148,7 @@ NODE_FAMILIES = {
     "farswap_cold_aborted": ("counter", set()),
     "farswap_cold_loads": ("counter", set()),
     "farswap_node_connections": ("gauge", set()),
+    "farswap_node_connections_by_carrier": ("gauge", {"backend", "carrier"}),
     "farswap_node_connections_accepted": ("counter", set()),
     "farswap_node_hello_refused": ("counter", set()),
     "farswap_node_received_bytes": ("counter", set()),
@@ -269,6 +270,8 @@ def node_test(args, node, ready):
           "received bytes below the payloads stored")
     check(value(stored, "farswap_node_sent_bytes", "farswap_node_sent_bytes_total") > 0, "sent")
     check(value(stored, "farswap_node_connections") >= 1, "connections")
+    check(value(stored, "farswap_node_connections_by_carrier", backend="tcp", carrier="tcp") ==
+          value(stored, "farswap_node_connections"), "connections by carrier")
     check(value(stored, "farswap_node_sessions") >= 1, "sessions")
     # Bucket counts are cumulative and end with +Inf = _count.
     buckets = [(float(l["le"]), v) for (n, l, v) in stored["farswap_node_op_duration_seconds"][1]

@@ -23,6 +23,26 @@ TEST(RdmaTransportTest, FactoryExplainsWhyItCannotRunHere) {
   }
 }
 
+// The probe (reported in node stats) and the factory agree: devices are
+// listed exactly when the factory found some, and otherwise `missing` is
+// the reason the factory gives.
+TEST(RdmaTransportTest, ProbeAgreesWithTheFactory) {
+  const RdmaProbe probe = ProbeRdmaDevices();
+  absl::StatusOr<std::unique_ptr<Transport>> t = CreateRdmaTransport({});
+  ASSERT_FALSE(t.ok());
+  if (probe.devices.empty()) {
+    EXPECT_FALSE(probe.missing.empty());
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kUnavailable);
+    EXPECT_THAT(std::string(t.status().message()), HasSubstr(probe.missing));
+  } else {
+    EXPECT_TRUE(probe.missing.empty());
+    EXPECT_EQ(t.status().code(), absl::StatusCode::kUnimplemented);
+    for (const std::string& d : probe.devices) {
+      EXPECT_THAT(std::string(t.status().message()), HasSubstr(d));
+    }
+  }
+}
+
 TEST(RdmaTransportTest, PingRoundTripOverRdma) {
   absl::StatusOr<std::unique_ptr<Transport>> t = CreateRdmaTransport({});
   if (!t.ok()) GTEST_SKIP() << t.status().message();

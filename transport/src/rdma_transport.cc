@@ -1,4 +1,6 @@
-// rdma_transport.cc: the RDMA backend's entry point — device probing only.
+// rdma_transport.cc: the raw-verbs RDMA backend's entry point — device
+// probing only (ProbeRdmaDevices, reported in node stats). RDMA data goes
+// through the UCX backend (ucx_transport.cc).
 //
 // DESIGN.md §6 describes the data path this backend will have: librdmacm
 // for connection setup, RC queue pairs, two-sided SEND/RECV of header +
@@ -15,34 +17,40 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "farswap/transport/transport.h"
 
 namespace farswap::transport {
 
-absl::StatusOr<std::unique_ptr<Transport>> CreateRdmaTransport(const TransportOptions& options) {
+RdmaProbe ProbeRdmaDevices() {
+  RdmaProbe probe;
   int num_devices = 0;
   errno = 0;
   ibv_device** devices = ibv_get_device_list(&num_devices);
   if (devices == nullptr) {
     const int err = errno;
-    return absl::UnavailableError(
-        absl::StrCat("no RDMA device: ibv_get_device_list returned NULL (",
-                     err == ENOSYS ? "ENOSYS" : std::strerror(err),
-                     "); to get one in software: rdma link add rxe0 type rxe netdev eth0"));
+    probe.missing = absl::StrCat("ibv_get_device_list returned NULL (",
+                                 err == ENOSYS ? "ENOSYS" : std::strerror(err), ")");
+    return probe;
   }
-  std::string names;
-  for (int i = 0; i < num_devices; ++i) {
-    absl::StrAppend(&names, i ? ", " : "", ibv_get_device_name(devices[i]));
-  }
+  for (int i = 0; i < num_devices; ++i) probe.devices.push_back(ibv_get_device_name(devices[i]));
   ibv_free_device_list(devices);
-  if (num_devices == 0) {
+  if (probe.devices.empty()) probe.missing = "ibv_get_device_list found 0 devices";
+  return probe;
+}
+
+absl::StatusOr<std::unique_ptr<Transport>> CreateRdmaTransport(const TransportOptions& options) {
+  (void)options;
+  const RdmaProbe probe = ProbeRdmaDevices();
+  if (probe.devices.empty()) {
     return absl::UnavailableError(
-        "no RDMA device: ibv_get_device_list found 0 devices; to get one in software: rdma link "
-        "add rxe0 type rxe netdev eth0");
+        absl::StrCat("no RDMA device: ", probe.missing,
+                     "; to get one in software: rdma link add rxe0 type rxe netdev eth0"));
   }
   return absl::UnimplementedError(
-      absl::StrCat("RDMA device(s) found (", names,
-                   ") but the RDMA data path is not implemented yet; use tcp://"));
+      absl::StrCat("RDMA device(s) found (", absl::StrJoin(probe.devices, ", "),
+                   ") but the raw-verbs data path is not implemented; use ucx:// (UCX runs over "
+                   "these devices) or tcp://"));
 }
 
 }  // namespace farswap::transport

@@ -66,6 +66,7 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -143,6 +144,13 @@ struct DataPlaneStats {
   // worker; time spent queued for a worker is not included).
   LatencyBuckets store_latency;
   LatencyBuckets load_latency;
+  // backend: the transport's scheme ("tcp", "ucx"). connections_by_carrier:
+  // the connections open now by what carries their frames
+  // (transport::ConnectionStats::carrier: "tcp", or UCX's transport/device
+  // such as "tcp/lo.0", "sysv/memory.0", "rc_mlx5/mlx5_0:1"); a UCX
+  // connection whose handshake has not crossed yet counts under "".
+  std::string backend;
+  std::map<std::string, uint64_t> connections_by_carrier;
 };
 
 class DataPlaneServer {
@@ -240,6 +248,13 @@ class DataPlaneServer {
   transport::Transport* const transport_;
   const DataPlaneOptions options_;
   std::unique_ptr<transport::Listener> listener_;
+
+  // open_conns_: the connections open now, for connections_by_carrier
+  // (weak: a connection's owner is its transport). A leaf lock: taken alone,
+  // and released before the connections are asked for their stats.
+  mutable Mutex conns_mu_;
+  std::map<const ConnState*, std::weak_ptr<transport::Connection>> open_conns_
+      ABSL_GUARDED_BY(conns_mu_);
 
   // Lock order: ConnState::mu -> mu_ is never needed; each is taken alone
   // (ConnState::mu may be held while calling Connection::PauseReading).

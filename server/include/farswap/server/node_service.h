@@ -19,6 +19,7 @@
 #include "farswap/server/data_plane.h"
 #include "farswap/server/page_store.h"
 #include "farswap/server/tenant_registry.h"
+#include "farswap/transport/transport.h"
 #include "farswap/v1/memory_node.grpc.pb.h"
 
 namespace farswap::server {
@@ -72,6 +73,7 @@ class MemoryNodeService final : public v1::MemoryNode::CallbackService {
   const std::string data_addr_;
   const bool data_tls_;
   const DataPlaneServer* const data_plane_;
+  const transport::RdmaProbe rdma_;  // probed once, at construction
   const std::function<void()> on_drain_changed_;
   ControlPlaneAuth* const auth_;
   // mu_ serialises SetLimits (read, change, apply, record) as one step.

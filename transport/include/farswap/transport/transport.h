@@ -289,6 +289,20 @@ absl::string_view StripScheme(absl::string_view address);
 absl::StatusOr<std::unique_ptr<Transport>> CreateTransport(absl::string_view address_or_scheme,
                                                            const TransportOptions& options);
 
+// RdmaProbe: what rdma-core finds on this host (ibv_get_device_list).
+// devices: the RDMA device names (e.g. "mlx5_0", "rxe0"), empty when there
+// is none; then `missing` says why ("ibv_get_device_list returned NULL
+// (ENOSYS)", "ibv_get_device_list found 0 devices"). Whether frames use a
+// device is the carrier's to say (ConnectionStats::carrier, e.g.
+// "rc_mlx5/mlx5_0:1"): a device can be present and unused.
+struct RdmaProbe {
+  std::vector<std::string> devices;
+  std::string missing;
+};
+// ProbeRdmaDevices asks rdma-core now (it loads its provider libraries: a
+// few milliseconds; callers keep the answer). Thread-safe.
+RdmaProbe ProbeRdmaDevices();
+
 absl::StatusOr<std::unique_ptr<Transport>> CreateTcpTransport(const TransportOptions& options);
 absl::StatusOr<std::unique_ptr<Transport>> CreateRdmaTransport(const TransportOptions& options);
 // CreateUcxTransport: UCP active messages over whatever UCX picks (RDMA
