@@ -609,7 +609,10 @@ TEST(SpaceDrivenCleanerTest, APassAskedForDuringQuietCleaningGoesFirst) {
       PageStore::Create({.backing = &ssd,
                          .segment_bytes = 16 * kBlockSize,
                          .cleaner_max_dead = kMaxDead,
-                         .cleaner_idle_ms = 1});
+                         // Long enough that no quiet time falls between the
+                         // set-up's own writeback batches on a loaded machine
+                         // (at 1 ms one did, and the kick came mid-set-up).
+                         .cleaner_idle_ms = 100});
   ASSERT_TRUE(created.ok()) << created.status();
   PageStore& store = **created;
   std::atomic<bool> kicked{false};
