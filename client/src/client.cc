@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "client_impl.h"
 #include "completion_waiter.h"
+#include "data_address_choice.h"
 
 namespace farswap {
 
@@ -89,6 +90,13 @@ Client::Impl::Impl(const ClientOptions& options, std::unique_ptr<NodeAttacher> a
       attacher_(std::move(attacher)),
       transport_(std::move(transport)),
       table_(options.pages_per_slab) {}
+
+bool Client::Impl::HasRdma() {
+  if (options_.data_transport != "auto") return false;  // not asked
+  absl::call_once(rdma_once_,
+                  [this] { has_rdma_ = !transport::ProbeRdmaDevices().devices.empty(); });
+  return has_rdma_;
+}
 
 absl::StatusOr<transport::Transport*> Client::Impl::TransportFor(const std::string& data_addr) {
   const absl::string_view scheme = transport::AddressScheme(data_addr);
@@ -1022,6 +1030,10 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& opt
   }
   if (options.replicas < 0) return absl::InvalidArgumentError("ClientOptions: replicas < 0");
   if (attacher == nullptr) return absl::InvalidArgumentError("Client::Connect: no attacher");
+  if (absl::Status s = client_internal::CheckDataTransportPreference(options.data_transport);
+      !s.ok()) {
+    return s;
+  }
   absl::StatusOr<std::unique_ptr<transport::Transport>> t = transport::CreateTransport(
       options.transport, {.io_threads = options.io_threads, .busy_poll = options.busy_poll});
   if (!t.ok()) return t.status();

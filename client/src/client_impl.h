@@ -39,6 +39,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/base/call_once.h"
 #include "absl/time/clock.h"
 #include "farswap/client/client.h"
 #include "farswap/common/mutex.h"
@@ -301,6 +302,11 @@ class Client::Impl {
   std::map<std::string, std::unique_ptr<transport::Transport>, std::less<>> other_transports_
       ABSL_GUARDED_BY(transports_mu_);
   absl::StatusOr<transport::Transport*> TransportFor(const std::string& data_addr);
+  // HasRdma: whether this host has an RDMA device (transport::
+  // ProbeRdmaDevices, asked once, on the first attach that needs it).
+  bool HasRdma();
+  absl::once_flag rdma_once_;
+  bool has_rdma_ = false;  // written once under rdma_once_
 
   mutable Mutex mu_;
   CondVar changed_;  // membership, replication progress or shutdown

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client_impl.h"
+#include "data_address_choice.h"
 #include "farswap/common/sync_point.h"
 
 namespace farswap {
@@ -141,6 +142,13 @@ absl::Status Client::Impl::AttachNode(int node) {
   absl::StatusOr<Attachment> a = attacher_->Attach(address, options_.tenant_id, options_.secret,
                                                    options_.client_name, options_.attach_timeout);
   if (!a.ok()) return fail(a.status());
+  // The node may serve several backends: dial the one data_transport picks.
+  const std::string primary = a->data_addr;
+  a->data_addr = client_internal::ChooseDataAddress(*a, options_.data_transport, HasRdma());
+  if (a->data_addr != primary) {
+    spdlog::info("farswap client: node {}: data plane {} (data_transport {}) rather than {}",
+                 address, a->data_addr, options_.data_transport, primary);
+  }
   // TLS on the data plane when the node says so, never plaintext then.
   std::optional<transport::TlsClientOptions> tls;
   if (a->data_tls) {

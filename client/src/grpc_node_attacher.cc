@@ -48,7 +48,9 @@ class GrpcNodeAttacher final : public NodeAttacher {
                       .data_addr = resp.data_addr(),
                       .node_id = resp.node_id(),
                       .incarnation = resp.incarnation(),
-                      .data_tls = resp.data_tls()};
+                      .data_tls = resp.data_tls(),
+                      .data_addrs = {resp.data_addrs().begin(), resp.data_addrs().end()},
+                      .rdma_devices = {resp.rdma_devices().begin(), resp.rdma_devices().end()}};
   }
 
  private:

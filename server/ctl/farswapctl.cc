@@ -84,7 +84,9 @@ void PrintHuman(const v1::GetStatsResponse& r) {
                       carrier.empty() ? "(handshake)" : carrier, " ", count);
     }
     std::printf("  data transport: %s at %s; connections by carrier: %s\n",
-                t.backend().empty() ? "?" : t.backend().c_str(), t.data_addr().c_str(),
+                t.backend().empty() ? "?" : t.backend().c_str(),
+                t.data_addrs().empty() ? t.data_addr().c_str()
+                                       : absl::StrJoin(t.data_addrs(), ", ").c_str(),
                 by_carrier.empty() ? "none" : by_carrier.c_str());
     std::printf("  RDMA devices: %s\n", t.rdma_devices().empty()
                                             ? absl::StrCat("none (", t.rdma_missing(), ")").c_str()

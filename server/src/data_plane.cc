@@ -278,12 +278,37 @@ absl::Status DataPlaneServer::Listen(const std::string& address) {
   return absl::OkStatus();
 }
 
+absl::Status DataPlaneServer::ListenAlso(transport::Transport* transport,
+                                         const std::string& address) {
+  if (options_.tls) {
+    return absl::FailedPreconditionError(absl::StrCat("the data plane speaks only TLS, and the ",
+                                                      transport->scheme(), " backend has none"));
+  }
+  absl::StatusOr<std::unique_ptr<transport::Listener>> l = transport->Listen(
+      address, [this](std::shared_ptr<Connection> c) { return Accept(std::move(c)); });
+  if (!l.ok()) return l.status();
+  spdlog::warn(
+      "data plane also listening on {} in plaintext: page contents travel in the clear, so the "
+      "network must be trusted",
+      (*l)->address());
+  more_listeners_.emplace_back(transport, std::move(*l));
+  return absl::OkStatus();
+}
+
 std::string DataPlaneServer::address() const {
   return listener_ ? listener_->address() : std::string();
 }
 
+std::vector<std::string> DataPlaneServer::addresses() const {
+  std::vector<std::string> out;
+  if (listener_) out.push_back(listener_->address());
+  for (const auto& [transport, listener] : more_listeners_) out.push_back(listener->address());
+  return out;
+}
+
 void DataPlaneServer::Shutdown() {
   if (listener_) listener_->Close();
+  for (auto& [transport, listener] : more_listeners_) listener->Close();
   {
     MutexLock l(&mu_);
     if (stopping_) return;
@@ -318,6 +343,9 @@ DataPlaneStats DataPlaneServer::stats() const {
     }
   }
   s.backend = std::string(transport_->scheme());
+  for (const auto& [transport, listener] : more_listeners_) {
+    absl::StrAppend(&s.backend, ",", transport->scheme());
+  }
   std::vector<std::shared_ptr<Connection>> conns;
   {
     MutexLock lock(&conns_mu_);

@@ -1,6 +1,7 @@
 // farswap-server: one memory node.
 //
 //   farswap-server [--data-addr HOST:PORT] [--transport tcp|ucx] [--advertise-addr HOST:PORT]
+//                  [--ucx-data-addr HOST:PORT]
 //                  [--grpc-addr HOST:PORT]
 //                  [--pool-limit BYTES] [--backing-file PATH] [--backing-size BYTES]
 //                  [--segment-size BYTES] [--cleaner-threshold F] [--cleaner-max-dead F]
@@ -68,6 +69,7 @@ struct Flags {
   std::string data_addr = "127.0.0.1:0";
   std::string transport;  // "" = --data-addr's scheme (tcp without one)
   std::string advertise_addr;
+  std::string ucx_data_addr;  // "": no second (UCX) listener
   std::string grpc_addr = "127.0.0.1:0";
   uint64_t pool_limit = 256ull << 20;
   std::string backing_file;
@@ -113,6 +115,12 @@ void AddFlags(CLI::App& app, Flags& f) {
   app.add_option("--advertise-addr", f.advertise_addr,
                  "data-plane address handed to clients in Attach (default: the bound one; "
                  "required when --data-addr is 0.0.0.0 or ::; port 0 = the bound port)")
+      ->type_name("HOST:PORT");
+  app.add_option("--ucx-data-addr", f.ucx_data_addr,
+                 "also serve the data plane over UCX on HOST:PORT (port 0 picks one), beside a "
+                 "tcp --data-addr; Attach hands out both and each client picks "
+                 "(ClientOptions::data_transport: UCX when both hosts have an RDMA device). "
+                 "Advertised with --advertise-addr's host when that is given")
       ->type_name("HOST:PORT");
   app.add_option("--grpc-addr", f.grpc_addr, "gRPC control plane HOST:PORT")
       ->type_name("HOST:PORT")
@@ -370,6 +378,40 @@ int Serve(const Flags& f) {
   // What Attach hands out: never an unspecified address (ParseFlags
   // refused that), so a client never dials itself.
   const std::string data_addr = AdvertisedDataAddress(data_plane.address(), f.advertise_addr);
+  // --ucx-data-addr: a second backend on the same data plane. On every way
+  // out the data plane stops first (it finishes queued work), then this
+  // transport, before data_plane goes (its I/O threads call the data
+  // plane's handlers); stop_ucx is destroyed before stop_data_path.
+  std::unique_ptr<transport::Transport> ucx_transport;
+  std::vector<std::string> more_data_addrs;
+  struct StopUcx {
+    DataPlaneServer& data_plane;
+    std::unique_ptr<transport::Transport>& transport;
+    ~StopUcx() {
+      if (transport == nullptr) return;
+      data_plane.Shutdown();
+      transport->Shutdown();
+    }
+  } stop_ucx{data_plane, ucx_transport};
+  if (!f.ucx_data_addr.empty()) {
+    auto t = transport::CreateUcxTransport({.io_threads = f.io_threads});
+    if (!t.ok()) {
+      spdlog::error("cannot start: --ucx-data-addr: {}", t.status().ToString());
+      return 1;
+    }
+    ucx_transport = std::move(*t);
+    const std::string bind(transport::StripScheme(f.ucx_data_addr));
+    if (absl::Status s = data_plane.ListenAlso(ucx_transport.get(), bind); !s.ok()) {
+      spdlog::error("cannot start: data plane on ucx://{}: {}", bind, s.ToString());
+      return 1;
+    }
+    // Advertised as the primary is: --advertise-addr's host, the bound port.
+    std::string advertise;
+    if (!f.advertise_addr.empty()) {
+      advertise = f.advertise_addr.substr(0, f.advertise_addr.rfind(':')) + ":0";
+    }
+    more_data_addrs.push_back(AdvertisedDataAddress(data_plane.addresses().back(), advertise));
+  }
 
   // A drain turns the health of farswap.v1.MemoryNode to NOT_SERVING at
   // once (readiness probes, `farswapctl health`), not at the watcher's next
@@ -379,6 +421,7 @@ int Serve(const Flags& f) {
       store->get(), &*tenants,
       {.node_id = f.node_id,
        .data_addr = data_addr,
+       .more_data_addrs = more_data_addrs,
        .data_tls = f.data_tls,
        .limits = limits,
        .data_plane = &data_plane,
@@ -503,6 +546,7 @@ int Serve(const Flags& f) {
   grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   data_plane.Shutdown();
   (*transport)->Shutdown();
+  if (ucx_transport != nullptr) ucx_transport->Shutdown();
   PageStoreStats stats = (*store)->GetStats();
   spdlog::info("stopped: {} pages stored, {} written back, {} loads, {} stores", stats.stored_pages,
                stats.written_back_pages, stats.loads, stats.stores);
@@ -553,6 +597,27 @@ int main(int argc, char** argv) {
   if (absl::Status s = farswap::server::CheckAdvertisable(flags.data_addr, flags.advertise_addr);
       !s.ok()) {
     return farswap::cli::UsageError(app, std::string(s.message()));
+  }
+  if (!flags.ucx_data_addr.empty()) {
+    if (farswap::transport::AddressScheme(flags.data_addr) != "tcp") {
+      return farswap::cli::UsageError(
+          app, "--ucx-data-addr serves UCX beside TCP: --data-addr must be tcp (it is " +
+                   flags.data_addr + ")");
+    }
+    if (flags.ucx_data_addr.find("://") != std::string::npos &&
+        farswap::transport::AddressScheme(flags.ucx_data_addr) != "ucx") {
+      return farswap::cli::UsageError(
+          app, "--ucx-data-addr " + flags.ucx_data_addr + " names another scheme than ucx");
+    }
+    if (flags.data_tls) {
+      return farswap::cli::UsageError(
+          app, "--ucx-data-addr cannot go with --data-tls: the UCX backend has no TLS");
+    }
+    if (absl::Status s =
+            farswap::server::CheckAdvertisable(flags.ucx_data_addr, flags.advertise_addr);
+        !s.ok()) {
+      return farswap::cli::UsageError(app, "--ucx-data-addr: " + std::string(s.message()));
+    }
   }
   if (flags.tenants_file.empty() && !flags.allow_anonymous) {
     return farswap::cli::UsageError(

@@ -46,6 +46,11 @@ MemoryNodeService::MemoryNodeService(PageStore* store, TenantRegistry* tenants,
       node_id_(options.node_id),
       incarnation_(absl::Uniform<uint64_t>(absl::BitGen(), 1, UINT64_MAX)),
       data_addr_(options.data_addr),
+      data_addrs_([&] {
+        std::vector<std::string> all{options.data_addr};
+        all.insert(all.end(), options.more_data_addrs.begin(), options.more_data_addrs.end());
+        return all;
+      }()),
       data_tls_(options.data_tls),
       data_plane_(options.data_plane),
       rdma_(transport::ProbeRdmaDevices()),
@@ -74,6 +79,8 @@ grpc::ServerUnaryReactor* MemoryNodeService::Attach(grpc::CallbackServerContext*
   resp->set_node_id(node_id_);
   resp->set_incarnation(incarnation_);
   resp->set_data_tls(data_tls_);
+  for (const std::string& a : data_addrs_) resp->add_data_addrs(a);
+  for (const std::string& d : rdma_.devices) resp->add_rdma_devices(d);
   spdlog::info("session opened: tenant '{}' client '{}' ({} sessions)", s->tenant_id,
                req->client_name(), tenants_->session_count());
   return Finish(ctx, absl::OkStatus());
@@ -165,6 +172,7 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
     }
   }
   n->mutable_data_transport()->set_data_addr(data_addr_);
+  for (const std::string& a : data_addrs_) n->mutable_data_transport()->add_data_addrs(a);
   for (const std::string& dev : rdma_.devices) n->mutable_data_transport()->add_rdma_devices(dev);
   n->mutable_data_transport()->set_rdma_missing(rdma_.missing);
   n->set_tenant_reloads(tenants_->reloads());

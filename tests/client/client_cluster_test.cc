@@ -21,6 +21,7 @@
 #include "farswap/common/mutex.h"
 #include "farswap/common/page_file.h"
 #include "farswap/common/sync_point.h"
+#include "farswap/transport/transport.h"
 #include "server_process.h"
 #include "test_transport.h"
 
@@ -544,6 +545,44 @@ TEST_F(ClientClusterTest, DnsNameResolvesToTheNodes) {
   ASSERT_TRUE(c->WaitUntilNodeUp(grpc, kWait).ok());
   StoreRange(*c, 0, 100);
   LoadAndVerify(*c, 0, 100);
+}
+
+// A node serving TCP and UCX (--ucx-data-addr) hands out both in Attach;
+// each client dials the one its data_transport picks, and the node counts
+// each connection under its carrier. "auto" takes UCX only where both hosts
+// have an RDMA device (asserted against this host's own probe).
+TEST_F(ClientClusterTest, NodeServingTcpAndUcxIsDialedOverThePreferredOne) {
+  auto node = ServerProcess::Start({.pool_limit = "64M",
+                                    .backing_size = "",
+                                    .extra_args = {"--ucx-data-addr", "127.0.0.1:0"},
+                                    .transport = "tcp"});
+  ASSERT_TRUE(node.ok()) << node.status();
+  nodes_.push_back(std::move(*node));
+  const bool rdma_here = !transport::ProbeRdmaDevices().devices.empty();
+  for (const std::string preference : {"tcp", "ucx", "auto"}) {
+    SCOPED_TRACE(preference);
+    ClientOptions o = Options();
+    o.replicas = 1;
+    o.data_transport = preference;
+    std::unique_ptr<Client> c = Connect(o);
+    ASSERT_NE(c, nullptr);
+    ASSERT_TRUE(c->WaitUntilNodeUp(nodes_[0]->grpc_addr(), kWait).ok());
+    StoreRange(*c, 0, 50);
+    LoadAndVerify(*c, 0, 50);
+    ASSERT_EQ(c->stats().nodes.size(), 1u);
+    const NodeStats n = c->stats().nodes[0];
+    const bool want_ucx = preference == "ucx" || (preference == "auto" && rdma_here);
+    EXPECT_EQ(transport::AddressScheme(n.data_addr), want_ucx ? "ucx" : "tcp") << n.data_addr;
+    if (want_ucx) {
+      EXPECT_NE(n.carrier, "tcp") << "a UCX carrier names UCX's transport";
+    } else {
+      EXPECT_EQ(n.carrier, "tcp");
+    }
+  }
+  // Unknown preferences are refused up front.
+  ClientOptions bad = Options();
+  bad.data_transport = "rdma";
+  EXPECT_EQ(Client::Connect(bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

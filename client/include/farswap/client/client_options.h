@@ -129,6 +129,15 @@ struct ClientOptions {
   // own ("ucx://10.0.0.5:7000", from Attach): the client then uses that
   // backend for it, made on first use with these same options.
   std::string transport = "tcp";
+  // data_transport: which of a node's data-plane addresses to dial when it
+  // serves several (farswap-server --ucx-data-addr beside TCP; Attach hands
+  // out all of them). "auto" (default): UCX when both the node's host and
+  // this one have an RDMA device (UCX then runs over verbs), else the node's
+  // primary address — over plain TCP our TCP backend is the faster one.
+  // "tcp" / "ucx": that backend when the node serves it, else the primary
+  // (e.g. "ucx" to reach a node on this machine over shared memory).
+  // NodeStats::data_addr and ::carrier say what was picked and what carries it.
+  std::string data_transport = "auto";
 };
 
 struct NodeStats {

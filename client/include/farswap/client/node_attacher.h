@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -23,6 +24,12 @@ struct Attachment {
   uint64_t incarnation = 0;
   // data_tls: the node's data plane speaks only TLS.
   bool data_tls = false;
+  // data_addrs: every data-plane address the node serves, data_addr first
+  // (AttachResponse.data_addrs; empty from older nodes). rdma_devices: the
+  // RDMA devices of the node's host. The client dials one of data_addrs
+  // (ClientOptions::data_transport).
+  std::vector<std::string> data_addrs;
+  std::vector<std::string> rdma_devices;
 };
 
 // NodeAttacher attaches to one node by its control-plane address.

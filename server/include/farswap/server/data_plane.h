@@ -71,6 +71,7 @@
 #include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -144,7 +145,8 @@ struct DataPlaneStats {
   // worker; time spent queued for a worker is not included).
   LatencyBuckets store_latency;
   LatencyBuckets load_latency;
-  // backend: the transport's scheme ("tcp", "ucx"). connections_by_carrier:
+  // backend: the backends' schemes, Listen's first ("tcp", "ucx",
+  // "tcp,ucx"). connections_by_carrier:
   // the connections open now by what carries their frames
   // (transport::ConnectionStats::carrier: "tcp", or UCX's transport/device
   // such as "tcp/lo.0", "sysv/memory.0", "rc_mlx5/mlx5_0:1"); a UCX
@@ -164,8 +166,16 @@ class DataPlaneServer {
 
   // Listen binds the data-plane address ("host:0" picks a port).
   absl::Status Listen(const std::string& address);
-  // address is the bound address, with its scheme ("tcp://127.0.0.1:41234").
+  // ListenAlso binds a further address on another backend (e.g. UCX beside
+  // TCP: farswap-server --ucx-data-addr); its connections share the store,
+  // sessions, workers and bounds. Plaintext only: FAILED_PRECONDITION with
+  // DataPlaneOptions::tls. `transport` is not owned and must outlive this.
+  // Call before clients connect, after Listen.
+  absl::Status ListenAlso(transport::Transport* transport, const std::string& address);
+  // address is the bound address, with its scheme ("tcp://127.0.0.1:41234");
+  // addresses: every bound address, Listen's first.
   std::string address() const;
+  std::vector<std::string> addresses() const;
   // Shutdown stops accepting, finishes the work queued for the workers and
   // joins them. A request that arrives afterwards closes its connection
   // (UNAVAILABLE). Idempotent.
@@ -248,6 +258,9 @@ class DataPlaneServer {
   transport::Transport* const transport_;
   const DataPlaneOptions options_;
   std::unique_ptr<transport::Listener> listener_;
+  // ListenAlso's listeners and their backends (set up before traffic).
+  std::vector<std::pair<transport::Transport*, std::unique_ptr<transport::Listener>>>
+      more_listeners_;
 
   // open_conns_: the connections open now, for connections_by_carrier
   // (weak: a connection's owner is its transport). A leaf lock: taken alone,

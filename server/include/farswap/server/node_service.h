@@ -13,6 +13,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "farswap/common/mutex.h"
 #include "farswap/server/control_plane_auth.h"
@@ -26,7 +27,11 @@ namespace farswap::server {
 
 struct NodeServiceOptions {
   std::string node_id;
-  std::string data_addr;   // what Attach tells clients to connect to
+  std::string data_addr;  // what Attach tells clients to connect to
+  // more_data_addrs: further data-plane addresses, with their scheme
+  // ("ucx://10.0.0.5:7001"), handed out after data_addr in
+  // AttachResponse.data_addrs.
+  std::vector<std::string> more_data_addrs;
   bool data_tls = false;   // Attach tells clients the data plane speaks only TLS
   PageStoreLimits limits;  // the limits the store was created with
   // data_plane: where GetStats reads connections and bytes in/out; not
@@ -71,6 +76,7 @@ class MemoryNodeService final : public v1::MemoryNode::CallbackService {
   const std::string node_id_;
   const uint64_t incarnation_;  // random per process (AttachResponse.incarnation)
   const std::string data_addr_;
+  const std::vector<std::string> data_addrs_;  // data_addr_, then more_data_addrs
   const bool data_tls_;
   const DataPlaneServer* const data_plane_;
   const transport::RdmaProbe rdma_;  // probed once, at construction
