@@ -93,9 +93,9 @@ Client::Impl::Impl(const ClientOptions& options, std::unique_ptr<NodeAttacher> a
 
 bool Client::Impl::HasRdma() {
   if (options_.data_transport != "auto") return false;  // not asked
-  absl::call_once(rdma_once_,
-                  [this] { has_rdma_ = !transport::ProbeRdmaDevices().devices.empty(); });
-  return has_rdma_;
+  MutexLock l(&rdma_mu_);
+  if (!has_rdma_.has_value()) has_rdma_ = !transport::ProbeRdmaDevices().devices.empty();
+  return *has_rdma_;
 }
 
 absl::StatusOr<transport::Transport*> Client::Impl::TransportFor(const std::string& data_addr) {

@@ -26,7 +26,8 @@
 // while taking Impl::mu_ or calling into a channel, and Impl::mu_ is never
 // held while calling into a channel (a call can complete inline, running a
 // callback that takes mu_). transports_mu_ is a leaf (held only to find or
-// make the transport for an address's scheme).
+// make the transport for an address's scheme); so is rdma_mu_ (held to
+// probe for an RDMA device once).
 #ifndef FARSWAP_CLIENT_SRC_CLIENT_IMPL_H_
 #define FARSWAP_CLIENT_SRC_CLIENT_IMPL_H_
 
@@ -35,11 +36,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "absl/base/call_once.h"
 #include "absl/time/clock.h"
 #include "farswap/client/client.h"
 #include "farswap/common/mutex.h"
@@ -304,9 +305,9 @@ class Client::Impl {
   absl::StatusOr<transport::Transport*> TransportFor(const std::string& data_addr);
   // HasRdma: whether this host has an RDMA device (transport::
   // ProbeRdmaDevices, asked once, on the first attach that needs it).
-  bool HasRdma();
-  absl::once_flag rdma_once_;
-  bool has_rdma_ = false;  // written once under rdma_once_
+  bool HasRdma() ABSL_LOCKS_EXCLUDED(rdma_mu_);
+  Mutex rdma_mu_;  // a leaf
+  std::optional<bool> has_rdma_ ABSL_GUARDED_BY(rdma_mu_);
 
   mutable Mutex mu_;
   CondVar changed_;  // membership, replication progress or shutdown

@@ -1290,6 +1290,12 @@ absl::StatusOr<std::unique_ptr<Transport>> CreateUcxTransport(const TransportOpt
                                                                 : "UCX's default",
                                                ")"));
   }
+  // spdlog's registry is made on first use (a function-local static inside
+  // libspdlog); make it here, before the loop threads can be the first two
+  // to log at once (a connection's carrier is logged by both loops when
+  // both ends are in one process, and uninstrumented static initialisation
+  // reads as a race to ThreadSanitizer).
+  spdlog::default_logger_raw();
   auto transport = std::make_unique<UcxTransport>(context, options);
   if (absl::Status st = transport->Init(); !st.ok()) return st;
   return transport;
