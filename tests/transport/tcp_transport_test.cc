@@ -6,6 +6,7 @@
 // ThreadSanitizer in CI.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <time.h>
 
 #include <atomic>
 #include <filesystem>
@@ -68,6 +69,36 @@ TEST_P(TransportTest, ListenerReportsBoundPortAndPingRoundTrips) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(r->header.is_reply());
   EXPECT_EQ(r->payload, body);
+}
+
+// ProcessCpu: this process's CPU time (every thread).
+absl::Duration ProcessCpu() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return absl::DurationFromTimespec(ts);
+}
+
+// busy_poll: the loops keep polling after traffic (both ends here), every
+// reply still arrives intact, and once traffic stops for longer than
+// busy_poll the loops go to sleep: over a quiet 300 ms the process uses
+// well under the CPU of one spinning loop (which would be ~300 ms).
+TEST_P(TransportTest, BusyPollingLoopsAnswerThenSleepWhenQuiet) {
+  TransportOptions options;
+  options.busy_poll = absl::Milliseconds(2);
+  auto server_owner = MakeServer(EchoPing, options);
+  auto client = MakeTransport(options);
+  auto channel = RpcChannel::Connect(*client, server_owner->address()).value();
+  for (int i = 0; i < 200; ++i) {
+    std::vector<uint8_t> body = Pattern(100 + i * 17, i);
+    auto f = channel->Call({.opcode = Opcode::kPing}, body, kLongTimeout);
+    absl::StatusOr<IncomingMessage> r = Await(f);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->payload, body) << i;
+  }
+  absl::SleepFor(absl::Milliseconds(50));  // past busy_poll: the loops may sleep
+  const absl::Duration before = ProcessCpu();
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_LT(ProcessCpu() - before, absl::Milliseconds(100)) << "a loop kept spinning";
 }
 
 TEST_P(TransportTest, ManyInFlightCompleteOutOfOrderByRequestId) {

@@ -56,6 +56,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
@@ -214,7 +215,8 @@ struct SendOp {
 // UcxLoop: one I/O thread and its UCP worker.
 class UcxLoop {
  public:
-  static absl::StatusOr<std::shared_ptr<UcxLoop>> Create(ucp_context_h context, int index);
+  static absl::StatusOr<std::shared_ptr<UcxLoop>> Create(ucp_context_h context, int index,
+                                                         absl::Duration busy_poll);
   ~UcxLoop();
 
   void Start();
@@ -244,13 +246,14 @@ class UcxLoop {
   const int index;
 
  private:
-  UcxLoop(int loop_index, int epoll_fd, int wake_fd)
-      : index(loop_index), epoll_fd_(epoll_fd), wake_fd_(wake_fd) {}
+  UcxLoop(int loop_index, int epoll_fd, int wake_fd, absl::Duration busy_poll)
+      : index(loop_index), epoll_fd_(epoll_fd), wake_fd_(wake_fd), busy_poll_(busy_poll) {}
   void Run();
   void ReapClosingLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 
   const int epoll_fd_;
   const int wake_fd_;
+  const absl::Duration busy_poll_;  // TransportOptions::busy_poll
   std::thread thread_;
   std::atomic<std::thread::id> thread_id_{};
   std::atomic<bool> stop_{false};
@@ -467,7 +470,8 @@ void OnEndpointError(void* arg, ucp_ep_h ep, ucs_status_t status) {
 
 // --- UcxLoop ----------------------------------------------------------------------
 
-absl::StatusOr<std::shared_ptr<UcxLoop>> UcxLoop::Create(ucp_context_h context, int index) {
+absl::StatusOr<std::shared_ptr<UcxLoop>> UcxLoop::Create(ucp_context_h context, int index,
+                                                         absl::Duration busy_poll) {
   int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
   int wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (epoll_fd < 0 || wake_fd < 0) {
@@ -475,7 +479,7 @@ absl::StatusOr<std::shared_ptr<UcxLoop>> UcxLoop::Create(ucp_context_h context, 
     if (wake_fd >= 0) close(wake_fd);
     return absl::InternalError(absl::StrCat("ucx transport: epoll/eventfd: ", strerror(errno)));
   }
-  std::shared_ptr<UcxLoop> loop(new UcxLoop(index, epoll_fd, wake_fd));
+  std::shared_ptr<UcxLoop> loop(new UcxLoop(index, epoll_fd, wake_fd, busy_poll));
   ucp_worker_params_t wp{};
   wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
   wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;
@@ -556,6 +560,13 @@ void UcxLoop::ReapClosingLocked() {
 
 void UcxLoop::Run() {
   epoll_event events[4];
+  // Busy-poll (TransportOptions::busy_poll): after progress the loop keeps
+  // polling the worker, yielding the CPU between rounds, before it arms the
+  // worker and sleeps, so a reply within a round trip is read by a thread
+  // that is awake (over shared memory, where the wire costs under a
+  // microsecond, the kernel wake-up is most of a round trip).
+  const auto spin = std::chrono::nanoseconds(absl::ToInt64Nanoseconds(busy_poll_));
+  auto spin_until = std::chrono::steady_clock::now();
   for (;;) {
     std::vector<std::function<void()>> work;
     bool progressed = false;
@@ -570,8 +581,15 @@ void UcxLoop::Run() {
       closing_left = !closing.empty();
     }
     for (auto& f : work) f();
-    if (progressed || !work.empty()) continue;
+    if (progressed || !work.empty()) {
+      if (spin.count() > 0) spin_until = std::chrono::steady_clock::now() + spin;
+      continue;
+    }
     if (stop_.load() && !closing_left) return;
+    if (spin.count() > 0 && std::chrono::steady_clock::now() < spin_until) {
+      std::this_thread::yield();
+      continue;
+    }
     ucs_status_t armed;
     {
       MutexLock l(&mu);
@@ -1085,7 +1103,8 @@ class UcxTransport final : public Transport {
 
   absl::Status Init() {
     for (int i = 0; i < options_.io_threads; ++i) {
-      absl::StatusOr<std::shared_ptr<UcxLoop>> loop = UcxLoop::Create(context_, i);
+      absl::StatusOr<std::shared_ptr<UcxLoop>> loop =
+          UcxLoop::Create(context_, i, options_.busy_poll);
       if (!loop.ok()) return loop.status();
       loops_.push_back(*std::move(loop));
     }
