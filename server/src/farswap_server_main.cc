@@ -394,7 +394,8 @@ int Serve(const Flags& f) {
     }
   } stop_ucx{data_plane, ucx_transport};
   if (!f.ucx_data_addr.empty()) {
-    auto t = transport::CreateUcxTransport({.io_threads = f.io_threads});
+    auto t = transport::CreateUcxTransport(
+        {.io_threads = f.io_threads, .busy_poll = absl::Microseconds(int64_t(f.busy_poll_us))});
     if (!t.ok()) {
       spdlog::error("cannot start: --ucx-data-addr: {}", t.status().ToString());
       return 1;
