@@ -614,10 +614,11 @@ int main(int argc, char** argv) {
       return farswap::cli::UsageError(
           app, "--ucx-data-addr cannot go with --data-tls: the UCX backend has no TLS");
     }
-    if (absl::Status s =
-            farswap::server::CheckAdvertisable(flags.ucx_data_addr, flags.advertise_addr);
-        !s.ok()) {
-      return farswap::cli::UsageError(app, "--ucx-data-addr: " + std::string(s.message()));
+    if (farswap::server::IsUnspecifiedHost(flags.ucx_data_addr) && flags.advertise_addr.empty()) {
+      return farswap::cli::UsageError(
+          app, "--ucx-data-addr " + flags.ucx_data_addr +
+                   " listens on every address, which clients cannot dial: pass --advertise-addr "
+                   "HOST:PORT (its host is handed out for the UCX listener too)");
     }
   }
   if (flags.tenants_file.empty() && !flags.allow_anonymous) {
