@@ -57,10 +57,13 @@ TEST(UcxTransportTest, PausedConnectionBoundsTheReceiverAndResumesInOrder) {
   std::atomic<bool> pause_now{true};
   TestServer server(
       [&](Connection& c, std::span<IncomingMessage> in) {
-        got.Add(in);
         // The first delivery pauses the connection: nothing more may reach
-        // this handler until the test resumes it.
+        // this handler until the test resumes it. Paused before the frames
+        // are recorded, so a test that saw them also sees the pause (over
+        // shared memory the whole send loop fits in one time slice of a
+        // server thread preempted between the two).
         if (pause_now.exchange(false)) c.PauseReading(true);
+        got.Add(in);
       },
       {}, "ucx");
   auto client = CreateTransport("ucx", {.max_output_queue_bytes = kQueueLimit}).value();
