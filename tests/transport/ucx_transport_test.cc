@@ -4,7 +4,9 @@
 // and nothing is lost or reordered on resume; a server held back by its
 // own reply queue takes up its requests again once the replies drain — and
 // rendezvous frames
-// delivered in arrival order among eager ones. The common contract is
+// delivered in arrival order among eager ones; Shutdown racing Connect and
+// Listen (forced with sync points) refuses them instead of leaving an
+// endpoint or listener on a destroyed worker. The common contract is
 // tested for both backends in tcp_transport_test.cc. No sleeps: every wait
 // is on a condition with kWaitBound. Runs under ThreadSanitizer in CI.
 #include <gmock/gmock.h>
@@ -14,6 +16,7 @@
 #include <cstdlib>
 #include <mutex>
 
+#include "farswap/common/sync_point.h"
 #include "farswap/transport/transport.h"
 #include "test_util.h"
 
@@ -293,6 +296,44 @@ TEST(UcxTransportTest, UnknownUcxTransportIsRefusedByName) {
   absl::StatusOr<std::unique_ptr<Transport>> t = CreateTransport("ucx", options);
   ASSERT_FALSE(t.ok());
   EXPECT_THAT(std::string(t.status().message()), ::testing::HasSubstr("carrier-pigeon"));
+}
+
+// Shutdown runs between Connect's shut-down check and the endpoint's
+// creation: the endpoint would be made on a worker Shutdown destroyed (a
+// crash, or a connection nobody closes). Connect must refuse instead.
+TEST(UcxTransportTest, ShutdownRacingConnectRefusesIt) {
+  Recorder got;
+  TestServer server([&](Connection&, std::span<IncomingMessage> in) { got.Add(in); }, {}, "ucx");
+  auto client = CreateTransport("ucx", {}).value();
+  SyncPoints::SetOnce("UcxTransport::Connect:before-endpoint", [&] { client->Shutdown(); });
+  absl::StatusOr<std::shared_ptr<Connection>> conn = client->Connect(server.address(), {});
+  SyncPoints::ClearAll();
+  ASSERT_FALSE(conn.ok());
+  EXPECT_EQ(conn.status().code(), absl::StatusCode::kUnavailable) << conn.status();
+  EXPECT_THAT(std::string(conn.status().message()), ::testing::HasSubstr("shut down"));
+
+  // The server is untouched: a client of another transport still gets through.
+  auto other = CreateTransport("ucx", {}).value();
+  auto ok = other->Connect(server.address(), {}).value();
+  std::vector<uint8_t> body = Pattern(1000, 7);
+  OutgoingMessage m = OwnedMessage({.opcode = Opcode::kPing, .request_id = 9}, body);
+  ASSERT_TRUE(ok->Send({&m, 1}).ok());
+  ASSERT_TRUE(got.WaitFor(1));
+  std::lock_guard<std::mutex> lock(got.mu);
+  EXPECT_EQ(got.headers[0].request_id, 9u);
+  EXPECT_EQ(got.payloads[0], body);
+}
+
+// The same for Listen: a listener created after Shutdown collected the
+// transport's listeners would outlive its worker.
+TEST(UcxTransportTest, ShutdownRacingListenRefusesIt) {
+  auto transport = CreateTransport("ucx", {}).value();
+  SyncPoints::SetOnce("UcxTransport::Listen:before-listener", [&] { transport->Shutdown(); });
+  absl::StatusOr<std::unique_ptr<Listener>> listener = transport->Listen(
+      "127.0.0.1:0", [](std::shared_ptr<Connection>) { return ConnectionHandler{}; });
+  SyncPoints::ClearAll();
+  ASSERT_FALSE(listener.ok());
+  EXPECT_EQ(listener.status().code(), absl::StatusCode::kUnavailable) << listener.status();
 }
 
 }  // namespace

@@ -47,6 +47,17 @@
 // during progress queue work on the loop (`deferred`), which the loop runs
 // after it drops the lock; Send runs the callbacks of frames that completed
 // at once itself, after it drops the lock. ConnectWait::mu is a leaf.
+// Order: UcxTransport::mu_ (Listen, Shutdown) before a loop's mu; of two
+// loops' locks, loop 0's first (Accept).
+//
+// Shutdown. Stop marks its loop `stopped` under the loop's lock, then
+// closes the connections on it; Connect and Accept attach an endpoint only
+// under that lock to a loop not stopped, so no endpoint outlives its worker
+// (a Connect that passed the transport's shut-down check just before
+// Shutdown gets UNAVAILABLE). Listen creates and registers its listener
+// under mu_ after checking shut_down_ there, so Shutdown, which sets
+// shut_down_ before it takes mu_ to collect the listeners, destroys every
+// listener before the workers go.
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/epoll.h>
@@ -68,6 +79,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "farswap/common/mutex.h"
+#include "farswap/common/sync_point.h"
 #include "farswap/transport/transport.h"
 #include "spdlog/spdlog.h"
 
@@ -238,6 +250,9 @@ class UcxLoop {
 
   Mutex mu;
   ucp_worker_h worker = nullptr;
+  // stopped: set by Stop before it closes the loop's connections; no
+  // endpoint is attached to the worker after it.
+  bool stopped ABSL_GUARDED_BY(mu) = false;
   std::unordered_map<ucp_ep_h, std::shared_ptr<UcxConnection>> by_ep ABSL_GUARDED_BY(mu);
   std::vector<std::function<void()>> deferred ABSL_GUARDED_BY(mu);
   // closing: endpoint-close requests in progress and what runs once each
@@ -533,6 +548,7 @@ void UcxLoop::Wake() {
 void UcxLoop::Stop() {
   {
     MutexLock l(&mu);
+    stopped = true;
     std::vector<std::shared_ptr<UcxConnection>> conns;
     for (auto& [ep, conn] : by_ep) conns.push_back(conn);
     for (auto& conn : conns) {
@@ -1068,6 +1084,14 @@ void ListenerState::Accept(ucp_conn_request_h request) {
   ep.err_handler.arg = to.get();
   ucp_ep_h handle = nullptr;
   conn->MarkAcceptedLocked();
+  to->mu.AssertHeld();  // conn->mu() is to->mu
+  if (to->stopped) {    // its transport is shutting down
+    loop->mu.AssertHeld();
+    if (listener != nullptr) ucp_listener_reject(listener, request);
+    conn->AttachLocked(nullptr, std::move(handler));
+    conn->CloseLocked(absl::UnavailableError("ucx transport is shut down"));
+    return;
+  }
   if (ucs_status_t s = ucp_ep_create(to->worker, &ep, &handle); s != UCS_OK) {
     spdlog::warn("ucx transport: accepting {} failed: {}", peer, UcsError(s));
     conn->AttachLocked(nullptr, std::move(handler));
@@ -1120,8 +1144,12 @@ class UcxTransport final : public Transport {
     std::shared_ptr<UcxLoop> loop = loops_[next_.fetch_add(1) % loops_.size()];
     auto conn =
         std::make_shared<UcxConnection>(loop, FormatSockaddr(*ss), /*accepted=*/false, options_);
+    // Shutdown may run from here until the loop's lock is taken.
+    FARSWAP_SYNC_POINT("UcxTransport::Connect:before-endpoint");  // [none]
     {
       MutexLock l(&conn->mu());  // the loop's
+      loop->mu.AssertHeld();
+      if (loop->stopped) return absl::UnavailableError("ucx transport is shut down");
       ucp_ep_params_t ep{};
       ep.field_mask = UCP_EP_PARAM_FIELD_FLAGS | UCP_EP_PARAM_FIELD_SOCK_ADDR |
                       UCP_EP_PARAM_FIELD_ERR_HANDLER | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE;
@@ -1172,6 +1200,10 @@ class UcxTransport final : public Transport {
     if (shut_down_.load()) return absl::UnavailableError("ucx transport is shut down");
     absl::StatusOr<sockaddr_storage> ss = Resolve(address, /*passive=*/true);
     if (!ss.ok()) return ss.status();
+    // Shutdown may run from here until mu_ is taken.
+    FARSWAP_SYNC_POINT("UcxTransport::Listen:before-listener");  // [none]
+    MutexLock transport_lock(&mu_);
+    if (shut_down_.load()) return absl::UnavailableError("ucx transport is shut down");
     auto state = std::make_shared<ListenerState>();
     state->loop = loops_[0];
     state->loops = loops_;
@@ -1200,10 +1232,7 @@ class UcxTransport final : public Transport {
       }
       bound = FormatSockaddr(attr.sockaddr);
     }
-    {
-      MutexLock l(&mu_);
-      listeners_.push_back(state);
-    }
+    listeners_.push_back(state);
     return std::make_unique<UcxListener>(std::move(state), bound);
   }
 

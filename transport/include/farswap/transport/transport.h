@@ -269,8 +269,10 @@ class Transport {
                                                               const TlsServerOptions& tls);
 
   // Shutdown closes everything and joins the I/O threads. Idempotent; later
-  // Connect/Listen calls fail with UNAVAILABLE. Must not be called from an
-  // I/O thread (a callback).
+  // Connect/Listen calls fail with UNAVAILABLE. A call racing it on another
+  // thread fails with UNAVAILABLE or returns a connection already closed:
+  // none leaves a connection or listener open behind it. Must not be called
+  // from an I/O thread (a callback).
   virtual void Shutdown() = 0;
 
   // scheme: "tcp", "ucx" or "rdma".
