@@ -457,6 +457,11 @@ absl::Status Run(const NodeFlags& f) {
       .Num("churn_store_pages_per_s", double(half) / std::chrono::duration<double>(t4 - t3).count())
       .Int("written_back_pages", stats.node().written_back_pages())
       .Int("backing_reads", stats.node().backing().reads())
+      .Int("load_phase_disk_read_requests", stats.node().backing().disk_read_requests() -
+                                                after_store.node().backing().disk_read_requests())
+      .Int("load_phase_disk_reads_coalesced",
+           stats.node().backing().disk_reads_coalesced() -
+               after_store.node().backing().disk_reads_coalesced())
       .Int("pages_on_disk", on_disk)
       .Int("disk_used_bytes", b.used_bytes())
       .Int("disk_live_bytes", b.live_bytes())
