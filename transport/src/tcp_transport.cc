@@ -30,6 +30,7 @@
 #include "farswap/common/status_macros.h"
 #include "farswap/transport/transport.h"
 #include "io_loop.h"
+#include "socket_address.h"
 #include "spdlog/spdlog.h"
 #include "tcp_connection.h"
 #include "tls_context.h"
@@ -37,56 +38,11 @@
 namespace farswap::transport {
 namespace {
 
-struct HostPort {
-  std::string host;
-  std::string port;
-};
-
-absl::StatusOr<HostPort> ParseHostPort(absl::string_view address) {
-  absl::string_view rest = StripScheme(address);
-  HostPort hp;
-  size_t colon;
-  if (!rest.empty() && rest.front() == '[') {  // [v6]:port
-    size_t close = rest.find(']');
-    if (close == rest.npos || close + 1 >= rest.size() || rest[close + 1] != ':') {
-      return absl::InvalidArgumentError(absl::StrCat("address '", address, "' is not [host]:port"));
-    }
-    hp.host = std::string(rest.substr(1, close - 1));
-    colon = close + 1;
-  } else {
-    colon = rest.rfind(':');
-    if (colon == rest.npos) {
-      return absl::InvalidArgumentError(absl::StrCat("address '", address, "' is not host:port"));
-    }
-    hp.host = std::string(rest.substr(0, colon));
-  }
-  hp.port = std::string(rest.substr(colon + 1));
-  if (hp.port.empty() || hp.port.find_first_not_of("0123456789") != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("address '", address, "' has no numeric port"));
-  }
-  return hp;
-}
-
-std::string FormatSockaddr(const sockaddr_storage& ss) {
-  char host[INET6_ADDRSTRLEN] = "?";
-  int port = 0;
-  if (ss.ss_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-    port = ntohs(in->sin_port);
-    return absl::StrCat("tcp://", host, ":", port);
-  }
-  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&ss);
-  inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-  port = ntohs(in6->sin6_port);
-  return absl::StrCat("tcp://[", host, "]:", port);
-}
-
 std::string PeerName(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof(ss);
   if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "tcp://?";
-  return FormatSockaddr(ss);
+  return FormatSockaddr(ss, "tcp");
 }
 
 void ConfigureSocket(int fd, const TransportOptions& options) {
@@ -157,13 +113,13 @@ class ListenSocket final : public EpollTarget, public std::enable_shared_from_th
         return;
       }
       ConfigureSocket(fd, options_);
-      auto conn = std::make_shared<TcpConnection>(loops_->Pick(), fd, FormatSockaddr(ss),
+      auto conn = std::make_shared<TcpConnection>(loops_->Pick(), fd, FormatSockaddr(ss, "tcp"),
                                                   /*accepted=*/true, options_);
       if (tls_ != nullptr) {
         SslCtxPtr ctx = tls_->Current();
         absl::StatusOr<SslPtr> ssl = NewServerSsl(ctx.get(), fd);
         if (!ssl.ok()) {
-          spdlog::warn("farswap transport: cannot start TLS for {}: {}", FormatSockaddr(ss),
+          spdlog::warn("farswap transport: cannot start TLS for {}: {}", FormatSockaddr(ss, "tcp"),
                        ssl.status().ToString());
           continue;  // conn closes the fd when it goes
         }
@@ -347,7 +303,7 @@ class TcpTransport final : public Transport {
     const bool with_tls = tls_context != nullptr;
     auto socket = std::make_shared<ListenSocket>(loops_, fd, std::move(on_accept), options_,
                                                  std::move(tls_context));
-    socket->address_ = FormatSockaddr(ss);
+    socket->address_ = FormatSockaddr(ss, "tcp");
     absl::Status registered = absl::UnavailableError("transport is shut down");
     socket->loop().RunSync([&] { registered = socket->Register(); });
     FARSWAP_RETURN_IF_ERROR(registered);

@@ -81,6 +81,7 @@
 #include "farswap/common/mutex.h"
 #include "farswap/common/sync_point.h"
 #include "farswap/transport/transport.h"
+#include "socket_address.h"
 #include "spdlog/spdlog.h"
 
 namespace farswap::transport {
@@ -145,40 +146,12 @@ std::string AmCarrier(ucp_ep_h ep) {
   return out;
 }
 
-std::string FormatSockaddr(const sockaddr_storage& ss) {
-  char host[INET6_ADDRSTRLEN] = "?";
-  if (ss.ss_family == AF_INET) {
-    const auto* in = reinterpret_cast<const sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-    return absl::StrCat("ucx://", host, ":", ntohs(in->sin_port));
-  }
-  const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&ss);
-  inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-  return absl::StrCat("ucx://[", host, "]:", ntohs(in6->sin6_port));
-}
-
 // Resolve: "host:port" or "[v6]:port" (scheme stripped) to a socket address.
 absl::StatusOr<sockaddr_storage> Resolve(absl::string_view address, bool passive) {
-  absl::string_view rest = StripScheme(address);
-  std::string host, port;
-  if (!rest.empty() && rest.front() == '[') {
-    size_t close = rest.find(']');
-    if (close == rest.npos || close + 1 >= rest.size() || rest[close + 1] != ':') {
-      return absl::InvalidArgumentError(absl::StrCat("address '", address, "' is not [host]:port"));
-    }
-    host = std::string(rest.substr(1, close - 1));
-    port = std::string(rest.substr(close + 2));
-  } else {
-    size_t colon = rest.rfind(':');
-    if (colon == rest.npos) {
-      return absl::InvalidArgumentError(absl::StrCat("address '", address, "' is not host:port"));
-    }
-    host = std::string(rest.substr(0, colon));
-    port = std::string(rest.substr(colon + 1));
-  }
-  if (port.empty() || port.find_first_not_of("0123456789") != std::string::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("address '", address, "' has no numeric port"));
-  }
+  absl::StatusOr<HostPort> hp = ParseHostPort(address);
+  if (!hp.ok()) return hp.status();
+  const std::string& host = hp->host;
+  const std::string& port = hp->port;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -1061,7 +1034,8 @@ void ListenerState::Accept(ucp_conn_request_h request) {
   std::string peer = "ucx://?";
   ucp_conn_request_attr_t attr{};
   attr.field_mask = UCP_CONN_REQUEST_ATTR_FIELD_CLIENT_ADDR;
-  if (ucp_conn_request_query(request, &attr) == UCS_OK) peer = FormatSockaddr(attr.client_address);
+  if (ucp_conn_request_query(request, &attr) == UCS_OK)
+    peer = FormatSockaddr(attr.client_address, "ucx");
   {
     MutexLock l(&loop->mu);
     if (listener == nullptr) return;  // closed meanwhile; UCX drops the request
@@ -1142,8 +1116,8 @@ class UcxTransport final : public Transport {
     absl::StatusOr<sockaddr_storage> ss = Resolve(address, /*passive=*/false);
     if (!ss.ok()) return ss.status();
     std::shared_ptr<UcxLoop> loop = loops_[next_.fetch_add(1) % loops_.size()];
-    auto conn =
-        std::make_shared<UcxConnection>(loop, FormatSockaddr(*ss), /*accepted=*/false, options_);
+    auto conn = std::make_shared<UcxConnection>(loop, FormatSockaddr(*ss, "ucx"),
+                                                /*accepted=*/false, options_);
     // Shutdown may run from here until the loop's lock is taken.
     FARSWAP_SYNC_POINT("UcxTransport::Connect:before-endpoint");  // [none]
     {
@@ -1230,7 +1204,7 @@ class UcxTransport final : public Transport {
         state->DestroyLocked();
         return absl::UnavailableError(absl::StrCat("ucx listener query: ", UcsError(s)));
       }
-      bound = FormatSockaddr(attr.sockaddr);
+      bound = FormatSockaddr(attr.sockaddr, "ucx");
     }
     listeners_.push_back(state);
     return std::make_unique<UcxListener>(std::move(state), bound);
