@@ -182,6 +182,7 @@ struct NodeFlags {
   std::string transport = "tcp";  // the spawned node's --transport
   uint64_t connections = 2;
   uint64_t depth = 16;
+  uint64_t busy_poll_us = 0;  // the bench's transport and the spawned node's --busy-poll-us
   std::string codec = "lz4";
   std::string tenant = "default";
   std::string secret;
@@ -210,6 +211,9 @@ absl::Status Run(const NodeFlags& f) {
     }
     if (!f.cleaner_idle_ms.empty()) {
       extra.insert(extra.end(), {"--cleaner-idle-ms", f.cleaner_idle_ms});
+    }
+    if (f.busy_poll_us > 0) {
+      extra.insert(extra.end(), {"--busy-poll-us", absl::StrCat(f.busy_poll_us)});
     }
     FARSWAP_ASSIGN_OR_RETURN(spawned, testing::ServerProcess::Start({.pool_limit = f.pool_limit,
                                                                      .backing_size = f.backing_size,
@@ -263,7 +267,9 @@ absl::Status Run(const NodeFlags& f) {
   // The node's data address says its backend ("ucx://..." or a bare TCP one).
   FARSWAP_ASSIGN_OR_RETURN(
       auto transport,
-      transport::CreateTransport(session.data_addr(), {.io_threads = int(connections)}));
+      transport::CreateTransport(session.data_addr(),
+                                 {.io_threads = int(connections),
+                                  .busy_poll = absl::Microseconds(int64_t(f.busy_poll_us))}));
   std::vector<std::unique_ptr<transport::RpcChannel>> channels;
   for (uint64_t c = 0; c < connections; ++c) {
     FARSWAP_ASSIGN_OR_RETURN(auto ch,
@@ -442,6 +448,7 @@ absl::Status Run(const NodeFlags& f) {
   Json out;
   out.Int("pages", n)
       .Str("transport", std::string(transport->scheme()))
+      .Int("busy_poll_us", f.busy_poll_us)
       .Int("connections", connections)
       .Int("depth", depth)
       .Str("codec", CodecName(codec_kind))
@@ -540,6 +547,11 @@ CommandRunner AddNodeCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_option("--depth", f->depth, "requests in flight per connection")
       ->check(CLI::Range(1, 65536))
+      ->capture_default_str();
+  cmd->add_option("--busy-poll-us", f->busy_poll_us,
+                  "busy-poll the bench's transport loops and the spawned node's this long "
+                  "after traffic (TransportOptions::busy_poll; 0: off)")
+      ->check(CLI::Range(0, 1000000))
       ->capture_default_str();
   cmd->add_option("--codec", f->codec, "page codec")
       ->check(CLI::IsMember({"lz4", "zstd", "none"}))
