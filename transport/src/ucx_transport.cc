@@ -97,6 +97,15 @@ constexpr unsigned kFramesAm = 3;
 // UCX's TCP transport makes a system call per message. A frame of
 // kCoalesceFrameMax bytes or more goes on its own; a coalesced message
 // holds at most kCoalesceMax bytes (well under a credit window).
+//
+// The same across Send calls made from a loop's handlers: while a loop runs
+// the work of one round (deliveries, completions), Sends its own thread
+// makes on its connections are parked in their backlogs, and at the end of
+// the round each such connection's backlog goes out with its small frames
+// coalesced (FlushParkedLocked) — a node answering the requests of one round
+// sends one message per connection, not one per reply. A Send from another
+// thread to a connection with parked frames parks behind them (order is
+// kept); to any other connection it posts at once, as always.
 constexpr uint64_t kCoalesceFrameMax = 64 * 1024;
 constexpr uint64_t kCoalesceMax = 256 * 1024;
 
@@ -226,6 +235,10 @@ class UcxLoop {
   // stopped: set by Stop before it closes the loop's connections; no
   // endpoint is attached to the worker after it.
   bool stopped ABSL_GUARDED_BY(mu) = false;
+  // batching: the loop thread is running a round's work; its Sends park.
+  // parked: the connections with parked frames, flushed at the round's end.
+  bool batching ABSL_GUARDED_BY(mu) = false;
+  std::vector<std::shared_ptr<UcxConnection>> parked ABSL_GUARDED_BY(mu);
   std::unordered_map<ucp_ep_h, std::shared_ptr<UcxConnection>> by_ep ABSL_GUARDED_BY(mu);
   std::vector<std::function<void()>> deferred ABSL_GUARDED_BY(mu);
   // closing: endpoint-close requests in progress and what runs once each
@@ -287,6 +300,10 @@ class UcxConnection final : public Connection, public std::enable_shared_from_th
   void MarkAcceptedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu) { established_ = true; }
   // AbandonLocked: Connect gave up on this connection; no callback runs.
   void AbandonLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu) { abandoned_ = true; }
+  // FlushParkedLocked ends parking (see kCoalesceFrameMax): the backlog,
+  // coalesced, goes out now as far as credit allows (loop thread).
+  void FlushParkedLocked(std::vector<std::function<void()>>* done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
   // PostControlLocked sends a control message (not subject to credit).
   void PostControlLocked(ControlKind kind, uint64_t value) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
 
@@ -332,6 +349,9 @@ class UcxConnection final : public Connection, public std::enable_shared_from_th
   // holds, or frames waiting for credit.
   bool PostBacklogLocked(std::vector<std::function<void()>>* done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+  // CoalesceBacklogLocked merges runs of small frame ops in the backlog
+  // into kFramesAm ops (kCoalesceFrameMax, kCoalesceMax), keeping order.
+  void CoalesceBacklogLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
   void FinishSendLocked(SendOp* op, bool ok, std::vector<std::function<void()>>* done)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
 
@@ -348,12 +368,14 @@ class UcxConnection final : public Connection, public std::enable_shared_from_th
   bool paused_ ABSL_GUARDED_BY(loop_->mu) = false;
   uint64_t credit_ ABSL_GUARDED_BY(loop_->mu) = kReceiveWindowBytes;  // we may send
   uint64_t to_credit_ ABSL_GUARDED_BY(loop_->mu) = 0;  // delivered, not yet credited back
+  bool parked_ ABSL_GUARDED_BY(loop_->mu) = false;     // in loop_->parked
   std::deque<std::unique_ptr<SendOp>> backlog_ ABSL_GUARDED_BY(loop_->mu);
   uint64_t queued_bytes_ ABSL_GUARDED_BY(loop_->mu) = 0;  // backlog + in UCX's hands
 
   bool established_ ABSL_GUARDED_BY(loop_->mu) = false;
   std::string carrier_ ABSL_GUARDED_BY(loop_->mu);  // ConnectionStats::carrier
   bool abandoned_ ABSL_GUARDED_BY(loop_->mu) = false;
+  std::atomic<uint64_t> messages_sent_{0};
   std::atomic<uint64_t> frames_sent_{0}, frames_received_{0}, bytes_sent_{0}, bytes_received_{0},
       read_pauses_{0};
 };
@@ -569,7 +591,25 @@ void UcxLoop::Run() {
       work.swap(deferred);
       closing_left = !closing.empty();
     }
-    for (auto& f : work) f();
+    if (!work.empty()) {
+      {
+        MutexLock l(&mu);
+        batching = true;
+      }
+      for (auto& f : work) f();
+      FARSWAP_SYNC_POINT("UcxLoop::BeforeFlushingParked");  // [none], loop thread
+      std::vector<std::function<void()>> done;
+      {
+        MutexLock l(&mu);
+        batching = false;
+        for (auto& conn : parked) {
+          conn->mu().AssertHeld();
+          conn->FlushParkedLocked(&done);
+        }
+        parked.clear();
+      }
+      for (auto& f : done) f();
+    }
     if (progressed || !work.empty()) {
       if (spin.count() > 0) spin_until = std::chrono::steady_clock::now() + spin;
       continue;
@@ -614,6 +654,9 @@ ConnectionStats UcxConnection::stats() const {
   s.read_pauses = read_pauses_.load();
   {
     MutexLock l(&loop_->mu);
+    // Under the lock: a message is counted while the lock is held, so a
+    // reader that saw it arrive sees it counted.
+    s.messages_sent = messages_sent_.load();
     s.queued_bytes = queued_bytes_;
     s.carrier = carrier_;
   }
@@ -681,7 +724,16 @@ absl::Status UcxConnection::Send(std::span<OutgoingMessage> messages) {
       queued_bytes_ += op->bytes;
       backlog_.push_back(std::move(op));
     }
-    left_for_loop = PostBacklogLocked(&done);
+    if (parked_ || (loop_->batching && loop_->OnLoopThread())) {
+      // The loop flushes it at the end of its round (it is in one).
+      if (!parked_) {
+        parked_ = true;
+        loop_->parked.push_back(shared_from_this());
+      }
+      left_for_loop = false;
+    } else {
+      left_for_loop = PostBacklogLocked(&done);
+    }
     left_for_loop |= ScheduleDeliveryLocked();  // the queue may have shrunk below the bound
   }
   for (auto& f : done) f();
@@ -702,6 +754,66 @@ bool UcxConnection::PostBacklogLocked(std::vector<std::function<void()>>* done) 
     held |= PostLocked(std::move(op), done);
   }
   return held || !backlog_.empty();
+}
+
+void UcxConnection::FlushParkedLocked(std::vector<std::function<void()>>* done) {
+  parked_ = false;
+  CoalesceBacklogLocked();
+  PostBacklogLocked(done);
+}
+
+void UcxConnection::CoalesceBacklogLocked() {
+  auto small = [](const std::unique_ptr<SendOp>& op) {
+    return op->am_id != kControlAm && op->bytes < kCoalesceFrameMax;
+  };
+  std::deque<std::unique_ptr<SendOp>> out;
+  for (size_t i = 0; i < backlog_.size();) {
+    size_t end = i + 1;
+    if (small(backlog_[i])) {
+      uint64_t bytes = backlog_[i]->bytes;
+      while (end < backlog_.size() && small(backlog_[end]) &&
+             bytes + backlog_[end]->bytes <= kCoalesceMax) {
+        bytes += backlog_[end++]->bytes;
+      }
+    }
+    if (end - i == 1) {
+      out.push_back(std::move(backlog_[i]));
+      i = end;
+      continue;
+    }
+    auto merged = std::make_unique<SendOp>();
+    merged->conn = backlog_[i]->conn;
+    merged->am_id = kFramesAm;
+    size_t frames = 0;
+    for (size_t k = i; k < end; ++k) frames += backlog_[k]->count;
+    merged->headers.reserve(frames);  // `iov` points into it: never reallocated
+    for (size_t k = i; k < end; ++k) {
+      SendOp& op = *backlog_[k];
+      // A kFrameAm op's header is the AM header, its iov the payload; a
+      // kFramesAm op's iov holds its frames' headers (in op.headers)
+      // between their payload pieces.
+      size_t h = 0;
+      auto add_header = [&] {
+        merged->headers.push_back(op.headers[h++]);
+        merged->iov.push_back({merged->headers.back().data(), kFrameHeaderSize});
+      };
+      if (op.am_id == kFrameAm) add_header();
+      for (const ucp_dt_iov_t& piece : op.iov) {
+        if (op.am_id == kFramesAm && h < op.headers.size() &&
+            piece.buffer == op.headers[h].data()) {
+          add_header();
+        } else {
+          merged->iov.push_back(piece);
+        }
+      }
+      merged->count += op.am_id == kFrameAm ? 1 : op.count;
+      merged->bytes += op.bytes;
+      for (SendCallback& cb : op.on_sent) merged->on_sent.push_back(std::move(cb));
+    }
+    out.push_back(std::move(merged));
+    i = end;
+  }
+  backlog_.swap(out);
 }
 
 bool UcxConnection::PostLocked(std::unique_ptr<SendOp> op,
@@ -732,6 +844,9 @@ bool UcxConnection::PostLocked(std::unique_ptr<SendOp> op,
     param.datatype = ucp_dt_make_iov();
     r = ucp_am_send_nbx(ep_, op->am_id, header, header_length, op->iov.data(), op->iov.size(),
                         &param);
+  }
+  if (op->am_id != kControlAm && !UCS_PTR_IS_ERR(r)) {
+    messages_sent_.fetch_add(1, std::memory_order_relaxed);  // handed to UCX
   }
   if (r == nullptr) {  // done at once
     FinishSendLocked(op.get(), true, done);

@@ -85,6 +85,10 @@ struct ConnectionStats {
   uint64_t queued_bytes = 0;   // accepted by Send, not yet written
   uint64_t read_pauses = 0;    // times reading stopped for back-pressure
   uint64_t inline_writes = 0;  // writes made on the sender's thread, not the loop's
+  // messages_sent: UCX only (0 for TCP): active messages carrying frames
+  // handed to UCX (counted when handed over; frames_sent counts frames
+  // once sent), so frames per message shows how much was coalesced.
+  uint64_t messages_sent = 0;
   // tls: the connection is encrypted (ConnectTls / ListenTls). ktls_send,
   // ktls_recv: the kernel encrypts / decrypts its records (kernel TLS);
   // false with tls: OpenSSL does, in user space.
