@@ -338,46 +338,57 @@ TEST(UcxTransportTest, ShutdownRacingListenRefusesIt) {
   EXPECT_EQ(listener.status().code(), absl::StatusCode::kUnavailable) << listener.status();
 }
 
-// A handler that replies to each request with its own Send (as the data
-// plane does) inside one delivery round: the replies are parked and go out
-// coalesced at the end of the round, in order and intact.
-TEST(UcxTransportTest, RepliesSentInOneRoundGoOutAsOneMessage) {
-  constexpr size_t kRequests = 64;
-  TestServer server(
-      [&](Connection& c, std::span<IncomingMessage> in) {
-        for (IncomingMessage& m : in) {
-          OutgoingMessage reply = OwnedMessage(ReplyHeader(m.header), std::move(m.payload));
-          ASSERT_TRUE(c.Send({&reply, 1}).ok());
-        }
-      },
-      {}, "ucx");
+// EchoOverUcx: a UCX server whose handler answers each request with its
+// own Send, as the data plane does (noting the loop thread it runs on and
+// the connection), and a client connected to it that records the replies.
+struct EchoOverUcx {
+  std::atomic<Connection*> server_conn{nullptr};
+  std::atomic<std::thread::id> server_loop{};
   Recorder got;
-  auto client = CreateTransport("ucx", {}).value();
-  auto conn =
+  TestServer server{[this](Connection& c, std::span<IncomingMessage> in) {
+                      server_loop = std::this_thread::get_id();
+                      server_conn = &c;
+                      for (IncomingMessage& m : in) {
+                        OutgoingMessage reply =
+                            OwnedMessage(ReplyHeader(m.header), std::move(m.payload));
+                        ASSERT_TRUE(c.Send({&reply, 1}).ok());
+                      }
+                    },
+                    {},
+                    "ucx"};
+  std::unique_ptr<Transport> client = CreateTransport("ucx", {}).value();
+  std::shared_ptr<Connection> conn =
       client
           ->Connect(
               server.address(),
-              {.on_receive = [&](Connection&, std::span<IncomingMessage> in) { got.Add(in); }})
+              {.on_receive = [this](Connection&, std::span<IncomingMessage> in) { got.Add(in); }})
           .value();
+};
+
+// Replies sent one by one from a handler inside one delivery round are
+// parked and go out coalesced at the end of the round, in order and intact.
+TEST(UcxTransportTest, RepliesSentInOneRoundGoOutAsOneMessage) {
+  constexpr size_t kRequests = 64;
+  EchoOverUcx echo;
   // One Send: one message, so the server gets all of them in one round.
   std::vector<OutgoingMessage> requests;
   for (uint64_t i = 0; i < kRequests; ++i) {
     requests.push_back(
         OwnedMessage({.opcode = Opcode::kPing, .request_id = i + 1}, Pattern(100 + i, i)));
   }
-  ASSERT_TRUE(conn->Send(requests).ok());
-  ASSERT_TRUE(got.WaitFor(kRequests));
+  ASSERT_TRUE(echo.conn->Send(requests).ok());
+  ASSERT_TRUE(echo.got.WaitFor(kRequests));
   {
-    std::lock_guard<std::mutex> lock(got.mu);
+    std::lock_guard<std::mutex> lock(echo.got.mu);
     for (uint64_t i = 0; i < kRequests; ++i) {
-      ASSERT_EQ(got.headers[i].request_id, i + 1) << i;
-      ASSERT_TRUE(got.headers[i].is_reply()) << i;
-      ASSERT_EQ(got.payloads[i], Pattern(100 + i, i)) << i;
+      ASSERT_EQ(echo.got.headers[i].request_id, i + 1) << i;
+      ASSERT_TRUE(echo.got.headers[i].is_reply()) << i;
+      ASSERT_EQ(echo.got.payloads[i], Pattern(100 + i, i)) << i;
     }
   }
-  EXPECT_EQ(conn->stats().messages_sent, 1u);
+  EXPECT_EQ(echo.conn->stats().messages_sent, 1u);
   // (messages are counted when handed to UCX, so before the replies arrived)
-  EXPECT_EQ(server.connections().at(0)->stats().messages_sent, 1u)
+  EXPECT_EQ(echo.server.connections().at(0)->stats().messages_sent, 1u)
       << "the replies of one round, one message";
 }
 
@@ -385,34 +396,15 @@ TEST(UcxTransportTest, RepliesSentInOneRoundGoOutAsOneMessage) {
 // loop is at the end of a round, forced with a sync point) goes out after
 // them: parking never reorders a connection's frames.
 TEST(UcxTransportTest, SendFromAnotherThreadQueuesBehindParkedFrames) {
-  std::atomic<Connection*> server_conn{nullptr};
-  std::atomic<std::thread::id> server_loop{};
-  TestServer server(
-      [&](Connection& c, std::span<IncomingMessage> in) {
-        server_loop = std::this_thread::get_id();
-        server_conn = &c;
-        for (IncomingMessage& m : in) {
-          OutgoingMessage reply = OwnedMessage(ReplyHeader(m.header), std::move(m.payload));
-          ASSERT_TRUE(c.Send({&reply, 1}).ok());
-        }
-      },
-      {}, "ucx");
-  Recorder got;
-  auto client = CreateTransport("ucx", {}).value();
-  auto conn =
-      client
-          ->Connect(
-              server.address(),
-              {.on_receive = [&](Connection&, std::span<IncomingMessage> in) { got.Add(in); }})
-          .value();
+  EchoOverUcx echo;
   // When the server's loop has run the handler (its two replies parked) and
   // not yet flushed, another thread sends a third frame on that connection.
   std::atomic<bool> sent_aside{false};
   SyncPoints::Set("UcxLoop::BeforeFlushingParked", [&] {
     // Only the server's loop, after its handler ran (other loops of the
     // process pass here too).
-    Connection* c = server_conn.load();
-    if (c == nullptr || std::this_thread::get_id() != server_loop.load() ||
+    Connection* c = echo.server_conn.load();
+    if (c == nullptr || std::this_thread::get_id() != echo.server_loop.load() ||
         sent_aside.exchange(true)) {
       return;
     }
@@ -425,17 +417,20 @@ TEST(UcxTransportTest, SendFromAnotherThreadQueuesBehindParkedFrames) {
   std::vector<OutgoingMessage> requests;
   requests.push_back(OwnedMessage({.opcode = Opcode::kPing, .request_id = 1}, Pattern(10, 1)));
   requests.push_back(OwnedMessage({.opcode = Opcode::kPing, .request_id = 2}, Pattern(20, 2)));
-  ASSERT_TRUE(conn->Send(requests).ok());
-  ASSERT_TRUE(got.WaitFor(3));
+  ASSERT_TRUE(echo.conn->Send(requests).ok());
+  ASSERT_TRUE(echo.got.WaitFor(3));
   SyncPoints::ClearAll();
   ASSERT_TRUE(sent_aside.load());
-  std::lock_guard<std::mutex> lock(got.mu);
-  ASSERT_EQ(got.headers.size(), 3u);
-  EXPECT_EQ(got.headers[0].request_id, 1u);
-  EXPECT_EQ(got.headers[1].request_id, 2u);
-  EXPECT_EQ(got.headers[2].request_id, 99u);
-  EXPECT_EQ(got.payloads[2], Pattern(50, 9));
-  EXPECT_EQ(server.connections().at(0)->stats().messages_sent, 1u) << "all three flushed together";
+  {
+    std::lock_guard<std::mutex> lock(echo.got.mu);
+    ASSERT_EQ(echo.got.headers.size(), 3u);
+    EXPECT_EQ(echo.got.headers[0].request_id, 1u);
+    EXPECT_EQ(echo.got.headers[1].request_id, 2u);
+    EXPECT_EQ(echo.got.headers[2].request_id, 99u);
+    EXPECT_EQ(echo.got.payloads[2], Pattern(50, 9));
+  }
+  EXPECT_EQ(echo.server.connections().at(0)->stats().messages_sent, 1u)
+      << "all three flushed together";
 }
 
 }  // namespace
