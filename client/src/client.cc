@@ -13,6 +13,7 @@
 #include "client_impl.h"
 #include "completion_waiter.h"
 #include "data_address_choice.h"
+#include "farswap/common/thread_name.h"
 
 namespace farswap {
 
@@ -295,6 +296,7 @@ bool Client::Impl::ParkExpired(absl::Time since) const {
 }
 
 void Client::Impl::RetryLoop() {
+  SetCurrentThreadName("fs-retry");
   // kParkTick: how soon a parked operation is tried again when nothing
   // wakes the loop first (membership changes do).
   constexpr absl::Duration kParkTick = absl::Milliseconds(20);

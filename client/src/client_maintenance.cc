@@ -17,6 +17,7 @@
 #include "client_impl.h"
 #include "data_address_choice.h"
 #include "farswap/common/sync_point.h"
+#include "farswap/common/thread_name.h"
 
 namespace farswap {
 
@@ -697,6 +698,7 @@ bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
 }
 
 void Client::Impl::MaintenanceLoop() {
+  SetCurrentThreadName("fs-maintenance");
   for (;;) {
     std::vector<Channel> retired;
     bool resolve = false;

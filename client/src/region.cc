@@ -20,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "farswap/common/sync_point.h"
+#include "farswap/common/thread_name.h"
 #include "region_impl.h"
 
 // UFFD_USER_MODE_ONLY arrived in 5.11 headers; kept behind #ifndef like the
@@ -356,6 +357,7 @@ bool RegionImpl::PagePresent(uint64_t page) const {
 // ---------------------------------------------------------------- fault threads
 
 void RegionImpl::FaultThread() {
+  SetCurrentThreadName("fs-fault");
   std::vector<uint8_t> buf(kPage);
   uffd_msg msgs[kMessagesPerRead];
   pollfd fds[2] = {{uffd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};

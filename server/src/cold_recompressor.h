@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "farswap/common/mutex.h"
+#include "farswap/common/thread_name.h"
 
 struct ZSTD_CCtx_s;
 
@@ -82,6 +83,7 @@ class ColdPassWorker {
 
  private:
   void Loop() {
+    SetCurrentThreadName("fs-cold");
     for (;;) {
       {
         MutexLock l(&mu_);

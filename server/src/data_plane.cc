@@ -95,6 +95,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "farswap/common/sync_point.h"
+#include "farswap/common/thread_name.h"
 
 namespace farswap::server {
 
@@ -729,6 +730,7 @@ FrameHeader DataPlaneServer::LoadReply(const FrameHeader& request,
 // --- the workers ----------------------------------------------------------------------
 
 void DataPlaneServer::WorkerLoop() {
+  SetCurrentThreadName("fs-worker");
   for (;;) {
     std::shared_ptr<ConnState> state;
     {

@@ -38,6 +38,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "farswap/common/mutex.h"
+#include "farswap/common/thread_name.h"
 
 namespace farswap::server {
 
@@ -164,6 +165,7 @@ class WritebackWorker {
 
  private:
   void Loop() {
+    SetCurrentThreadName("fs-writeback");
     for (;;) {
       bool pass = false;
       {

@@ -9,10 +9,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <iterator>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -51,6 +53,22 @@ TEST_F(RegionTest, CreateRejectsBadOptions) {
   RegionOptions tiny{.local_budget = 8 * kPage, .evict_batch = 32};
   EXPECT_EQ(Region::Create(&backend_, kPage * 64, tiny).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// The region's threads carry the names README.md ("Threads") promises, so
+// an operator's top -H or perf can tell them apart.
+TEST_F(RegionTest, ThreadsAreNamed) {
+  auto r = MakeRegion(&backend_, 256, 64);
+  ASSERT_NE(r, nullptr);
+  std::multiset<std::string> names;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string name;
+    if (std::getline(comm, name)) names.insert(name);
+  }
+  EXPECT_GE(names.count("fs-fault"), 1u);
+  EXPECT_GE(names.count("fs-evict"), 1u);
+  EXPECT_EQ(names.count("fs-prefetch"), 1u);
 }
 
 TEST_F(RegionTest, NeverWrittenPagesReadAsZerosWithoutTheBackend) {

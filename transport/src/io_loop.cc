@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "farswap/common/thread_name.h"
 #include "spdlog/spdlog.h"
 
 namespace farswap::transport {
@@ -129,6 +130,7 @@ void IoLoop::Remove(Registration reg, int fd) {
 }
 
 void IoLoop::Run() {
+  SetCurrentThreadName("fs-io-" + std::to_string(index_));
   epoll_event events[kMaxEvents];
   std::vector<std::function<void()>> tasks;
   // Busy-poll (TransportOptions::busy_poll): after handling events the

@@ -80,6 +80,7 @@
 #include "absl/strings/str_split.h"
 #include "farswap/common/mutex.h"
 #include "farswap/common/sync_point.h"
+#include "farswap/common/thread_name.h"
 #include "farswap/transport/transport.h"
 #include "socket_address.h"
 #include "spdlog/spdlog.h"
@@ -570,6 +571,7 @@ void UcxLoop::ReapClosingLocked() {
 }
 
 void UcxLoop::Run() {
+  SetCurrentThreadName("fs-ucx-" + std::to_string(index));
   epoll_event events[4];
   // Busy-poll (TransportOptions::busy_poll): after progress the loop keeps
   // polling the worker, yielding the CPU between rounds, before it arms the
