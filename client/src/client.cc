@@ -625,9 +625,13 @@ void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
       // slab up). Without such a witness nobody is dropped: the write waits.
       bool replica_acked = false;
       for (int r : s->replicas) replica_acked |= has(acked, r);
+      bool dropped = false;
       if (replica_acked) {
         for (int node : suspect) {
-          if (has(s->replicas, node) || s->filling == node) DropReplicaLocked(op->slab, node);
+          if (has(s->replicas, node) || s->filling == node) {
+            DropReplicaLocked(op->slab, node);
+            dropped = true;
+          }
         }
       }
       ok = !s->replicas.empty();
@@ -648,7 +652,12 @@ void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
         }
       }
       retry = !ok && node_lost && op->attempt < 3 && !stopping_;
-      changed_.SignalAll();
+      // Wake the waiters on changed_ only when this completion can be what
+      // one waits for: a copier filling a replacement replica (writes in
+      // flight, dirty pages), a dropped replica, a failure, an invalidate
+      // (present pages). A plain acknowledged store is none of these, and
+      // signalling it woke the maintenance thread once per page stored.
+      if (!ok || !is_store || dropped || s->filling >= 0) changed_.SignalAll();
     }
   }
   if (!ok && !retry && wait) {
