@@ -202,9 +202,17 @@ void RegionImpl::Start() {
   const int fault_threads = options_.fault_threads > 0 ? options_.fault_threads : auto_threads;
   const int evict_threads = options_.evict_threads > 0 ? options_.evict_threads : fault_threads;
   evict_threads_ = evict_threads;
-  for (int i = 0; i < fault_threads; ++i) fault_threads_.emplace_back([this] { FaultThread(); });
-  for (int i = 0; i < evict_threads; ++i) threads_.emplace_back([this] { EvictorThread(); });
-  if (options_.prefetch) threads_.emplace_back([this] { PrefetchThread(); });
+  // Named here, not by the threads themselves: the names are in place when
+  // Region::Create returns.
+  for (int i = 0; i < fault_threads; ++i) {
+    SetThreadName(fault_threads_.emplace_back([this] { FaultThread(); }), "fs-fault");
+  }
+  for (int i = 0; i < evict_threads; ++i) {
+    SetThreadName(threads_.emplace_back([this] { EvictorThread(); }), "fs-evict");
+  }
+  if (options_.prefetch) {
+    SetThreadName(threads_.emplace_back([this] { PrefetchThread(); }), "fs-prefetch");
+  }
 }
 
 RegionImpl::~RegionImpl() {
@@ -357,7 +365,6 @@ bool RegionImpl::PagePresent(uint64_t page) const {
 // ---------------------------------------------------------------- fault threads
 
 void RegionImpl::FaultThread() {
-  SetCurrentThreadName("fs-fault");
   std::vector<uint8_t> buf(kPage);
   uffd_msg msgs[kMessagesPerRead];
   pollfd fds[2] = {{uffd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};

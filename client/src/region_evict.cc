@@ -14,7 +14,6 @@
 
 #include "absl/strings/str_cat.h"
 #include "farswap/common/sync_point.h"
-#include "farswap/common/thread_name.h"
 #include "region_impl.h"
 
 namespace farswap {
@@ -25,7 +24,6 @@ constexpr size_t kMaxIov = 1024;
 }  // namespace
 
 void RegionImpl::EvictorThread() {
-  SetCurrentThreadName("fs-evict");
   std::vector<uint8_t> snapshot;  // this thread's batch copies
   // Empty batches in a row, with faults parked, before over-committing.
   constexpr int kStuckBatches = 64;

@@ -7,7 +7,6 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
-#include "farswap/common/thread_name.h"
 #include "region_impl.h"
 
 namespace farswap {
@@ -112,7 +111,6 @@ bool RegionImpl::PopPrefetch(uint64_t* page) {
 }
 
 void RegionImpl::PrefetchThread() {
-  SetCurrentThreadName("fs-prefetch");
   std::vector<uint64_t> pages;
   std::vector<uint8_t> bufs(kPrefetchBatch * kPage);
   for (;;) {

@@ -13,12 +13,17 @@
 #define FARSWAP_COMMON_THREAD_NAME_H_
 
 #include <string_view>
+#include <thread>
 
 namespace farswap {
 
 // SetCurrentThreadName sets the calling thread's name, cut to the kernel's
 // 15 bytes. Best effort: a failure leaves the name as it was.
 void SetCurrentThreadName(std::string_view name);
+
+// SetThreadName names `thread` from the thread that started it: the name is
+// set when this returns, before the thread has run any of its own code.
+void SetThreadName(std::thread& thread, std::string_view name);
 
 }  // namespace farswap
 
