@@ -166,7 +166,8 @@ TEST_F(ClientClusterTest, KilledNodeMidStreamLosesNothingAndItsSlabsRegainTwoCop
 
   // The first node comes back (on new ports, as a pod would) and rejoins:
   // it receives the copies the lone survivor's slabs need.
-  ASSERT_TRUE(nodes_[1]->Restart().ok());
+  absl::Status restarted = nodes_[1]->Restart();
+  ASSERT_TRUE(restarted.ok()) << restarted;
   c->SetNodes({nodes_[1]->grpc_addr()});
   ASSERT_TRUE(c->WaitUntilNodeUp(nodes_[1]->grpc_addr(), kWait).ok());
   ASSERT_TRUE(c->WaitUntilReplicated(kWait).ok());

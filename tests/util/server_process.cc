@@ -108,11 +108,38 @@ absl::Status ServerProcess::Launch() {
   if (inotify < 0) return absl::InternalError("inotify_init1 failed");
   inotify_add_watch(inotify, dir_.c_str(), IN_MOVED_TO | IN_CLOSE_WRITE);
 
+  // Everything the child needs is prepared here: after fork, a child of
+  // this multi-threaded process may only make async-signal-safe calls. A
+  // malloc there can block forever on an allocator lock another thread
+  // held at the fork (ASan's allocator has no fork handler), and the server
+  // then never starts.
   const std::string log = dir_ + "/server.log";
-  const std::string netns = options_.netns.empty() ? "" : "/run/netns/" + options_.netns;
+  const int log_fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log_fd < 0) {
+    close(inotify);
+    return absl::InternalError(absl::StrCat("cannot open ", log));
+  }
+  int netns_fd = -1;
+  if (!options_.netns.empty()) {
+    const std::string netns = "/run/netns/" + options_.netns;
+    netns_fd = open(netns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (netns_fd < 0) {
+      close(log_fd);
+      close(inotify);
+      return absl::NotFoundError(absl::StrCat("cannot open network namespace ", netns));
+    }
+  }
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
   const pid_t parent = getpid();
   pid_t pid = fork();
-  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid < 0) {
+    close(log_fd);
+    if (netns_fd >= 0) close(netns_fd);
+    close(inotify);
+    return absl::InternalError("fork failed");
+  }
   if (pid == 0) {
     // The server dies with the test, also when the test crashes (SIGKILL
     // when the forking thread exits; every caller forks from a thread that
@@ -120,22 +147,18 @@ absl::Status ServerProcess::Launch() {
     // effect is caught by the getppid check.
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent) _exit(1);
-    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    dup2(fd, 1);
-    dup2(fd, 2);
-    if (!netns.empty()) {
-      int ns = open(netns.c_str(), O_RDONLY | O_CLOEXEC);
-      if (ns < 0 || setns(ns, CLONE_NEWNET) != 0) {
-        dprintf(2, "cannot join network namespace %s\n", netns.c_str());
-        _exit(126);
-      }
+    dup2(log_fd, 1);  // dup2 clears O_CLOEXEC on the copy
+    dup2(log_fd, 2);
+    if (netns_fd >= 0 && setns(netns_fd, CLONE_NEWNET) != 0) {
+      static const char kMessage[] = "cannot join the network namespace\n";
+      (void)!write(2, kMessage, sizeof kMessage - 1);
+      _exit(126);
     }
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
     execv(argv[0], argv.data());
     _exit(127);
   }
+  close(log_fd);
+  if (netns_fd >= 0) close(netns_fd);
   pid_ = pid;
   launches_++;
   // Wait for the ready file: inotify wakes us on every write or rename in
@@ -172,6 +195,10 @@ absl::Status ServerProcess::Launch() {
     }
   }
   close(inotify);
+  if (absl::IsDeadlineExceeded(result)) {
+    result = absl::DeadlineExceededError(
+        absl::StrCat(result.message(), "; its log so far:\n", ReadFile(log)));
+  }
   if (!result.ok() && pid_ > 0) Kill();
   return result;
 }
