@@ -36,7 +36,7 @@ class SpawnedClusterBackend final : public PageBackend {
       const std::string& server_binary, int nodes, int replicas, Codec codec,
       const std::string& pool_limit, uint64_t busy_poll_us, std::optional<uint64_t> node_io_threads,
       std::optional<uint64_t> client_io_threads, bool one_connection,
-      std::optional<uint64_t> client_spin_us, const std::string& transport) {
+      std::optional<uint64_t> client_spin_us, bool client_poll, const std::string& transport) {
     auto b = std::unique_ptr<SpawnedClusterBackend>(new SpawnedClusterBackend);
     ClientOptions o;
     std::vector<std::string> node_args = {"--log-level", "warn", "--busy-poll-us",
@@ -59,6 +59,8 @@ class SpawnedClusterBackend final : public PageBackend {
     if (client_io_threads) o.io_threads = int(*client_io_threads);
     o.load_connection = !one_connection;
     if (client_spin_us) o.spin_wait = absl::Microseconds(int64_t(*client_spin_us));
+    // The region makes only synchronous calls: its waits may read replies.
+    o.poll_while_waiting = client_poll;
     FARSWAP_ASSIGN_OR_RETURN(b->client_, Client::Connect(o));
     b->adapter_ = std::make_unique<ClientPageBackend>(b->client_.get());
     return b;
@@ -108,6 +110,7 @@ struct RegionFlags {
   bool write_protect_loads = false;
   bool one_connection = false;
   std::optional<uint64_t> client_spin_us;
+  bool no_client_poll = false;
   bool json = false;
 };
 
@@ -121,10 +124,10 @@ absl::StatusOr<std::unique_ptr<PageBackend>> MakeBackend(const RegionFlags& f) {
     }
     FARSWAP_ASSIGN_OR_RETURN(std::string server, testing::FindServerBinary(f.server_bin));
     FARSWAP_ASSIGN_OR_RETURN(
-        auto cluster,
-        SpawnedClusterBackend::Start(server, int(nodes), int(replicas), codec, f.pool_limit,
-                                     f.busy_poll_us, f.node_io_threads, f.client_io_threads,
-                                     f.one_connection, f.client_spin_us, f.transport));
+        auto cluster, SpawnedClusterBackend::Start(
+                          server, int(nodes), int(replicas), codec, f.pool_limit, f.busy_poll_us,
+                          f.node_io_threads, f.client_io_threads, f.one_connection,
+                          f.client_spin_us, !f.no_client_poll, f.transport));
     return std::unique_ptr<PageBackend>(std::move(cluster));
   }
   if (f.replicas) return absl::InvalidArgumentError("--replicas needs --spawn N");
@@ -228,6 +231,7 @@ absl::StatusOr<std::string> Run(const RegionFlags& f) {
       .Int("evictions_cancelled", s.evictions_cancelled)
       .Int("unchanged_evictions", s.unchanged_evictions)
       .Bool("install_writable", options.install_writable)
+      .Bool("client_poll", f.spawn.has_value() && !f.no_client_poll)
       .Int("prefetch_issued", s.prefetch_issued)
       .Int("prefetch_hits", s.prefetch_hits)
       .Int("prefetch_waste", s.prefetch_waste)
@@ -307,6 +311,9 @@ CommandRunner AddRegionCommand(CLI::App& app) {
                   "the client's synchronous calls spin this long before they sleep "
                   "(ClientOptions::spin_wait; default: the client's, 100)")
       ->check(CLI::Range(0, 1000000));
+  cmd->add_flag("--no-client-poll", f->no_client_poll,
+                "the client's waits leave replies to its I/O threads "
+                "(ClientOptions::poll_while_waiting off)");
   cmd->add_flag("--one-connection", f->one_connection,
                 "loads share each node's connection with stores (ClientOptions::load_connection "
                 "off)");

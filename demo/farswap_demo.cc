@@ -251,6 +251,7 @@ int Run(int argc, char** argv) {
   }
   o.replicas = int(replicas);
   o.client_name = "farswap-demo";
+  o.poll_while_waiting = true;  // only the region calls it, synchronously
   auto client = Client::Connect(o);
   if (!client.ok()) {
     std::fprintf(stderr, "farswap-demo: %s\n", client.status().ToString().c_str());

@@ -45,6 +45,9 @@ int main(int argc, char** argv) {
   farswap::ClientOptions options;
   options.nodes = {argv[1]};
   options.client_name = "region_pattern-example";
+  // Only the region calls this client, synchronously: its waits may read
+  // their replies themselves (no I/O-thread wake-up per remote fault).
+  options.poll_while_waiting = true;
   absl::StatusOr<std::unique_ptr<farswap::Client>> client = farswap::Client::Connect(options);
   if (!client.ok()) return Fail("connect: " + client.status().ToString());
 

@@ -1055,13 +1055,13 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& opt
 
 absl::Status Client::Store(uint64_t page_no, const void* page, SnapshotMode mode,
                            size_t* wire_bytes) {
-  client_internal::CompletionWaiter w(1, impl_->spin_wait());
+  client_internal::CompletionWaiter w(1, impl_->spin_wait(), impl_->wait_helper());
   impl_->StoreAsync(page_no, page, w.Callback(0), mode, wire_bytes);
   return w.Wait()[0];
 }
 
 absl::Status Client::Load(uint64_t page_no, void* out, size_t* wire_bytes) {
-  client_internal::CompletionWaiter w(1, impl_->spin_wait());
+  client_internal::CompletionWaiter w(1, impl_->spin_wait(), impl_->wait_helper());
   impl_->LoadAsync(page_no, out, w.Callback(0), wire_bytes);
   return w.Wait()[0];
 }
@@ -1069,7 +1069,7 @@ absl::Status Client::Load(uint64_t page_no, void* out, size_t* wire_bytes) {
 absl::Status Client::Invalidate(uint64_t page_no) { return InvalidateRange(page_no, 1); }
 
 absl::Status Client::InvalidateRange(uint64_t first, uint64_t count) {
-  client_internal::CompletionWaiter w(1, impl_->spin_wait());
+  client_internal::CompletionWaiter w(1, impl_->spin_wait(), impl_->wait_helper());
   impl_->InvalidateRangeAsync(first, count, w.Callback(0));
   return w.Wait()[0];
 }
@@ -1086,7 +1086,7 @@ void Client::InvalidateAsync(uint64_t page_no, DoneCallback done) {
 
 std::vector<absl::Status> Client::StoreBatch(std::span<const PageWrite> pages, SnapshotMode mode,
                                              size_t* wire_bytes) {
-  client_internal::CompletionWaiter w(pages.size(), impl_->spin_wait());
+  client_internal::CompletionWaiter w(pages.size(), impl_->spin_wait(), impl_->wait_helper());
   std::vector<DoneCallback> done;
   done.reserve(pages.size());
   for (size_t i = 0; i < pages.size(); ++i) done.push_back(w.Callback(i));
@@ -1095,7 +1095,7 @@ std::vector<absl::Status> Client::StoreBatch(std::span<const PageWrite> pages, S
 }
 
 std::vector<absl::Status> Client::LoadBatch(std::span<const PageRead> pages, size_t* wire_bytes) {
-  client_internal::CompletionWaiter w(pages.size(), impl_->spin_wait());
+  client_internal::CompletionWaiter w(pages.size(), impl_->spin_wait(), impl_->wait_helper());
   std::vector<Impl::LoadRequest> requests(pages.size());
   for (size_t i = 0; i < pages.size(); ++i) {
     requests[i] = {.page_no = pages[i].page_no,

@@ -86,6 +86,11 @@ class Client::Impl {
   absl::Status WaitUntilNodeUp(const std::string& address, absl::Duration timeout);
   int replicas() const { return replicas_; }
   absl::Duration spin_wait() const { return options_.spin_wait; }
+  // wait_helper: the transport a synchronous call's spin helps
+  // (ClientOptions::poll_while_waiting), or nullptr.
+  transport::Transport* wait_helper() const {
+    return options_.poll_while_waiting ? transport_.get() : nullptr;
+  }
 
  private:
   struct StoreOp;

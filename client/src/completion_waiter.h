@@ -15,6 +15,11 @@
 // takes it before returning, so the waiter never outlives a completion that
 // is still touching it.
 //
+// Given a transport to help (ClientOptions::poll_while_waiting), the spin
+// runs the transport's ready I/O itself (Transport::HelpPoll) instead of
+// only yielding: the reply is then read and completed on this thread, with
+// no wake-up of an I/O thread on the way.
+//
 // Thread safety: Callback(i) may run on any thread, once per i; Wait runs on
 // one thread, once.
 #ifndef FARSWAP_CLIENT_SRC_COMPLETION_WAITER_H_
@@ -29,12 +34,15 @@
 #include "absl/time/time.h"
 #include "farswap/client/client.h"
 #include "farswap/common/mutex.h"
+#include "farswap/transport/transport.h"
 
 namespace farswap::client_internal {
 
 class CompletionWaiter {
  public:
-  CompletionWaiter(size_t n, absl::Duration spin) : statuses_(n), left_(n), spin_(spin) {}
+  // help: the transport whose I/O the spin runs (nullptr: none).
+  CompletionWaiter(size_t n, absl::Duration spin, transport::Transport* help = nullptr)
+      : statuses_(n), left_(n), spin_(spin), help_(help) {}
 
   DoneCallback Callback(size_t i) {
     return [this, i](absl::Status s) {
@@ -50,7 +58,7 @@ class CompletionWaiter {
                          std::chrono::nanoseconds(absl::ToInt64Nanoseconds(spin_));
       while (left_.load(std::memory_order_acquire) != 0 &&
              std::chrono::steady_clock::now() < until) {
-        std::this_thread::yield();
+        if (help_ == nullptr || !help_->HelpPoll()) std::this_thread::yield();
       }
     }
     MutexLock l(&mu_);
@@ -64,6 +72,7 @@ class CompletionWaiter {
   std::vector<absl::Status> statuses_ ABSL_GUARDED_BY(mu_);
   std::atomic<size_t> left_;
   const absl::Duration spin_;
+  transport::Transport* const help_;
 };
 
 }  // namespace farswap::client_internal

@@ -42,7 +42,8 @@ TEST(RegionClusterTest, KilledNodeMidWorkloadChangesNothingVisible) {
     nodes.push_back(std::move(*node));
   }
   o.replicas = 2;
-  o.pages_per_slab = 64;  // many slabs, spread over all three nodes
+  o.pages_per_slab = 64;        // many slabs, spread over all three nodes
+  o.poll_while_waiting = true;  // as the region's programs run it
   auto client = Client::Connect(o);
   ASSERT_TRUE(client.ok()) << client.status();
   ClientPageBackend backend(client->get());

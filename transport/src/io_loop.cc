@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "farswap/common/sync_point.h"
 #include "farswap/common/thread_name.h"
 #include "spdlog/spdlog.h"
 
@@ -19,6 +20,9 @@ namespace {
 constexpr IoLoop::Registration kWakeRegistration = 0;
 // kMaxEvents: events taken per epoll_wait; more just wait for the next call.
 constexpr int kMaxEvents = 64;
+
+// running_loop: the loop whose work the calling thread runs now.
+thread_local const IoLoop* running_loop = nullptr;
 
 absl::Status ErrnoStatus(absl::string_view what) {
   return absl::InternalError(absl::StrCat(what, ": ", std::strerror(errno)));
@@ -55,6 +59,43 @@ IoLoop::~IoLoop() {
   Stop();
   close(epoll_fd_);
   close(wake_fd_);
+}
+
+bool IoLoop::InLoopThread() const { return running_loop == this; }
+
+bool IoLoop::HelpPoll() {
+  if (running_loop != nullptr) return false;  // not from inside a callback
+  if (!work_mu_.TryLock()) return false;
+  bool handled = false;
+  if (!help_refused_) {
+    epoll_event events[kMaxEvents];
+    const int n = epoll_wait(epoll_fd_, events, kMaxEvents, 0);
+    if (n > 0) {
+      running_loop = this;
+      Dispatch(events, n, /*read_wake=*/false);
+      running_loop = nullptr;
+      handled = true;
+    }
+  }
+  work_mu_.Unlock();
+  return handled;
+}
+
+void IoLoop::Dispatch(const epoll_event* events, int n, bool read_wake) {
+  for (int i = 0; i < n; ++i) {
+    const Registration reg = events[i].data.u64;
+    if (reg == kWakeRegistration) {
+      if (read_wake) {
+        uint64_t count;
+        [[maybe_unused]] ssize_t r = read(wake_fd_, &count, sizeof(count));
+      }
+      continue;
+    }
+    auto it = targets_.find(reg);
+    if (it == targets_.end()) continue;                // removed earlier (or by a helper)
+    std::shared_ptr<EpollTarget> target = it->second;  // may Remove itself
+    target->OnEvents(events[i].events);
+  }
 }
 
 void IoLoop::Wake() {
@@ -131,6 +172,7 @@ void IoLoop::Remove(Registration reg, int fd) {
 
 void IoLoop::Run() {
   SetCurrentThreadName("fs-io-" + std::to_string(index_));
+  running_loop = this;
   epoll_event events[kMaxEvents];
   std::vector<std::function<void()>> tasks;
   // Busy-poll (TransportOptions::busy_poll): after handling events the
@@ -157,18 +199,11 @@ void IoLoop::Run() {
                     std::strerror(errno));
       break;
     }
-    for (int i = 0; i < n; ++i) {
-      const Registration reg = events[i].data.u64;
-      if (reg == kWakeRegistration) {
-        uint64_t count;
-        [[maybe_unused]] ssize_t r = read(wake_fd_, &count, sizeof(count));
-        continue;
-      }
-      auto it = targets_.find(reg);
-      if (it == targets_.end()) continue;                // removed earlier in this batch
-      std::shared_ptr<EpollTarget> target = it->second;  // may Remove itself
-      target->OnEvents(events[i].events);
-    }
+    // The work, under work_mu_ (a helper may be running it: then this
+    // waits for it, and the events above may have been handled already).
+    FARSWAP_SYNC_POINT("IoLoop::Run:before-work");  // [none], the loop's thread
+    MutexLock work(&work_mu_);
+    Dispatch(events, n, /*read_wake=*/true);
     bool stop;
     {
       MutexLock lock(&mu_);
@@ -179,7 +214,10 @@ void IoLoop::Run() {
     tasks.clear();
     if (stop) break;
   }
-  // Refuse new tasks, run those already accepted, then close every target.
+  // Refuse helpers and new tasks, run those already accepted, then close
+  // every target.
+  MutexLock work(&work_mu_);
+  help_refused_ = true;
   {
     MutexLock lock(&mu_);
     stopped_ = true;

@@ -1,10 +1,20 @@
 // io_loop.h: one epoll event loop on its own thread (private to transport/).
 //
 // The TCP backend runs TransportOptions::io_threads of these. A loop owns
-// the sockets registered with it: it is the only thread that reads, writes
-// or closes them, so socket state needs no lock. Other threads hand work to
-// a loop with Post(), which queues a task and wakes epoll_wait through an
-// eventfd.
+// the sockets registered with it: only the thread running the loop's work
+// reads, writes or closes them, so socket state needs no lock of its own.
+// Other threads hand work to a loop with Post(), which queues a task and
+// wakes epoll_wait through an eventfd.
+//
+// The loop's work is usually run by its own thread, but a thread that
+// waits for a reply may run it instead (HelpPoll): it handles the events
+// ready now on the calling thread, so the reply is read without a kernel
+// wake-up of the loop's thread on the waiter's path. Whoever runs the work
+// holds work_mu_, so it is always one thread at a time; the loop's thread
+// gives the mutex up only while it blocks in epoll_wait. An event the
+// helper already handled may still be reported to the loop's thread (both
+// saw it ready): level-triggered targets find nothing to do (EAGAIN) and
+// return, and a target removed meanwhile is no longer looked up.
 //
 // Registrations are keyed by a generation number (not the fd) in the epoll
 // data, so an event still pending for an fd that was closed and reused in
@@ -12,6 +22,8 @@
 // owner.
 #ifndef FARSWAP_TRANSPORT_SRC_IO_LOOP_H_
 #define FARSWAP_TRANSPORT_SRC_IO_LOOP_H_
+
+#include <sys/epoll.h>
 
 #include <cstdint>
 #include <functional>
@@ -29,7 +41,7 @@
 namespace farswap::transport {
 
 // EpollTarget is an object whose fd a loop watches. Both methods run on the
-// loop thread.
+// thread running the loop's work (InLoopThread), under the loop's work_mu_.
 class EpollTarget {
  public:
   virtual ~EpollTarget() = default;
@@ -40,8 +52,8 @@ class EpollTarget {
   virtual void OnLoopShutdown() = 0;
 };
 
-// IoLoop: Post/RunSync/Stop/InLoopThread are thread-safe; Add, Modify and
-// Remove must be called on the loop thread.
+// IoLoop: Post/RunSync/Stop/InLoopThread/HelpPoll are thread-safe; Add,
+// Modify and Remove must be called where InLoopThread() is true.
 class IoLoop {
  public:
   // Registration names one fd's registration with this loop.
@@ -64,7 +76,18 @@ class IoLoop {
   // Stop runs the tasks already queued, shuts down every target, and joins
   // the thread. Idempotent; must not be called on the loop thread.
   void Stop();
-  bool InLoopThread() const { return std::this_thread::get_id() == thread_.get_id(); }
+  // InLoopThread: the calling thread runs this loop's work now (the loop's
+  // own thread, or a thread inside HelpPoll).
+  bool InLoopThread() const;
+
+  // HelpPoll handles, on the calling thread, the events ready on this loop
+  // now (callbacks included), unless another thread is running the loop's
+  // work (then it returns false at once). Queued tasks are left to the
+  // loop's thread. Returns true if it handled an event. For a thread that
+  // waits for a reply and would otherwise spin: callbacks of any connection
+  // of this loop may run on it, so it must hold no lock a callback takes,
+  // and must not be in a callback itself.
+  bool HelpPoll();
 
   // Add watches `fd` for `events` on behalf of `target` (loop thread only).
   absl::StatusOr<Registration> Add(int fd, uint32_t events, std::shared_ptr<EpollTarget> target);
@@ -75,6 +98,10 @@ class IoLoop {
   IoLoop(int index, int epoll_fd, int wake_fd, absl::Duration busy_poll);
   void Run();
   void Wake();
+  // Dispatch hands `n` events to their targets (the wake eventfd's is
+  // read, when `read_wake`, else skipped).
+  void Dispatch(const epoll_event* events, int n, bool read_wake)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mu_);
 
   const int index_;
   const int epoll_fd_;
@@ -87,7 +114,15 @@ class IoLoop {
   bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;  // no more tasks accepted
 
-  // Loop thread only.
+  // work_mu_: held by whoever runs the loop's work (file comment). Lock
+  // order: work_mu_, then mu_; work_mu_ before any lock a callback takes.
+  Mutex work_mu_;
+  // help_refused_: the loop is shutting down; HelpPoll does nothing.
+  bool help_refused_ ABSL_GUARDED_BY(work_mu_) = false;
+
+  // Touched only where InLoopThread() is true (so under work_mu_; not
+  // annotated: Add, Modify and Remove are called from callbacks, which
+  // cannot name the lock).
   std::unordered_map<Registration, std::shared_ptr<EpollTarget>> targets_;
   Registration next_registration_ = 1;  // 0 is the eventfd
 };

@@ -214,6 +214,12 @@ class TcpTransport final : public Transport {
     for (auto& loop : loops_->loops) loop->Stop();
   }
 
+  bool HelpPoll() override {
+    bool handled = false;
+    for (auto& loop : loops_->loops) handled |= loop->HelpPoll();
+    return handled;
+  }
+
   absl::string_view scheme() const override { return "tcp"; }
 
  private:

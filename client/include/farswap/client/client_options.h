@@ -119,6 +119,17 @@ struct ClientOptions {
   // loopback-to-LAN round trip: a reply that comes within it costs no
   // wake-up of the caller. 0: always sleep.
   absl::Duration spin_wait = absl::Microseconds(100);
+  // poll_while_waiting: while a synchronous call spins (spin_wait), it
+  // reads replies itself: it runs the transport's ready I/O on the calling
+  // thread (Transport::HelpPoll; TCP only, other backends just spin)
+  // instead of waiting for an I/O thread the kernel must wake, which on a
+  // small machine is most of a remote page's latency. The price: callbacks
+  // of other operations (StoreAsync's, LoadAsync's and InvalidateAsync's
+  // `done` included) may then run on a thread inside a synchronous call, so
+  // turn it on only where no thread makes a synchronous call while holding
+  // a lock such a callback takes. A region's client may (the region makes
+  // only synchronous calls); farswap-bench, the demo and the examples do.
+  bool poll_while_waiting = false;
   // busy_poll: the transport's I/O threads keep polling this long after
   // traffic before they sleep (TransportOptions::busy_poll), so a reply is
   // read without waking a thread. Costs a core while pages flow; 0 sleeps

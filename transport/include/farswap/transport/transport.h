@@ -279,6 +279,16 @@ class Transport {
   // from an I/O thread (a callback).
   virtual void Shutdown() = 0;
 
+  // HelpPoll is for a thread that waits for a reply and would otherwise
+  // spin: it handles, on the calling thread, the I/O ready now on each I/O
+  // loop that no other thread is running (the reply is then read without
+  // waking an I/O thread, a kernel wake-up that costs tens of microseconds
+  // on a small machine). Returns true if it handled anything; false at
+  // once where the backend has no such path (the default), or from inside
+  // a callback. Callbacks of any connection may run on the calling thread:
+  // it must hold no lock a callback takes.
+  virtual bool HelpPoll() { return false; }
+
   // scheme: "tcp", "ucx" or "rdma".
   virtual absl::string_view scheme() const = 0;
 };
