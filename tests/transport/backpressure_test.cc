@@ -104,17 +104,8 @@ TEST_F(BackPressureTest, ServerStopsReadingFromPeerThatDoesNotReadAndLosesNothin
 
 TEST_F(BackPressureTest, ClientSendReportsResourceExhaustedWhenPeerStopsReading) {
   // A listener that accepts (via the backlog) and never reads.
-  int lfd = socket(AF_INET, SOCK_STREAM, 0);
-  int rcvbuf = 16 * 1024;
-  setsockopt(lfd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  ASSERT_EQ(listen(lfd, 4), 0);
-  socklen_t len = sizeof(a);
-  getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
-  const std::string address = "tcp://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  RawListener listener(16 * 1024);
+  const std::string address = listener.address();
 
   auto client = CreateTcpTransport(
                     {.max_output_queue_bytes = kQueueLimit, .socket_buffer_bytes = kSocketBuffer})
@@ -152,7 +143,6 @@ TEST_F(BackPressureTest, ClientSendReportsResourceExhaustedWhenPeerStopsReading)
   // (Whether any were still queued depends on how far the loop got; each
   // accepted frame's callback ran exactly once either way.)
   EXPECT_EQ(sent_ok + sent_failed, accepted);
-  close(lfd);
 }
 
 }  // namespace

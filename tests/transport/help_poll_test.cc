@@ -28,31 +28,12 @@ class HelpPollTest : public ::testing::Test {
   void TearDown() override { SyncPoints::ClearAll(); }
 };
 
-// RawListener: a blocking loopback listener the test drives by hand, so the
-// only I/O loop in the process is the client transport's.
-struct RawListener {
-  int fd = -1;
-  int port = 0;
-  RawListener() {
-    fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-    EXPECT_EQ(listen(fd, 4), 0);
-    socklen_t len = sizeof(a);
-    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
-  }
-  ~RawListener() { close(fd); }
-};
-
 // While the client's I/O thread is held (it has seen the reply ready and
 // waits at the sync point before it may run the loop's work), a thread
 // calling HelpPoll reads the reply and runs its callback on itself. Without
 // HelpPoll's path the reply would wait for the held thread.
 TEST_F(HelpPollTest, HelperReadsTheReplyWhileTheIoThreadIsHeld) {
-  RawListener listener;
+  RawListener listener;  // no I/O loop of its own: the client's is the only one
   auto client = CreateTransport("tcp", {.io_threads = 1}).value();
   std::atomic<bool> received{false};
   std::thread::id received_on;

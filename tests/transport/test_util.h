@@ -121,6 +121,32 @@ class TestServer {
   std::vector<absl::Status> close_reasons_;               // guarded by mu_
 };
 
+// RawListener is a blocking loopback listener a test drives by hand
+// (accept, then ReadAll / WriteAll below), for peers that misbehave on
+// purpose or when no second I/O loop may run. rcvbuf > 0 shrinks the
+// receive buffer of the connections it accepts.
+struct RawListener {
+  explicit RawListener(int rcvbuf = 0) {
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (rcvbuf > 0) setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    EXPECT_EQ(listen(fd, 4), 0);
+    socklen_t len = sizeof(a);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+  }
+  ~RawListener() { close(fd); }
+  RawListener(const RawListener&) = delete;
+  RawListener& operator=(const RawListener&) = delete;
+  std::string address() const { return "tcp://127.0.0.1:" + std::to_string(port); }
+
+  int fd = -1;
+  int port = 0;
+};
+
 // RawConnect opens a blocking socket to 127.0.0.1:port (for peers that
 // misbehave on purpose). rcvbuf > 0 shrinks its receive buffer first.
 inline int RawConnect(int port, int rcvbuf = 0) {
