@@ -72,16 +72,18 @@ bool IoLoop::HelpPoll() {
     const int n = epoll_wait(epoll_fd_, events, kMaxEvents, 0);
     if (n > 0) {
       running_loop = this;
-      Dispatch(events, n, /*read_wake=*/false);
+      // Only the wake eventfd ready (left to the loop's thread): nothing
+      // handled, so the caller yields and that thread gets the CPU.
+      handled = Dispatch(events, n, /*read_wake=*/false) > 0;
       running_loop = nullptr;
-      handled = true;
     }
   }
   work_mu_.Unlock();
   return handled;
 }
 
-void IoLoop::Dispatch(const epoll_event* events, int n, bool read_wake) {
+int IoLoop::Dispatch(const epoll_event* events, int n, bool read_wake) {
+  int delivered = 0;
   for (int i = 0; i < n; ++i) {
     const Registration reg = events[i].data.u64;
     if (reg == kWakeRegistration) {
@@ -95,7 +97,9 @@ void IoLoop::Dispatch(const epoll_event* events, int n, bool read_wake) {
     if (it == targets_.end()) continue;                // removed earlier (or by a helper)
     std::shared_ptr<EpollTarget> target = it->second;  // may Remove itself
     target->OnEvents(events[i].events);
+    ++delivered;
   }
+  return delivered;
 }
 
 void IoLoop::Wake() {

@@ -99,8 +99,8 @@ class IoLoop {
   void Run();
   void Wake();
   // Dispatch hands `n` events to their targets (the wake eventfd's is
-  // read, when `read_wake`, else skipped).
-  void Dispatch(const epoll_event* events, int n, bool read_wake)
+  // read, when `read_wake`, else skipped); returns how many reached one.
+  int Dispatch(const epoll_event* events, int n, bool read_wake)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mu_);
 
   const int index_;
