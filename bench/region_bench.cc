@@ -108,6 +108,7 @@ struct RegionFlags {
   std::optional<uint64_t> client_io_threads;  // unset: ClientOptions' default
   bool no_prefetch = false;
   bool write_protect_loads = false;
+  bool no_drop_by_move = false;
   bool one_connection = false;
   std::optional<uint64_t> client_spin_us;
   bool no_client_poll = false;
@@ -181,6 +182,7 @@ absl::StatusOr<std::string> Run(const RegionFlags& f) {
   options.spin_us = static_cast<uint32_t>(f.spin_us);
   options.prefetch = !f.no_prefetch;
   options.install_writable = !f.write_protect_loads;
+  options.drop_by_move = !f.no_drop_by_move;
   FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<Region> region,
                            Region::Create(backend.get(), spec.pages * kPage, options));
   WorkloadResult far = RunWorkload(region->data(), spec);
@@ -231,6 +233,8 @@ absl::StatusOr<std::string> Run(const RegionFlags& f) {
       .Int("evictions_cancelled", s.evictions_cancelled)
       .Int("unchanged_evictions", s.unchanged_evictions)
       .Bool("install_writable", options.install_writable)
+      .Bool("drop_by_move", options.drop_by_move)
+      .Int("moved_evictions", s.moved_evictions)
       .Bool("client_poll", f.spawn.has_value() && !f.no_client_poll)
       .Int("prefetch_issued", s.prefetch_issued)
       .Int("prefetch_hits", s.prefetch_hits)
@@ -307,6 +311,9 @@ CommandRunner AddRegionCommand(CLI::App& app) {
   cmd->add_flag("--no-prefetch", f->no_prefetch, "turn the region's prefetcher off");
   cmd->add_flag("--write-protect-loads", f->write_protect_loads,
                 "install loaded pages write-protected (a write then faults again)");
+  cmd->add_flag("--no-drop-by-move", f->no_drop_by_move,
+                "evicted pages leave by MADV_DONTNEED, one REMOVE event per run "
+                "(RegionOptions::drop_by_move off)");
   cmd->add_option("--client-spin-us", f->client_spin_us,
                   "the client's synchronous calls spin this long before they sleep "
                   "(ClientOptions::spin_wait; default: the client's, 100)")

@@ -142,6 +142,9 @@ std::vector<MetricFamily> CollectRegionStats(const RegionStats& s) {
   AddCounter(out, "farswap_region_unchanged_evictions_total",
              "Evicted pages whose snapshot matched the backend's copy by hash (not sent).",
              double(s.unchanged_evictions));
+  AddCounter(out, "farswap_region_moved_evictions_total",
+             "Evicted pages that left by UFFDIO_MOVE, raising no userfaultfd event.",
+             double(s.moved_evictions));
   AddCounter(out, "farswap_region_evictions_cancelled_total",
              "Evictions cancelled by a write during the snapshot.", double(s.evictions_cancelled));
   AddCounter(out, "farswap_region_pages_stored_total", "Pages stored through the backend.",

@@ -202,6 +202,15 @@ void RegionImpl::Start() {
   const int fault_threads = options_.fault_threads > 0 ? options_.fault_threads : auto_threads;
   const int evict_threads = options_.evict_threads > 0 ? options_.evict_threads : fault_threads;
   evict_threads_ = evict_threads;
+  if (options_.drop_by_move) {
+    // A slot per evictor thread, and two for Advise(kCold) callers (more
+    // callers at once drop by madvise).
+    absl::StatusOr<std::unique_ptr<PageDropArea>> area =
+        PageDropArea::Create(static_cast<uint32_t>(evict_threads) + 2, evict_batch_);
+    // Unavailable (a kernel before 6.8): every drop is a MADV_DONTNEED, as
+    // moved_evictions staying 0 shows.
+    if (area.ok()) drop_area_ = std::move(*area);
+  }
   // Named here, not by the threads themselves: the names are in place when
   // Region::Create returns.
   for (int i = 0; i < fault_threads; ++i) {
@@ -273,6 +282,7 @@ RegionStats RegionImpl::Stats() const {
   s.pages_removed = r(pages_removed_);
   s.evictions_kept_zap_pending = r(zap_kept_);
   s.pages_unmapped = r(pages_unmapped_);
+  s.moved_evictions = r(moved_evictions_);
   s.resident_pages = r(resident_);
   s.max_resident_pages = r(max_resident_);
   s.budget_pages = budget_pages_;

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
@@ -210,11 +211,55 @@ std::vector<uint64_t> RegionImpl::MadviseRuns(const std::vector<uint64_t>& mappe
   return unfinished;
 }
 
+std::vector<uint64_t> RegionImpl::MoveOut(const std::vector<uint64_t>& pages) {
+  if (drop_area_ == nullptr || pages.empty()) return pages;
+  std::optional<PageDropArea::Slot> slot = drop_area_->TryAcquire();
+  if (!slot) return pages;  // every slot in use (Advise callers): madvise
+  std::vector<uint64_t> rest;
+  uint64_t moved_total = 0;
+  ForEachRun(pages, [&](size_t i, size_t j) {
+    // [none] The program may drop or unmap part of the run here.
+    FARSWAP_SYNC_POINT("Region::Evict:before-move");
+    // Held while looking and moving, as MadviseOwn's second look: no UNMAP
+    // event is read meanwhile, so a page not flagged unmapped is still the
+    // region's (its munmap, if any, has not returned). This matters more
+    // than for madvise: the kernel checks only the destination's
+    // registration, so a page of another mapping at that address would be
+    // moved away as readily (region.h, munmap, has the window left).
+    // Never held across a wait for a fault thread: a move raises no event.
+    MutexLock l(&read_mu_);
+    for (size_t k = i; k < j;) {
+      if (flags_[pages[k]].load() & kFlagForgetUnmapped) {
+        ++k;  // the program's now: left alone (MadviseOwn skips it too)
+        continue;
+      }
+      size_t end = k + 1;
+      while (end < j && !(flags_[pages[end]].load() & kFlagForgetUnmapped)) ++end;
+      if (slot->room() == 0 && !slot->Free()) {
+        RecordError("MADV_DONTNEED of a drop-area slot failed; the slot is retired");
+      }
+      int err = 0;
+      const size_t moved = slot->Move(Addr(pages[k]), end - k, &err);
+      moved_total += moved;
+      k += moved;
+      // The page the move stopped at (unmapped meanwhile, shared, or the
+      // area is full or broken) goes the old way: MadviseOwn handles every
+      // such case.
+      if (err != 0 && k < end) rest.push_back(pages[k++]);
+    }
+  });
+  moved_evictions_.fetch_add(moved_total, std::memory_order_relaxed);
+  return rest;  // the slot frees the moved pages as it goes
+}
+
 void RegionImpl::DropPages(std::vector<uint64_t>& pages) {
-  // One MADV_DONTNEED per run of consecutive pages, then each page's
+  // The pages leave by UFFDIO_MOVE into the drop area, freed with one
+  // MADV_DONTNEED that raises no event (page_drop_area.h); what cannot be
+  // moved by one MADV_DONTNEED per run of consecutive pages, each waiting
+  // for a fault thread to read its REMOVE event. Then each page's
   // bookkeeping. Every page here is kDropping: nobody else touches it.
   std::sort(pages.begin(), pages.end());
-  MadviseOwn(pages);
+  MadviseOwn(MoveOut(pages));
   for (uint64_t page : pages) {
     uint8_t f = flags_[page].fetch_and(static_cast<uint8_t>(~kFlagPrefetched));
     if (f & kFlagPrefetched) prefetch_waste_.fetch_add(1, std::memory_order_relaxed);
@@ -232,7 +277,9 @@ void RegionImpl::DropPages(std::vector<uint64_t>& pages) {
   // evicted (an evictor thread or Advise(kCold)) must do it, or a parked
   // fault waits for the next fault message, which may never come when
   // every program thread is blocked in a fault.
-  if (!pages.empty() && parked_now_.load() > 0) {
+  // A fault deferred because its page was kDropping is retried now, not
+  // when the fault threads next time out.
+  if (!pages.empty() && (parked_now_.load() > 0 || retry_now_.load() > 0)) {
     uint64_t one = 1;
     (void)!write(wake_fd_, &one, sizeof one);
   }

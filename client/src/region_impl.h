@@ -34,7 +34,10 @@
 // kFlagZapPending until the page is seen missing. A load in flight is not installed if the page was
 // forgotten meanwhile (checked and copied under read_mu_, which the reader
 // holds from reading an event to marking its pages: CheckAndInstall).
-// The evictor's own MADV_DONTNEED raises REMOVE events too: DropPages lists
+// The evictor drops pages by moving them out (UFFDIO_MOVE into a
+// PageDropArea, which raises no event); a page that cannot be moved (an
+// older kernel, an unmapped or shared page) is dropped by MADV_DONTNEED,
+// which raises REMOVE events too: DropPages lists
 // its pages in own_remove_pages_ and the handler skips each page of an event
 // that is listed, consuming its entry (by page, not by range or event: a
 // MADV_DONTNEED over a run the program has partly unmapped meanwhile fails
@@ -63,6 +66,7 @@
 #include "farswap/client/page_backend.h"
 #include "farswap/client/region.h"
 #include "farswap/common/mutex.h"
+#include "page_drop_area.h"
 
 namespace farswap {
 
@@ -215,8 +219,15 @@ class RegionImpl {
   bool ClaimVictim(uint64_t page, bool ignore_age, std::vector<uint64_t>& clean,
                    std::vector<uint64_t>& dirty);
   // DropPages releases pages the evictor committed to drop (kDropping):
-  // MADV_DONTNEED by runs of consecutive pages, then each page's state.
+  // moved out (MoveOut), the rest by MADV_DONTNEED by runs of consecutive
+  // pages (MadviseOwn), then each page's state.
   void DropPages(std::vector<uint64_t>& pages);
+  // MoveOut moves sorted pages out of the region into a slot of the drop
+  // area (no event) and frees them; returns the pages it did not move
+  // (no drop area or free slot, the move failed, or the program unmapped
+  // them). Takes read_mu_ per run of pages; called with no lock held.
+  std::vector<uint64_t> MoveOut(const std::vector<uint64_t>& sorted_pages)
+      ABSL_LOCKS_EXCLUDED(read_mu_, mu_);
   // MadviseOwn: MADV_DONTNEED of sorted pages by runs, each run's pages
   // listed in own_remove_pages_ while its REMOVE events are in flight.
   // Pages an ENOMEM left mapped are dropped again (see region_evict.cc).
@@ -295,6 +306,7 @@ class RegionImpl {
   std::atomic<uint64_t> load_retries_{0}, sigbus_{0}, store_errors_{0}, parked_{0};
   std::atomic<uint64_t> install_retries_{0}, pages_removed_{0}, pages_unmapped_{0};
   std::atomic<uint64_t> zap_kept_{0};  // RegionStats::evictions_kept_zap_pending
+  std::atomic<uint64_t> moved_evictions_{0};
   std::atomic<uint64_t> remote_faults_{0}, remote_fault_ns_{0}, remote_load_ns_{0},
       remote_install_ns_{0};
   std::array<std::atomic<uint64_t>, kFaultLatencyBuckets> latency_{};
@@ -336,6 +348,11 @@ class RegionImpl {
   std::vector<Stream> streams_ ABSL_GUARDED_BY(mu_);
   uint64_t stream_tick_ ABSL_GUARDED_BY(mu_) = 0;
   std::string last_error_ ABSL_GUARDED_BY(mu_);
+
+  // drop_area_: where evicted pages are moved out to (MoveOut); null when
+  // options_.drop_by_move is off or the kernel has no UFFDIO_MOVE. Set by
+  // Start; outlives the threads that use it (destroyed after they join).
+  std::unique_ptr<PageDropArea> drop_area_;
 
   std::vector<std::thread> threads_;        // evictor and prefetch threads
   std::vector<std::thread> fault_threads_;  // joined after threads_

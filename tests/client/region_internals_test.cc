@@ -7,12 +7,15 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
+#include <cstring>
 #include <thread>
 #include <vector>
 
 #include "farswap/client/page_backend.h"
 #include "farswap/client/region.h"
+#include "farswap/common/mutex.h"
 #include "farswap/common/sync_point.h"
 #include "region_impl.h"
 #include "region_test_util.h"
@@ -38,6 +41,8 @@ class RegionTestPeer {
   static void WaitForState(Region& region, uint64_t page, uint8_t state) {
     while (region.impl_->state_[page].load() != state) std::this_thread::yield();
   }
+  // DropsByMove: the region has a drop area (drop_by_move, Linux 6.8+).
+  static bool DropsByMove(const Region& region) { return region.impl_->drop_area_ != nullptr; }
 };
 
 namespace {
@@ -85,7 +90,8 @@ TEST(RegionInternalsTest, StaleMissingFaultOnAPageEvictedMeanwhileKeepsItsConten
   EXPECT_EQ(r->stats().sigbus_delivered, 0u);
 }
 
-// The program munmaps part of a run the evictor is about to drop. The
+// The program munmaps part of a run the evictor is about to drop by
+// madvise (drop_by_move off, or a page it could not move). The
 // evictor's MADV_DONTNEED over the run then fails ENOMEM, but the kernel
 // still zaps the part that is mapped and raises a REMOVE event for it. That
 // event is the evictor's, not the program's: the mapped pages keep their
@@ -97,7 +103,8 @@ TEST(RegionInternalsTest, DropOverARunPartlyUnmappedMeanwhileKeepsTheMappedPages
   MemoryPageBackend backend;
   // 16 pages written, far under the budget: nothing is evicted but the run.
   constexpr uint64_t kPages = 64, kWritten = 16, kRunFirst = 4, kRunLen = 8, kHoleLen = 4;
-  auto r = MakeRegion(&backend, kPages, kPages, {.evict_batch = kRunLen, .prefetch = false});
+  auto r = MakeRegion(&backend, kPages, kPages,
+                      {.evict_batch = kRunLen, .prefetch = false, .drop_by_move = false});
   ASSERT_NE(r, nullptr);
   for (uint64_t p = 0; p < kWritten; ++p) FillPage(r->data() + p * kPage, p, 1);
   for (uint64_t p = 0; p < kWritten; ++p) RegionTestPeer::WaitForState(*r, p, kDirty);
@@ -125,17 +132,17 @@ TEST(RegionInternalsTest, DropOverARunPartlyUnmappedMeanwhileKeepsTheMappedPages
 }
 
 // The program drops (MADV_DONTNEED) one page of a run the evictor is about
-// to drop. Both REMOVE events name that page, the program's first. The
-// program's event must forget that page only, and the evictor's must not
-// be taken for the program's: the rest of the run keeps its remote copies.
-// (Matching events whole, the program's one-page event passed for the
-// evictor's, whose own event then forgot the whole run: pages the program
-// had written read as zeros. RegionTest.MadviseDontneedRacingFaultsAnd-
+// to drop by madvise (drop_by_move off). Both REMOVE events name that page, the program's first.
+// The program's event must forget that page only, and the evictor's must not be taken for the
+// program's: the rest of the run keeps its remote copies. (Matching events whole, the program's
+// one-page event passed for the evictor's, whose own event then forgot the whole run: pages the
+// program had written read as zeros. RegionTest.MadviseDontneedRacingFaultsAnd-
 // EvictionsKeepsEveryPageRight failed in 1 of 4 runs beside a busy loop.)
 TEST(RegionInternalsTest, ProgramDropOfOnePageOfARunBeingDroppedForgetsThatPageOnly) {
   MemoryPageBackend backend;
   constexpr uint64_t kPages = 64, kWritten = 16, kRunFirst = 4, kRunLen = 8, kDropped = 6;
-  auto r = MakeRegion(&backend, kPages, kPages, {.evict_batch = kRunLen, .prefetch = false});
+  auto r = MakeRegion(&backend, kPages, kPages,
+                      {.evict_batch = kRunLen, .prefetch = false, .drop_by_move = false});
   ASSERT_NE(r, nullptr);
   for (uint64_t p = 0; p < kWritten; ++p) FillPage(r->data() + p * kPage, p, 1);
   for (uint64_t p = 0; p < kWritten; ++p) RegionTestPeer::WaitForState(*r, p, kDirty);
@@ -165,6 +172,145 @@ TEST(RegionInternalsTest, ProgramDropOfOnePageOfARunBeingDroppedForgetsThatPageO
     }
   }
   EXPECT_EQ(r->stats().sigbus_delivered, 0u);
+}
+
+// Evicted pages leave by UFFDIO_MOVE, which raises no event on the region's
+// userfaultfd: an eviction completes while no fault thread reads at all.
+// (By madvise, the evictor would sleep until a fault thread read its REMOVE
+// event; this test then fails at the deadline.)
+TEST(RegionInternalsTest, AnEvictionByMoveNeedsNoFaultThreadToReadAnEvent) {
+  MemoryPageBackend backend;
+  constexpr uint64_t kPages = 64, kRun = 8;
+  auto r = MakeRegion(&backend, kPages, kPages, {.evict_batch = kRun, .prefetch = false});
+  ASSERT_NE(r, nullptr);
+  if (!RegionTestPeer::DropsByMove(*r)) GTEST_SKIP() << "this kernel has no UFFDIO_MOVE";
+  for (uint64_t p = 0; p < kRun; ++p) FillPage(r->data() + p * kPage, p, 1);
+  for (uint64_t p = 0; p < kRun; ++p) RegionTestPeer::WaitForState(*r, p, kDirty);
+  Mutex mu;
+  CondVar cv;
+  bool readers_held = true;
+  SyncPoints::Set("Region::FaultThread:before-read", [&] {
+    MutexLock l(&mu);
+    while (readers_held) cv.Wait(&mu);
+  });
+  std::atomic<bool> advised{false};
+  absl::Status status;
+  std::thread evictor([&] {
+    status = r->Advise(0, kRun * kPage, Advice::kCold);
+    advised.store(true);
+  });
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (!advised.load() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();  // a bounded wait for the other thread, not a sleep
+  }
+  const bool finished_with_readers_held = advised.load();
+  {
+    MutexLock l(&mu);
+    readers_held = false;
+    cv.SignalAll();
+  }
+  evictor.join();
+  SyncPoints::ClearAll();
+  EXPECT_TRUE(finished_with_readers_held) << "the eviction waited for a fault thread";
+  EXPECT_TRUE(status.ok()) << status;
+  RegionStats s = r->stats();
+  EXPECT_EQ(s.evictions, kRun);
+  EXPECT_EQ(s.moved_evictions, kRun);
+  EXPECT_EQ(s.pages_removed, 0u);
+  for (uint64_t p = 0; p < kRun; ++p) {
+    EXPECT_TRUE(PageMatches(r->data() + p * kPage, p, 1))
+        << "page " << p << " holds " << testing::DescribePage(r->data() + p * kPage, p, 1);
+  }
+}
+
+// The program unmaps one page of a run the evictor is about to move out
+// and maps something else at that address. The kernel moves a page out of
+// any anonymous mapping there, registered or not; the region must move only
+// pages that are still its own, so the new mapping keeps its contents.
+// (Without the look at kFlagForgetUnmapped under read_mu_, the new page
+// would be moved away and read as zeros.)
+TEST(RegionInternalsTest, MoveOutLeavesAMappingTheProgramMadeInAHoleAlone) {
+  MemoryPageBackend backend;
+  // Every other page written: each victim is a run of its own, so the
+  // hole's page is moved by a call of its own (a move over a run that spans
+  // the hole's mapping fails at the boundary anyway).
+  constexpr uint64_t kPages = 64, kFirst = 4, kVictims = 4, kHole = kFirst + 2;
+  auto r = MakeRegion(&backend, kPages, kPages, {.evict_batch = 8, .prefetch = false});
+  ASSERT_NE(r, nullptr);
+  if (!RegionTestPeer::DropsByMove(*r)) GTEST_SKIP() << "this kernel has no UFFDIO_MOVE";
+  for (uint64_t i = 0; i < kVictims; ++i) {
+    FillPage(r->data() + (kFirst + 2 * i) * kPage, kFirst + 2 * i, 1);
+  }
+  for (uint64_t i = 0; i < kVictims; ++i) RegionTestPeer::WaitForState(*r, kFirst + 2 * i, kDirty);
+  uint8_t* hole = r->data() + kHole * kPage;
+  void* remapped = MAP_FAILED;
+  SyncPoints::SetOnce("Region::Evict:before-move", [&] {
+    // munmap returns once a fault thread has read the UNMAP event.
+    if (munmap(hole, kPage) != 0) return;
+    remapped = mmap(hole, kPage, PROT_READ | PROT_WRITE,
+                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE, -1, 0);
+    if (remapped != MAP_FAILED) memset(remapped, 0xab, kPage);
+  });
+  ASSERT_TRUE(r->Advise(kFirst * kPage, 2 * kVictims * kPage, Advice::kCold).ok());
+  SyncPoints::ClearAll();
+  ASSERT_EQ(remapped, static_cast<void*>(hole)) << "the sync point was not reached, or mmap failed";
+  const auto* bytes = static_cast<const uint8_t*>(remapped);
+  EXPECT_EQ(bytes[0], 0xab) << "the program's new mapping lost its page";
+  EXPECT_EQ(bytes[kPage - 1], 0xab);
+  RegionStats s = r->stats();
+  EXPECT_EQ(s.pages_unmapped, 1u);
+  EXPECT_EQ(s.moved_evictions, kVictims - 1);
+  for (uint64_t i = 0; i < kVictims; ++i) {
+    const uint64_t p = kFirst + 2 * i;
+    if (p == kHole) continue;
+    EXPECT_TRUE(PageMatches(r->data() + p * kPage, p, 1))
+        << "page " << p << " holds " << testing::DescribePage(r->data() + p * kPage, p, 1);
+  }
+  munmap(remapped, kPage);
+}
+
+// The program drops (MADV_DONTNEED) one page of a run the evictor is about
+// to move out. That page is forgotten (reads as zeros, remote copy gone);
+// the rest of the run keeps its remote copies, and the move, finding the
+// dropped page already missing, moves the others.
+TEST(RegionInternalsTest, ProgramDropOfOnePageOfARunBeingMovedOutForgetsThatPageOnly) {
+  MemoryPageBackend backend;
+  constexpr uint64_t kPages = 64, kRunFirst = 4, kRunLen = 8, kDropped = 6;
+  auto r = MakeRegion(&backend, kPages, kPages, {.evict_batch = kRunLen, .prefetch = false});
+  ASSERT_NE(r, nullptr);
+  if (!RegionTestPeer::DropsByMove(*r)) GTEST_SKIP() << "this kernel has no UFFDIO_MOVE";
+  for (uint64_t p = kRunFirst; p < kRunFirst + kRunLen; ++p) {
+    FillPage(r->data() + p * kPage, p, 1);
+  }
+  for (uint64_t p = kRunFirst; p < kRunFirst + kRunLen; ++p) {
+    RegionTestPeer::WaitForState(*r, p, kDirty);
+  }
+  int dropped = -1;
+  SyncPoints::SetOnce("Region::Evict:before-move", [&] {
+    dropped = madvise(r->data() + kDropped * kPage, kPage, MADV_DONTNEED);
+  });
+  ASSERT_TRUE(r->Advise(kRunFirst * kPage, kRunLen * kPage, Advice::kCold).ok());
+  SyncPoints::ClearAll();
+  ASSERT_EQ(dropped, 0) << "the sync point was not reached";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (r->stats().pages_removed < 1 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();  // a bounded wait for the event's handling, not a sleep
+  }
+  RegionStats s = r->stats();
+  EXPECT_EQ(s.pages_removed, 1u);
+  EXPECT_EQ(s.moved_evictions, kRunLen);  // the dropped page was a hole: gone, as wanted
+  for (uint64_t p = kRunFirst; p < kRunFirst + kRunLen; ++p) {
+    if (p == kDropped) {
+      const auto* w = reinterpret_cast<const uint64_t*>(r->data() + p * kPage);
+      EXPECT_EQ(w[0], 0u) << "the page the program dropped reads as zeros";
+      EXPECT_EQ(w[511], 0u);
+    } else {
+      EXPECT_TRUE(PageMatches(r->data() + p * kPage, p, 1))
+          << "page " << p << " holds " << testing::DescribePage(r->data() + p * kPage, p, 1);
+    }
+  }
+  EXPECT_EQ(backend.stats().pages, kRunLen - 1);  // the dropped page's copy is gone
+  EXPECT_EQ(s.sigbus_delivered, 0u);
 }
 
 }  // namespace

@@ -29,6 +29,7 @@ namespace {
 
 using testing::DescribePage;
 using testing::FillPage;
+using testing::KernelHasUffdMove;
 using testing::PageMatches;
 constexpr uint64_t kPage = 4096;
 
@@ -46,6 +47,25 @@ class RegionTest : public ::testing::Test {
   void TearDown() override { SyncPoints::ClearAll(); }
   MemoryPageBackend backend_;
 };
+
+// RegionDropTest: run with each way of dropping evicted pages
+// (RegionOptions::drop_by_move: UFFDIO_MOVE, or MADV_DONTNEED).
+class RegionDropTest : public RegionTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  // CheckDropPath: with drop_by_move, evictions left by move unless this
+  // kernel has no UFFDIO_MOVE; without, none did.
+  static void CheckDropPath(const RegionStats& s) {
+    if (!GetParam()) {
+      EXPECT_EQ(s.moved_evictions, 0u);
+    } else if (s.moved_evictions == 0) {
+      EXPECT_FALSE(KernelHasUffdMove()) << "drop_by_move on, UFFDIO_MOVE here, nothing moved";
+    }
+  }
+};
+INSTANTIATE_TEST_SUITE_P(DropPaths, RegionDropTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "ByMove" : "ByMadvise";
+                         });
 
 TEST_F(RegionTest, CreateRejectsBadOptions) {
   EXPECT_EQ(Region::Create(nullptr, kPage, {}).status().code(), absl::StatusCode::kInvalidArgument);
@@ -289,12 +309,13 @@ TEST_F(RegionTest, ASecondBatchCannotEvictAPageWhoseStoreIsStillInFlight) {
 // keeps forcing evictions. Each thread owns one word in every page and
 // checks it on every access: every access must see that thread's last
 // write, whichever page state it met (remote, fetching, evicting, ...).
-TEST_F(RegionTest, ManyThreadsFaultingOnSharedPagesWhileEvictionRunsSeeTheirLastWrites) {
+TEST_P(RegionDropTest, ManyThreadsFaultingOnSharedPagesWhileEvictionRunsSeeTheirLastWrites) {
   constexpr uint64_t kPages = 256;
   constexpr int kThreads = 6;
   constexpr int kAccesses = 4000;
-  auto r =
-      MakeRegion(&backend_, kPages, 32, {.evict_batch = 8, .fault_threads = 3, .evict_threads = 2});
+  auto r = MakeRegion(
+      &backend_, kPages, 32,
+      {.evict_batch = 8, .fault_threads = 3, .evict_threads = 2, .drop_by_move = GetParam()});
   ASSERT_NE(r, nullptr);
   auto* words = reinterpret_cast<volatile uint64_t*>(r->data());
   std::atomic<int> mismatches{0}, advise_errors{0};
@@ -341,6 +362,7 @@ TEST_F(RegionTest, ManyThreadsFaultingOnSharedPagesWhileEvictionRunsSeeTheirLast
   EXPECT_EQ(mismatches.load(), 0);
   EXPECT_GT(r->stats().evictions, 0u);
   EXPECT_EQ(r->stats().sigbus_delivered, 0u);
+  CheckDropPath(r->stats());
 }
 
 // Unforced: one thread increments a counter page while another evicts it
@@ -748,6 +770,7 @@ TEST_F(RegionTest, AnUnmapDuringTheEvictorsDropLeavesNoEvictedPageMapped) {
   o.fault_threads = 1;
   o.spin_us = 0;
   o.prefetch = false;
+  o.drop_by_move = false;  // the madvise path is the one under test
   auto r = MakeRegion(&backend_, kPages, 2 * kPages, o);
   ASSERT_NE(r, nullptr);
   for (uint64_t p = 0; p < kPages; ++p) FillPage(r->data() + p * kPage, p, 1);
@@ -820,12 +843,13 @@ TEST_F(RegionTest, AnUnmapDuringTheEvictorsDropLeavesNoEvictedPageMapped) {
   EXPECT_EQ(r->stats().pages_unmapped, kHoleLen);
 }
 
-TEST_F(RegionTest, MadviseDontneedRacingFaultsAndEvictionsKeepsEveryPageRight) {
+TEST_P(RegionDropTest, MadviseDontneedRacingFaultsAndEvictionsKeepsEveryPageRight) {
   constexpr uint64_t kPages = 256;
   constexpr int kThreads = 4;
   constexpr int kAccesses = 3000;
-  auto r =
-      MakeRegion(&backend_, kPages, 64, {.evict_batch = 8, .fault_threads = 2, .evict_threads = 2});
+  auto r = MakeRegion(
+      &backend_, kPages, 64,
+      {.evict_batch = 8, .fault_threads = 2, .evict_threads = 2, .drop_by_move = GetParam()});
   ASSERT_NE(r, nullptr);
   std::atomic<bool> done{false};
   std::atomic<int> mismatches{0};
@@ -875,6 +899,7 @@ TEST_F(RegionTest, MadviseDontneedRacingFaultsAndEvictionsKeepsEveryPageRight) {
   EXPECT_GT(s.evictions, 0u);
   EXPECT_LE(s.resident_pages, kPages);
   EXPECT_EQ(s.sigbus_delivered, 0u);
+  CheckDropPath(s);
 }
 
 }  // namespace

@@ -2,6 +2,12 @@
 #ifndef FARSWAP_TESTS_CLIENT_REGION_TEST_UTIL_H_
 #define FARSWAP_TESTS_CLIENT_REGION_TEST_UTIL_H_
 
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <string>
 
@@ -45,6 +51,20 @@ inline std::string DescribePage(const uint8_t* p, uint64_t page, uint64_t max_ve
   while (i < 512 && w[i] == PatternWord(page, i, max_version)) ++i;
   return "no version (words 0.." + std::to_string(i) + " of version " +
          std::to_string(max_version) + ")";
+}
+
+// KernelHasUffdMove: this kernel offers UFFDIO_MOVE (Linux 6.8), with
+// which the region drops evicted pages (RegionOptions::drop_by_move).
+inline bool KernelHasUffdMove() {
+  constexpr uint64_t kFeatureMove = uint64_t{1} << 16;  // UFFD_FEATURE_MOVE
+  const int fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | UFFD_USER_MODE_ONLY));
+  if (fd < 0) return false;
+  uffdio_api api{};
+  api.api = UFFD_API;
+  api.features = kFeatureMove;
+  const bool has = ioctl(fd, UFFDIO_API, &api) == 0 && (api.features & kFeatureMove);
+  close(fd);
+  return has;
 }
 
 }  // namespace farswap::testing

@@ -21,7 +21,8 @@
 //   kClean    resident and write-protected; the backend copy is current.
 //   kDirty    resident and writable; the backend copy is stale or missing.
 //   kEvicting resident, write-protected by the evictor, snapshot in flight.
-//   kDropping the evictor has committed to drop it (MADV_DONTNEED pending).
+//   kDropping the evictor has committed to drop it (move or MADV_DONTNEED
+//             pending).
 //   kFetching a fault handler or the prefetcher is installing it.
 //
 // Faults. Dedicated fault threads read the userfaultfd (several, so faults
@@ -113,8 +114,12 @@
 //     there is SIGSEGV, never a silent zero page. Share far memory with a
 //     child through the backend, not the mapping.
 //   - mremap of region pages is not supported.
-// The region's own evictions use MADV_DONTNEED too, so each drop now waits
-// for a fault thread to read its REMOVE event.
+// The region's own evictions do not use MADV_DONTNEED where they can help
+// it: its REMOVE event would make each drop wait for a fault thread to read
+// it. Evicted pages are moved out (UFFDIO_MOVE, Linux 6.8) into a private
+// area registered with a second userfaultfd that reports no events, and
+// freed from there, one MADV_DONTNEED per batch (drop_by_move). A page that
+// cannot be moved is dropped by MADV_DONTNEED, as on older kernels.
 //
 // Thread-safety: Region is thread-safe; any number of threads may access
 // its memory and call its methods. Destroying it while other threads still
@@ -168,6 +173,11 @@ struct RegionOptions {
   // has it). false: it is mapped write-protected, and its first write costs
   // a write-protect fault (then a clean page is dropped with no snapshot).
   bool install_writable = true;
+  // drop_by_move: evicted pages leave the region by UFFDIO_MOVE (no
+  // userfaultfd event; see above). Ignored on kernels before 6.8, which have
+  // no UFFDIO_MOVE. false: one MADV_DONTNEED per run of evicted pages, each
+  // of which waits for a fault thread to read its REMOVE event.
+  bool drop_by_move = true;
   // Test only (fault injection): called before each UFFDIO_COPY,
   // UFFDIO_ZEROPAGE and UFFDIO_WRITEPROTECT the region issues, with the
   // first page it covers; a nonzero return is taken as that call's errno and
@@ -201,6 +211,9 @@ struct RegionStats {
   // MADV_DONTNEED zap may still have been to come (see above).
   uint64_t evictions_kept_zap_pending = 0;
   uint64_t pages_unmapped = 0;  // pages the program unmapped
+  // moved_evictions: evictions (of `evictions`) that left by UFFDIO_MOVE,
+  // raising no event; 0 with drop_by_move off or before Linux 6.8.
+  uint64_t moved_evictions = 0;
   uint64_t resident_pages = 0, max_resident_pages = 0;
   uint64_t budget_pages = 0;
   std::array<uint64_t, kFaultLatencyBuckets> fault_latency_us_log2{};
