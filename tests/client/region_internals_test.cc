@@ -132,27 +132,38 @@ TEST(RegionInternalsTest, DropOverARunPartlyUnmappedMeanwhileKeepsTheMappedPages
 }
 
 // The program drops (MADV_DONTNEED) one page of a run the evictor is about
-// to drop by madvise (drop_by_move off). Both REMOVE events name that page, the program's first.
-// The program's event must forget that page only, and the evictor's must not be taken for the
-// program's: the rest of the run keeps its remote copies. (Matching events whole, the program's
-// one-page event passed for the evictor's, whose own event then forgot the whole run: pages the
-// program had written read as zeros. RegionTest.MadviseDontneedRacingFaultsAnd-
+// to drop, on either drop path. By madvise (drop_by_move off) both REMOVE events name that page,
+// the program's first. The program's event must forget that page only, and the evictor's must not
+// be taken for the program's: the rest of the run keeps its remote copies. (Matching events whole,
+// the program's one-page event passed for the evictor's, whose own event then forgot the whole run:
+// pages the program had written read as zeros. RegionTest.MadviseDontneedRacingFaultsAnd-
 // EvictionsKeepsEveryPageRight failed in 1 of 4 runs beside a busy loop.)
-TEST(RegionInternalsTest, ProgramDropOfOnePageOfARunBeingDroppedForgetsThatPageOnly) {
+// By move, the program's event is the only one, and the move, finding the
+// page already missing, moves the others.
+class RegionInternalsDropTest : public ::testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(DropPaths, RegionInternalsDropTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "ByMove" : "ByMadvise";
+                         });
+
+TEST_P(RegionInternalsDropTest, ProgramDropOfOnePageOfARunBeingDroppedForgetsThatPageOnly) {
   MemoryPageBackend backend;
   constexpr uint64_t kPages = 64, kWritten = 16, kRunFirst = 4, kRunLen = 8, kDropped = 6;
   auto r = MakeRegion(&backend, kPages, kPages,
-                      {.evict_batch = kRunLen, .prefetch = false, .drop_by_move = false});
+                      {.evict_batch = kRunLen, .prefetch = false, .drop_by_move = GetParam()});
   ASSERT_NE(r, nullptr);
+  if (GetParam() && !RegionTestPeer::DropsByMove(*r)) {
+    GTEST_SKIP() << "this kernel has no UFFDIO_MOVE";
+  }
   for (uint64_t p = 0; p < kWritten; ++p) FillPage(r->data() + p * kPage, p, 1);
   for (uint64_t p = 0; p < kWritten; ++p) RegionTestPeer::WaitForState(*r, p, kDirty);
   int dropped = -1;
-  SyncPoints::SetOnce("Region::Evict:before-madvise", [&] {
-    // The run is listed as the evictor's; the program's madvise returns
-    // once a fault thread has read its REMOVE event, queued before the
-    // evictor's own.
-    dropped = madvise(r->data() + kDropped * kPage, kPage, MADV_DONTNEED);
-  });
+  // By madvise, the run is listed as the evictor's here; the program's
+  // madvise returns once a fault thread has read its REMOVE event, queued
+  // before the evictor's own.
+  SyncPoints::SetOnce(
+      GetParam() ? "Region::Evict:before-move" : "Region::Evict:before-madvise",
+      [&] { dropped = madvise(r->data() + kDropped * kPage, kPage, MADV_DONTNEED); });
   ASSERT_TRUE(r->Advise(kRunFirst * kPage, kRunLen * kPage, Advice::kCold).ok());
   SyncPoints::ClearAll();
   ASSERT_EQ(dropped, 0) << "the sync point was not reached";
@@ -160,7 +171,10 @@ TEST(RegionInternalsTest, ProgramDropOfOnePageOfARunBeingDroppedForgetsThatPageO
   while (r->stats().pages_removed < 1 && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::yield();  // a bounded wait for the events' handling, not a sleep
   }
-  EXPECT_EQ(r->stats().pages_removed, 1u);
+  RegionStats s = r->stats();
+  EXPECT_EQ(s.pages_removed, 1u);
+  // By move, the dropped page was a hole: gone, as wanted.
+  EXPECT_EQ(s.moved_evictions, GetParam() ? kRunLen : 0u);
   for (uint64_t p = kRunFirst; p < kRunFirst + kRunLen; ++p) {
     if (p == kDropped) {
       const auto* w = reinterpret_cast<const uint64_t*>(r->data() + p * kPage);
@@ -171,7 +185,8 @@ TEST(RegionInternalsTest, ProgramDropOfOnePageOfARunBeingDroppedForgetsThatPageO
           << "page " << p << " holds " << testing::DescribePage(r->data() + p * kPage, p, 1);
     }
   }
-  EXPECT_EQ(r->stats().sigbus_delivered, 0u);
+  EXPECT_EQ(backend.stats().pages, kRunLen - 1);  // the dropped page's copy is gone
+  EXPECT_EQ(s.sigbus_delivered, 0u);
 }
 
 // Evicted pages leave by UFFDIO_MOVE, which raises no event on the region's
@@ -267,50 +282,6 @@ TEST(RegionInternalsTest, MoveOutLeavesAMappingTheProgramMadeInAHoleAlone) {
         << "page " << p << " holds " << testing::DescribePage(r->data() + p * kPage, p, 1);
   }
   munmap(remapped, kPage);
-}
-
-// The program drops (MADV_DONTNEED) one page of a run the evictor is about
-// to move out. That page is forgotten (reads as zeros, remote copy gone);
-// the rest of the run keeps its remote copies, and the move, finding the
-// dropped page already missing, moves the others.
-TEST(RegionInternalsTest, ProgramDropOfOnePageOfARunBeingMovedOutForgetsThatPageOnly) {
-  MemoryPageBackend backend;
-  constexpr uint64_t kPages = 64, kRunFirst = 4, kRunLen = 8, kDropped = 6;
-  auto r = MakeRegion(&backend, kPages, kPages, {.evict_batch = kRunLen, .prefetch = false});
-  ASSERT_NE(r, nullptr);
-  if (!RegionTestPeer::DropsByMove(*r)) GTEST_SKIP() << "this kernel has no UFFDIO_MOVE";
-  for (uint64_t p = kRunFirst; p < kRunFirst + kRunLen; ++p) {
-    FillPage(r->data() + p * kPage, p, 1);
-  }
-  for (uint64_t p = kRunFirst; p < kRunFirst + kRunLen; ++p) {
-    RegionTestPeer::WaitForState(*r, p, kDirty);
-  }
-  int dropped = -1;
-  SyncPoints::SetOnce("Region::Evict:before-move", [&] {
-    dropped = madvise(r->data() + kDropped * kPage, kPage, MADV_DONTNEED);
-  });
-  ASSERT_TRUE(r->Advise(kRunFirst * kPage, kRunLen * kPage, Advice::kCold).ok());
-  SyncPoints::ClearAll();
-  ASSERT_EQ(dropped, 0) << "the sync point was not reached";
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-  while (r->stats().pages_removed < 1 && std::chrono::steady_clock::now() < deadline) {
-    std::this_thread::yield();  // a bounded wait for the event's handling, not a sleep
-  }
-  RegionStats s = r->stats();
-  EXPECT_EQ(s.pages_removed, 1u);
-  EXPECT_EQ(s.moved_evictions, kRunLen);  // the dropped page was a hole: gone, as wanted
-  for (uint64_t p = kRunFirst; p < kRunFirst + kRunLen; ++p) {
-    if (p == kDropped) {
-      const auto* w = reinterpret_cast<const uint64_t*>(r->data() + p * kPage);
-      EXPECT_EQ(w[0], 0u) << "the page the program dropped reads as zeros";
-      EXPECT_EQ(w[511], 0u);
-    } else {
-      EXPECT_TRUE(PageMatches(r->data() + p * kPage, p, 1))
-          << "page " << p << " holds " << testing::DescribePage(r->data() + p * kPage, p, 1);
-    }
-  }
-  EXPECT_EQ(backend.stats().pages, kRunLen - 1);  // the dropped page's copy is gone
-  EXPECT_EQ(s.sigbus_delivered, 0u);
 }
 
 }  // namespace
