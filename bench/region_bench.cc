@@ -91,6 +91,7 @@ class SpawnedClusterBackend final : public PageBackend {
 
 struct RegionFlags {
   WorkloadFlags workload;
+  std::string corpus;  // --corpus: fill the pages from these page corpora
   double local = 0.25;
   std::string backend = "memory";
   std::string codec = "lz4";
@@ -169,6 +170,12 @@ Json FaultBreakdown(const WorkloadResult& far, const RegionStats& s, const Clien
 
 absl::StatusOr<std::string> Run(const RegionFlags& f) {
   FARSWAP_ASSIGN_OR_RETURN(WorkloadSpec spec, WorkloadFromFlags(f.workload));
+  if (!f.corpus.empty()) {
+    // Outside the region (the program's own memory, not its far memory).
+    FARSWAP_ASSIGN_OR_RETURN(PageFile pages, ReadPageFiles(f.corpus));
+    spec.fill = std::make_shared<const PageFile>(std::move(pages));
+    FARSWAP_RETURN_IF_ERROR(ValidateWorkload(spec));
+  }
   const double local = f.local;
   if (local <= 0) return absl::InvalidArgumentError("--local: a fraction in (0, 1]");
   FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<PageBackend> backend, MakeBackend(f));
@@ -205,6 +212,7 @@ absl::StatusOr<std::string> Run(const RegionFlags& f) {
   const uint64_t faults = s.missing_faults + s.wp_faults;
   Json j;
   j.Str("workload", spec.kind)
+      .Str("pages_from", spec.fill ? f.corpus : "pattern")
       .Int("size", spec.pages * kPage)
       .Num("local", local)
       .Int("local_budget", options.local_budget)
@@ -258,6 +266,10 @@ CommandRunner AddRegionCommand(CLI::App& app) {
   CLI::App* cmd =
       app.add_subcommand("region", "a workload in a far-memory region vs the same in local memory");
   AddWorkloadFlags(*cmd, f->workload);
+  cmd->add_option("--corpus", f->corpus,
+                  "fill the pages from these page corpora (*.pages.zst; page p gets corpus page "
+                  "p mod their count) instead of the synthetic pattern")
+      ->type_name("FILE[,FILE...]");
   cmd->add_option("--local", f->local, "local budget as a fraction of --size")
       ->type_name("FRACTION")
       ->check(cli::Fraction())

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <thread>
 #include <vector>
@@ -47,6 +48,9 @@ uint64_t Scramble(uint64_t rank, uint64_t pages) {
 }  // namespace
 
 absl::Status ValidateWorkload(const WorkloadSpec& spec) {
+  if (spec.fill != nullptr && spec.fill->page_count() == 0) {
+    return absl::InvalidArgumentError("the fill corpus has no pages");
+  }
   if (spec.kind != "seq" && spec.kind != "random" && spec.kind != "zipf") {
     return absl::InvalidArgumentError(
         absl::StrCat("--workload: '", spec.kind, "' (use seq, random or zipf)"));
@@ -73,6 +77,10 @@ WorkloadResult RunWorkload(uint8_t* mem, const WorkloadSpec& spec) {
       // Init: each thread writes its slice of pages.
       const uint64_t lo = pages * t / threads, hi = pages * (t + 1) / threads;
       for (uint64_t p = lo; p < hi; ++p) {
+        if (spec.fill != nullptr) {
+          std::memcpy(mem + p * kPage, spec.fill->page(p % spec.fill->page_count()), kPage);
+          continue;
+        }
         auto* w = reinterpret_cast<uint64_t*>(mem + p * kPage);
         for (uint64_t i = 0; i < kPage / 8; ++i) w[i] = p * 0x100000001b3ull + i;
       }

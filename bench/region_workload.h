@@ -4,21 +4,23 @@
 // puts that one in a memory cgroup with zram swap).
 //
 // The memory is an array of 4 KiB pages. Init writes every page (a
-// deterministic pattern), then `ops` accesses pick a page by the workload
-// (seq: each thread scans its slice in order, round after round; random:
-// uniform; zipf: Zipf(theta) over a scrambled page order, so hot pages are
-// not neighbours), read one 64-byte line of it, and with probability
-// `write_fraction` add 1 to a word in it. The additions are atomic and
+// deterministic pattern, or, where the spec names fill pages, page p gets
+// fill page p mod their count: real memory contents), then `ops` accesses pick a page by the
+// workload (seq: each thread scans its slice in order, round after round; random: uniform; zipf:
+// Zipf(theta) over a scrambled page order, so hot pages are not neighbours), read one 64-byte line
+// of it, and with probability `write_fraction` add 1 to a word in it. The additions are atomic and
 // commute, so the final contents — and their checksum — do not depend on
 // the thread interleaving: a region run and a local run must agree exactly.
 #ifndef FARSWAP_BENCH_REGION_WORKLOAD_H_
 #define FARSWAP_BENCH_REGION_WORKLOAD_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "farswap/common/cli.h"
+#include "farswap/common/page_file.h"
 
 namespace farswap::bench {
 
@@ -30,6 +32,10 @@ struct WorkloadSpec {
   uint64_t seed = 1;
   double zipf_theta = 0.99;
   double write_fraction = 0.2;
+  // fill: the pages init copies in (page p gets fill->page(p % count)); null:
+  // the synthetic pattern (64-bit words p x 0x100000001b3 + i: every word
+  // differs, so LZ4 finds only short matches, its slow case).
+  std::shared_ptr<const PageFile> fill;
 };
 
 // kFaultedAccessNs: an access that took this long is counted as one that

@@ -112,7 +112,8 @@ TEST(CommandLineTest, EveryBinaryAnswersHelpWithItsFlags) {
         "--node-io-threads",
         "--client-io-threads",
         "--no-prefetch",
-        "--write-protect-loads"}},
+        "--write-protect-loads",
+        "--corpus"}},
       {{kBench, "chaos", "--help"},
        {"--minutes", "--seconds", "--nodes", "--replicas", "--faults", "--seed",
         "--failure-timeout-ms", "--region-size", "--region-budget", "--client-pages", "--threads",
@@ -221,6 +222,25 @@ TEST(CommandLineTest, BooleanFalseTurnsCorruptLoadsOff) {
     EXPECT_EQ(j.value("verified", value == "true"), value == "false") << j.dump();
     EXPECT_EQ(exit_status, value == "false" ? 0 : 1);
   }
+}
+
+TEST(CommandLineTest, RegionBenchFillsPagesFromACorpusOrSaysWhyNot) {
+  // Real pages in, the same contents out of the region as out of local
+  // memory (the bench's own check), and the JSON says where pages came from.
+  for (const std::string& from : {std::string("pattern"), kCorpus}) {
+    std::vector<std::string> argv = {kBench, "region", "--size", "8M", "--workload", "random"};
+    if (from != "pattern") argv.insert(argv.end(), {"--corpus", from});
+    int exit_status = -1;
+    nlohmann::json j = RunNodeBench(argv, &exit_status);
+    EXPECT_EQ(exit_status, 0) << from;
+    EXPECT_EQ(j.value("pages_from", ""), from) << j.dump();
+    EXPECT_EQ(j.value("verified", false), true) << j.dump();
+    EXPECT_GT(j.value("evictions", 0), 0) << j.dump();
+  }
+  ProgramResult r = Exec({kBench, "region", "--size", "8M", "--corpus", kEmptyPath});
+  EXPECT_EQ(r.exit_status, 1) << r.err;
+  EXPECT_NE(r.err.find(kEmptyPath), std::string::npos) << r.err;
+  EXPECT_EQ(r.out, "");
 }
 
 TEST(CommandLineTest, BenchFindsServerCopiedBesideIt) {
