@@ -22,6 +22,16 @@ Json& Json::Num(const std::string& key, double v) {
   value_[key] = std::strtod(buf, nullptr);
   return *this;
 }
+Json& Json::NumList(const std::string& key, const std::vector<double>& v) {
+  nlohmann::ordered_json list = nlohmann::ordered_json::array();
+  for (double x : v) {
+    Json one;
+    one.Num("x", x);  // the same rounding (and null for a non-finite number) as Num
+    list.push_back(one.value_["x"]);
+  }
+  value_[key] = std::move(list);
+  return *this;
+}
 Json& Json::Int(const std::string& key, uint64_t v) {
   value_[key] = v;
   return *this;

@@ -36,11 +36,13 @@ CommandRunner AddChaosCommand(CLI::App& app);
 int ExitStatusFor(const std::string& command, const absl::Status& status);
 
 // Json builds one JSON object, keys in insertion order, with nlohmann-json.
-// Numbers from Num keep 6 significant digits (what benchmark noise allows);
-// a non-finite one is null. A value type.
+// Numbers from Num and NumList keep 6 significant digits (what benchmark
+// noise allows); a non-finite one is null. Setting a key again replaces its
+// value where it stands. A value type.
 class Json {
  public:
   Json& Num(const std::string& key, double v);
+  Json& NumList(const std::string& key, const std::vector<double>& v);
   Json& Int(const std::string& key, uint64_t v);
   Json& Bool(const std::string& key, bool v);
   Json& Str(const std::string& key, const std::string& v);

@@ -63,7 +63,9 @@ struct E2eFlags {
   // --data-tls: plaintext and TLS side by side; the certificate files (all
   // three, or none: the bench makes a throwaway CA with the openssl CLI).
   bool data_tls = false;
-  int rounds = 1;  // plaintext/TLS pairs; the ratios compare medians
+  // --data-tls: plaintext/TLS pairs; --compare memcached: farswap/memcached
+  // pairs. The rates are medians over the rounds.
+  int rounds = 1;
   std::string tls_ca, tls_cert, tls_key;
 };
 
@@ -93,7 +95,9 @@ absl::Status CheckE2e(E2eFlags& f) {
   if (f.data_tls && f.kill_after) {
     return absl::InvalidArgumentError("--data-tls and --kill-one-after are separate runs");
   }
-  if (f.rounds != 1 && !f.data_tls) return absl::InvalidArgumentError("--rounds needs --data-tls");
+  if (f.rounds != 1 && !f.data_tls && !f.compare_memcached) {
+    return absl::InvalidArgumentError("--rounds needs --data-tls or --compare memcached");
+  }
   const bool any = !f.tls_ca.empty() || !f.tls_cert.empty() || !f.tls_key.empty();
   const bool all = !f.tls_ca.empty() && !f.tls_cert.empty() && !f.tls_key.empty();
   if (any && !f.data_tls) {
@@ -446,14 +450,47 @@ absl::StatusOr<TlsFiles> ThrowawayCa(std::string* dir) {
   return TlsFiles{.ca = ca->cert_file(), .cert = node.cert_file, .key = node.key_file};
 }
 
+// RunE2eAgainstMemcached: --compare memcached. Rounds alternate a farswap
+// run and a memcached run of the same pages, threads and depth, so both
+// meet the same background load on a shared machine; a round's ratio
+// compares its two runs (seconds apart), and the figures are medians over
+// the rounds. The other fields are the last round's.
+absl::StatusOr<Json> RunE2eAgainstMemcached(const E2eFlags& f, const PageFile& pages) {
+  std::vector<double> store, load, mc_store, mc_load, store_ratio, load_ratio;
+  Json last, last_mc;
+  for (int round = 0; round < f.rounds; ++round) {
+    FARSWAP_ASSIGN_OR_RETURN(E2eResult r, RunE2eOnce(f, pages, {}));
+    FARSWAP_ASSIGN_OR_RETURN(Json mc, RunMemcached(pages, f.threads, f.depth));
+    const double s = mc.value().at("store_pages_per_s").get<double>();
+    const double l = mc.value().at("load_pages_per_s").get<double>();
+    store.push_back(r.store_pages_per_s);
+    load.push_back(r.load_pages_per_s);
+    mc_store.push_back(s);
+    mc_load.push_back(l);
+    store_ratio.push_back(r.store_pages_per_s / s);
+    load_ratio.push_back(r.load_pages_per_s / l);
+    last = std::move(r.json);
+    last_mc = std::move(mc);
+  }
+  const std::vector<double> store_by_round = store_ratio, load_by_round = load_ratio;
+  last_mc.Num("store_pages_per_s", Percentile(mc_store, 50))
+      .Num("load_pages_per_s", Percentile(mc_load, 50));
+  last.Num("store_pages_per_s", Percentile(store, 50))
+      .Num("load_pages_per_s", Percentile(load, 50))
+      .Obj("memcached", last_mc)
+      .Int("rounds", uint64_t(f.rounds))
+      .Num("memcached_store_ratio", Percentile(store_ratio, 50))
+      .Num("memcached_load_ratio", Percentile(load_ratio, 50))
+      .NumList("memcached_store_ratio_by_round", store_by_round)
+      .NumList("memcached_load_ratio_by_round", load_by_round);
+  return last;
+}
+
 absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
   FARSWAP_ASSIGN_OR_RETURN(PageFile pages, ReadPageFiles(f.corpus));
+  if (f.compare_memcached) return RunE2eAgainstMemcached(f, pages);
   if (!f.data_tls) {
     FARSWAP_ASSIGN_OR_RETURN(E2eResult r, RunE2eOnce(f, pages, {}));
-    if (f.compare_memcached) {
-      FARSWAP_ASSIGN_OR_RETURN(Json mc, RunMemcached(pages, f.threads, f.depth));
-      r.json.Obj("memcached", mc);
-    }
     return r.json;
   }
   std::string dir;
@@ -566,7 +603,8 @@ CommandRunner AddE2eCommand(CLI::App& app) {
                 "run the workload twice, on plaintext nodes then on --data-tls nodes, and report "
                 "both and tls_store_ratio / tls_load_ratio (needs --spawn)");
   cmd->add_option("--rounds", f->rounds,
-                  "with --data-tls: plaintext/TLS pairs to run; the figures are medians")
+                  "with --data-tls: plaintext/TLS pairs to run; with --compare memcached: "
+                  "farswap/memcached pairs; the figures are medians")
       ->type_name("N")
       ->check(CLI::Range(1, 100))
       ->capture_default_str();

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -90,7 +91,7 @@ TEST(CommandLineTest, EveryBinaryAnswersHelpWithItsFlags) {
       {{kBench, "e2e", "--help"},
        {"--spawn", "--nodes", "--server-bin", "--corpus", "--replicas", "--threads", "--depth",
         "--kill-one-after", "--compare", "--pool-limit", "--cold-after", "--cold-rounds",
-        "--cold-zstd-level"}},
+        "--cold-zstd-level", "--rounds"}},
       {{kBench, "region", "--help"},
        {"--size",
         "--local",
@@ -186,6 +187,8 @@ TEST(CommandLineTest, BadValuesExitTwoNamingTheFlag) {
       {{kBench, "region", "--workload", "sideways"}, "--workload"},
       {{kBench, "e2e", "--corpus", kCorpus, "--spawn", "2", "--threads", "-3"}, "--threads"},
       {{kBench, "e2e", "--corpus", kCorpus, "--spawn", "1", "--cold-rounds", "0"}, "--cold-rounds"},
+      // Rounds pair two kinds of run: alone there is nothing to alternate.
+      {{kBench, "e2e", "--corpus", kCorpus, "--spawn", "1", "--rounds", "2"}, "--rounds"},
       {{kBench, "chaos", "--failure-timeout-ms", "5"}, "--failure-timeout-ms"},
       {{kWorkload, "--threads", "abc"}, "--threads"},
   };
@@ -221,6 +224,35 @@ TEST(CommandLineTest, BooleanFalseTurnsCorruptLoadsOff) {
     // Corrupted loads fail their checksum: verified only when really off.
     EXPECT_EQ(j.value("verified", value == "true"), value == "false") << j.dump();
     EXPECT_EQ(exit_status, value == "false" ? 0 : 1);
+  }
+}
+
+TEST(CommandLineTest, E2eAgainstMemcachedAlternatesRoundsAndReportsEachRatio) {
+  // Two farswap/memcached pairs: a ratio per round, and the figures are the
+  // medians of what both sides measured (the pages came back intact from
+  // both, or the bench says not verified).
+  int exit_status = -1;
+  nlohmann::json j = RunNodeBench({kBench, "e2e", "--spawn", "1", "--replicas", "1", "--corpus",
+                                   kCorpus, "--compare", "memcached", "--rounds", "2"},
+                                  &exit_status);
+  ASSERT_EQ(exit_status, 0) << j.dump();
+  EXPECT_EQ(j.value("rounds", 0), 2) << j.dump();
+  EXPECT_EQ(j.value("verified", false), true) << j.dump();
+  ASSERT_TRUE(j.contains("memcached")) << j.dump();
+  EXPECT_EQ(j["memcached"].value("verified", false), true) << j.dump();
+  for (const std::string op : {"store", "load"}) {
+    const nlohmann::json& by_round = j["memcached_" + op + "_ratio_by_round"];
+    ASSERT_TRUE(by_round.is_array()) << j.dump();
+    ASSERT_EQ(by_round.size(), 2u) << j.dump();
+    const double lo = std::min(by_round[0].get<double>(), by_round[1].get<double>());
+    const double hi = std::max(by_round[0].get<double>(), by_round[1].get<double>());
+    EXPECT_GT(lo, 0) << j.dump();
+    // The median of two rounds lies between them.
+    const double median = j.value("memcached_" + op + "_ratio", 0.0);
+    EXPECT_GE(median, lo * 0.999) << j.dump();
+    EXPECT_LE(median, hi * 1.001) << j.dump();
+    EXPECT_GT(j.value(op + "_pages_per_s", 0.0), 0) << j.dump();
+    EXPECT_GT(j["memcached"].value(op + "_pages_per_s", 0.0), 0) << j.dump();
   }
 }
 
