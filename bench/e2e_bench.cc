@@ -454,13 +454,17 @@ absl::StatusOr<TlsFiles> ThrowawayCa(std::string* dir) {
 // run and a memcached run of the same pages, threads and depth, so both
 // meet the same background load on a shared machine; a round's ratio
 // compares its two runs (seconds apart), and the figures are medians over
-// the rounds. The other fields are the last round's.
+// the rounds. `verified` (ours and memcached's) holds only if every round
+// verified; the other fields are the last round's.
 absl::StatusOr<Json> RunE2eAgainstMemcached(const E2eFlags& f, const PageFile& pages) {
   std::vector<double> store, load, mc_store, mc_load, store_ratio, load_ratio;
   Json last, last_mc;
+  bool verified = true, mc_verified = true;
   for (int round = 0; round < f.rounds; ++round) {
     FARSWAP_ASSIGN_OR_RETURN(E2eResult r, RunE2eOnce(f, pages, {}));
     FARSWAP_ASSIGN_OR_RETURN(Json mc, RunMemcached(pages, f.threads, f.depth));
+    verified = verified && r.json.value().at("verified").get<bool>();
+    mc_verified = mc_verified && mc.value().at("verified").get<bool>();
     const double s = mc.value().at("store_pages_per_s").get<double>();
     const double l = mc.value().at("load_pages_per_s").get<double>();
     store.push_back(r.store_pages_per_s);
@@ -474,9 +478,11 @@ absl::StatusOr<Json> RunE2eAgainstMemcached(const E2eFlags& f, const PageFile& p
   }
   const std::vector<double> store_by_round = store_ratio, load_by_round = load_ratio;
   last_mc.Num("store_pages_per_s", Percentile(mc_store, 50))
-      .Num("load_pages_per_s", Percentile(mc_load, 50));
+      .Num("load_pages_per_s", Percentile(mc_load, 50))
+      .Bool("verified", mc_verified);
   last.Num("store_pages_per_s", Percentile(store, 50))
       .Num("load_pages_per_s", Percentile(load, 50))
+      .Bool("verified", verified)
       .Obj("memcached", last_mc)
       .Int("rounds", uint64_t(f.rounds))
       .Num("memcached_store_ratio", Percentile(store_ratio, 50))
