@@ -541,6 +541,16 @@ absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
   return j;
 }
 
+// Verified: every `verified` in the output is true — ours and memcached's
+// with --compare, both kinds of node's with --data-tls.
+bool Verified(const nlohmann::ordered_json& j) {
+  if (j.contains("plaintext")) {
+    return j["plaintext"].value("verified", false) && j["tls"].value("verified", false);
+  }
+  if (j.contains("memcached") && !j["memcached"].value("verified", false)) return false;
+  return j.value("verified", false);
+}
+
 }  // namespace
 
 CommandRunner AddE2eCommand(CLI::App& app) {
@@ -627,6 +637,12 @@ CommandRunner AddE2eCommand(CLI::App& app) {
     absl::StatusOr<Json> j = RunE2e(*f);
     if (!j.ok()) return ExitStatusFor("e2e", j.status());
     std::cout << j->ToString() << std::endl;
+    // The figures are printed either way; a run that did not verify fails.
+    if (!Verified(j->value())) {
+      return ExitStatusFor("e2e",
+                           absl::DataLossError("not every page was stored and loaded back equal "
+                                               "(verified: false; first_error says why)"));
+    }
     return 0;
   };
 }

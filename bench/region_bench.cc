@@ -168,7 +168,7 @@ Json FaultBreakdown(const WorkloadResult& far, const RegionStats& s, const Clien
   return j;
 }
 
-absl::StatusOr<std::string> Run(const RegionFlags& f) {
+absl::StatusOr<Json> Run(const RegionFlags& f) {
   FARSWAP_ASSIGN_OR_RETURN(WorkloadSpec spec, WorkloadFromFlags(f.workload));
   if (!f.corpus.empty()) {
     // Outside the region (the program's own memory, not its far memory).
@@ -256,7 +256,7 @@ absl::StatusOr<std::string> Run(const RegionFlags& f) {
       .Int("parked_faults", s.parked_faults)
       .Int("sigbus", s.sigbus_delivered)
       .Bool("verified", far_sum == near_sum && s.sigbus_delivered == 0 && s.store_errors == 0);
-  return j.ToString();
+  return j;
 }
 
 }  // namespace
@@ -338,9 +338,15 @@ CommandRunner AddRegionCommand(CLI::App& app) {
                 "off)");
   cmd->add_flag("--json", f->json, "accepted for compatibility (the output is always JSON)");
   return [f] {
-    absl::StatusOr<std::string> out = Run(*f);
+    absl::StatusOr<Json> out = Run(*f);
     if (!out.ok()) return ExitStatusFor("region", out.status());
-    std::cout << *out << "\n";
+    std::cout << out->ToString() << "\n";
+    // The figures are printed either way; a run that did not verify fails.
+    if (!out->value().value("verified", false)) {
+      return ExitStatusFor(
+          "region", absl::DataLossError("the region's pages did not match local memory, a "
+                                        "page raised SIGBUS or a store failed (verified: false)"));
+    }
     return 0;
   };
 }

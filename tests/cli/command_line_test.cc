@@ -227,6 +227,23 @@ TEST(CommandLineTest, BooleanFalseTurnsCorruptLoadsOff) {
   }
 }
 
+TEST(CommandLineTest, E2eExitsOneWhenPagesComeBackWrong) {
+  // A node that corrupts what it returns: every load fails the client's
+  // checksum. The bench still prints its figures, says verified: false,
+  // and fails (exit 1) with the reason on stderr — a script that checks
+  // only the exit status must not take lost pages for a good run.
+  auto node = ServerProcess::Start({.extra_args = {"--test-corrupt-loads"}});
+  ASSERT_TRUE(node.ok()) << node.status();
+  ProgramResult r = Exec(
+      {kBench, "e2e", "--nodes", (*node)->grpc_addr(), "--replicas", "1", "--corpus", kCorpus});
+  EXPECT_EQ(r.exit_status, 1) << r.out << "\n" << r.err;
+  nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+  ASSERT_TRUE(j.is_object()) << "stdout is not one JSON object: " << r.out << "\n" << r.err;
+  EXPECT_EQ(j.value("verified", true), false) << j.dump();
+  EXPECT_GT(j.value("lost_pages", 0) + j.value("checksum_failures", 0), 0) << j.dump();
+  EXPECT_NE(r.err.find("verified: false"), std::string::npos) << r.err;
+}
+
 TEST(CommandLineTest, E2eAgainstMemcachedAlternatesRoundsAndReportsEachRatio) {
   // Two farswap/memcached pairs: a ratio per round, and the figures are the
   // medians of what both sides measured (the pages came back intact from
