@@ -198,15 +198,9 @@ absl::StatusOr<ColdFigures> WaitForColdPasses(
   }
 }
 
-// E2eResult: one run's JSON and the two rates a --data-tls run compares.
-struct E2eResult {
-  Json json;
-  double store_pages_per_s = 0;
-  double load_pages_per_s = 0;
-};
-
-absl::StatusOr<E2eResult> RunE2eOnce(const E2eFlags& f, const PageFile& pages,
-                                     const TlsFiles& tls) {
+// RunE2eOnce: one run's JSON (store_pages_per_s, load_pages_per_s and
+// verified are what paired rounds compare).
+absl::StatusOr<Json> RunE2eOnce(const E2eFlags& f, const PageFile& pages, const TlsFiles& tls) {
   const size_t n = pages.page_count();
   std::vector<std::unique_ptr<testing::ServerProcess>> spawned;
   std::vector<std::string> addrs = f.nodes;
@@ -436,7 +430,7 @@ absl::StatusOr<E2eResult> RunE2eOnce(const E2eFlags& f, const PageFile& pages,
   if (!first_error.empty()) j.Str("first_error", first_error);
   client.reset();
   spawned.clear();
-  return E2eResult{.json = j, .store_pages_per_s = n / store_s, .load_pages_per_s = n / load_s};
+  return j;
 }
 
 // ThrowawayCa makes a CA and a node certificate (for 127.0.0.1 and
@@ -450,6 +444,45 @@ absl::StatusOr<TlsFiles> ThrowawayCa(std::string* dir) {
   return TlsFiles{.ca = ca->cert_file(), .cert = node.cert_file, .key = node.key_file};
 }
 
+// Median of a copy (Percentile sorts what it is given).
+double Median(std::vector<double> v) { return Percentile(v, 50); }
+
+// RoundsOfOneSide: what one side of a paired comparison (farswap,
+// memcached, a plaintext or a TLS node) measured over the rounds. Its
+// `verified` holds only if every round verified: a round that lost a page
+// is not hidden by a later one that did not.
+struct RoundsOfOneSide {
+  std::vector<double> store_pages_per_s, load_pages_per_s;
+  bool verified = true;
+  Json last;  // the last round's JSON; Summary overwrites its rates and verified
+
+  void Add(Json run) {
+    store_pages_per_s.push_back(run.value().at("store_pages_per_s").get<double>());
+    load_pages_per_s.push_back(run.value().at("load_pages_per_s").get<double>());
+    verified = verified && run.value().at("verified").get<bool>();
+    last = std::move(run);
+  }
+  double store_median() const { return Median(store_pages_per_s); }
+  double load_median() const { return Median(load_pages_per_s); }
+  // Summary: the last round's JSON with the median rates and the
+  // every-round verdict in place of that round's own.
+  Json Summary() const {
+    Json j = last;
+    j.Num("store_pages_per_s", store_median())
+        .Num("load_pages_per_s", load_median())
+        .Bool("verified", verified);
+    return j;
+  }
+};
+
+// RatiosByRound: a's rate over b's, round by round (a and b ran the same
+// rounds in turn).
+std::vector<double> RatiosByRound(const std::vector<double>& a, const std::vector<double>& b) {
+  std::vector<double> r;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) r.push_back(a[i] / b[i]);
+  return r;
+}
+
 // RunE2eAgainstMemcached: --compare memcached. Rounds alternate a farswap
 // run and a memcached run of the same pages, threads and depth, so both
 // meet the same background load on a shared machine; a round's ratio
@@ -457,87 +490,62 @@ absl::StatusOr<TlsFiles> ThrowawayCa(std::string* dir) {
 // the rounds. `verified` (ours and memcached's) holds only if every round
 // verified; the other fields are the last round's.
 absl::StatusOr<Json> RunE2eAgainstMemcached(const E2eFlags& f, const PageFile& pages) {
-  std::vector<double> store, load, mc_store, mc_load, store_ratio, load_ratio;
-  Json last, last_mc;
-  bool verified = true, mc_verified = true;
+  RoundsOfOneSide ours, theirs;
   for (int round = 0; round < f.rounds; ++round) {
-    FARSWAP_ASSIGN_OR_RETURN(E2eResult r, RunE2eOnce(f, pages, {}));
+    FARSWAP_ASSIGN_OR_RETURN(Json r, RunE2eOnce(f, pages, {}));
     FARSWAP_ASSIGN_OR_RETURN(Json mc, RunMemcached(pages, f.threads, f.depth));
-    verified = verified && r.json.value().at("verified").get<bool>();
-    mc_verified = mc_verified && mc.value().at("verified").get<bool>();
-    const double s = mc.value().at("store_pages_per_s").get<double>();
-    const double l = mc.value().at("load_pages_per_s").get<double>();
-    store.push_back(r.store_pages_per_s);
-    load.push_back(r.load_pages_per_s);
-    mc_store.push_back(s);
-    mc_load.push_back(l);
-    store_ratio.push_back(r.store_pages_per_s / s);
-    load_ratio.push_back(r.load_pages_per_s / l);
-    last = std::move(r.json);
-    last_mc = std::move(mc);
+    ours.Add(std::move(r));
+    theirs.Add(std::move(mc));
   }
-  const std::vector<double> store_by_round = store_ratio, load_by_round = load_ratio;
-  last_mc.Num("store_pages_per_s", Percentile(mc_store, 50))
-      .Num("load_pages_per_s", Percentile(mc_load, 50))
-      .Bool("verified", mc_verified);
-  last.Num("store_pages_per_s", Percentile(store, 50))
-      .Num("load_pages_per_s", Percentile(load, 50))
-      .Bool("verified", verified)
-      .Obj("memcached", last_mc)
+  const std::vector<double> store_ratio =
+      RatiosByRound(ours.store_pages_per_s, theirs.store_pages_per_s);
+  const std::vector<double> load_ratio =
+      RatiosByRound(ours.load_pages_per_s, theirs.load_pages_per_s);
+  Json j = ours.Summary();
+  j.Obj("memcached", theirs.Summary())
       .Int("rounds", uint64_t(f.rounds))
-      .Num("memcached_store_ratio", Percentile(store_ratio, 50))
-      .Num("memcached_load_ratio", Percentile(load_ratio, 50))
-      .NumList("memcached_store_ratio_by_round", store_by_round)
-      .NumList("memcached_load_ratio_by_round", load_by_round);
-  return last;
+      .Num("memcached_store_ratio", Median(store_ratio))
+      .Num("memcached_load_ratio", Median(load_ratio))
+      .NumList("memcached_store_ratio_by_round", store_ratio)
+      .NumList("memcached_load_ratio_by_round", load_ratio);
+  return j;
 }
 
 absl::StatusOr<Json> RunE2e(const E2eFlags& f) {
   FARSWAP_ASSIGN_OR_RETURN(PageFile pages, ReadPageFiles(f.corpus));
   if (f.compare_memcached) return RunE2eAgainstMemcached(f, pages);
-  if (!f.data_tls) {
-    FARSWAP_ASSIGN_OR_RETURN(E2eResult r, RunE2eOnce(f, pages, {}));
-    return r.json;
-  }
+  if (!f.data_tls) return RunE2eOnce(f, pages, {});
   std::string dir;
   absl::StatusOr<TlsFiles> tls = f.tls_ca.empty()
                                      ? ThrowawayCa(&dir)
                                      : absl::StatusOr<TlsFiles>(TlsFiles{
                                            .ca = f.tls_ca, .cert = f.tls_cert, .key = f.tls_key});
   // Rounds alternate plaintext and TLS, so both meet the same background
-  // load; each figure is the median over rounds.
-  std::vector<E2eResult> plain, secure;
+  // load; each figure is the median over rounds, and each side's
+  // `verified` holds only if all its rounds verified.
+  RoundsOfOneSide plain, secure;
   absl::Status status = tls.status();
   for (int round = 0; round < f.rounds && status.ok(); ++round) {
-    absl::StatusOr<E2eResult> p = RunE2eOnce(f, pages, {});
-    absl::StatusOr<E2eResult> s = p.ok() ? RunE2eOnce(f, pages, *tls) : p;
+    absl::StatusOr<Json> p = RunE2eOnce(f, pages, {});
+    absl::StatusOr<Json> s = p.ok() ? RunE2eOnce(f, pages, *tls) : p;
     status = s.status();
     if (status.ok()) {
-      plain.push_back(*std::move(p));
-      secure.push_back(*std::move(s));
+      plain.Add(*std::move(p));
+      secure.Add(*std::move(s));
     }
   }
   if (!dir.empty()) std::filesystem::remove_all(dir);
   FARSWAP_RETURN_IF_ERROR(status);
-  auto median = [](const std::vector<E2eResult>& runs, double E2eResult::*rate) {
-    std::vector<double> v;
-    for (const E2eResult& r : runs) v.push_back(r.*rate);
-    return Percentile(v, 50);
-  };
-  const double plain_store = median(plain, &E2eResult::store_pages_per_s);
-  const double plain_load = median(plain, &E2eResult::load_pages_per_s);
-  const double tls_store = median(secure, &E2eResult::store_pages_per_s);
-  const double tls_load = median(secure, &E2eResult::load_pages_per_s);
   Json j;
-  j.Obj("plaintext", plain.back().json)
-      .Obj("tls", secure.back().json)
+  j.Obj("plaintext", plain.Summary())
+      .Obj("tls", secure.Summary())
       .Int("rounds", uint64_t(f.rounds))
-      .Num("plaintext_store_pages_per_s", plain_store)
-      .Num("plaintext_load_pages_per_s", plain_load)
-      .Num("tls_store_pages_per_s", tls_store)
-      .Num("tls_load_pages_per_s", tls_load)
-      .Num("tls_store_ratio", tls_store / plain_store)
-      .Num("tls_load_ratio", tls_load / plain_load);
+      .Num("plaintext_store_pages_per_s", plain.store_median())
+      .Num("plaintext_load_pages_per_s", plain.load_median())
+      .Num("tls_store_pages_per_s", secure.store_median())
+      .Num("tls_load_pages_per_s", secure.load_median())
+      .Num("tls_store_ratio", secure.store_median() / plain.store_median())
+      .Num("tls_load_ratio", secure.load_median() / plain.load_median());
   return j;
 }
 

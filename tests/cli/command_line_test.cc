@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -242,6 +243,46 @@ TEST(CommandLineTest, E2eExitsOneWhenPagesComeBackWrong) {
   EXPECT_EQ(j.value("verified", true), false) << j.dump();
   EXPECT_GT(j.value("lost_pages", 0) + j.value("checksum_failures", 0), 0) << j.dump();
   EXPECT_NE(r.err.find("verified: false"), std::string::npos) << r.err;
+}
+
+TEST(CommandLineTest, E2eRoundsAreVerifiedOnlyIfEveryRoundWas) {
+  // The first node the bench starts corrupts every load it serves; the
+  // nodes of later runs are sound. So round 1's first run fails its
+  // checksums and every later run verifies: the summary must still say
+  // not verified (and exit 1), for --compare memcached (ours) and for
+  // --data-tls (the plaintext side), however good the last round was.
+  for (const std::vector<std::string>& pairing :
+       {std::vector<std::string>{"--compare", "memcached"},
+        std::vector<std::string>{"--data-tls"}}) {
+    TempDir dir;
+    const std::string wrapper = dir.path() + "/first-node-corrupts";
+    {
+      std::ofstream script(wrapper);
+      script << "#!/bin/sh\n"
+             << "if mkdir " << dir.path() << "/started 2>/dev/null; then\n"
+             << "  exec " << kServer << " --test-corrupt-loads \"$@\"\n"
+             << "fi\n"
+             << "exec " << kServer << " \"$@\"\n";
+    }
+    std::filesystem::permissions(wrapper, std::filesystem::perms::owner_all);
+    std::vector<std::string> argv = {kBench,         "e2e",   "--spawn",  "1",
+                                     "--replicas",   "1",     "--corpus", kCorpus,
+                                     "--server-bin", wrapper, "--rounds", "2"};
+    argv.insert(argv.end(), pairing.begin(), pairing.end());
+    ProgramResult r = Exec(argv);
+    EXPECT_EQ(r.exit_status, 1) << pairing[0] << "\n" << r.out << "\n" << r.err;
+    nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(j.is_object()) << "stdout is not one JSON object: " << r.out << "\n" << r.err;
+    EXPECT_EQ(j.value("rounds", 0), 2) << j.dump();
+    if (pairing[0] == "--data-tls") {
+      EXPECT_EQ(j["plaintext"].value("verified", true), false) << j.dump();
+      EXPECT_EQ(j["tls"].value("verified", false), true) << j.dump();
+    } else {
+      EXPECT_EQ(j.value("verified", true), false) << j.dump();
+      EXPECT_EQ(j["memcached"].value("verified", false), true) << j.dump();
+    }
+    EXPECT_NE(r.err.find("verified: false"), std::string::npos) << r.err;
+  }
 }
 
 TEST(CommandLineTest, E2eAgainstMemcachedAlternatesRoundsAndReportsEachRatio) {
