@@ -567,7 +567,7 @@ bool DataPlaneServer::Execute(ConnState& state, const std::shared_ptr<Connection
       return true;
     }
     request.entries = std::move(*entries);
-    reply->batch = std::make_unique<BatchEncoder>();
+    reply->batch = std::make_unique<BatchEncoder>(request.entries.size());
     reply->sub_payloads.resize(request.entries.size());  // never resized again: pieces point in
     request.reply = std::move(reply);
   }

@@ -216,6 +216,29 @@ TEST(FrameTest, MaximalBatchOfFullPagesRoundTrips) {
   EXPECT_EQ((*subs)[255].header.page, 255u);
 }
 
+TEST(FrameTest, BatchEncoderHoldsNoMoreThanItWasSizedFor) {
+  // Sized once (its pieces point into its own headers, so they must never
+  // move): the entry past max_entries is refused, not reallocated.
+  BatchEncoder b(2);
+  ASSERT_TRUE(b.Add({.opcode = Opcode::kLoad, .page = 1}).ok());
+  ASSERT_TRUE(b.Add({.opcode = Opcode::kLoad, .page = 2}).ok());
+  EXPECT_EQ(b.Add({.opcode = Opcode::kLoad, .page = 3}).code(),
+            absl::StatusCode::kResourceExhausted);
+  std::vector<uint8_t> wire = Wire(b.Header(1), Gather(b.pieces()));
+  absl::StatusOr<FrameView> f = DecodeFrame(wire);
+  ASSERT_TRUE(f.ok()) << f.status();
+  absl::StatusOr<std::vector<FrameView>> subs = DecodeBatch(*f);
+  ASSERT_TRUE(subs.ok()) << subs.status();
+  ASSERT_EQ(subs->size(), 2u);
+  EXPECT_EQ((*subs)[1].header.page, 2u);
+  // Asking for more than a BATCH may hold gives kMaxBatchEntries.
+  BatchEncoder big(kMaxBatchEntries + 10);
+  for (size_t i = 0; i < kMaxBatchEntries; ++i) {
+    ASSERT_TRUE(big.Add({.opcode = Opcode::kLoad, .page = i}).ok());
+  }
+  EXPECT_EQ(big.Add({.opcode = Opcode::kLoad}).code(), absl::StatusCode::kResourceExhausted);
+}
+
 TEST(FrameTest, BatchEncoderRejectsBadEntries) {
   BatchEncoder b;
   EXPECT_EQ(b.Add({.opcode = Opcode::kHello}).code(), absl::StatusCode::kInvalidArgument);

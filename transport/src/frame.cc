@@ -10,6 +10,7 @@
 // format is little-endian on every host.
 #include "farswap/transport/frame.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -339,12 +340,16 @@ absl::StatusOr<uint64_t> DecodeU64Payload(std::span<const uint8_t> payload) {
   return Get64(payload.data());
 }
 
-BatchEncoder::BatchEncoder() { headers_.reserve(kMaxBatchEntries); }
+BatchEncoder::BatchEncoder(size_t max_entries)
+    : max_entries_(std::min(max_entries, kMaxBatchEntries)) {
+  headers_.reserve(max_entries_);
+  pieces_.reserve(2 * max_entries_);  // a sub-header and one payload piece each
+}
 
 absl::Status BatchEncoder::Add(FrameHeader sub, std::span<const std::span<const uint8_t>> pieces) {
-  if (count_ == kMaxBatchEntries) {
+  if (count_ == max_entries_) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("batch already holds the maximum of ", kMaxBatchEntries, " entries"));
+        absl::StrCat("batch already holds the maximum of ", max_entries_, " entries"));
   }
   if (sub.opcode == Opcode::kBatch || sub.opcode == Opcode::kHello) {
     return absl::InvalidArgumentError(

@@ -204,12 +204,16 @@ absl::StatusOr<uint64_t> DecodeU64Payload(std::span<const uint8_t> payload);
 // the pieces valid (sub-headers are heap-allocated once, in the constructor).
 class BatchEncoder {
  public:
-  BatchEncoder();
+  // The encoder holds up to `max_entries` entries (at most
+  // kMaxBatchEntries); its memory is sized for them once, so Add never
+  // allocates.
+  explicit BatchEncoder(size_t max_entries = kMaxBatchEntries);
 
   // Add appends one sub-frame; its payload_length is set from `pieces`.
   // INVALID_ARGUMENT when the sub-frame is invalid (a BATCH or HELLO, bad
   // length for its opcode, ...) or mixes directions with earlier entries;
-  // RESOURCE_EXHAUSTED when the batch already holds kMaxBatchEntries.
+  // RESOURCE_EXHAUSTED when the batch already holds max_entries. Past one
+  // payload piece per entry, pieces_ may grow.
   absl::Status Add(FrameHeader sub, std::span<const std::span<const uint8_t>> pieces = {});
 
   size_t count() const { return count_; }
@@ -221,7 +225,8 @@ class BatchEncoder {
   std::span<const std::span<const uint8_t>> pieces() const { return pieces_; }
 
  private:
-  std::vector<std::array<uint8_t, kFrameHeaderSize>> headers_;  // capacity fixed
+  size_t max_entries_;
+  std::vector<std::array<uint8_t, kFrameHeaderSize>> headers_;  // capacity fixed: max_entries_
   std::vector<std::span<const uint8_t>> pieces_;
   size_t count_ = 0;
   size_t payload_size_ = 0;
