@@ -38,6 +38,10 @@ absl::Status WithPage(uint64_t page_no, const absl::Status& s) {
 // WriteOp is one store or invalidate of pages of one slab, sent to every
 // replica (and the node filling, if any). Thread-safe through `mu`.
 struct Client::Impl::StoreOp {
+  // User-provided, so allocate_shared does not zero the 4 KiB payload
+  // (PreparePage writes it) as value-initialisation would.
+  StoreOp() {}
+
   enum class Kind { kStore, kInvalidate } kind = Kind::kStore;
   uint64_t slab = 0;
   uint64_t first = 0;  // first page
@@ -52,9 +56,10 @@ struct Client::Impl::StoreOp {
     Target target;
     absl::Status status;
   };
+  using Results = absl::InlinedVector<Result, 4>;  // one per target
   Mutex mu;
   size_t pending ABSL_GUARDED_BY(mu) = 0;
-  std::vector<Result> results ABSL_GUARDED_BY(mu);
+  Results results ABSL_GUARDED_BY(mu);
 };
 
 // LoadOp tries the replicas of one page in turn until one returns a copy
@@ -66,7 +71,7 @@ struct Client::Impl::LoadOp {
   uint8_t* out = nullptr;
   size_t* wire_bytes = nullptr;  // optional: payload bytes of the verified reply
   DoneCallback done;
-  std::vector<int> order;  // replica node ids, in the order to try
+  absl::InlinedVector<int, 4> order;  // replica node ids, in the order to try
   size_t next = 0;
   int tried = 0;
   bool saw_bad_copy = false;  // some replica answered with a bad or missing copy
@@ -155,7 +160,7 @@ std::vector<client_internal::Candidate> Client::Impl::CandidatesLocked(
 Client::Impl::Target Client::Impl::TargetLocked(int node) const {
   const Node& n = nodes_[node];
   return Target{.node = node,
-                .address = n.address,
+                .address = n.counters->address,
                 .channel = n.channel,
                 .load_channel = n.load_channel,
                 .counters = n.counters.get()};
@@ -334,7 +339,7 @@ void Client::Impl::StoreManyAsync(std::span<const PageWrite> pages, SnapshotMode
   std::vector<std::shared_ptr<StoreOp>> ops;
   ops.reserve(pages.size());
   for (size_t i = 0; i < pages.size(); ++i) {
-    auto op = std::make_shared<StoreOp>();
+    std::shared_ptr<StoreOp> op = client_internal::MakeRecycled<StoreOp>(store_op_blocks_);
     op->kind = StoreOp::Kind::kStore;
     op->first = pages[i].page_no;
     op->slab = pages[i].page_no / pages_per_slab_;
@@ -375,7 +380,7 @@ void Client::Impl::InvalidateRangeAsync(uint64_t first, uint64_t count, DoneCall
     uint64_t slab = p / pages_per_slab_;
     uint64_t slab_last = slab * pages_per_slab_ + pages_per_slab_ - 1;
     uint64_t end = std::min(last, slab_last);
-    auto op = std::make_shared<StoreOp>();
+    std::shared_ptr<StoreOp> op = client_internal::MakeRecycled<StoreOp>(store_op_blocks_);
     op->kind = StoreOp::Kind::kInvalidate;
     op->slab = slab;
     op->first = p;
@@ -404,7 +409,7 @@ void Client::Impl::InvalidateRangeAsync(uint64_t first, uint64_t count, DoneCall
   IssueStores(ops);
 }
 
-absl::Status Client::Impl::PlanStoreLocked(StoreOp& op, std::vector<Target>* targets) {
+absl::Status Client::Impl::PlanStoreLocked(StoreOp& op, TargetList* targets) {
   mu_.AssertHeld();
   if (stopping_) return absl::CancelledError("the client is shutting down");
   if (op.kind == StoreOp::Kind::kInvalidate && table_.Find(op.slab) == nullptr) {
@@ -468,7 +473,7 @@ void Client::Impl::IssueStores(std::span<std::shared_ptr<StoreOp>> ops) {
   // Plan every operation under one hold of mu_, then send: the writes bound
   // for one node leave as one BATCH frame (DESIGN.md §6a), a single write
   // as a plain frame.
-  std::vector<std::vector<Target>> targets(ops.size());
+  std::vector<TargetList> targets(ops.size());
   std::vector<absl::Status> refused(ops.size());
   bool any_suspect = false;  // a refused store may wait for a suspect node
   {
@@ -478,7 +483,7 @@ void Client::Impl::IssueStores(std::span<std::shared_ptr<StoreOp>> ops) {
   }
   // The operations (indices into ops) that write to each node; a handful of
   // nodes, so a linear search beats hashing.
-  NodeGroups by_node;
+  NodeGroups by_node(ops.size());
   for (size_t i = 0; i < ops.size(); ++i) {
     StoreOp& op = *ops[i];
     if (!refused[i].ok() || targets[i].empty()) {
@@ -519,6 +524,7 @@ void Client::Impl::IssueStores(std::span<std::shared_ptr<StoreOp>> ops) {
         continue;
       }
       std::vector<std::shared_ptr<StoreOp>> batch_ops;
+      batch_ops.reserve(end - begin);
       for (size_t k = begin; k < end; ++k) batch_ops.push_back(ops[members[k]]);
       SendStoreBatch(t, std::move(batch_ops));
     }
@@ -529,22 +535,30 @@ void Client::Impl::IssueStores(std::span<std::shared_ptr<StoreOp>> ops) {
 // answered: the encoder's sub-headers and the operations whose payloads its
 // pieces point into.
 struct Client::Impl::StoreBatchCall {
+  explicit StoreBatchCall(std::vector<std::shared_ptr<StoreOp>> batch_ops)
+      : encoder(batch_ops.size()), ops(std::move(batch_ops)) {}
   transport::BatchEncoder encoder;
   std::vector<std::shared_ptr<StoreOp>> ops;
 };
 
 void Client::Impl::SendStoreBatch(const Target& t, std::vector<std::shared_ptr<StoreOp>> ops) {
-  auto call = std::make_shared<StoreBatchCall>();
-  call->ops = std::move(ops);
+  auto call = std::make_shared<StoreBatchCall>(std::move(ops));
   for (const std::shared_ptr<StoreOp>& op : call->ops) {
-    OutgoingMessage m = StoreMessage(*op);
-    absl::Status added = call->encoder.Add(m.header, m.payload);
+    absl::Status added;
+    if (op->kind == StoreOp::Kind::kStore) {
+      // The page's one payload piece, without StoreMessage's vector.
+      const std::span<const uint8_t> payload = op->page.payload_bytes();
+      added = call->encoder.Add(op->page.header(), {&payload, 1});
+    } else {
+      OutgoingMessage m = StoreMessage(*op);
+      added = call->encoder.Add(m.header, m.payload);
+    }
     assert(added.ok());  // headers the client builds are valid by construction
     (void)added;
   }
   OutgoingMessage m;
   m.header = call->encoder.Header(0);
-  for (std::span<const uint8_t> piece : call->encoder.pieces()) m.payload.push_back(piece);
+  m.payload.assign(call->encoder.pieces().begin(), call->encoder.pieces().end());
   m.on_sent = [call](absl::Status) {};
   Call(t, std::move(m), [this, call, t](absl::StatusOr<IncomingMessage> r) {
     std::vector<absl::Status> statuses = SplitBatchReply(r, call->ops.size(), nullptr);
@@ -575,14 +589,14 @@ std::vector<absl::Status> Client::Impl::SplitBatchReply(
 }
 
 void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
-  std::vector<StoreOp::Result> results;
+  StoreOp::Results results;  // taken: a retry plans new ones
   {
     MutexLock l(&op->mu);
-    results = op->results;
+    results.swap(op->results);
   }
   const bool is_store = op->kind == StoreOp::Kind::kStore;
   absl::Status first_error;
-  std::vector<int> acked, suspect;  // suspect: failed as down (stalled, unreachable)
+  absl::InlinedVector<int, 4> acked, suspect;  // suspect: failed as down (stalled, unreachable)
   bool node_lost = false, wait = false;
   bool superseded = false;  // some replica holds a newer store of the page
   for (const StoreOp::Result& r : results) {
@@ -617,9 +631,7 @@ void Client::Impl::FinishStore(std::shared_ptr<StoreOp> op) {
     client_internal::Slab* s = table_.Find(op->slab);
     if (s != nullptr) {
       s->writes_in_flight--;
-      auto has = [](const std::vector<int>& v, int x) {
-        return std::find(v.begin(), v.end(), x) != v.end();
-      };
+      auto has = [](const auto& v, int x) { return std::find(v.begin(), v.end(), x) != v.end(); };
       // A replica that missed this write while another replica took it
       // holds a stale copy now: it leaves the slab (re-replication tops the
       // slab up). Without such a witness nobody is dropped: the write waits.
@@ -703,7 +715,7 @@ absl::Status Client::Impl::PlanLoadLocked(LoadOp& op) {
   client_internal::Slab* s = table_.Find(op.slab);
   uint32_t i = table_.IndexOf(op.page_no);
   if (s != nullptr && s->present.Get(i)) {
-    op.order = s->replicas;
+    op.order.assign(s->replicas.begin(), s->replicas.end());
     op.next = 0;
     op.expected = s->checksums[i];
     op.epoch = s->epoch;
@@ -713,7 +725,7 @@ absl::Status Client::Impl::PlanLoadLocked(LoadOp& op) {
     if (!op.order.empty()) {
       std::rotate(op.order.begin(), op.order.begin() + op.page_no % op.order.size(),
                   op.order.end());
-      std::vector<int> ordered, draining, suspect;
+      absl::InlinedVector<int, 4> ordered, draining, suspect;
       for (int node : op.order) {
         if (CountsTowardsRLocked(node)) {
           ordered.push_back(node);
@@ -820,7 +832,7 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
   {
     MutexLock l(&mu_);
     for (size_t i = 0; i < requests.size(); ++i) {
-      auto op = std::make_shared<LoadOp>();
+      std::shared_ptr<LoadOp> op = client_internal::MakeRecycled<LoadOp>(load_op_blocks_);
       op->page_no = requests[i].page_no;
       op->wire_bytes = requests[i].wire_bytes;
       op->slab = op->page_no / pages_per_slab_;
@@ -831,7 +843,7 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
       ops[i] = std::move(op);
     }
   }
-  NodeGroups by_node;
+  NodeGroups by_node(ops.size());
   for (size_t i = 0; i < ops.size(); ++i) {
     if (!refused[i].ok()) {
       load_errors_++;
@@ -855,7 +867,8 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
         continue;
       }
       auto batch = std::make_shared<std::vector<std::shared_ptr<LoadOp>>>();
-      transport::BatchEncoder encoder;
+      batch->reserve(end - begin);
+      transport::BatchEncoder encoder(end - begin);
       for (size_t k = begin; k < end; ++k) {
         const std::shared_ptr<LoadOp>& op = ops[members[k]];
         op->tried++;
@@ -867,7 +880,7 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
       auto enc = std::make_shared<transport::BatchEncoder>(std::move(encoder));
       OutgoingMessage m;
       m.header = enc->Header(0);
-      for (std::span<const uint8_t> piece : enc->pieces()) m.payload.push_back(piece);
+      m.payload.assign(enc->pieces().begin(), enc->pieces().end());
       m.on_sent = [enc](absl::Status) {};
       const auto sent = std::chrono::steady_clock::now();
       Call(

@@ -41,12 +41,15 @@
 #include <thread>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "farswap/client/client.h"
 #include "farswap/common/mutex.h"
 #include "farswap/transport/rpc_channel.h"
 #include "farswap/transport/transport.h"
 #include "page_pipeline.h"
+#include "recycled_blocks.h"
 #include "slab_table.h"
 
 namespace farswap {
@@ -103,6 +106,9 @@ class Client::Impl {
 
   // NodeCounters are a node's lock-free statistics; the object never moves.
   struct NodeCounters {
+    // address is the node's (Node::address), set when the node is added and
+    // never changed: Targets view it here, where it never moves.
+    std::string address;
     std::atomic<uint64_t> requests{0}, errors{0};
     LatencyHistogram latency;
   };
@@ -152,15 +158,22 @@ class Client::Impl {
   // Target is one node an operation sends to.
   struct Target {
     int node = -1;
-    std::string address;
+    absl::string_view address;       // NodeCounters::address: copying a Target allocates nothing
     Channel channel = nullptr;       // null when the node is down
     Channel load_channel = nullptr;  // where its loads go (Node::load_channel)
     NodeCounters* counters = nullptr;
   };
+  // TargetList: where one operation goes; the replicas plus a node being
+  // filled fit inline, so planning a page allocates nothing.
+  using TargetList = absl::InlinedVector<Target, 4>;
 
   // NodeGroups groups a call's requests by target node (first seen first).
+  // `requests` is how many the call has: each group's list is sized for
+  // all of them once, so Add does not grow it request by request.
   struct NodeGroups {
-    std::vector<std::pair<Target, std::vector<size_t>>> groups;
+    explicit NodeGroups(size_t call_requests) : requests(call_requests) {}
+    const size_t requests;
+    absl::InlinedVector<std::pair<Target, std::vector<size_t>>, 4> groups;
     void Add(const Target& t, size_t request) {
       for (auto& [target, members] : groups) {
         if (target.node == t.node) {
@@ -168,7 +181,10 @@ class Client::Impl {
           return;
         }
       }
-      groups.push_back({t, {request}});
+      std::vector<size_t> members;
+      members.reserve(requests);
+      members.push_back(request);
+      groups.emplace_back(t, std::move(members));
     }
   };
 
@@ -193,8 +209,7 @@ class Client::Impl {
   // PlanStoreLocked picks the operation's targets (placing its slab for a
   // store); an error means it cannot be sent at all. No targets and OK: an
   // invalidate with nothing to drop.
-  absl::Status PlanStoreLocked(StoreOp& op, std::vector<Target>* targets)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status PlanStoreLocked(StoreOp& op, TargetList* targets) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static transport::OutgoingMessage StoreMessage(const StoreOp& op);
   void SendStoreBatch(const Target& t, std::vector<std::shared_ptr<StoreOp>> ops);
   void OnStoreReply(const std::shared_ptr<StoreOp>& op, const Target& t, absl::Status status);
@@ -333,6 +348,13 @@ class Client::Impl {
   // when the client is created, so a restarted client keeps counting upward
   // past anything its predecessor stored.
   std::atomic<uint64_t> next_store_version_{uint64_t(absl::GetCurrentTimeNanos())};
+
+  // The blocks StoreOps and LoadOps are made in (recycled_blocks.h): no
+  // heap allocation per page once the client has warmed up.
+  const std::shared_ptr<client_internal::RecycledBlocks> store_op_blocks_ =
+      std::make_shared<client_internal::RecycledBlocks>();
+  const std::shared_ptr<client_internal::RecycledBlocks> load_op_blocks_ =
+      std::make_shared<client_internal::RecycledBlocks>();
 
   // Counters (ClientStats).
   std::atomic<uint64_t> stores_{0}, loads_{0}, invalidates_{0}, store_errors_{0}, load_errors_{0},

@@ -42,6 +42,7 @@ constexpr absl::Duration kRecheckFlags = absl::Seconds(5);
 int Client::Impl::AddNodeLocked(const std::string& address, bool is_static) {
   Node n;
   n.address = address;
+  n.counters->address = address;
   n.key = client_internal::NodeKey(address);
   n.is_static = is_static;
   nodes_.push_back(std::move(n));
@@ -556,7 +557,8 @@ bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
     s->dirty.ClearAll();
   }
   auto give_up = [&](const std::string& why) {
-    spdlog::warn("farswap client: re-replicating slab {} to {}: {}", slab, dst.address, why);
+    spdlog::warn("farswap client: re-replicating slab {} to {}: {}", slab, std::string(dst.address),
+                 why);
     MutexLock l(&mu_);
     client_internal::Slab* s = table_.Find(slab);
     if (s != nullptr && s->filling == dst.node) s->filling = -1;
@@ -688,7 +690,7 @@ bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
     absl::Status st = cleanups[k].get().status();
     if (!st.ok()) {
       spdlog::warn("farswap client: freeing moved slab {} on draining node {}: {}", slab,
-                   evacuated[k].address, st.ToString());
+                   std::string(evacuated[k].address), st.ToString());
       MutexLock l(&mu_);
       nodes_[evacuated[k].node].orphans.push_back(
           {.slab = slab, .epoch = evacuated_epoch, .only_copy = false});
