@@ -17,7 +17,10 @@
 // The object is still constructed and destroyed each time; only its memory
 // is reused. Blocks of another size than the first one seen go to the heap
 // as usual, and at most `max_cached` blocks are kept (the rest are freed),
-// so a burst of operations does not pin its peak forever.
+// so a burst of operations does not pin its peak forever. Under
+// AddressSanitizer nothing is kept (kRecycleBlocks): every block goes back
+// to the heap, so ASan still sees each operation's lifetime — a use after
+// the last reference would otherwise read a recycled object unnoticed.
 #ifndef FARSWAP_CLIENT_SRC_RECYCLED_BLOCKS_H_
 #define FARSWAP_CLIENT_SRC_RECYCLED_BLOCKS_H_
 
@@ -29,6 +32,12 @@
 #include "farswap/common/mutex.h"
 
 namespace farswap::client_internal {
+
+#if defined(__SANITIZE_ADDRESS__)
+inline constexpr bool kRecycleBlocks = false;
+#else
+inline constexpr bool kRecycleBlocks = true;
+#endif
 
 // RecycledBlocks is a free list of equally sized heap blocks. Thread-safe:
 // blocks are taken on one thread and given back on any other.
@@ -64,7 +73,7 @@ class RecycledBlocks {
   void Give(void* block, size_t bytes) {
     {
       MutexLock l(&mu_);
-      if (bytes == block_size_ && free_.size() < max_cached_) {
+      if (kRecycleBlocks && bytes == block_size_ && free_.size() < max_cached_) {
         free_.push_back(block);
         return;
       }
