@@ -383,6 +383,61 @@ TEST_P(TransportTest, SilentServerGivesDeadlineExceededAndLateReplyIsDropped) {
   EXPECT_EQ(channel->stats().in_flight, 0u);
 }
 
+TEST_P(TransportTest, AShortDeadlineBehindLongOnesFiresOnTime) {
+  // The server never answers LOADs. Calls with a long timeout go first, then
+  // one with a short timeout: it must expire on its own deadline, not wait
+  // behind the others', and the long ones stay in flight.
+  auto server_owner = MakeServer([](Connection&, std::span<IncomingMessage>) {});
+  auto client = MakeTransport({});
+  auto channel = RpcChannel::Connect(*client, server_owner->address()).value();
+  std::vector<std::future<absl::StatusOr<IncomingMessage>>> long_calls;
+  for (uint64_t p = 0; p < 3; ++p) {
+    long_calls.push_back(channel->Call({.opcode = Opcode::kLoad, .page = p}, {}, kLongTimeout));
+  }
+  const absl::Time start = absl::Now();
+  auto short_call =
+      channel->Call({.opcode = Opcode::kLoad, .page = 99}, {}, absl::Milliseconds(100));
+  auto r = Await(short_call);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+  EXPECT_GE(absl::Now() - start, absl::Milliseconds(100));
+  EXPECT_LT(absl::Now() - start, absl::Seconds(30));
+  EXPECT_EQ(channel->stats().in_flight, 3u);
+  EXPECT_EQ(channel->stats().timeouts, 1u);
+  for (auto& f : long_calls) {
+    EXPECT_EQ(f.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  }
+  channel->Close();
+  for (auto& f : long_calls) EXPECT_EQ(Await(f).status().code(), absl::StatusCode::kCancelled);
+}
+
+TEST_P(TransportTest, AnsweredCallsDoNotPileUpInTheDeadlineHeap) {
+  // A call answered by its reply leaves its deadline entry behind (no
+  // search on the reply path); the heap is rebuilt once stale entries
+  // outnumber the calls in flight, so thousands of answered calls with a
+  // long timeout leave a bounded heap behind, and none of them times out.
+  auto server_owner = MakeServer(EchoPing);
+  auto client = MakeTransport({});
+  auto channel = RpcChannel::Connect(*client, server_owner->address()).value();
+  constexpr int kInFlight = 16, kCalls = 313 * kInFlight;
+  uint64_t most_entries = 0;
+  for (int i = 0; i < kCalls; i += kInFlight) {
+    std::vector<std::future<absl::StatusOr<IncomingMessage>>> calls;
+    for (int k = 0; k < kInFlight; ++k) {
+      calls.push_back(channel->Call({.opcode = Opcode::kPing}, {}, kLongTimeout));
+    }
+    most_entries = std::max(most_entries, channel->stats().deadline_entries);
+    for (auto& f : calls) ASSERT_TRUE(Await(f).ok());
+  }
+  const RpcChannelStats s = channel->stats();
+  EXPECT_EQ(s.replies, uint64_t(kCalls));
+  EXPECT_EQ(s.timeouts, 0u);
+  EXPECT_EQ(s.in_flight, 0u);
+  // At most twice the calls in flight plus the slack (256) plus the call
+  // being added; far below the 5008 calls made.
+  EXPECT_LE(most_entries, 2u * kInFlight + 257u);
+  EXPECT_LE(s.deadline_entries, 2u * kInFlight + 257u);
+}
+
 TEST_P(TransportTest, ErrorReplyBecomesTheCallStatus) {
   auto server_owner = MakeServer([](Connection& c, std::span<IncomingMessage> in) {
     for (IncomingMessage& m : in) {

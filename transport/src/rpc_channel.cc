@@ -1,11 +1,19 @@
 // rpc_channel.cc: request ids, out-of-order completion and deadlines over a
 // Connection (rpc_channel.h).
 //
-// State. Core::pending_ maps request id -> the call's callback; deadlines_
-// orders the same calls by deadline for the timer thread. A call leaves
-// both exactly once — by its reply, its deadline, a failed Send, the
+// State. Core::pending_ maps request id -> the call's callback. A call
+// leaves it exactly once — by its reply, its deadline, a failed Send, the
 // connection closing, or Close — and whoever removes it completes it, after
 // dropping the lock. That is the whole exactly-once argument.
+//
+// Deadlines. deadlines_ is a min-heap of (deadline, id) for the timer
+// thread. A call that completes otherwise leaves its entry behind, so the
+// reply path does no search and no tree rebalancing; the timer skips an
+// entry whose id is no longer pending (ids are never reused), and the heap
+// is rebuilt from pending_ when it holds more than twice the calls in
+// flight (plus kMinHeapSlack), which bounds it and keeps the rebuild's cost
+// amortised over the calls that made it stale. Neither map nor heap
+// allocates per call once they have grown to the channel's depth.
 //
 // Threads. Replies and close notices arrive on the transport's I/O thread;
 // deadlines fire on the channel's timer thread, which sleeps on a CondVar
@@ -15,12 +23,13 @@
 // Locking: one mutex, Core::mu_. Send and callbacks run without it.
 #include "farswap/transport/rpc_channel.h"
 
+#include <algorithm>
 #include <cassert>
-#include <set>
-#include <unordered_map>
+#include <functional>
 #include <utility>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/str_cat.h"
 #include "farswap/common/mutex.h"
 
@@ -31,6 +40,11 @@ namespace farswap::transport {
 // (hundreds of milliseconds to seconds), and an idle channel costs 100
 // wakeups a second rather than one per call.
 constexpr absl::Duration kIdleTick = absl::Milliseconds(10);
+
+// kMinHeapSlack: stale deadline entries tolerated beyond twice the calls in
+// flight before the heap is rebuilt, so a channel with a few calls in
+// flight does not rebuild on every call.
+constexpr size_t kMinHeapSlack = 256;
 
 class RpcChannel::Core {
  public:
@@ -60,7 +74,6 @@ class RpcChannel::Core {
           continue;
         }
         ++replies_;
-        deadlines_.erase({it->second.deadline, it->first});
         ready.emplace_back(std::move(it->second), std::move(m));
         pending_.erase(it);
       }
@@ -79,7 +92,7 @@ class RpcChannel::Core {
   // FailAll completes every outstanding call with `status` and makes later
   // calls fail with it (the first such status sticks).
   void FailAll(const absl::Status& status) {
-    std::unordered_map<uint64_t, Call> failed;
+    absl::flat_hash_map<uint64_t, Call> failed;
     absl::Status sticky;
     {
       MutexLock lock(&mu_);
@@ -91,10 +104,12 @@ class RpcChannel::Core {
     for (auto& [id, call] : failed) call.done(sticky);
   }
 
-  std::vector<uint64_t> CallMany(std::span<OutgoingMessage> requests, absl::Duration timeout,
-                                 std::vector<ReplyCallback> done) {
-    assert(done.size() == requests.size());
-    std::vector<uint64_t> ids(requests.size(), 0);
+  // CallMany sends `requests`, completing each through done[i]; ids[i]
+  // gets its request id (0 when refused).
+  void CallMany(std::span<OutgoingMessage> requests, absl::Duration timeout,
+                std::span<ReplyCallback> done, std::span<uint64_t> ids) {
+    assert(done.size() == requests.size() && ids.size() == requests.size());
+    std::fill(ids.begin(), ids.end(), 0);
     absl::Status refused;
     for (const OutgoingMessage& r : requests) {
       if (r.header.is_reply()) {
@@ -112,7 +127,7 @@ class RpcChannel::Core {
           ids[i] = next_id_++;
           requests[i].header.request_id = ids[i];
           pending_.emplace(ids[i], Call{std::move(done[i]), requests[i].header.opcode, deadline});
-          if (deadline != absl::InfiniteFuture()) deadlines_.insert({deadline, ids[i]});
+          if (deadline != absl::InfiniteFuture()) PushDeadlineLocked(deadline, ids[i]);
           ++calls_;
         }
         // Wake the timer only when it would otherwise sleep past this
@@ -123,7 +138,7 @@ class RpcChannel::Core {
     }
     if (!refused.ok()) {
       for (ReplyCallback& cb : done) cb(refused);
-      return ids;
+      return;
     }
     // A reply may complete a call before Send returns; that is fine, the
     // call has left pending_ by then.
@@ -135,14 +150,12 @@ class RpcChannel::Core {
         for (uint64_t id : ids) {
           auto it = pending_.find(id);
           if (it == pending_.end()) continue;
-          deadlines_.erase({it->second.deadline, id});
           failed.push_back(std::move(it->second));
           pending_.erase(it);
         }
       }
       for (Call& call : failed) call.done(sent);
     }
-    return ids;
   }
 
   // TimerLoop completes calls whose deadline has passed, until Stop.
@@ -150,6 +163,7 @@ class RpcChannel::Core {
     mu_.Lock();
     while (!stop_timer_) {
       const absl::Time now = absl::Now();
+      DropStaleTopLocked();
       if (deadlines_.empty()) {
         // Idle: look again after a tick, so that a call made meanwhile
         // need not wake this thread (its deadline is at least one op
@@ -158,7 +172,7 @@ class RpcChannel::Core {
         timer_cv_.WaitWithDeadline(&mu_, timer_wakes_at_);
         continue;
       }
-      const absl::Time first = deadlines_.begin()->first;
+      const absl::Time first = deadlines_.front().first;
       if (first > now) {
         timer_wakes_at_ = first;
         timer_cv_.WaitWithDeadline(&mu_, first);
@@ -166,10 +180,12 @@ class RpcChannel::Core {
       }
       timer_wakes_at_ = absl::InfinitePast();  // running: nobody need wake it
       std::vector<std::pair<uint64_t, Call>> expired;
-      while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
-        const uint64_t id = deadlines_.begin()->second;
-        deadlines_.erase(deadlines_.begin());
+      while (!deadlines_.empty() && deadlines_.front().first <= now) {
+        const uint64_t id = deadlines_.front().second;
+        std::pop_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
+        deadlines_.pop_back();
         auto it = pending_.find(id);
+        if (it == pending_.end()) continue;  // completed otherwise: a stale entry
         expired.emplace_back(id, std::move(it->second));
         pending_.erase(it);
         ++timeouts_;
@@ -196,6 +212,7 @@ class RpcChannel::Core {
     {
       MutexLock lock(&mu_);
       s = {calls_, replies_, timeouts_, late_replies_, pending_.size()};
+      s.deadline_entries = deadlines_.size();
     }
     s.carrier = conn_->stats().carrier;  // not under mu_: the transport has its own locks
     return s;
@@ -204,6 +221,31 @@ class RpcChannel::Core {
   std::string conn_peer_;  // set once with conn_
 
  private:
+  // PushDeadlineLocked adds a call's deadline, first rebuilding the heap
+  // from pending_ when stale entries have piled up (see the top).
+  void PushDeadlineLocked(absl::Time deadline, uint64_t id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (deadlines_.size() >= 2 * pending_.size() + kMinHeapSlack) {
+      deadlines_.clear();
+      for (const auto& [pending_id, call] : pending_) {
+        if (call.deadline != absl::InfiniteFuture() && pending_id != id) {
+          deadlines_.emplace_back(call.deadline, pending_id);
+        }
+      }
+      std::make_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
+    }
+    deadlines_.emplace_back(deadline, id);
+    std::push_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
+  }
+
+  // DropStaleTopLocked pops entries of calls no longer pending off the top,
+  // so the top (if any) is the earliest live deadline.
+  void DropStaleTopLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    while (!deadlines_.empty() && !pending_.contains(deadlines_.front().second)) {
+      std::pop_heap(deadlines_.begin(), deadlines_.end(), std::greater<>());
+      deadlines_.pop_back();
+    }
+  }
+
   static void Complete(Call& call, IncomingMessage reply) {
     if (reply.header.opcode != call.opcode) {
       call.done(absl::InternalError(absl::StrCat("reply to a ", OpcodeName(call.opcode),
@@ -219,8 +261,9 @@ class RpcChannel::Core {
 
   mutable Mutex mu_;
   CondVar timer_cv_;
-  std::unordered_map<uint64_t, Call> pending_ ABSL_GUARDED_BY(mu_);
-  std::set<std::pair<absl::Time, uint64_t>> deadlines_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, Call> pending_ ABSL_GUARDED_BY(mu_);
+  // A min-heap (std::greater) of (deadline, id), stale entries included.
+  std::vector<std::pair<absl::Time, uint64_t>> deadlines_ ABSL_GUARDED_BY(mu_);
   absl::Status closed_ ABSL_GUARDED_BY(mu_);  // OK while open; sticky
   bool stop_timer_ ABSL_GUARDED_BY(mu_) = false;
   // timer_wakes_at_: when the timer thread will look at deadlines_ next
@@ -263,13 +306,15 @@ RpcChannel::~RpcChannel() { Close(); }
 std::vector<uint64_t> RpcChannel::CallMany(std::span<OutgoingMessage> requests,
                                            absl::Duration timeout,
                                            std::vector<ReplyCallback> done) {
-  return core_->CallMany(requests, timeout, std::move(done));
+  std::vector<uint64_t> ids(requests.size());
+  core_->CallMany(requests, timeout, std::span<ReplyCallback>(done), std::span<uint64_t>(ids));
+  return ids;
 }
 
 uint64_t RpcChannel::Call(OutgoingMessage request, absl::Duration timeout, ReplyCallback done) {
-  std::vector<ReplyCallback> callbacks;
-  callbacks.push_back(std::move(done));
-  return core_->CallMany({&request, 1}, timeout, std::move(callbacks))[0];
+  uint64_t id = 0;
+  core_->CallMany({&request, 1}, timeout, {&done, 1}, {&id, 1});
+  return id;
 }
 
 std::future<absl::StatusOr<IncomingMessage>> RpcChannel::Call(const FrameHeader& header,

@@ -53,6 +53,10 @@ struct RpcChannelStats {
   uint64_t timeouts = 0;
   uint64_t late_replies = 0;  // replies for calls that had already completed
   uint64_t in_flight = 0;
+  // deadline_entries: entries in the timer's deadline heap — the calls in
+  // flight with a deadline plus answered ones not yet pruned; at most about
+  // twice in_flight plus a small constant.
+  uint64_t deadline_entries = 0;
   std::string carrier;  // the connection's ConnectionStats::carrier
 };
 
