@@ -276,10 +276,11 @@ struct ZsPool::Class {
 
   // TakeSlot allocates the lowest free slot of z for an object of `len`
   // bytes owned by handle slot `handle_slot`, committing the pages it
-  // touches. RESOURCE_EXHAUSTED when that would pass the memory limit and
-  // `enforce_limit` is set.
-  absl::StatusOr<uint32_t> TakeSlot(Zspage* z, uint32_t len, uint32_t handle_slot,
-                                    bool enforce_limit) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+  // touches, and returns its index; kNone when that would pass the memory
+  // limit and `enforce_limit` is set (no Status: compaction meets the limit
+  // as a matter of course on a full pool, and Malloc words the error).
+  uint32_t TakeSlot(Zspage* z, uint32_t len, uint32_t handle_slot, bool enforce_limit)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     uint32_t idx = kNone;
     for (uint32_t w = 0; w < bitmap_words; ++w) {
       if (~z->used[w] != 0) {
@@ -295,10 +296,7 @@ struct ZsPool::Class {
     for (uint32_t p = first; p <= last; ++p) {
       new_pages += z->page_objs[p] == 0 && !((z->pending_release | z->inherited) & (1u << p));
     }
-    if (new_pages != 0 && !pool->ChargePages(new_pages, enforce_limit)) {
-      return absl::ResourceExhaustedError(absl::StrCat(
-          "zspool memory limit reached (", pool->mem_limit_pages_.load() * 4096, " bytes)"));
-    }
+    if (new_pages != 0 && !pool->ChargePages(new_pages, enforce_limit)) return kNone;
     pages_committed += new_pages;
     for (uint32_t p = first; p <= last; ++p) {
       if (z->page_objs[p] == 0 && (z->pending_release & (1u << p))) {
@@ -370,14 +368,14 @@ struct ZsPool::Class {
     const uint32_t handle_slot = src->handle[i];
     // Relocation obeys the memory limit too: a move that needs a fresh page
     // first returns the pages already emptied, then gives up.
-    absl::StatusOr<uint32_t> j = TakeSlot(dst, len, handle_slot, true);
-    if (!j.ok()) {
+    uint32_t j = TakeSlot(dst, len, handle_slot, true);
+    if (j == kNone) {
       ReleasePendingPages();
       j = TakeSlot(dst, len, handle_slot, true);
-      if (!j.ok()) return false;
+      if (j == kNone) return false;
     }
-    std::memcpy(dst->base + uint64_t{*j} * geo.size, src->base + uint64_t{i} * geo.size, len);
-    pool->HandleWord(handle_slot).store(EncodeLocation(id, dst->id, *j), std::memory_order_release);
+    std::memcpy(dst->base + uint64_t{j} * geo.size, src->base + uint64_t{i} * geo.size, len);
+    pool->HandleWord(handle_slot).store(EncodeLocation(id, dst->id, j), std::memory_order_release);
     ReleaseSlot(src, i);
     return true;
   }
@@ -716,14 +714,15 @@ absl::StatusOr<ZsHandle> ZsPool::Malloc(size_t len) {
         }
       }
       if (failed.ok()) {
-        absl::StatusOr<uint32_t> idx = c.TakeSlot(z, uint32_t(len), *handle_slot, true);
-        if (idx.ok()) {
+        const uint32_t idx = c.TakeSlot(z, uint32_t(len), *handle_slot, true);
+        if (idx != kNone) {
           HandleWord(*handle_slot)
-              .store(EncodeLocation(c.id, z->id, *idx), std::memory_order_release);
+              .store(EncodeLocation(c.id, z->id, idx), std::memory_order_release);
           break;
         }
         if (fresh) c.FreeZspage(z, false);
-        failed = idx.status();
+        failed = absl::ResourceExhaustedError(absl::StrCat(
+            "zspool memory limit reached (", mem_limit_pages_.load() * 4096, " bytes)"));
       }
       if (attempt == 0 && failed.code() == absl::StatusCode::kResourceExhausted &&
           DrainEmptyCache() != 0) {
