@@ -33,7 +33,17 @@
 
 namespace farswap::client_internal {
 
+// GCC says __SANITIZE_ADDRESS__, clang (the CI's ASan build) says
+// __has_feature(address_sanitizer).
 #if defined(__SANITIZE_ADDRESS__)
+#define FARSWAP_UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FARSWAP_UNDER_ASAN 1
+#endif
+#endif
+
+#if defined(FARSWAP_UNDER_ASAN)
 inline constexpr bool kRecycleBlocks = false;
 #else
 inline constexpr bool kRecycleBlocks = true;
