@@ -36,9 +36,15 @@ std::atomic<bool> counting{false};
 std::atomic<uint64_t> allocations{0};
 
 #if !defined(UNDER_ASAN)
-void* CountedAllocation(size_t n) {
+// CountedAllocationOrNull counts (while counting) and allocates; nullptr
+// when out of memory.
+void* CountedAllocationOrNull(size_t n) noexcept {
   if (counting.load(std::memory_order_relaxed)) allocations.fetch_add(1);
-  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  return std::malloc(n == 0 ? 1 : n);
+}
+
+void* CountedAllocation(size_t n) {
+  if (void* p = CountedAllocationOrNull(n)) return p;
   throw std::bad_alloc();
 }
 #endif
@@ -51,19 +57,9 @@ void* CountedAllocation(size_t n) {
 // nothing on the data path over-aligns).
 void* operator new(size_t n) { return CountedAllocation(n); }
 void* operator new[](size_t n) { return CountedAllocation(n); }
-void* operator new(size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return CountedAllocation(n);
-  } catch (...) {
-    return nullptr;
-  }
-}
+void* operator new(size_t n, const std::nothrow_t&) noexcept { return CountedAllocationOrNull(n); }
 void* operator new[](size_t n, const std::nothrow_t&) noexcept {
-  try {
-    return CountedAllocation(n);
-  } catch (...) {
-    return nullptr;
-  }
+  return CountedAllocationOrNull(n);
 }
 void operator delete(void* p) noexcept { std::free(p); }
 void operator delete[](void* p) noexcept { std::free(p); }
