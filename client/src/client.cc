@@ -471,8 +471,8 @@ void Client::Impl::IssueStore(std::shared_ptr<StoreOp> op) {
 
 void Client::Impl::IssueStores(std::span<std::shared_ptr<StoreOp>> ops) {
   // Plan every operation under one hold of mu_, then send: the writes bound
-  // for one node leave as one BATCH frame (DESIGN.md §6a), a single write
-  // as a plain frame.
+  // for one node leave as one BATCH frame (docs/design.md, "A page's way out and back"), a single
+  // write as a plain frame.
   std::vector<TargetList> targets(ops.size());
   std::vector<absl::Status> refused(ops.size());
   bool any_suspect = false;  // a refused store may wait for a suspect node

@@ -34,7 +34,7 @@ absl::StatusOr<size_t> MemoryPageBackend::Store(uint64_t page_no, const uint8_t*
   if (store_hook_) store_hook_(page_no);
   Entry e;
   // Encode once from the caller's stable page; the stored length is exactly
-  // that encoding's length (DESIGN.md §3.3).
+  // that encoding's length (docs/invariants.md rule 3).
   e.checksum = XXH3_64bits(page, kPageSize);
   uint8_t out[kPageSize];
   std::unique_ptr<PageCodec> codec = TakeCodec();

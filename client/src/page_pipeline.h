@@ -1,7 +1,7 @@
 // page_pipeline.h: the client's path from a caller's page to the bytes sent
 // to memory nodes, and back (gRPC-free, so its tests run under TSan).
 //
-// Store side (shared/DESIGN.md §3.3, §3.4):
+// Store side (docs/invariants.md rules 3-4):
 //   1. snapshot: unless the caller promises the page cannot change during the
 //      call, copy it into a private buffer first; everything below reads only
 //      the snapshot;

@@ -54,7 +54,8 @@ inline constexpr bool kRecycleBlocks = true;
 class RecycledBlocks {
  public:
   // kDefaultMaxCached: 1024 StoreOps are ~4.4 MiB, more than the operations
-  // a client keeps in flight at its default depths (DESIGN.md §6a).
+  // a client keeps in flight at its default depths (client/README.md, "No heap allocation per
+  // page").
   static constexpr size_t kDefaultMaxCached = 1024;
 
   explicit RecycledBlocks(size_t max_cached = kDefaultMaxCached) : max_cached_(max_cached) {}

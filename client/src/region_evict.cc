@@ -354,7 +354,7 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets,
   // 2. Snapshot: copy the protected pages out (the kernel copies, so the
   // region's memory is read by no user-space thread but its owners'). The
   // store works from this copy, so even a cancelled eviction never has its
-  // page change under the codec (DESIGN.md §3.3).
+  // page change under the codec (docs/invariants.md rule 3).
   snapshot_.resize(dirty.size() * kPage);
   // readable[i]: false if the program unmapped the page meanwhile (it is
   // then kept like a page whose store failed, and forgotten).

@@ -3,7 +3,7 @@
 //
 // An intrusive doubly linked list of Entry (page_index.h), hot end at the
 // head, cold end at the tail, with one mutex. The rules that keep it sane
-// (DESIGN.md §3.1, the 2023 zsmalloc LRU crash in shared/seeds/):
+// (docs/invariants.md rule 1, from the 2023 zsmalloc LRU crash):
 //  - An entry is linked once, as the last step of publishing a Store, and
 //    unlinked only when it is freed or written back. Loads never touch the
 //    list; they set the entry's referenced bit.

@@ -249,7 +249,7 @@ std::optional<absl::Status> PageStore::StoreImpl(uint32_t tenant, uint64_t page,
                                                 len, " bytes is outside 1..", kBlockSize)));
   }
 
-  // Allocate exactly the payload's length and copy it once (DESIGN.md §3.3).
+  // Allocate exactly the payload's length and copy it once (docs/invariants.md rule 3).
   alloc::ZsHandle handle;
   if (!request.same_filled) {
     RejectReason reason = RejectReason::kPoolFull;

@@ -1,4 +1,4 @@
-// The seed interleavings (DESIGN.md §3.1-3.2): a store, invalidate or load
+// The seed interleavings (docs/invariants.md rules 1-2): a store, invalidate or load
 // of a key lands at each step of that key's writeback. Each is forced with a
 // sync point whose callback runs on the writeback thread itself at a moment
 // when it holds no lock, so no test sleeps or races.

@@ -2,14 +2,13 @@
 // probing only (ProbeRdmaDevices, reported in node stats). RDMA data goes
 // through the UCX backend (ucx_transport.cc).
 //
-// DESIGN.md §6 describes the data path this backend will have: librdmacm
-// for connection setup, RC queue pairs, two-sided SEND/RECV of header +
-// payload into pre-posted registered receive slots, credit-based flow
-// control and zero-copy replies from the registered pool arena. None of
-// that is written yet. What is here is the honest part: the backend builds
-// against rdma-core, and CreateRdmaTransport tells the caller precisely why
-// it cannot run — no device (the common case without a NIC or Soft-RoCE),
-// or a device but no data path yet. It never pretends to work.
+// A raw-verbs data path would be: librdmacm for connection setup, RC queue
+// pairs, two-sided SEND/RECV of header + payload into pre-posted registered
+// receive slots, credit-based flow control and zero-copy replies from the
+// registered pool arena. None of that is written; UCX carries RDMA today. What is here is the
+// honest part: the backend builds against rdma-core, and CreateRdmaTransport tells the caller
+// precisely why it cannot run — no device (the common case without a NIC or Soft-RoCE), or a device
+// but no data path yet. It never pretends to work.
 #include <infiniband/verbs.h>
 #include <rdma/rdma_cma.h>
 

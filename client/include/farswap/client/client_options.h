@@ -20,7 +20,7 @@ namespace farswap {
 enum class SnapshotMode : uint8_t {
   // kCopy (default): the page is copied into a private buffer first, so a
   // concurrent writer can never make the checksum and the compressed bytes
-  // describe different contents (shared/DESIGN.md §3.3).
+  // describe different contents (docs/invariants.md rule 3).
   kCopy,
   // kStable: the caller guarantees the page does not change until Store (or
   // StoreAsync) returns — e.g. the region has write-protected it. Skips one

@@ -1,7 +1,7 @@
 // page_codec.h: how one 4 KiB page becomes the bytes a memory node keeps.
 //
 // A page is encoded exactly once, from a snapshot that cannot change while
-// it is read (shared/DESIGN.md §3.3): same-filled pages (one repeated 8-byte
+// it is read (docs/invariants.md rule 3): same-filled pages (one repeated 8-byte
 // word, e.g. all zeros) become just that word; others are compressed with
 // lz4 (default) or zstd; a page that does not compress below `raw_threshold`
 // bytes is kept raw, since compressing it would only cost CPU on every load.

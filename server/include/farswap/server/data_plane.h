@@ -26,7 +26,7 @@
 // page store's status code with its message (RESOURCE_EXHAUSTED with the
 // reason, NOT_FOUND, DATA_LOSS, ...).
 //
-// Where requests run (DESIGN.md §6a, "run to completion"). A request that
+// Where requests run (docs/design.md, "The memory node": run to completion). A request that
 // cannot block runs to completion on the transport I/O thread that read it,
 // and that thread sends its reply: no thread hand-off. Only a STORE that
 // must wait for writeback to make room, and a LOAD of a page that was

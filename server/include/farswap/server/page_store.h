@@ -8,7 +8,7 @@
 //       {.payload = compressed, .codec = kLz4, .checksum = xxh3_of_page}));
 //   absl::StatusOr<LoadedPage> p = (*store)->Load(tenant, page_no);
 //
-// The rules (DESIGN.md §3, shared/reference/zsmalloc-notes.md §5.2):
+// The rules (docs/invariants.md rules 1-7):
 //  - A key is (tenant, page number); tenants never see each other's pages.
 //  - Store allocates exactly the payload length, copies it once, then under
 //    the key's lock publishes the entry and links it into the LRU last.

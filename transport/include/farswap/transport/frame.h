@@ -205,15 +205,15 @@ absl::StatusOr<uint64_t> DecodeU64Payload(std::span<const uint8_t> payload);
 class BatchEncoder {
  public:
   // The encoder holds up to `max_entries` entries (at most
-  // kMaxBatchEntries); its memory is sized for them once, so Add never
-  // allocates.
+  // kMaxBatchEntries); its memory is sized for them once: Add allocates
+  // only for an entry with more than one payload piece (the piece list grows
+  // past its reserve).
   explicit BatchEncoder(size_t max_entries = kMaxBatchEntries);
 
   // Add appends one sub-frame; its payload_length is set from `pieces`.
   // INVALID_ARGUMENT when the sub-frame is invalid (a BATCH or HELLO, bad
   // length for its opcode, ...) or mixes directions with earlier entries;
-  // RESOURCE_EXHAUSTED when the batch already holds max_entries. Past one
-  // payload piece per entry, pieces_ may grow.
+  // RESOURCE_EXHAUSTED when the batch already holds max_entries.
   absl::Status Add(FrameHeader sub, std::span<const std::span<const uint8_t>> pieces = {});
 
   size_t count() const { return count_; }
