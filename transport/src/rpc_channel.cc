@@ -30,6 +30,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "farswap/common/mutex.h"
 
@@ -59,7 +60,8 @@ class RpcChannel::Core {
   std::shared_ptr<Connection> conn_;
 
   void OnReceive(Connection& conn, std::span<IncomingMessage> messages) {
-    std::vector<std::pair<Call, IncomingMessage>> ready;
+    // Inline for the replies of a typical read: no allocation per reply.
+    absl::InlinedVector<std::pair<Call, IncomingMessage>, 4> ready;
     bool protocol_error = false;
     {
       MutexLock lock(&mu_);

@@ -640,7 +640,7 @@ void TcpConnection::UpdateInterest() {
 }
 
 void TcpConnection::HandleReadable() {
-  std::vector<IncomingMessage> messages;
+  std::vector<IncomingMessage>& messages = received_;
   size_t budget = kReadBudget;
   bool drained = false;  // the socket said EAGAIN
   while (budget > 0 && reading_allowed() && fd_ >= 0) {

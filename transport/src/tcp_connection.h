@@ -195,6 +195,9 @@ class TcpConnection final : public Connection,
   size_t in_begin_ = 0;
   size_t in_end_ = 0;
   size_t frame_need_ = 0;  // size of the frame being buffered, once known
+  // received_: the frames of one read, handed to on_receive; empty between
+  // reads, kept for its capacity (no allocation per read).
+  std::vector<IncomingMessage> received_;
 
   // TLS. The SSL object is not thread-safe and Send's inline write, the
   // loop's flush and the loop's reads all use it, so every SSL call is made
