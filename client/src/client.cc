@@ -84,6 +84,14 @@ struct Client::Impl::LoadOp {
   int replans = 0;
   absl::Time parked_since = absl::InfinitePast();
   std::string errors;
+  // The request in flight (SendLoad): where it went, when it left, and the
+  // operation itself, which the reply callback takes back. Holding the op
+  // here instead of in the callback keeps the callback two pointers, which
+  // std::function stores without allocating; the channel calls it exactly
+  // once (RpcChannel's contract), so the reference never outlives the call.
+  Target target;
+  std::chrono::steady_clock::time_point sent;
+  std::shared_ptr<LoadOp> in_flight;
 };
 
 Client::Impl::Impl(const ClientOptions& options, std::unique_ptr<NodeAttacher> attacher,
@@ -166,23 +174,30 @@ Client::Impl::Target Client::Impl::TargetLocked(int node) const {
                 .counters = n.counters.get()};
 }
 
+absl::Status Client::Impl::NodeDownError(const Target& t) {
+  return absl::UnavailableError(absl::StrCat("node ", t.address, " is down"));
+}
+
+Client::Impl::Channel Client::Impl::ChannelFor(const Target& t, Lane lane) {
+  return lane == Lane::kLoads && t.load_channel != nullptr ? t.load_channel : t.channel;
+}
+
 void Client::Impl::Call(const Target& t, OutgoingMessage m, transport::ReplyCallback done,
                         Lane lane) {
   NodeCounters* c = t.counters;
   c->requests++;
-  Channel channel = lane == Lane::kLoads && t.load_channel != nullptr ? t.load_channel : t.channel;
   if (t.channel == nullptr) {
     c->errors++;
-    done(absl::UnavailableError(absl::StrCat("node ", t.address, " is down")));
+    done(NodeDownError(t));
     return;
   }
   const absl::Time start = absl::Now();
-  channel->Call(std::move(m), options_.op_timeout,
-                [c, start, done = std::move(done)](absl::StatusOr<IncomingMessage> r) {
-                  c->latency.Record(absl::Now() - start);
-                  if (!r.ok()) c->errors++;
-                  done(std::move(r));
-                });
+  ChannelFor(t, lane)->Call(std::move(m), options_.op_timeout,
+                            [c, start, done = std::move(done)](absl::StatusOr<IncomingMessage> r) {
+                              c->latency.Record(absl::Now() - start);
+                              if (!r.ok()) c->errors++;
+                              done(std::move(r));
+                            });
 }
 
 void Client::Impl::HandleFailure(int node, const Channel& channel, uint64_t slab, Failure f,
@@ -512,7 +527,7 @@ void Client::Impl::IssueStores(std::span<std::shared_ptr<StoreOp>> ops) {
   }
   for (auto& group : by_node.groups) {
     const Target& t = group.first;
-    const std::vector<size_t>& members = group.second;
+    const NodeGroups::Members& members = group.second;
     for (size_t begin = 0; begin < members.size(); begin += transport::kMaxBatchEntries) {
       const size_t end = std::min(members.size(), begin + transport::kMaxBatchEntries);
       if (end - begin == 1) {
@@ -826,9 +841,10 @@ void Client::Impl::RetryLoad(std::shared_ptr<LoadOp> op) {
 void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
   // Plan every load under one hold of mu_ and pick each one's first
   // replica; loads whose first replica is the same node leave as one BATCH.
-  std::vector<std::shared_ptr<LoadOp>> ops(requests.size());
-  std::vector<absl::Status> refused(requests.size());
-  std::vector<Target> first(requests.size());
+  // Sized inline for a one-page call (a fault's load): it allocates nothing.
+  absl::InlinedVector<std::shared_ptr<LoadOp>, 1> ops(requests.size());
+  absl::InlinedVector<absl::Status, 1> refused(requests.size());
+  absl::InlinedVector<Target, 1> first(requests.size());
   {
     MutexLock l(&mu_);
     for (size_t i = 0; i < requests.size(); ++i) {
@@ -859,7 +875,7 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
   }
   for (auto& group : by_node.groups) {
     const Target& t = group.first;
-    const std::vector<size_t>& members = group.second;
+    const NodeGroups::Members& members = group.second;
     for (size_t begin = 0; begin < members.size(); begin += transport::kMaxBatchEntries) {
       const size_t end = std::min(members.size(), begin + transport::kMaxBatchEntries);
       if (end - begin == 1) {
@@ -914,18 +930,35 @@ bool Client::Impl::StoreRacedLoad(const LoadOp& op, uint64_t checksum) {
 }
 
 void Client::Impl::SendLoad(std::shared_ptr<LoadOp> op, const Target& t) {
+  // Not through Call: its wrapper around the callback would cost a heap
+  // allocation per page. The callback counts the node's latency and errors
+  // itself.
   op->tried++;
+  t.counters->requests++;
   const auto sent = std::chrono::steady_clock::now();
-  Call(
-      t, OutgoingMessage{.header = {.opcode = Opcode::kLoad, .page = op->page_no}},
-      [this, op, t, sent](absl::StatusOr<IncomingMessage> r) {
-        if (r.ok()) {
-          OnLoadReply(op, t, absl::OkStatus(), r->header, r->payload, sent);
-        } else {
-          OnLoadReply(op, t, r.status(), {}, {}, sent);
-        }
-      },
-      Lane::kLoads);
+  if (t.channel == nullptr) {
+    t.counters->errors++;
+    OnLoadReply(op, t, NodeDownError(t), {}, {}, sent);
+    return;
+  }
+  LoadOp* raw = op.get();
+  raw->target = t;
+  raw->sent = sent;
+  raw->in_flight = std::move(op);
+  ChannelFor(t, Lane::kLoads)
+      ->Call(OutgoingMessage{.header = {.opcode = Opcode::kLoad, .page = raw->page_no}},
+             options_.op_timeout, [this, raw](absl::StatusOr<IncomingMessage> r) {
+               std::shared_ptr<LoadOp> self = std::move(raw->in_flight);
+               const Target to = self->target;  // a retry may send it elsewhere
+               to.counters->latency.Record(
+                   absl::FromChrono(std::chrono::steady_clock::now() - self->sent));
+               if (!r.ok()) to.counters->errors++;
+               if (r.ok()) {
+                 OnLoadReply(self, to, absl::OkStatus(), r->header, r->payload, self->sent);
+               } else {
+                 OnLoadReply(self, to, r.status(), {}, {}, self->sent);
+               }
+             });
 }
 
 void Client::Impl::OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& t, absl::Status s,
@@ -1070,13 +1103,13 @@ absl::Status Client::Store(uint64_t page_no, const void* page, SnapshotMode mode
                            size_t* wire_bytes) {
   client_internal::CompletionWaiter w(1, impl_->spin_wait(), impl_->wait_helper());
   impl_->StoreAsync(page_no, page, w.Callback(0), mode, wire_bytes);
-  return w.Wait()[0];
+  return w.WaitOne();
 }
 
 absl::Status Client::Load(uint64_t page_no, void* out, size_t* wire_bytes) {
   client_internal::CompletionWaiter w(1, impl_->spin_wait(), impl_->wait_helper());
   impl_->LoadAsync(page_no, out, w.Callback(0), wire_bytes);
-  return w.Wait()[0];
+  return w.WaitOne();
 }
 
 absl::Status Client::Invalidate(uint64_t page_no) { return InvalidateRange(page_no, 1); }
@@ -1084,7 +1117,7 @@ absl::Status Client::Invalidate(uint64_t page_no) { return InvalidateRange(page_
 absl::Status Client::InvalidateRange(uint64_t first, uint64_t count) {
   client_internal::CompletionWaiter w(1, impl_->spin_wait(), impl_->wait_helper());
   impl_->InvalidateRangeAsync(first, count, w.Callback(0));
-  return w.Wait()[0];
+  return w.WaitOne();
 }
 
 void Client::StoreAsync(uint64_t page_no, const void* page, DoneCallback done, SnapshotMode mode) {

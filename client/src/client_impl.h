@@ -173,7 +173,9 @@ class Client::Impl {
   struct NodeGroups {
     explicit NodeGroups(size_t call_requests) : requests(call_requests) {}
     const size_t requests;
-    absl::InlinedVector<std::pair<Target, std::vector<size_t>>, 4> groups;
+    // A one-page call (a fault's load) fits inline and allocates nothing.
+    using Members = absl::InlinedVector<size_t, 1>;
+    absl::InlinedVector<std::pair<Target, Members>, 4> groups;
     void Add(const Target& t, size_t request) {
       for (auto& [target, members] : groups) {
         if (target.node == t.node) {
@@ -181,7 +183,7 @@ class Client::Impl {
           return;
         }
       }
-      std::vector<size_t> members;
+      Members members;
       members.reserve(requests);
       members.push_back(request);
       groups.emplace_back(t, std::move(members));
@@ -278,6 +280,9 @@ class Client::Impl {
   enum class Lane { kMain, kLoads };
   void Call(const Target& t, transport::OutgoingMessage m, transport::ReplyCallback done,
             Lane lane = Lane::kMain);
+  // ChannelFor: the channel `lane` uses to reach t (t.channel non-null).
+  static Channel ChannelFor(const Target& t, Lane lane);
+  static absl::Status NodeDownError(const Target& t);
   // RetireChannelsLocked hands the node's connections to the maintenance
   // thread to close, and clears them.
   void RetireChannelsLocked(Node& n) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

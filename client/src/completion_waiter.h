@@ -3,7 +3,7 @@
 //
 //   CompletionWaiter w(n, spin);            // n completions expected
 //   client.LoadAsync(page, out, w.Callback(0));
-//   std::vector<absl::Status> s = w.Wait();
+//   std::vector<absl::Status> s = w.Wait();   // or, for n == 1, w.WaitOne()
 //
 // A reply is usually read by the transport's I/O thread a round trip (tens
 // of microseconds) after the request left. Sleeping on a condition variable
@@ -20,16 +20,22 @@
 // only yielding: the reply is then read and completed on this thread, with
 // no wake-up of an I/O thread on the way.
 //
-// Thread safety: Callback(i) may run on any thread, once per i; Wait runs on
-// one thread, once.
+// A waiter for one completion allocates nothing (WaitOne): a fault's load
+// is such a call.
+//
+// Thread safety: Callback(i) may run on any thread, once per i; Wait or
+// WaitOne runs on one thread, once.
 #ifndef FARSWAP_CLIENT_SRC_COMPLETION_WAITER_H_
 #define FARSWAP_CLIENT_SRC_COMPLETION_WAITER_H_
 
 #include <atomic>
+#include <cassert>
 #include <chrono>
+#include <iterator>
 #include <thread>
 #include <vector>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "farswap/client/client.h"
@@ -53,6 +59,23 @@ class CompletionWaiter {
   }
 
   std::vector<absl::Status> Wait() {
+    WaitForAll();
+    MutexLock l(&mu_);
+    return std::vector<absl::Status>(std::make_move_iterator(statuses_.begin()),
+                                     std::make_move_iterator(statuses_.end()));
+  }
+
+  // WaitOne: Wait for a waiter made for one completion; its status.
+  absl::Status WaitOne() {
+    WaitForAll();
+    MutexLock l(&mu_);
+    assert(statuses_.size() == 1);
+    return std::move(statuses_[0]);
+  }
+
+ private:
+  // WaitForAll returns once every completion has run (and released mu_).
+  void WaitForAll() {
     if (spin_ > absl::ZeroDuration() && left_.load(std::memory_order_acquire) != 0) {
       const auto until = std::chrono::steady_clock::now() +
                          std::chrono::nanoseconds(absl::ToInt64Nanoseconds(spin_));
@@ -63,13 +86,11 @@ class CompletionWaiter {
     }
     MutexLock l(&mu_);
     while (left_.load(std::memory_order_acquire) != 0) cv_.Wait(&mu_);
-    return std::move(statuses_);
   }
 
- private:
   Mutex mu_;
   CondVar cv_;
-  std::vector<absl::Status> statuses_ ABSL_GUARDED_BY(mu_);
+  absl::InlinedVector<absl::Status, 1> statuses_ ABSL_GUARDED_BY(mu_);
   std::atomic<size_t> left_;
   const absl::Duration spin_;
   transport::Transport* const help_;
