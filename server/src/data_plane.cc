@@ -93,6 +93,7 @@
 #include <cstring>
 #include <tuple>
 
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
 #include "farswap/common/sync_point.h"
 #include "farswap/common/thread_name.h"
@@ -166,16 +167,27 @@ struct DataPlaneServer::Reply {
   std::vector<uint8_t> payload;
   std::vector<std::vector<uint8_t>> sub_payloads;  // BATCH entries' payloads
   std::unique_ptr<BatchEncoder> batch;
+  // sending: the reply itself while the transport may still read its bytes
+  // (set by SendReplies, dropped by the frame's on_sent, which the
+  // transport runs exactly once for a frame it accepted). Holding it here
+  // keeps on_sent one pointer, which std::function stores without
+  // allocating.
+  std::shared_ptr<Reply> sending;
 };
 
 void DataPlaneServer::SendReply(Connection& conn, std::shared_ptr<Reply> reply) {
-  std::vector<std::shared_ptr<Reply>> one = {std::move(reply)};
-  SendReplies(conn, one);
+  SendReplies(conn, std::span<std::shared_ptr<Reply>>(&reply, 1));
 }
 
 void DataPlaneServer::SendReplies(Connection& conn, std::vector<std::shared_ptr<Reply>>& replies) {
+  SendReplies(conn, std::span<std::shared_ptr<Reply>>(replies));
+  replies.clear();
+}
+
+void DataPlaneServer::SendReplies(Connection& conn, std::span<std::shared_ptr<Reply>> replies) {
   if (replies.empty()) return;
-  std::vector<OutgoingMessage> messages(replies.size());
+  // Inline for a single reply (a plain LOAD or STORE): no allocation.
+  absl::InlinedVector<OutgoingMessage, 1> messages(replies.size());
   uint64_t bytes = 0;
   for (size_t i = 0; i < replies.size(); ++i) {
     const std::shared_ptr<Reply>& reply = replies[i];
@@ -191,13 +203,19 @@ void DataPlaneServer::SendReplies(Connection& conn, std::vector<std::shared_ptr<
       m.payload.push_back(reply->payload);
       bytes += reply->payload.size();
     }
-    m.on_sent = [reply](absl::Status) {};  // keeps the bytes alive until written
+    reply->sending = reply;  // keeps the bytes alive until written
+    m.on_sent = [sent = reply.get()](absl::Status) { sent->sending.reset(); };
   }
-  replies.clear();
-  absl::Status s = conn.Send(std::span<OutgoingMessage>(messages));
+  // The caller's references keep every reply alive through Send, even if
+  // the transport writes (and runs on_sent) inline.
+  absl::Status s = conn.Send(std::span<OutgoingMessage>(messages.data(), messages.size()));
   if (s.ok()) {
     bytes_sent_.fetch_add(bytes, std::memory_order_relaxed);
-  } else if (conn.is_open()) {
+    return;
+  }
+  // Refused: nothing was queued and no on_sent will run.
+  for (const std::shared_ptr<Reply>& reply : replies) reply->sending.reset();
+  if (conn.is_open()) {
     spdlog::warn("data plane: replies to {} not sent: {}", conn.peer_address(), s.ToString());
   }
 }

@@ -250,8 +250,9 @@ class DataPlaneServer {
   // SendReply sends `reply` on `conn` and counts its bytes.
   void SendReply(transport::Connection& conn, std::shared_ptr<Reply> reply);
   // SendReplies sends `replies` in order with one Send (one gathered write)
-  // and counts their bytes; it empties the vector.
+  // and counts their bytes; the vector form then empties the vector.
   void SendReplies(transport::Connection& conn, std::vector<std::shared_ptr<Reply>>& replies);
+  void SendReplies(transport::Connection& conn, std::span<std::shared_ptr<Reply>> replies);
 
   PageStore* const store_;
   TenantRegistry* const tenants_;
