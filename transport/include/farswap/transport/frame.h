@@ -205,9 +205,9 @@ absl::StatusOr<uint64_t> DecodeU64Payload(std::span<const uint8_t> payload);
 class BatchEncoder {
  public:
   // The encoder holds up to `max_entries` entries (at most
-  // kMaxBatchEntries); its memory is sized for them once: Add allocates
-  // only for an entry with more than one payload piece (the piece list grows
-  // past its reserve).
+  // kMaxBatchEntries); its memory is sized for them once (a sub-header and
+  // one payload piece per entry), so Add allocates only when entries with
+  // several payload pieces outgrow that reserve.
   explicit BatchEncoder(size_t max_entries = kMaxBatchEntries);
 
   // Add appends one sub-frame; its payload_length is set from `pieces`.
