@@ -713,7 +713,11 @@ absl::Status TcpConnection::DecodeBuffered(std::vector<IncomingMessage>& out) {
 }
 
 void TcpConnection::Deliver(std::vector<IncomingMessage>& messages) {
-  if (messages.empty() || !handler_.on_receive) return;
+  if (messages.empty()) return;
+  if (!handler_.on_receive) {  // dropped, as before: the list is kept across reads
+    messages.clear();
+    return;
+  }
   delivering_ = true;
   handler_.on_receive(*this, std::span<IncomingMessage>(messages));
   delivering_ = false;
