@@ -476,6 +476,11 @@ TEST_P(TransportTest, ClosedChannelsKeepNoThread) {
   }
   EXPECT_GE(ThreadCount(), before + 20);  // one timer thread per open channel
   for (auto& c : kept) c->Close();
+  // pthread_join returns once the kernel has woken the joiner, which it does
+  // before it reaps the thread: a joined thread can stay listed in
+  // /proc/self/task for a moment. Wait for the count, bounded.
+  const absl::Time give_up = absl::Now() + absl::Seconds(5);
+  while (ThreadCount() != before && absl::Now() < give_up) std::this_thread::yield();
   EXPECT_EQ(ThreadCount(), before);
   auto after = kept[0]->Call({.opcode = Opcode::kPing}, {}, kLongTimeout);
   EXPECT_EQ(Await(after).status().code(), absl::StatusCode::kCancelled);
