@@ -254,6 +254,18 @@ function checkDockerfile(all) {
   // stage, farswap-demo:TAG the demo-client stage.
   const stageOf = { farswap: last, "farswap-demo": "demo-client" };
   const built = /--target\s+([^&]+)/.exec(stages.build?.run ?? "")?.[1].trim().split(/\s+/) ?? [];
+  // A stage that installs with --no-install-recommends gets no package a
+  // library only recommends. rdma-core's libibverbs1 finds no device
+  // without its provider drivers (ibverbs-providers: mlx5, efa, rxe, ...),
+  // so UCX in that image would never see RDMA and fall back to TCP.
+  const NEEDS = { libibverbs1: "ibverbs-providers" };
+  for (const [name, s] of Object.entries(stages)) {
+    const words = new Set(s.run.split(/\s+/));
+    for (const [lib, companion] of Object.entries(NEEDS)) {
+      assert.ok(!words.has(lib) || words.has(companion),
+        `Dockerfile stage ${name} installs ${lib} without ${companion}`);
+    }
+  }
   for (const { owner, spec } of podSpecs(all)) {
     for (const c of [...(spec.initContainers ?? []), ...spec.containers]) {
       const image = c.image.split(":")[0];
