@@ -335,6 +335,14 @@ for (const k of KUSTOMIZATIONS) {
       }
     }
   });
+  await check(`${k}: every namespaced resource has a namespace`, () => {
+    // A resource an overlay adds does not get the base's namespace: without
+    // one of its own it lands in kubectl's current namespace, where the pods
+    // that mount or select it never see it.
+    for (const r of resources) {
+      if (r.kind !== "Namespace") assert.ok(r.metadata.namespace, `${resourceId(r)}: no namespace`);
+    }
+  });
   await check(`${k}: pods hardened`, () => podSpecs(resources).forEach(checkHardened));
   await check(`${k}: selectors and port names`, () => checkSelectors(resources));
   if (!k.startsWith("examples/")) {
