@@ -11,6 +11,7 @@
 // is on a condition with kWaitBound. Runs under ThreadSanitizer in CI.
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -20,6 +21,7 @@
 
 #include "farswap/common/sync_point.h"
 #include "farswap/transport/transport.h"
+#include "server_process.h"
 #include "test_util.h"
 
 namespace farswap::transport {
@@ -298,6 +300,37 @@ TEST(UcxTransportTest, UnknownUcxTransportIsRefusedByName) {
   absl::StatusOr<std::unique_ptr<Transport>> t = CreateTransport("ucx", options);
   ASSERT_FALSE(t.ok());
   EXPECT_THAT(std::string(t.status().message()), ::testing::HasSubstr("carrier-pigeon"));
+}
+
+// A node on this machine that runs as another user: UCX picks shared memory
+// for it (same IPC and PID namespaces), whose segments only their owner can
+// map, so the endpoint fails. Connect's error must say so and name the way
+// out, and the way out must work: the same client without shared memory
+// connects. A real farswap-server, as uid 65532.
+TEST(UcxTransportTest, ANodeOfAnotherUserOnThisMachineIsNamedInTheConnectError) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root: runs the node as another user";
+  auto node = farswap::testing::ServerProcess::Start({.backing_size = "",
+                                                      .transport = "ucx",
+                                                      .run_as_uid = 65532,
+                                                      .extra_env = {"UCX_TLS=sm,tcp"}});
+  ASSERT_TRUE(node.ok()) << node.status();
+  TransportOptions options;
+  options.io_threads = 1;
+  options.connect_timeout = absl::Seconds(10);
+  options.ucx_transports = "sm,tcp";
+  auto client = CreateTransport("ucx", options).value();
+  absl::StatusOr<std::shared_ptr<Connection>> conn = client->Connect((*node)->data_addr(), {});
+  ASSERT_FALSE(conn.ok()) << "connected over " << (*conn)->stats().carrier;
+  EXPECT_THAT(std::string(conn.status().message()),
+              ::testing::HasSubstr("if it runs as another user"));
+  EXPECT_THAT(std::string(conn.status().message()), ::testing::HasSubstr("UCX_TLS=^sm"));
+
+  options.ucx_transports = "^sm";
+  auto without_shm = CreateTransport("ucx", options).value();
+  absl::StatusOr<std::shared_ptr<Connection>> tcp = without_shm->Connect((*node)->data_addr(), {});
+  ASSERT_TRUE(tcp.ok()) << tcp.status();
+  EXPECT_THAT((*tcp)->stats().carrier, ::testing::StartsWith("tcp/"));
+  (*tcp)->Close(absl::CancelledError("test done"));
 }
 
 // Shutdown runs between Connect's shut-down check and the endpoint's

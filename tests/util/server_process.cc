@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/inotify.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -62,6 +63,9 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   char tmpl[] = "/tmp/farswap-test-node-XXXXXX";
   if (mkdtemp(tmpl) == nullptr) return absl::InternalError("mkdtemp failed");
   p->dir_ = tmpl;
+  if (options.run_as_uid >= 0 && chown(tmpl, options.run_as_uid, options.run_as_uid) != 0) {
+    return absl::InternalError(absl::StrCat("cannot hand ", tmpl, " to uid ", options.run_as_uid));
+  }
   if (!options.tenants.empty()) {
     std::ofstream(p->dir_ + "/tenants") << options.tenants;
   }
@@ -132,6 +136,18 @@ absl::Status ServerProcess::Launch() {
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
+  std::vector<std::string> env_strings = options_.extra_env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    const std::string_view entry(*e);
+    const std::string_view name = entry.substr(0, entry.find('=') + 1);
+    bool replaced = false;
+    for (const std::string& x : options_.extra_env) replaced |= x.starts_with(name);
+    if (!replaced) env_strings.emplace_back(entry);
+  }
+  std::vector<char*> envp;
+  for (auto& e : env_strings) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  const int uid = options_.run_as_uid;
   const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
@@ -154,7 +170,16 @@ absl::Status ServerProcess::Launch() {
       (void)!write(2, kMessage, sizeof kMessage - 1);
       _exit(126);
     }
-    execv(argv[0], argv.data());
+    // Raw system calls: they change this (the only) thread's credentials
+    // without glibc's all-threads broadcast, and are async-signal-safe.
+    if (uid >= 0 &&
+        (syscall(SYS_setgroups, 0, nullptr) != 0 || syscall(SYS_setresgid, uid, uid, uid) != 0 ||
+         syscall(SYS_setresuid, uid, uid, uid) != 0)) {
+      static const char kMessage[] = "cannot change user\n";
+      (void)!write(2, kMessage, sizeof kMessage - 1);
+      _exit(126);
+    }
+    execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }
   close(log_fd);

@@ -53,6 +53,12 @@ struct ServerProcessOptions {
   // or "ucx" (data_addr() then carries its scheme, "ucx://..."); "" takes
   // FARSWAP_TEST_TRANSPORT (test_transport.h), else tcp.
   std::string transport;
+  // run_as_uid: the user (and group of the same number) the server runs as;
+  // -1 keeps the caller's. Needs root; the temporary folder is handed to it.
+  int run_as_uid = -1;
+  // extra_env: NAME=VALUE entries added to (or replacing in) the server's
+  // environment, which is otherwise the caller's.
+  std::vector<std::string> extra_env;
 };
 
 class ServerProcess {

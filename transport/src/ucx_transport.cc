@@ -59,6 +59,7 @@
 // shut_down_ before it takes mu_ to collect the listeners, destroys every
 // listener before the workers go.
 #include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <netdb.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -1210,6 +1211,9 @@ class UcxListener final : public Listener {
 
 // --- transport ------------------------------------------------------------------
 
+bool MayUseSharedMemory(const TransportOptions& options);
+std::string SharedMemoryHint(const TransportOptions& options, const sockaddr_storage& peer);
+
 class UcxTransport final : public Transport {
  public:
   UcxTransport(ucp_context_h context, TransportOptions options)
@@ -1278,12 +1282,12 @@ class UcxTransport final : public Transport {
     }
     loop->Wake();
     if (!done) {
-      return absl::DeadlineExceededError(
-          absl::StrCat("ucx connect to ", address, " timed out after ",
-                       absl::FormatDuration(options_.connect_timeout)));
+      return absl::DeadlineExceededError(absl::StrCat(
+          "ucx connect to ", address, " timed out after ",
+          absl::FormatDuration(options_.connect_timeout), SharedMemoryHint(options_, *ss)));
     }
-    return absl::UnavailableError(
-        absl::StrCat("ucx connect to ", address, " failed: ", status.message()));
+    return absl::UnavailableError(absl::StrCat("ucx connect to ", address, " failed: ",
+                                               status.message(), SharedMemoryHint(options_, *ss)));
   }
 
   absl::StatusOr<std::unique_ptr<Listener>> Listen(const std::string& address,
@@ -1366,7 +1370,13 @@ bool MayUseSharedMemory(const TransportOptions& options) {
     if (env == nullptr) return true;  // UCX's default: all
     tls = env;
   }
-  if (absl::StartsWith(tls, "^")) return true;  // all but some
+  if (absl::StartsWith(tls, "^")) {
+    // All but the ones named: shared memory unless they name all of it.
+    for (absl::string_view name : absl::StrSplit(tls.substr(1), ',')) {
+      if (name == "sm" || name == "shm" || name == "mm") return false;
+    }
+    return true;
+  }
   for (absl::string_view name : absl::StrSplit(tls, ',')) {
     if (name == "all" || name == "sm" || name == "shm" || name == "mm" || name == "posix" ||
         name == "sysv" || name == "xpmem") {
@@ -1374,6 +1384,49 @@ bool MayUseSharedMemory(const TransportOptions& options) {
     }
   }
   return false;
+}
+
+// OnThisMachine: whether `peer` is a loopback address or one of this
+// network namespace's interface addresses.
+bool OnThisMachine(const sockaddr_storage& peer) {
+  if (peer.ss_family == AF_INET) {
+    const auto& in = reinterpret_cast<const sockaddr_in&>(peer);
+    if ((ntohl(in.sin_addr.s_addr) >> 24) == 127) return true;
+  } else if (peer.ss_family == AF_INET6) {
+    const auto& in6 = reinterpret_cast<const sockaddr_in6&>(peer);
+    if (IN6_IS_ADDR_LOOPBACK(&in6.sin6_addr)) return true;
+  } else {
+    return false;
+  }
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return false;
+  bool found = false;
+  for (ifaddrs* i = list; i != nullptr && !found; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || i->ifa_addr->sa_family != peer.ss_family) continue;
+    if (peer.ss_family == AF_INET) {
+      found = reinterpret_cast<const sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr ==
+              reinterpret_cast<const sockaddr_in&>(peer).sin_addr.s_addr;
+    } else {
+      found = std::memcmp(&reinterpret_cast<const sockaddr_in6*>(i->ifa_addr)->sin6_addr,
+                          &reinterpret_cast<const sockaddr_in6&>(peer).sin6_addr,
+                          sizeof(in6_addr)) == 0;
+    }
+  }
+  freeifaddrs(list);
+  return found;
+}
+
+// SharedMemoryHint: what to add to a failed Connect's message when the peer
+// is on this machine and UCX may pick shared memory for it: UCX's sysv and
+// posix segments are mapped by their owner only (modes 0660 and 0600), so
+// processes of two users that share IPC and PID namespaces cannot connect
+// (UCX fails the endpoint: "Endpoint timeout", "Connection reset by remote
+// peer"). Empty otherwise.
+std::string SharedMemoryHint(const TransportOptions& options, const sockaddr_storage& peer) {
+  if (!MayUseSharedMemory(options) || !OnThisMachine(peer)) return "";
+  return " (the node is on this machine, where UCX picks shared memory; if it runs as another "
+         "user, it cannot map this process's segments: run both as one user, or leave shared "
+         "memory out on either side, e.g. UCX_TLS=^sm)";
 }
 
 // ConfigureUcx applies what farswap sets on top of UCX's own variables:
