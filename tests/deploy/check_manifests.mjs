@@ -41,6 +41,7 @@ const KUSTOMIZATIONS = [
   "overlays/dev",
   "overlays/production",
   "overlays/dev-tls",
+  "overlays/dev-ucx",
   "examples/demo-client",
 ];
 
@@ -166,6 +167,9 @@ function checkMemoryNode(resources) {
     assert.equal(Number(m[2]), port(data), "--advertise-addr's port != --data-addr's port");
   }
 
+  const ucx = flag(argv, "ucx-data-addr");
+  if (ucx) checkUcxPorts(resources, ds, c, named, port(ucx));
+
   if (flag(argv, "tls-cert")) {
     checkTlsProbes(ds, c, argv, port(grpc));
   } else {
@@ -189,6 +193,34 @@ function checkMemoryNode(resources) {
   const grace = ds.spec.template.spec.terminationGracePeriodSeconds;
   assert.ok(timeout > 0 && timeout + 10 <= grace,
     `preStop --timeout ${timeout} must leave >= 10 s of terminationGracePeriodSeconds ${grace}`);
+}
+
+// checkUcxPorts: a node that serves UCX beside TCP (--ucx-data-addr) names
+// that port data-ucx. Over UCX's TCP transport each UCX worker also listens
+// on a port of its own, at random unless UCX_TCP_PORT_RANGE bounds it, and
+// clients connect to those ports too: a NetworkPolicy that lets client pods
+// in must open the connection port and that whole range, or UCX over TCP
+// is cut off behind the policy (deploy_daemonset_ucx_test checks the ports
+// the node really listens on).
+function checkUcxPorts(resources, ds, c, named, ucxPort) {
+  assert.equal(named["data-ucx"], ucxPort, "port data-ucx != --ucx-data-addr's port");
+  const range = (c.env ?? []).find((e) => e.name === "UCX_TCP_PORT_RANGE")?.value;
+  const m = /^(\d+)-(\d+)$/.exec(range ?? "");
+  assert.ok(m, `--ucx-data-addr without env UCX_TCP_PORT_RANGE=FIRST-LAST (is ${range}): ` +
+    "UCX's TCP listeners would take random ports that no NetworkPolicy opens");
+  const [first, last] = [Number(m[1]), Number(m[2])];
+  const labels = ds.spec.template.metadata.labels;
+  const clientPorts = resources
+    .filter((r) => r.kind === "NetworkPolicy" && matches(r.spec.podSelector.matchLabels, labels))
+    .flatMap((r) => r.spec.ingress)
+    .filter((rule) => rule.from.some((f) => f.podSelector?.matchLabels?.["farswap.io/client"] === "true"))
+    .flatMap((rule) => rule.ports);
+  const number = (p) => (typeof p === "string" ? named[p] : p);
+  const opens = (lo, hi) =>
+    clientPorts.some((p) => number(p.port) <= lo && (p.endPort ?? number(p.port)) >= hi);
+  assert.ok(opens(ucxPort, ucxPort), `no NetworkPolicy lets client pods reach data-ucx (${ucxPort})`);
+  assert.ok(opens(first, last),
+    `no NetworkPolicy lets client pods reach UCX_TCP_PORT_RANGE ${first}-${last} (one rule, port..endPort)`);
 }
 
 // secretMountOf: the read-only Secret volume mount `file` lies in, or fails.

@@ -31,6 +31,10 @@
 //     pages when it returns, pod A's readiness probe fails (draining);
 //  6. sends pod A SIGTERM, as the kubelet does next (clean exit required),
 //     and has the client read every page back, now from pod B only.
+// In every overlay, each TCP port the node listens on beyond loopback must
+// be opened by a rendered NetworkPolicy. With --ucx-data-addr (overlay
+// dev-ucx) the client dials UCX and each node must carry its connections
+// over UCX (node stats, connections by carrier).
 // With a TLS control plane (--tls-cert in the container's args, overlay
 // dev-tls) the test fills the farswap-tls Secret, shipped empty, with a CA
 // and a node certificate for the name the probes verify (openssl CLI), and
@@ -86,8 +90,13 @@ function run(argv, opts = {}) {
 // ---- preconditions -------------------------------------------------------
 if (process.getuid() !== 0) skip("needs root (network namespaces, setpriv)");
 const IP = which("ip");
+const SS = which("ss");
 const SETPRIV = which("setpriv");
-if (!IP || !SETPRIV) skip("needs `ip` (iproute2) and `setpriv` (util-linux)");
+const UNSHARE = which("unshare");
+const ENV = which("env");
+if (!IP || !SS || !SETPRIV || !UNSHARE || !ENV) {
+  skip("needs `ip` and `ss` (iproute2), `setpriv` and `unshare` (util-linux), `env` (coreutils)");
+}
 
 // ---- cleanup, also of runs killed before they could clean up -------------
 const children = new Set();
@@ -168,6 +177,9 @@ const ADMIN_TOKEN = crypto.randomBytes(32).toString("hex");
 // certificate must carry: the one the readiness probe verifies.
 const nodeArgs = container.args ?? [];
 const TLS = flag(nodeArgs, "tls-cert") !== undefined;
+// UCX: whether the node serves the data plane over UCX too (overlay
+// dev-ucx); the client then dials UCX (--data-transport ucx).
+const UCX = flag(nodeArgs, "ucx-data-addr") !== undefined;
 const TLS_NAME = TLS ? flag(container.readinessProbe?.exec?.command ?? [], "tls-server-name") : undefined;
 let tlsMaterial = null;
 
@@ -314,7 +326,10 @@ class Pod {
     // Dies with this test, even when it is killed (set after the uid change).
     priv.push("--pdeathsig", "SIGKILL");
     const cmd = command.map((a) => this.localPath(c, expandEnv(a, env)));
-    return [IP, "netns", "exec", this.ns, ...priv, "--", ...cmd];
+    // The container's environment, as the kubelet sets it (on top of this
+    // test's own, which the processes inherit).
+    const vars = env.map((e) => `${e.name}=${e.value}`);
+    return [IP, "netns", "exec", this.ns, ...priv, "--", ENV, ...vars, ...cmd];
   }
 
   containerCommand(c) {
@@ -408,6 +423,42 @@ function nodeStats(pod) {
   return JSON.parse(out);
 }
 
+// openPorts: the TCP ports the rendered NetworkPolicies that select the
+// memory node open to anyone, as [first, last] ranges (port names resolved
+// through the container's ports).
+function openPorts() {
+  const named = Object.fromEntries(container.ports.map((p) => [p.name, p.containerPort]));
+  const labels = ds.spec.template.metadata.labels;
+  return resources
+    .filter((r) => r.kind === "NetworkPolicy" &&
+      Object.entries(r.spec.podSelector.matchLabels ?? {}).every(([k, v]) => labels[k] === v))
+    .flatMap((r) => r.spec.ingress.flatMap((rule) => rule.ports))
+    .map((p) => {
+      const first = typeof p.port === "string" ? named[p.port] : p.port;
+      return [first, p.endPort ?? first];
+    });
+}
+
+// checkListenersOpened: every TCP port the node listens on beyond loopback
+// (`ss` in its network namespace) is one a NetworkPolicy opens: a listener
+// clients are handed but the policy closes (e.g. UCX's TCP listeners on
+// random ports) works here, where no policy is enforced, and nowhere else.
+function checkListenersOpened(pod) {
+  const out = run([IP, "netns", "exec", pod.ns, SS, "-ltnH"]);
+  const ports = new Set();
+  for (const line of out.split("\n").filter(Boolean)) {
+    const local = line.trim().split(/\s+/)[3];
+    const host = local.slice(0, local.lastIndexOf(":"));
+    if (host.startsWith("127.") || host === "[::1]") continue;
+    ports.add(Number(local.slice(local.lastIndexOf(":") + 1)));
+  }
+  const ranges = openPorts();
+  const closed = [...ports].filter((p) => !ranges.some(([lo, hi]) => lo <= p && p <= hi));
+  assert.deepEqual(closed, [], `${pod.name}: listens on ports no NetworkPolicy opens ` +
+    `(opened: ${JSON.stringify(ranges)}; listening: ${[...ports].join(" ")})`);
+  return [...ports].sort((x, y) => x - y);
+}
+
 function storedPages(pod) {
   return Number(nodeStats(pod).node?.stored_pages ?? 0);
 }
@@ -417,11 +468,16 @@ class DrainClient {
   constructor(pods) {
     const [line] = secretFiles("farswap-tenants").tenants.split("\n").filter((l) => l && !l.startsWith("#"));
     const [tenant, secret] = line.split(":");
+    // A client pod has IPC and PID namespaces of its own, as every pod
+    // does: so UCX, which offers its shared-memory transports only to peers
+    // in the same ones, does not pick them across "pods" here either.
     const argv = [
-      IP, "netns", "exec", HOST_NS, SETPRIV, "--pdeathsig", "SIGKILL", "--",
+      IP, "netns", "exec", HOST_NS, UNSHARE, "--ipc", "--pid", "--fork", "--kill-child",
+      SETPRIV, "--pdeathsig", "SIGKILL", "--",
       path.join(buildDir, "tests/deploy/drain_client"),
       "--nodes", pods.map((p) => `${p.ip}:${p.grpcPort()}`).join(","),
       "--tenant", tenant, "--secret", secret, "--pages", String(PAGES), ...tlsClientFlags(),
+      ...(UCX ? ["--data-transport", "ucx"] : []),
     ];
     this.proc = spawn(argv[0], argv.slice(1), { stdio: ["pipe", "pipe", "pipe"] });
     children.add(this.proc);
@@ -509,6 +565,16 @@ async function main() {
   log(`pages stored: a ${before[0]}, b ${before[1]}`);
   assert.equal(before[0] + before[1], PAGES, "the nodes hold every page, once");
   assert.ok(before[0] > 0 && before[1] > 0, "the client stored pages on both nodes");
+  for (const pod of pods) log(`${pod.name}: listening on ${checkListenersOpened(pod).join(" ")}, each opened by a NetworkPolicy`);
+  if (UCX) {
+    for (const pod of pods) {
+      const byCarrier = nodeStats(pod).node?.data_transport?.connections_by_carrier ?? {};
+      const ucx = Object.entries(byCarrier).filter(([k, n]) => k !== "tcp" && k !== "" && Number(n) > 0);
+      assert.ok(ucx.length > 0, `${pod.name}: --ucx-data-addr, but no connection is carried by UCX ` +
+        `(connections by carrier: ${JSON.stringify(byCarrier)})`);
+      log(`${pod.name}: connections by carrier ${JSON.stringify(byCarrier)}`);
+    }
+  }
   if (nodeArgs.includes("--data-tls")) {
     for (const pod of pods) {
       assert.equal(nodeStats(pod).node?.data_tls, true, `${pod.name}: --data-tls but the node says its data plane is not TLS`);

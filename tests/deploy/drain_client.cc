@@ -6,6 +6,7 @@
 // then reads every page back and checks its bytes.
 //
 //   drain_client --nodes GRPC,GRPC --tenant ID --secret S --pages N
+//                [--data-transport auto|tcp|ucx]
 //
 // Protocol, one JSON object a line on stdout:
 //   {"stored": N}                     every page stored
@@ -56,6 +57,11 @@ int Run(int argc, char** argv) {
   app.add_option("--tls-ca", tls_ca, "the nodes' control plane is TLS: trust this CA bundle");
   app.add_option("--tls-server-name", tls_server_name,
                  "the name the nodes' certificates carry (with --tls-ca)");
+  std::string data_transport = "auto";
+  app.add_option("--data-transport", data_transport,
+                 "which of a node's data-plane addresses to dial (ClientOptions::data_transport)")
+      ->check(CLI::IsMember({"auto", "tcp", "ucx"}))
+      ->capture_default_str();
   app.add_option("--pages", n_pages, "pages to store")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1} << 20))
       ->capture_default_str();
@@ -68,6 +74,7 @@ int Run(int argc, char** argv) {
   o.client_name = "drain_client";
   o.tls_ca_file = tls_ca;
   o.tls_server_name = tls_server_name;
+  o.data_transport = data_transport;
   o.replicas = 1;
   o.pages_per_slab = 16;  // many slabs, so both nodes get some
   // A node that stopped with pages still on it: report them lost after 5 s
