@@ -90,8 +90,13 @@ absl::Status ValidateLogOptions(const PageStoreOptions& options) {
     return absl::InvalidArgumentError(
         absl::StrCat("write queue depth must be from 1 to 4096; got ", options.write_queue_depth));
   }
-  if (options.writeback_batch_pages == 0) {
-    return absl::InvalidArgumentError("writeback batch must be at least 1 page");
+  // A batch is picked under one LRU lock hold, which looks at no more than
+  // kMaxScanPerHold entries: a larger batch could never be filled.
+  if (options.writeback_batch_pages == 0 ||
+      options.writeback_batch_pages > internal::LruList::kMaxScanPerHold) {
+    return absl::InvalidArgumentError(absl::StrCat("writeback batch must be from 1 to ",
+                                                   internal::LruList::kMaxScanPerHold,
+                                                   " pages; got ", options.writeback_batch_pages));
   }
   return absl::OkStatus();
 }

@@ -1020,6 +1020,9 @@ TEST(SegmentLogOptionsTest, BadOptionsAreRefused) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(PageStore::Create({.backing = &ssd, .writeback_batch_pages = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);
+  // Picked under one LRU lock hold of at most 64 entries: 65 could never fill.
+  EXPECT_EQ(PageStore::Create({.backing = &ssd, .writeback_batch_pages = 65}).status().code(),
+            absl::StatusCode::kInvalidArgument);
   // A device smaller than a segment is one segment.
   auto store = PageStore::Create({.backing = &ssd, .segment_bytes = 1 << 20});
   ASSERT_TRUE(store.ok()) << store.status();

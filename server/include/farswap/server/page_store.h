@@ -195,7 +195,8 @@ struct PageStoreOptions {
   // io_uring on a FileBlockDevice, block_write_queue.h); >= 1.
   uint32_t write_queue_depth = 32;
   // writeback_batch_pages: the most entries a writeback batch isolates
-  // (picked under one LRU lock hold) and writes together; >= 1.
+  // (picked under one LRU lock hold, which looks at 64 entries at most) and
+  // writes together; 1..64.
   uint32_t writeback_batch_pages = 64;
 
   // The cold tier (cold_recompressor.cc): pool entries not loaded for a
