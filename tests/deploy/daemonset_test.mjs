@@ -327,9 +327,12 @@ class Pod {
     priv.push("--pdeathsig", "SIGKILL");
     const cmd = command.map((a) => this.localPath(c, expandEnv(a, env)));
     // The container's environment, as the kubelet sets it (on top of this
-    // test's own, which the processes inherit).
+    // test's own, which the processes inherit). `env` runs before setpriv,
+    // as root: the program's path may lie in folders only root may search
+    // (a build tree under mktemp -d), which setpriv, still privileged when
+    // it executes the program, can reach and the container's user cannot.
     const vars = env.map((e) => `${e.name}=${e.value}`);
-    return [IP, "netns", "exec", this.ns, ...priv, "--", ENV, ...vars, ...cmd];
+    return [IP, "netns", "exec", this.ns, ENV, ...vars, ...priv, "--", ...cmd];
   }
 
   containerCommand(c) {

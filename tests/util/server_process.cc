@@ -148,11 +148,22 @@ absl::Status ServerProcess::Launch() {
   for (auto& e : env_strings) envp.push_back(e.data());
   envp.push_back(nullptr);
   const int uid = options_.run_as_uid;
+  // Run as another user: the binary is opened here, as the caller, and
+  // executed through that descriptor, because the user may not search the
+  // folders it lies in (a build tree under `mktemp -d`, mode 0700).
+  const int exe_fd = uid >= 0 ? open(argv[0], O_PATH | O_CLOEXEC) : -1;
+  if (uid >= 0 && exe_fd < 0) {
+    close(log_fd);
+    if (netns_fd >= 0) close(netns_fd);
+    close(inotify);
+    return absl::InternalError(absl::StrCat("cannot open ", args[0]));
+  }
   const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) {
     close(log_fd);
     if (netns_fd >= 0) close(netns_fd);
+    if (exe_fd >= 0) close(exe_fd);
     close(inotify);
     return absl::InternalError("fork failed");
   }
@@ -179,11 +190,16 @@ absl::Status ServerProcess::Launch() {
       (void)!write(2, kMessage, sizeof kMessage - 1);
       _exit(126);
     }
-    execve(argv[0], argv.data(), envp.data());
+    if (exe_fd >= 0) {
+      syscall(SYS_execveat, exe_fd, "", argv.data(), envp.data(), AT_EMPTY_PATH);
+    } else {
+      execve(argv[0], argv.data(), envp.data());
+    }
     _exit(127);
   }
   close(log_fd);
   if (netns_fd >= 0) close(netns_fd);
+  if (exe_fd >= 0) close(exe_fd);
   pid_ = pid;
   launches_++;
   // Wait for the ready file: inotify wakes us on every write or rename in
