@@ -27,7 +27,9 @@ import { execFileSync } from "node:child_process";
 import fs from "node:fs";
 import path from "node:path";
 import YAML from "yaml";
-import { expandEnv, farswapBytes, flag, k8sBytes, parseDockerfile } from "./manifest_lib.mjs";
+import {
+  expandEnv, farswapBytes, flag, k8sBytes, matches, openedPortRanges, parseDockerfile,
+} from "./manifest_lib.mjs";
 import { render, resourceId } from "./render.mjs";
 
 const root = process.argv[2];
@@ -70,9 +72,6 @@ function podSpecs(resources) {
     .map((r) => ({ owner: r, template: r.spec.template, spec: r.spec.template.spec }));
 }
 
-function matches(selector, labels) {
-  return Object.entries(selector ?? {}).every(([k, v]) => labels?.[k] === v);
-}
 
 function checkHardened({ owner, spec }) {
   const id = resourceId(owner);
@@ -209,15 +208,9 @@ function checkUcxPorts(resources, ds, c, named, ucxPort) {
   assert.ok(m, `--ucx-data-addr without env UCX_TCP_PORT_RANGE=FIRST-LAST (is ${range}): ` +
     "UCX's TCP listeners would take random ports that no NetworkPolicy opens");
   const [first, last] = [Number(m[1]), Number(m[2])];
-  const labels = ds.spec.template.metadata.labels;
-  const clientPorts = resources
-    .filter((r) => r.kind === "NetworkPolicy" && matches(r.spec.podSelector.matchLabels, labels))
-    .flatMap((r) => r.spec.ingress)
-    .filter((rule) => rule.from.some((f) => f.podSelector?.matchLabels?.["farswap.io/client"] === "true"))
-    .flatMap((rule) => rule.ports);
-  const number = (p) => (typeof p === "string" ? named[p] : p);
-  const opens = (lo, hi) =>
-    clientPorts.some((p) => number(p.port) <= lo && (p.endPort ?? number(p.port)) >= hi);
+  const clientRanges = openedPortRanges(resources, ds.spec.template, c,
+    (peer) => peer.podSelector?.matchLabels?.["farswap.io/client"] === "true");
+  const opens = (lo, hi) => clientRanges.some(([a, b]) => a <= lo && b >= hi);
   assert.ok(opens(ucxPort, ucxPort), `no NetworkPolicy lets client pods reach data-ucx (${ucxPort})`);
   assert.ok(opens(first, last),
     `no NetworkPolicy lets client pods reach UCX_TCP_PORT_RANGE ${first}-${last} (one rule, port..endPort)`);

@@ -52,7 +52,7 @@ import crypto from "node:crypto";
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { expandEnv, flag, parseDockerfile } from "./manifest_lib.mjs";
+import { expandEnv, flag, openedPortRanges, parseDockerfile } from "./manifest_lib.mjs";
 import { render } from "./render.mjs";
 
 const [root, buildDir, overlayArg] = process.argv.slice(2);
@@ -426,22 +426,6 @@ function nodeStats(pod) {
   return JSON.parse(out);
 }
 
-// openPorts: the TCP ports the rendered NetworkPolicies that select the
-// memory node open to anyone, as [first, last] ranges (port names resolved
-// through the container's ports).
-function openPorts() {
-  const named = Object.fromEntries(container.ports.map((p) => [p.name, p.containerPort]));
-  const labels = ds.spec.template.metadata.labels;
-  return resources
-    .filter((r) => r.kind === "NetworkPolicy" &&
-      Object.entries(r.spec.podSelector.matchLabels ?? {}).every(([k, v]) => labels[k] === v))
-    .flatMap((r) => r.spec.ingress.flatMap((rule) => rule.ports))
-    .map((p) => {
-      const first = typeof p.port === "string" ? named[p.port] : p.port;
-      return [first, p.endPort ?? first];
-    });
-}
-
 // checkListenersOpened: every TCP port the node listens on beyond loopback
 // (`ss` in its network namespace) is one a NetworkPolicy opens: a listener
 // clients are handed but the policy closes (e.g. UCX's TCP listeners on
@@ -455,7 +439,7 @@ function checkListenersOpened(pod) {
     if (host.startsWith("127.") || host === "[::1]") continue;
     ports.add(Number(local.slice(local.lastIndexOf(":") + 1)));
   }
-  const ranges = openPorts();
+  const ranges = openedPortRanges(resources, ds.spec.template, container);
   const closed = [...ports].filter((p) => !ranges.some(([lo, hi]) => lo <= p && p <= hi));
   assert.deepEqual(closed, [], `${pod.name}: listens on ports no NetworkPolicy opens ` +
     `(opened: ${JSON.stringify(ranges)}; listening: ${[...ports].join(" ")})`);

@@ -61,3 +61,22 @@ export function parseDockerfile(file) {
   return { stages, last };
 }
 
+// matches: whether `labels` carry every key/value of a matchLabels selector.
+export function matches(selector, labels) {
+  return Object.entries(selector ?? {}).every(([k, v]) => labels?.[k] === v);
+}
+
+// openedPortRanges: the TCP port ranges, [first, last], that the rendered
+// NetworkPolicies selecting the pod of `template` open; a named port is
+// resolved through `container`'s ports. With `from` (a rule's peer -> bool),
+// only rules that admit such a peer count.
+export function openedPortRanges(resources, template, container, from = () => true) {
+  const named = Object.fromEntries((container.ports ?? []).map((p) => [p.name, p.containerPort]));
+  const number = (p) => (typeof p === "string" ? named[p] : p);
+  return resources
+    .filter((r) => r.kind === "NetworkPolicy" && matches(r.spec.podSelector.matchLabels, template.metadata.labels))
+    .flatMap((r) => r.spec.ingress ?? [])
+    .filter((rule) => !rule.from || rule.from.some(from))  // no `from`: every peer
+    .flatMap((rule) => rule.ports ?? [])
+    .map((p) => [number(p.port), p.endPort ?? number(p.port)]);
+}
