@@ -519,16 +519,27 @@ void WriteBackHalfDead(PageStore& store, uint64_t pool_pages) {
 
 // IdleCleaningUnder is set when a quiet-time cleaning round of the watched
 // store ends (the writeback thread's "PageStore::Cleaner:idle-round-end")
-// with dead bytes at or under `max_dead`; Wait returns once it is, or after
-// 30 s (a failure). Declare it before the store, so that it outlives the
-// store's writeback thread, and Watch before the cleaning can start.
+// with the set-up complete (`final_pages` stored, i.e. every invalidate of
+// WriteBackHalfDead applied) and dead bytes at or under `max_dead`. Rounds
+// also run while the set-up still invalidates (the first invalidates put dead
+// bytes over the target); one of them may end under the target before the
+// rest push it back over, so those do not count (a TSan run once did).
+// Wait returns once it is set, or after 30 s (a failure). One case has no
+// round ending after the set-up: the last round ended during it and the
+// invalidates after it stayed under the target. So when no round has counted
+// for a second, Wait quiesces writeback (a round stops between segments for
+// the pass; none starts under the target) and takes the state as it is.
+// Declare it before the store, so that it outlives the store's writeback
+// thread, and Watch before the cleaning can start.
 class IdleCleaningUnder {
  public:
   explicit IdleCleaningUnder(double max_dead) : max_dead_(max_dead) {}
   ~IdleCleaningUnder() { SyncPoints::Clear("PageStore::Cleaner:idle-round-end"); }
-  void Watch(PageStore& store) {
-    SyncPoints::Set("PageStore::Cleaner:idle-round-end", [this, &store] {
-      if (DeadFraction(store.GetStats()) > max_dead_) return;
+  void Watch(PageStore& store, uint64_t final_pages) {
+    store_ = &store;
+    final_pages_ = final_pages;
+    SyncPoints::Set("PageStore::Cleaner:idle-round-end", [this] {
+      if (!Under(store_->GetStats())) return;
       MutexLock l(&mu_);
       done_ = true;
       cv_.SignalAll();
@@ -536,14 +547,28 @@ class IdleCleaningUnder {
   }
   bool Wait() {
     const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    MutexLock l(&mu_);
-    while (!done_ && !cv_.WaitWithDeadline(&mu_, deadline)) {
+    while (absl::Now() < deadline) {
+      {
+        MutexLock l(&mu_);
+        const absl::Time step = std::min(deadline, absl::Now() + absl::Seconds(1));
+        while (!done_ && !cv_.WaitWithDeadline(&mu_, step)) {
+        }
+        if (done_) return true;
+      }
+      store_->QuiesceWriteback();
+      if (Under(store_->GetStats())) return true;
     }
-    return done_;
+    return false;
   }
 
  private:
+  bool Under(const PageStoreStats& st) const {
+    return st.stored_pages == final_pages_ && DeadFraction(st) <= max_dead_;
+  }
+
   const double max_dead_;
+  PageStore* store_ = nullptr;
+  uint64_t final_pages_ = 0;
   Mutex mu_;
   CondVar cv_;
   bool done_ ABSL_GUARDED_BY(mu_) = false;
@@ -584,7 +609,7 @@ TEST(SpaceDrivenCleanerTest, QuietWritebackCleansUnderTheTarget) {
                          .cleaner_idle_ms = 5});
   ASSERT_TRUE(created.ok()) << created.status();
   PageStore& store = **created;
-  cleaned.Watch(store);
+  cleaned.Watch(store, kHalfDeadPages / 2);
   WriteBackHalfDead(store, 0);
   ASSERT_TRUE(cleaned.Wait()) << "no quiet-time cleaning round brought dead bytes under the target";
   const PageStoreStats st = store.GetStats();
@@ -625,7 +650,7 @@ TEST(SpaceDrivenCleanerTest, APassAskedForDuringQuietCleaningGoesFirst) {
   SyncPoints::Set("PageStore::Writeback:after-lru-unlock", [&] {
     if (kicked && !at_pass.has_value()) at_pass = store.GetStats();
   });
-  cleaned.Watch(store);
+  cleaned.Watch(store, kHalfDeadPages / 2 + 100);
   WriteBackHalfDead(store, 100);  // 100 pages left in the pool for the pass
   ASSERT_TRUE(cleaned.Wait()) << "no quiet-time cleaning round brought dead bytes under the target";
   store.QuiesceWriteback();
