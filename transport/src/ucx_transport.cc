@@ -85,6 +85,7 @@
 #include "farswap/transport/transport.h"
 #include "socket_address.h"
 #include "spdlog/spdlog.h"
+#include "ucx_config.h"
 
 namespace farswap::transport {
 namespace {
@@ -1211,7 +1212,6 @@ class UcxListener final : public Listener {
 
 // --- transport ------------------------------------------------------------------
 
-bool MayUseSharedMemory(const TransportOptions& options);
 std::string SharedMemoryHint(const TransportOptions& options, const sockaddr_storage& peer);
 
 class UcxTransport final : public Transport {
@@ -1361,31 +1361,6 @@ class UcxTransport final : public Transport {
   std::vector<std::shared_ptr<ListenerState>> listeners_ ABSL_GUARDED_BY(mu_);
 };
 
-// MayUseSharedMemory: whether the transports UCX will consider include a
-// shared-memory one (setting a variable no transport reads makes UCX warn).
-bool MayUseSharedMemory(const TransportOptions& options) {
-  std::string tls = options.ucx_transports;
-  if (tls.empty()) {
-    const char* env = std::getenv("UCX_TLS");
-    if (env == nullptr) return true;  // UCX's default: all
-    tls = env;
-  }
-  if (absl::StartsWith(tls, "^")) {
-    // All but the ones named: shared memory unless they name all of it.
-    for (absl::string_view name : absl::StrSplit(tls.substr(1), ',')) {
-      if (name == "sm" || name == "shm" || name == "mm") return false;
-    }
-    return true;
-  }
-  for (absl::string_view name : absl::StrSplit(tls, ',')) {
-    if (name == "all" || name == "sm" || name == "shm" || name == "mm" || name == "posix" ||
-        name == "sysv" || name == "xpmem") {
-      return true;
-    }
-  }
-  return false;
-}
-
 // OnThisMachine: whether `peer` is a loopback address or one of this
 // network namespace's interface addresses.
 bool OnThisMachine(const sockaddr_storage& peer) {
@@ -1427,29 +1402,6 @@ std::string SharedMemoryHint(const TransportOptions& options, const sockaddr_sto
   return " (the node is on this machine, where UCX picks shared memory; if it runs as another "
          "user, it cannot map this process's segments: run both as one user, or leave shared "
          "memory out on either side, e.g. UCX_TLS=^sm)";
-}
-
-// ConfigureUcx applies what farswap sets on top of UCX's own variables:
-// the transports of TransportOptions::ucx_transports, and error handling on
-// the shared-memory transports. Every endpoint asks for peer-failure
-// handling (a node that dies must fail its requests with UNAVAILABLE), and
-// UCX 1.13 leaves the shared-memory transports out of such endpoints unless
-// UCX_MM_ERROR_HANDLING=y, so two processes of one machine would talk over
-// loopback TCP. An explicit UCX_MM_ERROR_HANDLING in the environment wins.
-absl::Status ConfigureUcx(const TransportOptions& options, ucp_config_t* config) {
-  if (!options.ucx_transports.empty()) {
-    if (ucs_status_t s = ucp_config_modify(config, "TLS", options.ucx_transports.c_str());
-        s != UCS_OK) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("ucx transports \"", options.ucx_transports, "\": ", UcsError(s)));
-    }
-  }
-  if (std::getenv("UCX_MM_ERROR_HANDLING") == nullptr && MayUseSharedMemory(options)) {
-    if (ucs_status_t s = ucp_config_modify(config, "MM_ERROR_HANDLING", "y"); s != UCS_OK) {
-      return absl::UnavailableError(absl::StrCat("ucx: setting MM_ERROR_HANDLING: ", UcsError(s)));
-    }
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace

@@ -1,0 +1,61 @@
+// ucx_config.cc: farswap's settings on top of UCX's configuration.
+#include "ucx_config.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+
+namespace farswap::transport {
+
+// Asked before setting MM_ERROR_HANDLING: setting a variable no transport
+// reads makes UCX warn.
+bool MayUseSharedMemory(const TransportOptions& options) {
+  std::string tls = options.ucx_transports;
+  if (tls.empty()) {
+    const char* env = std::getenv("UCX_TLS");
+    if (env == nullptr) return true;  // UCX's default: all
+    tls = env;
+  }
+  if (absl::StartsWith(tls, "^")) {
+    // All but the ones named: shared memory unless they name all of it.
+    for (absl::string_view name : absl::StrSplit(tls.substr(1), ',')) {
+      if (name == "sm" || name == "shm" || name == "mm") return false;
+    }
+    return true;
+  }
+  for (absl::string_view name : absl::StrSplit(tls, ',')) {
+    if (name == "all" || name == "sm" || name == "shm" || name == "mm" || name == "posix" ||
+        name == "sysv" || name == "xpmem") {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Shared memory: every endpoint asks for peer-failure handling (a node
+// that dies must fail its requests with UNAVAILABLE), and UCX 1.13 leaves
+// the shared-memory transports out of such endpoints unless
+// MM_ERROR_HANDLING=y, so two processes of one machine would talk over
+// loopback TCP.
+absl::Status ConfigureUcx(const TransportOptions& options, ucp_config_t* config) {
+  if (!options.ucx_transports.empty()) {
+    if (ucs_status_t s = ucp_config_modify(config, "TLS", options.ucx_transports.c_str());
+        s != UCS_OK) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("ucx transports \"", options.ucx_transports, "\": ", ucs_status_string(s)));
+    }
+  }
+  if (std::getenv("UCX_MM_ERROR_HANDLING") == nullptr && MayUseSharedMemory(options)) {
+    if (ucs_status_t s = ucp_config_modify(config, "MM_ERROR_HANDLING", "y"); s != UCS_OK) {
+      return absl::UnavailableError(
+          absl::StrCat("ucx: setting MM_ERROR_HANDLING: ", ucs_status_string(s)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace farswap::transport

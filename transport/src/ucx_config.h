@@ -1,0 +1,27 @@
+// ucx_config.h: what the UCX backend sets on top of UCX's own configuration
+// (its UCX_* environment variables). Internal to the transport library;
+// ucx_transport.cc applies it to the UCP context it creates.
+#ifndef FARSWAP_TRANSPORT_SRC_UCX_CONFIG_H_
+#define FARSWAP_TRANSPORT_SRC_UCX_CONFIG_H_
+
+#include <ucp/api/ucp.h>
+
+#include "absl/status/status.h"
+#include "farswap/transport/transport.h"
+
+namespace farswap::transport {
+
+// MayUseSharedMemory: whether the transports UCX will consider (the
+// options' ucx_transports, else UCX_TLS, else UCX's default: all) include a
+// shared-memory one.
+bool MayUseSharedMemory(const TransportOptions& options);
+
+// ConfigureUcx applies farswap's settings to `config` (from
+// ucp_config_read): the options' ucx_transports as TLS; MM_ERROR_HANDLING=y
+// where shared memory may be used. A UCX_MM_ERROR_HANDLING in the
+// environment wins over farswap's value. INVALID_ARGUMENT for transports UCX does not know.
+absl::Status ConfigureUcx(const TransportOptions& options, ucp_config_t* config);
+
+}  // namespace farswap::transport
+
+#endif  // FARSWAP_TRANSPORT_SRC_UCX_CONFIG_H_
