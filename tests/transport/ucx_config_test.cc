@@ -1,7 +1,8 @@
 // What the UCX backend sets on top of UCX's own configuration
 // (transport/src/ucx_config.h), read back from the UCP configuration it
-// produces: shared-memory error handling, left to the environment where the
-// operator set it, and the transports of TransportOptions::ucx_transports.
+// produces: the zero-copy threshold and shared-memory error handling, each
+// left to the environment where the operator set it, and the transports of
+// TransportOptions::ucx_transports.
 #include "ucx_config.h"
 
 #include <gtest/gtest.h>
@@ -66,6 +67,19 @@ TransportOptions WithTransports(std::string tls) {
   TransportOptions options;
   options.ucx_transports = std::move(tls);
   return options;
+}
+
+TEST(UcxConfigTest, OnePageFramesAreCopiedUnlessTheEnvironmentSaysOtherwise) {
+  {
+    ScopedEnv unset("UCX_ZCOPY_THRESH", std::nullopt);
+    EXPECT_NE(
+        Configured({}).find(std::string("\nUCX_ZCOPY_THRESH=") + kUcxZeroCopyThreshold + "\n"),
+        std::string::npos);
+  }
+  // ucp_config_modify would override the operator's variable: it must not.
+  ScopedEnv set("UCX_ZCOPY_THRESH", "64K");
+  std::string out = Configured({});
+  EXPECT_NE(out.find("\nUCX_ZCOPY_THRESH=64K\n"), std::string::npos) << out;
 }
 
 TEST(UcxConfigTest, SharedMemoryGetsErrorHandlingOnlyWhereItMayBeUsed) {

@@ -11,6 +11,11 @@
 
 namespace farswap::transport {
 
+// kUcxZeroCopyThreshold: UCX's ZCOPY_THRESH unless UCX_ZCOPY_THRESH is set.
+// A message below it is copied into UCX's own send buffer (bcopy), at or
+// above it sent from the caller's buffers (zcopy); see ConfigureUcx.
+inline constexpr char kUcxZeroCopyThreshold[] = "8K";
+
 // MayUseSharedMemory: whether the transports UCX will consider (the
 // options' ucx_transports, else UCX_TLS, else UCX's default: all) include a
 // shared-memory one.
@@ -18,8 +23,9 @@ bool MayUseSharedMemory(const TransportOptions& options);
 
 // ConfigureUcx applies farswap's settings to `config` (from
 // ucp_config_read): the options' ucx_transports as TLS; MM_ERROR_HANDLING=y
-// where shared memory may be used. A UCX_MM_ERROR_HANDLING in the
-// environment wins over farswap's value. INVALID_ARGUMENT for transports UCX does not know.
+// where shared memory may be used; ZCOPY_THRESH=kUcxZeroCopyThreshold. A
+// UCX_MM_ERROR_HANDLING or UCX_ZCOPY_THRESH in the environment wins over
+// farswap's value. INVALID_ARGUMENT for transports UCX does not know.
 absl::Status ConfigureUcx(const TransportOptions& options, ucp_config_t* config);
 
 }  // namespace farswap::transport
