@@ -1,6 +1,7 @@
 // What the UCX backend sets on top of UCX's own configuration
 // (transport/src/ucx_config.h), read back from the UCP configuration it
-// produces: the zero-copy threshold and shared-memory error handling, each
+// produces: the zero-copy and rendezvous thresholds and shared-memory error
+// handling, each
 // left to the environment where the operator set it, and the transports of
 // TransportOptions::ucx_transports.
 #include "ucx_config.h"
@@ -46,11 +47,11 @@ class ScopedEnv {
 
 // Configured: UCX's configuration from the environment with ConfigureUcx
 // applied, as ucp_config_print writes it ("NAME=value" lines).
-std::string Configured(const TransportOptions& options) {
+std::string Configured(const TransportOptions& options, bool rdma_device_present = false) {
   ucp_config_t* config = nullptr;
   EXPECT_EQ(ucp_config_read(nullptr, nullptr, &config), UCS_OK);
   if (config == nullptr) return "";
-  absl::Status s = ConfigureUcx(options, config);
+  absl::Status s = ConfigureUcx(options, config, rdma_device_present);
   EXPECT_TRUE(s.ok()) << s;
   char* text = nullptr;
   size_t size = 0;
@@ -80,6 +81,39 @@ TEST(UcxConfigTest, OnePageFramesAreCopiedUnlessTheEnvironmentSaysOtherwise) {
   ScopedEnv set("UCX_ZCOPY_THRESH", "64K");
   std::string out = Configured({});
   EXPECT_NE(out.find("\nUCX_ZCOPY_THRESH=64K\n"), std::string::npos) << out;
+}
+
+TEST(UcxConfigTest, FramesGoEagerUnlessVerbsMayCarryThem) {
+  ScopedEnv unset("UCX_RNDV_THRESH", std::nullopt);
+  ScopedEnv tls("UCX_TLS", std::nullopt);
+  // No RDMA device, or transports without verbs: rendezvous only costs a
+  // round trip.
+  EXPECT_NE(Configured(WithTransports("tcp")).find("\nUCX_RNDV_THRESH=inf\n"), std::string::npos);
+  EXPECT_NE(Configured({}).find("\nUCX_RNDV_THRESH=inf\n"), std::string::npos);
+  EXPECT_NE(Configured(WithTransports("sm,tcp"), true).find("\nUCX_RNDV_THRESH=inf\n"),
+            std::string::npos);
+  EXPECT_NE(Configured(WithTransports("^ib"), true).find("\nUCX_RNDV_THRESH=inf\n"),
+            std::string::npos);
+  // Verbs may carry frames: UCX's own choice stays.
+  for (const char* verbs : {"", "rc,sm,self", "rc_mlx5,tcp", "dc", "ud_v", "ib", "^tcp", "all"}) {
+    std::string out = Configured(WithTransports(verbs), true);
+    EXPECT_NE(out.find("\nUCX_RNDV_THRESH=auto\n"), std::string::npos) << verbs << out;
+  }
+  ScopedEnv set("UCX_RNDV_THRESH", "16K");
+  std::string out = Configured(WithTransports("tcp"));
+  EXPECT_NE(out.find("\nUCX_RNDV_THRESH=16K\n"), std::string::npos) << out;
+}
+
+TEST(UcxConfigTest, MayUseVerbsReadsTheTransportList) {
+  ScopedEnv tls("UCX_TLS", std::nullopt);
+  EXPECT_TRUE(MayUseVerbs({}));
+  EXPECT_TRUE(MayUseVerbs(WithTransports("rc,sm,self")));
+  EXPECT_FALSE(MayUseVerbs(WithTransports("tcp")));
+  EXPECT_FALSE(MayUseVerbs(WithTransports("sm,tcp,self")));
+  EXPECT_FALSE(MayUseVerbs(WithTransports("^ib")));
+  EXPECT_TRUE(MayUseVerbs(WithTransports("^sm")));
+  ScopedEnv env_tls("UCX_TLS", "tcp,cma");
+  EXPECT_FALSE(MayUseVerbs({}));
 }
 
 TEST(UcxConfigTest, SharedMemoryGetsErrorHandlingOnlyWhereItMayBeUsed) {

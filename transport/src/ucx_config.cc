@@ -11,15 +11,44 @@
 
 namespace farswap::transport {
 
+namespace {
+
+// TransportsUcxConsiders: the options' ucx_transports, else UCX_TLS; empty
+// when neither names any (UCX's default: all of them).
+std::string TransportsUcxConsiders(const TransportOptions& options) {
+  if (!options.ucx_transports.empty()) return options.ucx_transports;
+  const char* env = std::getenv("UCX_TLS");
+  return env == nullptr ? "" : env;
+}
+
+bool IsVerbsTransport(absl::string_view name) {
+  return name == "ib" || absl::StartsWith(name, "rc") || absl::StartsWith(name, "dc") ||
+         absl::StartsWith(name, "ud");
+}
+
+}  // namespace
+
+bool MayUseVerbs(const TransportOptions& options) {
+  const std::string tls = TransportsUcxConsiders(options);
+  if (tls.empty()) return true;
+  if (absl::StartsWith(tls, "^")) {
+    // All but the ones named: verbs unless they name all of it.
+    for (absl::string_view name : absl::StrSplit(tls.substr(1), ',')) {
+      if (name == "ib") return false;
+    }
+    return true;
+  }
+  for (absl::string_view name : absl::StrSplit(tls, ',')) {
+    if (name == "all" || IsVerbsTransport(name)) return true;
+  }
+  return false;
+}
+
 // Asked before setting MM_ERROR_HANDLING: setting a variable no transport
 // reads makes UCX warn.
 bool MayUseSharedMemory(const TransportOptions& options) {
-  std::string tls = options.ucx_transports;
-  if (tls.empty()) {
-    const char* env = std::getenv("UCX_TLS");
-    if (env == nullptr) return true;  // UCX's default: all
-    tls = env;
-  }
+  const std::string tls = TransportsUcxConsiders(options);
+  if (tls.empty()) return true;  // UCX's default: all
   if (absl::StartsWith(tls, "^")) {
     // All but the ones named: shared memory unless they name all of it.
     for (absl::string_view name : absl::StrSplit(tls.substr(1), ',')) {
@@ -51,12 +80,31 @@ bool MayUseSharedMemory(const TransportOptions& options) {
 // memory and verbs (UCX_SEG_SIZE and the transports' own, 8K-8256): a
 // one-page frame always fits one, and coalesced frames and batches above
 // it still go zero-copy or by rendezvous.
-absl::Status ConfigureUcx(const TransportOptions& options, ucp_config_t* config) {
+//
+// Rendezvous: a message sent by rendezvous waits a round trip before its
+// data moves (the receiver asks for it), which pays where RDMA then moves
+// the data without a copy. Over TCP the bytes cross the socket either way,
+// and over shared memory the round trip (two wake-ups) costs more than
+// copying any frame (at most kMaxFrameSize, about 1 MiB) through UCX's
+// segments. So where verbs cannot carry frames, everything goes eager.
+// Measured on a 2-core VM (farswap-bench e2e, one node, 32-page batches
+// sent as one contiguous message: UcxConnection::PostLocked, UCX_TLS=tcp,
+// 3 rounds): loads 106-133k pages/s with UCX's threshold,
+// 173-210k with 128K, 179-232k with 1M; our TCP backend 208-223k.
+absl::Status ConfigureUcx(const TransportOptions& options, ucp_config_t* config,
+                          bool rdma_device_present) {
   if (std::getenv("UCX_ZCOPY_THRESH") == nullptr) {
     if (ucs_status_t s = ucp_config_modify(config, "ZCOPY_THRESH", kUcxZeroCopyThreshold);
         s != UCS_OK) {
       return absl::UnavailableError(
           absl::StrCat("ucx: setting ZCOPY_THRESH: ", ucs_status_string(s)));
+    }
+  }
+  const bool verbs = rdma_device_present && MayUseVerbs(options);
+  if (!verbs && std::getenv("UCX_RNDV_THRESH") == nullptr) {
+    if (ucs_status_t s = ucp_config_modify(config, "RNDV_THRESH", "inf"); s != UCS_OK) {
+      return absl::UnavailableError(
+          absl::StrCat("ucx: setting RNDV_THRESH: ", ucs_status_string(s)));
     }
   }
   if (!options.ucx_transports.empty()) {

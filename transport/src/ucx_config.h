@@ -16,6 +16,11 @@ namespace farswap::transport {
 // above it sent from the caller's buffers (zcopy); see ConfigureUcx.
 inline constexpr char kUcxZeroCopyThreshold[] = "8K";
 
+// MayUseVerbs: whether the transports UCX will consider include an RDMA
+// (InfiniBand/RoCE verbs) one: rc, dc, ud in any of their flavours, "ib",
+// or all of them.
+bool MayUseVerbs(const TransportOptions& options);
+
 // MayUseSharedMemory: whether the transports UCX will consider (the
 // options' ucx_transports, else UCX_TLS, else UCX's default: all) include a
 // shared-memory one.
@@ -23,10 +28,13 @@ bool MayUseSharedMemory(const TransportOptions& options);
 
 // ConfigureUcx applies farswap's settings to `config` (from
 // ucp_config_read): the options' ucx_transports as TLS; MM_ERROR_HANDLING=y
-// where shared memory may be used; ZCOPY_THRESH=kUcxZeroCopyThreshold. A
-// UCX_MM_ERROR_HANDLING or UCX_ZCOPY_THRESH in the environment wins over
-// farswap's value. INVALID_ARGUMENT for transports UCX does not know.
-absl::Status ConfigureUcx(const TransportOptions& options, ucp_config_t* config);
+// where shared memory may be used; ZCOPY_THRESH=kUcxZeroCopyThreshold; and,
+// unless verbs may carry frames (MayUseVerbs and `rdma_device_present`),
+// RNDV_THRESH=inf. A UCX_MM_ERROR_HANDLING, UCX_ZCOPY_THRESH or
+// UCX_RNDV_THRESH in the environment wins over farswap's value.
+// INVALID_ARGUMENT for transports UCX does not know.
+absl::Status ConfigureUcx(const TransportOptions& options, ucp_config_t* config,
+                          bool rdma_device_present);
 
 }  // namespace farswap::transport
 

@@ -14,8 +14,9 @@
 // encoded FrameHeader is the AM header and the payload pieces are the
 // message's data, gathered by UCX straight from the caller's buffers (an
 // IOV datatype), so the ownership rule of transport.h holds unchanged:
-// on_sent runs when UCX no longer needs the bytes. Large frames go by
-// rendezvous (UCX decides by size); the receiver then fetches the data with
+// on_sent runs when UCX no longer needs the bytes. Where verbs may carry
+// frames, large ones go by rendezvous (UCX decides by size; elsewhere every
+// frame is eager: ucx_config.h); the receiver then fetches the data with
 // ucp_am_recv_data_nbx, and frames are still delivered in arrival order:
 // each connection has an inbox whose head waits until its data is in.
 // Control messages (kControlAm: a fixed ControlMessage as the AM header)
@@ -1415,7 +1416,8 @@ absl::StatusOr<std::unique_ptr<Transport>> CreateUcxTransport(const TransportOpt
   if (ucs_status_t s = ucp_config_read(nullptr, nullptr, &config); s != UCS_OK) {
     return absl::UnavailableError(absl::StrCat("ucx: reading its configuration: ", UcsError(s)));
   }
-  if (absl::Status st = ConfigureUcx(options, config); !st.ok()) {
+  if (absl::Status st = ConfigureUcx(options, config, !ProbeRdmaDevices().devices.empty());
+      !st.ok()) {
     ucp_config_release(config);
     return st;
   }
