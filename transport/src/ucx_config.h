@@ -6,6 +6,8 @@
 
 #include <ucp/api/ucp.h>
 
+#include <cstddef>
+
 #include "absl/status/status.h"
 #include "farswap/transport/transport.h"
 
@@ -15,6 +17,7 @@ namespace farswap::transport {
 // A message below it is copied into UCX's own send buffer (bcopy), at or
 // above it sent from the caller's buffers (zcopy); see ConfigureUcx.
 inline constexpr char kUcxZeroCopyThreshold[] = "8K";
+inline constexpr size_t kUcxZeroCopyThresholdBytes = 8 * 1024;
 
 // MayUseVerbs: whether the transports UCX will consider include an RDMA
 // (InfiniBand/RoCE verbs) one: rc, dc, ud in any of their flavours, "ib",
