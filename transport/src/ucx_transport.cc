@@ -1011,7 +1011,7 @@ void UcxConnection::OnControlLocked(const ControlMessage& m) {
 void UcxConnection::OnFrameLocked(unsigned am_id, const void* header, size_t header_length,
                                   void* data, size_t length, const ucp_am_recv_param_t* param) {
   auto entry = std::make_shared<InboxEntry>();
-  uint8_t* into;
+  std::vector<uint8_t>* into;  // where the message's data goes
   if (am_id == kFramesAm) {
     uint32_t count = 0;
     if (header_length == sizeof(count)) std::memcpy(&count, header, sizeof(count));
@@ -1021,8 +1021,7 @@ void UcxConnection::OnFrameLocked(unsigned am_id, const void* header, size_t hea
       return;
     }
     entry->count = count;
-    entry->raw.resize(length);
-    into = entry->raw.data();
+    into = &entry->raw;
   } else {
     if (header_length != kFrameHeaderSize) {
       CloseLocked(absl::DataLossError(absl::StrCat("frame header of ", header_length, " bytes")));
@@ -1038,15 +1037,16 @@ void UcxConnection::OnFrameLocked(unsigned am_id, const void* header, size_t hea
       return;
     }
     entry->msg.header = *h;
-    entry->msg.payload.resize(length);
-    into = entry->msg.payload.data();
+    into = &entry->msg.payload;
     length += kFrameHeaderSize;  // for the byte count below
   }
   inbox_.push_back(entry);
   bytes_received_.fetch_add(length, std::memory_order_relaxed);
   if (am_id == kFrameAm) length -= kFrameHeaderSize;
   if (!(param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV)) {
-    if (length != 0) std::memcpy(into, data, length);
+    // One pass: allocated and copied, not zeroed first.
+    const auto* bytes = static_cast<const uint8_t*>(data);
+    into->assign(bytes, bytes + length);
     entry->ready = true;
     ScheduleDeliveryLocked();
     return;
@@ -1067,7 +1067,8 @@ void UcxConnection::OnFrameLocked(unsigned am_id, const void* header, size_t hea
     op->conn->OnFetchDoneLocked(*op->entry, status);
     op->conn->ReleaseOnLoopLocked(std::move(op->conn));
   };
-  ucs_status_ptr_t r = ucp_am_recv_data_nbx(loop_->worker, data, into, length, &rp);
+  into->resize(length);
+  ucs_status_ptr_t r = ucp_am_recv_data_nbx(loop_->worker, data, into->data(), length, &rp);
   if (r == nullptr) {  // done at once: no callback comes
     delete fetch;
     OnFetchDoneLocked(*entry, UCS_OK);
