@@ -24,9 +24,11 @@
 //     state == IN_POOL (else skip it: aborted), set WRITEBACK_PENDING with
 //     this batch's ticket and copy the compressed bytes into the segment's
 //     buffer at its fill point. Each whole kWriteRequestBytes of appended
-//     bytes is submitted and started at once, without waiting (it holds only
-//     this round's unpublished objects), so the device writes while the
-//     round is still isolating.
+//     bytes is submitted and started at once [none: after the candidate's
+//     key lock is dropped], without waiting (it holds only this round's
+//     unpublished objects), so the device writes while the round is still
+//     isolating. Where writes are synchronous (no io_uring), starting one
+//     is the write itself, so no key lock may be held across it.
 //                          sync point "PageStore::Writeback:request-started" [none]
 //     The round's last block is zero-padded and started too: the next
 //     round appends after it, and its writes are in flight while the next
@@ -399,7 +401,11 @@ WritebackOutcome PageStore::WritebackBatch(size_t max_pages, internal::Writeback
     // Step 2 [key lock, one candidate at a time]. Whole requests' worth of
     // appended bytes go to the device as soon as they are in the buffer
     // (they hold only this round's unpublished objects), so the disk works
-    // while the round is still isolating.
+    // while the round is still isolating; they are started [no lock] after
+    // the candidate's key lock is dropped: where writes are synchronous (no
+    // io_uring), starting one is the write itself, and a store or load on
+    // the same lock stripe (an I/O thread's, run to completion) must not
+    // wait for the disk.
     auto round = std::make_unique<internal::WritebackRound>(
         internal::WritebackRound{.candidates = candidates,
                                  .ticket = ticket,
@@ -411,32 +417,34 @@ WritebackOutcome PageStore::WritebackBatch(size_t max_pages, internal::Writeback
     bool segment_full = false;
     for (; next < candidates->size(); ++next) {
       const WritebackCandidate& c = (*candidates)[next];
-      MutexLock kl(&key_locks_->For(c.key));
-      Entry* e = index_->Find(c.key);
-      // The pointer comparison comes first: c.entry may be freed memory
-      // until the index says it is live.
-      if (e != c.entry || e->gen != c.gen || e->state != EntryState::kInPool) {
-        ++aborted;
-        continue;
+      {
+        MutexLock kl(&key_locks_->For(c.key));
+        Entry* e = index_->Find(c.key);
+        // The pointer comparison comes first: c.entry may be freed memory
+        // until the index says it is live.
+        if (e != c.entry || e->gen != c.gen || e->state != EntryState::kInPool) {
+          ++aborted;
+          continue;
+        }
+        if (open.fill + e->length > segment_bytes) {  // full: this round ends here
+          segment_full = true;
+          break;
+        }
+        absl::StatusOr<alloc::ZsPool::ReadGuard> g = pool_->Read(e->handle);
+        if (!g.ok()) {  // cannot happen while the key lock is held
+          ++aborted;
+          continue;
+        }
+        const uint32_t offset = uint32_t(open.fill);
+        std::memcpy(open.buf.get() + offset, g->data(), e->length);
+        open.fill += e->length;
+        e->state = EntryState::kWritebackPending;
+        e->writeback_ticket = ticket;
+        round->appended.push_back({.candidate = next,
+                                   .offset = offset,
+                                   .length = e->length,
+                                   .disk_checksum = XXH3_64bits(g->data(), e->length)});
       }
-      if (open.fill + e->length > segment_bytes) {  // full: this round ends here
-        segment_full = true;
-        break;
-      }
-      absl::StatusOr<alloc::ZsPool::ReadGuard> g = pool_->Read(e->handle);
-      if (!g.ok()) {  // cannot happen while the key lock is held
-        ++aborted;
-        continue;
-      }
-      const uint32_t offset = uint32_t(open.fill);
-      std::memcpy(open.buf.get() + offset, g->data(), e->length);
-      open.fill += e->length;
-      e->state = EntryState::kWritebackPending;
-      e->writeback_ticket = ticket;
-      round->appended.push_back({.candidate = next,
-                                 .offset = offset,
-                                 .length = e->length,
-                                 .disk_checksum = XXH3_64bits(g->data(), e->length)});
       StartRequests(*queue, open, open.fill, /*partial_last=*/false, &round->started,
                     &round->start_error);
     }

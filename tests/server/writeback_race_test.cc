@@ -4,9 +4,13 @@
 // when it holds no lock, so no test sleeps or races.
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/time/clock.h"
+#include "farswap/common/mutex.h"
 #include "farswap/common/sync_point.h"
 #include "farswap/server/page_store.h"
 #include "page_test_util.h"
@@ -259,6 +263,91 @@ TEST(WritebackSecondChanceTest, ReferencedPagesAreWrittenBackLast) {
   ExpectPage(*store, 1, 1, Payload(1, 500), 1);
   EXPECT_EQ(store->GetStats().backing_reads, reads + 1);
   EXPECT_GT(store->GetStats().writeback_second_chances, 0u);
+}
+
+// ProbingBlockDevice writes synchronously (the default BlockWriteQueue: a
+// Submit is the write itself, as wherever io_uring is unavailable). On its
+// first write it runs `probe` on another thread and waits, for kProbeBound
+// at most, for the probe to end: a writer that holds a lock the probe needs
+// across the write shows as a probe that did not end in time (rather than
+// as a hung test).
+class ProbingBlockDevice final : public BlockDevice {
+ public:
+  static constexpr absl::Duration kProbeBound = absl::Seconds(20);
+
+  explicit ProbingBlockDevice(uint64_t blocks) : disk_(blocks) {}
+  ~ProbingBlockDevice() override {
+    if (prober_.joinable()) prober_.join();
+  }
+  void SetProbe(std::function<void()> probe) { probe_ = std::move(probe); }
+  // ProbeEndedInTime: the probe ran and ended within kProbeBound.
+  bool ProbeEndedInTime() {
+    MutexLock l(&mu_);
+    return ended_in_time_;
+  }
+  void JoinProbe() {
+    if (prober_.joinable()) prober_.join();
+  }
+
+  absl::Status ReadBlock(uint64_t block, void* dst) override { return disk_.ReadBlock(block, dst); }
+  absl::Status WriteBlock(uint64_t block, const void* src) override {
+    if (probe_ && !prober_.joinable()) {
+      prober_ = std::thread([this] {
+        probe_();
+        MutexLock l(&mu_);
+        ended_ = true;
+        cv_.SignalAll();
+      });
+      MutexLock l(&mu_);
+      const absl::Time deadline = absl::Now() + kProbeBound;
+      while (!ended_ && absl::Now() < deadline) cv_.WaitWithDeadline(&mu_, deadline);
+      ended_in_time_ = ended_;
+    }
+    return disk_.WriteBlock(block, src);
+  }
+  absl::Status Sync() override { return disk_.Sync(); }
+  uint64_t block_count() const override { return disk_.block_count(); }
+  std::string Describe() const override { return "probing " + disk_.Describe(); }
+
+ private:
+  MemoryBlockDevice disk_;
+  std::function<void()> probe_;  // set before the first write
+  std::thread prober_;           // the writing thread's only
+  Mutex mu_;
+  CondVar cv_;
+  bool ended_ ABSL_GUARDED_BY(mu_) = false;
+  bool ended_in_time_ ABSL_GUARDED_BY(mu_) = false;
+};
+
+// Writeback starts each whole write request as soon as its bytes are in the
+// segment buffer, while it is still isolating the round's candidates. Where
+// writes are synchronous, starting one is the write itself, and no key lock
+// may be held across it: a store or load of a key on the same lock stripe
+// (on a node's I/O thread, run to completion) would wait for the disk, and
+// with a disk that stalls, for ever (data_plane_queue_test hung so, once in
+// about two thousand runs, in FillPool's TryStore while writeback wrote to
+// its gated disk).
+TEST(WritebackLockTest, NoKeyLockIsHeldWhileARequestIsWritten) {
+  ProbingBlockDevice ssd(4096);
+  auto store = *PageStore::Create({.backing = &ssd, .start_writeback_worker = false});
+  // 40 pages of 3000 bytes: the batch's first 32 KiB request is started
+  // mid-round, right after the eleventh candidate is appended.
+  constexpr uint64_t kPages = 40;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ASSERT_TRUE(StorePayload(*store, kTenant, p, Payload(p, 3000), p).ok());
+  }
+  std::vector<bool> answered(kPages, false);
+  ssd.SetProbe([&] {
+    // Every key, so whichever stripe a lock held across the write covers.
+    for (uint64_t p = 0; p < kPages; ++p) answered[p] = store->TryLoad(kTenant, p).has_value();
+  });
+  store->RunWritebackBatch(kPages);
+  ssd.JoinProbe();
+  EXPECT_TRUE(ssd.ProbeEndedInTime()) << "a key lock was held across a synchronous write";
+  for (uint64_t p = 0; p < kPages; ++p) {
+    EXPECT_TRUE(answered[p]) << p << ": in the pool or pending, so a TryLoad answers";
+    ExpectPage(*store, kTenant, p, Payload(p, 3000), p);
+  }
 }
 
 }  // namespace
