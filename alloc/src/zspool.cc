@@ -64,9 +64,13 @@
 #include "absl/strings/str_cat.h"
 #include "farswap/common/status_macros.h"
 #include "farswap/common/sync_point.h"
+#include "page_release.h"
 
 namespace farswap::alloc {
 namespace {
+
+// The ReleaseBatch open on this thread, if any (ZsPool::ReleaseBatch).
+thread_local ZsPool::ReleaseBatch* tls_release_batch = nullptr;
 
 constexpr uint32_t kNone = UINT32_MAX;
 constexpr uint64_t kFreeWord = ~uint64_t{0};
@@ -380,16 +384,30 @@ struct ZsPool::Class {
     return true;
   }
 
-  // ReleasePendingPages returns every emptied page of this class to the OS.
+  // ReleasePendingPages returns every emptied page of this class to the OS:
+  // each run of adjacent pages is one range, all in one call
+  // (page_release.h). Under the class lock, so no slot of them is taken
+  // meanwhile.
   uint32_t ReleasePendingPages() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    std::vector<iovec> runs;
+    const uint32_t released = TakePendingRuns(&runs);
+    internal::ReleasePageRuns(runs);
+    pool->UnchargePages(released);
+    return released;
+  }
+
+  // TakePendingRuns appends the runs of this class's emptied pages to *runs
+  // and forgets them; returns their pages. The caller releases them before
+  // it drops the class lock, then uncharges them.
+  uint32_t TakePendingRuns(std::vector<iovec>* runs) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     uint32_t released = 0;
     for (uint32_t zid : pending) {
       Zspage* z = pool->ZspageAt(zid);
       uint32_t mask = z->pending_release;
-      while (mask != 0) {  // one madvise per run of adjacent pages
+      while (mask != 0) {
         uint32_t p = std::countr_zero(mask);
         uint32_t run = std::countr_one(mask >> p);
-        madvise(z->base + size_t{p} * kZsPageBytes, size_t{run} * kZsPageBytes, MADV_DONTNEED);
+        runs->push_back({z->base + size_t{p} * kZsPageBytes, size_t{run} * kZsPageBytes});
         mask &= ~(((uint32_t{1} << run) - 1) << p);
         released += run;
       }
@@ -399,7 +417,6 @@ struct ZsPool::Class {
     pending.clear();
     pending_pages = 0;
     pages_committed -= released;
-    pool->UnchargePages(released);
     return released;
   }
 };
@@ -580,6 +597,11 @@ uint32_t ZsPool::RetireZspage(Zspage* z, uint32_t committed) {
 }
 
 void ZsPool::ReleaseZspage(Zspage* z, uint32_t committed) {
+  if (ReleaseBatch* batch = tls_release_batch;
+      batch != nullptr && batch->active_ && batch->pool_ == this) {
+    batch->Add(z, committed);
+    return;
+  }
   if (committed != 0) {
     // One call over the span (the holes in it are not resident anyway).
     madvise(z->base, size_t(std::bit_width(committed)) * kZsPageBytes, MADV_DONTNEED);
@@ -588,11 +610,60 @@ void ZsPool::ReleaseZspage(Zspage* z, uint32_t committed) {
   ReturnZspageId(uint32_t(z->id));
 }
 
+ZsPool::ReleaseBatch::ReleaseBatch(ZsPool& pool) : pool_(&pool) {
+  if (tls_release_batch == nullptr) {
+    tls_release_batch = this;
+    active_ = true;
+    zspages_.reserve(kReleaseBatchZspages);
+  }
+}
+
+ZsPool::ReleaseBatch::~ReleaseBatch() {
+  if (!active_) return;
+  Release();
+  tls_release_batch = nullptr;
+}
+
+void ZsPool::ReleaseBatch::Add(Zspage* z, uint32_t committed) {
+  zspages_.emplace_back(z, committed);
+  pool_->releasing_pages_.fetch_add(std::popcount(committed), std::memory_order_relaxed);
+  if (zspages_.size() >= kReleaseBatchZspages) Release();
+}
+
+// Release drops the batch's pages (one call), then uncharges them, then
+// hands the ids out again: in that order, so that no zspage is reused
+// before its old pages are gone.
+uint64_t ZsPool::ReleaseBatch::Release() {
+  if (zspages_.empty()) return 0;
+  std::vector<iovec> runs;
+  runs.reserve(zspages_.size());
+  uint64_t pages = 0;
+  for (const auto& [z, committed] : zspages_) {
+    if (committed == 0) continue;
+    runs.push_back({z->base, size_t(std::bit_width(committed)) * kZsPageBytes});
+    pages += std::popcount(committed);
+  }
+  internal::ReleasePageRuns(runs);
+  pool_->UnchargePages(pages);
+  pool_->releasing_pages_.fetch_sub(pages, std::memory_order_relaxed);
+  {
+    MutexLock l(&pool_->arena_mu_);
+    for (const auto& zc : zspages_) pool_->free_zspage_ids_.push_back(uint32_t(zc.first->id));
+  }
+  zspages_.clear();
+  return pages;
+}
+
+uint64_t ZsPool::FlushThreadReleaseBatch() {
+  ReleaseBatch* batch = tls_release_batch;
+  return batch != nullptr && batch->pool_ == this ? batch->Flush() : 0;
+}
+
 uint64_t ZsPool::DrainEmptyCache() {
+  ReleaseBatch batch(*this);  // a no-op where the thread has one open already
   std::vector<uint32_t> ids;
   {
     MutexLock l(&arena_mu_);
-    if (cached_pages_.load(std::memory_order_relaxed) == 0) return 0;
     for (std::vector<uint32_t>& bucket : empty_cache_) {
       ids.insert(ids.end(), bucket.begin(), bucket.end());
       bucket.clear();
@@ -608,7 +679,11 @@ uint64_t ZsPool::DrainEmptyCache() {
     ReleaseZspage(z, committed);
     released += std::popcount(committed);
   }
-  return released;
+  // Where this thread batches for this pool (this call's batch or an outer
+  // one), the cached zspages went into the batch beside what it held, and
+  // the flush gives back all of it: a Malloc at the limit counts on that.
+  const uint64_t flushed = FlushThreadReleaseBatch();
+  return flushed != 0 ? flushed : released;
 }
 
 // --- handles ----------------------------------------------------------------
@@ -675,7 +750,8 @@ void ZsPool::SetEmptyCacheLimit(size_t pages) {
 }
 
 uint64_t ZsPool::mem_in_use_bytes() const {
-  const uint64_t cached = cached_pages_.load(std::memory_order_relaxed);
+  const uint64_t cached = cached_pages_.load(std::memory_order_relaxed) +
+                          releasing_pages_.load(std::memory_order_relaxed);
   const uint64_t used = pages_used_.load(std::memory_order_relaxed);
   return used > cached ? (used - cached) * kZsPageBytes : 0;
 }
@@ -844,8 +920,11 @@ ZsPool::ReadGuard::~ReadGuard() {
 uint64_t ZsPool::Compact(CompactMode mode) {
   if (!compact_mu_.TryLock()) return 0;  // compaction_in_progress
   uint64_t freed = 0;
-  for (auto& c : classes_) freed += CompactClass(*c);       // largest class first
+  ReleaseBatch batch(*this);  // zspages emptied below go back to the OS together
+  for (auto& c : classes_) freed += CompactClass(*c);  // largest class first
+  freed += ReleaseAllPendingPages();
   if (mode == CompactMode::kReleaseAll) DrainEmptyCache();  // counted when they were freed
+  FlushThreadReleaseBatch();  // this batch or an outer one (writeback's): freed is released
   compact_mu_.Unlock();
   pages_compacted_.fetch_add(freed, std::memory_order_relaxed);
   return freed;
@@ -891,9 +970,47 @@ uint64_t ZsPool::CompactClass(Class& c) {
       if (dst != nullptr) break;  // a move failed (memory limit): stop here
     }
   }
-  MutexLock l(&c.mu);
-  freed += c.ReleasePendingPages();
   return freed;
+}
+
+// ReleaseAllPendingPages gives every class's emptied pages back to the OS,
+// up to kMaxClassesPerRelease classes' worth in one call (page_release.h:
+// one TLB flush, where it was one per class; a writeback drain compacts
+// hundreds of times, and a compaction leaves pages pending in a dozen or two
+// classes). It holds the lock of each class in a call until its pages are
+// gone, so no slot of them is taken meanwhile. Only this function holds two
+// class locks at once, under compact_mu_ (one caller at a time), taking them
+// in class order, and no other holder of a class lock waits for another
+// class lock: it cannot deadlock. The bound keeps the locks one thread holds
+// few (ThreadSanitizer's deadlock detector stops at 64). The analysis cannot
+// follow a set of locks; the text is the proof.
+uint64_t ZsPool::ReleaseAllPendingPages() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  constexpr size_t kMaxClassesPerRelease = 16;
+  std::vector<Class*> locked;
+  std::vector<iovec> runs;
+  uint64_t released = 0, batch_pages = 0;
+  auto release_locked = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    internal::ReleasePageRuns(runs);
+    for (Class* c : locked) c->mu.Unlock();
+    UnchargePages(batch_pages);
+    released += batch_pages;
+    locked.clear();
+    runs.clear();
+    batch_pages = 0;
+  };
+  for (auto& cp : classes_) {
+    Class& c = *cp;
+    c.mu.Lock();
+    if (c.pending_pages == 0) {
+      c.mu.Unlock();
+      continue;
+    }
+    batch_pages += c.TakePendingRuns(&runs);
+    locked.push_back(&c);
+    if (locked.size() == kMaxClassesPerRelease) release_locked();
+  }
+  release_locked();
+  return released;
 }
 
 // --- stats ------------------------------------------------------------------------

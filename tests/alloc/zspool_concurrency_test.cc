@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -26,7 +27,10 @@ void Fill(uint8_t* p, size_t len, uint64_t tag) {
 // RunChurn: kThreads threads malloc, write, read back and free against one
 // pool at its limit while another compacts; `empty_cache_pages` as in
 // ZsPoolOptions (the compactor then alternates keeping and draining it).
-void RunChurn(uint32_t empty_cache_pages) {
+// With `release_batches`, every other worker frees inside a
+// ZsPool::ReleaseBatch, as writeback does, so zspages wait in batches while
+// the other threads allocate, and its Mallocs at the limit flush its batch.
+void RunChurn(uint32_t empty_cache_pages, bool release_batches = false) {
   auto created = ZsPool::Create({.mem_limit = 8 << 20,
                                  .arena_bytes = size_t{1} << 30,
                                  .empty_cache_pages = empty_cache_pages});
@@ -38,6 +42,8 @@ void RunChurn(uint32_t empty_cache_pages) {
   std::atomic<uint64_t> verified{0}, bad{0}, exhausted{0};
 
   auto worker = [&](int t) {
+    std::optional<ZsPool::ReleaseBatch> batch;
+    if (release_batches && t % 2 == 0) batch.emplace(pool);
     std::mt19937_64 rng(t + 1);
     struct Obj {
       ZsHandle h;
@@ -117,6 +123,15 @@ TEST(ZsPoolConcurrencyTest, MallocFreeReadCompactFromManyThreads) { RunChurn(0);
 // at the limit: same churn, same checks.
 TEST(ZsPoolConcurrencyTest, MallocFreeReadCompactFromManyThreadsWithEmptyZspageCache) {
   RunChurn(256);
+}
+
+// ReleaseBatches add zspages that are empty but not yet handed out again,
+// and compaction that holds several class locks to release pages: same
+// churn, same checks (a zspage reused before its release would lose the
+// objects written into it, and a read would find zeros).
+TEST(ZsPoolConcurrencyTest, MallocFreeReadCompactFromManyThreadsWithReleaseBatches) {
+  RunChurn(0, /*release_batches=*/true);
+  RunChurn(256, /*release_batches=*/true);
 }
 
 }  // namespace

@@ -452,5 +452,76 @@ TEST(ZsPoolEmptyCacheTest, AMallocAtTheLimitDrainsTheCacheInsteadOfFailing) {
   for (auto& [h, d] : small) ASSERT_EQ(Get(*pool, h), d);
 }
 
+// ReleaseBatch: zspages emptied inside one stay charged, and their ids
+// unused, until the batch releases them. A zspage handed out again before
+// its release would have its new objects zeroed by it: the new objects'
+// contents below are that check.
+TEST(ZsPoolReleaseBatchTest, EmptiedZspagesStayUnusedUntilReleasedAndThenLeave) {
+  auto pool = NewPool();
+  // Page-sized objects: one zspage each, so every Free empties one (smaller
+  // objects empty pages inside zspages first, which go back to the OS under
+  // their class lock, batch or not).
+  constexpr int kObjects = 40;
+  static_assert(kObjects < ZsPool::kReleaseBatchZspages);
+  std::vector<ZsHandle> hs = PutMany(*pool, 0, kObjects, 4096);
+  const uint64_t used = pool->GetStats().mem_used_total;
+  ASSERT_EQ(used, uint64_t{kObjects} * 4096);
+  std::vector<ZsHandle> fresh;
+  {
+    ZsPool::ReleaseBatch batch(*pool);
+    ZsPool::ReleaseBatch nested(*pool);  // a no-op: the outer one batches
+    for (ZsHandle h : hs) pool->Free(h);
+    // Fewer zspages than a batch holds: none released yet, none in use.
+    EXPECT_EQ(pool->GetStats().mem_used_total, used);
+    EXPECT_EQ(pool->mem_in_use_bytes(), 0u);
+    EXPECT_EQ(ResidentArenaPages(*pool) * 4096, used);
+    // New objects go to new zspages, not to those.
+    fresh = PutMany(*pool, 1000, kObjects, 4096);
+    EXPECT_EQ(pool->GetStats().mem_used_total, 2 * used);
+    EXPECT_EQ(pool->mem_in_use_bytes(), used);
+  }
+  EXPECT_EQ(pool->GetStats().mem_used_total, used);
+  EXPECT_EQ(pool->mem_in_use_bytes(), used);
+  EXPECT_EQ(ResidentArenaPages(*pool) * 4096, used);
+  ExpectContents(*pool, fresh, 1000, 4096);
+  // The released ids are handed out again now.
+  std::vector<ZsHandle> again = PutMany(*pool, 5000, kObjects, 4096);
+  EXPECT_EQ(pool->GetStats().mem_used_total, 2 * used);
+  EXPECT_EQ(pool->GetStats().zspages, 2u * kObjects);
+  ExpectContents(*pool, fresh, 1000, 4096);
+  ExpectContents(*pool, again, 5000, 4096);
+}
+
+// A full batch releases at once; Compact() releases an outer batch before it
+// returns (writeback reads the watermarks after it), and so does a Malloc
+// that meets the limit (the batch's pages count against it).
+TEST(ZsPoolReleaseBatchTest, AFullBatchCompactAndTheLimitReleaseWhatIsPending) {
+  auto pool = NewPool();
+  // Page-sized objects: one zspage each, so every Free empties one.
+  std::vector<ZsHandle> hs = PutMany(*pool, 0, 300, 4096);
+  const uint64_t used = pool->GetStats().mem_used_total;
+  ASSERT_EQ(used, 300u * 4096);
+  ZsPool::ReleaseBatch batch(*pool);
+  for (size_t i = 0; i < ZsPool::kReleaseBatchZspages - 1; ++i) pool->Free(hs[i]);
+  EXPECT_EQ(pool->GetStats().mem_used_total, used);
+  pool->Free(hs[ZsPool::kReleaseBatchZspages - 1]);  // the batch is full now
+  EXPECT_EQ(pool->GetStats().mem_used_total, used - ZsPool::kReleaseBatchZspages * 4096);
+  EXPECT_EQ(ResidentArenaPages(*pool) * 4096, pool->GetStats().mem_used_total);
+
+  for (size_t i = ZsPool::kReleaseBatchZspages; i < 100; ++i) pool->Free(hs[i]);
+  EXPECT_EQ(pool->GetStats().mem_used_total, used - ZsPool::kReleaseBatchZspages * 4096);
+  pool->Compact(ZsPool::CompactMode::kKeepEmptyCache);
+  EXPECT_EQ(pool->GetStats().mem_used_total, 200u * 4096);
+  EXPECT_EQ(ResidentArenaPages(*pool) * 4096, 200u * 4096);
+
+  // At the limit: 10 pending pages, and a Malloc that needs one of them.
+  for (size_t i = 100; i < 110; ++i) pool->Free(hs[i]);
+  pool->SetMemLimit(200 * 4096);
+  absl::StatusOr<ZsHandle> h = pool->Malloc(4096);
+  ASSERT_TRUE(h.ok()) << h.status();
+  EXPECT_EQ(pool->GetStats().mem_used_total, 191u * 4096);
+  ExpectContents(*pool, std::vector<ZsHandle>(hs.begin() + 110, hs.end()), 110, 4096);
+}
+
 }  // namespace
 }  // namespace farswap::alloc

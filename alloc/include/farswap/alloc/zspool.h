@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -113,6 +114,8 @@ struct ZsClassStats {
 };
 
 class ZsPool {
+  struct Zspage;
+
  public:
   class ReadGuard;
 
@@ -156,10 +159,45 @@ class ZsPool {
   enum class CompactMode { kReleaseAll, kKeepEmptyCache };
   uint64_t Compact(CompactMode mode = CompactMode::kReleaseAll);
 
+  // ReleaseBatch: while one is alive on a thread, the zspages this pool
+  // empties on that thread and does not cache go back to the OS in
+  // batches, kReleaseBatchZspages to a system call (page_release.h: one TLB
+  // flush instead of one per zspage), not one by one. Until its batch is
+  // released a zspage's pages stay counted in mem_used_total and its id is
+  // not handed out again, so nothing can land in memory about to be
+  // dropped. The destructor releases what is left. For a thread that frees
+  // many objects in a row: writeback, compaction. A nested ReleaseBatch of
+  // the same pool does nothing; one for another pool on the same thread
+  // does nothing either (its pool releases one by one meanwhile).
+  //
+  // Thread safety: lives on one thread, its creator; the pool it names
+  // must outlive it.
+  class ReleaseBatch {
+   public:
+    explicit ReleaseBatch(ZsPool& pool);
+    ~ReleaseBatch();
+    ReleaseBatch(const ReleaseBatch&) = delete;
+    ReleaseBatch& operator=(const ReleaseBatch&) = delete;
+    // Flush releases what the batch holds now; returns its pages. Compact()
+    // and a Malloc that drains the empty-zspage cache flush their thread's
+    // batch too.
+    uint64_t Flush() { return active_ ? Release() : 0; }
+
+   private:
+    friend class ZsPool;
+    void Add(Zspage* z, uint32_t committed);
+    uint64_t Release();
+    ZsPool* const pool_;
+    bool active_ = false;                                // false for a nested or second-pool batch
+    std::vector<std::pair<Zspage*, uint32_t>> zspages_;  // (zspage, committed)
+  };
+  static constexpr size_t kReleaseBatchZspages = 64;
+
   void SetMemLimit(size_t bytes);
   void SetEmptyCacheLimit(size_t pages);
-  // mem_in_use_bytes: mem_used_total less the empty-zspage cache: what the
-  // pool's objects and their zspages hold (what watermarks should watch).
+  // mem_in_use_bytes: mem_used_total less the empty-zspage cache and the
+  // zspages in ReleaseBatches: what the pool's objects and their zspages
+  // hold (what watermarks should watch).
   uint64_t mem_in_use_bytes() const;
   void AddCallerCounters(int64_t orig_data_size_delta, int64_t same_pages_delta);
 
@@ -199,7 +237,6 @@ class ZsPool {
   };
 
  private:
-  struct Zspage;
   struct Class;
   struct Location;
 
@@ -238,11 +275,17 @@ class ZsPool {
   // it has room, else its pages go back to the OS and its id to the free
   // list. Returns the pages that left the pool's classes.
   uint32_t RetireZspage(Zspage* z, uint32_t committed);
-  // ReleaseZspage returns a retired zspage's pages to the OS and its id.
+  // ReleaseZspage returns a retired zspage's pages to the OS and its id:
+  // at once, or with the batch of this thread's ReleaseBatch for this pool.
   void ReleaseZspage(Zspage* z, uint32_t committed);
   // DrainEmptyCache gives every cached zspage back to the OS; returns pages.
+  // What this thread's ReleaseBatch for this pool holds is released too.
   uint64_t DrainEmptyCache();
+  // FlushThreadReleaseBatch releases this thread's ReleaseBatch for this
+  // pool, if one is open; returns its pages.
+  uint64_t FlushThreadReleaseBatch();
   uint64_t CompactClass(Class& c);
+  uint64_t ReleaseAllPendingPages() ABSL_EXCLUSIVE_LOCKS_REQUIRED(compact_mu_);
 
   bool ChargePages(uint64_t pages, bool enforce_limit);
   void UnchargePages(uint64_t pages);
@@ -276,6 +319,8 @@ class ZsPool {
   // Lock order (written here, as in mm/zsmalloc.c):
   //   compact_mu_ -> Class::mu -> Zspage::pin (try-lock only, never waits
   //   while holding it) -> arena_mu_ -> handle_mu_
+  // One Class::mu at a time, except in ReleaseAllPendingPages (under
+  // compact_mu_), which takes several in class order.
   // Readers take no mutex: they pin the zspage (an atomic count) and
   // re-validate the handle word.
   Mutex compact_mu_;
@@ -288,6 +333,9 @@ class ZsPool {
   // cached_pages_: pages in empty_cache_; added under arena_mu_, subtracted
   // as zspages leave it (by read-modify-writes only).
   std::atomic<uint64_t> cached_pages_{0};
+  // releasing_pages_: pages of zspages in some thread's ReleaseBatch (on
+  // their way back to the OS; still in pages_used_).
+  std::atomic<uint64_t> releasing_pages_{0};
   uint32_t next_zspage_id_ ABSL_GUARDED_BY(arena_mu_) = 0;
   uint32_t segment_count_ ABSL_GUARDED_BY(arena_mu_) = 0;
   uint64_t zspage_capacity_ ABSL_GUARDED_BY(arena_mu_) = 0;  // ids the segments hold
