@@ -371,9 +371,14 @@ struct ZsPool::Class {
     const uint32_t len = ObjectLen(src, i);
     const uint32_t handle_slot = src->handle[i];
     // Relocation obeys the memory limit too: a move that needs a fresh page
-    // first returns the pages already emptied, then gives up.
+    // first returns the pages already emptied, then gives up. Where
+    // returning them cannot bring the pool under its limit (a drain that
+    // lowered the limit far below what the pool holds), it gives up at once:
+    // a system call for nothing, and Compact releases every class's emptied
+    // pages together at its end.
     uint32_t j = TakeSlot(dst, len, handle_slot, true);
     if (j == kNone) {
+      if (!pool->FitsAfterReleasing(pending_pages)) return false;
       ReleasePendingPages();
       j = TakeSlot(dst, len, handle_slot, true);
       if (j == kNone) return false;
@@ -733,6 +738,12 @@ bool ZsPool::ChargePages(uint64_t pages, bool enforce_limit) {
   while (now > max && !pages_used_max_.compare_exchange_weak(max, now)) {
   }
   return true;
+}
+
+bool ZsPool::FitsAfterReleasing(uint64_t pages) const {
+  const uint64_t limit = mem_limit_pages_.load(std::memory_order_relaxed);
+  const uint64_t used = pages_used_.load(std::memory_order_relaxed);
+  return limit == 0 || used < pages || used - pages + 1 <= limit;
 }
 
 void ZsPool::UnchargePages(uint64_t pages) {

@@ -289,6 +289,10 @@ class ZsPool {
 
   bool ChargePages(uint64_t pages, bool enforce_limit);
   void UnchargePages(uint64_t pages);
+  // FitsAfterReleasing: whether one more page would pass the limit once
+  // `pages` committed pages were given back (a hint: others charge and
+  // uncharge meanwhile).
+  bool FitsAfterReleasing(uint64_t pages) const;
 
   const ZsPoolOptions options_;
   const SizeClassTable table_;
