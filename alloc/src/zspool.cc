@@ -619,7 +619,6 @@ ZsPool::ReleaseBatch::ReleaseBatch(ZsPool& pool) : pool_(&pool) {
   if (tls_release_batch == nullptr) {
     tls_release_batch = this;
     active_ = true;
-    zspages_.reserve(kReleaseBatchZspages);
   }
 }
 
@@ -630,6 +629,9 @@ ZsPool::ReleaseBatch::~ReleaseBatch() {
 }
 
 void ZsPool::ReleaseBatch::Add(Zspage* z, uint32_t committed) {
+  // Reserved on first use: most batches (a writeback pass that frees
+  // nothing, a drain of an empty cache) never hold a zspage.
+  if (zspages_.capacity() == 0) zspages_.reserve(kReleaseBatchZspages);
   zspages_.emplace_back(z, committed);
   pool_->releasing_pages_.fetch_add(std::popcount(committed), std::memory_order_relaxed);
   if (zspages_.size() >= kReleaseBatchZspages) Release();
@@ -665,6 +667,9 @@ uint64_t ZsPool::FlushThreadReleaseBatch() {
 }
 
 uint64_t ZsPool::DrainEmptyCache() {
+  // An empty cache (the common case: a Malloc refused at the limit) takes
+  // no lock; a retire racing this read is one that came after the drain.
+  if (cached_pages_.load(std::memory_order_relaxed) == 0) return FlushThreadReleaseBatch();
   ReleaseBatch batch(*this);  // a no-op where the thread has one open already
   std::vector<uint32_t> ids;
   {

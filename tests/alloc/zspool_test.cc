@@ -494,7 +494,8 @@ TEST(ZsPoolReleaseBatchTest, EmptiedZspagesStayUnusedUntilReleasedAndThenLeave) 
 
 // A full batch releases at once; Compact() releases an outer batch before it
 // returns (writeback reads the watermarks after it), and so does a Malloc
-// that meets the limit (the batch's pages count against it).
+// that meets the limit (the batch's pages count against it), and
+// draining the empty-page cache, also when it is empty.
 TEST(ZsPoolReleaseBatchTest, AFullBatchCompactAndTheLimitReleaseWhatIsPending) {
   auto pool = NewPool();
   // Page-sized objects: one zspage each, so every Free empties one.
@@ -514,9 +515,18 @@ TEST(ZsPoolReleaseBatchTest, AFullBatchCompactAndTheLimitReleaseWhatIsPending) {
   EXPECT_EQ(pool->GetStats().mem_used_total, 200u * 4096);
   EXPECT_EQ(ResidentArenaPages(*pool) * 4096, 200u * 4096);
 
-  // At the limit: 10 pending pages, and a Malloc that needs one of them.
-  for (size_t i = 100; i < 110; ++i) pool->Free(hs[i]);
-  pool->SetMemLimit(200 * 4096);
+  // Draining an empty cache (SetEmptyCacheLimit(0) drains) still releases
+  // the thread's batch.
+  ASSERT_EQ(pool->GetStats().mem_cached, 0u);
+  for (size_t i = 100; i < 105; ++i) pool->Free(hs[i]);
+  EXPECT_EQ(pool->GetStats().mem_used_total, 200u * 4096);
+  pool->SetEmptyCacheLimit(0);
+  EXPECT_EQ(pool->GetStats().mem_used_total, 195u * 4096);
+  EXPECT_EQ(ResidentArenaPages(*pool) * 4096, 195u * 4096);
+
+  // At the limit: 5 pending pages, and a Malloc that needs one of them.
+  for (size_t i = 105; i < 110; ++i) pool->Free(hs[i]);
+  pool->SetMemLimit(195 * 4096);
   absl::StatusOr<ZsHandle> h = pool->Malloc(4096);
   ASSERT_TRUE(h.ok()) << h.status();
   EXPECT_EQ(pool->GetStats().mem_used_total, 191u * 4096);
