@@ -335,7 +335,8 @@ int Serve(const Flags& f) {
   if (backing != nullptr) {
     const farswap::server::PageStoreStats st = (*store)->GetStats();
     spdlog::info("backing store: segment writes via {}, up to {} requests of {} KiB in flight",
-                 st.write_engine, st.write_queue_depth, farswap::server::kWriteRequestBytes / 1024);
+                 st.write_engine, st.write_queue_depth,
+                 farswap::server::PageStoreOptions{}.write_request_bytes / 1024);
   }
   for (const Tenant& t : tenants->tenants()) ApplyFileQuota(**store, t);
   // Reloads --tenants-file on SIGHUP and when it changes; none without one.

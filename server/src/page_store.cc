@@ -61,6 +61,10 @@ const char* RejectReasonName(RejectReason reason) {
 
 namespace {
 
+// kMaxWriteRequestBytes: the largest write request a store accepts (one
+// io_uring write's length is 32 bits; 16 MiB is far past any gain).
+constexpr uint32_t kMaxWriteRequestBytes = 16u << 20;
+
 absl::Status ValidateLimits(const PageStoreLimits& limits) {
   if (!(limits.low_watermark > 0 && limits.low_watermark < limits.high_watermark &&
         limits.high_watermark <= 1.0)) {
@@ -89,6 +93,13 @@ absl::Status ValidateLogOptions(const PageStoreOptions& options) {
   if (options.write_queue_depth == 0 || options.write_queue_depth > 4096) {
     return absl::InvalidArgumentError(
         absl::StrCat("write queue depth must be from 1 to 4096; got ", options.write_queue_depth));
+  }
+  if (options.write_request_bytes < kBlockSize ||
+      options.write_request_bytes > kMaxWriteRequestBytes ||
+      options.write_request_bytes % kBlockSize != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "write request size must be a multiple of 4096 bytes from 4 KiB to 16 MiB; got ",
+        options.write_request_bytes));
   }
   // A batch is picked under one LRU lock hold, which looks at no more than
   // kMaxScanPerHold entries: a larger batch could never be filled.

@@ -23,7 +23,7 @@
 //     that fits: re-validate index[key] == entry && entry.gen == gen &&
 //     state == IN_POOL (else skip it: aborted), set WRITEBACK_PENDING with
 //     this batch's ticket and copy the compressed bytes into the segment's
-//     buffer at its fill point. Each whole kWriteRequestBytes of appended
+//     buffer at its fill point. Each whole write_request_bytes of appended
 //     bytes is submitted and started at once [none: after the candidate's
 //     key lock is dropped], without waiting (it holds only this round's
 //     unpublished objects), so the device writes while the round is still
@@ -42,7 +42,7 @@
 //     before it returns. A segment goes back to the table (step 4's end)
 //     with the last round that wrote to it.
 //  3. [none] Write the rest of the round's blocks: requests of
-//     kWriteRequestBytes, up to write_queue_depth in flight through a
+//     write_request_bytes, up to write_queue_depth in flight through a
 //     BlockWriteQueue (io_uring on a file; completions in any order), and
 //     wait for all of them, early ones included, in one wait; the
 //     segment's extent moves to the round's end. One failed request fails
@@ -253,9 +253,10 @@ void PageStore::StartRequests(BlockWriteQueue& queue, const OpenSegment& open, u
   if (!start_error->ok()) return;  // the round has failed: start nothing more of it
   const uint64_t base = open.segment * segments_->segment_bytes();
   bool any = false;
-  while (end > *started && (partial_last || end - *started >= kWriteRequestBytes) &&
+  const uint64_t request_bytes = options_.write_request_bytes;
+  while (end > *started && (partial_last || end - *started >= request_bytes) &&
          queue.in_flight() < queue.depth()) {
-    const uint64_t bytes = std::min(kWriteRequestBytes, end - *started);
+    const uint64_t bytes = std::min(request_bytes, end - *started);
     absl::Status s = queue.Submit((base + *started) / kBlockSize, bytes / kBlockSize,
                                   open.buf.get() + *started, /*tag=*/*started);
     if (!s.ok()) {  // not started: no completion comes for it
@@ -339,12 +340,12 @@ void PageStore::ReturnWriteQueue(std::unique_ptr<BlockWriteQueue> queue) {
 
 absl::Status PageStore::WriteRun(BlockWriteQueue& queue, uint64_t first, uint64_t count,
                                  const uint8_t* src) {
-  constexpr uint64_t kRequestBlocks = kWriteRequestBytes / kBlockSize;
+  const uint64_t request_blocks = options_.write_request_bytes / kBlockSize;
   absl::Status first_error;
   uint64_t next = 0;  // blocks of the run submitted so far
   while (next < count || queue.in_flight() > 0) {
     while (next < count && queue.in_flight() < queue.depth()) {
-      const uint64_t n = std::min(kRequestBlocks, count - next);
+      const uint64_t n = std::min(request_blocks, count - next);
       absl::Status s = queue.Submit(first + next, n, src + next * kBlockSize, /*tag=*/next);
       if (!s.ok()) {  // not started: no completion comes for it
         if (first_error.ok()) first_error = std::move(s);

@@ -696,6 +696,7 @@ class ReverseCompletionDevice final : public BlockDevice {
   void FailRequest(uint64_t n) { fail_request_ = n; }
   uint64_t requests() const { return requests_; }
   uint64_t max_in_flight() const { return max_in_flight_; }
+  uint64_t max_request_blocks() const { return max_request_blocks_; }
   // reversed: reaps that completed two or more writes, last submitted first.
   uint64_t reversed() const { return reversed_; }
 
@@ -706,6 +707,7 @@ class ReverseCompletionDevice final : public BlockDevice {
     absl::Status Submit(uint64_t first, uint64_t count, const void* src, uint64_t tag) override {
       if (pending_.size() >= depth_) return absl::FailedPreconditionError("queue full");
       pending_.push_back({first, count, src, nullptr, tag, dev_->requests_++});
+      dev_->max_request_blocks_ = std::max(dev_->max_request_blocks_, count);
       dev_->max_in_flight_ = std::max<uint64_t>(dev_->max_in_flight_, pending_.size());
       return absl::OkStatus();
     }
@@ -748,14 +750,23 @@ class ReverseCompletionDevice final : public BlockDevice {
   MemoryBlockDevice mem_;
   // Touched only by the thread flushing (the test's, with no worker).
   uint64_t fail_request_ = UINT64_MAX;
-  uint64_t requests_ = 0, max_in_flight_ = 0, reversed_ = 0;
+  uint64_t requests_ = 0, max_in_flight_ = 0, reversed_ = 0, max_request_blocks_ = 0;
 };
 
 constexpr uint64_t kMiB = 1 << 20;
 
-std::unique_ptr<PageStore> NewBigSegmentStore(BlockDevice* backing) {
-  absl::StatusOr<std::unique_ptr<PageStore>> s = PageStore::Create(
-      {.backing = backing, .start_writeback_worker = false, .segment_bytes = kMiB});
+// The tests below cut flushes into 32 KiB requests (not the default 128
+// KiB), so that a round of 64 pages is several requests and its first ones
+// start while it is still isolating.
+constexpr uint32_t kSmallRequestBytes = 32 * 1024;
+
+std::unique_ptr<PageStore> NewBigSegmentStore(BlockDevice* backing,
+                                              uint32_t request_bytes = kSmallRequestBytes) {
+  absl::StatusOr<std::unique_ptr<PageStore>> s =
+      PageStore::Create({.backing = backing,
+                         .start_writeback_worker = false,
+                         .segment_bytes = kMiB,
+                         .write_request_bytes = request_bytes});
   EXPECT_TRUE(s.ok()) << s.status();
   return std::move(*s);
 }
@@ -777,7 +788,7 @@ TEST(SegmentWriteQueueTest, RequestsCompletedInReverseOrderPublishEveryPage) {
   }
   const PageStoreStats st = store->GetStats();
   ASSERT_EQ(st.pages_on_disk, 200u);
-  const uint64_t requests = (bytes + kWriteRequestBytes - 1) / kWriteRequestBytes;
+  const uint64_t requests = (bytes + kSmallRequestBytes - 1) / kSmallRequestBytes;
   EXPECT_GE(ssd.requests(), requests);
   // The batches are as large as the LRU's second-chance scan makes them
   // (not all 200 pages at once); each flush's requests are all in flight
@@ -787,11 +798,38 @@ TEST(SegmentWriteQueueTest, RequestsCompletedInReverseOrderPublishEveryPage) {
   EXPECT_EQ(st.write_engine, "reverse-test");
   EXPECT_EQ(st.max_writes_in_flight, ssd.max_in_flight());
   EXPECT_EQ(st.backing_writes, ssd.requests());
+  EXPECT_EQ(ssd.max_request_blocks(), kSmallRequestBytes / kBlockSize);
   EXPECT_EQ(st.health.code(), absl::StatusCode::kOk);
   for (uint64_t p = 0; p < 200; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
 }
 
-// A round's first 32 KiB request is submitted while the round is still
+// With the default request size a round (up to 64 pages of ~1.5 KB here,
+// under 128 KiB) is one write request: a round costs one submission.
+TEST(SegmentWriteQueueTest, ARoundIsOneRequestAtTheDefaultSize) {
+  ReverseCompletionDevice ssd(512);
+  auto store = NewBigSegmentStore(&ssd, PageStoreOptions{}.write_request_bytes);
+  uint64_t bytes = 0;
+  for (uint64_t p = 0; p < 200; ++p) {
+    ASSERT_TRUE(StorePayload(*store, kTenant, p, Version(p, 1), 1).ok());
+    bytes += Version(p, 1).size();
+  }
+  for (int i = 0; i < 8 && store->GetStats().pages_on_disk < 200; ++i) {
+    store->RunWritebackBatch(64);
+  }
+  const PageStoreStats st = store->GetStats();
+  ASSERT_EQ(st.pages_on_disk, 200u);
+  ASSERT_EQ(kDefaultWriteRequestBytes, 128u * 1024);
+  // Four rounds at least (64 pages each), one request each: fewer requests
+  // than 32 KiB pieces of the same bytes would be.
+  EXPECT_GE(ssd.requests(), 4u);
+  EXPECT_LT(ssd.requests(), (bytes + kSmallRequestBytes - 1) / kSmallRequestBytes);
+  EXPECT_GT(ssd.max_request_blocks(), kSmallRequestBytes / kBlockSize);
+  EXPECT_LE(ssd.max_request_blocks(), kDefaultWriteRequestBytes / kBlockSize);
+  EXPECT_EQ(st.backing_writes, ssd.requests());
+  for (uint64_t p = 0; p < 200; ++p) ExpectPage(*store, kTenant, p, Version(p, 1), 1);
+}
+
+// A round's first 32 KiB request (kSmallRequestBytes) is submitted while the round is still
 // isolating (writeback.cc step 2). A store replacing a page whose bytes are
 // in that request, while the request is in flight (this device writes only
 // at Reap) and the round goes on filling the segment, wins: the round
@@ -1043,6 +1081,12 @@ TEST(SegmentLogOptionsTest, BadOptionsAreRefused) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(PageStore::Create({.backing = &ssd, .write_queue_depth = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);
+  for (uint32_t bytes : {0u, 2048u, 4097u, (16u << 20) + 4096}) {
+    EXPECT_EQ(PageStore::Create({.backing = &ssd, .write_request_bytes = bytes}).status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << bytes;
+  }
+  EXPECT_TRUE(PageStore::Create({.backing = &ssd, .write_request_bytes = 4096}).ok());
   EXPECT_EQ(PageStore::Create({.backing = &ssd, .writeback_batch_pages = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);
   // Picked under one LRU lock hold of at most 64 entries: 65 could never fill.

@@ -329,9 +329,11 @@ class ProbingBlockDevice final : public BlockDevice {
 // its gated disk).
 TEST(WritebackLockTest, NoKeyLockIsHeldWhileARequestIsWritten) {
   ProbingBlockDevice ssd(4096);
-  auto store = *PageStore::Create({.backing = &ssd, .start_writeback_worker = false});
-  // 40 pages of 3000 bytes: the batch's first 32 KiB request is started
-  // mid-round, right after the eleventh candidate is appended.
+  // 40 pages of 3000 bytes in 32 KiB requests (not the default 128 KiB):
+  // the batch's first request is started mid-round, right after the
+  // eleventh candidate is appended.
+  auto store = *PageStore::Create(
+      {.backing = &ssd, .start_writeback_worker = false, .write_request_bytes = 32 * 1024});
   constexpr uint64_t kPages = 40;
   for (uint64_t p = 0; p < kPages; ++p) {
     ASSERT_TRUE(StorePayload(*store, kTenant, p, Payload(p, 3000), p).ok());
