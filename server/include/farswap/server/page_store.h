@@ -237,7 +237,6 @@ struct ColdPassResult {
 // QuotaPagesForBytes converts a byte quota (tenants file, SetLimits) into
 // the page quota the store enforces, rounding a partial page up: 0 stays 0
 // (no quota), and 1..4096 bytes is one page, never "unlimited".
-
 inline uint64_t QuotaPagesForBytes(uint64_t quota_bytes) {
   return quota_bytes / kBlockSize + (quota_bytes % kBlockSize != 0 ? 1 : 0);
 }
