@@ -771,21 +771,28 @@ std::unique_ptr<PageStore> NewBigSegmentStore(BlockDevice* backing,
   return std::move(*s);
 }
 
+// StoreAndWriteBack stores version 1 of pages [0, n) and runs writeback
+// rounds of `round_pages` until all n are on disk (fresh, referenced pages:
+// the first pick gives second chances); returns the payload bytes stored.
+uint64_t StoreAndWriteBack(PageStore& store, uint64_t n, size_t round_pages, int max_rounds) {
+  uint64_t bytes = 0;
+  for (uint64_t p = 0; p < n; ++p) {
+    EXPECT_TRUE(StorePayload(store, kTenant, p, Version(p, 1), 1).ok());
+    bytes += Version(p, 1).size();
+  }
+  for (int i = 0; i < max_rounds && store.GetStats().pages_on_disk < n; ++i) {
+    store.RunWritebackBatch(round_pages);
+  }
+  return bytes;
+}
+
 // Batches of 100-300 KiB are cut into 32 KiB requests, all in flight at once;
 // they complete last-first, and every page is published and reads back as
 // itself from where it was packed.
 TEST(SegmentWriteQueueTest, RequestsCompletedInReverseOrderPublishEveryPage) {
   ReverseCompletionDevice ssd(512);  // two 1 MiB segments
   auto store = NewBigSegmentStore(&ssd);
-  uint64_t bytes = 0;
-  for (uint64_t p = 0; p < 200; ++p) {
-    ASSERT_TRUE(StorePayload(*store, kTenant, p, Version(p, 1), 1).ok());
-    bytes += Version(p, 1).size();
-  }
-  // 200 fresh (referenced) pages: the first pick gives second chances.
-  for (int i = 0; i < 4 && store->GetStats().pages_on_disk < 200; ++i) {
-    store->RunWritebackBatch(256);
-  }
+  const uint64_t bytes = StoreAndWriteBack(*store, 200, /*round_pages=*/256, /*max_rounds=*/4);
   const PageStoreStats st = store->GetStats();
   ASSERT_EQ(st.pages_on_disk, 200u);
   const uint64_t requests = (bytes + kSmallRequestBytes - 1) / kSmallRequestBytes;
@@ -808,14 +815,7 @@ TEST(SegmentWriteQueueTest, RequestsCompletedInReverseOrderPublishEveryPage) {
 TEST(SegmentWriteQueueTest, ARoundIsOneRequestAtTheDefaultSize) {
   ReverseCompletionDevice ssd(512);
   auto store = NewBigSegmentStore(&ssd, PageStoreOptions{}.write_request_bytes);
-  uint64_t bytes = 0;
-  for (uint64_t p = 0; p < 200; ++p) {
-    ASSERT_TRUE(StorePayload(*store, kTenant, p, Version(p, 1), 1).ok());
-    bytes += Version(p, 1).size();
-  }
-  for (int i = 0; i < 8 && store->GetStats().pages_on_disk < 200; ++i) {
-    store->RunWritebackBatch(64);
-  }
+  const uint64_t bytes = StoreAndWriteBack(*store, 200, /*round_pages=*/64, /*max_rounds=*/8);
   const PageStoreStats st = store->GetStats();
   ASSERT_EQ(st.pages_on_disk, 200u);
   ASSERT_EQ(kDefaultWriteRequestBytes, 128u * 1024);
