@@ -65,12 +65,11 @@ enum class EntryState : uint8_t {
 struct Entry {
   Entry(PageKey k, uint64_t g) : key(k), gen(g) {}
 
+  // Widest fields first, so that no padding sits between them (see the
+  // static_assert below).
   const PageKey key;
   const uint64_t gen;
 
-  EntryState state = EntryState::kInPool;
-  uint32_t length = 0;  // payload bytes (0 when same-filled)
-  uint8_t codec = 0;
   uint64_t checksum = 0;   // the client's, returned with loads
   uint64_t version = 0;    // the client's store version, returned with loads
   uint64_t fill = 0;       // kSameFilled
@@ -84,14 +83,18 @@ struct Entry {
   // the other's work.
   uint64_t writeback_ticket = 0;
 
+  Entry* lru_prev = nullptr;
+  Entry* lru_next = nullptr;
+
+  uint32_t length = 0;  // payload bytes (0 when same-filled)
+  EntryState state = EntryState::kInPool;
+  uint8_t codec = 0;
+
   std::atomic<bool> referenced{true};  // second chance, as zswap sets at store
   // disk_loaded: kOnDisk: a load has read this copy from disk already, so
   // the next load promotes it into the pool (page_store.cc, "promotion").
   // Key lock; the writeback and the LRU never look at it.
   bool disk_loaded = false;
-
-  Entry* lru_prev = nullptr;
-  Entry* lru_next = nullptr;
   bool on_lru = false;
 
   // The cold tier (cold_recompressor.cc). Both atomic: the cold scan reads
@@ -102,6 +105,13 @@ struct Entry {
   std::atomic<bool> cold_referenced{true};
   std::atomic<uint8_t> cold_state{0};
 };
+
+// An Entry is allocated per stored page: after the pool, it is the node's
+// largest memory cost per page. At 112 bytes glibc's malloc gives it a
+// 128-byte chunk (request + 8, rounded up to 16). With the small fields
+// between the wide ones, as they were declared before, it was 128 bytes in
+// a 144-byte chunk.
+static_assert(sizeof(Entry) <= 112, "Entry grew past a 128-byte malloc chunk");
 
 // ColdState says what the cold tier did with an entry (Entry::cold_state).
 // A new version of a page is a new Entry, so it starts at kHot again.
