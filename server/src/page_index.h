@@ -28,6 +28,7 @@
 
 #include <array>
 #include <atomic>
+#include <bit>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -202,7 +203,16 @@ class PageIndex {
     // pages[tenant]: the page numbers of that tenant's keys in `map`.
     absl::flat_hash_map<uint32_t, absl::btree_set<uint64_t>> pages ABSL_GUARDED_BY(mu);
   };
-  Shard& ShardFor(const PageKey& key) { return shards_[absl::HashOf(key) % kShards]; }
+  // ShardFor picks a shard by the hash's top bits. Not its low bits: the
+  // shard's table keeps the low 7 bits of the same hash as each slot's tag
+  // (absl's H2), so low-bit shards would leave every key of a shard with
+  // one of two tags, and a lookup would compare keys in half the slots it
+  // probes.
+  static constexpr int kShardBits = std::countr_zero(kShards);
+  static_assert(size_t{1} << kShardBits == kShards, "kShards is a power of two");
+  Shard& ShardFor(const PageKey& key) {
+    return shards_[uint64_t(absl::HashOf(key)) >> (64 - kShardBits)];
+  }
 
   std::array<Shard, kShards> shards_;
   std::atomic<uint64_t> size_{0};
