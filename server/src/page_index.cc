@@ -5,17 +5,20 @@ namespace farswap::server::internal {
 Entry* PageIndex::Find(const PageKey& key) {
   Shard& s = ShardFor(key);
   MutexLock l(&s.mu);
-  auto it = s.map.find(key);
-  return it == s.map.end() ? nullptr : it->second.get();
+  auto it = s.entries.find(key);
+  return it == s.entries.end() ? nullptr : it->get();
 }
 
 std::unique_ptr<Entry> PageIndex::Replace(std::unique_ptr<Entry> entry) {
   const PageKey key = entry->key;
   Shard& s = ShardFor(key);
   MutexLock l(&s.mu);
-  std::unique_ptr<Entry>& slot = s.map[key];
-  std::unique_ptr<Entry> old = std::move(slot);
-  slot = std::move(entry);
+  std::unique_ptr<Entry> old;
+  if (auto it = s.entries.find(key); it != s.entries.end()) {
+    // A set's elements are const: the old entry leaves by extract.
+    old = std::move(s.entries.extract(it).value());
+  }
+  s.entries.insert(std::move(entry));
   if (old == nullptr) {
     s.pages[key.tenant].insert(key.page);
     size_.fetch_add(1, std::memory_order_relaxed);
@@ -26,10 +29,9 @@ std::unique_ptr<Entry> PageIndex::Replace(std::unique_ptr<Entry> entry) {
 std::unique_ptr<Entry> PageIndex::Erase(const PageKey& key) {
   Shard& s = ShardFor(key);
   MutexLock l(&s.mu);
-  auto it = s.map.find(key);
-  if (it == s.map.end()) return nullptr;
-  std::unique_ptr<Entry> old = std::move(it->second);
-  s.map.erase(it);
+  auto it = s.entries.find(key);
+  if (it == s.entries.end()) return nullptr;
+  std::unique_ptr<Entry> old = std::move(s.entries.extract(it).value());
   auto pages = s.pages.find(key.tenant);
   pages->second.erase(key.page);
   if (pages->second.empty()) s.pages.erase(pages);
@@ -77,7 +79,7 @@ bool PageIndex::NextKeysInRange(RangeCursor* c, std::vector<PageKey>* out) {
 void PageIndex::Clear() {
   for (Shard& s : shards_) {
     MutexLock l(&s.mu);
-    s.map.clear();
+    s.entries.clear();
     s.pages.clear();
   }
   size_.store(0, std::memory_order_relaxed);

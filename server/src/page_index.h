@@ -36,6 +36,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/btree_set.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
 #include "farswap/alloc/zspool.h"
 #include "farswap/common/mutex.h"
@@ -160,10 +161,11 @@ struct RangeCursor {
   bool started = false;  // `next` is valid for `shard`
 };
 
-// PageIndex maps keys to entries: hash-sharded flat_hash_maps, each with its
-// own mutex (held only for one bounded operation). Callers hold the key's
-// lock around every call that reads or changes that key, so a Find() result
-// stays valid until they drop it. Thread-safe.
+// PageIndex maps keys to entries: hash-sharded flat_hash_sets of entries,
+// found by key, each shard with its own mutex (held only for one bounded
+// operation). Callers hold the key's lock around every call that reads or
+// changes that key, so a Find() result stays valid until they drop it.
+// Thread-safe.
 //
 // Each shard also keeps every tenant's page numbers in order, so a range
 // walk (InvalidateRange) looks only at the pages of the tenant it is for, a
@@ -197,10 +199,30 @@ class PageIndex {
   void Clear();
 
  private:
+  // EntryKeyHash, EntryKeyEq: an entry is hashed and compared by its key,
+  // and a PageKey finds it (heterogeneous lookup), so the table's slot is
+  // the entry's pointer alone: 8 bytes, not a 24-byte key and pointer. A
+  // lookup reads the entry of a slot whose 7-bit tag matches, which is the
+  // entry it wants but for one slot in 128; every caller reads it next.
+  struct EntryKeyHash {
+    using is_transparent = void;
+    size_t operator()(const PageKey& k) const { return absl::HashOf(k); }
+    size_t operator()(const std::unique_ptr<Entry>& e) const { return absl::HashOf(e->key); }
+  };
+  struct EntryKeyEq {
+    using is_transparent = void;
+    static const PageKey& KeyOf(const PageKey& k) { return k; }
+    static const PageKey& KeyOf(const std::unique_ptr<Entry>& e) { return e->key; }
+    template <typename A, typename B>
+    bool operator()(const A& a, const B& b) const {
+      return KeyOf(a) == KeyOf(b);
+    }
+  };
   struct alignas(64) Shard {
     Mutex mu;
-    absl::flat_hash_map<PageKey, std::unique_ptr<Entry>> map ABSL_GUARDED_BY(mu);
-    // pages[tenant]: the page numbers of that tenant's keys in `map`.
+    absl::flat_hash_set<std::unique_ptr<Entry>, EntryKeyHash, EntryKeyEq> entries
+        ABSL_GUARDED_BY(mu);
+    // pages[tenant]: the page numbers of that tenant's keys in `entries`.
     absl::flat_hash_map<uint32_t, absl::btree_set<uint64_t>> pages ABSL_GUARDED_BY(mu);
   };
   // ShardFor picks a shard by the hash's top bits. Not its low bits: the
