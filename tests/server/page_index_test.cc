@@ -1,6 +1,8 @@
-// PageIndex's range walk: it lists only the asked tenant's keys, in bounded
-// chunks, one shard lock at a time (INVALIDATE_RANGE used to walk every
-// tenant's entries under each shard lock).
+// PageIndex: Find, Replace and Erase by key over a set of entries (the key
+// lives in the entry only), and its range walk: it lists only the asked
+// tenant's keys, in bounded chunks, one shard lock at a time
+// (INVALIDATE_RANGE used to walk every tenant's entries under each shard
+// lock).
 #include "page_index.h"
 
 #include <gtest/gtest.h>
@@ -28,6 +30,55 @@ std::vector<PageKey> Walk(PageIndex& index, uint32_t tenant, uint64_t first, uin
   }
   EXPECT_TRUE(chunk.empty());
   return all;
+}
+
+// The same page number of two tenants is two keys; Replace hands back the
+// version it replaced and Find sees the new one; Erase hands back the entry
+// and the key is gone. Enough keys that every shard's table grows (and
+// rehashes by reading its entries' keys) several times.
+TEST(PageIndexTest, FindReplaceAndEraseByKey) {
+  PageIndex index;
+  constexpr uint64_t kPages = 20000;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    Insert(index, 1, p);
+    Insert(index, 2, p);
+  }
+  EXPECT_EQ(index.size(), 2 * kPages);
+  for (uint64_t p = 0; p < kPages; ++p) {
+    Entry* e = index.Find({1, p});
+    ASSERT_NE(e, nullptr) << p;
+    EXPECT_EQ(e->key, (PageKey{1, p}));
+    EXPECT_EQ(e->gen, p + 1);
+  }
+  EXPECT_EQ(index.Find({3, 0}), nullptr);
+  EXPECT_EQ(index.Find({1, kPages}), nullptr);
+
+  // New versions of tenant 1's even pages: each Replace returns the old one.
+  for (uint64_t p = 0; p < kPages; p += 2) {
+    std::unique_ptr<Entry> old = index.Replace(std::make_unique<Entry>(PageKey{1, p}, 100000 + p));
+    ASSERT_NE(old, nullptr) << p;
+    EXPECT_EQ(old->gen, p + 1);
+    EXPECT_EQ(old->key, (PageKey{1, p}));
+  }
+  EXPECT_EQ(index.size(), 2 * kPages);
+  for (uint64_t p = 0; p < kPages; ++p) {
+    EXPECT_EQ(index.Find({1, p})->gen, p % 2 == 0 ? 100000 + p : p + 1) << p;
+    EXPECT_EQ(index.Find({2, p})->gen, p + 1) << "tenant 2's page " << p << " untouched";
+  }
+
+  // Erase tenant 2's keys: each comes back once, then is gone.
+  for (uint64_t p = 0; p < kPages; ++p) {
+    std::unique_ptr<Entry> gone = index.Erase({2, p});
+    ASSERT_NE(gone, nullptr) << p;
+    EXPECT_EQ(gone->key, (PageKey{2, p}));
+    EXPECT_EQ(index.Erase({2, p}), nullptr);
+    EXPECT_EQ(index.Find({2, p}), nullptr);
+  }
+  EXPECT_EQ(index.size(), kPages);
+  for (uint64_t p = 0; p < kPages; ++p) ASSERT_NE(index.Find({1, p}), nullptr) << p;
+  index.Clear();
+  EXPECT_EQ(index.size(), 0u);
+  EXPECT_EQ(index.Find({1, 0}), nullptr);
 }
 
 TEST(PageIndexTest, RangeWalkListsOnlyItsTenantsKeysInBoundedChunks) {
