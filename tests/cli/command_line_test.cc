@@ -82,7 +82,8 @@ TEST(CommandLineTest, EveryBinaryAnswersHelpWithItsFlags) {
        {"--pool-limit", "--high-watermark", "--low-watermark", "--tenant", "--quota"}},
       {{kCtl, "stats", "--help"}, {"--json", "--tenant"}},
       {{kCtl, "drain", "--help"}, {"--resume"}},
-      {{kBench, "--help"}, {"pool", "node", "e2e", "region", "chaos", "--version"}},
+      {{kBench, "--help"}, {"pool", "node", "e2e", "region", "chaos", "index", "--version"}},
+      {{kBench, "index", "--help"}, {"--entries", "--tenants", "--rounds", "--seed", "--json"}},
       {{kBench, "pool", "--help"},
        {"--corpus", "--codec", "--churn", "--seed", "--max-pages-per-zspage", "--zstd-level",
         "--classes", "--victims-out", "--json"}},
@@ -191,6 +192,7 @@ TEST(CommandLineTest, BadValuesExitTwoNamingTheFlag) {
       // Rounds pair two kinds of run: alone there is nothing to alternate.
       {{kBench, "e2e", "--corpus", kCorpus, "--spawn", "1", "--rounds", "2"}, "--rounds"},
       {{kBench, "chaos", "--failure-timeout-ms", "5"}, "--failure-timeout-ms"},
+      {{kBench, "index", "--entries", "0"}, "--entries"},
       {{kWorkload, "--threads", "abc"}, "--threads"},
   };
   for (const BadCase& c : cases) {
@@ -311,6 +313,23 @@ TEST(CommandLineTest, E2eAgainstMemcachedAlternatesRoundsAndReportsEachRatio) {
     EXPECT_LE(median, hi * 1.001) << j.dump();
     EXPECT_GT(j.value(op + "_pages_per_s", 0.0), 0) << j.dump();
     EXPECT_GT(j["memcached"].value(op + "_pages_per_s", 0.0), 0) << j.dump();
+  }
+}
+
+TEST(CommandLineTest, IndexBenchReportsEveryKeyFoundAndItsCost) {
+  int exit_status = -1;
+  nlohmann::json j = RunNodeBench(
+      {kBench, "index", "--entries", "20000", "--tenants", "3", "--rounds", "2"}, &exit_status);
+  EXPECT_EQ(exit_status, 0) << j.dump();
+  EXPECT_EQ(j.value("verified", false), true) << j.dump();
+  EXPECT_EQ(j.value("entries", 0), 20000) << j.dump();
+  EXPECT_EQ(j.value("tenants", 0), 3) << j.dump();
+  EXPECT_EQ(j.value("rounds", 0), 2) << j.dump();
+  // At least the entries themselves are on the heap, and each operation
+  // took some time.
+  EXPECT_GE(j.value("heap_bytes_per_entry", 0.0), j.value("entry_bytes", 1.0)) << j.dump();
+  for (const char* op : {"insert_ns", "find_ns", "replace_ns", "erase_ns"}) {
+    EXPECT_GT(j.value(op, 0.0), 0) << op << " " << j.dump();
   }
 }
 
