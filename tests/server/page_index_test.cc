@@ -8,7 +8,9 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <memory>
+#include <thread>
 #include <vector>
 
 namespace farswap::server::internal {
@@ -79,6 +81,52 @@ TEST(PageIndexTest, FindReplaceAndEraseByKey) {
   index.Clear();
   EXPECT_EQ(index.size(), 0u);
   EXPECT_EQ(index.Find({1, 0}), nullptr);
+}
+
+// Lookups while another thread fills the same shards and empties them
+// again, three times: an insert may grow a shard or rehash it in place (the
+// erased slots' tombstones), and either reads the key of every entry in it,
+// including the entries the reader is looking up and reading. Each thread
+// touches only its own tenant's keys (callers hold a key's lock around its
+// Find), as the page store does. Under TSan this checks that a rehash's
+// reads of the entries' keys race with nothing the reader does.
+TEST(PageIndexTest, LookupsWhileAnotherTenantFillsAndEmptiesTheShards) {
+  PageIndex index;
+  constexpr uint64_t kReaderPages = 2000;
+  constexpr uint64_t kWriterPages = 20000;
+  for (uint64_t p = 0; p < kReaderPages; ++p) Insert(index, 1, p);
+  std::atomic<bool> go{false};
+  std::atomic<bool> writer_done{false};
+  uint64_t wrong = 0, rounds = 0;
+  std::thread reader([&] {
+    while (!go.load()) {
+    }
+    // At least one whole round after the writer finished, so every key is
+    // looked up across all of its rehashes and after them.
+    for (bool last = false; !last; ++rounds) {
+      last = writer_done.load();
+      for (uint64_t p = 0; p < kReaderPages; ++p) {
+        const Entry* e = index.Find({1, p});
+        wrong += e == nullptr || e->gen != p + 1 || !(e->key == PageKey{1, p});
+      }
+    }
+  });
+  std::thread writer([&] {
+    go.store(true);
+    for (int cycle = 0; cycle < 3; ++cycle) {
+      for (uint64_t p = 0; p < kWriterPages; ++p) {
+        index.Replace(std::make_unique<Entry>(PageKey{2, p}, p));
+      }
+      for (uint64_t p = 0; p < kWriterPages; ++p) EXPECT_NE(index.Erase({2, p}), nullptr);
+    }
+    writer_done.store(true);
+  });
+  writer.join();
+  reader.join();
+  EXPECT_EQ(wrong, 0u);
+  EXPECT_GE(rounds, 1u);
+  EXPECT_EQ(index.size(), kReaderPages);
+  index.Clear();
 }
 
 TEST(PageIndexTest, RangeWalkListsOnlyItsTenantsKeysInBoundedChunks) {
