@@ -30,18 +30,9 @@
 #include <vector>
 
 #include "farswap/common/mutex.h"
+#include "farswap/common/sanitizers.h"
 
 namespace farswap::client_internal {
-
-// GCC says __SANITIZE_ADDRESS__, clang (the CI's ASan build) says
-// __has_feature(address_sanitizer).
-#if defined(__SANITIZE_ADDRESS__)
-#define FARSWAP_UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FARSWAP_UNDER_ASAN 1
-#endif
-#endif
 
 #if defined(FARSWAP_UNDER_ASAN)
 inline constexpr bool kRecycleBlocks = false;

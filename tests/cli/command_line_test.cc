@@ -13,17 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "farswap/common/sanitizers.h"
 #include "run_program.h"
 #include "server_process.h"
-
-// GCC says __SANITIZE_ADDRESS__, clang __has_feature(address_sanitizer).
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
 
 namespace farswap {
 namespace {
@@ -337,7 +329,7 @@ TEST(CommandLineTest, IndexBenchReportsEveryKeyFoundAndItsCost) {
   // At least the entries themselves are on the heap (glibc's counts; under
   // ASan's allocator there are none and the figure is null), and each
   // operation took some time.
-#if defined(UNDER_ASAN)
+#if defined(FARSWAP_UNDER_ASAN)
   EXPECT_TRUE(j["heap_bytes_per_entry"].is_null()) << j.dump();
 #else
   EXPECT_GE(j.value("heap_bytes_per_entry", 0.0), j.value("entry_bytes", 1.0)) << j.dump();

@@ -17,25 +17,19 @@
 
 #include "farswap/client/client.h"
 #include "farswap/common/page_file.h"
+#include "farswap/common/sanitizers.h"
 #include "server_process.h"
 
-// GCC says __SANITIZE_ADDRESS__, clang __has_feature(address_sanitizer).
 // Under ASan the test skips (the client's pools keep nothing there) and
-// operator new is left to ASan, which pairs every new with its delete.
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
+// operator new is left to ASan, which pairs every new with its delete
+// (FARSWAP_UNDER_ASAN: farswap/common/sanitizers.h).
 
 namespace {
 
 std::atomic<bool> counting{false};
 std::atomic<uint64_t> allocations{0};
 
-#if !defined(UNDER_ASAN)
+#if !defined(FARSWAP_UNDER_ASAN)
 // CountedAllocationOrNull counts (while counting) and allocates; nullptr
 // when out of memory.
 void* CountedAllocationOrNull(size_t n) noexcept {
@@ -51,7 +45,7 @@ void* CountedAllocation(size_t n) {
 
 }  // namespace
 
-#if !defined(UNDER_ASAN)
+#if !defined(FARSWAP_UNDER_ASAN)
 // The replaceable global allocation functions, all through malloc/free so
 // any new pairs with any delete (the aligned ones are left to the library:
 // nothing on the data path over-aligns).
@@ -99,7 +93,7 @@ void StoreAndLoad(Client& c, const PageFile& corpus, size_t batch, size_t pages)
 }
 
 TEST(ClientAllocationTest, SteadyStateStoresAndLoadsMakeNoHeapAllocationPerPage) {
-#if defined(UNDER_ASAN)
+#if defined(FARSWAP_UNDER_ASAN)
   GTEST_SKIP() << "under ASan the client's pools hand every block back to the heap "
                   "(client/src/recycled_blocks.h), so ASan sees each operation's lifetime";
 #endif

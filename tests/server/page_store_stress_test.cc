@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "farswap/common/page_file.h"
+#include "farswap/common/sanitizers.h"
 #include "farswap/server/page_store.h"
 #include "page_test_util.h"
 
@@ -20,14 +21,6 @@ namespace farswap::server {
 namespace {
 
 using testing::Payload;
-
-#if defined(__SANITIZE_THREAD__)
-#define FARSWAP_UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define FARSWAP_UNDER_TSAN 1
-#endif
-#endif
 
 #ifdef FARSWAP_UNDER_TSAN
 constexpr int kOpsPerThread = 20000;  // TSan is ~10x slower
