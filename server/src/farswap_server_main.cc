@@ -21,7 +21,8 @@
 // --grpc-addr (TLS with --tls-cert: control_plane_tls.h; the data plane too with --data-tls,
 // transport/src/tls_context.h); port 0 picks a free port, and
 // --ready-file receives the bound addresses as JSON once both listen. SIGTERM or SIGINT shuts it
-// down cleanly; SIGHUP, or a change to the file, reloads --tenants-file (tenants_file_watch.h).
+// down cleanly; SIGHUP, or a change to the file, reloads --tenants-file (file_watch.h,
+// credential_reloads.h).
 // Exit status: 0 after a clean shutdown, 1 when it cannot start (the reason is logged), 2 for
 // bad flags (also: no --tenants-file and no
 // --allow-anonymous). Flags are parsed by CLI11
@@ -46,6 +47,7 @@
 #include "absl/strings/str_cat.h"
 #include "advertised_address.h"
 #include "control_plane_tls.h"
+#include "credential_reloads.h"
 #include "farswap/common/cli.h"
 #include "farswap/common/mutex.h"
 #include "farswap/common/status_macros.h"
@@ -57,7 +59,7 @@
 #include "farswap/server/page_store.h"
 #include "farswap/server/tenant_registry.h"
 #include "farswap/transport/transport.h"
-#include "tenants_file_watch.h"
+#include "file_watch.h"
 
 namespace farswap::server {
 namespace {
@@ -340,8 +342,12 @@ int Serve(const Flags& f) {
   }
   for (const Tenant& t : tenants->tenants()) ApplyFileQuota(**store, t);
   // Reloads --tenants-file on SIGHUP and when it changes; none without one.
-  std::optional<TenantsFileWatch> tenants_watch;
-  if (!f.tenants_file.empty()) tenants_watch.emplace(f.tenants_file, &*tenants, store->get());
+  std::optional<FileWatch> tenants_watch;
+  if (!f.tenants_file.empty()) {
+    tenants_watch.emplace(f.tenants_file, [&, store = store->get()](absl::string_view why) {
+      ReloadTenantsFile(f.tenants_file, why, &*tenants, store);
+    });
+  }
   auto transport = transport::CreateTransport(
       f.data_addr,
       {.io_threads = f.io_threads, .busy_poll = absl::Microseconds(int64_t(f.busy_poll_us))});
