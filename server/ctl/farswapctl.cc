@@ -159,6 +159,11 @@ void PrintHuman(const v1::GetStatsResponse& r) {
                 (unsigned long long)n.tenant_reloads(),
                 (unsigned long long)n.tenant_reload_failures());
   }
+  if (n.admin_token_reloads() != 0 || n.admin_token_reload_failures() != 0) {
+    std::printf("  admin token file: %llu reloads, %llu rejected\n",
+                (unsigned long long)n.admin_token_reloads(),
+                (unsigned long long)n.admin_token_reload_failures());
+  }
   for (const v1::TenantStats& t : r.tenants()) {
     const v1::RejectStats& tr = t.rejects();
     std::printf("  tenant %s%s: %llu pages, %s compressed, quota %s, rejects %llu\n",

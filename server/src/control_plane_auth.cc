@@ -51,14 +51,39 @@ absl::StatusOr<std::string> LoadAdminTokenFile(const std::string& path) {
 }
 
 ControlPlaneAuth::ControlPlaneAuth(const TenantRegistry* tenants, ControlPlaneAuthOptions options)
-    : tenants_(tenants), options_(std::move(options)) {}
+    : tenants_(tenants),
+      has_admin_token_(options.admin_token.has_value()),
+      allow_anonymous_(options.allow_anonymous),
+      admin_token_(std::move(options.admin_token)) {}
+
+absl::StatusOr<bool> ControlPlaneAuth::ReloadAdminTokenFile(const std::string& path) {
+  if (!has_admin_token_) {
+    admin_token_reload_failures_.fetch_add(1, std::memory_order_relaxed);
+    return absl::FailedPreconditionError(
+        "this node was started without --admin-token-file: a reload cannot add one (restart "
+        "with it)");
+  }
+  absl::StatusOr<std::string> token = LoadAdminTokenFile(path);
+  if (!token.ok()) {
+    admin_token_reload_failures_.fetch_add(1, std::memory_order_relaxed);
+    return token.status();
+  }
+  bool changed;
+  {
+    MutexLock l(&token_mu_);
+    changed = !ConstantTimeEquals(*token, *admin_token_);
+    admin_token_ = std::move(*token);
+  }
+  admin_token_reloads_.fetch_add(1, std::memory_order_relaxed);
+  return changed;
+}
 
 absl::StatusOr<ControlPlaneAuth::Caller> ControlPlaneAuth::Identify(
     absl::string_view authorization) const {
   if (authorization.empty()) {
-    if (!options_.admin_token && options_.allow_anonymous) return Caller{.is_operator = true};
+    if (!has_admin_token_ && allow_anonymous_) return Caller{.is_operator = true};
     return absl::UnauthenticatedError(
-        options_.admin_token
+        has_admin_token_
             ? "no credential: send `authorization: Bearer <admin token or session token>`"
             : "no credential, and this node has no --admin-token-file (operator RPCs need "
               "--admin-token-file, or --allow-anonymous)");
@@ -67,8 +92,9 @@ absl::StatusOr<ControlPlaneAuth::Caller> ControlPlaneAuth::Identify(
     return absl::UnauthenticatedError("malformed authorization metadata: want `Bearer <token>`");
   }
   const absl::string_view token = authorization.substr(kBearer.size());
-  if (options_.admin_token && ConstantTimeEquals(token, *options_.admin_token)) {
-    return Caller{.is_operator = true};
+  if (has_admin_token_) {
+    MutexLock l(&token_mu_);
+    if (ConstantTimeEquals(token, *admin_token_)) return Caller{.is_operator = true};
   }
   absl::StatusOr<Session> session = tenants_->LookupSession(std::string(token));
   if (session.ok()) return Caller{.is_operator = false, .tenant_id = session->tenant_id};

@@ -48,4 +48,17 @@ void ReloadTenantsFile(const std::string& path, absl::string_view why, TenantReg
       Listed(d.quota_changed), r->sessions_ended);
 }
 
+void ReloadAdminToken(const std::string& path, absl::string_view why, ControlPlaneAuth* auth) {
+  absl::StatusOr<bool> changed = auth->ReloadAdminTokenFile(path);
+  if (!changed.ok()) {
+    spdlog::error(
+        "admin token file {} ({}): RELOAD REJECTED, the node keeps the admin token it had: {}",
+        path, std::string(why), changed.status().ToString());
+    return;
+  }
+  spdlog::info("admin token file {} reloaded ({}): {}", path, std::string(why),
+               *changed ? "a new token is in force, the old one is refused from now on"
+                        : "the token is unchanged");
+}
+
 }  // namespace farswap::server

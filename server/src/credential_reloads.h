@@ -7,6 +7,10 @@
 // logs what changed. A file that cannot be read or parsed is rejected whole
 // and logged as an error; the old tenants stay.
 //
+// --admin-token-file (ReloadAdminToken): ControlPlaneAuth::
+// ReloadAdminTokenFile; a bad file is logged as an error and the old token
+// stays in force.
+//
 //   FileWatch tenants(path, [&](absl::string_view why) {
 //     ReloadTenantsFile(path, why, &registry, store);
 //   });
@@ -16,6 +20,7 @@
 #include <string>
 
 #include "absl/strings/string_view.h"
+#include "farswap/server/control_plane_auth.h"
 #include "farswap/server/page_store.h"
 #include "farswap/server/tenant_registry.h"
 
@@ -32,6 +37,10 @@ void ApplyFileQuota(PageStore& store, const Tenant& tenant);
 // the caller's (FileWatch's) job.
 void ReloadTenantsFile(const std::string& path, absl::string_view why, TenantRegistry* tenants,
                        PageStore* store);
+
+// ReloadAdminToken re-reads the admin token file at `path` into `auth` and
+// logs the outcome (never the token). Thread-safe.
+void ReloadAdminToken(const std::string& path, absl::string_view why, ControlPlaneAuth* auth);
 
 }  // namespace farswap::server
 

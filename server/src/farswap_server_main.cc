@@ -21,8 +21,8 @@
 // --grpc-addr (TLS with --tls-cert: control_plane_tls.h; the data plane too with --data-tls,
 // transport/src/tls_context.h); port 0 picks a free port, and
 // --ready-file receives the bound addresses as JSON once both listen. SIGTERM or SIGINT shuts it
-// down cleanly; SIGHUP, or a change to the file, reloads --tenants-file (file_watch.h,
-// credential_reloads.h).
+// down cleanly; SIGHUP, or a change to the file, reloads --tenants-file and --admin-token-file
+// (file_watch.h, credential_reloads.h).
 // Exit status: 0 after a clean shutdown, 1 when it cannot start (the reason is logged), 2 for
 // bad flags (also: no --tenants-file and no
 // --allow-anonymous). Flags are parsed by CLI11
@@ -214,7 +214,8 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->type_name("HOST:PORT");
   app.add_option("--admin-token-file", f.admin_token_file,
                  "the operator's bearer token (one line, at least 16 characters): SetLimits, "
-                 "Drain, Compact and node-wide GetStats need `authorization: Bearer <token>`")
+                 "Drain, Compact and node-wide GetStats need `authorization: Bearer <token>`; "
+                 "re-read on SIGHUP and when the file changes")
       ->type_name("PATH");
   app.add_flag("--allow-anonymous", f.allow_anonymous,
                "for local use and tests: without --tenants-file serve tenant 'default' with no "
@@ -341,11 +342,18 @@ int Serve(const Flags& f) {
                  farswap::server::PageStoreOptions{}.write_request_bytes / 1024);
   }
   for (const Tenant& t : tenants->tenants()) ApplyFileQuota(**store, t);
-  // Reloads --tenants-file on SIGHUP and when it changes; none without one.
+  // Reload --tenants-file and --admin-token-file on SIGHUP and when they
+  // change; none without them.
   std::optional<FileWatch> tenants_watch;
   if (!f.tenants_file.empty()) {
     tenants_watch.emplace(f.tenants_file, [&, store = store->get()](absl::string_view why) {
       ReloadTenantsFile(f.tenants_file, why, &*tenants, store);
+    });
+  }
+  std::optional<FileWatch> admin_token_watch;
+  if (!f.admin_token_file.empty()) {
+    admin_token_watch.emplace(f.admin_token_file, [&](absl::string_view why) {
+      ReloadAdminToken(f.admin_token_file, why, &auth);
     });
   }
   auto transport = transport::CreateTransport(
@@ -526,6 +534,7 @@ int Serve(const Flags& f) {
                      draining ? "draining" : "not draining");
       }
       if (tenants_watch) tenants_watch->Poll();
+      if (admin_token_watch) admin_token_watch->Poll();
       if (size_t expired = tenants->ExpireIdleSessions(absl::Now()); expired > 0) {
         spdlog::info("{} idle session(s) expired ({} open)", expired, tenants->session_count());
       }
@@ -537,10 +546,10 @@ int Serve(const Flags& f) {
   for (;;) {
     sigwait(&signals, &sig);
     if (sig != SIGHUP) break;
-    if (tenants_watch) {
-      tenants_watch->Reload("SIGHUP");
-    } else {
-      spdlog::warn("SIGHUP: nothing to reload (no --tenants-file)");
+    if (tenants_watch) tenants_watch->Reload("SIGHUP");
+    if (admin_token_watch) admin_token_watch->Reload("SIGHUP");
+    if (!tenants_watch && !admin_token_watch) {
+      spdlog::warn("SIGHUP: nothing to reload (no --tenants-file, no --admin-token-file)");
     }
   }
   spdlog::info("signal {}: shutting down", sig);

@@ -335,6 +335,14 @@ std::vector<MetricFamily> NodeMetricsCollector::Collect() const {
     for (int i = 0; i < kAuthRefusalCount; ++i) {
       AddSample(refusals, double(r[i]), {{"reason", AuthRefusalName(AuthRefusal(i))}});
     }
+    MetricFamily& reloads = AddFamily(
+        out, "farswap_admin_token_reloads_total",
+        "Admin-token-file reloads (SIGHUP or the file changing), by result (ok: a token in "
+        "force; failed: unreadable or invalid file, the old token stayed).",
+        MetricType::Counter);
+    AddSample(reloads, double(sources_.auth->admin_token_reloads()), {{"result", "ok"}});
+    AddSample(reloads, double(sources_.auth->admin_token_reload_failures()),
+              {{"result", "failed"}});
   }
   return out;
 }

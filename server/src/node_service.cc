@@ -177,6 +177,8 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
   n->mutable_data_transport()->set_rdma_missing(rdma_.missing);
   n->set_tenant_reloads(tenants_->reloads());
   n->set_tenant_reload_failures(tenants_->reload_failures());
+  n->set_admin_token_reloads(auth_->admin_token_reloads());
+  n->set_admin_token_reload_failures(auth_->admin_token_reload_failures());
   v1::ColdTierStats* cold = n->mutable_cold();
   cold->set_passes(s.cold_passes);
   cold->set_recompressed_pages(s.cold_recompressed_pages);

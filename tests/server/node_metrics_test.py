@@ -165,6 +165,7 @@ NODE_FAMILIES = {
     "farswap_tenant_rejects": ("counter", {"tenant", "reason"}),
     "farswap_auth_refusals": ("counter", {"reason"}),
     "farswap_tenant_reloads": ("counter", {"result"}),
+    "farswap_admin_token_reloads": ("counter", {"result"}),
 }
 
 

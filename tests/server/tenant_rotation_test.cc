@@ -1,8 +1,10 @@
-// Tenants-file rotation (README.md, "Tenants and roles") against a real
-// farswap-server: the file is rewritten and the node told (SIGHUP) or left to
-// notice (its once-a-second look at the file); unchanged tenants keep their
-// sessions, rotated and removed ones are refused on the data plane and the
-// control plane, and a malformed file changes nothing.
+// Tenants-file and admin-token rotation (README.md, "Rotating tenants",
+// "Rotating the admin token") against a real farswap-server: the file is
+// rewritten and the node told (SIGHUP) or left to notice (its once-a-second
+// look at the file); unchanged tenants keep their sessions, rotated and
+// removed ones are refused on the data plane and the control plane, a
+// rotated admin token is refused from then on, and a malformed file changes
+// nothing.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -269,6 +271,111 @@ TEST_F(TenantRotationTest, SymlinkSwapOfASecretVolumeIsNoticed) {
   WaitForReloads(2, 0);
   EXPECT_EQ(TenantGetStats(*a, "a").code(), absl::StatusCode::kUnauthenticated);
   EXPECT_TRUE(Attach("a", "sa-v2").ok());
+}
+
+// --- the admin token -------------------------------------------------------
+
+class AdminTokenRotationTest : public TenantRotationTest {
+ protected:
+  static constexpr char kRotatedToken[] = "fedcba9876543210-rotated-token";
+
+  // RewriteAdminToken replaces the admin token file by a rename, as
+  // Rewrite does the tenants file.
+  void RewriteAdminToken(const std::string& contents) {
+    const std::string path = node_->dir() + "/admin-token";
+    std::ofstream(path + ".new") << contents;
+    ASSERT_EQ(std::rename((path + ".new").c_str(), path.c_str()), 0);
+  }
+
+  // StatsWith: node-wide GetStats (operator work) with `token`.
+  absl::StatusOr<v1::NodeStats> StatsWith(const std::string& token) {
+    v1::GetStatsResponse resp;
+    grpc::Status s = stub_->GetStats(Context(token).get(), v1::GetStatsRequest(), &resp);
+    if (!s.ok()) return FromGrpc(s);
+    return resp.node();
+  }
+
+  // WaitUntilAccepted polls node-wide GetStats with `token` until the node
+  // takes it as the operator's (the node is another process; the deadline
+  // only bounds a node that never reloads).
+  absl::StatusOr<v1::NodeStats> WaitUntilAccepted(const std::string& token) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    absl::StatusOr<v1::NodeStats> n = StatsWith(token);
+    while (!n.ok() && absl::Now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      n = StatsWith(token);
+    }
+    return n;
+  }
+};
+
+TEST_F(AdminTokenRotationTest, SighupPutsTheNewTokenInForceAndRefusesTheOld) {
+  Start("a:sa:0\n");
+  absl::StatusOr<std::string> a = Attach("a", "sa");
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(StatsWith(kAdminToken).ok());
+
+  RewriteAdminToken(std::string(kRotatedToken) + "\n");
+  ASSERT_EQ(kill(node_->pid(), SIGHUP), 0);
+  absl::StatusOr<v1::NodeStats> n = WaitUntilAccepted(kRotatedToken);
+  ASSERT_TRUE(n.ok()) << n.status() << node_->Log();
+  EXPECT_GE(n->admin_token_reloads(), 1u);
+  EXPECT_EQ(n->admin_token_reload_failures(), 0u);
+  EXPECT_NE(node_->Log().find("a new token is in force"), std::string::npos) << node_->Log();
+  EXPECT_EQ(node_->Log().find(kRotatedToken), std::string::npos) << "the token is never logged";
+
+  // The old token is refused for operator work from now on, and counted
+  // (the polls above were refused too, until the reload: count from here).
+  const uint64_t refused_before = n->auth_refusals().unauthenticated();
+  EXPECT_EQ(StatsWith(kAdminToken).status().code(), absl::StatusCode::kUnauthenticated);
+  v1::CompactResponse compacted;
+  EXPECT_EQ(
+      stub_->Compact(Context(kAdminToken).get(), v1::CompactRequest(), &compacted).error_code(),
+      grpc::StatusCode::UNAUTHENTICATED);
+  absl::StatusOr<v1::NodeStats> after = StatsWith(kRotatedToken);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->auth_refusals().unauthenticated(), refused_before + 2);
+  // Sessions are the tenants file's business: a's stays open.
+  EXPECT_TRUE(TenantGetStats(*a, "a").ok());
+}
+
+TEST_F(AdminTokenRotationTest, AChangedFileIsNoticedWithoutASignal) {
+  Start("a:sa:0\n");
+  RewriteAdminToken(std::string(kRotatedToken) + "\n");
+  absl::StatusOr<v1::NodeStats> n = WaitUntilAccepted(kRotatedToken);
+  ASSERT_TRUE(n.ok()) << n.status() << node_->Log();
+  EXPECT_EQ(n->admin_token_reloads(), 1u);
+  EXPECT_NE(node_->Log().find("(file changed): a new token is in force"), std::string::npos)
+      << node_->Log();
+  EXPECT_EQ(StatsWith(kAdminToken).status().code(), absl::StatusCode::kUnauthenticated);
+}
+
+TEST_F(AdminTokenRotationTest, ABadFileKeepsTheTokenInForce) {
+  Start("a:sa:0\n");
+  RewriteAdminToken("too-short\n");
+  ASSERT_EQ(kill(node_->pid(), SIGHUP), 0);
+  // Read with the old token: it still works, and the failure is counted.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  absl::StatusOr<v1::NodeStats> n = StatsWith(kAdminToken);
+  while (n.ok() && n->admin_token_reload_failures() == 0 && absl::Now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    n = StatsWith(kAdminToken);
+  }
+  ASSERT_TRUE(n.ok()) << n.status() << node_->Log();
+  EXPECT_GE(n->admin_token_reload_failures(), 1u) << node_->Log();
+  EXPECT_EQ(n->admin_token_reloads(), 0u);
+  EXPECT_NE(node_->Log().find("RELOAD REJECTED, the node keeps the admin token it had"),
+            std::string::npos)
+      << node_->Log();
+  EXPECT_NE(node_->Log().find("want at least 16"), std::string::npos) << node_->Log();
+  EXPECT_EQ(StatsWith("too-short").status().code(), absl::StatusCode::kUnauthenticated);
+
+  // Fixed: the next reload puts the good token in force.
+  RewriteAdminToken(std::string(kRotatedToken) + "\n");
+  ASSERT_EQ(kill(node_->pid(), SIGHUP), 0);
+  absl::StatusOr<v1::NodeStats> fixed = WaitUntilAccepted(kRotatedToken);
+  ASSERT_TRUE(fixed.ok()) << fixed.status() << node_->Log();
+  EXPECT_EQ(StatsWith(kAdminToken).status().code(), absl::StatusCode::kUnauthenticated);
 }
 
 }  // namespace

@@ -17,10 +17,17 @@
 // stats). Each is logged with the caller's peer address and counted
 // (refusals(); NodeStats.auth_refusals; farswap_auth_refusals_total).
 //
+// The admin token can be replaced while the node runs (ReloadAdminTokenFile:
+// farswap-server does on SIGHUP and when --admin-token-file changes). A call
+// is checked against the token in force when it arrives: the old one stops
+// working the moment the new one is in.
+//
 //   ControlPlaneAuth auth(&tenants, {.admin_token = token, .allow_anonymous = false});
 //   absl::Status s = auth.AuthorizeOperator(authorization_header, peer, "Drain");
 //
-// Thread safety: safe for concurrent use; the counters are relaxed atomics.
+// Thread safety: safe for concurrent use; the counters are relaxed atomics,
+// the admin token is guarded by a mutex (token_mu_, taken before the tenant
+// registry's lock, never after).
 #ifndef FARSWAP_SERVER_CONTROL_PLANE_AUTH_H_
 #define FARSWAP_SERVER_CONTROL_PLANE_AUTH_H_
 
@@ -30,9 +37,11 @@
 #include <optional>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "farswap/common/mutex.h"
 #include "farswap/server/tenant_registry.h"
 
 namespace farswap::server {
@@ -76,9 +85,27 @@ class ControlPlaneAuth {
   absl::StatusOr<Role> AuthorizeStats(absl::string_view authorization, absl::string_view peer,
                                       absl::string_view tenant_id);
 
+  // ReloadAdminTokenFile replaces the admin token with the one `path` holds
+  // now (LoadAdminTokenFile's rules). Returns whether the token changed. On
+  // an error the old token stays in force (an operator locked out of the
+  // node by a bad edit could not even drain it): FAILED_PRECONDITION when
+  // this node was started without an admin token (it cannot gain one while
+  // running: anonymous operators may be relying on that), else
+  // LoadAdminTokenFile's error. Each call is counted, as a reload or as a
+  // failure.
+  absl::StatusOr<bool> ReloadAdminTokenFile(const std::string& path);
+
   // refusals: counts by AuthRefusal since start.
   std::array<uint64_t, kAuthRefusalCount> refusals() const;
-  bool has_admin_token() const { return options_.admin_token.has_value(); }
+  // admin_token_reloads / _failures: ReloadAdminTokenFile calls that put a
+  // token in force (changed or not) / that were refused.
+  uint64_t admin_token_reloads() const {
+    return admin_token_reloads_.load(std::memory_order_relaxed);
+  }
+  uint64_t admin_token_reload_failures() const {
+    return admin_token_reload_failures_.load(std::memory_order_relaxed);
+  }
+  bool has_admin_token() const { return has_admin_token_; }
 
  private:
   struct Caller {
@@ -91,8 +118,13 @@ class ControlPlaneAuth {
   absl::Status Refuse(absl::Status why, absl::string_view peer, absl::string_view rpc);
 
   const TenantRegistry* const tenants_;
-  const ControlPlaneAuthOptions options_;
+  const bool has_admin_token_;  // fixed at start: a reload replaces the token, never adds one
+  const bool allow_anonymous_;
+  mutable Mutex token_mu_;
+  std::optional<std::string> admin_token_ ABSL_GUARDED_BY(token_mu_);
   std::array<std::atomic<uint64_t>, kAuthRefusalCount> refusals_{};
+  std::atomic<uint64_t> admin_token_reloads_{0};
+  std::atomic<uint64_t> admin_token_reload_failures_{0};
 };
 
 }  // namespace farswap::server
