@@ -26,10 +26,14 @@
 //     Secret that stores pages on both nodes (checked in each node's stats);
 //     The farswap-admin-token Secret, shipped empty, gets a random token,
 //     as an operator must fill it; the node-wide stats are read with it;
-//  5. runs pod A's preStop command in pod A as the container's user, bounded
+//  5. rotates the admin token as an operator does (a new token in the Secret;
+//     the kubelet replaces the mounted file) and requires both nodes to put
+//     it in force without a restart and to refuse the old one: preStop
+//     reads the same file;
+//  6. runs pod A's preStop command in pod A as the container's user, bounded
 //     by terminationGracePeriodSeconds, and requires: exit 0, pod A holds no
 //     pages when it returns, pod A's readiness probe fails (draining);
-//  6. sends pod A SIGTERM, as the kubelet does next (clean exit required),
+//  7. sends pod A SIGTERM, as the kubelet does next (clean exit required),
 //     and has the client read every page back, now from pod B only.
 // In every overlay, each TCP port the node listens on beyond loopback must
 // be opened by a rendered NetworkPolicy. With --ucx-data-addr (overlay
@@ -41,8 +45,9 @@
 // also requires that a plaintext health check of the gRPC port fails; the
 // client, the stats reads and preStop speak TLS.
 // It fails for a readiness probe asking for the wrong service, a node that
-// hands clients 0.0.0.0, a backing folder the server cannot write, and a
-// preStop that returns before the pages have moved.
+// hands clients 0.0.0.0, a backing folder the server cannot write, a node
+// that keeps its old admin token after a rotation, and a preStop that
+// returns before the pages have moved.
 //
 // Exit 0 pass, 1 fail, 77 cannot run here (not root, no `ip`/`setpriv`, no
 // network namespaces): ctest reports it skipped.
@@ -417,13 +422,26 @@ async function waitFor(what, seconds, fn) {
   }
 }
 
-function nodeStats(pod) {
+// nodeStats: node-wide stats (operator work) with the admin token as the pod
+// has it, or with the token in `tokenFile`.
+function nodeStats(pod, tokenFile = path.join(pod.volumes.get("admin-token"), "token")) {
   const ctl = image.files.get("/usr/local/bin/farswapctl");
-  // Node-wide stats are operator work: the admin token, as the pod has it.
-  const token = path.join(pod.volumes.get("admin-token"), "token");
   const out = run([IP, "netns", "exec", HOST_NS, ctl, "--node", `${pod.ip}:${pod.grpcPort()}`,
-    "--admin-token-file", token, ...tlsClientFlags(), "stats", "--json"]);
+    "--admin-token-file", tokenFile, ...tlsClientFlags(), "stats", "--json"]);
   return JSON.parse(out);
+}
+
+// rotateAdminToken: the operator puts `token` in the farswap-admin-token
+// Secret and the kubelet replaces the pod's mounted file. A new file renamed
+// over the old one is what a reader of the path sees of the kubelet's own
+// swap of its "..data" link: a new inode. Mode and group as setUpVolumes.
+function rotateAdminToken(pod, token) {
+  const volume = podSpec.volumes.find((v) => v.name === "admin-token");
+  const next = path.join(pod.volumes.get("admin-token"), "..token.new");
+  fs.writeFileSync(next, token);
+  fs.chmodSync(next, volume.secret.defaultMode ?? 0o644);
+  fs.chownSync(next, 0, podSpec.securityContext?.fsGroup ?? 0);
+  fs.renameSync(next, path.join(pod.volumes.get("admin-token"), "token"));
 }
 
 // checkListenersOpened: every TCP port the node listens on beyond loopback
@@ -568,6 +586,28 @@ async function main() {
     }
     log("both nodes: data plane TLS (node.data_tls), pages stored through it");
   }
+
+  // The operator rotates the admin token. Each node must put the new one in
+  // force without a restart, and refuse the old one: preStop (below) reads
+  // the rotated file, and a node still on the old token would refuse its
+  // drain, losing the pages of every client without another replica.
+  const oldToken = path.join(tmp, "old-admin-token");
+  fs.writeFileSync(oldToken, ADMIN_TOKEN);
+  const rotated = crypto.randomBytes(32).toString("hex");
+  for (const pod of pods) rotateAdminToken(pod, rotated);
+  for (const pod of pods) {
+    await waitFor(`${pod.name}: the rotated admin token in force`, 15, async () => {
+      try {
+        const reloads = Number(nodeStats(pod).node?.admin_token_reloads ?? 0);
+        return { ok: reloads >= 1, out: `admin_token_reloads ${reloads}` };
+      } catch (e) {
+        return { ok: false, out: String(e.stderr ?? e.message).trim() };
+      }
+    });
+    assert.throws(() => nodeStats(pod, oldToken), /UNAUTHENTICATED/,
+      `${pod.name}: the old admin token still works after the rotation`);
+  }
+  log("both nodes: admin token rotated without a restart, the old one refused");
 
   // The kubelet stops pod a: preStop first, bounded by the grace period.
   const [a, b] = pods;
