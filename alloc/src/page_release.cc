@@ -48,6 +48,15 @@ int PidfdForThisProcess() {
     if (s.fd >= 0 && s.pid != 0) close(s.fd);  // the parent's, in a child
     s.pid = pid;
     s.fd = int(syscall(SYS_pidfd_open, pid, 0));
+    // An empty vector advises nothing: a kernel that takes MADV_DONTNEED on
+    // the process itself (6.13) returns 0; an older one refuses the advice
+    // (EINVAL) before it looks at the vector. So the choice is known before
+    // the first release (and said in the pool's stats).
+    if (s.fd >= 0 &&
+        syscall(SYS_process_madvise, s.fd, nullptr, size_t{0}, MADV_DONTNEED, 0u) != 0) {
+      close(s.fd);
+      s.fd = -1;
+    }
     s.mechanism = s.fd >= 0 ? ReleaseMechanism::kProcessMadvise : ReleaseMechanism::kMadvise;
   }
   return s.mechanism == ReleaseMechanism::kProcessMadvise ? s.fd : -1;
@@ -91,6 +100,23 @@ void ReleasePageRuns(std::span<const iovec> runs) {
     }
     runs = runs.subspan(chunk.size());
   }
+}
+
+ReleaseMechanism LearnReleaseMechanism() {
+  PidfdForThisProcess();
+  return CurrentReleaseMechanism();
+}
+
+const char* ReleaseMechanismName(ReleaseMechanism m) {
+  switch (m) {
+    case ReleaseMechanism::kProcessMadvise:
+      return "process_madvise";
+    case ReleaseMechanism::kMadvise:
+      return "madvise";
+    case ReleaseMechanism::kUnknown:
+      break;
+  }
+  return "";
 }
 
 ReleaseMechanism CurrentReleaseMechanism() {

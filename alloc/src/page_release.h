@@ -26,12 +26,21 @@ namespace farswap::alloc::internal {
 // private memory of this process) back to the OS, as MADV_DONTNEED does:
 // with process_madvise over up to 1024 runs at a time where the kernel
 // accepts it, else with one madvise per run. Which one works is learned at
-// the first call (and again in a forked child, whose process differs).
+// the first call or LearnReleaseMechanism (and again in a forked child,
+// whose process differs).
 void ReleasePageRuns(std::span<const iovec> runs);
 
 // ReleaseMechanism: how ReleasePageRuns releases pages in this process.
 enum class ReleaseMechanism { kUnknown, kProcessMadvise, kMadvise };
+// CurrentReleaseMechanism: what this process uses, kUnknown until learned.
 ReleaseMechanism CurrentReleaseMechanism();
+// LearnReleaseMechanism learns it now (one process_madvise with an empty
+// vector: accepted by kernels that take MADV_DONTNEED on the process
+// itself) unless already learned, and returns it. A later refusal of a real
+// call still falls back to madvise.
+ReleaseMechanism LearnReleaseMechanism();
+// ReleaseMechanismName: "process_madvise", "madvise", or "" for kUnknown.
+const char* ReleaseMechanismName(ReleaseMechanism m);
 
 // ForceMadviseForTesting makes every later call use madvise (true) or learn
 // again (false), so tests cover the fallback on kernels that have both.

@@ -466,6 +466,7 @@ absl::Status ZsPool::Init() {
   }
   SetMemLimit(options_.mem_limit);
   empty_cache_limit_pages_.store(options_.empty_cache_pages, std::memory_order_relaxed);
+  internal::LearnReleaseMechanism();  // known from the start: GetStats reports it
   return absl::OkStatus();
 }
 
@@ -1047,6 +1048,7 @@ ZsPoolStats ZsPool::GetStats() const {
   s.metadata_bytes = handle_chunks_used_.load() * kHandleChunkEntries * sizeof(uint64_t) +
                      descriptors_.load() * (sizeof(Zspage) + sizeof(std::atomic<Zspage*>)) +
                      backptr_bytes_.load() + classes_.size() * sizeof(Class);
+  s.page_release = internal::ReleaseMechanismName(internal::CurrentReleaseMechanism());
   return s;
 }
 

@@ -108,6 +108,11 @@ void PrintHuman(const v1::GetStatsResponse& r) {
               Mib(p.mem_used_total()).c_str(),
               p.mem_limit() ? Mib(p.mem_limit()).c_str() : "no limit",
               Mib(p.mem_used_max()).c_str(), overhead);
+  if (p.page_release() == "madvise") {
+    std::printf(
+        "  pool pages go back to the OS one range a call (madvise): this kernel has no "
+        "process_madvise(MADV_DONTNEED) (Linux 6.13), so drains are slower\n");
+  }
   std::printf(
       "  backing: %s of %s used, %llu reads, %llu writes, written back %llu pages%s%s\n",
       Mib(n.backing().used_bytes()).c_str(), Mib(n.backing().size_bytes()).c_str(),

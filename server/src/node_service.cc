@@ -117,6 +117,7 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
   p->set_huge_pages(s.pool.huge_pages);
   p->set_metadata_bytes(s.pool.metadata_bytes);
   p->set_mem_cached(s.pool.mem_cached);
+  p->set_page_release(s.pool.page_release);
   v1::BackingStats* b = n->mutable_backing();
   b->set_size_bytes(s.backing_total_blocks * kBlockSize);
   b->set_used_bytes(s.backing_used_blocks * kBlockSize);

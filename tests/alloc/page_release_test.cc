@@ -7,7 +7,10 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
+
+#include "farswap/alloc/zspool.h"
 
 namespace farswap::alloc::internal {
 namespace {
@@ -107,6 +110,45 @@ TEST(PageReleaseTest, AForkedChildReleasesItsOwnPagesNotItsParents) {
   EXPECT_NE(WEXITSTATUS(status), 2) << "the child did not keep the parent's mechanism";
   EXPECT_EQ(WEXITSTATUS(status), 0);
   for (size_t i = 1; i < 8; ++i) EXPECT_TRUE(pages.Holds(i, false)) << i;
+}
+
+// The mechanism is learned before any page is released (one empty
+// process_madvise), and the first real release agrees with it: a probe that
+// said process_madvise where the kernel then refuses the call would show as
+// a fallback to madvise here. Run in a forked child: a process that has not
+// learned yet.
+TEST(PageReleaseTest, TheProbeKnowsBeforeTheFirstReleaseWhatItWillBe) {
+  Pages pages(4);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    if (CurrentReleaseMechanism() != ReleaseMechanism::kUnknown) _exit(1);
+    const ReleaseMechanism learned = LearnReleaseMechanism();
+    if (learned == ReleaseMechanism::kUnknown) _exit(2);
+    ReleasePageRuns(std::vector<iovec>{pages.Run(1, 2)});
+    if (!pages.Holds(1, true) || !pages.Holds(2, true) || !pages.Holds(0, false)) _exit(3);
+    _exit(CurrentReleaseMechanism() == learned ? 0 : 4);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_NE(WEXITSTATUS(status), 1) << "known before anything asked";
+  EXPECT_NE(WEXITSTATUS(status), 2) << "the probe learned nothing";
+  EXPECT_NE(WEXITSTATUS(status), 3) << "the release did not release";
+  EXPECT_NE(WEXITSTATUS(status), 4) << "the first release fell back: the probe was wrong";
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// A pool's stats name the mechanism from its creation on.
+TEST(PageReleaseTest, APoolsStatsNameTheMechanism) {
+  auto pool = ZsPool::Create({.mem_limit = 1 << 20});
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  const std::string named = (*pool)->GetStats().page_release;
+  EXPECT_TRUE(named == "process_madvise" || named == "madvise") << named;
+  EXPECT_EQ(named, ReleaseMechanismName(CurrentReleaseMechanism()));
+  ForceMadviseForTesting(true);
+  EXPECT_EQ(std::string((*pool)->GetStats().page_release), "madvise");
+  ForceMadviseForTesting(false);
 }
 
 }  // namespace

@@ -97,6 +97,11 @@ struct ZsPoolStats {
   // metadata_bytes: bookkeeping outside mem_used_total: the handle table,
   // zspage descriptors and per-object back-pointers.
   uint64_t metadata_bytes = 0;
+  // page_release: how emptied pages go back to the OS (alloc/README.md,
+  // "Giving pages back"): "process_madvise" (many ranges a call; Linux
+  // 6.13 and later) or "madvise" (one range a call: older kernels, where a
+  // drain is slower).
+  const char* page_release = "";
 };
 
 // ZsClassStats is one row of the per-class table (zsmalloc's debugfs
