@@ -13,6 +13,7 @@
 #include "client_impl.h"
 #include "completion_waiter.h"
 #include "data_address_choice.h"
+#include "farswap/common/sync_point.h"
 #include "farswap/common/thread_name.h"
 
 namespace farswap {
@@ -75,8 +76,12 @@ struct Client::Impl::LoadOp {
   size_t next = 0;
   int tried = 0;
   bool saw_bad_copy = false;  // some replica answered with a bad or missing copy
-  bool saw_suspect = false;   // some replica is suspect: it may come back
-  uint64_t expected = 0;      // xxh3-64 of what the client last stored there
+  // bad_copies: the replicas that answered with a bad, stale or missing
+  // copy; a verified copy from another replica is written back to them
+  // (RepairCopies).
+  absl::InlinedVector<int, 2> bad_copies;
+  bool saw_suspect = false;  // some replica is suspect: it may come back
+  uint64_t expected = 0;     // xxh3-64 of what the client last stored there
   // epoch: the slab's epoch when `order` was planned. A slab moved since
   // (re-replicated, or evacuated off a draining node, whose copy is then
   // invalidated) is planned again rather than failed.
@@ -987,17 +992,90 @@ void Client::Impl::OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& 
       if (op->wire_bytes != nullptr) *op->wire_bytes = payload.size();
       loads_++;
       if (op->tried > 1) failovers_++;
+      // Before `done`: the caller may store or invalidate the page once the
+      // load returns, and those must reach a repaired node after the repair.
+      if (!op->bad_copies.empty()) RepairCopies(*op, header, payload);
       op->done(absl::OkStatus());
       return;
     }
     checksum_failures_++;
   }
   Failure f = Classify(s);
-  if (f == Failure::kPageBad) op->saw_bad_copy = true;
+  if (f == Failure::kPageBad) {
+    op->saw_bad_copy = true;
+    if (!absl::c_linear_search(op->bad_copies, t.node)) op->bad_copies.push_back(t.node);
+  }
   if (f == Failure::kNodeDown || f == Failure::kBackpressure) op->saw_suspect = true;
   if (f == Failure::kNodeDown) HandleFailure(t.node, t.channel, op->slab, f, s);
   absl::StrAppend(&op->errors, op->errors.empty() ? "" : "; ", t.address, ": ", s.ToString());
   TryLoad(op);
+}
+
+void Client::Impl::RepairCopies(const LoadOp& op, const transport::FrameHeader& good,
+                                std::span<const uint8_t> payload) {
+  absl::InlinedVector<Target, 2> targets;
+  // [none] Before the check: a store racing the repair is planned here.
+  FARSWAP_SYNC_POINT("Client::RepairCopies:before-check");
+  {
+    MutexLock l(&mu_);
+    const client_internal::Slab* s = table_.Find(op.slab);
+    const uint32_t i = table_.IndexOf(op.page_no);
+    // Only while nothing has changed the page or its slab since the load
+    // was planned: no store or invalidate in flight (it may be newer than
+    // this copy, or be about to drop it), the copy is what the table
+    // expects, and the slab has not moved. Otherwise the next load finds
+    // the bad copy again and repairs it then.
+    const bool unchanged = !stopping_ && s != nullptr && s->epoch == op.epoch &&
+                           s->writes_in_flight == 0 && s->present.Get(i) &&
+                           s->checksums[i] == good.checksum;
+    for (int node : op.bad_copies) {
+      // A node that left the slab, or is draining, suspect or down, keeps
+      // no copy worth repairing.
+      if (unchanged && absl::c_linear_search(s->replicas, node) && CountsTowardsRLocked(node) &&
+          nodes_[node].state == NodeState::kUp) {
+        targets.push_back(TargetLocked(node));
+      } else {
+        copy_repairs_skipped_++;
+      }
+    }
+  }
+  if (targets.empty()) return;
+  // The verified copy exactly as the good replica holds it (codec, checksum
+  // and store version included): the same bytes every replica has. The
+  // node's version check refuses it where a newer store got there first.
+  transport::FrameHeader h{.opcode = Opcode::kStore,
+                           .flags = uint8_t(good.flags & transport::kFlagSameFilled),
+                           .page = op.page_no,
+                           .payload_length = uint32_t(payload.size()),
+                           .codec = good.codec,
+                           .checksum = good.checksum,
+                           .version = good.version};
+  auto bytes = std::make_shared<std::vector<uint8_t>>(payload.begin(), payload.end());
+  // [none] Checked, not sent: a newer store sent here reaches the node
+  // first, and the node's version check refuses the repair.
+  FARSWAP_SYNC_POINT("Client::RepairCopies:before-send");
+  for (const Target& t : targets) {
+    OutgoingMessage m;
+    m.header = h;
+    m.payload = {{bytes->data(), bytes->size()}};
+    m.on_sent = [bytes](absl::Status) {};
+    const uint64_t page = op.page_no;
+    Call(t, std::move(m),
+         [this, page, address = std::string(t.address)](absl::StatusOr<IncomingMessage> r) {
+           if (r.ok()) {
+             copies_repaired_++;
+           } else {
+             // ABORTED "stale version": a newer store got there first, which is
+             // as good as a repair. Anything else leaves the bad copy for the
+             // next load to find.
+             copy_repairs_failed_++;
+             spdlog::warn("farswap client: repairing page {} on {} failed: {}", page, address,
+                          r.status().ToString());
+           }
+           // [none] Counted: tests wait here for the repair's answer.
+           FARSWAP_SYNC_POINT("Client::RepairCopies:answered");
+         });
+  }
 }
 
 void Client::Impl::TryLoad(std::shared_ptr<LoadOp> op) {
@@ -1035,6 +1113,9 @@ ClientStats Client::Impl::Stats() const {
   st.load_network_ns = load_network_ns_;
   st.load_decode_ns = load_decode_ns_;
   st.stale_copies = stale_copies_;
+  st.copies_repaired = copies_repaired_;
+  st.copy_repairs_failed = copy_repairs_failed_;
+  st.copy_repairs_skipped = copy_repairs_skipped_;
   st.parked_retries = parked_retries_;
   st.recovered_pages = recovered_pages_;
   st.replicas = replicas_;

@@ -241,6 +241,15 @@ class Client::Impl {
   // expected may be a newer store of the caller's that raced the load.
   bool StoreRacedLoad(const LoadOp& op, uint64_t checksum);
   void TryLoad(std::shared_ptr<LoadOp> op);
+  // RepairCopies writes a verified copy (`good`, `payload`: the reply that
+  // gave it) back to the replicas of op.bad_copies, read repair: a replica
+  // found bad, stale or missing would otherwise leave the page one copy
+  // short until the slab moves. Skipped, and counted, where the page or its
+  // slab changed since the load was planned, or the node is not an up
+  // replica; the next load that meets the bad copy tries again. Called
+  // before the load's `done`, with no lock held.
+  void RepairCopies(const LoadOp& op, const transport::FrameHeader& good,
+                    std::span<const uint8_t> payload) ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<client_internal::Candidate> CandidatesLocked(const std::vector<int>& exclude) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Target TargetLocked(int node) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -366,7 +375,7 @@ class Client::Impl {
       bytes_before_{0}, bytes_after_{0}, same_pages_{0}, raw_pages_{0}, checksum_failures_{0},
       failovers_{0}, rereplicated_slabs_{0}, rereplicated_pages_{0}, unavailable_loads_{0},
       load_network_ns_{0}, load_decode_ns_{0}, stale_copies_{0}, parked_retries_{0},
-      recovered_pages_{0};
+      recovered_pages_{0}, copies_repaired_{0}, copy_repairs_failed_{0}, copy_repairs_skipped_{0};
 };
 
 }  // namespace farswap

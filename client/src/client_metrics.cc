@@ -46,6 +46,14 @@ std::vector<MetricFamily> CollectClientStats(const ClientStats& s) {
   AddCounter(out, "farswap_client_stale_copies_total",
              "Intact copies refused because they were not the version last stored.",
              double(s.stale_copies));
+  MetricFamily& repairs =
+      AddFamily(out, "farswap_client_copy_repairs_total",
+                "Read repairs: a verified copy stored back to a replica whose copy was bad, stale "
+                "or missing.",
+                MetricType::Counter);
+  AddSample(repairs, double(s.copies_repaired), {{"result", "ok"}});
+  AddSample(repairs, double(s.copy_repairs_failed), {{"result", "failed"}});
+  AddSample(repairs, double(s.copy_repairs_skipped), {{"result", "skipped"}});
   AddCounter(out, "farswap_client_parked_retries_total",
              "Operations that waited for a suspect node or back-pressure, then were sent again.",
              double(s.parked_retries));

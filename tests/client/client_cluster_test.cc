@@ -3,16 +3,20 @@
 // SIGSTOPped node is detected by timeout; a page changed during Store is
 // stored as its snapshot; a node that corrupts payloads is failed over,
 // and DATA_LOSS is reported when every copy is bad; `farswapctl drain
-// --wait` returns only once the clients have moved every page off the node.
+// --wait` returns only once the clients have moved every page off the node;
+// a copy found bad on one node's disk is repaired from the other replica.
 // ctest runs it twice: client_cluster_test (TCP) and client_cluster_test_ucx
 // (the nodes' data plane on UCX; test_transport.h).
+#include <fcntl.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
 #include <iostream>
+#include <optional>
 #include <random>
 #include <thread>
 #include <vector>
@@ -124,6 +128,35 @@ class ClientClusterTest : public ::testing::Test {
     ADD_FAILURE() << "no node " << address;
     return none;
   }
+
+  // StartDiskNodeAndMemoryNode starts node 0 with a 1 MiB pool over a
+  // backing file (what kDiskPages store puts mostly on its disk) and node 1
+  // keeping everything in memory.
+  static constexpr size_t kDiskPages = 2048;  // ~3.5 MB compressed
+  void StartDiskNodeAndMemoryNode() {
+    auto disk_node = ServerProcess::Start({.pool_limit = "1M",
+                                           .backing_size = "64M",
+                                           .high_watermark = "0.8",
+                                           .low_watermark = "0.6"});
+    ASSERT_TRUE(disk_node.ok()) << disk_node.status();
+    nodes_.push_back(std::move(*disk_node));
+    StartNodes(1);
+  }
+  // CorruptBackingFile overwrites a running node's whole backing file, as
+  // a failing SSD would: every copy it wrote back fails its disk checksum.
+  static void CorruptBackingFile(const ServerProcess& node) {
+    const int fd = open(node.backing_file().c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0) << strerror(errno);
+    const off_t size = lseek(fd, 0, SEEK_END);
+    ASSERT_GT(size, 0);
+    std::vector<uint8_t> junk(1 << 20, 0xa5);
+    for (off_t at = 0; at < size; at += off_t(junk.size())) {
+      ASSERT_EQ(pwrite(fd, junk.data(), junk.size(), at), ssize_t(junk.size()));
+    }
+    ASSERT_EQ(fsync(fd), 0);
+    close(fd);
+  }
+  void RaceRepairWithStore(const char* point, bool expect_skipped);
 
   std::vector<std::unique_ptr<ServerProcess>> nodes_;
 };
@@ -495,6 +528,126 @@ TEST_F(ClientClusterTest, CorruptingNodeIsFailedOverThenDataLossWhenEveryCopyIsB
   EXPECT_NE(s.message().find("page 5"), std::string::npos) << s;
   EXPECT_EQ(out, std::vector<uint8_t>(kPageSize, 0x5a));  // nothing handed over
   EXPECT_EQ(c->stats().checksum_failures, 2u);
+}
+
+// Read repair, with real processes. Node 0 keeps its pages on its SSD (a
+// 1 MiB pool) and the SSD goes bad: its backing file is overwritten behind
+// its back, so every copy it wrote back fails its own disk checksum
+// (DATA_LOSS). A load that meets such a copy fails over to node 1 and
+// stores the verified copy back to node 0; the next pass meets no bad copy
+// (node 0 serves what it was repaired with, verified end to end).
+TEST_F(ClientClusterTest, ABadCopyOnOneNodesDiskIsRepairedFromTheOtherReplica) {
+  StartDiskNodeAndMemoryNode();
+  std::unique_ptr<Client> c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  ASSERT_EQ(c->replicas(), 2);
+  StoreRange(*c, 0, kDiskPages);
+  CorruptBackingFile(*nodes_[0]);
+  Mutex mu;
+  CondVar answered_cv;
+  uint64_t answered = 0;
+  SyncPoints::Set("Client::RepairCopies:answered", [&] {
+    MutexLock l(&mu);
+    ++answered;
+    answered_cv.SignalAll();
+  });
+  LoadAndVerify(*c, 0, kDiskPages);  // every page verified: node 1 answers for node 0's bad copies
+  const ClientStats first = c->stats();
+  EXPECT_GT(first.failovers, 0u) << "no load met a bad copy on node 0";
+  EXPECT_EQ(first.load_errors, 0u);
+  EXPECT_EQ(first.copy_repairs_skipped, 0u);
+  {
+    // The repairs travel on the store connection, the next loads on the
+    // load connection: wait until node 0 has answered every repair.
+    MutexLock l(&mu);
+    const absl::Time deadline = absl::Now() + kWait;
+    while (answered < first.failovers && !answered_cv.WaitWithDeadline(&mu, deadline)) {
+    }
+    ASSERT_EQ(answered, first.failovers);
+  }
+  SyncPoints::ClearAll();
+  const ClientStats repaired = c->stats();
+  EXPECT_EQ(repaired.copies_repaired, first.failovers);  // one repair per bad copy met
+  EXPECT_EQ(repaired.copy_repairs_failed, 0u);
+  LoadAndVerify(*c, 0, kDiskPages);
+  const ClientStats second = c->stats();
+  EXPECT_EQ(second.failovers, first.failovers) << "a repaired copy was bad again";
+  EXPECT_EQ(second.copies_repaired, first.failovers);  // nothing left to repair
+  EXPECT_EQ(second.load_errors, 0u);
+}
+
+// A repair racing a newer store of the same page never puts the older copy
+// back. Pages are loaded one at a time until one meets a bad copy; at
+// `point` in its repair the caller stores a new version of that page
+// (StoreAsync, from the thread running the repair). Before the check, the
+// store in flight makes the repair stand down; after it, the store reaches
+// node 0 first and node 0 refuses the older repair (per-page versions).
+// Either way node 0 ends up with the new version: once node 1 is killed,
+// node 0 serves it.
+void ClientClusterTest::RaceRepairWithStore(const char* point, bool expect_skipped) {
+  StartDiskNodeAndMemoryNode();
+  ClientOptions o = Options();
+  o.dead_node_timeout = absl::Seconds(3);  // a stale copy on node 0 fails fast, not in 20 s
+  std::unique_ptr<Client> c = Connect(o);
+  ASSERT_NE(c, nullptr);
+  StoreRange(*c, 0, kDiskPages);
+  CorruptBackingFile(*nodes_[0]);
+  Mutex mu;
+  CondVar cv;
+  size_t page = 0;
+  std::optional<size_t> raced;
+  std::optional<absl::Status> stored;
+  bool answered = false;
+  SyncPoints::SetOnce(point, [&] {
+    {
+      MutexLock l(&mu);
+      raced = page;
+    }
+    c->StoreAsync(page, Corpus().page(page + kDiskPages), [&](absl::Status s) {
+      MutexLock l(&mu);
+      stored = std::move(s);
+      cv.SignalAll();
+    });
+  });
+  SyncPoints::Set("Client::RepairCopies:answered", [&] {
+    MutexLock l(&mu);
+    answered = true;
+    cv.SignalAll();
+  });
+  std::vector<uint8_t> out(kPageSize);
+  for (page = 0; page < kDiskPages; ++page) {
+    ASSERT_TRUE(c->Load(page, out.data()).ok());
+    MutexLock l(&mu);
+    if (raced) break;
+  }
+  ASSERT_TRUE(raced.has_value()) << "no load met a bad copy on node 0";
+  // The load returned the version it found (the store came after it).
+  EXPECT_EQ(std::memcmp(out.data(), Corpus().page(*raced), kPageSize), 0);
+  {
+    MutexLock l(&mu);
+    const absl::Time deadline = absl::Now() + kWait;
+    while ((!stored || (!expect_skipped && !answered)) && !cv.WaitWithDeadline(&mu, deadline)) {
+    }
+    ASSERT_TRUE(stored.has_value());
+    ASSERT_TRUE(stored->ok()) << *stored;
+  }
+  SyncPoints::ClearAll();
+  const ClientStats s = c->stats();
+  EXPECT_EQ(s.copies_repaired, 0u);
+  EXPECT_EQ(s.copy_repairs_skipped, expect_skipped ? 1u : 0u);
+  EXPECT_EQ(s.copy_repairs_failed, expect_skipped ? 0u : 1u);  // ABORTED: stale version
+  nodes_[1]->Kill();
+  absl::Status loaded = c->Load(*raced, out.data());
+  ASSERT_TRUE(loaded.ok()) << loaded;
+  EXPECT_EQ(std::memcmp(out.data(), Corpus().page(*raced + kDiskPages), kPageSize), 0);
+}
+
+TEST_F(ClientClusterTest, ARepairStandsDownForAStoreOfThePageInFlight) {
+  RaceRepairWithStore("Client::RepairCopies:before-check", /*expect_skipped=*/true);
+}
+
+TEST_F(ClientClusterTest, ARepairOvertakenByANewerStoreIsRefusedByTheNode) {
+  RaceRepairWithStore("Client::RepairCopies:before-send", /*expect_skipped=*/false);
 }
 
 TEST_F(ClientClusterTest, AsyncStoresInvalidateRangeAndMissingPages) {

@@ -50,14 +50,16 @@ std::string StatsJson(const ClientStats& s) {
                     ", \"latency_count\": ", count, ", \"latency_sum_ns\": ", n.latency_sum_ns,
                     "}");
   }
-  return absl::StrCat("{\"stores\": ", s.stores, ", \"loads\": ", s.loads,
-                      ", \"invalidates\": ", s.invalidates, ", \"store_errors\": ", s.store_errors,
-                      ", \"load_errors\": ", s.load_errors,
-                      ", \"bytes_before_compression\": ", s.bytes_before_compression,
-                      ", \"bytes_after_compression\": ", s.bytes_after_compression,
-                      ", \"same_pages\": ", s.same_pages, ", \"raw_pages\": ", s.raw_pages,
-                      ", \"slabs\": ", s.slabs, ", \"replicas\": ", s.replicas,
-                      ", \"lost_pages\": ", s.lost_pages, ", \"nodes\": [", nodes, "]}");
+  return absl::StrCat(
+      "{\"stores\": ", s.stores, ", \"loads\": ", s.loads, ", \"invalidates\": ", s.invalidates,
+      ", \"store_errors\": ", s.store_errors, ", \"load_errors\": ", s.load_errors,
+      ", \"bytes_before_compression\": ", s.bytes_before_compression,
+      ", \"bytes_after_compression\": ", s.bytes_after_compression,
+      ", \"same_pages\": ", s.same_pages, ", \"raw_pages\": ", s.raw_pages,
+      ", \"slabs\": ", s.slabs, ", \"replicas\": ", s.replicas, ", \"lost_pages\": ", s.lost_pages,
+      ", \"copies_repaired\": ", s.copies_repaired,
+      ", \"copy_repairs_failed\": ", s.copy_repairs_failed,
+      ", \"copy_repairs_skipped\": ", s.copy_repairs_skipped, ", \"nodes\": [", nodes, "]}");
 }
 
 int Run(int argc, char** argv) {

@@ -345,6 +345,7 @@ CLIENT_FAMILIES = {
     "farswap_client_raw_pages": ("counter", set()),
     "farswap_client_checksum_failures": ("counter", set()),
     "farswap_client_failovers": ("counter", set()),
+    "farswap_client_copy_repairs": ("counter", {"result"}),
     "farswap_client_lost_pages": ("gauge", set()),
     "farswap_client_slabs": ("gauge", set()),
     "farswap_client_replicas": ("gauge", set()),
@@ -377,6 +378,10 @@ def client_test(args, node, ready):
                            ("farswap_client_same_pages", "same_pages"),
                            ("farswap_client_raw_pages", "raw_pages")):
             check(value(fams, fam, fam + "_total") == stats[key], f"{fam} != stats {key}")
+        for (result, key) in (("ok", "copies_repaired"), ("failed", "copy_repairs_failed"),
+                              ("skipped", "copy_repairs_skipped")):
+            check(value(fams, "farswap_client_copy_repairs", "farswap_client_copy_repairs_total",
+                        result=result) == stats[key], f"copy repairs {result} != stats {key}")
         check(value(fams, "farswap_client_slabs") == stats["slabs"], "slabs")
         check(value(fams, "farswap_client_replicas") == stats["replicas"] == 1, "replicas")
     check(stats["stores"] >= PAGES and stats["loads"] >= PAGES, f"client stats {stats}")

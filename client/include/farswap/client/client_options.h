@@ -188,6 +188,17 @@ struct ClientStats {
   // stale_copies: verified copies that were not what this client last
   // stored there (an older version): refused like a corrupt copy.
   uint64_t stale_copies = 0;
+  // Read repair: when a load meets a bad, stale or missing copy and another
+  // replica serves a verified one, that copy (the same bytes and version)
+  // is stored back to the bad replica. copies_repaired: stores the node
+  // acknowledged; copy_repairs_failed: refused or unanswered (ABORTED
+  // "stale version" when a newer store got there first); copy_repairs_skipped:
+  // not tried because the page or its slab changed meanwhile, or the node
+  // is no longer an up replica of it (the next load that meets the bad copy
+  // tries again).
+  uint64_t copies_repaired = 0;
+  uint64_t copy_repairs_failed = 0;
+  uint64_t copy_repairs_skipped = 0;
   // parked_retries: operations that waited for a suspect node or for
   // back-pressure to clear, then were sent again (never failed for it).
   uint64_t parked_retries = 0;
