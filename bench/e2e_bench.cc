@@ -394,6 +394,7 @@ absl::StatusOr<Json> RunE2eOnce(const E2eFlags& f, const PageFile& pages, const 
       .Int("raw_pages", st.raw_pages)
       .Int("checksum_failures", st.checksum_failures)
       .Int("failovers", st.failovers)
+      .Int("copies_repaired", st.copies_repaired)
       .Int("rereplicated_slabs", st.rereplicated_slabs)
       .Int("under_replicated_slabs", st.under_replicated_slabs);
   if (tls.enabled()) {
