@@ -27,6 +27,7 @@
 #include "farswap/common/sync_point.h"
 #include "farswap/transport/transport.h"
 #include "server_process.h"
+#include "sync_point_counter.h"
 #include "test_transport.h"
 
 namespace farswap {
@@ -46,6 +47,7 @@ class ClientClusterTest : public ::testing::Test {
   // A failed test shows what each node process said and whether it is
   // still alive (waitpid), so a node that died tells why.
   void TearDown() override {
+    SyncPoints::ClearAll();  // a test that failed early may have left one set
     if (!HasFailure()) return;
     for (const auto& n : nodes_) {
       if (!n->running()) continue;
@@ -543,29 +545,16 @@ TEST_F(ClientClusterTest, ABadCopyOnOneNodesDiskIsRepairedFromTheOtherReplica) {
   ASSERT_EQ(c->replicas(), 2);
   StoreRange(*c, 0, kDiskPages);
   CorruptBackingFile(*nodes_[0]);
-  Mutex mu;
-  CondVar answered_cv;
-  uint64_t answered = 0;
-  SyncPoints::Set("Client::RepairCopies:answered", [&] {
-    MutexLock l(&mu);
-    ++answered;
-    answered_cv.SignalAll();
-  });
+  testing::SyncPointCounter answered("Client::RepairCopies:answered");
   LoadAndVerify(*c, 0, kDiskPages);  // every page verified: node 1 answers for node 0's bad copies
   const ClientStats first = c->stats();
   EXPECT_GT(first.failovers, 0u) << "no load met a bad copy on node 0";
   EXPECT_EQ(first.load_errors, 0u);
   EXPECT_EQ(first.copy_repairs_skipped, 0u);
-  {
-    // The repairs travel on the store connection, the next loads on the
-    // load connection: wait until node 0 has answered every repair.
-    MutexLock l(&mu);
-    const absl::Time deadline = absl::Now() + kWait;
-    while (answered < first.failovers && !answered_cv.WaitWithDeadline(&mu, deadline)) {
-    }
-    ASSERT_EQ(answered, first.failovers);
-  }
-  SyncPoints::ClearAll();
+  // The repairs travel on the store connection, the next loads on the load
+  // connection: wait until node 0 has answered every repair.
+  ASSERT_TRUE(answered.WaitFor(first.failovers, kWait));
+  EXPECT_EQ(answered.hits(), first.failovers);
   const ClientStats repaired = c->stats();
   EXPECT_EQ(repaired.copies_repaired, first.failovers);  // one repair per bad copy met
   EXPECT_EQ(repaired.copy_repairs_failed, 0u);
@@ -597,7 +586,7 @@ void ClientClusterTest::RaceRepairWithStore(const char* point, bool expect_skipp
   size_t page = 0;
   std::optional<size_t> raced;
   std::optional<absl::Status> stored;
-  bool answered = false;
+  testing::SyncPointCounter answered("Client::RepairCopies:answered");
   SyncPoints::SetOnce(point, [&] {
     {
       MutexLock l(&mu);
@@ -608,11 +597,6 @@ void ClientClusterTest::RaceRepairWithStore(const char* point, bool expect_skipp
       stored = std::move(s);
       cv.SignalAll();
     });
-  });
-  SyncPoints::Set("Client::RepairCopies:answered", [&] {
-    MutexLock l(&mu);
-    answered = true;
-    cv.SignalAll();
   });
   std::vector<uint8_t> out(kPageSize);
   for (page = 0; page < kDiskPages; ++page) {
@@ -626,12 +610,15 @@ void ClientClusterTest::RaceRepairWithStore(const char* point, bool expect_skipp
   {
     MutexLock l(&mu);
     const absl::Time deadline = absl::Now() + kWait;
-    while ((!stored || (!expect_skipped && !answered)) && !cv.WaitWithDeadline(&mu, deadline)) {
+    while (!stored && !cv.WaitWithDeadline(&mu, deadline)) {
     }
     ASSERT_TRUE(stored.has_value());
     ASSERT_TRUE(stored->ok()) << *stored;
   }
-  SyncPoints::ClearAll();
+  if (!expect_skipped) {
+    ASSERT_TRUE(answered.WaitFor(1, kWait));
+  }
+  SyncPoints::Clear(point);
   const ClientStats s = c->stats();
   EXPECT_EQ(s.copies_repaired, 0u);
   EXPECT_EQ(s.copy_repairs_skipped, expect_skipped ? 1u : 0u);

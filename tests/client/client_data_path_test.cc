@@ -30,6 +30,7 @@
 #include "farswap/server/tenant_registry.h"
 #include "farswap/transport/transport.h"
 #include "gated_block_device.h"
+#include "sync_point_counter.h"
 #include "test_transport.h"
 
 namespace farswap {
@@ -300,14 +301,7 @@ TEST_F(ClientDataPathTest, ThreadsRepairingMissingCopiesNeverPutBackAnOlderVersi
   constexpr int kThreads = 3;
   constexpr uint64_t kPagesPerThread = 48;
   constexpr int kRounds = 6;
-  Mutex mu;
-  CondVar answered_cv;
-  uint64_t answered = 0;
-  SyncPoints::Set("Client::RepairCopies:answered", [&] {
-    MutexLock l(&mu);
-    ++answered;
-    answered_cv.SignalAll();
-  });
+  testing::SyncPointCounter answered("Client::RepairCopies:answered");
   std::atomic<int> failures{0};
   std::vector<std::vector<uint64_t>> versions(kThreads, std::vector<uint64_t>(kPagesPerThread));
   std::vector<std::thread> threads;
@@ -347,14 +341,8 @@ TEST_F(ClientDataPathTest, ThreadsRepairingMissingCopiesNeverPutBackAnOlderVersi
   const ClientStats s = client_->stats();
   EXPECT_GT(s.failovers, 0u) << "no load met a missing copy";
   EXPECT_EQ(s.copy_repairs_skipped, 0u);
-  {
-    MutexLock l(&mu);
-    const absl::Time deadline = absl::Now() + absl::Seconds(60);
-    while (answered < s.failovers && !answered_cv.WaitWithDeadline(&mu, deadline)) {
-    }
-    ASSERT_EQ(answered, s.failovers);  // one repair per missing copy met
-  }
-  SyncPoints::ClearAll();
+  ASSERT_TRUE(answered.WaitFor(s.failovers, absl::Seconds(60)));
+  EXPECT_EQ(answered.hits(), s.failovers);  // one repair per missing copy met
   const ClientStats after = client_->stats();
   EXPECT_EQ(after.copies_repaired, s.failovers);
   EXPECT_EQ(after.copy_repairs_failed, 0u);
