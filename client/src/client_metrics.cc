@@ -80,6 +80,11 @@ std::vector<MetricFamily> CollectClientStats(const ClientStats& s) {
   AddCounter(out, "farswap_client_load_decode_seconds_total",
              "Sum over verified loads of decoding and verifying.", double(s.load_decode_ns) * 1e-9);
 
+  // The ten per-node families below are filled together: room for them
+  // first, so adding one does not move the others (AddFamily's reference
+  // lives only until `out` grows). Without it the families added above
+  // decided by chance whether the vector moved under these references.
+  out.reserve(out.size() + 10);
   MetricFamily& state =
       AddFamily(out, "farswap_client_node_state",
                 "1 for the node's current state (up, suspect, down, removed), 0 for the others.",
