@@ -97,6 +97,10 @@ struct Client::Impl::LoadOp {
   Target target;
   std::chrono::steady_clock::time_point sent;
   std::shared_ptr<LoadOp> in_flight;
+  // A scrub's load (LoadRequest): the replica read first, and the tally it
+  // is counted in instead of loads / failovers.
+  int first_replica = -1;
+  std::shared_ptr<ScrubTally> scrub;
 };
 
 Client::Impl::Impl(const ClientOptions& options, std::unique_ptr<NodeAttacher> attacher,
@@ -756,6 +760,11 @@ absl::Status Client::Impl::PlanLoadLocked(LoadOp& op) {
       ordered.insert(ordered.end(), draining.begin(), draining.end());
       ordered.insert(ordered.end(), suspect.begin(), suspect.end());
       op.order = std::move(ordered);
+      // A scrub reads the copy it checks first, the others only to fail
+      // over to (and to repair it from).
+      if (auto it = absl::c_find(op.order, op.first_replica); it != op.order.end()) {
+        std::rotate(op.order.begin(), it, it + 1);
+      }
     }
     return absl::OkStatus();
   }
@@ -806,10 +815,9 @@ void Client::Impl::FailLoad(std::shared_ptr<LoadOp> op) {
       return;
     }
   }
-  load_errors_++;
-  unavailable_loads_++;
   absl::StatusCode code =
       op->saw_bad_copy ? absl::StatusCode::kDataLoss : absl::StatusCode::kUnavailable;
+  CountLoadRefused(*op, code);
   op->done(absl::Status(
       code, absl::StrCat("page ", op->page_no, ": no replica of slab ", op->slab,
                          " returned a valid copy", op->errors.empty() ? "" : ": ", op->errors)));
@@ -831,8 +839,7 @@ void Client::Impl::RetryLoad(std::shared_ptr<LoadOp> op) {
     }
   }
   if (!planned.ok()) {
-    load_errors_++;
-    if (planned.code() == absl::StatusCode::kDataLoss) unavailable_loads_++;
+    CountLoadRefused(*op, planned.code());
     op->done(planned);
     return;
   }
@@ -859,6 +866,8 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
       op->slab = op->page_no / pages_per_slab_;
       op->out = static_cast<uint8_t*>(requests[i].out);
       op->done = std::move(requests[i].done);
+      op->first_replica = requests[i].first_replica;
+      op->scrub = std::move(requests[i].scrub);
       refused[i] = PlanLoadLocked(*op);
       if (refused[i].ok() && !NextLoadTargetLocked(*op, &first[i])) first[i].node = -1;
       ops[i] = std::move(op);
@@ -867,8 +876,7 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
   NodeGroups by_node(ops.size());
   for (size_t i = 0; i < ops.size(); ++i) {
     if (!refused[i].ok()) {
-      load_errors_++;
-      if (refused[i].code() == absl::StatusCode::kDataLoss) unavailable_loads_++;
+      CountLoadRefused(*ops[i], refused[i].code());
       ops[i]->done(refused[i]);
       continue;
     }
@@ -983,15 +991,19 @@ void Client::Impl::OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& 
                                            ", last stored ", absl::Hex(op->expected), ")"));
     }
     if (s.ok()) {
-      const auto decoded = std::chrono::steady_clock::now();
-      load_network_ns_ +=
-          uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(received - sent).count());
-      load_decode_ns_ += uint64_t(
-          std::chrono::duration_cast<std::chrono::nanoseconds>(decoded - received).count());
+      if (op->scrub == nullptr) {
+        const auto decoded = std::chrono::steady_clock::now();
+        load_network_ns_ +=
+            uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(received - sent).count());
+        load_decode_ns_ += uint64_t(
+            std::chrono::duration_cast<std::chrono::nanoseconds>(decoded - received).count());
+        loads_++;
+        if (op->tried > 1) failovers_++;
+      } else {
+        CountScrubbed(*op);
+      }
       std::memcpy(op->out, scratch, kPageSize);
       if (op->wire_bytes != nullptr) *op->wire_bytes = payload.size();
-      loads_++;
-      if (op->tried > 1) failovers_++;
       // Before `done`: the caller may store or invalidate the page once the
       // load returns, and those must reach a repaired node after the repair.
       if (!op->bad_copies.empty()) RepairCopies(*op, header, payload);
@@ -1036,10 +1048,13 @@ void Client::Impl::RepairCopies(const LoadOp& op, const transport::FrameHeader& 
         targets.push_back(TargetLocked(node));
       } else {
         copy_repairs_skipped_++;
+        if (op.scrub != nullptr) op.scrub->repairs_skipped++;
       }
     }
   }
   if (targets.empty()) return;
+  // A scrub waits for its repairs' answers (ScrubTally::pending).
+  if (op.scrub != nullptr) op.scrub->Issue(targets.size());
   // The verified copy exactly as the good replica holds it (codec, checksum
   // and store version included): the same bytes every replica has. The
   // node's version check refuses it where a newer store got there first.
@@ -1061,7 +1076,9 @@ void Client::Impl::RepairCopies(const LoadOp& op, const transport::FrameHeader& 
     m.on_sent = [bytes](absl::Status) {};
     const uint64_t page = op.page_no;
     Call(t, std::move(m),
-         [this, page, address = std::string(t.address)](absl::StatusOr<IncomingMessage> r) {
+         [this, page, address = std::string(t.address),
+          scrub = op.scrub](absl::StatusOr<IncomingMessage> r) {
+           if (scrub != nullptr) (r.ok() ? scrub->repaired : scrub->repairs_failed)++;
            if (r.ok()) {
              copies_repaired_++;
            } else {
@@ -1074,8 +1091,56 @@ void Client::Impl::RepairCopies(const LoadOp& op, const transport::FrameHeader& 
            }
            // [none] Counted: tests wait here for the repair's answer.
            FARSWAP_SYNC_POINT("Client::RepairCopies:answered");
+           if (scrub != nullptr) scrub->Finish();
          });
   }
+}
+
+void Client::Impl::CountLoadRefused(const LoadOp& op, absl::StatusCode code) {
+  if (op.scrub == nullptr) {
+    load_errors_++;
+    if (code == absl::StatusCode::kDataLoss || code == absl::StatusCode::kUnavailable) {
+      unavailable_loads_++;
+    }
+    return;
+  }
+  // A scrub's page invalidated meanwhile (NOT_FOUND) was simply not there
+  // to check, and a shutdown (CANCELLED) ended the look: neither is a page
+  // without an intact copy.
+  CountScrubbed(op);
+  if (code != absl::StatusCode::kDataLoss && code != absl::StatusCode::kUnavailable) return;
+  // Nor is a page that changed while the scrub read it: its copies were
+  // being replaced (a store newer than the one the load expected makes an
+  // older copy stale). Its bad copies are left to the next pass, like a
+  // repair that stands down.
+  bool changed;
+  {
+    MutexLock l(&mu_);
+    const client_internal::Slab* s = table_.Find(op.slab);
+    const uint32_t i = table_.IndexOf(op.page_no);
+    if (s == nullptr) {
+      changed = true;
+    } else if (s->lost.Get(i)) {
+      changed = false;  // every replica lost
+    } else {
+      changed = s->epoch != op.epoch || s->writes_in_flight > 0 || !s->present.Get(i) ||
+                s->checksums[i] != op.expected;
+    }
+  }
+  if (changed) {
+    op.scrub->repairs_skipped += op.bad_copies.size();
+    copy_repairs_skipped_ += op.bad_copies.size();
+    return;
+  }
+  op.scrub->unreadable++;
+  scrub_unreadable_pages_++;
+}
+
+void Client::Impl::CountScrubbed(const LoadOp& op) {
+  op.scrub->copies_checked += op.tried;
+  op.scrub->bad_copies += op.bad_copies.size();
+  scrubbed_copies_ += op.tried;
+  scrub_bad_copies_ += op.bad_copies.size();
 }
 
 void Client::Impl::TryLoad(std::shared_ptr<LoadOp> op) {
@@ -1116,6 +1181,10 @@ ClientStats Client::Impl::Stats() const {
   st.copies_repaired = copies_repaired_;
   st.copy_repairs_failed = copy_repairs_failed_;
   st.copy_repairs_skipped = copy_repairs_skipped_;
+  st.scrubbed_copies = scrubbed_copies_;
+  st.scrub_bad_copies = scrub_bad_copies_;
+  st.scrub_unreadable_pages = scrub_unreadable_pages_;
+  st.scrub_passes = scrub_passes_;
   st.parked_retries = parked_retries_;
   st.recovered_pages = recovered_pages_;
   st.replicas = replicas_;
@@ -1245,5 +1314,8 @@ absl::Status Client::WaitUntilNodeUp(const std::string& address, absl::Duration 
 }
 ClientStats Client::stats() const { return impl_->Stats(); }
 int Client::replicas() const { return impl_->replicas(); }
+absl::StatusOr<ScrubResult> Client::Scrub(uint64_t first, uint64_t count) {
+  return impl_->Scrub(first, count);
+}
 
 }  // namespace farswap

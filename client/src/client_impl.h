@@ -72,15 +72,52 @@ class Client::Impl {
   // done[i] runs exactly once for pages[i].
   void StoreManyAsync(std::span<const PageWrite> pages, SnapshotMode mode,
                       std::vector<DoneCallback> done, size_t* wire_bytes = nullptr);
+  // ScrubTally: one scrub's counts (client_scrub.cc), shared by its loads
+  // and their repairs, which update it before they finish. pending: loads
+  // and repairs issued and not finished.
+  struct ScrubTally {
+    std::atomic<uint64_t> pages{0}, copies_checked{0}, bad_copies{0}, repaired{0},
+        repairs_failed{0}, repairs_skipped{0}, unreadable{0};
+    void Issue(uint64_t n) {
+      MutexLock l(&mu);
+      pending += n;
+    }
+    void Finish() {
+      MutexLock l(&mu);
+      if (--pending == 0) idle.SignalAll();
+    }
+    bool Idle() {
+      MutexLock l(&mu);
+      return pending == 0;
+    }
+    void WaitIdle() {
+      MutexLock l(&mu);
+      while (pending != 0) idle.Wait(&mu);
+    }
+    Mutex mu;
+    CondVar idle;
+    uint64_t pending ABSL_GUARDED_BY(mu) = 0;
+  };
   struct LoadRequest {
     uint64_t page_no = 0;
     void* out = nullptr;
     DoneCallback done;
     size_t* wire_bytes = nullptr;
+    // A scrub's load (client_scrub.cc): `first_replica` is read first, and
+    // the load is counted in `scrub`, not in loads / failovers.
+    int first_replica = -1;
+    std::shared_ptr<ScrubTally> scrub;
   };
   void LoadManyAsync(std::span<LoadRequest> requests);
   void InvalidateRangeAsync(uint64_t first, uint64_t count, DoneCallback done);
   ClientStats Stats() const;
+
+  // --- scrubbing (client_scrub.cc) ---
+  absl::StatusOr<ScrubResult> Scrub(uint64_t first, uint64_t count) ABSL_LOCKS_EXCLUDED(mu_);
+  // ScrubInBackground issues the background scrub's next loads
+  // (ClientOptions::scrub_pages_per_second) unless its last ones are still
+  // out; called by the maintenance thread.
+  void ScrubInBackground() ABSL_LOCKS_EXCLUDED(mu_);
 
   // --- membership and maintenance (client_maintenance.cc) ---
   absl::Status Start();  // attach initially, start the maintenance thread
@@ -250,6 +287,18 @@ class Client::Impl {
   // before the load's `done`, with no lock held.
   void RepairCopies(const LoadOp& op, const transport::FrameHeader& good,
                     std::span<const uint8_t> payload) ABSL_LOCKS_EXCLUDED(mu_);
+  // CountLoadRefused counts a load that ends without a copy (`code`): in
+  // the client's load errors, or in its scrub's tally (a page that changed
+  // while the scrub read it is not counted unreadable).
+  void CountLoadRefused(const LoadOp& op, absl::StatusCode code) ABSL_LOCKS_EXCLUDED(mu_);
+  // CountScrubbed counts a finished scrub load's reads and bad copies.
+  void CountScrubbed(const LoadOp& op);
+  // IssueScrubLoads sends one scrub load per (stored page, up replica) from
+  // page `cursor` on, before `end`, stopping after `max_copies`; returns
+  // the page to go on from (`end` when the range is done). Its loads finish
+  // into `tally`.
+  uint64_t IssueScrubLoads(uint64_t cursor, uint64_t end, uint64_t max_copies,
+                           const std::shared_ptr<ScrubTally>& tally) ABSL_LOCKS_EXCLUDED(mu_);
   std::vector<client_internal::Candidate> CandidatesLocked(const std::vector<int>& exclude) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Target TargetLocked(int node) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -375,7 +424,16 @@ class Client::Impl {
       bytes_before_{0}, bytes_after_{0}, same_pages_{0}, raw_pages_{0}, checksum_failures_{0},
       failovers_{0}, rereplicated_slabs_{0}, rereplicated_pages_{0}, unavailable_loads_{0},
       load_network_ns_{0}, load_decode_ns_{0}, stale_copies_{0}, parked_retries_{0},
-      recovered_pages_{0}, copies_repaired_{0}, copy_repairs_failed_{0}, copy_repairs_skipped_{0};
+      recovered_pages_{0}, copies_repaired_{0}, copy_repairs_failed_{0}, copy_repairs_skipped_{0},
+      scrubbed_copies_{0}, scrub_bad_copies_{0}, scrub_unreadable_pages_{0}, scrub_passes_{0};
+
+  // The background scrub (ScrubInBackground; maintenance thread only): the
+  // page it goes on from, its loads still out, and when it last issued.
+  uint64_t background_scrub_cursor_ = 0;
+  uint64_t background_scrub_pass_pages_ = 0;   // pages the pass under way has read
+  bool background_scrub_pass_ending_ = false;  // its last loads are out
+  std::shared_ptr<ScrubTally> background_scrub_;
+  absl::Time background_scrub_last_ = absl::InfinitePast();
 };
 
 }  // namespace farswap

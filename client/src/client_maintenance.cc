@@ -741,6 +741,7 @@ void Client::Impl::MaintenanceLoop() {
       ReplicateOneSlab(slab);
     }
     ReattachDownNodes();
+    ScrubInBackground();
     MutexLock l(&mu_);
     changed_.SignalAll();
   }

@@ -54,6 +54,18 @@ std::vector<MetricFamily> CollectClientStats(const ClientStats& s) {
   AddSample(repairs, double(s.copies_repaired), {{"result", "ok"}});
   AddSample(repairs, double(s.copy_repairs_failed), {{"result", "failed"}});
   AddSample(repairs, double(s.copy_repairs_skipped), {{"result", "skipped"}});
+  MetricFamily& scrubbed = AddFamily(
+      out, "farswap_client_scrubbed_copies_total",
+      "Replica copies read by scrubs (Client::Scrub, scrub_pages_per_second): intact, or bad "
+      "(corrupt, stale or missing; repaired where possible, see "
+      "farswap_client_copy_repairs_total).",
+      MetricType::Counter);
+  AddSample(scrubbed, double(s.scrubbed_copies - s.scrub_bad_copies), {{"result", "ok"}});
+  AddSample(scrubbed, double(s.scrub_bad_copies), {{"result", "bad"}});
+  AddCounter(out, "farswap_client_scrub_unreadable_pages_total",
+             "Pages a scrub found no intact copy of.", double(s.scrub_unreadable_pages));
+  AddCounter(out, "farswap_client_scrub_passes_total",
+             "Background scrub passes completed over every stored page.", double(s.scrub_passes));
   AddCounter(out, "farswap_client_parked_retries_total",
              "Operations that waited for a suspect node or back-pressure, then were sent again.",
              double(s.parked_retries));

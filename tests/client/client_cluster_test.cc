@@ -15,6 +15,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <random>
@@ -157,6 +158,23 @@ class ClientClusterTest : public ::testing::Test {
     }
     ASSERT_EQ(fsync(fd), 0);
     close(fd);
+  }
+  // ClientOverCorruptedDisk starts the two nodes above, stores kDiskPages
+  // pages through a client (R=2; `tweak` may change its options), then
+  // overwrites node 0's backing file under it: the client, or nullptr
+  // after a failure.
+  std::unique_ptr<Client> ClientOverCorruptedDisk(const std::function<void(ClientOptions&)>& tweak =
+                                                      [](ClientOptions&) {}) {
+    StartDiskNodeAndMemoryNode();
+    if (::testing::Test::HasFatalFailure()) return nullptr;
+    ClientOptions o = Options();
+    tweak(o);
+    std::unique_ptr<Client> c = Connect(o);
+    if (c == nullptr) return nullptr;
+    EXPECT_EQ(c->replicas(), 2);
+    StoreRange(*c, 0, kDiskPages);
+    CorruptBackingFile(*nodes_[0]);
+    return ::testing::Test::HasFatalFailure() ? nullptr : std::move(c);
   }
   void RaceRepairWithStore(const char* point, bool expect_skipped);
 
@@ -539,12 +557,8 @@ TEST_F(ClientClusterTest, CorruptingNodeIsFailedOverThenDataLossWhenEveryCopyIsB
 // stores the verified copy back to node 0; the next pass meets no bad copy
 // (node 0 serves what it was repaired with, verified end to end).
 TEST_F(ClientClusterTest, ABadCopyOnOneNodesDiskIsRepairedFromTheOtherReplica) {
-  StartDiskNodeAndMemoryNode();
-  std::unique_ptr<Client> c = Connect(Options());
+  std::unique_ptr<Client> c = ClientOverCorruptedDisk();
   ASSERT_NE(c, nullptr);
-  ASSERT_EQ(c->replicas(), 2);
-  StoreRange(*c, 0, kDiskPages);
-  CorruptBackingFile(*nodes_[0]);
   testing::SyncPointCounter answered("Client::RepairCopies:answered");
   LoadAndVerify(*c, 0, kDiskPages);  // every page verified: node 1 answers for node 0's bad copies
   const ClientStats first = c->stats();
@@ -565,6 +579,70 @@ TEST_F(ClientClusterTest, ABadCopyOnOneNodesDiskIsRepairedFromTheOtherReplica) {
   EXPECT_EQ(second.load_errors, 0u);
 }
 
+// Scrubbing, with real processes: node 0's SSD goes bad as above, but no
+// load reads the pages. A scrub reads both replicas' copies of every page,
+// finds node 0's bad ones (its loads fail over to node 1) and rewrites each
+// from node 1. Then node 1 is killed: every page must load from node 0
+// alone, verified. Read repair alone would have left the copies no load
+// met (the ones node 1 was asked for first) bad, and they would be lost.
+TEST_F(ClientClusterTest, AScrubRepairsTheBadCopiesNoLoadRead) {
+  std::unique_ptr<Client> c = ClientOverCorruptedDisk();
+  ASSERT_NE(c, nullptr);
+  // The range runs past the stored pages: those are skipped.
+  absl::StatusOr<ScrubResult> first = c->Scrub(0, kDiskPages + 10 * 64);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->pages, kDiskPages);
+  EXPECT_GT(first->bad_copies, kDiskPages / 2) << "most of node 0's copies are on its disk";
+  // Each bad copy is read, then its page read again from node 1.
+  EXPECT_EQ(first->copies_checked, 2 * kDiskPages + first->bad_copies);
+  EXPECT_EQ(first->copies_repaired, first->bad_copies);
+  EXPECT_EQ(first->repairs_failed, 0u);
+  EXPECT_EQ(first->repairs_skipped, 0u);
+  EXPECT_EQ(first->unreadable_pages, 0u);
+  ClientStats s = c->stats();
+  EXPECT_EQ(s.loads, 0u) << "a scrub's reads are not counted as loads";
+  EXPECT_EQ(s.load_errors, 0u);
+  EXPECT_EQ(s.scrubbed_copies, first->copies_checked);
+  EXPECT_EQ(s.scrub_bad_copies, first->bad_copies);
+  EXPECT_EQ(s.copies_repaired, first->bad_copies);
+  // A second scrub finds nothing left to repair.
+  absl::StatusOr<ScrubResult> second = c->Scrub(0, kDiskPages);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->bad_copies, 0u);
+  EXPECT_EQ(second->copies_checked, 2 * kDiskPages);
+  nodes_[1]->Kill();
+  LoadAndVerify(*c, 0, kDiskPages);  // node 0 alone: every copy it holds is good
+  EXPECT_EQ(c->stats().load_errors, 0u);
+  EXPECT_EQ(c->Scrub(~uint64_t{0}, 2).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// The background scrub (ClientOptions::scrub_pages_per_second) does the
+// same on its own: the test only waits for a completed pass, then kills the
+// good node and reads every page from the repaired one.
+TEST_F(ClientClusterTest, TheBackgroundScrubRepairsBadCopiesPassAfterPass) {
+  std::unique_ptr<Client> c =
+      ClientOverCorruptedDisk([](ClientOptions& o) { o.scrub_pages_per_second = 20000; });
+  ASSERT_NE(c, nullptr);
+  // Passes that began before the corruption may have found nothing: wait
+  // for two more, so one began after it.
+  const uint64_t passes_before = c->stats().scrub_passes;
+  const absl::Time give_up = absl::Now() + absl::Seconds(60);
+  ClientStats s = c->stats();
+  while (s.scrub_passes < passes_before + 2 && absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(50));
+    s = c->stats();
+  }
+  ASSERT_GE(s.scrub_passes, passes_before + 2) << "the background scrub did not complete a pass";
+  EXPECT_GT(s.scrub_bad_copies, 0u);
+  EXPECT_EQ(s.copies_repaired + s.copy_repairs_failed + s.copy_repairs_skipped, s.scrub_bad_copies);
+  EXPECT_EQ(s.copy_repairs_failed, 0u);
+  EXPECT_EQ(s.scrub_unreadable_pages, 0u);
+  EXPECT_EQ(s.loads, 0u);
+  nodes_[1]->Kill();
+  LoadAndVerify(*c, 0, kDiskPages);
+  EXPECT_EQ(c->stats().load_errors, 0u);
+}
+
 // A repair racing a newer store of the same page never puts the older copy
 // back. Pages are loaded one at a time until one meets a bad copy; at
 // `point` in its repair the caller stores a new version of that page
@@ -574,13 +652,10 @@ TEST_F(ClientClusterTest, ABadCopyOnOneNodesDiskIsRepairedFromTheOtherReplica) {
 // Either way node 0 ends up with the new version: once node 1 is killed,
 // node 0 serves it.
 void ClientClusterTest::RaceRepairWithStore(const char* point, bool expect_skipped) {
-  StartDiskNodeAndMemoryNode();
-  ClientOptions o = Options();
-  o.dead_node_timeout = absl::Seconds(3);  // a stale copy on node 0 fails fast, not in 20 s
-  std::unique_ptr<Client> c = Connect(o);
+  // A stale copy on node 0 fails fast, not in 20 s.
+  std::unique_ptr<Client> c =
+      ClientOverCorruptedDisk([](ClientOptions& o) { o.dead_node_timeout = absl::Seconds(3); });
   ASSERT_NE(c, nullptr);
-  StoreRange(*c, 0, kDiskPages);
-  CorruptBackingFile(*nodes_[0]);
   Mutex mu;
   CondVar cv;
   size_t page = 0;

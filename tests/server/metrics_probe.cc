@@ -59,7 +59,10 @@ std::string StatsJson(const ClientStats& s) {
       ", \"slabs\": ", s.slabs, ", \"replicas\": ", s.replicas, ", \"lost_pages\": ", s.lost_pages,
       ", \"copies_repaired\": ", s.copies_repaired,
       ", \"copy_repairs_failed\": ", s.copy_repairs_failed,
-      ", \"copy_repairs_skipped\": ", s.copy_repairs_skipped, ", \"nodes\": [", nodes, "]}");
+      ", \"copy_repairs_skipped\": ", s.copy_repairs_skipped,
+      ", \"scrubbed_copies\": ", s.scrubbed_copies, ", \"scrub_bad_copies\": ", s.scrub_bad_copies,
+      ", \"scrub_unreadable_pages\": ", s.scrub_unreadable_pages,
+      ", \"scrub_passes\": ", s.scrub_passes, ", \"nodes\": [", nodes, "]}");
 }
 
 int Run(int argc, char** argv) {
@@ -127,6 +130,12 @@ int Run(int argc, char** argv) {
       std::cout << "{\"ok\": " << (errors + mismatches == 0 ? "true" : "false")
                 << ", \"errors\": " << errors << ", \"mismatches\": " << mismatches << "}"
                 << std::endl;
+      continue;
+    }
+    if (command == "scrub") {
+      absl::StatusOr<ScrubResult> r = (*client)->Scrub(0, n);
+      std::cout << "{\"ok\": " << (r.ok() ? "true" : "false")
+                << ", \"copies_checked\": " << (r.ok() ? r->copies_checked : 0) << "}" << std::endl;
       continue;
     }
     if (command == "client-metrics") {

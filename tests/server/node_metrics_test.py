@@ -346,6 +346,9 @@ CLIENT_FAMILIES = {
     "farswap_client_checksum_failures": ("counter", set()),
     "farswap_client_failovers": ("counter", set()),
     "farswap_client_copy_repairs": ("counter", {"result"}),
+    "farswap_client_scrubbed_copies": ("counter", {"result"}),
+    "farswap_client_scrub_unreadable_pages": ("counter", set()),
+    "farswap_client_scrub_passes": ("counter", set()),
     "farswap_client_lost_pages": ("gauge", set()),
     "farswap_client_slabs": ("gauge", set()),
     "farswap_client_replicas": ("gauge", set()),
@@ -361,6 +364,7 @@ def client_test(args, node, ready):
     probe = Probe(args.probe, ready["grpc_addr"], args.corpus)
     probe.run(f"store {PAGES}")
     probe.run(f"load {PAGES}")
+    probe.run(f"scrub {PAGES}")
     live_text, snap_text, stats = probe.client_metrics()
     live, snap = parse(live_text), parse(snap_text)
     check_families(live, CLIENT_FAMILIES)
@@ -382,9 +386,20 @@ def client_test(args, node, ready):
                               ("skipped", "copy_repairs_skipped")):
             check(value(fams, "farswap_client_copy_repairs", "farswap_client_copy_repairs_total",
                         result=result) == stats[key], f"copy repairs {result} != stats {key}")
+        scrubbed = "farswap_client_scrubbed_copies"
+        check(value(fams, scrubbed, scrubbed + "_total", result="ok") ==
+              stats["scrubbed_copies"] - stats["scrub_bad_copies"], "scrubbed ok != stats")
+        check(value(fams, scrubbed, scrubbed + "_total", result="bad") ==
+              stats["scrub_bad_copies"], "scrubbed bad != stats")
+        for (fam, key) in (("farswap_client_scrub_unreadable_pages", "scrub_unreadable_pages"),
+                           ("farswap_client_scrub_passes", "scrub_passes")):
+            check(value(fams, fam, fam + "_total") == stats[key], f"{fam} != stats {key}")
         check(value(fams, "farswap_client_slabs") == stats["slabs"], "slabs")
         check(value(fams, "farswap_client_replicas") == stats["replicas"] == 1, "replicas")
     check(stats["stores"] >= PAGES and stats["loads"] >= PAGES, f"client stats {stats}")
+    # R = 1: the scrub read each stored page's one copy, all intact.
+    check(stats["scrubbed_copies"] == PAGES and stats["scrub_bad_copies"] == 0,
+          f"scrub stats {stats}")
     check(stats["bytes_before_compression"] == PAGES * 4096, "bytes before compression")
     (n,) = stats["nodes"]
     check(n["address"] == ready["grpc_addr"], "node address")

@@ -68,6 +68,17 @@ struct PageRead {
   void* out = nullptr;  // 4096 bytes
 };
 
+// ScrubResult: what one Client::Scrub found.
+struct ScrubResult {
+  uint64_t pages = 0;             // stored pages whose copies were read
+  uint64_t copies_checked = 0;    // copies read (a replica that failed over counts too)
+  uint64_t bad_copies = 0;        // corrupt, stale or missing copies found
+  uint64_t copies_repaired = 0;   // of those, rewritten from a verified copy (acknowledged)
+  uint64_t repairs_failed = 0;    // refused or unanswered (ABORTED: a newer store won)
+  uint64_t repairs_skipped = 0;   // not tried: the page or its slab changed meanwhile
+  uint64_t unreadable_pages = 0;  // no intact copy anywhere (their loads would be DATA_LOSS)
+};
+
 class Client {
  public:
   // Connect attaches (gRPC Attach, then a data-plane connection and HELLO)
@@ -113,6 +124,20 @@ class Client {
                                        size_t* wire_bytes = nullptr);
   std::vector<absl::Status> LoadBatch(std::span<const PageRead> pages,
                                       size_t* wire_bytes = nullptr);
+
+  // Scrub reads every up replica's copy of each stored page in [first,
+  // first + count) once, verifying each end to end, and rewrites every bad,
+  // stale or missing copy it finds from a verified one (read repair, see
+  // client/README.md): copies that loads never read (the second replica of
+  // a page whose first is good) are checked too, so a bad copy does not wait
+  // unseen until the good one is lost. Returns once every copy was read and
+  // every repair answered. Pages never stored are skipped; a page with no
+  // intact copy is counted (unreadable_pages), not an error. It reads about
+  // R pages per stored page, 256 pages at a time, beside the caller's own
+  // traffic. INVALID_ARGUMENT when the range overflows; CANCELLED once the
+  // client is shutting down. ClientOptions::scrub_pages_per_second runs it
+  // in the background.
+  absl::StatusOr<ScrubResult> Scrub(uint64_t first, uint64_t count);
 
   // SetNodes replaces the dynamic part of the membership (what DNS
   // re-resolution does): new addresses are attached in the background;
