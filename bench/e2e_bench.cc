@@ -59,6 +59,8 @@ struct E2eFlags {
   uint32_t cold_after_s = 0;
   int cold_zstd_level = 5;
   int cold_rounds = 5;
+  // --scrub: after the loads, one Client::Scrub over every stored page.
+  bool scrub = false;
   bool json = false;
   // --data-tls: plaintext and TLS side by side; the certificate files (all
   // three, or none: the bench makes a throwaway CA with the openssl CLI).
@@ -316,6 +318,15 @@ absl::StatusOr<Json> RunE2eOnce(const E2eFlags& f, const PageFile& pages, const 
   };
   const double load_s = run_loads(0);
   std::vector<double> all = latencies();
+  // --scrub: every replica's copy of every page read and verified once
+  // (Client::Scrub), timed.
+  std::optional<ScrubResult> scrub;
+  double scrub_s = 0;
+  if (f.scrub) {
+    const auto scrub_start = Clock::now();
+    FARSWAP_ASSIGN_OR_RETURN(scrub, client->Scrub(0, n));
+    scrub_s = std::chrono::duration<double>(Clock::now() - scrub_start).count();
+  }
   // The cold tier: wait for the passes that find every page unloaded (the
   // first pass that starts after the loads clears their referenced bits, the
   // next recompresses; one more for a pass in flight meanwhile) and read the
@@ -384,7 +395,8 @@ absl::StatusOr<Json> RunE2eOnce(const E2eFlags& f, const PageFile& pages, const 
       .Num("load_pages_per_s", n / load_s)
       .Num("load_us_p50", Percentile(all, 50))
       .Num("load_us_p99", Percentile(all, 99))
-      .Bool("verified", bad == 0 && lost == 0 && store_errors == 0)
+      .Bool("verified",
+            bad == 0 && lost == 0 && store_errors == 0 && (!scrub || scrub->unreadable_pages == 0))
       .Int("lost_pages", lost)
       .Int("store_errors", store_errors)
       .Int("node_mem_used_total", mem)
@@ -397,6 +409,13 @@ absl::StatusOr<Json> RunE2eOnce(const E2eFlags& f, const PageFile& pages, const 
       .Int("copies_repaired", st.copies_repaired)
       .Int("rereplicated_slabs", st.rereplicated_slabs)
       .Int("under_replicated_slabs", st.under_replicated_slabs);
+  if (scrub) {
+    j.Num("scrub_copies_per_s", double(scrub->copies_checked) / scrub_s)
+        .Int("scrub_copies_checked", scrub->copies_checked)
+        .Int("scrub_bad_copies", scrub->bad_copies)
+        .Int("scrub_copies_repaired", scrub->copies_repaired)
+        .Int("scrub_unreadable_pages", scrub->unreadable_pages);
+  }
   if (tls.enabled()) {
     // Which encryption ran: the nodes count the connections the kernel
     // encrypts (kTLS); the rest are OpenSSL in user space.
@@ -623,6 +642,8 @@ CommandRunner AddE2eCommand(CLI::App& app) {
       ->type_name("N")
       ->check(CLI::Range(1, 19))
       ->capture_default_str();
+  cmd->add_flag("--scrub", f->scrub,
+                "after the loads, scrub every page once (Client::Scrub) and report its rate");
   cmd->add_flag("--json", f->json, "accepted for compatibility (the output is always JSON)");
   cmd->add_flag("--data-tls", f->data_tls,
                 "run the workload twice, on plaintext nodes then on --data-tls nodes, and report "
