@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <iostream>
@@ -147,16 +148,25 @@ class ClientClusterTest : public ::testing::Test {
   }
   // CorruptBackingFile overwrites a running node's whole backing file, as
   // a failing SSD would: every copy it wrote back fails its disk checksum.
+  //
+  // With O_DIRECT, as the node itself writes: buffered writes left dirty in
+  // the page cache collide with the node's direct I/O, and the kernel then
+  // records an error on the file that fsync returns (EIO).
   static void CorruptBackingFile(const ServerProcess& node) {
-    const int fd = open(node.backing_file().c_str(), O_WRONLY);
+    const int fd = open(node.backing_file().c_str(), O_WRONLY | O_DIRECT);
     ASSERT_GE(fd, 0) << strerror(errno);
     const off_t size = lseek(fd, 0, SEEK_END);
     ASSERT_GT(size, 0);
-    std::vector<uint8_t> junk(1 << 20, 0xa5);
-    for (off_t at = 0; at < size; at += off_t(junk.size())) {
-      ASSERT_EQ(pwrite(fd, junk.data(), junk.size(), at), ssize_t(junk.size()));
+    constexpr size_t kChunk = 1 << 20;
+    ASSERT_EQ(size % off_t(kChunk), 0) << "backing file of " << size << " bytes";
+    void* junk = nullptr;
+    ASSERT_EQ(posix_memalign(&junk, 4096, kChunk), 0);
+    std::memset(junk, 0xa5, kChunk);
+    for (off_t at = 0; at < size; at += off_t(kChunk)) {
+      ASSERT_EQ(pwrite(fd, junk, kChunk, at), ssize_t(kChunk)) << strerror(errno);
     }
-    ASSERT_EQ(fsync(fd), 0);
+    free(junk);
+    ASSERT_EQ(fdatasync(fd), 0) << strerror(errno);
     close(fd);
   }
   // ClientOverCorruptedDisk starts the two nodes above, stores kDiskPages
