@@ -762,8 +762,10 @@ absl::Status Client::Impl::PlanLoadLocked(LoadOp& op) {
       op.order = std::move(ordered);
       // A scrub reads the copy it checks first, the others only to fail
       // over to (and to repair it from).
-      if (auto it = absl::c_find(op.order, op.first_replica); it != op.order.end()) {
-        std::rotate(op.order.begin(), it, it + 1);
+      if (op.first_replica >= 0) {
+        if (auto it = absl::c_find(op.order, op.first_replica); it != op.order.end()) {
+          std::rotate(op.order.begin(), it, it + 1);
+        }
       }
     }
     return absl::OkStatus();
