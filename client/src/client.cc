@@ -82,6 +82,13 @@ struct Client::Impl::LoadOp {
   absl::InlinedVector<int, 2> bad_copies;
   bool saw_suspect = false;  // some replica is suspect: it may come back
   uint64_t expected = 0;     // xxh3-64 of what the client last stored there
+  // issued_at_plan: the slab table's issued[] for the page when the load
+  // was planned (a store or invalidate sent since changes it).
+  uint64_t issued_at_plan = 0;
+  // newer_from: the store version the next store would have taken when the
+  // load was planned. A copy of at least this version was stored by a
+  // store issued after the load began: newer than `expected`, never older.
+  uint64_t newer_from = 0;
   // epoch: the slab's epoch when `order` was planned. A slab moved since
   // (re-replicated, or evacuated off a draining node, whose copy is then
   // invalidated) is planned again rather than failed.
@@ -452,7 +459,14 @@ absl::Status Client::Impl::PlanStoreLocked(StoreOp& op, TargetList* targets) {
   }
   for (int r : s.replicas) targets->push_back(TargetLocked(r));
   if (s.filling >= 0) targets->push_back(TargetLocked(s.filling));
-  if (op.kind == StoreOp::Kind::kStore) s.issued[table_.IndexOf(op.first)] = op.page.checksum;
+  if (op.kind == StoreOp::Kind::kStore) {
+    s.issued[table_.IndexOf(op.first)] = op.page.checksum;
+  } else {
+    // A load that meets the copies this drops waits for it (FailLoad).
+    for (uint64_t p = op.first; p < op.first + op.count; ++p) {
+      s.issued[table_.IndexOf(p)] = client_internal::kIssuedInvalidate;
+    }
+  }
   if (!targets->empty()) s.writes_in_flight++;
   if (targets->empty()) {  // an invalidate of a slab with no replica left
     for (uint64_t p = op.first; p < op.first + op.count; ++p) {
@@ -742,6 +756,8 @@ absl::Status Client::Impl::PlanLoadLocked(LoadOp& op) {
     op.order.assign(s->replicas.begin(), s->replicas.end());
     op.next = 0;
     op.expected = s->checksums[i];
+    op.issued_at_plan = s->issued[i];
+    op.newer_from = next_store_version_.load(std::memory_order_relaxed);
     op.epoch = s->epoch;
     // Spread loads over the replicas; the rotation is per page, so one
     // page always tries the same replica first. Live replicas go before
@@ -794,12 +810,32 @@ bool Client::Impl::NextLoadTargetLocked(LoadOp& op, Target* t) {
   return false;
 }
 
+Client::Impl::PageChange Client::Impl::PageChangeSincePlanLocked(const LoadOp& op) {
+  mu_.AssertHeld();
+  const client_internal::Slab* s = table_.Find(op.slab);
+  if (s == nullptr) return PageChange::kSettled;
+  const uint32_t i = table_.IndexOf(op.page_no);
+  const bool changed = s->epoch != op.epoch || !s->present.Get(i) ||
+                       s->checksums[i] != op.expected || s->issued[i] != op.issued_at_plan ||
+                       op.issued_at_plan != op.expected;  // a write in flight at the plan
+  if (!changed) return PageChange::kNone;
+  // A store or invalidate of this page sent and not yet acknowledged.
+  const bool in_flight =
+      s->writes_in_flight > 0 && s->present.Get(i) && s->issued[i] != s->checksums[i];
+  return in_flight ? PageChange::kWriteInFlight : PageChange::kSettled;
+}
+
 void Client::Impl::FailLoad(std::shared_ptr<LoadOp> op) {
   bool moved;
+  PageChange change = PageChange::kNone;
   {
     MutexLock l(&mu_);
     const client_internal::Slab* s = table_.Find(op->slab);
     moved = s != nullptr && s->epoch != op->epoch && !stopping_;
+    // A scrub's load counts a changed page itself (CountLoadRefused).
+    if (!moved && op->saw_bad_copy && op->scrub == nullptr && !stopping_) {
+      change = PageChangeSincePlanLocked(*op);
+    }
   }
   if (moved && op->replans < kMaxLoadReplans) {
     // The slab moved while this load was on its way (its old copy may have
@@ -807,6 +843,30 @@ void Client::Impl::FailLoad(std::shared_ptr<LoadOp> op) {
     op->replans++;
     RetryLoad(std::move(op));
     return;
+  }
+  if (change != PageChange::kNone) {
+    // The copies it found bad, stale or missing were being replaced or
+    // dropped by the caller's own store or invalidate, sent after the load
+    // was planned or still in flight then: no loss. Once that write is
+    // done, the load is planned again from what the table says now (the
+    // new version, or NOT_FOUND after an invalidate).
+    if (change == PageChange::kWriteInFlight) {
+      if (op->parked_since == absl::InfinitePast()) op->parked_since = absl::Now();
+      if (!ParkExpired(op->parked_since)) {
+        op->saw_bad_copy = false;
+        op->bad_copies.clear();
+        // [none] Parked behind the page's write in flight.
+        FARSWAP_SYNC_POINT("Client::FailLoad:parked-behind-write");
+        Park([this, op] { RetryLoad(op); });
+        return;
+      }
+    } else if (op->replans < kMaxLoadReplans) {
+      op->saw_bad_copy = false;
+      op->bad_copies.clear();
+      op->replans++;
+      RetryLoad(std::move(op));
+      return;
+    }
   }
   if (op->saw_suspect) {
     // Some copy is on a node that may come back: wait for it (a stall is
@@ -875,6 +935,8 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
       ops[i] = std::move(op);
     }
   }
+  // [none] Planned, not sent: tests change the pages here.
+  FARSWAP_SYNC_POINT("Client::LoadManyAsync:planned");
   NodeGroups by_node(ops.size());
   for (size_t i = 0; i < ops.size(); ++i) {
     if (!refused[i].ok()) {
@@ -985,7 +1047,12 @@ void Client::Impl::OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& 
     uint8_t scratch[kPageSize];  // unverified bytes never reach op->out
     s = client_internal::DecodeVerified(client_internal::ThreadCodec(codec_options_), op->page_no,
                                         header, payload, scratch);
-    if (s.ok() && header.checksum != op->expected && !StoreRacedLoad(*op, header.checksum)) {
+    // A copy of another checksum is the page as a store sent after the
+    // load began left it (its version says so), or as a store in flight
+    // left it (StoreRacedLoad): both are newer than what the load
+    // expected, and either may be returned. Anything else is older.
+    if (s.ok() && header.checksum != op->expected && header.version < op->newer_from &&
+        !StoreRacedLoad(*op, header.checksum)) {
       // A copy that is intact but is not what was last stored here: an
       // older version. Never handed out as the page.
       stale_copies_++;

@@ -269,8 +269,17 @@ class Client::Impl {
   void OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& t, absl::Status s,
                    const transport::FrameHeader& header, std::span<const uint8_t> payload,
                    std::chrono::steady_clock::time_point sent);
+  // PageChange: how the page of a load that met bad, stale or missing
+  // copies changed since the load was planned. kNone: not at all (the
+  // copies are bad); kWriteInFlight: a store or invalidate of it is still
+  // unacknowledged; kSettled: it changed, and nothing of it is in flight.
+  enum class PageChange { kNone, kWriteInFlight, kSettled };
+  PageChange PageChangeSincePlanLocked(const LoadOp& op) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // FailLoad: no replica gave a valid copy. Parks the load instead when a
-  // replica is suspect (it may come back).
+  // replica is suspect (it may come back) or a write of the page is in
+  // flight, and plans it again when the page changed since it was planned:
+  // a load racing the caller's store or invalidate of its page returns one
+  // of the versions or NOT_FOUND, never DATA_LOSS.
   void FailLoad(std::shared_ptr<LoadOp> op);
   // RetryLoad re-plans a parked load from the current slab table.
   void RetryLoad(std::shared_ptr<LoadOp> op);

@@ -75,9 +75,13 @@ struct Slab {
   uint64_t epoch = 0;        // bumped on every change of `replicas`
   // checksums[i]: xxh3-64 of the page last stored at index i (valid while
   // present or lost); issued[i]: of the last store sent for it, which a
-  // node may serve before its acknowledgement arrives.
+  // node may serve before its acknowledgement arrives, or
+  // kIssuedInvalidate when the last write sent for it was an invalidate.
   std::vector<uint64_t> checksums, issued;
 };
+
+// kIssuedInvalidate: Slab::issued's mark for an invalidate sent.
+inline constexpr uint64_t kIssuedInvalidate = ~uint64_t{0};
 
 // Candidate is a node that may take new slabs: its id and the hash of its
 // address (its rendezvous identity).

@@ -647,6 +647,10 @@ std::optional<FrameHeader> DataPlaneServer::Handle(uint32_t tenant, const FrameH
       timed ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
   std::optional<FrameHeader> reply = HandleOp(tenant, request, payload, out, wait);
   if (!reply.has_value()) return reply;  // would block: counted when it runs
+  if (request.opcode == Opcode::kStore || request.opcode == Opcode::kInvalidate) {
+    // [none] The write is applied (loads see it), its reply not yet sent.
+    FARSWAP_SYNC_POINT("DataPlane::Write:applied");
+  }
   if (timed) {
     const absl::Duration took = absl::FromChrono(std::chrono::steady_clock::now() - start);
     (request.opcode == Opcode::kStore ? store_latency_ : load_latency_).Record(took);

@@ -44,12 +44,12 @@ struct InProcessNode {
   std::unique_ptr<server::DataPlaneServer> data_plane;
 
   static std::unique_ptr<InProcessNode> Start(server::PageStoreOptions store_options = {},
-                                              int workers = 1) {
+                                              int workers = 1, int io_threads = 1) {
     auto n = std::make_unique<InProcessNode>();
     auto store = server::PageStore::Create(store_options);
     EXPECT_TRUE(store.ok()) << store.status();
     n->store = std::move(*store);
-    auto t = transport::CreateTransport(testing::TestTransport(), {.io_threads = 1});
+    auto t = transport::CreateTransport(testing::TestTransport(), {.io_threads = io_threads});
     EXPECT_TRUE(t.ok()) << t.status();
     n->transport = std::move(*t);
     n->data_plane =
@@ -100,7 +100,7 @@ class ClientDataPathTest : public ::testing::Test {
   void SetUp() override {
     std::map<std::string, InProcessNode*> by_name;
     for (int i = 0; i < 3; ++i) {
-      nodes_.push_back(InProcessNode::Start());
+      nodes_.push_back(InProcessNode::Start({}, /*workers=*/1, node_io_threads_));
       by_name["node-" + std::to_string(i)] = nodes_.back().get();
     }
     ClientOptions o;
@@ -163,6 +163,8 @@ class ClientDataPathTest : public ::testing::Test {
     return n;
   }
 
+  // node_io_threads_: each node's transport loops; set before SetUp.
+  int node_io_threads_ = 1;
   std::vector<std::unique_ptr<InProcessNode>> nodes_;
   std::unique_ptr<Client> client_;
 };
@@ -256,6 +258,11 @@ TEST_F(ClientDataPathTest, AnOlderIntactCopyIsRefusedAsStale) {
   ASSERT_TRUE(client_->Store(kPage, v2.data()).ok());
   ASSERT_TRUE(client_->Load(kPage, out.data()).ok());
   ASSERT_EQ(std::memcmp(out.data(), v2.data(), kPageSize), 0);
+  // The old contents under v2's own version: what a node that missed v2
+  // would serve. (A version the client has not reached yet would be a
+  // store issued after the load, which the load may return.)
+  absl::StatusOr<server::LoadedPage> current = old.front().first->store->Load(0, kPage);
+  ASSERT_TRUE(current.ok()) << current.status();
   for (auto& [node, page] : old) {
     ASSERT_TRUE(node->store
                     ->Store(0, kPage,
@@ -264,7 +271,7 @@ TEST_F(ClientDataPathTest, AnOlderIntactCopyIsRefusedAsStale) {
                              .checksum = page.checksum,
                              .same_filled = page.same_filled,
                              .fill = page.fill,
-                             .version = UINT64_MAX})
+                             .version = current->version})
                     .ok());
   }
   std::fill(out.begin(), out.end(), 0xEE);
@@ -437,6 +444,189 @@ TEST_F(ClientDataPathTest, ScrubsRacingStoresNeverPutBackAnOlderVersion) {
 // (ClientOptions::load_connection, the default), so a load of a page in
 // the pool is answered meanwhile. On one shared connection the node would
 // answer it only after the store, and the bounded wait below fails.
+// HoldAppliedWrites holds every store and invalidate the in-process nodes
+// apply ("DataPlane::Write:applied": the page store has it, its reply is
+// not sent) until Release: the nodes serve the new state while the client
+// has not heard of it. It holds the node I/O thread that read the write,
+// so loads must come on another connection on another thread
+// (ClientLoadRaceTest's nodes have two I/O threads, and the client's
+// second connection to each node carries its loads).
+class HoldAppliedWrites {
+ public:
+  HoldAppliedWrites() : state_(std::make_shared<State>()) {
+    SyncPoints::Set("DataPlane::Write:applied", [st = state_] {
+      MutexLock l(&st->mu);
+      ++st->applied;
+      st->cv.SignalAll();
+      while (st->holding) st->cv.Wait(&st->mu);
+    });
+  }
+  ~HoldAppliedWrites() {
+    Release();
+    SyncPoints::Clear("DataPlane::Write:applied");
+  }
+  HoldAppliedWrites(const HoldAppliedWrites&) = delete;
+  HoldAppliedWrites& operator=(const HoldAppliedWrites&) = delete;
+
+  // WaitForApplied: true once `n` writes are applied and held.
+  bool WaitForApplied(uint64_t n) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    MutexLock l(&state_->mu);
+    while (state_->applied < n) {
+      if (state_->cv.WaitWithDeadline(&state_->mu, deadline)) return state_->applied >= n;
+    }
+    return true;
+  }
+  void Release() {
+    MutexLock l(&state_->mu);
+    state_->holding = false;
+    state_->cv.SignalAll();
+  }
+
+ private:
+  struct State {
+    Mutex mu;
+    CondVar cv;
+    uint64_t applied ABSL_GUARDED_BY(mu) = 0;
+    bool holding ABSL_GUARDED_BY(mu) = true;
+  };
+  std::shared_ptr<State> state_;
+};
+
+// HeldLoad is a Load of one page on its own thread, held after it was
+// planned (the replicas and the checksum it expects chosen) and before it
+// is sent, until Send.
+class HeldLoad {
+ public:
+  HeldLoad(Client* client, uint64_t page, uint8_t* out) {
+    std::promise<void> planned;
+    SyncPoints::SetOnce("Client::LoadManyAsync:planned", [&planned, go = go_.get_future().share()] {
+      planned.set_value();
+      go.wait();
+    });
+    result_ = std::async(std::launch::async, [=] { return client->Load(page, out); });
+    planned.get_future().wait();
+  }
+  ~HeldLoad() {
+    if (!sent_) go_.set_value();
+  }
+  void Send() {
+    sent_ = true;
+    go_.set_value();
+  }
+  // Result: the load's status, or DEADLINE_EXCEEDED if it has not returned
+  // within 30 s.
+  absl::Status Result() {
+    if (result_.wait_for(std::chrono::seconds(30)) != std::future_status::ready) {
+      return absl::DeadlineExceededError("the load did not return");
+    }
+    return result_.get();
+  }
+
+ private:
+  std::promise<void> go_;
+  bool sent_ = false;
+  std::future<absl::Status> result_;
+};
+
+// A load racing stores or an invalidate of its own page (a client library
+// user may do that; the region never does) returns one of the page's
+// versions, or NOT_FOUND after the invalidate: its copies being replaced
+// under it are not a loss. Each test holds the nodes' writes applied and
+// unacknowledged, the window in which a load finds copies of a version
+// the client's table does not know yet.
+class ClientLoadRaceTest : public ClientDataPathTest {
+ protected:
+  ClientLoadRaceTest() { node_io_threads_ = 2; }
+  void TearDown() override {
+    SyncPoints::ClearAll();
+    ClientDataPathTest::TearDown();
+  }
+  static constexpr uint64_t kPage = 5;
+  std::vector<uint8_t> Version(int v) {
+    std::vector<uint8_t> p(kPageSize);
+    Page(kPage, uint64_t(v), p.data());
+    return p;
+  }
+  // StoreAsync stores `page`; the future gets its status.
+  std::future<absl::Status> StoreAsync(const std::vector<uint8_t>& page) {
+    auto done = std::make_shared<std::promise<absl::Status>>();
+    std::future<absl::Status> f = done->get_future();
+    client_->StoreAsync(kPage, page.data(), [done](absl::Status s) { done->set_value(s); });
+    return f;
+  }
+};
+
+TEST_F(ClientLoadRaceTest, ALoadRacingTwoLaterStoresReturnsTheNewerCopyItFinds) {
+  const std::vector<uint8_t> v1 = Version(1), v2 = Version(2), v3 = Version(3);
+  std::vector<uint8_t> out(kPageSize);
+  ASSERT_TRUE(client_->Store(kPage, v1.data()).ok());
+  HeldLoad load(client_.get(), kPage, out.data());  // expects v1
+  HoldAppliedWrites held;
+  std::future<absl::Status> stored2 = StoreAsync(v2);
+  ASSERT_TRUE(held.WaitForApplied(2));                 // both replicas serve v2, unacknowledged
+  std::future<absl::Status> stored3 = StoreAsync(v3);  // the last one sent: v3
+  load.Send();
+  // v2 is neither what the load expected nor the last store sent, but its
+  // version is newer than the load: a store sent after the load began.
+  absl::Status s = load.Result();
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_EQ(std::memcmp(out.data(), v2.data(), kPageSize), 0);
+  EXPECT_EQ(client_->stats().stale_copies, 0u);
+  held.Release();
+  ASSERT_TRUE(stored2.get().ok());
+  ASSERT_TRUE(stored3.get().ok());
+  ASSERT_TRUE(client_->Load(kPage, out.data()).ok());
+  EXPECT_EQ(std::memcmp(out.data(), v3.data(), kPageSize), 0);
+}
+
+TEST_F(ClientLoadRaceTest, ALoadPlannedBehindTwoStoresInFlightWaitsForThem) {
+  const std::vector<uint8_t> v1 = Version(1), v2 = Version(2), v3 = Version(3);
+  std::vector<uint8_t> out(kPageSize);
+  ASSERT_TRUE(client_->Store(kPage, v1.data()).ok());
+  HoldAppliedWrites held;
+  std::future<absl::Status> stored2 = StoreAsync(v2);
+  ASSERT_TRUE(held.WaitForApplied(2));
+  std::future<absl::Status> stored3 = StoreAsync(v3);
+  // Planned now, it expects v1 (the last acknowledged) or v3 (the last
+  // sent) and finds v2 at both replicas: older than its plan, so refused as
+  // stale, but the page's writes are in flight: it waits for them.
+  testing::SyncPointCounter parked("Client::FailLoad:parked-behind-write");
+  HeldLoad load(client_.get(), kPage, out.data());
+  load.Send();
+  ASSERT_TRUE(parked.WaitFor(1, absl::Seconds(30)));
+  held.Release();
+  absl::Status s = load.Result();
+  ASSERT_TRUE(s.ok()) << s;
+  EXPECT_TRUE(std::memcmp(out.data(), v2.data(), kPageSize) == 0 ||
+              std::memcmp(out.data(), v3.data(), kPageSize) == 0)
+      << "the load returned neither of the versions it raced";
+  ASSERT_TRUE(stored2.get().ok());
+  ASSERT_TRUE(stored3.get().ok());
+  EXPECT_EQ(client_->stats().copies_repaired, 0u) << "nothing was bad to repair";
+}
+
+TEST_F(ClientLoadRaceTest, ALoadRacingAnInvalidateOfItsPageIsNotFound) {
+  const std::vector<uint8_t> v1 = Version(1);
+  std::vector<uint8_t> out(kPageSize, 0xEE);
+  ASSERT_TRUE(client_->Store(kPage, v1.data()).ok());
+  HeldLoad load(client_.get(), kPage, out.data());  // expects v1
+  HoldAppliedWrites held;
+  auto invalidated = std::make_shared<std::promise<absl::Status>>();
+  client_->InvalidateAsync(kPage, [invalidated](absl::Status s) { invalidated->set_value(s); });
+  ASSERT_TRUE(held.WaitForApplied(2));  // both replicas dropped it, unacknowledged
+  testing::SyncPointCounter parked("Client::FailLoad:parked-behind-write");
+  load.Send();
+  // Both copies are missing: no loss, since the client is dropping them.
+  ASSERT_TRUE(parked.WaitFor(1, absl::Seconds(30)));
+  held.Release();
+  absl::Status s = load.Result();
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_EQ(out[0], 0xEE);
+  ASSERT_TRUE(invalidated->get_future().get().ok());
+  EXPECT_EQ(client_->stats().copies_repaired, 0u);
+}
+
 TEST(ClientLoadConnectionTest, ALoadIsAnsweredWhileAStoreWaitsForWritebackRoom) {
   struct ClearSyncPoints {
     ~ClearSyncPoints() { SyncPoints::ClearAll(); }

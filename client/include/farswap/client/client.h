@@ -25,7 +25,10 @@
 //  - Errors name the page: "page 4711: ...". Counters are in stats().
 //  - Concurrent Store/Load/Invalidate of *different* pages are independent.
 //    Concurrent operations on the *same* page have no defined order (the
-//    region serialises them per page); each still completes.
+//    region serialises them per page); each still completes. A Load racing
+//    Stores or an Invalidate of its page returns the version last stored
+//    when it began, one of the racing Stores' versions, or NOT_FOUND after
+//    the Invalidate: never DATA_LOSS because of the race.
 //
 // Waiting. The synchronous calls spin for ClientOptions::spin_wait on their
 // completion before they sleep, so a reply that comes within a round trip
