@@ -174,7 +174,7 @@ std::vector<client_internal::Candidate> Client::Impl::CandidatesLocked(
   std::vector<client_internal::Candidate> out;
   for (int i = 0; i < int(nodes_.size()); ++i) {
     const Node& n = nodes_[i];
-    if (n.state != NodeState::kUp || n.full || n.draining) continue;
+    if (n.state != NodeState::kUp || n.full || n.draining || n.quarantined) continue;
     if (std::find(exclude.begin(), exclude.end(), i) != exclude.end()) continue;
     out.push_back({.node = i, .key = n.key});
   }
@@ -1042,11 +1042,15 @@ void Client::Impl::OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& 
                                const transport::FrameHeader& header,
                                std::span<const uint8_t> payload,
                                std::chrono::steady_clock::time_point sent) {
+  // corrupt: the node said its copy is bad (its own disk check), or the
+  // copy failed ours; a stale or missing copy is not corrupt.
+  bool corrupt = s.code() == absl::StatusCode::kDataLoss;
   if (s.ok()) {
     const auto received = std::chrono::steady_clock::now();
     uint8_t scratch[kPageSize];  // unverified bytes never reach op->out
     s = client_internal::DecodeVerified(client_internal::ThreadCodec(codec_options_), op->page_no,
                                         header, payload, scratch);
+    corrupt = !s.ok();
     // A copy of another checksum is the page as a store sent after the
     // load began left it (its version says so), or as a store in flight
     // left it (StoreRacedLoad): both are newer than what the load
@@ -1081,6 +1085,7 @@ void Client::Impl::OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& 
     }
     checksum_failures_++;
   }
+  if (corrupt) NoteCorruptCopy(t.node);
   Failure f = Classify(s);
   if (f == Failure::kPageBad) {
     op->saw_bad_copy = true;
@@ -1090,6 +1095,62 @@ void Client::Impl::OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& 
   if (f == Failure::kNodeDown) HandleFailure(t.node, t.channel, op->slab, f, s);
   absl::StrAppend(&op->errors, op->errors.empty() ? "" : "; ", t.address, ": ", s.ToString());
   TryLoad(op);
+}
+
+void Client::Impl::NoteCorruptCopy(int node) {
+  MutexLock l(&mu_);
+  Node& n = nodes_[node];
+  n.bad_copies++;
+  if (options_.quarantine_after_bad_copies == 0 || n.quarantined) return;
+  const absl::Time now = absl::Now();
+  if (now - n.bad_window_start >= options_.quarantine_window) {
+    n.bad_window_start = now;
+    n.window_bad_copies = 0;
+    n.warned_kept = false;
+  }
+  if (++n.window_bad_copies < options_.quarantine_after_bad_copies) return;
+  // Only where its slabs have somewhere to go: `replicas` other nodes that
+  // take slabs.
+  int others = 0;
+  for (int i = 0; i < int(nodes_.size()); ++i) {
+    const Node& o = nodes_[i];
+    others += i != node && o.state == NodeState::kUp && !o.full && !o.draining && !o.quarantined;
+  }
+  if (others < replicas_) {
+    if (!n.warned_kept) {
+      spdlog::warn(
+          "farswap client: node {} served {} corrupt copies in {}, but is kept: only {} other "
+          "node(s) can take its slabs ({} needed)",
+          n.address, n.window_bad_copies, absl::FormatDuration(options_.quarantine_window), others,
+          replicas_);
+      n.warned_kept = true;
+    }
+    return;
+  }
+  n.quarantined = true;
+  n.quarantined_at = now;
+  n.quarantines++;
+  n.last_error = absl::StrCat("quarantined: ", n.window_bad_copies, " corrupt copies");
+  spdlog::error(
+      "farswap client: node {} served {} corrupt copies in {}: quarantined for {} (no new "
+      "slabs; its slabs move to healthy nodes)",
+      n.address, n.window_bad_copies, absl::FormatDuration(options_.quarantine_window),
+      absl::FormatDuration(options_.quarantine_time));
+  wake_ = true;
+  changed_.SignalAll();
+}
+
+void Client::Impl::EndQuarantinesLocked() {
+  mu_.AssertHeld();
+  const absl::Time now = absl::Now();
+  for (Node& n : nodes_) {
+    if (!n.quarantined || now - n.quarantined_at < options_.quarantine_time) continue;
+    n.quarantined = false;
+    n.window_bad_copies = 0;
+    n.bad_window_start = absl::InfinitePast();
+    spdlog::info("farswap client: node {} is out of quarantine: it takes new slabs again",
+                 n.address);
+  }
 }
 
 void Client::Impl::RepairCopies(const LoadOp& op, const transport::FrameHeader& good,
@@ -1278,6 +1339,9 @@ ClientStats Client::Impl::Stats() const {
                                                 : "removed";
     ns.full = n.full;
     ns.draining = n.draining;
+    ns.quarantined = n.quarantined;
+    ns.bad_copies = n.bad_copies;
+    ns.quarantines = n.quarantines;
     ns.slabs = table_.SlabsOn(i);
     ns.requests = n.counters->requests;
     ns.errors = n.counters->errors;

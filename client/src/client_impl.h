@@ -184,6 +184,14 @@ class Client::Impl {
     std::string carrier;  // NodeStats::carrier
     std::string last_error;
     uint64_t times_down = 0, times_suspect = 0;
+    // Corrupt copies served (NoteCorruptCopy): in all, and in the window
+    // that began at bad_window_start; quarantined while it is out
+    // (ClientOptions::quarantine_after_bad_copies), since quarantined_at.
+    uint64_t bad_copies = 0, window_bad_copies = 0, quarantines = 0;
+    absl::Time bad_window_start = absl::InfinitePast();
+    bool quarantined = false;
+    absl::Time quarantined_at = absl::InfinitePast();
+    bool warned_kept = false;                         // "kept" logged in this window
     absl::Time suspect_since = absl::InfinitePast();  // while kSuspect
     uint64_t incarnation = 0;                         // from the last Attach
     bool warned_plaintext = false;                    // its plaintext data plane was logged
@@ -333,8 +341,15 @@ class Client::Impl {
   // draining node is up and serves loads, but its slabs are moved off (it
   // will stop), so it counts no more than a suspect one.
   bool CountsTowardsRLocked(int node) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return LiveLocked(node) && !nodes_[node].draining;
+    return LiveLocked(node) && !nodes_[node].draining && !nodes_[node].quarantined;
   }
+  // NoteCorruptCopy counts a corrupt copy `node` served, and quarantines
+  // the node when it has served too many (ClientOptions::
+  // quarantine_after_bad_copies).
+  void NoteCorruptCopy(int node) ABSL_LOCKS_EXCLUDED(mu_);
+  // EndQuarantinesLocked returns nodes quarantined for quarantine_time to
+  // service.
+  void EndQuarantinesLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Park queues `retry` for the retry thread (next tick, or sooner when
   // membership changes). Counted in parked_retries.
   void Park(std::function<void()> retry);

@@ -719,6 +719,10 @@ void Client::Impl::MaintenanceLoop() {
     if (resolve) Resolve();
     PingNodes();
     DeclareDeadNodes();
+    {
+      MutexLock l(&mu_);
+      EndQuarantinesLocked();
+    }
     std::vector<uint64_t> short_slabs;
     {
       MutexLock l(&mu_);

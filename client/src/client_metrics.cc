@@ -4,6 +4,8 @@
 // checks: change them together.
 #include "farswap/client/client_metrics.h"
 
+#include <cassert>
+
 #include "farswap/common/metric_families.h"
 
 namespace farswap {
@@ -92,11 +94,14 @@ std::vector<MetricFamily> CollectClientStats(const ClientStats& s) {
   AddCounter(out, "farswap_client_load_decode_seconds_total",
              "Sum over verified loads of decoding and verifying.", double(s.load_decode_ns) * 1e-9);
 
-  // The ten per-node families below are filled together: room for them
-  // first, so adding one does not move the others (AddFamily's reference
-  // lives only until `out` grows). Without it the families added above
-  // decided by chance whether the vector moved under these references.
-  out.reserve(out.size() + 10);
+  // The thirteen per-node families below are filled together: room for
+  // them first, so adding one does not move the others (AddFamily's
+  // reference lives only until `out` grows). Without it the families added
+  // above decided by chance whether the vector moved under these
+  // references. kPerNodeFamilies must count them.
+  constexpr size_t kPerNodeFamilies = 13;
+  out.reserve(out.size() + kPerNodeFamilies);
+  const size_t families_before = out.size();
   MetricFamily& state =
       AddFamily(out, "farswap_client_node_state",
                 "1 for the node's current state (up, suspect, down, removed), 0 for the others.",
@@ -113,6 +118,16 @@ std::vector<MetricFamily> CollectClientStats(const ClientStats& s) {
   MetricFamily& draining =
       AddFamily(out, "farswap_client_node_draining", "1 while the node is draining (no new slabs).",
                 MetricType::Gauge);
+  MetricFamily& quarantined = AddFamily(
+      out, "farswap_client_node_quarantined",
+      "1 while the node is quarantined for serving corrupt copies (no new slabs; its slabs move "
+      "off).",
+      MetricType::Gauge);
+  MetricFamily& bad_copies =
+      AddFamily(out, "farswap_client_node_bad_copies_total",
+                "Corrupt copies the node served to loads and scrubs.", MetricType::Counter);
+  MetricFamily& quarantines = AddFamily(out, "farswap_client_node_quarantines_total",
+                                        "Times the node was quarantined.", MetricType::Counter);
   MetricFamily& requests = AddFamily(out, "farswap_client_node_requests_total",
                                      "Data-plane requests sent to the node.", MetricType::Counter);
   MetricFamily& errors =
@@ -125,6 +140,8 @@ std::vector<MetricFamily> CollectClientStats(const ClientStats& s) {
   MetricFamily& latency = AddFamily(out, "farswap_client_node_request_duration_seconds",
                                     "Data-plane request latency to the node, sent to completed.",
                                     MetricType::Histogram);
+  assert(out.size() - families_before == kPerNodeFamilies);
+  (void)families_before;
   for (const NodeStats& n : s.nodes) {
     const metrics::Labels node = {{"node", n.address}};
     for (const char* st : kNodeStates) {
@@ -139,6 +156,9 @@ std::vector<MetricFamily> CollectClientStats(const ClientStats& s) {
     AddSample(slabs, double(n.slabs), node);
     AddSample(full, n.full ? 1 : 0, node);
     AddSample(draining, n.draining ? 1 : 0, node);
+    AddSample(quarantined, n.quarantined ? 1 : 0, node);
+    AddSample(bad_copies, double(n.bad_copies), node);
+    AddSample(quarantines, double(n.quarantines), node);
     AddSample(requests, double(n.requests), node);
     AddSample(errors, double(n.errors), node);
     AddSample(suspect, double(n.times_suspect), node);

@@ -545,6 +545,11 @@ TEST_F(ClientClusterTest, CorruptingNodeIsFailedOverThenDataLossWhenEveryCopyIsB
     EXPECT_GT(s.checksum_failures, 0u);
     EXPECT_EQ(s.failovers, s.checksum_failures);
     EXPECT_EQ(s.load_errors, 0u);
+    // Far past quarantine_after_bad_copies, but with R=2 over two nodes
+    // its slabs would have nowhere to go: it is kept.
+    EXPECT_EQ(s.nodes[1].bad_copies, s.checksum_failures);
+    EXPECT_FALSE(s.nodes[1].quarantined);
+    EXPECT_EQ(s.nodes[1].slabs, s.nodes[0].slabs);
   }
   nodes_[0]->Kill();
   nodes_.erase(nodes_.begin());
@@ -558,6 +563,48 @@ TEST_F(ClientClusterTest, CorruptingNodeIsFailedOverThenDataLossWhenEveryCopyIsB
   EXPECT_NE(s.message().find("page 5"), std::string::npos) << s;
   EXPECT_EQ(out, std::vector<uint8_t>(kPageSize, 0x5a));  // nothing handed over
   EXPECT_EQ(c->stats().checksum_failures, 2u);
+}
+
+// A node that keeps serving corrupt copies (bad memory: a node started
+// with --test-corrupt-loads) is quarantined once it passes
+// quarantine_after_bad_copies, and its slabs move to the healthy nodes:
+// afterwards loads meet no corrupt copy, read repair stops writing to it,
+// and every page survives the loss of one healthy node.
+TEST_F(ClientClusterTest, ANodeServingCorruptCopiesIsQuarantinedAndItsSlabsMoveOff) {
+  StartNodes(1, {"--test-corrupt-loads"});
+  StartNodes(2);
+  ClientOptions o = Options();
+  o.quarantine_after_bad_copies = 8;
+  std::unique_ptr<Client> c = Connect(o);
+  ASSERT_NE(c, nullptr);
+  constexpr size_t kPages = 512;
+  StoreRange(*c, 0, kPages);
+  ASSERT_GT(c->stats().nodes[0].slabs, 0u);
+  LoadAndVerify(*c, 0, kPages);  // never the corrupted bytes
+  ClientStats s = c->stats();
+  EXPECT_TRUE(s.nodes[0].quarantined);
+  EXPECT_EQ(s.nodes[0].quarantines, 1u);
+  EXPECT_GE(s.nodes[0].bad_copies, 8u);
+  EXPECT_EQ(s.nodes[0].bad_copies, s.checksum_failures);
+  EXPECT_FALSE(s.nodes[1].quarantined);
+  EXPECT_FALSE(s.nodes[2].quarantined);
+  // Its slabs are copied to the healthy nodes and freed on it.
+  ASSERT_TRUE(c->WaitUntilReplicated(kWait).ok());
+  s = c->stats();
+  EXPECT_EQ(s.nodes[0].slabs, 0u);
+  EXPECT_GT(s.rereplicated_slabs, 0u);
+  const uint64_t bad_before = s.checksum_failures;
+  const uint64_t repairs_before = s.copies_repaired + s.copy_repairs_failed;
+  LoadAndVerify(*c, 0, kPages);
+  s = c->stats();
+  EXPECT_EQ(s.checksum_failures, bad_before) << "a load still met a copy on the quarantined node";
+  EXPECT_EQ(s.copies_repaired + s.copy_repairs_failed, repairs_before);
+  // Stores go to the healthy nodes only.
+  StoreRange(*c, kPages, kPages + 256);
+  EXPECT_EQ(c->stats().nodes[0].slabs, 0u);
+  // Every page has both its copies on nodes 1 and 2.
+  nodes_[1]->Kill();
+  LoadAndVerify(*c, 0, kPages + 256);
 }
 
 // Read repair, with real processes. Node 0 keeps its pages on its SSD (a

@@ -48,7 +48,8 @@ std::string StatsJson(const ClientStats& s) {
                     "\", \"state\": \"", n.state, "\", \"slabs\": ", n.slabs,
                     ", \"requests\": ", n.requests, ", \"errors\": ", n.errors,
                     ", \"latency_count\": ", count, ", \"latency_sum_ns\": ", n.latency_sum_ns,
-                    "}");
+                    ", \"quarantined\": ", n.quarantined ? "true" : "false",
+                    ", \"bad_copies\": ", n.bad_copies, ", \"quarantines\": ", n.quarantines, "}");
   }
   return absl::StrCat(
       "{\"stores\": ", s.stores, ", \"loads\": ", s.loads, ", \"invalidates\": ", s.invalidates,

@@ -355,6 +355,9 @@ CLIENT_FAMILIES = {
     "farswap_client_node_state": ("gauge", {"node", "state"}),
     "farswap_client_node_info": ("gauge", {"node", "node_id", "data_addr", "carrier", "incarnation"}),
     "farswap_client_node_slabs": ("gauge", {"node"}),
+    "farswap_client_node_quarantined": ("gauge", {"node"}),
+    "farswap_client_node_bad_copies": ("counter", {"node"}),
+    "farswap_client_node_quarantines": ("counter", {"node"}),
     "farswap_client_node_requests": ("counter", {"node"}),
     "farswap_client_node_request_duration_seconds": ("histogram", {"node"}),
 }
@@ -407,6 +410,12 @@ def client_test(args, node, ready):
     check(value(snap, "farswap_client_node_state", node=n["address"], state="down") == 0, "down")
     check(value(snap, "farswap_client_node_requests", "farswap_client_node_requests_total",
                 node=n["address"]) == n["requests"], "node requests")
+    check(value(snap, "farswap_client_node_quarantined", node=n["address"]) ==
+          (1 if n["quarantined"] else 0), "node quarantined")
+    for (fam, key) in (("farswap_client_node_bad_copies", "bad_copies"),
+                       ("farswap_client_node_quarantines", "quarantines")):
+        check(value(snap, fam, fam + "_total", node=n["address"]) == n[key], f"node {key}")
+    check(not n["quarantined"] and n["bad_copies"] == 0, f"a healthy node's copies: {n}")
     hist = "farswap_client_node_request_duration_seconds"
     check(value(snap, hist, hist + "_count", node=n["address"]) == n["latency_count"], "count")
     check(abs(value(snap, hist, hist + "_sum", node=n["address"]) - n["latency_sum_ns"] * 1e-9)

@@ -157,6 +157,23 @@ struct ClientOptions {
   // 0 (the default): off. 100 checks 1 GiB of pages (262,144) about every
   // 45 minutes, at R=2 200 page loads a second beside the program's.
   uint64_t scrub_pages_per_second = 0;
+  // quarantine_after_bad_copies: a node that serves this many corrupt
+  // copies (failing the client's verification, or DATA_LOSS from its own
+  // disk check) within quarantine_window is quarantined for
+  // quarantine_time: it takes no new slabs, its slabs are re-replicated
+  // onto healthy nodes and then freed on it (as for a drain), loads try it
+  // last, and read repair stops writing to it. Bad memory or a bad disk
+  // would otherwise be repaired over and over while every page it holds has
+  // one good copy fewer. Never when fewer than `replicas` other nodes are
+  // up and can take slabs (a client whose own memory corrupts what it reads
+  // must not shut out the cluster): that node is kept, and a warning logged
+  // once per window. Stale copies (an older intact version) and missing
+  // ones do not count. 0: never.
+  uint64_t quarantine_after_bad_copies = 16;
+  absl::Duration quarantine_window = absl::Minutes(1);
+  // quarantine_time: how long a quarantined node stays out; then it takes
+  // new slabs again (and is quarantined again if it keeps failing).
+  absl::Duration quarantine_time = absl::Minutes(10);
 };
 
 struct NodeStats {
@@ -172,7 +189,12 @@ struct NodeStats {
   std::string state;
   bool full = false;      // answered RESOURCE_EXHAUSTED: no new slabs
   bool draining = false;  // answered FAILED_PRECONDITION: no new slabs
-  uint64_t slabs = 0;     // slabs with a complete copy here
+  // quarantined: served too many corrupt copies (ClientOptions::
+  // quarantine_after_bad_copies): no new slabs, its slabs moved off.
+  bool quarantined = false;
+  uint64_t bad_copies = 0;   // corrupt copies it served (loads and scrubs)
+  uint64_t quarantines = 0;  // times it was quarantined
+  uint64_t slabs = 0;        // slabs with a complete copy here
   uint64_t requests = 0;
   uint64_t errors = 0;
   uint64_t times_down = 0;     // times declared dead
