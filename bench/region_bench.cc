@@ -110,6 +110,7 @@ struct RegionFlags {
   bool no_prefetch = false;
   bool write_protect_loads = false;
   bool no_drop_by_move = false;
+  bool write_protect_evictions = false;
   bool one_connection = false;
   std::optional<uint64_t> client_spin_us;
   bool no_client_poll = false;
@@ -190,6 +191,7 @@ absl::StatusOr<Json> Run(const RegionFlags& f) {
   options.prefetch = !f.no_prefetch;
   options.install_writable = !f.write_protect_loads;
   options.drop_by_move = !f.no_drop_by_move;
+  options.write_protect_evictions = f.write_protect_evictions;
   FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<Region> region,
                            Region::Create(backend.get(), spec.pages * kPage, options));
   WorkloadResult far = RunWorkload(region->data(), spec);
@@ -243,6 +245,7 @@ absl::StatusOr<Json> Run(const RegionFlags& f) {
       .Bool("install_writable", options.install_writable)
       .Bool("drop_by_move", options.drop_by_move)
       .Int("moved_evictions", s.moved_evictions)
+      .Bool("write_protect_evictions", options.write_protect_evictions)
       .Bool("client_poll", f.spawn.has_value() && !f.no_client_poll)
       .Int("prefetch_issued", s.prefetch_issued)
       .Int("prefetch_hits", s.prefetch_hits)
@@ -326,6 +329,9 @@ CommandRunner AddRegionCommand(CLI::App& app) {
   cmd->add_flag("--no-drop-by-move", f->no_drop_by_move,
                 "evicted pages leave by MADV_DONTNEED, one REMOVE event per run "
                 "(RegionOptions::drop_by_move off)");
+  cmd->add_flag("--write-protect-evictions", f->write_protect_evictions,
+                "write-protect each dirty victim before its snapshot, rather than compare "
+                "it with the snapshot after its move (RegionOptions::write_protect_evictions)");
   cmd->add_option("--client-spin-us", f->client_spin_us,
                   "the client's synchronous calls spin this long before they sleep "
                   "(ClientOptions::spin_wait; default: the client's, 100)")

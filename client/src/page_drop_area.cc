@@ -126,7 +126,7 @@ PageDropArea::Slot::~Slot() {
   area_->Release(index_, broken_);
 }
 
-size_t PageDropArea::Slot::Move(const void* addr, size_t pages, int* err) {
+size_t PageDropArea::Slot::Move(const void* addr, size_t pages, int* err, bool allow_holes) {
   *err = 0;
   if (broken_) {
     *err = EIO;
@@ -141,9 +141,9 @@ size_t PageDropArea::Slot::Move(const void* addr, size_t pages, int* err) {
   m.dst = reinterpret_cast<uint64_t>(area_->SlotBase(index_) + used_ * kPage);
   m.src = reinterpret_cast<uint64_t>(addr);
   m.len = pages * kPage;
-  // Nobody waits on the area; a page the program already zapped is gone
-  // as wanted.
-  m.mode = UFFDIO_MOVE_MODE_DONTWAKE | UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES;
+  // Nobody waits on the area. With holes allowed, a page the program
+  // already zapped is gone as wanted.
+  m.mode = UFFDIO_MOVE_MODE_DONTWAKE | (allow_holes ? UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES : 0);
   const int rc = ioctl(area_->uffd_, UFFDIO_MOVE, &m);
   const int e = errno;
   // `move` is what the kernel did, also on failure (negative: nothing; a

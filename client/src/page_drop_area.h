@@ -14,7 +14,9 @@
 // entry becomes empty, as a zap leaves it) into the area, and one
 // MADV_DONTNEED of the area then frees a whole batch, raising nothing: the
 // kernel checks only that the destination is registered with the descriptor
-// the move is issued on. No thread ever touches the area's memory.
+// the move is issued on. The area's memory is read only where a page was
+// moved in (PageAt), never where a hole is: a fault there would wait for a
+// reader that does not exist.
 //
 //   auto area = PageDropArea::Create(/*slots=*/2, /*slot_pages=*/32);
 //   if (area.ok()) {
@@ -62,12 +64,23 @@ class PageDropArea {
     // room: pages that can still be moved in before Free.
     size_t room() const { return area_->slot_pages_ - used_; }
     // Move moves the `pages` consecutive pages at `addr` (at most room())
-    // into the slot. Returns how many left `addr..` (a prefix; a page that
-    // was already missing counts as moved: it is gone, as wanted) and sets
-    // *err to 0 when all did, else to the errno that stopped the move at the
-    // next page (ENOENT: not mapped there; EBUSY: shared with another
-    // process; EAGAIN: retry later; others as UFFDIO_MOVE documents).
-    size_t Move(const void* addr, size_t pages, int* err);
+    // into the slot. Returns how many left `addr..` (a prefix) and sets *err
+    // to 0 when all did, else to the errno that stopped the move at the next
+    // page (ENOENT: not mapped there; a missing page without allow_holes:
+    // ENOENT or, on Linux 6.18 at least, EAGAIN; EBUSY:
+    // shared with another process; EAGAIN: retry later; others as
+    // UFFDIO_MOVE documents). With allow_holes a page that was already
+    // missing counts as moved (it is gone, as wanted) and leaves a hole in
+    // the slot; without, every page moved is in the slot to read (PageAt).
+    size_t Move(const void* addr, size_t pages, int* err, bool allow_holes = true);
+    // used: pages moved in since the last Free; the next Move's first page
+    // lands at PageAt(used()).
+    size_t used() const { return used_; }
+    // PageAt: the index-th page moved in since the last Free (index <
+    // used()). Readable only if that Move did not allow holes.
+    const uint8_t* PageAt(size_t index) const {
+      return area_->SlotBase(index_) + index * uint64_t{4096};
+    }
     // Free frees what was moved in with one MADV_DONTNEED (no event);
     // room() is slot_pages again. Returns false (and the slot is retired,
     // never used again) if the kernel refused.

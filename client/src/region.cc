@@ -367,6 +367,20 @@ int RegionImpl::UnprotectRetrying(uint64_t page) {
   }
 }
 
+int RegionImpl::ProtectRetrying(uint64_t page) {
+  uffdio_writeprotect wp{};
+  wp.range.start = reinterpret_cast<uint64_t>(Addr(page));
+  wp.range.len = kPage;
+  wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+  // EAGAIN as for UnprotectRetrying.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  for (;;) {
+    const int e = Ioctl(RegionIoctl::kWriteProtect, page, UFFDIO_WRITEPROTECT, &wp);
+    if (e != EAGAIN || std::chrono::steady_clock::now() > give_up) return e;
+    std::this_thread::yield();
+  }
+}
+
 bool RegionImpl::PagePresent(uint64_t page) const {
   unsigned char v = 0;
   return mincore(Addr(page), kPage, &v) == 0 && (v & 1);

@@ -274,6 +274,10 @@ void RegionImpl::DropPages(std::vector<uint64_t>& pages) {
   // bookkeeping. Every page here is kDropping: nobody else touches it.
   std::sort(pages.begin(), pages.end());
   MadviseOwn(MoveOut(pages));
+  FinishDrops(pages);
+}
+
+void RegionImpl::FinishDrops(std::span<const uint64_t> pages) {
   for (uint64_t page : pages) {
     uint8_t f = flags_[page].fetch_and(static_cast<uint8_t>(~kFlagPrefetched));
     if (f & kFlagPrefetched) prefetch_waste_.fetch_add(1, std::memory_order_relaxed);
@@ -325,11 +329,177 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets,
   DropPages(clean);
   if (dirty.empty()) return clean.size();
 
+  std::sort(dirty.begin(), dirty.end());
+  size_t dropped = clean.size();
+  if (drop_area_ != nullptr && !options_.write_protect_evictions) {
+    std::vector<uint64_t> unmoved;
+    dropped += EvictByMove(dirty, snapshot_, unmoved);
+    dirty.swap(unmoved);
+    if (dirty.empty()) return dropped;
+  }
+  return dropped + EvictProtected(dirty, snapshot_);
+}
+
+void RegionImpl::SnapshotPages(std::span<const uint64_t> pages, std::vector<uint8_t>& snapshot,
+                               std::vector<bool>& readable) {
+  // The kernel copies, so the region's memory is read by no user-space
+  // thread but its owners'. The store works from this copy, so even a
+  // cancelled eviction never has its page change under the codec
+  // (docs/invariants.md rule 3).
+  snapshot.resize(pages.size() * kPage);
+  readable.assign(pages.size(), true);
+  for (size_t off = 0; off < pages.size(); off += kMaxIov) {
+    const size_t n = std::min(kMaxIov, pages.size() - off);
+    std::vector<iovec> local(n), remote(n);
+    for (size_t i = 0; i < n; ++i) {
+      local[i] = {snapshot.data() + (off + i) * kPage, kPage};
+      remote[i] = {Addr(pages[off + i]), kPage};
+    }
+    ssize_t got = process_vm_readv(getpid(), local.data(), n, remote.data(), n, 0);
+    if (got == static_cast<ssize_t>(n * kPage)) continue;
+    // Page by page: one may be unmapped (EFAULT). A plain copy only where
+    // the call itself is refused (e.g. a seccomp filter): memcpy from an
+    // unmapped page would crash.
+    for (size_t i = 0; i < n; ++i) {
+      if (process_vm_readv(getpid(), &local[i], 1, &remote[i], 1, 0) == kPage) continue;
+      if (errno == EPERM || errno == ENOSYS) {
+        std::memcpy(local[i].iov_base, remote[i].iov_base, kPage);
+      } else {
+        readable[off + i] = false;
+      }
+    }
+  }
+}
+
+std::vector<bool> RegionImpl::StoreSnapshots(std::span<const uint64_t> pages,
+                                             const std::vector<uint8_t>& snapshot,
+                                             const std::vector<bool>& readable) {
+  // All at once (one BATCH per node for a networked backend). A
+  // never-stored page that is all zeros needs no store: dropping it makes
+  // it kEmpty again, which faults in as zeros.
+  std::vector<bool> stored(pages.size(), false);
+  std::vector<size_t> send_index;
+  std::vector<uint64_t> send_pages;
+  std::vector<const uint8_t*> send_data;
+  for (size_t i = 0; i < pages.size(); ++i) {
+    const uint64_t p = pages[i];
+    if (!readable[i]) continue;
+    const uint8_t* snap = snapshot.data() + i * kPage;
+    const uint8_t f = flags_[p].load();
+    const bool has_remote = f & kFlagHasRemote;
+    uint64_t fill;
+    if (!has_remote && IsSameFilled(snap, &fill) && fill == 0) {
+      stored[i] = true;
+      continue;
+    }
+    if (has_remote && (f & kFlagRemoteHash) &&
+        XXH3_64bits(snap, kPage) == remote_hash_[p].load(std::memory_order_relaxed)) {
+      // Installed writable and never changed: the backend has exactly this.
+      unchanged_evictions_.fetch_add(1, std::memory_order_relaxed);
+      stored[i] = true;
+      continue;
+    }
+    send_index.push_back(i);
+    send_pages.push_back(p);
+    send_data.push_back(snap);
+  }
+  FARSWAP_SYNC_POINT("Region::Evict:before-store");
+  if (send_pages.empty()) return stored;
+  std::vector<absl::StatusOr<size_t>> results(send_pages.size());
+  backend_->StoreBatch(send_pages, send_data, std::span<absl::StatusOr<size_t>>(results));
+  for (size_t k = 0; k < send_pages.size(); ++k) {
+    const uint64_t p = send_pages[k];
+    if (!results[k].ok()) {
+      // What the backend holds now is unknown (old or new): no hash.
+      flags_[p].fetch_and(static_cast<uint8_t>(~kFlagRemoteHash));
+      store_errors_.fetch_add(1, std::memory_order_relaxed);
+      RecordError(absl::StrCat("store of page ", p, ": ", results[k].status().ToString()));
+      continue;
+    }
+    if (options_.install_writable) {
+      // A cancelled eviction leaves the page resident and writable: its
+      // next eviction sends it again only if it changed since this store.
+      remote_hash_[p].store(XXH3_64bits(send_data[k], kPage), std::memory_order_relaxed);
+      flags_[p].fetch_or(kFlagRemoteHash);
+    }
+    flags_[p].fetch_or(kFlagHasRemote);
+    pages_stored_.fetch_add(1, std::memory_order_relaxed);
+    bytes_sent_.fetch_add(*results[k], std::memory_order_relaxed);
+    stored[send_index[k]] = true;
+  }
+  return stored;
+}
+
+std::vector<bool> RegionImpl::RuleOutZappedSnapshots(std::span<const uint64_t> pages,
+                                                     std::vector<bool>& stored) {
+  // A page the program zapped (MADV_DONTNEED) since it was claimed may have
+  // been snapshotted before the zap: it is not dropped (its remote copy is
+  // never loaded), and its next eviction stores what it holds then. It is
+  // missing now, or RecoverZapped filled it with zeros.
+  std::vector<unsigned char> present(pages.back() - pages.front() + 1, 1);
+  mincore(Addr(pages.front()), present.size() * kPage, present.data());
+  std::vector<bool> zap_pending(pages.size(), false);
+  for (size_t i = 0; i < pages.size(); ++i) {
+    const uint64_t p = pages[i];
+    // Flags read after mincore: a page seen missing has had any pending zap.
+    const bool missing = !(present[p - pages.front()] & 1);
+    if (missing) flags_[p].fetch_and(static_cast<uint8_t>(~kFlagZapPending));
+    const uint8_t f = flags_[p].load();
+    // zap_pending: the snapshot may be of contents the program threw away
+    // (a REMOVE handled before this batch claimed the page, its zap still
+    // to come).
+    zap_pending[i] = (f & kFlagZapPending) != 0;
+    if (stored[i] && (missing || zap_pending[i] || (f & kFlagZeroedAfterZap))) stored[i] = false;
+  }
+  return zap_pending;
+}
+
+std::vector<size_t> RegionImpl::CommitStored(std::span<const uint64_t> pages,
+                                             std::vector<bool>& stored, bool write_protected) {
+  const std::vector<bool> zap_pending = RuleOutZappedSnapshots(pages, stored);
+  std::vector<size_t> committed;
+  committed.reserve(pages.size());
+  for (size_t i = 0; i < pages.size(); ++i) {
+    const uint64_t p = pages[i];
+    uint8_t s = kEvicting;
+    if (!stored[i]) {
+      // Kept: writable again, except a page whose zap may still be to come,
+      // left (or made) write-protected so that the program's next write
+      // shows the madvise is over (a REMOVE's handler protects the range
+      // too, but only where no other event is pending). Best effort: a
+      // page whose protection fails either way is put right by its next
+      // write's fault, or waits to be seen missing.
+      if (state_[p].compare_exchange_strong(s, kWriting)) {
+        int err = 0;
+        if (zap_pending[i]) {
+          zap_kept_.fetch_add(1, std::memory_order_relaxed);
+          if (!write_protected) err = ProtectRetrying(p);
+        } else if (write_protected) {
+          err = UnprotectRetrying(p);
+        }
+        if (err != 0 && err != ENOENT) {
+          RecordError(absl::StrCat(zap_pending[i] ? "write-protect" : "un-protect", " of page ", p,
+                                   ": ", strerror(err)));
+        }
+        Publish(p, kDirty);
+      }
+      continue;
+    }
+    if (!state_[p].compare_exchange_strong(s, kDropping)) {
+      evictions_cancelled_.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    FARSWAP_SYNC_POINT("Region::Evict:after-commit");
+    committed.push_back(i);
+  }
+  return committed;
+}
+
+size_t RegionImpl::EvictProtected(std::vector<uint64_t>& dirty, std::vector<uint8_t>& snapshot) {
   // 1. Write-protect, one ioctl per run of consecutive pages: from here a
   // write to a victim blocks in a WP fault. A run whose write-protect
   // fails is not evicted (a write in that window would otherwise be lost):
   // its pages go back to kDirty.
-  std::sort(dirty.begin(), dirty.end());
   std::vector<uint64_t> protected_pages;
   protected_pages.reserve(dirty.size());
   ForEachRun(dirty, [&](size_t i, size_t j) {
@@ -362,150 +532,191 @@ size_t RegionImpl::EvictBatch(const std::vector<uint64_t>* targets,
     protected_pages.insert(protected_pages.end(), dirty.begin() + i, dirty.begin() + j);
   });
   dirty.swap(protected_pages);
-  if (dirty.empty()) return clean.size();
+  if (dirty.empty()) return 0;
   FARSWAP_SYNC_POINT("Region::Evict:after-write-protect");
 
-  // 2. Snapshot: copy the protected pages out (the kernel copies, so the
-  // region's memory is read by no user-space thread but its owners'). The
-  // store works from this copy, so even a cancelled eviction never has its
-  // page change under the codec (docs/invariants.md rule 3).
-  snapshot_.resize(dirty.size() * kPage);
-  // readable[i]: false if the program unmapped the page meanwhile (it is
-  // then kept like a page whose store failed, and forgotten).
-  std::vector<bool> readable(dirty.size(), true);
-  for (size_t off = 0; off < dirty.size(); off += kMaxIov) {
-    const size_t n = std::min(kMaxIov, dirty.size() - off);
-    std::vector<iovec> local(n), remote(n);
-    for (size_t i = 0; i < n; ++i) {
-      local[i] = {snapshot_.data() + (off + i) * kPage, kPage};
-      remote[i] = {Addr(dirty[off + i]), kPage};
-    }
-    ssize_t got = process_vm_readv(getpid(), local.data(), n, remote.data(), n, 0);
-    if (got == static_cast<ssize_t>(n * kPage)) continue;
-    // Page by page: one may be unmapped (EFAULT). A plain copy only where
-    // the call itself is refused (e.g. a seccomp filter): memcpy from an
-    // unmapped page would crash.
-    for (size_t i = 0; i < n; ++i) {
-      if (process_vm_readv(getpid(), &local[i], 1, &remote[i], 1, 0) == kPage) continue;
-      if (errno == EPERM || errno == ENOSYS) {
-        std::memcpy(local[i].iov_base, remote[i].iov_base, kPage);
-      } else {
-        readable[off + i] = false;
-      }
-    }
-  }
-
-  // 3. Store the snapshots, all at once (one BATCH per node for a networked
-  // backend). A never-stored page that is all zeros needs no store:
-  // dropping it makes it kEmpty again, which faults in as zeros.
-  std::vector<bool> stored(dirty.size(), false);
-  std::vector<size_t> send_index;
-  std::vector<uint64_t> send_pages;
-  std::vector<const uint8_t*> send_data;
-  for (size_t i = 0; i < dirty.size(); ++i) {
-    const uint64_t p = dirty[i];
-    if (!readable[i]) continue;
-    const uint8_t* snap = snapshot_.data() + i * kPage;
-    const uint8_t f = flags_[p].load();
-    const bool has_remote = f & kFlagHasRemote;
-    uint64_t fill;
-    if (!has_remote && IsSameFilled(snap, &fill) && fill == 0) {
-      stored[i] = true;
-      continue;
-    }
-    if (has_remote && (f & kFlagRemoteHash) &&
-        XXH3_64bits(snap, kPage) == remote_hash_[p].load(std::memory_order_relaxed)) {
-      // Installed writable and never changed: the backend has exactly this.
-      unchanged_evictions_.fetch_add(1, std::memory_order_relaxed);
-      stored[i] = true;
-      continue;
-    }
-    send_index.push_back(i);
-    send_pages.push_back(p);
-    send_data.push_back(snap);
-  }
-  FARSWAP_SYNC_POINT("Region::Evict:before-store");
-  if (!send_pages.empty()) {
-    std::vector<absl::StatusOr<size_t>> results(send_pages.size());
-    backend_->StoreBatch(send_pages, send_data, std::span<absl::StatusOr<size_t>>(results));
-    for (size_t k = 0; k < send_pages.size(); ++k) {
-      const uint64_t p = send_pages[k];
-      if (!results[k].ok()) {
-        // What the backend holds now is unknown (old or new): no hash.
-        flags_[p].fetch_and(static_cast<uint8_t>(~kFlagRemoteHash));
-        store_errors_.fetch_add(1, std::memory_order_relaxed);
-        RecordError(absl::StrCat("store of page ", p, ": ", results[k].status().ToString()));
-        continue;
-      }
-      if (options_.install_writable) {
-        // A cancelled eviction leaves the page resident and writable: its
-        // next eviction sends it again only if it changed since this store.
-        remote_hash_[p].store(XXH3_64bits(send_data[k], kPage), std::memory_order_relaxed);
-        flags_[p].fetch_or(kFlagRemoteHash);
-      }
-      flags_[p].fetch_or(kFlagHasRemote);
-      pages_stored_.fetch_add(1, std::memory_order_relaxed);
-      bytes_sent_.fetch_add(*results[k], std::memory_order_relaxed);
-      stored[send_index[k]] = true;
-    }
-  }
+  // 2. Snapshot: copy the protected pages out. 3. Store the snapshots.
+  std::vector<bool> readable;
+  SnapshotPages(dirty, snapshot, readable);
+  std::vector<bool> stored = StoreSnapshots(dirty, snapshot, readable);
   FARSWAP_SYNC_POINT("Region::Evict:before-commit");
 
   // 4. Commit and drop. A page a writer got to meanwhile is kWriting or
   // kDirty now: its drop is cancelled (the remote copy is stale, and the
   // page stays dirty, so the next eviction stores it again).
-  // A page the program zapped (MADV_DONTNEED) since it was claimed may have
-  // been snapshotted before the zap: it is not dropped (its remote copy is
-  // never loaded), and its next eviction stores what it holds then. It is
-  // missing now, or RecoverZapped filled it with zeros.
-  std::vector<unsigned char> present(dirty.back() - dirty.front() + 1, 1);
-  mincore(Addr(dirty.front()), present.size() * kPage, present.data());
   std::vector<uint64_t> committed;
-  committed.reserve(dirty.size());
-  for (size_t i = 0; i < dirty.size(); ++i) {
-    const uint64_t p = dirty[i];
-    uint8_t s = kEvicting;
-    // Flags read after mincore: a page seen missing has had any pending zap.
-    const bool missing = !(present[p - dirty.front()] & 1);
-    if (missing) flags_[p].fetch_and(static_cast<uint8_t>(~kFlagZapPending));
-    const uint8_t f = flags_[p].load();
-    // zap_pending: the snapshot may be of contents the program threw away
-    // (a REMOVE handled before this batch claimed the page, its zap still
-    // to come): kept, and left write-protected so that the program's next
-    // write shows the madvise is over.
-    const bool zap_pending = (f & kFlagZapPending) != 0;
-    if (stored[i] && (missing || zap_pending || (f & kFlagZeroedAfterZap))) stored[i] = false;
-    if (!stored[i]) {
-      // Store failed: keep the page, writable again. (If the un-protect
-      // fails too, the page stays kDirty and write-protected, and its next
-      // write's fault un-protects it.)
-      if (state_[p].compare_exchange_strong(s, kWriting)) {
-        if (zap_pending) {
-          zap_kept_.fetch_add(1, std::memory_order_relaxed);
-        } else if (int err = UnprotectRetrying(p); err != 0 && err != ENOENT) {
-          RecordError(absl::StrCat("un-protect of page ", p, ": ", strerror(err)));
-        }
-        Publish(p, kDirty);
-      }
-      continue;
-    }
-    if (!state_[p].compare_exchange_strong(s, kDropping)) {
-      evictions_cancelled_.fetch_add(1, std::memory_order_relaxed);
-      continue;
-    }
-    FARSWAP_SYNC_POINT("Region::Evict:after-commit");
-    committed.push_back(p);
+  for (size_t i : CommitStored(dirty, stored, /*write_protected=*/true)) {
+    committed.push_back(dirty[i]);
   }
-  const size_t dropped = clean.size() + committed.size();
+  const size_t dropped = committed.size();
   DropPages(committed);  // clears their kFlagInBatch
   // The pages kept (cancelled, or their store failed) leave the batch only
   // now, after every commit of this batch is decided.
-  for (size_t i = 0; i < dirty.size(); ++i) {
-    if (std::find(committed.begin(), committed.end(), dirty[i]) == committed.end()) {
-      EndBatch(dirty[i]);
-    }
+  for (uint64_t p : dirty) {
+    if (!std::binary_search(committed.begin(), committed.end(), p)) EndBatch(p);
   }
   return dropped;
+}
+
+size_t RegionImpl::EvictByMove(std::vector<uint64_t>& dirty, std::vector<uint8_t>& snapshot,
+                               std::vector<uint64_t>& unmoved) {
+  // 1. Snapshot and store, the victims still writable.
+  std::vector<bool> readable;
+  SnapshotPages(dirty, snapshot, readable);
+  // [none] The program may write the victims from here on, unseen: what it
+  // wrote is found when the page is compared after its move.
+  FARSWAP_SYNC_POINT("Region::Evict:after-snapshot");
+  std::vector<bool> stored = StoreSnapshots(dirty, snapshot, readable);
+  FARSWAP_SYNC_POINT("Region::Evict:before-commit");
+
+  // 2. Commit: from kDropping on, an access to the page waits (its fault is
+  // deferred) until the page is gone or put back. The commit fails only
+  // where the page was write-protected by someone else (a REMOVE's
+  // handler, RecoverZapped) and a write faulted.
+  std::vector<uint64_t> committed;
+  std::vector<const uint8_t*> committed_snaps;
+  for (size_t i : CommitStored(dirty, stored, /*write_protected=*/false)) {
+    committed.push_back(dirty[i]);
+    committed_snaps.push_back(snapshot.data() + i * kPage);
+  }
+
+  // 3. Move out and compare.
+  std::vector<uint64_t> gone, put_back;
+  MoveOutChecked(committed, committed_snaps, gone, put_back, unmoved);
+  FinishDrops(gone);  // clears their kFlagInBatch
+  for (uint64_t p : put_back) {
+    evictions_cancelled_.fetch_add(1, std::memory_order_relaxed);
+    Publish(p, kDirty);
+  }
+  // Back to the claim's state, for EvictProtected: this batch has owned
+  // the page since its commit, and it is still where it was.
+  for (uint64_t p : unmoved) state_[p].store(kEvicting);
+  // The pages kept leave the batch only now, after every commit of this
+  // batch is decided; the unmoved stay in it.
+  std::sort(gone.begin(), gone.end());
+  for (uint64_t p : dirty) {
+    if (!std::binary_search(gone.begin(), gone.end(), p) &&
+        !std::binary_search(unmoved.begin(), unmoved.end(), p)) {
+      EndBatch(p);
+    }
+  }
+  return gone.size();
+}
+
+void RegionImpl::MoveOutChecked(std::span<const uint64_t> pages,
+                                std::span<const uint8_t* const> snaps, std::vector<uint64_t>& gone,
+                                std::vector<uint64_t>& put_back, std::vector<uint64_t>& unmoved) {
+  if (pages.empty()) return;
+  std::optional<PageDropArea::Slot> slot = drop_area_->TryAcquire();
+  if (!slot) {  // every slot in use (Advise callers): the older way
+    unmoved.assign(pages.begin(), pages.end());
+    return;
+  }
+  // read_mu_ is held while looking and moving, as in MoveOut (which says
+  // why, and why a hold covers up to kPagesPerReadHold pages).
+  constexpr size_t kPagesPerReadHold = 64;
+  uint64_t moved_total = 0;
+  std::vector<std::pair<size_t, size_t>> changed;  // (index in pages, index in the slot)
+  for (size_t first = 0; first < pages.size(); first += kPagesPerReadHold) {
+    const std::span<const uint64_t> chunk =
+        pages.subspan(first, std::min(kPagesPerReadHold, pages.size() - first));
+    // [none] The program may drop or unmap some of the pages here.
+    FARSWAP_SYNC_POINT("Region::Evict:before-move");
+    {
+      MutexLock l(&read_mu_);
+      ForEachRun(chunk, [&](size_t i, size_t j) {
+        for (size_t k = i; k < j;) {
+          if (flags_[chunk[k]].load() & kFlagForgetUnmapped) {
+            gone.push_back(chunk[k++]);  // the program's now: left alone
+            continue;
+          }
+          size_t end = k + 1;
+          while (end < j && !(flags_[chunk[end]].load() & kFlagForgetUnmapped)) ++end;
+          // Holes not allowed: a page missing now was zapped by the
+          // program after the commit looked; the older way sorts it out.
+          const size_t at = slot->used();
+          int err = 0;
+          const size_t moved = slot->Move(Addr(chunk[k]), end - k, &err, /*allow_holes=*/false);
+          for (size_t m = 0; m < moved; ++m) {
+            const size_t index = first + k + m;
+            // The move took the physical page: whatever the program wrote
+            // before it is here, and nothing can write it now.
+            if (std::memcmp(slot->PageAt(at + m), snaps[index], kPage) == 0) {
+              gone.push_back(pages[index]);
+              ++moved_total;
+            } else {
+              changed.emplace_back(index, at + m);
+            }
+          }
+          k += moved;
+          if (err != 0 && k < end) unmoved.push_back(chunk[k++]);
+        }
+      });
+    }
+    // Before the slot is freed (at the latest when `slot` goes).
+    for (const auto& [index, at] : changed) {
+      (PutBack(pages[index], slot->PageAt(at)) ? put_back : gone).push_back(pages[index]);
+    }
+    changed.clear();
+  }
+  moved_evictions_.fetch_add(moved_total, std::memory_order_relaxed);
+}
+
+bool RegionImpl::PutBack(uint64_t page, const uint8_t* moved) {
+  // [none] The page is moved out and differs from its stored copy; the
+  // program may drop or unmap it here.
+  FARSWAP_SYNC_POINT("Region::Evict:before-put-back");
+  for (;;) {
+    int err;
+    {
+      // Held while looking and mapping: an event read before is handled
+      // (its flags are set), and one not read yet makes the copy fail
+      // with EAGAIN, so no page the program dropped or unmapped is mapped
+      // again.
+      MutexLock l(&read_mu_);
+      if (flags_[page].load() & (kFlagForgetRemoved | kFlagForgetUnmapped)) {
+        // What the move took is what the program threw away. The drop
+        // stands; the batch's end forgets the page (its remote copy too).
+        return false;
+      }
+      uffdio_copy c{};
+      c.dst = reinterpret_cast<uint64_t>(Addr(page));
+      c.src = reinterpret_cast<uint64_t>(moved);
+      c.len = kPage;
+      err = Ioctl(RegionIoctl::kCopy, page, UFFDIO_COPY, &c);  // wakes a waiting faulter
+      if (err == 0) return true;
+    }
+    if (err == EAGAIN) {  // a program event is pending: read it first
+      std::this_thread::yield();
+      continue;
+    }
+    // The contents exist in the slot only: store them, so that the drop
+    // stands with a remote copy that is current.
+    RecordError(absl::StrCat("putting back page ", page, " (changed during its eviction): ",
+                             strerror(err), "; stored again instead"));
+    const uint64_t p = page;
+    const uint8_t* data = moved;
+    absl::StatusOr<size_t> result;
+    backend_->StoreBatch(std::span<const uint64_t>(&p, 1),
+                         std::span<const uint8_t* const>(&data, 1),
+                         std::span<absl::StatusOr<size_t>>(&result, 1));
+    if (result.ok()) {
+      if (options_.install_writable) {
+        remote_hash_[page].store(XXH3_64bits(moved, kPage), std::memory_order_relaxed);
+        flags_[page].fetch_or(kFlagRemoteHash);
+      } else {
+        flags_[page].fetch_and(static_cast<uint8_t>(~kFlagRemoteHash));
+      }
+      flags_[page].fetch_or(kFlagHasRemote);
+      pages_stored_.fetch_add(1, std::memory_order_relaxed);
+      bytes_sent_.fetch_add(*result, std::memory_order_relaxed);
+      return false;
+    }
+    store_errors_.fetch_add(1, std::memory_order_relaxed);
+    RecordError(absl::StrCat("store of page ", page, " after a failed put-back: ",
+                             result.status().ToString(), "; trying again"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
 }
 
 }  // namespace farswap

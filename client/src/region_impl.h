@@ -207,6 +207,8 @@ class RegionImpl {
   // UnprotectRetrying: for threads that are not fault threads; retries
   // while an event is pending (EAGAIN).
   int UnprotectRetrying(uint64_t page);
+  // ProtectRetrying write-protects a resident page, as UnprotectRetrying.
+  int ProtectRetrying(uint64_t page);
   uint8_t* Addr(uint64_t page) const { return base_ + page * 4096; }
 
   // --- region_evict.cc ---
@@ -218,10 +220,62 @@ class RegionImpl {
       ABSL_LOCKS_EXCLUDED(evict_mu_);
   bool ClaimVictim(uint64_t page, bool ignore_age, std::vector<uint64_t>& clean,
                    std::vector<uint64_t>& dirty);
+  // EvictProtected evicts claimed dirty victims (kEvicting, sorted) the
+  // write-protected way: protect, snapshot, store, commit, drop. Returns
+  // how many left local memory.
+  size_t EvictProtected(std::vector<uint64_t>& dirty, std::vector<uint8_t>& snapshot);
+  // EvictByMove evicts claimed dirty victims (kEvicting, sorted) without
+  // write-protecting them: snapshot, store, commit, then move out and
+  // compare (MoveOutChecked). The pages it could not move are left in
+  // `unmoved`, kEvicting and still in the batch, for EvictProtected.
+  // Returns how many left local memory. Needs drop_area_.
+  size_t EvictByMove(std::vector<uint64_t>& dirty, std::vector<uint8_t>& snapshot,
+                     std::vector<uint64_t>& unmoved);
+  // SnapshotPages copies `pages` out of the region into `snapshot` (4 KiB
+  // each, in order); readable[i] is false where page i could not be read
+  // (the program unmapped it).
+  void SnapshotPages(std::span<const uint64_t> pages, std::vector<uint8_t>& snapshot,
+                     std::vector<bool>& readable);
+  // StoreSnapshots stores the readable snapshots (one StoreBatch); true at
+  // i when the backend holds snapshot i, or needs nothing (a never-stored
+  // zero page, a copy the backend already has).
+  std::vector<bool> StoreSnapshots(std::span<const uint64_t> pages,
+                                   const std::vector<uint8_t>& snapshot,
+                                   const std::vector<bool>& readable);
+  // RuleOutZappedSnapshots clears stored[i] where the snapshot may predate
+  // a zap of the program's (kFlagZapPending, kFlagZeroedAfterZap, or the
+  // page missing now): such a page is kept. Returns kFlagZapPending per
+  // page. `pages` sorted.
+  std::vector<bool> RuleOutZappedSnapshots(std::span<const uint64_t> pages,
+                                           std::vector<bool>& stored);
+  // CommitStored decides each claimed page (kEvicting) after its store:
+  // one not stored, or whose snapshot may predate a zap, is kept (kDirty;
+  // un-protected if `write_protected`, a zap-pending one left or made
+  // write-protected); a stored one is committed (kDropping) unless a write
+  // fault got to it first (cancelled). Returns the indexes committed.
+  std::vector<size_t> CommitStored(std::span<const uint64_t> pages, std::vector<bool>& stored,
+                                   bool write_protected);
+  // MoveOutChecked moves committed pages (kDropping, sorted; snaps[i] the
+  // copy stored for pages[i]) out of the region into a drop-area slot and
+  // compares each with its copy: equal ones are `gone`; changed ones are
+  // put back (PutBack) and listed in `put_back`, or `gone` if the program
+  // dropped them meanwhile; those the move could not take (no free slot, an
+  // error) are `unmoved`, still mapped. Takes read_mu_ per chunk of pages.
+  void MoveOutChecked(std::span<const uint64_t> pages, std::span<const uint8_t* const> snaps,
+                      std::vector<uint64_t>& gone, std::vector<uint64_t>& put_back,
+                      std::vector<uint64_t>& unmoved) ABSL_LOCKS_EXCLUDED(read_mu_, mu_);
+  // PutBack maps `moved` (the page as moved out, in a slot) at `page` again;
+  // false (not put back) if the program dropped or unmapped the page since,
+  // or if the page could not be mapped and its moved contents were stored
+  // instead. Takes read_mu_.
+  bool PutBack(uint64_t page, const uint8_t* moved) ABSL_LOCKS_EXCLUDED(read_mu_, mu_);
   // DropPages releases pages the evictor committed to drop (kDropping):
   // moved out (MoveOut), the rest by MADV_DONTNEED by runs of consecutive
-  // pages (MadviseOwn), then each page's state.
+  // pages (MadviseOwn), then FinishDrops.
   void DropPages(std::vector<uint64_t>& pages);
+  // FinishDrops: the bookkeeping of pages that left the region (kDropping):
+  // counters, their state (kRemote or kEmpty), out of their batch.
+  void FinishDrops(std::span<const uint64_t> pages);
   // MoveOut moves sorted pages out of the region into a slot of the drop
   // area (no event) and frees them; returns the pages it did not move
   // (no drop area or free slot, the move failed, or the program unmapped

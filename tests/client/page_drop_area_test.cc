@@ -150,6 +150,34 @@ TEST(PageDropAreaTest, AMissingPageCountsAsMovedAndAnUnmappedOneStopsTheMove) {
   EXPECT_EQ(slot->room(), room);
 }
 
+// Without holes (the region's moves whose pages it then compares), a move
+// stops at a missing page (with an errno: this kernel says EAGAIN, the
+// uapi ENOENT), and what it moved is in the slot,
+// byte for byte, at PageAt.
+TEST(PageDropAreaTest, AMoveWithoutHolesStopsAtAMissingPageAndItsPagesCanBeRead) {
+  auto area = MakeArea(1, 8);
+  REQUIRE_MOVE(area);
+  Registered m(8);
+  ASSERT_TRUE(m.ok());
+  for (uint64_t i : {0, 1, 3}) ASSERT_TRUE(m.Fill(i, static_cast<uint8_t>(10 + i)));  // 2 missing
+  std::optional<PageDropArea::Slot> slot = area->TryAcquire();
+  ASSERT_TRUE(slot.has_value());
+  int err = -1;
+  EXPECT_EQ(slot->Move(m.page(0), 4, &err, /*allow_holes=*/false), 2u);
+  EXPECT_NE(err, 0);
+  EXPECT_EQ(slot->used(), 2u);
+  EXPECT_FALSE(m.Present(0));
+  EXPECT_FALSE(m.Present(1));
+  EXPECT_TRUE(m.Present(3)) << "the move stopped at page 2";
+  EXPECT_EQ(slot->Move(m.page(3), 1, &err, /*allow_holes=*/false), 1u);
+  EXPECT_EQ(err, 0);
+  const uint8_t want[3] = {10, 11, 13};
+  for (size_t i = 0; i < 3; ++i) {
+    const std::vector<uint8_t> expected(kPage, want[i]);
+    EXPECT_EQ(std::memcmp(slot->PageAt(i), expected.data(), kPage), 0) << "slot page " << i;
+  }
+}
+
 TEST(PageDropAreaTest, AMoveLargerThanTheRoomMovesWhatFitsAndFreeMakesRoom) {
   auto area = MakeArea(1, 4);
   REQUIRE_MOVE(area);

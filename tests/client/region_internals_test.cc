@@ -173,8 +173,10 @@ TEST_P(RegionInternalsDropTest, ProgramDropOfOnePageOfARunBeingDroppedForgetsTha
   }
   RegionStats s = r->stats();
   EXPECT_EQ(s.pages_removed, 1u);
-  // By move, the dropped page was a hole: gone, as wanted.
-  EXPECT_EQ(s.moved_evictions, GetParam() ? kRunLen : 0u);
+  // By move, the dropped page was missing when the move came to it (the
+  // move of a page checked after it allows no hole): it went the
+  // write-protected way, where its snapshot read zeros and it was kept.
+  EXPECT_EQ(s.moved_evictions, GetParam() ? kRunLen - 1 : 0u);
   for (uint64_t p = kRunFirst; p < kRunFirst + kRunLen; ++p) {
     if (p == kDropped) {
       const auto* w = reinterpret_cast<const uint64_t*>(r->data() + p * kPage);

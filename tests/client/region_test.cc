@@ -67,6 +67,32 @@ INSTANTIATE_TEST_SUITE_P(DropPaths, RegionDropTest, ::testing::Bool(),
                            return p.param ? "ByMove" : "ByMadvise";
                          });
 
+// RegionEvictPathTest: run with each way of evicting a dirty page
+// (RegionOptions::write_protect_evictions): write-protected before its
+// snapshot, or left writable and compared with its snapshot after its move.
+class RegionEvictPathTest : public RegionTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    if (!GetParam() && !KernelHasUffdMove()) {
+      GTEST_SKIP() << "this kernel has no UFFDIO_MOVE: every eviction is write-protected";
+    }
+  }
+  static bool Protected() { return GetParam(); }
+  static RegionOptions Options(RegionOptions o) {
+    o.write_protect_evictions = GetParam();
+    return o;
+  }
+  // SnapshotTaken: the sync point reached once the batch's snapshot is (or,
+  // write-protected, is about to be) taken and before it is stored.
+  static const char* SnapshotTaken() {
+    return GetParam() ? "Region::Evict:after-write-protect" : "Region::Evict:after-snapshot";
+  }
+};
+INSTANTIATE_TEST_SUITE_P(EvictPaths, RegionEvictPathTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? "WriteProtected" : "CheckedAfterMove";
+                         });
+
 TEST_F(RegionTest, CreateRejectsBadOptions) {
   EXPECT_EQ(Region::Create(nullptr, kPage, {}).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Region::Create(&backend_, 0, {}).status().code(), absl::StatusCode::kInvalidArgument);
@@ -193,18 +219,20 @@ TEST_F(RegionTest, CleanReEvictionSendsNothing) {
   }
 }
 
-// The stable-snapshot rule, forced: a write lands between write-protect and
-// drop. It must win: the drop is cancelled and the page keeps the write.
-TEST_F(RegionTest, WriteBetweenWriteProtectAndDropCancelsTheDrop) {
-  auto r = MakeRegion(&backend_, 16, 64, {.prefetch = false});
+// The stable-snapshot rule, forced: a write lands between the snapshot and
+// the drop. It must win: the drop is cancelled and the page keeps the write.
+// Write-protected, the write waits in a WP fault, whose handler cancels the
+// drop; checked after the move, it lands at once, the moved page differs
+// from what was stored, and it is put back.
+TEST_P(RegionEvictPathTest, AWriteBetweenSnapshotAndDropCancelsTheDrop) {
+  auto r = MakeRegion(&backend_, 16, 64, Options({.prefetch = false}));
   ASSERT_NE(r, nullptr);
   auto* word = reinterpret_cast<volatile uint64_t*>(r->data() + 3 * kPage + 64);
   constexpr int kRounds = 200;
   for (int i = 0; i < kRounds; ++i) {
     *word = 2 * i;
-    SyncPoints::SetOnce("Region::Evict:after-write-protect", [&] {
-      // Runs on this thread inside the eviction; the writer blocks in the
-      // WP fault until a fault thread un-protects the page.
+    SyncPoints::SetOnce(SnapshotTaken(), [&] {
+      // Runs on this thread inside the eviction.
       std::thread writer([&] { *word = 2 * i + 1; });
       writer.join();
     });
@@ -216,13 +244,19 @@ TEST_F(RegionTest, WriteBetweenWriteProtectAndDropCancelsTheDrop) {
   }
   RegionStats s = r->stats();
   EXPECT_EQ(s.evictions_cancelled, uint64_t(kRounds));
-  EXPECT_GE(s.wp_faults, uint64_t(kRounds));
+  EXPECT_EQ(s.evictions, uint64_t(kRounds));
+  if (Protected()) {
+    EXPECT_GE(s.wp_faults, uint64_t(kRounds));
+  } else {
+    EXPECT_EQ(s.wp_faults, 0u);
+    EXPECT_EQ(s.moved_evictions, uint64_t(kRounds));
+  }
 }
 
 // A write that arrives after the drop was committed waits for the drop and
 // faults the page back from the backend, which has the snapshot.
-TEST_F(RegionTest, WriteAfterCommitFaultsBackAndKeepsTheWrite) {
-  auto r = MakeRegion(&backend_, 16, 64, {.prefetch = false});
+TEST_P(RegionEvictPathTest, WriteAfterCommitFaultsBackAndKeepsTheWrite) {
+  auto r = MakeRegion(&backend_, 16, 64, Options({.prefetch = false}));
   ASSERT_NE(r, nullptr);
   auto* word = reinterpret_cast<volatile uint64_t*>(r->data() + 2 * kPage + 8);
   constexpr int kRounds = 200;
@@ -243,20 +277,20 @@ TEST_F(RegionTest, WriteAfterCommitFaultsBackAndKeepsTheWrite) {
   }
 }
 
-// A whole eviction batch (runs of consecutive pages, write-protected by
-// range) races writes: at the point where the batch is write-protected, a
-// writer hits every third page of it. Each write must win: its page's drop
-// is cancelled and keeps the write; every other page of the batch is
-// evicted and faults back with its old contents.
-TEST_F(RegionTest, WritesDuringABatchedEvictionCancelOnlyTheirPagesDrops) {
+// A whole eviction batch (runs of consecutive pages) races writes: once the
+// batch is snapshotted (write-protected: once it is protected), a writer
+// hits every third page of it. Each write must win: its page's drop is
+// cancelled and keeps the write; every other page of the batch is evicted
+// and faults back with its old contents.
+TEST_P(RegionEvictPathTest, WritesDuringABatchedEvictionCancelOnlyTheirPagesDrops) {
   constexpr uint64_t kPages = 48;
-  auto r = MakeRegion(&backend_, 128, 64, {.evict_batch = 16, .prefetch = false});
+  auto r = MakeRegion(&backend_, 128, 64, Options({.evict_batch = 16, .prefetch = false}));
   ASSERT_NE(r, nullptr);
   for (uint64_t p = 0; p < kPages; ++p) FillPage(r->data() + p * kPage, p, 1);
   int written = 0;
-  SyncPoints::SetOnce("Region::Evict:after-write-protect", [&] {
-    // Runs on this thread inside the first batch; each writer blocks in the
-    // WP fault until a fault thread un-protects its page.
+  SyncPoints::SetOnce(SnapshotTaken(), [&] {
+    // Runs on this thread inside the first batch. Write-protected, each
+    // writer blocks in the WP fault until a fault thread un-protects its page.
     std::vector<std::thread> writers;
     for (uint64_t p = 0; p < 16; p += 3) {
       writers.emplace_back([&, p] { FillPage(r->data() + p * kPage, p, 2); });
@@ -266,6 +300,7 @@ TEST_F(RegionTest, WritesDuringABatchedEvictionCancelOnlyTheirPagesDrops) {
   });
   ASSERT_TRUE(r->Advise(0, kPages * kPage, Advice::kCold).ok());
   EXPECT_EQ(r->stats().evictions_cancelled, uint64_t(written));
+  EXPECT_EQ(r->stats().evictions, kPages - uint64_t(written));
   for (uint64_t p = 0; p < kPages; ++p) {
     const uint64_t version = (p < 16 && p % 3 == 0) ? 2 : 1;
     ASSERT_TRUE(PageMatches(r->data() + p * kPage, p, version)) << p;
@@ -279,14 +314,78 @@ TEST_F(RegionTest, WritesDuringABatchedEvictionCancelOnlyTheirPagesDrops) {
   }
 }
 
+// Checked after the move: a page changed during its eviction is put back
+// only if the program has not dropped it since. Forced: the page changes
+// after its snapshot, and the program's MADV_DONTNEED of it runs while it
+// is moved out, before it is put back. The drop must win: the page reads
+// as zeros, and its remote copy (the snapshot) is gone.
+TEST_F(RegionTest, AChangedPageTheProgramDroppedDuringItsEvictionIsNotPutBack) {
+  if (!KernelHasUffdMove()) GTEST_SKIP() << "this kernel has no UFFDIO_MOVE";
+  auto r = MakeRegion(&backend_, 16, 64, {.prefetch = false});
+  ASSERT_NE(r, nullptr);
+  FillPage(r->data() + 5 * kPage, 5, 1);
+  SyncPoints::SetOnce("Region::Evict:after-snapshot", [&] {
+    std::thread writer([&] { FillPage(r->data() + 5 * kPage, 5, 2); });
+    writer.join();
+  });
+  int dropped = -1;
+  SyncPoints::SetOnce("Region::Evict:before-put-back", [&] {
+    // Returns once a fault thread has read (and handled) the REMOVE event.
+    std::thread program([&] { dropped = madvise(r->data() + 5 * kPage, kPage, MADV_DONTNEED); });
+    program.join();
+  });
+  ASSERT_TRUE(r->Advise(5 * kPage, kPage, Advice::kCold).ok());
+  ASSERT_EQ(dropped, 0) << "the put-back was not reached";
+  const auto* w = reinterpret_cast<const uint64_t*>(r->data() + 5 * kPage);
+  for (int i = 0; i < 512; ++i) ASSERT_EQ(w[i], 0u) << i;
+  RegionStats s = r->stats();
+  EXPECT_EQ(s.pages_removed, 1u);
+  EXPECT_EQ(s.evictions_cancelled, 0u);
+  EXPECT_EQ(backend_.stats().pages, 0u);
+  // It round-trips as any page after that.
+  FillPage(r->data() + 5 * kPage, 5, 3);
+  ASSERT_TRUE(r->Advise(5 * kPage, kPage, Advice::kCold).ok());
+  EXPECT_TRUE(PageMatches(r->data() + 5 * kPage, 5, 3));
+}
+
+// Checked after the move: a changed page that cannot be mapped again (the
+// install fails) exists only in the drop area; its moved contents are
+// stored instead, so the drop stands with a current remote copy. Forced by
+// failing the put-back's UFFDIO_COPY.
+TEST_F(RegionTest, AChangedPageThatCannotBePutBackIsStoredAsMoved) {
+  if (!KernelHasUffdMove()) GTEST_SKIP() << "this kernel has no UFFDIO_MOVE";
+  std::atomic<bool> fail_copy{false};
+  RegionOptions o{.prefetch = false};
+  o.ioctl_error_for_testing = [&](RegionIoctl op, uint64_t page) {
+    return op == RegionIoctl::kCopy && page == 6 && fail_copy.exchange(false) ? EIO : 0;
+  };
+  auto r = MakeRegion(&backend_, 16, 64, o);
+  ASSERT_NE(r, nullptr);
+  FillPage(r->data() + 6 * kPage, 6, 1);
+  SyncPoints::SetOnce("Region::Evict:after-snapshot", [&] {
+    std::thread writer([&] { FillPage(r->data() + 6 * kPage, 6, 2); });
+    writer.join();
+  });
+  SyncPoints::SetOnce("Region::Evict:before-put-back", [&] { fail_copy.store(true); });
+  ASSERT_TRUE(r->Advise(6 * kPage, kPage, Advice::kCold).ok());
+  RegionStats s = r->stats();
+  ASSERT_FALSE(fail_copy.load()) << "the put-back was not reached";
+  EXPECT_EQ(s.evictions, 1u);
+  EXPECT_EQ(s.resident_pages, 0u);
+  EXPECT_EQ(s.pages_stored, 2u);  // the snapshot, then the page as moved
+  EXPECT_NE(s.last_error.find("putting back page 6"), std::string::npos) << s.last_error;
+  EXPECT_TRUE(PageMatches(r->data() + 6 * kPage, 6, 2))
+      << DescribePage(r->data() + 6 * kPage, 6, 2);
+}
+
 // Two eviction batches must never have stores of one page in flight at
 // once. Forced: batch A has snapshotted a page and not yet stored it; a
 // write cancels A's drop, and batch B (another Advise) tries to evict the
 // page with the newer contents. B must leave the page alone until A is
 // done — otherwise A's older store could land after B's and the page would
 // fault back without the write.
-TEST_F(RegionTest, ASecondBatchCannotEvictAPageWhoseStoreIsStillInFlight) {
-  auto r = MakeRegion(&backend_, 64, 32, {.evict_batch = 8, .prefetch = false});
+TEST_P(RegionEvictPathTest, ASecondBatchCannotEvictAPageWhoseStoreIsStillInFlight) {
+  auto r = MakeRegion(&backend_, 64, 32, Options({.evict_batch = 8, .prefetch = false}));
   ASSERT_NE(r, nullptr);
   FillPage(r->data() + 5 * kPage, 5, 1);
   SyncPoints::SetOnce("Region::Evict:before-store", [&] {
@@ -540,7 +639,7 @@ TEST_F(RegionTest, WillNeedPrefetchesTheRange) {
 // resident and writable, nothing is stored, and a later eviction works.
 TEST_F(RegionTest, FailedWriteProtectDuringEvictionKeepsThePage) {
   std::atomic<int> failures_left{1};
-  RegionOptions o{.prefetch = false};
+  RegionOptions o{.prefetch = false, .write_protect_evictions = true};
   o.ioctl_error_for_testing = [&](RegionIoctl op, uint64_t page) {
     return op == RegionIoctl::kWriteProtect && page == 2 && failures_left.fetch_sub(1) > 0 ? ENOMEM
                                                                                            : 0;

@@ -20,7 +20,8 @@
 //   kRemote   not resident; the backend holds the current contents.
 //   kClean    resident and write-protected; the backend copy is current.
 //   kDirty    resident and writable; the backend copy is stale or missing.
-//   kEvicting resident, write-protected by the evictor, snapshot in flight.
+//   kEvicting resident, snapshot in flight (write-protected by the evictor
+//             unless it will be checked after its move, see below).
 //   kDropping the evictor has committed to drop it (move or MADV_DONTNEED
 //             pending).
 //   kFetching a fault handler or the prefetcher is installing it.
@@ -56,6 +57,18 @@
 // was committed (kDropping) stays blocked until the page is gone and then
 // faults the page back from the backend, which holds exactly what the
 // program last saw. So the remote copy is never newer or older than memory.
+// Where pages leave by move (below), the write-protect is left out by
+// default (write_protect_evictions): each write-protect of a mapped page
+// costs a TLB shootdown, an IPI to every CPU the program runs on. The
+// victim stays writable while the copy of it is stored; after the store the
+// drop is committed (kDropping: an access now waits), the page is moved out
+// of the region, and what was moved is compared with the stored copy. The
+// move carries the physical page, so every write the program made before
+// it is in what is compared. A page equal to its stored copy is dropped; one
+// that changed is put back where it was, writable and dirty (the drop is
+// cancelled, as a write-protect fault would have), unless the program
+// dropped or unmapped it meanwhile. A page that cannot be moved is
+// write-protected and evicted the older way.
 //
 // Hotness. This kernel has no accessed-bit interface (no page_idle, no
 // soft-dirty, no DAMON), so a CLOCK sweeps the page array with a small age
@@ -178,6 +191,16 @@ struct RegionOptions {
   // no UFFDIO_MOVE. false: one MADV_DONTNEED per run of evicted pages, each
   // of which waits for a fault thread to read its REMOVE event.
   bool drop_by_move = true;
+  // write_protect_evictions: write-protect each dirty victim before its
+  // snapshot, so that a write during the store is seen by a write-protect
+  // fault (above). false (the default): where pages leave by move, a victim
+  // stays writable while its snapshot is stored, is moved out, and is
+  // compared with the snapshot there; one that changed meanwhile is put
+  // back (one TLB shootdown per run of pages instead of two; see "Eviction
+  // and the stable snapshot"). Without a drop area (drop_by_move off, a
+  // kernel before 6.8) and for a page that cannot be moved, the region
+  // write-protects whatever this says.
+  bool write_protect_evictions = false;
   // Test only (fault injection): called before each UFFDIO_COPY,
   // UFFDIO_ZEROPAGE and UFFDIO_WRITEPROTECT the region issues, with the
   // first page it covers; a nonzero return is taken as that call's errno and
