@@ -700,7 +700,8 @@ std::optional<FrameHeader> DataPlaneServer::HandleOp(uint32_t tenant, const Fram
   requests_++;
   switch (request.opcode) {
     case Opcode::kInvalidate: {
-      absl::Status s = store_->Invalidate(tenant, request.page);
+      // request.version: 0, or the newest version to drop (frame.h).
+      absl::Status s = store_->Invalidate(tenant, request.page, request.version);
       return s.ok() ? OkReply(request) : ErrorReply(request, s, out);
     }
     case Opcode::kInvalidateRange: {

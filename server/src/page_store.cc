@@ -702,9 +702,13 @@ void PageStore::LoadBatch(uint32_t tenant, absl::Span<const uint64_t> pages, Loa
 
 // --- invalidate -------------------------------------------------------------------------
 
-absl::Status PageStore::Invalidate(uint32_t tenant, uint64_t page) {
+absl::Status PageStore::Invalidate(uint32_t tenant, uint64_t page, uint64_t up_to_version) {
   {
     MutexLock kl(&key_locks_->For({tenant, page}));
+    if (up_to_version != 0) {
+      const Entry* e = index_->Find({tenant, page});
+      if (e == nullptr || e->version > up_to_version) return absl::OkStatus();  // a newer store won
+    }
     if (EraseLocked(tenant, page)) counters_.invalidates.fetch_add(1, std::memory_order_relaxed);
   }
   MaybeKickCleaner();

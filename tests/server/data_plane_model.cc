@@ -138,6 +138,12 @@ class Generator {
     } else if (pick < 75) {
       op.kind = OpKind::kInvalidate;
       op.page = Page();
+      // One in three conditional (a version: drop only a copy at most it),
+      // around the versions this page has been stored with.
+      if (r_.OneIn(3)) {
+        const uint64_t last = last_version_[{tenant, op.page}];
+        op.version = std::max<uint64_t>(1, last + r_.InRange(0, 4) - std::min<uint64_t>(last, 2));
+      }
     } else if (pick < 82) {
       op.kind = OpKind::kInvalidateRange;
       op.page = Page();
@@ -291,8 +297,11 @@ FrameHeader Op::Header() const {
       h.checksum = checksum;
       h.version = version;
       break;
-    case OpKind::kLoad:
     case OpKind::kInvalidate:
+      h.page = page;
+      h.version = version;  // 0, or conditional
+      break;
+    case OpKind::kLoad:
     case OpKind::kInvalidateRange:
       h.page = page;
       break;
@@ -342,8 +351,11 @@ std::string Op::Describe() const {
       }
       break;
     case OpKind::kLoad:
+      absl::StrAppend(&s, " page ", page);
+      break;
     case OpKind::kInvalidate:
       absl::StrAppend(&s, " page ", page);
+      if (version != 0) absl::StrAppend(&s, " up to v=", version);
       break;
     case OpKind::kInvalidateRange:
       absl::StrAppend(&s, " pages ", page, " + ", count);
@@ -396,9 +408,14 @@ Expected DataPlaneModel::Apply(const Op& op) {
       }
       break;
     }
-    case OpKind::kInvalidate:
-      pages_.erase(key);
+    case OpKind::kInvalidate: {
+      // A conditional invalidate keeps a copy newer than its version.
+      auto it = pages_.find(key);
+      if (it != pages_.end() && (op.version == 0 || it->second.version <= op.version)) {
+        pages_.erase(it);
+      }
       break;
+    }
     case OpKind::kInvalidateRange: {
       const uint64_t last = op.page + (op.count - 1);
       auto first = pages_.lower_bound(key);

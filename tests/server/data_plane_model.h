@@ -108,7 +108,7 @@ struct Op {
   std::vector<uint8_t> payload;  // also PING's
   transport::Codec codec = transport::Codec::kNone;
   uint64_t checksum = 0;
-  uint64_t version = 0;
+  uint64_t version = 0;  // also a conditional INVALIDATE's
   bool same_filled = false;
   uint64_t fill = 0;
   // INVALIDATE_RANGE

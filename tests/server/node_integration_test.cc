@@ -53,6 +53,8 @@ absl::StatusOr<Attached> Attach(const std::string& grpc_addr, const std::string&
   v1::AttachResponse resp;
   grpc::Status s = stub->Attach(&ctx, req, &resp);
   if (!s.ok()) return absl::Status(absl::StatusCode(s.error_code()), s.error_message());
+  // This node takes a conditional INVALIDATE; clients send one only then.
+  EXPECT_TRUE(resp.conditional_invalidate());
   return Attached{resp.session_token(), resp.data_addr()};
 }
 

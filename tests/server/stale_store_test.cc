@@ -54,6 +54,33 @@ TEST(PageVersionTest, OlderStoreIsRefusedAndChangesNothing) {
   EXPECT_EQ(p->version, 6u);
 }
 
+// A conditional invalidate (a version) drops a copy at or below it and
+// keeps a newer one; version 0 drops whatever is there.
+TEST(PageVersionTest, AConditionalInvalidateDropsOnlyACopyAtMostItsVersion) {
+  auto store = PageStore::Create({});
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::vector<uint8_t> v5 = Payload(5, 900);
+  ASSERT_TRUE((*store)->Store(1, 7, Versioned(v5, 5)).ok());
+  ASSERT_TRUE((*store)->Invalidate(1, 7, /*up_to_version=*/4).ok());  // older: kept
+  absl::StatusOr<LoadedPage> p = (*store)->Load(1, 7);
+  ASSERT_TRUE(p.ok()) << p.status();
+  EXPECT_EQ(p->version, 5u);
+  EXPECT_EQ((*store)->GetStats().invalidates, 0u);
+  ASSERT_TRUE((*store)->Invalidate(1, 7, /*up_to_version=*/5).ok());  // the same: dropped
+  EXPECT_EQ((*store)->Load(1, 7).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE((*store)->Invalidate(1, 7, /*up_to_version=*/5).ok());  // nothing there: OK
+  ASSERT_TRUE((*store)->Store(1, 7, Versioned(v5, 9)).ok());
+  ASSERT_TRUE((*store)->Invalidate(1, 7, /*up_to_version=*/12).ok());  // newer than it: dropped
+  EXPECT_EQ((*store)->Load(1, 7).status().code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE((*store)->Store(1, 7, Versioned(v5, 30)).ok());
+  ASSERT_TRUE((*store)->Invalidate(1, 7).ok());  // unconditional
+  EXPECT_EQ((*store)->Load(1, 7).status().code(), absl::StatusCode::kNotFound);
+  PageStoreStats st = (*store)->GetStats();
+  EXPECT_EQ(st.invalidates, 3u);
+  EXPECT_EQ(st.stored_pages, 0u);
+  EXPECT_EQ(st.pool.objects, 0u);
+}
+
 TEST(PageVersionTest, FailedOlderStoreDoesNotEraseNewerPage) {
   auto store = PageStore::Create({});
   ASSERT_TRUE(store.ok()) << store.status();
@@ -178,6 +205,20 @@ TEST_F(StaleStoreNodeTest, DelayedOldStoreThatFailsDoesNotEraseNewerAcknowledged
   ASSERT_FALSE(old.ok());
   EXPECT_EQ(old.status().code(), absl::StatusCode::kFailedPrecondition) << old.status();
   ExpectNewestLoads(6, 300);
+}
+
+// Through a real data plane: a conditional INVALIDATE older than the stored
+// version keeps the page; one at its version drops it.
+TEST_F(StaleStoreNodeTest, AConditionalInvalidateNeverErasesANewerStore) {
+  ASSERT_TRUE(new_->Call(StoreHeader(9, 40), Payload(40, 1500), kTimeout).get().ok());
+  absl::StatusOr<IncomingMessage> r =
+      old_->Call({.opcode = Opcode::kInvalidate, .page = 9, .version = 39}, {}, kTimeout).get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  ExpectNewestLoads(9, 40);
+  r = old_->Call({.opcode = Opcode::kInvalidate, .page = 9, .version = 40}, {}, kTimeout).get();
+  ASSERT_TRUE(r.ok()) << r.status();
+  r = new_->Call({.opcode = Opcode::kLoad, .page = 9}, {}, kTimeout).get();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
 }
 
 TEST_F(StaleStoreNodeTest, BatchEntriesCarryVersions) {

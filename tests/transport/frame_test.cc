@@ -346,6 +346,31 @@ TEST(FrameValidationTest, PageVersionOnlyWithPages) {
   EXPECT_TRUE(DecodeFrame(w).ok());
 }
 
+// A version on an INVALIDATE request makes it conditional (drop only a copy
+// at most that version); nowhere else on the invalidation opcodes.
+TEST(FrameValidationTest, AVersionOnAnInvalidateRequestMakesItConditional) {
+  const FrameHeader conditional{.opcode = Opcode::kInvalidate, .page = 3, .version = 77};
+  EXPECT_TRUE(conditional.conditional_invalidate());
+  ExpectRoundTrip(conditional, {});
+  const FrameHeader unconditional{.opcode = Opcode::kInvalidate, .page = 3};
+  EXPECT_FALSE(unconditional.conditional_invalidate());
+  ExpectInvalid(Wire({.opcode = Opcode::kInvalidate, .flags = kFlagReply, .version = 1}, {}),
+                "nonzero page version");
+  ExpectInvalid(
+      Wire({.opcode = Opcode::kInvalidateRange, .page = 1, .version = 1}, EncodeU64Payload(4)),
+      "nonzero page version");
+  // In a BATCH too.
+  BatchEncoder b;
+  ASSERT_TRUE(b.Add(conditional).ok());
+  std::vector<uint8_t> wire = Wire(b.Header(9), Gather(b.pieces()));
+  absl::StatusOr<FrameView> f = DecodeFrame(wire);
+  ASSERT_TRUE(f.ok()) << f.status();
+  absl::StatusOr<std::vector<FrameView>> subs = DecodeBatch(*f);
+  ASSERT_TRUE(subs.ok()) << subs.status();
+  ASSERT_EQ(subs->size(), 1u);
+  EXPECT_EQ((*subs)[0].header.version, 77u);
+}
+
 TEST(FrameValidationTest, AbsurdAndPerOpcodeLengths) {
   auto w = ValidStore();
   w[24] = 0xFF, w[25] = 0xFF, w[26] = 0xFF, w[27] = 0xFF;

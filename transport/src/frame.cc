@@ -93,6 +93,10 @@ PayloadLimits LimitsFor(const FrameHeader& h) {
 
 }  // namespace
 
+bool FrameHeader::conditional_invalidate() const {
+  return opcode == Opcode::kInvalidate && !is_reply() && version != 0;
+}
+
 bool FrameHeader::carries_page() const {
   if (opcode == Opcode::kStore) return !is_reply();
   if (opcode == Opcode::kLoad) return is_reply() && status == absl::StatusCode::kOk;
@@ -194,7 +198,7 @@ absl::Status ValidateHeader(const FrameHeader& h) {
   if (h.checksum != 0 && !page_payload) {
     return Invalid(h, "nonzero checksum on a frame without a page payload");
   }
-  if (h.version != 0 && !page_payload) {
+  if (h.version != 0 && !page_payload && !h.conditional_invalidate()) {
     return Invalid(h, "nonzero page version on a frame without a page payload");
   }
   const bool error_reply = h.is_reply() && h.status != absl::StatusCode::kOk;

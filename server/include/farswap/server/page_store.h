@@ -388,7 +388,10 @@ class PageStore {
   std::optional<absl::StatusOr<LoadedPage>> TryLoad(uint32_t tenant, uint64_t page);
 
   // Invalidate drops the page; a page that is not stored is not an error.
-  absl::Status Invalidate(uint32_t tenant, uint64_t page);
+  // With a nonzero `up_to_version` (a conditional INVALIDATE, frame.h) it
+  // drops the page only if its stored version is at most that, and keeps a
+  // newer one (OK either way).
+  absl::Status Invalidate(uint32_t tenant, uint64_t page, uint64_t up_to_version = 0);
   // InvalidateRange drops pages first..first+count-1 and returns how many
   // were stored. INVALID_ARGUMENT when the range wraps.
   absl::StatusOr<uint64_t> InvalidateRange(uint32_t tenant, uint64_t first, uint64_t count);

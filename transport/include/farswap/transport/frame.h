@@ -26,7 +26,8 @@
 //    30    2 status          replies: absl::StatusCode; requests: 0
 //    32    8 checksum        xxh3-64 of the uncompressed page, carried as is
 //    40    8 version         the page's store version (STORE requests and OK
-//                            LOAD replies only; 0 elsewhere)
+//                            LOAD replies; on INVALIDATE requests, the
+//                            newest version to drop; 0 elsewhere)
 //
 // Page versions. A client stamps every STORE with a version from a counter
 // that only goes up (farswap::Client seeds it from the wall clock, so a
@@ -35,6 +36,15 @@
 // ABORTED ("stale version"), and returns it in OK LOAD replies. So a store
 // delayed past a newer one can never overwrite it. Version 0 is the lowest:
 // an unversioned STORE only ever replaces an unversioned page.
+//
+// An INVALIDATE request with version 0 drops the page whatever its version.
+// One with a nonzero version is conditional: the node drops the page only if
+// its stored version is at most that, and keeps a newer one (OK either way).
+// A client clears up a copy it may have left behind (a read repair that
+// landed after the page was invalidated) without risking a newer store of
+// the page. Nodes that take it say so when attached
+// (AttachResponse.conditional_invalidate); older ones refuse the frame as
+// malformed and close the connection, so clients send it only to those.
 //
 // The transport carries the checksum end to end and never computes it; the
 // client computes it before compression and verifies it after decompression.
@@ -130,7 +140,7 @@ struct FrameHeader {
   absl::StatusCode status = absl::StatusCode::kOk;
   uint64_t checksum = 0;
   // version: the page's store version (see the file comment); nonzero only
-  // where carries_page().
+  // where carries_page(), or on a conditional INVALIDATE request.
   uint64_t version = 0;
 
   bool is_reply() const { return (flags & kFlagReply) != 0; }
@@ -140,6 +150,9 @@ struct FrameHeader {
   // payload is a page (and so the only ones with a codec, checksum and
   // version).
   bool carries_page() const;
+  // conditional_invalidate: an INVALIDATE request with a version (see the
+  // file comment): drop only a copy at most that version.
+  bool conditional_invalidate() const;
   friend bool operator==(const FrameHeader&, const FrameHeader&) = default;
 };
 
