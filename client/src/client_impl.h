@@ -194,6 +194,7 @@ class Client::Impl {
     bool warned_kept = false;                         // "kept" logged in this window
     absl::Time suspect_since = absl::InfinitePast();  // while kSuspect
     uint64_t incarnation = 0;                         // from the last Attach
+    bool conditional_invalidate = false;              // from the last Attach
     bool warned_plaintext = false;                    // its plaintext data plane was logged
     // orphans: slabs dropped from this node while it may still hold their
     // pages; settled before it serves again.
@@ -304,6 +305,16 @@ class Client::Impl {
   // before the load's `done`, with no lock held.
   void RepairCopies(const LoadOp& op, const transport::FrameHeader& good,
                     std::span<const uint8_t> payload) ABSL_LOCKS_EXCLUDED(mu_);
+  // DropRepairLeftover runs when `node` acknowledged a repair of `page`
+  // (store version `version`, planned at slab epoch `epoch`). If the page
+  // was invalidated since the repair was checked (the last write issued for
+  // it is an invalidate, at the same epoch, or its slab is gone), the
+  // invalidate may have reached the node first and the repair then stored
+  // a copy nobody will free: it is dropped with a conditional INVALIDATE
+  // (that version or older only, so a newer store is never erased), where
+  // the node takes one. With no lock held.
+  void DropRepairLeftover(uint64_t slab, uint64_t epoch, uint64_t page, int node, uint64_t version)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // CountLoadRefused counts a load that ends without a copy (`code`): in
   // the client's load errors, or in its scrub's tally (a page that changed
   // while the scrub read it is not counted unreadable).
@@ -449,7 +460,8 @@ class Client::Impl {
       failovers_{0}, rereplicated_slabs_{0}, rereplicated_pages_{0}, unavailable_loads_{0},
       load_network_ns_{0}, load_decode_ns_{0}, stale_copies_{0}, parked_retries_{0},
       recovered_pages_{0}, copies_repaired_{0}, copy_repairs_failed_{0}, copy_repairs_skipped_{0},
-      scrubbed_copies_{0}, scrub_bad_copies_{0}, scrub_unreadable_pages_{0}, scrub_passes_{0};
+      repair_leftovers_dropped_{0}, scrubbed_copies_{0}, scrub_bad_copies_{0},
+      scrub_unreadable_pages_{0}, scrub_passes_{0};
 
   // The background scrub (ScrubInBackground; maintenance thread only): the
   // page it goes on from, its loads still out, and when it last issued.

@@ -305,6 +305,7 @@ absl::Status Client::Impl::SettleOrphansAndMarkUp(int node, Channel channel, Cha
     n.data_addr = attachment->data_addr;
     n.node_id = attachment->node_id;
     n.incarnation = attachment->incarnation;
+    n.conditional_invalidate = attachment->conditional_invalidate;
   }
   n.last_error.clear();
   spdlog::info("farswap client: node {} ({}, data plane {} over {}) is up", n.address, n.node_id,

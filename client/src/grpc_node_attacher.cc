@@ -50,7 +50,8 @@ class GrpcNodeAttacher final : public NodeAttacher {
                       .incarnation = resp.incarnation(),
                       .data_tls = resp.data_tls(),
                       .data_addrs = {resp.data_addrs().begin(), resp.data_addrs().end()},
-                      .rdma_devices = {resp.rdma_devices().begin(), resp.rdma_devices().end()}};
+                      .rdma_devices = {resp.rdma_devices().begin(), resp.rdma_devices().end()},
+                      .conditional_invalidate = resp.conditional_invalidate()};
   }
 
  private:

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -20,6 +21,7 @@
 #include <iostream>
 #include <optional>
 #include <random>
+#include <regex>
 #include <thread>
 #include <vector>
 
@@ -187,6 +189,13 @@ class ClientClusterTest : public ::testing::Test {
     return ::testing::Test::HasFatalFailure() ? nullptr : std::move(c);
   }
   void RaceRepairWithStore(const char* point, bool expect_skipped);
+  // LoadUntilARepairReaches loads pages 0.. one at a time (into `out`)
+  // until one meets a bad copy and its repair reaches the sync point
+  // `point`; there `at_point(page)` runs, on the thread running the repair.
+  // Returns that page, or nullopt if no load met a bad copy.
+  static std::optional<size_t> LoadUntilARepairReaches(Client& c, const char* point,
+                                                       const std::function<void(size_t)>& at_point,
+                                                       std::vector<uint8_t>& out);
 
   std::vector<std::unique_ptr<ServerProcess>> nodes_;
 };
@@ -330,6 +339,19 @@ int RunCtl(const std::string& args, std::string* out) {
   while (fgets(buf, sizeof buf, p) != nullptr) out->append(buf);
   const int status = pclose(p);
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// StoredPages: the pages `node` holds, as `farswapctl stats` reports them
+// (the node's own figure comes before any tenant's).
+uint64_t StoredPages(const ServerProcess& node) {
+  std::string out;
+  EXPECT_EQ(RunCtl("--node " + node.grpc_addr() + " stats --json", &out), 0) << out;
+  std::smatch m;
+  if (!std::regex_search(out, m, std::regex("\"stored_pages\":\"([0-9]+)\""))) {
+    ADD_FAILURE() << "no stored_pages in: " << out;
+    return UINT64_MAX;
+  }
+  return std::stoull(m[1].str());
 }
 
 // A node is drained as a Kubernetes preStop hook drains it: `farswapctl
@@ -706,6 +728,50 @@ TEST_F(ClientClusterTest, TheBackgroundScrubRepairsBadCopiesPassAfterPass) {
   EXPECT_EQ(c->stats().load_errors, 0u);
 }
 
+// AsyncResult: the status an asynchronous call passes to its callback.
+class AsyncResult {
+ public:
+  DoneCallback Callback() {
+    return [this](absl::Status s) {
+      MutexLock l(&mu_);
+      status_ = std::move(s);
+      cv_.SignalAll();
+    };
+  }
+  // Wait: the status, or nullopt if none came within `timeout`.
+  std::optional<absl::Status> Wait(absl::Duration timeout) {
+    MutexLock l(&mu_);
+    const absl::Time deadline = absl::Now() + timeout;
+    while (!status_ && !cv_.WaitWithDeadline(&mu_, deadline)) {
+    }
+    return status_;
+  }
+
+ private:
+  Mutex mu_;
+  CondVar cv_;
+  std::optional<absl::Status> status_ ABSL_GUARDED_BY(mu_);
+};
+
+std::optional<size_t> ClientClusterTest::LoadUntilARepairReaches(
+    Client& c, const char* point, const std::function<void(size_t)>& at_point,
+    std::vector<uint8_t>& out) {
+  std::atomic<size_t> page{0};
+  std::atomic<bool> reached{false};
+  SyncPoints::SetOnce(point, [&] {
+    reached = true;
+    at_point(page);
+  });
+  out.resize(kPageSize);
+  for (; page < kDiskPages; ++page) {
+    absl::Status s = c.Load(page, out.data());
+    EXPECT_TRUE(s.ok()) << s;
+    if (!s.ok() || reached) break;
+  }
+  SyncPoints::Clear(point);
+  return reached ? std::optional<size_t>(page) : std::nullopt;
+}
+
 // A repair racing a newer store of the same page never puts the older copy
 // back. Pages are loaded one at a time until one meets a bad copy; at
 // `point` in its repair the caller stores a new version of that page
@@ -719,48 +785,28 @@ void ClientClusterTest::RaceRepairWithStore(const char* point, bool expect_skipp
   std::unique_ptr<Client> c =
       ClientOverCorruptedDisk([](ClientOptions& o) { o.dead_node_timeout = absl::Seconds(3); });
   ASSERT_NE(c, nullptr);
-  Mutex mu;
-  CondVar cv;
-  size_t page = 0;
-  std::optional<size_t> raced;
-  std::optional<absl::Status> stored;
+  AsyncResult stored;
   testing::SyncPointCounter answered("Client::RepairCopies:answered");
-  SyncPoints::SetOnce(point, [&] {
-    {
-      MutexLock l(&mu);
-      raced = page;
-    }
-    c->StoreAsync(page, Corpus().page(page + kDiskPages), [&](absl::Status s) {
-      MutexLock l(&mu);
-      stored = std::move(s);
-      cv.SignalAll();
-    });
-  });
-  std::vector<uint8_t> out(kPageSize);
-  for (page = 0; page < kDiskPages; ++page) {
-    ASSERT_TRUE(c->Load(page, out.data()).ok());
-    MutexLock l(&mu);
-    if (raced) break;
-  }
+  std::vector<uint8_t> out;
+  const std::optional<size_t> raced = LoadUntilARepairReaches(
+      *c, point,
+      [&](size_t page) {
+        c->StoreAsync(page, Corpus().page(page + kDiskPages), stored.Callback());
+      },
+      out);
   ASSERT_TRUE(raced.has_value()) << "no load met a bad copy on node 0";
   // The load returned the version it found (the store came after it).
   EXPECT_EQ(std::memcmp(out.data(), Corpus().page(*raced), kPageSize), 0);
-  {
-    MutexLock l(&mu);
-    const absl::Time deadline = absl::Now() + kWait;
-    while (!stored && !cv.WaitWithDeadline(&mu, deadline)) {
-    }
-    ASSERT_TRUE(stored.has_value());
-    ASSERT_TRUE(stored->ok()) << *stored;
-  }
+  const std::optional<absl::Status> s = stored.Wait(kWait);
+  ASSERT_TRUE(s.has_value());
+  ASSERT_TRUE(s->ok()) << *s;
   if (!expect_skipped) {
     ASSERT_TRUE(answered.WaitFor(1, kWait));
   }
-  SyncPoints::Clear(point);
-  const ClientStats s = c->stats();
-  EXPECT_EQ(s.copies_repaired, 0u);
-  EXPECT_EQ(s.copy_repairs_skipped, expect_skipped ? 1u : 0u);
-  EXPECT_EQ(s.copy_repairs_failed, expect_skipped ? 0u : 1u);  // ABORTED: stale version
+  const ClientStats st = c->stats();
+  EXPECT_EQ(st.copies_repaired, 0u);
+  EXPECT_EQ(st.copy_repairs_skipped, expect_skipped ? 1u : 0u);
+  EXPECT_EQ(st.copy_repairs_failed, expect_skipped ? 0u : 1u);  // ABORTED: stale version
   nodes_[1]->Kill();
   absl::Status loaded = c->Load(*raced, out.data());
   ASSERT_TRUE(loaded.ok()) << loaded;
@@ -773,6 +819,40 @@ TEST_F(ClientClusterTest, ARepairStandsDownForAStoreOfThePageInFlight) {
 
 TEST_F(ClientClusterTest, ARepairOvertakenByANewerStoreIsRefusedByTheNode) {
   RaceRepairWithStore("Client::RepairCopies:before-send", /*expect_skipped=*/false);
+}
+
+// A repair racing an invalidate of its page. Pages are loaded one at a time
+// until one meets a bad copy on node 0; once its repair is checked and not
+// yet sent, the caller invalidates the page. The invalidate reaches node 0
+// first (the same connection), then the repair stores the verified copy
+// there again: a copy the client's table does not know of, which nothing
+// would free. The repair's answer finds the page invalidated and drops
+// that copy with a conditional INVALIDATE, so node 0 ends up holding no
+// more pages than node 1.
+TEST_F(ClientClusterTest, ARepairLandingAfterAnInvalidateOfItsPageLeavesNoCopyBehind) {
+  std::unique_ptr<Client> c =
+      ClientOverCorruptedDisk([](ClientOptions& o) { o.dead_node_timeout = absl::Seconds(3); });
+  ASSERT_NE(c, nullptr);
+  AsyncResult invalidated;
+  testing::SyncPointCounter answered("Client::RepairCopies:answered");
+  testing::SyncPointCounter dropped("Client::DropRepairLeftover:answered");
+  std::vector<uint8_t> out;
+  const std::optional<size_t> raced = LoadUntilARepairReaches(
+      *c, "Client::RepairCopies:before-send",
+      [&](size_t page) { c->InvalidateAsync(page, invalidated.Callback()); }, out);
+  ASSERT_TRUE(raced.has_value()) << "no load met a bad copy on node 0";
+  const std::optional<absl::Status> s = invalidated.Wait(kWait);
+  ASSERT_TRUE(s.has_value());
+  ASSERT_TRUE(s->ok()) << *s;
+  ASSERT_TRUE(answered.WaitFor(1, kWait));
+  ASSERT_TRUE(dropped.WaitFor(1, kWait)) << "the repair's leftover was not dropped";
+  const ClientStats st = c->stats();
+  EXPECT_EQ(st.copies_repaired, 1u);
+  EXPECT_EQ(st.repair_leftovers_dropped, 1u);
+  EXPECT_EQ(StoredPages(*nodes_[1]), kDiskPages - 1);
+  EXPECT_EQ(StoredPages(*nodes_[0]), kDiskPages - 1)
+      << "the repaired copy of page " << *raced << " is still on node 0";
+  EXPECT_EQ(c->Load(*raced, out.data()).code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(ClientClusterTest, AsyncStoresInvalidateRangeAndMissingPages) {

@@ -229,6 +229,10 @@ struct ClientStats {
   uint64_t copies_repaired = 0;
   uint64_t copy_repairs_failed = 0;
   uint64_t copy_repairs_skipped = 0;
+  // repair_leftovers_dropped: acknowledged repairs of pages invalidated in
+  // the meantime, whose copy the client then dropped from that node with a
+  // conditional INVALIDATE (that version or older only).
+  uint64_t repair_leftovers_dropped = 0;
   // Scrubbing (Client::Scrub, ClientOptions::scrub_pages_per_second):
   // scrubbed_copies: copies read by scrubs (not in `loads`);
   // scrub_bad_copies: of those, corrupt, stale or missing (repairs are

@@ -30,6 +30,9 @@ struct Attachment {
   // (ClientOptions::data_transport).
   std::vector<std::string> data_addrs;
   std::vector<std::string> rdma_devices;
+  // conditional_invalidate: the node takes a conditional INVALIDATE (one
+  // with a version: transport/frame.h). false from older nodes.
+  bool conditional_invalidate = false;
 };
 
 // NodeAttacher attaches to one node by its control-plane address.
