@@ -61,6 +61,8 @@ int main(int argc, char** argv) {
       Frame({.opcode = Opcode::kLoad, .flags = kFlagReply, .status = absl::StatusCode::kNotFound},
             {'n', 'o'}));
   seeds.push_back(Frame({.opcode = Opcode::kInvalidate, .page = 1}, {}));
+  // A conditional INVALIDATE: drop the page only at or below version 6.
+  seeds.push_back(Frame({.opcode = Opcode::kInvalidate, .page = 1, .version = 6}, {}));
   seeds.push_back(Frame({.opcode = Opcode::kInvalidateRange, .page = 1}, u64(64)));
   seeds.push_back(Frame({.opcode = Opcode::kPing}, page));
   BatchEncoder batch;

@@ -32,8 +32,9 @@ void CheckInput(const uint8_t* data, size_t size) {
   }
   if (!header.ok() || !(*header == frame->header)) Fail("DecodeHeader disagrees with DecodeFrame");
   if (!ValidateHeader(frame->header).ok()) Fail("decoded header fails ValidateHeader");
-  if (frame->header.version != 0 && !frame->header.carries_page()) {
-    Fail("a page version on a frame that carries no page");
+  if (frame->header.version != 0 && !frame->header.carries_page() &&
+      !frame->header.conditional_invalidate()) {
+    Fail("a page version on a frame that carries no page (nor is a conditional INVALIDATE)");
   }
   auto encoded = EncodeHeader(frame->header);
   if (std::memcmp(encoded.data(), data, kFrameHeaderSize) != 0) Fail("header does not re-encode");
