@@ -242,6 +242,20 @@ absl::Status Client::Impl::SettleOrphansAndMarkUp(int node, Channel channel, Cha
         MarkDeadLocked(node, "restarted (new incarnation): its pages are gone");
       }
       n.orphans.clear();
+      // The corrupt copies it served were its previous life's, and it holds
+      // none now: a node restarted on new memory or a new disk need not
+      // wait out quarantine_time. If it is still bad it is quarantined
+      // again by what it serves next.
+      if (n.quarantined) {
+        n.quarantined = false;
+        spdlog::info(
+            "farswap client: node {} restarted (new incarnation): out of quarantine, it "
+            "takes new slabs again",
+            n.address);
+      }
+      n.window_bad_copies = 0;
+      n.bad_window_start = absl::InfinitePast();
+      n.warned_kept = false;
     }
     settled = n.orphans.size();
     for (const Orphan& o : n.orphans) {

@@ -629,6 +629,57 @@ TEST_F(ClientClusterTest, ANodeServingCorruptCopiesIsQuarantinedAndItsSlabsMoveO
   LoadAndVerify(*c, 0, kPages + 256);
 }
 
+// A quarantined node restarted in place (the same gRPC address, a new
+// incarnation: as after new memory or a new disk) leaves quarantine when
+// the client re-attaches it, not after quarantine_time (an hour here), and
+// takes new slabs again. This one is still bad (restarted with
+// --test-corrupt-loads again): the copies it serves next quarantine it
+// again, and no load returns a corrupt page.
+TEST_F(ClientClusterTest, AQuarantinedNodeRestartedInPlaceLeavesQuarantine) {
+  StartNodes(1, {"--test-corrupt-loads"});
+  StartNodes(2);
+  ClientOptions o = Options();
+  o.quarantine_after_bad_copies = 8;
+  o.quarantine_time = absl::Hours(1);
+  std::unique_ptr<Client> c = Connect(o);
+  ASSERT_NE(c, nullptr);
+  constexpr size_t kPages = 512;
+  StoreRange(*c, 0, kPages);
+  LoadAndVerify(*c, 0, kPages);
+  ASSERT_TRUE(c->stats().nodes[0].quarantined);
+  ASSERT_TRUE(c->WaitUntilReplicated(kWait).ok());
+  ASSERT_EQ(c->stats().nodes[0].slabs, 0u);
+  const uint64_t incarnation = c->stats().nodes[0].incarnation;
+  const std::string address = nodes_[0]->grpc_addr();
+  absl::Status restarted = nodes_[0]->RestartAtSameAddress();
+  ASSERT_TRUE(restarted.ok()) << restarted;
+  ASSERT_EQ(nodes_[0]->grpc_addr(), address);
+  // The client notices the old process is gone and re-attaches the new one.
+  const absl::Time give_up = absl::Now() + kWait;
+  ClientStats s = c->stats();
+  while ((s.nodes[0].incarnation == incarnation || s.nodes[0].state != "up") &&
+         absl::Now() < give_up) {
+    absl::SleepFor(absl::Milliseconds(20));
+    s = c->stats();
+  }
+  ASSERT_NE(s.nodes[0].incarnation, incarnation) << "not re-attached";
+  EXPECT_FALSE(s.nodes[0].quarantined);
+  EXPECT_EQ(s.nodes[0].quarantines, 1u);
+  // It takes new slabs again.
+  StoreRange(*c, kPages, 2 * kPages);
+  s = c->stats();
+  EXPECT_GT(s.nodes[0].slabs, 0u);
+  // Still bad: its corrupt copies are failed over and quarantine it again.
+  LoadAndVerify(*c, kPages, 2 * kPages);
+  s = c->stats();
+  EXPECT_TRUE(s.nodes[0].quarantined);
+  EXPECT_EQ(s.nodes[0].quarantines, 2u);
+  EXPECT_EQ(s.load_errors, 0u);
+  ASSERT_TRUE(c->WaitUntilReplicated(kWait).ok());
+  nodes_[1]->Kill();  // every page still has a good copy on node 2
+  LoadAndVerify(*c, 0, 2 * kPages);
+}
+
 // Read repair, with real processes. Node 0 keeps its pages on its SSD (a
 // 1 MiB pool) and the SSD goes bad: its backing file is overwritten behind
 // its back, so every copy it wrote back fails its own disk checksum

@@ -86,7 +86,7 @@ absl::Status ServerProcess::Launch() {
       "--data-addr",
       (transport == "tcp" ? "" : transport + "://") + options_.host + ":0",
       "--grpc-addr",
-      options_.host + ":" + options_.grpc_port,
+      options_.host + ":" + (grpc_port_.empty() ? options_.grpc_port : grpc_port_),
       "--pool-limit",
       options_.pool_limit,
       "--high-watermark",
@@ -279,6 +279,16 @@ void ServerProcess::Resume() {
 }
 
 absl::Status ServerProcess::Restart() {
+  Kill();
+  return Launch();
+}
+
+absl::Status ServerProcess::RestartAtSameAddress() {
+  const size_t colon = grpc_addr_.rfind(':');
+  if (colon == std::string::npos) {
+    return absl::FailedPreconditionError(absl::StrCat("no port in gRPC address ", grpc_addr_));
+  }
+  grpc_port_ = grpc_addr_.substr(colon + 1);
   Kill();
   return Launch();
 }

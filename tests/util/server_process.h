@@ -85,6 +85,11 @@ class ServerProcess {
   // Restart starts a new process with the same options and backing file;
   // addresses change (port 0 again).
   absl::Status Restart();
+  // RestartAtSameAddress is Restart, but the new process listens for gRPC
+  // on the port the old one had (a node restarted in place: clients that
+  // know it by that address re-attach and see a new incarnation). The data
+  // plane's port still changes.
+  absl::Status RestartAtSameAddress();
   // backing_file returns the path of its backing file ("" without one).
   std::string backing_file() const;
   // Log returns what the server has logged so far.
@@ -98,6 +103,9 @@ class ServerProcess {
   std::string dir_;
   pid_t pid_ = -1;
   std::string data_addr_, grpc_addr_;
+  // grpc_port_: the port Launch listens on for gRPC where set (else
+  // options_.grpc_port).
+  std::string grpc_port_;
   int launches_ = 0;
 };
 

@@ -172,7 +172,9 @@ struct ClientOptions {
   uint64_t quarantine_after_bad_copies = 16;
   absl::Duration quarantine_window = absl::Minutes(1);
   // quarantine_time: how long a quarantined node stays out; then it takes
-  // new slabs again (and is quarantined again if it keeps failing).
+  // new slabs again (and is quarantined again if it keeps failing). A
+  // node that restarts (re-attaches with a new incarnation) leaves
+  // quarantine at once: it holds none of the copies it was judged by.
   absl::Duration quarantine_time = absl::Minutes(10);
 };
 
