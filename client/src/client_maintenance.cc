@@ -692,7 +692,7 @@ bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
     s->dirty.ClearAll();
   }
   if (!committed) return give_up("too many pages rewritten during the copy; retrying later");
-  // Free the moved slab on the draining nodes it left. A failure is only a
+  // Free the moved slab on the draining or quarantined nodes it left. A failure is only a
   // leak there: an orphan record settles it when the node comes back.
   std::vector<std::future<absl::StatusOr<IncomingMessage>>> cleanups;
   for (const Target& t : evacuated) {
@@ -704,8 +704,8 @@ bool Client::Impl::ReplicateOneSlab(uint64_t slab) {
   for (size_t k = 0; k < cleanups.size(); ++k) {
     absl::Status st = cleanups[k].get().status();
     if (!st.ok()) {
-      spdlog::warn("farswap client: freeing moved slab {} on draining node {}: {}", slab,
-                   std::string(evacuated[k].address), st.ToString());
+      spdlog::warn("farswap client: freeing moved slab {} on node {} (draining or quarantined): {}",
+                   slab, std::string(evacuated[k].address), st.ToString());
       MutexLock l(&mu_);
       nodes_[evacuated[k].node].orphans.push_back(
           {.slab = slab, .epoch = evacuated_epoch, .only_copy = false});
