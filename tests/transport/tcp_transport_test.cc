@@ -306,6 +306,39 @@ TEST(TcpTransportTest, GarbageClosesOnlyThatConnection) {
   EXPECT_EQ(r->payload, (std::vector<uint8_t>{4, 5, 6}));
 }
 
+// A request answered from on_receive costs the answering side one read
+// and no hand-off to its loop: the reply is queued while on_receive runs
+// and written once it returns, with no eventfd wake-up of the same loop
+// (flushes_posted), and a read that did not fill the buffer ends the turn
+// instead of a second read that would say EAGAIN (read_calls). Both
+// counted on the server's connection at the last of a run of one-at-a-time
+// exchanges, so the earlier ones are all in.
+TEST(TcpTransportTest, AnAnsweredRequestCostsOneReadAndNoLoopWakeUp) {
+  std::mutex mu;
+  ConnectionStats last;  // guarded by mu
+  TestServer server([&](Connection& c, std::span<IncomingMessage> in) {
+    EchoPing(c, in);
+    std::lock_guard<std::mutex> lock(mu);
+    last = c.stats();
+  });
+  auto client = CreateTcpTransport({}).value();
+  auto channel = RpcChannel::Connect(*client, server.address()).value();
+  constexpr int kExchanges = 200;
+  for (int i = 0; i < kExchanges; ++i) {
+    std::vector<uint8_t> body = Pattern(64 + i * 13, i);
+    auto f = channel->Call({.opcode = Opcode::kPing}, body, kLongTimeout);
+    absl::StatusOr<IncomingMessage> r = Await(f);
+    ASSERT_TRUE(r.ok()) << r.status();
+    ASSERT_EQ(r->payload, body) << i;
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(last.frames_received, uint64_t{kExchanges});
+  EXPECT_EQ(last.flushes_posted, 0u);
+  // One read per exchange; a few spare for a frame split across segments.
+  EXPECT_GE(last.read_calls, uint64_t{kExchanges});
+  EXPECT_LE(last.read_calls, uint64_t{kExchanges} + kExchanges / 10);
+}
+
 TEST_P(TransportTest, ServerCloseFailsEveryOutstandingCallWithUnavailable) {
   constexpr int kCalls = 20;
   std::promise<void> all_arrived;

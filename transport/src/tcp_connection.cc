@@ -14,7 +14,9 @@
 // loop reads again, so a request/reply exchange costs no extra wakeup.
 //
 // Receiving. The loop reads into a per-connection buffer (at most
-// kReadBudget bytes per readiness event, for fairness between connections),
+// kReadBudget bytes per readiness event, for fairness between connections;
+// a plain read that leaves the buffer unfilled ends the turn, since the
+// level-triggered registration reports what comes after it),
 // decodes each complete frame with DecodeHeader as soon as its 48 header
 // bytes arrive — so an absurd length is rejected before anything is
 // buffered for it — then ValidatePayload once it is whole, and hands the
@@ -206,13 +208,18 @@ absl::Status TcpConnection::Send(std::span<OutgoingMessage> messages) {
     // (HandleReadable), which beats a system call per reply.
     const bool delivering = loop_->InLoopThread() && delivering_;
     if (first_new == 0 && !delivering && !CipherPendingLocked()) WriteQueuedLocked(sent);
-    if (!out_.empty() || CipherPendingLocked()) {
+    // While delivering, HandleReadable flushes right after on_receive
+    // returns (and turns on EPOLLOUT for what the kernel does not take), so
+    // a posted flush would only cost an eventfd write, a wake-up of this
+    // same loop and an eventfd read per read of requests.
+    if (!delivering && (!out_.empty() || CipherPendingLocked())) {
       post = !flush_posted_;
       flush_posted_ = true;
     }
   }
   for (SendCallback& cb : sent) cb(absl::OkStatus());
   if (post) {
+    flushes_posted_.fetch_add(1, std::memory_order_relaxed);
     auto self = shared_from_this();
     // If the loop has stopped, its shutdown closes this connection and
     // fails the frames just queued.
@@ -484,6 +491,8 @@ ConnectionStats TcpConnection::stats() const {
   s.bytes_received = bytes_received_.load(std::memory_order_relaxed);
   s.read_pauses = read_pauses_.load(std::memory_order_relaxed);
   s.inline_writes = inline_writes_.load(std::memory_order_relaxed);
+  s.read_calls = read_calls_.load(std::memory_order_relaxed);
+  s.flushes_posted = flushes_posted_.load(std::memory_order_relaxed);
   MutexLock lock(&mu_);
   s.queued_bytes = queued_bytes_;
   s.tls = !tls_mode_.description.empty();
@@ -654,8 +663,10 @@ void TcpConnection::HandleReadable() {
     size_t want = std::max(in_end_ + kReadChunk, frame_need_);
     if (in_.size() < want) in_.resize(want);
     std::string tls_error;
-    ssize_t n = tls_ ? ReadTls(in_.data() + in_end_, in_.size() - in_end_, &tls_error)
-                     : read(fd_, in_.data() + in_end_, in_.size() - in_end_);
+    const size_t space = in_.size() - in_end_;
+    read_calls_.fetch_add(1, std::memory_order_relaxed);
+    ssize_t n = tls_ ? ReadTls(in_.data() + in_end_, space, &tls_error)
+                     : read(fd_, in_.data() + in_end_, space);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK) {
@@ -687,6 +698,12 @@ void TcpConnection::HandleReadable() {
     }
     FlushOutput();  // replies (or requests) sent by on_receive, in one write
     if (accepted_ && fd_ >= 0) ApplyBackPressure();
+    // A plain read that did not fill the buffer took all the socket held:
+    // the registration is level-triggered, so epoll reports whatever comes
+    // next, and the read that would only say EAGAIN is saved (one system
+    // call per exchange). TLS reads go on to EAGAIN: OpenSSL may hold
+    // decrypted bytes the socket no longer shows.
+    if (!tls_ && size_t(n) < space) break;
   }
   // After EAGAIN OpenSSL holds at most part of a record, which the next
   // EPOLLIN completes; stopped early (budget, pause), it may hold more.

@@ -188,7 +188,8 @@ class TcpConnection final : public Connection,
   bool reading_paused_ = false;  // by back-pressure (the output queue)
   bool owner_paused_ = false;    // by PauseReading, as the epoll interest shows it
   // delivering_: on_receive is running (Send then queues instead of writing
-  // inline; read by Send only on the loop thread).
+  // inline, and posts no flush: HandleReadable flushes after on_receive;
+  // read by Send only on the loop thread).
   bool delivering_ = false;
   bool want_write_ = false;
   std::vector<uint8_t> in_;
@@ -221,7 +222,7 @@ class TcpConnection final : public Connection,
   std::atomic<bool> owner_pause_requested_{false};
 
   std::atomic<uint64_t> frames_sent_{0}, frames_received_{0}, bytes_sent_{0}, bytes_received_{0},
-      read_pauses_{0}, inline_writes_{0};
+      read_pauses_{0}, inline_writes_{0}, read_calls_{0}, flushes_posted_{0};
 };
 
 }  // namespace farswap::transport

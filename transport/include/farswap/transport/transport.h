@@ -85,6 +85,13 @@ struct ConnectionStats {
   uint64_t queued_bytes = 0;   // accepted by Send, not yet written
   uint64_t read_pauses = 0;    // times reading stopped for back-pressure
   uint64_t inline_writes = 0;  // writes made on the sender's thread, not the loop's
+  // read_calls, flushes_posted: TCP only (0 for UCX). System calls that
+  // read the socket (each read or TLS record read, the one that says EAGAIN
+  // included), and flushes of queued frames handed to the loop's thread by
+  // a wake-up. A request answered from on_receive costs one read and no
+  // posted flush.
+  uint64_t read_calls = 0;
+  uint64_t flushes_posted = 0;
   // messages_sent: UCX only (0 for TCP): active messages carrying frames
   // handed to UCX (counted when handed over; frames_sent counts frames
   // once sent), so frames per message shows how much was coalesced.
