@@ -15,6 +15,7 @@
 #include <mutex>
 #include <thread>
 
+#include "farswap/common/sync_point.h"
 #include "farswap/transport/rpc_channel.h"
 #include "farswap/transport/transport.h"
 #include "test_util.h"
@@ -337,6 +338,52 @@ TEST(TcpTransportTest, AnAnsweredRequestCostsOneReadAndNoLoopWakeUp) {
   // One read per exchange; a few spare for a frame split across segments.
   EXPECT_GE(last.read_calls, uint64_t{kExchanges});
   EXPECT_LE(last.read_calls, uint64_t{kExchanges} + kExchanges / 10);
+}
+
+// A sender that wrote its request inline may be preempted before it lets
+// go of the connection's mutex (its send woke the peer on its own CPU). The
+// loop that reads the reply must not then sleep on that mutex for a flush
+// with nothing to write: here the sender is held, mutex and all, at the
+// sync point right after its inline sendmsg (where a preemption lands); the
+// loop reads its reply, and a reply on a second connection of the same loop
+// still arrives while it is held.
+TEST(TcpTransportTest, ALoopReadsRepliesWhileASenderHoldsItsConnection) {
+  TestServer server(EchoPing);
+  auto client = CreateTcpTransport({.io_threads = 1}).value();  // one loop for both
+  std::promise<std::vector<uint8_t>> held_reply;
+  ConnectionHandler handler;
+  handler.on_receive = [&](Connection&, std::span<IncomingMessage> in) {
+    for (IncomingMessage& m : in) held_reply.set_value(std::move(m.payload));
+  };
+  std::shared_ptr<Connection> held = client->Connect(server.address(), handler).value();
+  auto other_channel = RpcChannel::Connect(*client, server.address()).value();
+
+  std::promise<void> reached, release;
+  std::shared_future<void> released = release.get_future().share();
+  SyncPoints::SetOnce("TcpConnection::WriteQueuedLocked:sent", [&] {
+    reached.set_value();
+    released.wait();
+  });
+  std::thread sender([&] {
+    std::vector<OutgoingMessage> ping;
+    ping.push_back(OwnedMessage({.opcode = Opcode::kPing, .request_id = 1}, {1, 2, 3}));
+    EXPECT_TRUE(held->Send(ping).ok());
+  });
+  reached.get_future().wait();  // the request is out; the sender holds the mutex
+  std::future<std::vector<uint8_t>> reply = held_reply.get_future();
+  ASSERT_EQ(reply.wait_for(std::chrono::seconds(60)), std::future_status::ready);
+  EXPECT_EQ(reply.get(), (std::vector<uint8_t>{1, 2, 3}));
+  // The loop has delivered that reply; it must be free to read the next.
+  auto other = other_channel->Call({.opcode = Opcode::kPing}, {4, 5, 6}, kLongTimeout);
+  const bool arrived = other.wait_for(std::chrono::seconds(5)) == std::future_status::ready;
+  release.set_value();
+  sender.join();
+  SyncPoints::ClearAll();
+  EXPECT_TRUE(arrived) << "the loop slept on the held connection's mutex";
+  auto r = Await(other);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->payload, (std::vector<uint8_t>{4, 5, 6}));
+  held->Close(absl::CancelledError("test over"));
 }
 
 TEST_P(TransportTest, ServerCloseFailsEveryOutstandingCallWithUnavailable) {

@@ -208,6 +208,9 @@ absl::Status TcpConnection::Send(std::span<OutgoingMessage> messages) {
     // (HandleReadable), which beats a system call per reply.
     const bool delivering = loop_->InLoopThread() && delivering_;
     if (first_new == 0 && !delivering && !CipherPendingLocked()) WriteQueuedLocked(sent);
+    // Only now: frames this thread is writing inline are not the loop's to
+    // flush, so FlushOutput may skip them without the mutex.
+    if (!out_.empty()) output_queued_.store(true, std::memory_order_relaxed);
     // While delivering, HandleReadable flushes right after on_receive
     // returns (and turns on EPOLLOUT for what the kernel does not take), so
     // a posted flush would only cost an eventfd write, a wake-up of this
@@ -272,6 +275,7 @@ void TcpConnection::ConsumeWrittenLocked(size_t n, Callbacks& done) {
       frames_sent_.fetch_add(1, std::memory_order_relaxed);
     }
   }
+  if (out_.empty()) output_queued_.store(false, std::memory_order_relaxed);
 }
 
 void TcpConnection::WriteQueuedLocked(Callbacks& done) {
@@ -290,6 +294,7 @@ void TcpConnection::WriteQueuedLocked(Callbacks& done) {
     msg.msg_iov = iov;
     msg.msg_iovlen = size_t(GatherLocked(iov, &gathered));
     ssize_t n = sendmsg(socket_, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    FARSWAP_SYNC_POINT("TcpConnection::WriteQueuedLocked:sent");  // [mu_], the sender
     if (n < 0) {
       if (errno == EINTR) continue;
       // EAGAIN: the loop waits for EPOLLOUT. Any other error: the loop's
@@ -549,6 +554,14 @@ void TcpConnection::OnEvents(uint32_t events) {
 
 void TcpConnection::FlushOutput() {
   if (fd_ < 0 || !registered_ || handshaking_) return;
+  // Nothing queued for the loop (the common case after a read of replies):
+  // return without mu_, which a sender holds across its inline sendmsg — a
+  // sender preempted there (its send woke the peer on its own CPU) would
+  // otherwise put this thread to sleep on the mutex, and the next reply
+  // behind a wake-up. Frames another thread queues are written inline by it
+  // or come with a posted flush; frames this thread's own on_receive queued
+  // are seen (sequenced before).
+  if (!tls_ && !want_write_ && !output_queued_.load(std::memory_order_relaxed)) return;
   Callbacks done;
   bool tls_pending = false;
   absl::Status tls_error;
@@ -749,6 +762,7 @@ void TcpConnection::CloseNow(const absl::Status& reason) {
     closed_ = true;
     failed.swap(out_);
     queued_bytes_ = 0;
+    output_queued_.store(false, std::memory_order_relaxed);
     ssl_.reset();  // before the fd closes; no close_notify (peers take EOF as the end)
     cipher_out_.clear();
     cipher_sent_ = 0;

@@ -220,6 +220,11 @@ class TcpConnection final : public Connection,
 
   // owner_pause_requested_: the latest PauseReading argument (any thread).
   std::atomic<bool> owner_pause_requested_{false};
+  // output_queued_: frames wait in out_ for the loop. Written under mu_: set
+  // by Send once its inline write (if any) left frames behind, cleared when
+  // out_ empties. FlushOutput reads it without mu_ to skip an empty queue,
+  // and a queue a sender is still writing inline.
+  std::atomic<bool> output_queued_{false};
 
   std::atomic<uint64_t> frames_sent_{0}, frames_received_{0}, bytes_sent_{0}, bytes_received_{0},
       read_pauses_{0}, inline_writes_{0}, read_calls_{0}, flushes_posted_{0};
