@@ -15,8 +15,9 @@
 //
 // Receiving. The loop reads into a per-connection buffer (at most
 // kReadBudget bytes per readiness event, for fairness between connections;
-// a plain read that leaves the buffer unfilled ends the turn, since the
-// level-triggered registration reports what comes after it),
+// a plain read that brings exactly one whole frame and leaves the buffer
+// unfilled ends the turn, since the level-triggered registration reports
+// what comes after it),
 // decodes each complete frame with DecodeHeader as soon as its 48 header
 // bytes arrive — so an absurd length is rejected before anything is
 // buffered for it — then ValidatePayload once it is whole, and hands the
@@ -702,6 +703,7 @@ void TcpConnection::HandleReadable() {
     in_end_ += size_t(n);
     budget -= std::min(budget, size_t(n));
     absl::Status decoded = DecodeBuffered(messages);
+    const size_t frames = messages.size();
     Deliver(messages);  // the good frames before a bad one still count
     if (!decoded.ok()) {
       spdlog::warn("farswap transport: closing connection from {}: malformed frame: {}", peer_,
@@ -711,12 +713,16 @@ void TcpConnection::HandleReadable() {
     }
     FlushOutput();  // replies (or requests) sent by on_receive, in one write
     if (accepted_ && fd_ >= 0) ApplyBackPressure();
-    // A plain read that did not fill the buffer took all the socket held:
-    // the registration is level-triggered, so epoll reports whatever comes
-    // next, and the read that would only say EAGAIN is saved (one system
-    // call per exchange). TLS reads go on to EAGAIN: OpenSSL may hold
-    // decrypted bytes the socket no longer shows.
-    if (!tls_ && size_t(n) < space) break;
+    // A plain read that did not fill the buffer took all the socket held.
+    // If it brought one whole frame and no more — an exchange of requests
+    // and replies — the turn ends: the registration is level-triggered, so
+    // epoll reports whatever comes next, and the read that would only say
+    // EAGAIN is saved (one system call per exchange). A stream (several
+    // frames a read, or a frame in progress) is read on at once, as before:
+    // more of it has usually arrived meanwhile, and a read is cheaper than
+    // an epoll_wait. TLS reads go on to EAGAIN: OpenSSL may hold decrypted
+    // bytes the socket no longer shows.
+    if (!tls_ && size_t(n) < space && frames == 1 && in_begin_ == in_end_) break;
   }
   // After EAGAIN OpenSSL holds at most part of a record, which the next
   // EPOLLIN completes; stopped early (budget, pause), it may hold more.
