@@ -44,8 +44,10 @@ void CheckInput(const uint8_t* data, size_t size) {
   if (!subs.ok()) Fail("valid BATCH frame fails DecodeBatch");
   BatchEncoder batch;
   for (const FrameView& sub : *subs) {
-    if (sub.header.version != 0 && !sub.header.carries_page()) {
-      Fail("a page version on a BATCH entry that carries no page");
+    if (sub.header.version != 0 && !sub.header.carries_page() &&
+        !sub.header.conditional_invalidate()) {
+      Fail(
+          "a page version on a BATCH entry that carries no page (nor is a conditional INVALIDATE)");
     }
     std::vector<std::span<const uint8_t>> pieces;
     if (!sub.payload.empty()) pieces.push_back(sub.payload);
