@@ -772,9 +772,18 @@ absl::Status Client::Impl::WaitUntilReplicated(absl::Duration timeout) {
   wake_ = true;
   changed_.SignalAll();
   for (;;) {
-    int up = 0;
-    for (int i = 0; i < int(nodes_.size()); ++i) up += CountsTowardsRLocked(i);
-    const int need = std::min(replicas_, up);
+    // A suspect node may come back with its copies or be declared down; until
+    // then it still counts among the nodes a slab should be on. (Counting only
+    // the up nodes, a moment when every node was suspect needed no replica at
+    // all, and this returned OK with slabs whose only copies were on a killed
+    // node and a stalled one.)
+    int may_count = 0;
+    for (int i = 0; i < int(nodes_.size()); ++i) {
+      const Node& n = nodes_[i];
+      may_count += (n.state == NodeState::kUp || n.state == NodeState::kSuspect) && !n.draining &&
+                   !n.quarantined;
+    }
+    const int need = std::min(replicas_, may_count);
     uint64_t short_slabs = 0;
     for (const auto& [id, s] : table_.slabs()) {
       int live = 0;

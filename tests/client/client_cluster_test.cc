@@ -526,6 +526,32 @@ TEST_F(ClientClusterTest, ReReplicationTargetStallingMidCopyIsSurvived) {
   LoadAndVerify(*c, 0, kPages);
 }
 
+// While every node holding a slab is suspect, the slab is not known to be
+// replicated: WaitUntilReplicated must not return OK. (It did: with no node
+// up it needed no replica at all. In ReReplicationTargetStallingMidCopyIs-
+// Survived under ASan, it returned while the killed node and a stalled one
+// held the only copies of a slab, and the pages were lost when the test
+// killed the stalled one: DATA_LOSS, every replica of slab 7 was lost.)
+TEST_F(ClientClusterTest, ReplicatedIsNotDeclaredWhileEveryNodeIsSuspect) {
+  StartNodes(2);
+  std::unique_ptr<Client> c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  StoreRange(*c, 0, 128);
+  ASSERT_TRUE(c->WaitUntilReplicated(kWait).ok());
+  nodes_[0]->Pause();
+  nodes_[1]->Pause();
+  ASSERT_TRUE(WaitFor(*c, [&](const ClientStats& s) {
+    return Node(s, nodes_[0]->grpc_addr()).state == "suspect" &&
+           Node(s, nodes_[1]->grpc_addr()).state == "suspect";
+  }));
+  const absl::Status while_suspect = c->WaitUntilReplicated(absl::Milliseconds(300));
+  EXPECT_EQ(while_suspect.code(), absl::StatusCode::kDeadlineExceeded) << while_suspect;
+  nodes_[0]->Resume();
+  nodes_[1]->Resume();
+  ASSERT_TRUE(c->WaitUntilReplicated(kWait).ok());
+  LoadAndVerify(*c, 0, 128);
+}
+
 TEST_F(ClientClusterTest, PageChangedDuringStoreIsStoredAsItsSnapshot) {
   StartNodes(2);
   std::unique_ptr<Client> c = Connect(Options());

@@ -149,8 +149,10 @@ class Client {
   void SetNodes(const std::vector<std::string>& addresses);
 
   // WaitUntilReplicated blocks until every slab holding pages has R
-  // replicas (as far as the live, non-full nodes allow), or `timeout`
-  // passes (DEADLINE_EXCEEDED with how many slabs are short).
+  // replicas on up nodes (as far as the nodes allow: R, or fewer where fewer
+  // nodes are up or suspect, not draining and not quarantined; a suspect node
+  // is waited for until it is up again or declared down), or `timeout` passes
+  // (DEADLINE_EXCEEDED with how many slabs are short).
   absl::Status WaitUntilReplicated(absl::Duration timeout);
   // WaitUntilNodeUp blocks until the node at `address` is attached and up.
   absl::Status WaitUntilNodeUp(const std::string& address, absl::Duration timeout);
