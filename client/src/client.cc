@@ -75,6 +75,10 @@ struct Client::Impl::LoadOp {
   absl::InlinedVector<int, 4> order;  // replica node ids, in the order to try
   size_t next = 0;
   int tried = 0;
+  // checked: the requests a replica answered about its copy (the copy, or
+  // that it is bad or missing); a request that timed out or found the
+  // connection down read nothing and is not counted.
+  int checked = 0;
   bool saw_bad_copy = false;  // some replica answered with a bad or missing copy
   // bad_copies: the replicas that answered with a bad, stale or missing
   // copy; a verified copy from another replica is written back to them
@@ -1045,6 +1049,7 @@ void Client::Impl::OnLoadReply(const std::shared_ptr<LoadOp>& op, const Target& 
   // corrupt: the node said its copy is bad (its own disk check), or the
   // copy failed ours; a stale or missing copy is not corrupt.
   bool corrupt = s.code() == absl::StatusCode::kDataLoss;
+  if (s.ok() || Classify(s) == Failure::kPageBad) op->checked++;
   if (s.ok()) {
     const auto received = std::chrono::steady_clock::now();
     uint8_t scratch[kPageSize];  // unverified bytes never reach op->out
@@ -1304,9 +1309,9 @@ void Client::Impl::CountLoadRefused(const LoadOp& op, absl::StatusCode code) {
 }
 
 void Client::Impl::CountScrubbed(const LoadOp& op) {
-  op.scrub->copies_checked += op.tried;
+  op.scrub->copies_checked += op.checked;
   op.scrub->bad_copies += op.bad_copies.size();
-  scrubbed_copies_ += op.tried;
+  scrubbed_copies_ += op.checked;
   scrub_bad_copies_ += op.bad_copies.size();
 }
 

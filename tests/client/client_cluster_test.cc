@@ -552,6 +552,30 @@ TEST_F(ClientClusterTest, ReplicatedIsNotDeclaredWhileEveryNodeIsSuspect) {
   LoadAndVerify(*c, 0, 128);
 }
 
+// A scrub read that gets no answer (its node stalls past op_timeout) read
+// no copy: the load fails over and reads the other replica, and only that
+// read counts in copies_checked. (Counting every request, a reply late under
+// ASan made AScrubRepairsTheBadCopiesNoLoadRead see 26 copies too many.)
+TEST_F(ClientClusterTest, AScrubReadThatTimesOutIsNotCountedAsACheckedCopy) {
+  StartNodes(2);
+  std::unique_ptr<Client> c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  constexpr size_t kPages = 64;  // one slab, a copy on each node
+  StoreRange(*c, 0, kPages);
+  // The scrub's loads are planned with both nodes up; node 1 stops before
+  // they are sent, so its share times out and fails over to node 0.
+  SyncPoints::SetOnce("Client::LoadManyAsync:planned", [&] { nodes_[1]->Pause(); });
+  absl::StatusOr<ScrubResult> r = c->Scrub(0, kPages);
+  SyncPoints::ClearAll();
+  nodes_[1]->Resume();
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->pages, kPages);
+  EXPECT_EQ(r->bad_copies, 0u);
+  // Node 0's copy of every page, read once for itself and once for node 1.
+  EXPECT_EQ(r->copies_checked, 2 * kPages);
+  EXPECT_EQ(c->stats().scrubbed_copies, 2 * kPages);
+}
+
 TEST_F(ClientClusterTest, PageChangedDuringStoreIsStoredAsItsSnapshot) {
   StartNodes(2);
   std::unique_ptr<Client> c = Connect(Options());

@@ -73,8 +73,11 @@ struct PageRead {
 
 // ScrubResult: what one Client::Scrub found.
 struct ScrubResult {
-  uint64_t pages = 0;             // stored pages whose copies were read
-  uint64_t copies_checked = 0;    // copies read (a replica that failed over counts too)
+  uint64_t pages = 0;  // stored pages whose copies were read
+  // copies_checked: copies read (a replica that failed over counts too; a
+  // request that timed out or met a closed connection read nothing and
+  // does not, though it is retried).
+  uint64_t copies_checked = 0;
   uint64_t bad_copies = 0;        // corrupt, stale or missing copies found
   uint64_t copies_repaired = 0;   // of those, rewritten from a verified copy (acknowledged)
   uint64_t repairs_failed = 0;    // refused or unanswered (ABORTED: a newer store won)
