@@ -18,6 +18,10 @@
 //   any of these; a Store waiting for writeback holds no lock.
 // - Backing-store reads for loads run with no lock held: the object's
 //   segment is pinned instead (see "load" below).
+// - The read cache's mutex (disk_read_cache.h) is a leaf: a load looks up
+//   under its key lock (after reading the segment's epoch from the
+//   SegmentTable, whose lock it has dropped by then), and LoadBatch inserts
+//   with no lock held.
 // - Segment writes (writeback.cc) and the cleaner's segment reads
 //   (cleaner.cc) run with no lock held.
 #include "farswap/server/page_store.h"
@@ -30,6 +34,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cold_recompressor.h"
+#include "disk_read_cache.h"
 #include "farswap/common/page_file.h"
 #include "farswap/common/sync_point.h"
 #include "lru_list.h"
@@ -172,6 +177,10 @@ PageStore::PageStore(const PageStoreOptions& options)
   clean_below_free_ = reserve + std::max<uint64_t>(1, count / 32) + 1;
   segments_ = std::make_unique<internal::SegmentTable>(count, segment_bytes, reserve,
                                                        options.cleaner_max_dead);
+  if (options.disk_read_cache_bytes > 0) {
+    read_cache_ =
+        std::make_unique<internal::DiskReadCache>(segment_bytes, options.disk_read_cache_bytes);
+  }
   // One write queue now, so stats and the log say which engine runs.
   std::unique_ptr<BlockWriteQueue> queue = backing_->NewWriteQueue(options.write_queue_depth);
   write_engine_ = queue->engine();
@@ -484,8 +493,12 @@ std::optional<PageStore::LoadStep> PageStore::BeginLoad(uint32_t tenant, uint64_
   const PageKey key{tenant, page};
   MutexLock kl(&key_locks_->For(key));
   Entry* e = index_->Find(key);
-  // Decided before anything is touched, so "would block" has no effect.
-  if (wait == Wait::kNever && e != nullptr && e->state == EntryState::kOnDisk) return std::nullopt;
+  // Decided before anything is touched, so "would block" has no effect; a
+  // page on disk whose bytes the read cache holds does not block.
+  LoadedPage cached;
+  const bool on_disk = e != nullptr && e->state == EntryState::kOnDisk;
+  const bool from_cache = on_disk && LoadFromReadCache(e, &cached, wait != Wait::kNever);
+  if (wait == Wait::kNever && on_disk && !from_cache) return std::nullopt;
   counters_.loads.fetch_add(1, std::memory_order_relaxed);
   if (e == nullptr) {
     counters_.load_misses.fetch_add(1, std::memory_order_relaxed);
@@ -522,6 +535,15 @@ std::optional<PageStore::LoadStep> PageStore::BeginLoad(uint32_t tenant, uint64_
       return LoadStep(std::move(out));
     }
     case EntryState::kOnDisk: {
+      if (from_cache) {
+        out.payload = std::move(cached.payload);
+        if (e->disk_loaded) {
+          PromoteLocked(e, out.payload.data());
+        } else {
+          e->disk_loaded = true;
+        }
+        return LoadStep(std::move(out));
+      }
       DiskRead read{.offset = e->disk_offset,
                     .length = e->length,
                     .disk_checksum = e->disk_checksum,
@@ -530,7 +552,10 @@ std::optional<PageStore::LoadStep> PageStore::BeginLoad(uint32_t tenant, uint64_
                     .promote = e->disk_loaded,
                     .page = std::move(out)};
       e->disk_loaded = true;
-      segments_->Pin(read.segment);  // unpinned by FinishLoad
+      const internal::SegmentTable::PinnedSegment pinned =
+          segments_->Pin(read.segment);  // unpinned by FinishLoad
+      read.epoch = pinned.epoch;
+      read.written_end = read.segment * segments_->segment_bytes() + pinned.extent;
       counters_.backing_reads.fetch_add(1, std::memory_order_relaxed);
       return LoadStep(std::move(read));
     }
@@ -563,10 +588,6 @@ absl::StatusOr<LoadedPage> PageStore::FinishLoad(uint32_t tenant, uint64_t page,
 void PageStore::Promote(uint32_t tenant, uint64_t page, const DiskRead& read,
                         const uint8_t* bytes) {
   FARSWAP_SYNC_POINT("PageStore::Promote:before-lock");
-  // Room without waiting, and without pushing the pool over the high
-  // watermark (which would only write it back again).
-  const uint64_t high = high_watermark_bytes_.load(std::memory_order_relaxed);
-  if (high != 0 && pool_->mem_in_use_bytes() + read.length > high) return;
   const PageKey key{tenant, page};
   MutexLock kl(&key_locks_->For(key));
   Entry* e = index_->Find(key);
@@ -574,9 +595,17 @@ void PageStore::Promote(uint32_t tenant, uint64_t page, const DiskRead& read,
       e->disk_offset != read.offset) {
     return;  // replaced, invalidated or moved meanwhile: nothing to promote
   }
-  absl::StatusOr<alloc::ZsHandle> h = pool_->Malloc(read.length);
+  PromoteLocked(e, bytes);
+}
+
+void PageStore::PromoteLocked(Entry* e, const uint8_t* bytes) {
+  // Room without waiting, and without pushing the pool over the high
+  // watermark (which would only write it back again).
+  const uint64_t high = high_watermark_bytes_.load(std::memory_order_relaxed);
+  if (high != 0 && pool_->mem_in_use_bytes() + e->length > high) return;
+  absl::StatusOr<alloc::ZsHandle> h = pool_->Malloc(e->length);
   if (!h.ok()) return;  // full after all; it stays on disk
-  if (!pool_->Write(*h, bytes, read.length).ok()) {
+  if (!pool_->Write(*h, bytes, e->length).ok()) {
     pool_->Free(*h);
     return;
   }
@@ -588,6 +617,24 @@ void PageStore::Promote(uint32_t tenant, uint64_t page, const DiskRead& read,
   counters_.promotions.fetch_add(1, std::memory_order_relaxed);
   pool_->AddCallerCounters(int64_t(farswap::kPageSize), 0);
   lru_->Link(e);
+}
+
+bool PageStore::LoadFromReadCache(Entry* e, LoadedPage* out, bool count_miss) {
+  if (read_cache_ == nullptr) return false;
+  const uint64_t segment = e->disk_offset / segments_->segment_bytes();
+  out->payload.clear();
+  if (!read_cache_->Lookup(e->disk_offset, e->length, segments_->epoch(segment), &out->payload,
+                           count_miss)) {
+    return false;
+  }
+  if (XXH3_64bits(out->payload.data(), e->length) != e->disk_checksum) {
+    // Not expected (disk_read_cache.h says why a window's bytes are final);
+    // counted, and the load reads the disk instead.
+    counters_.read_cache_mismatches.fetch_add(1, std::memory_order_relaxed);
+    out->payload.clear();
+    return false;
+  }
+  return true;
 }
 
 namespace {
@@ -636,14 +683,26 @@ void PageStore::LoadBatch(uint32_t tenant, absl::Span<const uint64_t> pages, Loa
 
   // Coalesce: sort by first block; a read whose blocks touch or overlap the
   // request before it joins that request.
-  auto first_block = [](const DiskRead& r) { return r.offset / kBlockSize; };
-  auto end_block = [](const DiskRead& r) {
-    return (r.offset + r.length + kBlockSize - 1) / kBlockSize;
-  };
+  // What each read reads: its object's blocks, and with the read cache the
+  // readahead span around it (DiskReadCache::NextReadahead, one decision
+  // per batch), as far as the segment's written part goes. The object lies
+  // within that part: it was published after its write.
+  const uint64_t readahead = read_cache_ != nullptr ? read_cache_->NextReadahead() : 0;
+  for (DiskRead& r : reads) {
+    r.read_begin = r.offset / kBlockSize * kBlockSize;
+    r.read_end = (r.offset + r.length + kBlockSize - 1) / kBlockSize * kBlockSize;
+    if (readahead > 0) {
+      const internal::DiskReadCache::Span span = read_cache_->SpanOf(r.offset, readahead);
+      r.read_begin = std::min(r.read_begin, span.begin);
+      r.read_end = std::max(r.read_end, std::min(span.end, r.written_end));
+    }
+  }
+  auto first_block = [](const DiskRead& r) { return r.read_begin / kBlockSize; };
+  auto end_block = [](const DiskRead& r) { return r.read_end / kBlockSize; };
   std::vector<size_t> order(reads.size());
   for (size_t k = 0; k < order.size(); ++k) order[k] = k;
   std::sort(order.begin(), order.end(),
-            [&](size_t a, size_t b) { return reads[a].offset < reads[b].offset; });
+            [&](size_t a, size_t b) { return reads[a].read_begin < reads[b].read_begin; });
   std::vector<ReadRequest> requests;
   uint64_t total_blocks = 0;
   for (size_t k : order) {
@@ -665,9 +724,18 @@ void PageStore::LoadBatch(uint32_t tenant, absl::Span<const uint64_t> pages, Loa
   std::unique_ptr<uint8_t, FreeDeleter> buf(
       static_cast<uint8_t*>(std::aligned_alloc(kBlockSize, total_blocks * kBlockSize)));
 
-  // Every page of a finished request gets its result.
+  // Every page of a finished request gets its result. The windows it read
+  // go to the read cache first, while their segments are still pinned (so
+  // each epoch is still the segment's).
   auto finish = [&](const ReadRequest& r, const absl::Status& io) {
     const uint8_t* base = buf.get() + r.buf_block * kBlockSize;
+    if (io.ok() && read_cache_ != nullptr) {
+      for (size_t k : r.reads) {
+        const DiskRead& d = reads[k];
+        read_cache_->Insert(d.offset, d.read_begin, d.read_end, d.epoch,
+                            base + (d.read_begin - r.first * kBlockSize));
+      }
+    }
     for (size_t k : r.reads) {
       const uint8_t* bytes = base + (reads[k].offset - r.first * kBlockSize);
       results[read_index[k]] = FinishLoad(tenant, pages[read_index[k]], reads[k], io, bytes);
@@ -835,6 +903,15 @@ PageStoreStats PageStore::GetStats() const {
   s.backing_reads = counters_.backing_reads.load();
   s.disk_read_requests = counters_.disk_read_requests.load();
   s.disk_reads_coalesced = counters_.disk_reads_coalesced.load();
+  s.read_cache_mismatches = counters_.read_cache_mismatches.load();
+  if (read_cache_ != nullptr) {
+    const internal::DiskReadCacheStats c = read_cache_->GetStats();
+    s.read_cache_hits = c.hits;
+    s.read_cache_misses = c.misses;
+    s.read_cache_bytes = c.bytes;
+    s.read_cache_limit_bytes = options_.disk_read_cache_bytes;
+    s.readahead_bytes = c.readahead_bytes;
+  }
   s.disk_reads_in_flight = counters_.disk_reads_in_flight.load();
   s.promotions = counters_.promotions.load();
   s.backing_writes = counters_.backing_writes.load();

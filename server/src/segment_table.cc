@@ -117,6 +117,7 @@ void SegmentTable::FreeLocked(uint64_t segment) {
   Segment& seg = segments_[segment];
   held_bytes_ -= seg.extent;
   seg.state = State::kFree;
+  ++seg.epoch;
   seg.extent = 0;
   seg.live = 0;
   seg.records.clear();
@@ -194,9 +195,16 @@ bool SegmentTable::FinishCleaning(uint64_t segment) {
   return false;
 }
 
-void SegmentTable::Pin(uint64_t segment) {
+SegmentTable::PinnedSegment SegmentTable::Pin(uint64_t segment) {
   MutexLock l(&mu_);
-  ++segments_[segment].pins;
+  Segment& seg = segments_[segment];
+  ++seg.pins;
+  return {.epoch = seg.epoch, .extent = seg.extent};
+}
+
+uint64_t SegmentTable::epoch(uint64_t segment) const {
+  MutexLock l(&mu_);
+  return segments_[segment].epoch;
 }
 
 void SegmentTable::Unpin(uint64_t segment) {

@@ -153,8 +153,17 @@ class SegmentTable {
   std::optional<Victim> PickVictim(double threshold, VictimPolicy policy = VictimPolicy::kGreedy);
   // Pin: a reader is about to read from `segment`; it is not freed until
   // the matching Unpin. Unpin frees it if it was left with nothing live
-  // while pinned (see the file comment).
-  void Pin(uint64_t segment);
+  // while pinned (see the file comment). Returns the segment's epoch and
+  // extent now: the bytes below that extent are final while it is pinned
+  // (disk_read_cache.h).
+  struct PinnedSegment {
+    uint64_t epoch = 0;
+    uint64_t extent = 0;
+  };
+  PinnedSegment Pin(uint64_t segment);
+  // epoch: how many times `segment` has been freed; a window read from it
+  // is stale once this moves (disk_read_cache.h).
+  uint64_t epoch(uint64_t segment) const;
   void Unpin(uint64_t segment);
   // pins: readers in `segment` now (tests).
   uint64_t pins(uint64_t segment) const;
@@ -173,6 +182,7 @@ class SegmentTable {
     uint64_t live = 0;
     uint64_t sealed_at = 0;  // seal_clock_ when last sealed (cost-benefit's age)
     uint64_t pins = 0;       // loads reading from it now (Pin / Unpin)
+    uint64_t epoch = 0;      // times freed (FreeLocked)
     std::vector<ObjectRecord> records;
   };
   void FreeLocked(uint64_t segment) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -27,9 +27,13 @@ constexpr uint32_t kTenant = 5;
 constexpr uint64_t kSegment = 16 * kBlockSize;  // 64 KiB
 constexpr char kAfterBegin[] = "PageStore::LoadBatch:after-begin";
 
+// The read cache is off: these tests watch each load's own disk read (the
+// cache would answer neighbours from memory; read_cache_test covers it).
 std::unique_ptr<PageStore> NewStore(BlockDevice* backing) {
-  absl::StatusOr<std::unique_ptr<PageStore>> s = PageStore::Create(
-      {.backing = backing, .start_writeback_worker = false, .segment_bytes = kSegment});
+  absl::StatusOr<std::unique_ptr<PageStore>> s = PageStore::Create({.backing = backing,
+                                                                    .start_writeback_worker = false,
+                                                                    .segment_bytes = kSegment,
+                                                                    .disk_read_cache_bytes = 0});
   EXPECT_TRUE(s.ok()) << s.status();
   return std::move(*s);
 }

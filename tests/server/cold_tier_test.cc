@@ -107,8 +107,10 @@ uint64_t TenantBytes(const PageStoreStats& s) {
 class ColdTierTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    absl::StatusOr<std::unique_ptr<PageStore>> s =
-        PageStore::Create({.backing = &ssd_, .start_writeback_worker = false});
+    // The read cache is off: loads_from_disk() tells a page on disk by its
+    // disk read (read_cache_test covers the cache).
+    absl::StatusOr<std::unique_ptr<PageStore>> s = PageStore::Create(
+        {.backing = &ssd_, .start_writeback_worker = false, .disk_read_cache_bytes = 0});
     ASSERT_TRUE(s.ok()) << s.status();
     store_ = std::move(*s);
   }

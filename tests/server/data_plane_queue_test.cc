@@ -121,9 +121,12 @@ class DataPlaneQueueTest : public ::testing::Test {
  protected:
   void Start(DataPlaneOptions options) {
     queued_ = std::make_unique<QueuedFrames>();
+    // The read cache is off: these tests follow loads of written-back pages
+    // to the workers (a cache hit would be answered on the I/O thread).
     auto store = PageStore::Create(
         {.limits = {.pool_limit_bytes = 64 * 1024, .high_watermark = 0.8, .low_watermark = 0.6},
-         .backing = &disk_});
+         .backing = &disk_,
+         .disk_read_cache_bytes = 0});
     ASSERT_TRUE(store.ok()) << store.status();
     store_ = std::move(*store);
     auto t = transport::CreateTransport("tcp", {.io_threads = 2});

@@ -80,6 +80,7 @@ class PageIndex;
 class KeyLockTable;
 class LruList;
 class SegmentTable;
+class DiskReadCache;
 struct OpenSegment;
 struct WritebackCandidate;
 struct WritebackPipeline;
@@ -211,6 +212,14 @@ struct PageStoreOptions {
   // (picked under one LRU lock hold, which looks at 64 entries at most) and
   // writes together; 1..64.
   uint32_t writeback_batch_pages = 64;
+  // disk_read_cache_bytes: readahead for loads of written-back pages. A
+  // load that reads the disk reads the 64 KiB window around its object
+  // (within the segment's written part) and the store keeps the most
+  // recently read windows, up to this many bytes, so loads of the pages
+  // written back beside it are answered from memory, without a disk read
+  // or a worker (disk_read_cache.h). Memory outside the pool limit. 0 = off:
+  // a load reads only its object's blocks.
+  uint64_t disk_read_cache_bytes = 4 << 20;
 
   // The cold tier (cold_recompressor.cc): pool entries not loaded for a
   // whole cold pass are recompressed from lz4 (or raw) into zstd at
@@ -271,6 +280,16 @@ struct PageStoreStats {
   uint64_t disk_reads_coalesced = 0;
   uint64_t disk_reads_in_flight = 0;
   uint64_t promotions = 0;
+  // The read cache (PageStoreOptions::disk_read_cache_bytes,
+  // disk_read_cache.h): loads of on-disk pages answered from it and not
+  // (cumulative), the bytes it holds now and its limit, the readahead span
+  // it chose last, and cached objects that failed their disk checksum.
+  uint64_t read_cache_hits = 0;
+  uint64_t read_cache_misses = 0;
+  uint64_t read_cache_bytes = 0;
+  uint64_t read_cache_limit_bytes = 0;
+  uint64_t readahead_bytes = 0;
+  uint64_t read_cache_mismatches = 0;
   uint64_t backing_writes = 0;  // write requests (write_request_bytes pieces of a flush)
   uint64_t backing_read_errors = 0;
   uint64_t backing_write_errors = 0;
@@ -482,6 +501,15 @@ class PageStore {
     uint64_t segment = 0;  // pinned until FinishLoad
     bool promote = false;  // the entry's second disk load: promote after the read
     LoadedPage page;       // metadata; FinishLoad adds the payload
+    // The segment as pinned (disk_read_cache.h): its epoch, and the device
+    // byte offset where its written part ended (the bytes below are final
+    // while it is pinned).
+    uint64_t epoch = 0;
+    uint64_t written_end = 0;
+    // What LoadBatch reads for it: the object's blocks, or with the read
+    // cache the readahead span around it, below written_end. Device byte
+    // offsets, block-aligned.
+    uint64_t read_begin = 0, read_end = 0;
   };
   using LoadStep = std::variant<absl::StatusOr<LoadedPage>, DiskRead>;
   // BeginLoad is the first half of a load, under the key lock: the result
@@ -497,6 +525,14 @@ class PageStore {
   // Promote moves a page just read from disk into the pool if its entry is
   // unchanged and the pool has room without waiting (page_store.cc).
   void Promote(uint32_t tenant, uint64_t page, const DiskRead& read, const uint8_t* bytes);
+  // PromoteLocked is Promote's last step: the caller holds the key lock and
+  // has checked that `e` is the entry the bytes were read for.
+  void PromoteLocked(internal::Entry* e, const uint8_t* bytes);
+  // LoadFromReadCache answers a load of on-disk entry `e` (key lock held)
+  // from the read cache into *out: false, with no effect, when the cache
+  // does not hold its object (or its bytes do not hash to the disk
+  // checksum). count_miss: whether a false counts as a miss.
+  bool LoadFromReadCache(internal::Entry* e, LoadedPage* out, bool count_miss);
   // AllocateInPool mallocs `len` bytes, waiting for (or running) writeback
   // while the pool is full. On RESOURCE_EXHAUSTED sets *reason. With
   // Wait::kNever, where it would wait or run writeback it returns nullopt
@@ -606,6 +642,9 @@ class PageStore {
   std::unique_ptr<alloc::ZsPool> pool_;
   BlockDevice* const backing_;
   std::unique_ptr<internal::SegmentTable> segments_;  // null without a backing store
+  // read_cache_: windows read by loads (disk_read_cache.h); null without a
+  // backing store or with disk_read_cache_bytes 0.
+  std::unique_ptr<internal::DiskReadCache> read_cache_;
   // clean_below_free_: the cleaner runs while fewer segments are free.
   uint64_t clean_below_free_ = 0;
   std::unique_ptr<internal::KeyLockTable> key_locks_;
@@ -647,6 +686,7 @@ class PageStore {
     std::atomic<uint64_t> written_back_pages{0}, writeback_aborted{0}, second_chances{0};
     std::atomic<uint64_t> backing_reads{0}, backing_writes{0};
     std::atomic<uint64_t> disk_read_requests{0}, disk_reads_coalesced{0}, disk_reads_in_flight{0};
+    std::atomic<uint64_t> read_cache_mismatches{0};
     std::atomic<uint64_t> promotions{0};
     std::atomic<uint64_t> backing_read_errors{0}, backing_write_errors{0};
     std::atomic<uint64_t> backing_bytes_written{0}, written_back_bytes{0};
