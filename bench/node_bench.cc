@@ -179,6 +179,7 @@ struct NodeFlags {
   std::string backing_file;       // the spawned node's backing file; empty = a temporary one
   std::string cleaner_max_dead;   // the spawned node's --cleaner-max-dead; empty = its default
   std::string cleaner_idle_ms;    // the spawned node's --cleaner-idle-ms; empty = its default
+  std::string disk_read_cache;    // the spawned node's --disk-read-cache; empty = its default
   std::string transport = "tcp";  // the spawned node's --transport
   uint64_t connections = 2;
   uint64_t depth = 16;
@@ -211,6 +212,9 @@ absl::Status Run(const NodeFlags& f) {
     }
     if (!f.cleaner_idle_ms.empty()) {
       extra.insert(extra.end(), {"--cleaner-idle-ms", f.cleaner_idle_ms});
+    }
+    if (!f.disk_read_cache.empty()) {
+      extra.insert(extra.end(), {"--disk-read-cache", f.disk_read_cache});
     }
     if (f.busy_poll_us > 0) {
       extra.insert(extra.end(), {"--busy-poll-us", absl::StrCat(f.busy_poll_us)});
@@ -469,6 +473,9 @@ absl::Status Run(const NodeFlags& f) {
       .Int("load_phase_disk_reads_coalesced",
            stats.node().backing().disk_reads_coalesced() -
                after_store.node().backing().disk_reads_coalesced())
+      .Int("load_phase_read_cache_hits", stats.node().backing().read_cache_hits() -
+                                             after_store.node().backing().read_cache_hits())
+      .Int("read_cache_limit_bytes", stats.node().backing().read_cache_limit_bytes())
       .Int("pages_on_disk", on_disk)
       .Int("disk_used_bytes", b.used_bytes())
       .Int("disk_live_bytes", b.live_bytes())
@@ -542,6 +549,9 @@ CommandRunner AddNodeCommand(CLI::App& app) {
       ->check(cli::Fraction());
   cmd->add_option("--cleaner-idle-ms", f->cleaner_idle_ms,
                   "the spawned node's --cleaner-idle-ms (default: the node's, 100)");
+  cmd->add_option("--disk-read-cache", f->disk_read_cache,
+                  "the spawned node's --disk-read-cache (default: the node's, 4M; 0: off)")
+      ->check(cli::Bytes());
   cmd->add_option("--connections", f->connections, "data-plane connections")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();

@@ -140,6 +140,15 @@ void PrintHuman(const v1::GetStatsResponse& r) {
         "%llu\n",
         (unsigned long long)b.disk_read_requests(), (unsigned long long)b.disk_reads_coalesced(),
         (unsigned long long)b.disk_reads_in_flight(), (unsigned long long)b.promotions());
+    if (b.read_cache_limit_bytes() > 0) {
+      std::printf(
+          "  read cache: %llu hits, %llu misses; holds %s of %s; readahead %llu KiB; %llu "
+          "mismatches\n",
+          (unsigned long long)b.read_cache_hits(), (unsigned long long)b.read_cache_misses(),
+          Mib(b.read_cache_bytes()).c_str(), Mib(b.read_cache_limit_bytes()).c_str(),
+          (unsigned long long)(b.readahead_bytes() / 1024),
+          (unsigned long long)b.read_cache_mismatches());
+    }
   }
   std::printf("  ops: stores %llu, loads %llu (misses %llu), invalidates %llu\n",
               (unsigned long long)n.stores(), (unsigned long long)n.loads(),

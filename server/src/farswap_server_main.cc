@@ -5,6 +5,7 @@
 //                  [--grpc-addr HOST:PORT]
 //                  [--pool-limit BYTES] [--backing-file PATH] [--backing-size BYTES]
 //                  [--segment-size BYTES] [--cleaner-threshold F] [--cleaner-max-dead F]
+//                  [--disk-read-cache BYTES]
 //                  [--high-watermark F] [--low-watermark F] [--io-threads N]
 //                  [--workers N] [--tenants-file PATH] [--ready-file PATH]
 //                  [--session-idle-timeout SECONDS] [--node-id NAME] [--log-level LEVEL]
@@ -80,6 +81,7 @@ struct Flags {
   double cleaner_threshold = 0.5;
   double cleaner_max_dead = 0.08;
   uint32_t cleaner_idle_ms = 100;
+  uint64_t disk_read_cache = 4ull << 20;
   double high_watermark = 0.9;
   double low_watermark = 0.8;
   int io_threads = 2;
@@ -158,6 +160,12 @@ void AddFlags(CLI::App& app, Flags& f) {
       ->type_name("MS")
       ->check(CLI::Range(0, 3600 * 1000))
       ->capture_default_str();
+  app.add_option("--disk-read-cache", f.disk_read_cache,
+                 "readahead for loads of written-back pages: a load that reads the backing store "
+                 "reads up to 256K around its page and keeps the most recently read of it, up to "
+                 "this much memory (outside --pool-limit), to answer its neighbours' loads "
+                 "(default 4M; 0: off, read each page's own blocks only; at most 1G)")
+      ->transform(cli::Bytes());
   app.add_option("--high-watermark", f.high_watermark, "start writeback above F x pool limit")
       ->type_name("F")
       ->check(cli::Fraction())
@@ -310,9 +318,9 @@ int Serve(const Flags& f) {
     backing = std::move(*dev);
     spdlog::info(
         "backing store {}: {} blocks of 4 KiB, a log of {}-byte segments, cleaner threshold {}, "
-        "cleaner max dead {} after {} ms without writeback",
+        "cleaner max dead {} after {} ms without writeback, read cache {} bytes",
         backing->Describe(), backing->block_count(), f.segment_size, f.cleaner_threshold,
-        f.cleaner_max_dead, f.cleaner_idle_ms);
+        f.cleaner_max_dead, f.cleaner_idle_ms, f.disk_read_cache);
   } else {
     spdlog::warn("no --backing-file: no LRU writeback; stores fail when the pool is full");
   }
@@ -325,6 +333,7 @@ int Serve(const Flags& f) {
                                   .cleaner_threshold = f.cleaner_threshold,
                                   .cleaner_max_dead = f.cleaner_max_dead,
                                   .cleaner_idle_ms = f.cleaner_idle_ms,
+                                  .disk_read_cache_bytes = f.disk_read_cache,
                                   .cold_after_seconds = f.cold_after_s,
                                   .cold_zstd_level = f.cold_zstd_level});
   if (!store.ok()) {
@@ -589,6 +598,9 @@ int main(int argc, char** argv) {
   }
   if (flags.pool_limit < 64 * 1024) {
     return farswap::cli::UsageError(app, "--pool-limit must be >= 64K");
+  }
+  if (flags.disk_read_cache > (uint64_t{1} << 30)) {
+    return farswap::cli::UsageError(app, "--disk-read-cache must be at most 1G");
   }
   if (flags.segment_size < 4096 || flags.segment_size % 4096 != 0 ||
       flags.segment_size > (uint64_t{1} << 31)) {

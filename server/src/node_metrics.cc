@@ -142,6 +142,23 @@ void AddStore(std::vector<MetricFamily>& out, const PageStoreStats& s) {
   AddCounter(out, "farswap_backing_promotions_total",
              "Pages moved from the backing store back into the pool on their second load.",
              double(s.promotions));
+  AddCounter(out, "farswap_read_cache_hits_total",
+             "Loads of written-back pages answered from the read cache (--disk-read-cache).",
+             double(s.read_cache_hits));
+  AddCounter(out, "farswap_read_cache_misses_total",
+             "Loads of written-back pages that read the backing store.",
+             double(s.read_cache_misses));
+  AddGauge(out, "farswap_read_cache_bytes", "Bytes the read cache holds now.",
+           double(s.read_cache_bytes));
+  AddGauge(out, "farswap_read_cache_limit_bytes", "The read cache's limit (--disk-read-cache).",
+           double(s.read_cache_limit_bytes));
+  AddGauge(out, "farswap_readahead_bytes",
+           "The readahead span the read cache chose last (0: a page's own blocks only).",
+           double(s.readahead_bytes));
+  AddCounter(out, "farswap_read_cache_mismatches_total",
+             "Cached objects that failed their disk checksum (read from the disk instead; never "
+             "expected).",
+             double(s.read_cache_mismatches));
   AddCounter(out, "farswap_backing_writes_total",
              "Write requests to the backing store (32 KiB pieces of a segment flush, many pages "
              "each).",

@@ -140,6 +140,12 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
   b->set_disk_reads_coalesced(s.disk_reads_coalesced);
   b->set_disk_reads_in_flight(s.disk_reads_in_flight);
   b->set_promotions(s.promotions);
+  b->set_read_cache_hits(s.read_cache_hits);
+  b->set_read_cache_misses(s.read_cache_misses);
+  b->set_read_cache_bytes(s.read_cache_bytes);
+  b->set_read_cache_limit_bytes(s.read_cache_limit_bytes);
+  b->set_readahead_bytes(s.readahead_bytes);
+  b->set_read_cache_mismatches(s.read_cache_mismatches);
   if (!s.health.ok()) b->set_io_error(s.health.ToString());
   FillRejects(s.rejects, n->mutable_rejects());
   n->set_stored_pages(s.stored_pages);
