@@ -761,7 +761,9 @@ constexpr uint64_t kMiB = 1 << 20;
 
 // The tests below cut flushes into 32 KiB requests (not the default 128
 // KiB), so that a round of 64 pages is several requests and its first ones
-// start while it is still isolating.
+// start while it is still isolating. One writeback thread: these devices'
+// counters are the flushing thread's alone, and the pipeline tests follow
+// one pass's rounds (parallel_writeback_test covers helpers).
 constexpr uint32_t kSmallRequestBytes = 32 * 1024;
 
 std::unique_ptr<PageStore> NewBigSegmentStore(BlockDevice* backing,
@@ -770,7 +772,8 @@ std::unique_ptr<PageStore> NewBigSegmentStore(BlockDevice* backing,
       PageStore::Create({.backing = backing,
                          .start_writeback_worker = false,
                          .segment_bytes = kMiB,
-                         .write_request_bytes = request_bytes});
+                         .write_request_bytes = request_bytes,
+                         .writeback_threads = 1});
   EXPECT_TRUE(s.ok()) << s.status();
   return std::move(*s);
 }
