@@ -46,6 +46,12 @@ std::unique_ptr<PageStore> NewStore(BlockDevice* backing, uint32_t threads) {
   return std::move(*s);
 }
 
+void StoreAll(PageStore& store) {
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ASSERT_TRUE(StorePayload(store, kTenant, p, Bytes(p), p).ok());
+  }
+}
+
 // Lowers the pool limit to a quarter of what the pool holds (watermarks
 // 0.6 / 0.5, as farswap-bench node's drain does): far behind.
 void LowerLimit(PageStore& store) {
@@ -80,9 +86,7 @@ TEST(ParallelWritebackTest, TwoBatchesIsolateAtOnceAndEveryPageSurvives) {
   ScopedSyncPoints clear;
   MemoryBlockDevice ssd(2048);
   auto store = NewStore(&ssd, 2);
-  for (uint64_t p = 0; p < kPages; ++p) {
-    ASSERT_TRUE(StorePayload(*store, kTenant, p, Bytes(p), p).ok());
-  }
+  StoreAll(*store);
   LowerLimit(*store);
 
   // A barrier of two at the point where a batch holds its isolated
@@ -122,9 +126,7 @@ TEST(ParallelWritebackTest, TwoBatchesIsolateAtOnceAndEveryPageSurvives) {
 TEST(ParallelWritebackTest, APassNearTheHighWatermarkRunsAlone) {
   MemoryBlockDevice ssd(2048);
   auto store = NewStore(&ssd, 2);
-  for (uint64_t p = 0; p < kPages; ++p) {
-    ASSERT_TRUE(StorePayload(*store, kTenant, p, Bytes(p), p).ok());
-  }
+  StoreAll(*store);
   // High watermark just under what the pool holds: not far behind.
   const uint64_t in_use = store->GetStats().pool.mem_used_total;
   ASSERT_TRUE(
@@ -140,9 +142,7 @@ TEST(ParallelWritebackTest, APassNearTheHighWatermarkRunsAlone) {
 TEST(ParallelWritebackTest, OneThreadNeverStartsHelpers) {
   MemoryBlockDevice ssd(2048);
   auto store = NewStore(&ssd, 1);
-  for (uint64_t p = 0; p < kPages; ++p) {
-    ASSERT_TRUE(StorePayload(*store, kTenant, p, Bytes(p), p).ok());
-  }
+  StoreAll(*store);
   LowerLimit(*store);
   EXPECT_GT(store->RunWritebackPass(), 0u);
   EXPECT_EQ(store->GetStats().parallel_writeback_passes, 0u);
