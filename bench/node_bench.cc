@@ -174,14 +174,13 @@ struct NodeFlags {
   std::string server_bin;
   std::string pool_limit = "256M";
   std::string backing_size = "1G";
-  std::string segment_size;        // the spawned node's --segment-size; empty = its default
-  std::string cleaner_threshold;   // the spawned node's --cleaner-threshold; empty = its default
-  std::string backing_file;        // the spawned node's backing file; empty = a temporary one
-  std::string cleaner_max_dead;    // the spawned node's --cleaner-max-dead; empty = its default
-  std::string cleaner_idle_ms;     // the spawned node's --cleaner-idle-ms; empty = its default
-  std::string disk_read_cache;     // the spawned node's --disk-read-cache; empty = its default
-  uint32_t writeback_threads = 0;  // the spawned node's --writeback-threads; 0 = its default
-  std::string transport = "tcp";   // the spawned node's --transport
+  std::string segment_size;       // the spawned node's --segment-size; empty = its default
+  std::string cleaner_threshold;  // the spawned node's --cleaner-threshold; empty = its default
+  std::string backing_file;       // the spawned node's backing file; empty = a temporary one
+  std::string cleaner_max_dead;   // the spawned node's --cleaner-max-dead; empty = its default
+  std::string cleaner_idle_ms;    // the spawned node's --cleaner-idle-ms; empty = its default
+  std::string disk_read_cache;    // the spawned node's --disk-read-cache; empty = its default
+  std::string transport = "tcp";  // the spawned node's --transport
   uint64_t connections = 2;
   uint64_t depth = 16;
   uint64_t busy_poll_us = 0;  // the bench's transport and the spawned node's --busy-poll-us
@@ -216,9 +215,6 @@ absl::Status Run(const NodeFlags& f) {
     }
     if (!f.disk_read_cache.empty()) {
       extra.insert(extra.end(), {"--disk-read-cache", f.disk_read_cache});
-    }
-    if (f.writeback_threads > 0) {
-      extra.insert(extra.end(), {"--writeback-threads", absl::StrCat(f.writeback_threads)});
     }
     if (f.busy_poll_us > 0) {
       extra.insert(extra.end(), {"--busy-poll-us", absl::StrCat(f.busy_poll_us)});
@@ -556,9 +552,6 @@ CommandRunner AddNodeCommand(CLI::App& app) {
   cmd->add_option("--disk-read-cache", f->disk_read_cache,
                   "the spawned node's --disk-read-cache (default: the node's, 4M; 0: off)")
       ->check(cli::Bytes());
-  cmd->add_option("--writeback-threads", f->writeback_threads,
-                  "the spawned node's --writeback-threads (default: the node's, 2)")
-      ->check(CLI::Range(1, 16));
   cmd->add_option("--connections", f->connections, "data-plane connections")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();

@@ -5,7 +5,7 @@
 //                  [--grpc-addr HOST:PORT]
 //                  [--pool-limit BYTES] [--backing-file PATH] [--backing-size BYTES]
 //                  [--segment-size BYTES] [--cleaner-threshold F] [--cleaner-max-dead F]
-//                  [--disk-read-cache BYTES] [--writeback-threads N]
+//                  [--disk-read-cache BYTES]
 //                  [--high-watermark F] [--low-watermark F] [--io-threads N]
 //                  [--workers N] [--tenants-file PATH] [--ready-file PATH]
 //                  [--session-idle-timeout SECONDS] [--node-id NAME] [--log-level LEVEL]
@@ -82,7 +82,6 @@ struct Flags {
   double cleaner_max_dead = 0.08;
   uint32_t cleaner_idle_ms = 100;
   uint64_t disk_read_cache = 4ull << 20;
-  uint32_t writeback_threads = 2;
   double high_watermark = 0.9;
   double low_watermark = 0.8;
   int io_threads = 2;
@@ -167,12 +166,6 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "this much memory (outside --pool-limit), to answer its neighbours' loads "
                  "(default 4M; 0: off, read each page's own blocks only; at most 1G)")
       ->transform(cli::Bytes());
-  app.add_option("--writeback-threads", f.writeback_threads,
-                 "threads that write back at once when writeback is far behind (more than the "
-                 "watermarks' gap above the high watermark: a lowered limit, or stores outrunning "
-                 "it); steady writeback runs on one")
-      ->check(CLI::Range(1, 16))
-      ->capture_default_str();
   app.add_option("--high-watermark", f.high_watermark, "start writeback above F x pool limit")
       ->type_name("F")
       ->check(cli::Fraction())
@@ -325,10 +318,9 @@ int Serve(const Flags& f) {
     backing = std::move(*dev);
     spdlog::info(
         "backing store {}: {} blocks of 4 KiB, a log of {}-byte segments, cleaner threshold {}, "
-        "cleaner max dead {} after {} ms without writeback, read cache {} bytes, up to {} "
-        "writeback threads",
+        "cleaner max dead {} after {} ms without writeback, read cache {} bytes",
         backing->Describe(), backing->block_count(), f.segment_size, f.cleaner_threshold,
-        f.cleaner_max_dead, f.cleaner_idle_ms, f.disk_read_cache, f.writeback_threads);
+        f.cleaner_max_dead, f.cleaner_idle_ms, f.disk_read_cache);
   } else {
     spdlog::warn("no --backing-file: no LRU writeback; stores fail when the pool is full");
   }
@@ -341,7 +333,6 @@ int Serve(const Flags& f) {
                                   .cleaner_threshold = f.cleaner_threshold,
                                   .cleaner_max_dead = f.cleaner_max_dead,
                                   .cleaner_idle_ms = f.cleaner_idle_ms,
-                                  .writeback_threads = f.writeback_threads,
                                   .disk_read_cache_bytes = f.disk_read_cache,
                                   .cold_after_seconds = f.cold_after_s,
                                   .cold_zstd_level = f.cold_zstd_level});

@@ -180,10 +180,6 @@ void AddStore(std::vector<MetricFamily>& out, const PageStoreStats& s) {
   AddCounter(out, "farswap_writeback_second_chances_total",
              "Referenced pages passed over by writeback once (second chance).",
              double(s.writeback_second_chances));
-  AddCounter(out, "farswap_writeback_parallel_passes_total",
-             "Writeback passes that found the pool far behind and wrote back on "
-             "--writeback-threads threads at once.",
-             double(s.parallel_writeback_passes));
   metrics::AddLatencyHistogram(out, "farswap_writeback_duration_seconds",
                                "Backing-store write of one page in a writeback.",
                                s.writeback_latency);

@@ -114,10 +114,6 @@ absl::Status ValidateLogOptions(const PageStoreOptions& options) {
                                                    internal::LruList::kMaxScanPerHold,
                                                    " pages; got ", options.writeback_batch_pages));
   }
-  if (options.writeback_threads < 1 || options.writeback_threads > 16) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("writeback threads must be from 1 to 16; got ", options.writeback_threads));
-  }
   return absl::OkStatus();
 }
 
@@ -904,7 +900,6 @@ PageStoreStats PageStore::GetStats() const {
   s.written_back_pages = counters_.written_back_pages.load();
   s.writeback_aborted = counters_.writeback_aborted.load();
   s.writeback_second_chances = counters_.second_chances.load();
-  s.parallel_writeback_passes = counters_.parallel_writeback_passes.load();
   s.backing_reads = counters_.backing_reads.load();
   s.disk_read_requests = counters_.disk_read_requests.load();
   s.disk_reads_coalesced = counters_.disk_reads_coalesced.load();

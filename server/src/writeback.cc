@@ -58,15 +58,6 @@
 //     resurrected over newer data. Return the segment (parked while it has
 //     room, else sealed).
 //
-// Threads. A pass runs on the writeback thread (or a Store's, as direct
-// reclaim). One that finds the pool far behind starts writeback_threads - 1
-// helpers for its duration (RunWritebackPass, WritebackHelper); each runs
-// this same protocol with its own pipeline and open segment. Batches on
-// different threads need nothing more: each isolates with its own ticket
-// under key locks, so an entry one holds is not IN_POOL to another, and
-// AcquireOpen hands each its own segment. The pass joins its helpers
-// before it ends.
-//
 // Lock order is page_store.cc's: key stripe -> index shard -> LRU ->
 // SegmentTable -> pool; the LRU lock is dropped before any key lock, and no
 // lock is held across a write.
@@ -85,12 +76,10 @@
 #include <cstring>
 #include <memory>
 #include <optional>
-#include <thread>
 #include <vector>
 
 #include "farswap/common/page_file.h"
 #include "farswap/common/sync_point.h"
-#include "farswap/common/thread_name.h"
 #include "farswap/server/page_store.h"
 #include "lru_list.h"
 #include "page_index.h"
@@ -196,23 +185,12 @@ uint64_t PageStore::RunWritebackPass(WritebackWorker* worker) {
   // count in mem_in_use_bytes; each compaction and the pass's end release
   // them.
   alloc::ZsPool::ReleaseBatch release_batch(*pool_);
-  auto more_needed = [&] { return MoreWritebackNeeded(pipeline); };
-  // Far behind (more than the watermarks' gap above the high watermark: the
-  // limit was lowered, or stores outran writeback), writeback_threads - 1
-  // helpers write batches beside this loop, each with its own pipeline and
-  // open segment, until it stops (WritebackHelper). Concurrent batches are
-  // safe as the protocol stands: each isolates under key locks with its own
-  // ticket, so an entry another batch holds is skipped as not IN_POOL.
-  std::atomic<bool> stop_helpers{false};
-  std::vector<std::thread> helpers;
-  if (options_.writeback_threads > 1 && high != 0 && high > low &&
-      pool_->mem_in_use_bytes() > high + (high - low)) {
-    counters_.parallel_writeback_passes.fetch_add(1, std::memory_order_relaxed);
-    for (uint32_t i = 1; i < options_.writeback_threads; ++i) {
-      helpers.emplace_back(
-          [this, worker, &stop_helpers] { WritebackHelper(worker, stop_helpers); });
-    }
-  }
+  auto more_needed = [&] {
+    const uint64_t low_now = low_watermark_bytes_.load(std::memory_order_relaxed);
+    const uint64_t in_flight =
+        pipeline.in_flight != nullptr ? pipeline.in_flight->end - pipeline.in_flight->first : 0;
+    return low_now != 0 && pool_->mem_in_use_bytes() > low_now + in_flight;
+  };
   while (more_needed()) {
     const uint64_t before = counters_.written_back_pages.load(std::memory_order_relaxed);
     const uint64_t bytes_before = counters_.written_back_bytes.load(std::memory_order_relaxed);
@@ -235,8 +213,6 @@ uint64_t PageStore::RunWritebackPass(WritebackWorker* worker) {
     if (last == WritebackOutcome::kAborted && ++aborts < kMaxConsecutiveAborts) continue;
     break;
   }
-  stop_helpers.store(true, std::memory_order_relaxed);
-  for (std::thread& t : helpers) t.join();
   const RoundResult tail = FinishWriteback(pipeline);
   release_batch.Flush();
   written += tail.published;
@@ -252,35 +228,6 @@ uint64_t PageStore::RunWritebackPass(WritebackWorker* worker) {
   if (!AboveLowWatermark()) last = WritebackOutcome::kWrittenBack;
   last_pass_outcome_.store(int(last), std::memory_order_relaxed);
   return written;
-}
-
-bool PageStore::MoreWritebackNeeded(const internal::WritebackPipeline& pipeline) const {
-  const uint64_t low = low_watermark_bytes_.load(std::memory_order_relaxed);
-  const uint64_t in_flight =
-      pipeline.in_flight != nullptr ? pipeline.in_flight->end - pipeline.in_flight->first : 0;
-  return low != 0 && pool_->mem_in_use_bytes() > low + in_flight;
-}
-
-void PageStore::WritebackHelper(WritebackWorker* worker, const std::atomic<bool>& stop) {
-  SetCurrentThreadName("fs-writeback-h");
-  constexpr int kMaxConsecutiveAborts = 16;  // as RunWritebackPass's
-  internal::WritebackPipeline pipeline;
-  alloc::ZsPool::ReleaseBatch release_batch(*pool_);  // this thread's frees
-  int aborts = 0;
-  while (!stop.load(std::memory_order_relaxed) && MoreWritebackNeeded(pipeline)) {
-    const WritebackOutcome out =
-        WritebackBatch(options_.writeback_batch_pages, pipeline, /*leave_last_in_flight=*/true);
-    if (out == WritebackOutcome::kWrittenBack) {
-      aborts = 0;
-      if (worker != nullptr) worker->NotifyProgress();
-      continue;
-    }
-    if (out == WritebackOutcome::kAborted && ++aborts < kMaxConsecutiveAborts) continue;
-    break;
-  }
-  const RoundResult tail = FinishWriteback(pipeline);
-  release_batch.Flush();
-  if (tail.published > 0 && worker != nullptr) worker->NotifyProgress();
 }
 
 std::unique_ptr<OpenSegment> PageStore::AcquireSegment(bool for_cleaner) {

@@ -156,8 +156,7 @@ class WritebackWorker {
   }
 
   // NotifyProgress: the running pass published a batch (called from the
-  // pass, on the worker's thread or one of the pass's writeback helpers,
-  // with no other lock held).
+  // pass, on the worker's thread, with no other lock held).
   void NotifyProgress() {
     MutexLock l(&mu_);
     ++progress_;

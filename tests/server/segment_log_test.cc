@@ -761,9 +761,7 @@ constexpr uint64_t kMiB = 1 << 20;
 
 // The tests below cut flushes into 32 KiB requests (not the default 128
 // KiB), so that a round of 64 pages is several requests and its first ones
-// start while it is still isolating. One writeback thread: these devices'
-// counters are the flushing thread's alone, and the pipeline tests follow
-// one pass's rounds (parallel_writeback_test covers helpers).
+// start while it is still isolating.
 constexpr uint32_t kSmallRequestBytes = 32 * 1024;
 
 std::unique_ptr<PageStore> NewBigSegmentStore(BlockDevice* backing,
@@ -772,8 +770,7 @@ std::unique_ptr<PageStore> NewBigSegmentStore(BlockDevice* backing,
       PageStore::Create({.backing = backing,
                          .start_writeback_worker = false,
                          .segment_bytes = kMiB,
-                         .write_request_bytes = request_bytes,
-                         .writeback_threads = 1});
+                         .write_request_bytes = request_bytes});
   EXPECT_TRUE(s.ok()) << s.status();
   return std::move(*s);
 }

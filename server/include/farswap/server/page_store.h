@@ -212,13 +212,6 @@ struct PageStoreOptions {
   // (picked under one LRU lock hold, which looks at 64 entries at most) and
   // writes together; 1..64.
   uint32_t writeback_batch_pages = 64;
-  // writeback_threads: how many threads write back at once when a pass
-  // finds the pool far behind — more than the watermarks' gap above the
-  // high watermark (the limit was lowered, or stores outran writeback): the
-  // pass starts writeback_threads - 1 helpers beside it for its duration.
-  // A pass that starts near the high watermark (steady writeback) runs
-  // alone. 1..16.
-  uint32_t writeback_threads = 2;
   // disk_read_cache_bytes: readahead for loads of written-back pages. A
   // load that reads the disk reads the 64 KiB window around its object
   // (within the segment's written part) and the store keeps the most
@@ -278,8 +271,6 @@ struct PageStoreStats {
   uint64_t written_back_pages = 0;  // cumulative
   uint64_t writeback_aborted = 0;   // lost a race with store/invalidate/load
   uint64_t writeback_second_chances = 0;
-  // passes that found the pool far behind and ran writeback_threads at once
-  uint64_t parallel_writeback_passes = 0;
   uint64_t backing_reads = 0;  // pages loaded from disk (not requests), cleaner segment reads
   // Loads from disk (LoadBatch): read requests submitted (a request reads
   // one run of touching blocks), the pages that shared a request another
@@ -579,13 +570,6 @@ class PageStore {
     bool io_failed = false;
   };
   RoundResult FinishWriteback(internal::WritebackPipeline& pipeline);
-  // MoreWritebackNeeded: pool memory is above the low watermark by more
-  // than `pipeline`'s round in flight will free.
-  bool MoreWritebackNeeded(const internal::WritebackPipeline& pipeline) const;
-  // WritebackHelper writes batches beside a pass that is far behind (on a
-  // thread RunWritebackPass starts) until `stop` or the low watermark, with
-  // its own pipeline; tells `worker` of each batch published.
-  void WritebackHelper(WritebackWorker* worker, const std::atomic<bool>& stop);
   // CompleteRound waits for a round's writes and publishes its entries
   // (step 4 of writeback.cc's protocol), then releases the segment the
   // round retires, if any.
@@ -703,7 +687,6 @@ class PageStore {
     std::atomic<uint64_t> backing_reads{0}, backing_writes{0};
     std::atomic<uint64_t> disk_read_requests{0}, disk_reads_coalesced{0}, disk_reads_in_flight{0};
     std::atomic<uint64_t> read_cache_mismatches{0};
-    std::atomic<uint64_t> parallel_writeback_passes{0};
     std::atomic<uint64_t> promotions{0};
     std::atomic<uint64_t> backing_read_errors{0}, backing_write_errors{0};
     std::atomic<uint64_t> backing_bytes_written{0}, written_back_bytes{0};
