@@ -496,7 +496,9 @@ TEST(PageStoreFileTest, WrittenBackPagesReadBackFromAFile) {
       FileBlockDevice::Open({.path = path, .size_bytes = 256 * kBlockSize});
   ASSERT_TRUE(file.ok()) << file.status();
   {
-    auto store = NewStore({.backing = file->get(), .start_writeback_worker = false});
+    auto store = NewStore({.backing = file->get(),
+                           .start_writeback_worker = false,
+                           .disk_read_cache_bytes = 4 << 20});
     for (uint64_t p = 0; p < 20; ++p) {
       ASSERT_TRUE(StorePayload(*store, 1, p, Payload(p, 100 + p * 200), p).ok());
     }

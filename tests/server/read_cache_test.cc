@@ -119,7 +119,8 @@ std::unique_ptr<PageStore> NewStore(BlockDevice* backing, uint64_t segment_bytes
       PageStore::Create({.backing = backing,
                          .start_writeback_worker = false,
                          .segment_bytes = segment_bytes,
-                         .writeback_batch_pages = batch_pages});
+                         .writeback_batch_pages = batch_pages,
+                         .disk_read_cache_bytes = 4 << 20});
   EXPECT_TRUE(s.ok()) << s.status();
   return std::move(*s);
 }
