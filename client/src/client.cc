@@ -191,7 +191,8 @@ Client::Impl::Target Client::Impl::TargetLocked(int node) const {
                 .address = n.counters->address,
                 .channel = n.channel,
                 .load_channel = n.load_channel,
-                .counters = n.counters.get()};
+                .counters = n.counters.get(),
+                .scrub_loads = n.scrub_loads};
 }
 
 absl::Status Client::Impl::NodeDownError(const Target& t) {
@@ -970,7 +971,8 @@ void Client::Impl::LoadManyAsync(std::span<LoadRequest> requests) {
         const std::shared_ptr<LoadOp>& op = ops[members[k]];
         op->tried++;
         batch->push_back(op);
-        absl::Status added = encoder.Add({.opcode = Opcode::kLoad, .page = op->page_no});
+        absl::Status added =
+            encoder.Add({.opcode = Opcode::kLoad, .flags = LoadFlags(*op, t), .page = op->page_no});
         assert(added.ok());
         (void)added;
       }
@@ -1010,6 +1012,10 @@ bool Client::Impl::StoreRacedLoad(const LoadOp& op, uint64_t checksum) {
   return s->checksums[i] == checksum || s->issued[i] == checksum;
 }
 
+uint8_t Client::Impl::LoadFlags(const LoadOp& op, const Target& t) {
+  return op.scrub != nullptr && t.scrub_loads ? transport::kFlagScrub : 0;
+}
+
 void Client::Impl::SendLoad(std::shared_ptr<LoadOp> op, const Target& t) {
   // Not through Call: its wrapper around the callback would cost a heap
   // allocation per page. The callback counts the node's latency and errors
@@ -1027,7 +1033,9 @@ void Client::Impl::SendLoad(std::shared_ptr<LoadOp> op, const Target& t) {
   raw->sent = sent;
   raw->in_flight = std::move(op);
   ChannelFor(t, Lane::kLoads)
-      ->Call(OutgoingMessage{.header = {.opcode = Opcode::kLoad, .page = raw->page_no}},
+      ->Call(OutgoingMessage{.header = {.opcode = Opcode::kLoad,
+                                        .flags = LoadFlags(*raw, t),
+                                        .page = raw->page_no}},
              options_.op_timeout, [this, raw](absl::StatusOr<IncomingMessage> r) {
                std::shared_ptr<LoadOp> self = std::move(raw->in_flight);
                const Target to = self->target;  // a retry may send it elsewhere

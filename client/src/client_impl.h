@@ -195,6 +195,7 @@ class Client::Impl {
     absl::Time suspect_since = absl::InfinitePast();  // while kSuspect
     uint64_t incarnation = 0;                         // from the last Attach
     bool conditional_invalidate = false;              // from the last Attach
+    bool scrub_loads = false;                         // from the last Attach
     bool warned_plaintext = false;                    // its plaintext data plane was logged
     // orphans: slabs dropped from this node while it may still hold their
     // pages; settled before it serves again.
@@ -208,6 +209,7 @@ class Client::Impl {
     Channel channel = nullptr;       // null when the node is down
     Channel load_channel = nullptr;  // where its loads go (Node::load_channel)
     NodeCounters* counters = nullptr;
+    bool scrub_loads = false;  // Node::scrub_loads
   };
   // TargetList: where one operation goes; the replicas plus a node being
   // filled fit inline, so planning a page allocates nothing.
@@ -295,6 +297,9 @@ class Client::Impl {
   // StoreRacedLoad: a copy whose checksum differs from the one the load
   // expected may be a newer store of the caller's that raced the load.
   bool StoreRacedLoad(const LoadOp& op, uint64_t checksum);
+  // LoadFlags: the flags of op's LOAD frame to t: SCRUB for a scrub's load
+  // (it checks the node's medium, not its read cache) where t takes it.
+  static uint8_t LoadFlags(const LoadOp& op, const Target& t);
   void TryLoad(std::shared_ptr<LoadOp> op);
   // RepairCopies writes a verified copy (`good`, `payload`: the reply that
   // gave it) back to the replicas of op.bad_copies, read repair: a replica

@@ -320,6 +320,7 @@ absl::Status Client::Impl::SettleOrphansAndMarkUp(int node, Channel channel, Cha
     n.node_id = attachment->node_id;
     n.incarnation = attachment->incarnation;
     n.conditional_invalidate = attachment->conditional_invalidate;
+    n.scrub_loads = attachment->scrub_loads;
   }
   n.last_error.clear();
   spdlog::info("farswap client: node {} ({}, data plane {} over {}) is up", n.address, n.node_id,

@@ -51,7 +51,8 @@ class GrpcNodeAttacher final : public NodeAttacher {
                       .data_tls = resp.data_tls(),
                       .data_addrs = {resp.data_addrs().begin(), resp.data_addrs().end()},
                       .rdma_devices = {resp.rdma_devices().begin(), resp.rdma_devices().end()},
-                      .conditional_invalidate = resp.conditional_invalidate()};
+                      .conditional_invalidate = resp.conditional_invalidate(),
+                      .scrub_loads = resp.scrub_loads()};
   }
 
  private:

@@ -135,6 +135,11 @@ bool IsPlainLoadHeader(const FrameHeader& h) { return !h.is_reply() && h.opcode 
 // IsLoadEntry: a BATCH entry that is a LOAD.
 bool IsLoadEntry(const FrameHeader& h) { return h.opcode == Opcode::kLoad; }
 
+// KindOf: what a LOAD request is for (frame.h kFlagScrub).
+PageStore::LoadKind KindOf(const FrameHeader& load) {
+  return load.scrub() ? PageStore::LoadKind::kScrub : PageStore::LoadKind::kUse;
+}
+
 // ErrorReply makes the reply header for a failed request; the message goes
 // into *out (truncated to what the wire allows).
 FrameHeader ErrorReply(const FrameHeader& request, const absl::Status& status,
@@ -687,9 +692,10 @@ std::optional<FrameHeader> DataPlaneServer::HandleOp(uint32_t tenant, const Fram
       return s->ok() ? OkReply(request) : ErrorReply(request, *s, out);
     }
     case Opcode::kLoad: {
+      const PageStore::LoadKind kind = KindOf(request);
       std::optional<absl::StatusOr<LoadedPage>> p =
-          wait == Wait::kNever ? store_->TryLoad(tenant, request.page)
-                               : std::optional(store_->Load(tenant, request.page));
+          wait == Wait::kNever ? store_->TryLoad(tenant, request.page, kind)
+                               : std::optional(store_->Load(tenant, request.page, kind));
       if (!p.has_value()) return std::nullopt;
       requests_++;
       return LoadReply(request, *p, out);
@@ -829,20 +835,27 @@ void DataPlaneServer::AddBatchEntry(Reply& reply, size_t i, const FrameHeader& s
 void DataPlaneServer::RunBatchLoads(uint32_t tenant, Request& request, size_t end) {
   const size_t begin = request.next;
   std::vector<uint64_t> pages;
-  for (size_t k = begin; k < end; ++k) pages.push_back(request.entries[k].header.page);
+  std::vector<PageStore::LoadKind> kinds;
+  for (size_t k = begin; k < end; ++k) {
+    pages.push_back(request.entries[k].header.page);
+    kinds.push_back(KindOf(request.entries[k].header));
+  }
   load_runs_++;
   Reply& reply = *request.reply;
   const auto start = std::chrono::steady_clock::now();
   // LoadBatch hands the results back in order, so the entries go into the
   // reply in order.
-  store_->LoadBatch(tenant, pages, [&](size_t k, absl::StatusOr<LoadedPage>& loaded) {
-    load_latency_.Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
-    requests_++;
-    const size_t i = begin + k;
-    FrameHeader sub = LoadReply(request.entries[i].header, loaded, &reply.sub_payloads[i]);
-    CountOp(Opcode::kLoad, sub.status);
-    AddBatchEntry(reply, i, sub);
-  });
+  store_->LoadBatch(
+      tenant, pages,
+      [&](size_t k, absl::StatusOr<LoadedPage>& loaded) {
+        load_latency_.Record(absl::FromChrono(std::chrono::steady_clock::now() - start));
+        requests_++;
+        const size_t i = begin + k;
+        FrameHeader sub = LoadReply(request.entries[i].header, loaded, &reply.sub_payloads[i]);
+        CountOp(Opcode::kLoad, sub.status);
+        AddBatchEntry(reply, i, sub);
+      },
+      nullptr, kinds);
   request.next = end;
 }
 
@@ -854,7 +867,11 @@ void DataPlaneServer::RunLoads(ConnState& state, const std::shared_ptr<Connectio
     return;
   }
   std::vector<uint64_t> pages;
-  for (const auto& r : run) pages.push_back(r->msg.header.page);
+  std::vector<PageStore::LoadKind> kinds;
+  for (const auto& r : run) {
+    pages.push_back(r->msg.header.page);
+    kinds.push_back(KindOf(r->msg.header));
+  }
   load_runs_++;
   // The store reads every written-back page of the run at once and hands
   // the results back in order; each reply goes out as soon as it and the
@@ -874,7 +891,7 @@ void DataPlaneServer::RunLoads(ConnState& state, const std::shared_ptr<Connectio
         CountOp(Opcode::kLoad, reply->header.status);
         ready.push_back(std::move(reply));
       },
-      [&] { SendReplies(*conn, ready); });
+      [&] { SendReplies(*conn, ready); }, kinds);
   SendReplies(*conn, ready);  // (on_ready_done has sent them all; nothing is left)
 }
 

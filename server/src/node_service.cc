@@ -79,6 +79,7 @@ grpc::ServerUnaryReactor* MemoryNodeService::Attach(grpc::CallbackServerContext*
   resp->set_node_id(node_id_);
   resp->set_incarnation(incarnation_);
   resp->set_conditional_invalidate(true);
+  resp->set_scrub_loads(true);
   resp->set_data_tls(data_tls_);
   for (const std::string& a : data_addrs_) resp->add_data_addrs(a);
   for (const std::string& d : rdma_.devices) resp->add_rdma_devices(d);

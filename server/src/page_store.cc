@@ -475,40 +475,55 @@ void PageStore::ReleaseDiskObject(const Entry& e) {
 // lock hold, so no reader ever sees it in both places or neither, and no
 // stale disk copy stays live.
 //                       sync point "PageStore::Promote:before-lock" [none]
+//
+// A scrub's load (LoadKind::kScrub) takes the same steps but is not an
+// access: it sets no referenced or disk_loaded bit, promotes nothing,
+// leaves a pending writeback pending, and reads the disk even when the read
+// cache holds the object (what it checks is the medium); it reads only its
+// object's blocks and caches nothing, so a scrub pass neither evicts the
+// cache nor skews its readahead decisions.
 
-absl::StatusOr<LoadedPage> PageStore::Load(uint32_t tenant, uint64_t page) {
+absl::StatusOr<LoadedPage> PageStore::Load(uint32_t tenant, uint64_t page, LoadKind kind) {
   absl::StatusOr<LoadedPage> out;
-  LoadBatch(tenant, absl::MakeConstSpan(&page, 1),
-            [&out](size_t, absl::StatusOr<LoadedPage>& r) { out = std::move(r); });
+  LoadBatch(
+      tenant, absl::MakeConstSpan(&page, 1),
+      [&out](size_t, absl::StatusOr<LoadedPage>& r) { out = std::move(r); }, nullptr,
+      absl::MakeConstSpan(&kind, 1));
   return out;
 }
 
-std::optional<absl::StatusOr<LoadedPage>> PageStore::TryLoad(uint32_t tenant, uint64_t page) {
-  std::optional<LoadStep> step = BeginLoad(tenant, page, Wait::kNever);
+std::optional<absl::StatusOr<LoadedPage>> PageStore::TryLoad(uint32_t tenant, uint64_t page,
+                                                             LoadKind kind) {
+  std::optional<LoadStep> step = BeginLoad(tenant, page, Wait::kNever, kind);
   if (!step.has_value()) return std::nullopt;  // on disk: would block
   return std::get<absl::StatusOr<LoadedPage>>(std::move(*step));
 }
 
-std::optional<PageStore::LoadStep> PageStore::BeginLoad(uint32_t tenant, uint64_t page, Wait wait) {
+std::optional<PageStore::LoadStep> PageStore::BeginLoad(uint32_t tenant, uint64_t page, Wait wait,
+                                                        LoadKind kind) {
   const PageKey key{tenant, page};
+  const bool use = kind == LoadKind::kUse;
   MutexLock kl(&key_locks_->For(key));
   Entry* e = index_->Find(key);
   // Decided before anything is touched, so "would block" has no effect; a
-  // page on disk whose bytes the read cache holds does not block.
+  // page on disk whose bytes the read cache holds does not block (a
+  // scrub's load reads the disk whatever the cache holds).
   LoadedPage cached;
   const bool on_disk = e != nullptr && e->state == EntryState::kOnDisk;
-  const bool from_cache = on_disk && LoadFromReadCache(e, &cached, wait != Wait::kNever);
+  const bool from_cache = on_disk && use && LoadFromReadCache(e, &cached, wait != Wait::kNever);
   if (wait == Wait::kNever && on_disk && !from_cache) return std::nullopt;
   counters_.loads.fetch_add(1, std::memory_order_relaxed);
   if (e == nullptr) {
     counters_.load_misses.fetch_add(1, std::memory_order_relaxed);
     return LoadStep(absl::NotFoundError(absl::StrCat(KeyName(tenant, page), " is not stored")));
   }
-  e->referenced.store(true, std::memory_order_relaxed);  // never the LRU itself
-  e->cold_referenced.store(true, std::memory_order_relaxed);
-  if (e->cold_state.load(std::memory_order_relaxed) ==
-      uint8_t(internal::ColdState::kRecompressed)) {
-    counters_.cold_loads.fetch_add(1, std::memory_order_relaxed);
+  if (use) {
+    e->referenced.store(true, std::memory_order_relaxed);  // never the LRU itself
+    e->cold_referenced.store(true, std::memory_order_relaxed);
+    if (e->cold_state.load(std::memory_order_relaxed) ==
+        uint8_t(internal::ColdState::kRecompressed)) {
+      counters_.cold_loads.fetch_add(1, std::memory_order_relaxed);
+    }
   }
   LoadedPage out;
   out.codec = e->codec;
@@ -522,8 +537,10 @@ std::optional<PageStore::LoadStep> PageStore::BeginLoad(uint32_t tenant, uint64_
     case EntryState::kWritebackPending:
       // The page is hot after all: cancel the writeback (zram clears
       // ZRAM_PP_SLOT on access). The writeback sees the state change when
-      // it comes back and counts its appended bytes dead.
-      e->state = EntryState::kInPool;
+      // it comes back and counts its appended bytes dead. A scrub reads
+      // the pool object, which stays valid until the writeback publishes
+      // under this key lock.
+      if (use) e->state = EntryState::kInPool;
       [[fallthrough]];
     case EntryState::kInPool: {
       absl::StatusOr<alloc::ZsPool::ReadGuard> g = pool_->Read(e->handle);
@@ -549,9 +566,10 @@ std::optional<PageStore::LoadStep> PageStore::BeginLoad(uint32_t tenant, uint64_
                     .disk_checksum = e->disk_checksum,
                     .gen = e->gen,
                     .segment = e->disk_offset / segments_->segment_bytes(),
-                    .promote = e->disk_loaded,
+                    .promote = use && e->disk_loaded,
+                    .scrub = !use,
                     .page = std::move(out)};
-      e->disk_loaded = true;
+      if (use) e->disk_loaded = true;
       const internal::SegmentTable::PinnedSegment pinned =
           segments_->Pin(read.segment);  // unpinned by FinishLoad
       read.epoch = pinned.epoch;
@@ -655,13 +673,16 @@ struct FreeDeleter {
 }  // namespace
 
 void PageStore::LoadBatch(uint32_t tenant, absl::Span<const uint64_t> pages, LoadCallback on_loaded,
-                          const std::function<void()>& on_ready_done) {
+                          const std::function<void()>& on_ready_done,
+                          absl::Span<const LoadKind> kinds) {
   const size_t n = pages.size();
+  assert(kinds.empty() || kinds.size() == n);
   std::vector<std::optional<absl::StatusOr<LoadedPage>>> results(n);
   std::vector<DiskRead> reads;
   std::vector<size_t> read_index;  // reads[k] is for pages[read_index[k]]
   for (size_t i = 0; i < n; ++i) {
-    LoadStep step = *BeginLoad(tenant, pages[i], Wait::kAllowed);  // never nullopt
+    const LoadKind kind = kinds.empty() ? LoadKind::kUse : kinds[i];
+    LoadStep step = *BeginLoad(tenant, pages[i], Wait::kAllowed, kind);  // never nullopt
     if (DiskRead* r = std::get_if<DiskRead>(&step)) {
       reads.push_back(std::move(*r));
       read_index.push_back(i);
@@ -687,11 +708,14 @@ void PageStore::LoadBatch(uint32_t tenant, absl::Span<const uint64_t> pages, Loa
   // readahead span around it (DiskReadCache::NextReadahead, one decision
   // per batch), as far as the segment's written part goes. The object lies
   // within that part: it was published after its write.
-  const uint64_t readahead = read_cache_ != nullptr ? read_cache_->NextReadahead() : 0;
+  // A scrub's reads take no part: no span, no decision.
+  const bool any_use =
+      std::any_of(reads.begin(), reads.end(), [](const DiskRead& r) { return !r.scrub; });
+  const uint64_t readahead = read_cache_ != nullptr && any_use ? read_cache_->NextReadahead() : 0;
   for (DiskRead& r : reads) {
     r.read_begin = r.offset / kBlockSize * kBlockSize;
     r.read_end = (r.offset + r.length + kBlockSize - 1) / kBlockSize * kBlockSize;
-    if (readahead > 0) {
+    if (readahead > 0 && !r.scrub) {
       const internal::DiskReadCache::Span span = read_cache_->SpanOf(r.offset, readahead);
       r.read_begin = std::min(r.read_begin, span.begin);
       r.read_end = std::max(r.read_end, std::min(span.end, r.written_end));
@@ -732,6 +756,7 @@ void PageStore::LoadBatch(uint32_t tenant, absl::Span<const uint64_t> pages, Loa
     if (io.ok() && read_cache_ != nullptr) {
       for (size_t k : r.reads) {
         const DiskRead& d = reads[k];
+        if (d.scrub) continue;
         read_cache_->Insert(d.offset, d.read_begin, d.read_end, d.epoch,
                             base + (d.read_begin - r.first * kBlockSize));
       }

@@ -137,13 +137,14 @@ class ClientClusterTest : public ::testing::Test {
 
   // StartDiskNodeAndMemoryNode starts node 0 with a 1 MiB pool over a
   // backing file (what kDiskPages store puts mostly on its disk) and node 1
-  // keeping everything in memory.
+  // keeping everything in memory; `disk_node_args` go to node 0.
   static constexpr size_t kDiskPages = 2048;  // ~3.5 MB compressed
-  void StartDiskNodeAndMemoryNode() {
+  void StartDiskNodeAndMemoryNode(std::vector<std::string> disk_node_args = {}) {
     auto disk_node = ServerProcess::Start({.pool_limit = "1M",
                                            .backing_size = "64M",
                                            .high_watermark = "0.8",
-                                           .low_watermark = "0.6"});
+                                           .low_watermark = "0.6",
+                                           .extra_args = std::move(disk_node_args)});
     ASSERT_TRUE(disk_node.ok()) << disk_node.status();
     nodes_.push_back(std::move(*disk_node));
     StartNodes(1);
@@ -794,6 +795,35 @@ TEST_F(ClientClusterTest, AScrubRepairsTheBadCopiesNoLoadRead) {
   LoadAndVerify(*c, 0, kDiskPages);  // node 0 alone: every copy it holds is good
   EXPECT_EQ(c->stats().load_errors, 0u);
   EXPECT_EQ(c->Scrub(~uint64_t{0}, 2).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// A node's read cache (--disk-read-cache) holds the bytes of node 0's
+// copies that loads read before its SSD went bad; a load would still be
+// answered from them. A scrub's loads carry the SCRUB flag, so node 0 reads
+// its disk for them and the scrub finds every bad copy, cached or not:
+// without the flag, the cached ones would pass as good and stay bad on the
+// disk, to be lost with node 1 once they left the cache.
+TEST_F(ClientClusterTest, AScrubChecksTheDiskEvenWhereTheNodeCachedTheBytes) {
+  StartDiskNodeAndMemoryNode({"--disk-read-cache", "16M"});  // room for every window
+  ASSERT_FALSE(HasFatalFailure());
+  std::unique_ptr<Client> c = Connect(Options());
+  ASSERT_NE(c, nullptr);
+  StoreRange(*c, 0, kDiskPages);
+  // No scrub first: its loads would read the disk. Loads that use the
+  // pages fill node 0's cache, as the ones the client sends it first.
+  LoadAndVerify(*c, 0, kDiskPages);
+  CorruptBackingFile(*nodes_[0]);
+  absl::StatusOr<ScrubResult> first = c->Scrub(0, kDiskPages);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_GT(first->bad_copies, kDiskPages / 2) << "node 0's cached copies passed as good";
+  EXPECT_EQ(first->copies_repaired, first->bad_copies);
+  EXPECT_EQ(first->unreadable_pages, 0u);
+  absl::StatusOr<ScrubResult> second = c->Scrub(0, kDiskPages);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->bad_copies, 0u);
+  nodes_[1]->Kill();
+  LoadAndVerify(*c, 0, kDiskPages);
+  EXPECT_EQ(c->stats().load_errors, 0u);
 }
 
 // The background scrub (ClientOptions::scrub_pages_per_second) does the

@@ -55,6 +55,7 @@ absl::StatusOr<Attached> Attach(const std::string& grpc_addr, const std::string&
   if (!s.ok()) return absl::Status(absl::StatusCode(s.error_code()), s.error_message());
   // This node takes a conditional INVALIDATE; clients send one only then.
   EXPECT_TRUE(resp.conditional_invalidate());
+  EXPECT_TRUE(resp.scrub_loads());
   return Attached{resp.session_token(), resp.data_addr()};
 }
 

@@ -33,9 +33,11 @@ inline absl::Status StorePayload(PageStore& store, uint32_t tenant, uint64_t pag
 }
 
 // ExpectPage checks that the page loads as exactly `bytes` / `checksum`.
+// `kind`: a scrub's load (PageStore::LoadKind::kScrub) or, by default, a use.
 inline void ExpectPage(PageStore& store, uint32_t tenant, uint64_t page,
-                       const std::vector<uint8_t>& bytes, uint64_t checksum) {
-  absl::StatusOr<LoadedPage> p = store.Load(tenant, page);
+                       const std::vector<uint8_t>& bytes, uint64_t checksum,
+                       PageStore::LoadKind kind = PageStore::LoadKind::kUse) {
+  absl::StatusOr<LoadedPage> p = store.Load(tenant, page, kind);
   ASSERT_TRUE(p.ok()) << "tenant " << tenant << " page " << page << ": " << p.status();
   EXPECT_FALSE(p->same_filled);
   EXPECT_EQ(p->checksum, checksum) << "tenant " << tenant << " page " << page;

@@ -268,13 +268,67 @@ TEST(ReadCacheStoreTest, OffReadsEveryPageFromTheDisk) {
   EXPECT_EQ(st.read_cache_limit_bytes, 0u);
 }
 
+// A scrub's load checks the medium: with the page's window cached and the
+// disk corrupted after, it reads the disk and sees DATA_LOSS (TryLoad says
+// it would wait rather than answer from memory), while a load that uses the
+// page is still answered, correctly, from the cache.
+TEST(ReadCacheStoreTest, AScrubReadsTheDiskNotTheCache) {
+  MemoryBlockDevice ssd(256);
+  auto store = NewStore(&ssd, 64 * kKiB);
+  StoreAndWriteBack(*store, 0, 4, 1);
+  ExpectPage(*store, kTenant, 0, Version(0, 1), 1);  // caches the window
+  ASSERT_EQ(store->GetStats().backing_reads, 1u);
+  // Every block of the first segment, bits flipped.
+  std::vector<uint8_t> block(kBlockSize);
+  for (uint64_t b = 0; b < 16; ++b) {
+    ASSERT_TRUE(ssd.ReadBlock(b, block.data()).ok());
+    for (size_t i = 0; i < kBlockSize; i += 64) block[i] ^= 0x10;
+    ASSERT_TRUE(ssd.WriteBlock(b, block.data()).ok());
+  }
+
+  EXPECT_FALSE(store->TryLoad(kTenant, 1, PageStore::LoadKind::kScrub).has_value())
+      << "a scrub's load was answered from memory";
+  EXPECT_EQ(store->Load(kTenant, 1, PageStore::LoadKind::kScrub).status().code(),
+            absl::StatusCode::kDataLoss);
+  ExpectPage(*store, kTenant, 1, Version(1, 1), 1);  // a use: the cache
+  const PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.backing_reads, 2u) << "the scrub's read only";
+  EXPECT_EQ(st.backing_read_errors, 1u);
+  EXPECT_EQ(st.read_cache_hits, 1u);
+  EXPECT_EQ(st.read_cache_mismatches, 0u);
+}
+
+// A scrub's load is not an access: two of a page on disk promote nothing,
+// and do not count as its first load either; it reads only the object's
+// blocks and caches nothing.
+TEST(ReadCacheStoreTest, AScrubsLoadsAreNotAccesses) {
+  MemoryBlockDevice ssd(256);
+  auto store = NewStore(&ssd, 64 * kKiB);
+  StoreAndWriteBack(*store, 0, 4, 1);
+  for (int i = 0; i < 2; ++i) {
+    ExpectPage(*store, kTenant, 2, Version(2, 1), 1, PageStore::LoadKind::kScrub);
+  }
+  PageStoreStats st = store->GetStats();
+  EXPECT_EQ(st.promotions, 0u);
+  EXPECT_EQ(st.pages_on_disk, 4u);
+  EXPECT_EQ(st.backing_reads, 2u);
+  EXPECT_EQ(st.read_cache_bytes, 0u) << "a scrub's read went into the cache";
+  EXPECT_EQ(st.read_cache_hits + st.read_cache_misses, 0u);
+  ExpectPage(*store, kTenant, 2, Version(2, 1), 1);  // the first use: no promotion
+  EXPECT_EQ(store->GetStats().promotions, 0u);
+  ExpectPage(*store, kTenant, 2, Version(2, 1), 1);  // the second: promoted
+  st = store->GetStats();
+  EXPECT_EQ(st.promotions, 1u);
+  EXPECT_EQ(st.pages_on_disk, 3u);
+}
+
 // --- concurrency (for TSan) -------------------------------------------------------------
 
 // Loaders (batch loads and TryLoad, as the workers and the I/O threads
 // load) race a thread that replaces, invalidates, writes back and cleans,
 // so windows go stale under them all the time: every load is NOT_FOUND or
 // an intact version of the page, and no cached bytes ever fail the disk
-// checksum.
+// checksum. One loader mixes scrubs' loads into its batches.
 TEST(ReadCacheConcurrencyTest, LoadsRacingStoresInvalidatesWritebackAndCleaner) {
   MemoryBlockDevice ssd(512);  // 32 segments of 64 KiB
   auto store = NewStore(&ssd, 64 * kKiB);
@@ -290,12 +344,19 @@ TEST(ReadCacheConcurrencyTest, LoadsRacingStoresInvalidatesWritebackAndCleaner) 
     served++;
     if (r->payload != Version(page, r->checksum)) bad++;
   };
-  auto batch_loader = [&](uint64_t seed) {
+  // with_scrubs: every other load of each batch is a scrub's (no cache,
+  // no readahead, no access), read beside the others in the same batch.
+  auto batch_loader = [&](uint64_t seed, bool with_scrubs) {
     std::vector<uint64_t> pages(16);
+    std::vector<PageStore::LoadKind> kinds(pages.size(), PageStore::LoadKind::kUse);
+    for (size_t i = 1; with_scrubs && i < kinds.size(); i += 2) {
+      kinds[i] = PageStore::LoadKind::kScrub;
+    }
     for (int round = 0; round < 150; ++round) {
       for (size_t i = 0; i < pages.size(); ++i) pages[i] = (seed * 7 + round * 5 + i) % kPages;
-      store->LoadBatch(kTenant, pages,
-                       [&](size_t i, absl::StatusOr<LoadedPage>& r) { check(pages[i], r); });
+      store->LoadBatch(
+          kTenant, pages, [&](size_t i, absl::StatusOr<LoadedPage>& r) { check(pages[i], r); },
+          nullptr, kinds);
     }
   };
   auto try_loader = [&] {
@@ -318,7 +379,7 @@ TEST(ReadCacheConcurrencyTest, LoadsRacingStoresInvalidatesWritebackAndCleaner) 
       store->RunCleanerOnce();
     }
   });
-  std::thread a(batch_loader, 1), b(batch_loader, 2), c(try_loader);
+  std::thread a(batch_loader, 1, false), b(batch_loader, 2, true), c(try_loader);
   a.join();
   b.join();
   c.join();

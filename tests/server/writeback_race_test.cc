@@ -100,6 +100,21 @@ TEST_P(WritebackRaceTest, LoadDuringWritebackReturnsTheData) {
   EXPECT_EQ(st.stored_pages, 1u);
 }
 
+// A scrub's load is not an access: at every step it reads the page (from
+// the pool: the object stays until the writeback publishes) and the
+// writeback goes ahead, where a load that uses the page would cancel it.
+TEST_P(WritebackRaceTest, AScrubDuringWritebackLetsItFinish) {
+  SyncPoints::SetOnce(GetParam(), [&] {
+    ExpectPage(*store_, kTenant, kPage, v1_, 1, PageStore::LoadKind::kScrub);
+  });
+  EXPECT_EQ(store_->RunWritebackOnce(), WritebackOutcome::kWrittenBack);
+  PageStoreStats st = store_->GetStats();
+  EXPECT_EQ(st.pages_on_disk, 1u);
+  EXPECT_EQ(st.pool.objects, 0u);
+  ExpectPage(*store_, kTenant, kPage, v1_, 1, PageStore::LoadKind::kScrub);  // from the disk
+  EXPECT_EQ(store_->GetStats().pages_on_disk, 1u);
+}
+
 // The ABA case: the page is invalidated and stored again with new data
 // while writeback holds a pointer to the old entry. The new entry may well
 // reuse the old one's address; only the generation tells them apart.

@@ -299,6 +299,12 @@ TEST(FrameValidationTest, UnknownAndMisplacedFlags) {
   ExpectInvalid(Wire({.opcode = Opcode::kPing, .flags = kFlagNodeDraining}, {}), "NODE_DRAINING");
   ExpectInvalid(Wire({.opcode = Opcode::kLoad, .flags = kFlagReply | kFlagNodeDraining}, {}),
                 "NODE_DRAINING");
+  // SCRUB: only on a LOAD request.
+  ExpectRoundTrip({.opcode = Opcode::kLoad, .flags = kFlagScrub, .page = 9}, {});
+  ExpectInvalid(Wire({.opcode = Opcode::kStore, .flags = kFlagScrub}, Bytes(100, 0)), "SCRUB");
+  ExpectInvalid(Wire({.opcode = Opcode::kLoad, .flags = kFlagReply | kFlagScrub}, Bytes(8, 0)),
+                "SCRUB");
+  ExpectInvalid(Wire({.opcode = Opcode::kPing, .flags = kFlagScrub}, {}), "SCRUB");
 }
 
 TEST(FrameValidationTest, ReservedByteMustBeZero) {

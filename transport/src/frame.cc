@@ -190,6 +190,9 @@ absl::Status ValidateHeader(const FrameHeader& h) {
       !(h.opcode == Opcode::kPing && h.is_reply() && h.status == absl::StatusCode::kOk)) {
     return Invalid(h, "NODE_DRAINING is only valid on OK PING replies");
   }
+  if (h.scrub() && !(h.opcode == Opcode::kLoad && !h.is_reply())) {
+    return Invalid(h, "SCRUB is only valid on LOAD requests");
+  }
   const bool page_payload = h.carries_page();
   if (h.codec != Codec::kNone && (!page_payload || h.same_filled())) {
     return Invalid(h, absl::StrCat("codec ", CodecName(h.codec),

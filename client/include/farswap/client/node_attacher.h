@@ -33,6 +33,10 @@ struct Attachment {
   // conditional_invalidate: the node takes a conditional INVALIDATE (one
   // with a version: transport/frame.h). false from older nodes.
   bool conditional_invalidate = false;
+  // scrub_loads: the node takes the SCRUB flag on LOAD requests (a scrub's
+  // load reads the medium, not the node's read cache: transport/frame.h).
+  // false from older nodes.
+  bool scrub_loads = false;
 };
 
 // NodeAttacher attaches to one node by its control-plane address.

@@ -383,9 +383,23 @@ class PageStore {
   // otherwise it returns exactly what Store would.
   std::optional<absl::Status> TryStore(uint32_t tenant, uint64_t page, const StoreRequest& request);
 
+  // LoadKind: what a load is for.
+  enum class LoadKind : uint8_t {
+    // kUse: the page is wanted. Served from the pool, the read cache or
+    // the backing store, and an access: it sets the page's LRU reference,
+    // cancels a pending writeback, and a second load of a page on disk
+    // promotes it.
+    kUse,
+    // kScrub: a check of the stored copy (a client's scrub, frame.h
+    // kFlagScrub). Served from the pool or the backing store itself, never
+    // the read cache, so corruption of the medium is seen; not an access
+    // (none of the above); its disk read has no readahead and is not cached.
+    kScrub,
+  };
+
   // Load returns the page. NOT_FOUND when it is not stored; DATA_LOSS when
   // it was written back and the backing store cannot return it intact.
-  absl::StatusOr<LoadedPage> Load(uint32_t tenant, uint64_t page);
+  absl::StatusOr<LoadedPage> Load(uint32_t tenant, uint64_t page, LoadKind kind = LoadKind::kUse);
 
   // LoadBatch loads `pages` of `tenant`, each as Load would, and hands the
   // results to on_loaded(i, result) in order, i = 0, 1, ..., each as soon
@@ -399,15 +413,19 @@ class PageStore {
   // on_ready_done (optional): called after each round of on_loaded calls
   // (the results that became ready together), so a caller can send them
   // together (one write for several replies).
+  //
+  // kinds: each page's LoadKind, kinds[i] for pages[i]; empty: all kUse.
   using LoadCallback = absl::FunctionRef<void(size_t index, absl::StatusOr<LoadedPage>& result)>;
   void LoadBatch(uint32_t tenant, absl::Span<const uint64_t> pages, LoadCallback on_loaded,
-                 const std::function<void()>& on_ready_done = nullptr);
+                 const std::function<void()>& on_ready_done = nullptr,
+                 absl::Span<const LoadKind> kinds = {});
 
   // TryLoad is Load that never reads the backing store: for a page that was
   // written back it returns std::nullopt and has no effect (the page's
   // referenced bit and the counters are untouched); otherwise it returns
   // exactly what Load would.
-  std::optional<absl::StatusOr<LoadedPage>> TryLoad(uint32_t tenant, uint64_t page);
+  std::optional<absl::StatusOr<LoadedPage>> TryLoad(uint32_t tenant, uint64_t page,
+                                                    LoadKind kind = LoadKind::kUse);
 
   // Invalidate drops the page; a page that is not stored is not an error.
   // With a nonzero `up_to_version` (a conditional INVALIDATE, frame.h) it
@@ -503,6 +521,7 @@ class PageStore {
     uint64_t gen = 0;
     uint64_t segment = 0;  // pinned until FinishLoad
     bool promote = false;  // the entry's second disk load: promote after the read
+    bool scrub = false;    // LoadKind::kScrub: no readahead, nothing cached
     LoadedPage page;       // metadata; FinishLoad adds the payload
     // The segment as pinned (disk_read_cache.h): its epoch, and the device
     // byte offset where its written part ended (the bytes below are final
@@ -519,7 +538,7 @@ class PageStore {
   // for a page in the pool, same-filled or missing; for a page on disk a
   // DiskRead (its segment pinned, the key lock dropped). nullopt (only
   // with Wait::kNever) for a page on disk, with no effect.
-  std::optional<LoadStep> BeginLoad(uint32_t tenant, uint64_t page, Wait wait);
+  std::optional<LoadStep> BeginLoad(uint32_t tenant, uint64_t page, Wait wait, LoadKind kind);
   // FinishLoad is the second half: `io` is the read's result and `bytes`
   // the object as read. Verifies the disk checksum (DATA_LOSS for this page
   // on a mismatch or a failed read), promotes when read.promote, unpins.

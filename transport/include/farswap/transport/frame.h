@@ -17,7 +17,8 @@
 //     0    4 magic           'F','S','W','P' (kFrameMagic read little-endian)
 //     4    2 frame_version   kFrameVersion (2)
 //     6    1 opcode          Opcode
-//     7    1 flags           kFlagReply | kFlagSameFilled | kFlagNodeDraining
+//     7    1 flags           kFlagReply | kFlagSameFilled | kFlagNodeDraining |
+//                            kFlagScrub
 //     8    8 request_id      chosen by the requester, echoed in the reply
 //    16    8 page            tenant-scoped page number (BATCH: entry count)
 //    24    4 payload_length  bytes after the header
@@ -127,7 +128,16 @@ inline constexpr uint8_t kFlagSameFilled = 0x02;
 // kFlagNodeDraining: on an OK PING reply only, the node is draining (it
 // refuses new stores); clients move their slabs off it.
 inline constexpr uint8_t kFlagNodeDraining = 0x04;
-inline constexpr uint8_t kKnownFlags = kFlagReply | kFlagSameFilled | kFlagNodeDraining;
+// kFlagScrub: on LOAD requests only, the load checks the stored copy rather
+// than uses the page (a client's scrub). The node answers from the copy
+// itself, pool or backing store, never from a cache of backing-store reads,
+// so corruption of the medium is seen; and it is not an access (the page's
+// LRU reference, promotion and pending writeback are left as they are).
+// Nodes that take it say so when attached (AttachResponse.scrub_loads);
+// older ones refuse the frame as malformed, so clients send it to no other.
+inline constexpr uint8_t kFlagScrub = 0x08;
+inline constexpr uint8_t kKnownFlags =
+    kFlagReply | kFlagSameFilled | kFlagNodeDraining | kFlagScrub;
 
 // FrameHeader is the decoded header; magic and version are implicit.
 struct FrameHeader {
@@ -146,6 +156,7 @@ struct FrameHeader {
   bool is_reply() const { return (flags & kFlagReply) != 0; }
   bool same_filled() const { return (flags & kFlagSameFilled) != 0; }
   bool node_draining() const { return (flags & kFlagNodeDraining) != 0; }
+  bool scrub() const { return (flags & kFlagScrub) != 0; }
   // carries_page: a STORE request or an OK LOAD reply, the only frames whose
   // payload is a page (and so the only ones with a codec, checksum and
   // version).
