@@ -550,7 +550,7 @@ CommandRunner AddNodeCommand(CLI::App& app) {
   cmd->add_option("--cleaner-idle-ms", f->cleaner_idle_ms,
                   "the spawned node's --cleaner-idle-ms (default: the node's, 100)");
   cmd->add_option("--disk-read-cache", f->disk_read_cache,
-                  "the spawned node's --disk-read-cache (default: the node's, 0: off)")
+                  "the spawned node's --disk-read-cache (default: the node's, 4M; 0: off)")
       ->check(cli::Bytes());
   cmd->add_option("--connections", f->connections, "data-plane connections")
       ->check(CLI::Range(1, 256))

@@ -81,7 +81,7 @@ struct Flags {
   double cleaner_threshold = 0.5;
   double cleaner_max_dead = 0.08;
   uint32_t cleaner_idle_ms = 100;
-  uint64_t disk_read_cache = 0;
+  uint64_t disk_read_cache = 4ull << 20;
   double high_watermark = 0.9;
   double low_watermark = 0.8;
   int io_threads = 2;
@@ -165,9 +165,8 @@ void AddFlags(CLI::App& app, Flags& f) {
          "readahead for loads of written-back pages: a load that reads the backing store "
          "reads up to 256K around its page and keeps the most recently read of it, up to "
          "this much memory (outside --pool-limit), to answer its neighbours' loads "
-         "(e.g. 4M; default 0: off, each load reads its page's own blocks; at most 1G). With it "
-         "on, a client's scrub may be answered from the cache, so disk corruption after a "
-         "read is found only once those bytes leave it")
+         "(default 4M; 0: off, each load reads its page's own blocks; at most 1G). A client's "
+         "scrub reads the disk, never the cache")
       ->transform(cli::Bytes());
   app.add_option("--high-watermark", f.high_watermark, "start writeback above F x pool limit")
       ->type_name("F")

@@ -217,12 +217,10 @@ struct PageStoreOptions {
   // (within the segment's written part) and the store keeps the most
   // recently read windows, up to this many bytes, so loads of the pages
   // written back beside it are answered from memory, without a disk read
-  // or a worker (disk_read_cache.h). Memory outside the pool limit. 0 = off
-  // (the default): a load reads only its object's blocks. Off by default
-  // because a client's scrub then reads cached bytes too: disk corruption
-  // that happens after a window was cached is found only once the window
-  // has left the cache (server/README.md, "Readahead").
-  uint64_t disk_read_cache_bytes = 0;
+  // or a worker (disk_read_cache.h). Memory outside the pool limit. 0 = off:
+  // a load reads only its object's blocks. A scrub's loads
+  // (LoadKind::kScrub) never use it.
+  uint64_t disk_read_cache_bytes = 4 << 20;
 
   // The cold tier (cold_recompressor.cc): pool entries not loaded for a
   // whole cold pass are recompressed from lz4 (or raw) into zstd at
