@@ -77,6 +77,7 @@
 #include <optional>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -247,12 +248,9 @@ class UcxLoop {
   ~UcxLoop();
 
   void Start();
-  // DestroyWorker: after Stop, before the context goes.
-  void DestroyWorker() {
-    MutexLock l(&mu);
-    if (worker != nullptr) ucp_worker_destroy(worker);
-    worker = nullptr;
-  }
+  // DestroyWorker: after Stop, before the context goes. Sends UCX still
+  // holds then (sends_in_ucx) are finished here, as failed: see there.
+  void DestroyWorker();
   // Stop ends the thread after it has closed every connection on the loop.
   void Stop();
   // Wake: the loop thread is to look at `deferred` and the worker again.
@@ -282,6 +280,14 @@ class UcxLoop {
   // completes (the connection's on_close).
   std::vector<std::pair<void*, std::function<void()>>> closing ABSL_GUARDED_BY(mu);
   std::vector<FlatBuffer> flat_buffers ABSL_GUARDED_BY(mu);  // kept for reuse
+  // sends_in_ucx: the sends handed to UCX whose completion callback has not
+  // run (each owned by its UCX request). Force-closing an endpoint is meant
+  // to complete them all, with an error; a large send to a peer that died
+  // mid-rendezvous was seen to stay in UCX's hands until the worker was
+  // destroyed, leaking the op and, through its reference, the connection
+  // (CI's AddressSanitizer run of client_cluster_test over shared memory).
+  // DestroyWorker finishes what is left.
+  std::unordered_set<SendOp*> sends_in_ucx ABSL_GUARDED_BY(mu);
   const int index;
 
  private:
@@ -322,6 +328,13 @@ class UcxConnection final : public Connection, public std::enable_shared_from_th
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
   void OnControlLocked(const ControlMessage& m) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
   void OnSendDoneLocked(SendOp* op, ucs_status_t status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
+  // FinishAbandonedSendLocked: `op`'s UCX request is gone without its
+  // callback (UcxLoop::DestroyWorker): its frames count as not sent, and
+  // their callbacks go to *done. The caller deletes op.
+  void FinishAbandonedSendLocked(SendOp* op, std::vector<std::function<void()>>* done)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu) {
+    FinishSendLocked(op, false, done);
+  }
   void CloseLocked(absl::Status reason) ABSL_EXCLUSIVE_LOCKS_REQUIRED(loop_->mu);
   // NoteCarrierLocked records (and logs, once) what UCX carries frames on:
   // known once the handshake's message has crossed.
@@ -576,6 +589,27 @@ void UcxLoop::Wake() {
   uint64_t one = 1;
   ssize_t n = write(wake_fd_, &one, sizeof(one));
   (void)n;
+}
+
+void UcxLoop::DestroyWorker() {
+  std::vector<std::function<void()>> done;
+  std::vector<std::unique_ptr<SendOp>> abandoned;
+  {
+    MutexLock l(&mu);
+    if (worker != nullptr) ucp_worker_destroy(worker);
+    worker = nullptr;
+    // No callback can come for what is left now: the worker is gone.
+    for (SendOp* op : sends_in_ucx) {
+      op->conn->mu().AssertHeld();
+      op->conn->FinishAbandonedSendLocked(op, &done);
+      abandoned.emplace_back(op);
+    }
+    sends_in_ucx.clear();
+  }
+  // The loop thread has stopped: the callbacks run here, without the lock,
+  // then the ops go, and with them their references to the connections.
+  for (auto& f : done) f();
+  abandoned.clear();
 }
 
 void UcxLoop::Stop() {
@@ -932,6 +966,7 @@ bool UcxConnection::PostLocked(std::unique_ptr<SendOp> op,
         absl::StrCat("ucx send to ", peer_, " failed: ", UcsError(UCS_PTR_STATUS(r)))));
     return false;
   }
+  loop_->sends_in_ucx.insert(op.get());
   op.release();  // SendDoneCallback owns it now
   return true;
 }
@@ -956,6 +991,7 @@ void UcxConnection::FinishSendLocked(SendOp* op, bool ok,
 
 void UcxConnection::OnSendDoneLocked(SendOp* op, ucs_status_t status) {
   std::unique_ptr<SendOp> owned(op);
+  loop_->sends_in_ucx.erase(op);
   std::vector<std::function<void()>> done;
   FinishSendLocked(op, status == UCS_OK, &done);
   loop_->ReturnFlatBufferLocked(std::move(op->flat));
