@@ -385,7 +385,8 @@ TEST(UcxTransportTest, SendsStillInUcxAtShutdownAreFailedNotLeaked) {
         keep(s);
       };
     }
-    ASSERT_TRUE(conn->Send(batch).ok());
+    absl::Status sent = conn->Send(batch);
+    ASSERT_TRUE(sent.ok()) << "round " << r << ": " << sent;
   }
   (*node)->Kill();
   {

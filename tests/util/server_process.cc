@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -258,6 +259,7 @@ void ServerProcess::Kill() {
   kill(pid_, SIGKILL);
   waitpid(pid_, nullptr, 0);
   pid_ = -1;
+  paused_ = false;
 }
 
 absl::StatusOr<int> ServerProcess::Terminate() {
@@ -266,16 +268,27 @@ absl::StatusOr<int> ServerProcess::Terminate() {
   int status = 0;
   waitpid(pid_, &status, 0);
   pid_ = -1;
+  paused_ = false;
   if (!WIFEXITED(status)) return absl::InternalError("farswap-server did not exit cleanly");
   return WEXITSTATUS(status);
 }
 
 void ServerProcess::Pause() {
-  if (pid_ > 0) kill(pid_, SIGSTOP);
+  if (pid_ <= 0 || paused_) return;
+  kill(pid_, SIGSTOP);
+  // kill() returns before the group stop is done: a thread running on
+  // another CPU may still read and answer a frame sent right after it.
+  int status = 0;
+  pid_t got;
+  while ((got = waitpid(pid_, &status, WUNTRACED)) < 0 && errno == EINTR) {
+  }
+  if (got == pid_ && !WIFSTOPPED(status)) pid_ = -1;  // it exited, and is reaped
+  paused_ = pid_ > 0;
 }
 
 void ServerProcess::Resume() {
   if (pid_ > 0) kill(pid_, SIGCONT);
+  paused_ = false;
 }
 
 absl::Status ServerProcess::Restart() {

@@ -80,6 +80,9 @@ class ServerProcess {
   // Terminate sends SIGTERM and waits for a clean exit; returns its status.
   absl::StatusOr<int> Terminate();
   // Pause / Resume send SIGSTOP / SIGCONT (a node that stops answering).
+  // Pause returns once every thread of the process has stopped (waitpid
+  // with WUNTRACED), so nothing sent after it is read before Resume; a
+  // process that exits instead is reaped (running() turns false).
   void Pause();
   void Resume();
   // Restart starts a new process with the same options and backing file;
@@ -102,6 +105,9 @@ class ServerProcess {
   const ServerProcessOptions options_;
   std::string dir_;
   pid_t pid_ = -1;
+  // paused_: a stop was reported by waitpid and no Resume has followed (a
+  // second Pause must not wait for a stop that was already reported).
+  bool paused_ = false;
   std::string data_addr_, grpc_addr_;
   // grpc_port_: the port Launch listens on for gRPC where set (else
   // options_.grpc_port).
