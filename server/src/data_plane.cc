@@ -835,10 +835,16 @@ void DataPlaneServer::AddBatchEntry(Reply& reply, size_t i, const FrameHeader& s
 void DataPlaneServer::RunBatchLoads(uint32_t tenant, Request& request, size_t end) {
   const size_t begin = request.next;
   std::vector<uint64_t> pages;
-  std::vector<PageStore::LoadKind> kinds;
+  bool any_scrub = false;
   for (size_t k = begin; k < end; ++k) {
     pages.push_back(request.entries[k].header.page);
-    kinds.push_back(KindOf(request.entries[k].header));
+    any_scrub |= KindOf(request.entries[k].header) == PageStore::LoadKind::kScrub;
+  }
+  // Empty (all kUse) unless a scrub's load is in the run: no allocation for
+  // the usual run.
+  std::vector<PageStore::LoadKind> kinds;
+  if (any_scrub) {
+    for (size_t k = begin; k < end; ++k) kinds.push_back(KindOf(request.entries[k].header));
   }
   load_runs_++;
   Reply& reply = *request.reply;
@@ -867,10 +873,14 @@ void DataPlaneServer::RunLoads(ConnState& state, const std::shared_ptr<Connectio
     return;
   }
   std::vector<uint64_t> pages;
-  std::vector<PageStore::LoadKind> kinds;
+  bool any_scrub = false;
   for (const auto& r : run) {
     pages.push_back(r->msg.header.page);
-    kinds.push_back(KindOf(r->msg.header));
+    any_scrub |= KindOf(r->msg.header) == PageStore::LoadKind::kScrub;
+  }
+  std::vector<PageStore::LoadKind> kinds;  // empty: all kUse (as in RunBatchLoads)
+  if (any_scrub) {
+    for (const auto& r : run) kinds.push_back(KindOf(r->msg.header));
   }
   load_runs_++;
   // The store reads every written-back page of the run at once and hands
