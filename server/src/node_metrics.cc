@@ -160,9 +160,13 @@ void AddStore(std::vector<MetricFamily>& out, const PageStoreStats& s) {
              "expected).",
              double(s.read_cache_mismatches));
   AddCounter(out, "farswap_backing_writes_total",
-             "Write requests to the backing store (32 KiB pieces of a segment flush, many pages "
+             "Write requests to the backing store (128 KiB pieces of a segment flush, many pages "
              "each).",
              double(s.backing_writes));
+  AddCounter(out, "farswap_backing_registered_writes_total",
+             "Backing-store write requests from the segment buffers registered with io_uring "
+             "(the rest pinned their pages per request).",
+             double(s.registered_writes));
   MetricFamily& errors = AddFamily(out, "farswap_backing_errors_total",
                                    "Backing-store I/O errors, by operation.", MetricType::Counter);
   AddSample(errors, double(s.backing_read_errors), {{"op", "read"}});

@@ -182,7 +182,7 @@ PageStore::PageStore(const PageStoreOptions& options)
         std::make_unique<internal::DiskReadCache>(segment_bytes, options.disk_read_cache_bytes);
   }
   // One write queue now, so stats and the log say which engine runs.
-  std::unique_ptr<BlockWriteQueue> queue = backing_->NewWriteQueue(options.write_queue_depth);
+  std::unique_ptr<BlockWriteQueue> queue = NewWriteQueue();
   write_engine_ = queue->engine();
   MutexLock l(&write_queues_mu_);
   idle_write_queues_.push_back(std::move(queue));
@@ -960,6 +960,7 @@ PageStoreStats PageStore::GetStats() const {
   s.write_engine = write_engine_;
   s.write_queue_depth = backing_ != nullptr ? options_.write_queue_depth : 0;
   s.max_writes_in_flight = counters_.max_writes_in_flight.load();
+  s.registered_writes = counters_.registered_writes.load();
   s.writeback_latency = SnapshotOf(counters_.writeback_latency);
   s.stores = counters_.stores.load();
   s.loads = counters_.loads.load();

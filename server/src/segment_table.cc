@@ -1,6 +1,9 @@
 // segment_table.cc: SegmentTable (see segment_table.h).
 #include "segment_table.h"
 
+#include <sys/mman.h>
+
+#include <algorithm>
 #include <cassert>
 #include <cstring>
 
@@ -16,6 +19,21 @@ SegmentTable::SegmentTable(uint64_t segment_count, uint64_t segment_bytes,
   // Hand out low segments first: a stack with segment 0 on top.
   free_.reserve(segment_count);
   for (uint64_t s = segment_count; s > 0; --s) free_.push_back(s - 1);
+  const size_t buffers =
+      std::min<uint64_t>({kArenaBuffers, kArenaMaxBytes / segment_bytes, segment_count});
+  if (buffers == 0) return;
+  void* arena = ::mmap(nullptr, buffers * segment_bytes, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (arena == MAP_FAILED) return;  // heap buffers only, as where segments are large
+  arena_ = static_cast<uint8_t*>(arena);
+  arena_bytes_ = buffers * segment_bytes;
+  MutexLock l(&mu_);
+  for (size_t i = buffers; i > 0; --i) arena_free_.push_back(arena_ + (i - 1) * segment_bytes);
+}
+
+SegmentTable::~SegmentTable() {
+  parked_.reset();  // its buffer may be the arena's
+  if (arena_ != nullptr) ::munmap(arena_, arena_bytes_);
 }
 
 std::unique_ptr<OpenSegment> SegmentTable::AcquireOpen(bool use_reserve) {
@@ -36,6 +54,12 @@ std::unique_ptr<OpenSegment> SegmentTable::AcquireOpen(bool use_reserve) {
   open->segment = segment;
   {
     MutexLock l(&mu_);
+    if (!arena_free_.empty()) {
+      open->buf = std::unique_ptr<uint8_t, SegmentBufferDeleter>(
+          arena_free_.back(), SegmentBufferDeleter{.in_arena = true});
+      arena_free_.pop_back();
+      return open;
+    }
     if (!spare_buffers_.empty()) {
       open->buf = std::move(spare_buffers_.back());
       spare_buffers_.pop_back();
@@ -110,7 +134,11 @@ void SegmentTable::Drop(uint64_t segment, uint32_t length) {
 }
 
 void SegmentTable::KeepBufferLocked(std::unique_ptr<OpenSegment> open) {
-  if (spare_buffers_.size() < kMaxSpareBuffers) spare_buffers_.push_back(std::move(open->buf));
+  if (open->buf.get_deleter().in_arena) {
+    arena_free_.push_back(open->buf.release());
+  } else if (spare_buffers_.size() < kMaxSpareBuffers) {
+    spare_buffers_.push_back(std::move(open->buf));
+  }
 }
 
 void SegmentTable::FreeLocked(uint64_t segment) {

@@ -68,17 +68,23 @@ struct ObjectRecord {
 
 // OpenSegment is a segment being appended to, with its buffer. Owned by
 // whoever checked it out (not thread-safe itself).
+// SegmentBufferDeleter frees a segment buffer of the heap; one of the
+// table's arena (`in_arena`) belongs to the table and is left alone.
+struct SegmentBufferDeleter {
+  bool in_arena = false;
+  void operator()(uint8_t* p) const {
+    if (!in_arena) std::free(p);
+  }
+};
+
 struct OpenSegment {
-  struct FreeDeleter {
-    void operator()(uint8_t* p) const { std::free(p); }
-  };
   uint64_t segment = 0;
   uint64_t fill = 0;     // bytes appended (the next object's offset)
   uint64_t flushed = 0;  // bytes on disk: a block boundary, <= fill
   // segment_bytes, block-aligned. Bytes past `fill` are not zeroed (a
   // recycled buffer holds an earlier segment's): a flush zeroes the padding
   // it writes.
-  std::unique_ptr<uint8_t, FreeDeleter> buf;
+  std::unique_ptr<uint8_t, SegmentBufferDeleter> buf;
 };
 
 struct SegmentTableStats {
@@ -109,6 +115,27 @@ class SegmentTable {
   // this fraction of held bytes; 1 never raises it.
   SegmentTable(uint64_t segment_count, uint64_t segment_bytes, uint64_t reserve_segments,
                double max_dead_fraction = 1.0);
+  ~SegmentTable();
+  SegmentTable(const SegmentTable&) = delete;
+  SegmentTable& operator=(const SegmentTable&) = delete;
+
+  // BufferRegion: the arena of segment buffers, mapped for the table's
+  // whole life (bytes 0 where there is none). Open segments take their
+  // buffers from it first, so the write queues register it with io_uring
+  // once (BlockWriteQueue::UseRegisteredBuffer) and a segment's writes go
+  // from pinned pages. Segments open beyond the arena's buffers at once get
+  // heap buffers, written as before.
+  struct BufferRegion {
+    const void* base = nullptr;
+    size_t bytes = 0;
+  };
+  BufferRegion buffer_region() const { return {arena_, arena_bytes_}; }
+  // kArenaBuffers: segment buffers in the arena (fewer where segments are
+  // so large that kArenaBuffers of them pass kArenaMaxBytes; none where one
+  // does). Writeback, the cleaner and a direct reclaimer each hold one at
+  // most, and a parked segment one more.
+  static constexpr size_t kArenaBuffers = 4;
+  static constexpr size_t kArenaMaxBytes = 16 << 20;
 
   uint64_t segment_bytes() const { return segment_bytes_; }
   uint64_t segment_count() const { return segment_count_; }
@@ -202,9 +229,15 @@ class SegmentTable {
   // AcquireOpen (at most kMaxSpareBuffers): a fresh 1 MiB buffer costs an
   // mmap, page faults and an munmap, at every segment writeback fills.
   static constexpr size_t kMaxSpareBuffers = 4;
-  std::vector<std::unique_ptr<uint8_t, OpenSegment::FreeDeleter>> spare_buffers_
-      ABSL_GUARDED_BY(mu_);
-  // KeepBufferLocked: `open` is done with; keep its buffer as a spare.
+  std::vector<std::unique_ptr<uint8_t, SegmentBufferDeleter>> spare_buffers_ ABSL_GUARDED_BY(mu_);
+  // The arena (buffer_region()): arena_bytes_ / segment_bytes_ buffers in
+  // one anonymous mapping, unmapped by the destructor; arena_free_ holds
+  // those no open segment has. An arena buffer always goes back there.
+  uint8_t* arena_ = nullptr;
+  size_t arena_bytes_ = 0;
+  std::vector<uint8_t*> arena_free_ ABSL_GUARDED_BY(mu_);
+  // KeepBufferLocked: `open` is done with; keep its buffer (back in the
+  // arena, or as a spare).
   void KeepBufferLocked(std::unique_ptr<OpenSegment> open) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uint64_t live_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t held_bytes_ ABSL_GUARDED_BY(mu_) = 0;

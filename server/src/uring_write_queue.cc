@@ -6,18 +6,30 @@
 // (io_uring_for_each_cqe + io_uring_cq_advance), so a segment's requests reach the kernel together
 // and come back in batches, in whatever order the device finished them. A short write or read is an
 // error: every run is whole 4 KiB blocks on an O_DIRECT descriptor (or a buffered one, which writes
-// whole runs), so a short count means the device failed part of it. Registered buffers are not
-// used: segment buffers are allocated per segment (segment_table.cc).
+// whole runs), so a short count means the device failed part of it.
+//
+// Registered buffers. The page store names the segment table's buffers (one mapping that lives as
+// long as the store; segment_table.h) with UseRegisteredBuffer. The first write from it registers
+// the region with the ring (io_uring_register_buffers, one iovec); after that a write from within
+// it is an IORING_OP_WRITE_FIXED of buffer 0, which the kernel maps from the pages it pinned once,
+// instead of pinning (get_user_pages) and releasing the run's pages at every request. Reads go to
+// the read cache's buffers and stay plain. A registration the kernel refuses (ENOMEM: the region
+// is over RLIMIT_MEMLOCK and the process lacks CAP_IPC_LOCK; EFAULT: memory it cannot pin) is
+// logged once and not tried again on that ring; writes go plain, as before.
 #include "uring_write_queue.h"
 
 #include <liburing.h>
+#include <sys/uio.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "farswap/server/block_device.h"
+#include "spdlog/spdlog.h"
 
 namespace farswap::server::internal {
 namespace {
@@ -70,10 +82,14 @@ class UringWriteQueue final : public BlockWriteQueue {
     const size_t slot = free_slots_.back();
     free_slots_.pop_back();
     slots_[slot] = {.tag = tag, .first = first, .count = count, .busy = true, .read = read};
+    const unsigned bytes = unsigned(count * kBlockSize);
     if (read) {
-      io_uring_prep_read(sqe, fd_, buf, unsigned(count * kBlockSize), first * kBlockSize);
+      io_uring_prep_read(sqe, fd_, buf, bytes, first * kBlockSize);
+    } else if (InRegisteredBuffer(buf, bytes)) {
+      io_uring_prep_write_fixed(sqe, fd_, buf, bytes, first * kBlockSize, /*buf_index=*/0);
+      ++registered_writes_;
     } else {
-      io_uring_prep_write(sqe, fd_, buf, unsigned(count * kBlockSize), first * kBlockSize);
+      io_uring_prep_write(sqe, fd_, buf, bytes, first * kBlockSize);
     }
     io_uring_sqe_set_data64(sqe, slot);
     ++in_flight_;
@@ -97,6 +113,15 @@ class UringWriteQueue final : public BlockWriteQueue {
     }
     return out;
   }
+
+  void UseRegisteredBuffer(const void* base, size_t bytes) override {
+    if (region_ != Region::kNone || base == nullptr || bytes == 0) return;
+    region_base_ = static_cast<const uint8_t*>(base);
+    region_bytes_ = bytes;
+    region_ = Region::kNamed;
+  }
+
+  uint64_t TakeRegisteredWrites() override { return std::exchange(registered_writes_, 0); }
 
   size_t in_flight() const override { return in_flight_; }
   size_t depth() const override { return depth_; }
@@ -154,6 +179,35 @@ class UringWriteQueue final : public BlockWriteQueue {
     return out;
   }
 
+  // InRegisteredBuffer: whether [buf, buf + bytes) lies within the named
+  // region, registering the region with the ring the first time.
+  bool InRegisteredBuffer(const void* buf, size_t bytes) {
+    if (region_ == Region::kNone || region_ == Region::kRefused) return false;
+    const auto* p = static_cast<const uint8_t*>(buf);
+    if (p < region_base_ || bytes > region_bytes_ ||
+        size_t(p - region_base_) > region_bytes_ - bytes) {
+      return false;
+    }
+    if (region_ == Region::kNamed) {
+      iovec iov{.iov_base = const_cast<uint8_t*>(region_base_), .iov_len = region_bytes_};
+      const int rc = io_uring_register_buffers(&ring_, &iov, 1);
+      if (rc < 0) {
+        region_ = Region::kRefused;
+        static std::atomic<bool> logged{false};
+        if (!logged.exchange(true)) {
+          spdlog::warn(
+              "io_uring would not register the {} KiB of segment buffers ({}); segment writes to "
+              "{} pin their pages at every request{}",
+              region_bytes_ / 1024, std::strerror(-rc), path_,
+              rc == -ENOMEM ? " (raise RLIMIT_MEMLOCK or grant CAP_IPC_LOCK)" : "");
+        }
+        return false;
+      }
+      region_ = Region::kRegistered;
+    }
+    return true;
+  }
+
   struct Slot {
     uint64_t tag = 0;
     uint64_t first = 0;
@@ -179,6 +233,13 @@ class UringWriteQueue final : public BlockWriteQueue {
   std::vector<size_t> free_slots_;
   size_t in_flight_ = 0;
   absl::Status broken_;  // a failed io_uring_submit_and_wait; then sticky
+  // The region UseRegisteredBuffer named: none yet, named (registered at
+  // its first write), registered, or refused by the kernel.
+  enum class Region { kNone, kNamed, kRegistered, kRefused };
+  Region region_ = Region::kNone;
+  const uint8_t* region_base_ = nullptr;
+  size_t region_bytes_ = 0;
+  uint64_t registered_writes_ = 0;  // since the last TakeRegisteredWrites
 };
 
 }  // namespace

@@ -330,10 +330,18 @@ std::unique_ptr<BlockWriteQueue> PageStore::TakeWriteQueue() {
       return q;
     }
   }
-  return backing_->NewWriteQueue(options_.write_queue_depth);  // a second flusher at once
+  return NewWriteQueue();  // a second flusher at once
+}
+
+std::unique_ptr<BlockWriteQueue> PageStore::NewWriteQueue() {
+  std::unique_ptr<BlockWriteQueue> queue = backing_->NewWriteQueue(options_.write_queue_depth);
+  const internal::SegmentTable::BufferRegion arena = segments_->buffer_region();
+  queue->UseRegisteredBuffer(arena.base, arena.bytes);
+  return queue;
 }
 
 void PageStore::ReturnWriteQueue(std::unique_ptr<BlockWriteQueue> queue) {
+  counters_.registered_writes.fetch_add(queue->TakeRegisteredWrites(), std::memory_order_relaxed);
   MutexLock l(&write_queues_mu_);
   idle_write_queues_.push_back(std::move(queue));
 }

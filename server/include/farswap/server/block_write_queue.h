@@ -89,6 +89,18 @@ class BlockWriteQueue {
   virtual size_t depth() const = 0;
   // engine: "io_uring" or "sync", for stats and logs.
   virtual const char* engine() const = 0;
+  // UseRegisteredBuffer names memory that later writes come from (the
+  // segment table's buffers, segment_table.h): io_uring registers it with
+  // the ring at the first write from it, so such writes (IORING_OP_WRITE_FIXED)
+  // no longer pin and unpin the buffer's pages at every request (the issue's
+  // "registered buffers"). The region must stay mapped and writable while
+  // the queue lives. Best effort: where registration fails (RLIMIT_MEMLOCK
+  // without CAP_IPC_LOCK, a kernel without it) the queue logs why once and
+  // writes as before. One region per queue; the synchronous form ignores it.
+  virtual void UseRegisteredBuffer(const void* base, size_t bytes) {}
+  // TakeRegisteredWrites: writes submitted from the registered buffer since
+  // the last call (stats: PageStoreStats::registered_writes).
+  virtual uint64_t TakeRegisteredWrites() { return 0; }
 };
 
 // NewSyncWriteQueue: the synchronous form over `device` (WriteBlocks at

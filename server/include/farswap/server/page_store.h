@@ -320,6 +320,12 @@ struct PageStoreStats {
   std::string write_engine;
   uint64_t write_queue_depth = 0;     // PageStoreOptions::write_queue_depth
   uint64_t max_writes_in_flight = 0;  // the most write requests in flight at once, so far
+  // registered_writes: write requests that went from the segment buffers
+  // registered with io_uring (block_write_queue.h, UseRegisteredBuffer),
+  // counted when the pass that made them ends; backing_writes less these
+  // went plain (a segment beyond the registered ones, or registration
+  // refused: the log says why).
+  uint64_t registered_writes = 0;
   // writeback_latency: one segment flush of a writeback batch or cleaning
   // round (all its write requests, from the first submitted to the last
   // completed; locks and pool bookkeeping excluded).
@@ -630,8 +636,12 @@ class PageStore {
   absl::Status WriteRun(BlockWriteQueue& queue, uint64_t first, uint64_t count, const uint8_t* src);
   // TakeWriteQueue / ReturnWriteQueue: a pool of write queues, one per
   // thread flushing at a time (writeback, the cleaner, direct reclaim).
+  // ReturnWriteQueue also counts the queue's registered writes.
   std::unique_ptr<BlockWriteQueue> TakeWriteQueue();
   void ReturnWriteQueue(std::unique_ptr<BlockWriteQueue> queue);
+  // NewWriteQueue: a queue on the backing store that knows the segment
+  // table's buffer arena (BlockWriteQueue::UseRegisteredBuffer).
+  std::unique_ptr<BlockWriteQueue> NewWriteQueue();
   // CleanWhileLow runs the cleaner while free segments are few.
   void CleanWhileLow();
   // CleanWhileDead runs the cleaner (cost-benefit) while dead bytes are
@@ -711,7 +721,7 @@ class PageStore {
     std::atomic<uint64_t> backing_read_errors{0}, backing_write_errors{0};
     std::atomic<uint64_t> backing_bytes_written{0}, written_back_bytes{0};
     std::atomic<uint64_t> cleaner_moves{0}, cleaner_segments{0}, cleaner_space_segments{0};
-    std::atomic<uint64_t> max_writes_in_flight{0};
+    std::atomic<uint64_t> max_writes_in_flight{0}, registered_writes{0};
     std::atomic<uint64_t> stores{0}, loads{0}, load_misses{0}, invalidates{0}, stale_stores{0};
     std::array<std::atomic<uint64_t>, kRejectReasonCount> rejects{};
     LatencyHistogram writeback_latency;
