@@ -73,28 +73,42 @@ class LruList {
   // started: a full rotation of second chances, then the picks) was
   // referenced. It holds the lock for at most kMaxScanPerHold entries at a
   // time, dropping it between chunks (sync point
-  // "LruList::PickColdest:between-chunks", no lock held); once it has a
-  // candidate it returns at the end of that chunk rather than wait for the
-  // lock again. Before it returns, recompressed entries just past the picks
-  // replace picks that are not recompressed (PreferRecompressedLocked).
+  // "LruList::PickColdest:between-chunks", no lock held), and goes on
+  // until it has `max` picks, has looked at that many entries, or comes
+  // round to an entry it picked itself (marked with this call's
+  // lru_scan_mark: every entry has been looked at since, and entries
+  // unlinked meanwhile cannot hide that). In each hold, recompressed
+  // entries just past the picks replace that hold's picks that are not
+  // recompressed (PreferRecompressedLocked).
   std::vector<WritebackCandidate> PickColdest(size_t max, uint64_t* second_chances) {
     std::vector<WritebackCandidate> out;
     uint64_t left = 0;        // entries still to look at; set on the first hold
     uint64_t start_size = 0;  // size_ on the first hold
+    uint16_t mark = 0;        // this call's lru_scan_mark
     for (bool first_hold = true;; first_hold = false) {
       {
         MutexLock l(&mu_);
         if (first_hold) {
           start_size = size_;
           left = size_ + max;
+          if (++scan_mark_ == 0) ++scan_mark_;  // 0 is "never picked"
+          mark = scan_mark_;
         }
-        const Entry* first_moved = nullptr;  // the first entry this hold moved to the head
-        uint64_t n = 0;                      // entries this hold looked at
+        const size_t hold_picks = out.size();  // picks of earlier holds
+        const Entry* first_moved = nullptr;    // the first entry this hold moved to the head
+        uint64_t n = 0;                        // entries this hold looked at
+        bool came_round = false;
         for (; n < kMaxScanPerHold && left > 0 && tail_ != nullptr && out.size() < max;
              ++n, --left) {
           Entry* e = tail_;
-          // Back at the first pick: every entry has been looked at since.
-          if (!out.empty() && e == out.front().entry) break;
+          // Back at a pick of this call: every entry has been looked at
+          // since. (A mark left by a call 65,536 calls ago only ends a
+          // batch early, never repeats a pick; with no pick yet, it means
+          // nothing.)
+          if (e->lru_scan_mark == mark && !out.empty()) {
+            came_round = true;
+            break;
+          }
           RemoveLocked(e);
           PushHeadLocked(e);
           if (first_moved == nullptr) first_moved = e;
@@ -102,6 +116,7 @@ class LruList {
             ++*second_chances;
             continue;
           }
+          e->lru_scan_mark = mark;
           out.push_back(WritebackCandidate{e->key, e, e->gen});
         }
         // Past the picks: only entries this call has not looked at (not
@@ -109,10 +124,10 @@ class LruList {
         // moved fewer entries than the list holds (else some moved twice
         // and first_moved no longer bounds the entries not looked at).
         const uint64_t looked = start_size + max - left;
-        if (!out.empty() && n < size_ && looked < start_size) {
-          PreferRecompressedLocked(first_moved, start_size - looked, &out);
+        if (out.size() > hold_picks && n < size_ && looked < start_size) {
+          PreferRecompressedLocked(first_moved, start_size - looked, mark, hold_picks, &out);
         }
-        if (!out.empty() || left == 0 || tail_ == nullptr) return out;
+        if (out.size() >= max || came_round || left == 0 || tail_ == nullptr) return out;
       }
       FARSWAP_SYNC_POINT("LruList::PickColdest:between-chunks");
     }
@@ -157,28 +172,32 @@ class LruList {
   // disk and cleaning, and the hot lz4 pages left in the pool load faster.
   // It reads up to min(kPreferLookahead, `limit`) entries from the cold
   // end, past the picks (`first_moved` is the first entry this hold moved
-  // to the head: the walk stops there, before the picks), without touching
-  // their bits or moving them. Each unreferenced
-  // kRecompressed entry it finds, coldest first, replaces the warmest pick
-  // that is not recompressed: the found entry moves to the head as a pick
-  // does, and the replaced pick goes back to the cold end (the coldest of
-  // them at the tail), so the next scan looks at it first. Costs at most
+  // to the head: the walk stops there, or at a pick of this call marked
+  // `mark`, before the picks), without touching their bits or moving them.
+  // Each unreferenced kRecompressed entry it finds, coldest first, replaces
+  // the warmest pick of this hold (picks[from..]: an earlier hold's pick
+  // may have been unlinked and freed since) that is not recompressed:
+  // the found entry moves to the head as a pick does (marked), and the
+  // replaced pick goes back to the cold end (the coldest of them at the
+  // tail, unmarked), so the next scan looks at it first. Costs at most
   // kPreferLookahead reads and as many moves on top of the scan's chunk.
-  void PreferRecompressedLocked(const Entry* first_moved, uint64_t limit,
-                                std::vector<WritebackCandidate>* picks)
+  void PreferRecompressedLocked(const Entry* first_moved, uint64_t limit, uint16_t mark,
+                                size_t from, std::vector<WritebackCandidate>* picks)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     auto recompressed = [](const Entry* e) {
       return e->cold_state.load(std::memory_order_relaxed) == uint8_t(ColdState::kRecompressed);
     };
     size_t replaceable = 0;
-    for (const WritebackCandidate& c : *picks) replaceable += recompressed(c.entry) ? 0 : 1;
+    for (size_t i = from; i < picks->size(); ++i) {
+      replaceable += recompressed((*picks)[i].entry) ? 0 : 1;
+    }
     if (replaceable == 0) return;
     Entry* found[kPreferLookahead];
     size_t n_found = 0;
     uint64_t looked = 0;
     limit = std::min(limit, kPreferLookahead);
-    for (Entry* e = tail_;
-         e != nullptr && e != first_moved && looked < limit && n_found < replaceable;
+    for (Entry* e = tail_; e != nullptr && e != first_moved && e->lru_scan_mark != mark &&
+                           looked < limit && n_found < replaceable;
          e = e->lru_prev, ++looked) {
       if (recompressed(e) && !e->referenced.load(std::memory_order_relaxed)) found[n_found++] = e;
     }
@@ -190,8 +209,10 @@ class LruList {
       // Linked (the index frees an entry only after Unlink, which needs
       // this lock), so it is this list's to move.
       Entry* replaced = const_cast<Entry*>((*picks)[i].entry);
+      replaced->lru_scan_mark = 0;
       RemoveLocked(replaced);
       PushTailLocked(replaced);
+      found[f]->lru_scan_mark = mark;
       RemoveLocked(found[f]);
       PushHeadLocked(found[f]);
       (*picks)[i] = WritebackCandidate{found[f]->key, found[f], found[f]->gen};
@@ -227,6 +248,9 @@ class LruList {
   Entry* head_ ABSL_GUARDED_BY(mu_) = nullptr;  // hottest
   Entry* tail_ ABSL_GUARDED_BY(mu_) = nullptr;  // coldest
   uint64_t size_ ABSL_GUARDED_BY(mu_) = 0;
+  // scan_mark_: the last PickColdest call's mark (Entry::lru_scan_mark);
+  // never 0.
+  uint16_t scan_mark_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace farswap::server::internal

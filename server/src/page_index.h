@@ -98,6 +98,10 @@ struct Entry {
   // Key lock; the writeback and the LRU never look at it.
   bool disk_loaded = false;
   bool on_lru = false;
+  // lru_scan_mark: LRU lock. The PickColdest call that last picked this
+  // entry (LruList::scan_mark_), so a batch gathered over several holds of
+  // the lock knows it has come round to its own picks.
+  uint16_t lru_scan_mark = 0;
 
   // The cold tier (cold_recompressor.cc). Both atomic: the cold scan reads
   // them under the LRU lock only, as hints that the key lock re-checks.

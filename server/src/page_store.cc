@@ -106,13 +106,11 @@ absl::Status ValidateLogOptions(const PageStoreOptions& options) {
         "write request size must be a multiple of 4096 bytes from 4 KiB to 16 MiB; got ",
         options.write_request_bytes));
   }
-  // A batch is picked under one LRU lock hold, which looks at no more than
-  // kMaxScanPerHold entries: a larger batch could never be filled.
   if (options.writeback_batch_pages == 0 ||
-      options.writeback_batch_pages > internal::LruList::kMaxScanPerHold) {
+      options.writeback_batch_pages > kMaxWritebackBatchPages) {
     return absl::InvalidArgumentError(absl::StrCat("writeback batch must be from 1 to ",
-                                                   internal::LruList::kMaxScanPerHold,
-                                                   " pages; got ", options.writeback_batch_pages));
+                                                   kMaxWritebackBatchPages, " pages; got ",
+                                                   options.writeback_batch_pages));
   }
   return absl::OkStatus();
 }

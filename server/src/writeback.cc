@@ -12,10 +12,11 @@
 // shared/seeds/ is what happens without it). Locks held at each step are in
 // brackets.
 //
-//  1. [LRU] Pick up to writeback_batch_pages of the coldest entries in one
-//     hold, giving referenced ones a second chance; rotate each pick to the
-//     head (so a failed attempt leaves it linked) and copy (key, entry,
-//     gen). Drop the LRU lock — a key lock is never taken under it.
+//  1. [LRU] Pick up to writeback_batch_pages of the coldest entries, in
+//     holds of at most 64 entries (lru_list.h), giving referenced ones a
+//     second chance; rotate each pick to the head (so a failed attempt
+//     leaves it linked) and copy (key, entry, gen). Drop the LRU lock — a
+//     key lock is never taken under it.
 //                          sync point "PageStore::Writeback:after-lru-unlock" [none]
 //  Then, round by round, until every candidate is done:
 //  2. [key, one at a time] Take the pipeline's open segment (check one out

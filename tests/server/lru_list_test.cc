@@ -85,6 +85,70 @@ TEST(LruListTest, PickColdestTakesABatchInOneHold) {
   for (auto& e : entries) lru.Unlink(e.get());
 }
 
+// A batch larger than one hold: the scan goes on over several holds of the
+// lock (64 entries each, the lock dropped between them, where a store
+// links a page) until it has `max` picks, coldest first, each once.
+TEST(LruListTest, PickColdestGathersALargeBatchOverSeveralHolds) {
+  ScopedSyncPoints cleanup;
+  LruList lru;
+  std::vector<std::unique_ptr<Entry>> entries;
+  for (uint64_t i = 0; i < 500; ++i) {
+    entries.push_back(std::make_unique<Entry>(PageKey{1, i}, i + 1));
+    entries.back()->referenced = false;
+    lru.Link(entries.back().get());
+  }
+  std::vector<std::unique_ptr<Entry>> linked_meanwhile;
+  SyncPoints::Set("LruList::PickColdest:between-chunks", [&] {
+    linked_meanwhile.push_back(std::make_unique<Entry>(PageKey{2, linked_meanwhile.size()}, 0));
+    lru.Link(linked_meanwhile.back().get());
+  });
+  uint64_t second_chances = 0;
+  std::vector<WritebackCandidate> c = lru.PickColdest(200, &second_chances);
+  SyncPoints::ClearAll();
+  ASSERT_EQ(c.size(), 200u);
+  for (size_t i = 0; i < c.size(); ++i) EXPECT_EQ(c[i].entry, entries[i].get()) << i;
+  // 200 picks in holds of 64: the lock was dropped three times.
+  EXPECT_EQ(linked_meanwhile.size(), (200 - 1) / LruList::kMaxScanPerHold);
+  EXPECT_EQ(second_chances, 0u);
+  for (auto& e : entries) lru.Unlink(e.get());
+  for (auto& e : linked_meanwhile) lru.Unlink(e.get());
+}
+
+// The batch asks for more than the list holds, and between holds pages are
+// freed, the first pick among them: the scan comes round to its own picks
+// (the rest of the first hold's) and stops there. Every entry still linked
+// is picked exactly once; without the picks' mark the scan, not finding its
+// first pick at the cold end, would pick the first hold's entries again.
+TEST(LruListTest, PickColdestStopsAtItsOwnPicksWhenTheFirstPickIsFreed) {
+  ScopedSyncPoints cleanup;
+  LruList lru;
+  std::vector<std::unique_ptr<Entry>> entries;
+  for (uint64_t i = 0; i < 100; ++i) {
+    entries.push_back(std::make_unique<Entry>(PageKey{1, i}, i + 1));
+    entries.back()->referenced = false;
+    lru.Link(entries.back().get());
+  }
+  int holds_ended = 0;
+  SyncPoints::Set("LruList::PickColdest:between-chunks", [&] {
+    if (++holds_ended != 1) return;
+    lru.Unlink(entries[0].get());                                     // the first pick
+    for (uint64_t i = 70; i < 80; ++i) lru.Unlink(entries[i].get());  // not looked at yet
+  });
+  uint64_t second_chances = 0;
+  std::vector<WritebackCandidate> c = lru.PickColdest(256, &second_chances);
+  SyncPoints::ClearAll();
+  EXPECT_EQ(holds_ended, 1);
+  std::vector<const Entry*> picked;
+  for (const WritebackCandidate& w : c) picked.push_back(w.entry);
+  std::vector<const Entry*> want;
+  for (uint64_t i = 0; i < 100; ++i) {
+    if (i < 70 || i >= 80) want.push_back(entries[i].get());
+  }
+  EXPECT_EQ(picked, want);
+  EXPECT_EQ(lru.size(), 89u);
+  for (auto& e : entries) lru.Unlink(e.get());
+}
+
 // Writeback takes recompressed entries first (PreferRecompressedLocked):
 // among the picks of a batch and up to kPreferLookahead entries past them,
 // unreferenced kRecompressed entries replace the warmest lz4 picks, which

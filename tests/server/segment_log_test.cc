@@ -764,13 +764,16 @@ constexpr uint64_t kMiB = 1 << 20;
 // start while it is still isolating.
 constexpr uint32_t kSmallRequestBytes = 32 * 1024;
 
+// Batches of 64 pages, so a pass over FillThenShrink's 200 pages runs
+// several rounds (the pipeline's tests need a round in flight beside the next).
 std::unique_ptr<PageStore> NewBigSegmentStore(BlockDevice* backing,
                                               uint32_t request_bytes = kSmallRequestBytes) {
   absl::StatusOr<std::unique_ptr<PageStore>> s =
       PageStore::Create({.backing = backing,
                          .start_writeback_worker = false,
                          .segment_bytes = kMiB,
-                         .write_request_bytes = request_bytes});
+                         .write_request_bytes = request_bytes,
+                         .writeback_batch_pages = 64});
   EXPECT_TRUE(s.ok()) << s.status();
   return std::move(*s);
 }
@@ -1093,9 +1096,13 @@ TEST(SegmentLogOptionsTest, BadOptionsAreRefused) {
   EXPECT_TRUE(PageStore::Create({.backing = &ssd, .write_request_bytes = 4096}).ok());
   EXPECT_EQ(PageStore::Create({.backing = &ssd, .writeback_batch_pages = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  // Picked under one LRU lock hold of at most 64 entries: 65 could never fill.
-  EXPECT_EQ(PageStore::Create({.backing = &ssd, .writeback_batch_pages = 65}).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      PageStore::Create({.backing = &ssd, .writeback_batch_pages = kMaxWritebackBatchPages + 1})
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(
+      PageStore::Create({.backing = &ssd, .writeback_batch_pages = kMaxWritebackBatchPages}).ok());
   // A device smaller than a segment is one segment.
   auto store = PageStore::Create({.backing = &ssd, .segment_bytes = 1 << 20});
   ASSERT_TRUE(store.ok()) << store.status();
