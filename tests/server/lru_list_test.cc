@@ -85,18 +85,25 @@ TEST(LruListTest, PickColdestTakesABatchInOneHold) {
   for (auto& e : entries) lru.Unlink(e.get());
 }
 
+// LinkUnreferenced links pages 0..n-1 of tenant 1, oldest (coldest) first,
+// none referenced.
+std::vector<std::unique_ptr<Entry>> LinkUnreferenced(LruList& lru, uint64_t n) {
+  std::vector<std::unique_ptr<Entry>> entries;
+  for (uint64_t i = 0; i < n; ++i) {
+    entries.push_back(std::make_unique<Entry>(PageKey{1, i}, i + 1));
+    entries.back()->referenced = false;
+    lru.Link(entries.back().get());
+  }
+  return entries;
+}
+
 // A batch larger than one hold: the scan goes on over several holds of the
 // lock (64 entries each, the lock dropped between them, where a store
 // links a page) until it has `max` picks, coldest first, each once.
 TEST(LruListTest, PickColdestGathersALargeBatchOverSeveralHolds) {
   ScopedSyncPoints cleanup;
   LruList lru;
-  std::vector<std::unique_ptr<Entry>> entries;
-  for (uint64_t i = 0; i < 500; ++i) {
-    entries.push_back(std::make_unique<Entry>(PageKey{1, i}, i + 1));
-    entries.back()->referenced = false;
-    lru.Link(entries.back().get());
-  }
+  std::vector<std::unique_ptr<Entry>> entries = LinkUnreferenced(lru, 500);
   std::vector<std::unique_ptr<Entry>> linked_meanwhile;
   SyncPoints::Set("LruList::PickColdest:between-chunks", [&] {
     linked_meanwhile.push_back(std::make_unique<Entry>(PageKey{2, linked_meanwhile.size()}, 0));
@@ -122,12 +129,7 @@ TEST(LruListTest, PickColdestGathersALargeBatchOverSeveralHolds) {
 TEST(LruListTest, PickColdestStopsAtItsOwnPicksWhenTheFirstPickIsFreed) {
   ScopedSyncPoints cleanup;
   LruList lru;
-  std::vector<std::unique_ptr<Entry>> entries;
-  for (uint64_t i = 0; i < 100; ++i) {
-    entries.push_back(std::make_unique<Entry>(PageKey{1, i}, i + 1));
-    entries.back()->referenced = false;
-    lru.Link(entries.back().get());
-  }
+  std::vector<std::unique_ptr<Entry>> entries = LinkUnreferenced(lru, 100);
   int holds_ended = 0;
   SyncPoints::Set("LruList::PickColdest:between-chunks", [&] {
     if (++holds_ended != 1) return;
