@@ -5,7 +5,7 @@
 //                  [--grpc-addr HOST:PORT]
 //                  [--pool-limit BYTES] [--backing-file PATH] [--backing-size BYTES]
 //                  [--segment-size BYTES] [--cleaner-threshold F] [--cleaner-max-dead F]
-//                  [--disk-read-cache BYTES]
+//                  [--disk-read-cache BYTES] [--writeback-threads N]
 //                  [--high-watermark F] [--low-watermark F] [--io-threads N]
 //                  [--workers N] [--tenants-file PATH] [--ready-file PATH]
 //                  [--session-idle-timeout SECONDS] [--node-id NAME] [--log-level LEVEL]
@@ -82,6 +82,7 @@ struct Flags {
   double cleaner_max_dead = 0.08;
   uint32_t cleaner_idle_ms = 100;
   uint64_t disk_read_cache = 4ull << 20;
+  uint32_t writeback_threads = 1;
   double high_watermark = 0.9;
   double low_watermark = 0.8;
   int io_threads = 2;
@@ -159,6 +160,12 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "cleaning runs (0: after every pass)")
       ->type_name("MS")
       ->check(CLI::Range(0, 3600 * 1000))
+      ->capture_default_str();
+  app.add_option("--writeback-threads", f.writeback_threads,
+                 "threads a writeback pass runs on: the writeback thread and N-1 helpers, each "
+                 "writing its own segment")
+      ->type_name("N")
+      ->check(CLI::Range(1u, farswap::server::kMaxWritebackThreads))
       ->capture_default_str();
   app.add_option(
          "--disk-read-cache", f.disk_read_cache,
@@ -335,6 +342,7 @@ int Serve(const Flags& f) {
                                   .cleaner_threshold = f.cleaner_threshold,
                                   .cleaner_max_dead = f.cleaner_max_dead,
                                   .cleaner_idle_ms = f.cleaner_idle_ms,
+                                  .writeback_threads = f.writeback_threads,
                                   .disk_read_cache_bytes = f.disk_read_cache,
                                   .cold_after_seconds = f.cold_after_s,
                                   .cold_zstd_level = f.cold_zstd_level});
@@ -348,9 +356,11 @@ int Serve(const Flags& f) {
   }
   if (backing != nullptr) {
     const farswap::server::PageStoreStats st = (*store)->GetStats();
-    spdlog::info("backing store: segment writes via {}, up to {} requests of {} KiB in flight",
-                 st.write_engine, st.write_queue_depth,
-                 farswap::server::PageStoreOptions{}.write_request_bytes / 1024);
+    spdlog::info(
+        "backing store: segment writes via {}, up to {} requests of {} KiB in flight, "
+        "writeback on {} thread(s)",
+        st.write_engine, st.write_queue_depth,
+        farswap::server::PageStoreOptions{}.write_request_bytes / 1024, st.writeback_threads);
   }
   for (const Tenant& t : tenants->tenants()) ApplyFileQuota(**store, t);
   // Reload --tenants-file and --admin-token-file on SIGHUP and when they

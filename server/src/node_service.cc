@@ -138,6 +138,7 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
   b->set_write_queue_depth(s.write_queue_depth);
   b->set_max_writes_in_flight(s.max_writes_in_flight);
   b->set_registered_writes(s.registered_writes);
+  b->set_writeback_threads(s.writeback_threads);
   b->set_disk_read_requests(s.disk_read_requests);
   b->set_disk_reads_coalesced(s.disk_reads_coalesced);
   b->set_disk_reads_in_flight(s.disk_reads_in_flight);

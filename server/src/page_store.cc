@@ -40,6 +40,7 @@
 #include "lru_list.h"
 #include "page_index.h"
 #include "segment_table.h"
+#include "writeback_helpers.h"
 #include "writeback_worker.h"
 
 namespace farswap::server {
@@ -112,6 +113,11 @@ absl::Status ValidateLogOptions(const PageStoreOptions& options) {
                                                    kMaxWritebackBatchPages, " pages; got ",
                                                    options.writeback_batch_pages));
   }
+  if (options.writeback_threads == 0 || options.writeback_threads > kMaxWritebackThreads) {
+    return absl::InvalidArgumentError(absl::StrCat("writeback threads must be from 1 to ",
+                                                   kMaxWritebackThreads, "; got ",
+                                                   options.writeback_threads));
+  }
   return absl::OkStatus();
 }
 
@@ -140,6 +146,9 @@ absl::StatusOr<std::unique_ptr<PageStore>> PageStore::Create(const PageStoreOpti
   if (absl::Status s = store->SetLimits(options.limits); !s.ok()) return s;
   if (options.start_writeback_worker && store->backing_ != nullptr) {
     PageStore* self = store.get();
+    if (options.writeback_threads > 1) {
+      store->helpers_ = std::make_unique<WritebackHelpers>(options.writeback_threads - 1);
+    }
     store->worker_ = std::make_unique<WritebackWorker>(
         [self](WritebackWorker& worker) {
           self->RunWritebackPass(&worker);
@@ -173,8 +182,11 @@ PageStore::PageStore(const PageStoreOptions& options)
   // the reserve plus 1/32 of the store (at least one more).
   const uint64_t reserve = count >= 3 ? 1 : 0;
   clean_below_free_ = reserve + std::max<uint64_t>(1, count / 32) + 1;
-  segments_ = std::make_unique<internal::SegmentTable>(count, segment_bytes, reserve,
-                                                       options.cleaner_max_dead);
+  segments_ = std::make_unique<internal::SegmentTable>(
+      count, segment_bytes, reserve, options.cleaner_max_dead,
+      // One parked segment per thread that writes back at once (its own
+      // open segment, kept filling across passes).
+      options.start_writeback_worker ? options.writeback_threads : 1);
   if (options.disk_read_cache_bytes > 0) {
     read_cache_ =
         std::make_unique<internal::DiskReadCache>(segment_bytes, options.disk_read_cache_bytes);
@@ -189,6 +201,7 @@ PageStore::PageStore(const PageStoreOptions& options)
 PageStore::~PageStore() {
   cold_worker_.reset();  // joins the cold pass thread, which walks the entries too
   worker_.reset();       // joins the thread before the entries go away
+  helpers_.reset();      // idle: a pass waits for them before it ends
   index_->Clear();       // the pool and segment table are discarded whole
 }
 
@@ -957,6 +970,7 @@ PageStoreStats PageStore::GetStats() const {
   s.cleaner_space_segments = counters_.cleaner_space_segments.load();
   s.write_engine = write_engine_;
   s.write_queue_depth = backing_ != nullptr ? options_.write_queue_depth : 0;
+  s.writeback_threads = worker_ != nullptr ? options_.writeback_threads : 0;
   s.max_writes_in_flight = counters_.max_writes_in_flight.load();
   s.registered_writes = counters_.registered_writes.load();
   s.writeback_latency = SnapshotOf(counters_.writeback_latency);

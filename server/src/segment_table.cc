@@ -10,11 +10,12 @@
 namespace farswap::server::internal {
 
 SegmentTable::SegmentTable(uint64_t segment_count, uint64_t segment_bytes,
-                           uint64_t reserve_segments, double max_dead_fraction)
+                           uint64_t reserve_segments, double max_dead_fraction, uint32_t max_parked)
     : segment_count_(segment_count),
       segment_bytes_(segment_bytes),
       reserve_(reserve_segments),
       max_dead_fraction_(max_dead_fraction),
+      max_parked_(std::max<uint32_t>(max_parked, 1)),
       segments_(segment_count) {
   // Hand out low segments first: a stack with segment 0 on top.
   free_.reserve(segment_count);
@@ -32,7 +33,7 @@ SegmentTable::SegmentTable(uint64_t segment_count, uint64_t segment_bytes,
 }
 
 SegmentTable::~SegmentTable() {
-  parked_.reset();  // its buffer may be the arena's
+  parked_.clear();  // their buffers may be the arena's
   if (arena_ != nullptr) ::munmap(arena_, arena_bytes_);
 }
 
@@ -40,9 +41,11 @@ std::unique_ptr<OpenSegment> SegmentTable::AcquireOpen(bool use_reserve) {
   uint64_t segment = 0;
   {
     MutexLock l(&mu_);
-    if (parked_ != nullptr) {
-      segments_[parked_->segment].state = State::kOpenBusy;
-      return std::move(parked_);
+    if (!parked_.empty()) {
+      std::unique_ptr<OpenSegment> open = std::move(parked_.back());
+      parked_.pop_back();
+      segments_[open->segment].state = State::kOpenBusy;
+      return open;
     }
     const uint64_t keep = use_reserve ? 0 : reserve_;
     if (free_.size() <= keep) return nullptr;
@@ -84,13 +87,13 @@ void SegmentTable::Release(std::unique_ptr<OpenSegment> open) {
     KeepBufferLocked(std::move(open));
     return;
   }
-  if (open->fill + kBlockSize > segment_bytes_ || parked_ != nullptr) {
-    SealLocked(open->segment);  // full (no room for a largest object), or the slot is taken
+  if (open->fill + kBlockSize > segment_bytes_ || parked_.size() >= max_parked_) {
+    SealLocked(open->segment);  // full (no room for a largest object), or no slot is free
     KeepBufferLocked(std::move(open));
     return;
   }
   seg.state = State::kOpenParked;
-  parked_ = std::move(open);
+  parked_.push_back(std::move(open));
 }
 
 void SegmentTable::AddLive(uint64_t segment, const ObjectRecord& record) {
@@ -123,7 +126,11 @@ void SegmentTable::Drop(uint64_t segment, uint32_t length) {
   if (seg.state == State::kSealed) {
     if (seg.pins == 0) FreeLocked(segment);  // else the last Unpin frees it
   } else if (seg.state == State::kOpenParked) {
-    KeepBufferLocked(std::move(parked_));  // the next batch starts a fresh segment
+    auto it = std::find_if(parked_.begin(), parked_.end(),
+                           [segment](const auto& p) { return p->segment == segment; });
+    assert(it != parked_.end());
+    KeepBufferLocked(std::move(*it));  // the next batch starts a fresh segment
+    parked_.erase(it);
     if (seg.pins == 0) {
       FreeLocked(segment);
     } else {
@@ -177,7 +184,7 @@ uint64_t SegmentTable::free_segments() const {
 
 bool SegmentTable::CanAppend() const {
   MutexLock l(&mu_);
-  return parked_ != nullptr || !free_.empty();
+  return !parked_.empty() || !free_.empty();
 }
 
 std::optional<SegmentTable::Victim> SegmentTable::PickVictim(double threshold,

@@ -13,8 +13,9 @@
 //   kFree      nothing in it; may be handed out by AcquireOpen.
 //   kOpenBusy  an OpenSegment checked out by one writeback batch or cleaning
 //              round, which alone appends to it.
-//   kOpenParked the one partly filled open segment between batches; the next
-//              AcquireOpen takes it, so batches keep filling one segment.
+//   kOpenParked a partly filled open segment between batches (up to
+//              max_parked of them: one per writeback thread); the next
+//              AcquireOpen takes one, so batches keep filling it.
 //   kSealed    no more appends; freed when its live bytes reach 0, or when
 //              the cleaner has moved its live objects away.
 //   kCleaning  the cleaner is moving its live objects; freed when it ends.
@@ -113,8 +114,11 @@ class SegmentTable {
   // always make progress while writeback has filled the rest.
   // max_dead_fraction: DeadOverTarget() is raised while dead bytes exceed
   // this fraction of held bytes; 1 never raises it.
+  // max_parked: partly filled segments kept open between batches (>= 1):
+  // one per thread that writes back at once, so that none of them seals a
+  // segment half full at the end of every pass.
   SegmentTable(uint64_t segment_count, uint64_t segment_bytes, uint64_t reserve_segments,
-               double max_dead_fraction = 1.0);
+               double max_dead_fraction = 1.0, uint32_t max_parked = 1);
   ~SegmentTable();
   SegmentTable(const SegmentTable&) = delete;
   SegmentTable& operator=(const SegmentTable&) = delete;
@@ -132,20 +136,21 @@ class SegmentTable {
   BufferRegion buffer_region() const { return {arena_, arena_bytes_}; }
   // kArenaBuffers: segment buffers in the arena (fewer where segments are
   // so large that kArenaBuffers of them pass kArenaMaxBytes; none where one
-  // does). Writeback, the cleaner and a direct reclaimer each hold one at
-  // most, and a parked segment one more.
+  // does). Each writeback thread, the cleaner and a direct reclaimer hold
+  // one at most, and each parked segment one more; past these, segments get
+  // heap buffers and write plain.
   static constexpr size_t kArenaBuffers = 4;
   static constexpr size_t kArenaMaxBytes = 16 << 20;
 
   uint64_t segment_bytes() const { return segment_bytes_; }
   uint64_t segment_count() const { return segment_count_; }
 
-  // AcquireOpen checks out the parked segment, or else a free one (a free
+  // AcquireOpen checks out a parked segment, or else a free one (a free
   // one only while more than the reserve is free, unless `use_reserve`),
   // with its buffer. nullptr when there is none.
   std::unique_ptr<OpenSegment> AcquireOpen(bool use_reserve);
-  // Release returns a checked-out segment: a full one, or one whose parked
-  // slot is taken, is sealed; a partly filled one is parked. One whose
+  // Release returns a checked-out segment: a full one, or one that finds
+  // max_parked segments parked, is sealed; a partly filled one is parked. One whose
   // live bytes are 0 is freed instead, its extent discarded.
   void Release(std::unique_ptr<OpenSegment> open);
 
@@ -221,10 +226,11 @@ class SegmentTable {
   const uint64_t segment_bytes_;
   const uint64_t reserve_;
   const double max_dead_fraction_;
+  const uint32_t max_parked_;
   mutable Mutex mu_;
   std::vector<Segment> segments_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> free_ ABSL_GUARDED_BY(mu_);  // a stack of free segment numbers
-  std::unique_ptr<OpenSegment> parked_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<OpenSegment>> parked_ ABSL_GUARDED_BY(mu_);  // max_parked_ at most
   // spare_buffers_: buffers of segments no longer open, kept for the next
   // AcquireOpen (at most kMaxSpareBuffers): a fresh 1 MiB buffer costs an
   // mmap, page faults and an munmap, at every segment writeback fills.

@@ -85,6 +85,7 @@
 #include "lru_list.h"
 #include "page_index.h"
 #include "segment_table.h"
+#include "writeback_helpers.h"
 #include "writeback_worker.h"
 
 namespace farswap::server {
@@ -134,6 +135,15 @@ struct WritebackPipeline {
 
 using internal::Appended;
 
+namespace {
+
+// kMaxConsecutiveWritebackAborts: a pass that keeps losing races is chasing
+// hot entries; stop and let the next kick retry (zswap's
+// MAX_RECLAIM_RETRIES).
+constexpr int kMaxConsecutiveWritebackAborts = 16;
+
+}  // namespace
+
 WritebackOutcome PageStore::RunWritebackOnce() { return RunWritebackBatch(1); }
 
 WritebackOutcome PageStore::RunWritebackBatch(size_t max_pages) {
@@ -157,9 +167,6 @@ void PageStore::MaybeKickWriteback() {
 }
 
 uint64_t PageStore::RunWritebackPass(WritebackWorker* worker) {
-  // kMaxConsecutiveAborts: a pass that keeps losing races is chasing hot
-  // entries; stop and let the next kick retry (zswap's MAX_RECLAIM_RETRIES).
-  constexpr int kMaxConsecutiveAborts = 16;
   uint64_t written = 0;
   int aborts = 0;
   WritebackOutcome last = WritebackOutcome::kNothingToWrite;
@@ -186,13 +193,12 @@ uint64_t PageStore::RunWritebackPass(WritebackWorker* worker) {
   // count in mem_in_use_bytes; each compaction and the pass's end release
   // them.
   alloc::ZsPool::ReleaseBatch release_batch(*pool_);
-  auto more_needed = [&] {
-    const uint64_t low_now = low_watermark_bytes_.load(std::memory_order_relaxed);
-    const uint64_t in_flight =
-        pipeline.in_flight != nullptr ? pipeline.in_flight->end - pipeline.in_flight->first : 0;
-    return low_now != 0 && pool_->mem_in_use_bytes() > low_now + in_flight;
-  };
-  while (more_needed()) {
+  // Helper threads (writeback_threads > 1) run the same loop beside this
+  // one, each with its own pipeline, until the same condition ends it;
+  // only this thread compacts. The pass ends once they have returned.
+  const bool with_helpers = worker != nullptr && helpers_ != nullptr;
+  if (with_helpers) helpers_->Start([this, worker] { RunWritebackHelper(worker); });
+  while (MoreWritebackNeeded(pipeline)) {
     const uint64_t before = counters_.written_back_pages.load(std::memory_order_relaxed);
     const uint64_t bytes_before = counters_.written_back_bytes.load(std::memory_order_relaxed);
     last = WritebackBatch(options_.writeback_batch_pages, pipeline,
@@ -211,10 +217,11 @@ uint64_t PageStore::RunWritebackPass(WritebackWorker* worker) {
       if (worker != nullptr) worker->NotifyProgress();
       continue;
     }
-    if (last == WritebackOutcome::kAborted && ++aborts < kMaxConsecutiveAborts) continue;
+    if (last == WritebackOutcome::kAborted && ++aborts < kMaxConsecutiveWritebackAborts) continue;
     break;
   }
   const RoundResult tail = FinishWriteback(pipeline);
+  if (with_helpers) helpers_->Wait();
   release_batch.Flush();
   written += tail.published;
   if (tail.published > 0 && worker != nullptr) worker->NotifyProgress();
@@ -229,6 +236,34 @@ uint64_t PageStore::RunWritebackPass(WritebackWorker* worker) {
   if (!AboveLowWatermark()) last = WritebackOutcome::kWrittenBack;
   last_pass_outcome_.store(int(last), std::memory_order_relaxed);
   return written;
+}
+
+bool PageStore::MoreWritebackNeeded(const internal::WritebackPipeline& pipeline) const {
+  const uint64_t low = low_watermark_bytes_.load(std::memory_order_relaxed);
+  const uint64_t in_flight =
+      pipeline.in_flight != nullptr ? pipeline.in_flight->end - pipeline.in_flight->first : 0;
+  return low != 0 && pool_->mem_in_use_bytes() > low + in_flight;
+}
+
+void PageStore::RunWritebackHelper(WritebackWorker* worker) {
+  internal::WritebackPipeline pipeline;
+  alloc::ZsPool::ReleaseBatch release_batch(*pool_);
+  int aborts = 0;
+  while (MoreWritebackNeeded(pipeline)) {
+    FARSWAP_SYNC_POINT("PageStore::Writeback:helper-batch");
+    const WritebackOutcome out = WritebackBatch(options_.writeback_batch_pages, pipeline,
+                                                /*leave_last_in_flight=*/true);
+    if (out == WritebackOutcome::kWrittenBack) {
+      aborts = 0;
+      worker->NotifyProgress();
+      continue;
+    }
+    // Failures (a full or failed backing store) are the pass's to report:
+    // it meets them too.
+    if (out == WritebackOutcome::kAborted && ++aborts < kMaxConsecutiveWritebackAborts) continue;
+    break;
+  }
+  if (FinishWriteback(pipeline).published > 0) worker->NotifyProgress();
 }
 
 std::unique_ptr<OpenSegment> PageStore::AcquireSegment(bool for_cleaner) {

@@ -4,13 +4,17 @@
 #include "farswap/server/page_store.h"
 
 #include <gtest/gtest.h>
+#include <pthread.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "farswap/common/sync_point.h"
 #include "page_test_util.h"
 
@@ -438,6 +442,76 @@ TEST(PageStoreTryTest, TryLoadOfAWrittenBackPageWouldBlock) {
   EXPECT_EQ(after.backing_reads, before.backing_reads);
   ExpectPage(*store, 1, 0, Payload(0, 500), 10);
   EXPECT_EQ(store->GetStats().backing_reads, before.backing_reads + 1);
+}
+
+// CurrentThreadName: the calling thread's name (the writeback thread is
+// "fs-writeback", its helpers "fs-writeback-N").
+std::string CurrentThreadName() {
+  char name[16] = {};
+  pthread_getname_np(pthread_self(), name, sizeof(name));
+  return name;
+}
+
+// writeback_threads 2: a pass runs batches on a helper thread beside the
+// writeback thread, each with a segment and a round in flight of its own.
+// Forced with sync points: the helper's first batch starts only once the
+// writeback thread has isolated a round, and the writeback thread's second
+// round waits for the helper to isolate one — so both have rounds isolated
+// and in flight at once. Every page loads back as stored, every byte is in
+// the pool or live on disk exactly once, and each thread wrote rounds.
+TEST(PageStoreWorkerTest, WritebackHelpersWriteBesideThePass) {
+  testing::ScopedSyncPoints cleanup;
+  MemoryBlockDevice ssd(4096);  // 16 MiB
+  auto store = NewStore({.backing = &ssd,
+                         .segment_bytes = 256 << 10,
+                         .writeback_batch_pages = 16,
+                         .writeback_threads = 2});
+  EXPECT_EQ(store->GetStats().writeback_threads, 2u);
+  constexpr uint64_t kPages = 600;
+  uint64_t payload_bytes = 0;
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ASSERT_TRUE(StorePayload(*store, 3, p, Payload(p, 900 + p * 13 % 2000), p).ok()) << p;
+    payload_bytes += 900 + p * 13 % 2000;
+  }
+  absl::Notification main_isolated, helper_isolated;
+  std::atomic<int> main_rounds{0}, helper_rounds{0}, other_rounds{0};
+  SyncPoints::Set("PageStore::Writeback:pending-unlocked", [&] {
+    const std::string name = CurrentThreadName();
+    if (name == "fs-writeback") {
+      const int n = ++main_rounds;
+      if (n == 1) main_isolated.Notify();
+      if (n == 2) {
+        EXPECT_TRUE(helper_isolated.WaitForNotificationWithTimeout(absl::Seconds(60)))
+            << "the helper never isolated a round";
+      }
+    } else if (name == "fs-writeback-1") {
+      if (++helper_rounds == 1) helper_isolated.Notify();
+    } else {
+      ++other_rounds;
+    }
+  });
+  SyncPoints::SetOnce("PageStore::Writeback:helper-batch", [&] {
+    EXPECT_TRUE(main_isolated.WaitForNotificationWithTimeout(absl::Seconds(60)))
+        << "the writeback thread never isolated a round";
+  });
+  // A quarter of what the objects hold: the pass writes most of them back.
+  const uint64_t in_use = store->GetStats().pool.mem_used_total;
+  ASSERT_TRUE(
+      store
+          ->SetLimits({.pool_limit_bytes = in_use / 4, .high_watermark = 0.6, .low_watermark = 0.5})
+          .ok());
+  store->QuiesceWriteback();
+  SyncPoints::ClearAll();
+  EXPECT_GE(main_rounds.load(), 2);
+  EXPECT_GE(helper_rounds.load(), 1);
+  EXPECT_EQ(other_rounds.load(), 0) << "writeback ran on a thread that is neither";
+  const PageStoreStats st = store->GetStats();
+  EXPECT_GT(st.written_back_pages, kPages / 2);
+  EXPECT_EQ(st.pool.compr_data_size + st.disk_live_bytes, payload_bytes);
+  EXPECT_TRUE(store->Health().ok()) << store->Health();
+  for (uint64_t p = 0; p < kPages; ++p) {
+    ExpectPage(*store, 3, p, Payload(p, 900 + p * 13 % 2000), p, PageStore::LoadKind::kScrub);
+  }
 }
 
 // With the worker running, stores far beyond the pool limit all succeed:

@@ -47,7 +47,8 @@
 // the striped key locks), lru_list.h, page_store.cc (store, load,
 // invalidate, limits, stats), writeback.cc (the writeback protocol),
 // cleaner.cc (segment cleaning), segment_table.h (the on-disk layout),
-// writeback_worker.h (the thread), cold_recompressor.{h,cc} (the cold
+// writeback_worker.h (the thread), writeback_helpers.h (the threads beside
+// it, writeback_threads > 1), cold_recompressor.{h,cc} (the cold
 // tier: recompressing cold pool entries into zstd, and its thread).
 #ifndef FARSWAP_SERVER_PAGE_STORE_H_
 #define FARSWAP_SERVER_PAGE_STORE_H_
@@ -89,6 +90,7 @@ class PageRecompressor;
 enum class VictimPolicy;
 }  // namespace internal
 class WritebackWorker;
+class WritebackHelpers;
 class ColdPassWorker;
 
 // StoreRequest is one page as the client sent it.
@@ -169,6 +171,7 @@ static_assert(kDefaultWriteRequestBytes % kBlockSize == 0);
 // with writeback busy did not move.
 inline constexpr uint32_t kDefaultWritebackBatchPages = 256;
 inline constexpr uint32_t kMaxWritebackBatchPages = 1024;
+inline constexpr uint32_t kMaxWritebackThreads = 16;
 
 struct PageStoreOptions {
   PageStoreLimits limits;
@@ -221,6 +224,14 @@ struct PageStoreOptions {
   // writes together (picked in holds of the LRU lock of 64 entries at
   // most); 1..kMaxWritebackBatchPages.
   uint32_t writeback_batch_pages = kDefaultWritebackBatchPages;
+  // writeback_threads: threads that write back during a pass: the
+  // writeback thread and writeback_threads - 1 helpers beside it
+  // (writeback_helpers.h), each with its own open segment and round in
+  // flight; 1..kMaxWritebackThreads. Only with start_writeback_worker (a
+  // direct reclaim runs on the storing thread alone). More threads drain
+  // faster where the cores are free; while stores come in they share the
+  // cores with the data plane's I/O threads.
+  uint32_t writeback_threads = 1;
   // disk_read_cache_bytes: readahead for loads of written-back pages. A
   // load that reads the disk reads the 64 KiB window around its object
   // (within the segment's written part) and the store keeps the most
@@ -328,6 +339,7 @@ struct PageStoreStats {
   // fails, and every non-file device). Empty without a backing store.
   std::string write_engine;
   uint64_t write_queue_depth = 0;     // PageStoreOptions::write_queue_depth
+  uint64_t writeback_threads = 0;     // threads a pass writes back on (0: no writeback thread)
   uint64_t max_writes_in_flight = 0;  // the most write requests in flight at once, so far
   // registered_writes: write requests that went from the segment buffers
   // registered with io_uring (block_write_queue.h, UseRegisteredBuffer),
@@ -605,6 +617,12 @@ class PageStore {
     bool io_failed = false;
   };
   RoundResult FinishWriteback(internal::WritebackPipeline& pipeline);
+  // MoreWritebackNeeded: pool memory is above the low watermark by more
+  // than what `pipeline`'s round in flight will free.
+  bool MoreWritebackNeeded(const internal::WritebackPipeline& pipeline) const;
+  // RunWritebackHelper is a helper thread's share of a pass: batches with
+  // its own pipeline while MoreWritebackNeeded, reporting each to `worker`.
+  void RunWritebackHelper(WritebackWorker* worker);
   // CompleteRound waits for a round's writes and publishes its entries
   // (step 4 of writeback.cc's protocol), then releases the segment the
   // round retires, if any.
@@ -689,6 +707,9 @@ class PageStore {
   std::unique_ptr<internal::KeyLockTable> key_locks_;
   std::unique_ptr<internal::PageIndex> index_;
   std::unique_ptr<internal::LruList> lru_;
+  // helpers_: writeback_threads - 1 threads beside the worker's passes;
+  // null with one. Destroyed after worker_ (a pass waits for them).
+  std::unique_ptr<WritebackHelpers> helpers_;
   std::unique_ptr<WritebackWorker> worker_;
 
   std::atomic<uint64_t> next_gen_{1};
