@@ -31,6 +31,7 @@ CommandRunner AddE2eCommand(CLI::App& app);
 CommandRunner AddRegionCommand(CLI::App& app);
 CommandRunner AddChaosCommand(CLI::App& app);
 CommandRunner AddIndexCommand(CLI::App& app);
+CommandRunner AddWritebackCommand(CLI::App& app);
 
 // ExitStatusFor: kUsageExitStatus for INVALID_ARGUMENT (a bad flag value
 // found after parsing), else 1. Prints "farswap-bench <command>: <status>".

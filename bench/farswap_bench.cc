@@ -7,6 +7,7 @@
 //   farswap-bench region ... a workload in a far-memory region vs local memory
 //   farswap-bench chaos  ... verified workloads while faults hit N nodes
 //   farswap-bench index  ... the node's page index alone (time, heap per key)
+//   farswap-bench writeback ... the node's writeback alone (CPU per page)
 //   farswap-bench [SUBCOMMAND] --help | --version
 //
 // README.md documents every flag and JSON field. Exit status: 0 success, 1
@@ -27,9 +28,13 @@ int main(int argc, char** argv) {
   farswap::cli::Configure(app);
   app.require_subcommand(1);
   std::map<std::string, CommandRunner> commands = {
-      {"pool", AddPoolCommand(app)},   {"node", AddNodeCommand(app)},
-      {"e2e", AddE2eCommand(app)},     {"region", AddRegionCommand(app)},
-      {"chaos", AddChaosCommand(app)}, {"index", AddIndexCommand(app)},
+      {"pool", AddPoolCommand(app)},
+      {"node", AddNodeCommand(app)},
+      {"e2e", AddE2eCommand(app)},
+      {"region", AddRegionCommand(app)},
+      {"chaos", AddChaosCommand(app)},
+      {"index", AddIndexCommand(app)},
+      {"writeback", AddWritebackCommand(app)},
   };
   if (std::optional<int> exit_status = farswap::cli::Parse(app, argc, argv)) return *exit_status;
   // The client logs node events; stdout is for the JSON object only.

@@ -179,6 +179,7 @@ struct NodeFlags {
   std::string backing_file;       // the spawned node's backing file; empty = a temporary one
   std::string cleaner_max_dead;   // the spawned node's --cleaner-max-dead; empty = its default
   std::string cleaner_idle_ms;    // the spawned node's --cleaner-idle-ms; empty = its default
+  std::string writeback_threads;  // the spawned node's --writeback-threads; empty = its default
   std::string disk_read_cache;    // the spawned node's --disk-read-cache; empty = its default
   std::string transport = "tcp";  // the spawned node's --transport
   uint64_t connections = 2;
@@ -209,6 +210,9 @@ absl::Status Run(const NodeFlags& f) {
     }
     if (!f.cleaner_max_dead.empty()) {
       extra.insert(extra.end(), {"--cleaner-max-dead", f.cleaner_max_dead});
+    }
+    if (!f.writeback_threads.empty()) {
+      extra.insert(extra.end(), {"--writeback-threads", f.writeback_threads});
     }
     if (!f.cleaner_idle_ms.empty()) {
       extra.insert(extra.end(), {"--cleaner-idle-ms", f.cleaner_idle_ms});
@@ -547,6 +551,8 @@ CommandRunner AddNodeCommand(CLI::App& app) {
   cmd->add_option("--cleaner-max-dead", f->cleaner_max_dead,
                   "the spawned node's --cleaner-max-dead (default: the node's, 0.08)")
       ->check(cli::Fraction());
+  cmd->add_option("--writeback-threads", f->writeback_threads,
+                  "the spawned node's --writeback-threads (default: the node's, 1)");
   cmd->add_option("--cleaner-idle-ms", f->cleaner_idle_ms,
                   "the spawned node's --cleaner-idle-ms (default: the node's, 100)");
   cmd->add_option("--disk-read-cache", f->disk_read_cache,

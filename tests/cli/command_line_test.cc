@@ -73,17 +73,23 @@ struct HelpCase {
 TEST(CommandLineTest, EveryBinaryAnswersHelpWithItsFlags) {
   const std::vector<HelpCase> cases = {
       {{kServer, "--help"},
-       {"--data-addr", "--grpc-addr", "--pool-limit", "--backing-file", "--backing-size",
-        "--high-watermark", "--low-watermark", "--io-threads", "--workers", "--busy-poll-us",
-        "--tenants-file", "--session-idle-timeout", "--ready-file", "--node-id", "--log-level",
-        "--test-corrupt-loads", "--cold-after", "--cold-zstd-level", "--version"}},
+       {"--data-addr",    "--grpc-addr",       "--pool-limit",        "--backing-file",
+        "--backing-size", "--high-watermark",  "--low-watermark",     "--io-threads",
+        "--workers",      "--busy-poll-us",    "--tenants-file",      "--session-idle-timeout",
+        "--ready-file",   "--node-id",         "--log-level",         "--test-corrupt-loads",
+        "--cold-after",   "--cold-zstd-level", "--writeback-threads", "--version"}},
       {{kCtl, "--help"},
        {"--node", "--timeout", "stats", "health", "compact", "drain", "set-limit", "--version"}},
       {{kCtl, "set-limit", "--help"},
        {"--pool-limit", "--high-watermark", "--low-watermark", "--tenant", "--quota"}},
       {{kCtl, "stats", "--help"}, {"--json", "--tenant"}},
       {{kCtl, "drain", "--help"}, {"--resume"}},
-      {{kBench, "--help"}, {"pool", "node", "e2e", "region", "chaos", "index", "--version"}},
+      {{kBench, "--help"},
+       {"pool", "node", "e2e", "region", "chaos", "index", "writeback", "--version"}},
+      {{kBench, "writeback", "--help"},
+       {"--corpus", "--copies", "--rounds", "--churn", "--seed", "--writeback-threads",
+        "--segment-size", "--batch-pages", "--write-request-size", "--backing-file",
+        "--backing-size"}},
       {{kBench, "index", "--help"}, {"--entries", "--tenants", "--rounds", "--seed", "--json"}},
       {{kBench, "pool", "--help"},
        {"--corpus", "--codec", "--churn", "--seed", "--max-pages-per-zspage", "--zstd-level",
@@ -166,6 +172,7 @@ TEST(CommandLineTest, BadValuesExitTwoNamingTheFlag) {
       {{kServer, "--pool-limit", "12Q"}, "--pool-limit"},
       {{kServer, "--pool-limit", "1K"}, "--pool-limit"},
       {{kServer, "--io-threads", "0"}, "--io-threads"},
+      {{kServer, "--writeback-threads", "17"}, "--writeback-threads"},
       {{kServer, "--session-idle-timeout", "-1"}, "--session-idle-timeout"},
       {{kServer, "--test-corrupt-loads=maybe"}, "--test-corrupt-loads"},
       {{kServer, "--no-such-flag"}, "--no-such-flag"},
@@ -194,6 +201,9 @@ TEST(CommandLineTest, BadValuesExitTwoNamingTheFlag) {
       {{kBench, "e2e", "--corpus", kCorpus, "--spawn", "1", "--rounds", "2"}, "--rounds"},
       {{kBench, "chaos", "--failure-timeout-ms", "5"}, "--failure-timeout-ms"},
       {{kBench, "index", "--entries", "0"}, "--entries"},
+      {{kBench, "writeback", "--corpus", kCorpus, "--churn", "2"}, "--churn"},
+      {{kBench, "writeback", "--corpus", kCorpus, "--writeback-threads", "0"},
+       "--writeback-threads"},
       {{kWorkload, "--threads", "abc"}, "--threads"},
   };
   for (const BadCase& c : cases) {
@@ -337,6 +347,30 @@ TEST(CommandLineTest, IndexBenchReportsEveryKeyFoundAndItsCost) {
   for (const char* op : {"insert_ns", "find_ns", "replace_ns", "erase_ns"}) {
     EXPECT_GT(j.value(op, 0.0), 0) << op << " " << j.dump();
   }
+}
+
+// The writeback bench on the test corpus with a small file: two threads
+// write most of the pages back, and the ones it reads back match.
+TEST(CommandLineTest, WritebackBenchWritesPagesBackAndReadsThemBack) {
+  int exit_status = -1;
+  const std::string backing = ::testing::TempDir() + "writeback-bench.backing";
+  nlohmann::json j = RunNodeBench({kBench, "writeback", "--corpus", kCorpus, "--copies", "2",
+                                   "--rounds", "2", "--writeback-threads", "2", "--backing-size",
+                                   "64M", "--segment-size", "256K", "--backing-file", backing},
+                                  &exit_status);
+  EXPECT_EQ(exit_status, 0) << j.dump();
+  EXPECT_EQ(j.value("verified", false), true) << j.dump();
+  EXPECT_EQ(j.value("writeback_threads", 0), 2) << j.dump();
+  EXPECT_EQ(j.value("segment_bytes", 0), 256 << 10) << j.dump();
+  // A quarter of the pool's memory as the limit, down to half of that: most
+  // of the pages go to disk.
+  EXPECT_GT(j.value("written_back_pages", 0), j.value("pages", 0) / 2) << j.dump();
+  EXPECT_GT(j.value("backing_bytes", 0), 0) << j.dump();
+  EXPECT_GT(j.value("checked_pages", 0), 0) << j.dump();
+  EXPECT_GT(j.value("cpu_ns_per_page", 0.0), 0) << j.dump();
+  EXPECT_GT(j.value("bytes_per_s", 0.0), 0) << j.dump();
+  EXPECT_EQ(j["cpu_ns_per_page_by_round"].size(), 2u) << j.dump();
+  EXPECT_NE(access(backing.c_str(), F_OK), 0) << "the backing file was left behind";
 }
 
 TEST(CommandLineTest, RegionBenchFillsPagesFromACorpusOrSaysWhyNot) {
