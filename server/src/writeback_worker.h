@@ -156,7 +156,8 @@ class WritebackWorker {
   }
 
   // NotifyProgress: the running pass published a batch (called from the
-  // pass, on the worker's thread, with no other lock held).
+  // pass, on the worker's thread or one of its helpers, writeback_helpers.h,
+  // with no other lock held).
   void NotifyProgress() {
     MutexLock l(&mu_);
     ++progress_;
