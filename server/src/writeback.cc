@@ -71,6 +71,7 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -142,6 +143,13 @@ namespace {
 // MAX_RECLAIM_RETRIES).
 constexpr int kMaxConsecutiveWritebackAborts = 16;
 
+// kHelperMinBatchesPerThread: a helper writes back only while the LRU holds
+// at least this many batches for every writeback thread. Below that, the
+// threads' scans come round the whole list and pick each other's isolated
+// entries (a pick is marked for its own scan only): every thread's batch
+// then aborts, and stores waiting for room run out of passes.
+constexpr uint64_t kHelperMinBatchesPerThread = 4;
+
 }  // namespace
 
 WritebackOutcome PageStore::RunWritebackOnce() { return RunWritebackBatch(1); }
@@ -167,6 +175,16 @@ void PageStore::MaybeKickWriteback() {
 }
 
 uint64_t PageStore::RunWritebackPass(WritebackWorker* worker) {
+  // Pool memory already at or below the low watermark (a kick that came as
+  // the last pass ended, or a store's that found the pool full of cached and
+  // released-batch pages): that is room, not "nothing to write". A store
+  // waiting for room tries again; one told kNothingToWrite gives up. With
+  // helpers to start and wait for, stores had time to fill the pool above
+  // the low watermark again before such a pass ended, and were refused.
+  if (!MoreWritebackNeeded(internal::WritebackPipeline{})) {
+    last_pass_outcome_.store(int(WritebackOutcome::kWrittenBack), std::memory_order_relaxed);
+    return 0;
+  }
   uint64_t written = 0;
   int aborts = 0;
   WritebackOutcome last = WritebackOutcome::kNothingToWrite;
@@ -197,7 +215,12 @@ uint64_t PageStore::RunWritebackPass(WritebackWorker* worker) {
   // one, each with its own pipeline, until the same condition ends it;
   // only this thread compacts. The pass ends once they have returned.
   const bool with_helpers = worker != nullptr && helpers_ != nullptr;
-  if (with_helpers) helpers_->Start([this, worker] { RunWritebackHelper(worker); });
+  std::atomic<bool> helpers_progressed{false};  // a helper wrote back this pass
+  if (with_helpers) {
+    helpers_->Start([this, worker, &helpers_progressed] {
+      if (RunWritebackHelper(worker)) helpers_progressed.store(true, std::memory_order_relaxed);
+    });
+  }
   while (MoreWritebackNeeded(pipeline)) {
     const uint64_t before = counters_.written_back_pages.load(std::memory_order_relaxed);
     const uint64_t bytes_before = counters_.written_back_bytes.load(std::memory_order_relaxed);
@@ -224,6 +247,13 @@ uint64_t PageStore::RunWritebackPass(WritebackWorker* worker) {
   if (with_helpers) helpers_->Wait();
   release_batch.Flush();
   written += tail.published;
+  // The helpers' pages are this pass's progress too: where this thread's
+  // last batch found nothing (the helpers had the cold entries) or lost
+  // races, a store waiting for room goes on waiting rather than giving up.
+  if (helpers_progressed.load(std::memory_order_relaxed) &&
+      (last == WritebackOutcome::kNothingToWrite || last == WritebackOutcome::kAborted)) {
+    last = WritebackOutcome::kWrittenBack;
+  }
   if (tail.published > 0 && worker != nullptr) worker->NotifyProgress();
   if (tail.io_failed) last = WritebackOutcome::kIoError;
   // Writeback frees objects, but pool memory only drops when whole pages
@@ -245,16 +275,20 @@ bool PageStore::MoreWritebackNeeded(const internal::WritebackPipeline& pipeline)
   return low != 0 && pool_->mem_in_use_bytes() > low + in_flight;
 }
 
-void PageStore::RunWritebackHelper(WritebackWorker* worker) {
+bool PageStore::RunWritebackHelper(WritebackWorker* worker) {
+  bool progress = false;
   internal::WritebackPipeline pipeline;
   alloc::ZsPool::ReleaseBatch release_batch(*pool_);
   int aborts = 0;
-  while (MoreWritebackNeeded(pipeline)) {
+  const uint64_t min_lru =
+      kHelperMinBatchesPerThread * options_.writeback_threads * options_.writeback_batch_pages;
+  while (MoreWritebackNeeded(pipeline) && lru_->size() >= min_lru) {
     FARSWAP_SYNC_POINT("PageStore::Writeback:helper-batch");
     const WritebackOutcome out = WritebackBatch(options_.writeback_batch_pages, pipeline,
                                                 /*leave_last_in_flight=*/true);
     if (out == WritebackOutcome::kWrittenBack) {
       aborts = 0;
+      progress = true;
       worker->NotifyProgress();
       continue;
     }
@@ -263,7 +297,9 @@ void PageStore::RunWritebackHelper(WritebackWorker* worker) {
     if (out == WritebackOutcome::kAborted && ++aborts < kMaxConsecutiveWritebackAborts) continue;
     break;
   }
-  if (FinishWriteback(pipeline).published > 0) worker->NotifyProgress();
+  const RoundResult tail = FinishWriteback(pipeline);
+  if (tail.published > 0) worker->NotifyProgress();
+  return progress && !tail.io_failed;
 }
 
 std::unique_ptr<OpenSegment> PageStore::AcquireSegment(bool for_cleaner) {

@@ -60,7 +60,11 @@ struct ModelPage {
   std::vector<uint8_t> bytes;
 };
 
-TEST(PageStoreStressTest, ConcurrentOpsWithWritebackAndCompactionMatchTheModel) {
+// The parameter is writeback_threads: the writeback thread alone, and with
+// two helpers writing back beside it.
+class PageStoreStressTest : public ::testing::TestWithParam<uint32_t> {};
+
+TEST_P(PageStoreStressTest, ConcurrentOpsWithWritebackAndCompactionMatchTheModel) {
   // A block per key and some: the backing store never fills, but with
   // small segments dead bytes run free segments low, so the cleaner runs
   // concurrently with everything else.
@@ -70,11 +74,20 @@ TEST(PageStoreStressTest, ConcurrentOpsWithWritebackAndCompactionMatchTheModel) 
       .backing = &ssd,
       .store_retries = 16,
       .segment_bytes = 8 * kBlockSize,
+      // With helpers, batches small enough that the pool's 40-80 entries
+      // are enough for them to join a pass (writeback.cc,
+      // kHelperMinBatchesPerThread).
+      .writeback_batch_pages = GetParam() > 1 ? 4u : kDefaultWritebackBatchPages,
+      .writeback_threads = GetParam(),
   });
   ASSERT_TRUE(created.ok()) << created.status();
   PageStore& store = **created;
   const PayloadSource payloads;
 
+  // How many batches helper threads ran (none with one writeback thread).
+  std::atomic<uint64_t> helper_batches{0};
+  testing::ScopedSyncPoints clear_sync_points;
+  SyncPoints::Set("PageStore::Writeback:helper-batch", [&] { helper_batches++; });
   std::atomic<bool> stop{false};
   std::atomic<uint64_t> mismatches{0}, loads_checked{0}, refused{0};
 
@@ -167,6 +180,11 @@ TEST(PageStoreStressTest, ConcurrentOpsWithWritebackAndCompactionMatchTheModel) 
 
   PageStoreStats st = store.GetStats();
   EXPECT_EQ(mismatches.load(), 0u);
+  if (GetParam() > 1) {
+    EXPECT_GT(helper_batches.load(), 0u) << "the helpers never wrote back";
+  } else {
+    EXPECT_EQ(helper_batches.load(), 0u);
+  }
   EXPECT_GT(st.written_back_pages, 0u) << "the pool limit did not make writeback run";
   EXPECT_GT(st.backing_reads, 0u);
   // Every stored byte is in the pool or live on disk, exactly once: an
@@ -185,10 +203,16 @@ TEST(PageStoreStressTest, ConcurrentOpsWithWritebackAndCompactionMatchTheModel) 
   std::printf("stress: pool_full %llu backing_full %llu io_error %llu\n",
               (unsigned long long)st.rejects[0], (unsigned long long)st.rejects[2],
               (unsigned long long)st.rejects[4]);
+  std::printf("stress: %llu helper batches\n", (unsigned long long)helper_batches.load());
   std::printf("stress: %llu loads checked, %llu written back, %llu aborted, %llu refused\n",
               (unsigned long long)loads_checked.load(), (unsigned long long)st.written_back_pages,
               (unsigned long long)st.writeback_aborted, (unsigned long long)refused.load());
 }
+
+INSTANTIATE_TEST_SUITE_P(WritebackThreads, PageStoreStressTest, ::testing::Values(1u, 3u),
+                         [](const ::testing::TestParamInfo<uint32_t>& param) {
+                           return "WritebackThreads" + std::to_string(param.param);
+                         });
 
 }  // namespace
 }  // namespace farswap::server

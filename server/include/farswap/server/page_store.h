@@ -621,8 +621,10 @@ class PageStore {
   // than what `pipeline`'s round in flight will free.
   bool MoreWritebackNeeded(const internal::WritebackPipeline& pipeline) const;
   // RunWritebackHelper is a helper thread's share of a pass: batches with
-  // its own pipeline while MoreWritebackNeeded, reporting each to `worker`.
-  void RunWritebackHelper(WritebackWorker* worker);
+  // its own pipeline while MoreWritebackNeeded (and the LRU is long enough
+  // for several threads), reporting each to `worker`. Returns whether it
+  // wrote anything back.
+  bool RunWritebackHelper(WritebackWorker* worker);
   // CompleteRound waits for a round's writes and publishes its entries
   // (step 4 of writeback.cc's protocol), then releases the segment the
   // round retires, if any.
