@@ -250,7 +250,7 @@ void PageStore::RecompressOne(const WritebackCandidate& c, PageRecompressor& cod
   }
   e->handle = *h;
   e->codec = uint8_t(Codec::kZstd);
-  e->length = uint32_t(*n);
+  e->length = uint16_t(*n);  // smaller than the old payload
   e->cold_state.store(uint8_t(ColdState::kRecompressed), std::memory_order_relaxed);
   {
     MutexLock tl(&tenants_mu_);

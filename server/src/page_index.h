@@ -72,23 +72,33 @@ struct Entry {
   const PageKey key;
   const uint64_t gen;
 
-  uint64_t checksum = 0;   // the client's, returned with loads
-  uint64_t version = 0;    // the client's store version, returned with loads
-  uint64_t fill = 0;       // kSameFilled
-  alloc::ZsHandle handle;  // kInPool, kWritebackPending
-  // disk_offset: kOnDisk: the payload's first byte on the backing store
-  // (segment x segment_bytes + offset in the segment; segment_table.h).
-  uint64_t disk_offset = 0;
+  uint64_t checksum = 0;  // the client's, returned with loads
+  uint64_t version = 0;   // the client's store version, returned with loads
+  // Where the payload is: one of three, by state. No state uses two of
+  // them, and every reader checks `state` first under the key lock, so they
+  // share their 8 bytes. A writer that moves the entry to another state
+  // reads what it still needs (the old handle) before it writes the new
+  // member: writing one overwrites the others.
+  union {
+    uint64_t fill = 0;       // kSameFilled: the 8-byte pattern
+    alloc::ZsHandle handle;  // kInPool, kWritebackPending: the pool object
+    // disk_offset: kOnDisk: the payload's first byte on the backing store
+    // (segment x segment_bytes + offset in the segment; segment_table.h).
+    uint64_t disk_offset;
+  };
   uint64_t disk_checksum = 0;  // kOnDisk: xxh3 of the payload as written
-  // writeback_ticket: which writeback attempt owns kWritebackPending, so an
-  // attempt that lost the entry to another attempt never publishes or undoes
-  // the other's work.
-  uint64_t writeback_ticket = 0;
 
   Entry* lru_prev = nullptr;
   Entry* lru_next = nullptr;
 
-  uint32_t length = 0;  // payload bytes (0 when same-filled)
+  // writeback_ticket: which writeback attempt owns kWritebackPending, so an
+  // attempt that lost the entry to another attempt never publishes or undoes
+  // the other's work. 32 bits: a ticket is one round of up to 256 pages, and
+  // an entry is pending for one round, far fewer than 2^32 rounds.
+  uint32_t writeback_ticket = 0;
+  // length: payload bytes (0 when same-filled); a store takes at most one
+  // page (4096 bytes: PageStore::Store refuses more).
+  uint16_t length = 0;
   EntryState state = EntryState::kInPool;
   uint8_t codec = 0;
 
@@ -113,11 +123,12 @@ struct Entry {
 };
 
 // An Entry is allocated per stored page: after the pool, it is the node's
-// largest memory cost per page. At 112 bytes glibc's malloc gives it a
-// 128-byte chunk (request + 8, rounded up to 16). With the small fields
-// between the wide ones, as they were declared before, it was 128 bytes in
-// a 144-byte chunk.
-static_assert(sizeof(Entry) <= 112, "Entry grew past a 128-byte malloc chunk");
+// largest memory cost per page. glibc's malloc gives a request of n bytes a
+// chunk of n + 8 rounded up to 16: at 88 bytes a 96-byte chunk. It was 128
+// bytes in a 144-byte chunk with the small fields between the wide ones,
+// then 112 in 128 ordered widest first, then 88 in 96 with the payload's
+// location as one union and a 16-bit length and 32-bit ticket.
+static_assert(sizeof(Entry) <= 88, "Entry grew past a 96-byte malloc chunk");
 
 // ColdState says what the cold tier did with an entry (Entry::cold_state).
 // A new version of a page is a new Entry, so it starts at kHot again.

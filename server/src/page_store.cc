@@ -354,7 +354,7 @@ std::optional<absl::Status> PageStore::StoreImpl(uint32_t tenant, uint64_t page,
 
     auto entry = std::make_unique<Entry>(key, next_gen_.fetch_add(1, std::memory_order_relaxed));
     Entry* e = entry.get();
-    e->length = uint32_t(len);
+    e->length = uint16_t(len);  // at most kBlockSize (checked above)
     e->codec = request.codec;
     e->checksum = request.checksum;
     e->version = request.version;

@@ -111,7 +111,7 @@ struct Appended {
 // reclaimer) running the pipeline; not thread-safe.
 struct WritebackRound {
   std::shared_ptr<const std::vector<WritebackCandidate>> candidates;  // the batch's
-  uint64_t ticket = 0;
+  uint32_t ticket = 0;
   uint64_t segment = 0;
   const uint8_t* buf = nullptr;  // the segment's buffer (its OpenSegment outlives the round)
   uint64_t first = 0;            // the round's bytes: [first, end) of the segment
@@ -464,7 +464,7 @@ WritebackOutcome PageStore::WritebackBatch(size_t max_pages, internal::Writeback
   if (candidates->empty()) return WritebackOutcome::kNothingToWrite;
   FARSWAP_SYNC_POINT("PageStore::Writeback:after-lru-unlock");
 
-  const uint64_t ticket = next_writeback_ticket_.fetch_add(1, std::memory_order_relaxed);
+  const uint32_t ticket = next_writeback_ticket_.fetch_add(1, std::memory_order_relaxed);
   const uint64_t segment_bytes = segments_->segment_bytes();
   uint64_t published = 0, aborted = 0;
   bool left_in_flight = false;
@@ -621,11 +621,10 @@ PageStore::RoundResult PageStore::CompleteRound(internal::WritebackRound& round)
       ++aborted;  // a store, invalidate or load won: its bytes stay dead
       continue;
     }
-    const alloc::ZsHandle handle = e->handle;
+    const alloc::ZsHandle handle = e->handle;  // first: disk_offset shares its bytes
     e->state = EntryState::kOnDisk;
     e->disk_offset = base + a.offset;
     e->disk_checksum = a.disk_checksum;
-    e->handle = alloc::ZsHandle{};
     segments_->AddLive(round.segment,
                        {.key = c.key, .gen = c.gen, .offset = a.offset, .length = a.length});
     lru_->Unlink(e);

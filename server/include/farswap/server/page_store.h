@@ -715,7 +715,7 @@ class PageStore {
   std::unique_ptr<WritebackWorker> worker_;
 
   std::atomic<uint64_t> next_gen_{1};
-  std::atomic<uint64_t> next_writeback_ticket_{1};
+  std::atomic<uint32_t> next_writeback_ticket_{1};  // wraps; see Entry::writeback_ticket
   std::atomic<bool> draining_{false};
   // cleaner_kicked_: a MaybeKickCleaner request is outstanding.
   std::atomic<bool> cleaner_kicked_{false};
