@@ -471,6 +471,7 @@ absl::Status Run(const NodeFlags& f) {
       .Int("writeback_drain_bytes", drain.bytes)
       .Num("churn_store_pages_per_s", double(half) / std::chrono::duration<double>(t4 - t3).count())
       .Int("written_back_pages", stats.node().written_back_pages())
+      .Int("writeback_threads", b.writeback_threads())
       .Int("backing_reads", stats.node().backing().reads())
       .Int("load_phase_disk_read_requests", stats.node().backing().disk_read_requests() -
                                                 after_store.node().backing().disk_read_requests())
@@ -552,7 +553,7 @@ CommandRunner AddNodeCommand(CLI::App& app) {
                   "the spawned node's --cleaner-max-dead (default: the node's, 0.08)")
       ->check(cli::Fraction());
   cmd->add_option("--writeback-threads", f->writeback_threads,
-                  "the spawned node's --writeback-threads (default: the node's, 1)");
+                  "the spawned node's --writeback-threads (default: the node's own default)");
   cmd->add_option("--cleaner-idle-ms", f->cleaner_idle_ms,
                   "the spawned node's --cleaner-idle-ms (default: the node's, 100)");
   cmd->add_option("--disk-read-cache", f->disk_read_cache,
