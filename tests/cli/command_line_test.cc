@@ -4,6 +4,7 @@
 // off; and farswap-bench / farswap-demo find a farswap-server copied beside
 // them (or given by --server-bin) instead of the one in this build tree.
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -347,6 +348,53 @@ TEST(CommandLineTest, IndexBenchReportsEveryKeyFoundAndItsCost) {
   for (const char* op : {"insert_ns", "find_ns", "replace_ns", "erase_ns"}) {
     EXPECT_GT(j.value(op, 0.0), 0) << op << " " << j.dump();
   }
+}
+
+// bench/compare-fio, small: fio's sequential direct writes and a spawned
+// node's writeback on the same file system, in one JSON object. Without
+// --writeback-threads the node runs its own default (2 where it may run on
+// two CPUs, as this test's affinity mask says), and the output says which.
+TEST(CommandLineTest, CompareFioPrintsFioAndTheNodeSideBySide) {
+  if (Exec({"/bin/sh", "-c", "command -v fio"}).exit_status != 0) {
+    GTEST_SKIP() << "fio is not installed (scripts/install-deps installs it)";
+  }
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  ASSERT_EQ(sched_getaffinity(0, sizeof(cpus), &cpus), 0);
+  const int default_threads = CPU_COUNT(&cpus) >= 2 ? 2 : 1;
+  TempDir dir;
+  for (const std::string threads : {"", "1"}) {
+    std::vector<std::string> argv = {"/bin/bash",
+                                     std::string(FARSWAP_SOURCE_DIR) + "/bench/compare-fio",
+                                     "--corpus",
+                                     kCorpus,
+                                     "--bench",
+                                     kBench,
+                                     "--dir",
+                                     dir.path(),
+                                     "--fio-size",
+                                     "16M",
+                                     "--pool-limit",
+                                     "4M",
+                                     "--long-drain-copies",
+                                     "0"};
+    if (!threads.empty()) argv.insert(argv.end(), {"--writeback-threads", threads});
+    ProgramResult r = Exec(argv);
+    ASSERT_EQ(r.exit_status, 0) << r.out << "\n" << r.err;
+    nlohmann::json j = nlohmann::json::parse(r.out, nullptr, /*allow_exceptions=*/false);
+    ASSERT_TRUE(j.is_object()) << "stdout is not one JSON object: " << r.out << "\n" << r.err;
+    EXPECT_EQ(j.value("verified", false), true) << j.dump();
+    EXPECT_EQ(j.value("writeback_threads", 0), threads.empty() ? default_threads : 1) << j.dump();
+    for (const char* fio : {"fio_psync_qd1_bytes_per_s", "fio_io_uring_qd8_bytes_per_s",
+                            "fio_psync_request_size_bytes_per_s"}) {
+      EXPECT_GT(j.value(fio, 0.0), 0) << fio << " " << j.dump();
+    }
+    EXPECT_TRUE(j.contains("writeback_drain_vs_fio_psync")) << j.dump();
+    EXPECT_FALSE(j.contains("long_drain_bytes_per_s")) << j.dump();  // --long-drain-copies 0
+    EXPECT_GT(j.value("store_pages_per_s", 0.0), 0) << j.dump();
+  }
+  // Its folders under --dir are gone: only what the test made is left.
+  EXPECT_TRUE(std::filesystem::is_empty(dir.path())) << dir.path();
 }
 
 // The writeback bench on the test corpus with a small file: two threads
