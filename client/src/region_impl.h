@@ -308,6 +308,10 @@ class RegionImpl {
   // there was no room.
   size_t PrefetchMany(std::span<const uint64_t> pages, uint8_t* bufs);
   void PublishPrefetched(uint64_t page, uint8_t new_state);
+  // InstallZeros maps a private zeroed page at `page` (UFFDIO_COPY, which
+  // wakes its faulter); returns 0 or the errno. Never the shared zero page:
+  // region.cc says why.
+  int InstallZeros(uint64_t page);
   // InstallLoaded maps a page loaded from the backend (`data`): writable
   // with its hash kept (options_.install_writable), or write-protected and
   // kClean. Sets *state to the state to publish; returns 0 or the errno

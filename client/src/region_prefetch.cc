@@ -157,11 +157,7 @@ size_t RegionImpl::PrefetchMany(std::span<const uint64_t> pages, uint8_t* bufs) 
       continue;
     }
     // Zeros cost no transfer; installing them ahead saves the scan a fault.
-    uffdio_zeropage z{};
-    z.range.start = reinterpret_cast<uint64_t>(Addr(page));
-    z.range.len = kPage;
-    if (int err = Ioctl(RegionIoctl::kZeroPage, page, UFFDIO_ZEROPAGE, &z);
-        err != 0 && err != EEXIST) {
+    if (int err = InstallZeros(page); err != 0 && err != EEXIST) {
       // Not installed, so not resident. A faulter waiting on the page is
       // woken and faults again; its own fault path retries or SIGBUSes.
       if (err != EAGAIN) {

@@ -186,8 +186,8 @@ TEST(RegionSigbusTest, FailedInstallOfALoadedPageIsRetried) {
   EXPECT_EQ(WEXITSTATUS(status), 0);
 }
 
-// The same for the zero-fill of a never-written page (UFFDIO_ZEROPAGE for a
-// read), failing twice with load_attempts = 3; and for EAGAIN, which the
+// The same for the zero-fill of a never-written page (a UFFDIO_COPY of zeros,
+// RegionIoctl::kZeroPage), failing twice with load_attempts = 3; and for EAGAIN, which the
 // kernel returns while a REMOVE or UNMAP event is pending, many times.
 TEST(RegionSigbusTest, FailedZeroFillIsRetried) {
   for (int err : {EFAULT, EAGAIN}) {

@@ -15,8 +15,8 @@
 // PageBackend. Each page is in one of these states (one atomic byte each):
 //
 //   kEmpty    never stored remotely, not resident: a fault installs zeros
-//             locally (UFFDIO_ZEROPAGE for a read, a zero page copied in for
-//             a write) without a backend round trip.
+//             locally (a private zeroed page copied in, for a read as for a
+//             write; never the shared zero page) without a backend round trip.
 //   kRemote   not resident; the backend holds the current contents.
 //   kClean    resident and write-protected; the backend copy is current.
 //   kDirty    resident and writable; the backend copy is stale or missing.
@@ -97,7 +97,7 @@
 // page stays kRemote, so a handler that returns retries the load. Each
 // such failure is counted and the last error is kept (stats()).
 //
-// A page whose install fails (UFFDIO_COPY or UFFDIO_ZEROPAGE) is not
+// A page whose install fails (UFFDIO_COPY of its contents or of zeros) is not
 // counted resident: the fault is retried (EAGAIN, which the kernel returns
 // while a REMOVE or UNMAP event is pending, for up to 5 s; other errors up
 // to `load_attempts` installs in all), then its thread gets SIGBUS.
@@ -154,7 +154,8 @@
 namespace farswap {
 
 // RegionIoctl names the userfaultfd calls that map or protect a page, for
-// RegionOptions::ioctl_error_for_testing.
+// RegionOptions::ioctl_error_for_testing. kZeroPage is a zero-fill of a
+// never-written page (a UFFDIO_COPY of zeros), kCopy any other UFFDIO_COPY.
 enum class RegionIoctl { kCopy, kZeroPage, kWriteProtect, kUnprotect };
 
 struct RegionOptions {
@@ -201,8 +202,8 @@ struct RegionOptions {
   // kernel before 6.8) and for a page that cannot be moved, the region
   // write-protects whatever this says.
   bool write_protect_evictions = false;
-  // Test only (fault injection): called before each UFFDIO_COPY,
-  // UFFDIO_ZEROPAGE and UFFDIO_WRITEPROTECT the region issues, with the
+  // Test only (fault injection): called before each UFFDIO_COPY and
+  // UFFDIO_WRITEPROTECT the region issues (RegionIoctl says which), with the
   // first page it covers; a nonzero return is taken as that call's errno and
   // the call is not made. Called from the region's threads concurrently.
   std::function<int(RegionIoctl op, uint64_t page)> ioctl_error_for_testing;
