@@ -245,6 +245,7 @@ absl::StatusOr<Json> Run(const RegionFlags& f) {
       .Bool("install_writable", options.install_writable)
       .Bool("drop_by_move", options.drop_by_move)
       .Int("moved_evictions", s.moved_evictions)
+      .Int("unreported_moves", s.unreported_moves)
       .Bool("write_protect_evictions", options.write_protect_evictions)
       .Bool("client_poll", f.spawn.has_value() && !f.no_client_poll)
       .Int("prefetch_issued", s.prefetch_issued)

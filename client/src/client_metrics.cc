@@ -190,6 +190,10 @@ std::vector<MetricFamily> CollectRegionStats(const RegionStats& s) {
   AddCounter(out, "farswap_region_moved_evictions_total",
              "Evicted pages that left by UFFDIO_MOVE, raising no userfaultfd event.",
              double(s.moved_evictions));
+  AddCounter(out, "farswap_region_unreported_moves_total",
+             "Pages an eviction's UFFDIO_MOVE moved without counting them (a kernel miscount), "
+             "found and taken as moved.",
+             double(s.unreported_moves));
   AddCounter(out, "farswap_region_evictions_cancelled_total",
              "Evictions cancelled by a write during the snapshot.", double(s.evictions_cancelled));
   AddCounter(out, "farswap_region_pages_stored_total", "Pages stored through the backend.",

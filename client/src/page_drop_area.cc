@@ -37,8 +37,8 @@ namespace {
 constexpr uint64_t kPage = 4096;
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<PageDropArea>> PageDropArea::Create(uint32_t slots,
-                                                                   uint32_t slot_pages) {
+absl::StatusOr<std::unique_ptr<PageDropArea>> PageDropArea::Create(
+    uint32_t slots, uint32_t slot_pages, MoveReportForTesting move_report_for_testing) {
   if (slots == 0 || slot_pages == 0) {
     return absl::InvalidArgumentError("PageDropArea: slots and slot_pages must be >= 1");
   }
@@ -83,12 +83,17 @@ absl::StatusOr<std::unique_ptr<PageDropArea>> PageDropArea::Create(uint32_t slot
     return absl::UnimplementedError(
         absl::StrCat("UFFDIO_REGISTER of the drop area offers no UFFDIO_MOVE: ", strerror(e)));
   }
-  return std::unique_ptr<PageDropArea>(
-      new PageDropArea(uffd, static_cast<uint8_t*>(mem), slots, slot_pages));
+  return std::unique_ptr<PageDropArea>(new PageDropArea(
+      uffd, static_cast<uint8_t*>(mem), slots, slot_pages, std::move(move_report_for_testing)));
 }
 
-PageDropArea::PageDropArea(int uffd, uint8_t* base, uint32_t slots, uint32_t slot_pages)
-    : uffd_(uffd), base_(base), slots_(slots), slot_pages_(slot_pages) {
+PageDropArea::PageDropArea(int uffd, uint8_t* base, uint32_t slots, uint32_t slot_pages,
+                           MoveReportForTesting move_report_for_testing)
+    : uffd_(uffd),
+      base_(base),
+      slots_(slots),
+      slot_pages_(slot_pages),
+      move_report_for_testing_(std::move(move_report_for_testing)) {
   MutexLock l(&mu_);
   for (uint32_t i = slots; i > 0; --i) free_.push_back(i - 1);
 }
@@ -144,15 +149,42 @@ size_t PageDropArea::Slot::Move(const void* addr, size_t pages, int* err, bool a
   // Nobody waits on the area. With holes allowed, a page the program
   // already zapped is gone as wanted.
   m.mode = UFFDIO_MOVE_MODE_DONTWAKE | (allow_holes ? UFFDIO_MOVE_MODE_ALLOW_SRC_HOLES : 0);
-  const int rc = ioctl(area_->uffd_, UFFDIO_MOVE, &m);
-  const int e = errno;
-  // `move` is what the kernel did, also on failure (negative: nothing; a
-  // page is moved whole or not at all).
-  const size_t moved = m.move > 0 ? static_cast<size_t>(m.move) / kPage : 0;
+  int rc = ioctl(area_->uffd_, UFFDIO_MOVE, &m);
+  int e = errno;
+  if (area_->move_report_for_testing_) {
+    const int64_t report = area_->move_report_for_testing_(m.move);
+    if (report < m.move) {
+      m.move = report;
+      rc = -1;
+      e = EAGAIN;
+    }
+  }
+  // `move` is what the kernel says it did, also on failure (negative:
+  // nothing; a page is moved whole or not at all).
+  size_t moved = m.move > 0 ? static_cast<size_t>(m.move) / kPage : 0;
+  if (moved < pages) {
+    // Checked, not trusted (see Move in the header). Past a hole nothing
+    // can be told, which is why only moves without holes are checked.
+    const size_t unreported =
+        allow_holes ? 0 : area_->CountUnreported(index_, used_ + moved, used_ + pages);
+    if (unreported > 0) {
+      area_->unreported_moves_.fetch_add(unreported, std::memory_order_relaxed);
+      moved += unreported;
+    }
+  }
   used_ += moved;
-  if (rc == 0 && moved == pages) return moved;
+  if (moved == pages) return moved;
   *err = rc != 0 ? e : EAGAIN;
   return moved;
+}
+
+size_t PageDropArea::CountUnreported(uint32_t index, size_t at, size_t limit) const {
+  size_t n = 0;
+  for (size_t i = at; i < limit; ++i, ++n) {
+    unsigned char resident = 0;
+    if (mincore(SlotBase(index) + i * kPage, kPage, &resident) != 0 || !(resident & 1)) break;
+  }
+  return n;
 }
 
 bool PageDropArea::Slot::Free() {

@@ -31,8 +31,10 @@
 #ifndef FARSWAP_CLIENT_PAGE_DROP_AREA_H_
 #define FARSWAP_CLIENT_PAGE_DROP_AREA_H_
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <vector>
@@ -44,10 +46,18 @@ namespace farswap {
 
 class PageDropArea {
  public:
+  // MoveReportForTesting (test only): given the bytes a UFFDIO_MOVE reported
+  // moved (its `move`), returns the report Move is to see instead. A smaller
+  // report is seen with EAGAIN, as the kernel's report of a move that
+  // stopped short: this is how a test makes the kernel's count short of what
+  // it moved (see Move). Called from the slots' threads concurrently.
+  using MoveReportForTesting = std::function<int64_t(int64_t reported)>;
+
   // Create maps `slots` slots of `slot_pages` pages each. UNIMPLEMENTED when
   // the kernel has no UFFDIO_MOVE (before 6.8); FAILED_PRECONDITION or
   // RESOURCE_EXHAUSTED for the other failures (no userfaultfd, no memory).
-  static absl::StatusOr<std::unique_ptr<PageDropArea>> Create(uint32_t slots, uint32_t slot_pages);
+  static absl::StatusOr<std::unique_ptr<PageDropArea>> Create(
+      uint32_t slots, uint32_t slot_pages, MoveReportForTesting move_report_for_testing = nullptr);
   ~PageDropArea();
   PageDropArea(const PageDropArea&) = delete;
   PageDropArea& operator=(const PageDropArea&) = delete;
@@ -72,6 +82,15 @@ class PageDropArea {
     // UFFDIO_MOVE documents). With allow_holes a page that was already
     // missing counts as moved (it is gone, as wanted) and leaves a hole in
     // the slot; without, every page moved is in the slot to read (PageAt).
+    //
+    // The kernel's count is checked, not trusted, where the move stopped
+    // short: the slot's pages past it are looked at (mincore), and each one
+    // there (from the first on, in order) was moved, whatever the count
+    // said, and counts as moved (unreported_moves). Linux 6.18 was seen to
+    // report EAGAIN with one page fewer than it had moved; taken at its
+    // word, that page would be gone from the region and in no one's hands.
+    // A slot page past used() is never there otherwise: nothing but a move
+    // maps one, and Free zaps what was moved in.
     size_t Move(const void* addr, size_t pages, int* err, bool allow_holes = true);
     // used: pages moved in since the last Free; the next Move's first page
     // lands at PageAt(used()).
@@ -99,9 +118,16 @@ class PageDropArea {
   std::optional<Slot> TryAcquire() ABSL_LOCKS_EXCLUDED(mu_);
 
   uint32_t slot_pages() const { return slot_pages_; }
+  // unreported_moves: pages found moved past what the kernel reported (see
+  // Slot::Move); 0 unless the kernel miscounted (or a test made it seem so).
+  uint64_t unreported_moves() const { return unreported_moves_.load(std::memory_order_relaxed); }
 
  private:
-  PageDropArea(int uffd, uint8_t* base, uint32_t slots, uint32_t slot_pages);
+  PageDropArea(int uffd, uint8_t* base, uint32_t slots, uint32_t slot_pages,
+               MoveReportForTesting move_report_for_testing);
+  // CountUnreported: how many of the slot's pages from `at` on (fewer than
+  // `limit`) are there, counted from `at` until the first that is not.
+  size_t CountUnreported(uint32_t index, size_t at, size_t limit) const;
   void Release(uint32_t index, bool broken) ABSL_LOCKS_EXCLUDED(mu_);
   uint8_t* SlotBase(uint32_t index) const { return base_ + uint64_t{index} * slot_pages_ * 4096; }
 
@@ -109,6 +135,8 @@ class PageDropArea {
   uint8_t* const base_;
   const uint32_t slots_;
   const uint32_t slot_pages_;
+  const MoveReportForTesting move_report_for_testing_;
+  std::atomic<uint64_t> unreported_moves_{0};
 
   Mutex mu_;
   std::vector<uint32_t> free_ ABSL_GUARDED_BY(mu_);  // slot indexes

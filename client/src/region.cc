@@ -205,8 +205,8 @@ void RegionImpl::Start() {
   if (options_.drop_by_move) {
     // A slot per evictor thread, and two for Advise(kCold) callers (more
     // callers at once drop by madvise).
-    absl::StatusOr<std::unique_ptr<PageDropArea>> area =
-        PageDropArea::Create(static_cast<uint32_t>(evict_threads) + 2, evict_batch_);
+    absl::StatusOr<std::unique_ptr<PageDropArea>> area = PageDropArea::Create(
+        static_cast<uint32_t>(evict_threads) + 2, evict_batch_, options_.move_report_for_testing);
     // Unavailable (a kernel before 6.8): every drop is a MADV_DONTNEED, as
     // moved_evictions staying 0 shows.
     if (area.ok()) drop_area_ = std::move(*area);
@@ -283,6 +283,7 @@ RegionStats RegionImpl::Stats() const {
   s.evictions_kept_zap_pending = r(zap_kept_);
   s.pages_unmapped = r(pages_unmapped_);
   s.moved_evictions = r(moved_evictions_);
+  s.unreported_moves = drop_area_ != nullptr ? drop_area_->unreported_moves() : 0;
   s.resident_pages = r(resident_);
   s.max_resident_pages = r(max_resident_);
   s.budget_pages = budget_pages_;
