@@ -163,10 +163,9 @@ size_t PageDropArea::Slot::Move(const void* addr, size_t pages, int* err, bool a
   // nothing; a page is moved whole or not at all).
   size_t moved = m.move > 0 ? static_cast<size_t>(m.move) / kPage : 0;
   if (moved < pages) {
-    // Checked, not trusted (see Move in the header). Past a hole nothing
-    // can be told, which is why only moves without holes are checked.
-    const size_t unreported =
-        allow_holes ? 0 : area_->CountUnreported(index_, used_ + moved, used_ + pages);
+    // Checked, not trusted (see Move in the header). A hole leaves no page
+    // in the slot, so with holes allowed the count stops at the first one.
+    const size_t unreported = area_->CountUnreported(index_, used_ + moved, used_ + pages);
     if (unreported > 0) {
       area_->unreported_moves_.fetch_add(unreported, std::memory_order_relaxed);
       moved += unreported;

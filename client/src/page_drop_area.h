@@ -90,7 +90,8 @@ class PageDropArea {
     // report EAGAIN with one page fewer than it had moved; taken at its
     // word, that page would be gone from the region and in no one's hands.
     // A slot page past used() is never there otherwise: nothing but a move
-    // maps one, and Free zaps what was moved in.
+    // maps one, and Free zaps what was moved in. (A hole moved leaves no
+    // page, so with holes allowed the look stops at the first hole.)
     size_t Move(const void* addr, size_t pages, int* err, bool allow_holes = true);
     // used: pages moved in since the last Free; the next Move's first page
     // lands at PageAt(used()).

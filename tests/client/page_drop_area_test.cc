@@ -217,6 +217,30 @@ TEST(PageDropAreaTest, PagesMovedPastAShortReportCountAsMoved) {
   EXPECT_EQ(area->unreported_moves(), 2u);
 }
 
+// With holes allowed, a short report is checked as far as the first hole
+// past it (a hole leaves no page in the slot). Here the report stops at the
+// hole, and the two pages moved after it count as moved: the next move
+// lands after them instead of failing on them.
+TEST(PageDropAreaTest, WithHolesPagesPastAShortReportCountAsMovedToo) {
+  auto area = MakeArea(1, 8, [](int64_t reported) {
+    return reported > int64_t{2 * kPage} ? reported - int64_t{2 * kPage} : reported;
+  });
+  REQUIRE_MOVE(area);
+  Registered m(8);
+  ASSERT_TRUE(m.ok());
+  for (uint64_t i : {0, 2, 3, 4}) ASSERT_TRUE(m.Fill(i, 5));  // page 1 missing
+  std::optional<PageDropArea::Slot> slot = area->TryAcquire();
+  ASSERT_TRUE(slot.has_value());
+  int err = -1;
+  EXPECT_EQ(slot->Move(m.page(0), 4, &err), 4u);
+  EXPECT_EQ(err, 0);
+  EXPECT_EQ(area->unreported_moves(), 2u);
+  for (uint64_t i = 0; i < 4; ++i) EXPECT_FALSE(m.Present(i)) << "page " << i;
+  EXPECT_EQ(slot->Move(m.page(4), 1, &err), 1u);
+  EXPECT_EQ(err, 0);
+  EXPECT_FALSE(m.Present(4));
+}
+
 TEST(PageDropAreaTest, AMoveLargerThanTheRoomMovesWhatFitsAndFreeMakesRoom) {
   auto area = MakeArea(1, 4);
   REQUIRE_MOVE(area);
