@@ -154,8 +154,7 @@ TEST_F(TenantRotationTest, SighupRotatesOneSecretAndKeepsTheOtherSessions) {
   Rewrite("a:sa:0\nb:sb-rotated:0\nc:sc:0\n");
   ASSERT_EQ(kill(node_->pid(), SIGHUP), 0);
   WaitForReloads(1, 0);
-  EXPECT_NE(node_->Log().find("1 added (c), 0 removed, 1 secret changed (b)"), std::string::npos)
-      << node_->Log();
+  EXPECT_TRUE(node_->WaitForLog("1 added (c), 0 removed, 1 secret changed (b)")) << node_->Log();
 
   // a: untouched, on the same connection and session.
   ASSERT_TRUE(Store(*ach, 2, 0xA2).ok());
@@ -238,9 +237,8 @@ TEST_F(TenantRotationTest, MalformedRewriteKeepsTheOldTenants) {
   ASSERT_EQ(kill(node_->pid(), SIGHUP), 0);
   WaitForReloads(0, 1);
   EXPECT_EQ(OperatorStats().tenant_reloads(), 0u);
-  EXPECT_NE(node_->Log().find("RELOAD REJECTED"), std::string::npos) << node_->Log();
-  EXPECT_NE(node_->Log().find("tenants:2: need three ':'-separated fields"), std::string::npos)
-      << node_->Log();
+  EXPECT_TRUE(node_->WaitForLog("RELOAD REJECTED")) << node_->Log();
+  EXPECT_TRUE(node_->WaitForLog("tenants:2: need three ':'-separated fields")) << node_->Log();
   ASSERT_TRUE(Store(*ach, 2, 0xA2).ok());
   EXPECT_TRUE(Attach("b", "sb").ok());
   EXPECT_EQ(Attach("c", "sc").status().code(), absl::StatusCode::kNotFound);
@@ -321,7 +319,7 @@ TEST_F(AdminTokenRotationTest, SighupPutsTheNewTokenInForceAndRefusesTheOld) {
   ASSERT_TRUE(n.ok()) << n.status() << node_->Log();
   EXPECT_GE(n->admin_token_reloads(), 1u);
   EXPECT_EQ(n->admin_token_reload_failures(), 0u);
-  EXPECT_NE(node_->Log().find("a new token is in force"), std::string::npos) << node_->Log();
+  EXPECT_TRUE(node_->WaitForLog("a new token is in force")) << node_->Log();
   EXPECT_EQ(node_->Log().find(kRotatedToken), std::string::npos) << "the token is never logged";
 
   // The old token is refused for operator work from now on, and counted
@@ -345,8 +343,7 @@ TEST_F(AdminTokenRotationTest, AChangedFileIsNoticedWithoutASignal) {
   absl::StatusOr<v1::NodeStats> n = WaitUntilAccepted(kRotatedToken);
   ASSERT_TRUE(n.ok()) << n.status() << node_->Log();
   EXPECT_EQ(n->admin_token_reloads(), 1u);
-  EXPECT_NE(node_->Log().find("(file changed): a new token is in force"), std::string::npos)
-      << node_->Log();
+  EXPECT_TRUE(node_->WaitForLog("(file changed): a new token is in force")) << node_->Log();
   EXPECT_EQ(StatsWith(kAdminToken).status().code(), absl::StatusCode::kUnauthenticated);
 }
 
@@ -364,10 +361,9 @@ TEST_F(AdminTokenRotationTest, ABadFileKeepsTheTokenInForce) {
   ASSERT_TRUE(n.ok()) << n.status() << node_->Log();
   EXPECT_GE(n->admin_token_reload_failures(), 1u) << node_->Log();
   EXPECT_EQ(n->admin_token_reloads(), 0u);
-  EXPECT_NE(node_->Log().find("RELOAD REJECTED, the node keeps the admin token it had"),
-            std::string::npos)
+  EXPECT_TRUE(node_->WaitForLog("RELOAD REJECTED, the node keeps the admin token it had"))
       << node_->Log();
-  EXPECT_NE(node_->Log().find("want at least 16"), std::string::npos) << node_->Log();
+  EXPECT_TRUE(node_->WaitForLog("want at least 16")) << node_->Log();
   EXPECT_EQ(StatsWith("too-short").status().code(), absl::StatusCode::kUnauthenticated);
 
   // Fixed: the next reload puts the good token in force.

@@ -313,4 +313,13 @@ std::string ServerProcess::backing_file() const {
 
 std::string ServerProcess::Log() const { return ReadFile(dir_ + "/server.log"); }
 
+bool ServerProcess::WaitForLog(const std::string& text, absl::Duration timeout) const {
+  const absl::Time deadline = absl::Now() + timeout;
+  for (;;) {
+    if (Log().find(text) != std::string::npos) return true;
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+}
+
 }  // namespace farswap::testing

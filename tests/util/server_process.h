@@ -97,6 +97,10 @@ class ServerProcess {
   std::string backing_file() const;
   // Log returns what the server has logged so far.
   std::string Log() const;
+  // WaitForLog waits until the server has logged `text`, or `timeout`
+  // passed; true if it has. For a line logged after the state change a test
+  // can see (a counter in its stats moves first, then the line is written).
+  bool WaitForLog(const std::string& text, absl::Duration timeout = absl::Seconds(30)) const;
 
  private:
   explicit ServerProcess(const ServerProcessOptions& options) : options_(options) {}
