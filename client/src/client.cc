@@ -1420,6 +1420,11 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& opt
     return absl::InvalidArgumentError("ClientOptions: pages_per_slab must be at least 1");
   }
   if (options.replicas < 0) return absl::InvalidArgumentError("ClientOptions: replicas < 0");
+  if (options.spin_wait < absl::ZeroDuration() ||
+      options.spin_wait_per_page < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "ClientOptions: spin_wait and spin_wait_per_page must be >= 0");
+  }
   if (attacher == nullptr) return absl::InvalidArgumentError("Client::Connect: no attacher");
   if (absl::Status s = client_internal::CheckDataTransportPreference(options.data_transport);
       !s.ok()) {
@@ -1466,7 +1471,8 @@ void Client::InvalidateAsync(uint64_t page_no, DoneCallback done) {
 
 std::vector<absl::Status> Client::StoreBatch(std::span<const PageWrite> pages, SnapshotMode mode,
                                              size_t* wire_bytes) {
-  client_internal::CompletionWaiter w(pages.size(), impl_->spin_wait(), impl_->wait_helper());
+  client_internal::CompletionWaiter w(pages.size(), impl_->spin_wait(pages.size()),
+                                      impl_->wait_helper());
   std::vector<DoneCallback> done;
   done.reserve(pages.size());
   for (size_t i = 0; i < pages.size(); ++i) done.push_back(w.Callback(i));
@@ -1475,7 +1481,8 @@ std::vector<absl::Status> Client::StoreBatch(std::span<const PageWrite> pages, S
 }
 
 std::vector<absl::Status> Client::LoadBatch(std::span<const PageRead> pages, size_t* wire_bytes) {
-  client_internal::CompletionWaiter w(pages.size(), impl_->spin_wait(), impl_->wait_helper());
+  client_internal::CompletionWaiter w(pages.size(), impl_->spin_wait(pages.size()),
+                                      impl_->wait_helper());
   std::vector<Impl::LoadRequest> requests(pages.size());
   for (size_t i = 0; i < pages.size(); ++i) {
     requests[i] = {.page_no = pages[i].page_no,

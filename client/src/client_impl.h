@@ -31,6 +31,7 @@
 #ifndef FARSWAP_CLIENT_SRC_CLIENT_IMPL_H_
 #define FARSWAP_CLIENT_SRC_CLIENT_IMPL_H_
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <functional>
@@ -126,6 +127,13 @@ class Client::Impl {
   absl::Status WaitUntilNodeUp(const std::string& address, absl::Duration timeout);
   int replicas() const { return replicas_; }
   absl::Duration spin_wait() const { return options_.spin_wait; }
+  // spin_wait(pages): how long a synchronous batch of `pages` spins
+  // (ClientOptions::spin_wait_per_page).
+  absl::Duration spin_wait(size_t pages) const {
+    if (options_.spin_wait <= absl::ZeroDuration() || pages <= 1) return options_.spin_wait;
+    absl::Duration d = options_.spin_wait + options_.spin_wait_per_page * int64_t(pages - 1);
+    return std::max(options_.spin_wait, std::min(d, ClientOptions::kMaxBatchSpinWait));
+  }
   // wait_helper: the transport a synchronous call's spin helps
   // (ClientOptions::poll_while_waiting), or nullptr.
   transport::Transport* wait_helper() const {

@@ -1073,6 +1073,13 @@ TEST_F(ClientClusterTest, NodeServingTcpAndUcxIsDialedOverThePreferredOne) {
   ClientOptions bad = Options();
   bad.data_transport = "rdma";
   EXPECT_EQ(Client::Connect(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  // So are negative spins.
+  bad = Options();
+  bad.spin_wait_per_page = absl::Microseconds(-1);
+  EXPECT_EQ(Client::Connect(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  bad = Options();
+  bad.spin_wait = absl::Microseconds(-1);
+  EXPECT_EQ(Client::Connect(bad).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

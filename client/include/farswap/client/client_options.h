@@ -119,6 +119,14 @@ struct ClientOptions {
   // loopback-to-LAN round trip: a reply that comes within it costs no
   // wake-up of the caller. 0: always sleep.
   absl::Duration spin_wait = absl::Microseconds(100);
+  // spin_wait_per_page: a batch call (StoreBatch, LoadBatch) of n pages
+  // spins spin_wait + (n - 1) x this, at most kMaxBatchSpinWait: a node
+  // answers a BATCH frame after it has handled every page in it, so a
+  // 32-page batch's reply comes later than one page's. Measured on the
+  // 2-vCPU development VM (client/README, "Waiting for a batch"). Ignored
+  // where spin_wait is 0.
+  absl::Duration spin_wait_per_page = absl::Microseconds(6);
+  static constexpr absl::Duration kMaxBatchSpinWait = absl::Milliseconds(1);
   // poll_while_waiting: while a synchronous call spins (spin_wait), it
   // reads replies itself: it runs the transport's ready I/O on the calling
   // thread (Transport::HelpPoll; TCP only, other backends just spin)
