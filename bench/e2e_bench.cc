@@ -61,6 +61,8 @@ struct E2eFlags {
   int cold_rounds = 5;
   // --scrub: after the loads, one Client::Scrub over every stored page.
   bool scrub = false;
+  // --no-client-poll: the client's waits leave replies to its I/O threads.
+  bool no_client_poll = false;
   bool json = false;
   // --data-tls: plaintext and TLS side by side; the certificate files (all
   // three, or none: the bench makes a throwaway CA with the openssl CLI).
@@ -230,6 +232,9 @@ absl::StatusOr<Json> RunE2eOnce(const E2eFlags& f, const PageFile& pages, const 
   o.codec = f.codec;
   o.op_timeout = absl::Seconds(1);
   o.health_interval = absl::Milliseconds(200);
+  // The bench makes only synchronous calls, holding no lock: its waits may
+  // read replies themselves (ClientOptions::poll_while_waiting).
+  o.poll_while_waiting = !f.no_client_poll;
   FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<Client> client, Client::Connect(o));
 
   const size_t kill_at = f.kill_after ? size_t(*f.kill_after * double(n)) : SIZE_MAX;
@@ -391,6 +396,7 @@ absl::StatusOr<Json> RunE2eOnce(const E2eFlags& f, const PageFile& pages, const 
       .Str("transport", f.transport)
       .Int("threads", f.threads)
       .Int("depth", f.depth)
+      .Bool("client_poll", !f.no_client_poll)
       .Num("store_pages_per_s", n / store_s)
       .Num("load_pages_per_s", n / load_s)
       .Num("load_us_p50", Percentile(all, 50))
@@ -644,6 +650,10 @@ CommandRunner AddE2eCommand(CLI::App& app) {
       ->capture_default_str();
   cmd->add_flag("--scrub", f->scrub,
                 "after the loads, scrub every page once (Client::Scrub) and report its rate");
+  cmd->add_flag("--no-client-poll", f->no_client_poll,
+                "the client's waits leave replies to its I/O threads "
+                "(ClientOptions::poll_while_waiting off; on by default: the bench makes only "
+                "synchronous calls)");
   cmd->add_flag("--json", f->json, "accepted for compatibility (the output is always JSON)");
   cmd->add_flag("--data-tls", f->data_tls,
                 "run the workload twice, on plaintext nodes then on --data-tls nodes, and report "
