@@ -107,6 +107,7 @@ struct RegionFlags {
   uint64_t evict_batch = 32;
   uint64_t fault_threads = 0;
   uint64_t evict_threads = 0;
+  std::optional<uint64_t> evict_nice;  // unset: RegionOptions' default
   uint64_t spin_us = 50;
   uint64_t busy_poll_us = 0;
   std::optional<uint64_t> node_io_threads;    // unset: farswap-server's default
@@ -193,6 +194,7 @@ absl::StatusOr<Json> Run(const RegionFlags& f) {
   options.evict_batch = static_cast<uint32_t>(f.evict_batch);
   options.fault_threads = static_cast<int>(f.fault_threads);
   options.evict_threads = static_cast<int>(f.evict_threads);
+  if (f.evict_nice) options.evict_nice = static_cast<int>(*f.evict_nice);
   options.spin_us = static_cast<uint32_t>(f.spin_us);
   options.prefetch = !f.no_prefetch;
   options.install_writable = !f.write_protect_loads;
@@ -252,6 +254,8 @@ absl::StatusOr<Json> Run(const RegionFlags& f) {
       .Bool("drop_by_move", options.drop_by_move)
       .Int("moved_evictions", s.moved_evictions)
       .Int("unreported_moves", s.unreported_moves)
+      .Int("evict_nice", options.evict_nice)
+      .Int("urgent_evictions", s.urgent_evictions)
       .Bool("write_protect_evictions", options.write_protect_evictions)
       .Bool("client_poll", f.spawn.has_value() && !f.no_client_poll)
       .Int("prefetch_issued", s.prefetch_issued)
@@ -318,6 +322,10 @@ CommandRunner AddRegionCommand(CLI::App& app) {
   cmd->add_option("--evict-threads", f->evict_threads, "eviction threads (0: the default)")
       ->check(cli::NonNegative())
       ->capture_default_str();
+  cmd->add_option("--evict-nice", f->evict_nice,
+                  "the background evictor threads run this much nicer than the program "
+                  "(RegionOptions::evict_nice; default: the region's, 19; 0: as the program)")
+      ->check(CLI::Range(0, 39));
   cmd->add_option("--spin-us", f->spin_us, "fault threads spin this long before sleeping")
       ->check(cli::NonNegative())
       ->capture_default_str();

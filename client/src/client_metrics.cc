@@ -194,6 +194,9 @@ std::vector<MetricFamily> CollectRegionStats(const RegionStats& s) {
              "Pages an eviction's UFFDIO_MOVE moved without counting them (a kernel miscount), "
              "found and taken as moved.",
              double(s.unreported_moves));
+  AddCounter(out, "farswap_region_urgent_evictions_total",
+             "Evictions made at the program's priority while faults were parked for room.",
+             double(s.urgent_evictions));
   AddCounter(out, "farswap_region_evictions_cancelled_total",
              "Evictions cancelled by a write during the snapshot.", double(s.evictions_cancelled));
   AddCounter(out, "farswap_region_pages_stored_total", "Pages stored through the backend.",

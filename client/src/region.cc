@@ -82,6 +82,10 @@ absl::StatusOr<std::unique_ptr<Region>> Region::Create(PageBackend* backend, uin
     return absl::InvalidArgumentError(
         "Region::Create: fault_threads and evict_threads must be 0 (auto) .. 64");
   }
+  if (options.evict_nice < 0 || options.evict_nice > 39) {
+    return absl::InvalidArgumentError(
+        "Region::Create: evict_nice must be 0 .. 39 (a nice value is at most 19 in the end)");
+  }
   const uint64_t pages = (bytes + kPage - 1) / kPage;
   const uint64_t budget = options.local_budget / kPage;
   if (budget < 4 * uint64_t{options.evict_batch}) {
@@ -203,10 +207,10 @@ void RegionImpl::Start() {
   const int evict_threads = options_.evict_threads > 0 ? options_.evict_threads : fault_threads;
   evict_threads_ = evict_threads;
   if (options_.drop_by_move) {
-    // A slot per evictor thread, and two for Advise(kCold) callers (more
+    // A slot per evictor thread (the urgent one too), and two for Advise(kCold) callers (more
     // callers at once drop by madvise).
     absl::StatusOr<std::unique_ptr<PageDropArea>> area = PageDropArea::Create(
-        static_cast<uint32_t>(evict_threads) + 2, evict_batch_, options_.move_report_for_testing);
+        static_cast<uint32_t>(evict_threads) + 3, evict_batch_, options_.move_report_for_testing);
     // Unavailable (a kernel before 6.8): every drop is a MADV_DONTNEED, as
     // moved_evictions staying 0 shows.
     if (area.ok()) drop_area_ = std::move(*area);
@@ -219,6 +223,7 @@ void RegionImpl::Start() {
   for (int i = 0; i < evict_threads; ++i) {
     SetThreadName(threads_.emplace_back([this] { EvictorThread(); }), "fs-evict");
   }
+  SetThreadName(threads_.emplace_back([this] { UrgentEvictorThread(); }), "fs-evict-urgent");
   if (options_.prefetch) {
     SetThreadName(threads_.emplace_back([this] { PrefetchThread(); }), "fs-prefetch");
   }
@@ -229,6 +234,7 @@ RegionImpl::~RegionImpl() {
     MutexLock l(&mu_);
     stop_.store(true);
     evictor_cv_.SignalAll();
+    urgent_cv_.SignalAll();
     prefetch_cv_.SignalAll();
     room_cv_.SignalAll();
   }
@@ -284,6 +290,7 @@ RegionStats RegionImpl::Stats() const {
   s.pages_unmapped = r(pages_unmapped_);
   s.moved_evictions = r(moved_evictions_);
   s.unreported_moves = drop_area_ != nullptr ? drop_area_->unreported_moves() : 0;
+  s.urgent_evictions = r(urgent_evictions_);
   s.resident_pages = r(resident_);
   s.max_resident_pages = r(max_resident_);
   s.budget_pages = budget_pages_;
@@ -637,6 +644,7 @@ bool RegionImpl::HandleMissing(ParkedFault f, std::vector<uint8_t>& buf, bool ma
       parked_.fetch_add(1, std::memory_order_relaxed);
       evict_wanted_ = true;
       evictor_cv_.Signal();
+      urgent_cv_.Signal();
       return false;
     }
     if (!state_[page].compare_exchange_strong(s, kFetching)) {

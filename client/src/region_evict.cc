@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -23,12 +25,27 @@ namespace {
 constexpr uint64_t kPage = 4096;
 // process_vm_readv takes at most IOV_MAX (1024) segments per call.
 constexpr size_t kMaxIov = 1024;
+// Empty batches in a row, with faults parked, before over-committing.
+constexpr int kStuckBatches = 64;
+
+// LowerThisThreadsPriority makes the calling thread `by` nicer (at most 19),
+// as a background thread should be. Raising a priority back needs
+// CAP_SYS_NICE, so it is done once, never undone. A failure (a seccomp
+// filter) leaves the thread as it was.
+void LowerThisThreadsPriority(int by) {
+  if (by <= 0) return;
+  const id_t tid = static_cast<id_t>(syscall(SYS_gettid));
+  errno = 0;
+  const int now = getpriority(PRIO_PROCESS, tid);
+  if (now == -1 && errno != 0) return;
+  (void)setpriority(PRIO_PROCESS, tid, std::min(19, now + by));
+}
+
 }  // namespace
 
 void RegionImpl::EvictorThread() {
+  LowerThisThreadsPriority(options_.evict_nice);
   std::vector<uint8_t> snapshot;  // this thread's batch copies
-  // Empty batches in a row, with faults parked, before over-committing.
-  constexpr int kStuckBatches = 64;
   int stuck_batches = 0;
   for (;;) {
     {
@@ -50,6 +67,8 @@ void RegionImpl::EvictorThread() {
     // Evict down to one batch under the budget, so faults and prefetches
     // find room without waiting for the next batch.
     while (!stop_.load() && resident_.load() + evict_batch_ > budget_pages_) {
+      // Sync point: a background batch is about to start; no lock held.
+      FARSWAP_SYNC_POINT("Region::EvictorThread:before-batch");
       const size_t evicted = EvictBatch(nullptr, snapshot);
       bool parked;
       {
@@ -59,6 +78,51 @@ void RegionImpl::EvictorThread() {
       }
       // Several batches in a row evicted nothing while faults wait (stores
       // failing, or every page in flight): let parked faults in over the
+      // budget rather than hang their threads.
+      stuck_batches = evicted == 0 && parked ? stuck_batches + 1 : 0;
+      overcommit_.store(stuck_batches >= kStuckBatches);
+      if (parked) {
+        uint64_t one = 1;
+        (void)!write(wake_fd_, &one, sizeof one);
+      }
+      if (evicted == 0) {
+        if (!parked) break;
+        std::this_thread::yield();  // pages in flight settle within an ioctl
+      }
+    }
+  }
+}
+
+void RegionImpl::UrgentEvictorThread() {
+  std::vector<uint8_t> snapshot;
+  int stuck_batches = 0;
+  for (;;) {
+    {
+      // Parked faults with residency still high: they wait for room. (With
+      // residency low again they only wait for a fault thread to read the
+      // evictor's wake-up.) A park signals urgent_cv_ under mu_.
+      MutexLock l(&mu_);
+      while ((parked_faults_.empty() || resident_.load() + evict_batch_ <= budget_pages_) &&
+             !stop_.load()) {
+        urgent_cv_.Wait(&mu_);
+      }
+      if (stop_.load()) return;
+    }
+    // Whatever the background evictors are doing (or waiting to be
+    // scheduled for), evict at the program's own priority, down to the mark
+    // they evict to.
+    while (!stop_.load() && resident_.load() + evict_batch_ > budget_pages_) {
+      FARSWAP_SYNC_POINT("Region::UrgentEvictor:before-batch");
+      const size_t evicted = EvictBatch(nullptr, snapshot);
+      urgent_evictions_.fetch_add(evicted, std::memory_order_relaxed);
+      bool parked;
+      {
+        MutexLock l(&mu_);
+        parked = !parked_faults_.empty();
+        room_cv_.SignalAll();
+      }
+      // As the background evictor decides (it may be the one starved):
+      // batches that evict nothing while faults wait let them in over the
       // budget rather than hang their threads.
       stuck_batches = evicted == 0 && parked ? stuck_batches + 1 : 0;
       overcommit_.store(stuck_batches >= kStuckBatches);

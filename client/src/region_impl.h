@@ -212,7 +212,11 @@ class RegionImpl {
   uint8_t* Addr(uint64_t page) const { return base_ + page * 4096; }
 
   // --- region_evict.cc ---
+  // EvictorThread: background eviction, RegionOptions::evict_nice nicer
+  // than the creating thread. UrgentEvictorThread: at the creating thread's
+  // priority, evicts only while faults are parked (woken by urgent_cv_).
   void EvictorThread();
+  void UrgentEvictorThread();
   // EvictBatch evicts up to evict_batch_ pages (CLOCK victims, or the pages
   // of `targets` when given); returns how many left local memory.
   // `snapshot` is the calling thread's buffer for the batch's copies.
@@ -365,6 +369,7 @@ class RegionImpl {
   std::atomic<uint64_t> install_retries_{0}, pages_removed_{0}, pages_unmapped_{0};
   std::atomic<uint64_t> zap_kept_{0};  // RegionStats::evictions_kept_zap_pending
   std::atomic<uint64_t> moved_evictions_{0};
+  std::atomic<uint64_t> urgent_evictions_{0};
   std::atomic<uint64_t> remote_faults_{0}, remote_fault_ns_{0}, remote_load_ns_{0},
       remote_install_ns_{0};
   std::array<std::atomic<uint64_t>, kFaultLatencyBuckets> latency_{};
@@ -382,6 +387,7 @@ class RegionImpl {
   CondVar evictor_cv_;   // resident_ passed the low watermark, or stop_
   CondVar prefetch_cv_;  // prefetch_queue_ non-empty, or stop_
   CondVar room_cv_;      // the evictor finished a batch
+  CondVar urgent_cv_;    // a fault was parked, or stop_
   bool evict_wanted_ ABSL_GUARDED_BY(mu_) = false;
   // evict_helpers_wanted_: evictor threads still to join the current round.
   int evict_helpers_wanted_ ABSL_GUARDED_BY(mu_) = 0;

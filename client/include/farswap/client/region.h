@@ -38,9 +38,10 @@
 // snapshot. Measured side by side, writable is faster (client/README.md).
 // The fault threads never wait for eviction: when residency is more than one
 // eviction batch over the budget, MISSING faults are parked (the faulting
-// thread stays blocked in the kernel) and served as soon as the evictor has
-// made room, while WP faults — which an eviction in flight may be waiting to
-// see — are always served at once. A thread spins on the (non-blocking) fd
+// thread stays blocked in the kernel) and served as soon as an evictor has
+// made room (the park wakes the urgent evictor, which runs at the program's
+// priority where the others run nicer: see evict_nice), while WP faults — which an eviction in
+// flight may be waiting to see — are always served at once. A thread spins on the (non-blocking) fd
 // for `spin_us` after each message before it blocks in poll(): waking a
 // blocked thread on the other vCPU costs 70–90 µs here, a spinning one ~25.
 //
@@ -172,6 +173,16 @@ struct RegionOptions {
   // Evictor threads: each claims a batch of victims and stores it on its
   // own, so batches overlap (compression, round trips). 0: as fault_threads.
   int evict_threads = 0;
+  // evict_nice: the evictor threads run this much nicer than the thread that
+  // created the region (setpriority, capped at 19; 0: as that thread).
+  // Eviction ahead of the budget is background work: at the program's own
+  // priority it keeps a CPU for a whole scheduler slice while a faulting
+  // thread or a memory node's I/O thread waits to run on it. When a fault is
+  // parked for room, eviction is no longer background: one more evictor
+  // thread ("fs-evict-urgent"), at the creating thread's priority, evicts
+  // for as long as faults stay parked, so a region on a CPU-bound machine
+  // is never left waiting for a starved background thread.
+  int evict_nice = 19;
   // After each fault message a fault thread polls for this long before
   // blocking (0: always block).
   uint32_t spin_us = 50;
@@ -247,6 +258,10 @@ struct RegionStats {
   // count (found in the drop area past the kernel's report, and taken as
   // moved). 0 unless the kernel miscounts; Linux 6.18 was seen to.
   uint64_t unreported_moves = 0;
+  // urgent_evictions: evictions (of `evictions`) made by the urgent evictor,
+  // the one that runs at the program's priority while faults are parked
+  // (RegionOptions::evict_nice).
+  uint64_t urgent_evictions = 0;
   uint64_t resident_pages = 0, max_resident_pages = 0;
   uint64_t budget_pages = 0;
   std::array<uint64_t, kFaultLatencyBuckets> fault_latency_us_log2{};
