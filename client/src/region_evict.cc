@@ -66,30 +66,7 @@ void RegionImpl::EvictorThread() {
     }
     // Evict down to one batch under the budget, so faults and prefetches
     // find room without waiting for the next batch.
-    while (!stop_.load() && resident_.load() + evict_batch_ > budget_pages_) {
-      // Sync point: a background batch is about to start; no lock held.
-      FARSWAP_SYNC_POINT("Region::EvictorThread:before-batch");
-      const size_t evicted = EvictBatch(nullptr, snapshot);
-      bool parked;
-      {
-        MutexLock l(&mu_);
-        parked = !parked_faults_.empty();
-        room_cv_.SignalAll();
-      }
-      // Several batches in a row evicted nothing while faults wait (stores
-      // failing, or every page in flight): let parked faults in over the
-      // budget rather than hang their threads.
-      stuck_batches = evicted == 0 && parked ? stuck_batches + 1 : 0;
-      overcommit_.store(stuck_batches >= kStuckBatches);
-      if (parked) {
-        uint64_t one = 1;
-        (void)!write(wake_fd_, &one, sizeof one);
-      }
-      if (evicted == 0) {
-        if (!parked) break;
-        std::this_thread::yield();  // pages in flight settle within an ioctl
-      }
-    }
+    EvictDownToMark("Region::EvictorThread:before-batch", snapshot, stuck_batches, nullptr);
   }
 }
 
@@ -111,29 +88,37 @@ void RegionImpl::UrgentEvictorThread() {
     // Whatever the background evictors are doing (or waiting to be
     // scheduled for), evict at the program's own priority, down to the mark
     // they evict to.
-    while (!stop_.load() && resident_.load() + evict_batch_ > budget_pages_) {
-      FARSWAP_SYNC_POINT("Region::UrgentEvictor:before-batch");
-      const size_t evicted = EvictBatch(nullptr, snapshot);
-      urgent_evictions_.fetch_add(evicted, std::memory_order_relaxed);
-      bool parked;
-      {
-        MutexLock l(&mu_);
-        parked = !parked_faults_.empty();
-        room_cv_.SignalAll();
-      }
-      // As the background evictor decides (it may be the one starved):
-      // batches that evict nothing while faults wait let them in over the
-      // budget rather than hang their threads.
-      stuck_batches = evicted == 0 && parked ? stuck_batches + 1 : 0;
-      overcommit_.store(stuck_batches >= kStuckBatches);
-      if (parked) {
-        uint64_t one = 1;
-        (void)!write(wake_fd_, &one, sizeof one);
-      }
-      if (evicted == 0) {
-        if (!parked) break;
-        std::this_thread::yield();  // pages in flight settle within an ioctl
-      }
+    EvictDownToMark("Region::UrgentEvictor:before-batch", snapshot, stuck_batches,
+                    &urgent_evictions_);
+  }
+}
+
+void RegionImpl::EvictDownToMark(const char* sync_point, std::vector<uint8_t>& snapshot,
+                                 int& stuck_batches, std::atomic<uint64_t>* evicted_count) {
+  while (!stop_.load() && resident_.load() + evict_batch_ > budget_pages_) {
+    // Sync point (named by the caller): a batch is about to start; no lock held.
+    FARSWAP_SYNC_POINT(sync_point);
+    const size_t evicted = EvictBatch(nullptr, snapshot);
+    if (evicted_count != nullptr) evicted_count->fetch_add(evicted, std::memory_order_relaxed);
+    bool parked;
+    {
+      MutexLock l(&mu_);
+      parked = !parked_faults_.empty();
+      room_cv_.SignalAll();
+    }
+    // Several batches in a row evicted nothing while faults wait (stores
+    // failing, or every page in flight): let parked faults in over the
+    // budget rather than hang their threads. Each evictor counts its own
+    // (the background one may be the one starved).
+    stuck_batches = evicted == 0 && parked ? stuck_batches + 1 : 0;
+    overcommit_.store(stuck_batches >= kStuckBatches);
+    if (parked) {
+      uint64_t one = 1;
+      (void)!write(wake_fd_, &one, sizeof one);
+    }
+    if (evicted == 0) {
+      if (!parked) break;
+      std::this_thread::yield();  // pages in flight settle within an ioctl
     }
   }
 }

@@ -217,6 +217,13 @@ class RegionImpl {
   // priority, evicts only while faults are parked (woken by urgent_cv_).
   void EvictorThread();
   void UrgentEvictorThread();
+  // EvictDownToMark evicts batch after batch until residency is a batch
+  // under the budget (or nothing can be evicted and no fault waits), waking
+  // parked faults after each; `stuck_batches` is the caller's count of
+  // empty batches with faults parked (overcommit_); `evicted_count`, if
+  // given, adds the pages evicted.
+  void EvictDownToMark(const char* sync_point, std::vector<uint8_t>& snapshot, int& stuck_batches,
+                       std::atomic<uint64_t>* evicted_count) ABSL_LOCKS_EXCLUDED(mu_);
   // EvictBatch evicts up to evict_batch_ pages (CLOCK victims, or the pages
   // of `targets` when given); returns how many left local memory.
   // `snapshot` is the calling thread's buffer for the batch's copies.

@@ -29,6 +29,7 @@ namespace farswap {
 namespace {
 
 using testing::FillPage;
+using testing::MakeRegion;
 using testing::PageMatches;
 constexpr uint64_t kPage = 4096;
 
@@ -47,14 +48,6 @@ std::map<int, int> NicenessOfThreadsNamed(const std::string& name) {
     out[tid] = nice;
   }
   return out;
-}
-
-std::unique_ptr<Region> MakeRegion(PageBackend* backend, uint64_t pages, uint64_t budget_pages,
-                                   RegionOptions options) {
-  options.local_budget = budget_pages * kPage;
-  absl::StatusOr<std::unique_ptr<Region>> r = Region::Create(backend, pages * kPage, options);
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? std::move(*r) : nullptr;
 }
 
 class RegionEvictorPriorityTest : public ::testing::Test {

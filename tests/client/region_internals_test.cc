@@ -48,15 +48,8 @@ class RegionTestPeer {
 namespace {
 
 using testing::FillPage;
+using testing::MakeRegion;
 using testing::PageMatches;
-
-std::unique_ptr<Region> MakeRegion(PageBackend* backend, uint64_t pages, uint64_t budget_pages,
-                                   RegionOptions options) {
-  options.local_budget = budget_pages * kPage;
-  absl::StatusOr<std::unique_ptr<Region>> r = Region::Create(backend, pages * kPage, options);
-  EXPECT_TRUE(r.ok()) << r.status();
-  return r.ok() ? std::move(*r) : nullptr;
-}
 
 // A fault thread holding a stale MISSING message reads the page's state
 // (resident), and before it looks at the page an evictor stores it, drops

@@ -1,15 +1,21 @@
-// region_test_util.h: a checksummed page pattern for region tests.
+// region_test_util.h: a checksummed page pattern for region tests, and a
+// region made for a test.
 #ifndef FARSWAP_TESTS_CLIENT_REGION_TEST_UTIL_H_
 #define FARSWAP_TESTS_CLIENT_REGION_TEST_UTIL_H_
 
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <linux/userfaultfd.h>
 #include <sys/ioctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
+
+#include "farswap/client/page_backend.h"
+#include "farswap/client/region.h"
 
 namespace farswap::testing {
 
@@ -65,6 +71,16 @@ inline bool KernelHasUffdMove() {
   const bool has = ioctl(fd, UFFDIO_API, &api) == 0 && (api.features & kFeatureMove);
   close(fd);
   return has;
+}
+
+// MakeRegion: a region of `pages` pages over `backend` whose local budget
+// is `budget_pages`; nullptr (and a test failure) if Create fails.
+inline std::unique_ptr<Region> MakeRegion(PageBackend* backend, uint64_t pages,
+                                          uint64_t budget_pages, RegionOptions options) {
+  options.local_budget = budget_pages * 4096;
+  absl::StatusOr<std::unique_ptr<Region>> r = Region::Create(backend, pages * 4096, options);
+  EXPECT_TRUE(r.ok()) << r.status();
+  return r.ok() ? std::move(*r) : nullptr;
 }
 
 }  // namespace farswap::testing
