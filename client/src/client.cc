@@ -7,12 +7,14 @@
 #include <algorithm>
 #include <cassert>
 #include <cstring>
+#include <mutex>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "client_impl.h"
 #include "completion_waiter.h"
 #include "data_address_choice.h"
+#include "farswap/common/cpu_idle.h"
 #include "farswap/common/sync_point.h"
 #include "farswap/common/thread_name.h"
 
@@ -1435,6 +1437,13 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& opt
   if (!t.ok()) return t.status();
   auto impl = std::make_unique<Impl>(options, std::move(attacher), std::move(*t));
   if (absl::Status s = impl->Start(); !s.ok()) return s;
+  // Once a process: a host setting, the same for every client in it.
+  static std::once_flag halt_polling_checked;
+  std::call_once(halt_polling_checked, [] {
+    if (std::string w = HaltPollingWarning(ReadCpuIdleState()); !w.empty()) {
+      spdlog::warn("farswap client: {}", w);
+    }
+  });
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
 

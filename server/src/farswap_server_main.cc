@@ -51,6 +51,7 @@
 #include "control_plane_tls.h"
 #include "credential_reloads.h"
 #include "farswap/common/cli.h"
+#include "farswap/common/cpu_idle.h"
 #include "farswap/common/mutex.h"
 #include "farswap/common/status_macros.h"
 #include "farswap/server/block_device.h"
@@ -347,6 +348,7 @@ int Serve(const Flags& f) {
   } else {
     spdlog::warn("no --backing-file: no LRU writeback; stores fail when the pool is full");
   }
+  if (std::string w = HaltPollingWarning(ReadCpuIdleState()); !w.empty()) spdlog::warn("{}", w);
   PageStoreLimits limits{.pool_limit_bytes = f.pool_limit,
                          .high_watermark = f.high_watermark,
                          .low_watermark = f.low_watermark};
