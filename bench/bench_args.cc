@@ -5,6 +5,8 @@
 #include <cstdlib>
 #include <iostream>
 
+#include "farswap/common/cpu_idle.h"
+
 namespace farswap::bench {
 
 int ExitStatusFor(const std::string& command, const absl::Status& status) {
@@ -57,6 +59,15 @@ Json& Json::ObjList(const std::string& key, const std::vector<Json>& v) {
   for (const Json& j : v) list.push_back(j.value_);
   value_[key] = std::move(list);
   return *this;
+}
+
+Json CpuIdleJson() {
+  const CpuIdleState s = ReadCpuIdleState();
+  Json j;
+  j.Str("driver", s.driver).Str("governor", s.governor);
+  if (s.guest_halt_poll_ns.has_value()) j.Int("guest_halt_poll_ns", *s.guest_halt_poll_ns);
+  j.Bool("halt_polling_off", s.halt_polling_off());
+  return j;
 }
 
 double Percentile(std::vector<double>& v, double p) {

@@ -86,6 +86,12 @@ class InFlightWindow {
   uint64_t in_flight_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
+// CpuIdleJson: what this machine's idle CPUs do (farswap/common/cpu_idle.h),
+// the "cpuidle" object of the benchmarks whose figures depend on it:
+// `driver`, `governor`, `guest_halt_poll_ns` (only where the haltpoll module
+// is loaded) and `halt_polling_off`.
+Json CpuIdleJson();
+
 // Percentile returns the p-th percentile (0..100) of `v` (sorted in place).
 double Percentile(std::vector<double>& v, double p);
 

@@ -397,6 +397,7 @@ absl::StatusOr<Json> RunE2eOnce(const E2eFlags& f, const PageFile& pages, const 
       .Int("threads", f.threads)
       .Int("depth", f.depth)
       .Bool("client_poll", !f.no_client_poll)
+      .Obj("cpuidle", CpuIdleJson())
       .Num("store_pages_per_s", n / store_s)
       .Num("load_pages_per_s", n / load_s)
       .Num("load_us_p50", Percentile(all, 50))

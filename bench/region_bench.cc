@@ -269,7 +269,8 @@ absl::StatusOr<Json> Run(const RegionFlags& f) {
       .Int("budget_pages", s.budget_pages)
       .Int("parked_faults", s.parked_faults)
       .Int("sigbus", s.sigbus_delivered)
-      .Bool("verified", far_sum == near_sum && s.sigbus_delivered == 0 && s.store_errors == 0);
+      .Bool("verified", far_sum == near_sum && s.sigbus_delivered == 0 && s.store_errors == 0)
+      .Obj("cpuidle", CpuIdleJson());
   return j;
 }
 
