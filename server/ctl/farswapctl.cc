@@ -92,6 +92,16 @@ void PrintHuman(const v1::GetStatsResponse& r) {
                                             ? absl::StrCat("none (", t.rdma_missing(), ")").c_str()
                                             : absl::StrJoin(t.rdma_devices(), ", ").c_str());
   }
+  if (n.has_cpuidle()) {
+    const v1::CpuIdleStats& c = n.cpuidle();
+    std::printf(
+        "  idle CPUs: %s%s%s\n",
+        c.driver().empty() ? "cpuidle unknown" : absl::StrCat("cpuidle ", c.driver()).c_str(),
+        c.has_guest_halt_poll_ns()
+            ? absl::StrCat(", guest_halt_poll_ns ", c.guest_halt_poll_ns()).c_str()
+            : "",
+        c.halt_polling_off() ? " (vCPUs halt at once: each wake-up goes through the host)" : "");
+  }
   if (n.data_tls()) {
     std::printf("  data plane encryption: TLS; %llu handshakes refused, %llu connections kTLS\n",
                 (unsigned long long)n.tls_handshake_failures(),

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "farswap/common/build_info.h"
+#include "farswap/common/cpu_idle.h"
 #include "farswap/common/metric_families.h"
 #include "prometheus/exposer.h"
 
@@ -340,6 +341,10 @@ std::vector<MetricFamily> NodeMetricsCollector::Collect() const {
   AddSample(info, 1, {{"node_id", sources_.node_id}, {"version", FarswapVersion()}});
   AddGauge(out, "farswap_node_uptime_seconds", "Seconds since the node process started.",
            absl::ToDoubleSeconds(absl::Now() - ProcessStartTime()));
+  AddGauge(out, "farswap_node_halt_polling_off",
+           "1 where the host is a KVM guest whose idle vCPUs halt at once (cpuidle driver "
+           "haltpoll, guest_halt_poll_ns 0), else 0.",
+           ReadCpuIdleState().halt_polling_off() ? 1 : 0);
   const PageStoreStats s = sources_.store->GetStats();
   AddPool(out, s.pool);
   AddStore(out, s);

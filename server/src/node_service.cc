@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "farswap/common/build_info.h"
+#include "farswap/common/cpu_idle.h"
 
 namespace farswap::server {
 namespace {
@@ -188,6 +189,14 @@ absl::Status MemoryNodeService::FillStats(const std::string& tenant_filter,
   n->mutable_data_transport()->set_rdma_missing(rdma_.missing);
   n->set_tenant_reloads(tenants_->reloads());
   n->set_tenant_reload_failures(tenants_->reload_failures());
+  {
+    const CpuIdleState idle = ReadCpuIdleState();
+    v1::CpuIdleStats* c = n->mutable_cpuidle();
+    c->set_driver(idle.driver);
+    c->set_governor(idle.governor);
+    if (idle.guest_halt_poll_ns.has_value()) c->set_guest_halt_poll_ns(*idle.guest_halt_poll_ns);
+    c->set_halt_polling_off(idle.halt_polling_off());
+  }
   n->set_admin_token_reloads(auth_->admin_token_reloads());
   n->set_admin_token_reload_failures(auth_->admin_token_reload_failures());
   v1::ColdTierStats* cold = n->mutable_cold();

@@ -17,6 +17,7 @@
 
 #include "absl/strings/str_split.h"
 #include "farswap/client/page_codec.h"
+#include "farswap/common/cpu_idle.h"
 #include "farswap/common/page_file.h"
 #include "farswap/transport/rpc_channel.h"
 #include "farswap/transport/transport.h"
@@ -200,6 +201,27 @@ TEST_F(NodeIntegrationTest, StatsNameTheDataTransportItsCarriersAndTheRdmaDevice
     (*client)->Shutdown();
     EXPECT_EQ((*node)->Terminate().value_or(-1), 0);
   }
+}
+
+// GetStats says what the host's idle CPUs do, as this process reads it
+// (the same host): the cpuidle driver and governor, the haltpoll window
+// where that module is loaded, and whether vCPUs halt at once.
+TEST_F(NodeIntegrationTest, StatsSayWhatTheHostsIdleCpusDo) {
+  const CpuIdleState here = ReadCpuIdleState();
+  auto node = ServerProcess::Start({});
+  ASSERT_TRUE(node.ok()) << node.status();
+  auto stats = Stats((*node)->grpc_addr());
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  ASSERT_TRUE(stats->node().has_cpuidle());
+  const v1::CpuIdleStats& c = stats->node().cpuidle();
+  EXPECT_EQ(c.driver(), here.driver);
+  EXPECT_EQ(c.governor(), here.governor);
+  EXPECT_EQ(c.has_guest_halt_poll_ns(), here.guest_halt_poll_ns.has_value());
+  if (here.guest_halt_poll_ns.has_value()) {
+    EXPECT_EQ(c.guest_halt_poll_ns(), *here.guest_halt_poll_ns);
+  }
+  EXPECT_EQ(c.halt_polling_off(), here.halt_polling_off());
+  EXPECT_EQ((*node)->Terminate().value_or(-1), 0);
 }
 
 TEST_F(NodeIntegrationTest, SessionsAreEnforcedAndTenantsIsolated) {
