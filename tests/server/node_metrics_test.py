@@ -98,11 +98,25 @@ def hist_count(fams, family, **labels):
     return value(fams, family, family + "_count", **labels)
 
 
+def halt_polling_off():
+    """1 where this host (the node's: the same) is a haltpoll guest that never polls."""
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.readline().strip()
+        except OSError:
+            return ""
+    driver = read("/sys/devices/system/cpu/cpuidle/current_driver")
+    window = read("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+    return 1 if driver == "haltpoll" and window == "0" else 0
+
+
 # The node's families: name (as the parser reports it, counters without
 # _total) -> (type, label names every sample carries).
 NODE_FAMILIES = {
     "farswap_node_info": ("gauge", {"node_id", "version"}),
     "farswap_node_uptime_seconds": ("gauge", set()),
+    "farswap_node_halt_polling_off": ("gauge", set()),
     "farswap_pool_orig_data_size_bytes": ("gauge", set()),
     "farswap_pool_compr_data_size_bytes": ("gauge", set()),
     "farswap_pool_mem_used_total_bytes": ("gauge", set()),
@@ -224,6 +238,8 @@ def node_test(args, node, ready):
     before = scrape(addr)
     check_families(before, NODE_FAMILIES)
     check(value(before, "farswap_node_info", node_id="metrics-test") == 1, "node_info")
+    check(value(before, "farswap_node_halt_polling_off") == halt_polling_off(),
+          "halt_polling_off: not what this host's sysfs says")
     check(value(before, "farswap_pool_mem_limit_bytes") == 512 * 1024, "mem_limit")
     check(value(before, "farswap_backing_size_bytes") == 64 << 20, "backing size")
     check(value(before, "farswap_tenant_stored_pages", tenant="default") == 0, "tenant pages")
