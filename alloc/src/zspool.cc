@@ -864,6 +864,52 @@ void ZsPool::Free(ZsHandle handle) {
   if (c.geo.huge) huge_objects_.fetch_sub(1, std::memory_order_relaxed);
 }
 
+void ZsPool::FreeMany(std::span<const ZsHandle> handles) {
+  // (class id, handle slot) of every live handle, by class: each class's
+  // objects are freed under one hold of its lock.
+  std::vector<std::pair<uint32_t, uint32_t>> live;
+  live.reserve(handles.size());
+  for (const ZsHandle h : handles) {
+    std::atomic<uint64_t>* word = h.value > kNone ? nullptr : HandleWordOrNull(uint32_t(h.value));
+    const uint64_t w = word == nullptr ? kFreeWord : word->load(std::memory_order_acquire);
+    assert(w != kFreeWord && "ZsPool::FreeMany of a handle that is not live");
+    if (w == kFreeWord) continue;
+    live.push_back({Location::Decode(w).class_id, uint32_t(h.value)});
+  }
+  std::sort(live.begin(), live.end());
+  // As in Free: the class never changes while the object lives; relocation
+  // may move it until the class lock is held. No locks held.
+  FARSWAP_SYNC_POINT("ZsPool::Free:resolved");
+  uint64_t freed_bytes = 0, huge = 0;
+  for (size_t i = 0; i < live.size();) {
+    const uint32_t class_id = live[i].first;
+    Class& c = *classes_[class_id];
+    MutexLock l(&c.mu);
+    for (; i < live.size() && live[i].first == class_id; ++i) {
+      std::atomic<uint64_t>& word = HandleWord(live[i].second);
+      Location loc = Location::Decode(word.load(std::memory_order_acquire));
+      Zspage* z = ZspageAt(loc.zspage_id);
+      freed_bytes += Class::ObjectLen(z, loc.idx);
+      c.ReleaseSlot(z, loc.idx);
+      if (z->inuse == 0) {
+        c.FreeZspage(z, false);
+      } else {
+        c.Relink(z);
+      }
+      word.store(kFreeWord, std::memory_order_release);
+      huge += c.geo.huge;
+    }
+    if (c.pending_pages >= options_.release_batch_pages) c.ReleasePendingPages();
+  }
+  {
+    MutexLock l(&handle_mu_);
+    for (const auto& [class_id, slot] : live) free_handle_slots_.push_back(slot);
+  }
+  compr_data_size_.fetch_sub(freed_bytes, std::memory_order_relaxed);
+  objects_.fetch_sub(live.size(), std::memory_order_relaxed);
+  if (huge != 0) huge_objects_.fetch_sub(huge, std::memory_order_relaxed);
+}
+
 // --- access -------------------------------------------------------------------
 
 ZsPool::Zspage* ZsPool::PinObject(uint32_t slot, Location* loc) const {

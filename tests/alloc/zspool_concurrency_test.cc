@@ -69,6 +69,17 @@ void RunChurn(uint32_t empty_cache_pages, bool release_batches = false) {
         Fill(buf.data(), len, tag);
         ASSERT_TRUE(pool.Write(*h, buf.data(), len).ok());
         mine.push_back({*h, tag, len});
+      } else if (r < 7 && t % 2 == 1 && mine.size() > 8) {
+        // Odd threads free several at once (as writeback publishes a
+        // round), beside the others' single Frees and Compact.
+        std::vector<ZsHandle> several;
+        for (size_t k = 1 + rng() % 8; k > 0; --k) {
+          size_t i = rng() % mine.size();
+          several.push_back(mine[i].h);
+          mine[i] = mine.back();
+          mine.pop_back();
+        }
+        pool.FreeMany(several);
       } else if (r < 7) {
         size_t i = rng() % mine.size();
         pool.Free(mine[i].h);

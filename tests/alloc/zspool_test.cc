@@ -5,6 +5,7 @@
 
 #include <map>
 #include <random>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -283,6 +284,74 @@ TEST_F(ZsPoolSyncPointTest, FreeRacingRelocationFreesTheMovedObject) {
   EXPECT_EQ(pool->GetStats().mem_used_total, 0u);
 }
 
+TEST_F(ZsPoolSyncPointTest, FreeManyRacingRelocationFreesTheMovedObject) {
+  auto pool = NewPool();
+  MovableSetup m = MakeMovable(*pool, 1000);
+  const uint64_t objects = pool->GetStats().objects;
+  // FreeMany resolved the handles' classes; relocation moves `keep` before
+  // it takes the class lock. It must release the new slot, once.
+  SyncPoints::SetOnce("ZsPool::Free:resolved", [&] { EXPECT_GT(pool->Compact(), 0u); });
+  const std::vector<ZsHandle> batch = {m.keep, m.others[0].first};
+  pool->FreeMany(batch);
+  ZsPoolStats s = pool->GetStats();
+  EXPECT_EQ(s.objects, objects - 2);
+  EXPECT_EQ(s.compr_data_size, (m.others.size() - 1) * 1000);
+  EXPECT_EQ(pool->Read(m.keep).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(pool->Read(m.others[0].first).status().code(), absl::StatusCode::kNotFound);
+  for (size_t i = 1; i < m.others.size(); ++i)
+    EXPECT_EQ(Get(*pool, m.others[i].first), m.others[i].second);
+  for (size_t i = 1; i < m.others.size(); ++i) pool->Free(m.others[i].first);
+  EXPECT_EQ(pool->GetStats().mem_used_total, 0u);
+}
+
+TEST(ZsPoolTest, FreeManyFreesEachObjectOnce) {
+  auto pool = NewPool();
+  // Objects of many classes, huge ones among them, in no class order.
+  std::vector<std::pair<ZsHandle, std::vector<uint8_t>>> all;
+  for (uint64_t i = 0; i < 600; ++i) {
+    const size_t len = i % 7 == 0 ? 4096 : 32 + (i * 37) % 3000;
+    auto d = Pattern(i, len);
+    all.emplace_back(Put(*pool, d), d);
+  }
+  std::vector<ZsHandle> batch;
+  uint64_t kept_bytes = 0, kept_huge = 0;
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (i % 3 != 1) {
+      batch.push_back(all[i].first);
+    } else {
+      kept_bytes += all[i].second.size();
+      kept_huge += all[i].second.size() == 4096;
+    }
+  }
+  pool->FreeMany(batch);
+  ZsPoolStats s = pool->GetStats();
+  EXPECT_EQ(s.objects, all.size() - batch.size());
+  EXPECT_EQ(s.compr_data_size, kept_bytes);
+  EXPECT_EQ(s.huge_pages, kept_huge);
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (i % 3 == 1) {
+      EXPECT_EQ(Get(*pool, all[i].first), all[i].second) << i;
+    } else {
+      EXPECT_EQ(pool->Read(all[i].first).status().code(), absl::StatusCode::kNotFound) << i;
+    }
+  }
+  // Every freed handle slot went back exactly once: as many new objects
+  // as were freed get handles, all distinct from the live ones and from
+  // each other, and every object keeps its own bytes.
+  std::set<uint64_t> handles;
+  for (size_t i = 1; i < all.size(); i += 3) handles.insert(all[i].first.value);
+  std::vector<std::pair<ZsHandle, std::vector<uint8_t>>> again;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    auto d = Pattern(10000 + i, 100 + i % 900);
+    again.emplace_back(Put(*pool, d), d);
+    EXPECT_TRUE(handles.insert(again.back().first.value).second) << "handle handed out twice";
+  }
+  for (auto& [h, d] : again) EXPECT_EQ(Get(*pool, h), d);
+  for (size_t i = 1; i < all.size(); i += 3) EXPECT_EQ(Get(*pool, all[i].first), all[i].second);
+  pool->FreeMany({});  // nothing to free: changes nothing
+  EXPECT_EQ(pool->GetStats().objects, all.size() - batch.size() + again.size());
+}
+
 // The model test: random malloc / write / free / compact / read against a
 // std::map, seeded so a failure reproduces.
 TEST(ZsPoolModelTest, MatchesAMapThroughRandomOperations) {
@@ -308,10 +377,18 @@ TEST(ZsPoolModelTest, MatchesAMapThroughRandomOperations) {
       } else if (op < 85 && !model.empty()) {
         auto it = model.lower_bound(rng() % next_id);
         if (it == model.end()) it = model.begin();
-        if (op < 75) {
+        if (op < 72) {
           pool->Free(it->second.first);
           sum -= it->second.second.size();
           model.erase(it);
+        } else if (op < 75) {  // several at once, from wherever `it` stands
+          std::vector<ZsHandle> batch;
+          for (uint64_t k = 1 + rng() % 24; k > 0 && it != model.end(); --k) {
+            batch.push_back(it->second.first);
+            sum -= it->second.second.size();
+            it = model.erase(it);
+          }
+          pool->FreeMany(batch);
         } else {  // rewrite in place with a shorter-or-equal new content
           auto d = Pattern(next_id++, it->second.second.size());
           ASSERT_TRUE(pool->Write(it->second.first, d.data(), d.size()).ok());

@@ -27,6 +27,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -140,6 +141,15 @@ class ZsPool {
   // Free releases the object. A handle that is not live is ignored in
   // release builds and asserts in debug builds.
   void Free(ZsHandle handle);
+
+  // FreeMany releases every object in `handles`, as Free on each would, but
+  // takes each class's lock once for all of that class's objects and the
+  // handle table's lock once, and updates the pool's counters once. For a
+  // thread that frees many objects at a time (writeback publishing a
+  // round): with two such threads, a lock and a counter per object made
+  // them wait on and bounce each other's cache lines (pool_test's
+  // FreeManyFreesEachObjectOnce; server/README.md, "Writeback threads").
+  void FreeMany(std::span<const ZsHandle> handles);
 
   // Write copies `len` bytes into the object. INVALID_ARGUMENT, with nothing
   // written, when `len` exceeds the length the object was allocated with —
