@@ -52,8 +52,12 @@
 //     is completed and published on its own writes' outcome).
 //                          sync point "PageStore::Writeback:after-io" [none]
 //  4. [key, one at a time] Each entry still (entry, gen), WRITEBACK_PENDING
-//     and ours (ticket) becomes ON_DISK(offset), leaves the LRU, its pool
-//     object is freed and its bytes count live in the segment. Otherwise the
+//     and ours (ticket) becomes ON_DISK(offset), leaves the LRU and its
+//     bytes count live in the segment; its pool object is freed with the
+//     round's others once every key lock is dropped (nothing reads the old
+//     handle of an ON_DISK entry).
+//                          sync point "PageStore::Writeback:before-free" [none]
+//     Otherwise the
 //     store, invalidate or load that came in between wins: its appended
 //     bytes stay dead, and nothing is published — an object is never
 //     resurrected over newer data. Return the segment (parked while it has
@@ -603,9 +607,24 @@ PageStore::RoundResult PageStore::CompleteRound(internal::WritebackRound& round)
   ReturnWriteQueue(std::move(round.queue));
   FARSWAP_SYNC_POINT("PageStore::Writeback:after-io");
 
-  // Step 4 [key lock, one entry at a time].
+  // Step 4 [key lock, one entry at a time]. The published entries' pool
+  // objects are freed after the loop [no lock]: once an entry says
+  // kOnDisk, under its key lock, nothing reads its old handle again. One
+  // FreeMany and one update of each counter per round, not per page: two
+  // writeback threads publishing at once otherwise queue on the pool's
+  // class and handle-table locks and bounce the counters' cache lines
+  // (server/README.md, "Writeback threads").
   RoundResult result{.io_failed = !io.ok()};
-  uint64_t aborted = 0;
+  uint64_t aborted = 0, published_bytes = 0;
+  std::vector<alloc::ZsHandle> freed;
+  freed.reserve(round.appended.size());
+  // pages_on_disk counts every entry the round may publish before the first
+  // one is, and gives back the ones it did not after: a store or invalidate
+  // of a published entry (which takes one off) may come before the round's
+  // end, and the gauge must never pass below zero.
+  if (io.ok()) {
+    counters_.pages_on_disk.fetch_add(round.appended.size(), std::memory_order_relaxed);
+  }
   for (const Appended& a : round.appended) {
     const WritebackCandidate& c = (*round.candidates)[a.candidate];
     MutexLock kl(&key_locks_->For(c.key));
@@ -628,12 +647,20 @@ PageStore::RoundResult PageStore::CompleteRound(internal::WritebackRound& round)
     segments_->AddLive(round.segment,
                        {.key = c.key, .gen = c.gen, .offset = a.offset, .length = a.length});
     lru_->Unlink(e);
-    pool_->Free(handle);
-    pool_->AddCallerCounters(-int64_t(farswap::kPageSize), 0);
-    counters_.pages_on_disk.fetch_add(1, std::memory_order_relaxed);
-    counters_.written_back_pages.fetch_add(1, std::memory_order_relaxed);
-    counters_.written_back_bytes.fetch_add(a.length, std::memory_order_relaxed);
+    freed.push_back(handle);
+    published_bytes += a.length;
     ++result.published;
+  }
+  FARSWAP_SYNC_POINT("PageStore::Writeback:before-free");
+  pool_->FreeMany(freed);
+  if (io.ok() && result.published != round.appended.size()) {
+    counters_.pages_on_disk.fetch_sub(round.appended.size() - result.published,
+                                      std::memory_order_relaxed);
+  }
+  if (result.published != 0) {
+    pool_->AddCallerCounters(-int64_t(farswap::kPageSize * result.published), 0);
+    counters_.written_back_pages.fetch_add(result.published, std::memory_order_relaxed);
+    counters_.written_back_bytes.fetch_add(published_bytes, std::memory_order_relaxed);
   }
   counters_.writeback_aborted.fetch_add(aborted, std::memory_order_relaxed);
   if (round.release_after != nullptr) segments_->Release(std::move(round.release_after));

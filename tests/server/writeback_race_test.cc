@@ -139,6 +139,59 @@ std::string StepName(const ::testing::TestParamInfo<const char*>& step) {
 INSTANTIATE_TEST_SUITE_P(AtEachWritebackStep, WritebackRaceTest,
                          ::testing::ValuesIn(kWritebackPoints), StepName);
 
+// After the publish, before the round's pool objects are freed (one
+// FreeMany per round, with no lock held): the entry already says ON_DISK,
+// so what comes in then sees the disk copy, and the old pool object is
+// still freed exactly once.
+class WritebackBeforeFreeTest : public WritebackRaceTest {};
+
+TEST_F(WritebackBeforeFreeTest, ALoadReadsTheDiskCopyAndThePoolObjectIsFreedOnce) {
+  PageStoreStats during;
+  SyncPoints::SetOnce("PageStore::Writeback:before-free", [&] {
+    ExpectPage(*store_, kTenant, kPage, v1_, 1);  // from the disk
+    during = store_->GetStats();
+  });
+  EXPECT_EQ(store_->RunWritebackOnce(), WritebackOutcome::kWrittenBack);
+  EXPECT_EQ(during.pages_on_disk, 1u);
+  EXPECT_EQ(during.pool.objects, 1u) << "freed before the sync point: the test tests nothing";
+  PageStoreStats st = store_->GetStats();
+  EXPECT_EQ(st.pages_on_disk, 1u);
+  EXPECT_EQ(st.pool.objects, 0u);
+  EXPECT_EQ(st.pool.compr_data_size, 0u);
+  EXPECT_EQ(st.pool.orig_data_size, 0u);
+  EXPECT_EQ(st.written_back_pages, 1u);
+  ExpectPage(*store_, kTenant, kPage, v1_, 1);
+}
+
+TEST_F(WritebackBeforeFreeTest, AStoreReplacesThePublishedPage) {
+  SyncPoints::SetOnce("PageStore::Writeback:before-free",
+                      [&] { ASSERT_TRUE(StorePayload(*store_, kTenant, kPage, v2_, 2).ok()); });
+  EXPECT_EQ(store_->RunWritebackOnce(), WritebackOutcome::kWrittenBack);
+  ExpectPage(*store_, kTenant, kPage, v2_, 2);
+  PageStoreStats st = store_->GetStats();
+  EXPECT_EQ(st.pages_on_disk, 0u) << "the replaced disk copy is still counted";
+  EXPECT_EQ(st.stored_pages, 1u);
+  EXPECT_EQ(st.pool.objects, 1u) << "v1's pool object leaked, or v2's was freed";
+  EXPECT_EQ(st.pool.compr_data_size, v2_.size());
+  EXPECT_EQ(st.pool.orig_data_size, 4096u);
+}
+
+TEST_F(WritebackBeforeFreeTest, AnInvalidateLeavesNothing) {
+  uint64_t on_disk_after_invalidate = 1;
+  SyncPoints::SetOnce("PageStore::Writeback:before-free", [&] {
+    ASSERT_TRUE(store_->Invalidate(kTenant, kPage).ok());
+    on_disk_after_invalidate = store_->GetStats().pages_on_disk;
+  });
+  EXPECT_EQ(store_->RunWritebackOnce(), WritebackOutcome::kWrittenBack);
+  EXPECT_EQ(on_disk_after_invalidate, 0u) << "pages_on_disk must not pass below zero";
+  EXPECT_EQ(store_->Load(kTenant, kPage).status().code(), absl::StatusCode::kNotFound);
+  PageStoreStats st = store_->GetStats();
+  EXPECT_EQ(st.pages_on_disk, 0u);
+  EXPECT_EQ(st.stored_pages, 0u);
+  EXPECT_EQ(st.pool.objects, 0u);
+  EXPECT_EQ(st.pool.orig_data_size, 0u);
+}
+
 // Two writebacks of the same entry: a load cancels the first while it is
 // writing, a second one writes the page back completely, then the first
 // comes back. It must neither publish nor undo the second one's work.
