@@ -13,6 +13,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "farswap/common/sync_point.h"
 #include "region_impl.h"
 
 namespace farswap {
@@ -94,6 +95,9 @@ void RegionImpl::Publish(uint64_t page, uint8_t state) {
 
 void RegionImpl::EndBatch(uint64_t page) {
   const uint8_t f = flags_[page].fetch_and(static_cast<uint8_t>(~kFlagInBatch));
+  // [none] Out of the batch, a forget it deferred not yet run: another
+  // batch may claim the page here (ClaimVictim backs off from it).
+  FARSWAP_SYNC_POINT("Region::EndBatch:before-forget");
   if (f & kForgetFlags) TryForget(page);
 }
 

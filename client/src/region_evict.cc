@@ -143,6 +143,13 @@ bool RegionImpl::ClaimVictim(uint64_t page, bool ignore_age, std::vector<uint64_
       return false;
     }
   }
+  // A page with a program event's forget still to run is not claimed: the
+  // forget is of what the page held before the program's madvise (or
+  // munmap), and it runs when the page leaves the batch it is in — after
+  // this claim's drop, had this batch taken it, where it would throw away
+  // what the program wrote since (region_test's
+  // AForgetLeftByOneBatchIsNotAppliedToTheNextBatchsEviction).
+  if (flags_[page].load() & (kFlagForgetRemoved | kFlagForgetUnmapped)) return false;
   if (s == kClean) {
     // Already write-protected and current remotely: commit the drop now.
     if (!state_[page].compare_exchange_strong(s, kDropping)) return false;
@@ -150,6 +157,13 @@ bool RegionImpl::ClaimVictim(uint64_t page, bool ignore_age, std::vector<uint64_
   } else {
     // Take the batch flag first, then the state: see kFlagInBatch.
     if (flags_[page].fetch_or(kFlagInBatch) & kFlagInBatch) return false;
+    // Looked at again with the batch flag held: the batch that held the
+    // page before may have left its forget to run just now (EndBatch).
+    // Leaving the batch runs it (TryForget), as that batch's end would have.
+    if (flags_[page].load() & (kFlagForgetRemoved | kFlagForgetUnmapped)) {
+      EndBatch(page);
+      return false;
+    }
     if (!state_[page].compare_exchange_strong(s, kEvicting)) {
       EndBatch(page);
       return false;

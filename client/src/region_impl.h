@@ -30,7 +30,9 @@
 // the state it read may be stale, the page dropped by an evictor since) and
 // installs zeros (RecoverZapped); an eviction whose snapshot may predate the zap keeps the
 // page (commit): one claimed before the event was handled has the forget
-// applied after its commit (kFlagInBatch), one claimed after it sees
+// applied after its commit (kFlagInBatch; no other batch claims a page with
+// a forget still to run, ClaimVictim, or that forget would fall on what the
+// page holds then), one claimed after it sees
 // kFlagZapPending until the page is seen missing. A load in flight is not installed if the page was
 // forgotten meanwhile (checked and copied under read_mu_, which the reader
 // holds from reading an event to marking its pages: CheckAndInstall).
