@@ -881,6 +881,11 @@ void ZsPool::FreeMany(std::span<const ZsHandle> handles) {
   // may move it until the class lock is held. No locks held.
   FARSWAP_SYNC_POINT("ZsPool::Free:resolved");
   uint64_t freed_bytes = 0, huge = 0;
+  // Classes left with release_batch_pages or more emptied pages: given back
+  // together after the loop, one system call (one TLB flush) for all of
+  // them. Released per class, a writeback round's frees made a call for
+  // every few pages (server/README.md, "Writeback threads").
+  std::vector<Class*> to_release;
   for (size_t i = 0; i < live.size();) {
     const uint32_t class_id = live[i].first;
     Class& c = *classes_[class_id];
@@ -899,8 +904,9 @@ void ZsPool::FreeMany(std::span<const ZsHandle> handles) {
       word.store(kFreeWord, std::memory_order_release);
       huge += c.geo.huge;
     }
-    if (c.pending_pages >= options_.release_batch_pages) c.ReleasePendingPages();
+    if (c.pending_pages >= options_.release_batch_pages) to_release.push_back(&c);
   }
+  if (!to_release.empty()) ReleasePendingPagesOf(to_release, options_.release_batch_pages);
   {
     MutexLock l(&handle_mu_);
     for (const auto& [class_id, slot] : live) free_handle_slots_.push_back(slot);
@@ -1037,17 +1043,28 @@ uint64_t ZsPool::CompactClass(Class& c) {
 }
 
 // ReleaseAllPendingPages gives every class's emptied pages back to the OS,
-// up to kMaxClassesPerRelease classes' worth in one call (page_release.h:
-// one TLB flush, where it was one per class; a writeback drain compacts
-// hundreds of times, and a compaction leaves pages pending in a dozen or two
-// classes). It holds the lock of each class in a call until its pages are
-// gone, so no slot of them is taken meanwhile. Only this function holds two
-// class locks at once, under compact_mu_ (one caller at a time), taking them
-// in class order, and no other holder of a class lock waits for another
-// class lock: it cannot deadlock. The bound keeps the locks one thread holds
-// few (ThreadSanitizer's deadlock detector stops at 64). The analysis cannot
+// many classes to a system call (page_release.h: one TLB flush, where it was
+// one per class; a writeback drain compacts hundreds of times, and a
+// compaction leaves pages pending in a dozen or two classes).
+uint64_t ZsPool::ReleaseAllPendingPages() {
+  std::vector<Class*> all;
+  all.reserve(classes_.size());
+  for (auto& c : classes_) all.push_back(c.get());
+  return ReleasePendingPagesOf(all, 1);
+}
+
+// ReleasePendingPagesOf holds the lock of each class in a call until its
+// pages are gone, so no slot of them is taken meanwhile: up to
+// kMaxClassesPerRelease classes' pages in one call. Only this function holds
+// two class locks at once. It takes them in class order (`classes` is sorted
+// by id: FreeMany's are, and classes_ is), it is never entered with a class
+// lock held, and no other holder of a class lock waits for another class
+// lock: every thread that holds several takes them in the same order, so it
+// cannot deadlock. The bound keeps the locks one thread holds few
+// (ThreadSanitizer's deadlock detector stops at 64). The analysis cannot
 // follow a set of locks; the text is the proof.
-uint64_t ZsPool::ReleaseAllPendingPages() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+uint64_t ZsPool::ReleasePendingPagesOf(std::span<Class* const> classes,
+                                       uint32_t min_pages) ABSL_NO_THREAD_SAFETY_ANALYSIS {
   constexpr size_t kMaxClassesPerRelease = 16;
   std::vector<Class*> locked;
   std::vector<iovec> runs;
@@ -1061,10 +1078,14 @@ uint64_t ZsPool::ReleaseAllPendingPages() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     runs.clear();
     batch_pages = 0;
   };
-  for (auto& cp : classes_) {
+  for (Class* cp : classes) {
     Class& c = *cp;
+    assert((locked.empty() || locked.back()->id_value() < c.id_value()) &&
+           "ReleasePendingPagesOf takes class locks in class order");
     c.mu.Lock();
-    if (c.pending_pages == 0) {
+    // Below the bar now (a Malloc took a pending page, another thread gave
+    // them back): left for later.
+    if (c.pending_pages == 0 || c.pending_pages < min_pages) {
       c.mu.Unlock();
       continue;
     }
@@ -1072,7 +1093,7 @@ uint64_t ZsPool::ReleaseAllPendingPages() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     locked.push_back(&c);
     if (locked.size() == kMaxClassesPerRelease) release_locked();
   }
-  release_locked();
+  if (!locked.empty()) release_locked();
   return released;
 }
 

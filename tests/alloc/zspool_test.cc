@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <map>
 #include <random>
 #include <set>
@@ -350,6 +351,57 @@ TEST(ZsPoolTest, FreeManyFreesEachObjectOnce) {
   for (size_t i = 1; i < all.size(); i += 3) EXPECT_EQ(Get(*pool, all[i].first), all[i].second);
   pool->FreeMany({});  // nothing to free: changes nothing
   EXPECT_EQ(pool->GetStats().objects, all.size() - batch.size() + again.size());
+}
+
+// FreeMany gives back the pages it empties in every class that reaches
+// release_batch_pages, with one system call for many classes (at most 16
+// class locks at a time): here 24 classes, so the call is split, and a class
+// past the 16th must not be left holding its emptied pages.
+TEST(ZsPoolTest, FreeManyReleasesTheEmptiedPagesOfEveryClass) {
+  constexpr uint32_t kReleaseBatchPages = 4;
+  auto pool = NewPool({.release_batch_pages = kReleaseBatchPages});
+  // One full zspage in each of 24 classes whose zspages have at least 6
+  // pages, so that keeping only slot 0 leaves 4 or more pages pending.
+  std::vector<uint32_t> sizes;
+  for (const ZsClassStats& c : pool->GetClassStats()) {
+    if (c.pages_per_zspage >= 6 && c.size <= 3000 && sizes.size() < 24) sizes.push_back(c.size);
+  }
+  ASSERT_EQ(sizes.size(), 24u);
+  std::vector<ZsHandle> kept, batch;
+  std::vector<std::vector<uint8_t>> kept_data;
+  for (uint32_t size : sizes) {
+    uint32_t objs = 0;
+    for (const ZsClassStats& c : pool->GetClassStats()) {
+      if (c.size == size) objs = c.objs_per_zspage;
+    }
+    for (uint32_t i = 0; i < objs; ++i) {
+      auto d = Pattern(uint64_t{size} * 1000 + i, size);
+      const ZsHandle h = Put(*pool, d);
+      if (i == 0) {
+        kept.push_back(h);
+        kept_data.push_back(std::move(d));
+      } else {
+        batch.push_back(h);
+      }
+    }
+  }
+  std::map<uint32_t, uint64_t> pages_before;
+  for (const ZsClassStats& c : pool->GetClassStats()) pages_before[c.size] = c.pages_used;
+  const uint64_t used_before = pool->GetStats().mem_used_total;
+  std::reverse(batch.begin(), batch.end());  // not in class order: FreeMany sorts them
+  pool->FreeMany(batch);
+  uint64_t released = 0;
+  for (const ZsClassStats& c : pool->GetClassStats()) {
+    if (std::find(sizes.begin(), sizes.end(), c.size) == sizes.end()) continue;
+    SCOPED_TRACE(c.size);
+    EXPECT_EQ(c.obj_used, 1u);
+    // Slot 0 (at most 3000 bytes from the zspage's start) keeps the first
+    // page; the 5 or more others were emptied and given back together.
+    EXPECT_EQ(c.pages_used, 1u) << "a class's emptied pages were left pending";
+    released += pages_before[c.size] - c.pages_used;
+  }
+  EXPECT_EQ(pool->GetStats().mem_used_total, used_before - released * 4096);
+  for (size_t i = 0; i < kept.size(); ++i) EXPECT_EQ(Get(*pool, kept[i]), kept_data[i]) << i;
 }
 
 // The model test: random malloc / write / free / compact / read against a

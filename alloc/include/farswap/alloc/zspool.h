@@ -301,6 +301,10 @@ class ZsPool {
   uint64_t FlushThreadReleaseBatch();
   uint64_t CompactClass(Class& c);
   uint64_t ReleaseAllPendingPages() ABSL_EXCLUSIVE_LOCKS_REQUIRED(compact_mu_);
+  // ReleasePendingPagesOf gives back the emptied pages of each of `classes`
+  // (in class order) that has at least `min_pages` pending, many classes to
+  // a system call; returns the pages. Called with no class lock held.
+  uint64_t ReleasePendingPagesOf(std::span<Class* const> classes, uint32_t min_pages);
 
   bool ChargePages(uint64_t pages, bool enforce_limit);
   void UnchargePages(uint64_t pages);
@@ -338,8 +342,8 @@ class ZsPool {
   // Lock order (written here, as in mm/zsmalloc.c):
   //   compact_mu_ -> Class::mu -> Zspage::pin (try-lock only, never waits
   //   while holding it) -> arena_mu_ -> handle_mu_
-  // One Class::mu at a time, except in ReleaseAllPendingPages (under
-  // compact_mu_), which takes several in class order.
+  // One Class::mu at a time, except in ReleasePendingPagesOf (for
+  // ReleaseAllPendingPages and FreeMany), which takes several in class order.
   // Readers take no mutex: they pin the zspage (an atomic count) and
   // re-validate the handle word.
   Mutex compact_mu_;
