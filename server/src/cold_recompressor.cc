@@ -252,6 +252,7 @@ void PageStore::RecompressOne(const WritebackCandidate& c, PageRecompressor& cod
   e->codec = uint8_t(Codec::kZstd);
   e->length = uint16_t(*n);  // smaller than the old payload
   e->cold_state.store(uint8_t(ColdState::kRecompressed), std::memory_order_relaxed);
+  lru_->NoteRecompressed();
   {
     MutexLock tl(&tenants_mu_);
     tenants_[c.key.tenant].stored_bytes -= old_length - *n;

@@ -21,6 +21,7 @@
 #define FARSWAP_SERVER_LRU_LIST_H_
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <vector>
@@ -124,7 +125,8 @@ class LruList {
         // moved fewer entries than the list holds (else some moved twice
         // and first_moved no longer bounds the entries not looked at).
         const uint64_t looked = start_size + max - left;
-        if (out.size() > hold_picks && n < size_ && looked < start_size) {
+        if (any_recompressed_.load(std::memory_order_relaxed) && out.size() > hold_picks &&
+            n < size_ && looked < start_size) {
           PreferRecompressedLocked(first_moved, start_size - looked, mark, hold_picks, &out);
         }
         if (out.size() >= max || came_round || left == 0 || tail_ == nullptr) return out;
@@ -137,6 +139,15 @@ class LruList {
     MutexLock l(&mu_);
     return size_;
   }
+
+  // NoteRecompressed: the cold tier has recompressed an entry (it calls
+  // this after each, under the entry's key lock). Until the first, no entry
+  // is kRecompressed and PickColdest skips PreferRecompressedLocked: on a
+  // node without the cold tier (the default) its look past the picks was
+  // 64 cold cache misses a batch for nothing, ~4% of a writeback thread's
+  // time (server/README.md, "Writeback threads"). Never cleared: a
+  // preference, not a rule, costs only that look once the tier is in use.
+  void NoteRecompressed() { any_recompressed_.store(true, std::memory_order_relaxed); }
 
   // kPreferLookahead: entries past a batch's picks that PickColdest reads
   // for recompressed ones (PreferRecompressedLocked) in the same lock hold.
@@ -251,6 +262,10 @@ class LruList {
   // scan_mark_: the last PickColdest call's mark (Entry::lru_scan_mark);
   // never 0.
   uint16_t scan_mark_ ABSL_GUARDED_BY(mu_) = 0;
+  // any_recompressed_: NoteRecompressed was called. Relaxed: an entry
+  // recompressed just before a scan that misses the flag is preferred by
+  // the next one.
+  std::atomic<bool> any_recompressed_{false};
 };
 
 }  // namespace farswap::server::internal

@@ -168,6 +168,7 @@ TEST(LruListTest, PickColdestTakesRecompressedEntriesFirst) {
     }
     lru.Link(e);
   }
+  lru.NoteRecompressed();  // as the cold tier does after each recompression
   uint64_t second_chances = 0;
   auto pick = [&] {
     std::vector<WritebackCandidate> c = lru.PickColdest(4, &second_chances);
@@ -190,6 +191,34 @@ TEST(LruListTest, PickColdestTakesRecompressedEntriesFirst) {
   EXPECT_EQ(second_chances, 0u);
   EXPECT_TRUE(entries[20]->referenced.load()) << "the lookahead cleared a bit";
   EXPECT_EQ(lru.size(), 100u);
+  for (auto& e : entries) lru.Unlink(e.get());
+}
+
+// Until the cold tier has noted a recompression, PickColdest does not look
+// past its picks for recompressed entries (a node without the cold tier
+// would pay that look for nothing): the picks are the coldest, in order.
+TEST(LruListTest, PickColdestLooksForRecompressedEntriesOnlyOnceTheColdTierNotedOne) {
+  LruList lru;
+  std::vector<std::unique_ptr<Entry>> entries;
+  for (uint64_t i = 0; i < 100; ++i) {
+    entries.push_back(std::make_unique<Entry>(PageKey{1, i}, i + 1));
+    Entry* e = entries.back().get();
+    e->referenced = false;
+    if (i >= 10 && i < 20) e->cold_state = uint8_t(ColdState::kRecompressed);
+    lru.Link(e);
+  }
+  uint64_t second_chances = 0;
+  auto pick = [&] {
+    std::vector<uint64_t> pages;
+    for (const WritebackCandidate& w : lru.PickColdest(4, &second_chances)) {
+      pages.push_back(w.key.page);
+    }
+    std::sort(pages.begin(), pages.end());
+    return pages;
+  };
+  EXPECT_EQ(pick(), (std::vector<uint64_t>{0, 1, 2, 3}));
+  lru.NoteRecompressed();
+  EXPECT_EQ(pick(), (std::vector<uint64_t>{10, 11, 12, 13}));
   for (auto& e : entries) lru.Unlink(e.get());
 }
 
