@@ -34,9 +34,13 @@
 namespace farswap::server::internal {
 
 // WritebackCandidate is what the scan hands to writeback: enough to find
-// and re-validate the entry later, copied while the LRU lock was held. The
-// entry pointer must not be dereferenced until it has been validated
-// against the index under the key lock.
+// and re-validate the entry later, copied while the LRU lock was held.
+// PickColdest's candidates are pinned (page_index.h, Entry::writeback_pins):
+// the entry is live memory until the caller unpins it, and still the key's
+// entry while EntryRetired says no under the key lock; its other fields are
+// read only under that lock. ScanCold's are not pinned: the cold pass
+// validates its entry pointer against the index under the key lock before
+// it dereferences it.
 struct WritebackCandidate {
   PageKey key;
   const Entry* entry = nullptr;
@@ -80,7 +84,8 @@ class LruList {
   // lru_scan_mark: every entry has been looked at since, and entries
   // unlinked meanwhile cannot hide that). In each hold, recompressed
   // entries just past the picks replace that hold's picks that are not
-  // recompressed (PreferRecompressedLocked).
+  // recompressed (PreferRecompressedLocked). Every entry returned is pinned
+  // (PinEntry): the caller unpins each (UnpinEntry) once it is done with it.
   std::vector<WritebackCandidate> PickColdest(size_t max, uint64_t* second_chances) {
     std::vector<WritebackCandidate> out;
     uint64_t left = 0;        // entries still to look at; set on the first hold
@@ -118,6 +123,7 @@ class LruList {
             continue;
           }
           e->lru_scan_mark = mark;
+          PinEntry(e);
           out.push_back(WritebackCandidate{e->key, e, e->gen});
         }
         // Past the picks: only entries this call has not looked at (not
@@ -220,6 +226,8 @@ class LruList {
       // Linked (the index frees an entry only after Unlink, which needs
       // this lock), so it is this list's to move.
       Entry* replaced = const_cast<Entry*>((*picks)[i].entry);
+      UnpinEntry(replaced);  // linked, so not retired: never the last unpin
+      PinEntry(found[f]);
       replaced->lru_scan_mark = 0;
       RemoveLocked(replaced);
       PushTailLocked(replaced);

@@ -7,8 +7,11 @@
 // `index.Find(key) == entry && entry->gen == gen` under the key lock — the
 // pointer alone could name a new entry that happens to reuse the address
 // (zsmalloc-notes §5.2: user space has no locked swapcache folio to stop a
-// slot from being recycled). A stored entry's payload never changes: a new
-// version of a page is a new Entry.
+// slot from being recycled). Writeback does without the lookup: its
+// candidates are pinned (writeback_pins), so their memory outlives their
+// place in the index, and a retired bit, set under the key lock when the
+// entry leaves the index, says whether it is still the key's entry. A stored
+// entry's payload never changes: a new version of a page is a new Entry.
 //
 // Which lock guards what (clang cannot check a lock picked by hashing, so it
 // is written here):
@@ -108,6 +111,14 @@ struct Entry {
   // Key lock; the writeback and the LRU never look at it.
   bool disk_loaded = false;
   bool on_lru = false;
+  // writeback_pins: how many writeback batches hold this entry as a
+  // candidate (LruList::PickColdest pins under the LRU lock, the batch
+  // unpins when it is done with it), and kEntryRetired once it has left the
+  // index (RetireEntry, under the key lock). A pinned entry is not freed
+  // when it leaves the index: the last unpin frees it. So a batch's entry
+  // pointer is always live memory, and the batch re-validates it under the
+  // key lock by this bit, not by looking the key up again (EntryRetired).
+  mutable std::atomic<uint8_t> writeback_pins{0};
   // lru_scan_mark: LRU lock. The PickColdest call that last picked this
   // entry (LruList::scan_mark_), so a batch gathered over several holds of
   // the lock knows it has come round to its own picks.
@@ -129,6 +140,33 @@ struct Entry {
 // then 112 in 128 ordered widest first, then 88 in 96 with the payload's
 // location as one union and a 16-bit length and 32-bit ticket.
 static_assert(sizeof(Entry) <= 88, "Entry grew past a 96-byte malloc chunk");
+
+// Entry lifetime past the index (Entry::writeback_pins). kEntryRetired is
+// the top bit; the low bits count pins (at most one per writeback batch in
+// flight: a few).
+inline constexpr uint8_t kEntryRetired = 0x80;
+
+// PinEntry: the entry is linked on the LRU and the caller holds its lock.
+inline void PinEntry(const Entry* e) { e->writeback_pins.fetch_add(1); }
+
+// UnpinEntry drops a pin; the last pin of a retired entry frees it. No lock
+// needed: a retired entry is out of the index and the LRU, and its
+// resources were released when it left.
+inline void UnpinEntry(const Entry* e) {
+  if (e->writeback_pins.fetch_sub(1) == (kEntryRetired | 1)) delete e;
+}
+
+// RetireEntry disposes of an entry that has left the index (Replace's or
+// Erase's result), under its key lock, after its resources were released:
+// freed now, or by the last unpin if a writeback batch holds it.
+inline void RetireEntry(std::unique_ptr<Entry> e) {
+  if (e == nullptr) return;
+  if ((e->writeback_pins.fetch_or(kEntryRetired) & ~kEntryRetired) != 0) (void)e.release();
+}
+
+// EntryRetired: the entry has left the index. Read under its key lock by a
+// writeback batch that holds it pinned: the bit is set under that lock.
+inline bool EntryRetired(const Entry& e) { return (e.writeback_pins.load() & kEntryRetired) != 0; }
 
 // ColdState says what the cold tier did with an entry (Entry::cold_state).
 // A new version of a page is a new Entry, so it starts at kHot again.

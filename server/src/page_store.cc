@@ -370,6 +370,7 @@ std::optional<absl::Status> PageStore::StoreImpl(uint32_t tenant, uint64_t page,
       // Wherever the old version lives (pool, disk, or mid-writeback: the
       // writeback will fail its re-validation and count its bytes dead), it goes.
       ReleaseEntryResources(*replaced);
+      internal::RetireEntry(std::move(replaced));  // a writeback batch may hold it
     }
     counters_.stored_pages.fetch_add(1, std::memory_order_relaxed);
     if (request.same_filled) {
@@ -422,6 +423,7 @@ bool PageStore::EraseLocked(uint32_t tenant, uint64_t page) {
     t.stored_bytes -= e->length;
   }
   ReleaseEntryResources(*e);
+  internal::RetireEntry(std::move(e));  // a writeback batch may hold it
   return true;
 }
 

@@ -15,13 +15,16 @@
 //  1. [LRU] Pick up to writeback_batch_pages of the coldest entries, in
 //     holds of at most 64 entries (lru_list.h), giving referenced ones a
 //     second chance; rotate each pick to the head (so a failed attempt
-//     leaves it linked) and copy (key, entry, gen). Drop the LRU lock — a
-//     key lock is never taken under it.
+//     leaves it linked), pin it (page_index.h: the entry is not freed
+//     until the batch unpins it, when its last round is done) and copy
+//     (key, entry, gen). Drop the LRU lock — a key lock is never taken
+//     under it.
 //                          sync point "PageStore::Writeback:after-lru-unlock" [none]
 //  Then, round by round, until every candidate is done:
 //  2. [key, one at a time] Take the pipeline's open segment (check one out
 //     if it has none). For each candidate
-//     that fits: re-validate index[key] == entry && entry.gen == gen &&
+//     that fits: re-validate !EntryRetired(entry) (it has not left the
+//     index: no lookup of the key) && entry.gen == gen &&
 //     state == IN_POOL (else skip it: aborted), set WRITEBACK_PENDING with
 //     this batch's ticket and copy the compressed bytes into the segment's
 //     buffer at its fill point. Each whole write_request_bytes of appended
@@ -51,7 +54,7 @@
 //     no later round is started, and a round already in flight beside it
 //     is completed and published on its own writes' outcome).
 //                          sync point "PageStore::Writeback:after-io" [none]
-//  4. [key, one at a time] Each entry still (entry, gen), WRITEBACK_PENDING
+//  4. [key, one at a time] Each entry still (entry, gen) and not retired, WRITEBACK_PENDING
 //     and ours (ticket) becomes ON_DISK(offset), leaves the LRU and its
 //     bytes count live in the segment; its pool object is freed with the
 //     round's others once every key lock is dropped (nothing reads the old
@@ -462,8 +465,14 @@ WritebackOutcome PageStore::WritebackBatch(size_t max_pages, internal::Writeback
 
   // Step 1 [LRU lock, inside PickColdest].
   uint64_t second_chances = 0;
-  auto candidates = std::make_shared<const std::vector<WritebackCandidate>>(
-      lru_->PickColdest(max_pages, &second_chances));
+  // The picks are pinned (page_index.h): their entries stay live memory
+  // until the last round holding the batch lets go of it, which unpins them.
+  std::shared_ptr<const std::vector<WritebackCandidate>> candidates(
+      new std::vector<WritebackCandidate>(lru_->PickColdest(max_pages, &second_chances)),
+      [](const std::vector<WritebackCandidate>* picks) {
+        for (const WritebackCandidate& c : *picks) internal::UnpinEntry(c.entry);
+        delete picks;
+      });
   counters_.second_chances.fetch_add(second_chances, std::memory_order_relaxed);
   if (candidates->empty()) return WritebackOutcome::kNothingToWrite;
   FARSWAP_SYNC_POINT("PageStore::Writeback:after-lru-unlock");
@@ -511,10 +520,10 @@ WritebackOutcome PageStore::WritebackBatch(size_t max_pages, internal::Writeback
       const WritebackCandidate& c = (*candidates)[next];
       {
         MutexLock kl(&key_locks_->For(c.key));
-        Entry* e = index_->Find(c.key);
-        // The pointer comparison comes first: c.entry may be freed memory
-        // until the index says it is live.
-        if (e != c.entry || e->gen != c.gen || e->state != EntryState::kInPool) {
+        // Pinned, so live memory; still the key's entry unless retired
+        // (under this lock). The index is not searched again.
+        Entry* e = const_cast<Entry*>(c.entry);
+        if (internal::EntryRetired(*e) || e->gen != c.gen || e->state != EntryState::kInPool) {
           ++aborted;
           continue;
         }
@@ -628,8 +637,8 @@ PageStore::RoundResult PageStore::CompleteRound(internal::WritebackRound& round)
   for (const Appended& a : round.appended) {
     const WritebackCandidate& c = (*round.candidates)[a.candidate];
     MutexLock kl(&key_locks_->For(c.key));
-    Entry* e = index_->Find(c.key);
-    const bool ours = e == c.entry && e->gen == c.gen &&
+    Entry* e = const_cast<Entry*>(c.entry);  // pinned by the batch: see step 2
+    const bool ours = !internal::EntryRetired(*e) && e->gen == c.gen &&
                       e->state == EntryState::kWritebackPending &&
                       e->writeback_ticket == round.ticket;
     if (!io.ok()) {
