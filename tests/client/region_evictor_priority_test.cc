@@ -139,7 +139,18 @@ TEST_F(RegionEvictorPriorityTest, ParkedFaultsAreServedWhileTheBackgroundEvictor
     for (uint64_t i = 0; i < kPages; ++i) FillPage(p + i * kPage, i, 1);
   });
   const bool finished = writer.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
-  const RegionStats during = region->stats();
+  RegionStats during = region->stats();
+  // The urgent evictor may still be in its last batch: it counts each page
+  // into `evictions` as it commits it, and the batch into
+  // `urgent_evictions` once the batch is done, so one read of the stats
+  // can fall between the two. Read until they agree (bounded): a page the
+  // held background evictor had evicted would keep them apart for good.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (finished && during.urgent_evictions != during.evictions &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();
+    during = region->stats();
+  }
   free_evictor();  // either way, so the region can be destroyed
   writer.wait();
   ASSERT_TRUE(finished) << "the program stayed parked behind a starved evictor";
