@@ -305,6 +305,11 @@ class Region {
   // kCold, the first store error.
   absl::Status Advise(uint64_t offset, uint64_t length, Advice advice);
 
+  // stats reads each counter on its own, not one snapshot of them all:
+  // while the region is faulting or evicting, two counters may disagree by
+  // what is in flight (an evictor counts each page into `evictions` as it
+  // commits it, and a batch into `urgent_evictions` once the batch is done).
+  // Read again once the region is idle for figures that add up.
   RegionStats stats() const;
 
  private:
