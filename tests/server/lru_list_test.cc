@@ -199,14 +199,8 @@ TEST(LruListTest, PickColdestTakesRecompressedEntriesFirst) {
 // would pay that look for nothing): the picks are the coldest, in order.
 TEST(LruListTest, PickColdestLooksForRecompressedEntriesOnlyOnceTheColdTierNotedOne) {
   LruList lru;
-  std::vector<std::unique_ptr<Entry>> entries;
-  for (uint64_t i = 0; i < 100; ++i) {
-    entries.push_back(std::make_unique<Entry>(PageKey{1, i}, i + 1));
-    Entry* e = entries.back().get();
-    e->referenced = false;
-    if (i >= 10 && i < 20) e->cold_state = uint8_t(ColdState::kRecompressed);
-    lru.Link(e);
-  }
+  std::vector<std::unique_ptr<Entry>> entries = LinkUnreferenced(lru, 100);
+  for (uint64_t i = 10; i < 20; ++i) entries[i]->cold_state = uint8_t(ColdState::kRecompressed);
   uint64_t second_chances = 0;
   auto pick = [&] {
     std::vector<uint64_t> pages;
