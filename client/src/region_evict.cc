@@ -64,6 +64,9 @@ void RegionImpl::EvictorThread() {
         --evict_helpers_wanted_;
       }
     }
+    // Sync point: woken to evict (or to help), before the first batch; no
+    // lock held.
+    FARSWAP_SYNC_POINT("Region::EvictorThread:woken");
     // Evict down to one batch under the budget, so faults and prefetches
     // find room without waiting for the next batch.
     EvictDownToMark("Region::EvictorThread:before-batch", snapshot, stuck_batches, nullptr);
