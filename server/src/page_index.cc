@@ -1,5 +1,7 @@
 #include "page_index.h"
 
+#include <utility>
+
 namespace farswap::server::internal {
 
 Entry* PageIndex::Find(const PageKey& key) {
@@ -13,17 +15,24 @@ std::unique_ptr<Entry> PageIndex::Replace(std::unique_ptr<Entry> entry) {
   const PageKey key = entry->key;
   Shard& s = ShardFor(key);
   MutexLock l(&s.mu);
-  std::unique_ptr<Entry> old;
-  if (auto it = s.entries.find(key); it != s.entries.end()) {
-    // A set's elements are const: the old entry leaves by extract.
-    old = std::move(s.entries.extract(it).value());
+  // One probe of the table: a new key is inserted where the probe ended; a
+  // stored key's slot keeps its place and takes the new entry (it was a
+  // find, an extract and an insert: three probes and three hashes).
+  bool inserted = false;
+  auto it = s.entries.lazy_emplace(key, [&](const auto& construct) {
+    inserted = true;
+    construct(std::move(entry));
+  });
+  if (!inserted) {
+    // A set's elements are const to keep their hash in place. The new entry
+    // has the old one's key, so the slot's hash and tag still hold, and the
+    // slot itself is not a const object: swapping the pointer is sound.
+    std::swap(const_cast<std::unique_ptr<Entry>&>(*it), entry);
+    return entry;  // the old one
   }
-  s.entries.insert(std::move(entry));
-  if (old == nullptr) {
-    s.pages[key.tenant].insert(key.page);
-    size_.fetch_add(1, std::memory_order_relaxed);
-  }
-  return old;
+  s.pages[key.tenant].insert(key.page);
+  size_.fetch_add(1, std::memory_order_relaxed);
+  return nullptr;
 }
 
 std::unique_ptr<Entry> PageIndex::Erase(const PageKey& key) {
