@@ -25,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "bench_args.h"
+#include "client_spin_flags.h"
 #include "farswap/client/client.h"
 #include "farswap/common/mutex.h"
 #include "farswap/common/page_file.h"
@@ -63,10 +64,8 @@ struct E2eFlags {
   bool scrub = false;
   // --no-client-poll: the client's waits leave replies to its I/O threads.
   bool no_client_poll = false;
-  // --client-spin-us, --client-spin-per-page-us: the client's spin_wait and
-  // spin_wait_per_page (unset: the client's defaults).
-  std::optional<uint64_t> client_spin_us;
-  std::optional<uint64_t> client_spin_per_page_us;
+  // --client-spin-us, --client-spin-per-page-us.
+  ClientSpinFlags client_spin;
   bool json = false;
   // --data-tls: plaintext and TLS side by side; the certificate files (all
   // three, or none: the bench makes a throwaway CA with the openssl CLI).
@@ -239,10 +238,7 @@ absl::StatusOr<Json> RunE2eOnce(const E2eFlags& f, const PageFile& pages, const 
   // The bench makes only synchronous calls, holding no lock: its waits may
   // read replies themselves (ClientOptions::poll_while_waiting).
   o.poll_while_waiting = !f.no_client_poll;
-  if (f.client_spin_us) o.spin_wait = absl::Microseconds(int64_t(*f.client_spin_us));
-  if (f.client_spin_per_page_us) {
-    o.spin_wait_per_page = absl::Microseconds(int64_t(*f.client_spin_per_page_us));
-  }
+  ApplyClientSpinFlags(f.client_spin, &o);
   FARSWAP_ASSIGN_OR_RETURN(std::unique_ptr<Client> client, Client::Connect(o));
 
   const size_t kill_at = f.kill_after ? size_t(*f.kill_after * double(n)) : SIZE_MAX;
@@ -665,14 +661,7 @@ CommandRunner AddE2eCommand(CLI::App& app) {
                 "the client's waits leave replies to its I/O threads "
                 "(ClientOptions::poll_while_waiting off; on by default: the bench makes only "
                 "synchronous calls)");
-  cmd->add_option("--client-spin-us", f->client_spin_us,
-                  "the client's synchronous calls spin this long before they sleep "
-                  "(ClientOptions::spin_wait; default: the client's, 100)")
-      ->check(CLI::Range(0, 1000000));
-  cmd->add_option("--client-spin-per-page-us", f->client_spin_per_page_us,
-                  "a batch call of n pages spins n - 1 times this longer, at most 1 ms in all "
-                  "(ClientOptions::spin_wait_per_page; default: the client's, 6)")
-      ->check(CLI::Range(0, 1000000));
+  AddClientSpinOptions(cmd, &f->client_spin);
   cmd->add_flag("--json", f->json, "accepted for compatibility (the output is always JSON)");
   cmd->add_flag("--data-tls", f->data_tls,
                 "run the workload twice, on plaintext nodes then on --data-tls nodes, and report "

@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "bench_args.h"
+#include "client_spin_flags.h"
 #include "farswap/client/client.h"
 #include "farswap/client/client_page_backend.h"
 #include "farswap/client/page_backend.h"
@@ -36,8 +37,7 @@ class SpawnedClusterBackend final : public PageBackend {
       const std::string& server_binary, int nodes, int replicas, Codec codec,
       const std::string& pool_limit, uint64_t busy_poll_us, std::optional<uint64_t> node_io_threads,
       std::optional<uint64_t> client_io_threads, bool one_connection,
-      std::optional<uint64_t> client_spin_us, std::optional<uint64_t> client_spin_per_page_us,
-      bool client_poll, const std::string& transport) {
+      const ClientSpinFlags& client_spin, bool client_poll, const std::string& transport) {
     auto b = std::unique_ptr<SpawnedClusterBackend>(new SpawnedClusterBackend);
     ClientOptions o;
     std::vector<std::string> node_args = {"--log-level", "warn", "--busy-poll-us",
@@ -59,10 +59,7 @@ class SpawnedClusterBackend final : public PageBackend {
     o.busy_poll = absl::Microseconds(int64_t(busy_poll_us));
     if (client_io_threads) o.io_threads = int(*client_io_threads);
     o.load_connection = !one_connection;
-    if (client_spin_us) o.spin_wait = absl::Microseconds(int64_t(*client_spin_us));
-    if (client_spin_per_page_us) {
-      o.spin_wait_per_page = absl::Microseconds(int64_t(*client_spin_per_page_us));
-    }
+    ApplyClientSpinFlags(client_spin, &o);
     // The region makes only synchronous calls: its waits may read replies.
     o.poll_while_waiting = client_poll;
     FARSWAP_ASSIGN_OR_RETURN(b->client_, Client::Connect(o));
@@ -117,8 +114,7 @@ struct RegionFlags {
   bool no_drop_by_move = false;
   bool write_protect_evictions = false;
   bool one_connection = false;
-  std::optional<uint64_t> client_spin_us;
-  std::optional<uint64_t> client_spin_per_page_us;
+  ClientSpinFlags client_spin;  // --client-spin-us, --client-spin-per-page-us
   bool no_client_poll = false;
   bool json = false;
 };
@@ -133,11 +129,10 @@ absl::StatusOr<std::unique_ptr<PageBackend>> MakeBackend(const RegionFlags& f) {
     }
     FARSWAP_ASSIGN_OR_RETURN(std::string server, testing::FindServerBinary(f.server_bin));
     FARSWAP_ASSIGN_OR_RETURN(
-        auto cluster,
-        SpawnedClusterBackend::Start(server, int(nodes), int(replicas), codec, f.pool_limit,
-                                     f.busy_poll_us, f.node_io_threads, f.client_io_threads,
-                                     f.one_connection, f.client_spin_us, f.client_spin_per_page_us,
-                                     !f.no_client_poll, f.transport));
+        auto cluster, SpawnedClusterBackend::Start(server, int(nodes), int(replicas), codec,
+                                                   f.pool_limit, f.busy_poll_us, f.node_io_threads,
+                                                   f.client_io_threads, f.one_connection,
+                                                   f.client_spin, !f.no_client_poll, f.transport));
     return std::unique_ptr<PageBackend>(std::move(cluster));
   }
   if (f.replicas) return absl::InvalidArgumentError("--replicas needs --spawn N");
@@ -348,14 +343,7 @@ CommandRunner AddRegionCommand(CLI::App& app) {
   cmd->add_flag("--write-protect-evictions", f->write_protect_evictions,
                 "write-protect each dirty victim before its snapshot, rather than compare "
                 "it with the snapshot after its move (RegionOptions::write_protect_evictions)");
-  cmd->add_option("--client-spin-us", f->client_spin_us,
-                  "the client's synchronous calls spin this long before they sleep "
-                  "(ClientOptions::spin_wait; default: the client's, 100)")
-      ->check(CLI::Range(0, 1000000));
-  cmd->add_option("--client-spin-per-page-us", f->client_spin_per_page_us,
-                  "a batch call of n pages spins n - 1 times this longer, at most 1 ms in all "
-                  "(ClientOptions::spin_wait_per_page; default: the client's, 6)")
-      ->check(CLI::Range(0, 1000000));
+  AddClientSpinOptions(cmd, &f->client_spin);
   cmd->add_flag("--no-client-poll", f->no_client_poll,
                 "the client's waits leave replies to its I/O threads "
                 "(ClientOptions::poll_while_waiting off)");
