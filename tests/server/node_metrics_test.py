@@ -18,12 +18,20 @@ With --client it checks the client library's collectable instead: the text
 exposition of ClientMetrics is parsed and its values compared with the
 Client's stats() snapshot.
 
+With --alerts it also checks deploy/prometheus/farswap-alerts.yaml against the
+scrape: every series a rule of the node's group (with --client, the client's
+group) names is served, with every label its matchers, its `by (...)` and its
+annotations' $labels use (instance and job come from Prometheus). Rules on
+RegionMetrics' farswap_region_* series are left to deploy_alerts_test, which
+checks that they are documented: no region runs here.
+
 Every process is started with PR_SET_PDEATHSIG, so nothing outlives the test.
 """
 import argparse
 import ctypes
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,6 +39,7 @@ import tempfile
 import time
 import urllib.request
 
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 PR_SET_PDEATHSIG = 1
@@ -191,6 +200,45 @@ def check_families(fams, expected):
         for (sample, got, _) in fams[name][1]:
             got_names = set(got) - {"le"}  # histogram buckets add le
             check(got_names == labels, f"{sample}: labels {sorted(got_names)}, want {sorted(labels)}")
+
+
+# Labels Prometheus itself puts on every scraped series.
+TARGET_LABELS = {"instance", "job"}
+SERIES = re.compile(r"\b(farswap_[a-z0-9_]+)\s*(\{[^}]*\})?")
+MATCHER_LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
+BY_CLAUSE = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
+TEMPLATE_LABEL = re.compile(r"\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)")
+
+
+def check_alert_rules(rules_path, group, scrapes, skip_prefix=None):
+    """Every series the group's rules name is in one of `scrapes`, with the labels they use."""
+    served = {}  # sample name -> label names (le aside)
+    for fams in scrapes:
+        for (_, samples) in fams.values():
+            for (name, labels, _) in samples:
+                served.setdefault(name, set()).update(set(labels) - {"le"})
+    with open(rules_path) as f:
+        doc = yaml.safe_load(f)
+    groups = {g["name"]: g for g in doc["groups"]}
+    check(group in groups, f"{rules_path}: no group {group}")
+    checked = 0
+    for rule in groups[group]["rules"]:
+        name, expr = rule["alert"], rule["expr"]
+        series = SERIES.findall(expr)
+        check(series, f"alert {name}: names no farswap series")
+        used = set(TEMPLATE_LABEL.findall(" ".join(rule.get("annotations", {}).values())))
+        for clause in BY_CLAUSE.findall(expr):
+            used |= {l.strip() for l in clause.split(",") if l.strip()}
+        for (metric, matchers) in series:
+            if skip_prefix and metric.startswith(skip_prefix):
+                continue
+            check(metric in served, f"alert {name}: {metric} is not served")
+            wanted = set(MATCHER_LABEL.findall(matchers)) | used
+            missing = wanted - served[metric] - TARGET_LABELS
+            check(not missing, f"alert {name}: {metric} has no label {sorted(missing)}")
+            checked += 1
+    check(checked > 0, f"group {group}: no series checked")
+    return checked
 
 
 class Probe:
@@ -364,6 +412,9 @@ def node_test(args, node, ready):
                 reason="unauthenticated") == 1, "unauthenticated refusal not counted")
     check(value(refused, "farswap_auth_refusals", "farswap_auth_refusals_total",
                 reason="permission_denied") == 0, "permission_denied moved")
+    if args.alerts:
+        n = check_alert_rules(args.alerts, "farswap-memory-node", [before, stored, refused])
+        print(f"alert rules: {n} series of group farswap-memory-node served")
     probe.quit()
 
 
@@ -454,6 +505,10 @@ def client_test(args, node, ready):
     # Live: taken after the snapshot, so at least as far along.
     check(value(live, "farswap_client_node_requests", "farswap_client_node_requests_total",
                 node=n["address"]) >= n["requests"], "live node requests")
+    if args.alerts:
+        n = check_alert_rules(args.alerts, "farswap-client", [snap, live],
+                              skip_prefix="farswap_region_")
+        print(f"alert rules: {n} series of group farswap-client served")
     probe.quit()
 
 
@@ -464,6 +519,7 @@ def main():
     p.add_argument("--probe", required=True)
     p.add_argument("--corpus", required=True)
     p.add_argument("--client", action="store_true", help="check the client library's metrics")
+    p.add_argument("--alerts", help="deploy/prometheus/farswap-alerts.yaml: check its series too")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="farswap-metrics-") as tmp:
         args.tmp = tmp  # where the test writes its files
