@@ -20,7 +20,12 @@
 //     sizing rule (pool limit x 1.1 + 512Mi, request = limit), and its
 //     preStop drain waits for less than the termination grace period;
 //  4. check that deploy/Dockerfile builds and copies every binary the
-//     manifests run, to the path they run it from.
+//     manifests run, to the path they run it from;
+//  5. monitoring (Prometheus Operator objects, schemas from
+//     @kubernetes-models/prometheus-operator): the ServiceMonitor selects
+//     the base's memory-node Service, in its namespace, by a port name it
+//     has, and the PrometheusRule's groups are exactly those of
+//     deploy/prometheus/farswap-alerts.yaml.
 // Prints one line per check; exits 1 on the first failed group, naming it.
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
@@ -45,6 +50,7 @@ const KUSTOMIZATIONS = [
   "overlays/dev-tls",
   "overlays/dev-ucx",
   "examples/demo-client",
+  "monitoring",
 ];
 
 // MODULES: the kubernetes-models module of each apiVersion the manifests use.
@@ -53,6 +59,7 @@ const MODULES = {
   "apps/v1": "kubernetes-models/apps/v1",
   "policy/v1": "kubernetes-models/policy/v1",
   "networking.k8s.io/v1": "kubernetes-models/networking.k8s.io/v1",
+  "monitoring.coreos.com/v1": "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1",
 };
 
 let failures = 0;
@@ -325,6 +332,31 @@ function kubectlAvailable() {
   }
 }
 
+// checkMonitoring: the monitoring kustomization against the base it watches
+// and the rule file it carries.
+function checkMonitoring(resources) {
+  const monitors = resources.filter((r) => r.kind === "ServiceMonitor");
+  assert.equal(monitors.length, 1, "one ServiceMonitor");
+  const base = render(path.join(k8s, "base"));
+  for (const m of monitors) {
+    const services = base.filter(
+      (s) => s.kind === "Service" && s.metadata.namespace === m.metadata.namespace &&
+        matches(m.spec.selector.matchLabels, s.metadata.labels ?? {}),
+    );
+    assert.ok(services.length > 0, `${resourceId(m)} selects no Service of the base`);
+    for (const e of m.spec.endpoints) {
+      for (const s of services) {
+        assert.ok(s.spec.ports.some((p) => p.name === e.port), `${resourceId(s)} has no port ${e.port}`);
+      }
+    }
+  }
+  const rules = resources.filter((r) => r.kind === "PrometheusRule");
+  assert.equal(rules.length, 1, "one PrometheusRule");
+  const file = YAML.parse(fs.readFileSync(path.join(root, "deploy/prometheus/farswap-alerts.yaml"), "utf8"));
+  assert.deepEqual(rules[0].spec.groups, file.groups,
+    "the PrometheusRule's groups differ from deploy/prometheus/farswap-alerts.yaml's");
+}
+
 const all = [];
 const hasKubectl = kubectlAvailable();
 for (const k of KUSTOMIZATIONS) {
@@ -370,7 +402,9 @@ for (const k of KUSTOMIZATIONS) {
   });
   await check(`${k}: pods hardened`, () => podSpecs(resources).forEach(checkHardened));
   await check(`${k}: selectors and port names`, () => checkSelectors(resources));
-  if (!k.startsWith("examples/")) {
+  if (k === "monitoring") {
+    await check(`${k}: ServiceMonitor and PrometheusRule`, () => checkMonitoring(resources));
+  } else if (!k.startsWith("examples/")) {
     await check(`${k}: memory node flags, probes, sizing, preStop`, () => checkMemoryNode(resources));
   }
   all.push(...resources);

@@ -36,7 +36,7 @@ const KNOWN_FIELDS = new Set([
 const CLUSTER_SCOPED = new Set(["Namespace"]);
 const NAMESPACED = new Set([
   "Secret", "ConfigMap", "Service", "DaemonSet", "Deployment",
-  "PodDisruptionBudget", "NetworkPolicy",
+  "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor", "PrometheusRule",
 ]);
 
 // MERGE_KEYS: strategic-merge keys of the object lists patches may touch
