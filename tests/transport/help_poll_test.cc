@@ -1,7 +1,9 @@
 // Transport::HelpPoll (transport.h): a thread waiting for a reply reads it
 // itself, on its own thread, without the I/O thread; helpers and the I/O
 // thread never handle one frame twice or lose one; a helper racing Shutdown
-// does nothing once the loop has stopped. Synchronised with a sync point
+// does nothing once the loop has stopped; between BeginHelping and
+// EndHelping the I/O thread is not woken for replies, and what arrived
+// unread is handed back to it at EndHelping. Synchronised with a sync point
 // and blocking sockets, never sleeps. Runs under ThreadSanitizer in CI.
 #include <gtest/gtest.h>
 
@@ -28,6 +30,28 @@ class HelpPollTest : public ::testing::Test {
   void TearDown() override { SyncPoints::ClearAll(); }
 };
 
+// EchoExchange sends a ping carrying `body` on `conn` (written inline) and
+// has the raw socket `peer` echo it in one write (a second small write
+// would wait out the client's delayed ACK). When it returns the reply is in
+// the client's socket: loopback delivers within the peer's write.
+void EchoExchange(Connection& conn, int peer, uint64_t id, const std::vector<uint8_t>& body) {
+  OutgoingMessage request = OwnedMessage({.opcode = Opcode::kPing, .request_id = id}, body);
+  ASSERT_TRUE(conn.Send({&request, 1}).ok());
+  std::array<uint8_t, kFrameHeaderSize> header;
+  ASSERT_TRUE(ReadAll(peer, header.data(), header.size()));
+  absl::StatusOr<FrameHeader> h = DecodeHeader(header);
+  ASSERT_TRUE(h.ok()) << h.status();
+  std::vector<uint8_t> got(h->payload_length);
+  ASSERT_TRUE(ReadAll(peer, got.data(), got.size()));
+  ASSERT_EQ(got, body);
+  FrameHeader reply = ReplyHeader(*h);
+  reply.payload_length = uint32_t(got.size());
+  auto reply_header = EncodeHeader(reply);
+  std::vector<uint8_t> frame(reply_header.begin(), reply_header.end());
+  frame.insert(frame.end(), got.begin(), got.end());
+  ASSERT_TRUE(WriteAll(peer, frame.data(), frame.size()));
+}
+
 // While the client's I/O thread is held (it has seen the reply ready and
 // waits at the sync point before it may run the loop's work), a thread
 // calling HelpPoll reads the reply and runs its callback on itself. Without
@@ -50,26 +74,9 @@ TEST_F(HelpPollTest, HelperReadsTheReplyWhileTheIoThreadIsHeld) {
   const int peer = accept(listener.fd, nullptr, nullptr);
   ASSERT_GE(peer, 0);
 
-  // Answer sends a ping and has the peer echo it.
-  auto answer = [&](uint64_t id, const std::vector<uint8_t>& body) {
-    OutgoingMessage request = OwnedMessage({.opcode = Opcode::kPing, .request_id = id}, body);
-    ASSERT_TRUE(conn->Send({&request, 1}).ok());  // written inline
-    std::array<uint8_t, kFrameHeaderSize> header;
-    ASSERT_TRUE(ReadAll(peer, header.data(), header.size()));
-    absl::StatusOr<FrameHeader> h = DecodeHeader(header);
-    ASSERT_TRUE(h.ok()) << h.status();
-    std::vector<uint8_t> got(h->payload_length);
-    ASSERT_TRUE(ReadAll(peer, got.data(), got.size()));
-    ASSERT_EQ(got, body);
-    FrameHeader reply = ReplyHeader(*h);
-    reply.payload_length = uint32_t(body.size());
-    auto reply_header = EncodeHeader(reply);
-    ASSERT_TRUE(WriteAll(peer, reply_header.data(), reply_header.size()));
-    ASSERT_TRUE(WriteAll(peer, body.data(), body.size()));
-  };
   // A first exchange, read by the I/O thread: the connection is registered
   // with the loop (Connect posts that) before the thread is held.
-  answer(1, Pattern(100, 1));
+  EchoExchange(*conn, peer, 1, Pattern(100, 1));
   const auto first_give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (!received.load() && std::chrono::steady_clock::now() < first_give_up) {
     std::this_thread::yield();
@@ -86,7 +93,7 @@ TEST_F(HelpPollTest, HelperReadsTheReplyWhileTheIoThreadIsHeld) {
     released.wait_for(std::chrono::seconds(60));
   });
   const std::vector<uint8_t> body = Pattern(4096, 11);
-  answer(7, body);
+  EchoExchange(*conn, peer, 7, body);
 
   // The I/O thread sees the reply and stops at the sync point; the helper
   // then handles it here.
@@ -105,9 +112,84 @@ TEST_F(HelpPollTest, HelperReadsTheReplyWhileTheIoThreadIsHeld) {
   close(peer);
 }
 
+// A helper's spell (BeginHelping .. EndHelping): replies are read by the
+// helper and the I/O thread is never woken for them (it would reach the
+// sync point "IoLoop::Run:before-work" on every wake-up); a reply that
+// arrives during the spell and that nobody reads is delivered by the I/O
+// thread once the spell ends.
+TEST_F(HelpPollTest, HelperSpellLeavesTheIoThreadAsleep) {
+  RawListener listener;
+  auto client = CreateTransport("tcp", {.io_threads = 1, .quiet_helping = true}).value();
+  std::atomic<int> received{0};
+  std::mutex mu;
+  std::vector<uint8_t> last_payload;  // guarded by mu
+  std::thread::id last_reader;        // guarded by mu
+  ConnectionHandler handler;
+  handler.on_receive = [&](Connection&, std::span<IncomingMessage> in) {
+    for (IncomingMessage& m : in) {
+      {
+        std::lock_guard<std::mutex> l(mu);
+        last_payload = m.payload;
+        last_reader = std::this_thread::get_id();
+      }
+      received.fetch_add(1);
+    }
+  };
+  const std::thread::id self = std::this_thread::get_id();
+  auto conn = client->Connect(absl::StrCat("127.0.0.1:", listener.port), handler).value();
+  const int peer = accept(listener.fd, nullptr, nullptr);
+  ASSERT_GE(peer, 0);
+  auto wait_for = [&](int count, bool help) {
+    const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (received.load() < count && std::chrono::steady_clock::now() < give_up) {
+      if (!help || !client->HelpPoll()) std::this_thread::yield();
+    }
+    return received.load() == count;
+  };
+  // A first exchange, read by the I/O thread (the connection is registered
+  // with the loop by a posted task, which wakes it anyway).
+  EchoExchange(*conn, peer, 1, Pattern(100, 1));
+  ASSERT_TRUE(wait_for(1, /*help=*/false));
+
+  std::atomic<int> io_thread_wakeups{0};
+  SyncPoints::Set("IoLoop::Run:before-work", [&] { io_thread_wakeups.fetch_add(1); });
+  client->BeginHelping();
+  constexpr int kExchanges = 50;
+  for (int i = 0; i < kExchanges; ++i) {
+    const std::vector<uint8_t> body = Pattern(64 + 50 * i, i);
+    EchoExchange(*conn, peer, 10 + i, body);
+    ASSERT_TRUE(wait_for(2 + i, /*help=*/true)) << "exchange " << i;
+    std::lock_guard<std::mutex> l(mu);
+    ASSERT_EQ(last_payload, body) << "exchange " << i;
+    ASSERT_EQ(last_reader, self) << "exchange " << i << ": read by the I/O thread";
+  }
+  EXPECT_EQ(io_thread_wakeups.load(), 0) << "the I/O thread was woken during the spell";
+
+  // A reply that arrives during the spell and is not read goes to the I/O
+  // thread when the spell ends, and only then.
+  const std::vector<uint8_t> body = Pattern(4096, 99);
+  EchoExchange(*conn, peer, 99, body);
+  EXPECT_EQ(received.load(), 1 + kExchanges);
+  EXPECT_EQ(io_thread_wakeups.load(), 0);
+  client->EndHelping();
+  ASSERT_TRUE(wait_for(2 + kExchanges, /*help=*/false)) << "the unread reply was never delivered";
+  EXPECT_GE(io_thread_wakeups.load(), 1);
+  {
+    std::lock_guard<std::mutex> l(mu);
+    EXPECT_EQ(last_payload, body);
+    EXPECT_NE(last_reader, self);
+  }
+  SyncPoints::ClearAll();
+  conn->Close(absl::CancelledError("done"));
+  client->Shutdown();
+  close(peer);
+}
+
 // Many waiters help while the I/O threads also run: every reply is
-// delivered exactly once and intact, on whichever thread got to it.
-TEST_F(HelpPollTest, HelpersAndIoThreadsDeliverEveryReplyOnce) {
+// delivered exactly once and intact, on whichever thread got to it. With
+// quiet helping each wait is a spell (BeginHelping .. EndHelping), so the
+// spells of the threads overlap and end in every order.
+void HelpersAndIoThreadsDeliverEveryReplyOnce(bool quiet) {
   auto server = std::make_unique<TestServer>([](Connection& c, std::span<IncomingMessage> in) {
     std::vector<OutgoingMessage> out;
     for (IncomingMessage& m : in) {
@@ -115,7 +197,7 @@ TEST_F(HelpPollTest, HelpersAndIoThreadsDeliverEveryReplyOnce) {
     }
     ASSERT_TRUE(c.Send(out).ok());
   });
-  auto client = CreateTransport("tcp", {.io_threads = 2}).value();
+  auto client = CreateTransport("tcp", {.io_threads = 2, .quiet_helping = quiet}).value();
   constexpr int kThreads = 4;
   constexpr int kCalls = 300;
   struct Waiter {
@@ -153,8 +235,18 @@ TEST_F(HelpPollTest, HelpersAndIoThreadsDeliverEveryReplyOnce) {
                                          Pattern(64 + i, t * 1000 + i));
         ASSERT_TRUE(w.conn->Send({&m, 1}).ok());
         const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+        // Every other wait of a quiet helper stops helping early, as a
+        // waiter whose spin ran out does, and sleeps (yields) instead: the
+        // I/O threads must then read its reply.
+        const bool whole_wait = !quiet || i % 2 == 0;
+        if (quiet) client->BeginHelping();
         while (w.count.load() <= i && std::chrono::steady_clock::now() < give_up) {
           if (!client->HelpPoll()) std::this_thread::yield();
+          if (!whole_wait) break;
+        }
+        if (quiet) client->EndHelping();
+        while (w.count.load() <= i && std::chrono::steady_clock::now() < give_up) {
+          std::this_thread::yield();
         }
         ASSERT_EQ(w.count.load(), i + 1);
       }
@@ -174,6 +266,14 @@ TEST_F(HelpPollTest, HelpersAndIoThreadsDeliverEveryReplyOnce) {
   // Not asserted (the split is the scheduler's), but shown: which threads read.
   std::printf("replies read by the waiting threads: %d of %d\n", on_helpers, kThreads * kCalls);
   client->Shutdown();
+}
+
+TEST_F(HelpPollTest, HelpersAndIoThreadsDeliverEveryReplyOnce) {
+  HelpersAndIoThreadsDeliverEveryReplyOnce(/*quiet=*/false);
+}
+
+TEST_F(HelpPollTest, QuietHelpersAndIoThreadsDeliverEveryReplyOnce) {
+  HelpersAndIoThreadsDeliverEveryReplyOnce(/*quiet=*/true);
 }
 
 // HelpPoll racing Shutdown: no crash, no callback after Shutdown returned,

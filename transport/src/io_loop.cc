@@ -18,6 +18,9 @@
 namespace farswap::transport {
 namespace {
 constexpr IoLoop::Registration kWakeRegistration = 0;
+// kInnerRegistration: the inner epoll instance in the outer one (never a
+// target's: registrations count up from 1).
+constexpr IoLoop::Registration kInnerRegistration = ~IoLoop::Registration{0};
 // kMaxEvents: events taken per epoll_wait; more just wait for the next call.
 constexpr int kMaxEvents = 64;
 
@@ -29,34 +32,48 @@ absl::Status ErrnoStatus(absl::string_view what) {
 }
 }  // namespace
 
-absl::StatusOr<std::shared_ptr<IoLoop>> IoLoop::Create(int index, absl::Duration busy_poll) {
-  int epoll_fd = epoll_create1(EPOLL_CLOEXEC);
-  if (epoll_fd < 0) return ErrnoStatus("epoll_create1");
-  int wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wake_fd < 0) {
-    absl::Status s = ErrnoStatus("eventfd");
-    close(epoll_fd);
+absl::StatusOr<std::shared_ptr<IoLoop>> IoLoop::Create(int index, absl::Duration busy_poll,
+                                                       bool quiet_helping) {
+  int fds[3] = {-1, -1, -1};  // targets' epoll, eventfd, outer epoll (quiet helping)
+  auto fail = [&fds](absl::string_view what) {
+    absl::Status s = ErrnoStatus(what);
+    for (int fd : fds) {
+      if (fd >= 0) close(fd);
+    }
     return s;
+  };
+  if ((fds[0] = epoll_create1(EPOLL_CLOEXEC)) < 0) return fail("epoll_create1");
+  if ((fds[1] = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) return fail("eventfd");
+  // The loop's thread waits on `wait_fd`: the targets' instance itself, or
+  // with quiet helping an outer one holding it (file comment in io_loop.h).
+  int wait_fd = fds[0];
+  if (quiet_helping) {
+    if ((fds[2] = epoll_create1(EPOLL_CLOEXEC)) < 0) return fail("epoll_create1");
+    epoll_event inner{};
+    inner.events = EPOLLIN;
+    inner.data.u64 = kInnerRegistration;
+    if (epoll_ctl(fds[2], EPOLL_CTL_ADD, fds[0], &inner) != 0) return fail("epoll_ctl(epoll)");
+    wait_fd = fds[2];
   }
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = kWakeRegistration;
-  if (epoll_ctl(epoll_fd, EPOLL_CTL_ADD, wake_fd, &ev) != 0) {
-    absl::Status s = ErrnoStatus("epoll_ctl(eventfd)");
-    close(epoll_fd);
-    close(wake_fd);
-    return s;
-  }
-  std::shared_ptr<IoLoop> loop(new IoLoop(index, epoll_fd, wake_fd, busy_poll));
+  if (epoll_ctl(wait_fd, EPOLL_CTL_ADD, fds[1], &ev) != 0) return fail("epoll_ctl(eventfd)");
+  std::shared_ptr<IoLoop> loop(new IoLoop(index, wait_fd, fds[0], fds[1], busy_poll));
   loop->thread_ = std::thread([raw = loop.get()] { raw->Run(); });
   return loop;
 }
 
-IoLoop::IoLoop(int index, int epoll_fd, int wake_fd, absl::Duration busy_poll)
-    : index_(index), epoll_fd_(epoll_fd), wake_fd_(wake_fd), busy_poll_(busy_poll) {}
+IoLoop::IoLoop(int index, int wait_fd, int epoll_fd, int wake_fd, absl::Duration busy_poll)
+    : index_(index),
+      wait_fd_(wait_fd),
+      epoll_fd_(epoll_fd),
+      wake_fd_(wake_fd),
+      busy_poll_(busy_poll) {}
 
 IoLoop::~IoLoop() {
   Stop();
+  if (wait_fd_ != epoll_fd_) close(wait_fd_);
   close(epoll_fd_);
   close(wake_fd_);
 }
@@ -72,9 +89,10 @@ bool IoLoop::HelpPoll() {
     const int n = epoll_wait(epoll_fd_, events, kMaxEvents, 0);
     if (n > 0) {
       running_loop = this;
-      // Only the wake eventfd ready (left to the loop's thread): nothing
-      // handled, so the caller yields and that thread gets the CPU.
-      handled = Dispatch(events, n, /*read_wake=*/false) > 0;
+      // Only the wake eventfd ready (left to the loop's thread), or targets
+      // removed meanwhile: nothing handled, so the caller yields and that
+      // thread gets the CPU.
+      handled = Dispatch(events, n, /*loop_thread=*/false, nullptr) > 0;
       running_loop = nullptr;
     }
   }
@@ -82,15 +100,41 @@ bool IoLoop::HelpPoll() {
   return handled;
 }
 
-int IoLoop::Dispatch(const epoll_event* events, int n, bool read_wake) {
+void IoLoop::BeginHelping() {
+  // Not from a callback (HelpPoll would refuse), nor without quiet helping.
+  if (running_loop != nullptr || wait_fd_ == epoll_fd_) return;
+  MutexLock l(&help_mu_);
+  if (helpers_++ != 0) return;
+  // Interest in nothing: EPOLLERR and EPOLLHUP, which the kernel adds, are
+  // never raised by an epoll instance.
+  epoll_event ev{};
+  ev.data.u64 = kInnerRegistration;
+  epoll_ctl(wait_fd_, EPOLL_CTL_MOD, epoll_fd_, &ev);
+}
+
+void IoLoop::EndHelping() {
+  if (running_loop != nullptr || wait_fd_ == epoll_fd_) return;
+  MutexLock l(&help_mu_);
+  if (--helpers_ != 0) return;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kInnerRegistration;
+  epoll_ctl(wait_fd_, EPOLL_CTL_MOD, epoll_fd_, &ev);
+}
+
+int IoLoop::Dispatch(const epoll_event* events, int n, bool loop_thread, bool* inner_ready) {
   int delivered = 0;
   for (int i = 0; i < n; ++i) {
     const Registration reg = events[i].data.u64;
     if (reg == kWakeRegistration) {
-      if (read_wake) {
+      if (loop_thread) {
         uint64_t count;
         [[maybe_unused]] ssize_t r = read(wake_fd_, &count, sizeof(count));
       }
+      continue;
+    }
+    if (reg == kInnerRegistration) {
+      *inner_ready = true;
       continue;
     }
     auto it = targets_.find(reg);
@@ -188,13 +232,13 @@ void IoLoop::Run() {
   for (;;) {
     int n;
     if (spin.count() > 0 && std::chrono::steady_clock::now() < spin_until) {
-      n = epoll_wait(epoll_fd_, events, kMaxEvents, 0);
+      n = epoll_wait(wait_fd_, events, kMaxEvents, 0);
       if (n == 0) {
         std::this_thread::yield();
         continue;
       }
     } else {
-      n = epoll_wait(epoll_fd_, events, kMaxEvents, -1);
+      n = epoll_wait(wait_fd_, events, kMaxEvents, -1);
     }
     if (n > 0 && spin.count() > 0) spin_until = std::chrono::steady_clock::now() + spin;
     if (n < 0) {
@@ -207,7 +251,13 @@ void IoLoop::Run() {
     // waits for it, and the events above may have been handled already).
     FARSWAP_SYNC_POINT("IoLoop::Run:before-work");  // [none], the loop's thread
     MutexLock work(&work_mu_);
-    Dispatch(events, n, /*read_wake=*/true);
+    bool inner_ready = false;
+    Dispatch(events, n, /*loop_thread=*/true, &inner_ready);
+    if (inner_ready) {
+      // Quiet helping: the targets' events are in the inner instance.
+      const int m = epoll_wait(epoll_fd_, events, kMaxEvents, 0);
+      if (m > 0) Dispatch(events, m, /*loop_thread=*/true, &inner_ready);
+    }
     bool stop;
     {
       MutexLock lock(&mu_);

@@ -20,6 +20,17 @@
 // data, so an event still pending for an fd that was closed and reused in
 // the same epoll_wait batch is dropped rather than delivered to the new
 // owner.
+//
+// Quiet helping (a loop created with quiet_helping). The sockets are
+// watched by an inner epoll instance; the loop's thread blocks on an outer
+// one that holds the inner one and the wake eventfd. A thread about to spin on HelpPoll calls
+// BeginHelping: while any helper is there the outer instance stops watching the inner one, so a
+// reply the helper will read does not also wake the loop's thread (a kernel
+// wake-up, tens of microseconds of the other vCPU on a small machine, for an
+// event it would find already handled). EndHelping by the last helper
+// watches it again; being level-triggered, the outer instance then reports
+// at once whatever arrived meanwhile and nobody read. Posted tasks still
+// wake the loop's thread (the eventfd stays watched).
 #ifndef FARSWAP_TRANSPORT_SRC_IO_LOOP_H_
 #define FARSWAP_TRANSPORT_SRC_IO_LOOP_H_
 
@@ -60,9 +71,10 @@ class IoLoop {
   using Registration = uint64_t;
 
   // busy_poll: how long the loop keeps polling without blocking after it
-  // handled events (0: it blocks at once).
+  // handled events (0: it blocks at once). quiet_helping: see the file
+  // comment.
   static absl::StatusOr<std::shared_ptr<IoLoop>> Create(
-      int index, absl::Duration busy_poll = absl::ZeroDuration());
+      int index, absl::Duration busy_poll = absl::ZeroDuration(), bool quiet_helping = false);
   ~IoLoop();
   IoLoop(const IoLoop&) = delete;
   IoLoop& operator=(const IoLoop&) = delete;
@@ -88,6 +100,11 @@ class IoLoop {
   // of this loop may run on it, so it must hold no lock a callback takes,
   // and must not be in a callback itself.
   bool HelpPoll();
+  // BeginHelping / EndHelping bracket a spell of HelpPoll calls (file
+  // comment): paired, on the same thread. No-ops from inside a callback
+  // and in a loop made without quiet_helping.
+  void BeginHelping();
+  void EndHelping();
 
   // Add watches `fd` for `events` on behalf of `target` (loop thread only).
   absl::StatusOr<Registration> Add(int fd, uint32_t events, std::shared_ptr<EpollTarget> target);
@@ -95,17 +112,20 @@ class IoLoop {
   void Remove(Registration reg, int fd);
 
  private:
-  IoLoop(int index, int epoll_fd, int wake_fd, absl::Duration busy_poll);
+  IoLoop(int index, int wait_fd, int epoll_fd, int wake_fd, absl::Duration busy_poll);
   void Run();
   void Wake();
-  // Dispatch hands `n` events to their targets (the wake eventfd's is
-  // read, when `read_wake`, else skipped); returns how many reached one.
-  int Dispatch(const epoll_event* events, int n, bool read_wake)
+  // Dispatch hands `n` events to their targets; returns how many reached
+  // one. The wake eventfd's event is read when `loop_thread` (a helper
+  // leaves it to the loop's thread); the inner instance's (quiet helping)
+  // sets *inner_ready.
+  int Dispatch(const epoll_event* events, int n, bool loop_thread, bool* inner_ready)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(work_mu_);
 
   const int index_;
-  const int epoll_fd_;
-  const int wake_fd_;  // eventfd
+  const int wait_fd_;   // the loop's thread waits here: epoll_fd_, or the outer instance
+  const int epoll_fd_;  // the targets (and the wake eventfd unless quiet); HelpPoll polls here
+  const int wake_fd_;   // eventfd
   const absl::Duration busy_poll_;
   std::thread thread_;
 
@@ -117,6 +137,11 @@ class IoLoop {
   // work_mu_: held by whoever runs the loop's work (file comment). Lock
   // order: work_mu_, then mu_; work_mu_ before any lock a callback takes.
   Mutex work_mu_;
+  // helpers_: threads between BeginHelping and EndHelping; the first and
+  // the last change the outer instance's interest under help_mu_.
+  Mutex help_mu_;
+  int helpers_ ABSL_GUARDED_BY(help_mu_) = 0;
+
   // help_refused_: the loop is shutting down; HelpPoll does nothing.
   bool help_refused_ ABSL_GUARDED_BY(work_mu_) = false;
 

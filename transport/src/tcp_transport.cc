@@ -220,6 +220,14 @@ class TcpTransport final : public Transport {
     return handled;
   }
 
+  void BeginHelping() override {
+    for (auto& loop : loops_->loops) loop->BeginHelping();
+  }
+
+  void EndHelping() override {
+    for (auto& loop : loops_->loops) loop->EndHelping();
+  }
+
   absl::string_view scheme() const override { return "tcp"; }
 
  private:
@@ -375,7 +383,8 @@ absl::StatusOr<std::unique_ptr<Transport>> CreateTcpTransport(const TransportOpt
   }
   auto loops = std::make_shared<LoopSet>();
   for (int i = 0; i < options.io_threads; ++i) {
-    FARSWAP_ASSIGN_OR_RETURN(std::shared_ptr<IoLoop> loop, IoLoop::Create(i, options.busy_poll));
+    FARSWAP_ASSIGN_OR_RETURN(std::shared_ptr<IoLoop> loop,
+                             IoLoop::Create(i, options.busy_poll, options.quiet_helping));
     loops->loops.push_back(std::move(loop));
   }
   return std::make_unique<TcpTransport>(std::move(loops), options);

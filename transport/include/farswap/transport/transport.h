@@ -228,6 +228,12 @@ struct TransportOptions {
   // kernel wake-up on the latency path, at the cost of a core while
   // traffic flows. 0 (the default) sleeps at once.
   absl::Duration busy_poll = absl::ZeroDuration();
+  // quiet_helping: a thread between BeginHelping and EndHelping keeps the
+  // I/O threads from being woken for the replies it reads (TCP only; see
+  // Transport::BeginHelping). Costs one more epoll_wait each time an I/O
+  // thread wakes for socket events, so set it only where threads help
+  // (farswap::Client with ClientOptions::poll_while_waiting does).
+  bool quiet_helping = false;
   // ucx_transports: the UCX transports the ucx backend may use, in UCX_TLS
   // syntax ("tcp"; "sm,tcp" for shared memory between processes of one
   // machine, "rc,sm,self" on InfiniBand/RoCE). Empty (the default): UCX_TLS
@@ -295,6 +301,15 @@ class Transport {
   // a callback. Callbacks of any connection may run on the calling thread:
   // it must hold no lock a callback takes.
   virtual bool HelpPoll() { return false; }
+  // BeginHelping / EndHelping bracket a spell of HelpPoll calls on one
+  // thread, always paired. With TransportOptions::quiet_helping, while a
+  // helper is there the I/O threads are not woken for the replies it will
+  // read (only for their queued work), and EndHelping by the last helper
+  // hands what nobody read back to them: a thread must call EndHelping
+  // before it stops calling HelpPoll (before it sleeps). No-ops otherwise,
+  // and from inside a callback.
+  virtual void BeginHelping() {}
+  virtual void EndHelping() {}
 
   // scheme: "tcp", "ucx" or "rdma".
   virtual absl::string_view scheme() const = 0;
