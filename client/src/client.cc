@@ -1432,8 +1432,12 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Connect(const ClientOptions& opt
       !s.ok()) {
     return s;
   }
-  absl::StatusOr<std::unique_ptr<transport::Transport>> t = transport::CreateTransport(
-      options.transport, {.io_threads = options.io_threads, .busy_poll = options.busy_poll});
+  // The waiters help this transport only (Impl::wait_helper): its I/O
+  // threads need not be woken for the replies they read.
+  absl::StatusOr<std::unique_ptr<transport::Transport>> t =
+      transport::CreateTransport(options.transport, {.io_threads = options.io_threads,
+                                                     .busy_poll = options.busy_poll,
+                                                     .quiet_helping = options.poll_while_waiting});
   if (!t.ok()) return t.status();
   auto impl = std::make_unique<Impl>(options, std::move(attacher), std::move(*t));
   if (absl::Status s = impl->Start(); !s.ok()) return s;

@@ -18,7 +18,14 @@
 // Given a transport to help (ClientOptions::poll_while_waiting), the spin
 // runs the transport's ready I/O itself (Transport::HelpPoll) instead of
 // only yielding: the reply is then read and completed on this thread, with
-// no wake-up of an I/O thread on the way.
+// no wake-up of an I/O thread on the way. A waiter for more than one
+// completion (a batch: its replies come after the node handled every page,
+// hundreds of microseconds) also makes its spin a helping spell
+// (Transport::BeginHelping): the I/O threads are then not woken for the
+// replies it reads. A one-page wait does not: its reply comes within a
+// round trip, and the spell's two epoll_ctl calls on its path cost it
+// more than the I/O thread's wake-up, which is off its path (measured:
+// README.md, "The data path").
 //
 // A waiter for one completion allocates nothing (WaitOne): a fault's load
 // is such a call.
@@ -79,10 +86,13 @@ class CompletionWaiter {
     if (spin_ > absl::ZeroDuration() && left_.load(std::memory_order_acquire) != 0) {
       const auto until = std::chrono::steady_clock::now() +
                          std::chrono::nanoseconds(absl::ToInt64Nanoseconds(spin_));
+      const bool quiet = help_ != nullptr && statuses_.size() > 1;  // file comment
+      if (quiet) help_->BeginHelping();
       while (left_.load(std::memory_order_acquire) != 0 &&
              std::chrono::steady_clock::now() < until) {
         if (help_ == nullptr || !help_->HelpPoll()) std::this_thread::yield();
       }
+      if (quiet) help_->EndHelping();
     }
     MutexLock l(&mu_);
     while (left_.load(std::memory_order_acquire) != 0) cv_.Wait(&mu_);

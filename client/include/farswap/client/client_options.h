@@ -137,6 +137,8 @@ struct ClientOptions {
   // turn it on only where no thread makes a synchronous call while holding
   // a lock such a callback takes. A region's client may (the region makes
   // only synchronous calls); farswap-bench, the demo and the examples do.
+  // It also makes the client's transport with quiet_helping, so a batch's
+  // waiter keeps the I/O threads from being woken for the replies it reads.
   bool poll_while_waiting = false;
   // busy_poll: the transport's I/O threads keep polling this long after
   // traffic before they sleep (TransportOptions::busy_poll), so a reply is
