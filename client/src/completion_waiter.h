@@ -55,7 +55,7 @@ class CompletionWaiter {
  public:
   // help: the transport whose I/O the spin runs (nullptr: none).
   CompletionWaiter(size_t n, absl::Duration spin, transport::Transport* help = nullptr)
-      : statuses_(n), left_(n), spin_(spin), help_(help) {}
+      : statuses_(n), left_(n), batch_(n > 1), spin_(spin), help_(help) {}
 
   DoneCallback Callback(size_t i) {
     return [this, i](absl::Status s) {
@@ -86,7 +86,7 @@ class CompletionWaiter {
     if (spin_ > absl::ZeroDuration() && left_.load(std::memory_order_acquire) != 0) {
       const auto until = std::chrono::steady_clock::now() +
                          std::chrono::nanoseconds(absl::ToInt64Nanoseconds(spin_));
-      const bool quiet = help_ != nullptr && statuses_.size() > 1;  // file comment
+      const bool quiet = help_ != nullptr && batch_;  // file comment
       if (quiet) help_->BeginHelping();
       while (left_.load(std::memory_order_acquire) != 0 &&
              std::chrono::steady_clock::now() < until) {
@@ -102,6 +102,7 @@ class CompletionWaiter {
   CondVar cv_;
   absl::InlinedVector<absl::Status, 1> statuses_ ABSL_GUARDED_BY(mu_);
   std::atomic<size_t> left_;
+  const bool batch_;  // more than one completion expected
   const absl::Duration spin_;
   transport::Transport* const help_;
 };
